@@ -1,0 +1,109 @@
+"""Conversions between HTTP payloads and the typed binding objects, shared by the faces."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..bindings import ChatMessage, Health, InputItem, ModelInfo, Output
+from ..errors import InvalidRequest
+
+DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.I)
+CHAT_ROLES = {
+    "user": "user",
+    "user_prompt": "user",
+    "assistant": "assistant",
+    "assistant_response": "assistant",
+    "system": "system",
+    "system_context": "system",
+}
+
+
+def decode_data(value: str, param: str) -> tuple[bytes, str | None]:
+    """Decode base64 or a `data:<mime>;base64,` URL; a bad value is a 400 naming `param`."""
+    mime = None
+    match = DATA_URL.match(value)
+    if match:
+        mime = match.group("mime")
+        value = value[match.end() :]
+    try:
+        return base64.b64decode(value, validate=True), mime
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{param} is not valid base64: {exc}", param=param) from exc
+
+
+def encode_data(data: bytes) -> str:
+    """Base64 text of binary data."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage], list[InputItem]]:
+    """Turn lollms `input_data` into chat messages (in order, system first) and media inputs."""
+    system: list[str] = []
+    messages: list[ChatMessage] = []
+    inputs: list[InputItem] = []
+    for index, item in enumerate(items):
+        role = item["role"]
+        if item["type"] == "text":
+            chat_role = CHAT_ROLES.get(role)
+            if chat_role == "system":
+                system.append(item["data"])
+            elif chat_role is not None:
+                messages.append(ChatMessage(chat_role, item["data"]))  # type: ignore[arg-type]
+            else:
+                inputs.append(InputItem("text", role=role, text=item["data"], metadata=item["metadata"]))
+            continue
+        data, url_mime = decode_data(item["data"], f"input_data[{index}].data")
+        inputs.append(
+            InputItem(
+                item["type"],
+                role=role,
+                data=data,
+                mime_type=item["mime_type"] or url_mime,
+                metadata=item["metadata"],
+            )
+        )
+    images = tuple(i for i in inputs if i.type == "image" and i.role in ("input_image", "user_image"))
+    if images and messages and messages[-1].role == "user":
+        last = messages[-1]
+        messages[-1] = ChatMessage("user", last.content, images=images)
+    if system:
+        messages.insert(0, ChatMessage("system", "\n\n".join(system)))
+    return messages, inputs
+
+
+def output_dict(output: Output) -> dict[str, Any]:
+    """A lollms `output` item: text as is, binary media as base64."""
+    return {
+        "type": output.type,
+        "data": output.text if output.type == "text" else encode_data(output.data),
+        "mime_type": output.mime_type,
+        "thoughts": output.thoughts,
+        "metadata": dict(output.metadata),
+    }
+
+
+def model_dict(model: ModelInfo, instance: str) -> dict[str, Any]:
+    """The public description of a model."""
+    return {
+        "name": model.name,
+        "id": f"{instance}/{model.name}",
+        "binding_instance": instance,
+        "family": model.family,
+        "size_bytes": model.size_bytes,
+        "parameters": model.parameters,
+        "quantization": model.quantization,
+        "context_length": model.context_length,
+        "capabilities": sorted(model.capabilities),
+        "memory_bytes": model.memory_bytes,
+        "loaded": model.loaded,
+        "details": dict(model.details),
+    }
+
+
+def health_dict(health: Health) -> dict[str, Any]:
+    """The public description of an instance's health."""
+    return {"state": health.state, "detail": health.detail, "latency_ms": health.latency_ms}

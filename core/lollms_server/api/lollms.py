@@ -1,0 +1,336 @@
+"""The lollms API under /api/v1/ (upstream lollms_server shape, without its secret leaks)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__, health
+from ..bindings import Output, Usage
+from ..errors import LollmsError, NotFound, NotSupported
+from ..generation import Prepared, guarded
+from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
+from ..registry import Target
+from ..schemas import (
+    DetokenizeSchema,
+    GenerateResponseSchema,
+    GenerateSchema,
+    HealthSchema,
+    ModelInfoQuerySchema,
+    TokenizeSchema,
+)
+from .convert import health_dict, lollms_inputs, model_dict, output_dict
+from .endpoint import endpoint
+from .sse import ClientGone, open_sse, send_event
+
+routes = web.RouteTableDef()
+PREFIX = "/api/v1"
+TAG = "lollms"
+
+
+@routes.get(f"{PREFIX}/health")
+@endpoint("Server liveness, version and whether a key is needed", tag=TAG, response=HealthSchema)
+async def get_health(request: web.Request) -> web.Response:
+    """Public liveness probe."""
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "api_key_required": False,
+            "plugin_errors": request.app[PLUGINS].errors,
+        }
+    )
+
+
+@routes.get(f"{PREFIX}/list_bindings")
+@endpoint("Binding types from plugins and configured instances (secrets masked)", tag=TAG)
+async def list_bindings(request: web.Request) -> web.Response:
+    """Binding types and instances."""
+    plugins = request.app[PLUGINS]
+    types: dict[str, Any] = {}
+    for name, cls in sorted(plugins.binding_classes.items()):
+        owner = plugins.plugin_of(name)
+        types[name] = {
+            "title": cls.title,
+            "description": cls.description,
+            "capabilities": sorted(cls.capabilities),
+            "plugin": owner.name if owner else None,
+            "version": owner.version if owner else None,
+            "settings": sorted(cls.ConfigSchema().fields),
+        }
+    instances = {
+        binding.instance_name: {
+            "type": binding.name,
+            "default_model": request.app[REGISTRY].default_models.get(binding.instance_name),
+            "settings": binding.public_settings(),
+        }
+        for binding in request.app[REGISTRY]
+    }
+    return web.json_response(
+        {"binding_types": types, "binding_instances": instances, "plugin_errors": plugins.errors}
+    )
+
+
+@routes.get(f"{PREFIX}/list_active_bindings")
+@endpoint("Configured instances with their capabilities and current health", tag=TAG)
+async def list_active_bindings(request: web.Request) -> web.Response:
+    """Instances and health."""
+    registry = request.app[REGISTRY]
+    states = await health.check_all(registry)
+    return web.json_response(
+        {
+            b.instance_name: {
+                "type": b.name,
+                "capabilities": sorted(b.capabilities),
+                "health": health_dict(states[b.instance_name]),
+            }
+            for b in registry
+        }
+    )
+
+
+@routes.get(PREFIX + "/list_available_models/{instance}")
+@endpoint("Models of one binding instance", tag=TAG)
+async def list_available_models(request: web.Request) -> web.Response:
+    """Models of one instance; a backend failure is a 5xx, never an empty list."""
+    binding = request.app[REGISTRY].get(request.match_info["instance"])
+    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    return web.json_response(
+        {"instance": binding.instance_name, "models": [model_dict(m, binding.instance_name) for m in models]}
+    )
+
+
+@routes.get(f"{PREFIX}/list_models")
+@endpoint("Models of every instance; failing instances listed under errors", tag=TAG)
+async def list_models(request: web.Request) -> web.Response:
+    """Models of all instances."""
+    registry = request.app[REGISTRY]
+    bindings = list(registry)
+    results = await asyncio.gather(*(_models_of(b) for b in bindings), return_exceptions=True)
+    models: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    for binding, result in zip(bindings, results, strict=True):
+        if isinstance(result, LollmsError):
+            errors[binding.instance_name] = result.to_dict()
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            models[binding.instance_name] = result
+    return web.json_response({"models": models, "errors": errors})
+
+
+async def _models_of(binding: Any) -> list[dict[str, Any]]:
+    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    return [model_dict(m, binding.instance_name) for m in models]
+
+
+@routes.get(PREFIX + "/get_model_info/{instance}")
+@endpoint("One model's details", tag=TAG, query=ModelInfoQuerySchema)
+async def get_model_info(request: web.Request, query: dict[str, Any]) -> web.Response:
+    """Details of one model of an instance."""
+    binding = request.app[REGISTRY].get(request.match_info["instance"])
+    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    for model in models:
+        if model.name == query["model_name"]:
+            return web.json_response(model_dict(model, binding.instance_name))
+    raise NotFound(
+        f"instance {binding.instance_name!r} has no model {query['model_name']!r}",
+        binding=binding.instance_name,
+        param="model_name",
+    )
+
+
+@routes.get(f"{PREFIX}/list_personalities")
+@endpoint("Installed personalities", tag=TAG)
+async def list_personalities(request: web.Request) -> web.Response:
+    """Personalities and loading problems."""
+    store = request.app[PERSONALITIES]
+    return web.json_response(
+        {
+            "personalities": {n: p.to_dict() for n, p in sorted(store.by_name.items())},
+            "problems": store.problems,
+        }
+    )
+
+
+@routes.get(f"{PREFIX}/list_functions")
+@endpoint("Registered functions (tools) with their parameter schemas", tag=TAG)
+async def list_functions(request: web.Request) -> web.Response:
+    """Functions."""
+    functions = request.app[FUNCTIONS]
+    return web.json_response(
+        {
+            "functions": {n: f.to_dict() for n, f in sorted(functions.by_name.items())},
+            "problems": functions.problems,
+        }
+    )
+
+
+@routes.get(f"{PREFIX}/get_default_bindings")
+@endpoint("Default instance (and model) per generation type", tag=TAG)
+async def get_default_bindings(request: web.Request) -> web.Response:
+    """Defaults per generation type."""
+    registry = request.app[REGISTRY]
+    defaults = {}
+    for generation_type, ref in sorted(registry.defaults.items()):
+        instance, _, model = ref.partition("/")
+        defaults[generation_type] = {
+            "binding_instance": instance,
+            "model_name": model or registry.default_models.get(instance),
+        }
+    return web.json_response({"defaults": defaults})
+
+
+@routes.post(f"{PREFIX}/generate")
+@endpoint(
+    "Generate text, images, audio or video; SSE when stream is true",
+    tag=TAG,
+    body=GenerateSchema,
+    response=GenerateResponseSchema,
+    streams=True,
+)
+async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Run one generation."""
+    if body["functions"]:
+        functions = request.app[FUNCTIONS].by_name
+        for name in body["functions"]:
+            if name not in functions:
+                raise NotFound(f"no function named {name!r}", param="functions")
+        raise NotSupported("the server-side function-calling loop is not available yet")
+    generation_type = body["generation_type"]
+    target = await request.app[REGISTRY].resolve(
+        generation_type, body["binding_name"], body["model_name"]
+    )
+    messages, inputs = lollms_inputs(body["input_data"])
+    service = request.app[GENERATION]
+    prepared = await service.prepare(
+        face="lollms",
+        generation_type=generation_type,
+        target=target,
+        messages=messages,
+        inputs=inputs,
+        parameters=body["parameters"],
+        personality=body["personality"],
+    )
+    if body["stream"]:
+        return await _stream(request, prepared)
+    result = await service.generate(prepared)
+    return web.json_response(
+        _response_body(prepared, result.outputs, result.usage, result.finish_reason),
+        headers={"X-Request-Id": prepared.request.request_id},
+    )
+
+
+def _response_body(
+    prepared: Prepared, outputs: tuple[Output, ...] | list[Output], usage: Usage | None, finish: str
+) -> dict[str, Any]:
+    return {
+        "personality": prepared.personality.name if prepared.personality else None,
+        "request_id": prepared.request.request_id,
+        "binding_instance": prepared.target.binding.instance_name,
+        "model_name": prepared.target.model,
+        "output": [output_dict(o) for o in outputs],
+        "usage": _usage_dict(usage),
+        "finish_reason": finish,
+        "execution_time": round(prepared.elapsed_s, 4),
+    }
+
+
+def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+async def _stream(request: web.Request, prepared: Prepared) -> web.StreamResponse:
+    response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
+    service = request.app[GENERATION]
+    texts: list[str] = []
+    thoughts: list[str] = []
+    media: list[Output] = []
+    usage: Usage | None = None
+    finish = "stop"
+    try:
+        await send_event(response, _event("info", "started", request_id=prepared.request.request_id,
+                                          binding=prepared.target.binding.instance_name,
+                                          model=prepared.target.model))
+        async with aclosing(service.stream(prepared)) as chunks:
+            async for chunk in chunks:
+                if chunk.type == "info":
+                    await send_event(response, _event("info", chunk.content, **chunk.metadata))
+                    continue
+                usage = chunk.usage or usage
+                finish = chunk.finish_reason or finish
+                if chunk.output is not None:
+                    media.append(chunk.output)
+                if chunk.content or chunk.thoughts:
+                    texts.append(chunk.content)
+                    thoughts.append(chunk.thoughts)
+                    await send_event(response, _event("chunk", chunk.content, chunk.thoughts or None))
+        text, thought_text = "".join(texts), "".join(thoughts)
+        outputs = list(media)
+        if text or thought_text or not media:
+            outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
+        final = _response_body(prepared, outputs, usage, finish)
+        await send_event(response, {"type": "final", "content": final["output"], "thoughts": None,
+                                    "metadata": final})
+    except LollmsError as exc:
+        await _send_error(response, prepared, exc)
+    except ClientGone:
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:
+    try:
+        await send_event(response, _event("error", exc.message, error=exc.to_dict()))
+        final = {"request_id": prepared.request.request_id, "status": "error",
+                 "execution_time": round(prepared.elapsed_s, 4)}
+        await send_event(response, {"type": "final", "content": [], "thoughts": None, "metadata": final})
+    except ClientGone:
+        pass
+
+
+def _event(kind: str, content: Any, thoughts: str | None = None, **metadata: Any) -> dict[str, Any]:
+    return {"type": kind, "content": content, "thoughts": thoughts, "metadata": metadata}
+
+
+async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Target:
+    return await request.app[REGISTRY].resolve("ttt", body["binding_name"], body["model_name"])
+
+
+@routes.post(f"{PREFIX}/tokenize")
+@endpoint("Token ids of a text under a model's tokenizer", tag=TAG, body=TokenizeSchema)
+async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Tokenize."""
+    target = await _tokenizer_target(request, body)
+    tokens = await guarded(target.binding, target.binding.tokenize(body["text"], target.model), request.app[CONFIG].request_timeout_s)
+    return web.json_response({"tokens": tokens, "count": len(tokens), "model": target.ref})
+
+
+@routes.post(f"{PREFIX}/detokenize")
+@endpoint("Text of token ids under a model's tokenizer", tag=TAG, body=DetokenizeSchema)
+async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Detokenize."""
+    target = await _tokenizer_target(request, body)
+    text = await guarded(target.binding, target.binding.detokenize(body["tokens"], target.model), request.app[CONFIG].request_timeout_s)
+    return web.json_response({"text": text, "model": target.ref})
+
+
+@routes.post(f"{PREFIX}/count_tokens")
+@endpoint("Number of tokens of a text under a model's tokenizer", tag=TAG, body=TokenizeSchema)
+async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Count tokens."""
+    target = await _tokenizer_target(request, body)
+    tokens = await guarded(target.binding, target.binding.tokenize(body["text"], target.model), request.app[CONFIG].request_timeout_s)
+    return web.json_response({"count": len(tokens), "model": target.ref})
+
+

@@ -1,0 +1,87 @@
+"""The one place where errors become HTTP responses, in the shape of the face that was called."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import (
+    InvalidRequest,
+    LollmsError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def face_of(path: str) -> str:
+    """Which face a path belongs to: `openai`, or `lollms` for everything else."""
+    return "openai" if path == "/v1" or path.startswith("/v1/") else "lollms"
+
+
+def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of an error for a face."""
+    if face == "openai":
+        status = 400 if isinstance(exc, ValidationFailed) else exc.status
+        return status, {
+            "error": {
+                "message": exc.message,
+                "type": OPENAI_TYPES.get(status, "server_error"),
+                "param": exc.param,
+                "code": exc.type,
+            }
+        }
+    return exc.status, {"error": exc.to_dict()}
+
+
+def error_response(request: web.Request, exc: LollmsError) -> web.Response:
+    """A JSON error response for `exc`, shaped for the face of `request`."""
+    status, body = error_body(face_of(request.path), exc)
+    return web.json_response(body, status=status, headers=exc.headers())
+
+
+def from_http_exception(exc: web.HTTPException) -> LollmsError:
+    """Translate aiohttp's own HTTP errors (no route, wrong method, too large) into ours."""
+    if exc.status == 404:
+        return NotFound("no such route")
+    if exc.status == 405:
+        return MethodNotAllowed(f"method not allowed; use {exc.headers.get('Allow', '?')}")
+    if exc.status == 413:
+        return PayloadTooLarge("the request body is over the configured limit")
+    error = InvalidRequest(exc.text or exc.reason)
+    error.status = exc.status  # type: ignore[misc]
+    return error
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Map every error a handler raises to the documented error shape."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except LollmsError as exc:
+        return error_response(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(request, from_http_exception(exc))
+    except Exception:  # a bug of ours: log it, answer without internals
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(request, LollmsError("internal server error; see the server log"))

@@ -1,0 +1,259 @@
+"""The Binding base class and the typed objects that cross the plugin contract."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from marshmallow import Schema
+
+from .errors import NotSupported
+
+GENERATION_TYPES: tuple[str, ...] = ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")
+FEATURES: tuple[str, ...] = ("stream", "load_unload", "vision", "tools", "embeddings")
+CAPABILITIES: frozenset[str] = frozenset(GENERATION_TYPES + FEATURES)
+
+InputType = Literal["text", "image", "audio", "video", "document"]
+HealthState = Literal["up", "degraded", "down"]
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input of a request: text, or binary media with its mime type."""
+
+    type: str
+    role: str = "user_prompt"
+    text: str = ""
+    data: bytes = b""
+    mime_type: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation, with optional images for vision models."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    images: tuple[InputItem, ...] = ()
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a binding is asked to produce; built by the core, never raw JSON."""
+
+    generation_type: str
+    model: str
+    messages: tuple[ChatMessage, ...] = ()
+    inputs: tuple[InputItem, ...] = ()
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    raw_prompt: bool = False  # True for plain completions: messages hold a single prompt
+
+    @property
+    def prompt(self) -> str:
+        """The last user message's text (the prompt for media generation)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+    def inputs_with_role(self, *roles: str) -> list[InputItem]:
+        """Inputs whose role is one of `roles`, in order."""
+        return [item for item in self.inputs if item.role in roles]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token accounting for text generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Output:
+    """One produced item: text, or binary media with its mime type."""
+
+    type: str
+    text: str = ""
+    data: bytes = b""
+    mime_type: str = "text/plain"
+    thoughts: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed event from a binding: text, progress info, or a finished output."""
+
+    type: Literal["chunk", "info"] = "chunk"
+    content: str = ""
+    thoughts: str = ""
+    output: Output | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished generation."""
+
+    outputs: tuple[Output, ...]
+    usage: Usage | None = None
+    finish_reason: str = "stop"
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a binding knows about one of its models."""
+
+    name: str
+    family: str | None = None
+    size_bytes: int | None = None
+    parameters: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    capabilities: frozenset[str] = frozenset()
+    memory_bytes: int | None = None
+    loaded: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    """A binding instance's health at one moment."""
+
+    state: HealthState
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+class EmptySettings(Schema):
+    """Settings schema for bindings that take none."""
+
+
+class Binding:
+    """Base class of every binding type; subclass it in a plugin and register it."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    ConfigSchema: ClassVar[type[Schema]] = EmptySettings
+    secret_settings: ClassVar[frozenset[str]] = frozenset({"api_key"})
+
+    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
+        self.instance_name = instance_name
+        self.config = dict(config)
+
+    def supports(self, capability: str) -> bool:
+        """True when the class declares `capability`."""
+        return capability in self.capabilities
+
+    async def startup(self) -> None:
+        """Open clients or spawn processes; called once when the server starts."""
+
+    async def shutdown(self) -> None:
+        """Close clients and stop processes; called once when the server stops."""
+
+    async def health(self) -> Health:
+        """Report whether the backend answers; must never raise."""
+        return Health("up")
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models this instance can serve; raise BackendUnavailable on failure."""
+        raise NotImplementedError
+
+    async def load(self, model: str) -> int | None:
+        """Load a model (idempotent); return bytes used where known."""
+        raise NotSupported(f"{self.name} cannot load models", binding=self.instance_name)
+
+    async def unload(self, model: str) -> None:
+        """Unload a model and free its memory (idempotent)."""
+        raise NotSupported(f"{self.name} cannot unload models", binding=self.instance_name)
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield chunks; must release the upstream request when closed early."""
+        raise NotSupported(f"{self.name} cannot stream", binding=self.instance_name)
+
+    async def generate(self, request: GenerationRequest) -> Result:
+        """Produce a whole result; the default joins `stream()`."""
+        return await join_stream(self.stream(request))
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Embedding vectors for `texts`."""
+        raise NotSupported(f"{self.name} has no embeddings", binding=self.instance_name)
+
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        """Token ids of `text` under `model`'s tokenizer."""
+        raise NotSupported(f"{self.name} cannot tokenize", binding=self.instance_name)
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        """Text of token ids under `model`'s tokenizer."""
+        raise NotSupported(f"{self.name} cannot detokenize", binding=self.instance_name)
+
+    def public_settings(self) -> dict[str, Any]:
+        """The instance's settings with secrets masked, safe to show anyone."""
+        return mask_secrets(self.config, self.secret_settings)
+
+
+def mask_secrets(settings: Mapping[str, Any], secret_keys: frozenset[str]) -> dict[str, Any]:
+    """Copy of `settings` where every secret-looking value is replaced by '***'."""
+    masked: dict[str, Any] = {}
+    for key, value in settings.items():
+        lowered = key.lower()
+        is_secret = key in secret_keys or any(
+            word in lowered for word in ("key", "token", "secret", "password")
+        )
+        if isinstance(value, Mapping):
+            masked[key] = mask_secrets(value, secret_keys)
+        elif is_secret and value not in (None, "") and not lowered.endswith("_env"):
+            masked[key] = "***"
+        else:
+            masked[key] = value
+    return masked
+
+
+async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
+    """Collect a binding's stream into one Result (text joined, media outputs kept)."""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    outputs: list[Output] = []
+    usage: Usage | None = None
+    finish_reason = "stop"
+    tool_calls: list[Mapping[str, Any]] = []
+    async with aclosing(chunks) as stream:
+        async for chunk in stream:
+            if chunk.type != "chunk":
+                continue
+            texts.append(chunk.content)
+            thoughts.append(chunk.thoughts)
+            if chunk.output is not None:
+                outputs.append(chunk.output)
+            usage = chunk.usage or usage
+            finish_reason = chunk.finish_reason or finish_reason
+            tool_calls.extend(chunk.tool_calls)
+    text = "".join(texts)
+    thought_text = "".join(thoughts)
+    if text or thought_text or not outputs:
+        outputs.insert(0, Output(type="text", text=text, thoughts=thought_text or None))
+    return Result(tuple(outputs), usage, finish_reason, tuple(tool_calls))
+
+
+def monotonic_ms() -> float:
+    """Milliseconds on the monotonic clock, for latency measurements."""
+    return time.monotonic() * 1000.0

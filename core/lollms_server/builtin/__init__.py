@@ -1,0 +1,1 @@
+"""Bindings shipped with the core and registered through entry points like any plugin."""

@@ -1,0 +1,250 @@
+"""The built-in `echo` binding: every generation type, deterministic tiny outputs, no backend.
+
+Models: `echo` repeats the prompt, `think` adds a `<think>` block, `slow` waits `delay_ms`
+between tokens, `fail` breaks on purpose (a 503, or an error after the first streamed token).
+Speech is a tone per character, so echo's `stt` turns echo's `tts` output back into its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from ..bindings import (
+    CAPABILITIES,
+    GENERATION_TYPES,
+    Binding,
+    Chunk,
+    GenerationRequest,
+    Health,
+    InputItem,
+    ModelInfo,
+    Output,
+    Usage,
+)
+from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound, UnsupportedMediaType
+from ..hookspecs import hookimpl
+from . import tiny_media
+
+MODELS = ("echo", "think", "slow", "fail")
+TOKEN = re.compile(r"\s*\S+|\s+")
+NOTE_SECONDS = 0.1
+SAMPLE_RATE = 16000
+BASE_HZ = 100.0
+STEP_HZ = 20.0
+MAX_SPOKEN_CHARS = 200
+EMBEDDING_DIM = 16
+
+
+class EchoSettings(Schema):
+    """Settings of an echo instance."""
+
+    delay_ms = fields.Integer(load_default=50, validate=validate.Range(0, 10_000))
+    down = fields.Boolean(load_default=False)
+
+
+class EchoBinding(Binding):
+    """Echoes its input back; the test double that is still a real binding."""
+
+    name = "echo"
+    title = "Echo (built-in test binding)"
+    description = "Streams the prompt back token by token; tiny images, sounds and video."
+    capabilities = CAPABILITIES - {"vision", "tools"}
+    ConfigSchema = EchoSettings
+
+    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
+        super().__init__(instance_name, config)
+        self.loaded: set[str] = set()
+
+    async def health(self) -> Health:
+        """Down when configured `down = true`."""
+        if self.config.get("down"):
+            return Health("down", "configured down", 0.0)
+        return Health("up", "", 0.0)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The four echo models."""
+        self._check_up()
+        return [
+            ModelInfo(
+                name=model,
+                family="echo",
+                size_bytes=0,
+                parameters=0,
+                context_length=4096,
+                capabilities=frozenset(GENERATION_TYPES) | {"stream", "embeddings"},
+                memory_bytes=0,
+                loaded=model in self.loaded,
+            )
+            for model in MODELS
+        ]
+
+    async def load(self, model: str) -> int | None:
+        """Mark a model loaded."""
+        self._check_model(model)
+        self.loaded.add(model)
+        return 0
+
+    async def unload(self, model: str) -> None:
+        """Mark a model unloaded."""
+        self._check_model(model)
+        self.loaded.discard(model)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Text token by token; media as one output chunk."""
+        self._check_model(request.model)
+        if request.generation_type != "ttt":
+            if request.model == "fail":
+                raise BackendUnavailable("echo/fail fails on purpose")
+            yield Chunk(output=self._media(request))
+            return
+        tokens = TOKEN.findall(self._answer(request))
+        limit = request.parameters.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
+        prompt_tokens = sum(len(TOKEN.findall(m.content)) for m in request.messages)
+        for index, token in enumerate(tokens):
+            if request.model == "fail" and index == 1:
+                break
+            if request.model == "slow":
+                await asyncio.sleep(self.config.get("delay_ms", 50) / 1000)
+            last = index == len(tokens) - 1
+            yield Chunk(
+                content=token,
+                finish_reason=finish if last else None,
+                usage=Usage(prompt_tokens, len(tokens)) if last else None,
+            )
+        if request.model == "fail":
+            raise BackendUnavailable("echo/fail fails on purpose (after its first token)")
+        if not tokens:
+            yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens, 0))
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """A deterministic unit vector per text, from its SHA-256."""
+        self._check_model(model)
+        vectors = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            raw = [b - 127.5 for b in digest[:EMBEDDING_DIM]]
+            norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+            vectors.append([v / norm for v in raw])
+        return vectors
+
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        """UTF-8 bytes as token ids."""
+        self._check_model(model)
+        return list(text.encode("utf-8"))
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        """Inverse of tokenize; ids outside 0-255 are rejected."""
+        self._check_model(model)
+        if any(not 0 <= t <= 255 for t in tokens):
+            raise InvalidRequest("echo token ids are bytes: 0-255", param="tokens")
+        return bytes(tokens).decode("utf-8", errors="replace")
+
+    def _check_up(self) -> None:
+        if self.config.get("down"):
+            raise BackendUnavailable(f"echo instance {self.instance_name!r} is configured down")
+
+    def _check_model(self, model: str) -> None:
+        self._check_up()
+        if model not in MODELS:
+            raise ModelNotFound(
+                f"echo has no model {model!r}; models: {', '.join(MODELS)}", param="model"
+            )
+
+    def _answer(self, request: GenerationRequest) -> str:
+        prompt = request.prompt
+        if request.model == "think":
+            return f"<think>The user said: {prompt}</think>{prompt}"
+        return prompt
+
+    def _media(self, request: GenerationRequest) -> Output:
+        kind = request.generation_type
+        prompt = request.prompt
+        params = request.parameters
+        seed = int(params.get("seed") or zlib.crc32(prompt.encode()))
+        width = _clamp(params.get("width"), 8)
+        height = _clamp(params.get("height"), 8)
+        if kind == "tti":
+            data = tiny_media.png(tiny_media.gradient(width, height, seed))
+            return Output("image", data=data, mime_type="image/png", metadata={"seed": seed})
+        if kind == "i2i":
+            source = _first_input(request, "image", "input_image")
+            mixed = zlib.crc32(source.data, seed)
+            data = tiny_media.png(tiny_media.gradient(width, height, mixed))
+            return Output("image", data=data, mime_type="image/png", metadata={"seed": seed})
+        if kind == "ttv":
+            frames = [tiny_media.gradient(width, height, seed + i * 40) for i in range(4)]
+            return Output("video", data=tiny_media.apng(frames), mime_type="image/apng")
+        if kind == "tts":
+            return Output("audio", data=speak(prompt), mime_type="audio/wav")
+        if kind == "ttm":
+            notes = [220.0 * 2 ** ((b % 12) / 12) for b in prompt.encode()[:16] or b"a"]
+            return Output("audio", data=tiny_media.tone_wav(notes, 0.05), mime_type="audio/wav")
+        if kind == "stt":
+            audio = _first_input(request, "audio", "input_audio")
+            return Output("text", text=transcribe(audio.data))
+        audio = _first_input(request, "audio", "input_audio")
+        frames, rate, channels, width_bytes = _wav_or_415(audio.data)
+        step = channels * width_bytes
+        reversed_frames = b"".join(
+            frames[i : i + step] for i in range(len(frames) - step, -1, -step)
+        )
+        data = tiny_media.pcm_wav(reversed_frames, rate, channels, width_bytes)
+        return Output("audio", data=data, mime_type="audio/wav")
+
+
+def speak(text: str) -> bytes:
+    """Echo speech: one tone per printable ASCII character."""
+    codes = [ord(c) if 32 <= ord(c) < 127 else ord("?") for c in text[:MAX_SPOKEN_CHARS]]
+    return tiny_media.tone_wav([BASE_HZ + STEP_HZ * (c - 32) for c in codes], NOTE_SECONDS)
+
+
+def transcribe(data: bytes) -> str:
+    """Inverse of `speak` for 16-bit mono WAV: count zero crossings per note."""
+    frames, rate, channels, width = _wav_or_415(data)
+    if channels != 1 or width != 2:
+        raise UnsupportedMediaType("echo transcribes 16-bit mono WAV only")
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames[: len(frames) // 2 * 2])
+    per_note = int(rate * NOTE_SECONDS)
+    chars = []
+    for start in range(0, len(samples) - per_note + 1, per_note):
+        note = samples[start : start + per_note]
+        crossings = sum(1 for a, b in zip(note, note[1:], strict=False) if (a >= 0) != (b >= 0))
+        code = round((crossings / (2 * NOTE_SECONDS) - BASE_HZ) / STEP_HZ) + 32
+        chars.append(chr(code) if 32 <= code < 127 else "?")
+    return "".join(chars)
+
+
+def _wav_or_415(data: bytes) -> tuple[bytes, int, int, int]:
+    try:
+        return tiny_media.read_wav(data)
+    except ValueError as exc:
+        raise UnsupportedMediaType(f"echo reads WAV audio only: {exc}") from exc
+
+
+def _first_input(request: GenerationRequest, kind: str, role: str) -> InputItem:
+    for item in request.inputs:
+        if item.type == kind:
+            return item
+    raise InvalidRequest(f"{request.generation_type} needs an input of type {kind!r} ({role})")
+
+
+def _clamp(value: object, default: int) -> int:
+    return max(1, min(int(value), 256)) if isinstance(value, int) else default
+
+
+@hookimpl
+def register_bindings() -> list[type[Binding]]:
+    """The echo binding type."""
+    return [EchoBinding]

@@ -1,0 +1,135 @@
+"""The `lollms-server` command: serve (default), config init|show, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .bindings import mask_secrets
+from .config import Config, default_config_path, load_config, write_default_config
+from .errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `lollms-server` command."""
+    parser = argparse.ArgumentParser(prog="lollms-server", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lollms-server {__version__}")
+    parser.add_argument("--config", type=Path, help="config file (default: $LOLLMS_CONFIG or "
+                        "<data dir>/lollms.toml)")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the server (the default)")
+    serve.add_argument("--host", help="override [server] host")
+    serve.add_argument("--port", type=int, help="override [server] port")
+    config = commands.add_parser("config", help="write or show the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    init = config_commands.add_parser("init", help="write the commented default config")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    config_commands.add_parser("show", help="print the effective config (secrets masked)")
+    commands.add_parser("plugins", help="list installed plugins and their binding types")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    path = args.config or default_config_path()
+    try:
+        if args.command == "config":
+            return _config_command(args, path)
+        if args.command == "plugins":
+            return _plugins_command()
+        return _serve(path, getattr(args, "host", None), getattr(args, "port", None))
+    except ConfigError as exc:
+        print(f"lollms-server: {exc}", file=sys.stderr)
+        return 2
+
+
+def _config_command(args: argparse.Namespace, path: Path) -> int:
+    if args.config_command == "init":
+        if path.exists() and not args.force:
+            print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
+            return 1
+        write_default_config(path)
+        print(f"wrote {path}")
+        return 0
+    config = load_config(path, create=False)
+    print(json.dumps(config_summary(config), indent=2))
+    return 0
+
+
+def config_summary(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked."""
+    return {
+        "config_file": str(config.path),
+        "server": {
+            "host": config.host,
+            "port": config.port,
+            "data_dir": str(config.data_dir),
+            "max_body_bytes": config.max_body_bytes,
+            "request_timeout_s": config.request_timeout_s,
+            "log_level": config.log_level,
+        },
+        "bindings": {
+            name: {
+                "type": spec.type,
+                "default_model": spec.default_model,
+                "enabled": spec.enabled,
+                **mask_secrets(spec.settings, frozenset({"api_key"})),
+            }
+            for name, spec in config.bindings.items()
+        },
+        "defaults": config.defaults,
+        "personalities": {"folders": [str(p) for p in config.personality_folders]},
+    }
+
+
+def _plugins_command() -> int:
+    from .plugins import load_plugins
+
+    plugins = load_plugins()
+    for info in sorted(plugins.infos.values(), key=lambda i: i.name):
+        origin = f"{info.distribution} {info.version}" if info.distribution else info.module
+        types = ", ".join(info.binding_types) or "-"
+        status = f"ERROR: {info.error}" if info.error else "ok"
+        print(f"{info.name:<16} {origin:<32} bindings: {types:<24} {status}")
+    if not plugins.infos:
+        print("no plugins installed")
+    return 1 if plugins.errors else 0
+
+
+def _serve(path: Path, host: str | None, port: int | None) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    config = load_config(path)
+    config.host = host or config.host
+    config.port = port if port is not None else config.port
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(config)
+    print(
+        f"lollms-server {__version__} on http://{config.host}:{config.port} "
+        f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})",
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        handler_cancellation=True,
+        print=None,
+        access_log=logging.getLogger("lollms_server.access"),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

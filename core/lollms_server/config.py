@@ -1,0 +1,265 @@
+"""The configuration file (lollms.toml): schema, env overrides, first-run defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from .bindings import GENERATION_TYPES
+from .errors import ConfigError
+
+CONFIG_FILE_NAME = "lollms.toml"
+DEFAULT_PORT = 9601
+DEFAULT_HOST = "127.0.0.1"
+INSTANCE_NAME = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    error="instance names use letters, digits, '_', '-', '.' (max 64, no '/')",
+)
+
+
+class ServerSchema(Schema):
+    """`[server]`: where to listen and the request limits."""
+
+    class Meta:
+        unknown = RAISE
+
+    host = fields.String(load_default=DEFAULT_HOST)
+    port = fields.Integer(load_default=DEFAULT_PORT, validate=validate.Range(0, 65535))
+    data_dir = fields.String(load_default=None, allow_none=True)
+    max_body_mb = fields.Float(load_default=64.0, validate=validate.Range(min=0.001, max=4096))
+    request_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
+    log_level = fields.String(
+        load_default="info",
+        validate=validate.OneOf(["debug", "info", "warning", "error"]),
+    )
+
+
+class InstanceSchema(Schema):
+    """`[bindings.<instance>]`: core keys; the rest is checked by the binding type's schema."""
+
+    class Meta:
+        unknown = "include"
+
+    type = fields.String(required=True)
+    default_model = fields.String(load_default=None, allow_none=True)
+    enabled = fields.Boolean(load_default=True)
+
+
+class PersonalitiesSchema(Schema):
+    """`[personalities]`: extra folders to read personalities from."""
+
+    class Meta:
+        unknown = RAISE
+
+    folders = fields.List(fields.String(), load_default=list)
+
+
+class ConfigSchema(Schema):
+    """The whole lollms.toml file."""
+
+    class Meta:
+        unknown = RAISE
+
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    bindings = fields.Dict(
+        keys=fields.String(validate=INSTANCE_NAME),
+        values=fields.Nested(InstanceSchema),
+        load_default=dict,
+    )
+    defaults = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(GENERATION_TYPES)),
+        values=fields.String(),
+        load_default=dict,
+    )
+    personalities = fields.Nested(
+        PersonalitiesSchema, load_default=lambda: PersonalitiesSchema().load({})
+    )
+
+
+@dataclass
+class InstanceConfig:
+    """One configured binding instance."""
+
+    name: str
+    type: str
+    default_model: str | None = None
+    enabled: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """The validated configuration the server runs with."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    max_body_bytes: int = 64 * 1024 * 1024
+    request_timeout_s: float = 300.0
+    log_level: str = "info"
+    bindings: dict[str, InstanceConfig] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    personality_folders: list[Path] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite database file."""
+        return self.data_dir / "lollms.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        """Root of the per-generation-type model folders."""
+        return self.data_dir / "models"
+
+    @property
+    def personalities_dir(self) -> Path:
+        """The data dir's personalities folder."""
+        return self.data_dir / "personalities"
+
+
+def default_data_dir() -> Path:
+    """`$LOLLMS_DATA_DIR`, else `~/.lollms-server`."""
+    env = os.environ.get("LOLLMS_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".lollms-server"
+
+
+def default_config_path() -> Path:
+    """`$LOLLMS_CONFIG`, else `lollms.toml` inside the data dir."""
+    env = os.environ.get("LOLLMS_CONFIG")
+    return Path(env).expanduser() if env else default_data_dir() / CONFIG_FILE_NAME
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
+    """Validate a config mapping and apply env overrides; raise ConfigError naming the key."""
+    try:
+        loaded = ConfigSchema().load(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc.messages, raw, source)) from exc
+    server = loaded["server"]
+    host = os.environ.get("LOLLMS_HOST") or server["host"]
+    port = _env_port() if os.environ.get("LOLLMS_PORT") else server["port"]
+    data_env = os.environ.get("LOLLMS_DATA_DIR")
+    data_dir = Path(data_env or server["data_dir"] or default_data_dir()).expanduser()
+    instances = {
+        name: InstanceConfig(
+            name=name,
+            type=spec.pop("type"),
+            default_model=spec.pop("default_model"),
+            enabled=spec.pop("enabled"),
+            settings=spec,
+        )
+        for name, spec in loaded["bindings"].items()
+    }
+    return Config(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
+        request_timeout_s=server["request_timeout_s"],
+        log_level=server["log_level"],
+        bindings=instances,
+        defaults=dict(loaded["defaults"]),
+        personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
+    )
+
+
+def _env_port() -> int:
+    value = os.environ["LOLLMS_PORT"]
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise ConfigError(f"LOLLMS_PORT: got {value!r}; allowed: an integer 0-65535")
+    return int(value)
+
+
+def load_config(path: Path | None = None, *, create: bool = True) -> Config:
+    """Read (or on first run write) the config file and return the validated Config."""
+    path = path or default_config_path()
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no config file at {path}; run `lollms-server config init`")
+        write_default_config(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = parse_config(raw, source=str(path))
+    config.path = path
+    prepare_data_dir(config)
+    return config
+
+
+def prepare_data_dir(config: Config) -> None:
+    """Create the data dir with its models/ and personalities/ folders."""
+    for folder in (config.data_dir, config.personalities_dir, config.models_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for generation_type in GENERATION_TYPES:
+        (config.models_dir / generation_type).mkdir(exist_ok=True)
+
+
+def write_default_config(path: Path) -> None:
+    """Write the commented default config file (the embedded defaults)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
+
+
+def describe_errors(messages: Any, raw: Any, prefix: str) -> str:
+    """Turn marshmallow's nested messages into lines 'key: got VALUE; problem'."""
+    lines: list[str] = []
+    _walk(messages, raw, [], lines)
+    return f"invalid configuration in {prefix}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _walk(messages: Any, raw: Any, path: list[str], lines: list[str]) -> None:
+    if isinstance(messages, dict):
+        for key, sub in messages.items():
+            value = raw.get(key) if isinstance(raw, Mapping) else None
+            _walk(sub, value, [*path, str(key)], lines)
+        return
+    key = ".".join(p for p in path if p not in ("key", "value")) or "(root)"
+    for problem in messages if isinstance(messages, list) else [messages]:
+        if problem == "Unknown field.":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: got {raw!r}; {problem}")
+
+
+DEFAULT_CONFIG_TEXT = f"""\
+# lollms-server configuration, written on first run. Every key is optional.
+# Environment overrides: LOLLMS_HOST, LOLLMS_PORT, LOLLMS_CONFIG (this file), LOLLMS_DATA_DIR.
+
+[server]
+host = "{DEFAULT_HOST}"     # 0.0.0.0 listens on every interface
+port = {DEFAULT_PORT}
+# data_dir = "~/.lollms-server"   # SQLite database, models/, personalities/
+max_body_mb = 64           # larger request bodies and uploads get 413
+request_timeout_s = 300    # a generation that takes longer gets 504
+log_level = "info"         # debug | info | warning | error
+
+# Binding instances: [bindings.<instance>] with type = "<binding type>" plus that type's
+# settings (see `lollms-server plugins`). The built-in `echo` type needs no backend.
+[bindings.echo]
+type = "echo"
+default_model = "echo"
+
+# Default instance (optionally "<instance>/<model>") per generation type:
+# ttt text, tti text-to-image, i2i image-to-image, tts speech, stt transcription,
+# ttv video, ttm music, audio2audio.
+[defaults]
+ttt = "echo"
+tti = "echo"
+i2i = "echo"
+tts = "echo"
+stt = "echo"
+ttv = "echo"
+ttm = "echo"
+audio2audio = "echo"
+
+[personalities]
+folders = []               # extra folders besides <data_dir>/personalities
+"""

@@ -1,0 +1,153 @@
+"""The error taxonomy: every error the server reports, each with its HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LollmsError(Exception):
+    """Base of every error the server turns into a response."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        binding: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.binding = binding
+        self.param = param
+        self.retry_after = retry_after
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The lollms error body: `{"type", "message", "binding"?, "details"?}`."""
+        body: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.binding:
+            body["binding"] = self.binding
+        if self.param:
+            body["param"] = self.param
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After where it applies)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(LollmsError):
+    """The request is malformed or its values are not allowed."""
+
+    status = 400
+    type = "invalid_request"
+
+
+class ValidationFailed(InvalidRequest):
+    """A well-formed body whose fields fail validation."""
+
+    status = 422
+    type = "validation_error"
+
+
+class Unauthorized(LollmsError):
+    """No valid credential was presented."""
+
+    status = 401
+    type = "unauthorized"
+
+
+class Forbidden(LollmsError):
+    """The credential is valid but not allowed to do this."""
+
+    status = 403
+    type = "forbidden"
+
+
+class NotFound(LollmsError):
+    """The named thing (route, instance, personality...) does not exist."""
+
+    status = 404
+    type = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """The binding instance has no model of that name."""
+
+    type = "model_not_found"
+
+
+class MethodNotAllowed(LollmsError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+    type = "method_not_allowed"
+
+
+class PayloadTooLarge(LollmsError):
+    """The body or an upload is over the configured limit."""
+
+    status = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(LollmsError):
+    """An upload or body is of a type the endpoint cannot read."""
+
+    status = 415
+    type = "unsupported_media_type"
+
+
+class RateLimited(LollmsError):
+    """Too many requests; retry after the given delay."""
+
+    status = 429
+    type = "rate_limited"
+
+
+class NotSupported(LollmsError):
+    """The binding does not implement this operation."""
+
+    status = 501
+    type = "not_supported"
+
+
+class BackendError(LollmsError):
+    """The backend answered with a failure."""
+
+    status = 502
+    type = "backend_error"
+
+
+class BackendUnavailable(LollmsError):
+    """The backend cannot be reached or is not running."""
+
+    status = 503
+    type = "backend_unavailable"
+
+
+class BackendTimeout(LollmsError):
+    """The backend did not answer within the configured time."""
+
+    status = 504
+    type = "backend_timeout"
+
+
+class MissingDependency(LollmsError):
+    """A package the binding needs is not installed; the message says what to pip install."""
+
+    status = 503
+    type = "missing_dependency"
+
+
+class ConfigError(Exception):
+    """The configuration file is invalid; raised at start-up, never over HTTP."""

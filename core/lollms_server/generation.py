@@ -1,0 +1,232 @@
+"""The one generation path every face uses: resolve, apply personality, call, guard, log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .bindings import Binding, ChatMessage, Chunk, GenerationRequest, InputItem, Output, Result
+from .errors import BackendError, BackendTimeout, LollmsError
+from .personalities import Personality, PersonalityStore
+from .registry import Registry, Target
+from .store import Store
+from .thinking import ThinkSplitter, split_thoughts
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """A request resolved to its target, ready to run."""
+
+    target: Target
+    request: GenerationRequest
+    personality: Personality | None
+    face: str
+    started: float
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the request was prepared."""
+        return time.monotonic() - self.started
+
+
+def new_request_id() -> str:
+    """A fresh request id."""
+    return uuid.uuid4().hex
+
+
+@contextmanager
+def binding_errors(binding: Binding, timeout_s: float | None = None) -> Iterator[None]:
+    """Re-raise anything a binding throws as one of our errors naming the instance."""
+    name = binding.instance_name
+    try:
+        yield
+    except LollmsError as exc:
+        exc.binding = exc.binding or name
+        raise
+    except TimeoutError as exc:
+        raise BackendTimeout(
+            f"binding {name!r} did not answer within {timeout_s}s", binding=name
+        ) from exc
+    except Exception as exc:  # third-party binding code: any failure becomes a 502
+        log.exception("binding %s failed", name)
+        raise BackendError(
+            f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name
+        ) from exc
+
+
+async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
+    """Await a binding call with a time limit, its errors mapped by `binding_errors`."""
+    with binding_errors(binding, timeout_s):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+
+
+def apply_personality(
+    personality: Personality | None,
+    messages: Sequence[ChatMessage],
+    parameters: Mapping[str, Any],
+) -> tuple[tuple[ChatMessage, ...], dict[str, Any]]:
+    """Prepend the personality's system message and fill in its sampling defaults."""
+    params = dict(parameters)
+    if personality is None:
+        return tuple(messages), params
+    merged = list(messages)
+    if personality.conditioning:
+        if merged and merged[0].role == "system":
+            first = merged[0]
+            merged[0] = dataclasses.replace(
+                first, content=f"{personality.conditioning}\n\n{first.content}"
+            )
+        else:
+            merged.insert(0, ChatMessage("system", personality.conditioning))
+    for key, value in personality.sampling.items():
+        params.setdefault(key, value)
+    if personality.anti_prompts:
+        stop = params.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        params["stop"] = stop + [p for p in personality.anti_prompts if p not in stop]
+    return tuple(merged), params
+
+
+class GenerationService:
+    """Runs generations against bindings with timeouts, error mapping and logging."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        personalities: PersonalityStore,
+        store: Store | None,
+        timeout_s: float,
+    ) -> None:
+        self.registry = registry
+        self.personalities = personalities
+        self.store = store
+        self.timeout_s = timeout_s
+
+    async def prepare(
+        self,
+        *,
+        face: str,
+        generation_type: str,
+        target: Target,
+        messages: Sequence[ChatMessage] = (),
+        inputs: Sequence[InputItem] = (),
+        parameters: Mapping[str, Any] | None = None,
+        personality: str | None = None,
+        raw_prompt: bool = False,
+    ) -> Prepared:
+        """Build the binding request for a resolved target."""
+        chosen = self.personalities.get(personality) if personality else None
+        final_messages, params = apply_personality(chosen, messages, parameters or {})
+        request = GenerationRequest(
+            generation_type=generation_type,
+            model=target.model,
+            messages=final_messages,
+            inputs=tuple(inputs),
+            parameters=params,
+            request_id=new_request_id(),
+            raw_prompt=raw_prompt,
+        )
+        return Prepared(target, request, chosen, face, time.monotonic())
+
+    async def generate(self, prepared: Prepared) -> Result:
+        """Run to completion; text outputs get their `<think>` part moved to thoughts."""
+        binding = prepared.target.binding
+        status = 200
+        result: Result | None = None
+        try:
+            result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+            return _split_result_thoughts(result)
+        except LollmsError as exc:
+            status = exc.status
+            raise
+        finally:
+            await self._log(prepared, status, result)
+
+    async def stream(self, prepared: Prepared) -> AsyncIterator[Chunk]:
+        """Yield the binding's chunks (thoughts split out); closing this closes the binding's."""
+        binding = prepared.target.binding
+        if "stream" not in binding.capabilities:
+            result = await self.generate(prepared)
+            for output in result.outputs:
+                text = output.text if output.type == "text" else ""
+                media = None if output.type == "text" else output
+                yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
+                            usage=result.usage, finish_reason=result.finish_reason)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        splitter = ThinkSplitter()
+        status = 200
+        usage = None
+        try:
+            with binding_errors(binding, self.timeout_s):
+                chunks = binding.stream(prepared.request)
+            async with aclosing(chunks):
+                while True:
+                    with binding_errors(binding, self.timeout_s):
+                        try:
+                            async with asyncio.timeout_at(deadline):
+                                chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            break
+                    usage = chunk.usage or usage
+                    yield _split_chunk(splitter, chunk)
+            answer, thoughts = splitter.flush()
+            if answer or thoughts:
+                yield Chunk(content=answer, thoughts=thoughts)
+        except LollmsError as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = 499  # the client went away
+            raise
+        finally:
+            await self._log(prepared, status, None, usage)
+
+    async def _log(
+        self, prepared: Prepared, status: int, result: Result | None, usage: Any = None
+    ) -> None:
+        if self.store is None:
+            return
+        usage = (result.usage if result else None) or usage
+        try:
+            await self.store.log_generation(
+                request_id=prepared.request.request_id,
+                face=prepared.face,
+                instance=prepared.target.binding.instance_name,
+                model=prepared.target.model,
+                generation_type=prepared.request.generation_type,
+                status=status,
+                duration_ms=prepared.elapsed_s * 1000,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+            )
+        except Exception:  # logging must never fail the request it describes
+            log.exception("could not log generation %s", prepared.request.request_id)
+
+
+def _split_chunk(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:
+    if chunk.type != "chunk" or not chunk.content:
+        return chunk
+    answer, thoughts = splitter.feed(chunk.content)
+    return dataclasses.replace(chunk, content=answer, thoughts=chunk.thoughts + thoughts)
+
+
+def _split_result_thoughts(result: Result) -> Result:
+    outputs: list[Output] = []
+    for output in result.outputs:
+        if output.type == "text" and output.thoughts is None and "<think>" in output.text:
+            answer, thoughts = split_thoughts(output.text)
+            output = dataclasses.replace(output, text=answer, thoughts=thoughts)
+        outputs.append(output)
+    return dataclasses.replace(result, outputs=tuple(outputs))

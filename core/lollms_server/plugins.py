@@ -1,0 +1,149 @@
+"""Plugin discovery: entry points of the `lollms_server` group, loaded one at a time."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .bindings import Binding
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STRICT_ENV = "LOLLMS_STRICT_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """One installed plugin: where it came from and what it gave, or why it failed."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    binding_types: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Plugins:
+    """The loaded plugins, their hooks and the binding classes they registered."""
+
+    manager: pluggy.PluginManager
+    infos: dict[str, PluginInfo]
+    binding_classes: dict[str, type[Binding]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Plugin name -> load error, for every plugin that failed."""
+        return {name: info.error for name, info in self.infos.items() if info.error}
+
+    def plugin_of(self, binding_type: str) -> PluginInfo | None:
+        """The plugin that registered `binding_type`."""
+        for info in self.infos.values():
+            if binding_type in info.binding_types:
+                return info
+        return None
+
+    def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a hook on every plugin, one at a time, returning (plugin name, result) pairs.
+
+        A plugin whose hook raises is recorded as broken instead of failing the others.
+        """
+        caller = getattr(self.manager.hook, hook_name)
+        results: list[tuple[str, Any]] = []
+        for impl in caller.get_hookimpls():
+            try:
+                value = impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception as exc:
+                self._record_failure(impl.plugin_name, f"{hook_name} failed: {exc!r}")
+                continue
+            if value is not None:
+                results.append((impl.plugin_name, value))
+        return results
+
+    def _record_failure(self, name: str, message: str) -> None:
+        info = self.infos.setdefault(name, PluginInfo(name=name, module="?"))
+        info.error = message
+        log.error("plugin %s: %s", name, message)
+        if strict_mode():
+            raise ConfigError(f"plugin {name!r}: {message} ({STRICT_ENV}=1)")
+
+
+def strict_mode() -> bool:
+    """True when a broken plugin must stop the server."""
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager that knows the lollms-server hook specs."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def load_plugins(extra: dict[str, object] | None = None, *, entry_points: bool = True) -> Plugins:
+    """Load every entry-point plugin (and `extra` in-process ones) and their binding classes."""
+    plugins = Plugins(manager=new_manager(), infos={})
+    if entry_points:
+        for entry in sorted(metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
+            _load_entry_point(plugins, entry)
+    for name, module in (extra or {}).items():
+        _register(plugins, name, lambda m=module: m, PluginInfo(name=name, module=repr(module)))
+    _collect_binding_classes(plugins)
+    return plugins
+
+
+def _load_entry_point(plugins: Plugins, entry: metadata.EntryPoint) -> None:
+    dist = entry.dist
+    info = PluginInfo(
+        name=entry.name,
+        module=entry.value,
+        distribution=dist.name if dist else None,
+        version=dist.version if dist else None,
+    )
+    _register(plugins, entry.name, entry.load, info)
+
+
+def _register(plugins: Plugins, name: str, load: Callable[[], object], info: PluginInfo) -> None:
+    plugins.infos[name] = info
+    if plugins.manager.has_plugin(name):
+        plugins._record_failure(name, "another plugin of the same name is already loaded")
+        return
+    try:
+        plugins.manager.register(load(), name=name)
+    except Exception as exc:  # any import-time failure of third-party code
+        plugins._record_failure(name, f"failed to load: {exc!r}")
+
+
+def _collect_binding_classes(plugins: Plugins) -> None:
+    owners: dict[str, str] = {}
+    for plugin_name, classes in plugins.collect("register_bindings"):
+        for cls in classes:
+            problem = _binding_class_problem(cls)
+            if problem:
+                plugins._record_failure(plugin_name, problem)
+                continue
+            if cls.name in owners:
+                raise ConfigError(
+                    f"binding type {cls.name!r} is registered by two plugins: "
+                    f"{owners[cls.name]!r} and {plugin_name!r}; uninstall one of them"
+                )
+            owners[cls.name] = plugin_name
+            plugins.binding_classes[cls.name] = cls
+            plugins.infos[plugin_name].binding_types.append(cls.name)
+
+
+def _binding_class_problem(cls: object) -> str | None:
+    if not (isinstance(cls, type) and issubclass(cls, Binding)):
+        return f"register_bindings returned {cls!r}, which is not a Binding subclass"
+    if not cls.name or cls.name != cls.name.lower() or "/" in cls.name:
+        return f"binding class {cls.__name__} needs a lowercase `name` without '/'"
+    return None

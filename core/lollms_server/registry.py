@@ -1,0 +1,148 @@
+"""Binding instances built from the config, and the lookups that resolve requests to them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from marshmallow import RAISE, ValidationError
+
+from .bindings import GENERATION_TYPES, Binding
+from .config import Config, InstanceConfig, describe_errors
+from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound
+from .plugins import Plugins
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved request target: which instance, which model."""
+
+    binding: Binding
+    model: str
+
+    @property
+    def ref(self) -> str:
+        """`<instance>/<model>`."""
+        return f"{self.binding.instance_name}/{self.model}"
+
+
+class Registry:
+    """Configured binding instances by name, plus default routing per generation type."""
+
+    def __init__(self, instances: dict[str, Binding], defaults: dict[str, str]) -> None:
+        self.instances = instances
+        self.defaults = defaults
+        self.default_models: dict[str, str | None] = {}
+
+    def __iter__(self) -> Iterator[Binding]:
+        return iter(self.instances.values())
+
+    def get(self, name: str) -> Binding:
+        """The instance called `name`, or NotFound listing the ones that exist."""
+        try:
+            return self.instances[name]
+        except KeyError:
+            known = ", ".join(sorted(self.instances)) or "none configured"
+            raise NotFound(
+                f"no binding instance named {name!r}; instances: {known}", param="binding_name"
+            ) from None
+
+    def default_ref(self, generation_type: str) -> str:
+        """The configured default `<instance>[/<model>]` for a generation type."""
+        ref = self.defaults.get(generation_type)
+        if not ref:
+            raise InvalidRequest(
+                f"no binding given and no default configured for {generation_type!r}; "
+                f"set [defaults] {generation_type} in the config",
+                param="binding_name",
+            )
+        return ref
+
+    def split_ref(self, ref: str) -> tuple[str, str | None]:
+        """Split `<instance>/<model>`; a first part that is no instance means a bare model."""
+        head, sep, tail = ref.partition("/")
+        if head in self.instances:
+            return head, (tail or None) if sep else None
+        raise _BareModel(ref)
+
+    async def resolve(
+        self, generation_type: str, instance: str | None, model: str | None
+    ) -> Target:
+        """Find the instance and model for a request, applying defaults and capabilities."""
+        if generation_type not in GENERATION_TYPES:
+            raise InvalidRequest(f"unknown generation_type {generation_type!r}")
+        if instance is None:
+            default_instance, default_model = self.split_ref(self.default_ref(generation_type))
+            instance, model = default_instance, model or default_model
+        binding = self.get(instance)
+        if generation_type not in binding.capabilities:
+            can = ", ".join(sorted(set(binding.capabilities) & set(GENERATION_TYPES)))
+            raise InvalidRequest(
+                f"binding instance {instance!r} (type {binding.name}) cannot do "
+                f"{generation_type!r}; it does: {can or 'nothing'}",
+                binding=instance,
+            )
+        model = model or self.default_models.get(instance) or await _first_model(binding)
+        return Target(binding, model)
+
+    async def resolve_ref(self, generation_type: str, ref: str | None) -> Target:
+        """Resolve an OpenAI-style model id: `<instance>/<model>`, `<instance>` or a bare model."""
+        if not ref:
+            return await self.resolve(generation_type, None, None)
+        try:
+            instance, model = self.split_ref(ref)
+        except _BareModel:
+            return await self.resolve(generation_type, None, ref)
+        return await self.resolve(generation_type, instance, model)
+
+
+class _BareModel(Exception):
+    """Internal: the reference names no instance."""
+
+
+async def _first_model(binding: Binding) -> str:
+    models = await binding.list_models()
+    if not models:
+        raise ModelNotFound(
+            f"binding instance {binding.instance_name!r} has no models", binding=binding.instance_name
+        )
+    return models[0].name
+
+
+def build_registry(config: Config, plugins: Plugins) -> Registry:
+    """Instantiate every enabled configured instance; raise ConfigError on any bad setting."""
+    instances: dict[str, Binding] = {}
+    for name, spec in config.bindings.items():
+        if spec.enabled:
+            instances[name] = _instantiate(spec, plugins)
+    registry = Registry(instances, dict(config.defaults))
+    registry.default_models = {n: s.default_model for n, s in config.bindings.items()}
+    for generation_type, ref in config.defaults.items():
+        instance = ref.partition("/")[0]
+        if instance not in instances:
+            raise ConfigError(
+                f"defaults.{generation_type}: got {ref!r}; allowed: an enabled instance "
+                f"({', '.join(sorted(instances)) or 'none configured'})"
+            )
+    return registry
+
+
+def _instantiate(spec: InstanceConfig, plugins: Plugins) -> Binding:
+    cls = plugins.binding_classes.get(spec.type)
+    if cls is None:
+        allowed = ", ".join(sorted(plugins.binding_classes)) or "none installed"
+        hint = ""
+        if plugins.errors:
+            hint = "; plugins that failed to load: " + ", ".join(sorted(plugins.errors))
+        raise ConfigError(
+            f"bindings.{spec.name}.type: got {spec.type!r}; allowed: {allowed}{hint}"
+        )
+    try:
+        settings = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_errors(exc.messages, spec.settings, "config").replace(
+                "\n  ", f"\n  bindings.{spec.name}."
+            )
+        ) from exc
+    return cls(spec.name, settings)

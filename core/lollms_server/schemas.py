@@ -1,0 +1,180 @@
+"""marshmallow schemas of the lollms API request bodies and queries, and shared fields."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .bindings import GENERATION_TYPES
+
+NAME = validate.Length(min=1, max=256)
+EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class StringOrList(fields.Field):
+    """A string or a list of strings (OpenAI's `stop`, `input`...), loaded as a list."""
+
+    def __init__(self, *, max_items: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_items = max_items
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if len(value) > self.max_items:
+                raise ValidationError(f"at most {self.max_items} items")
+            return value
+        raise ValidationError("must be a string or a list of strings")
+
+
+class StrictSchema(Schema):
+    """Base of request schemas: unknown fields are an error."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class ParametersSchema(Schema):
+    """Generation parameters: known ones checked; others passed to the binding as extras."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    temperature = fields.Float(validate=validate.Range(0, 5))
+    top_p = fields.Float(validate=validate.Range(0, 1))
+    top_k = fields.Integer(validate=validate.Range(0, 100_000))
+    max_tokens = fields.Integer(validate=validate.Range(1, 10_000_000))
+    repeat_penalty = fields.Float(validate=validate.Range(0, 10))
+    presence_penalty = fields.Float(validate=validate.Range(-2, 2))
+    frequency_penalty = fields.Float(validate=validate.Range(-2, 2))
+    seed = fields.Integer(validate=validate.Range(-(2**63), 2**63 - 1))
+    stop = StringOrList(max_items=16)
+    width = fields.Integer(validate=validate.Range(1, 8192))
+    height = fields.Integer(validate=validate.Range(1, 8192))
+    steps = fields.Integer(validate=validate.Range(1, 1000))
+    guidance_scale = fields.Float(validate=validate.Range(0, 100))
+    strength = fields.Float(validate=validate.Range(0, 1))
+    negative_prompt = fields.String(validate=validate.Length(max=100_000))
+    n = fields.Integer(validate=validate.Range(1, 16))
+    voice = fields.String(validate=NAME)
+    speed = fields.Float(validate=validate.Range(0.25, 4))
+    response_format = fields.String(validate=validate.Length(max=32))
+    language = fields.String(validate=validate.Length(max=32))
+
+    @validates_schema(pass_original=True)
+    def _check_extras(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        known = set(self.fields)
+        for key, value in (original or {}).items():
+            if key in known:
+                continue
+            if not EXTRA_PARAMETER.match(str(key)):
+                raise ValidationError("extra parameter names are lowercase identifiers", key)
+            if not _is_plain_json(value):
+                raise ValidationError("extra parameters are numbers, strings, booleans or lists", key)
+
+
+def _is_plain_json(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, list) and len(value) <= 64 and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    )
+
+
+class InputDataSchema(StrictSchema):
+    """One item of `input_data`: text, or base64 (or a data: URL) for media."""
+
+    type = fields.String(
+        required=True, validate=validate.OneOf(["text", "image", "audio", "video", "document"])
+    )
+    role = fields.String(load_default="user_prompt", validate=validate.Length(min=1, max=64))
+    data = fields.String(required=True)
+    mime_type = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=128))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class GenerateSchema(StrictSchema):
+    """`POST /api/v1/generate`."""
+
+    input_data = fields.List(
+        fields.Nested(InputDataSchema), required=True, validate=validate.Length(min=1, max=1024)
+    )
+    personality = fields.String(load_default=None, allow_none=True, validate=NAME)
+    binding_name = fields.String(load_default=None, allow_none=True, validate=NAME)
+    model_name = fields.String(load_default=None, allow_none=True, validate=NAME)
+    generation_type = fields.String(load_default="ttt", validate=validate.OneOf(GENERATION_TYPES))
+    stream = fields.Boolean(load_default=False)
+    parameters = fields.Nested(ParametersSchema, load_default=dict)
+    functions = fields.List(fields.String(validate=NAME), load_default=list)
+
+
+class TargetSchema(StrictSchema):
+    """Optional instance and model of tokenizer requests."""
+
+    binding_name = fields.String(load_default=None, allow_none=True, validate=NAME)
+    model_name = fields.String(load_default=None, allow_none=True, validate=NAME)
+
+
+class TokenizeSchema(TargetSchema):
+    """`POST /api/v1/tokenize` and `count_tokens`."""
+
+    text = fields.String(required=True)
+
+
+class DetokenizeSchema(TargetSchema):
+    """`POST /api/v1/detokenize`."""
+
+    tokens = fields.List(fields.Integer(), required=True, validate=validate.Length(max=10_000_000))
+
+
+class ModelInfoQuerySchema(StrictSchema):
+    """`GET /api/v1/get_model_info/{instance}?model_name=`."""
+
+    model_name = fields.String(required=True, validate=NAME)
+
+
+class OutputSchema(Schema):
+    """One item of a generation's `output`."""
+
+    type = fields.String()
+    data = fields.String(metadata={"description": "text, or base64 for binary media"})
+    mime_type = fields.String()
+    thoughts = fields.String(allow_none=True)
+    metadata = fields.Dict()
+
+
+class GenerateResponseSchema(Schema):
+    """The response of a non-streamed `generate`."""
+
+    personality = fields.String(allow_none=True)
+    request_id = fields.String()
+    output = fields.List(fields.Nested(OutputSchema))
+    execution_time = fields.Float()
+
+
+class HealthSchema(Schema):
+    """`GET /api/v1/health`."""
+
+    status = fields.String()
+    version = fields.String()
+    api_key_required = fields.Boolean()
+    plugin_errors = fields.Dict()
+
+
+class ErrorDetailSchema(Schema):
+    """The inside of an error body."""
+
+    type = fields.String()
+    message = fields.String()
+    binding = fields.String()
+    param = fields.String()
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    """The error body of every lollms API route."""
+
+    error = fields.Nested(ErrorDetailSchema)
