@@ -1,0 +1,1 @@
+"""The contract test kit for binding plugins (a pytest plugin, see `plugin.py`)."""
