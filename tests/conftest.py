@@ -12,7 +12,9 @@ from aiohttp.test_utils import TestClient
 from lollms_server.app import create_app
 from lollms_server.config import Config, parse_config, prepare_data_dir
 
-ECHO_DEFAULTS = {t: "echo" for t in ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")}
+ECHO_DEFAULTS = {
+    t: "echo" for t in ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")
+}
 
 MakeConfig = Callable[..., Config]
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -25,10 +27,14 @@ def make_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeConfig:
         monkeypatch.delenv(name, raising=False)
 
     def make(raw: dict[str, Any] | None = None, **server: Any) -> Config:
-        raw = dict(raw) if raw is not None else {
-            "bindings": {"echo": {"type": "echo", "default_model": "echo", "delay_ms": 20}},
-            "defaults": dict(ECHO_DEFAULTS),
-        }
+        raw = (
+            dict(raw)
+            if raw is not None
+            else {
+                "bindings": {"echo": {"type": "echo", "default_model": "echo", "delay_ms": 20}},
+                "defaults": dict(ECHO_DEFAULTS),
+            }
+        )
         raw.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "data"))
         raw["server"].update(server)
         config = parse_config(raw)

@@ -13,6 +13,7 @@ from aiohttp import web
 from . import keys
 from .api import lollms, openai, openapi
 from .api.middleware import error_middleware
+from .bindings import Binding
 from .config import Config
 from .functions import FunctionRegistry
 from .generation import GenerationService
@@ -20,6 +21,7 @@ from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
 from .store import Store
+from .web import pages
 
 log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -44,6 +46,8 @@ def create_app(
     app.router.add_routes(lollms.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(pages.routes)
+    pages.setup_templates(app, config.data_dir / "templates")
     _mount_plugin_routes(app, plugins)
     app.cleanup_ctx.append(_store_context if with_store else _no_store_context)
     app.cleanup_ctx.append(_bindings_context)
@@ -93,7 +97,8 @@ def _service(app: web.Application, store: Store | None) -> GenerationService:
 
 
 async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
-    bindings = list(app[keys.REGISTRY])
+    registry = app[keys.REGISTRY]
+    bindings: list[Binding] = list(registry)
     results = await asyncio.gather(*(b.startup() for b in bindings), return_exceptions=True)
     for binding, result in zip(bindings, results, strict=True):
         if isinstance(result, BaseException):

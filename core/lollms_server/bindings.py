@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -236,7 +236,7 @@ async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
     usage: Usage | None = None
     finish_reason = "stop"
     tool_calls: list[Mapping[str, Any]] = []
-    async with aclosing(chunks) as stream:
+    async with closing_stream(chunks) as stream:
         async for chunk in stream:
             if chunk.type != "chunk":
                 continue
@@ -252,6 +252,17 @@ async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
     if text or thought_text or not outputs:
         outputs.insert(0, Output(type="text", text=text, thoughts=thought_text or None))
     return Result(tuple(outputs), usage, finish_reason, tuple(tool_calls))
+
+
+@asynccontextmanager
+async def closing_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIterator[Chunk]]:
+    """Close a chunk stream (its `aclose`) however the consumer leaves the block."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def monotonic_ms() -> float:

@@ -20,8 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `lollms-server` command."""
     parser = argparse.ArgumentParser(prog="lollms-server", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lollms-server {__version__}")
-    parser.add_argument("--config", type=Path, help="config file (default: $LOLLMS_CONFIG or "
-                        "<data dir>/lollms.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $LOLLMS_CONFIG or <data dir>/lollms.toml)",
+    )
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server (the default)")
     serve.add_argument("--host", help="override [server] host")

@@ -8,11 +8,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .bindings import Binding, ChatMessage, Chunk, GenerationRequest, InputItem, Output, Result
+from .bindings import (
+    Binding,
+    ChatMessage,
+    Chunk,
+    GenerationRequest,
+    InputItem,
+    Output,
+    Result,
+    closing_stream,
+)
 from .errors import BackendError, BackendTimeout, LollmsError
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
@@ -161,8 +170,13 @@ class GenerationService:
             for output in result.outputs:
                 text = output.text if output.type == "text" else ""
                 media = None if output.type == "text" else output
-                yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
-                            usage=result.usage, finish_reason=result.finish_reason)
+                yield Chunk(
+                    content=text,
+                    thoughts=output.thoughts or "",
+                    output=media,
+                    usage=result.usage,
+                    finish_reason=result.finish_reason,
+                )
             return
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         splitter = ThinkSplitter()
@@ -171,7 +185,7 @@ class GenerationService:
         try:
             with binding_errors(binding, self.timeout_s):
                 chunks = binding.stream(prepared.request)
-            async with aclosing(chunks):
+            async with closing_stream(chunks):
                 while True:
                     with binding_errors(binding, self.timeout_s):
                         try:

@@ -84,7 +84,9 @@ class Personality:
 def personality_from_mapping(raw: Mapping[str, Any], source: str) -> Personality:
     """Validate an upstream-shaped mapping into a Personality."""
     data = PersonalityFileSchema().load(dict(raw))
-    sampling = {ours: data[theirs] for theirs, ours in SAMPLING_KEYS.items() if data[theirs] is not None}
+    sampling = {
+        ours: data[theirs] for theirs, ours in SAMPLING_KEYS.items() if data[theirs] is not None
+    }
     return Personality(
         name=data["name"],
         author=data["author"],

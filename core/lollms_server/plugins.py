@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as metadata
 import logging
 import os
@@ -62,7 +63,7 @@ class Plugins:
         for impl in caller.get_hookimpls():
             try:
                 value = impl.function(*(kwargs[name] for name in impl.argnames))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - third-party hook code
                 self._record_failure(impl.plugin_name, f"{hook_name} failed: {exc!r}")
                 continue
             if value is not None:
@@ -96,9 +97,15 @@ def load_plugins(extra: dict[str, object] | None = None, *, entry_points: bool =
         for entry in sorted(metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
             _load_entry_point(plugins, entry)
     for name, module in (extra or {}).items():
-        _register(plugins, name, lambda m=module: m, PluginInfo(name=name, module=repr(module)))
+        _register(
+            plugins, name, functools.partial(_identity, module), PluginInfo(name, repr(module))
+        )
     _collect_binding_classes(plugins)
     return plugins
+
+
+def _identity(value: object) -> object:
+    return value
 
 
 def _load_entry_point(plugins: Plugins, entry: metadata.EntryPoint) -> None:
@@ -119,7 +126,7 @@ def _register(plugins: Plugins, name: str, load: Callable[[], object], info: Plu
         return
     try:
         plugins.manager.register(load(), name=name)
-    except Exception as exc:  # any import-time failure of third-party code
+    except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
         plugins._record_failure(name, f"failed to load: {exc!r}")
 
 

@@ -104,7 +104,8 @@ async def _first_model(binding: Binding) -> str:
     models = await binding.list_models()
     if not models:
         raise ModelNotFound(
-            f"binding instance {binding.instance_name!r} has no models", binding=binding.instance_name
+            f"binding instance {binding.instance_name!r} has no models",
+            binding=binding.instance_name,
         )
     return models[0].name
 
@@ -134,9 +135,7 @@ def _instantiate(spec: InstanceConfig, plugins: Plugins) -> Binding:
         hint = ""
         if plugins.errors:
             hint = "; plugins that failed to load: " + ", ".join(sorted(plugins.errors))
-        raise ConfigError(
-            f"bindings.{spec.name}.type: got {spec.type!r}; allowed: {allowed}{hint}"
-        )
+        raise ConfigError(f"bindings.{spec.name}.type: got {spec.type!r}; allowed: {allowed}{hint}")
     try:
         settings = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
     except ValidationError as exc:

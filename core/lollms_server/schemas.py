@@ -13,7 +13,7 @@ NAME = validate.Length(min=1, max=256)
 EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
-class StringOrList(fields.Field):
+class StringOrList(fields.Field[list[str]]):
     """A string or a list of strings (OpenAI's `stop`, `input`...), loaded as a list."""
 
     def __init__(self, *, max_items: int = 64, **kwargs: Any) -> None:
@@ -73,14 +73,18 @@ class ParametersSchema(Schema):
             if not EXTRA_PARAMETER.match(str(key)):
                 raise ValidationError("extra parameter names are lowercase identifiers", key)
             if not _is_plain_json(value):
-                raise ValidationError("extra parameters are numbers, strings, booleans or lists", key)
+                raise ValidationError(
+                    "extra parameters are numbers, strings, booleans or lists", key
+                )
 
 
 def _is_plain_json(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
-    return isinstance(value, list) and len(value) <= 64 and all(
-        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    return (
+        isinstance(value, list)
+        and len(value) <= 64
+        and all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
     )
 
 

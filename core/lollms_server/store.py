@@ -37,7 +37,8 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?), ('created_at', ?)",
+            "INSERT OR IGNORE INTO meta(key, value)"
+            " VALUES ('schema_version', ?), ('created_at', ?)",
             (str(SCHEMA_VERSION), str(time.time())),
         )
 

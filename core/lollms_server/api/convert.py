@@ -54,7 +54,9 @@ def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage]
             elif chat_role is not None:
                 messages.append(ChatMessage(chat_role, item["data"]))  # type: ignore[arg-type]
             else:
-                inputs.append(InputItem("text", role=role, text=item["data"], metadata=item["metadata"]))
+                inputs.append(
+                    InputItem("text", role=role, text=item["data"], metadata=item["metadata"])
+                )
             continue
         data, url_mime = decode_data(item["data"], f"input_data[{index}].data")
         inputs.append(
@@ -66,7 +68,9 @@ def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage]
                 metadata=item["metadata"],
             )
         )
-    images = tuple(i for i in inputs if i.type == "image" and i.role in ("input_image", "user_image"))
+    images = tuple(
+        i for i in inputs if i.type == "image" and i.role in ("input_image", "user_image")
+    )
     if images and messages and messages[-1].role == "user":
         last = messages[-1]
         messages[-1] = ChatMessage("user", last.content, images=images)

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from marshmallow import Schema, ValidationError
 
-from ..keys import CONFIG
 from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from ..keys import CONFIG
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 MAX_JSON_DEPTH = 64
@@ -87,7 +87,9 @@ def validate(schema: type[Schema], data: Any) -> dict[str, Any]:
         loaded: dict[str, Any] = schema().load(data)
     except ValidationError as exc:
         raise ValidationFailed(
-            summarize(exc.messages), param=first_field(exc.messages), details={"fields": exc.messages}
+            summarize(exc.messages),
+            param=first_field(exc.messages),
+            details={"fields": exc.messages},
         ) from exc
     return loaded
 
@@ -167,7 +169,9 @@ async def read_form(request: web.Request) -> dict[str, Any]:
             name = part.name.removesuffix("[]")
             if name in fields:
                 previous = fields[name]
-                fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+                fields[name] = (
+                    [*previous, value] if isinstance(previous, list) else [previous, value]
+                )
             else:
                 fields[name] = [value] if part.name.endswith("[]") else value
     except (ValueError, AssertionError) as exc:  # aiohttp's reader on a malformed body

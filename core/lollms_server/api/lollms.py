@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__, health
-from ..bindings import Output, Usage
+from ..bindings import Output, Usage, closing_stream
 from ..errors import LollmsError, NotFound, NotSupported
 from ..generation import Prepared, guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
@@ -99,7 +98,10 @@ async def list_available_models(request: web.Request) -> web.Response:
     binding = request.app[REGISTRY].get(request.match_info["instance"])
     models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
     return web.json_response(
-        {"instance": binding.instance_name, "models": [model_dict(m, binding.instance_name) for m in models]}
+        {
+            "instance": binding.instance_name,
+            "models": [model_dict(m, binding.instance_name) for m in models],
+        }
     )
 
 
@@ -258,10 +260,17 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
     usage: Usage | None = None
     finish = "stop"
     try:
-        await send_event(response, _event("info", "started", request_id=prepared.request.request_id,
-                                          binding=prepared.target.binding.instance_name,
-                                          model=prepared.target.model))
-        async with aclosing(service.stream(prepared)) as chunks:
+        await send_event(
+            response,
+            _event(
+                "info",
+                "started",
+                request_id=prepared.request.request_id,
+                binding=prepared.target.binding.instance_name,
+                model=prepared.target.model,
+            ),
+        )
+        async with closing_stream(service.stream(prepared)) as chunks:
             async for chunk in chunks:
                 if chunk.type == "info":
                     await send_event(response, _event("info", chunk.content, **chunk.metadata))
@@ -273,14 +282,18 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
                 if chunk.content or chunk.thoughts:
                     texts.append(chunk.content)
                     thoughts.append(chunk.thoughts)
-                    await send_event(response, _event("chunk", chunk.content, chunk.thoughts or None))
+                    await send_event(
+                        response, _event("chunk", chunk.content, chunk.thoughts or None)
+                    )
         text, thought_text = "".join(texts), "".join(thoughts)
         outputs = list(media)
         if text or thought_text or not media:
             outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
         final = _response_body(prepared, outputs, usage, finish)
-        await send_event(response, {"type": "final", "content": final["output"], "thoughts": None,
-                                    "metadata": final})
+        await send_event(
+            response,
+            {"type": "final", "content": final["output"], "thoughts": None, "metadata": final},
+        )
     except LollmsError as exc:
         await _send_error(response, prepared, exc)
     except ClientGone:
@@ -292,9 +305,14 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
 async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:
     try:
         await send_event(response, _event("error", exc.message, error=exc.to_dict()))
-        final = {"request_id": prepared.request.request_id, "status": "error",
-                 "execution_time": round(prepared.elapsed_s, 4)}
-        await send_event(response, {"type": "final", "content": [], "thoughts": None, "metadata": final})
+        final = {
+            "request_id": prepared.request.request_id,
+            "status": "error",
+            "execution_time": round(prepared.elapsed_s, 4),
+        }
+        await send_event(
+            response, {"type": "final", "content": [], "thoughts": None, "metadata": final}
+        )
     except ClientGone:
         pass
 
@@ -312,7 +330,11 @@ async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Targe
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Tokenize."""
     target = await _tokenizer_target(request, body)
-    tokens = await guarded(target.binding, target.binding.tokenize(body["text"], target.model), request.app[CONFIG].request_timeout_s)
+    tokens = await guarded(
+        target.binding,
+        target.binding.tokenize(body["text"], target.model),
+        request.app[CONFIG].request_timeout_s,
+    )
     return web.json_response({"tokens": tokens, "count": len(tokens), "model": target.ref})
 
 
@@ -321,7 +343,11 @@ async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Detokenize."""
     target = await _tokenizer_target(request, body)
-    text = await guarded(target.binding, target.binding.detokenize(body["tokens"], target.model), request.app[CONFIG].request_timeout_s)
+    text = await guarded(
+        target.binding,
+        target.binding.detokenize(body["tokens"], target.model),
+        request.app[CONFIG].request_timeout_s,
+    )
     return web.json_response({"text": text, "model": target.ref})
 
 
@@ -330,7 +356,9 @@ async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response
 async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Count tokens."""
     target = await _tokenizer_target(request, body)
-    tokens = await guarded(target.binding, target.binding.tokenize(body["text"], target.model), request.app[CONFIG].request_timeout_s)
+    tokens = await guarded(
+        target.binding,
+        target.binding.tokenize(body["text"], target.model),
+        request.app[CONFIG].request_timeout_s,
+    )
     return web.json_response({"count": len(tokens), "model": target.ref})
-
-

@@ -12,7 +12,9 @@ class ClientGone(Exception):
     """The client closed the connection while we were writing."""
 
 
-async def open_sse(request: web.Request, headers: dict[str, str] | None = None) -> web.StreamResponse:
+async def open_sse(
+    request: web.Request, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
     """Start a `text/event-stream` response."""
     response = web.StreamResponse(
         headers={

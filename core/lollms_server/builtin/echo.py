@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 import re
 import struct
@@ -184,8 +185,8 @@ class EchoBinding(Binding):
             data = tiny_media.png(tiny_media.gradient(width, height, mixed))
             return Output("image", data=data, mime_type="image/png", metadata={"seed": seed})
         if kind == "ttv":
-            frames = [tiny_media.gradient(width, height, seed + i * 40) for i in range(4)]
-            return Output("video", data=tiny_media.apng(frames), mime_type="image/apng")
+            video = [tiny_media.gradient(width, height, seed + i * 40) for i in range(4)]
+            return Output("video", data=tiny_media.apng(video), mime_type="image/apng")
         if kind == "tts":
             return Output("audio", data=speak(prompt), mime_type="audio/wav")
         if kind == "ttm":
@@ -200,8 +201,8 @@ class EchoBinding(Binding):
         reversed_frames = b"".join(
             frames[i : i + step] for i in range(len(frames) - step, -1, -step)
         )
-        data = tiny_media.pcm_wav(reversed_frames, rate, channels, width_bytes)
-        return Output("audio", data=data, mime_type="audio/wav")
+        wav = tiny_media.pcm_wav(reversed_frames, rate, channels, width_bytes)
+        return Output("audio", data=wav, mime_type="audio/wav")
 
 
 def speak(text: str) -> bytes:
@@ -220,7 +221,7 @@ def transcribe(data: bytes) -> str:
     chars = []
     for start in range(0, len(samples) - per_note + 1, per_note):
         note = samples[start : start + per_note]
-        crossings = sum(1 for a, b in zip(note, note[1:], strict=False) if (a >= 0) != (b >= 0))
+        crossings = sum(1 for a, b in itertools.pairwise(note) if (a >= 0) != (b >= 0))
         code = round((crossings / (2 * NOTE_SECONDS) - BASE_HZ) / STEP_HZ) + 32
         chars.append(chr(code) if 32 <= code < 127 else "?")
     return "".join(chars)

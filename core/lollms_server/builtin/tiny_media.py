@@ -37,7 +37,11 @@ def gradient(width: int, height: int, seed: int) -> list[list[Pixel]]:
     r0, g0, b0 = seed & 0xFF, (seed >> 8) & 0xFF, (seed >> 16) & 0xFF
     return [
         [
-            ((r0 + 255 * x // max(1, width - 1)) & 0xFF, (g0 + 255 * y // max(1, height - 1)) & 0xFF, b0)
+            (
+                (r0 + 255 * x // max(1, width - 1)) & 0xFF,
+                (g0 + 255 * y // max(1, height - 1)) & 0xFF,
+                b0,
+            )
             for x in range(width)
         ]
         for y in range(height)

@@ -1,0 +1,139 @@
+"""Plugin loading: entry points one at a time, broken plugins recorded, strict mode, duplicates."""
+
+import inspect
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lollms_server import hookspecs
+from lollms_server.bindings import Binding
+from lollms_server.errors import ConfigError
+from lollms_server.hookspecs import hookimpl
+from lollms_server.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def install_fake_distribution(
+    site: Path, dist: str, entry_name: str, module: str, source: str
+) -> None:
+    """Write a real module plus dist-info with an entry point; importlib.metadata finds it."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("fakeplug_")]:
+        del sys.modules[name]
+
+
+GOOD_PLUGIN = """
+from lollms_server.bindings import Binding
+from lollms_server.hookspecs import hookimpl
+
+class ParrotBinding(Binding):
+    name = "parrot"
+    capabilities = frozenset({"ttt"})
+
+@hookimpl
+def register_bindings():
+    return [ParrotBinding]
+"""
+
+
+def test_entry_point_plugin_is_found_with_version(site: Path) -> None:
+    install_fake_distribution(site, "lollms-parrot", "parrot", "fakeplug_parrot", GOOD_PLUGIN)
+    plugins = load_plugins()
+    info = plugins.infos["parrot"]
+    assert (info.distribution, info.version, info.binding_types) == (
+        "lollms-parrot",
+        "1.2.3",
+        ["parrot"],
+    )
+    assert "echo" in plugins.binding_classes and "parrot" in plugins.binding_classes
+
+
+def test_broken_plugin_is_recorded_and_others_still_load(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    install_fake_distribution(site, "lollms-broken", "broken", "fakeplug_broken", "import nope_x\n")
+    plugins = load_plugins()
+    assert "nope_x" in plugins.errors["broken"]
+    assert "echo" in plugins.binding_classes
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOLLMS_STRICT_PLUGINS", "1")
+    install_fake_distribution(site, "lollms-broken", "broken", "fakeplug_broken2", "1/0\n")
+    with pytest.raises(ConfigError, match="ZeroDivisionError"):
+        load_plugins()
+
+
+def test_duplicate_binding_type_names_both_plugins() -> None:
+    class OtherEcho(Binding):
+        name = "echo"
+
+    impostor = types.SimpleNamespace(register_bindings=hookimpl(lambda: [OtherEcho]))
+    with pytest.raises(ConfigError, match=r"'echo'.*'echo' and 'impostor'"):
+        load_plugins(extra={"impostor": impostor})
+
+
+def test_hook_raising_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+
+    def register_bindings() -> list[type[Binding]]:
+        raise RuntimeError("boom")
+
+    bad = types.SimpleNamespace(register_bindings=hookimpl(register_bindings))
+    plugins = load_plugins(extra={"bad": bad})
+    assert "boom" in plugins.errors["bad"]
+
+
+def test_non_binding_class_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    odd = types.SimpleNamespace(register_bindings=hookimpl(lambda: [dict]))
+    plugins = load_plugins(extra={"odd": odd})
+    assert "not a Binding subclass" in plugins.errors["odd"]
+
+
+def test_every_hook_is_documented() -> None:
+    """Each hookspec has a docstring and is named in the README's plugin section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Write a binding plugin", 1)[1]
+    specs = [
+        name
+        for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(obj, "lollms_server_spec")
+    ]
+    assert {"register_bindings", "startup"} <= set(specs)
+    for name in specs:
+        assert (getattr(hookspecs, name).__doc__ or "").strip(), name
+        assert re.search(rf"`{name}", section), f"hook {name} missing from README"
+
+
+async def test_plugin_routes_are_mounted_under_dash(make_client: Any) -> None:
+    from aiohttp import web
+
+    plugin_routes = web.RouteTableDef()
+
+    @plugin_routes.get("/hello")
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hi": True})
+
+    extra = types.SimpleNamespace(register_routes=hookimpl(lambda: list(plugin_routes)))
+    client = await make_client(plugins=load_plugins(extra={"greeter": extra}))
+    response = await client.get("/-/greeter/hello")
+    assert response.status == 200 and (await response.json()) == {"hi": True}
