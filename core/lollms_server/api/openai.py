@@ -1,7 +1,396 @@
-"""The OpenAI-compatible API under /v1/."""
+"""The OpenAI-compatible API under /v1/: models, chat, legacy completions, embeddings.
+
+Model ids are `<instance>/<model>`; a bare name (or none) goes through `[defaults]`. Which request
+fields are honoured, passed on, ignored or refused is listed in `schemas_openai`. Images and
+audio live in `openai_media`; `routes` holds both modules' routes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
+from typing import Any
+
 from aiohttp import web
 
-routes = web.RouteTableDef()
+from .. import health
+from ..bindings import Binding, ChatMessage, Chunk, ModelInfo, Result, Usage, closing_stream
+from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
+from ..generation import Prepared, guarded
+from ..keys import GENERATION, REGISTRY, STARTED_AT
+from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
+from . import openai_media
+from .endpoint import endpoint
+from .middleware import error_body
+from .sse import ClientGone, open_sse, send_event
+
+log = logging.getLogger(__name__)
+TAG = "openai"
+text_routes = web.RouteTableDef()
+
+
+@text_routes.get("/v1/models")
+@endpoint("Every model of every binding instance, as `<instance>/<model>`", tag=TAG)
+async def list_models(request: web.Request) -> web.Response:
+    """Models of all instances; an instance that fails to list is skipped and logged."""
+    bindings = list(request.app[REGISTRY].instances.values())
+    results = await asyncio.gather(
+        *(guarded(b, b.list_models(), health.HEALTH_TIMEOUT_S) for b in bindings),
+        return_exceptions=True,
+    )
+    created = int(request.app[STARTED_AT])
+    data: list[dict[str, Any]] = []
+    for binding, result in zip(bindings, results, strict=True):
+        if isinstance(result, LollmsError):
+            log.warning("models of %s skipped: %s", binding.instance_name, result.message)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            data.extend(_model_object(binding, model, created) for model in result)
+    return web.json_response({"object": "list", "data": data})
+
+
+@text_routes.get("/v1/models/{model_id:.+}")
+@endpoint("One model, by its `<instance>/<model>` id", tag=TAG)
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model; 404 when the instance or the model does not exist."""
+    model_id = request.match_info["model_id"]
+    instance, _, name = model_id.partition("/")
+    binding = request.app[REGISTRY].instances.get(instance)
+    if binding is not None and name:
+        models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+        for model in models:
+            if model.name == name:
+                created = int(request.app[STARTED_AT])
+                return web.json_response(_model_object(binding, model, created))
+    raise ModelNotFound(
+        f"the model {model_id!r} does not exist; GET /v1/models lists `<instance>/<model>` ids",
+        param="model",
+    )
+
+
+def _model_object(binding: Binding, model: ModelInfo, created: int) -> dict[str, Any]:
+    name = binding.instance_name
+    return {"id": f"{name}/{model.name}", "object": "model", "created": created, "owned_by": name}
+
+
+@text_routes.post("/v1/chat/completions")
+@endpoint(
+    "Chat completion; SSE chunks ending in `[DONE]` when stream is true",
+    tag=TAG,
+    body=ChatCompletionSchema,
+    streams=True,
+)
+async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Run a chat completion through the resolved binding."""
+    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    messages: list[ChatMessage] = body["messages"]
+    if any(m.images for m in messages) and "vision" not in target.binding.capabilities:
+        raise InvalidRequest(
+            f"{target.ref} cannot read images (binding type {target.binding.name} has no "
+            "vision capability)",
+            binding=target.binding.instance_name,
+            param="messages",
+        )
+    parameters = {**body["parameters"], **_tool_parameters(body, target.binding)}
+    prepared = await request.app[GENERATION].prepare(
+        face="openai",
+        generation_type="ttt",
+        target=target,
+        messages=messages,
+        parameters=parameters,
+        personality=body["personality"],
+    )
+    if body["stream"]:
+        return await _stream(request, prepared, ChatShape(prepared), body["include_usage"])
+    result = await request.app[GENERATION].generate(prepared)
+    text, thoughts = _text_of(result)
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if thoughts:
+        message["reasoning_content"] = thoughts
+    finish = result.finish_reason
+    if result.tool_calls:
+        message["tool_calls"] = [tool_call(i, c) for i, c in enumerate(result.tool_calls)]
+        message["content"] = text or None
+        finish = "tool_calls"
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return _json(prepared, ChatShape(prepared).envelope("chat.completion", [choice], result.usage))
+
+
+@text_routes.post("/v1/completions")
+@endpoint(
+    "Legacy text completion of a raw prompt; SSE when stream is true",
+    tag=TAG,
+    body=CompletionSchema,
+    streams=True,
+)
+async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Complete a raw prompt (no chat template, no personality)."""
+    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    prompt = body["prompt"][0]
+    prepared = await request.app[GENERATION].prepare(
+        face="openai",
+        generation_type="ttt",
+        target=target,
+        messages=[ChatMessage("user", prompt)],
+        parameters=body["parameters"],
+        raw_prompt=True,
+    )
+    shape = CompletionShape(prepared, prompt if body["echo"] else "")
+    if body["stream"]:
+        return await _stream(request, prepared, shape, body["include_usage"])
+    result = await request.app[GENERATION].generate(prepared)
+    text = shape.prefix + _text_of(result)[0]
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
+    return _json(prepared, shape.envelope("text_completion", [choice], result.usage))
+
+
+@text_routes.post("/v1/embeddings")
+@endpoint("Embedding vectors of texts (float or base64 float32)", tag=TAG, body=EmbeddingSchema)
+async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Embed one text or a list of texts with a binding that has the embeddings capability."""
+    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    binding = target.binding
+    if "embeddings" not in binding.capabilities:
+        raise InvalidRequest(
+            f"{target.ref} cannot make embeddings (binding type {binding.name} "
+            "has no embeddings capability)",
+            binding=binding.instance_name,
+            param="model",
+        )
+    texts: list[str] = body["input"]
+    if any(not text for text in texts):
+        raise InvalidRequest("input must not contain empty strings", param="input")
+    timeout = request.app[GENERATION].timeout_s
+    vectors = await guarded(binding, binding.embed(texts, target.model), timeout)
+    if len(vectors) != len(texts):
+        raise BackendError(
+            f"binding {binding.instance_name!r} returned {len(vectors)} vectors "
+            f"for {len(texts)} inputs",
+            binding=binding.instance_name,
+        )
+    wanted = body["dimensions"]
+    if wanted is not None and vectors and len(vectors[0]) != wanted:
+        raise InvalidRequest(
+            f"{target.ref} makes {len(vectors[0])}-dimensional vectors, not "
+            f"{wanted}; omit dimensions or send {len(vectors[0])}",
+            param="dimensions",
+        )
+    encode = _base64_floats if body["encoding_format"] == "base64" else _floats
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)
+    ]
+    # bindings do not count embedding tokens: usage is reported as zero
+    usage = {"prompt_tokens": 0, "total_tokens": 0}
+    return web.json_response({"object": "list", "data": data, "model": target.ref, "usage": usage})
+
+
+def _base64_floats(vector: list[float]) -> Any:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def _floats(vector: list[float]) -> Any:
+    return [float(v) for v in vector]
+
+
+def _text_of(result: Result) -> tuple[str, str | None]:
+    for output in result.outputs:
+        if output.type == "text":
+            return output.text, output.thoughts
+    return "", None
+
+
+def _usage(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _json(prepared: Prepared, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, headers={"X-Request-Id": prepared.request.request_id})
+
+
+class ChatShape:
+    """Builds chat.completion objects and chunks for one request."""
+
+    prefix = ""
+    id_prefix = "chatcmpl-"
+    chunk_object = "chat.completion.chunk"
+
+    def __init__(self, prepared: Prepared) -> None:
+        self.id = self.id_prefix + prepared.request.request_id
+        self.model = prepared.target.ref
+        self.created = int(time.time())
+
+    def envelope(self, kind: str, choices: list[Any], usage: Usage | None) -> dict[str, Any]:
+        """The outer object shared by full answers and chunks."""
+        head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        return {**head, "system_fingerprint": None, "choices": choices, "usage": _usage(usage)}
+
+    def first(self) -> list[dict[str, Any]]:
+        """Choices of the opening chunk (the role), if the format has one."""
+        return [self._choice({"role": "assistant", "content": ""})]
+
+    def delta(self, chunk: Chunk, calls: int) -> list[dict[str, Any]]:
+        """Choices of a content chunk."""
+        delta: dict[str, Any] = {}
+        if chunk.content:
+            delta["content"] = chunk.content
+        if chunk.thoughts:
+            delta["reasoning_content"] = chunk.thoughts
+        if chunk.tool_calls:
+            delta["tool_calls"] = [
+                {"index": calls + i, **tool_call(calls + i, call)}
+                for i, call in enumerate(chunk.tool_calls)
+            ]
+        return [self._choice(delta)] if delta else []
+
+    def last(self, finish: str) -> list[dict[str, Any]]:
+        """Choices of the closing chunk."""
+        return [self._choice({}, finish)]
+
+    def _choice(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+class CompletionShape(ChatShape):
+    """Builds text_completion objects and chunks (the legacy format)."""
+
+    id_prefix = "cmpl-"
+    chunk_object = "text_completion"
+
+    def __init__(self, prepared: Prepared, prefix: str) -> None:
+        super().__init__(prepared)
+        self.prefix = prefix
+
+    def first(self) -> list[dict[str, Any]]:
+        """The echoed prompt, when asked for."""
+        return [self._text(self.prefix)] if self.prefix else []
+
+    def delta(self, chunk: Chunk, calls: int) -> list[dict[str, Any]]:
+        """Text only; reasoning and tool calls have no place in this format."""
+        return [self._text(chunk.content)] if chunk.content else []
+
+    def last(self, finish: str) -> list[dict[str, Any]]:
+        """Empty text with the finish reason."""
+        return [self._text("", finish)]
+
+    def _text(self, text: str, finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+
+async def _stream(
+    request: web.Request, prepared: Prepared, shape: ChatShape, include_usage: bool
+) -> web.StreamResponse:
+    """SSE chunks; errors before the first token are plain HTTP errors, later ones events."""
+    async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
+        first = await _next_text(chunks)
+        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
+        writer = _ChunkWriter(response, shape, include_usage)
+        try:
+            await writer.run(first, chunks)
+        except ClientGone:
+            return response
+        except LollmsError as exc:
+            await writer.error(exc)
+        except Exception as exc:  # a bug of ours: the headers are sent, so say it in-stream
+            log.exception("stream %s failed", prepared.request.request_id)
+            await writer.error(LollmsError(f"internal server error: {type(exc).__name__}"))
+    with suppress(ConnectionError):
+        await response.write_eof()
+    return response
+
+
+async def _next_text(chunks: AsyncIterator[Chunk]) -> Chunk | None:
+    """The next text chunk (progress info skipped), or None at the end."""
+    async for chunk in chunks:
+        if chunk.type == "chunk":
+            return chunk
+    return None
+
+
+class _ChunkWriter:
+    """Writes one response's chunks in order: opening, deltas, closing, usage, `[DONE]`."""
+
+    def __init__(self, response: web.StreamResponse, shape: ChatShape, usage_on: bool) -> None:
+        self.response = response
+        self.shape = shape
+        self.usage_on = usage_on
+
+    async def send(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> None:
+        """One chunk object (`usage` only present when the client asked for it)."""
+        body = self.shape.envelope(self.shape.chunk_object, choices, usage)
+        if not self.usage_on:
+            del body["usage"]
+        await send_event(self.response, body)
+
+    async def run(self, first: Chunk | None, chunks: AsyncIterator[Chunk]) -> None:
+        """Send every chunk of the stream, then the closing ones."""
+        opening = self.shape.first()
+        if opening:
+            await self.send(opening)
+        finish, usage, calls, chunk = "stop", None, 0, first
+        while chunk is not None:
+            usage = chunk.usage or usage
+            finish = chunk.finish_reason or finish
+            choices = self.shape.delta(chunk, calls)
+            calls += len(chunk.tool_calls)
+            if choices:
+                await self.send(choices)
+            chunk = await _next_text(chunks)
+        await self.send(self.shape.last("tool_calls" if calls else finish))
+        if self.usage_on:
+            await self.send([], usage)
+        await send_event(self.response, "[DONE]")
+
+    async def error(self, exc: LollmsError) -> None:
+        """An error after the stream started: an `error` object, then `[DONE]`."""
+        try:
+            await send_event(self.response, error_body("openai", exc)[1])
+            await send_event(self.response, "[DONE]")
+        except ClientGone:
+            pass
+
+
+def _tool_parameters(body: Mapping[str, Any], binding: Binding) -> dict[str, Any]:
+    """`tools`/`tool_choice` for a binding that calls tools; refused when they must be obeyed."""
+    tools, choice = body["tools"], body["tool_choice"]
+    if not tools or choice == "none":
+        return {}
+    if "tools" in binding.capabilities:
+        parallel = body["parallel_tool_calls"]
+        found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
+        return {key: value for key, value in found.items() if value is not None}
+    if choice not in (None, "auto"):
+        raise InvalidRequest(
+            f"binding {binding.instance_name!r} (type {binding.name}) cannot "
+            "call tools, so tool_choice cannot be obeyed",
+            param="tool_choice",
+            binding=binding.instance_name,
+        )
+    return {}  # tools offered to a model that cannot call them: it answers in text
+
+
+def tool_call(index: int, call: Mapping[str, Any]) -> dict[str, Any]:
+    """A binding's tool call in OpenAI's shape (arguments as a JSON string)."""
+    function = call.get("function") or {}
+    name = function.get("name", call.get("name", ""))
+    arguments = function.get("arguments", call.get("arguments", {}))
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    call_id = call.get("id") or f"call_{index}_{uuid.uuid4().hex[:16]}"
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+routes: list[web.AbstractRouteDef] = [*text_routes, *openai_media.routes]

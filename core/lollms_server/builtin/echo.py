@@ -165,9 +165,16 @@ class EchoBinding(Binding):
 
     def _answer(self, request: GenerationRequest) -> str:
         prompt = request.prompt
-        if request.model == "think":
-            return f"<think>The user said: {prompt}</think>{prompt}"
-        return prompt
+        answer = (
+            f"<think>The user said: {prompt}</think>{prompt}"
+            if request.model == "think"
+            else prompt
+        )
+        stops = request.parameters.get("stop") or []
+        for stop in [stops] if isinstance(stops, str) else stops:
+            if stop and stop in answer:
+                answer = answer[: answer.index(stop)]
+        return answer
 
     def _media(self, request: GenerationRequest) -> Output:
         kind = request.generation_type

@@ -1,0 +1,302 @@
+"""The OpenAI-compatible media routes under /v1/: images and audio.
+
+Images come back as `b64_json` by default; `response_format: "url"` gives a `data:` URL (the
+server hosts no image files). `n` images are asked of the binding in one call; when it makes
+fewer, it is called again, one image at a time with a fresh random seed, until there are `n`.
+Speech is returned in the format the binding makes; asking for another `response_format` is a
+400 naming the one available (WAV can also be sent as raw `pcm`).
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+import wave
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..bindings import ChatMessage, InputItem, Output, Result
+from ..errors import BackendError, InvalidRequest
+from ..generation import Prepared
+from ..keys import GENERATION, REGISTRY
+from ..schemas_openai import (
+    ImageEditForm,
+    ImageGenerationSchema,
+    SpeechSchema,
+    TranscriptionForm,
+    TranslationForm,
+)
+from .convert import encode_data
+from .endpoint import UploadedFile, endpoint
+
+TAG = "openai"
+routes = web.RouteTableDef()
+AUDIO_FORMATS = {
+    "mp3": ("audio/mpeg", "audio/mp3"),
+    "opus": ("audio/ogg", "audio/opus"),
+    "aac": ("audio/aac",),
+    "flac": ("audio/flac", "audio/x-flac"),
+    "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
+    "pcm": ("audio/pcm", "audio/l16"),
+}
+IMAGE_EXTRAS = (
+    "seed",
+    "negative_prompt",
+    "steps",
+    "guidance_scale",
+    "strength",
+    "quality",
+    "style",
+    "background",
+    "output_format",
+)
+
+
+async def _run(
+    request: web.Request,
+    generation_type: str,
+    model: str | None,
+    prompt: str | None,
+    inputs: Sequence[InputItem] = (),
+    parameters: dict[str, Any] | None = None,
+) -> tuple[Prepared, Result]:
+    """Resolve the model, build the request and run it to completion."""
+    target = await request.app[REGISTRY].resolve_ref(generation_type, model)
+    service = request.app[GENERATION]
+    prepared = await service.prepare(
+        face="openai",
+        generation_type=generation_type,
+        target=target,
+        messages=[ChatMessage("user", prompt)] if prompt else [],
+        inputs=inputs,
+        parameters=parameters or {},
+    )
+    return prepared, await service.generate(prepared)
+
+
+def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:
+    """The outputs of one kind; none at all is a backend failure."""
+    found = [output for output in result.outputs if output.type == kind]
+    if not found:
+        name = prepared.target.binding.instance_name
+        raise BackendError(f"binding {name!r} returned no {kind}", binding=name)
+    return found
+
+
+@routes.post("/v1/images/generations")
+@endpoint("Generate images from a prompt", tag=TAG, body=ImageGenerationSchema)
+async def images_generations(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Text-to-image (`tti`)."""
+    return await _images(request, "tti", body, [])
+
+
+@routes.post("/v1/images/edits")
+@endpoint("Edit images with a prompt (and an optional mask)", tag=TAG, form=ImageEditForm)
+async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Response:
+    """Image-to-image (`i2i`); the mask goes to the binding as a `mask_image` input."""
+    inputs = [_media_input("image", "input_image", image) for image in form["image"]]
+    if form["mask"] is not None:
+        inputs.append(_media_input("image", "mask_image", form["mask"]))
+    return await _images(request, "i2i", form, inputs)
+
+
+def _media_input(kind: str, role: str, upload: UploadedFile) -> InputItem:
+    mime = upload.content_type if upload.content_type != "application/octet-stream" else None
+    return InputItem(
+        kind, role=role, data=upload.data, mime_type=mime, metadata={"filename": upload.filename}
+    )
+
+
+async def _images(
+    request: web.Request, generation_type: str, body: dict[str, Any], inputs: list[InputItem]
+) -> web.Response:
+    if body["stream"]:
+        raise InvalidRequest(
+            "streamed (partial) images are not supported; omit stream", param="stream"
+        )
+    count = body["n"] or 1
+    parameters = {key: body[key] for key in IMAGE_EXTRAS if body.get(key) is not None}
+    parameters["n"] = count
+    size = body["size"]
+    if size and size != "auto":
+        width, _, height = size.partition("x")
+        parameters.update(width=int(width), height=int(height))
+    prepared, result = await _run(
+        request, generation_type, body["model"], body["prompt"], inputs, parameters
+    )
+    images = _outputs(prepared, result, "image")
+    while len(images) < count:
+        extra = {**parameters, "n": 1, "seed": secrets.randbelow(2**31)}
+        prepared, result = await _run(
+            request, generation_type, prepared.target.ref, body["prompt"], inputs, extra
+        )
+        images.extend(_outputs(prepared, result, "image"))
+    as_url = body["response_format"] == "url"
+    data = [
+        {"url": f"data:{image.mime_type};base64,{encode_data(image.data)}"}
+        if as_url
+        else {"b64_json": encode_data(image.data)}
+        for image in images[:count]
+    ]
+    output_format = images[0].mime_type.removeprefix("image/")
+    return web.json_response(
+        {"created": int(time.time()), "data": data, "output_format": output_format},
+        headers={"X-Request-Id": prepared.request.request_id},
+    )
+
+
+@routes.post("/v1/audio/speech")
+@endpoint(
+    "Speak a text; the body is the audio file",
+    tag=TAG,
+    body=SpeechSchema,
+    binary_response="audio/*",
+)
+async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Text-to-speech (`tts`)."""
+    if body["stream_format"] == "sse":
+        raise InvalidRequest(
+            "stream_format 'sse' is not supported; use 'audio'", param="stream_format"
+        )
+    voice = body["voice"]
+    if isinstance(voice, dict):
+        voice = voice.get("id")
+    if voice is not None and not isinstance(voice, str):
+        raise InvalidRequest('voice must be a string or {"id": string}', param="voice")
+    wanted = body["response_format"]
+    found = {
+        "voice": voice,
+        "speed": body["speed"],
+        "instructions": body["instructions"],
+        "response_format": wanted,
+    }
+    parameters = {key: value for key, value in found.items() if value is not None}
+    prepared, result = await _run(request, "tts", body["model"], body["input"], (), parameters)
+    audio = _outputs(prepared, result, "audio")[0]
+    data, mime = _audio_as(prepared, audio, wanted)
+    return web.Response(
+        body=data, content_type=mime, headers={"X-Request-Id": prepared.request.request_id}
+    )
+
+
+def _audio_as(prepared: Prepared, audio: Output, wanted: str | None) -> tuple[bytes, str]:
+    """The audio in the requested format, or a 400 naming what the binding makes."""
+    mime = audio.mime_type.lower()
+    made = next((name for name, mimes in AUDIO_FORMATS.items() if mime in mimes), None)
+    if wanted is None or wanted == made:
+        return audio.data, AUDIO_FORMATS[made][0] if made else audio.mime_type
+    if wanted == "pcm" and made == "wav":
+        with wave.open(io.BytesIO(audio.data)) as reader:
+            return reader.readframes(reader.getnframes()), AUDIO_FORMATS["pcm"][0]
+    name = prepared.target.ref
+    available = f"{made!r}" + (" or 'pcm'" if made == "wav" else "") if made else "none"
+    raise InvalidRequest(
+        f"{name} makes {audio.mime_type} audio; response_format {wanted!r} is not available "
+        f"(the server does not transcode); ask for {available}",
+        param="response_format",
+    )
+
+
+@routes.post("/v1/audio/transcriptions")
+@endpoint("Transcribe an audio file", tag=TAG, form=TranscriptionForm)
+async def audio_transcriptions(request: web.Request, form: dict[str, Any]) -> web.Response:
+    """Speech-to-text (`stt`)."""
+    if form["stream"]:
+        raise InvalidRequest("streamed transcription is not supported; omit stream", param="stream")
+    return await _transcribe(request, form, "transcribe")
+
+
+@routes.post("/v1/audio/translations")
+@endpoint("Translate an audio file into English text", tag=TAG, form=TranslationForm)
+async def audio_translations(request: web.Request, form: dict[str, Any]) -> web.Response:
+    """Speech-to-text with `task = "translate"` passed to the binding."""
+    return await _transcribe(request, form, "translate")
+
+
+async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> web.Response:
+    language = form.get("language")
+    found = {"language": language, "temperature": form["temperature"], "task": task}
+    parameters = {key: value for key, value in found.items() if value is not None}
+    audio = _media_input("audio", "input_audio", form["file"])
+    prepared, result = await _run(
+        request, "stt", form["model"], form["prompt"], [audio], parameters
+    )
+    output = _outputs(prepared, result, "text")[0]
+    text = output.text
+    headers = {"X-Request-Id": prepared.request.request_id}
+    response_format = form["response_format"] or "json"
+    if response_format == "json":
+        return web.json_response({"text": text}, headers=headers)
+    if response_format == "text":
+        return web.Response(text=text, content_type="text/plain", headers=headers)
+    duration = _duration(output, form["file"].data)
+    segments = _segments(output, text, duration, form["temperature"] or 0.0)
+    if response_format in ("srt", "vtt"):
+        body = _subtitles(segments, vtt=response_format == "vtt")
+        return web.Response(text=body, content_type="text/plain", headers=headers)
+    verbose: dict[str, Any] = {
+        "task": task,
+        "language": language or output.metadata.get("language") or "unknown",
+        "duration": duration,
+        "text": text,
+        "segments": segments,
+    }
+    if "word" in (form.get("timestamp_granularities") or []) and "words" in output.metadata:
+        verbose["words"] = list(output.metadata["words"])
+    return web.json_response(verbose, headers=headers)
+
+
+def _duration(output: Output, audio: bytes) -> float:
+    """Seconds of audio: from the binding, else from a WAV header, else 0."""
+    given = output.metadata.get("duration")
+    if isinstance(given, (int, float)):
+        return float(given)
+    try:
+        with wave.open(io.BytesIO(audio)) as reader:
+            return float(round(reader.getnframes() / reader.getframerate(), 3))
+    except (wave.Error, EOFError, ZeroDivisionError):
+        return 0.0
+
+
+def _segments(output: Output, text: str, duration: float, temperature: float) -> list[Any]:
+    """The binding's segments, or one segment spanning the audio; missing scores are 0."""
+    raw = output.metadata.get("segments") or [{"start": 0.0, "end": duration, "text": text}]
+    segments = []
+    for index, segment in enumerate(raw):
+        segments.append(
+            {
+                "id": index,
+                "seek": 0,
+                "start": float(segment.get("start", 0.0)),
+                "end": float(segment.get("end", duration)),
+                "text": segment.get("text", ""),
+                "tokens": list(segment.get("tokens", [])),
+                "temperature": temperature,
+                "avg_logprob": segment.get("avg_logprob", 0.0),
+                "compression_ratio": segment.get("compression_ratio", 0.0),
+                "no_speech_prob": segment.get("no_speech_prob", 0.0),
+            }
+        )
+    return segments
+
+
+def _subtitles(segments: list[Any], *, vtt: bool) -> str:
+    """SubRip or WebVTT text of the segments."""
+    lines = ["WEBVTT", ""] if vtt else []
+    for number, segment in enumerate(segments, start=1):
+        if not vtt:
+            lines.append(str(number))
+        start, end = (_stamp(segment[key], vtt) for key in ("start", "end"))
+        lines += [f"{start} --> {end}", segment["text"].strip(), ""]
+    return "\n".join(lines)
+
+
+def _stamp(seconds: float, vtt: bool) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{'.' if vtt else ','}{millis:03d}"

@@ -1,0 +1,396 @@
+"""marshmallow schemas of the OpenAI-compatible request bodies under /v1/.
+
+Every field the OpenAI API documents for these endpoints is accepted (a `null` value means "not
+given"), so real clients never break; an unknown top-level field is a 400.
+
+Honoured: chat/completions `messages`, `model`, `stream`, `stream_options.include_usage`,
+`temperature`, `top_p`, `max_tokens`, `max_completion_tokens`, `stop`, `seed`, `presence_penalty`,
+`frequency_penalty`; `tools`, `tool_choice`, `parallel_tool_calls` and the deprecated
+`functions`/`function_call` for bindings with the `tools` capability; legacy completions `echo`;
+embeddings `encoding_format`, `dimensions` (checked, not reduced); images `n`, `size`,
+`response_format`; speech `voice`, `speed`, `instructions`, `response_format`; transcriptions
+`language`, `prompt`, `temperature`, `response_format`.
+
+Passed to the binding, which may honour or ignore them: chat `response_format` (json modes) and
+`reasoning_effort`; images `quality`, `style`, `background`, `output_format`.
+
+Rejected with a 400 because honouring them matters: `n` > 1 (and `best_of` > 1), audio
+`modalities`, `tool_choice` "required" or a named function when the binding cannot call tools,
+token-id `prompt`/`input` arrays, streamed images, streamed transcriptions and `stream_format:
+"sse"` for speech, http(s) image URLs (the server never fetches URLs).
+
+Accepted and ignored: `logit_bias`, `logprobs`, `top_logprobs` (logprobs come back null), `user`,
+`store`, `metadata`, `service_tier`, `prediction`, `web_search_options`, `verbosity`,
+`prompt_cache_*`, `safety_identifier`, `moderation`, `audio` (without audio modalities),
+completions `suffix`, images `moderation`, `output_compression`, `partial_images`, transcriptions
+`chunking_strategy`, `include`, `known_speaker_*`, `keywords`, `languages`.
+
+Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
+and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
+`seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+from .api.convert import DATA_URL, decode_data
+from .api.endpoint import UploadedFile
+from .bindings import ChatMessage, InputItem
+from .errors import InvalidRequest
+from .schemas import NAME, StrictSchema, StringOrList
+
+MAX_INPUTS = 2048
+ROLES = {role: role for role in ("system", "user", "assistant", "tool")}
+ROLES.update(developer="system", function="tool")
+PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
+FORM_KEY = re.compile(r"^(?P<outer>\w+)\[(?P<inner>\w+)\]$")
+TEXT = validate.Length(max=1_000_000)
+ONE_CHOICE = validate.Range(1, 1, error="only 1: one choice per request; make several requests")
+ONE_PROMPT = "send one prompt per request (a string or a list of one string)"
+SAMPLING = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+PASSED_ON = ("top_k", "repeat_penalty", "response_format", "reasoning_effort")
+
+
+def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
+    """An optional field where null means absent."""
+    return field(load_default=None, allow_none=True, **kwargs)
+
+
+class MessageContent(fields.Field[Any]):
+    """Message content: null, a string, or a list of typed parts (validated, not converted)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list) or len(value) > 1024:
+            raise ValidationError("must be a string or a list of at most 1024 content parts")
+        for index, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
+                raise ValidationError(f"part {index}: type must be one of {', '.join(PART_TYPES)}")
+            if kind == "text" and not isinstance(part.get("text"), str):
+                raise ValidationError(f"part {index}: a text part needs a string `text`")
+            if kind == "image_url" and not _image_url(part):
+                raise ValidationError(f"part {index}: an image_url part needs `image_url.url`")
+        return value
+
+
+def _image_url(part: dict[str, Any]) -> bool:
+    inner = part.get("image_url")
+    return isinstance(inner, str) or (isinstance(inner, dict) and isinstance(inner.get("url"), str))
+
+
+class TextInput(fields.Field[list[str]]):
+    """A string or a list of strings; token-id arrays are refused with a clear message."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise ValidationError("must be a string or a non-empty list of strings")
+        if any(isinstance(v, (int, list)) and not isinstance(v, bool) for v in items):
+            raise ValidationError("token-id arrays are not supported here; send text")
+        if not all(isinstance(v, str) for v in items):
+            raise ValidationError("must be a string or a non-empty list of strings")
+        if len(items) > MAX_INPUTS:
+            raise ValidationError(f"at most {MAX_INPUTS} items")
+        return list(items)
+
+
+class Upload(fields.Field[UploadedFile]):
+    """A file part of a multipart form."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> UploadedFile:
+        if not isinstance(value, UploadedFile):
+            raise ValidationError("must be a file part (multipart/form-data with a filename)")
+        return value
+
+
+class UploadList(fields.Field[list[UploadedFile]]):
+    """One or more file parts of a multipart form (`image` or `image[]`)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[UploadedFile]:
+        items = value if isinstance(value, list) else [value]
+        if not items or len(items) > 16 or not all(isinstance(v, UploadedFile) for v in items):
+            raise ValidationError("must be 1 to 16 file parts (multipart/form-data)")
+        return items
+
+
+class StreamOptionsSchema(StrictSchema):
+    """`stream_options`."""
+
+    include_usage = _opt(fields.Boolean)
+    include_obfuscation = _opt(fields.Boolean)
+
+
+class MessageSchema(Schema):
+    """One chat message, loaded as a ChatMessage; keys other providers add are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    role = fields.String(required=True, validate=validate.OneOf(list(ROLES)))
+    content = MessageContent(load_default=None, allow_none=True)
+    name = _opt(fields.String, validate=NAME)
+    tool_calls = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=128))
+    tool_call_id = _opt(fields.String, validate=NAME)
+    function_call = _opt(fields.Dict)
+    refusal = _opt(fields.String)
+    reasoning_content = _opt(fields.String)
+
+    @post_load
+    def _to_message(self, data: dict[str, Any], **kwargs: Any) -> ChatMessage:
+        role = ROLES[data["role"]]
+        content = data["content"]
+        if content is None and role in ("system", "user"):
+            raise ValidationError(f"a {data['role']} message needs content", "content")
+        text, images = _content(content, allow_images=role == "user")
+        calls = tuple(data["tool_calls"] or ())
+        if data["function_call"]:
+            calls += ({"type": "function", "function": data["function_call"]},)
+        call_id = data["tool_call_id"] or (data["name"] if data["role"] == "function" else None)
+        return ChatMessage(role, text, images, calls, call_id)  # type: ignore[arg-type]
+
+
+def _content(content: Any, *, allow_images: bool) -> tuple[str, tuple[InputItem, ...]]:
+    """Text (parts joined by newlines) and images of validated message content."""
+    if content is None or isinstance(content, str):
+        return content or "", ()
+    texts: list[str] = []
+    images: list[InputItem] = []
+    for index, part in enumerate(content):
+        kind = part["type"]
+        if kind == "text":
+            texts.append(part["text"])
+        elif kind == "refusal":
+            texts.append(str(part.get("refusal") or ""))
+        elif kind == "image_url" and allow_images:
+            images.append(_image(part["image_url"], index))
+        else:
+            where = "only in user messages" if kind == "image_url" else "not by this server"
+            raise ValidationError(f"part {index}: {kind} parts are accepted {where}", "content")
+    return "\n".join(texts), tuple(images)
+
+
+def _image(value: Any, index: int) -> InputItem:
+    url = value if isinstance(value, str) else value["url"]
+    if not DATA_URL.match(url):
+        raise ValidationError(
+            f"part {index}: image_url must be a data: URL (data:image/png;base64,...); "
+            "the server never fetches http(s) URLs",
+            "content",
+        )
+    try:
+        data, mime = decode_data(url, f"content[{index}].image_url.url")
+    except InvalidRequest as exc:
+        raise ValidationError(exc.message, "content") from exc
+    detail = value.get("detail") if isinstance(value, dict) else None
+    metadata = {"detail": detail} if detail else {}
+    return InputItem("image", role="input_image", data=data, mime_type=mime, metadata=metadata)
+
+
+class SamplingSchema(StrictSchema):
+    """Fields shared by chat and legacy completions."""
+
+    model = _opt(fields.String, validate=NAME)
+    stream = fields.Boolean(load_default=False, allow_none=True)
+    stream_options = _opt(fields.Nested, nested=StreamOptionsSchema)
+    temperature = _opt(fields.Float, validate=validate.Range(0, 2))
+    top_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    n = _opt(fields.Integer, validate=ONE_CHOICE)
+    stop = StringOrList(max_items=16, load_default=None, allow_none=True)
+    max_tokens = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    presence_penalty = _opt(fields.Float, validate=validate.Range(-2, 2))
+    frequency_penalty = _opt(fields.Float, validate=validate.Range(-2, 2))
+    logit_bias = _opt(fields.Dict)
+    seed = _opt(fields.Integer, validate=validate.Range(-(2**63), 2**63 - 1))
+    user = _opt(fields.String)
+    top_k = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
+
+    @post_load
+    def _parameters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Add `parameters` (binding names, nulls left out), `include_usage`, normalized `tools`."""
+        names = (*SAMPLING, *PASSED_ON)
+        parameters = {name: data[name] for name in names if data.get(name) is not None}
+        max_tokens = data.get("max_completion_tokens") or data["max_tokens"]
+        if max_tokens is not None:
+            parameters["max_tokens"] = max_tokens
+        data["parameters"] = parameters
+        data["include_usage"] = bool((data["stream_options"] or {}).get("include_usage"))
+        if data.get("functions") and not data["tools"]:  # the deprecated names
+            data["tools"] = [{"type": "function", "function": f} for f in data["functions"]]
+        call = data.get("function_call")
+        if call is not None and data["tool_choice"] is None:
+            data["tool_choice"] = (
+                call if isinstance(call, str) else {"type": "function", "function": call}
+            )
+        return data
+
+
+class ChatCompletionSchema(SamplingSchema):
+    """`POST /v1/chat/completions`."""
+
+    messages = fields.List(
+        fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1, max=4096)
+    )
+    max_completion_tokens = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    logprobs = _opt(fields.Boolean)
+    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+    tools = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    tool_choice = _opt(fields.Raw)
+    parallel_tool_calls = _opt(fields.Boolean)
+    functions = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    function_call = _opt(fields.Raw)
+    response_format = _opt(fields.Dict)
+    store = _opt(fields.Boolean)
+    metadata = _opt(fields.Dict)
+    reasoning_effort = _opt(fields.String, validate=validate.Length(max=32))
+    service_tier = _opt(fields.String, validate=validate.Length(max=32))
+    modalities = _opt(
+        fields.List, cls_or_instance=fields.String(), validate=validate.ContainsOnly(["text"])
+    )
+    audio = _opt(fields.Dict)
+    prediction = _opt(fields.Dict)
+    web_search_options = _opt(fields.Dict)
+    verbosity = _opt(fields.String, validate=validate.Length(max=32))
+    prompt_cache_key = _opt(fields.String)
+    prompt_cache_retention = _opt(fields.String)
+    prompt_cache_options = _opt(fields.Dict)
+    safety_identifier = _opt(fields.String)
+    moderation = _opt(fields.Dict)
+    personality = _opt(fields.String, validate=NAME)
+
+
+class CompletionSchema(SamplingSchema):
+    """`POST /v1/completions` (legacy)."""
+
+    prompt = TextInput(required=True, validate=validate.Length(equal=1, error=ONE_PROMPT))
+    best_of = _opt(fields.Integer, validate=ONE_CHOICE)
+    echo = fields.Boolean(load_default=False, allow_none=True)
+    logprobs = _opt(fields.Integer, validate=validate.Range(0, 5))
+    suffix = _opt(fields.String, validate=TEXT)
+
+
+class EmbeddingSchema(StrictSchema):
+    """`POST /v1/embeddings`."""
+
+    input = TextInput(required=True)
+    model = _opt(fields.String, validate=NAME)
+    encoding_format = fields.String(
+        load_default="float", allow_none=True, validate=validate.OneOf(["float", "base64"])
+    )
+    dimensions = _opt(fields.Integer, validate=validate.Range(1, 65536))
+    user = _opt(fields.String)
+
+
+class ImageFieldsSchema(StrictSchema):
+    """Fields shared by image generation and edits."""
+
+    prompt = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    model = _opt(fields.String, validate=NAME)
+    n = _opt(fields.Integer, validate=validate.Range(1, 10))
+    size = _opt(fields.String, validate=validate.Regexp(SIZE, error="must be WIDTHxHEIGHT or auto"))
+    response_format = _opt(fields.String, validate=validate.OneOf(["url", "b64_json"]))
+    quality = _opt(fields.String, validate=validate.Length(max=32))
+    background = _opt(fields.String, validate=validate.Length(max=32))
+    moderation = _opt(fields.String, validate=validate.Length(max=32))
+    output_compression = _opt(fields.Integer, validate=validate.Range(0, 100))
+    output_format = _opt(fields.String, validate=validate.Length(max=32))
+    partial_images = _opt(fields.Integer, validate=validate.Range(0, 8))
+    stream = _opt(fields.Boolean)
+    user = _opt(fields.String)
+    safety_identifier = _opt(fields.String)
+    complexity = _opt(fields.String, validate=validate.Length(max=32))
+    frame_count = _opt(fields.Integer, validate=validate.Range(0, 10_000))
+    frame_duration_ms = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    svg = _opt(fields.Dict)
+    seed = _opt(fields.Integer, validate=validate.Range(0, 2**63 - 1))
+    negative_prompt = _opt(fields.String, validate=TEXT)
+    steps = _opt(fields.Integer, validate=validate.Range(1, 1000))
+    guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
+
+
+class ImageGenerationSchema(ImageFieldsSchema):
+    """`POST /v1/images/generations`."""
+
+    style = _opt(fields.String, validate=validate.Length(max=32))
+
+
+class FormSchema(StrictSchema):
+    """A multipart form: `outer[inner]` keys (the SDK's nested objects) folded into dicts."""
+
+    @pre_load
+    def _fold_nested(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        folded: dict[str, Any] = {}
+        for key, value in data.items():
+            match = FORM_KEY.match(key)
+            if match and match["outer"] in self.fields:
+                outer = folded.setdefault(match["outer"], {})
+                if isinstance(outer, dict):
+                    outer[match["inner"]] = value
+            else:
+                folded[key] = value
+        return folded
+
+
+class ImageEditForm(FormSchema, ImageFieldsSchema):
+    """`POST /v1/images/edits` (multipart)."""
+
+    image = UploadList(required=True)
+    mask = _opt(Upload)
+    markup = _opt(Upload)
+    input_fidelity = _opt(fields.String, validate=validate.Length(max=32))
+    strength = _opt(fields.Float, validate=validate.Range(0, 1))
+
+
+class SpeechSchema(StrictSchema):
+    """`POST /v1/audio/speech`."""
+
+    input = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    model = _opt(fields.String, validate=NAME)
+    voice = _opt(fields.Raw)
+    instructions = _opt(fields.String, validate=TEXT)
+    response_format = _opt(
+        fields.String, validate=validate.OneOf(["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    )
+    speed = _opt(fields.Float, validate=validate.Range(0.25, 4))
+    stream_format = _opt(fields.String, validate=validate.OneOf(["sse", "audio"]))
+
+
+class TranslationForm(FormSchema):
+    """`POST /v1/audio/translations` (multipart)."""
+
+    file = Upload(required=True)
+    model = _opt(fields.String, validate=NAME)
+    prompt = _opt(fields.String, validate=TEXT)
+    response_format = _opt(
+        fields.String,
+        validate=validate.OneOf(["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]),
+    )
+    temperature = _opt(fields.Float, validate=validate.Range(0, 1))
+
+
+class TranscriptionForm(TranslationForm):
+    """`POST /v1/audio/transcriptions` (multipart)."""
+
+    language = _opt(fields.String, validate=validate.Length(max=32))
+    timestamp_granularities = StringOrList(
+        max_items=2,
+        load_default=None,
+        allow_none=True,
+        validate=validate.ContainsOnly(["word", "segment"]),
+    )
+    chunking_strategy = _opt(fields.Raw)
+    include = StringOrList(load_default=None, allow_none=True)
+    stream = _opt(fields.Boolean)
+    known_speaker_names = StringOrList(load_default=None, allow_none=True)
+    known_speaker_references = StringOrList(load_default=None, allow_none=True)
+    keywords = StringOrList(max_items=1000, load_default=None, allow_none=True)
+    languages = StringOrList(load_default=None, allow_none=True)
