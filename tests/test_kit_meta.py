@@ -83,7 +83,6 @@ def test_contracts_pass_in_strict_asyncio_mode(pytester: pytest.Pytester) -> Non
         class TestEcho(TextContract, StreamingContract):
             binding_class = EchoBinding
             model = "echo"
-            honours_stop = False
 
         class TestEchoDown(UnavailableContract):
             binding_class = EchoBinding
@@ -95,7 +94,7 @@ def test_contracts_pass_in_strict_asyncio_mode(pytester: pytest.Pytester) -> Non
         """,
         "--asyncio-mode=strict",
     )
-    result.assert_outcomes(passed=12, skipped=1)
+    result.assert_outcomes(passed=13)
 
 
 def test_capability_gate_explains_the_skip(pytester: pytest.Pytester) -> None:
@@ -164,6 +163,8 @@ def test_kit_catches_broken_bindings(pytester: pytest.Pytester) -> None:
                 return await super().list_models()
 
             async def generate(self, request):
+                params = {k: v for k, v in request.parameters.items() if k != "stop"}
+                request = dataclasses.replace(request, parameters=params)  # ignores `stop`
                 result = await join_stream(EchoBinding.stream(self, request))
                 outputs = [
                     dataclasses.replace(o, mime_type="image/jpeg") if o.type == "image" else o
@@ -172,6 +173,8 @@ def test_kit_catches_broken_bindings(pytester: pytest.Pytester) -> None:
                 return dataclasses.replace(result, outputs=tuple(outputs))
 
             async def stream(self, request):
+                params = {k: v for k, v in request.parameters.items() if k != "stop"}
+                request = dataclasses.replace(request, parameters=params)  # ignores `stop`
                 try:
                     async for chunk in super().stream(request):
                         yield chunk
@@ -183,7 +186,7 @@ def test_kit_catches_broken_bindings(pytester: pytest.Pytester) -> None:
             model = "echo"
             close_timeout_s = 0.3
             request_timeout_s = 2.0
-            honours_stop = True  # echo does not: this must fail
+            honours_stop = True  # Broken drops `stop`: this must fail
 
         class TestBrokenDown(UnavailableContract):
             binding_class = Broken

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
 
 from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -16,6 +18,8 @@ from ..keys import CONFIG
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 MAX_JSON_DEPTH = 64
+# a \uD800-\uDFFF escape, or a surrogate encoded as UTF-8 (json.loads lets both through)
+MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
     if _depth(value) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    if MAYBE_SURROGATE.search(raw) and _has_lone_surrogate(value):
+        raise InvalidRequest("the JSON body holds an unpaired UTF-16 surrogate; send valid Unicode")
     return value
 
 
@@ -156,7 +162,7 @@ async def read_form(request: web.Request) -> dict[str, Any]:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or not part.name:
                 continue
-            data = await part.read()
+            data = await part.read()  # aiohttp refuses a part over client_max_size
             total += len(data)
             if total > limit:
                 raise PayloadTooLarge(f"the upload is larger than {limit} bytes")
@@ -174,9 +180,25 @@ async def read_form(request: web.Request) -> dict[str, Any]:
                 )
             else:
                 fields[name] = [value] if part.name.endswith("[]") else value
-    except (ValueError, AssertionError) as exc:  # aiohttp's reader on a malformed body
-        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed body
+        detail = exc.message if isinstance(exc, HttpProcessingError) else exc
+        raise InvalidRequest(f"malformed multipart body: {detail}") from exc
     return fields
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a string (or key) cannot be encoded as UTF-8 (an unpaired surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _depth(value: Any, level: int = 1) -> int:

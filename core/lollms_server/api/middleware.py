@@ -40,9 +40,12 @@ def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body of an error for a face."""
     if face == "openai":
         status = 400 if isinstance(exc, ValidationFailed) else exc.status
+        message = exc.message
+        if exc.binding and f"'{exc.binding}'" not in message:
+            message = f"{message} (binding '{exc.binding}')"  # OpenAI's shape has no binding key
         return status, {
             "error": {
-                "message": exc.message,
+                "message": message,
                 "type": OPENAI_TYPES.get(status, "server_error"),
                 "param": exc.param,
                 "code": exc.type,
