@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..bindings import ChatMessage, Health, InputItem, ModelInfo, Output
+from ..bindings import ChatMessage, Health, InputItem, ModelInfo, Output, Usage
 from ..errors import InvalidRequest
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.I)
@@ -111,3 +111,14 @@ def model_dict(model: ModelInfo, instance: str) -> dict[str, Any]:
 def health_dict(health: Health) -> dict[str, Any]:
     """The public description of an instance's health."""
     return {"state": health.state, "detail": health.detail, "latency_ms": health.latency_ms}
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    """Token usage in the OpenAI shape shared by the faces."""
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }

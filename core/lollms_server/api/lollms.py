@@ -21,7 +21,7 @@ from ..schemas import (
     ModelInfoQuerySchema,
     TokenizeSchema,
 )
-from .convert import health_dict, lollms_inputs, model_dict, output_dict
+from .convert import health_dict, lollms_inputs, model_dict, output_dict, usage_dict
 from .endpoint import endpoint
 from .sse import ClientGone, open_sse, send_event
 
@@ -235,19 +235,9 @@ def _response_body(
         "binding_instance": prepared.target.binding.instance_name,
         "model_name": prepared.target.model,
         "output": [output_dict(o) for o in outputs],
-        "usage": _usage_dict(usage),
+        "usage": usage_dict(usage),
         "finish_reason": finish,
         "execution_time": round(prepared.elapsed_s, 4),
-    }
-
-
-def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
     }
 
 

@@ -27,6 +27,7 @@ from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 from . import openai_media
+from .convert import usage_dict
 from .endpoint import endpoint
 from .middleware import error_body
 from .sse import ClientGone, open_sse, send_event
@@ -207,16 +208,6 @@ def _text_of(result: Result) -> tuple[str, str | None]:
     return "", None
 
 
-def _usage(usage: Usage | None) -> dict[str, int] | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
 def _json(prepared: Prepared, body: dict[str, Any]) -> web.Response:
     return web.json_response(body, headers={"X-Request-Id": prepared.request.request_id})
 
@@ -236,7 +227,7 @@ class ChatShape:
     def envelope(self, kind: str, choices: list[Any], usage: Usage | None) -> dict[str, Any]:
         """The outer object shared by full answers and chunks."""
         head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-        return {**head, "system_fingerprint": None, "choices": choices, "usage": _usage(usage)}
+        return {**head, "system_fingerprint": None, "choices": choices, "usage": usage_dict(usage)}
 
     def first(self) -> list[dict[str, Any]]:
         """Choices of the opening chunk (the role), if the format has one."""
