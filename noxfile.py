@@ -23,7 +23,7 @@ nox.options.error_on_missing_interpreters = True
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff format --check, ruff check, mypy on the core."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".[lint,test]")
     session.run("ruff", "format", "--check", *LINT_PATHS)
     session.run("ruff", "check", *LINT_PATHS)
     session.run("mypy")
