@@ -150,7 +150,7 @@ def test_apispec_is_not_imported_at_startup() -> None:
         "from lollms_server.app import create_app\n"
         "from lollms_server.config import parse_config\n"
         "create_app(parse_config({'bindings': {'e': {'type': 'echo'}}, "
-        "'server': {'data_dir': sys.argv[1]}}), with_store=False)\n"
+        "'server': {'data_dir': sys.argv[1]}}))\n"
         "assert 'apispec' not in sys.modules, 'apispec imported at start-up'\n"
     )
     with tempfile.TemporaryDirectory() as data_dir:

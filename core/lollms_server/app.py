@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import keys
-from .api import lollms, openai, openapi
+from .api import admin, lollms, ollama, openai, openapi
 from .api.middleware import error_middleware
 from .bindings import Binding
 from .config import Config
@@ -20,6 +20,11 @@ from .generation import GenerationService
 from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
+from .security.api_keys import KeyStore
+from .security.audit import AuditLog
+from .security.auth import SecuritySettings, add_security_headers, auth_middleware
+from .security.local import parse_networks
+from .security.ratelimit import RateLimiter
 from .store import Store
 from .web import pages
 
@@ -27,29 +32,41 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-def create_app(
-    config: Config,
-    plugins: Plugins | None = None,
-    *,
-    with_store: bool = True,
-) -> web.Application:
+def create_app(config: Config, plugins: Plugins | None = None) -> web.Application:
     """Build the application; raises ConfigError when the config does not fit the plugins."""
     plugins = plugins or load_plugins()
     registry = build_registry(config, plugins)
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=config.max_body_bytes
+    )
+    app.on_response_prepare.append(add_security_headers)
     app[keys.CONFIG] = config
+    app[keys.SECURITY] = SecuritySettings(
+        local_access=config.security.local_access,
+        trusted_proxies=parse_networks(config.security.trusted_proxies),
+        cors_origins=frozenset(config.security.cors_origins),
+    )
+    app[keys.LIMITER] = RateLimiter(
+        config.security.rate_limit_storage,
+        ip_rpm=config.security.ip_rpm,
+        key_rpm=config.security.key_rpm,
+        key_tpm=config.security.key_tpm,
+        key_concurrent=config.security.key_concurrent,
+        window_s=config.security.rate_limit_window_s,
+    )
     app[keys.PLUGINS] = plugins
     app[keys.REGISTRY] = registry
     app[keys.PERSONALITIES] = _load_personalities(config, plugins)
     app[keys.FUNCTIONS] = _load_functions(plugins)
     app[keys.STARTED_AT] = time.time()
     app.router.add_routes(lollms.routes)
+    app.router.add_routes(admin.routes)
     app.router.add_routes(openai.routes)
+    app.router.add_routes(ollama.routes)
     app.router.add_routes(openapi.routes)
-    app.router.add_routes(pages.routes)
-    pages.setup_templates(app, config.data_dir / "templates")
+    pages.setup(app, config.data_dir / "templates")
     _mount_plugin_routes(app, plugins)
-    app.cleanup_ctx.append(_store_context if with_store else _no_store_context)
+    app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_bindings_context)
     return app
 
@@ -79,21 +96,20 @@ def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     store = Store(Path(config.database_path))
+    audit = AuditLog(store, config.security.audit_retention_days, config.security.audit_prompts)
+    audit.purge()
     app[keys.STORE] = store
-    app[keys.GENERATION] = _service(app, store)
+    app[keys.KEYSTORE] = KeyStore(store)
+    app[keys.AUDIT] = audit
+    app[keys.GENERATION] = GenerationService(
+        app[keys.REGISTRY],
+        app[keys.PERSONALITIES],
+        config.request_timeout_s,
+        audit=audit,
+        limiter=app[keys.LIMITER],
+    )
     yield
     store.close()
-
-
-async def _no_store_context(app: web.Application) -> AsyncIterator[None]:
-    app[keys.GENERATION] = _service(app, None)
-    yield
-
-
-def _service(app: web.Application, store: Store | None) -> GenerationService:
-    return GenerationService(
-        app[keys.REGISTRY], app[keys.PERSONALITIES], store, app[keys.CONFIG].request_timeout_s
-    )
 
 
 async def _bindings_context(app: web.Application) -> AsyncIterator[None]:

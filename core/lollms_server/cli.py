@@ -35,6 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     config_commands.add_parser("show", help="print the effective config (secrets masked)")
     commands.add_parser("plugins", help="list installed plugins and their binding types")
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=("admin", "user"), default="user")
+    create.add_argument("--expires-days", type=float, help="expire after this many days")
+    create.add_argument("--bindings", help="comma-separated instances this key may use")
+    create.add_argument("--models", help="comma-separated models (<instance>/<model>) allowed")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="text tokens per minute")
+    create.add_argument("--concurrent", type=int, help="concurrent generations")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
     return parser
 
 
@@ -47,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             return _config_command(args, path)
         if args.command == "plugins":
             return _plugins_command()
+        if args.command == "keys":
+            from .cli_keys import keys_command
+
+            return keys_command(args, load_config(path))
         return _serve(path, getattr(args, "host", None), getattr(args, "port", None))
     except ConfigError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -51,6 +52,33 @@ class InstanceSchema(Schema):
     enabled = fields.Boolean(load_default=True)
 
 
+def _network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValidationError(f"not an IP address or CIDR range: {exc}") from exc
+    return True
+
+
+class SecuritySchema(Schema):
+    """`[security]`: local access, proxies, CORS, rate limits, audit log."""
+
+    class Meta:
+        unknown = RAISE
+
+    local_access = fields.Boolean(load_default=True)
+    trusted_proxies = fields.List(fields.String(validate=_network), load_default=list)
+    cors_origins = fields.List(fields.String(), load_default=list)
+    ip_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_tpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_concurrent = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    rate_limit_storage = fields.String(load_default="async+memory://")
+    rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
+    audit_retention_days = fields.Float(load_default=90.0, validate=validate.Range(min=0.001))
+    audit_prompts = fields.Boolean(load_default=False)
+
+
 class PersonalitiesSchema(Schema):
     """`[personalities]`: extra folders to read personalities from."""
 
@@ -80,6 +108,7 @@ class ConfigSchema(Schema):
     personalities = fields.Nested(
         PersonalitiesSchema, load_default=lambda: PersonalitiesSchema().load({})
     )
+    security = fields.Nested(SecuritySchema, load_default=lambda: SecuritySchema().load({}))
 
 
 @dataclass
@@ -91,6 +120,23 @@ class InstanceConfig:
     default_model: str | None = None
     enabled: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SecurityConfig:
+    """`[security]`; see SecuritySchema for meanings (0 means no limit)."""
+
+    local_access: bool = True
+    trusted_proxies: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=list)
+    ip_rpm: int = 0
+    key_rpm: int = 0
+    key_tpm: int = 0
+    key_concurrent: int = 0
+    rate_limit_storage: str = "async+memory://"
+    rate_limit_window_s: int = 60
+    audit_retention_days: float = 90.0
+    audit_prompts: bool = False
 
 
 @dataclass
@@ -106,6 +152,7 @@ class Config:
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     path: Path | None = None
 
     @property
@@ -167,6 +214,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         bindings=instances,
         defaults=dict(loaded["defaults"]),
         personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
+        security=SecurityConfig(**loaded["security"]),
     )
 
 
@@ -262,4 +310,17 @@ audio2audio = "echo"
 
 [personalities]
 folders = []               # extra folders besides <data_dir>/personalities
+
+[security]
+local_access = true        # this machine (loopback peer, loopback Host, same origin) needs no key
+trusted_proxies = []       # read X-Forwarded-For only from these addresses/CIDRs
+cors_origins = []          # browser origins allowed to call the API (CORS is off when empty)
+ip_rpm = 0                 # requests per minute per client IP (0 = no limit)
+key_rpm = 0                # default requests per minute per key (a key's own limit wins)
+key_tpm = 0                # default text tokens per minute per key
+key_concurrent = 0         # default concurrent generations per key
+rate_limit_storage = "async+memory://"   # a `limits` storage URI, e.g. async+redis://host:6379
+rate_limit_window_s = 60   # the window of the *_rpm / *_tpm limits, in seconds
+audit_retention_days = 90
+audit_prompts = false      # true also logs prompt text in the audit log
 """

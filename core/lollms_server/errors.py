@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -26,6 +27,7 @@ class LollmsError(Exception):
         self.param = param
         self.retry_after = retry_after
         self.details = details or {}
+        self.extra_headers: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """The lollms error body: `{"type", "message", "binding"?, "details"?}`."""
@@ -39,10 +41,11 @@ class LollmsError(Exception):
         return body
 
     def headers(self) -> dict[str, str]:
-        """Extra response headers (Retry-After where it applies)."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        """Extra response headers (Retry-After where it applies, X-RateLimit-*...)."""
+        headers = dict(self.extra_headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
 
 
 class InvalidRequest(LollmsError):

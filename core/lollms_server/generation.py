@@ -8,7 +8,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,12 +25,15 @@ from .bindings import (
     InputItem,
     Output,
     Result,
+    Usage,
     closing_stream,
 )
 from .errors import BackendError, BackendTimeout, LollmsError
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
-from .store import Store
+from .security.audit import AuditLog
+from .security.principal import current as current_principal
+from .security.ratelimit import RateLimiter
 from .thinking import ThinkSplitter, split_thoughts
 
 log = logging.getLogger(__name__)
@@ -107,20 +115,31 @@ def apply_personality(
     return tuple(merged), params
 
 
+@dataclass
+class _Outcome:
+    """What the audit log and the token budget learn about one generation."""
+
+    status: int = 200
+    usage: Usage | None = None
+
+
 class GenerationService:
-    """Runs generations against bindings with timeouts, error mapping and logging."""
+    """Runs generations against bindings with timeouts, error mapping, limits and audit."""
 
     def __init__(
         self,
         registry: Registry,
         personalities: PersonalityStore,
-        store: Store | None,
         timeout_s: float,
+        *,
+        audit: AuditLog | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.registry = registry
         self.personalities = personalities
-        self.store = store
         self.timeout_s = timeout_s
+        self.audit = audit
+        self.limiter = limiter
 
     async def prepare(
         self,
@@ -151,16 +170,10 @@ class GenerationService:
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion; text outputs get their `<think>` part moved to thoughts."""
         binding = prepared.target.binding
-        status = 200
-        result: Result | None = None
-        try:
+        async with self._accounted(prepared) as outcome:
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
-            return _split_result_thoughts(result)
-        except LollmsError as exc:
-            status = exc.status
-            raise
-        finally:
-            await self._log(prepared, status, result)
+            outcome.usage = result.usage
+        return _split_result_thoughts(result)
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[Chunk]:
         """Yield the binding's chunks (thoughts split out); closing this closes the binding's."""
@@ -180,9 +193,7 @@ class GenerationService:
             return
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         splitter = ThinkSplitter()
-        status = 200
-        usage = None
-        try:
+        async with self._accounted(prepared) as outcome:
             with binding_errors(binding, self.timeout_s):
                 chunks = binding.stream(prepared.request)
             async with closing_stream(chunks):
@@ -193,40 +204,59 @@ class GenerationService:
                                 chunk = await anext(chunks)
                         except StopAsyncIteration:
                             break
-                    usage = chunk.usage or usage
+                    outcome.usage = chunk.usage or outcome.usage
                     yield _split_chunk(splitter, chunk)
             answer, thoughts = splitter.flush()
             if answer or thoughts:
                 yield Chunk(content=answer, thoughts=thoughts)
+
+    @asynccontextmanager
+    async def _accounted(self, prepared: Prepared) -> AsyncIterator[_Outcome]:
+        """Concurrency slot and token budget of the caller's key; audit record at the end."""
+        principal = current_principal()
+        outcome = _Outcome()
+        slot: AbstractAsyncContextManager[None] = nullcontext()
+        if self.limiter is not None and principal is not None:
+            await self.limiter.check_tokens(principal)
+            slot = self.limiter.generation_slot(principal)
+        try:
+            async with slot:
+                yield outcome
         except LollmsError as exc:
-            status = exc.status
+            outcome.status = exc.status
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = 499  # the client went away
+            outcome.status = 499  # the client went away
             raise
         finally:
-            await self._log(prepared, status, None, usage)
+            await self._finish(prepared, principal, outcome)
 
-    async def _log(
-        self, prepared: Prepared, status: int, result: Result | None, usage: Any = None
-    ) -> None:
-        if self.store is None:
+    async def _finish(self, prepared: Prepared, principal: Any, outcome: _Outcome) -> None:
+        usage = outcome.usage
+        if self.limiter is not None and principal is not None and usage is not None:
+            await self.limiter.add_tokens(principal, usage.total_tokens)
+        if self.audit is None:
             return
-        usage = (result.usage if result else None) or usage
+        detail: dict[str, Any] = {"face": prepared.face}
+        if self.audit.log_prompts:
+            detail["prompt"] = prepared.request.prompt
         try:
-            await self.store.log_generation(
+            await self.audit.record(
+                "generation",
+                key_id=principal.key_id if principal else None,
+                client=principal.client if principal else None,
+                status=outcome.status,
                 request_id=prepared.request.request_id,
-                face=prepared.face,
                 instance=prepared.target.binding.instance_name,
                 model=prepared.target.model,
                 generation_type=prepared.request.generation_type,
-                status=status,
-                duration_ms=prepared.elapsed_s * 1000,
+                duration_ms=round(prepared.elapsed_s * 1000, 3),
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
+                detail=detail,
             )
-        except Exception:  # logging must never fail the request it describes
-            log.exception("could not log generation %s", prepared.request.request_id)
+        except Exception:  # the audit write must never fail the request it describes
+            log.exception("could not audit generation %s", prepared.request.request_id)
 
 
 def _split_chunk(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:

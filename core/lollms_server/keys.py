@@ -13,7 +13,13 @@ if TYPE_CHECKING:
     from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
+    from .security.api_keys import KeyStore
+    from .security.audit import AuditLog
+    from .security.auth import SecuritySettings
+    from .security.ratelimit import RateLimiter
     from .store import Store
+    from .web.activity import Activity
+    from .web.streams import StreamRegistry
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 PLUGINS: web.AppKey[Plugins] = web.AppKey("plugins")
@@ -23,3 +29,9 @@ FUNCTIONS: web.AppKey[FunctionRegistry] = web.AppKey("functions")
 GENERATION: web.AppKey[GenerationService] = web.AppKey("generation")
 STORE: web.AppKey[Store] = web.AppKey("store")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
+SECURITY: web.AppKey[SecuritySettings] = web.AppKey("security")
+KEYSTORE: web.AppKey[KeyStore] = web.AppKey("keystore")
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
+WEB_ACTIVITY: web.AppKey[Activity] = web.AppKey("web_activity")
+WEB_STREAMS: web.AppKey[StreamRegistry] = web.AppKey("web_streams")

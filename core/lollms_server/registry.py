@@ -11,6 +11,7 @@ from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
 from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound
 from .plugins import Plugins
+from .security.principal import current as current_principal
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class Registry:
                 binding=instance,
             )
         model = model or self.default_models.get(instance) or await _first_model(binding)
+        principal = current_principal()
+        if principal is not None:
+            principal.check_target(instance, model)
         return Target(binding, model)
 
     async def resolve_ref(self, generation_type: str, ref: str | None) -> Target:

@@ -182,3 +182,38 @@ class ErrorSchema(Schema):
     """The error body of every lollms API route."""
 
     error = fields.Nested(ErrorDetailSchema)
+
+
+class KeyCreateSchema(StrictSchema):
+    """`POST /api/v1/keys`."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    role = fields.String(load_default="user", validate=validate.OneOf(["admin", "user"]))
+    expires_in_days = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(0.0001, 36500)
+    )
+    allowed_bindings = fields.List(fields.String(validate=NAME), load_default=None, allow_none=True)
+    allowed_models = fields.List(fields.String(validate=NAME), load_default=None, allow_none=True)
+    rpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
+    tpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
+    max_concurrent = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, 10**6)
+    )
+
+
+class AuditQuerySchema(StrictSchema):
+    """`GET /api/v1/audit` query."""
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    before_id = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, 2**62)
+    )
+    event = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    key_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+
+
+class ModelActionSchema(StrictSchema):
+    """`POST /api/v1/load_model` and `unload_model`."""
+
+    binding_name = fields.String(required=True, validate=NAME)
+    model_name = fields.String(required=True, validate=NAME)

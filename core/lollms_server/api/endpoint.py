@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -34,6 +34,7 @@ class EndpointDoc:
     response: type[Schema] | None = None
     streams: bool = False
     binary_response: str | None = None
+    access: Literal["public", "user", "admin"] = "user"
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,13 @@ def endpoint(
     response: type[Schema] | None = None,
     streams: bool = False,
     binary_response: str | None = None,
+    access: Literal["public", "user", "admin"] = "user",
 ) -> Callable[[Handler], Handler]:
-    """Decorate a handler `(request, data)`; `data` is the validated body, form or query."""
-    doc = EndpointDoc(summary, tag, body, query, form, response, streams, binary_response)
+    """Decorate a handler `(request, data)`; `data` is the validated body, form or query.
+
+    `access`: who may call it: `public` (anyone), `user` (any key or local), `admin`.
+    """
+    doc = EndpointDoc(summary, tag, body, query, form, response, streams, binary_response, access)
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)

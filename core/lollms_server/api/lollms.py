@@ -21,6 +21,7 @@ from ..schemas import (
     ModelInfoQuerySchema,
     TokenizeSchema,
 )
+from ..security.auth import REQUEST_KEY_REQUIRED
 from .convert import health_dict, lollms_inputs, model_dict, output_dict, usage_dict
 from .endpoint import endpoint
 from .sse import ClientGone, open_sse, send_event
@@ -31,14 +32,19 @@ TAG = "lollms"
 
 
 @routes.get(f"{PREFIX}/health")
-@endpoint("Server liveness, version and whether a key is needed", tag=TAG, response=HealthSchema)
+@endpoint(
+    "Server liveness, version and whether a key is needed",
+    tag=TAG,
+    response=HealthSchema,
+    access="public",
+)
 async def get_health(request: web.Request) -> web.Response:
     """Public liveness probe."""
     return web.json_response(
         {
             "status": "ok",
             "version": __version__,
-            "api_key_required": False,
+            "api_key_required": request.get(REQUEST_KEY_REQUIRED, True),
             "plugin_errors": request.app[PLUGINS].errors,
         }
     )

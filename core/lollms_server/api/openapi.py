@@ -56,7 +56,9 @@ _CACHE: weakref.WeakKeyDictionary[web.Application, dict[str, Any]] = weakref.Wea
 
 
 @routes.get(OPENAPI_PATH)
-@endpoint("This OpenAPI document, generated from the routes' schemas", tag="lollms")
+@endpoint(
+    "This OpenAPI document, generated from the routes' schemas", tag="lollms", access="public"
+)
 async def get_openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of every documented route of this server."""
     return web.json_response(openapi_document(request.app))

@@ -1,0 +1,106 @@
+"""Admin routes of the lollms API: API keys, the audit log, model load/unload."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..generation import guarded
+from ..keys import AUDIT, CONFIG, KEYSTORE, REGISTRY
+from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema
+from ..security.auth import REQUEST_PRINCIPAL
+from ..security.principal import Principal
+from .endpoint import endpoint
+
+routes = web.RouteTableDef()
+PREFIX = "/api/v1"
+TAG = "admin"
+
+
+def _actor(request: web.Request) -> dict[str, Any]:
+    principal: Principal | None = request.get(REQUEST_PRINCIPAL)
+    return {
+        "key_id": principal.key_id if principal else None,
+        "client": principal.client if principal else None,
+        "method": request.method,
+        "path": request.path,
+    }
+
+
+@routes.get(f"{PREFIX}/keys")
+@endpoint("Every API key (never their secrets)", tag=TAG, access="admin")
+async def list_keys(request: web.Request) -> web.Response:
+    """List keys."""
+    return web.json_response({"keys": [k.to_dict() for k in request.app[KEYSTORE].list()]})
+
+
+@routes.post(f"{PREFIX}/keys")
+@endpoint("Create an API key; the key is shown once, in this response", tag=TAG,
+          body=KeyCreateSchema, access="admin")  # fmt: skip
+async def create_key(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Create a key."""
+    days = body.pop("expires_in_days")
+    key, record = request.app[KEYSTORE].create(
+        body.pop("name"),
+        body.pop("role"),
+        expires_at=time.time() + days * 86400 if days else None,
+        **body,
+    )
+    await request.app[AUDIT].record(
+        "key_created", status=201, detail={"new_key_id": record.id, "role": record.role},
+        **_actor(request),
+    )  # fmt: skip
+    return web.json_response({"key": key, **record.to_dict()}, status=201)
+
+
+@routes.delete(PREFIX + "/keys/{key_id}")
+@endpoint("Revoke an API key", tag=TAG, access="admin")
+async def revoke_key(request: web.Request) -> web.Response:
+    """Revoke a key."""
+    record = request.app[KEYSTORE].revoke(request.match_info["key_id"])
+    await request.app[AUDIT].record(
+        "key_revoked", status=200, detail={"revoked_key_id": record.id}, **_actor(request)
+    )
+    return web.json_response(record.to_dict())
+
+
+@routes.get(f"{PREFIX}/audit")
+@endpoint("The audit log, newest first", tag=TAG, query=AuditQuerySchema, access="admin")
+async def audit_log(request: web.Request, query: dict[str, Any]) -> web.Response:
+    """Query the audit log."""
+    return web.json_response({"events": request.app[AUDIT].query(**query)})
+
+
+async def _model_action(request: web.Request, body: dict[str, Any], action: str) -> web.Response:
+    binding = request.app[REGISTRY].get(body["binding_name"])
+    timeout = request.app[CONFIG].request_timeout_s
+    started = time.monotonic()
+    result: int | None = None
+    if action == "load":
+        result = await guarded(binding, binding.load(body["model_name"]), timeout)
+    else:
+        await guarded(binding, binding.unload(body["model_name"]), timeout)
+    await request.app[AUDIT].record(
+        action, status=200, instance=binding.instance_name, model=body["model_name"],
+        duration_ms=round((time.monotonic() - started) * 1000, 3), **_actor(request),
+    )  # fmt: skip
+    return web.json_response(
+        {"binding_instance": binding.instance_name, "model_name": body["model_name"],
+         "status": "loaded" if action == "load" else "unloaded", "memory_bytes": result}
+    )  # fmt: skip
+
+
+@routes.post(f"{PREFIX}/load_model")
+@endpoint("Load a model now", tag=TAG, body=ModelActionSchema, access="admin")
+async def load_model(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Load a model."""
+    return await _model_action(request, body, "load")
+
+
+@routes.post(f"{PREFIX}/unload_model")
+@endpoint("Unload a model and free its memory", tag=TAG, body=ModelActionSchema, access="admin")
+async def unload_model(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Unload a model."""
+    return await _model_action(request, body, "unload")

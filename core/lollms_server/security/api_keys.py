@@ -1,0 +1,183 @@
+"""API keys: created with a random secret shown once, stored as salted hashes, checked in
+constant time. A key reads `lollms_<id>_<secret>`; the id is public (audit, listings)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidRequest, NotFound, Unauthorized
+from ..store import Store
+from .principal import ROLES, Principal, Role
+
+KEY_FORMAT = re.compile(r"^lollms_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
+_DUMMY_SALT = secrets.token_bytes(16)
+
+
+def _digest(salt: bytes, secret: str) -> bytes:
+    # keys carry 256 random bits, so one salted SHA-256 resists brute force without the
+    # per-request cost of a password KDF
+    return hashlib.sha256(salt + secret.encode("ascii")).digest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A stored key without its secret."""
+
+    id: str
+    name: str
+    role: Role
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    allowed_bindings: frozenset[str] | None = None
+    allowed_models: frozenset[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+
+    def status(self, now: float | None = None) -> str:
+        """`active`, `expired` or `revoked`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or time.time()):
+            return "expired"
+        return "active"
+
+    def principal(self, client: str) -> Principal:
+        """The Principal this key authenticates."""
+        return Principal(
+            role=self.role,
+            key_id=self.id,
+            name=self.name,
+            client=client,
+            allowed_bindings=self.allowed_bindings,
+            allowed_models=self.allowed_models,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_concurrent=self.max_concurrent,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Public description (never the secret or its hash)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "status": self.status(),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "allowed_bindings": sorted(self.allowed_bindings) if self.allowed_bindings else None,
+            "allowed_models": sorted(self.allowed_models) if self.allowed_models else None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+        }
+
+
+def _names(value: str | None) -> frozenset[str] | None:
+    return frozenset(json.loads(value)) if value else None
+
+
+def _record(row: Any) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        allowed_bindings=_names(row["allowed_bindings"]),
+        allowed_models=_names(row["allowed_models"]),
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        max_concurrent=row["max_concurrent"],
+    )
+
+
+class KeyStore:
+    """Create, list, revoke and verify API keys in the database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(
+        self,
+        name: str,
+        role: Role,
+        *,
+        expires_at: float | None = None,
+        allowed_bindings: Iterable[str] | None = None,
+        allowed_models: Iterable[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_concurrent: int | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """Make a key; return (the plaintext key, shown once, and its record)."""
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+        if not name.strip():
+            raise InvalidRequest("a key needs a name", param="name")
+        key_id, secret, salt = (
+            secrets.token_hex(6),
+            secrets.token_urlsafe(32),
+            secrets.token_bytes(16),
+        )
+        bindings = sorted(allowed_bindings) if allowed_bindings else None
+        models = sorted(allowed_models) if allowed_models else None
+        self.store.write_now(
+            "INSERT INTO api_keys(id, name, role, salt, hash, created_at, expires_at,"
+            " allowed_bindings, allowed_models, rpm, tpm, max_concurrent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key_id, name, role, salt, _digest(salt, secret), time.time(), expires_at,
+                json.dumps(bindings) if bindings else None,
+                json.dumps(models) if models else None,
+                rpm, tpm, max_concurrent,
+            ),
+        )  # fmt: skip
+        return f"lollms_{key_id}_{secret}", self.get(key_id)
+
+    def get(self, key_id: str) -> KeyRecord:
+        """One key's record, or NotFound."""
+        rows = self.store.query("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        if not rows:
+            raise NotFound(f"no API key with id {key_id!r}", param="key_id")
+        return _record(rows[0])
+
+    def list(self) -> list[KeyRecord]:
+        """Every key, newest first."""
+        rows = self.store.query("SELECT * FROM api_keys ORDER BY created_at DESC")
+        return [_record(row) for row in rows]
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key (idempotent); NotFound if it never existed."""
+        self.get(key_id)
+        self.store.write_now(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (time.time(), key_id),
+        )
+        return self.get(key_id)
+
+    def verify(self, presented: str) -> KeyRecord:
+        """The record of a valid, active key; Unauthorized otherwise (constant-time check)."""
+        match = KEY_FORMAT.match(presented)
+        key_id = match.group("id") if match else ""
+        secret = match.group("secret") if match else "x" * 43
+        rows = self.store.query("SELECT * FROM api_keys WHERE id = ?", (key_id,)) if match else []
+        salt, expected = (rows[0]["salt"], rows[0]["hash"]) if rows else (_DUMMY_SALT, b"\0" * 32)
+        if not hmac.compare_digest(_digest(salt, secret), expected) or not rows:
+            raise Unauthorized("invalid API key")
+        record = _record(rows[0])
+        status = record.status()
+        if status != "active":
+            raise Unauthorized(f"this API key is {status}", details={"key_id": record.id})
+        return record

@@ -1,0 +1,79 @@
+"""The audit log: auth events, key and admin actions, generation metadata; append-only."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..store import Store
+
+COLUMNS = (
+    "at", "event", "key_id", "client", "method", "path", "status", "request_id", "instance",
+    "model", "generation_type", "duration_ms", "prompt_tokens", "completion_tokens", "detail",
+)  # fmt: skip
+INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class AuditLog:
+    """Writes events to the `audit` table, committed before the caller goes on."""
+
+    def __init__(self, store: Store, retention_days: float = 90.0, log_prompts: bool = False):
+        self.store = store
+        self.retention_days = retention_days
+        self.log_prompts = log_prompts
+
+    async def record(self, event: str, **fields: Any) -> None:
+        """Append one event; unknown field names are a programming error (KeyError)."""
+        await self.store.write(INSERT, self._row(event, fields))
+
+    def record_now(self, event: str, **fields: Any) -> None:
+        """Append one event from synchronous code (the CLI)."""
+        self.store.write_now(INSERT, self._row(event, fields))
+
+    def _row(self, event: str, fields: dict[str, Any]) -> list[Any]:
+        values: dict[str, Any] = dict.fromkeys(COLUMNS)
+        values.update(at=time.time(), event=event)
+        for name, value in fields.items():
+            if name not in values:
+                raise KeyError(f"unknown audit field {name!r}")
+            values[name] = value
+        if isinstance(values["detail"], dict):
+            values["detail"] = json.dumps(values["detail"], sort_keys=True)
+        return [values[name] for name in COLUMNS]
+
+    def query(
+        self,
+        *,
+        limit: int = 100,
+        before_id: int | None = None,
+        event: str | None = None,
+        key_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest events first, optionally filtered, for admins."""
+        where: list[str] = []
+        params: list[Any] = []
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        if event:
+            where.append("event = ?")
+            params.append(event)
+        if key_id:
+            where.append("key_id = ?")
+            params.append(key_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.store.query(
+            f"SELECT * FROM audit {clause} ORDER BY id DESC LIMIT ?", [*params, limit]
+        )
+        events = []
+        for row in rows:
+            item = dict(row)
+            item["detail"] = json.loads(item["detail"]) if item["detail"] else None
+            events.append(item)
+        return events
+
+    def purge(self) -> int:
+        """Delete events older than the retention period; return how many."""
+        cutoff = time.time() - self.retention_days * 86400
+        return self.store.write_now("DELETE FROM audit WHERE at < ?", (cutoff,))

@@ -1,0 +1,112 @@
+"""Safe local access: who is the client, and may it skip the key because it is this machine?
+
+A request is local only when the TCP peer is loopback AND the Host header names a loopback host
+on the port the request arrived on (DNS rebinding sends a foreign Host) AND, for state-changing
+methods, the browser says it is same-origin (a page elsewhere cannot drive the local server).
+Forwarding headers are read only from configured trusted proxies, and a proxied request is
+never local.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """Parse trusted proxy addresses or CIDR ranges."""
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def peer_address(request: web.Request) -> str:
+    """The TCP peer's address ('' when unknown)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else ""
+
+
+def is_trusted_proxy(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True when the TCP peer is one of the configured trusted proxies."""
+    address = _ip(peer_address(request))
+    return address is not None and any(address in network for network in proxies)
+
+
+def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
+    """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
+    peer = peer_address(request)
+    if not is_trusted_proxy(request, proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        if not any(address in network for network in proxies):
+            return str(address)
+    return peer
+
+
+def _host_is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    address = _ip(host)
+    return address is not None and address.is_loopback
+
+
+def _host_and_port(value: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"//{value}")
+    try:
+        return parts.hostname or "", parts.port
+    except ValueError:
+        return "", None
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    parts = urlsplit(origin)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host, host_port = _host_and_port(request.host)
+    return (
+        parts.scheme in ("http", "https")
+        and (parts.hostname or "") == host
+        and port == (host_port or 80)
+    )
+
+
+def is_local_request(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True when the request may use local access without a key (see module docstring)."""
+    peer = _ip(peer_address(request))
+    if peer is None or not peer.is_loopback or is_trusted_proxy(request, proxies):
+        return False
+    host, port = _host_and_port(request.headers.get("Host", ""))
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not _host_is_loopback(host) or not sockname or (port or 80) != sockname[1]:
+        return False
+    if request.method in SAFE_METHODS:
+        return True
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    return origin is None or _same_origin(request, origin)
