@@ -32,17 +32,25 @@ OPENAI_TYPES = {
 
 
 def face_of(path: str) -> str:
-    """Which face a path belongs to: `openai`, or `lollms` for everything else."""
-    return "openai" if path == "/v1" or path.startswith("/v1/") else "lollms"
+    """Which face a path belongs to: `openai` (/v1), `ollama` (/api but not /api/v1), `lollms`."""
+    if path == "/v1" or path.startswith("/v1/"):
+        return "openai"
+    if (path == "/api" or path.startswith("/api/")) and not (
+        path == "/api/v1" or path.startswith("/api/v1/")
+    ):
+        return "ollama"
+    return "lollms"
 
 
 def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body of an error for a face."""
-    if face == "openai":
+    if face in ("openai", "ollama"):
         status = 400 if isinstance(exc, ValidationFailed) else exc.status
         message = exc.message
         if exc.binding and f"'{exc.binding}'" not in message:
-            message = f"{message} (binding '{exc.binding}')"  # OpenAI's shape has no binding key
+            message = f"{message} (binding '{exc.binding}')"  # these shapes have no binding key
+        if face == "ollama":
+            return status, {"error": message}
         return status, {
             "error": {
                 "message": message,

@@ -1,0 +1,300 @@
+"""The Ollama-compatible API under /api/ (everything but /api/v1/), backed by any binding.
+
+Model names are `<instance>/<model>`; a name without a tag is listed with Ollama's `:latest`
+(`echo/echo:latest`) and `:latest` is dropped again from names that clients send, so both
+spellings work; names that carry their own tag (an Ollama backend's `llama3:8b`) are kept as
+they are. Chat and generate stream NDJSON unless `stream` is false. Which request fields are
+honoured, passed on, ignored or refused is listed in `schemas_ollama`. A request with nothing
+to generate loads the model (unloads it with `keep_alive: 0`), which needs the admin role as
+`/api/v1/load_model` does. Model management (pull, push, create, copy, delete) is not done
+through this face: a 501.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from aiohttp import web
+from marshmallow import Schema
+
+from .. import __version__
+from ..bindings import Binding, ChatMessage
+from ..errors import BackendError, Forbidden, InvalidRequest, NotSupported
+from ..generation import guarded
+from ..keys import GENERATION, REGISTRY, STARTED_AT
+from ..registry import Target
+from ..schemas_ollama import (
+    OllamaChatSchema,
+    OllamaCopySchema,
+    OllamaEmbeddingsSchema,
+    OllamaEmbedSchema,
+    OllamaGenerateSchema,
+    OllamaModelSchema,
+    OllamaShowSchema,
+    keep_alive_seconds,
+)
+from ..security.principal import current as current_principal
+from . import ollama_models as models
+from .endpoint import endpoint, read_json, validate
+from .ollama_stream import Shape, nanoseconds, stream_ndjson
+
+routes = web.RouteTableDef()
+TAG = "ollama"
+#: The Ollama API level this face implements (clients gate features on it).
+OLLAMA_VERSION = "0.12.0"
+MANAGEMENT = "lollms-server serves the models of its configured binding instances"
+
+
+@routes.get("/api/version")
+@endpoint("The Ollama API version this face implements", tag=TAG)
+async def version(request: web.Request) -> web.Response:
+    """`{"version"}` plus the lollms-server version."""
+    return web.json_response({"version": OLLAMA_VERSION, "lollms_server_version": __version__})
+
+
+@routes.get("/api/tags")
+@endpoint("Every model of every text binding instance, as `<instance>/<model>[:tag]`", tag=TAG)
+async def tags(request: web.Request) -> web.Response:
+    """Models of all instances; an instance that fails to list is skipped and logged."""
+    listed = await models.all_models(request.app[REGISTRY])
+    started = request.app[STARTED_AT]
+    return web.json_response({"models": [models.tag_entry(b, m, started) for b, m in listed]})
+
+
+@routes.get("/api/ps")
+@endpoint("Loaded models of every instance", tag=TAG)
+async def ps(request: web.Request) -> web.Response:
+    """Models whose binding reports them loaded."""
+    listed = await models.all_models(request.app[REGISTRY])
+    return web.json_response({"models": [models.ps_entry(b, m) for b, m in listed if m.loaded]})
+
+
+@routes.post("/api/show")
+@endpoint("Details, capabilities and model info of one model", tag=TAG, body=OllamaShowSchema)
+async def show(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """One model; 404 when the instance has no such model."""
+    target = await _resolve(request, body["model"])
+    model = await models.find(target)
+    return web.json_response(models.show_entry(target.binding, model, request.app[STARTED_AT]))
+
+
+@routes.post("/api/chat")
+@endpoint(
+    "Chat; NDJSON chunks unless stream is false; no messages loads the model",
+    tag=TAG,
+    body=OllamaChatSchema,
+    streams=True,
+)
+async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Run a chat through the resolved binding."""
+    target = await _resolve(request, body["model"])
+    messages: list[ChatMessage] = body["messages"]
+    shape = Shape(target, chat=True, think=body["think"])
+    if not messages:
+        return await _load_or_unload(request, target, body["keep_alive"], shape)
+    parameters = {**body["parameters"], **_tools(body, target.binding)}
+    return await _run(request, target, messages, parameters, shape, body["stream"], False)
+
+
+@routes.post("/api/generate")
+@endpoint(
+    "Completion of a prompt; NDJSON chunks unless stream is false; no prompt loads the model",
+    tag=TAG,
+    body=OllamaGenerateSchema,
+    streams=True,
+)
+async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Complete a prompt (templated by the binding unless `raw`)."""
+    target = await _resolve(request, body["model"])
+    messages: list[ChatMessage] = body["messages"]
+    shape = Shape(target, chat=False, think=body["think"])
+    if not any(m.role == "user" for m in messages):
+        return await _load_or_unload(request, target, body["keep_alive"], shape)
+    raw = bool(body["raw"])
+    return await _run(request, target, messages, body["parameters"], shape, body["stream"], raw)
+
+
+@routes.post("/api/embed")
+@endpoint("Embedding vectors of one text or a list of texts", tag=TAG, body=OllamaEmbedSchema)
+async def embed(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Embed texts; an empty input only resolves the model and returns no vectors."""
+    started = time.monotonic()
+    target = await _embedding_target(request, body["model"])
+    texts: list[str] = body["input"] or []
+    if any(not text for text in texts):
+        raise InvalidRequest("input must not contain empty strings", param="input")
+    vectors = await _embed(request, target, texts) if texts else []
+    wanted = body["dimensions"]
+    if wanted is not None and vectors:
+        vectors = [_truncate(v, wanted, target) for v in vectors]
+    return web.json_response(
+        {
+            "model": models.display_name(target),
+            "embeddings": vectors,
+            "total_duration": nanoseconds(time.monotonic() - started),
+            "load_duration": 0,
+        }
+    )
+
+
+@routes.post("/api/embeddings")
+@endpoint("One embedding vector of a prompt (legacy)", tag=TAG, body=OllamaEmbeddingsSchema)
+async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Embed one prompt; an empty prompt gives an empty vector."""
+    target = await _embedding_target(request, body["model"])
+    prompt: str = body["prompt"] or ""
+    vectors = await _embed(request, target, [prompt]) if prompt else [[]]
+    return web.json_response({"embedding": vectors[0]})
+
+
+async def _not_supported(request: web.Request, schema: type[Schema]) -> NoReturn:
+    validate(schema, await read_json(request))
+    raise NotSupported(
+        f"{request.method} {request.path} is not supported: {MANAGEMENT}; manage models on "
+        "the backend (e.g. `ollama pull` on the Ollama server an ollama instance points at)"
+    )
+
+
+@routes.post("/api/pull")
+@endpoint("Not supported (501): models come from the configured instances", tag=TAG)
+async def pull(request: web.Request) -> web.Response:
+    """Refused: pulling is done on the backend."""
+    await _not_supported(request, OllamaModelSchema)
+
+
+@routes.post("/api/push")
+@endpoint("Not supported (501): models come from the configured instances", tag=TAG)
+async def push(request: web.Request) -> web.Response:
+    """Refused: pushing is done on the backend."""
+    await _not_supported(request, OllamaModelSchema)
+
+
+@routes.post("/api/create")
+@endpoint("Not supported (501): models come from the configured instances", tag=TAG)
+async def create(request: web.Request) -> web.Response:
+    """Refused: creating models is done on the backend."""
+    await _not_supported(request, OllamaModelSchema)
+
+
+@routes.post("/api/copy")
+@endpoint("Not supported (501): models come from the configured instances", tag=TAG)
+async def copy(request: web.Request) -> web.Response:
+    """Refused: copying models is done on the backend."""
+    await _not_supported(request, OllamaCopySchema)
+
+
+@routes.delete("/api/delete")
+@endpoint("Not supported (501): models come from the configured instances", tag=TAG)
+async def delete(request: web.Request) -> web.Response:
+    """Refused: deleting models is done on the backend."""
+    await _not_supported(request, OllamaModelSchema)
+
+
+async def _resolve(request: web.Request, name: str) -> Target:
+    return await request.app[REGISTRY].resolve_ref("ttt", models.strip_latest(name))
+
+
+async def _embedding_target(request: web.Request, name: str) -> Target:
+    target = await _resolve(request, name)
+    if "embeddings" not in target.binding.capabilities:
+        raise InvalidRequest(
+            f"{target.ref} cannot make embeddings (binding type {target.binding.name} "
+            "has no embeddings capability)",
+            binding=target.binding.instance_name,
+            param="model",
+        )
+    return target
+
+
+async def _embed(request: web.Request, target: Target, texts: list[str]) -> list[list[float]]:
+    binding = target.binding
+    timeout = request.app[GENERATION].timeout_s
+    vectors = await guarded(binding, binding.embed(texts, target.model), timeout)
+    if len(vectors) != len(texts):
+        raise BackendError(
+            f"binding {binding.instance_name!r} returned {len(vectors)} vectors "
+            f"for {len(texts)} inputs",
+            binding=binding.instance_name,
+        )
+    return [[float(x) for x in vector] for vector in vectors]
+
+
+def _truncate(vector: list[float], size: int, target: Target) -> list[float]:
+    """The first `size` components, re-normalized to unit length (what Ollama does)."""
+    if size > len(vector):
+        raise InvalidRequest(
+            f"{target.ref} makes {len(vector)}-dimensional vectors; dimensions must be at "
+            f"most {len(vector)}",
+            param="dimensions",
+        )
+    head = vector[:size]
+    norm = math.sqrt(sum(x * x for x in head)) or 1.0
+    return [x / norm for x in head]
+
+
+def _tools(body: Mapping[str, Any], binding: Binding) -> dict[str, Any]:
+    """`tools` for a binding that calls tools; others answer in text (as a model without tools)."""
+    if body["tools"] and "tools" in binding.capabilities:
+        return {"tools": body["tools"]}
+    return {}
+
+
+async def _load_or_unload(
+    request: web.Request, target: Target, keep_alive: float | str | None, shape: Shape
+) -> web.Response:
+    """A request with nothing to generate: load the model, or unload it with keep_alive 0.
+
+    As `/api/v1/load_model` and `unload_model`, this needs the admin role (the local machine
+    has it); a binding that cannot load or unload just answers done.
+    """
+    binding = target.binding
+    unload = keep_alive is not None and keep_alive_seconds(keep_alive) == 0
+    if "load_unload" in binding.capabilities:
+        principal = current_principal()
+        if principal is not None and not principal.is_admin:
+            action = "unloading" if unload else "loading"
+            raise Forbidden(
+                f"{action} a model (a request with nothing to generate) needs an admin key"
+            )
+        timeout = request.app[GENERATION].timeout_s
+        if unload:
+            await guarded(binding, binding.unload(target.model), timeout)
+        else:
+            await guarded(binding, binding.load(target.model), timeout)
+    return web.json_response(shape.done("unload" if unload else "load"))
+
+
+async def _run(
+    request: web.Request,
+    target: Target,
+    messages: list[ChatMessage],
+    parameters: dict[str, Any],
+    shape: Shape,
+    stream: bool,
+    raw: bool,
+) -> web.StreamResponse:
+    if any(m.images for m in messages) and "vision" not in target.binding.capabilities:
+        raise InvalidRequest(
+            f"{target.ref} cannot read images (binding type {target.binding.name} has no "
+            "vision capability)",
+            binding=target.binding.instance_name,
+            param="images",
+        )
+    service = request.app[GENERATION]
+    prepared = await service.prepare(
+        face="ollama",
+        generation_type="ttt",
+        target=target,
+        messages=messages,
+        parameters=parameters,
+        raw_prompt=raw,
+    )
+    shape.started = prepared.started
+    headers = {"X-Request-Id": prepared.request.request_id}
+    if stream:
+        return await stream_ndjson(request, prepared, shape, headers)
+    result = await service.generate(prepared)
+    return web.json_response(shape.whole(result), headers=headers)

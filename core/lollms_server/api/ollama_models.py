@@ -1,0 +1,194 @@
+"""Models in Ollama's shapes: tagged names, `details`, and the /api/tags, /api/ps, /api/show items.
+
+What a binding's ModelInfo does not say is filled from `ModelInfo.details` when a binding puts
+Ollama's own keys there (the ollama binding does: `format`, `families`, `parameter_size`,
+`digest`, `modified_at`, `expires_at`, `size_vram`), else made up predictably: the digest is the
+SHA-256 of the model name, `modified_at` the server's start time, and a loaded model's
+`expires_at` is far in the future (models stay loaded until unloaded or evicted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import health
+from ..bindings import Binding, ModelInfo
+from ..errors import LollmsError, ModelNotFound
+from ..generation import guarded
+from ..registry import Registry, Target
+
+log = logging.getLogger(__name__)
+LATEST = ":latest"
+FOREVER = "9999-12-31T23:59:59Z"
+CAPABILITY_NAMES = {"ttt": "completion", "vision": "vision", "embeddings": "embedding"}
+CAPABILITY_NAMES["tools"] = "tools"
+
+
+def now_rfc3339(at: float | None = None) -> str:
+    """A UTC timestamp as Ollama writes them (`2024-01-01T12:00:00.000000Z`)."""
+    moment = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def strip_latest(name: str) -> str:
+    """A client's model name without Ollama's default `:latest` tag."""
+    return name.removesuffix(LATEST)
+
+
+def tagged(name: str) -> str:
+    """`name` with `:latest` added when its last path segment has no tag."""
+    return name if ":" in name.rpartition("/")[2] else name + LATEST
+
+
+def display_name(target: Target) -> str:
+    """The Ollama-style name of a resolved target: `<instance>/<model>[:latest]`."""
+    return tagged(target.ref)
+
+
+def model_name(binding: Binding, model: ModelInfo) -> str:
+    """The Ollama-style name of one listed model."""
+    return tagged(f"{binding.instance_name}/{model.name}")
+
+
+async def all_models(registry: Registry) -> list[tuple[Binding, ModelInfo]]:
+    """Models of every text or embeddings instance; failing instances are skipped and logged."""
+    bindings = [b for b in registry if {"ttt", "embeddings"} & b.capabilities]
+    results = await asyncio.gather(
+        *(guarded(b, b.list_models(), health.HEALTH_TIMEOUT_S) for b in bindings),
+        return_exceptions=True,
+    )
+    found: list[tuple[Binding, ModelInfo]] = []
+    for binding, result in zip(bindings, results, strict=True):
+        if isinstance(result, LollmsError):
+            log.warning("models of %s skipped: %s", binding.instance_name, result.message)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            found.extend((binding, model) for model in result)
+    return found
+
+
+async def find(target: Target) -> ModelInfo:
+    """The listed model a target names (`:latest` or not); ModelNotFound otherwise."""
+    binding = target.binding
+    listed = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    wanted = strip_latest(target.model)
+    for model in listed:
+        if strip_latest(model.name) == wanted:
+            return model
+    raise ModelNotFound(
+        f"model '{display_name(target)}' not found",
+        binding=binding.instance_name,
+        param="model",
+    )
+
+
+def parameter_size(parameters: int | None) -> str:
+    """Ollama's human parameter count: `135.0M`, `8.0B`; empty when unknown."""
+    if not parameters:
+        return ""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if parameters >= scale:
+            return f"{parameters / scale:.1f}{unit}"
+    return str(parameters)
+
+
+def details(model: ModelInfo) -> dict[str, Any]:
+    """Ollama's `details` object of a model."""
+    extra = model.details
+    family = model.family or _text(extra.get("family"))
+    families = extra.get("families")
+    if not (isinstance(families, list) and all(isinstance(f, str) for f in families)):
+        families = [family] if family else []
+    return {
+        "parent_model": _text(extra.get("parent_model")),
+        "format": _text(extra.get("format")),
+        "family": family,
+        "families": families,
+        "parameter_size": _text(extra.get("parameter_size")) or parameter_size(model.parameters),
+        "quantization_level": model.quantization or _text(extra.get("quantization_level")),
+    }
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _digest(binding: Binding, model: ModelInfo) -> str:
+    given = model.details.get("digest")
+    if isinstance(given, str) and given:
+        return given
+    return hashlib.sha256(f"{binding.instance_name}/{model.name}".encode()).hexdigest()
+
+
+def _modified_at(model: ModelInfo, started_at: float) -> str:
+    given = model.details.get("modified_at")
+    return given if isinstance(given, str) and given else now_rfc3339(started_at)
+
+
+def tag_entry(binding: Binding, model: ModelInfo, started_at: float) -> dict[str, Any]:
+    """One item of `GET /api/tags`."""
+    name = model_name(binding, model)
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": _modified_at(model, started_at),
+        "size": model.size_bytes or 0,
+        "digest": _digest(binding, model),
+        "details": details(model),
+    }
+
+
+def ps_entry(binding: Binding, model: ModelInfo) -> dict[str, Any]:
+    """One item of `GET /api/ps` (a loaded model)."""
+    name = model_name(binding, model)
+    expires = model.details.get("expires_at")
+    vram = model.details.get("size_vram")
+    return {
+        "name": name,
+        "model": name,
+        "size": model.memory_bytes or model.size_bytes or 0,
+        "digest": _digest(binding, model),
+        "details": details(model),
+        "expires_at": expires if isinstance(expires, str) and expires else FOREVER,
+        "size_vram": vram if isinstance(vram, int) else 0,
+        "context_length": model.context_length or 0,
+    }
+
+
+def capabilities(binding: Binding, model: ModelInfo) -> list[str]:
+    """Ollama capability names of a model (what both it and its binding can do)."""
+    own = model.capabilities & binding.capabilities if model.capabilities else binding.capabilities
+    return [name for ours, name in CAPABILITY_NAMES.items() if ours in own]
+
+
+def show_entry(binding: Binding, model: ModelInfo, started_at: float) -> dict[str, Any]:
+    """The answer of `POST /api/show`."""
+    name = model_name(binding, model)
+    described = details(model)
+    family = described["family"] or "general"
+    info: dict[str, Any] = {}
+    if described["family"]:
+        info["general.architecture"] = described["family"]
+    if model.parameters:
+        info["general.parameter_count"] = model.parameters
+    if model.context_length:
+        info[f"{family}.context_length"] = model.context_length
+    modelfile = (
+        f"# served by lollms-server: instance {binding.instance_name!r} "
+        f"(binding type {binding.name})\nFROM {name}\n"
+    )
+    return {
+        "license": "",
+        "modelfile": modelfile,
+        "parameters": "",
+        "template": "",
+        "details": described,
+        "model_info": info,
+        "capabilities": capabilities(binding, model),
+        "modified_at": _modified_at(model, started_at),
+    }

@@ -1,0 +1,372 @@
+"""marshmallow schemas of the Ollama-compatible request bodies under /api/ (not /api/v1/).
+
+Unknown fields are ignored, as Ollama itself ignores them, so newer clients never break; known
+fields are type-checked (a wrong type is a 400 in Ollama's `{"error": "..."}` shape).
+
+Honoured: `model`; chat `messages` (roles system/user/assistant/tool, base64 `images`,
+`tool_calls`, `tool_name`), `tools` (bindings with the tools capability); generate `prompt`,
+`system`, `images`, `raw`; `stream` (true when absent, as in Ollama); `think` (false drops the
+thoughts from the answer); `keep_alive` (0 with no prompt unloads; passed to the binding);
+`format` ("json" or a JSON schema, passed on as `response_format`); embed `input`,
+`dimensions` (vectors truncated and re-normalized, as Ollama does).
+
+`options` mapped to binding parameters: temperature, top_p, top_k, num_predict (> 0) ->
+max_tokens, stop, seed, repeat_penalty, presence_penalty, frequency_penalty. The other Ollama
+options listed in `PASSED_ON_OPTIONS` go to the binding under their Ollama names (the ollama
+binding forwards them, others ignore them); unknown options are ignored, as in Ollama.
+
+Refused (400): a non-empty `suffix` or `template` (fill-in-the-middle and custom templates cannot
+be honoured by every binding). Ignored: `context`, `logprobs`, `top_logprobs`, `verbose`, the
+image-generation fields `width`, `height`, `steps`, and embed's `truncate`, `options` and
+`keep_alive` (bindings embed with their own settings).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+from .api.convert import decode_data
+from .bindings import ChatMessage, InputItem
+from .errors import InvalidRequest
+from .schemas import NAME, StringOrList
+
+MAX_IMAGES = 16
+DURATION = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAPPED_OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "stop": "stop",
+    "seed": "seed",
+    "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+PASSED_ON_OPTIONS = (
+    "num_ctx",
+    "num_keep",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "repeat_last_n",
+    "min_p",
+    "typical_p",
+    "tfs_z",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "penalize_newline",
+    "numa",
+    "low_vram",
+    "use_mmap",
+    "use_mlock",
+)
+THINK_LEVELS = ("low", "medium", "high")
+IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
+    """An optional field where null means absent."""
+    return field(load_default=None, allow_none=True, **kwargs)
+
+
+def keep_alive_seconds(value: float | str) -> float:
+    """Seconds of an Ollama `keep_alive` (a number of seconds or a Go duration like "5m")."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    parts = DURATION_PART.findall(text)
+    return sign * sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
+
+
+class KeepAlive(fields.Field[float | str]):
+    """`keep_alive`: seconds as a number, or a duration string ("5m", "1h30m", "-1", "0")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | str:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
+        if isinstance(value, str):
+            text = value.strip()
+            if not (DURATION.match(text) or _is_number(text)):
+                raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
+        return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return len(text) <= 32
+
+
+class Format(fields.Field[Any]):
+    """`format`: "", "json", or a JSON schema object."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value in ("", "json") or isinstance(value, dict):
+            return value
+        raise ValidationError('must be "json" or a JSON schema object')
+
+
+class Think(fields.Field[Any]):
+    """`think`: a boolean, or a level ("low", "medium", "high")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or value in THINK_LEVELS:
+            return value
+        raise ValidationError(f"must be true, false or one of {', '.join(THINK_LEVELS)}")
+
+
+class OllamaLenientSchema(Schema):
+    """Base of the Ollama request schemas: unknown fields are ignored, as Ollama does."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class OllamaOptionsSchema(OllamaLenientSchema):
+    """`options`, loaded as binding parameters."""
+
+    temperature = _opt(fields.Float, validate=validate.Range(0, 100))
+    top_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    top_k = _opt(fields.Integer, validate=validate.Range(0, 1_000_000))
+    num_predict = _opt(fields.Integer, validate=validate.Range(-2, 10_000_000))
+    stop = StringOrList(max_items=16, load_default=None, allow_none=True)
+    seed = _opt(fields.Integer, validate=validate.Range(-(2**63), 2**63 - 1))
+    repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 100))
+    presence_penalty = _opt(fields.Float, validate=validate.Range(-100, 100))
+    frequency_penalty = _opt(fields.Float, validate=validate.Range(-100, 100))
+    num_ctx = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    num_keep = _opt(fields.Integer, validate=validate.Range(-1, 10_000_000))
+    num_batch = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    num_gpu = _opt(fields.Integer, validate=validate.Range(-1, 100_000))
+    main_gpu = _opt(fields.Integer, validate=validate.Range(0, 1024))
+    num_thread = _opt(fields.Integer, validate=validate.Range(0, 4096))
+    repeat_last_n = _opt(fields.Integer, validate=validate.Range(-1, 10_000_000))
+    min_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    typical_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    tfs_z = _opt(fields.Float, validate=validate.Range(0, 100))
+    mirostat = _opt(fields.Integer, validate=validate.Range(0, 2))
+    mirostat_tau = _opt(fields.Float, validate=validate.Range(0, 100))
+    mirostat_eta = _opt(fields.Float, validate=validate.Range(0, 100))
+    penalize_newline = _opt(fields.Boolean)
+    numa = _opt(fields.Boolean)
+    low_vram = _opt(fields.Boolean)
+    use_mmap = _opt(fields.Boolean)
+    use_mlock = _opt(fields.Boolean)
+
+    @post_load
+    def _parameters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Binding parameters: mapped names, `max_tokens`, then passed-on Ollama names."""
+        parameters = {
+            ours: data[theirs]
+            for theirs, ours in MAPPED_OPTIONS.items()
+            if data[theirs] is not None
+        }
+        if data["num_predict"] is not None and data["num_predict"] > 0:
+            parameters["max_tokens"] = data["num_predict"]
+        for name in PASSED_ON_OPTIONS:
+            if data[name] is not None:
+                parameters[name] = data[name]
+        return parameters
+
+
+def image_item(value: str, where: str) -> InputItem:
+    """A base64 image (or data: URL) as an InputItem; anything but PNG/JPEG/GIF/WEBP is a 400."""
+    try:
+        data, url_mime = decode_data(value, where)
+    except InvalidRequest as exc:
+        raise ValidationError(exc.message) from exc
+    mime = sniff_image(data)
+    if mime is None:
+        raise ValidationError(f"{where} is not a PNG, JPEG, GIF or WEBP image")
+    return InputItem("image", role="input_image", data=data, mime_type=url_mime or mime)
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The mime type of an image from its magic bytes."""
+    for magic, mime in IMAGE_MAGIC:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _images(values: list[str] | None, where: str) -> tuple[InputItem, ...]:
+    return tuple(image_item(v, f"{where}[{i}]") for i, v in enumerate(values or ()))
+
+
+class OllamaMessageSchema(OllamaLenientSchema):
+    """One chat message, loaded as a ChatMessage."""
+
+    role = fields.String(
+        required=True, validate=validate.OneOf(["system", "user", "assistant", "tool"])
+    )
+    content = fields.String(load_default="", allow_none=True)
+    images = _opt(
+        fields.List, cls_or_instance=fields.String(), validate=validate.Length(max=MAX_IMAGES)
+    )
+    thinking = _opt(fields.String)
+    tool_calls = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=128))
+    tool_name = _opt(fields.String, validate=NAME)
+
+    @post_load
+    def _to_message(self, data: dict[str, Any], **kwargs: Any) -> ChatMessage:
+        images = _images(data["images"], "images")
+        if images and data["role"] != "user":
+            raise ValidationError("images are accepted in user messages only", "images")
+        calls = tuple(_openai_call(i, c) for i, c in enumerate(data["tool_calls"] or ()))
+        return ChatMessage(
+            data["role"], data["content"] or "", images, calls, data["tool_name"] or None
+        )
+
+
+def _openai_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
+    """An Ollama tool call (`function.arguments` an object) in the OpenAI shape bindings use."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ValidationError(f"tool_calls[{index}] needs function.name", "tool_calls")
+    arguments = function.get("arguments", {})
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{index}"
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": function["name"], "arguments": arguments},
+    }
+
+
+class OllamaRequestSchema(OllamaLenientSchema):
+    """Fields shared by chat and generate."""
+
+    model = fields.String(required=True, validate=NAME)
+    stream = fields.Boolean(load_default=True, allow_none=True)
+    format = Format(load_default=None, allow_none=True)
+    options = fields.Nested(OllamaOptionsSchema, load_default=dict, allow_none=True)
+    keep_alive = KeepAlive(load_default=None, allow_none=True)
+    think = Think(load_default=None, allow_none=True)
+
+    @post_load
+    def _parameters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Add `parameters`: options, `response_format`, `keep_alive`, `think`."""
+        parameters = dict(data["options"] or {})
+        data["stream"] = data["stream"] is not False
+        fmt = data["format"]
+        if fmt == "json":
+            parameters["response_format"] = {"type": "json_object"}
+        elif isinstance(fmt, dict):
+            schema = {"name": "response", "schema": fmt}
+            parameters["response_format"] = {"type": "json_schema", "json_schema": schema}
+        if data["keep_alive"] is not None:
+            parameters["keep_alive"] = data["keep_alive"]
+        if data["think"] is not None:
+            parameters["think"] = data["think"]
+        data["parameters"] = parameters
+        return data
+
+
+class OllamaChatSchema(OllamaRequestSchema):
+    """`POST /api/chat`; no messages means "load the model" (or unload with keep_alive 0)."""
+
+    messages = fields.List(
+        fields.Nested(OllamaMessageSchema), load_default=list, validate=validate.Length(max=4096)
+    )
+    tools = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    logprobs = _opt(fields.Boolean)
+    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+
+
+class OllamaGenerateSchema(OllamaRequestSchema):
+    """`POST /api/generate`; no prompt and no images means "load the model" (or unload)."""
+
+    prompt = fields.String(load_default="", allow_none=True)
+    suffix = _opt(fields.String)
+    images = _opt(
+        fields.List, cls_or_instance=fields.String(), validate=validate.Length(max=MAX_IMAGES)
+    )
+    system = _opt(fields.String)
+    template = _opt(fields.String)
+    context = _opt(fields.List, cls_or_instance=fields.Integer())
+    raw = fields.Boolean(load_default=False, allow_none=True)
+    logprobs = _opt(fields.Boolean)
+    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+
+    @post_load
+    def _messages(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Add `messages`: the system prompt, then the prompt with its images."""
+        for name, what in (("suffix", "fill-in-the-middle"), ("template", "custom templates")):
+            if data[name]:
+                raise ValidationError(f"{what} ({name}) is not supported by lollms-server", name)
+        images = _images(data["images"], "images")
+        messages: list[ChatMessage] = []
+        if data["system"]:
+            messages.append(ChatMessage("system", data["system"]))
+        if data["prompt"] or images:
+            messages.append(ChatMessage("user", data["prompt"] or "", images))
+        data["messages"] = messages
+        return data
+
+
+class OllamaModelSchema(OllamaLenientSchema):
+    """A body naming a model: `model`, or the legacy `name`."""
+
+    model = fields.String(required=True, validate=NAME)
+
+    @pre_load
+    def _legacy_name(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and "model" not in data and "name" in data:
+            return {**data, "model": data["name"]}
+        return data
+
+
+class OllamaShowSchema(OllamaModelSchema):
+    """`POST /api/show`."""
+
+    verbose = _opt(fields.Boolean)
+
+
+class OllamaEmbedSchema(OllamaLenientSchema):
+    """`POST /api/embed`; an empty input only loads the model."""
+
+    model = fields.String(required=True, validate=NAME)
+    input = StringOrList(max_items=2048, load_default=list, allow_none=True)
+    truncate = _opt(fields.Boolean)
+    options = fields.Nested(OllamaOptionsSchema, load_default=dict, allow_none=True)
+    keep_alive = KeepAlive(load_default=None, allow_none=True)
+    dimensions = _opt(fields.Integer, validate=validate.Range(1, 65536))
+
+
+class OllamaEmbeddingsSchema(OllamaLenientSchema):
+    """`POST /api/embeddings` (legacy: one `prompt`, one `embedding`)."""
+
+    model = fields.String(required=True, validate=NAME)
+    prompt = fields.String(load_default="", allow_none=True)
+    options = fields.Nested(OllamaOptionsSchema, load_default=dict, allow_none=True)
+    keep_alive = KeepAlive(load_default=None, allow_none=True)
+
+
+class OllamaCopySchema(OllamaLenientSchema):
+    """`POST /api/copy`."""
+
+    source = fields.String(required=True, validate=NAME)
+    destination = fields.String(required=True, validate=NAME)
