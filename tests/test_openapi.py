@@ -81,7 +81,12 @@ async def test_every_documented_route_appears(
 
 async def test_errors_in_the_shape_of_each_face(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():
-        expected = "OpenAIError" if path.startswith("/v1/") else "LollmsError"
+        if path.startswith("/v1/"):
+            expected = "OpenAIError"
+        elif path.startswith("/api/") and not path.startswith("/api/v1/"):
+            expected = "OllamaError"
+        else:
+            expected = "LollmsError"
         for method, operation in item.items():
             if method not in METHODS:
                 continue
@@ -90,6 +95,8 @@ async def test_errors_in_the_shape_of_each_face(document: dict[str, Any]) -> Non
                 assert ref == f"#/components/responses/{expected}", (path, method)
     if any(path.startswith("/v1/") for path in document["paths"]):
         assert "openai" in {tag["name"] for tag in document["tags"]}
+    chat = document["paths"]["/api/chat"]["post"]["responses"]["200"]["content"]
+    assert "application/x-ndjson" in chat and "text/event-stream" not in chat
 
 
 async def test_generate_request_and_responses(document: dict[str, Any]) -> None:

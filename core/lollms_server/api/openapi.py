@@ -49,7 +49,13 @@ OPENAI_ERROR = {
         }
     },
 }
+OLLAMA_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
 SSE_DESCRIPTION = "Server-sent events (`data: <json>` lines) when the request asks to stream"
+NDJSON_DESCRIPTION = "One JSON object per line; Ollama streams unless `stream` is false"
 
 # one document per application; an Application is frozen once it serves, so no AppKey here
 _CACHE: weakref.WeakKeyDictionary[web.Application, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -91,6 +97,14 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     error_name = resolver(ErrorSchema)
     spec.components.schema(error_name, schema=ErrorSchema)
     spec.components.schema("OpenAIError", OPENAI_ERROR)
+    spec.components.schema("OllamaError", OLLAMA_ERROR)
+    spec.components.response(
+        "OllamaError",
+        {
+            "description": "An error in Ollama's shape",
+            "content": {"application/json": {"schema": "OllamaError"}},
+        },
+    )
     spec.components.response(
         "LollmsError",
         {"description": "An error", "content": {"application/json": {"schema": error_name}}},
@@ -179,7 +193,11 @@ def _responses(doc: EndpointDoc, path: str) -> dict[str, Any]:
         content[doc.binary_response] = {"schema": {"type": "string", "format": "binary"}}
     if not content:
         content["application/json"] = {"schema": {"type": "object"}}
-    if doc.streams:
+    if doc.streams and face_of(path) == "ollama":
+        content["application/x-ndjson"] = {
+            "schema": {"type": "string", "description": NDJSON_DESCRIPTION}
+        }
+    elif doc.streams:
         content["text/event-stream"] = {
             "schema": {"type": "string", "description": SSE_DESCRIPTION}
         }
@@ -188,7 +206,7 @@ def _responses(doc: EndpointDoc, path: str) -> dict[str, Any]:
 
 
 def _error_response_name(path: str) -> str:
-    return "OpenAIError" if face_of(path) == "openai" else "LollmsError"
+    return {"openai": "OpenAIError", "ollama": "OllamaError"}.get(face_of(path), "LollmsError")
 
 
 def _name_resolver() -> Callable[[type[Schema] | Schema], str]:
