@@ -30,7 +30,7 @@ from lollms_server.schemas import GenerateSchema
 
 Client = TestClient[Any, Any]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
-LOLLMS_ERROR_KEYS = {"type", "message", "binding", "param", "details"}
+LOLLMS_ERROR_KEYS = {"type", "message", "binding", "param", "details", "request_id"}
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
 
 WRONG_VALUES: list[Any] = [

@@ -117,7 +117,9 @@ async def test_error_bodies_say_which_failure_but_not_which_part(
     for key in (wrong_secret, unknown_id):
         response = await client.get("/api/v1/list_models", headers={"X-API-Key": key, **FOREIGN})
         assert response.status == 401
-        bodies.append(await response.json())
+        error = (await response.json())["error"]
+        assert error.pop("request_id") == response.headers["X-Request-Id"]
+        bodies.append(error)
     assert bodies[0] == bodies[1]  # a right id with a wrong secret reads like any bad key
     expired = await client.get(
         "/api/v1/list_models", headers={"X-API-Key": keys["expired"], **FOREIGN}

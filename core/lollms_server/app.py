@@ -11,12 +11,14 @@ from pathlib import Path
 from aiohttp import web
 
 from . import keys
-from .api import admin, lollms, ollama, openai, openapi
+from .api import admin, lollms, observe, ollama, openai, openapi
 from .api.middleware import error_middleware
+from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
 from .config import Config
 from .functions import FunctionRegistry
 from .generation import GenerationService
+from .metrics import Metrics
 from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
@@ -37,9 +39,12 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     plugins = plugins or load_plugins()
     registry = build_registry(config, plugins)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=config.max_body_bytes
+        middlewares=[observe_middleware, error_middleware, auth_middleware],
+        client_max_size=config.max_body_bytes,
     )
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_trace_headers)
+    metrics = app[keys.METRICS] = Metrics()
     app[keys.CONFIG] = config
     app[keys.SECURITY] = SecuritySettings(
         local_access=config.security.local_access,
@@ -53,6 +58,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         key_tpm=config.security.key_tpm,
         key_concurrent=config.security.key_concurrent,
         window_s=config.security.rate_limit_window_s,
+        on_reject=metrics.rate_limited.inc,
     )
     app[keys.PLUGINS] = plugins
     app[keys.REGISTRY] = registry
@@ -64,6 +70,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.router.add_routes(openai.routes)
     app.router.add_routes(ollama.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(observe.routes)
     pages.setup(app, config.data_dir / "templates")
     _mount_plugin_routes(app, plugins)
     app.cleanup_ctx.append(_store_context)
@@ -107,6 +114,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         config.request_timeout_s,
         audit=audit,
         limiter=app[keys.LIMITER],
+        metrics=app[keys.METRICS],
     )
     yield
     store.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from . import __version__
 from .bindings import mask_secrets
 from .config import Config, default_config_path, load_config, write_default_config
 from .errors import ConfigError
+from .logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,9 +132,7 @@ def _serve(path: Path, host: str | None, port: int | None) -> int:
     config = load_config(path)
     config.host = host or config.host
     config.port = port if port is not None else config.port
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format)
     app = create_app(config)
     print(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "
@@ -147,7 +145,7 @@ def _serve(path: Path, host: str | None, port: int | None) -> int:
         port=config.port,
         handler_cancellation=True,
         print=None,
-        access_log=logging.getLogger("lollms_server.access"),
+        access_log=None,  # the observability middleware logs each request as one JSON line
     )
     return 0
 

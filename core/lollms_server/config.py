@@ -39,6 +39,7 @@ class ServerSchema(Schema):
         load_default="info",
         validate=validate.OneOf(["debug", "info", "warning", "error"]),
     )
+    log_format = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
 
 
 class InstanceSchema(Schema):
@@ -149,6 +150,7 @@ class Config:
     max_body_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 300.0
     log_level: str = "info"
+    log_format: str = "json"
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)
@@ -211,6 +213,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
         request_timeout_s=server["request_timeout_s"],
         log_level=server["log_level"],
+        log_format=server["log_format"],
         bindings=instances,
         defaults=dict(loaded["defaults"]),
         personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
@@ -288,6 +291,7 @@ port = {DEFAULT_PORT}
 max_body_mb = 64           # larger request bodies and uploads get 413
 request_timeout_s = 300    # a generation that takes longer gets 504
 log_level = "info"         # debug | info | warning | error
+log_format = "json"        # json: one object per line (request id, key id, instance...) | text
 
 # Binding instances: [bindings.<instance>] with type = "<binding type>" plus that type's
 # settings (see `lollms-server plugins`). The built-in `echo` type needs no backend.

@@ -29,12 +29,14 @@ from .bindings import (
     closing_stream,
 )
 from .errors import BackendError, BackendTimeout, LollmsError
+from .metrics import Metrics
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
 from .security.audit import AuditLog
 from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter
 from .thinking import ThinkSplitter, split_thoughts
+from .trace import current_trace, in_backend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,8 +59,9 @@ class Prepared:
 
 
 def new_request_id() -> str:
-    """A fresh request id."""
-    return uuid.uuid4().hex
+    """The running HTTP request's id, or a fresh one outside a request."""
+    trace = current_trace()
+    return trace.request_id if trace else uuid.uuid4().hex
 
 
 @contextmanager
@@ -83,7 +86,7 @@ def binding_errors(binding: Binding, timeout_s: float | None = None) -> Iterator
 
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
     """Await a binding call with a time limit, its errors mapped by `binding_errors`."""
-    with binding_errors(binding, timeout_s):
+    with binding_errors(binding, timeout_s), in_backend(binding.instance_name):
         async with asyncio.timeout(timeout_s):
             return await awaitable
 
@@ -121,6 +124,7 @@ class _Outcome:
 
     status: int = 200
     usage: Usage | None = None
+    first_token_s: float | None = None
 
 
 class GenerationService:
@@ -134,12 +138,14 @@ class GenerationService:
         *,
         audit: AuditLog | None = None,
         limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.personalities = personalities
         self.timeout_s = timeout_s
         self.audit = audit
         self.limiter = limiter
+        self.metrics = metrics
 
     async def prepare(
         self,
@@ -154,6 +160,9 @@ class GenerationService:
         raw_prompt: bool = False,
     ) -> Prepared:
         """Build the binding request for a resolved target."""
+        trace = current_trace()
+        if trace is not None:
+            trace.model = target.model
         chosen = self.personalities.get(personality) if personality else None
         final_messages, params = apply_personality(chosen, messages, parameters or {})
         request = GenerationRequest(
@@ -198,13 +207,15 @@ class GenerationService:
                 chunks = binding.stream(prepared.request)
             async with closing_stream(chunks):
                 while True:
-                    with binding_errors(binding, self.timeout_s):
+                    with binding_errors(binding, self.timeout_s), in_backend(binding.instance_name):
                         try:
                             async with asyncio.timeout_at(deadline):
                                 chunk = await anext(chunks)
                         except StopAsyncIteration:
                             break
                     outcome.usage = chunk.usage or outcome.usage
+                    if outcome.first_token_s is None and (chunk.content or chunk.output):
+                        outcome.first_token_s = prepared.elapsed_s
                     yield _split_chunk(splitter, chunk)
             answer, thoughts = splitter.flush()
             if answer or thoughts:
@@ -231,10 +242,26 @@ class GenerationService:
         finally:
             await self._finish(prepared, principal, outcome)
 
+    def _count(self, prepared: Prepared, outcome: _Outcome) -> None:
+        assert self.metrics is not None
+        instance = prepared.target.binding.instance_name
+        kind = prepared.request.generation_type
+        self.metrics.generations.labels(instance, kind, str(outcome.status)).inc()
+        if outcome.first_token_s is not None:
+            self.metrics.first_token.labels(instance).observe(outcome.first_token_s)
+        if outcome.usage is not None and outcome.usage.completion_tokens:
+            tokens = outcome.usage.completion_tokens
+            self.metrics.tokens.labels(instance, prepared.target.model).inc(tokens)
+            self.metrics.tokens_per_second.labels(instance).observe(
+                tokens / max(prepared.elapsed_s, 1e-6)
+            )
+
     async def _finish(self, prepared: Prepared, principal: Any, outcome: _Outcome) -> None:
         usage = outcome.usage
         if self.limiter is not None and principal is not None and usage is not None:
             await self.limiter.add_tokens(principal, usage.total_tokens)
+        if self.metrics is not None:
+            self._count(prepared, outcome)
         if self.audit is None:
             return
         detail: dict[str, Any] = {"face": prepared.face}

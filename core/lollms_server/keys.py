@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .functions import FunctionRegistry
     from .generation import GenerationService
+    from .metrics import Metrics
     from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
@@ -35,3 +36,4 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 WEB_ACTIVITY: web.AppKey[Activity] = web.AppKey("web_activity")
 WEB_STREAMS: web.AppKey[StreamRegistry] = web.AppKey("web_streams")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -15,6 +15,7 @@ from ..errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from ..trace import current_trace
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
                 "code": exc.type,
             }
         }
-    return exc.status, {"error": exc.to_dict()}
+    body = exc.to_dict()
+    trace = current_trace()
+    if trace is not None:
+        body["request_id"] = trace.request_id
+    return exc.status, {"error": body}
 
 
 def error_response(request: web.Request, exc: LollmsError) -> web.Response:

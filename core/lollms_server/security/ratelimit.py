@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -29,6 +29,7 @@ class RateLimiter:
         key_tpm: int = 0,
         key_concurrent: int = 0,
         window_s: int = 60,
+        on_reject: Callable[[], None] | None = None,
     ) -> None:
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.ip_rpm = ip_rpm
@@ -37,7 +38,7 @@ class RateLimiter:
         self.key_concurrent = key_concurrent
         self.window_s = window_s
         self.active: Counter[str] = Counter()
-        self.rejections = 0
+        self.on_reject = on_reject or (lambda: None)
 
     def _item(self, amount: int) -> RateLimitItem:
         """`amount` per window (a minute unless configured otherwise)."""
@@ -68,7 +69,7 @@ class RateLimiter:
             }
         )
         if not allowed:
-            self.rejections += 1
+            self.on_reject()
             error = RateLimited(
                 f"rate limit of {item.amount} requests per {self.window_s} s per {kind} reached",
                 retry_after=max(reset_in, 1.0),
@@ -85,7 +86,7 @@ class RateLimiter:
         item = self._item(tpm)
         if not await self.limiter.test(item, "tokens", principal.key_id):
             stats = await self.limiter.get_window_stats(item, "tokens", principal.key_id)
-            self.rejections += 1
+            self.on_reject()
             raise RateLimited(
                 f"token limit of {tpm} tokens per {self.window_s} s reached",
                 retry_after=max(stats.reset_time - time.time(), 1.0),
@@ -104,7 +105,7 @@ class RateLimiter:
         limit = principal.max_concurrent or self.key_concurrent
         who = self._who(principal)
         if limit and principal.key_id and self.active[who] >= limit:
-            self.rejections += 1
+            self.on_reject()
             raise RateLimited(
                 f"this key already runs {limit} generation(s) at once", retry_after=1.0
             )

@@ -1,0 +1,90 @@
+"""Request ids, the overhead header, one structured log line and metrics per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..keys import METRICS
+from ..metrics import CONTENT_TYPE
+from ..security.auth import REQUEST_PRINCIPAL
+from ..trace import Trace, current_trace, end_trace, start_trace
+from .endpoint import endpoint
+
+routes = web.RouteTableDef()
+request_log = logging.getLogger("lollms_server.requests")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_label(request: web.Request) -> str:
+    """The route's pattern (bounded label values), or `unmatched`."""
+    info = request.match_info
+    if info.http_exception is not None or info.route.resource is None:
+        return "unmatched"
+    return info.route.resource.canonical
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: trace, then log and count the finished request."""
+    trace, token = start_trace(request.headers.get("X-Request-Id"))
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:  # streams got theirs in add_trace_headers
+            _set_trace_headers(response, trace)
+        return response
+    finally:
+        elapsed = time.perf_counter() - trace.started
+        route = route_label(request)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        overhead_s = max(0.0, elapsed - trace.backend_s)
+        if trace.routed:
+            metrics.overhead.observe(overhead_s)
+        principal = request.get(REQUEST_PRINCIPAL)
+        request_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "request_id": trace.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "overhead_ms": round(overhead_s * 1000, 3) if trace.routed else None,
+                "key_id": principal.key_id if principal else None,
+                "client": principal.client if principal else request.remote,
+                "instance": trace.instance,
+                "model": trace.model,
+            },
+        )
+        end_trace(token)
+
+
+async def add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: X-Request-Id everywhere; X-Lollms-Overhead-Ms after a binding call."""
+    trace = current_trace()
+    if trace is not None:
+        _set_trace_headers(response, trace)
+
+
+def _set_trace_headers(response: web.StreamResponse, trace: Trace) -> None:
+    response.headers["X-Request-Id"] = trace.request_id
+    if trace.routed:
+        response.headers["X-Lollms-Overhead-Ms"] = f"{trace.overhead_ms():.3f}"
+
+
+@routes.get("/metrics")
+@endpoint("Prometheus metrics (text exposition format)", tag="admin", access="admin")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Every metric series."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,88 @@
+"""Prometheus metrics (prometheus-client), one registry per application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+GaugeReader = Callable[[], Iterable[tuple[dict[str, str], float]]]
+
+
+class Metrics:
+    """Every series the server exports; gauges of live state are read at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "lollms_requests", "HTTP requests by route and status",
+            ["route", "method", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "lollms_request_duration_seconds", "HTTP request latency",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.overhead = Histogram(
+            "lollms_overhead_seconds", "Time spent in lollms-server itself per request",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.generations = Counter(
+            "lollms_generations", "Generations by instance, type and status",
+            ["instance", "generation_type", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.first_token = Histogram(
+            "lollms_time_to_first_token_seconds", "Time to the first streamed chunk",
+            ["instance"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "lollms_generated_tokens", "Completion tokens produced",
+            ["instance", "model"], registry=self.registry,
+        )  # fmt: skip
+        self.tokens_per_second = Histogram(
+            "lollms_tokens_per_second", "Completion tokens per second of a generation",
+            ["instance"], buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+            registry=self.registry,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "lollms_queue_wait_seconds", "Time a generation waited for a slot",
+            ["instance"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "lollms_retries", "Retried backend calls", ["instance"], registry=self.registry
+        )
+        self.fallbacks = Counter(
+            "lollms_fallbacks", "Requests served by a fallback instance",
+            ["route", "instance"], registry=self.registry,
+        )  # fmt: skip
+        self.rate_limited = Counter(
+            "lollms_rate_limit_rejections", "Requests refused by a rate limit",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def add_gauge(
+        self, name: str, documentation: str, labels: list[str], read: GaugeReader
+    ) -> None:
+        """Export a gauge whose samples `read()` returns when Prometheus scrapes."""
+        self.registry.register(_LiveGauge(name, documentation, labels, read))
+
+    def render(self) -> bytes:
+        """The text exposition format of every series."""
+        return generate_latest(self.registry)
+
+
+class _LiveGauge(Collector):
+    def __init__(self, name: str, documentation: str, labels: list[str], read: GaugeReader):
+        self.name, self.documentation, self.labels, self.read = name, documentation, labels, read
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in self.read():
+            family.add_metric([labels.get(name, "") for name in self.labels], value)
+        return [family]

@@ -1,0 +1,70 @@
+"""Per-request trace: request id, time spent waiting on bindings, first-token time."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass
+class Trace:
+    """What the observability middleware learns about one request while it runs."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    backend_s: float = 0.0
+    instance: str | None = None
+    model: str | None = None
+    first_token_s: float | None = None
+
+    @property
+    def routed(self) -> bool:
+        """True once the request reached a binding (a target was resolved or called)."""
+        return self.instance is not None or self.model is not None
+
+    def overhead_ms(self) -> float:
+        """Milliseconds spent in lollms-server itself so far (total minus binding time)."""
+        return max(0.0, (time.perf_counter() - self.started - self.backend_s) * 1000)
+
+
+_current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
+    "lollms_trace", default=None
+)
+
+
+def start_trace(client_request_id: str | None) -> tuple[Trace, contextvars.Token[Trace | None]]:
+    """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made."""
+    ok = client_request_id and CLIENT_REQUEST_ID.match(client_request_id)
+    trace = Trace(request_id=client_request_id if ok else uuid.uuid4().hex)  # type: ignore[arg-type]
+    return trace, _current.set(trace)
+
+
+def end_trace(token: contextvars.Token[Trace | None]) -> None:
+    """Forget the current trace."""
+    _current.reset(token)
+
+
+def current_trace() -> Trace | None:
+    """The running request's trace, if any."""
+    return _current.get()
+
+
+@contextmanager
+def in_backend(instance: str, model: str | None = None) -> Iterator[None]:
+    """Count the time inside the block as time spent waiting on a binding."""
+    trace = _current.get()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if trace is not None:
+            trace.backend_s += time.perf_counter() - started
+            trace.instance = instance
+            trace.model = model or trace.model

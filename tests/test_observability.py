@@ -1,0 +1,122 @@
+"""Request ids, the overhead header, Prometheus metrics and the JSON request log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from lollms_server.logs import JsonFormatter
+
+Client = TestClient[Any, Any]
+BODY = {"input_data": [{"type": "text", "data": "count these four words"}]}
+
+
+async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_request_ids(client: Client) -> None:
+    response = await client.get("/api/v1/health")
+    assert len(response.headers["X-Request-Id"]) == 32
+    kept = await client.get("/api/v1/health", headers={"X-Request-Id": "trace-42.a"})
+    assert kept.headers["X-Request-Id"] == "trace-42.a"
+    replaced = await client.get("/api/v1/health", headers={"X-Request-Id": "bad id\u00e9" * 3})
+    assert replaced.headers["X-Request-Id"] != "bad id\u00e9" * 3
+    missing = await client.get("/api/v1/list_available_models/nope")
+    error = (await missing.json())["error"]
+    assert error["request_id"] == missing.headers["X-Request-Id"]
+    generated = await client.post("/api/v1/generate", json=BODY)
+    assert (await generated.json())["request_id"] == generated.headers["X-Request-Id"]
+
+
+async def test_overhead_header_only_after_a_binding_call(client: Client) -> None:
+    plain = await client.post("/api/v1/generate", json=BODY)
+    overhead = float(plain.headers["X-Lollms-Overhead-Ms"])
+    assert 0 <= overhead < 1000
+    streamed = await client.post("/api/v1/generate", json={**BODY, "stream": True})
+    await streamed.read()
+    assert float(streamed.headers["X-Lollms-Overhead-Ms"]) >= 0
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert float(chat.headers["X-Lollms-Overhead-Ms"]) >= 0
+    health = await client.get("/api/v1/health")
+    assert "X-Lollms-Overhead-Ms" not in health.headers
+
+
+async def test_metrics_parse_and_move(client: Client) -> None:
+    before = await scrape(client)
+    for _ in range(3):
+        assert (await client.post("/api/v1/generate", json=BODY)).status == 200
+    streamed = await client.post("/api/v1/generate", json={**BODY, "stream": True})
+    await streamed.read()
+    await client.get("/api/v1/list_available_models/nope")
+    after = await scrape(client)
+    route = {"route": "/api/v1/generate", "method": "POST", "status": "200"}
+    assert (
+        value(after, "lollms_requests_total", **route)
+        - value(before, "lollms_requests_total", **route)
+        == 4
+    )
+    missing = {
+        "route": "/api/v1/list_available_models/{instance}",
+        "method": "GET",
+        "status": "404",
+    }
+    assert (
+        value(after, "lollms_requests_total", **missing)
+        == value(before, "lollms_requests_total", **missing) + 1
+    )
+    done = {"instance": "echo", "generation_type": "ttt", "status": "200"}
+    assert (
+        value(after, "lollms_generations_total", **done)
+        - value(before, "lollms_generations_total", **done)
+        == 4
+    )
+    tokens = {"instance": "echo", "model": "echo"}
+    assert (
+        value(after, "lollms_generated_tokens_total", **tokens)
+        - value(before, "lollms_generated_tokens_total", **tokens)
+        == 16
+    )
+    ttft = value(after, "lollms_time_to_first_token_seconds_count", instance="echo")
+    assert ttft - value(before, "lollms_time_to_first_token_seconds_count", instance="echo") == 1
+    assert value(after, "lollms_overhead_seconds_count") > value(
+        before, "lollms_overhead_seconds_count"
+    )
+
+
+async def test_metrics_need_admin(client: Client) -> None:
+    response = await client.get("/metrics", headers={"Host": "evil.example"})
+    assert response.status == 401
+
+
+async def test_one_json_log_line_per_request(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="lollms_server.requests"):
+        response = await client.post("/api/v1/generate", json=BODY)
+    records = [r for r in caplog.records if r.name == "lollms_server.requests"]
+    assert len(records) == 1
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["request_id"] == response.headers["X-Request-Id"]
+    assert (line["status"], line["instance"], line["model"]) == (200, "echo", "echo")
+    assert line["path"] == "/api/v1/generate" and line["duration_ms"] >= line["overhead_ms"] >= 0
+    assert line["level"] == "info" and line["time"].endswith("Z")
