@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
+from .resources.scheduler import Scheduler
 from .security.api_keys import KeyStore
 from .security.audit import AuditLog
 from .security.auth import SecuritySettings, add_security_headers, auth_middleware
@@ -45,6 +46,18 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_trace_headers)
     metrics = app[keys.METRICS] = Metrics()
+    scheduler = app[keys.SCHEDULER] = Scheduler(
+        config.resources.queue_size, config.resources.queue_timeout_s
+    )
+    metrics.add_gauge(
+        "lollms_queue_depth", "Generations waiting for a slot", ["instance", "model"],
+        lambda: [({"instance": i, "model": m}, n) for (i, m), n in scheduler.queue_depth().items()],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_active_generations", "Generations running now", ["instance", "model"],
+        lambda: [({"instance": i, "model": m}, lane.active)
+                 for (i, m), lane in scheduler.lanes.items()],
+    )  # fmt: skip
     app[keys.CONFIG] = config
     app[keys.SECURITY] = SecuritySettings(
         local_access=config.security.local_access,
@@ -115,6 +128,8 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         audit=audit,
         limiter=app[keys.LIMITER],
         metrics=app[keys.METRICS],
+        scheduler=app[keys.SCHEDULER],
+        first_token_timeout_s=config.resources.first_token_timeout_s,
     )
     yield
     store.close()

@@ -155,10 +155,15 @@ class Binding:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     ConfigSchema: ClassVar[type[Schema]] = EmptySettings
     secret_settings: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    default_concurrency: ClassVar[int] = 4
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         self.instance_name = instance_name
         self.config = dict(config)
+
+    def max_concurrency(self, model: str) -> int:
+        """How many generations of `model` may run at once (the scheduler queues the rest)."""
+        return self.default_concurrency
 
     def supports(self, capability: str) -> bool:
         """True when the class declares `capability`."""

@@ -51,6 +51,9 @@ class InstanceSchema(Schema):
     type = fields.String(required=True)
     default_model = fields.String(load_default=None, allow_none=True)
     enabled = fields.Boolean(load_default=True)
+    max_concurrent = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
+    )
 
 
 def _network(value: str) -> bool:
@@ -78,6 +81,17 @@ class SecuritySchema(Schema):
     rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
     audit_retention_days = fields.Float(load_default=90.0, validate=validate.Range(min=0.001))
     audit_prompts = fields.Boolean(load_default=False)
+
+
+class ResourcesSchema(Schema):
+    """`[resources]`: the generation queue."""
+
+    class Meta:
+        unknown = RAISE
+
+    queue_size = fields.Integer(load_default=64, validate=validate.Range(0, 1_000_000))
+    queue_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.01))
+    first_token_timeout_s = fields.Float(load_default=0.0, validate=validate.Range(min=0))
 
 
 class PersonalitiesSchema(Schema):
@@ -110,6 +124,7 @@ class ConfigSchema(Schema):
         PersonalitiesSchema, load_default=lambda: PersonalitiesSchema().load({})
     )
     security = fields.Nested(SecuritySchema, load_default=lambda: SecuritySchema().load({}))
+    resources = fields.Nested(ResourcesSchema, load_default=lambda: ResourcesSchema().load({}))
 
 
 @dataclass
@@ -120,6 +135,7 @@ class InstanceConfig:
     type: str
     default_model: str | None = None
     enabled: bool = True
+    max_concurrent: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,6 +157,15 @@ class SecurityConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """`[resources]`: queue bound, queue wait limit, first-token limit (0 = none)."""
+
+    queue_size: int = 64
+    queue_timeout_s: float = 300.0
+    first_token_timeout_s: float = 0.0
+
+
+@dataclass
 class Config:
     """The validated configuration the server runs with."""
 
@@ -155,6 +180,7 @@ class Config:
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     path: Path | None = None
 
     @property
@@ -202,6 +228,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
             type=spec.pop("type"),
             default_model=spec.pop("default_model"),
             enabled=spec.pop("enabled"),
+            max_concurrent=spec.pop("max_concurrent"),
             settings=spec,
         )
         for name, spec in loaded["bindings"].items()
@@ -218,6 +245,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         defaults=dict(loaded["defaults"]),
         personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
         security=SecurityConfig(**loaded["security"]),
+        resources=ResourcesConfig(**loaded["resources"]),
     )
 
 
@@ -311,6 +339,11 @@ stt = "echo"
 ttv = "echo"
 ttm = "echo"
 audio2audio = "echo"
+
+[resources]
+queue_size = 64            # generations waiting per model beyond its concurrency; more get 503
+queue_timeout_s = 300      # longest wait in a queue before a 503
+first_token_timeout_s = 0  # a stream with no first chunk by then gets 504 (0 = only the total)
 
 [personalities]
 folders = []               # extra folders besides <data_dir>/personalities

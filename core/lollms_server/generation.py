@@ -32,6 +32,7 @@ from .errors import BackendError, BackendTimeout, LollmsError
 from .metrics import Metrics
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
+from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
 from .security.audit import AuditLog
 from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter
@@ -139,6 +140,8 @@ class GenerationService:
         audit: AuditLog | None = None,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        scheduler: Scheduler | None = None,
+        first_token_timeout_s: float = 0.0,
     ) -> None:
         self.registry = registry
         self.personalities = personalities
@@ -146,6 +149,8 @@ class GenerationService:
         self.audit = audit
         self.limiter = limiter
         self.metrics = metrics
+        self.scheduler = scheduler or Scheduler()
+        self.first_token_timeout_s = first_token_timeout_s
 
     async def prepare(
         self,
@@ -179,7 +184,9 @@ class GenerationService:
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion; text outputs get their `<think>` part moved to thoughts."""
         binding = prepared.target.binding
-        async with self._accounted(prepared) as outcome:
+        async with self._accounted(prepared) as outcome, self._slot(prepared) as (lane, ticket):
+            async for _position in self._turns(lane, ticket):
+                pass
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
             outcome.usage = result.usage
         return _split_result_thoughts(result)
@@ -200,19 +207,37 @@ class GenerationService:
                     finish_reason=result.finish_reason,
                 )
             return
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
         splitter = ThinkSplitter()
-        async with self._accounted(prepared) as outcome:
+        async with self._accounted(prepared) as outcome, self._slot(prepared) as (lane, ticket):
+            async for position in self._turns(lane, ticket):
+                wait = lane.estimated_wait_s(position)
+                yield Chunk(
+                    type="info",
+                    content=f"queued at position {position}",
+                    metadata={"queue_position": position, "estimated_wait_s": wait},
+                )
+            loop_time = asyncio.get_running_loop().time()
+            deadline = loop_time + self.timeout_s
+            first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
             with binding_errors(binding, self.timeout_s):
                 chunks = binding.stream(prepared.request)
             async with closing_stream(chunks):
                 while True:
+                    waiting_first = outcome.first_token_s is None
+                    limit = min(deadline, first_deadline) if waiting_first else deadline
                     with binding_errors(binding, self.timeout_s), in_backend(binding.instance_name):
                         try:
-                            async with asyncio.timeout_at(deadline):
+                            async with asyncio.timeout_at(limit):
                                 chunk = await anext(chunks)
                         except StopAsyncIteration:
                             break
+                        except TimeoutError as exc:
+                            if waiting_first and limit == first_deadline < deadline:
+                                raise BackendTimeout(
+                                    f"no first token from {prepared.target.ref} within "
+                                    f"{self.first_token_timeout_s:g}s"
+                                ) from exc
+                            raise
                     outcome.usage = chunk.usage or outcome.usage
                     if outcome.first_token_s is None and (chunk.content or chunk.output):
                         outcome.first_token_s = prepared.elapsed_s
@@ -220,6 +245,31 @@ class GenerationService:
             answer, thoughts = splitter.flush()
             if answer or thoughts:
                 yield Chunk(content=answer, thoughts=thoughts)
+
+    @asynccontextmanager
+    async def _slot(self, prepared: Prepared) -> AsyncIterator[tuple[Lane, Ticket]]:
+        """A place in the model's lane (admins ahead of users); left however the block ends."""
+        target = prepared.target
+        capacity = self.registry.max_concurrency(target)
+        lane = self.scheduler.lane(target.binding.instance_name, target.model, capacity)
+        principal = current_principal()
+        priority = ADMIN_PRIORITY if principal is not None and principal.is_admin else USER_PRIORITY
+        async with self.scheduler.waiting(lane, priority) as ticket:
+            yield lane, ticket
+
+    async def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
+        """Yield the ticket's queue position each time it changes, until it may run."""
+        deadline = time.monotonic() + self.scheduler.queue_timeout_s
+        last = lane.position(ticket)
+        if last:
+            yield last
+        while (position := await self.scheduler.wait_turn(lane, ticket, deadline)) is not None:
+            if position != last:
+                last = position
+                yield position
+        if self.metrics is not None and ticket.granted_at:
+            waited = max(0.0, ticket.granted_at - ticket.entered_at)
+            self.metrics.queue_wait.labels(lane.name.partition("/")[0]).observe(waited)
 
     @asynccontextmanager
     async def _accounted(self, prepared: Prepared) -> AsyncIterator[_Outcome]:

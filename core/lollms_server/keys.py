@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
+    from .resources.scheduler import Scheduler
     from .security.api_keys import KeyStore
     from .security.audit import AuditLog
     from .security.auth import SecuritySettings
@@ -37,3 +38,4 @@ LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 WEB_ACTIVITY: web.AppKey[Activity] = web.AppKey("web_activity")
 WEB_STREAMS: web.AppKey[StreamRegistry] = web.AppKey("web_streams")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")

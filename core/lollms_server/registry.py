@@ -34,6 +34,12 @@ class Registry:
         self.instances = instances
         self.defaults = defaults
         self.default_models: dict[str, str | None] = {}
+        self.concurrency: dict[str, int] = {}
+
+    def max_concurrency(self, target: Target) -> int:
+        """The configured `max_concurrent` of the instance, else what the binding says."""
+        configured = self.concurrency.get(target.binding.instance_name)
+        return configured or target.binding.max_concurrency(target.model)
 
     def __iter__(self) -> Iterator[Binding]:
         return iter(self.instances.values())
@@ -122,6 +128,9 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
             instances[name] = _instantiate(spec, plugins)
     registry = Registry(instances, dict(config.defaults))
     registry.default_models = {n: s.default_model for n, s in config.bindings.items()}
+    registry.concurrency = {
+        n: s.max_concurrent for n, s in config.bindings.items() if s.max_concurrent
+    }
     for generation_type, ref in config.defaults.items():
         instance = ref.partition("/")[0]
         if instance not in instances:

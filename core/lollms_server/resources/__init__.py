@@ -1,0 +1,1 @@
+"""Resources: model lifecycle, scheduler and queue, GPU probe."""

@@ -1,0 +1,146 @@
+"""Per-model concurrency with a bounded priority queue (FIFO within a priority)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from ..errors import BackendUnavailable
+
+ADMIN_PRIORITY = 0
+USER_PRIORITY = 1
+
+
+@dataclass(order=True)
+class Ticket:
+    """A place in a lane's queue; `granted` is set when the generation may run."""
+
+    priority: int
+    sequence: int
+    granted: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    moved: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    granted_at: float = field(default=0.0, compare=False)
+    entered_at: float = field(default_factory=time.monotonic, compare=False)
+
+    def grant(self) -> None:
+        """Let this ticket's generation run."""
+        self.granted_at = time.monotonic()
+        self.granted.set()
+
+
+class Lane:
+    """One model's slots: at most `capacity` run; up to `queue_size` wait, best priority first."""
+
+    def __init__(self, name: str, capacity: int, queue_size: int) -> None:
+        self.name = name
+        self.capacity = max(1, capacity)
+        self.queue_size = queue_size
+        self.active = 0
+        self.waiting: list[Ticket] = []
+        self.durations: deque[float] = deque(maxlen=20)
+        self._sequence = itertools.count()
+
+    def enter(self, priority: int) -> Ticket:
+        """Take a slot now, or a place in the queue; a full queue is a 503 with Retry-After."""
+        ticket = Ticket(priority, next(self._sequence))
+        if self.active < self.capacity and not self.waiting:
+            self.active += 1
+            ticket.grant()
+            return ticket
+        if len(self.waiting) >= self.queue_size:
+            raise BackendUnavailable(
+                f"the queue of {self.name} is full ({self.queue_size} waiting, "
+                f"{self.active} running); retry later",
+                retry_after=self.estimated_wait_s(len(self.waiting)) or 1.0,
+            )
+        heapq.heappush(self.waiting, ticket)
+        self._notify_moves()
+        return ticket
+
+    def position(self, ticket: Ticket) -> int:
+        """1-based place of a waiting ticket (0 once granted)."""
+        if ticket.granted.is_set():
+            return 0
+        return 1 + sum(1 for other in self.waiting if other < ticket)
+
+    def estimated_wait_s(self, position: int) -> float | None:
+        """Rough wait for a place in the queue, from recent generation durations."""
+        if not self.durations:
+            return None
+        average = sum(self.durations) / len(self.durations)
+        return round(average * position / self.capacity, 2)
+
+    def leave(self, ticket: Ticket, duration_s: float | None = None) -> None:
+        """Give back a slot (or a queue place) and let the next waiter in."""
+        if ticket.granted.is_set():
+            self.active -= 1
+            if duration_s is not None:
+                self.durations.append(duration_s)
+        elif ticket in self.waiting:
+            self.waiting.remove(ticket)
+            heapq.heapify(self.waiting)
+        while self.waiting and self.active < self.capacity:
+            self.active += 1
+            heapq.heappop(self.waiting).grant()
+        self._notify_moves()
+
+    def _notify_moves(self) -> None:
+        for waiter in self.waiting:
+            waiter.moved.set()
+
+
+class Scheduler:
+    """The lanes of every (instance, model), created on first use."""
+
+    def __init__(self, queue_size: int = 64, queue_timeout_s: float = 300.0) -> None:
+        self.queue_size = queue_size
+        self.queue_timeout_s = queue_timeout_s
+        self.lanes: dict[tuple[str, str], Lane] = {}
+
+    def lane(self, instance: str, model: str, capacity: int) -> Lane:
+        """The lane of one model of one instance."""
+        key = (instance, model)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(f"{instance}/{model}", capacity, self.queue_size)
+        return lane
+
+    def queue_depth(self) -> dict[tuple[str, str], int]:
+        """How many wait in each lane."""
+        return {key: len(lane.waiting) for key, lane in self.lanes.items()}
+
+    @asynccontextmanager
+    async def waiting(self, lane: Lane, priority: int) -> AsyncIterator[Ticket]:
+        """Hold a ticket for the block; leaving early (disconnect, error) frees its place."""
+        ticket = lane.enter(priority)
+        try:
+            yield ticket
+        finally:
+            ran = ticket.granted.is_set()
+            lane.leave(ticket, time.monotonic() - ticket.granted_at if ran else None)
+
+    async def wait_turn(self, lane: Lane, ticket: Ticket, deadline: float) -> int | None:
+        """Wait until granted (None) or until the ticket moves (its new position)."""
+        if ticket.granted.is_set():
+            return None
+        ticket.moved.clear()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BackendUnavailable(
+                f"waited {self.queue_timeout_s:g}s in the queue of {lane.name} without a slot",
+                retry_after=lane.estimated_wait_s(lane.position(ticket)) or 1.0,
+            )
+        granted = asyncio.ensure_future(ticket.granted.wait())
+        moved = asyncio.ensure_future(ticket.moved.wait())
+        try:
+            await asyncio.wait({granted, moved}, timeout=remaining, return_when="FIRST_COMPLETED")
+        finally:
+            granted.cancel()
+            moved.cancel()
+        return None if ticket.granted.is_set() else lane.position(ticket)

@@ -1,0 +1,137 @@
+"""Per-model concurrency, the bounded priority queue, queue info events, queue/TTFT timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from lollms_server.keys import KEYSTORE, SCHEDULER
+
+Client = TestClient[Any, Any]
+FOREIGN = {"Host": "evil.example"}
+
+
+def config(make_config: Any, delay_ms: int = 100, **resources: Any) -> Any:
+    return make_config(
+        {
+            "bindings": {"echo": {"type": "echo", "delay_ms": delay_ms, "max_concurrent": 1}},
+            "defaults": {"ttt": "echo"},
+            "resources": resources,
+        }
+    )
+
+
+def slow(words: int = 3, stream: bool = False) -> dict[str, Any]:
+    text = " ".join(f"w{i}" for i in range(words))
+    return {"input_data": [{"type": "text", "data": text}], "model_name": "slow", "stream": stream}
+
+
+async def events_of(response: Any) -> list[dict[str, Any]]:
+    text = await response.text()
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def test_one_at_a_time_when_max_concurrent_is_1(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, delay_ms=100))
+    started = time.monotonic()
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/generate", json=slow(3)) for _ in range(3))
+    )
+    elapsed = time.monotonic() - started
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert elapsed >= 0.8  # 3 requests x 3 tokens x 100 ms, one after another
+    lane = client.server.app[SCHEDULER].lanes[("echo", "slow")]
+    assert lane.active == 0 and not lane.waiting and lane.capacity == 1
+
+
+async def test_full_queue_is_503_with_retry_after(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, queue_size=1))
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/generate", json=slow(4)) for _ in range(3))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200, 200, 503]
+    refused = next(r for r in responses if r.status == 503)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "queue" in (await refused.json())["error"]["message"]
+
+
+async def test_streamed_requests_see_their_queue_position(
+    make_client: Any, make_config: Any
+) -> None:
+    client: Client = await make_client(config(make_config))
+    first = asyncio.ensure_future(client.post("/api/v1/generate", json=slow(4)))
+    await asyncio.sleep(0.05)
+    queued = await client.post("/api/v1/generate", json=slow(2, stream=True))
+    events = await events_of(queued)
+    await (await first).read()
+    positions = [e["metadata"].get("queue_position") for e in events if e["type"] == "info"]
+    assert 1 in positions
+    assert events[-1]["type"] == "final"
+    assert [e["type"] for e in events].count("chunk") == 2
+
+
+async def test_disconnect_while_queued_frees_the_place(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, queue_size=1))
+    lane_key = ("echo", "slow")
+    running = asyncio.ensure_future(client.post("/api/v1/generate", json=slow(8)))
+    await asyncio.sleep(0.05)
+    waiting = await client.post("/api/v1/generate", json=slow(2, stream=True))
+    await waiting.content.readline()  # the first event arrived: it is queued
+    lane = client.server.app[SCHEDULER].lanes[lane_key]
+    assert len(lane.waiting) == 1
+    waiting.close()  # the client goes away while queued
+    for _ in range(150):  # up to 3 s for the server to notice
+        if not lane.waiting:
+            break
+        await asyncio.sleep(0.02)
+    assert not lane.waiting
+    replacement = await client.post("/api/v1/generate", json=slow(1))
+    assert replacement.status == 200  # not a 503: the abandoned place was given back
+    assert (await running).status == 200
+
+
+async def test_admins_go_before_users(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, delay_ms=60))
+    user_key, _ = client.server.app[KEYSTORE].create("u", "user")
+    done: list[str] = []
+
+    async def run(name: str, headers: dict[str, str]) -> None:
+        response = await client.post("/api/v1/generate", json=slow(2), headers=headers)
+        assert response.status == 200
+        done.append(name)
+
+    blocker = asyncio.ensure_future(run("blocker", {}))
+    await asyncio.sleep(0.03)
+    user = asyncio.ensure_future(run("user", {"X-API-Key": user_key, **FOREIGN}))
+    await asyncio.sleep(0.03)
+    admin = asyncio.ensure_future(run("admin", {}))  # local access is admin
+    await asyncio.gather(blocker, user, admin)
+    assert done == ["blocker", "admin", "user"]
+
+
+async def test_queue_wait_limit(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, delay_ms=150, queue_timeout_s=0.1))
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/generate", json=slow(3)) for _ in range(2))
+    )
+    late = next(r for r in responses if r.status != 200)
+    assert late.status == 503
+    assert "waited" in (await late.json())["error"]["message"]
+
+
+async def test_first_token_limit(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(
+        config(make_config, delay_ms=300, first_token_timeout_s=0.05)
+    )
+    response = await client.post("/api/v1/generate", json=slow(2, stream=True))
+    events = await events_of(response)
+    error = next(e for e in events if e["type"] == "error")
+    assert error["metadata"]["error"]["type"] == "backend_timeout"
+    assert "first token" in error["content"]
+    plain = await client.post("/api/v1/generate", json=slow(2))
+    assert plain.status == 200  # the first-token limit applies to streams only
