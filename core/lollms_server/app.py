@@ -15,6 +15,7 @@ from .api import admin, lollms, observe, ollama, openai, openapi
 from .api.middleware import error_middleware
 from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
+from .circuit import STATE_VALUES, Breakers
 from .config import Config
 from .functions import FunctionRegistry
 from .generation import GenerationService
@@ -22,6 +23,7 @@ from .metrics import Metrics
 from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
+from .resources.monitor import HealthMonitor
 from .resources.scheduler import Scheduler
 from .security.api_keys import KeyStore
 from .security.audit import AuditLog
@@ -49,6 +51,16 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s
     )
+    resilience = config.resilience
+    breakers = app[keys.BREAKERS] = Breakers(
+        resilience.failure_threshold, resilience.window_s, resilience.cooldown_s
+    )
+    app[keys.MONITOR] = HealthMonitor(registry, breakers, resilience.health_interval_s)
+    metrics.add_gauge(
+        "lollms_circuit_state", "Circuit per instance: 0 closed, 1 half-open, 2 open", ["instance"],
+        lambda: [({"instance": b.instance_name}, STATE_VALUES[breakers.of(b.instance_name)
+                  .current_state()]) for b in registry],
+    )  # fmt: skip
     metrics.add_gauge(
         "lollms_queue_depth", "Generations waiting for a slot", ["instance", "model"],
         lambda: [({"instance": i, "model": m}, n) for (i, m), n in scheduler.queue_depth().items()],
@@ -129,6 +141,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         limiter=app[keys.LIMITER],
         metrics=app[keys.METRICS],
         scheduler=app[keys.SCHEDULER],
+        breakers=app[keys.BREAKERS],
         first_token_timeout_s=config.resources.first_token_timeout_s,
     )
     yield
@@ -144,7 +157,12 @@ async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
             # a backend that is down at start must not keep the server down; health shows it
             log.error("binding %s failed to start: %r", binding.instance_name, result)
     app[keys.PLUGINS].collect("startup", app=app)
+    monitor = app[keys.MONITOR]
+    task = asyncio.create_task(monitor.run()) if monitor.interval_s > 0 else None
     yield
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     await asyncio.gather(
         *(asyncio.wait_for(b.shutdown(), SHUTDOWN_TIMEOUT_S) for b in bindings),
         return_exceptions=True,

@@ -18,6 +18,9 @@ from .errors import ConfigError
 CONFIG_FILE_NAME = "lollms.toml"
 DEFAULT_PORT = 9601
 DEFAULT_HOST = "127.0.0.1"
+NAME_OF_ROUTE = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", error="route names use letters, digits, '_-.:'"
+)
 INSTANCE_NAME = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
     error="instance names use letters, digits, '_', '-', '.' (max 64, no '/')",
@@ -94,6 +97,39 @@ class ResourcesSchema(Schema):
     first_token_timeout_s = fields.Float(load_default=0.0, validate=validate.Range(min=0))
 
 
+class ResilienceSchema(Schema):
+    """`[resilience]`: circuit breakers and the health monitor."""
+
+    class Meta:
+        unknown = RAISE
+
+    failure_threshold = fields.Integer(load_default=5, validate=validate.Range(1, 10_000))
+    window_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    cooldown_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    health_interval_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+
+
+class RouteField(fields.Field[dict[str, Any]]):
+    """A route: a list of `<instance>/<model>` targets, or {targets = [...], strategy = ...}."""
+
+    STRATEGIES = ("ordered", "least-busy")
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        if isinstance(value, list):
+            value = {"targets": value}
+        if not isinstance(value, dict) or set(value) - {"targets", "strategy"}:
+            raise ValidationError("a list of targets, or a table with `targets` and `strategy`")
+        targets = value.get("targets")
+        if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+            raise ValidationError("`targets` is a non-empty list of '<instance>/<model>' strings")
+        strategy = value.get("strategy", "ordered")
+        if strategy not in self.STRATEGIES:
+            raise ValidationError(f"strategy must be one of: {', '.join(self.STRATEGIES)}")
+        return {"targets": list(targets), "strategy": strategy}
+
+
 class PersonalitiesSchema(Schema):
     """`[personalities]`: extra folders to read personalities from."""
 
@@ -125,6 +161,10 @@ class ConfigSchema(Schema):
     )
     security = fields.Nested(SecuritySchema, load_default=lambda: SecuritySchema().load({}))
     resources = fields.Nested(ResourcesSchema, load_default=lambda: ResourcesSchema().load({}))
+    resilience = fields.Nested(ResilienceSchema, load_default=lambda: ResilienceSchema().load({}))
+    routes = fields.Dict(
+        keys=fields.String(validate=NAME_OF_ROUTE), values=RouteField(), load_default=dict
+    )
 
 
 @dataclass
@@ -166,6 +206,16 @@ class ResourcesConfig:
 
 
 @dataclass
+class ResilienceConfig:
+    """`[resilience]`: breaker thresholds and the health monitor interval (0 = off)."""
+
+    failure_threshold: int = 5
+    window_s: float = 30.0
+    cooldown_s: float = 30.0
+    health_interval_s: float = 30.0
+
+
+@dataclass
 class Config:
     """The validated configuration the server runs with."""
 
@@ -181,6 +231,8 @@ class Config:
     personality_folders: list[Path] = field(default_factory=list)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -246,6 +298,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
         security=SecurityConfig(**loaded["security"]),
         resources=ResourcesConfig(**loaded["resources"]),
+        resilience=ResilienceConfig(**loaded["resilience"]),
+        routes=dict(loaded["routes"]),
     )
 
 
@@ -344,6 +398,17 @@ audio2audio = "echo"
 queue_size = 64            # generations waiting per model beyond its concurrency; more get 503
 queue_timeout_s = 300      # longest wait in a queue before a 503
 first_token_timeout_s = 0  # a stream with no first chunk by then gets 504 (0 = only the total)
+
+[resilience]
+failure_threshold = 5      # backend failures within window_s that open an instance's circuit
+window_s = 30
+cooldown_s = 30            # an open circuit refuses calls this long, then lets one trial through
+health_interval_s = 30     # background health checks (backing off while down; 0 = off)
+
+# Routes: a model alias served by an ordered list of targets (the next serves when one is
+# down, its circuit open or its queue full), or a table with targets and strategy = "least-busy"
+# [routes]
+# "chat-default" = ["gpu-box/llama3", "openai/gpt-4o-mini"]
 
 [personalities]
 folders = []               # extra folders besides <data_dir>/personalities

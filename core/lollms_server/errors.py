@@ -138,6 +138,12 @@ class BackendUnavailable(LollmsError):
     type = "backend_unavailable"
 
 
+class Overloaded(BackendUnavailable):
+    """Every slot of the model is busy and its queue is full (or waited too long)."""
+
+    type = "overloaded"
+
+
 class BackendTimeout(LollmsError):
     """The backend did not answer within the configured time."""
 

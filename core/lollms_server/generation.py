@@ -28,11 +28,13 @@ from .bindings import (
     Usage,
     closing_stream,
 )
+from .circuit import Breakers
 from .errors import BackendError, BackendTimeout, LollmsError
 from .metrics import Metrics
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
 from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
+from .routing import Attempt, ordered_candidates
 from .security.audit import AuditLog
 from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter
@@ -141,6 +143,7 @@ class GenerationService:
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
         scheduler: Scheduler | None = None,
+        breakers: Breakers | None = None,
         first_token_timeout_s: float = 0.0,
     ) -> None:
         self.registry = registry
@@ -150,6 +153,7 @@ class GenerationService:
         self.limiter = limiter
         self.metrics = metrics
         self.scheduler = scheduler or Scheduler()
+        self.breakers = breakers or Breakers()
         self.first_token_timeout_s = first_token_timeout_s
 
     async def prepare(
@@ -182,19 +186,28 @@ class GenerationService:
         return Prepared(target, request, chosen, face, time.monotonic())
 
     async def generate(self, prepared: Prepared) -> Result:
-        """Run to completion; text outputs get their `<think>` part moved to thoughts."""
-        binding = prepared.target.binding
-        async with self._accounted(prepared) as outcome, self._slot(prepared) as (lane, ticket):
-            async for _position in self._turns(lane, ticket):
-                pass
-            result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
-            outcome.usage = result.usage
-        return _split_result_thoughts(result)
+        """Run to completion on the target or, before any byte, on its fallbacks in turn."""
+        async with self._accounted(prepared) as outcome:
+            for attempt in self._attempts(prepared):
+                async with attempt:
+                    binding = prepared.target.binding
+                    async with self._slot(prepared) as (lane, ticket):
+                        async for _position in self._turns(lane, ticket):
+                            pass
+                        result = await guarded(
+                            binding, binding.generate(prepared.request), self.timeout_s
+                        )
+                    outcome.usage = result.usage
+                    return _split_result_thoughts(result)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[Chunk]:
-        """Yield the binding's chunks (thoughts split out); closing this closes the binding's."""
-        binding = prepared.target.binding
-        if "stream" not in binding.capabilities:
+        """Yield the binding's chunks (thoughts split out); closing this closes the binding's.
+
+        Before the first chunk a failing target hands over to its fallbacks; after it, an
+        error ends the stream (a half-sent answer is never replayed elsewhere).
+        """
+        if "stream" not in prepared.target.binding.capabilities and not prepared.target.fallbacks:
             result = await self.generate(prepared)
             for output in result.outputs:
                 text = output.text if output.type == "text" else ""
@@ -207,8 +220,21 @@ class GenerationService:
                     finish_reason=result.finish_reason,
                 )
             return
+        async with self._accounted(prepared) as outcome:
+            for attempt in self._attempts(prepared):
+                async with attempt:
+                    async for chunk in self._stream_on_target(prepared, outcome):
+                        if chunk.type == "chunk":
+                            attempt.committed = True
+                        yield chunk
+                    return
+
+    async def _stream_on_target(
+        self, prepared: Prepared, outcome: _Outcome
+    ) -> AsyncIterator[Chunk]:
+        binding = prepared.target.binding
         splitter = ThinkSplitter()
-        async with self._accounted(prepared) as outcome, self._slot(prepared) as (lane, ticket):
+        async with self._slot(prepared) as (lane, ticket):
             async for position in self._turns(lane, ticket):
                 wait = lane.estimated_wait_s(position)
                 yield Chunk(
@@ -216,6 +242,15 @@ class GenerationService:
                     content=f"queued at position {position}",
                     metadata={"queue_position": position, "estimated_wait_s": wait},
                 )
+            if "stream" not in binding.capabilities:
+                result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+                outcome.usage = result.usage
+                for output in _split_result_thoughts(result).outputs:
+                    text = output.text if output.type == "text" else ""
+                    media = None if output.type == "text" else output
+                    yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
+                                usage=result.usage, finish_reason=result.finish_reason)  # fmt: skip
+                return
             loop_time = asyncio.get_running_loop().time()
             deadline = loop_time + self.timeout_s
             first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
@@ -242,9 +277,29 @@ class GenerationService:
                     if outcome.first_token_s is None and (chunk.content or chunk.output):
                         outcome.first_token_s = prepared.elapsed_s
                     yield _split_chunk(splitter, chunk)
-            answer, thoughts = splitter.flush()
-            if answer or thoughts:
-                yield Chunk(content=answer, thoughts=thoughts)
+        answer, thoughts = splitter.flush()
+        if answer or thoughts:
+            yield Chunk(content=answer, thoughts=thoughts)
+
+    def _attempts(self, prepared: Prepared) -> Iterator[Attempt]:
+        """One Attempt per candidate target whose circuit lets it try; each points `prepared`
+        at its target. When every circuit is open, the last one's 503 is raised."""
+        route = prepared.target.route
+        candidates = ordered_candidates(prepared.target, self.scheduler)
+        for index, target in enumerate(candidates):
+            last = index == len(candidates) - 1
+            breaker = self.breakers.of(target.binding.instance_name)
+            if not breaker.allows():
+                if last:
+                    breaker.check()
+                continue
+            prepared.target = target
+            prepared.request = dataclasses.replace(prepared.request, model=target.model)
+            trace = current_trace()
+            if trace is not None:
+                trace.model = target.model
+            fallback_of = route if index > 0 and route else None
+            yield Attempt(breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics)
 
     @asynccontextmanager
     async def _slot(self, prepared: Prepared) -> AsyncIterator[tuple[Lane, Ticket]]:

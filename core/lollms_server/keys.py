@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .circuit import Breakers
     from .config import Config
     from .functions import FunctionRegistry
     from .generation import GenerationService
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
+    from .resources.monitor import HealthMonitor
     from .resources.scheduler import Scheduler
     from .security.api_keys import KeyStore
     from .security.audit import AuditLog
@@ -39,3 +41,5 @@ WEB_ACTIVITY: web.AppKey[Activity] = web.AppKey("web_activity")
 WEB_STREAMS: web.AppKey[StreamRegistry] = web.AppKey("web_streams")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
+BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
+MONITOR: web.AppKey[HealthMonitor] = web.AppKey("monitor")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from marshmallow import RAISE, ValidationError
 
@@ -20,6 +21,9 @@ class Target:
 
     binding: Binding
     model: str
+    fallbacks: tuple[Target, ...] = ()
+    route: str | None = None
+    strategy: str = "ordered"
 
     @property
     def ref(self) -> str:
@@ -35,6 +39,7 @@ class Registry:
         self.defaults = defaults
         self.default_models: dict[str, str | None] = {}
         self.concurrency: dict[str, int] = {}
+        self.routes: dict[str, dict[str, Any]] = {}
 
     def max_concurrency(self, target: Target) -> int:
         """The configured `max_concurrent` of the instance, else what the binding says."""
@@ -78,6 +83,10 @@ class Registry:
         """Find the instance and model for a request, applying defaults and capabilities."""
         if generation_type not in GENERATION_TYPES:
             raise InvalidRequest(f"unknown generation_type {generation_type!r}")
+        if instance is None and model in self.routes:
+            return await self._resolve_route(generation_type, model)
+        if instance is None and model is None and self.defaults.get(generation_type) in self.routes:
+            return await self._resolve_route(generation_type, self.defaults[generation_type])
         if instance is None:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
             instance, model = default_instance, model or default_model
@@ -94,6 +103,16 @@ class Registry:
         if principal is not None:
             principal.check_target(instance, model)
         return Target(binding, model)
+
+    async def _resolve_route(self, generation_type: str, name: str) -> Target:
+        """The route's targets in order: the first, with the others as its fallbacks."""
+        route = self.routes[name]
+        targets = []
+        for ref in route["targets"]:
+            instance, _, model = ref.partition("/")
+            targets.append(await self.resolve(generation_type, instance, model or None))
+        first, *rest = targets
+        return Target(first.binding, first.model, tuple(rest), name, route["strategy"])
 
     async def resolve_ref(self, generation_type: str, ref: str | None) -> Target:
         """Resolve an OpenAI-style model id: `<instance>/<model>`, `<instance>` or a bare model."""
@@ -131,8 +150,18 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
     registry.concurrency = {
         n: s.max_concurrent for n, s in config.bindings.items() if s.max_concurrent
     }
+    registry.routes = dict(config.routes)
+    for name, route in config.routes.items():
+        for ref in route["targets"]:
+            if ref.partition("/")[0] not in instances:
+                raise ConfigError(
+                    f"routes.{name}: target {ref!r} names no enabled instance "
+                    f"({', '.join(sorted(instances)) or 'none configured'})"
+                )
     for generation_type, ref in config.defaults.items():
         instance = ref.partition("/")[0]
+        if ref in config.routes:
+            continue
         if instance not in instances:
             raise ConfigError(
                 f"defaults.{generation_type}: got {ref!r}; allowed: an enabled instance "

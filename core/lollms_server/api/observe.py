@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..keys import METRICS
+from ..keys import BREAKERS, METRICS, MONITOR
 from ..metrics import CONTENT_TYPE
 from ..security.auth import REQUEST_PRINCIPAL
 from ..trace import Trace, current_trace, end_trace, start_trace
@@ -88,3 +88,26 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     """Every metric series."""
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.get("/api/v1/ready")
+@endpoint(
+    "Readiness per binding instance (health and circuit); 503 while any is down",
+    tag="lollms",
+    access="public",
+)
+async def readiness(request: web.Request) -> web.Response:
+    """Each instance's latest health (the monitor's, or checked now) and circuit state."""
+    monitor = request.app[MONITOR]
+    stale = time.monotonic() - 2 * max(monitor.interval_s, 1.0)
+    if not monitor.latest or min(monitor.checked_at.values(), default=0.0) < stale:
+        await monitor.check_due()
+    states = {
+        name: {
+            "state": health.state,
+            "circuit": request.app[BREAKERS].of(name).current_state(),
+        }
+        for name, health in sorted(monitor.latest.items())
+    }
+    ready = all(s["state"] != "down" and s["circuit"] != "open" for s in states.values())
+    return web.json_response({"ready": ready, "instances": states}, status=200 if ready else 503)

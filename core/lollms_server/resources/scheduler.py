@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from ..errors import BackendUnavailable
+from ..errors import Overloaded
 
 ADMIN_PRIORITY = 0
 USER_PRIORITY = 1
@@ -54,7 +54,7 @@ class Lane:
             ticket.grant()
             return ticket
         if len(self.waiting) >= self.queue_size:
-            raise BackendUnavailable(
+            raise Overloaded(
                 f"the queue of {self.name} is full ({self.queue_size} waiting, "
                 f"{self.active} running); retry later",
                 retry_after=self.estimated_wait_s(len(self.waiting)) or 1.0,
@@ -132,7 +132,7 @@ class Scheduler:
         ticket.moved.clear()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise BackendUnavailable(
+            raise Overloaded(
                 f"waited {self.queue_timeout_s:g}s in the queue of {lane.name} without a slot",
                 retry_after=lane.estimated_wait_s(lane.position(ticket)) or 1.0,
             )

@@ -1,0 +1,90 @@
+"""Fallbacks and load balancing across the targets of a route, guarded by circuit breakers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .circuit import CircuitBreaker
+from .errors import LollmsError, NotSupported, Overloaded
+from .registry import Target
+from .resources.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def ordered_candidates(target: Target, scheduler: Scheduler) -> list[Target]:
+    """The target then its fallbacks; for `least-busy` routes, the least loaded first."""
+    candidates = [dataclasses.replace(target, fallbacks=()), *target.fallbacks]
+    if target.strategy == "least-busy":
+        candidates.sort(key=lambda t: _load(t, scheduler))
+    return candidates
+
+
+def _load(target: Target, scheduler: Scheduler) -> float:
+    lane = scheduler.lanes.get((target.binding.instance_name, target.model))
+    return 0.0 if lane is None else (lane.active + len(lane.waiting)) / lane.capacity
+
+
+def is_backend_failure(exc: BaseException) -> bool:
+    """A failure of the backend itself (5xx), as opposed to a bad request or a missing feature."""
+    return (
+        isinstance(exc, LollmsError)
+        and exc.status >= 500
+        and not isinstance(exc, (NotSupported, Overloaded))
+    )
+
+
+class Attempt:
+    """One try of one target: feeds its breaker and decides whether the next target may try.
+
+    Leaving the block with a backend failure (or a full queue) before anything was sent to the
+    client suppresses the error when another target remains, so the caller's loop goes on.
+    """
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        target: Target,
+        *,
+        last: bool,
+        fallback_of: str | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self.breaker = breaker
+        self.target = target
+        self.last = last
+        self.fallback_of = fallback_of
+        self.metrics = metrics
+        self.committed = False
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            self.breaker.success()
+            if self.fallback_of is not None and self.metrics is not None:
+                self.metrics.fallbacks.labels(self.fallback_of, self.target.ref).inc()
+            return False
+        if is_backend_failure(exc):
+            self.breaker.failure(getattr(exc, "message", str(exc)))
+        elif isinstance(exc, LollmsError) and not isinstance(exc, Overloaded):
+            self.breaker.success()  # the backend answered; the request was at fault
+        else:
+            self.breaker.trial_running = False
+        can_hand_over = is_backend_failure(exc) or isinstance(exc, Overloaded)
+        if can_hand_over and not self.last and not self.committed:
+            log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
+            return True
+        return False

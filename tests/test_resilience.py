@@ -1,0 +1,150 @@
+"""Circuit breakers, fallback routes, least-busy balancing, the health monitor, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from lollms_server.keys import BREAKERS, MONITOR
+
+Client = TestClient[Any, Any]
+
+
+def config(make_config: Any, **extra: Any) -> Any:
+    raw = {
+        "bindings": {
+            "good": {"type": "echo", "delay_ms": 50},
+            "other": {"type": "echo", "delay_ms": 50},
+            "broken": {"type": "echo", "down": True},
+        },
+        "defaults": {"ttt": "good"},
+        "resilience": {"failure_threshold": 2, "cooldown_s": 0.3, "health_interval_s": 0},
+        **extra,
+    }
+    return make_config(raw)
+
+
+def ask(model: str | None = None, binding: str | None = None, **more: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"input_data": [{"type": "text", "data": "hello there"}], **more}
+    if model:
+        body["model_name"] = model
+    if binding:
+        body["binding_name"] = binding
+    return body
+
+
+async def metric(client: Client, name: str, **labels: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_circuit_opens_fails_fast_then_recovers(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config))
+    for _ in range(2):
+        response = await client.post("/api/v1/generate", json=ask("fail", "good"))
+        assert response.status == 503
+    assert client.server.app[BREAKERS].of("good").current_state() == "open"
+    assert await metric(client, "lollms_circuit_state", instance="good") == 2
+    refused = await client.post("/api/v1/generate", json=ask("echo", "good"))
+    error = (await refused.json())["error"]
+    assert refused.status == 503 and "circuit open" in error["message"]
+    assert error["binding"] == "good" and int(refused.headers["Retry-After"]) >= 1
+    await asyncio.sleep(0.35)  # cooldown over: one trial goes through and closes the circuit
+    trial = await client.post("/api/v1/generate", json=ask("echo", "good"))
+    assert trial.status == 200
+    assert client.server.app[BREAKERS].of("good").current_state() == "closed"
+
+
+async def test_readiness_reports_instances(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config))
+    ready = await client.get("/api/v1/ready")
+    body = await ready.json()
+    assert ready.status == 503 and body["ready"] is False  # `broken` is down
+    assert body["instances"]["broken"] == {"state": "down", "circuit": "closed"}
+    assert body["instances"]["good"] == {"state": "up", "circuit": "closed"}
+    remote = await client.get("/api/v1/ready", headers={"Host": "evil.example"})
+    assert remote.status == 503  # public, like health: no key needed
+
+
+async def test_a_bad_request_does_not_open_the_circuit(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config))
+    for _ in range(3):
+        response = await client.post("/api/v1/generate", json=ask("no-such-model", "good"))
+        assert response.status == 404
+    assert client.server.app[BREAKERS].of("good").current_state() == "closed"
+
+
+async def test_fallback_route_serves_and_says_who(make_client: Any, make_config: Any) -> None:
+    routes = {"routes": {"chat": ["broken/echo", "good/echo"]}}
+    client: Client = await make_client(config(make_config, **routes))
+    response = await client.post("/api/v1/generate", json=ask("chat"))
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["binding_instance"] == "good" and body["output"][0]["data"] == "hello there"
+    assert await metric(client, "lollms_fallbacks_total", route="chat", instance="good/echo") == 1
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"model": "chat", "messages": [{"role": "user", "content": "via openai"}]},
+    )
+    assert chat.status == 200
+    assert (await chat.json())["choices"][0]["message"]["content"] == "via openai"
+    streamed = await client.post("/api/v1/generate", json=ask("chat", stream=True))
+    events = [
+        json.loads(line[6:])
+        for line in (await streamed.text()).splitlines()
+        if line[:6] == "data: "
+    ]
+    assert [e["type"] for e in events].count("error") == 0
+    assert events[-1]["metadata"]["binding_instance"] == "good"
+
+
+async def test_every_target_down_is_a_503(make_client: Any, make_config: Any) -> None:
+    routes = {"routes": {"chat": ["broken/echo", "broken/slow"]}}
+    client: Client = await make_client(config(make_config, **routes))
+    response = await client.post("/api/v1/generate", json=ask("chat"))
+    assert response.status == 503
+    assert (await response.json())["error"]["binding"] == "broken"
+
+
+async def test_least_busy_spreads_concurrent_requests(make_client: Any, make_config: Any) -> None:
+    raw = {
+        "bindings": {
+            "a": {"type": "echo", "delay_ms": 100, "max_concurrent": 1},
+            "b": {"type": "echo", "delay_ms": 100, "max_concurrent": 1},
+        },
+        "defaults": {"ttt": "a"},
+        "routes": {"pool": {"targets": ["a/slow", "b/slow"], "strategy": "least-busy"}},
+    }
+    client: Client = await make_client(make_config(raw))
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/generate", json=ask("pool")) for _ in range(2))
+    )
+    served = sorted([(await r.json())["binding_instance"] for r in responses])
+    assert served == ["a", "b"]
+
+
+async def test_monitor_closes_a_circuit_when_the_instance_answers(
+    make_client: Any, make_config: Any
+) -> None:
+    client: Client = await make_client(config(make_config))
+    app = client.server.app
+    breaker = app[BREAKERS].of("good")
+    breaker.cooldown_s = 3600
+    for _ in range(2):
+        breaker.failure("simulated outage")
+    assert breaker.current_state() == "open"
+    await app[MONITOR].check_due()
+    assert breaker.current_state() == "half_open"  # it answers: the next call is a trial
+    response = await client.post("/api/v1/generate", json=ask("echo", "good"))
+    assert response.status == 200
+    assert breaker.current_state() == "closed"
+    assert app[MONITOR].latest["broken"].state == "down"
+    assert app[BREAKERS].of("broken").current_state() == "closed"  # never opened by health alone
