@@ -31,8 +31,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core tests (echo binding, no backend needed)."""
-    session.install("-e", ".[test]")
+    """The core tests (echo binding, no backend needed), browser tests included."""
+    session.install("-e", ".[test,browser]")
     session.run("pytest", "tests", *session.posargs)
 
 

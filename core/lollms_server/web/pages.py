@@ -1,20 +1,39 @@
-"""Page handlers: the dashboard and its self-refreshing status partial."""
+"""The web face: page routes, templates, static files and the request counters.
+
+`setup(app, user_templates)` is all the application factory calls. Templates load from the
+user's folder first (`<data dir>/templates`), then the core's; the Jinja2 environment renders
+asynchronously with autoescape on. Each module of this package holds one page (or one family
+of pages); this one only puts them together.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
 import jinja2
+import psutil
 from aiohttp import web
 
-from .. import __version__, health
-from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT
+from ..keys import PLUGINS, WEB_ACTIVITY, WEB_STREAMS
+from . import admin, apidocs, bindings_page, chat, dashboard, library, media, models_page, streams
+from .activity import Activity, activity_middleware
+from .filters import FILTERS
+from .streams import StreamRegistry
 
-routes = web.RouteTableDef()
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+routes: list[web.AbstractRouteDef] = [
+    *dashboard.routes,
+    *bindings_page.routes,
+    *models_page.routes,
+    *library.routes,
+    *chat.routes,
+    *media.routes,
+    *streams.routes,
+    *admin.routes,
+    *apidocs.routes,
+]
 
 
 def templates_dir() -> Path:
@@ -25,41 +44,35 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "templates"
 
 
+def setup(app: web.Application, user_templates: Path) -> None:
+    """Mount the pages and static files, set up Jinja2, start counting requests."""
+    app.router.add_routes(routes)
+    setup_templates(app, user_templates)
+    activity = Activity()
+    app[WEB_ACTIVITY] = activity
+    app[WEB_STREAMS] = StreamRegistry()
+    app.middlewares.append(activity_middleware(activity))
+    psutil.cpu_percent(interval=None)  # the first reading starts the CPU measurement window
+
+
 def setup_templates(app: web.Application, user_dir: Path) -> None:
     """Jinja2 with autoescape and async rendering; user templates override core ones."""
     loader = jinja2.ChoiceLoader(
         [jinja2.FileSystemLoader(str(user_dir)), jinja2.FileSystemLoader(str(templates_dir()))]
     )
-    aiohttp_jinja2.setup(app, loader=loader, enable_async=True, autoescape=True)
+    env = aiohttp_jinja2.setup(
+        app, loader=loader, enable_async=True, autoescape=True, filters=FILTERS
+    )
+    env.globals.update(_plugin_template_vars(app))
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
 
 
-async def render(
-    request: web.Request, page: str, partial: str, context: dict[str, Any]
-) -> web.Response:
-    """The full page, or only the partial when htmx asks for it (HX-Request)."""
-    name = partial if request.headers.get("HX-Request") == "true" else page
-    response = await aiohttp_jinja2.render_template_async(name, request, context)
-    response.headers["Vary"] = "HX-Request"
-    return response
-
-
-@routes.get("/", name="dashboard")
-async def dashboard(request: web.Request) -> web.Response:
-    """Server status, binding instances and their health."""
-    return await render(request, "dashboard.html", "_status.html", await _status(request))
-
-
-async def _status(request: web.Request) -> dict[str, Any]:
-    registry = request.app[REGISTRY]
-    states = await health.check_all(registry)
-    return {
-        "version": __version__,
-        "uptime_s": int(time.time() - request.app[STARTED_AT]),
-        "listen": f"{request.app[CONFIG].host}:{request.app[CONFIG].port}",
-        "instances": [
-            {"name": b.instance_name, "type": b.name, "health": states[b.instance_name]}
-            for b in registry
-        ],
-        "plugin_errors": request.app[PLUGINS].errors,
-    }
+def _plugin_template_vars(app: web.Application) -> dict[str, Any]:
+    """Variables from plugins' `extra_template_vars` hooks, for every template."""
+    merged: dict[str, Any] = {}
+    plugins = app.get(PLUGINS)
+    if plugins is None:
+        return merged
+    for _name, values in plugins.collect("extra_template_vars"):
+        merged.update(values)
+    return merged

@@ -1,0 +1,97 @@
+"""The bindings page: binding types from plugins, configured instances, health, load/unload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from .. import health
+from ..errors import LollmsError
+from ..generation import guarded
+from ..keys import CONFIG, PLUGINS, REGISTRY
+from .catalog import binding_types, gather_models, instance_view, list_instance
+from .filters import human_bytes
+from .forms import ModelActionForm, read_action, read_page_form
+from .render import is_htmx, page_handler, render, see_other
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/bindings", name="bindings")
+@page_handler
+async def bindings(request: web.Request) -> web.Response:
+    """Binding types and instances (settings masked), with health and models."""
+    registry = request.app[REGISTRY]
+    states, listings = await asyncio.gather(health.check_all(registry), gather_models(registry))
+    plugins = request.app[PLUGINS]
+    context = {
+        "types": binding_types(plugins),
+        "plugin_errors": plugins.errors,
+        "instances": [
+            instance_view(registry, b, states[b.instance_name], listing)
+            for b, listing in zip(registry, listings, strict=True)
+        ],
+    }
+    return await render(request, "bindings.html", "_bindings.html", context)
+
+
+async def _instance(
+    request: web.Request, notice: str | None = None, failure: LollmsError | None = None
+) -> web.Response:
+    registry = request.app[REGISTRY]
+    binding = registry.get(request.match_info["instance"])
+    state, listing = await asyncio.gather(health.check(binding), list_instance(binding))
+    context: dict[str, Any] = {
+        "instance": instance_view(registry, binding, state, listing),
+        "notice": notice,
+        "failure": failure,
+    }
+    status = failure.status if failure else 200
+    return await render(request, "bindings.html", "_instance.html", context, status=status)
+
+
+@routes.post("/bindings/{instance}/health")
+@page_handler
+async def check_health(request: web.Request) -> web.StreamResponse:
+    """Check one instance's health now."""
+    await read_action(request)
+    if not is_htmx(request):
+        request.app[REGISTRY].get(request.match_info["instance"])  # 404 for an unknown one
+        return see_other("/bindings")
+    return await _instance(request)
+
+
+@routes.post("/bindings/{instance}/load")
+@page_handler
+async def load(request: web.Request) -> web.StreamResponse:
+    """Load one model of an instance."""
+    return await _model_action(request, "load")
+
+
+@routes.post("/bindings/{instance}/unload")
+@page_handler
+async def unload(request: web.Request) -> web.StreamResponse:
+    """Unload one model of an instance."""
+    return await _model_action(request, "unload")
+
+
+async def _model_action(request: web.Request, action: str) -> web.StreamResponse:
+    binding = request.app[REGISTRY].get(request.match_info["instance"])
+    model = (await read_page_form(request, ModelActionForm))["model"]
+    timeout = request.app[CONFIG].request_timeout_s
+    try:
+        if action == "load":
+            used = await guarded(binding, binding.load(model), timeout)
+            notice = f"loaded {model}" + (f" ({human_bytes(used)})" if used else "")
+        else:
+            await guarded(binding, binding.unload(model), timeout)
+            notice = f"unloaded {model}"
+    except LollmsError as exc:
+        if not is_htmx(request):
+            raise
+        return await _instance(request, failure=exc)  # the error shows inside its instance
+    if not is_htmx(request):
+        return see_other("/bindings")
+    return await _instance(request, notice)

@@ -1,0 +1,105 @@
+"""The chat playground: pick a model and personality, set sampling, talk; answers stream in.
+
+With htmx the POST returns the new exchange (the user's turn and an assistant turn that
+streams over SSE, see `streams`). Without JavaScript the same form posts to the same URL and
+gets the whole page back with the finished answer. The conversation lives in the page: every
+turn carries hidden `history_role`/`history_text` inputs bound to the form (`form="chat-form"`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..bindings import ChatMessage
+from ..generation import Prepared
+from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
+from .catalog import choices, gather_models
+from .forms import ChatForm, read_page_form
+from .render import is_htmx, page_handler, render
+
+routes = web.RouteTableDef()
+SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "seed")
+
+
+@routes.get("/playground", name="playground")
+async def playground(request: web.Request) -> web.Response:
+    """The playground starts with chat."""
+    raise web.HTTPFound("/playground/chat")
+
+
+@routes.get("/playground/chat", name="chat")
+@page_handler
+async def chat_page(request: web.Request) -> web.Response:
+    """The chat playground, empty (`?personality=` and `?model=` preselect)."""
+    form = {key: request.query[key] for key in ("model", "personality") if key in request.query}
+    return await render(request, "chat.html", "_chat.html", await _context(request, form))
+
+
+async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]:
+    listings = await gather_models(request.app[REGISTRY])
+    store = request.app[PERSONALITIES]
+    return {
+        "form": form,
+        "choices": choices(listings, "ttt"),
+        "personalities": sorted(store.by_name),
+        "turns": [],
+    }
+
+
+@routes.post("/playground/chat")
+@page_handler
+async def chat_send(request: web.Request) -> web.Response:
+    """Send a prompt: stream the answer (htmx) or answer in a new page (no JavaScript)."""
+    form = await read_page_form(request, ChatForm)
+    prepared = await prepare_chat(request, form)
+    history = [
+        {"role": role, "text": text}
+        for role, text in zip(form["history_role"], form["history_text"], strict=True)
+    ]
+    user_turn = {"role": "user", "text": form["prompt"]}
+    if is_htmx(request):
+        entry = request.app[WEB_STREAMS].add(prepared, "chat")
+        streaming: dict[str, Any] = {
+            "role": "assistant",
+            "stream_id": entry.id,
+            "target": prepared.target.ref,
+        }
+        return await render(
+            request, "chat.html", "_chat_exchange.html", {"turns": [user_turn, streaming]}
+        )
+    result = await request.app[GENERATION].generate(prepared)
+    text = next((o for o in result.outputs if o.type == "text"), None)
+    assistant: dict[str, Any] = {
+        "role": "assistant",
+        "text": text.text if text else "",
+        "thoughts": text.thoughts if text else None,
+        "target": prepared.target.ref,
+        "usage": result.usage,
+        "finish_reason": result.finish_reason,
+    }
+    context = await _context(request, {**form, "prompt": ""})
+    context["turns"] = [*history, user_turn, assistant]
+    return await render(request, "chat.html", "_chat.html", context)
+
+
+async def prepare_chat(request: web.Request, form: dict[str, Any]) -> Prepared:
+    """Resolve the target and build the generation through the one GenerationService path."""
+    instance, _, model = (form["model"] or "").partition("/")
+    target = await request.app[REGISTRY].resolve("ttt", instance or None, model or None)
+    messages = []
+    if form["system_prompt"].strip():
+        messages.append(ChatMessage("system", form["system_prompt"]))
+    for role, text in zip(form["history_role"], form["history_text"], strict=True):
+        messages.append(ChatMessage(role, text))
+    messages.append(ChatMessage("user", form["prompt"]))
+    parameters = {key: form[key] for key in SAMPLING if form[key] is not None}
+    return await request.app[GENERATION].prepare(
+        face="web",
+        generation_type="ttt",
+        target=target,
+        messages=messages,
+        parameters=parameters,
+        personality=form["personality"],
+    )

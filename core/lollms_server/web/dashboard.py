@@ -1,0 +1,96 @@
+"""The dashboard: server, binding health, loaded models, host and GPU use, request counts.
+
+The page includes `_status.html`, which polls itself (htmx `every 5s`) so the numbers refresh
+without reloading the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from .. import health
+from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT, WEB_ACTIVITY, WEB_STREAMS
+from ..resources import gpu
+from .catalog import gather_models
+from .render import page_handler, render
+
+routes = web.RouteTableDef()
+REFRESH_S = 5
+
+
+@routes.get("/", name="dashboard")
+@page_handler
+async def dashboard(request: web.Request) -> web.Response:
+    """Server status, instance health, loaded models, resources, activity."""
+    return await render(request, "dashboard.html", "_status.html", await status(request))
+
+
+async def status(request: web.Request) -> dict[str, Any]:
+    """Everything the status partial shows, read now."""
+    registry = request.app[REGISTRY]
+    states, listings, gpus = await asyncio.gather(
+        health.check_all(registry), gather_models(registry), asyncio.to_thread(gpu.probe)
+    )
+    loaded: list[dict[str, Any]] = [
+        {"instance": listing.name, "model": model}
+        for listing in listings
+        for model in listing.models
+        if model.loaded
+    ]
+    activity = request.app[WEB_ACTIVITY].snapshot()
+    activity["page_streams"] = request.app[WEB_STREAMS].running
+    config = request.app[CONFIG]
+    return {
+        "uptime_s": int(time.time() - request.app[STARTED_AT]),
+        "started_at": request.app[STARTED_AT],
+        "listen": f"{config.host}:{config.port}",
+        "instances": [
+            {
+                "name": b.instance_name,
+                "type": b.name,
+                "health": states[b.instance_name],
+                "models": len(listing.models),
+                "error": listing.error,
+            }
+            for b, listing in zip(registry, listings, strict=True)
+        ],
+        "loaded": loaded,
+        "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),
+        "host": host_usage(),
+        "gpu": gpus,
+        "activity": activity,
+        "plugin_errors": request.app[PLUGINS].errors,
+        "refresh_s": REFRESH_S,
+    }
+
+
+def host_usage() -> dict[str, Any]:
+    """CPU and memory of the machine and of this process (psutil)."""
+    memory = psutil.virtual_memory()
+    process = psutil.Process()
+    with process.oneshot():
+        rss = process.memory_info().rss
+        threads = process.num_threads()
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_count": psutil.cpu_count() or 0,
+        "load": _load_average(),
+        "ram_total": memory.total,
+        "ram_used": memory.total - memory.available,
+        "ram_percent": memory.percent,
+        "process_rss": rss,
+        "process_threads": threads,
+    }
+
+
+def _load_average() -> tuple[float, float, float] | None:
+    try:
+        one, five, fifteen = psutil.getloadavg()
+        return one, five, fifteen
+    except (AttributeError, OSError):
+        return None

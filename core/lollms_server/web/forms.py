@@ -1,0 +1,161 @@
+"""Page forms: reading urlencoded or multipart bodies and validating them (422 on failure).
+
+Forms post the same fields with or without htmx. An empty text field means "not given" (the
+binding's default), a file input left empty means no file. Validation reuses the API's
+`validate`, so a page gets the same 422 messages as the API would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from ..api.endpoint import UploadedFile, read_body, read_form
+from ..api.endpoint import validate as validate_data
+from ..errors import UnsupportedMediaType
+
+MAX_PROMPT = 200_000
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+class Upload(fields.Field[UploadedFile]):
+    """A file of a multipart form."""
+
+    default_error_messages = {"invalid": "choose a file to upload"}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> UploadedFile:
+        if not isinstance(value, UploadedFile):
+            raise self.make_error("invalid")
+        return value
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("must not be empty")
+
+
+class PageForm(Schema):
+    """Base of the page forms: unknown fields (buttons and such) are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class ChatForm(PageForm):
+    """The chat playground: target, personality, sampling, conversation so far, new prompt."""
+
+    model = fields.String(load_default=None)
+    personality = fields.String(load_default=None)
+    system_prompt = fields.String(load_default="", validate=validate.Length(max=MAX_PROMPT))
+    prompt = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
+    temperature = fields.Float(load_default=None, validate=validate.Range(0, 2))
+    max_tokens = fields.Integer(load_default=None, validate=validate.Range(1, 1_000_000))
+    top_p = fields.Float(load_default=None, validate=validate.Range(0, 1))
+    top_k = fields.Integer(load_default=None, validate=validate.Range(0, 1_000_000))
+    seed = fields.Integer(load_default=None, validate=validate.Range(0, 2**63 - 1))
+    history_role = fields.List(
+        fields.String(validate=validate.OneOf(["user", "assistant"])), load_default=list
+    )
+    history_text = fields.List(fields.String(), load_default=list)
+
+    @validates_schema
+    def _history_pairs(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if len(data["history_role"]) != len(data["history_text"]):
+            raise ValidationError("every history turn needs a role and a text", "history_text")
+
+
+class ImageForm(PageForm):
+    """The image playground; an uploaded image makes it image-to-image."""
+
+    model = fields.String(load_default=None)
+    prompt = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
+    negative_prompt = fields.String(load_default=None, validate=validate.Length(max=MAX_PROMPT))
+    width = fields.Integer(load_default=None, validate=validate.Range(8, 8192))
+    height = fields.Integer(load_default=None, validate=validate.Range(8, 8192))
+    steps = fields.Integer(load_default=None, validate=validate.Range(1, 1000))
+    seed = fields.Integer(load_default=None, validate=validate.Range(0, 2**63 - 1))
+    strength = fields.Float(load_default=None, validate=validate.Range(0, 1))
+    image = Upload(load_default=None)
+
+
+class SpeechForm(PageForm):
+    """Text to speech."""
+
+    model = fields.String(load_default=None)
+    text = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
+    voice = fields.String(load_default=None)
+
+
+class TranscribeForm(PageForm):
+    """Speech to text from an uploaded audio file."""
+
+    model = fields.String(load_default=None)
+    file = Upload(required=True)
+    language = fields.String(load_default=None, validate=validate.Length(max=16))
+
+
+class ModelActionForm(PageForm):
+    """Load or unload one model of an instance."""
+
+    model = fields.String(required=True, validate=_not_blank)
+
+
+class LoginForm(PageForm):
+    """The key-entry form."""
+
+    key = fields.String(required=True, validate=[validate.Length(max=512), _not_blank])
+    next = fields.String(load_default="/")
+
+
+async def read_page_form(request: web.Request, schema: type[Schema]) -> dict[str, Any]:
+    """Read and validate a posted form; a failure raises ValidationFailed (422).
+
+    Only form bodies are accepted (urlencoded or multipart; no body at all is an empty form):
+    anything else is a 415, after the body was read so that an oversize one is a 413 first.
+    """
+    if request.content_type.startswith("multipart/"):
+        raw = await read_form(request)
+    elif request.content_type == URLENCODED:
+        posted = await request.post()
+        raw = {}
+        for name in posted:
+            values = posted.getall(name)
+            raw[name] = values if len(values) > 1 else values[0]
+    elif not request.body_exists and request.content_type == "application/octet-stream":
+        raw = {}  # no body at all (what clients send for a bodiless POST)
+    else:
+        await read_body(request)
+        raise UnsupportedMediaType(
+            f"send this page a form ({URLENCODED} or multipart/form-data), "
+            f"not {request.content_type}"
+        )
+    return validate_data(schema, clean(raw, schema))
+
+
+async def read_action(request: web.Request) -> None:
+    """Check the body of a form that posts no fields (a button): a form, or nothing."""
+    await read_page_form(request, PageForm)
+
+
+def clean(raw: dict[str, Any], schema: type[Schema]) -> dict[str, Any]:
+    """Drop empty fields and empty file inputs; wrap single values of list fields."""
+    list_fields = {n for n, f in schema().fields.items() if isinstance(f, fields.List)}
+    data: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in list_fields:
+            data[name] = value if isinstance(value, list) else [value]
+        elif isinstance(value, UploadedFile):
+            if value.filename or value.data:
+                data[name] = value
+        elif isinstance(value, str) and value.strip() == "":
+            continue
+        else:
+            data[name] = value
+    return data
+
+
+def query_text(request: web.Request, name: str, limit: int = 200) -> str:
+    """A short text parameter of the query string ('' when absent)."""
+    return request.query.get(name, "").strip()[:limit]

@@ -1,0 +1,117 @@
+"""Rendering: one partial serves the full page and the htmx swap; errors render in place.
+
+A page template `{% include %}`s its partial; `render` returns the partial alone when htmx asks
+(`HX-Request: true`) and always sends `Vary: HX-Request`. `page_handler` turns every error a
+page handler raises into the `_error.html` partial (a full `error.html` page without htmx) with
+the error's status, so a 422 from a form swaps in where the result would have gone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from .. import __version__
+from ..api.middleware import from_http_exception
+from ..errors import LollmsError
+
+log = logging.getLogger(__name__)
+VARY = {"Vary": "HX-Request"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (link, label, the path prefix that marks it current)
+NAV = (
+    ("/", "Dashboard", "/"),
+    ("/bindings", "Bindings", "/bindings"),
+    ("/models", "Models", "/models"),
+    ("/personalities", "Personalities", "/personalities"),
+    ("/functions", "Functions", "/functions"),
+    ("/playground/chat", "Playground", "/playground"),
+    ("/admin/keys", "Keys", "/admin/keys"),
+    ("/admin/audit", "Audit", "/admin/audit"),
+    ("/api-docs", "API docs", "/api-docs"),
+)
+
+
+def is_htmx(request: web.Request) -> bool:
+    """True when htmx wants a fragment; a history restore (cache miss) needs the whole page."""
+    headers = request.headers
+    return (
+        headers.get("HX-Request") == "true" and headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def page_context(request: web.Request, context: Mapping[str, Any]) -> dict[str, Any]:
+    """What every template may use, plus the handler's own context."""
+    current = next((href for href, _, prefix in NAV if _under(request.path, prefix)), None)
+    return {"request": request, "nav": NAV, "current": current, "version": __version__, **context}
+
+
+def _under(path: str, prefix: str) -> bool:
+    if prefix == "/":
+        return path == "/"
+    return path == prefix or path.startswith(prefix + "/")
+
+
+async def render(
+    request: web.Request,
+    page: str,
+    partial: str,
+    context: Mapping[str, Any],
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """The full page, or only the partial when htmx asks for it."""
+    name = partial if is_htmx(request) else page
+    response = await aiohttp_jinja2.render_template_async(
+        name, request, page_context(request, context), status=status
+    )
+    response.headers.update(VARY)
+    response.headers.update(headers or {})
+    return response
+
+
+async def render_string(request: web.Request, template: str, context: Mapping[str, Any]) -> str:
+    """A template rendered to a string (for SSE payloads)."""
+    return await aiohttp_jinja2.render_string_async(
+        template, request, page_context(request, context)
+    )
+
+
+def see_other(location: str) -> web.Response:
+    """303 to a page: what a form posted without JavaScript gets after a successful action."""
+    return web.Response(status=303, headers={"Location": location, **VARY})
+
+
+async def render_error(request: web.Request, exc: LollmsError) -> web.Response:
+    """The error partial (or full error page) with the server's message and the error status."""
+    context = {"error": exc, "status": exc.status}
+    return await render(
+        request, "error.html", "_error.html", context, status=exc.status, headers=exc.headers()
+    )
+
+
+def page_handler(handler: Handler) -> Handler:
+    """Decorate a page handler so that its errors render as the error partial, in place."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LollmsError as exc:
+            return await render_error(request, exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return await render_error(request, from_http_exception(exc))
+        except Exception:  # a bug of ours: logged, shown without internals
+            log.exception("page %s %s failed", request.method, request.path)
+            return await render_error(request, LollmsError("internal server error; see the log"))
+
+    return wrapper

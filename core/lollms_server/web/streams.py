@@ -1,0 +1,259 @@
+"""Page streams: a generation prepared by a POST, run and streamed by a GET over SSE.
+
+The POST that starts a chat answer (or an image) prepares the generation and registers it here
+under a random id; its partial holds an `hx-ext="sse"` element whose `sse-connect` URL is
+`/playground/streams/<id>`. That GET claims the entry (once: a reconnect gets an error, never a
+second run), runs `GenerationService.stream` in a task and sends HTML-escaped SSE messages:
+`token` and `think` (text), `progress` (binding info), `failure` (the error partial; not
+`error`, which EventSource reserves for connection errors), then one `done` whose partial ends
+the stream; the client closes on it (`sse-close="done"`). The Stop
+button POSTs `/playground/streams/<id>/stop`, which cancels the task: that closes the binding's
+stream (the generation is logged as 499). Unclaimed entries expire after `PENDING_TTL_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..api.sse import ClientGone, open_sse
+from ..bindings import Chunk, Output, Usage, closing_stream
+from ..errors import LollmsError, NotFound
+from ..generation import GenerationService, Prepared
+from ..keys import GENERATION, WEB_STREAMS
+from ..security.principal import current as current_principal
+from .forms import read_action
+from .render import VARY, is_htmx, page_handler, render_string, see_other
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+PENDING_TTL_S = 120.0
+MAX_PENDING = 256
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+DONE_TEMPLATES = {"chat": "_chat_done.html", "image": "_image_result.html"}
+END = None
+
+
+@dataclass
+class PageStream:
+    """One prepared generation waiting for (or being streamed to) its page."""
+
+    id: str
+    prepared: Prepared
+    kind: str
+    context: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the key that started it (None: local access)
+    created: float = field(default_factory=time.monotonic)
+    claimed: bool = False
+    stopped: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        """Cancel the generation (closing the binding's stream), or keep it from starting."""
+        self.stopped = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class StreamRegistry:
+    """Page streams by id; unclaimed ones expire, the oldest go first when there are too many."""
+
+    def __init__(self, ttl_s: float = PENDING_TTL_S, max_pending: int = MAX_PENDING) -> None:
+        self.ttl_s = ttl_s
+        self.max_pending = max_pending
+        self.entries: dict[str, PageStream] = {}
+
+    def add(self, prepared: Prepared, kind: str, **context: Any) -> PageStream:
+        """Register a prepared generation; return its entry (with a fresh random id)."""
+        self._expire()
+        entry = PageStream(secrets.token_urlsafe(16), prepared, kind, dict(context), _caller())
+        self.entries[entry.id] = entry
+        return entry
+
+    def claim(self, stream_id: str) -> PageStream | None:
+        """The entry to stream, once; None when unknown, expired, claimed or someone else's."""
+        self._expire()
+        entry = self.get(stream_id)
+        if entry is None or entry.claimed:
+            return None
+        entry.claimed = True
+        return entry
+
+    def get(self, stream_id: str) -> PageStream | None:
+        """The entry, claimed or not, if the caller is the key that started it."""
+        entry = self.entries.get(stream_id)
+        return entry if entry is not None and entry.owner == _caller() else None
+
+    def finish(self, stream_id: str) -> None:
+        """Forget a finished stream."""
+        self.entries.pop(stream_id, None)
+
+    @property
+    def running(self) -> int:
+        """How many streams are being sent now."""
+        return sum(1 for entry in self.entries.values() if entry.claimed)
+
+    def _expire(self) -> None:
+        deadline = time.monotonic() - self.ttl_s
+        pending = [e for e in self.entries.values() if not e.claimed]
+        for entry in pending:
+            if entry.created < deadline:
+                del self.entries[entry.id]
+        pending = [e for e in pending if e.id in self.entries]
+        for entry in pending[: max(0, len(pending) - self.max_pending + 1)]:
+            del self.entries[entry.id]
+
+
+def _caller() -> str | None:
+    principal = current_principal()
+    return principal.key_id if principal is not None else None
+
+
+def sse_message(event: str, payload: str) -> bytes:
+    """One named SSE message; every line of `payload` becomes a `data:` line."""
+    lines = "".join(f"data: {line}\n" for line in LINE_BREAK.split(payload))
+    return f"event: {event}\n{lines}\n".encode()
+
+
+async def send(response: web.StreamResponse, event: str, payload: str) -> None:
+    """Write one message; a client that went away raises ClientGone."""
+    try:
+        await response.write(sse_message(event, payload))
+    except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
+        raise ClientGone() from exc
+
+
+@routes.get("/playground/streams/{stream_id}")
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Run a prepared page generation and stream it as HTML fragments."""
+    streams = request.app[WEB_STREAMS]
+    entry = streams.claim(request.match_info["stream_id"])
+    response = await open_sse(request, {"Cache-Control": "no-store"})
+    try:
+        if entry is None:
+            gone = NotFound("this stream has finished or expired; send the request again")
+            await send(response, "failure", await render_string(request, "_error.html", _err(gone)))
+            await send(response, "done", "")
+        else:
+            try:
+                await _run(request, response, entry)
+            finally:
+                streams.finish(entry.id)
+        await response.write_eof()
+    except ClientGone:
+        pass
+    return response
+
+
+@dataclass
+class _Collected:
+    """What a stream produced so far."""
+
+    answer: list[str] = field(default_factory=list)
+    thoughts: list[str] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: LollmsError | None = None
+
+
+async def _run(request: web.Request, response: web.StreamResponse, entry: PageStream) -> None:
+    queue: asyncio.Queue[Chunk | LollmsError | None] = asyncio.Queue()
+    entry.task = asyncio.create_task(_pump(request.app[GENERATION], entry.prepared, queue))
+    # END follows whatever ends the task, even a cancel (Stop) before it ever ran
+    entry.task.add_done_callback(lambda _task: queue.put_nowait(END))
+    if entry.stopped:
+        entry.task.cancel()
+    got = _Collected()
+    try:
+        while (item := await queue.get()) is not END:
+            if isinstance(item, LollmsError):
+                got.error = item
+            else:
+                await _forward(request, response, item, got)
+    finally:
+        if not entry.task.done():
+            entry.task.cancel()
+        await asyncio.gather(entry.task, return_exceptions=True)
+    if got.error is not None:
+        await send(
+            response, "failure", await render_string(request, "_error.html", _err(got.error))
+        )
+    context = {
+        **entry.context,
+        "stream_id": entry.id,
+        "answer": "".join(got.answer),
+        "thoughts": "".join(got.thoughts),
+        "outputs": got.outputs,
+        "usage": got.usage,
+        "finish_reason": "stopped" if entry.stopped else got.finish_reason,
+        "stopped": entry.stopped,
+        "failed": got.error is not None,
+        "elapsed_s": entry.prepared.elapsed_s,
+        "target": entry.prepared.target.ref,
+    }
+    await send(response, "done", await render_string(request, DONE_TEMPLATES[entry.kind], context))
+
+
+async def _forward(
+    request: web.Request, response: web.StreamResponse, chunk: Chunk, got: _Collected
+) -> None:
+    if chunk.type == "info":
+        progress = await render_string(
+            request, "_progress.html", {"message": chunk.content, "info": dict(chunk.metadata)}
+        )
+        await send(response, "progress", progress)
+        return
+    got.usage = chunk.usage or got.usage
+    got.finish_reason = chunk.finish_reason or got.finish_reason
+    if chunk.output is not None:
+        got.outputs.append(chunk.output)
+    if chunk.thoughts:
+        got.thoughts.append(chunk.thoughts)
+        await send(response, "think", html.escape(chunk.thoughts))
+    if chunk.content:
+        got.answer.append(chunk.content)
+        await send(response, "token", html.escape(chunk.content))
+
+
+async def _pump(
+    service: GenerationService,
+    prepared: Prepared,
+    queue: asyncio.Queue[Chunk | LollmsError | None],
+) -> None:
+    """Run the generation, putting its chunks (or its error) on the queue."""
+    try:
+        async with closing_stream(service.stream(prepared)) as chunks:
+            async for chunk in chunks:
+                queue.put_nowait(chunk)
+    except LollmsError as exc:
+        queue.put_nowait(exc)
+    except Exception:  # a bug of ours: logged, reported to the page without internals
+        log.exception("page stream %s failed", prepared.request.request_id)
+        queue.put_nowait(LollmsError("internal server error; see the server log"))
+
+
+def _err(error: LollmsError) -> dict[str, Any]:
+    return {"error": error, "status": error.status}
+
+
+@routes.post("/playground/streams/{stream_id}/stop")
+@page_handler
+async def stop(request: web.Request) -> web.StreamResponse:
+    """Stop a page generation: the stream then ends with what was produced."""
+    await read_action(request)
+    entry = request.app[WEB_STREAMS].get(request.match_info["stream_id"])
+    if entry is None:
+        raise NotFound("no running generation with this id; it may have finished")
+    entry.stop()
+    if is_htmx(request):
+        return web.Response(status=204, headers=VARY)
+    return see_other("/playground/chat" if entry.kind == "chat" else "/playground/image")

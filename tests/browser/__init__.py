@@ -1,0 +1,1 @@
+"""Browser tests (playwright + the system chromium)."""

@@ -1,0 +1,176 @@
+"""The pieces behind the pages: GPU probe, request counters, stream registry, SSE framing."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from lollms_server.keys import WEB_ACTIVITY
+from lollms_server.resources import gpu
+from lollms_server.web import filters
+from lollms_server.web.activity import face_of
+from lollms_server.web.streams import StreamRegistry, sse_message
+
+
+class FakeNVMLError(Exception):
+    """Stands in for pynvml.NVMLError."""
+
+
+class FakeNVML:
+    """The NVML calls `read_devices` makes, answered from fixed readings."""
+
+    NVMLError = FakeNVMLError
+
+    def __init__(self, devices: list[dict[str, Any]]) -> None:
+        self.devices = devices
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict[str, Any]:
+        return self.devices[index]
+
+    def nvmlDeviceGetName(self, handle: dict[str, Any]) -> Any:
+        return handle["name"]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> Any:
+        return SimpleNamespace(total=handle["total"], used=handle["used"], free=0)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: dict[str, Any]) -> Any:
+        if handle.get("util") is None:
+            raise FakeNVMLError("Not Supported")
+        return SimpleNamespace(gpu=handle["util"], memory=0)
+
+    def nvmlDeviceGetTemperature(self, handle: dict[str, Any], sensor: int) -> int:
+        assert sensor == 0
+        return int(handle["temp"])
+
+    def nvmlSystemGetDriverVersion(self) -> bytes:
+        return b"550.54.15"
+
+
+def test_no_gpu_is_reported_cleanly_on_this_machine() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver")
+    report = gpu.probe()
+    assert report.devices == () and not report.available
+    assert report.error is not None and report.error.startswith("no GPU")
+
+
+def test_gpu_readings_are_parsed() -> None:
+    fake = FakeNVML(
+        [
+            {"name": b"NVIDIA H100 80GB HBM3", "total": 80 * 2**30, "used": 20 * 2**30,
+             "util": 37, "temp": 41},
+            {"name": "MIG 1g.10gb", "total": 10 * 2**30, "used": 0, "util": None, "temp": 40},
+        ]
+    )  # fmt: skip
+    report = gpu.read_devices(fake)
+    assert report.available and report.driver_version == "550.54.15"
+    first, second = report.devices
+    assert first.name == "NVIDIA H100 80GB HBM3" and first.utilization_percent == 37
+    assert first.memory_used_percent == 25.0 and first.temperature_c == 41
+    assert second.utilization_percent is None  # not supported on a MIG slice: no failure
+    assert second.memory_used_percent == 0.0
+
+
+def test_gpu_probe_reports_an_nvml_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    pynvml = pytest.importorskip("pynvml")
+
+    def broken_count() -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", broken_count)
+    report = gpu.probe()
+    assert report.devices == () and report.error and "no GPU reading" in report.error
+
+
+async def test_dashboard_shows_gpu_readings(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNVML(
+        [{"name": "Test GPU", "total": 8 * 2**30, "used": 2**30, "util": 5, "temp": 50}]
+    )
+    monkeypatch.setattr(gpu, "probe", lambda: gpu.read_devices(fake))
+    html = await (await client.get("/", headers={"HX-Request": "true"})).text()
+    assert "<td>Test GPU</td>" in html and "1.0 GiB / 8.0 GiB" in html and "50 °C" in html
+    assert "no GPU" not in html
+
+
+@pytest.mark.parametrize(
+    ("path", "face"),
+    [
+        ("/v1/chat/completions", "openai"),
+        ("/api/v1/generate", "lollms"),
+        ("/api/chat", "ollama"),
+        ("/models", "web"),
+        ("/static/style.css", None),
+    ],
+)
+def test_faces(path: str, face: str | None) -> None:
+    assert face_of(path) == face
+
+
+async def test_request_counters(client: TestClient[Any, Any]) -> None:
+    activity = client.app[WEB_ACTIVITY]
+    await client.get("/static/style.css")
+    await client.get("/api/v1/health")
+    await client.get("/api/v1/nothing-here")
+    await client.post("/api/v1/generate", json={"input_data": [{"type": "text", "data": "x"}]})
+    await client.post("/v1/chat/completions", json={"model": "echo/echo", "messages": []})
+    snapshot = activity.snapshot()
+    assert snapshot["requests"] == 4  # static files are not counted
+    assert snapshot["errors"] == 2 and snapshot["generations"] == 2
+    assert {f["face"]: f["requests"] for f in snapshot["faces"]} == {"lollms": 3, "openai": 1}
+    assert snapshot["in_flight"] == 0 and snapshot["generations_in_flight"] == 0
+    assert snapshot["queue_depth"] is None
+
+
+def test_stream_registry_claims_once_and_expires() -> None:
+    registry = StreamRegistry(ttl_s=10, max_pending=3)
+    prepared: Any = SimpleNamespace()
+    first = registry.add(prepared, "chat")
+    assert registry.claim(first.id) is first
+    assert registry.claim(first.id) is None  # a reconnect never starts it again
+    assert registry.get(first.id) is first and registry.running == 1
+    registry.finish(first.id)
+    assert registry.get(first.id) is None
+    old = registry.add(prepared, "chat")
+    old.created -= 11
+    assert registry.claim(old.id) is None  # expired unclaimed
+    kept = [registry.add(prepared, "chat") for _ in range(5)]
+    assert len(registry.entries) == 3 and all(e.id in registry.entries for e in kept[-3:])
+    assert len({e.id for e in kept}) == 5 and all(len(e.id) >= 20 for e in kept)
+
+
+def test_sse_message_framing() -> None:
+    assert sse_message("token", "a") == b"event: token\ndata: a\n\n"
+    assert (
+        sse_message("token", "a\nb\r\nc\rd")
+        == b"event: token\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    )
+    assert sse_message("token", "\n") == b"event: token\ndata: \ndata: \n\n"
+    assert sse_message("done", "") == b"event: done\ndata: \n\n"
+
+
+def test_filters() -> None:
+    assert filters.human_bytes(None) == "" and filters.human_bytes(512) == "512 B"
+    assert filters.human_bytes(1536) == "1.5 KiB" and filters.human_bytes(3 * 2**30) == "3.0 GiB"
+    assert filters.human_count(135_000_000) == "135M" and filters.human_count(1_500) == "1.5K"
+    assert filters.human_count(None) == "" and filters.human_count(7) == "7"
+    assert filters.human_duration(5) == "5s" and filters.human_duration(3725) == "1h 02m 05s"
+    assert filters.human_duration(90061) == "1d 01h 01m"
+    assert filters.timestamp(0) == "1970-01-01 00:00:00"
+    assert filters.data_url(b"\x00", "image/png") == "data:image/png;base64,AA=="
+    assert filters.extension("audio/mpeg") == "mp3" and filters.extension("image/png") == "png"
