@@ -1,0 +1,381 @@
+"""The HTTP client bindings use to talk to OpenAI-compatible servers (aiohttp).
+
+It owns the connection settings (base URL, optional API key, connect/read timeouts), retries
+connect errors and 429/5xx answers before any byte of a response was consumed (Retry-After
+honoured, capped; see `resilience.RetryPolicy`), never follows redirects, parses server-sent
+events, and turns every failure into one of our errors naming the binding instance. The API key
+is sent as a bearer token and nowhere else: it never appears in a repr, a log line or an error
+message (an upstream that echoes it back gets it masked).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from .errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidRequest,
+    LollmsError,
+    ModelNotFound,
+    NotSupported,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from .resilience import Retryable, RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+#: Failures before any response byte that are safe to retry (nothing was consumed): refused
+#: or timed-out connects, and pooled keep-alive connections the server had already closed.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientOSError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerDisconnectedError,
+)
+MAX_ERROR_BODY = 64 * 1024
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+FormFactory = Callable[[], aiohttp.FormData]
+
+
+def display_url(url: str) -> str:
+    """`url` without user and password, safe to log."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return "<invalid url>"
+    return str(parsed.with_user(None)) if parsed.user or parsed.password else str(parsed)
+
+
+class Upstream:
+    """A client of one OpenAI-compatible server, on behalf of one binding instance."""
+
+    def __init__(
+        self,
+        instance: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 300.0,
+        retry: RetryPolicy | None = None,
+        label: str | None = None,
+    ) -> None:
+        self.instance = instance
+        self.base_url = base_url.rstrip("/")
+        self.url_for_logs = display_url(self.base_url)
+        self.label = label or f"backend of {instance!r}"
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.retry = retry or RetryPolicy()
+        self._api_key = api_key or None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        key = "***" if self._api_key else None
+        return f"Upstream({self.instance!r}, {self.url_for_logs!r}, api_key={key!r})"
+
+    async def close(self) -> None:
+        """Close the connection pool (idempotent)."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def get_json(
+        self, path: str, *, timeout_s: float | None = None, retry: bool = True
+    ) -> Any:
+        """GET `path` and decode its JSON answer."""
+        async with self._open("GET", path, timeout_s=timeout_s, retry=retry) as response:
+            return await self._json_of(response)
+
+    async def post_json(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        form: FormFactory | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """POST a JSON body (or a multipart form) and decode the JSON answer."""
+        async with self._open("POST", path, body=body, form=form, timeout_s=timeout_s) as response:
+            return await self._json_of(response)
+
+    async def post_for_bytes(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        form: FormFactory | None = None,
+    ) -> tuple[bytes, str]:
+        """POST and return the raw answer with its content type (audio, images)."""
+        async with self._open("POST", path, body=body, form=form) as response:
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self.error(exc, reading=True) from exc
+            return data, response.content_type
+
+    async def stream_events(
+        self, path: str, body: Mapping[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """POST and yield the JSON `data:` events of the SSE answer until `[DONE]`.
+
+        Closing the generator closes the HTTP response, so the server sees the client leave.
+        A stream cut mid-way raises BackendUnavailable and is never replayed. An upstream that
+        answers with plain JSON instead of a stream yields that object once.
+        """
+        async with self._open("POST", path, body=body) as response:
+            if response.content_type != "text/event-stream":
+                yield await self._json_of(response)
+                return
+            try:
+                async for data in sse_data(response.content, self.label):
+                    if data == "[DONE]":
+                        return
+                    event = self._decode(data)
+                    if isinstance(event, dict) and event.get("error"):
+                        raise self.status_error(_event_status(event), event, None, path)
+                    if isinstance(event, dict):
+                        yield event
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self.error(exc, reading=True) from exc
+            except RuntimeError as exc:  # aiohttp: the client was closed under the stream
+                raise BackendUnavailable(
+                    f"{self.label}: the connection was closed mid-answer", binding=self.instance
+                ) from exc
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        form: FormFactory | None = None,
+        timeout_s: float | None = None,
+        retry: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A successful (2xx) response, after retries; closed or released on exit."""
+        url = f"{self.base_url}{path}"
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s,
+            connect=min(self.connect_timeout_s, timeout_s or self.connect_timeout_s),
+            sock_read=self.read_timeout_s,
+        )
+        policy = self.retry if retry else RetryPolicy(attempts=1)
+        log.debug("%s %s%s for %s", method, self.url_for_logs, path, self.instance)
+        try:
+            async for attempt in policy.retrying(CONNECT_ERRORS):
+                with attempt:
+                    response = await self._send(method, url, path, body, form, timeout)
+        except LollmsError:
+            raise
+        except Retryable as exc:
+            raise self.status_error(exc.status or 502, exc.message, exc.retry_after, path) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self.error(exc) from exc
+        try:
+            yield response
+        finally:
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()  # unread body: drop the connection so the server stops too
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        form: FormFactory | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json, text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        response = await self._client().request(
+            method,
+            url,
+            json=body if form is None else None,
+            data=form() if form is not None else None,
+            headers=headers,
+            timeout=limits,
+            allow_redirects=False,
+        )
+        if response.status < 300:
+            return response
+        try:
+            payload = await _error_payload(response)
+        finally:
+            response.release()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if response.status == 429 or (response.status >= 500 and response.status != 501):
+            message = self.scrub(_message_of(payload))
+            log.warning("%s: %s answered %d: %s", self.label, path, response.status, message)
+            raise Retryable(message, status=response.status, retry_after=retry_after)
+        raise self.status_error(response.status, payload, retry_after, path)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def _json_of(self, response: aiohttp.ClientResponse) -> Any:
+        try:
+            text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self.error(exc, reading=True) from exc
+        except UnicodeDecodeError as exc:
+            raise BackendError(
+                f"{self.label} answered with undecodable text", binding=self.instance
+            ) from exc
+        return self._decode(text)
+
+    def _decode(self, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BackendError(
+                f"{self.label} answered with something that is not JSON: "
+                f"{self.scrub(text[:200])!r}",
+                binding=self.instance,
+            ) from None
+
+    def scrub(self, text: str) -> str:
+        """`text` with the API key (and this server's credentials) masked."""
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        if self.base_url != self.url_for_logs:
+            text = text.replace(self.base_url, self.url_for_logs)
+        return text
+
+    def error(self, exc: BaseException, *, reading: bool = False) -> LollmsError:
+        """One of our errors for a transport failure (connect, timeout, broken stream)."""
+        name = self.instance
+        if isinstance(exc, LollmsError):
+            return exc
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+            why = getattr(getattr(exc, "os_error", None), "strerror", None) or type(exc).__name__
+            log.warning("%s at %s cannot be reached: %s", self.label, self.url_for_logs, why)
+            return BackendUnavailable(f"{self.label} cannot be reached ({why})", binding=name)
+        if isinstance(exc, TimeoutError):
+            what = "stopped sending" if reading else "did not answer"
+            return BackendTimeout(
+                f"{self.label} {what} within {self.read_timeout_s}s", binding=name
+            )
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)):
+            where = "mid-answer" if reading else "before answering"
+            return BackendUnavailable(
+                f"{self.label} closed the connection {where} ({type(exc).__name__})", binding=name
+            )
+        return BackendError(
+            f"{self.label} failed: {type(exc).__name__}: {self.scrub(str(exc))}", binding=name
+        )
+
+    def status_error(
+        self, status: int, payload: Any, retry_after: float | None, path: str
+    ) -> LollmsError:
+        """Our error for an HTTP error status of the upstream, with its (masked) message."""
+        message = self.scrub(_message_of(payload))
+        text = f"{self.label} answered {status}: {message}"
+        kwargs: dict[str, Any] = {
+            "binding": self.instance,
+            "retry_after": retry_after,
+            "details": {"upstream_status": status},
+        }
+        if 300 <= status < 400:
+            return BackendError(
+                f"{self.label} answered with a redirect ({status}), not followed", **kwargs
+            )
+        if status == 404:
+            if "model" in json.dumps(payload).lower():
+                return ModelNotFound(text, param="model", **kwargs)
+            return NotSupported(f"{self.label} has no {path} (404)", **kwargs)
+        if status in (401, 403):
+            return BackendError(
+                f"{self.label} refused the configured credentials ({status})", **kwargs
+            )
+        mapped: dict[int, type[LollmsError]] = {
+            405: NotSupported,
+            408: BackendTimeout,
+            413: PayloadTooLarge,
+            415: UnsupportedMediaType,
+            422: ValidationFailed,
+            429: RateLimited,
+            501: NotSupported,
+            503: BackendUnavailable,
+            504: BackendTimeout,
+        }
+        cls = mapped.get(status) or (BackendError if status >= 500 else InvalidRequest)
+        return cls(text, **kwargs)
+
+
+async def sse_data(content: aiohttp.StreamReader, label: str) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (multi-line data joined by newlines)."""
+    buffer = b""
+    data: list[str] = []
+    size = 0
+    async for piece in content.iter_any():
+        buffer += piece
+        while (end := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                data, size = [], 0
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append((value[1:] if value.startswith(b" ") else value).decode())
+                size += len(value)
+        if size + len(buffer) > MAX_EVENT_BYTES:
+            raise BackendError(f"{label} sent an event over {MAX_EVENT_BYTES} bytes")
+    if buffer.startswith(b"data:"):
+        value = buffer[5:].rstrip(b"\r")
+        data.append((value[1:] if value.startswith(b" ") else value).decode())
+    if data:
+        yield "\n".join(data)
+
+
+async def _error_payload(response: aiohttp.ClientResponse) -> Any:
+    try:
+        raw = await response.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        return f"HTTP {response.status}"
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip() or f"HTTP {response.status}"
+
+
+def _message_of(payload: Any) -> str:
+    """The human message of an error body in the OpenAI, FastAPI or plain-text shapes."""
+    if isinstance(payload, dict):
+        inner = payload.get("error", payload)
+        if isinstance(inner, dict):
+            for key in ("message", "detail", "msg"):
+                if isinstance(inner.get(key), str):
+                    return str(inner[key])[:500]
+            if isinstance(payload.get("detail"), str):
+                return str(payload["detail"])[:500]
+            return json.dumps(inner)[:500]
+        if isinstance(inner, str):
+            return inner[:500]
+    return str(payload)[:500]
+
+
+def _event_status(event: Mapping[str, Any]) -> int:
+    error = event.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code < 600 else 502

@@ -1,0 +1,316 @@
+"""The `llamacpp` binding: local GGUF models, each served by its own llama.cpp process.
+
+`load(model)` spawns `python -m lollms_llamacpp.worker` for the model (xllamacpp's server on a
+free 127.0.0.1 port, continuous batching over `n_parallel` slots); `unload(model)` ends that
+process, which is what frees its memory. A request for a model that is not loaded loads it
+first. A process that dies (a crash in llama.cpp, an OOM kill) fails its in-flight requests
+with a 503 naming the model, shows as `down` in health, and is restarted by the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from lollms_server import upstream_chat
+from lollms_server.bindings import (
+    Binding,
+    Chunk,
+    GenerationRequest,
+    Health,
+    HealthState,
+    ModelInfo,
+    Result,
+    monotonic_ms,
+)
+from lollms_server.config import default_data_dir
+from lollms_server.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+)
+from lollms_server.resilience import RetryPolicy
+from lollms_server.upstream import Upstream
+
+from .catalog import Catalog, ModelFile, model_info
+from .process import ModelProcess, unavailable
+from .settings import LlamaCppSettings
+from .worker import ALIAS
+
+#: llama.cpp sampling parameters passed on besides OpenAI's standard ones.
+LLAMA_PARAMETERS = (
+    "top_k",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "dry_multiplier",
+    "xtc_probability",
+    "xtc_threshold",
+    "grammar",
+    "json_schema",
+    "n_keep",
+    "cache_prompt",
+)
+
+#: A local process either answers or is dead: one quick retry (a stale pooled connection).
+LOCAL_RETRY = RetryPolicy(attempts=2, backoff_s=0.05, max_backoff_s=0.1, max_retry_after_s=1.0)
+
+
+class LlamaCppBinding(Binding):
+    """Local GGUF models served by managed llama.cpp server processes."""
+
+    name = "llamacpp"
+    title = "llama.cpp (local GGUF models)"
+    description = "GGUF models from local folders, one llama.cpp server process per loaded model."
+    capabilities = frozenset({"ttt", "stream", "load_unload", "embeddings", "tools"})
+    ConfigSchema = LlamaCppSettings
+
+    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(instance_name, config)
+        self.data_dir: Path | None = None  # set from the server's config by the plugin hook
+        self.log = logging.getLogger(f"lollms_llamacpp.{instance_name}")
+        self._catalog: Catalog | None = None
+        self._processes: dict[str, ModelProcess] = {}
+        self._upstreams: dict[str, Upstream] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- models -----------------------------------------------------------------------------
+
+    def folders(self) -> list[Path]:
+        """The models folders: `models_folders`, else `<data dir>/models/ttt`."""
+        configured = self.config.get("models_folders") or []
+        if configured:
+            return [Path(folder).expanduser() for folder in configured]
+        return [(self.data_dir or default_data_dir()) / "models" / "ttt"]
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog of the current folders (rebuilt when they change)."""
+        folders = self.folders()
+        if self._catalog is None or self._catalog.folders != folders:
+            self._catalog = Catalog(folders)
+        return self._catalog
+
+    async def _scan(self) -> dict[str, ModelFile]:
+        catalog = self.catalog
+        if not catalog.existing_folders():
+            shown = ", ".join(str(folder) for folder in catalog.folders)
+            raise BackendUnavailable(
+                f"no models folder of {self.instance_name!r} exists ({shown})",
+                binding=self.instance_name,
+            )
+        return await asyncio.to_thread(catalog.scan)
+
+    async def _file(self, model: str) -> ModelFile:
+        files = await self._scan()
+        found = files.get(model)
+        if found is None:
+            listed = ", ".join(sorted(files)) or "none"
+            raise ModelNotFound(
+                f"{self.instance_name!r} has no model {model!r}; models: {listed}",
+                binding=self.instance_name,
+                param="model",
+            )
+        if found.header is None:
+            raise BackendError(
+                f"model {model!r} of {self.instance_name!r} is not a readable GGUF file: "
+                f"{found.error}",
+                binding=self.instance_name,
+            )
+        return found
+
+    def is_embedding(self, file: ModelFile) -> bool:
+        """Listed in `embedding_models`, or a GGUF that declares a pooling type."""
+        return file.name in self.config.get("embedding_models", []) or file.declares_embedding
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every GGUF model of the folders, with header metadata and loaded state."""
+        files = await self._scan()
+        infos = []
+        for name, file in files.items():
+            process = self._processes.get(name)
+            loaded = process is not None and process.alive
+            memory = process.rss_bytes() if process is not None and loaded else None
+            infos.append(
+                model_info(
+                    file, embedding=self.is_embedding(file), loaded=loaded, memory_bytes=memory
+                )
+            )
+        return infos
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Load the `preload` models."""
+        for model in self.config.get("preload", []):
+            await self.load(model)
+
+    async def shutdown(self) -> None:
+        """Stop every model process."""
+        await asyncio.gather(*(self._discard(model) for model in list(self._processes)))
+
+    async def load(self, model: str) -> int | None:
+        """Start the model's process (idempotent); return its resident memory in bytes."""
+        process, _ = await self._serving(model)
+        return process.rss_bytes()
+
+    async def unload(self, model: str) -> None:
+        """End the model's process, freeing its memory (idempotent)."""
+        if model not in self._processes:
+            await self._file(model)  # unknown names are a 404, known ones a no-op
+            return
+        async with self._lock(model):
+            await self._discard(model)
+
+    def _lock(self, model: str) -> asyncio.Lock:
+        return self._locks.setdefault(model, asyncio.Lock())
+
+    async def _serving(self, model: str) -> tuple[ModelProcess, Upstream]:
+        """The model's running process and its client, starting (or restarting) it if needed."""
+        process = self._processes.get(model)
+        if process is None or not process.alive:
+            async with self._lock(model):
+                process = self._processes.get(model)
+                if process is None or not process.alive:
+                    process = await self._start(model)
+        return process, self._upstreams[model]
+
+    async def _start(self, model: str) -> ModelProcess:
+        file = await self._file(model)
+        if model in self._processes:
+            dead = self._processes[model]
+            self.log.warning("%s had died (status %s): restarting it", dead.what(), dead.returncode)
+            await self._discard(model)
+        process = ModelProcess(self.instance_name, model, self._worker_args(file), self.log)
+        await process.start(self.config.get("startup_timeout_s", 120.0))
+        self._processes[model] = process
+        self._upstreams[model] = Upstream(
+            self.instance_name,
+            process.url,
+            api_key=process.api_key,
+            label=process.what(),
+            read_timeout_s=self.config.get("read_timeout_s", 300.0),
+            retry=LOCAL_RETRY,
+        )
+        return process
+
+    def _worker_args(self, file: ModelFile) -> list[str]:
+        config = self.config
+        args = ["--model", str(file.path), "--alias", ALIAS]
+        args += ["--n-ctx", str(config.get("n_ctx", 4096))]
+        args += ["--n-parallel", str(config.get("n_parallel", 2))]
+        if config.get("n_threads"):
+            args += ["--n-threads", str(config["n_threads"])]
+        if config.get("n_gpu_layers") is not None:
+            args += ["--n-gpu-layers", str(config["n_gpu_layers"])]
+        if self.is_embedding(file):
+            args.append("--embedding")
+        if config.get("extra_args"):
+            args += ["--extra", json.dumps(config["extra_args"])]
+        return args
+
+    async def _discard(self, model: str) -> None:
+        process = self._processes.pop(model, None)
+        upstream = self._upstreams.pop(model, None)
+        if process is not None:  # first the process, so requests in flight see it go
+            await process.stop(self.config.get("stop_timeout_s", 10.0))
+            self.log.info("%s stopped (status %s)", process.what(), process.returncode)
+        if upstream is not None:
+            await upstream.close()
+
+    async def health(self) -> Health:
+        """Down without a models folder or when a loaded model's process is dead or mute."""
+        started = monotonic_ms()
+        catalog = self.catalog
+        if not catalog.existing_folders():
+            shown = ", ".join(str(folder) for folder in catalog.folders)
+            return Health("down", f"no models folder exists ({shown})", monotonic_ms() - started)
+        timeout = self.config.get("health_timeout_s", 3.0)
+        processes = list(self._processes.values())
+        problems = [p for p in await asyncio.gather(*(p.ping(timeout) for p in processes)) if p]
+        latency = monotonic_ms() - started
+        if problems:
+            state: HealthState = "down" if len(problems) == len(processes) else "degraded"
+            return Health(state, "; ".join(problems), latency)
+        loaded = ", ".join(sorted(self._processes)) or "none"
+        return Health("up", f"models loaded: {loaded}", latency)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Chunks from the model's llama.cpp server (loading the model first if needed)."""
+        process, upstream = await self._serving(request.model)
+        chunks = upstream_chat.stream(
+            upstream, request, ALIAS, prefix="/v1", extra_keys=LLAMA_PARAMETERS
+        )
+        async with self._watching(process), contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk  # closing this generator closes the HTTP stream at once
+
+    async def generate(self, request: GenerationRequest) -> Result:
+        """A whole answer from the model's llama.cpp server."""
+        process, upstream = await self._serving(request.model)
+        async with self._watching(process):
+            return await upstream_chat.generate(
+                upstream, request, ALIAS, prefix="/v1", extra_keys=LLAMA_PARAMETERS
+            )
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Embeddings from a model loaded in embedding mode."""
+        file = await self._file(model)
+        if not self.is_embedding(file):
+            raise InvalidRequest(
+                f"model {model!r} of {self.instance_name!r} is not loaded as an embedding "
+                "model; list it in the instance's embedding_models setting",
+                binding=self.instance_name,
+                param="model",
+            )
+        process, upstream = await self._serving(model)
+        async with self._watching(process):
+            return await upstream_chat.embed(upstream, texts, ALIAS, prefix="/v1")
+
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        """Token ids of `text` under the model's own tokenizer (no BOS added)."""
+        process, upstream = await self._serving(model)
+        async with self._watching(process):
+            answer = await upstream.post_json("/tokenize", {"content": text, "add_special": False})
+        return [int(token) for token in answer.get("tokens", [])]
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        """Text of token ids under the model's tokenizer; ids outside the vocabulary are a 400."""
+        file = await self._file(model)
+        vocab = file.header.vocab_size if file.header else None
+        if vocab is not None and any(not 0 <= token < vocab for token in tokens):
+            raise InvalidRequest(
+                f"token ids of {model!r} are 0-{vocab - 1}", binding=self.instance_name
+            )
+        process, upstream = await self._serving(model)
+        async with self._watching(process):
+            answer = await upstream.post_json("/detokenize", {"tokens": tokens})
+        return str(answer.get("content", ""))
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, process: ModelProcess) -> AsyncIterator[None]:
+        """Turn a failure seen through a dead process into a 503 naming the model."""
+        try:
+            yield
+        except BackendUnavailable as exc:
+            if process.alive and process.process is not None:
+                # the connection broke: give the OS a moment to report the exit
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(process.process.wait()), 1.0)
+            if process.alive:
+                raise
+            if not process.stopping:
+                self.log.error("%s died (status %s)", process.what(), process.returncode)
+            raise unavailable(process) from exc
