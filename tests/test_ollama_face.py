@@ -351,7 +351,7 @@ def test_face_of_ollama_paths() -> None:
     assert face_of("/api/chat") == face_of("/api") == face_of("/api/nope") == "ollama"
     assert face_of("/api/v1/generate") == face_of("/api/v1") == "lollms"
     assert face_of("/v1/models") == "openai"
-    assert face_of("/") == face_of("/apidocs") == "lollms"
+    assert face_of("/") == face_of("/apidocs") == "web"
 
 
 async def test_explicit_load_and_unload_need_an_admin_key(server: Client) -> None:

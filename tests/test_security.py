@@ -61,8 +61,10 @@ async def keys(client: Client) -> dict[str, str]:
 
 
 async def call(client: Client, method: str, url: str, headers: dict[str, str]) -> int:
-    response = await client.request(method, url, json={}, headers=headers)
+    response = await client.request(method, url, json={}, headers=headers, allow_redirects=False)
     await response.read()
+    if response.status == 303 and response.headers.get("Location", "").startswith("/login?"):
+        return 401  # a page without a key sends the browser to the login form
     return response.status
 
 
@@ -173,7 +175,7 @@ async def test_security_headers_on_pages_and_apis(client: Client) -> None:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
         assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
-        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["Referrer-Policy"] == "same-origin"
     cors = await client.get("/api/v1/health", headers={"Origin": "http://elsewhere.example"})
     assert "Access-Control-Allow-Origin" not in cors.headers
 
@@ -289,3 +291,15 @@ async def test_token_and_concurrency_limits(make_client: Any, make_config: Any) 
         )
     )
     assert sorted(r.status for r in both) == [200, 429]
+
+
+async def test_pages_send_a_keyless_remote_browser_to_login(client: Client) -> None:
+    response = await client.get("/models?q=x", headers=FOREIGN, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/login?next=%2Fmodels%3Fq%3Dx"
+    fragment = await client.get(
+        "/models", headers={**FOREIGN, "HX-Request": "true"}, allow_redirects=False
+    )
+    assert fragment.status == 401 and "text/html" in fragment.headers["Content-Type"]
+    missing = await client.get("/no-such-page")
+    assert missing.status == 404 and "text/html" in missing.headers["Content-Type"]

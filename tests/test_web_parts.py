@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from lollms_server.keys import WEB_ACTIVITY
+from lollms_server.api.middleware import face_of
 from lollms_server.resources import gpu
 from lollms_server.web import filters
-from lollms_server.web.activity import face_of
+from lollms_server.web.activity import snapshot
 from lollms_server.web.streams import StreamRegistry, sse_message
 
 
@@ -115,26 +115,26 @@ async def test_dashboard_shows_gpu_readings(
         ("/api/v1/generate", "lollms"),
         ("/api/chat", "ollama"),
         ("/models", "web"),
-        ("/static/style.css", None),
+        ("/metrics", "lollms"),
+        ("/-/plugin/x", "lollms"),
     ],
 )
-def test_faces(path: str, face: str | None) -> None:
+def test_faces(path: str, face: str) -> None:
     assert face_of(path) == face
 
 
 async def test_request_counters(client: TestClient[Any, Any]) -> None:
-    activity = client.app[WEB_ACTIVITY]
     await client.get("/static/style.css")
     await client.get("/api/v1/health")
     await client.get("/api/v1/nothing-here")
     await client.post("/api/v1/generate", json={"input_data": [{"type": "text", "data": "x"}]})
     await client.post("/v1/chat/completions", json={"model": "echo/echo", "messages": []})
-    snapshot = activity.snapshot()
-    assert snapshot["requests"] == 4  # static files are not counted
-    assert snapshot["errors"] == 2 and snapshot["generations"] == 2
-    assert {f["face"]: f["requests"] for f in snapshot["faces"]} == {"lollms": 3, "openai": 1}
-    assert snapshot["in_flight"] == 0 and snapshot["generations_in_flight"] == 0
-    assert snapshot["queue_depth"] is None
+    numbers = snapshot(client.app)
+    assert numbers["requests"] == 4  # static files are not counted; the 404 is "unmatched"
+    assert numbers["errors"] == 2 and numbers["generations"] == 1
+    faces = {f["face"]: f["requests"] for f in numbers["faces"]}
+    assert faces == {"lollms": 2, "openai": 1, "unmatched": 1}
+    assert numbers["generations_in_flight"] == 0 and numbers["queue_depth"] == 0
 
 
 def test_stream_registry_claims_once_and_expires() -> None:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .security.auth import SecuritySettings
     from .security.ratelimit import RateLimiter
     from .store import Store
-    from .web.activity import Activity
     from .web.streams import StreamRegistry
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -37,7 +36,6 @@ SECURITY: web.AppKey[SecuritySettings] = web.AppKey("security")
 KEYSTORE: web.AppKey[KeyStore] = web.AppKey("keystore")
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
-WEB_ACTIVITY: web.AppKey[Activity] = web.AppKey("web_activity")
 WEB_STREAMS: web.AppKey[StreamRegistry] = web.AppKey("web_streams")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")

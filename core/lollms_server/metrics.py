@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -22,6 +22,9 @@ class Metrics:
             "lollms_requests", "HTTP requests by route and status",
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
+        self.in_flight = Gauge(
+            "lollms_requests_in_flight", "HTTP requests being served now", registry=self.registry
+        )
         self.latency = Histogram(
             "lollms_request_duration_seconds", "HTTP request latency",
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,

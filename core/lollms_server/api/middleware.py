@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -33,14 +34,15 @@ OPENAI_TYPES = {
 
 
 def face_of(path: str) -> str:
-    """Which face a path belongs to: `openai` (/v1), `ollama` (/api but not /api/v1), `lollms`."""
+    """Which face a path belongs to: `openai` (/v1), `ollama` (/api but not /api/v1), `web`
+    (pages), `lollms` (/api/v1, /metrics and plugin routes under /-/)."""
     if path == "/v1" or path.startswith("/v1/"):
         return "openai"
-    if (path == "/api" or path.startswith("/api/")) and not (
-        path == "/api/v1" or path.startswith("/api/v1/")
-    ):
+    if path == "/api/v1" or path.startswith(("/api/v1/", "/-/")) or path == "/metrics":
+        return "lollms"
+    if path == "/api" or path.startswith("/api/"):
         return "ollama"
-    return "lollms"
+    return "web"
 
 
 def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
@@ -67,9 +69,17 @@ def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"error": body}
 
 
-def error_response(request: web.Request, exc: LollmsError) -> web.Response:
-    """A JSON error response for `exc`, shaped for the face of `request`."""
-    status, body = error_body(face_of(request.path), exc)
+async def error_response(request: web.Request, exc: LollmsError) -> web.StreamResponse:
+    """The error in the shape of the face of `request`: JSON for APIs, the error page/partial
+    for pages (a page that needs a key sends the browser to the login page)."""
+    face = face_of(request.path)
+    if face == "web":
+        from ..web.render import is_htmx, render_error, see_other
+
+        if exc.status == 401 and request.method == "GET" and not is_htmx(request):
+            return see_other(f"/login?{urlencode({'next': request.path_qs})}")
+        return await render_error(request, exc)
+    status, body = error_body(face, exc)
     return web.json_response(body, status=status, headers=exc.headers())
 
 
@@ -93,11 +103,12 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response: web.StreamResponse = await handler(request)
         return response
     except LollmsError as exc:
-        return error_response(request, exc)
+        return await error_response(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(request, from_http_exception(exc))
+        return await error_response(request, from_http_exception(exc))
     except Exception:  # a bug of ours: log it, answer without internals
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(request, LollmsError("internal server error; see the server log"))
+        error = LollmsError("internal server error; see the server log")
+        return await error_response(request, error)

@@ -32,6 +32,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Outermost middleware: trace, then log and count the finished request."""
     trace, token = start_trace(request.headers.get("X-Request-Id"))
     status = 500
+    request.app[METRICS].in_flight.inc()
     try:
         response = await handler(request)
         status = response.status
@@ -42,6 +43,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         elapsed = time.perf_counter() - trace.started
         route = route_label(request)
         metrics = request.app[METRICS]
+        metrics.in_flight.dec()
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.latency.labels(route).observe(elapsed)
         overhead_s = max(0.0, elapsed - trace.backend_s)

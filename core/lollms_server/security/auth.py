@@ -26,7 +26,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: a page's own form posts keep their Origin (a null Origin
+    # would fail the local-access check), and nothing leaks to other sites
+    "Referrer-Policy": "same-origin",
 }
 
 

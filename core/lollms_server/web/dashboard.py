@@ -14,8 +14,9 @@ import psutil
 from aiohttp import web
 
 from .. import health
-from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT, WEB_ACTIVITY, WEB_STREAMS
+from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
 from ..resources import gpu
+from .activity import snapshot as activity_snapshot
 from .catalog import gather_models
 from .render import page_handler, render
 
@@ -42,7 +43,7 @@ async def status(request: web.Request) -> dict[str, Any]:
         for model in listing.models
         if model.loaded
     ]
-    activity = request.app[WEB_ACTIVITY].snapshot()
+    activity = activity_snapshot(request.app)
     activity["page_streams"] = request.app[WEB_STREAMS].running
     config = request.app[CONFIG]
     return {

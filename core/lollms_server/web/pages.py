@@ -16,9 +16,8 @@ import jinja2
 import psutil
 from aiohttp import web
 
-from ..keys import PLUGINS, WEB_ACTIVITY, WEB_STREAMS
+from ..keys import PLUGINS, WEB_STREAMS
 from . import admin, apidocs, bindings_page, chat, dashboard, library, media, models_page, streams
-from .activity import Activity, activity_middleware
 from .filters import FILTERS
 from .streams import StreamRegistry
 
@@ -45,13 +44,10 @@ def templates_dir() -> Path:
 
 
 def setup(app: web.Application, user_templates: Path) -> None:
-    """Mount the pages and static files, set up Jinja2, start counting requests."""
+    """Mount the pages and static files, set up Jinja2 and the page-stream registry."""
     app.router.add_routes(routes)
     setup_templates(app, user_templates)
-    activity = Activity()
-    app[WEB_ACTIVITY] = activity
     app[WEB_STREAMS] = StreamRegistry()
-    app.middlewares.append(activity_middleware(activity))
     psutil.cpu_percent(interval=None)  # the first reading starts the CPU measurement window
 
 
