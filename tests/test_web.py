@@ -26,8 +26,8 @@ PAGES = {
     "/playground/chat": ("<h1>Playground</h1>", 'id="chat-form"'),
     "/playground/image": ("<h1>Playground</h1>", 'id="image-form"'),
     "/playground/audio": ("<h1>Playground</h1>", 'id="transcribe-form"'),
-    "/admin/keys": ("<h1>API keys</h1>", "Key management"),
-    "/admin/audit": ("<h1>Audit log</h1>", "audit log records"),
+    "/admin/keys": ("<h1>API keys</h1>", "Create key"),
+    "/admin/audit": ("<h1>Audit log</h1>", "No event matches"),
     "/login": ("<h1>API key</h1>", 'name="key"'),
     "/api-docs": ("<h1>API docs</h1>", "/api/v1/generate"),
 }

@@ -1,6 +1,6 @@
-"""Admin page slots (API keys, audit log) and the key-entry page.
+"""Admin pages (API keys, audit log) and the key-entry page.
 
-The keys and audit pages are admin-only slots the security layer fills in. `/login` is the one
+The keys and audit pages are admin-only. `/login` is the one
 page a remote browser can open without a key: it checks the key and keeps it in the
 `lollms_key` cookie (`KEY_COOKIE`): HttpOnly, SameSite=Strict, Path=/, Secure over HTTPS; the
 auth middleware reads it like an `Authorization: Bearer` key. Local access (same machine, see
@@ -9,31 +9,97 @@ DESIGN.md §7) needs no key at all.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from aiohttp import web
 
+from ..api.endpoint import validate as validate_data
 from ..errors import Unauthorized
-from ..keys import KEYSTORE
-from ..security.auth import KEY_COOKIE, requires
-from .forms import LoginForm, read_action, read_page_form
+from ..keys import AUDIT, KEYSTORE
+from ..security.auth import KEY_COOKIE, REQUEST_PRINCIPAL, requires
+from .forms import AuditFilter, KeyForm, LoginForm, read_action, read_page_form
 from .render import page_handler, render, see_other
 
 routes = web.RouteTableDef()
+
+
+def _names(value: str) -> list[str] | None:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    return names or None
+
+
+def _actor(request: web.Request) -> dict[str, Any]:
+    principal = request.get(REQUEST_PRINCIPAL)
+    return {
+        "key_id": principal.key_id if principal else None,
+        "client": principal.client if principal else None,
+        "method": request.method,
+        "path": request.path,
+    }
+
+
+async def _keys_view(request: web.Request, **extra: Any) -> web.Response:
+    keys = [k.to_dict() for k in request.app[KEYSTORE].list()]
+    status = extra.pop("status", 200)
+    return await render(request, "keys.html", "_keys.html", {"keys": keys, **extra}, status=status)
 
 
 @routes.get("/admin/keys", name="admin_keys")
 @requires("admin")
 @page_handler
 async def keys_page(request: web.Request) -> web.Response:
-    """API keys (admin): the slot the security layer fills."""
-    return await render(request, "keys.html", "_keys.html", {})
+    """API keys (admin): list, create (the secret is shown once), revoke."""
+    return await _keys_view(request)
+
+
+@routes.post("/admin/keys")
+@requires("admin")
+@page_handler
+async def create_key(request: web.Request) -> web.Response:
+    """Create a key; the page shows its secret this once."""
+    form = await read_page_form(request, KeyForm)
+    days = form.get("expires_in_days")
+    key, record = request.app[KEYSTORE].create(
+        form["name"].strip(),
+        form["role"],
+        expires_at=time.time() + days * 86400 if days else None,
+        allowed_bindings=_names(form["allowed_bindings"]),
+        allowed_models=_names(form["allowed_models"]),
+        rpm=form.get("rpm"),
+        tpm=form.get("tpm"),
+        max_concurrent=form.get("max_concurrent"),
+    )
+    await request.app[AUDIT].record(
+        "key_created", status=201, detail={"new_key_id": record.id, "role": record.role},
+        **_actor(request),
+    )  # fmt: skip
+    return await _keys_view(request, created={"key": key, **record.to_dict()}, status=201)
+
+
+@routes.post("/admin/keys/{key_id}/revoke")
+@requires("admin")
+@page_handler
+async def revoke_key(request: web.Request) -> web.Response:
+    """Revoke a key."""
+    await read_action(request)
+    record = request.app[KEYSTORE].revoke(request.match_info["key_id"])
+    await request.app[AUDIT].record(
+        "key_revoked", status=200, detail={"revoked_key_id": record.id}, **_actor(request)
+    )
+    return await _keys_view(request, notice=f"revoked {record.id} ({record.name})")
 
 
 @routes.get("/admin/audit", name="admin_audit")
 @requires("admin")
 @page_handler
 async def audit_page(request: web.Request) -> web.Response:
-    """The audit log (admin): the slot the security layer fills."""
-    return await render(request, "audit.html", "_audit.html", {})
+    """The audit log (admin), newest first, filtered by event or key, 100 a page."""
+    query = validate_data(AuditFilter, dict(request.query))
+    events = request.app[AUDIT].query(limit=100, **query)
+    older = events[-1]["id"] if len(events) == 100 else None
+    context = {"events": events, "filters": query, "older": older}
+    return await render(request, "audit.html", "_audit.html", context)
 
 
 @routes.get("/login", name="login")

@@ -102,6 +102,27 @@ class ModelActionForm(PageForm):
     model = fields.String(required=True, validate=_not_blank)
 
 
+class KeyForm(PageForm):
+    """Create an API key from the admin page (comma-separated allow-lists)."""
+
+    name = fields.String(required=True, validate=[validate.Length(max=128), _not_blank])
+    role = fields.String(load_default="user", validate=validate.OneOf(["admin", "user"]))
+    expires_in_days = fields.Float(load_default=None, validate=validate.Range(0.0001, 36500))
+    allowed_bindings = fields.String(load_default="", validate=validate.Length(max=4096))
+    allowed_models = fields.String(load_default="", validate=validate.Length(max=4096))
+    rpm = fields.Integer(load_default=None, validate=validate.Range(1, 10**9))
+    tpm = fields.Integer(load_default=None, validate=validate.Range(1, 10**9))
+    max_concurrent = fields.Integer(load_default=None, validate=validate.Range(1, 10**6))
+
+
+class AuditFilter(PageForm):
+    """Filters of the audit page (query string)."""
+
+    event = fields.String(load_default=None, validate=validate.Length(max=64))
+    key_id = fields.String(load_default=None, validate=validate.Length(max=64))
+    before_id = fields.Integer(load_default=None, validate=validate.Range(1, 2**62))
+
+
 class LoginForm(PageForm):
     """The key-entry form."""
 

@@ -1,0 +1,61 @@
+"""The admin pages: keys (create shows the secret once, revoke) and the audit log."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from lollms_server.keys import KEYSTORE
+
+Client = TestClient[Any, Any]
+
+
+async def test_create_list_and_revoke_keys(client: Client) -> None:
+    page = await client.get("/admin/keys")
+    assert page.status == 200 and "New key" in await page.text()
+    created = await client.post(
+        "/admin/keys",
+        data={
+            "name": "laptop",
+            "role": "user",
+            "allowed_models": "echo/echo, echo/slow",
+            "rpm": "30",
+        },
+        headers={"HX-Request": "true"},
+    )
+    html = await created.text()
+    assert created.status == 201 and "<html" not in html
+    key = re.search(r"lollms_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", html)
+    assert key is not None
+    record = client.server.app[KEYSTORE].verify(key.group(0))
+    assert record.allowed_models == frozenset({"echo/echo", "echo/slow"}) and record.rpm == 30
+    listing = await (await client.get("/admin/keys")).text()
+    assert record.id in listing and key.group(0) not in listing  # the secret is shown once
+    revoked = await client.post(f"/admin/keys/{record.id}/revoke")
+    assert revoked.status == 200 and f"revoked {record.id}" in await revoked.text()
+    assert client.server.app[KEYSTORE].get(record.id).status() == "revoked"
+    invalid = await client.post("/admin/keys", data={"name": " ", "role": "root"})
+    assert invalid.status == 422
+
+
+async def test_audit_page_lists_and_filters(client: Client) -> None:
+    await client.get("/api/v1/list_models", headers={"Host": "evil.example"})
+    await client.post("/api/v1/generate", json={"input_data": [{"type": "text", "data": "x"}]})
+    page = await (await client.get("/admin/audit")).text()
+    assert "auth_failed" in page and "generation" in page
+    only = await (await client.get("/admin/audit?event=auth_failed")).text()
+    assert "audit-auth_failed" in only and "audit-generation" not in only
+    bad = await client.get("/admin/audit?before_id=abc")
+    assert bad.status == 422
+
+
+async def test_admin_pages_need_admin(client: Client) -> None:
+    user, _ = client.server.app[KEYSTORE].create("u", "user")
+    headers = {"Host": "evil.example", "X-API-Key": user}
+    for path in ("/admin/keys", "/admin/audit"):
+        response = await client.get(path, headers=headers, allow_redirects=False)
+        assert response.status == 403
+    post = await client.post("/admin/keys", data={"name": "x"}, headers=headers)
+    assert post.status == 403
