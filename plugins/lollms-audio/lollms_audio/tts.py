@@ -1,0 +1,175 @@
+"""Speech engines: Piper (neural, ONNX) and espeak-ng (formant synthesis, zero weights).
+
+Every method here blocks; the binding runs them on its worker threads. Piper and onnxruntime
+are imported inside `PiperEngine.load`, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import threading
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lollms_server.errors import BackendError, BackendUnavailable, InvalidRequest, MissingDependency
+
+from .catalog import Entry
+from .formats import Pcm
+
+log = logging.getLogger(__name__)
+ESPEAK_BASE_WPM = 175
+ESPEAK_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    """What one tts request asks of an engine."""
+
+    text: str
+    speed: float = 1.0
+    speaker: int | None = None
+    espeak_voice: str = "en-us"
+
+
+class PiperEngine:
+    """A loaded Piper voice."""
+
+    engine = "piper"
+
+    def __init__(self, entry: Entry, voice: Any, providers: list[str]) -> None:
+        self.entry = entry
+        self.voice: Any = voice
+        self.providers = providers
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, entry: Entry, *, device: str, threads: int) -> PiperEngine:
+        """Open the voice's ONNX session (CPU, or CUDA when asked and available)."""
+        try:
+            import onnxruntime
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+        except ImportError as exc:
+            raise MissingDependency(
+                f"Piper voices need piper-tts: pip install piper-tts ({exc})"
+            ) from exc
+        assert entry.path is not None and entry.config_path is not None
+        providers = ["CPUExecutionProvider"]
+        if device in ("cuda", "auto"):
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            elif device == "cuda":
+                raise BackendUnavailable(
+                    "device = 'cuda' but onnxruntime has no CUDA provider: "
+                    "pip install onnxruntime-gpu, or set device = 'auto'"
+                )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        config = PiperConfig.from_dict(json.loads(entry.config_path.read_text(encoding="utf-8")))
+        session = onnxruntime.InferenceSession(
+            str(entry.path), sess_options=options, providers=providers
+        )
+        return cls(entry, PiperVoice(session=session, config=config), providers)
+
+    def speak(self, options: SpeechOptions) -> Pcm:
+        """Synthesize `options.text`; one chunk per sentence, joined."""
+        from piper.config import SynthesisConfig
+
+        voice = self.voice
+        if voice is None:
+            raise BackendUnavailable(f"voice {self.entry.name!r} was unloaded")
+        base = float(getattr(voice.config, "length_scale", None) or 1.0)
+        config = SynthesisConfig(speaker_id=options.speaker, length_scale=base / options.speed)
+        with self.lock:
+            chunks = list(voice.synthesize(options.text, syn_config=config))
+        if not chunks:
+            raise InvalidRequest("the text has nothing to speak", param="input")
+        data = b"".join(chunk.audio_int16_bytes for chunk in chunks)
+        return Pcm(data, int(chunks[0].sample_rate), int(chunks[0].sample_channels))
+
+    def close(self) -> None:
+        """Drop the ONNX session."""
+        self.voice = None
+
+
+class EspeakEngine:
+    """The espeak-ng program, run once per request."""
+
+    engine = "espeak-ng"
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.executable: str | None = str(entry.path) if entry.path else None
+        self.languages: frozenset[str] = frozenset()
+        self.variants: frozenset[str] = frozenset()
+
+    @classmethod
+    def load(cls, entry: Entry) -> EspeakEngine:
+        """Check that the program runs and read its voice list."""
+        engine = cls(entry)
+        engine.languages = engine._voice_names("--voices", column=1)
+        engine.variants = engine._voice_names("--voices=variant", column=4)
+        if not engine.languages:
+            raise BackendError("espeak-ng lists no voices")
+        return engine
+
+    def _voice_names(self, option: str, column: int) -> frozenset[str]:
+        listing = self._run([option], timeout=10).stdout.splitlines()[1:]
+        names = (line.split()[column] for line in listing if len(line.split()) > column)
+        return frozenset(name.rsplit("/", 1)[-1].lower() for name in names)
+
+    def check_voice(self, voice: str) -> None:
+        """A 400 unless `voice` is an espeak-ng language, optionally `+variant`."""
+        base, _, variant = voice.lower().partition("+")
+        if base not in self.languages or (variant and variant not in self.variants):
+            some = ", ".join(sorted(self.languages)[:12])
+            raise InvalidRequest(
+                f"espeak-ng has no voice {voice!r}; languages include {some}... "
+                "(optionally +variant, e.g. en-us+f3)",
+                param="voice",
+            )
+
+    def speak(self, options: SpeechOptions) -> Pcm:
+        """Speak through `espeak-ng -w` into a temporary WAV file, then read it."""
+        self.check_voice(options.espeak_voice)
+        wpm = max(80, min(int(ESPEAK_BASE_WPM * options.speed), 700))
+        with tempfile.TemporaryDirectory(prefix="lollms-espeak-") as folder:
+            text_file = Path(folder) / "input.txt"
+            wav_file = Path(folder) / "speech.wav"
+            text_file.write_text(options.text, encoding="utf-8")
+            args = ["-v", options.espeak_voice, "-s", str(wpm), "-w", str(wav_file)]
+            result = self._run([*args, "-f", str(text_file)], timeout=ESPEAK_TIMEOUT_S)
+            if result.returncode != 0 or not wav_file.is_file() or wav_file.stat().st_size <= 44:
+                problem = (result.stderr or result.stdout).strip() or "no output"
+                raise BackendError(f"espeak-ng made no audio: {problem}")
+            with wave.open(str(wav_file), "rb") as reader:
+                if reader.getsampwidth() != 2:
+                    raise BackendError("espeak-ng wrote a WAV that is not 16-bit")
+                frames = reader.readframes(reader.getnframes())
+                return Pcm(frames, reader.getframerate(), reader.getnchannels())
+
+    def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        if self.executable is None:
+            raise BackendUnavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+        try:
+            return subprocess.run(
+                [self.executable, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except FileNotFoundError as exc:
+            raise BackendUnavailable(f"espeak-ng is gone from {self.executable}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"espeak-ng took longer than {timeout}s") from exc
+
+    def close(self) -> None:
+        """Nothing is held between requests."""

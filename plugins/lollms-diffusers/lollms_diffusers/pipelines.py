@@ -1,0 +1,334 @@
+"""The torch side: load a model into a pipeline, run a plan with it, free it.
+
+Imported only inside the worker thread when the first model loads (never at registration), so
+the server starts without importing torch. Every function here runs in the worker thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
+from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+from lollms_server.bindings import Output
+from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
+
+from . import encode
+from .catalog import ModelEntry, single_file_hint
+from .plan import Plan, i2i_size
+from .runner import Job
+
+log = logging.getLogger(__name__)
+Pipe = Any  # a diffusers pipeline (diffusers has no precise types for its pipelines)
+diffusers.utils.logging.disable_progress_bar()  # a server logs; it draws no progress bars
+transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DERIVED = {
+    "tti": AutoPipelineForText2Image,
+    "i2i": AutoPipelineForImage2Image,
+    "inpaint": AutoPipelineForInpainting,
+}
+COUNT_PARAMS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+
+
+@dataclass
+class Loaded:
+    """A model in memory: its base pipeline and the task pipelines sharing its weights."""
+
+    entry: ModelEntry
+    pipe: Pipe
+    device: str
+    dtype: str
+    bytes_used: int
+    derived: dict[str, Pipe] = field(default_factory=dict)
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` -> cuda when available, else mps, else cpu; other values as given."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(setting: str, device: str) -> str:
+    """`auto` -> fp16 on a GPU, fp32 on the CPU; other values as given."""
+    if setting != "auto":
+        return setting
+    return "fp32" if device == "cpu" else "fp16"
+
+
+def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
+    """Load a model folder or single file with the instance's settings applied."""
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    device = resolve_device(settings["device"])
+    dtype = resolve_dtype(settings["dtype"], device)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "local_files_only": True}
+    if entry.variant:
+        kwargs["variant"] = entry.variant
+    if not settings["safety_checker"] and "safety_checker" in entry.components:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        if entry.single_file:
+            pipe = _from_single_file(entry, settings, kwargs)
+        else:
+            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                str(entry.path), **kwargs
+            )
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot load {entry.name!r}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    _scheduler(pipe, settings.get("scheduler"))
+    _loras(pipe, entry, settings["loras"])
+    _place(pipe, device, settings)
+    return Loaded(entry, pipe, device, dtype, pipeline_bytes(pipe))
+
+
+def _from_single_file(
+    entry: ModelEntry, settings: Mapping[str, Any], kwargs: dict[str, Any]
+) -> Pipe:
+    cls = getattr(diffusers, entry.pipeline_class)
+    config = settings["single_file_configs"].get(entry.family)
+    if not config:  # without it diffusers would fetch the family's configs from the Hub
+        raise InvalidRequest(single_file_hint(entry))
+    try:
+        return cls.from_single_file(str(entry.path), config=config, **kwargs)
+    except (OSError, ValueError, SingleFileComponentError) as exc:
+        raise BackendError(f"cannot load single-file {entry.name!r}: {exc}") from exc
+
+
+def _scheduler(pipe: Pipe, name: str | None) -> None:
+    if not name:
+        return
+    cls = getattr(diffusers, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin)):
+        raise BackendError(f"scheduler {name!r} is not a diffusers scheduler class")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
+
+
+def _loras(pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]) -> None:
+    names: list[str] = []
+    weights: list[float] = []
+    for index, lora in enumerate(loras):
+        if lora["models"] and entry.name not in lora["models"]:
+            continue
+        if not hasattr(pipe, "load_lora_weights"):
+            if lora["models"]:
+                raise BackendError(f"{entry.name!r} ({entry.pipeline_class}) takes no LoRA")
+            continue
+        if importlib.util.find_spec("peft") is None:
+            raise MissingDependency("LoRAs need peft: pip install peft")
+        path = Path(lora["path"]).expanduser()
+        if not path.exists():
+            raise BackendError(f"LoRA {lora['path']!r} does not exist")
+        name = f"lora{index}"
+        location = path if path.is_dir() else path.parent
+        extra = {} if path.is_dir() else {"weight_name": path.name}
+        pipe.load_lora_weights(str(location), adapter_name=name, local_files_only=True, **extra)
+        names.append(name)
+        weights.append(lora["scale"])
+    if names:
+        pipe.set_adapters(names, adapter_weights=weights)
+
+
+def _place(pipe: Pipe, device: str, settings: Mapping[str, Any]) -> None:
+    offload = settings["cpu_offload"]
+    if offload != "none" and device.startswith("cuda"):
+        gpu = int(device.partition(":")[2] or 0)
+        if offload == "model":
+            pipe.enable_model_cpu_offload(gpu_id=gpu)
+        else:
+            pipe.enable_sequential_cpu_offload(gpu_id=gpu)
+    else:
+        if offload != "none":
+            log.warning("cpu_offload=%s needs a CUDA device; running on %s", offload, device)
+        pipe.to(device)
+    if settings["attention_slicing"] and hasattr(pipe, "enable_attention_slicing"):
+        pipe.enable_attention_slicing()
+    vae: Any = getattr(pipe, "vae", None)
+    if settings["vae_tiling"] and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+
+
+def pipeline_bytes(pipe: Pipe) -> int:
+    """Bytes of every parameter and buffer of the pipeline's torch modules."""
+    total = 0
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            tensors = [*module.parameters(), *module.buffers()]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
+
+
+def free(device: str) -> None:
+    """Collect garbage and give cached accelerator memory back (after references are gone)."""
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()  # type: ignore[no-untyped-call]
+    elif device == "mps" and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+def release(loaded: Loaded) -> None:
+    """Drop a loaded model's hooks and task pipelines (its caller drops the rest)."""
+    remove_hooks = getattr(loaded.pipe, "remove_all_hooks", None)
+    if remove_hooks is not None:
+        remove_hooks()
+    loaded.derived.clear()
+
+
+def task_pipeline(loaded: Loaded, task: str) -> Pipe:
+    """The pipeline for a task: the base one, or an Auto pipeline sharing its components."""
+    if task not in DERIVED or _fits(type(loaded.pipe).__name__, task):
+        return loaded.pipe
+    if task not in loaded.derived:
+        try:
+            derived = DERIVED[task].from_pipe(loaded.pipe)
+        except (ValueError, KeyError) as exc:
+            raise InvalidRequest(f"{loaded.entry.name!r} cannot do {task}: {exc}") from exc
+        derived.set_progress_bar_config(disable=True)
+        loaded.derived[task] = derived
+    return loaded.derived[task]
+
+
+def _fits(class_name: str, task: str) -> bool:
+    """Whether a pipeline class does `task` itself (else an Auto pipeline is derived)."""
+    if task == "inpaint":
+        return "Inpaint" in class_name
+    if task == "i2i":
+        return "Img2Img" in class_name
+    return "Img2Img" not in class_name and "Inpaint" not in class_name
+
+
+def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
+    """Run a plan on a loaded model; progress and cancellation go through `job`."""
+    pipe = task_pipeline(loaded, plan.task)
+    accepted = set(inspect.signature(pipe.__call__).parameters)
+    kwargs = {k: v for k, v in _arguments(pipe, plan).items() if k in accepted}
+    kwargs.update(_callback(pipe, accepted, plan, job))
+    job.check()
+    with torch.inference_mode():
+        result = pipe(**kwargs)
+    if plan.task == "ttv":
+        return _videos(result, plan)
+    if plan.task == "ttm":
+        return _sounds(pipe, result, plan)
+    return _pictures(result, plan)
+
+
+def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:
+    seeds = plan.seeds()
+    arguments: dict[str, Any] = {
+        "prompt": plan.prompt,
+        "negative_prompt": plan.negative_prompt,
+        "num_inference_steps": plan.steps,
+        "guidance_scale": plan.guidance_scale,
+        "width": plan.width,
+        "height": plan.height,
+        "generator": [torch.Generator(device="cpu").manual_seed(s) for s in seeds],
+        "output_type": "np" if plan.task == "ttm" else "pil",
+        **dict.fromkeys(COUNT_PARAMS, plan.n),
+    }
+    if plan.task in ("i2i", "inpaint"):
+        image = encode.read_image(plan.image or b"")
+        given = (plan.width, plan.height) if plan.width and plan.height else None
+        size = given or i2i_size(*image.size)
+        arguments.update(image=image.resize(size), width=size[0], height=size[1])
+        arguments["strength"] = plan.strength
+        if plan.mask is not None:
+            arguments["mask_image"] = encode.read_image(plan.mask, "L").resize(size)
+    if plan.task == "ttv":
+        arguments["num_frames"] = plan.frames
+    if plan.task == "ttm":
+        arguments["audio_length_in_s"] = plan.duration_s
+    return {key: value for key, value in arguments.items() if value is not None}
+
+
+def _callback(pipe: Pipe, accepted: set[str], plan: Plan, job: Job[Any]) -> dict[str, Any]:
+    def total() -> int:
+        counted = getattr(pipe, "_num_timesteps", None)  # i2i: the steps strength leaves
+        timesteps = getattr(pipe.scheduler, "timesteps", None)
+        scheduled = len(timesteps) if timesteps is not None else 0
+        return int(counted or scheduled or plan.steps or 0)
+
+    if "callback_on_step_end" in accepted:
+
+        def on_step_end(_pipe: Any, index: int, _t: Any, tensors: dict[str, Any]) -> Any:
+            job.step(index + 1, total())
+            return tensors
+
+        return {"callback_on_step_end": on_step_end}
+    if "callback" in accepted:
+
+        def on_step(index: int, _t: Any, _latents: Any) -> None:
+            job.step(index + 1, total())
+
+        return {"callback": on_step, "callback_steps": 1}
+    log.info("%s has no step callback: no progress, cancel only before it starts", pipe)
+    return {}
+
+
+def _metadata(plan: Plan, seed: int, **extra: Any) -> dict[str, Any]:
+    found = {"seed": seed, "model": plan.model, "steps": plan.steps, **extra}
+    if plan.guidance_scale is not None:
+        found["guidance_scale"] = plan.guidance_scale
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _pictures(result: Any, plan: Plan) -> list[Output]:
+    flagged = getattr(result, "nsfw_content_detected", None) or [None] * plan.n
+    outputs = []
+    for image, seed, nsfw in zip(result.images, plan.seeds(), flagged, strict=False):
+        meta = _metadata(plan, seed, width=image.width, height=image.height, nsfw=nsfw)
+        outputs.append(
+            Output("image", data=encode.png(image), mime_type="image/png", metadata=meta)
+        )
+    return outputs
+
+
+def _videos(result: Any, plan: Plan) -> list[Output]:
+    outputs = []
+    for frames, seed in zip(result.frames, plan.seeds(), strict=False):
+        images = encode.to_images(frames)
+        data, mime = encode.animation(images, plan.fps, plan.video_format)
+        first = images[0]
+        meta = _metadata(
+            plan, seed, frames=len(images), fps=plan.fps, width=first.width, height=first.height
+        )
+        outputs.append(Output("video", data=data, mime_type=mime, metadata=meta))
+    return outputs
+
+
+def _sounds(pipe: Pipe, result: Any, plan: Plan) -> list[Output]:
+    vocoder = getattr(pipe, "vocoder", None)
+    found: Any = getattr(getattr(vocoder, "config", None), "sampling_rate", None)
+    found = found or getattr(getattr(pipe, "vae", None), "sampling_rate", 16000)
+    rate = int(found)
+    outputs = []
+    for samples, seed in zip(result.audios, plan.seeds(), strict=False):
+        data = encode.wav(samples, rate)
+        seconds = round(samples.shape[-1] / rate, 3)
+        meta = _metadata(plan, seed, sample_rate=rate, duration_s=seconds)
+        outputs.append(Output("audio", data=data, mime_type="audio/wav", metadata=meta))
+    return outputs

@@ -1,0 +1,177 @@
+"""A generation request checked and turned into a `Plan` (pure Python, no torch).
+
+Request parameters: `prompt` (the last user message), `negative_prompt` (a parameter or a text
+input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
+`guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
+`format` (gif, webp, apng); sound: `duration` (or `audio_length_in_s`, seconds).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lollms_server.bindings import GenerationRequest, InputItem
+from lollms_server.errors import InvalidRequest
+
+from .catalog import ModelEntry, single_file_hint
+from .settings import VIDEO_FORMATS
+
+#: The generation type of the request -> the pipeline task (i2i with a mask is `inpaint`).
+TASKS = {"tti": "tti", "i2i": "i2i", "ttv": "ttv", "ttm": "ttm"}
+SEED_LIMIT = 2**63 - 1
+MIN_I2I_SIDE = 64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the worker needs to run one generation."""
+
+    model: str
+    task: str  # tti | i2i | inpaint | ttv | ttm
+    prompt: str
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    n: int = 1
+    width: int | None = None
+    height: int | None = None
+    strength: float | None = None
+    image: bytes | None = None
+    mask: bytes | None = None
+    frames: int | None = None
+    fps: int = 8
+    video_format: str = "gif"
+    duration_s: float | None = None
+
+    def seeds(self) -> list[int]:
+        """One seed per output: `seed`, `seed + 1`, ... (so each output can be redone alone)."""
+        return [(self.seed + i) % (SEED_LIMIT + 1) for i in range(self.n)]
+
+
+def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[str, Any]) -> Plan:
+    """Check a request against the model and the limits; InvalidRequest names the bad value."""
+    kind = request.generation_type
+    if kind not in TASKS:
+        raise InvalidRequest(f"diffusers does not do {kind!r}", param="generation_type")
+    if entry.error:
+        raise InvalidRequest(f"model {entry.name!r} cannot be used: {entry.error}", param="model")
+    if entry.single_file and entry.family not in settings["single_file_configs"]:
+        raise InvalidRequest(single_file_hint(entry), param="model")
+    params = request.parameters
+    image, mask = _images(request) if kind == "i2i" else (None, None)
+    task = "inpaint" if mask is not None else TASKS[kind]
+    if kind == "i2i" and image is None:
+        raise InvalidRequest("i2i needs an image input (role input_image)", param="input_data")
+    _check_capability(entry, kind, task)
+    seed = _int(params, "seed", 0, SEED_LIMIT)
+    return Plan(
+        model=entry.name,
+        task=task,
+        prompt=request.prompt,
+        negative_prompt=_negative_prompt(request),
+        steps=_int(params, ("steps", "num_inference_steps"), 1, settings["max_steps"])
+        or settings.get("default_steps"),
+        guidance_scale=_float(params, "guidance_scale", 0.0, 100.0),
+        seed=secrets.randbelow(2**31) if seed is None else seed,
+        n=min(_int(params, "n", 1, 1000) or 1, settings["max_images"]),
+        width=_side(params, "width", settings["max_size"]),
+        height=_side(params, "height", settings["max_size"]),
+        strength=_float(params, "strength", 0.01, 1.0),
+        image=image,
+        mask=mask,
+        frames=_int(params, ("frames", "num_frames"), 1, settings["max_frames"])
+        or (settings["default_frames"] if kind == "ttv" else None),
+        fps=_int(params, "fps", 1, 120) or settings["fps"],
+        video_format=_video_format(params, settings["video_format"]),
+        duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings["max_audio_s"])
+        or (settings["default_audio_s"] if kind == "ttm" else None),
+    )
+
+
+def _check_capability(entry: ModelEntry, kind: str, task: str) -> None:
+    needed = "inpaint" if task == "inpaint" else kind
+    if task == "i2i" and entry.needs_mask:
+        raise InvalidRequest(
+            f"model {entry.name!r} is an inpainting model: send a mask_image input too",
+            param="input_data",
+        )
+    if needed in entry.capabilities:
+        return
+    can = ", ".join(sorted(entry.capabilities)) or "nothing"
+    raise InvalidRequest(
+        f"model {entry.name!r} ({entry.family}) cannot do {needed!r}; it does: {can}",
+        param="model",
+    )
+
+
+def _images(request: GenerationRequest) -> tuple[bytes | None, bytes | None]:
+    images = [item for item in request.inputs if item.type == "image"]
+    masks = [item for item in images if item.role in ("mask_image", "mask")]
+    sources = [item for item in images if item not in masks]
+    preferred = [item for item in sources if item.role in ("input_image", "user_image")]
+    chosen = preferred or sources
+    source: InputItem | None = chosen[0] if chosen else None
+    return (source.data if source else None), (masks[0].data if masks else None)
+
+
+def _negative_prompt(request: GenerationRequest) -> str | None:
+    value = request.parameters.get("negative_prompt")
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest("negative_prompt must be a string", param="negative_prompt")
+    texts = [item.text for item in request.inputs_with_role("negative_prompt") if item.text]
+    return value or (texts[0] if texts else None)
+
+
+def _lookup(params: Mapping[str, Any], names: str | tuple[str, ...]) -> tuple[str, Any]:
+    for name in (names,) if isinstance(names, str) else names:
+        if params.get(name) is not None:
+            return name, params[name]
+    return (names if isinstance(names, str) else names[0]), None
+
+
+def _int(
+    params: Mapping[str, Any], names: str | tuple[str, ...], low: int, high: int
+) -> int | None:
+    name, value = _lookup(params, names)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{name}: got {value!r}; allowed: an integer {low}-{high}", param=name)
+    return value
+
+
+def _float(
+    params: Mapping[str, Any], names: str | tuple[str, ...], low: float, high: float
+) -> float | None:
+    name, value = _lookup(params, names)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRequest(f"{name}: got {value!r}; allowed: a number {low}-{high}", param=name)
+    return float(value)
+
+
+def _side(params: Mapping[str, Any], name: str, limit: int) -> int | None:
+    value = _int(params, name, 8, limit)
+    if value is not None and value % 8:
+        raise InvalidRequest(f"{name}: got {value}; allowed: a multiple of 8", param=name)
+    return value
+
+
+def _video_format(params: Mapping[str, Any], default: str) -> str:
+    value = params.get("format") or params.get("video_format") or default
+    if value not in VIDEO_FORMATS:
+        allowed = ", ".join(VIDEO_FORMATS)
+        raise InvalidRequest(f"format: got {value!r}; allowed: {allowed}", param="format")
+    return str(value)
+
+
+def i2i_size(width: int, height: int) -> tuple[int, int]:
+    """The output size of an i2i request without width/height: the input's, on the 8 grid."""
+    return max(MIN_I2I_SIDE, width // 8 * 8), max(MIN_I2I_SIDE, height // 8 * 8)

@@ -1,0 +1,210 @@
+"""Generation with the tiny pipelines: formats, sizes, determinism, progress, parameters."""
+
+from __future__ import annotations
+
+import io
+import wave
+from typing import Any
+
+import pytest
+from lollms_diffusers import DiffusersBinding
+from PIL import Image
+
+from lollms_server.bindings import Chunk, Output
+from lollms_server.errors import InvalidRequest, ModelNotFound, UnsupportedMediaType
+from lollms_server.testing import started_binding
+
+from .conftest import AUDIO, INSTANCE, SD, VIDEO, image_input, make_request
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+async def outputs(binding: DiffusersBinding, kind: str, model: str = SD, **kw: Any) -> list[Output]:
+    """The media outputs of one generate() call."""
+    result = await binding.generate(make_request(kind, model, **kw))
+    media = [o for o in result.outputs if o.type != "text"]
+    assert media and len(media) == len(result.outputs), result.outputs
+    return media
+
+
+async def chunks(binding: DiffusersBinding, kind: str, model: str = SD, **kw: Any) -> list[Chunk]:
+    """Every chunk of one stream() call."""
+    return [chunk async for chunk in binding.stream(make_request(kind, model, **kw))]
+
+
+def picture(data: bytes) -> Image.Image:
+    """A decoded PNG (asserting it is one)."""
+    assert data.startswith(PNG), data[:8]
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+async def test_text_to_image_is_a_png_of_the_requested_size(binding: DiffusersBinding) -> None:
+    (image,) = await outputs(binding, "tti", width=64, height=48, seed=3)
+    assert image.mime_type == "image/png"
+    assert picture(image.data).size == (64, 48)
+    assert image.metadata["seed"] == 3 and image.metadata["model"] == SD
+    assert image.metadata["steps"] == 2  # the instance's default_steps
+
+
+async def test_same_seed_same_bytes_other_seed_other_bytes(binding: DiffusersBinding) -> None:
+    (first,) = await outputs(binding, "tti", seed=7)
+    (again,) = await outputs(binding, "tti", seed=7)
+    (other,) = await outputs(binding, "tti", seed=8)
+    assert first.data == again.data
+    assert first.data != other.data
+
+
+async def test_n_images_use_consecutive_seeds(binding: DiffusersBinding) -> None:
+    pair = await outputs(binding, "tti", seed=7, n=2)
+    assert [o.metadata["seed"] for o in pair] == [7, 8]
+    assert pair[0].data != pair[1].data
+    assert [o.data for o in await outputs(binding, "tti", seed=7, n=2)] == [o.data for o in pair]
+    (alone,) = await outputs(binding, "tti", seed=8)
+    (unrelated,) = await outputs(binding, "tti", seed=9)
+    # a batch computes in other float order, so compare pixels: image 2 is seed 8's image
+    assert difference(pair[1].data, alone.data) < 1.0 < difference(pair[1].data, unrelated.data)
+
+
+def difference(first: bytes, second: bytes) -> float:
+    """Mean absolute difference of two images' pixel values (0-255)."""
+    a, b = picture(first).tobytes(), picture(second).tobytes()
+    assert len(a) == len(b)
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+async def test_no_seed_gives_a_reported_random_seed(binding: DiffusersBinding) -> None:
+    (first,) = await outputs(binding, "tti")
+    (second,) = await outputs(binding, "tti")
+    assert isinstance(first.metadata["seed"], int)
+    assert first.metadata["seed"] != second.metadata["seed"]
+    (redo,) = await outputs(binding, "tti", seed=first.metadata["seed"])
+    assert redo.data == first.data
+
+
+async def test_n_is_capped_by_max_images(settings: dict[str, Any]) -> None:
+    async with started_binding(DiffusersBinding, INSTANCE, {**settings, "max_images": 2}) as b:
+        assert isinstance(b, DiffusersBinding)
+        assert len(await outputs(b, "tti", n=5, seed=1)) == 2
+
+
+async def test_negative_prompt_and_guidance_change_the_image(binding: DiffusersBinding) -> None:
+    (plain,) = await outputs(binding, "tti", seed=4)
+    (negative,) = await outputs(binding, "tti", seed=4, negative_prompt="dog")
+    (guided,) = await outputs(binding, "tti", seed=4, guidance_scale=1.0)
+    assert len({plain.data, negative.data, guided.data}) == 3
+    assert guided.metadata["guidance_scale"] == 1.0
+
+
+async def test_progress_is_reported_step_by_step(binding: DiffusersBinding) -> None:
+    got = await chunks(binding, "tti", steps=3, seed=1)
+    info = [c for c in got if c.type == "info"]
+    assert info[0].metadata == {"loading": SD}
+    steps = [(c.metadata["step"], c.metadata["steps"]) for c in info if "step" in c.metadata]
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert [c.content for c in info[1:]] == ["step 1/3", "step 2/3", "step 3/3"]
+    last = got[-1]
+    assert last.type == "chunk" and last.output is not None and last.finish_reason == "stop"
+    again = await chunks(binding, "tti", steps=2, seed=1)
+    assert "loading" not in again[0].metadata, "a loaded model is not loaded again"
+
+
+async def test_image_to_image_follows_strength(binding: DiffusersBinding) -> None:
+    (source,) = await outputs(binding, "tti", seed=1)
+    inputs = (image_input(source.data),)
+    got = await chunks(binding, "i2i", inputs=inputs, steps=4, strength=0.5, seed=2)
+    totals = {c.metadata["steps"] for c in got if "step" in c.metadata}
+    assert totals == {2}, "strength 0.5 of 4 steps denoises 2"
+    image = got[-1].output
+    assert image is not None and picture(image.data).size == (64, 64)
+    (stronger,) = await outputs(binding, "i2i", inputs=inputs, steps=4, strength=1.0, seed=2)
+    assert stronger.data != image.data
+
+
+async def test_image_to_image_defaults_to_the_input_size(binding: DiffusersBinding) -> None:
+    (source,) = await outputs(binding, "tti", width=96, height=64, seed=1)
+    (edited,) = await outputs(binding, "i2i", inputs=(image_input(source.data),), seed=2)
+    assert picture(edited.data).size == (96, 64)
+    (resized,) = await outputs(
+        binding, "i2i", inputs=(image_input(source.data),), seed=2, width=64, height=64
+    )
+    assert picture(resized.data).size == (64, 64)
+
+
+async def test_inpainting_with_a_mask(binding: DiffusersBinding) -> None:
+    (source,) = await outputs(binding, "tti", seed=1)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    inputs = (image_input(source.data), image_input(buffer.getvalue(), "mask_image"))
+    (inpainted,) = await outputs(binding, "i2i", inputs=inputs, seed=2, strength=0.9)
+    (plain,) = await outputs(binding, "i2i", inputs=inputs[:1], seed=2, strength=0.9)
+    assert picture(inpainted.data).size == (64, 64)
+    assert inpainted.data != plain.data, "the mask must change what is generated"
+    (again,) = await outputs(binding, "i2i", inputs=inputs, seed=2, strength=0.9)
+    assert again.data == inpainted.data
+
+
+async def test_image_to_image_input_errors(binding: DiffusersBinding) -> None:
+    with pytest.raises(InvalidRequest, match="image input"):
+        await outputs(binding, "i2i")
+    with pytest.raises(UnsupportedMediaType):
+        await outputs(binding, "i2i", inputs=(image_input(b"not an image"),))
+
+
+async def test_text_to_video_is_an_animated_gif(binding: DiffusersBinding) -> None:
+    (video,) = await outputs(binding, "ttv", VIDEO, width=32, height=32, frames=4, seed=1)
+    assert video.type == "video" and video.mime_type == "image/gif"
+    assert video.data.startswith(b"GIF89a")
+    with Image.open(io.BytesIO(video.data)) as gif:
+        assert gif.n_frames == 4 and gif.size == (32, 32) and gif.is_animated
+        assert abs(gif.info["duration"] - 125) <= 10  # 8 fps (GIF counts in 10 ms units)
+    assert video.metadata["frames"] == 4 and video.metadata["fps"] == 8
+    (again,) = await outputs(binding, "ttv", VIDEO, width=32, height=32, frames=4, seed=1)
+    assert again.data == video.data
+
+
+async def test_video_formats(binding: DiffusersBinding) -> None:
+    kw: dict[str, Any] = {"width": 32, "height": 32, "frames": 3, "seed": 1, "fps": 10}
+    (webp,) = await outputs(binding, "ttv", VIDEO, format="webp", **kw)
+    assert webp.mime_type == "image/webp" and webp.data[8:12] == b"WEBP"
+    (apng,) = await outputs(binding, "ttv", VIDEO, format="apng", **kw)
+    assert apng.mime_type == "image/apng" and apng.data.startswith(PNG)
+    for data in (webp.data, apng.data):
+        with Image.open(io.BytesIO(data)) as animation:
+            assert animation.n_frames == 3
+    with pytest.raises(InvalidRequest, match="format"):
+        await outputs(binding, "ttv", VIDEO, format="mp4", **kw)
+
+
+async def test_text_to_sound_is_a_wav(binding: DiffusersBinding) -> None:
+    (sound,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=1)
+    assert sound.type == "audio" and sound.mime_type == "audio/wav"
+    with wave.open(io.BytesIO(sound.data)) as reader:
+        assert reader.getnchannels() == 1 and reader.getsampwidth() == 2
+        assert reader.getframerate() == 16000
+        assert reader.getnframes() == 16000
+        samples = reader.readframes(reader.getnframes())
+    assert any(samples), "silence"
+    assert sound.metadata["sample_rate"] == 16000 and sound.metadata["duration_s"] == 1.0
+    (again,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=1)
+    (other,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=2)
+    assert again.data == sound.data and other.data != sound.data
+
+
+async def test_wrong_model_or_parameters_are_rejected(binding: DiffusersBinding) -> None:
+    with pytest.raises(ModelNotFound, match="tiny-sd"):
+        await outputs(binding, "tti", "no-such-model")
+    with pytest.raises(InvalidRequest, match="cannot do 'tti'"):
+        await outputs(binding, "tti", AUDIO)
+    with pytest.raises(InvalidRequest, match="cannot do 'ttv'"):
+        await outputs(binding, "ttv", SD)
+    with pytest.raises(InvalidRequest, match="multiple of 8"):
+        await outputs(binding, "tti", width=65)
+    with pytest.raises(InvalidRequest, match="steps"):
+        await outputs(binding, "tti", steps=100_000)
+    with pytest.raises(InvalidRequest, match="strength"):
+        await outputs(binding, "tti", strength=2)
+    assert binding.loaded_models() == [], "a rejected request loads nothing"

@@ -1,0 +1,206 @@
+"""The plugin inside lollms-server: the lollms API, the OpenAI SDK, the data dir, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import time
+import wave
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lollms_diffusers.plugin
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from lollms_diffusers import DiffusersBinding
+from lollms_diffusers.runner import Cancelled
+from openai import AsyncOpenAI
+from PIL import Image
+
+from lollms_server import keys
+from lollms_server.app import create_app
+from lollms_server.config import Config, InstanceConfig, prepare_data_dir
+from lollms_server.plugins import load_plugins
+
+from .conftest import AUDIO, INSTANCE, SD, VIDEO
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest_asyncio.fixture
+async def client(
+    tiny_models: Path, settings: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Client]:
+    """The app with the real plugin module; the tiny models sit in the data dir's folders."""
+    data = tmp_path / "data"
+    instance = InstanceConfig(
+        name=INSTANCE,
+        type="diffusers",
+        settings={**settings, "models_folders": [], "use_data_dir": True},
+    )
+    defaults = {kind: INSTANCE for kind in ("tti", "i2i", "ttv", "ttm")}
+    config = Config(data_dir=data, bindings={INSTANCE: instance}, defaults=defaults)
+    prepare_data_dir(config)
+    for kind, model in (("tti", SD), ("ttv", VIDEO), ("ttm", AUDIO)):
+        (data / "models" / kind / model).symlink_to(tiny_models / model, target_is_directory=True)
+    plugins = load_plugins({"diffusers": lollms_diffusers.plugin}, entry_points=False)
+    app = create_app(config, plugins)
+    async with TestClient(TestServer(app, handler_cancellation=True)) as test_client:
+        yield test_client
+
+
+def binding_of(client: Client) -> DiffusersBinding:
+    """The app's diffusers instance."""
+    binding = client.app[keys.REGISTRY].get(INSTANCE)
+    assert isinstance(binding, DiffusersBinding)
+    return binding
+
+
+def body(kind: str, model: str, *media: dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    """A POST /api/v1/generate body."""
+    text = {"type": "text", "role": "user_prompt", "data": "a red circle"}
+    return {
+        "input_data": [text, *media],
+        "binding_name": INSTANCE,
+        "model_name": model,
+        "generation_type": kind,
+        "parameters": parameters,
+    }
+
+
+async def generate(client: Client, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The outputs of a non-streamed generate."""
+    response = await client.post("/api/v1/generate", json=payload)
+    assert response.status == 200, await response.text()
+    outputs: list[dict[str, Any]] = (await response.json())["output"]
+    return outputs
+
+
+def image_item(data: bytes, role: str = "input_image") -> dict[str, Any]:
+    """An image input_data item."""
+    encoded = base64.b64encode(data).decode()
+    return {"type": "image", "role": role, "data": encoded, "mime_type": "image/png"}
+
+
+def sse(text: str) -> list[dict[str, Any]]:
+    """The JSON events of an SSE body."""
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_the_entry_point_names_the_plugin_module() -> None:
+    (entry,) = metadata.entry_points(group="lollms_server", name="diffusers")
+    assert entry.value == "lollms_diffusers.plugin"
+
+
+async def test_openai_sdk_images_generate_returns_a_png(client: Client) -> None:
+    async with AsyncOpenAI(
+        base_url=str(client.make_url("/v1")), api_key="x", max_retries=0, timeout=60
+    ) as sdk:
+        result = await sdk.images.generate(
+            model=f"{INSTANCE}/{SD}",
+            prompt="a red circle",
+            size="64x64",
+            n=2,
+            response_format="b64_json",
+            extra_body={"seed": 11, "steps": 2},
+        )
+        again = await sdk.images.generate(
+            model=f"{INSTANCE}/{SD}",
+            prompt="a red circle",
+            size="64x64",
+            n=2,
+            extra_body={"seed": 11},
+        )
+    assert result.data is not None and len(result.data) == 2
+    images = [base64.b64decode(item.b64_json or "") for item in result.data]
+    for data in images:
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert Image.open(io.BytesIO(data)).size == (64, 64)
+    assert images[0] != images[1]
+    assert again.data is not None
+    assert [base64.b64decode(item.b64_json or "") for item in again.data] == images
+
+
+async def test_lollms_generate_every_type(client: Client) -> None:
+    (image,) = await generate(client, body("tti", SD, seed=1))
+    assert image["type"] == "image" and image["mime_type"] == "image/png"
+    png = base64.b64decode(image["data"])
+    assert image["metadata"]["seed"] == 1
+    (edited,) = await generate(client, body("i2i", SD, image_item(png), seed=2, strength=0.6))
+    assert edited["mime_type"] == "image/png" and base64.b64decode(edited["data"]) != png
+    mask = image_item(png, "mask_image")
+    (inpainted,) = await generate(client, body("i2i", SD, image_item(png), mask, seed=2))
+    assert base64.b64decode(inpainted["data"]).startswith(b"\x89PNG")
+    (video,) = await generate(client, body("ttv", VIDEO, width=32, height=32, seed=1))
+    assert video["type"] == "video" and video["mime_type"] == "image/gif"
+    with Image.open(io.BytesIO(base64.b64decode(video["data"]))) as gif:
+        assert gif.n_frames == 4  # the instance's default_frames
+    (sound,) = await generate(client, body("ttm", AUDIO, seed=1))
+    assert sound["type"] == "audio" and sound["mime_type"] == "audio/wav"
+    with wave.open(io.BytesIO(base64.b64decode(sound["data"]))) as reader:
+        assert reader.getframerate() == 16000 and reader.getnframes() == 16000
+
+
+async def test_streamed_generate_sends_progress_then_the_image(client: Client) -> None:
+    payload = {**body("tti", SD, seed=1, steps=3), "stream": True}
+    response = await client.post("/api/v1/generate", json=payload)
+    assert response.status == 200
+    events = sse(await response.text())
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "final" and "error" not in kinds
+    steps = [e["metadata"]["step"] for e in events if "step" in e["metadata"]]
+    assert steps == [1, 2, 3]
+    (image,) = [o for o in events[-1]["content"] if o["type"] == "image"]
+    assert base64.b64decode(image["data"]).startswith(b"\x89PNG")
+
+
+async def test_models_are_listed_from_the_data_dir(client: Client) -> None:
+    response = await client.get(f"/api/v1/list_available_models/{INSTANCE}")
+    assert response.status == 200
+    models = {m["name"]: m for m in (await response.json())["models"]}
+    assert sorted(models) == [VIDEO, AUDIO, SD]
+    assert models[SD]["family"] == "SD 1.x"
+    assert {"tti", "i2i", "inpaint"} <= set(models[SD]["capabilities"])
+    assert models[SD]["memory_bytes"] > 0 and models[SD]["details"]["format"] == "diffusers"
+
+
+async def test_a_client_disconnect_stops_the_render(client: Client) -> None:
+    binding = binding_of(client)
+    await binding.load(SD)
+    payload = {**body("tti", SD, seed=1, steps=40), "stream": True}
+    response = await client.post("/api/v1/generate", json=payload)
+    async for line in response.content:
+        if line.startswith(b"data: ") and b'"step"' in line:
+            break
+    job = binding.last_job
+    response.close()
+    assert job is not None
+    with pytest.raises(Cancelled):
+        await asyncio.wait_for(job.future, 30)
+    assert 1 <= job.steps_done < 40
+
+
+async def test_the_server_answers_while_an_image_renders(client: Client) -> None:
+    binding = binding_of(client)
+    await binding.load(SD)
+    payload = body("tti", SD, seed=1, steps=30)
+    render = asyncio.create_task(client.post("/api/v1/generate", json=payload))
+    for _ in range(6000):  # until the render is past its first step
+        if binding.last_job is not None and binding.last_job.steps_done:
+            break
+        await asyncio.sleep(0.005)
+    latencies = []
+    while not render.done():
+        started = time.perf_counter()
+        health = await client.get("/api/v1/health")
+        assert health.status == 200
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    assert (await render).status == 200
+    assert latencies and max(latencies) < 0.5, latencies
