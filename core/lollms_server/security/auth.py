@@ -16,8 +16,8 @@ from .principal import Principal, reset_current, set_current
 
 Access = Literal["public", "user", "admin"]
 KEY_COOKIE = "lollms_key"
-REQUEST_PRINCIPAL = "lollms_principal"
-REQUEST_KEY_REQUIRED = "lollms_api_key_required"
+REQUEST_PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("lollms_principal")
+REQUEST_KEY_REQUIRED: web.RequestKey[bool] = web.RequestKey("lollms_api_key_required")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
