@@ -32,6 +32,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre
 from .api.convert import decode_data
 from .bindings import ChatMessage, InputItem
 from .errors import InvalidRequest
+from .media_types import sniff_image
 from .schemas import NAME, StringOrList
 
 MAX_IMAGES = 16
@@ -69,12 +70,6 @@ PASSED_ON_OPTIONS = (
     "use_mlock",
 )
 THINK_LEVELS = ("low", "medium", "high")
-IMAGE_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
 
 
 def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
@@ -199,16 +194,6 @@ def image_item(value: str, where: str) -> InputItem:
     if mime is None:
         raise ValidationError(f"{where} is not a PNG, JPEG, GIF or WEBP image")
     return InputItem("image", role="input_image", data=data, mime_type=url_mime or mime)
-
-
-def sniff_image(data: bytes) -> str | None:
-    """The mime type of an image from its magic bytes."""
-    for magic, mime in IMAGE_MAGIC:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _images(values: list[str] | None, where: str) -> tuple[InputItem, ...]:

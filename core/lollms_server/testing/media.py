@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from .. import media_types
 from ..bindings import Binding, InputItem, Output, Result
 from .base import ContractBase, SpeechSample, contract, output_of, text_of
 from .fixtures import within
@@ -28,22 +29,9 @@ AUDIO_TYPES = frozenset({"audio/wav", "audio/mpeg", "audio/ogg", "audio/flac"})
 
 
 def sniff(data: bytes) -> str | None:
-    """The mime type that the magic bytes of `data` show, if it is a common media format."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data.startswith((b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")):
-        return "audio/mpeg"
-    if data.startswith(b"OggS"):
-        return "audio/ogg"
-    if data.startswith(b"fLaC"):
-        return "audio/flac"
-    return None
+    """The media type the magic bytes of `data` show, restricted to what the kit checks."""
+    found = media_types.sniff(data)
+    return found if found in IMAGE_TYPES | AUDIO_TYPES else None
 
 
 def normalized_mime(mime: str) -> str:

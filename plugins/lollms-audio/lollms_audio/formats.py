@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lollms_server.errors import InvalidRequest, MissingDependency, UnsupportedMediaType
+from lollms_server.media_types import sniff
 
 #: response_format -> (PyAV container, codec, fixed sample rate or None, mime type)
 ENCODINGS: dict[str, tuple[str, str, int | None, str]] = {
@@ -42,28 +43,21 @@ class Pcm:
         return round(frames / self.rate, 3) if self.rate else 0.0
 
 
+CONTAINERS = {
+    "audio/wav": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "video/webm": "webm",
+    "video/mp4": "mp4",
+    "audio/aiff": "aiff",
+    "audio/mpeg": "mp3",
+    "audio/aac": "aac",
+}
+
+
 def sniff_audio(data: bytes) -> str | None:
     """The container that the first bytes of `data` show, or None when it is no audio we read."""
-    head = data[:16]
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return "aiff"
-    if head.startswith(b"ID3"):
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
-        return "aac"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        return "mp3"
-    return None
+    return CONTAINERS.get(sniff(data) or "")
 
 
 def require_audio(data: bytes, mime_type: str | None = None) -> str:

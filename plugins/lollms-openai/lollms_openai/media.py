@@ -10,6 +10,7 @@ import aiohttp
 
 from lollms_server.bindings import GenerationRequest, InputItem, Output
 from lollms_server.errors import BackendError, InvalidRequest
+from lollms_server.media_types import sniff, sniff_image
 from lollms_server.upstream import Upstream
 
 IMAGE_PASSED_ON = (
@@ -39,13 +40,7 @@ EXTENSIONS = {
 
 def image_mime(data: bytes, declared: str | None = None) -> str:
     """The mime type of image bytes from their magic, else `declared`, else PNG."""
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return declared or "image/png"
+    return sniff_image(data) or declared or "image/png"
 
 
 def image_fields(request: GenerationRequest) -> dict[str, Any]:
@@ -181,12 +176,5 @@ def add_file(form: aiohttp.FormData, field: str, item: InputItem, stem: str) -> 
 
 def audio_mime(data: bytes) -> str:
     """The mime type of audio bytes from their magic."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data.startswith((b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")):
-        return "audio/mpeg"
-    if data.startswith(b"OggS"):
-        return "audio/ogg"
-    if data.startswith(b"fLaC"):
-        return "audio/flac"
-    return "application/octet-stream"
+    found = sniff(data)
+    return found if found and not found.startswith("image/") else "application/octet-stream"
