@@ -13,11 +13,10 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from .bindings import GENERATION_TYPES
+from .config_default import DEFAULT_CONFIG_TEXT, DEFAULT_HOST, DEFAULT_PORT
 from .errors import ConfigError
 
 CONFIG_FILE_NAME = "lollms.toml"
-DEFAULT_PORT = 9601
-DEFAULT_HOST = "127.0.0.1"
 NAME_OF_ROUTE = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", error="route names use letters, digits, '_-.:'"
 )
@@ -360,69 +359,3 @@ def _walk(messages: Any, raw: Any, path: list[str], lines: list[str]) -> None:
             lines.append(f"{key}: unknown key")
         else:
             lines.append(f"{key}: got {raw!r}; {problem}")
-
-
-DEFAULT_CONFIG_TEXT = f"""\
-# lollms-server configuration, written on first run. Every key is optional.
-# Environment overrides: LOLLMS_HOST, LOLLMS_PORT, LOLLMS_CONFIG (this file), LOLLMS_DATA_DIR.
-
-[server]
-host = "{DEFAULT_HOST}"     # 0.0.0.0 listens on every interface
-port = {DEFAULT_PORT}
-# data_dir = "~/.lollms-server"   # SQLite database, models/, personalities/
-max_body_mb = 64           # larger request bodies and uploads get 413
-request_timeout_s = 300    # a generation that takes longer gets 504
-log_level = "info"         # debug | info | warning | error
-log_format = "json"        # json: one object per line (request id, key id, instance...) | text
-
-# Binding instances: [bindings.<instance>] with type = "<binding type>" plus that type's
-# settings (see `lollms-server plugins`). The built-in `echo` type needs no backend.
-[bindings.echo]
-type = "echo"
-default_model = "echo"
-
-# Default instance (optionally "<instance>/<model>") per generation type:
-# ttt text, tti text-to-image, i2i image-to-image, tts speech, stt transcription,
-# ttv video, ttm music, audio2audio.
-[defaults]
-ttt = "echo"
-tti = "echo"
-i2i = "echo"
-tts = "echo"
-stt = "echo"
-ttv = "echo"
-ttm = "echo"
-audio2audio = "echo"
-
-[resources]
-queue_size = 64            # generations waiting per model beyond its concurrency; more get 503
-queue_timeout_s = 300      # longest wait in a queue before a 503
-first_token_timeout_s = 0  # a stream with no first chunk by then gets 504 (0 = only the total)
-
-[resilience]
-failure_threshold = 5      # backend failures within window_s that open an instance's circuit
-window_s = 30
-cooldown_s = 30            # an open circuit refuses calls this long, then lets one trial through
-health_interval_s = 30     # background health checks (backing off while down; 0 = off)
-
-# Routes: a model alias served by an ordered list of targets (the next serves when one is
-# down, its circuit open or its queue full), or a table with targets and strategy = "least-busy"
-# [routes]
-# "chat-default" = ["gpu-box/llama3", "openai/gpt-4o-mini"]
-
-[personalities]
-folders = []               # extra folders besides <data_dir>/personalities
-
-[security]
-local_access = true        # this machine (loopback peer, loopback Host, same origin) needs no key
-trusted_proxies = []       # read X-Forwarded-For only from these addresses/CIDRs
-cors_origins = []          # browser origins allowed to call the API (CORS is off when empty)
-ip_rpm = 0                 # requests per minute per client IP (0 = no limit)
-key_rpm = 0                # default requests per minute per key (a key's own limit wins)
-key_tpm = 0                # default text tokens per minute per key
-key_concurrent = 0         # default concurrent generations per key
-rate_limit_storage = "async+memory://"   # a `limits` storage URI, e.g. async+redis://host:6379
-rate_limit_window_s = 60   # the window of the *_rpm / *_tpm limits, in seconds
-audit_retention_days = 90
-audit_prompts = false      # true also logs prompt text in the audit log
-"""

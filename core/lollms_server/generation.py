@@ -23,7 +23,6 @@ from .bindings import (
     Chunk,
     GenerationRequest,
     InputItem,
-    Output,
     Result,
     Usage,
     closing_stream,
@@ -38,7 +37,7 @@ from .routing import Attempt, ordered_candidates
 from .security.audit import AuditLog
 from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter
-from .thinking import ThinkSplitter, split_thoughts
+from .thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
 from .trace import current_trace, in_backend
 
 log = logging.getLogger(__name__)
@@ -198,7 +197,7 @@ class GenerationService:
                             binding, binding.generate(prepared.request), self.timeout_s
                         )
                     outcome.usage = result.usage
-                    return _split_result_thoughts(result)
+                    return split_result_thoughts(result)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[Chunk]:
@@ -245,7 +244,7 @@ class GenerationService:
             if "stream" not in binding.capabilities:
                 result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
                 outcome.usage = result.usage
-                for output in _split_result_thoughts(result).outputs:
+                for output in split_result_thoughts(result).outputs:
                     text = output.text if output.type == "text" else ""
                     media = None if output.type == "text" else output
                     yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
@@ -276,7 +275,7 @@ class GenerationService:
                     outcome.usage = chunk.usage or outcome.usage
                     if outcome.first_token_s is None and (chunk.content or chunk.output):
                         outcome.first_token_s = prepared.elapsed_s
-                    yield _split_chunk(splitter, chunk)
+                    yield split_chunk_thoughts(splitter, chunk)
         answer, thoughts = splitter.flush()
         if answer or thoughts:
             yield Chunk(content=answer, thoughts=thoughts)
@@ -389,20 +388,3 @@ class GenerationService:
             )
         except Exception:  # the audit write must never fail the request it describes
             log.exception("could not audit generation %s", prepared.request.request_id)
-
-
-def _split_chunk(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:
-    if chunk.type != "chunk" or not chunk.content:
-        return chunk
-    answer, thoughts = splitter.feed(chunk.content)
-    return dataclasses.replace(chunk, content=answer, thoughts=chunk.thoughts + thoughts)
-
-
-def _split_result_thoughts(result: Result) -> Result:
-    outputs: list[Output] = []
-    for output in result.outputs:
-        if output.type == "text" and output.thoughts is None and "<think>" in output.text:
-            answer, thoughts = split_thoughts(output.text)
-            output = dataclasses.replace(output, text=answer, thoughts=thoughts)
-        outputs.append(output)
-    return dataclasses.replace(result, outputs=tuple(outputs))

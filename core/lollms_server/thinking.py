@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from .bindings import Chunk, Output, Result
+
 OPEN = "<think>"
 CLOSE = "</think>"
 
@@ -57,3 +61,22 @@ def _partial_tag_suffix(text: str, tag: str) -> int:
         if tag.startswith(text[-length:]):
             return length
     return 0
+
+
+def split_chunk_thoughts(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:
+    """A streamed chunk with its `<think>` text moved to `thoughts`."""
+    if chunk.type != "chunk" or not chunk.content:
+        return chunk
+    answer, thoughts = splitter.feed(chunk.content)
+    return dataclasses.replace(chunk, content=answer, thoughts=chunk.thoughts + thoughts)
+
+
+def split_result_thoughts(result: Result) -> Result:
+    """A result whose text outputs have their `<think>` part moved to `thoughts`."""
+    outputs: list[Output] = []
+    for output in result.outputs:
+        if output.type == "text" and output.thoughts is None and "<think>" in output.text:
+            answer, thoughts = split_thoughts(output.text)
+            output = dataclasses.replace(output, text=answer, thoughts=thoughts)
+        outputs.append(output)
+    return dataclasses.replace(result, outputs=tuple(outputs))
