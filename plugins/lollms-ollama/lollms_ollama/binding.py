@@ -12,10 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
-from typing import Any, cast
-
-import httpx
-import ollama
+from typing import TYPE_CHECKING, Any, cast
 
 from lollms_server.bindings import (
     Binding,
@@ -32,8 +29,19 @@ from lollms_server.errors import LollmsError, ModelNotFound
 from . import convert
 from .settings import OllamaSettings
 
-#: What a client error can be: the ollama client's, httpx's, or a reply that is not Ollama's.
-CLIENT_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
+if TYPE_CHECKING:  # the ollama client (with httpx, pydantic) loads on first use, not at start-up
+    import httpx
+    import ollama
+
+
+def client_errors() -> tuple[type[BaseException], ...]:
+    """What a client error can be: the ollama client's, httpx's, or a reply that is not Ollama's."""
+    import httpx
+    import ollama
+
+    return (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
+
+
 #: At most this many /api/show requests at once when a listing meets new models.
 SHOW_CONCURRENCY = 8
 
@@ -63,6 +71,9 @@ class OllamaBinding(Binding):
     def client(self) -> ollama.AsyncClient:
         """The ollama client (created on first use)."""
         if self._client is None:
+            import httpx
+            import ollama
+
             timeout = httpx.Timeout(
                 self.config.get("request_timeout_s", 300.0),
                 connect=self.config.get("connect_timeout_s", 5.0),
@@ -73,6 +84,8 @@ class OllamaBinding(Binding):
 
     async def startup(self) -> None:
         """Create the clients; no request is made (health says whether Ollama answers)."""
+        import httpx
+
         _ = self.client
         self._http = httpx.AsyncClient(
             base_url=self.url,
@@ -103,7 +116,7 @@ class OllamaBinding(Binding):
             yield
         except LollmsError:
             raise
-        except CLIENT_ERRORS as exc:
+        except client_errors() as exc:
             raise convert.backend_error(exc, self.instance_name, self.url) from exc
 
     async def health(self) -> Health:
@@ -112,11 +125,12 @@ class OllamaBinding(Binding):
         if self._http is None:
             await self.startup()
         assert self._http is not None
+        failures: tuple[type[BaseException], ...] = (*client_errors(), AttributeError)
         try:
             response = await self._http.get("/api/version")
             response.raise_for_status()
             version = response.json().get("version", "?")
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        except failures as exc:
             elapsed = (time.monotonic() - started) * 1000
             error = convert.backend_error(exc, self.instance_name, self.url)
             return Health("down", error.message, elapsed)
@@ -154,7 +168,7 @@ class OllamaBinding(Binding):
             try:
                 async with self._show_slots:
                     self._shown[key] = await self.client.show(model.model)
-            except CLIENT_ERRORS:
+            except client_errors():
                 return None
         return self._shown[key]
 

@@ -9,9 +9,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-import ollama
-
 from lollms_server.bindings import ChatMessage, Usage
 from lollms_server.errors import (
     BackendError,
@@ -175,6 +172,9 @@ def shown_context_length(shown: Any) -> int | None:
 
 def backend_error(exc: BaseException, instance: str, url: str) -> LollmsError:
     """One of our errors, naming the instance, for a failure of the ollama client or httpx."""
+    import httpx
+    import ollama
+
     where = f"ollama instance {instance!r} ({display_url(url)})"
     if isinstance(exc, ollama.ResponseError):
         status = exc.status_code

@@ -268,3 +268,16 @@ async def test_headers_are_sent_and_masked(tmp_path: Path) -> None:
             assert shown["headers"] == {"Authorization": "***"} and key not in repr(shown)
     finally:
         backend.stop()
+
+
+def test_registering_the_plugin_does_not_import_the_client() -> None:
+    """The server starts fast: the ollama client (httpx, pydantic) loads on first use only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import lollms_ollama.plugin as p; p.register_bindings();"
+        "print(sorted(m for m in ('ollama', 'httpx') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
