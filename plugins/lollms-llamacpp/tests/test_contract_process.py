@@ -217,6 +217,32 @@ async def test_openai_sdk_chats_through_the_server(client: Client) -> None:
     await sdk.close()
 
 
+async def test_ollama_client_chats_through_the_ollama_face(client: Client) -> None:
+    """The official ollama client, through lollms-server's Ollama face, chats with SmolLM2."""
+    import ollama
+
+    sdk = ollama.AsyncClient(host=str(client.make_url("")).rstrip("/"))
+    model = f"local/{SMOL}"
+    messages = [{"role": "user", "content": "Say hello in five words."}]
+    options = {"num_predict": 16, "temperature": 0}
+    answer = await within(
+        TIMEOUT, sdk.chat(model=model, messages=messages, options=options), "ollama chat"
+    )
+    assert answer.message.content.strip() and answer.done
+    assert answer.eval_count is not None and 1 <= answer.eval_count <= 16
+    pieces: list[str] = []
+    final = None
+    async for part in await sdk.chat(model=model, messages=messages, options=options, stream=True):
+        if part.message.content:
+            pieces.append(part.message.content)
+        if part.done:
+            final = part
+    assert len(pieces) >= 2 and "".join(pieces).strip()
+    assert final is not None and final.done_reason in ("stop", "length")
+    tags = [m.model for m in (await sdk.list()).models]
+    assert f"{model}:latest" in tags or model in tags
+
+
 async def test_unload_during_a_stream_says_so(binding: LlamaCppBinding) -> None:
     """Unloading a model mid-stream ends that stream with a 503 that says it was unloaded."""
     stream = binding.stream(ask(LONG_PROMPT, max_tokens=400))
