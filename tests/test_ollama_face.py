@@ -216,7 +216,7 @@ async def test_options_become_binding_parameters(server: Client, api: ollama.Asy
         "num_ctx": 512,
         "mirostat_eta": 0.5,
         "response_format": {"type": "json_object"},
-        "keep_alive": "5m",
+        "keep_alive": 300.0,  # "5m" in seconds
         "think": True,
     }
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}

@@ -82,6 +82,9 @@ async def test_dashboard_status(client: TestClient[Any, Any]) -> None:
     assert re.search(r"<th>Generations</th><td>1</td>", html)
     assert re.search(r"<td>lollms</td><td class=\"num\">2</td>", html)
     assert "RAM" in html and "cores" in html
+    assert "echo/echo" in html  # the generation loaded it
+    await client.post("/bindings/echo/unload", data={"model": "echo"}, headers=HX)
+    html = await (await client.get("/", headers=HX)).text()
     assert "No model is loaded." in html
     await client.post("/bindings/echo/load", data={"model": "think"}, headers=HX)
     html = await (await client.get("/", headers=HX)).text()

@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
+from .resources.lifecycle import Lifecycle, parse_budget, total_ram
 from .resources.monitor import HealthMonitor
 from .resources.scheduler import Scheduler
 from .security.api_keys import KeyStore
@@ -50,6 +51,27 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     metrics = app[keys.METRICS] = Metrics()
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s
+    )
+    resources = config.resources
+    lifecycle = app[keys.LIFECYCLE] = Lifecycle(
+        registry,
+        scheduler,
+        ram_budget_bytes=parse_budget(resources.ram_budget, total_ram()),
+        max_loaded=resources.max_loaded_models,
+        max_loaded_per_instance={
+            n: s.max_loaded_models for n, s in config.bindings.items() if s.max_loaded_models
+        },
+        pinned=frozenset(resources.pinned),
+        keep_alive_s=resources.keep_alive_s,
+        timeout_s=config.request_timeout_s,
+    )
+    metrics.add_gauge(
+        "lollms_model_memory_bytes", "Memory of each loaded model", ["instance", "model"],
+        lambda: [({"instance": m.instance, "model": m.model}, m.bytes)
+                 for m in lifecycle.loaded.values()],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_loaded_models", "Models loaded now", [], lambda: [({}, len(lifecycle.loaded))]
     )
     resilience = config.resilience
     breakers = app[keys.BREAKERS] = Breakers(
@@ -142,6 +164,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         metrics=app[keys.METRICS],
         scheduler=app[keys.SCHEDULER],
         breakers=app[keys.BREAKERS],
+        lifecycle=app[keys.LIFECYCLE],
         first_token_timeout_s=config.resources.first_token_timeout_s,
     )
     yield
@@ -158,11 +181,13 @@ async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
             log.error("binding %s failed to start: %r", binding.instance_name, result)
     app[keys.PLUGINS].collect("startup", app=app)
     monitor = app[keys.MONITOR]
-    task = asyncio.create_task(monitor.run()) if monitor.interval_s > 0 else None
+    tasks = [asyncio.create_task(app[keys.LIFECYCLE].run())]
+    if monitor.interval_s > 0:
+        tasks.append(asyncio.create_task(monitor.run()))
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(
         *(asyncio.wait_for(b.shutdown(), SHUTDOWN_TIMEOUT_S) for b in bindings),
         return_exceptions=True,

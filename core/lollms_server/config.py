@@ -56,6 +56,9 @@ class InstanceSchema(Schema):
     max_concurrent = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
     )
+    max_loaded_models = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
+    )
 
 
 def _network(value: str) -> bool:
@@ -92,6 +95,10 @@ class ResourcesSchema(Schema):
         unknown = RAISE
 
     queue_size = fields.Integer(load_default=64, validate=validate.Range(0, 1_000_000))
+    ram_budget = fields.Raw(load_default=None, allow_none=True)
+    max_loaded_models = fields.Integer(load_default=0, validate=validate.Range(0, 100_000))
+    keep_alive_s = fields.Float(load_default=300.0, validate=validate.Range(min=-1))
+    pinned = fields.List(fields.String(), load_default=list)
     queue_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.01))
     first_token_timeout_s = fields.Float(load_default=0.0, validate=validate.Range(min=0))
 
@@ -175,6 +182,7 @@ class InstanceConfig:
     default_model: str | None = None
     enabled: bool = True
     max_concurrent: int | None = None
+    max_loaded_models: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,6 +208,10 @@ class ResourcesConfig:
     """`[resources]`: queue bound, queue wait limit, first-token limit (0 = none)."""
 
     queue_size: int = 64
+    ram_budget: str | float | None = None
+    max_loaded_models: int = 0
+    keep_alive_s: float = 300.0
+    pinned: list[str] = field(default_factory=list)
     queue_timeout_s: float = 300.0
     first_token_timeout_s: float = 0.0
 
@@ -280,6 +292,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
             default_model=spec.pop("default_model"),
             enabled=spec.pop("enabled"),
             max_concurrent=spec.pop("max_concurrent"),
+            max_loaded_models=spec.pop("max_loaded_models"),
             settings=spec,
         )
         for name, spec in loaded["bindings"].items()

@@ -42,6 +42,14 @@ queue_size = 64            # generations waiting per model beyond its concurrenc
 queue_timeout_s = 300      # longest wait in a queue before a 503
 first_token_timeout_s = 0  # a stream with no first chunk by then gets 504 (0 = only the total)
 
+# Model lifecycle (bindings that load and unload models): a RAM budget ("75%", "8GiB" or
+# bytes; unset = none), how many models may be loaded, idle time before unloading
+# (-1 = never, 0 = right after each request), and models never unloaded ("inst/model" or "inst").
+# ram_budget = "75%"
+max_loaded_models = 0      # 0 = no limit (per instance: [bindings.x] max_loaded_models)
+keep_alive_s = 300
+pinned = []
+
 [resilience]
 failure_threshold = 5      # backend failures within window_s that open an instance's circuit
 window_s = 30

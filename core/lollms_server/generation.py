@@ -7,18 +7,16 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
-    contextmanager,
     nullcontext,
 )
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .bindings import (
-    Binding,
     ChatMessage,
     Chunk,
     GenerationRequest,
@@ -28,10 +26,13 @@ from .bindings import (
     closing_stream,
 )
 from .circuit import Breakers
-from .errors import BackendError, BackendTimeout, LollmsError
+from .errors import BackendTimeout, LollmsError
+from .guard import binding_errors as binding_errors
+from .guard import guarded as guarded
 from .metrics import Metrics
 from .personalities import Personality, PersonalityStore
 from .registry import Registry, Target
+from .resources.lifecycle import Lifecycle
 from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
 from .routing import Attempt, ordered_candidates
 from .security.audit import AuditLog
@@ -64,33 +65,6 @@ def new_request_id() -> str:
     """The running HTTP request's id, or a fresh one outside a request."""
     trace = current_trace()
     return trace.request_id if trace else uuid.uuid4().hex
-
-
-@contextmanager
-def binding_errors(binding: Binding, timeout_s: float | None = None) -> Iterator[None]:
-    """Re-raise anything a binding throws as one of our errors naming the instance."""
-    name = binding.instance_name
-    try:
-        yield
-    except LollmsError as exc:
-        exc.binding = exc.binding or name
-        raise
-    except TimeoutError as exc:
-        raise BackendTimeout(
-            f"binding {name!r} did not answer within {timeout_s}s", binding=name
-        ) from exc
-    except Exception as exc:  # third-party binding code: any failure becomes a 502
-        log.exception("binding %s failed", name)
-        raise BackendError(
-            f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name
-        ) from exc
-
-
-async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
-    """Await a binding call with a time limit, its errors mapped by `binding_errors`."""
-    with binding_errors(binding, timeout_s), in_backend(binding.instance_name):
-        async with asyncio.timeout(timeout_s):
-            return await awaitable
 
 
 def apply_personality(
@@ -143,6 +117,7 @@ class GenerationService:
         metrics: Metrics | None = None,
         scheduler: Scheduler | None = None,
         breakers: Breakers | None = None,
+        lifecycle: Lifecycle | None = None,
         first_token_timeout_s: float = 0.0,
     ) -> None:
         self.registry = registry
@@ -153,6 +128,7 @@ class GenerationService:
         self.metrics = metrics
         self.scheduler = scheduler or Scheduler()
         self.breakers = breakers or Breakers()
+        self.lifecycle = lifecycle
         self.first_token_timeout_s = first_token_timeout_s
 
     async def prepare(
@@ -193,9 +169,10 @@ class GenerationService:
                     async with self._slot(prepared) as (lane, ticket):
                         async for _position in self._turns(lane, ticket):
                             pass
-                        result = await guarded(
-                            binding, binding.generate(prepared.request), self.timeout_s
-                        )
+                        async with self._loaded(prepared):
+                            result = await guarded(
+                                binding, binding.generate(prepared.request), self.timeout_s
+                            )
                     outcome.usage = result.usage
                     return split_result_thoughts(result)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
@@ -231,7 +208,6 @@ class GenerationService:
     async def _stream_on_target(
         self, prepared: Prepared, outcome: _Outcome
     ) -> AsyncIterator[Chunk]:
-        binding = prepared.target.binding
         splitter = ThinkSplitter()
         async with self._slot(prepared) as (lane, ticket):
             async for position in self._turns(lane, ticket):
@@ -241,44 +217,55 @@ class GenerationService:
                     content=f"queued at position {position}",
                     metadata={"queue_position": position, "estimated_wait_s": wait},
                 )
-            if "stream" not in binding.capabilities:
-                result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
-                outcome.usage = result.usage
-                for output in split_result_thoughts(result).outputs:
-                    text = output.text if output.type == "text" else ""
-                    media = None if output.type == "text" else output
-                    yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
-                                usage=result.usage, finish_reason=result.finish_reason)  # fmt: skip
-                return
-            loop_time = asyncio.get_running_loop().time()
-            deadline = loop_time + self.timeout_s
-            first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
-            with binding_errors(binding, self.timeout_s):
-                chunks = binding.stream(prepared.request)
-            async with closing_stream(chunks):
-                while True:
-                    waiting_first = outcome.first_token_s is None
-                    limit = min(deadline, first_deadline) if waiting_first else deadline
-                    with binding_errors(binding, self.timeout_s), in_backend(binding.instance_name):
-                        try:
-                            async with asyncio.timeout_at(limit):
-                                chunk = await anext(chunks)
-                        except StopAsyncIteration:
-                            break
-                        except TimeoutError as exc:
-                            if waiting_first and limit == first_deadline < deadline:
-                                raise BackendTimeout(
-                                    f"no first token from {prepared.target.ref} within "
-                                    f"{self.first_token_timeout_s:g}s"
-                                ) from exc
-                            raise
-                    outcome.usage = chunk.usage or outcome.usage
-                    if outcome.first_token_s is None and (chunk.content or chunk.output):
-                        outcome.first_token_s = prepared.elapsed_s
-                    yield split_chunk_thoughts(splitter, chunk)
+            async with (
+                self._loaded(prepared),
+                closing_stream(self._binding_chunks(prepared, outcome, splitter)) as chunks,
+            ):
+                async for chunk in chunks:
+                    yield chunk
         answer, thoughts = splitter.flush()
         if answer or thoughts:
             yield Chunk(content=answer, thoughts=thoughts)
+
+    async def _binding_chunks(
+        self, prepared: Prepared, outcome: _Outcome, splitter: ThinkSplitter
+    ) -> AsyncIterator[Chunk]:
+        binding = prepared.target.binding
+        if "stream" not in binding.capabilities:
+            result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+            outcome.usage = result.usage
+            for output in split_result_thoughts(result).outputs:
+                text = output.text if output.type == "text" else ""
+                media = None if output.type == "text" else output
+                yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
+                            usage=result.usage, finish_reason=result.finish_reason)  # fmt: skip
+            return
+        loop_time = asyncio.get_running_loop().time()
+        deadline = loop_time + self.timeout_s
+        first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
+        with binding_errors(binding, self.timeout_s):
+            chunks = binding.stream(prepared.request)
+        async with closing_stream(chunks):
+            while True:
+                waiting_first = outcome.first_token_s is None
+                limit = min(deadline, first_deadline) if waiting_first else deadline
+                with binding_errors(binding, self.timeout_s), in_backend(binding.instance_name):
+                    try:
+                        async with asyncio.timeout_at(limit):
+                            chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError as exc:
+                        if waiting_first and limit == first_deadline < deadline:
+                            raise BackendTimeout(
+                                f"no first token from {prepared.target.ref} within "
+                                f"{self.first_token_timeout_s:g}s"
+                            ) from exc
+                        raise
+                outcome.usage = chunk.usage or outcome.usage
+                if outcome.first_token_s is None and (chunk.content or chunk.output):
+                    outcome.first_token_s = prepared.elapsed_s
+                yield split_chunk_thoughts(splitter, chunk)
 
     def _attempts(self, prepared: Prepared) -> Iterator[Attempt]:
         """One Attempt per candidate target whose circuit lets it try; each points `prepared`
@@ -299,6 +286,20 @@ class GenerationService:
                 trace.model = target.model
             fallback_of = route if index > 0 and route else None
             yield Attempt(breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics)
+
+    @asynccontextmanager
+    async def _loaded(self, prepared: Prepared) -> AsyncIterator[None]:
+        """The target's model loaded for the block; its keep_alive starts when the block ends."""
+        if self.lifecycle is None:
+            yield
+            return
+        await self.lifecycle.ensure_loaded(prepared.target)
+        try:
+            yield
+        finally:
+            keep = prepared.request.parameters.get("keep_alive")
+            seconds = float(keep) if isinstance(keep, (int, float)) else None
+            self.lifecycle.release(prepared.target, seconds)
 
     @asynccontextmanager
     async def _slot(self, prepared: Prepared) -> AsyncIterator[tuple[Lane, Ticket]]:

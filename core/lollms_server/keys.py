@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
+    from .resources.lifecycle import Lifecycle
     from .resources.monitor import HealthMonitor
     from .resources.scheduler import Scheduler
     from .security.api_keys import KeyStore
@@ -41,3 +42,4 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
 MONITOR: web.AppKey[HealthMonitor] = web.AppKey("monitor")
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")

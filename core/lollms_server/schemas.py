@@ -62,6 +62,7 @@ class ParametersSchema(Schema):
     voice = fields.String(validate=NAME)
     speed = fields.Float(validate=validate.Range(0.25, 4))
     response_format = fields.String(validate=validate.Length(max=32))
+    keep_alive = fields.Float(validate=validate.Range(-1, 10**9))
     language = fields.String(validate=validate.Length(max=32))
 
     @validates_schema(pass_original=True)

@@ -263,7 +263,7 @@ class OllamaRequestSchema(OllamaLenientSchema):
             schema = {"name": "response", "schema": fmt}
             parameters["response_format"] = {"type": "json_schema", "json_schema": schema}
         if data["keep_alive"] is not None:
-            parameters["keep_alive"] = data["keep_alive"]
+            parameters["keep_alive"] = keep_alive_seconds(data["keep_alive"])
         if data["think"] is not None:
             parameters["think"] = data["think"]
         data["parameters"] = parameters

@@ -27,6 +27,7 @@ completions `suffix`, images `moderation`, `output_compression`, `partial_images
 
 Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
 and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
+`keep_alive` (seconds the model stays loaded after the request: -1 forever, 0 unload now),
 `seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images.
 """
 
@@ -53,7 +54,7 @@ TEXT = validate.Length(max=1_000_000)
 ONE_CHOICE = validate.Range(1, 1, error="only 1: one choice per request; make several requests")
 ONE_PROMPT = "send one prompt per request (a string or a list of one string)"
 SAMPLING = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
-PASSED_ON = ("top_k", "repeat_penalty", "response_format", "reasoning_effort")
+PASSED_ON = ("top_k", "repeat_penalty", "response_format", "reasoning_effort", "keep_alive")
 
 
 def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
@@ -213,6 +214,7 @@ class SamplingSchema(StrictSchema):
     user = _opt(fields.String)
     top_k = _opt(fields.Integer, validate=validate.Range(0, 100_000))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
+    keep_alive = _opt(fields.Float, validate=validate.Range(-1, 10**9))
 
     @post_load
     def _parameters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

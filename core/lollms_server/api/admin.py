@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..generation import guarded
-from ..keys import AUDIT, CONFIG, KEYSTORE, REGISTRY
+from ..keys import AUDIT, KEYSTORE, LIFECYCLE, REGISTRY
+from ..registry import Target
 from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema
 from ..security.auth import REQUEST_PRINCIPAL
 from ..security.principal import Principal
@@ -75,13 +75,13 @@ async def audit_log(request: web.Request, query: dict[str, Any]) -> web.Response
 
 async def _model_action(request: web.Request, body: dict[str, Any], action: str) -> web.Response:
     binding = request.app[REGISTRY].get(body["binding_name"])
-    timeout = request.app[CONFIG].request_timeout_s
+    target = Target(binding, body["model_name"])
     started = time.monotonic()
     result: int | None = None
     if action == "load":
-        result = await guarded(binding, binding.load(body["model_name"]), timeout)
+        result = await request.app[LIFECYCLE].load(target)
     else:
-        await guarded(binding, binding.unload(body["model_name"]), timeout)
+        await request.app[LIFECYCLE].unload(target)
     await request.app[AUDIT].record(
         action, status=200, instance=binding.instance_name, model=body["model_name"],
         duration_ms=round((time.monotonic() - started) * 1000, 3), **_actor(request),

@@ -24,7 +24,7 @@ from .. import __version__
 from ..bindings import Binding, ChatMessage
 from ..errors import BackendError, Forbidden, InvalidRequest, NotSupported
 from ..generation import guarded
-from ..keys import GENERATION, REGISTRY, STARTED_AT
+from ..keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
 from ..registry import Target
 from ..schemas_ollama import (
     OllamaChatSchema,
@@ -259,11 +259,10 @@ async def _load_or_unload(
             raise Forbidden(
                 f"{action} a model (a request with nothing to generate) needs an admin key"
             )
-        timeout = request.app[GENERATION].timeout_s
         if unload:
-            await guarded(binding, binding.unload(target.model), timeout)
+            await request.app[LIFECYCLE].unload(target)
         else:
-            await guarded(binding, binding.load(target.model), timeout)
+            await request.app[LIFECYCLE].load(target)
     return web.json_response(shape.done("unload" if unload else "load"))
 
 

@@ -50,6 +50,8 @@ class EchoSettings(Schema):
 
     delay_ms = fields.Integer(load_default=50, validate=validate.Range(0, 10_000))
     down = fields.Boolean(load_default=False)
+    model_memory_mb = fields.Float(load_default=0.0, validate=validate.Range(0, 1_000_000))
+    load_delay_ms = fields.Integer(load_default=0, validate=validate.Range(0, 60_000))
 
 
 class EchoBinding(Binding):
@@ -64,6 +66,7 @@ class EchoBinding(Binding):
     def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
         super().__init__(instance_name, config)
         self.loaded: set[str] = set()
+        self.load_count = 0
 
     async def health(self) -> Health:
         """Down when configured `down = true`."""
@@ -82,17 +85,22 @@ class EchoBinding(Binding):
                 parameters=0,
                 context_length=4096,
                 capabilities=frozenset(GENERATION_TYPES) | {"stream", "embeddings"},
-                memory_bytes=0,
+                memory_bytes=self._memory_bytes(),
                 loaded=model in self.loaded,
             )
             for model in MODELS
         ]
 
     async def load(self, model: str) -> int | None:
-        """Mark a model loaded."""
+        """Mark a model loaded (after `load_delay_ms`); report `model_memory_mb` as its size."""
         self._check_model(model)
+        self.load_count += 1
+        await asyncio.sleep(self.config.get("load_delay_ms", 0) / 1000)
         self.loaded.add(model)
-        return 0
+        return self._memory_bytes()
+
+    def _memory_bytes(self) -> int:
+        return int(self.config.get("model_memory_mb", 0.0) * 2**20)
 
     async def unload(self, model: str) -> None:
         """Mark a model unloaded."""

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from .. import health
 from ..errors import LollmsError
-from ..generation import guarded
-from ..keys import CONFIG, PLUGINS, REGISTRY
+from ..keys import LIFECYCLE, PLUGINS, REGISTRY
+from ..registry import Target
 from .catalog import binding_types, gather_models, instance_view, list_instance
 from .filters import human_bytes
 from .forms import ModelActionForm, read_action, read_page_form
@@ -80,13 +80,13 @@ async def unload(request: web.Request) -> web.StreamResponse:
 async def _model_action(request: web.Request, action: str) -> web.StreamResponse:
     binding = request.app[REGISTRY].get(request.match_info["instance"])
     model = (await read_page_form(request, ModelActionForm))["model"]
-    timeout = request.app[CONFIG].request_timeout_s
     try:
+        lifecycle = request.app[LIFECYCLE]
         if action == "load":
-            used = await guarded(binding, binding.load(model), timeout)
+            used = await lifecycle.load(Target(binding, model))
             notice = f"loaded {model}" + (f" ({human_bytes(used)})" if used else "")
         else:
-            await guarded(binding, binding.unload(model), timeout)
+            await lifecycle.unload(Target(binding, model))
             notice = f"unloaded {model}"
     except LollmsError as exc:
         if not is_htmx(request):

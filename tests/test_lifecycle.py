@@ -1,0 +1,115 @@
+"""Model lifecycle: memory budget with LRU eviction, busy and pinned models kept, keep_alive,
+max loaded models, one load per model at a time (echo reports a configured model size)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from lollms_server.keys import LIFECYCLE, REGISTRY
+from lollms_server.resources.lifecycle import parse_budget
+
+Client = TestClient[Any, Any]
+
+
+def config(make_config: Any, echo: dict[str, Any] | None = None, **resources: Any) -> Any:
+    settings = {"type": "echo", "delay_ms": 100, "model_memory_mb": 100, **(echo or {})}
+    return make_config(
+        {"bindings": {"echo": settings}, "defaults": {"ttt": "echo"}, "resources": resources}
+    )
+
+
+def ask(model: str, stream: bool = False, **parameters: Any) -> dict[str, Any]:
+    return {
+        "input_data": [{"type": "text", "data": "one two"}],
+        "model_name": model,
+        "stream": stream,
+        "parameters": parameters,
+    }
+
+
+def resident(client: Client) -> set[str]:
+    return set(client.server.app[REGISTRY].get("echo").loaded)
+
+
+async def test_budget_that_fits_one_model_swaps_lru(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, ram_budget="150MiB"))
+    lifecycle = client.server.app[LIFECYCLE]
+    for model in ("echo", "think", "echo", "think"):
+        response = await client.post("/api/v1/generate", json=ask(model))
+        assert response.status == 200, await response.text()
+        assert resident(client) == {model}  # never both resident
+        assert lifecycle.used_bytes() <= 150 * 2**20
+    assert lifecycle.loads == 4 and lifecycle.evictions == 3
+
+
+async def test_a_busy_model_is_never_evicted(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, ram_budget="150MiB"))
+    body = {**ask("slow", stream=True), "input_data": [{"type": "text", "data": "a b c d e f"}]}
+    streaming = await client.post("/api/v1/generate", json=body)
+    await streaming.content.readline()  # the slow model is loaded and generating
+    refused = await client.post("/api/v1/generate", json=ask("think"))
+    error = (await refused.json())["error"]
+    assert refused.status == 503 and error["type"] == "overloaded"
+    assert "echo/slow" in error["message"] and "busy" in error["message"]
+    assert resident(client) == {"slow"}
+    await streaming.read()
+    later = await client.post("/api/v1/generate", json=ask("think"))
+    assert later.status == 200 and resident(client) == {"think"}
+
+
+async def test_pinned_models_stay(make_client: Any, make_config: Any) -> None:
+    cfg = config(make_config, ram_budget="150MiB", pinned=["echo/echo"])
+    client: Client = await make_client(cfg)
+    assert (await client.post("/api/v1/generate", json=ask("echo"))).status == 200
+    refused = await client.post("/api/v1/generate", json=ask("think"))
+    assert refused.status == 503 and "pinned" in (await refused.json())["error"]["message"]
+    assert resident(client) == {"echo"}
+
+
+async def test_keep_alive_zero_unloads_after_the_request(
+    make_client: Any, make_config: Any
+) -> None:
+    client: Client = await make_client(config(make_config))
+    assert (await client.post("/api/v1/generate", json=ask("echo"))).status == 200
+    assert (await client.post("/api/v1/generate", json=ask("think", keep_alive=0))).status == 200
+    await client.server.app[LIFECYCLE].reap()
+    assert resident(client) == {"echo"}  # the default keep_alive (300 s) keeps echo
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "echo/echo",
+            "messages": [{"role": "user", "content": "x"}],
+            "keep_alive": 0,
+        },
+    )
+    assert chat.status == 200
+    for _ in range(30):  # the background reaper runs every 0.5 s
+        if not resident(client):
+            break
+        await asyncio.sleep(0.1)
+    assert resident(client) == set()
+
+
+async def test_max_loaded_models_per_instance(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, echo={"max_loaded_models": 1}))
+    for model in ("echo", "think", "slow"):
+        assert (await client.post("/api/v1/generate", json=ask(model))).status == 200
+        assert resident(client) == {model}
+
+
+async def test_concurrent_requests_share_one_load(make_client: Any, make_config: Any) -> None:
+    client: Client = await make_client(config(make_config, echo={"load_delay_ms": 200}))
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/generate", json=ask("echo")) for _ in range(3))
+    )
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert client.server.app[REGISTRY].get("echo").load_count == 1
+
+
+def test_budget_parsing() -> None:
+    assert parse_budget("50%", 1000) == 500
+    assert parse_budget("2GiB", 0) == 2 * 2**30 and parse_budget("512MB", 0) == 512 * 2**20
+    assert parse_budget(1234, 0) == 1234 and parse_budget(None, 0) is None
