@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ..app import create_app
 from ..bindings import GENERATION_TYPES, Binding
-from ..config import Config, InstanceConfig, prepare_data_dir
+from ..config import Config, InstanceConfig, ResourcesConfig, prepare_data_dir
 from ..hookspecs import hookimpl
 from ..plugins import load_plugins
 from .base import ContractBase, contract, sample_inputs
@@ -69,9 +69,13 @@ async def serve_binding(
     settings: Mapping[str, Any],
     data_dir: Path,
     default_model: str | None = None,
+    resources: ResourcesConfig | None = None,
 ) -> AsyncIterator[Client]:
-    """A test client of `create_app` serving one instance (only this plugin is loaded)."""
+    """A test client of `create_app` serving one instance (only this plugin is loaded);
+    `resources` sets the model lifecycle and queue limits (defaults otherwise)."""
     config = contract_config(binding_class, instance_name, settings, data_dir, default_model)
+    if resources is not None:
+        config.resources = resources
     plugins = load_plugins(
         {f"contract-{binding_class.name}": KitPlugin(binding_class)}, entry_points=False
     )

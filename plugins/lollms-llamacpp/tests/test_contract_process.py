@@ -16,8 +16,9 @@ from lollms_llamacpp import LlamaCppBinding
 from openai import AsyncOpenAI
 
 from lollms_server.bindings import ChatMessage, GenerationRequest
+from lollms_server.config import ResourcesConfig
 from lollms_server.errors import BackendUnavailable, InvalidRequest
-from lollms_server.keys import REGISTRY
+from lollms_server.keys import LIFECYCLE, REGISTRY
 from lollms_server.testing import serve_binding, started_binding, within
 from lollms_server.testing.server import Client
 
@@ -215,6 +216,42 @@ async def test_openai_sdk_chats_through_the_server(client: Client) -> None:
     listed = [m.id async for m in sdk.models.list()]
     assert model in listed and f"local/{TINY}" in listed
     await sdk.close()
+
+
+async def test_lifecycle_keeps_one_model_resident(models_dir: Path, tmp_path: Path) -> None:
+    """With room for one model, alternating requests swap the llama.cpp processes: the
+    previous model's process is gone before the next one runs; keep_alive 0 unloads."""
+    resources = ResourcesConfig(max_loaded_models=1)
+    async with serve_binding(
+        LlamaCppBinding, "local", settings(models_dir), tmp_path / "data", SMOL, resources
+    ) as served:
+        binding = served.server.app[REGISTRY].get("local")
+        assert isinstance(binding, LlamaCppBinding)
+        seen: dict[str, int] = {}
+        for model in (TINY, SMOL, TINY, SMOL):
+            body = {
+                "input_data": [{"type": "text", "data": "Say hi."}],
+                "model_name": model,
+                "parameters": {"max_tokens": 4},
+            }
+            response = await within(TIMEOUT, served.post("/api/v1/generate", json=body), model)
+            assert response.status == 200, await response.text()
+            assert set(binding._processes) == {model}  # never both resident
+            pid = process_of(binding, model).pid
+            assert pid != seen.get(model)  # a fresh process: the last one was unloaded
+            seen[model] = pid
+        lifecycle = served.server.app[LIFECYCLE]
+        assert lifecycle.loads == 4 and lifecycle.evictions == 3
+        last = process_of(binding, SMOL)
+        body = {
+            "input_data": [{"type": "text", "data": "Bye."}],
+            "model_name": SMOL,
+            "parameters": {"max_tokens": 2, "keep_alive": 0},
+        }
+        assert (await served.post("/api/v1/generate", json=body)).status == 200
+        await lifecycle.reap()
+        assert not binding._processes
+        assert not last.is_running() or last.status() == psutil.STATUS_ZOMBIE
 
 
 async def test_ollama_client_chats_through_the_ollama_face(client: Client) -> None:
