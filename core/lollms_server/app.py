@@ -16,7 +16,7 @@ from .api.middleware import error_middleware
 from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
-from .config import Config
+from .config import Config, prepare_data_dir
 from .functions import FunctionRegistry
 from .generation import GenerationService
 from .metrics import Metrics
@@ -42,6 +42,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     """Build the application; raises ConfigError when the config does not fit the plugins."""
     plugins = plugins or load_plugins()
     registry = build_registry(config, plugins)
+    prepare_data_dir(config)
     app = web.Application(
         middlewares=[observe_middleware, error_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
