@@ -23,6 +23,7 @@ class Trace:
     instance: str | None = None
     model: str | None = None
     first_token_s: float | None = None
+    retries: dict[str, int] = field(default_factory=dict)
 
     @property
     def routed(self) -> bool:
@@ -54,6 +55,13 @@ def end_trace(token: contextvars.Token[Trace | None]) -> None:
 def current_trace() -> Trace | None:
     """The running request's trace, if any."""
     return _current.get()
+
+
+def count_retry(instance: str) -> None:
+    """Note that a call to `instance`'s backend is being retried (for the metrics)."""
+    trace = _current.get()
+    if trace is not None:
+        trace.retries[instance] = trace.retries.get(instance, 0) + 1
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from .errors import (
     ValidationFailed,
 )
 from .resilience import Retryable, RetryPolicy, parse_retry_after
+from .trace import count_retry
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ class Upstream:
         log.debug("%s %s%s for %s", method, self.url_for_logs, path, self.instance)
         try:
             async for attempt in policy.retrying(CONNECT_ERRORS):
+                if attempt.retry_state.attempt_number > 1:
+                    count_retry(self.instance)
                 with attempt:
                     response = await self._send(method, url, path, body, form, timeout)
         except LollmsError:

@@ -47,6 +47,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.latency.labels(route).observe(elapsed)
         overhead_s = max(0.0, elapsed - trace.backend_s)
+        for instance, retries in trace.retries.items():
+            metrics.retries.labels(instance).inc(retries)
         if trace.routed:
             metrics.overhead.observe(overhead_s)
         principal = request.get(REQUEST_PRINCIPAL)

@@ -93,6 +93,7 @@ async def test_kill_primary_then_recover(
     metrics = await (await client.get("/metrics")).text()
     assert 'lollms_fallbacks_total{instance="backup/tiny",route="chat"} 1.0' in metrics
     assert 'lollms_circuit_state{instance="primary"} 2.0' in metrics
+    assert 'lollms_retries_total{instance="primary"} 1.0' in metrics  # retries = 1
     assert (await ask(client))["binding_instance"] == "backup"  # the open circuit is skipped
     revived = start_primary(gguf_dir / "tiny.gguf", port, key)  # back on the same port
     try:
