@@ -79,5 +79,6 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; results are written to docs/benchmarks.md."""
     session.install("-e", ".")
     session.run("python", "bench/startup.py", "--runs", "5", "--write")
+    session.run("python", "bench/overhead.py", "--write")
     session.install("-e", "plugins/lollms-diffusers", "torch==2.13.0")
     session.run("python", "bench/diffusers_startup.py", "--runs", "10", "--write")

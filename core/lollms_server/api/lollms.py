@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from ..bindings import Output, Usage, closing_stream
 from ..errors import LollmsError, NotFound, NotSupported
 from ..generation import Prepared, guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
+from ..listing import gather_models
 from ..registry import Target
 from ..schemas import (
     DetokenizeSchema,
@@ -115,24 +115,14 @@ async def list_available_models(request: web.Request) -> web.Response:
 @endpoint("Models of every instance; failing instances listed under errors", tag=TAG)
 async def list_models(request: web.Request) -> web.Response:
     """Models of all instances."""
-    registry = request.app[REGISTRY]
-    bindings = list(registry)
-    results = await asyncio.gather(*(_models_of(b) for b in bindings), return_exceptions=True)
-    models: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
-    for binding, result in zip(bindings, results, strict=True):
-        if isinstance(result, LollmsError):
-            errors[binding.instance_name] = result.to_dict()
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            models[binding.instance_name] = result
+    listings = await gather_models(request.app[REGISTRY])
+    models = {
+        item.name: [model_dict(m, item.name) for m in item.models]
+        for item in listings
+        if not item.error
+    }
+    errors = {item.name: item.error.to_dict() for item in listings if item.error}
     return web.json_response({"models": models, "errors": errors})
-
-
-async def _models_of(binding: Any) -> list[dict[str, Any]]:
-    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
-    return [model_dict(m, binding.instance_name) for m in models]
 
 
 @routes.get(PREFIX + "/get_model_info/{instance}")

@@ -9,7 +9,6 @@ SHA-256 of the model name, `modified_at` the server's start time, and a loaded m
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -17,8 +16,9 @@ from typing import Any
 
 from .. import health
 from ..bindings import Binding, ModelInfo
-from ..errors import LollmsError, ModelNotFound
+from ..errors import ModelNotFound
 from ..generation import guarded
+from ..listing import gather_models
 from ..registry import Registry, Target
 
 log = logging.getLogger(__name__)
@@ -57,18 +57,11 @@ def model_name(binding: Binding, model: ModelInfo) -> str:
 async def all_models(registry: Registry) -> list[tuple[Binding, ModelInfo]]:
     """Models of every text or embeddings instance; failing instances are skipped and logged."""
     bindings = [b for b in registry if {"ttt", "embeddings"} & b.capabilities]
-    results = await asyncio.gather(
-        *(guarded(b, b.list_models(), health.HEALTH_TIMEOUT_S) for b in bindings),
-        return_exceptions=True,
-    )
     found: list[tuple[Binding, ModelInfo]] = []
-    for binding, result in zip(bindings, results, strict=True):
-        if isinstance(result, LollmsError):
-            log.warning("models of %s skipped: %s", binding.instance_name, result.message)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            found.extend((binding, model) for model in result)
+    for item in await gather_models(bindings):
+        if item.error is not None:
+            log.warning("models of %s skipped: %s", item.name, item.error.message)
+        found.extend((item.binding, model) for model in item.models)
     return found
 
 

@@ -7,7 +7,6 @@ audio live in `openai_media`; `routes` holds both modules' routes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -25,6 +24,7 @@ from ..bindings import Binding, ChatMessage, Chunk, ModelInfo, Result, Usage, cl
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
+from ..listing import gather_models
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 from . import openai_media
 from .convert import usage_dict
@@ -41,20 +41,12 @@ text_routes = web.RouteTableDef()
 @endpoint("Every model of every binding instance, as `<instance>/<model>`", tag=TAG)
 async def list_models(request: web.Request) -> web.Response:
     """Models of all instances; an instance that fails to list is skipped and logged."""
-    bindings = list(request.app[REGISTRY].instances.values())
-    results = await asyncio.gather(
-        *(guarded(b, b.list_models(), health.HEALTH_TIMEOUT_S) for b in bindings),
-        return_exceptions=True,
-    )
     created = int(request.app[STARTED_AT])
     data: list[dict[str, Any]] = []
-    for binding, result in zip(bindings, results, strict=True):
-        if isinstance(result, LollmsError):
-            log.warning("models of %s skipped: %s", binding.instance_name, result.message)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            data.extend(_model_object(binding, model, created) for model in result)
+    for item in await gather_models(request.app[REGISTRY]):
+        if item.error is not None:
+            log.warning("models of %s skipped: %s", item.name, item.error.message)
+        data.extend(_model_object(item.binding, model, created) for model in item.models)
     return web.json_response({"object": "list", "data": data})
 
 

@@ -10,8 +10,9 @@ from aiohttp import web
 from .. import health
 from ..errors import LollmsError
 from ..keys import LIFECYCLE, PLUGINS, REGISTRY
+from ..listing import gather_models, list_instance
 from ..registry import Target
-from .catalog import binding_types, gather_models, instance_view, list_instance
+from .catalog import binding_types, instance_view
 from .filters import human_bytes
 from .forms import ModelActionForm, read_action, read_page_form
 from .render import is_htmx, page_handler, render, see_other

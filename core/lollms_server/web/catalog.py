@@ -7,16 +7,12 @@ that fails to list its models is shown with its error, never as an empty list.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata as metadata
-from dataclasses import dataclass
 from typing import Any
 
-from .. import health
 from ..api.convert import model_dict
 from ..bindings import FEATURES, GENERATION_TYPES, Binding, Health, ModelInfo
-from ..errors import LollmsError
-from ..generation import guarded
+from ..listing import InstanceModels
 from ..plugins import Plugins
 from ..registry import Registry
 
@@ -30,34 +26,6 @@ GENERATION_LABELS = {
     "ttm": "Text to music",
     "audio2audio": "Audio to audio",
 }
-
-
-@dataclass
-class InstanceModels:
-    """One instance's models, or the error its listing raised."""
-
-    binding: Binding
-    models: list[ModelInfo]
-    error: LollmsError | None = None
-
-    @property
-    def name(self) -> str:
-        """The instance name."""
-        return self.binding.instance_name
-
-
-async def list_instance(binding: Binding) -> InstanceModels:
-    """The models of one instance (bounded in time, errors kept)."""
-    try:
-        models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
-    except LollmsError as exc:
-        return InstanceModels(binding, [], exc)
-    return InstanceModels(binding, list(models))
-
-
-async def gather_models(registry: Registry) -> list[InstanceModels]:
-    """The models of every instance, listed concurrently, in the registry's order."""
-    return list(await asyncio.gather(*(list_instance(b) for b in registry)))
 
 
 def generation_types(model: ModelInfo, binding: Binding) -> list[str]:

@@ -15,7 +15,8 @@ from aiohttp import web
 from ..bindings import ChatMessage
 from ..generation import Prepared
 from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
-from .catalog import choices, gather_models
+from ..listing import gather_models
+from .catalog import choices
 from .forms import ChatForm, read_page_form
 from .render import is_htmx, page_handler, render
 

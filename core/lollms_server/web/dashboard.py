@@ -15,9 +15,9 @@ from aiohttp import web
 
 from .. import health
 from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
+from ..listing import gather_models
 from ..resources import gpu
 from .activity import snapshot as activity_snapshot
-from .catalog import gather_models
 from .render import page_handler, render
 
 routes = web.RouteTableDef()

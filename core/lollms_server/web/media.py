@@ -16,8 +16,9 @@ from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError
 from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY, WEB_STREAMS
+from ..listing import gather_models
 from ..registry import Target
-from .catalog import choices, gather_models
+from .catalog import choices
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render
 

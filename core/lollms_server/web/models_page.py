@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ..bindings import GENERATION_TYPES
 from ..keys import REGISTRY
-from .catalog import GENERATION_LABELS, gather_models, model_rows
+from ..listing import gather_models
+from .catalog import GENERATION_LABELS, model_rows
 from .forms import query_text
 from .render import page_handler, render
 
