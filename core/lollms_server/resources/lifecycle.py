@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 from ..bindings import Binding
-from ..errors import ConfigError, Overloaded
+from ..errors import ConfigError, ModelNotFound, Overloaded
 from ..guard import guarded
 from ..registry import Registry, Target
 from .scheduler import Scheduler
@@ -136,7 +136,13 @@ class Lifecycle:
         async with self._lock:
             estimate = await self._estimate(binding, model)
             await self._make_room(binding.instance_name, model, estimate)
-            measured = await guarded(binding, binding.load(model), self.timeout_s)
+            try:
+                measured = await guarded(binding, binding.load(model), self.timeout_s)
+            except ModelNotFound:
+                # a name the binding only resolves when it generates (an alias such as
+                # OpenAI's "whisper-1"), or no model at all: the generation itself decides
+                log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
+                return
             now = time.monotonic()
             size = measured if isinstance(measured, int) and measured > 0 else estimate
             self.loaded[(binding.instance_name, model)] = LoadedModel(
