@@ -91,8 +91,12 @@ class Lifecycle:
         """Bytes the loaded models take, as estimated or measured."""
         return sum(m.bytes for m in self.loaded.values())
 
-    async def ensure_loaded(self, target: Target) -> None:
-        """Load `target`'s model unless it is loaded; concurrent callers share one load."""
+    async def ensure_loaded(self, target: Target, *, explicit: bool = False) -> None:
+        """Load `target`'s model unless it is loaded; concurrent callers share one load.
+
+        Before a generation (`explicit` false) a name the binding does not list is left to the
+        binding, which may resolve it (an alias such as OpenAI's "whisper-1") or refuse it.
+        """
         binding = target.binding
         if "load_unload" not in binding.capabilities:
             return
@@ -102,7 +106,7 @@ class Lifecycle:
             return
         pending = self._loading.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._load(binding, target.model))
+            pending = asyncio.ensure_future(self._load(binding, target.model, explicit))
             self._loading[key] = pending
             pending.add_done_callback(lambda _: self._loading.pop(key, None))
         await asyncio.shield(pending)
@@ -112,7 +116,7 @@ class Lifecycle:
         binding = target.binding
         if "load_unload" not in binding.capabilities:
             return await guarded(binding, binding.load(target.model), self.timeout_s)
-        await self.ensure_loaded(target)
+        await self.ensure_loaded(target, explicit=True)
         entry = self.loaded.get((binding.instance_name, target.model))
         return entry.bytes if entry else None
 
@@ -132,15 +136,15 @@ class Lifecycle:
         entry.last_used = time.monotonic()
         entry.expires_at = None if keep < 0 else entry.last_used + keep
 
-    async def _load(self, binding: Binding, model: str) -> None:
+    async def _load(self, binding: Binding, model: str, explicit: bool) -> None:
         async with self._lock:
             estimate = await self._estimate(binding, model)
             await self._make_room(binding.instance_name, model, estimate)
             try:
                 measured = await guarded(binding, binding.load(model), self.timeout_s)
             except ModelNotFound:
-                # a name the binding only resolves when it generates (an alias such as
-                # OpenAI's "whisper-1"), or no model at all: the generation itself decides
+                if explicit:
+                    raise
                 log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
                 return
             now = time.monotonic()
