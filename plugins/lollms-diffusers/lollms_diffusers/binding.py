@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from lollms_server.bindings import Binding, Chunk, GenerationRequest, Health, ModelInfo, Output
 from lollms_server.config import default_data_dir
-from lollms_server.errors import BackendUnavailable, ModelNotFound
+from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 
-from .catalog import Catalog, ModelEntry, single_file_hint
-from .plan import Plan, make_plan
+from .catalog import Catalog, ModelEntry
+from .plan import Plan, make_plan, single_file_config
 from .runner import Cancelled, Job, Runner
 from .settings import DiffusersSettings
 
@@ -95,8 +95,11 @@ class DiffusersBinding(Binding):
     def _info(self, entry: ModelEntry, used: int | None, dtype: str | None) -> ModelInfo:
         estimate_dtype = dtype or self._estimate_dtype()
         details = {**entry.details(), "memory_dtype": estimate_dtype}
-        if entry.single_file and entry.family not in self.config["single_file_configs"]:
-            details.setdefault("error", single_file_hint(entry))
+        if entry.single_file and not entry.error:
+            try:
+                single_file_config(entry, self.config)
+            except InvalidRequest as exc:
+                details["error"] = exc.message
         return ModelInfo(
             name=entry.name,
             family=entry.family,

@@ -1,22 +1,34 @@
-"""Encoding pipeline outputs: PNG images, animated GIF/WebP/APNG video, 16-bit WAV sound.
+"""Encoding pipeline outputs: PNG images, GIF/WebP/APNG/MP4 video, 16-bit WAV sound.
 
 Every encoder writes the same bytes for the same pixels or samples (no timestamps), so a fixed
-seed gives byte-identical outputs.
+seed gives byte-identical outputs. MP4 uses PyAV (`av`, whose wheels bundle FFmpeg with
+libx264), imported only when an MP4 is asked for.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import wave
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from lollms_server.errors import UnsupportedMediaType
+from lollms_server.errors import MissingDependency, UnsupportedMediaType
 
 if TYPE_CHECKING:
+    from av.video.stream import VideoStream
     from PIL import Image
 
-VIDEO_MIME = {"gif": "image/gif", "webp": "image/webp", "apng": "image/apng"}
+VIDEO_MIME = {"gif": "image/gif", "webp": "image/webp", "apng": "image/apng", "mp4": "video/mp4"}
+#: MP4 video encoders in order of preference, with their options: H.264 (libx264: near
+#: lossless at CRF 18; OpenH264), else MPEG-4 part 2 (built into FFmpeg, always there).
+MP4_CODECS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("libx264", {"crf": "18", "preset": "medium"}),
+    ("libopenh264", {}),
+    ("mpeg4", {}),
+)
+MP4_MISSING = "MP4 video needs PyAV: pip install av"
 
 
 def png(image: Image.Image) -> bytes:
@@ -27,7 +39,7 @@ def png(image: Image.Image) -> bytes:
 
 
 def animation(frames: Sequence[Image.Image], fps: int, kind: str = "gif") -> tuple[bytes, str]:
-    """An animation of `frames` at `fps`, looping forever; returns (bytes, mime type)."""
+    """`frames` at `fps` as GIF/WebP/APNG (looping forever) or MP4; returns (bytes, mime)."""
     if not frames:
         raise ValueError("a video needs at least one frame")
     duration = max(1, round(1000 / fps))
@@ -51,9 +63,51 @@ def animation(frames: Sequence[Image.Image], fps: int, kind: str = "gif") -> tup
         first.save(
             buffer, format="PNG", save_all=True, append_images=rest, duration=duration, loop=0
         )
+    elif kind == "mp4":
+        return mp4(frames, fps), VIDEO_MIME[kind]
     else:
         raise ValueError(f"unknown video format {kind!r}")
     return buffer.getvalue(), VIDEO_MIME[kind]
+
+
+def mp4(frames: Sequence[Image.Image], fps: int) -> bytes:
+    """An MP4 of `frames` at `fps`: H.264 (yuv420p, even sides) when FFmpeg has an encoder."""
+    import numpy as np
+
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingDependency(MP4_MISSING) from exc
+    codec, options = mp4_codec()
+    width, height = frames[0].width // 2 * 2, frames[0].height // 2 * 2  # yuv420p: even sides
+    if not width or not height:
+        raise ValueError(f"a {frames[0].width}x{frames[0].height} frame is too small for MP4")
+    # faststart (the index before the data, so browsers play while loading) rewrites the file
+    # in a second pass, which needs a real file rather than a BytesIO
+    with tempfile.TemporaryDirectory(prefix="lollms-mp4-") as folder:
+        path = Path(folder) / "video.mp4"
+        with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+            stream = cast("VideoStream", out.add_stream(codec, rate=fps, options=options))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for image in frames:
+                pixels = np.asarray(image.convert("RGB"))[:height, :width]
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))  # flush the encoder's delayed frames
+        return path.read_bytes()
+
+
+def mp4_codec() -> tuple[str, dict[str, str]]:
+    """The first MP4 video encoder of `MP4_CODECS` that this FFmpeg build has."""
+    import av
+
+    for name, options in MP4_CODECS:
+        try:
+            av.Codec(name, "w")
+        except ValueError:  # av.codec.codec.UnknownCodecError
+            continue
+        return name, options
+    raise MissingDependency(f"{MP4_MISSING} (this FFmpeg build has no MP4 video encoder)")
 
 
 def to_images(frames: Any) -> list[Image.Image]:

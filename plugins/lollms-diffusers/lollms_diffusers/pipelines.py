@@ -30,8 +30,8 @@ from lollms_server.bindings import Output
 from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
 
 from . import encode
-from .catalog import ModelEntry, single_file_hint
-from .plan import Plan, i2i_size
+from .catalog import ModelEntry
+from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,14 @@ def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
 def _from_single_file(
     entry: ModelEntry, settings: Mapping[str, Any], kwargs: dict[str, Any]
 ) -> Pipe:
+    """An original-layout checkpoint, its components configured by the family's folder."""
     cls = getattr(diffusers, entry.pipeline_class)
-    config = settings["single_file_configs"].get(entry.family)
-    if not config:  # without it diffusers would fetch the family's configs from the Hub
-        raise InvalidRequest(single_file_hint(entry))
+    config = str(single_file_config(entry, settings))  # a local folder: never the Hub
     try:
         return cls.from_single_file(str(entry.path), config=config, **kwargs)
-    except (OSError, ValueError, SingleFileComponentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
+        # tensors that do not fit the family's configs, or missing ones (torch's "Cannot copy
+        # out of meta tensor", a RuntimeError, when a component is only partly in the file)
         raise BackendError(f"cannot load single-file {entry.name!r}: {exc}") from exc
 
 

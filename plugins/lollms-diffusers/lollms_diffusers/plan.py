@@ -3,20 +3,23 @@
 Request parameters: `prompt` (the last user message), `negative_prompt` (a parameter or a text
 input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
 `guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
-`format` (gif, webp, apng); sound: `duration` (or `audio_length_in_s`, seconds).
+`format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lollms_server.bindings import GenerationRequest, InputItem
-from lollms_server.errors import InvalidRequest
+from lollms_server.errors import InvalidRequest, MissingDependency
 
 from .catalog import ModelEntry, single_file_hint
+from .encode import MP4_MISSING
 from .settings import VIDEO_FORMATS
 
 #: The generation type of the request -> the pipeline task (i2i with a mask is `inpaint`).
@@ -59,8 +62,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         raise InvalidRequest(f"diffusers does not do {kind!r}", param="generation_type")
     if entry.error:
         raise InvalidRequest(f"model {entry.name!r} cannot be used: {entry.error}", param="model")
-    if entry.single_file and entry.family not in settings["single_file_configs"]:
-        raise InvalidRequest(single_file_hint(entry), param="model")
+    if entry.single_file:
+        single_file_config(entry, settings)
     params = request.parameters
     image, mask = _images(request) if kind == "i2i" else (None, None)
     task = "inpaint" if mask is not None else TASKS[kind]
@@ -90,6 +93,21 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings["max_audio_s"])
         or (settings["default_audio_s"] if kind == "ttm" else None),
     )
+
+
+def single_file_config(entry: ModelEntry, settings: Mapping[str, Any]) -> Path:
+    """The local diffusers folder whose configs load a single-file checkpoint of this family."""
+    configured = settings["single_file_configs"].get(entry.family)
+    if not configured:  # without it diffusers would fetch the family's configs from the Hub
+        raise InvalidRequest(single_file_hint(entry), param="model")
+    folder = Path(configured).expanduser()
+    if not (folder / "model_index.json").is_file():  # else diffusers takes it for a Hub repo id
+        raise InvalidRequest(
+            f"single-file {entry.name!r} ({entry.family}) cannot load: "
+            f'single_file_configs."{entry.family}" is not a diffusers folder (no model_index.json)',
+            param="model",
+        )
+    return folder
 
 
 def _check_capability(entry: ModelEntry, kind: str, task: str) -> None:
@@ -169,6 +187,8 @@ def _video_format(params: Mapping[str, Any], default: str) -> str:
     if value not in VIDEO_FORMATS:
         allowed = ", ".join(VIDEO_FORMATS)
         raise InvalidRequest(f"format: got {value!r}; allowed: {allowed}", param="format")
+    if value == "mp4" and importlib.util.find_spec("av") is None:  # say so before generating
+        raise MissingDependency(MP4_MISSING)
     return str(value)
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import sys
 import wave
 from typing import Any
 
 import pytest
-from lollms_diffusers import DiffusersBinding
+from lollms_diffusers import DiffusersBinding, encode
 from PIL import Image
 
 from lollms_server.bindings import Chunk, Output
-from lollms_server.errors import InvalidRequest, ModelNotFound, UnsupportedMediaType
+from lollms_server.errors import (
+    InvalidRequest,
+    MissingDependency,
+    ModelNotFound,
+    UnsupportedMediaType,
+)
 from lollms_server.testing import started_binding
 
 from .conftest import AUDIO, INSTANCE, SD, VIDEO, image_input, make_request
@@ -176,7 +182,48 @@ async def test_video_formats(binding: DiffusersBinding) -> None:
         with Image.open(io.BytesIO(data)) as animation:
             assert animation.n_frames == 3
     with pytest.raises(InvalidRequest, match="format"):
-        await outputs(binding, "ttv", VIDEO, format="mp4", **kw)
+        await outputs(binding, "ttv", VIDEO, format="mkv", **kw)
+
+
+def decoded_video(data: bytes) -> tuple[str, list[Image.Image], float]:
+    """Codec name, frames and frame rate of an MP4, decoded back with PyAV."""
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        codec, rate = stream.codec_context.name, float(stream.average_rate or 0)
+        frames = [Image.fromarray(f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    return codec, frames, rate
+
+
+async def test_text_to_video_as_mp4(binding: DiffusersBinding) -> None:
+    kw: dict[str, Any] = {"width": 32, "height": 32, "frames": 4, "seed": 1, "format": "mp4"}
+    (video,) = await outputs(binding, "ttv", VIDEO, **kw)
+    assert video.type == "video" and video.mime_type == "video/mp4"
+    assert video.data[4:8] == b"ftyp"
+    assert video.data.find(b"moov") < video.data.find(b"mdat"), "faststart: index first"
+    codec, frames, rate = decoded_video(video.data)
+    assert codec == "h264" and rate == 8.0
+    assert len(frames) == 4 and {f.size for f in frames} == {(32, 32)}
+    (again,) = await outputs(binding, "ttv", VIDEO, **kw)
+    assert again.data == video.data
+
+
+async def test_mp4_without_h264_and_without_pyav(
+    binding: DiffusersBinding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = [Image.new("RGB", (34, 21), (40 * i, 0, 0)) for i in range(3)]
+    monkeypatch.setattr(encode, "MP4_CODECS", (("no-such-codec", {}), ("mpeg4", {})))
+    data, mime = encode.animation(frames, 5, "mp4")
+    codec, decoded, rate = decoded_video(data)
+    assert (mime, codec, len(decoded), rate) == ("video/mp4", "mpeg4", 3, 5.0)
+    assert decoded[0].size == (34, 20), "odd sides are cropped to even ones"
+    monkeypatch.setitem(sys.modules, "av", None)  # import av fails, find_spec finds nothing
+    with pytest.raises(MissingDependency, match="pip install av"):
+        encode.animation(frames, 5, "mp4")
+    with pytest.raises(MissingDependency, match="pip install av"):  # before generating
+        await outputs(binding, "ttv", VIDEO, format="mp4")
+    assert binding.loaded_models() == []
 
 
 async def test_text_to_sound_is_a_wav(binding: DiffusersBinding) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "diffusers", "transformers", "accelerate", "PIL", "numpy")
+HEAVY = ("torch", "diffusers", "transformers", "accelerate", "PIL", "numpy", "av")
 SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
