@@ -293,7 +293,8 @@ async def test_get_model_info(client: Client) -> None:
 
 async def test_list_personalities(rec_client: Client) -> None:
     body = await get_json(rec_client, "/api/v1/list_personalities")
-    assert list(body["personalities"]) == ["pirate"]
+    shipped = {"concise_assistant", "prompt_artist"}  # the examples, offered by default
+    assert set(body["personalities"]) == {"pirate"} | shipped
     pirate = body["personalities"]["pirate"]
     assert pirate["author"] == "lollms"
     assert pirate["version"] == "1.2"

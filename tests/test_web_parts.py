@@ -10,46 +10,10 @@ from aiohttp.test_utils import TestClient
 
 from lollms_server.api.middleware import face_of
 from lollms_server.resources import gpu
+from lollms_server.testing.fake_nvml import FakeNVML
 from lollms_server.web import filters
 from lollms_server.web.activity import snapshot
 from lollms_server.web.streams import StreamRegistry, sse_message
-
-
-class FakeNVMLError(Exception):
-    """Stands in for pynvml.NVMLError."""
-
-
-class FakeNVML:
-    """The NVML calls `read_devices` makes, answered from fixed readings."""
-
-    NVMLError = FakeNVMLError
-
-    def __init__(self, devices: list[dict[str, Any]]) -> None:
-        self.devices = devices
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.devices)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict[str, Any]:
-        return self.devices[index]
-
-    def nvmlDeviceGetName(self, handle: dict[str, Any]) -> Any:
-        return handle["name"]
-
-    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> Any:
-        return SimpleNamespace(total=handle["total"], used=handle["used"], free=0)
-
-    def nvmlDeviceGetUtilizationRates(self, handle: dict[str, Any]) -> Any:
-        if handle.get("util") is None:
-            raise FakeNVMLError("Not Supported")
-        return SimpleNamespace(gpu=handle["util"], memory=0)
-
-    def nvmlDeviceGetTemperature(self, handle: dict[str, Any], sensor: int) -> int:
-        assert sensor == 0
-        return int(handle["temp"])
-
-    def nvmlSystemGetDriverVersion(self) -> bytes:
-        return b"550.54.15"
 
 
 def test_no_gpu_is_reported_cleanly_on_this_machine() -> None:

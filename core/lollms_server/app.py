@@ -17,14 +17,14 @@ from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
-from .functions import FunctionRegistry
 from .generation import GenerationService
+from .library import load_functions, load_personalities
 from .metrics import Metrics
-from .personalities import PersonalityStore
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
-from .resources.lifecycle import Lifecycle, parse_budget, total_ram
+from .resources.lifecycle import Lifecycle
 from .resources.monitor import HealthMonitor
+from .resources.placement import Memory
 from .resources.scheduler import Scheduler
 from .security.api_keys import KeyStore
 from .security.audit import AuditLog
@@ -57,19 +57,29 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     lifecycle = app[keys.LIFECYCLE] = Lifecycle(
         registry,
         scheduler,
-        ram_budget_bytes=parse_budget(resources.ram_budget, total_ram()),
+        memory=Memory(
+            ram_budget=resources.ram_budget,
+            ram_reserve=resources.ram_reserve,
+            gpu_budget=resources.gpu_budget,
+            gpu_reserve=resources.gpu_reserve,
+        ),
         max_loaded=resources.max_loaded_models,
         max_loaded_per_instance={
             n: s.max_loaded_models for n, s in config.bindings.items() if s.max_loaded_models
         },
         pinned=frozenset(resources.pinned),
+        device_pins=resources.devices,
         keep_alive_s=resources.keep_alive_s,
         timeout_s=config.request_timeout_s,
     )
     metrics.add_gauge(
-        "lollms_model_memory_bytes", "Memory of each loaded model", ["instance", "model"],
-        lambda: [({"instance": m.instance, "model": m.model}, m.bytes)
+        "lollms_model_memory_bytes", "Memory of each loaded model", ["instance", "model", "device"],
+        lambda: [({"instance": m.instance, "model": m.model, "device": m.device}, m.bytes)
                  for m in lifecycle.loaded.values()],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_device_models_bytes", "Memory the loaded models take per device", ["device"],
+        lambda: [({"device": d}, n) for d, n in lifecycle.used_by_device().items()],
     )  # fmt: skip
     metrics.add_gauge(
         "lollms_loaded_models", "Models loaded now", [], lambda: [({}, len(lifecycle.loaded))]
@@ -78,7 +88,15 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     breakers = app[keys.BREAKERS] = Breakers(
         resilience.failure_threshold, resilience.window_s, resilience.cooldown_s
     )
-    app[keys.MONITOR] = HealthMonitor(registry, breakers, resilience.health_interval_s)
+    app[keys.MONITOR] = HealthMonitor(
+        registry,
+        breakers,
+        resilience.health_interval_s,
+        restart_limit=resilience.restart_limit,
+        restart_window_s=resilience.restart_window_s,
+        restart_timeout_s=config.request_timeout_s,
+        on_restart=lambda instance, outcome: metrics.restarts.labels(instance, outcome).inc(),
+    )
     metrics.add_gauge(
         "lollms_circuit_state", "Circuit per instance: 0 closed, 1 half-open, 2 open", ["instance"],
         lambda: [({"instance": b.instance_name}, STATE_VALUES[breakers.of(b.instance_name)
@@ -110,8 +128,8 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     )
     app[keys.PLUGINS] = plugins
     app[keys.REGISTRY] = registry
-    app[keys.PERSONALITIES] = _load_personalities(config, plugins)
-    app[keys.FUNCTIONS] = _load_functions(plugins)
+    app[keys.PERSONALITIES] = load_personalities(config, plugins)
+    app[keys.FUNCTIONS] = load_functions(config, plugins)
     app[keys.STARTED_AT] = time.time()
     app.router.add_routes(lollms.routes)
     app.router.add_routes(admin.routes)
@@ -124,21 +142,6 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_bindings_context)
     return app
-
-
-def _load_personalities(config: Config, plugins: Plugins) -> PersonalityStore:
-    store = PersonalityStore()
-    store.load_folders([config.personalities_dir, *config.personality_folders])
-    for plugin_name, items in plugins.collect("register_personalities"):
-        store.load_mappings(items, f"plugin {plugin_name}")
-    return store
-
-
-def _load_functions(plugins: Plugins) -> FunctionRegistry:
-    functions = FunctionRegistry()
-    for plugin_name, funcs in plugins.collect("register_functions"):
-        functions.add_callables(funcs, f"plugin {plugin_name}")
-    return functions
 
 
 def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:
@@ -167,6 +170,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         breakers=app[keys.BREAKERS],
         lifecycle=app[keys.LIFECYCLE],
         first_token_timeout_s=config.resources.first_token_timeout_s,
+        functions=app[keys.FUNCTIONS],
     )
     yield
     store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -97,7 +98,7 @@ class Output:
 class Chunk:
     """One streamed event from a binding: text, progress info, or a finished output."""
 
-    type: Literal["chunk", "info"] = "chunk"
+    type: Literal["chunk", "info", "function_call"] = "chunk"
     content: str = ""
     thoughts: str = ""
     output: Output | None = None
@@ -140,6 +141,7 @@ class Health:
     state: HealthState
     detail: str = ""
     latency_ms: float | None = None
+    restartable: bool = False  # a managed process died: the health monitor calls `restart()`
 
 
 class EmptySettings(Schema):
@@ -156,10 +158,16 @@ class Binding:
     ConfigSchema: ClassVar[type[Schema]] = EmptySettings
     secret_settings: ClassVar[frozenset[str]] = frozenset({"api_key"})
     default_concurrency: ClassVar[int] = 4
+    gpu_placement: ClassVar[bool] = False  # True: the core picks a GPU per model (`device_for`)
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         self.instance_name = instance_name
         self.config = dict(config)
+        self.placements: dict[str, str] = {}
+
+    def device_for(self, model: str) -> str | None:
+        """Where the core placed `model` ("cpu", "cuda:1"), set before `load(model)`; or None."""
+        return self.placements.get(model)
 
     def max_concurrency(self, model: str) -> int:
         """How many generations of `model` may run at once (the scheduler queues the rest)."""
@@ -178,6 +186,9 @@ class Binding:
     async def health(self) -> Health:
         """Report whether the backend answers; must never raise."""
         return Health("up")
+
+    async def restart(self) -> None:
+        """Bring back managed processes that died; called when `health()` says `restartable`."""
 
     async def list_models(self) -> list[ModelInfo]:
         """The models this instance can serve; raise BackendUnavailable on failure."""
@@ -257,6 +268,22 @@ async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
     if text or thought_text or not outputs:
         outputs.insert(0, Output(type="text", text=text, thoughts=thought_text or None))
     return Result(tuple(outputs), usage, finish_reason, tuple(tool_calls))
+
+
+def result_chunks(result: Result) -> list[Chunk]:
+    """A finished Result as chunks (tool calls ride on the last one)."""
+    chunks = [
+        Chunk(
+            content=output.text if output.type == "text" else "",
+            thoughts=output.thoughts or "",
+            output=None if output.type == "text" else output,
+            usage=result.usage,
+            finish_reason=result.finish_reason,
+        )
+        for output in result.outputs
+    ] or [Chunk(usage=result.usage, finish_reason=result.finish_reason)]
+    chunks[-1] = dataclasses.replace(chunks[-1], tool_calls=result.tool_calls)
+    return chunks
 
 
 @asynccontextmanager

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from .bindings import GENERATION_TYPES
 from .config_default import DEFAULT_CONFIG_TEXT, DEFAULT_HOST, DEFAULT_PORT
 from .errors import ConfigError
+from .resources.placement import DEVICE_PIN, is_gpu_sizes, is_size
 
 CONFIG_FILE_NAME = "lollms.toml"
+DEVICE = validate.Regexp(DEVICE_PIN, error="a device is cpu, gpu or cuda:<n>")
 NAME_OF_ROUTE = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", error="route names use letters, digits, '_-.:'"
 )
@@ -61,6 +64,15 @@ class InstanceSchema(Schema):
     )
 
 
+def _check(test: Callable[[Any], bool], message: str, value: Any) -> None:
+    if not test(value):
+        raise ValidationError(message)
+
+
+SIZE = partial(_check, is_size, "allowed: bytes, '8GiB' or '75%'")
+GPU_SIZES = partial(_check, is_gpu_sizes, "allowed: a size, or a table of sizes per 'cuda:<n>'")
+
+
 def _network(value: str) -> bool:
     try:
         ipaddress.ip_network(value, strict=False)
@@ -89,13 +101,17 @@ class SecuritySchema(Schema):
 
 
 class ResourcesSchema(Schema):
-    """`[resources]`: the generation queue."""
+    """`[resources]`: the generation queue, memory budgets per device, device pins."""
 
     class Meta:
         unknown = RAISE
 
     queue_size = fields.Integer(load_default=64, validate=validate.Range(0, 1_000_000))
-    ram_budget = fields.Raw(load_default=None, allow_none=True)
+    ram_budget = fields.Raw(load_default=None, validate=SIZE)
+    ram_reserve = fields.Raw(load_default=0, validate=SIZE)
+    gpu_budget = fields.Raw(load_default=None, validate=GPU_SIZES)
+    gpu_reserve = fields.Raw(load_default="512MiB", validate=GPU_SIZES)
+    devices = fields.Dict(values=fields.String(validate=DEVICE), load_default=dict)
     max_loaded_models = fields.Integer(load_default=0, validate=validate.Range(0, 100_000))
     keep_alive_s = fields.Float(load_default=300.0, validate=validate.Range(min=-1))
     pinned = fields.List(fields.String(), load_default=list)
@@ -113,6 +129,8 @@ class ResilienceSchema(Schema):
     window_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
     cooldown_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
     health_interval_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    restart_limit = fields.Integer(load_default=5, validate=validate.Range(0, 10_000))
+    restart_window_s = fields.Float(load_default=600.0, validate=validate.Range(min=1))
 
 
 class RouteField(fields.Field[dict[str, Any]]):
@@ -143,6 +161,19 @@ class PersonalitiesSchema(Schema):
         unknown = RAISE
 
     folders = fields.List(fields.String(), load_default=list)
+    examples = fields.Boolean(load_default=True)
+
+
+class FunctionsSchema(Schema):
+    """`[functions]`: folders of function files, unsafe ones allowed, the calling loop's limits."""
+
+    class Meta:
+        unknown = RAISE
+
+    folders = fields.List(fields.String(), load_default=list)
+    allow_unsafe = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    max_steps = fields.Integer(load_default=5, validate=validate.Range(1, 100))
+    timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
 
 
 class ConfigSchema(Schema):
@@ -165,6 +196,7 @@ class ConfigSchema(Schema):
     personalities = fields.Nested(
         PersonalitiesSchema, load_default=lambda: PersonalitiesSchema().load({})
     )
+    functions = fields.Nested(FunctionsSchema, load_default=lambda: FunctionsSchema().load({}))
     security = fields.Nested(SecuritySchema, load_default=lambda: SecuritySchema().load({}))
     resources = fields.Nested(ResourcesSchema, load_default=lambda: ResourcesSchema().load({}))
     resilience = fields.Nested(ResilienceSchema, load_default=lambda: ResilienceSchema().load({}))
@@ -205,10 +237,14 @@ class SecurityConfig:
 
 @dataclass
 class ResourcesConfig:
-    """`[resources]`: queue bound, queue wait limit, first-token limit (0 = none)."""
+    """`[resources]`: queue limits, model lifecycle, memory budgets and device pins."""
 
     queue_size: int = 64
     ram_budget: str | float | None = None
+    ram_reserve: str | float = 0
+    gpu_budget: str | float | dict[str, str | float] | None = None
+    gpu_reserve: str | float | dict[str, str | float] = "512MiB"
+    devices: dict[str, str] = field(default_factory=dict)
     max_loaded_models: int = 0
     keep_alive_s: float = 300.0
     pinned: list[str] = field(default_factory=list)
@@ -218,12 +254,24 @@ class ResourcesConfig:
 
 @dataclass
 class ResilienceConfig:
-    """`[resilience]`: breaker thresholds and the health monitor interval (0 = off)."""
+    """`[resilience]`: breakers, the health monitor interval (0 = off) and restart limits."""
 
     failure_threshold: int = 5
     window_s: float = 30.0
     cooldown_s: float = 30.0
     health_interval_s: float = 30.0
+    restart_limit: int = 5
+    restart_window_s: float = 600.0
+
+
+@dataclass
+class FunctionsConfig:
+    """`[functions]`: see FunctionsSchema."""
+
+    folders: list[Path] = field(default_factory=list)
+    allow_unsafe: list[str] = field(default_factory=list)
+    max_steps: int = 5
+    timeout_s: float = 30.0
 
 
 @dataclass
@@ -240,6 +288,8 @@ class Config:
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)
+    personality_examples: bool = True
+    functions: FunctionsConfig = field(default_factory=FunctionsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
@@ -260,6 +310,11 @@ class Config:
     def personalities_dir(self) -> Path:
         """The data dir's personalities folder."""
         return self.data_dir / "personalities"
+
+    @property
+    def functions_dir(self) -> Path:
+        """The data dir's functions folder."""
+        return self.data_dir / "functions"
 
 
 def default_data_dir() -> Path:
@@ -308,6 +363,13 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         bindings=instances,
         defaults=dict(loaded["defaults"]),
         personality_folders=[Path(p).expanduser() for p in loaded["personalities"]["folders"]],
+        personality_examples=loaded["personalities"]["examples"],
+        functions=FunctionsConfig(
+            folders=[Path(p).expanduser() for p in loaded["functions"]["folders"]],
+            allow_unsafe=loaded["functions"]["allow_unsafe"],
+            max_steps=loaded["functions"]["max_steps"],
+            timeout_s=loaded["functions"]["timeout_s"],
+        ),
         security=SecurityConfig(**loaded["security"]),
         resources=ResourcesConfig(**loaded["resources"]),
         resilience=ResilienceConfig(**loaded["resilience"]),
@@ -341,7 +403,12 @@ def load_config(path: Path | None = None, *, create: bool = True) -> Config:
 
 def prepare_data_dir(config: Config) -> None:
     """Create the data dir with its models/ and personalities/ folders."""
-    for folder in (config.data_dir, config.personalities_dir, config.models_dir):
+    for folder in (
+        config.data_dir,
+        config.personalities_dir,
+        config.functions_dir,
+        config.models_dir,
+    ):
         folder.mkdir(parents=True, exist_ok=True)
     for generation_type in GENERATION_TYPES:
         (config.models_dir / generation_type).mkdir(exist_ok=True)

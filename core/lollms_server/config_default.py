@@ -42,19 +42,33 @@ queue_size = 64            # generations waiting per model beyond its concurrenc
 queue_timeout_s = 300      # longest wait in a queue before a 503
 first_token_timeout_s = 0  # a stream with no first chunk by then gets 504 (0 = only the total)
 
-# Model lifecycle (bindings that load and unload models): a RAM budget ("75%", "8GiB" or
-# bytes; unset = none), how many models may be loaded, idle time before unloading
-# (-1 = never, 0 = right after each request), and models never unloaded ("inst/model" or "inst").
-# ram_budget = "75%"
+# Model lifecycle (bindings that load and unload models): how many models may be loaded, idle
+# time before unloading (-1 = never, 0 = right after each request), and models never unloaded
+# ("inst/model" or "inst").
 max_loaded_models = 0      # 0 = no limit (per instance: [bindings.x] max_loaded_models)
 keep_alive_s = 300
 pinned = []
+
+# Memory budgets per device, as bytes, "8GiB" or a percentage of the device ("75%"). RAM:
+# ram_budget caps what the loaded models take (unset = no cap); a load must leave ram_reserve
+# available (measured; 0 = not checked). Each GPU (read through NVML): gpu_budget (unset = no
+# cap) and gpu_reserve, one size for every GPU or a table per GPU: {{ "cuda:1" = "90%" }}.
+# ram_budget = "75%"
+ram_reserve = 0
+# gpu_budget = "90%"
+gpu_reserve = "512MiB"
+# Where models go: a binding that places models on GPUs gets the GPU with the most room (unloading
+# idle models there if needed), else RAM. Pin an instance or one model to "cpu", "gpu" (any GPU)
+# or "cuda:<n>":
+# devices = {{ "local-llama" = "cuda:1", "sd/sdxl" = "cuda:0" }}
 
 [resilience]
 failure_threshold = 5      # backend failures within window_s that open an instance's circuit
 window_s = 30
 cooldown_s = 30            # an open circuit refuses calls this long, then lets one trial through
 health_interval_s = 30     # background health checks (backing off while down; 0 = off)
+restart_limit = 5          # restarts of crashed managed processes per restart_window_s (0 = none)
+restart_window_s = 600
 
 # Routes: a model alias served by an ordered list of targets (the next serves when one is
 # down, its circuit open or its queue full), or a table with targets and strategy = "least-busy"
@@ -62,7 +76,14 @@ health_interval_s = 30     # background health checks (backing off while down; 0
 # "chat-default" = ["gpu-box/llama3", "openai/gpt-4o-mini"]
 
 [personalities]
-folders = []               # extra folders besides <data_dir>/personalities
+folders = []               # extra folders besides <data_dir>/personalities (read in this order)
+examples = true            # also offer the shipped examples (any source may replace one by name)
+
+[functions]
+folders = []               # extra folders of *.py function files besides <data_dir>/functions
+allow_unsafe = []          # unsafe functions (files, shell, network) to enable, or ["*"]
+max_steps = 5              # most model turns of one function-calling loop
+timeout_s = 30             # time limit of one function call
 
 [security]
 local_access = true        # this machine (loopback peer, loopback Host, same origin) needs no key

@@ -131,6 +131,12 @@ class BackendError(LollmsError):
     type = "backend_error"
 
 
+class WorkflowFailed(BackendError):
+    """A personality's script raised; the message names the script."""
+
+    type = "workflow_error"
+
+
 class BackendUnavailable(LollmsError):
     """The backend cannot be reached or is not running."""
 

@@ -1,21 +1,43 @@
-"""Functions (tools): callables from plugins, described by a JSON Schema of their parameters."""
+"""Functions (tools): callables from function folders and plugins, validated and run safely."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import inspect
-import typing
+import json
+import logging
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
-_JSON_TYPES: dict[Any, str] = {
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    list: "array",
-    dict: "object",
-}
+from .errors import Forbidden, NotFound
+from .function_schema import parameters_schema
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+MARK = "__lollms_function__"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def function(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    unsafe: bool = False,
+    timeout_s: float | None = None,
+) -> Callable[[F], F]:
+    """Mark a callable as a function; `unsafe` ones (files, shell, network) are off by default."""
+
+    def mark(func: F) -> F:
+        marks = {"name": name, "description": description, "parameters": parameters}
+        setattr(func, MARK, {**marks, "unsafe": unsafe, "timeout_s": timeout_s})
+        return func
+
+    return mark
 
 
 @dataclass(frozen=True)
@@ -27,6 +49,9 @@ class Function:
     parameters: dict[str, Any]
     call: Callable[..., Any]
     source: str
+    unsafe: bool = False
+    enabled: bool = True
+    timeout_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public description returned by list_functions."""
@@ -35,40 +60,71 @@ class Function:
             "description": self.description,
             "parameters": self.parameters,
             "source": self.source,
+            "unsafe": self.unsafe,
+            "enabled": self.enabled,
         }
 
+    def tool_spec(self) -> dict[str, Any]:
+        """The OpenAI `tools` entry describing this function to a model."""
+        spec = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": spec}
 
-def describe_callable(func: Callable[..., Any], source: str) -> Function:
-    """Build a Function from a callable's name, docstring and type hints."""
-    hints = typing.get_type_hints(func)
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for name, param in inspect.signature(func).parameters.items():
-        annotation = typing.get_origin(hints.get(name)) or hints.get(name)
-        properties[name] = {"type": _JSON_TYPES.get(annotation, "string")}
-        if param.default is inspect.Parameter.empty:
-            required.append(name)
-    doc = inspect.getdoc(func) or ""
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What running one call produced: a result for the model, or the reason it failed."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: str | None = None
+    error: str | None = None
+
+    @property
+    def for_model(self) -> str:
+        """The tool message content the model reads next."""
+        if self.error is not None or self.result is None:
+            return json.dumps({"error": self.error or "no result"})
+        return self.result
+
+
+def describe_callable(
+    func: Callable[..., Any], source: str, allowed_unsafe: Iterable[str] = ()
+) -> Function:
+    """Build a Function from a callable's marks, name, docstring and type hints."""
+    marks = getattr(func, MARK, None) or {}
+    summary, schema = parameters_schema(func)
+    name = str(marks.get("name") or getattr(func, "__name__", "function"))
+    unsafe = bool(marks.get("unsafe"))
+    allowed = set(allowed_unsafe)
     return Function(
-        name=getattr(func, "__name__", "function"),
-        description=doc.splitlines()[0] if doc else "",
-        parameters={"type": "object", "properties": properties, "required": required},
+        name=name,
+        description=marks.get("description") or summary,
+        parameters=marks.get("parameters") or schema,
         call=func,
         source=source,
+        unsafe=unsafe,
+        enabled=not unsafe or "*" in allowed or name in allowed,
+        timeout_s=marks.get("timeout_s"),
     )
 
 
+@dataclass
 class FunctionRegistry:
     """Functions by name; a duplicate name is reported and the first one kept."""
 
-    def __init__(self) -> None:
-        self.by_name: dict[str, Function] = {}
-        self.problems: list[str] = []
+    allowed_unsafe: tuple[str, ...] = ()
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    by_name: dict[str, Function] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
     def add_callables(self, funcs: Iterable[Callable[..., Any]], source: str) -> None:
         """Describe and add callables registered by `source`."""
         for func in funcs:
-            function = describe_callable(func, source)
+            try:
+                function = describe_callable(func, source, self.allowed_unsafe)
+            except (TypeError, ValueError, NameError) as exc:
+                self.problems.append(f"{source}: {func!r} cannot be described: {exc}")
+                continue
             if function.name in self.by_name:
                 self.problems.append(
                     f"function {function.name!r} from {source} ignored: already defined by "
@@ -76,3 +132,88 @@ class FunctionRegistry:
                 )
                 continue
             self.by_name[function.name] = function
+
+    def replace_with(self, other: FunctionRegistry) -> None:
+        """Take `other`'s functions (a reload); holders of this registry see the new set."""
+        self.by_name, self.problems = other.by_name, other.problems
+
+    def load_folders(self, folders: Iterable[Path]) -> None:
+        """Import every `<folder>/*.py` and add its callables marked with `@function`."""
+        for folder in folders:
+            for path in sorted(folder.glob("*.py")) if folder.is_dir() else ():
+                try:
+                    module = import_file(path, f"lollms_functions.{folder.name}.{path.stem}")
+                except Exception as exc:  # noqa: BLE001 - a broken file is reported, not fatal
+                    self.problems.append(f"{path}: not loaded: {type(exc).__name__}: {exc}")
+                    log.warning("functions file %s not loaded: %s", path, exc)
+                    continue
+                marked = [v for v in vars(module).values() if callable(v) and hasattr(v, MARK)]
+                self.add_callables(marked, str(path))
+
+    def usable(self, names: Iterable[str]) -> list[Function]:
+        """The named functions; unknown names are 404, unsafe ones not enabled are 403."""
+        chosen = []
+        for name in names:
+            function = self.by_name.get(name)
+            if function is None:
+                known = ", ".join(sorted(self.by_name)) or "none registered"
+                raise NotFound(f"no function named {name!r}; functions: {known}", param="functions")
+            if not function.enabled:
+                raise Forbidden(
+                    f"function {name!r} is marked unsafe and the admin has not enabled it "
+                    "([functions] allow_unsafe)",
+                    param="functions",
+                )
+            chosen.append(function)
+        return chosen
+
+    async def run(self, function: Function, arguments: str | dict[str, Any]) -> CallOutcome:
+        """Validate the arguments against the schema, then call within the time limit."""
+        try:
+            args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
+        except json.JSONDecodeError as exc:
+            return CallOutcome(function.name, {}, error=f"arguments are not valid JSON: {exc}")
+        if not isinstance(args, dict):
+            return CallOutcome(function.name, {}, error="arguments must be a JSON object")
+        if problem := schema_problem(function.parameters, args):
+            return CallOutcome(function.name, args, error=f"invalid arguments: {problem}")
+        limit = function.timeout_s or self.timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                if inspect.iscoroutinefunction(function.call):
+                    value = await function.call(**args)
+                else:
+                    value = await asyncio.to_thread(function.call, **args)
+        except TimeoutError:
+            return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
+        except Exception as exc:  # noqa: BLE001 - the model learns what went wrong
+            return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return CallOutcome(function.name, args, result=text)
+
+
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """The first reason `value` does not match the JSON Schema, or None."""
+    import jsonschema  # imported on first use: it costs ~60 ms at start-up
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
+
+
+def import_file(path: Path, module_name: str) -> Any:
+    """Import a Python file as a fresh module (re-imported on every call: reloads see edits)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module

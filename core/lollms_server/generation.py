@@ -24,13 +24,16 @@ from .bindings import (
     Result,
     Usage,
     closing_stream,
+    join_stream,
+    result_chunks,
 )
 from .circuit import Breakers
 from .errors import BackendTimeout, LollmsError
+from .functions import FunctionRegistry
 from .guard import binding_errors as binding_errors
 from .guard import guarded as guarded
 from .metrics import Metrics
-from .personalities import Personality, PersonalityStore
+from .personalities import Personality, PersonalityStore, apply_personality
 from .registry import Registry, Target
 from .resources.lifecycle import Lifecycle
 from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
@@ -40,6 +43,7 @@ from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter
 from .thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
 from .trace import current_trace, in_backend
+from .workflows import stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +60,11 @@ class Prepared:
     started: float
 
     @property
+    def scripted(self) -> bool:
+        """Whether a personality's script answers instead of a binding."""
+        return self.personality is not None and self.personality.workflow is not None
+
+    @property
     def elapsed_s(self) -> float:
         """Seconds since the request was prepared."""
         return time.monotonic() - self.started
@@ -65,33 +74,6 @@ def new_request_id() -> str:
     """The running HTTP request's id, or a fresh one outside a request."""
     trace = current_trace()
     return trace.request_id if trace else uuid.uuid4().hex
-
-
-def apply_personality(
-    personality: Personality | None,
-    messages: Sequence[ChatMessage],
-    parameters: Mapping[str, Any],
-) -> tuple[tuple[ChatMessage, ...], dict[str, Any]]:
-    """Prepend the personality's system message and fill in its sampling defaults."""
-    params = dict(parameters)
-    if personality is None:
-        return tuple(messages), params
-    merged = list(messages)
-    if personality.conditioning:
-        if merged and merged[0].role == "system":
-            first = merged[0]
-            merged[0] = dataclasses.replace(
-                first, content=f"{personality.conditioning}\n\n{first.content}"
-            )
-        else:
-            merged.insert(0, ChatMessage("system", personality.conditioning))
-    for key, value in personality.sampling.items():
-        params.setdefault(key, value)
-    if personality.anti_prompts:
-        stop = params.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else list(stop)
-        params["stop"] = stop + [p for p in personality.anti_prompts if p not in stop]
-    return tuple(merged), params
 
 
 @dataclass
@@ -119,6 +101,7 @@ class GenerationService:
         breakers: Breakers | None = None,
         lifecycle: Lifecycle | None = None,
         first_token_timeout_s: float = 0.0,
+        functions: FunctionRegistry | None = None,
     ) -> None:
         self.registry = registry
         self.personalities = personalities
@@ -130,6 +113,7 @@ class GenerationService:
         self.breakers = breakers or Breakers()
         self.lifecycle = lifecycle
         self.first_token_timeout_s = first_token_timeout_s
+        self.functions = functions or FunctionRegistry()
 
     async def prepare(
         self,
@@ -162,6 +146,8 @@ class GenerationService:
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
+        if prepared.scripted:
+            return await join_stream(stream_workflow(self, prepared, self.functions))
         async with self._accounted(prepared) as outcome:
             for attempt in self._attempts(prepared):
                 async with attempt:
@@ -183,18 +169,14 @@ class GenerationService:
         Before the first chunk a failing target hands over to its fallbacks; after it, an
         error ends the stream (a half-sent answer is never replayed elsewhere).
         """
+        if prepared.scripted:
+            async with closing_stream(stream_workflow(self, prepared, self.functions)) as steps:
+                async for chunk in steps:
+                    yield chunk
+            return
         if "stream" not in prepared.target.binding.capabilities and not prepared.target.fallbacks:
-            result = await self.generate(prepared)
-            for output in result.outputs:
-                text = output.text if output.type == "text" else ""
-                media = None if output.type == "text" else output
-                yield Chunk(
-                    content=text,
-                    thoughts=output.thoughts or "",
-                    output=media,
-                    usage=result.usage,
-                    finish_reason=result.finish_reason,
-                )
+            for chunk in result_chunks(await self.generate(prepared)):
+                yield chunk
             return
         async with self._accounted(prepared) as outcome:
             for attempt in self._attempts(prepared):
@@ -234,11 +216,8 @@ class GenerationService:
         if "stream" not in binding.capabilities:
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
             outcome.usage = result.usage
-            for output in split_result_thoughts(result).outputs:
-                text = output.text if output.type == "text" else ""
-                media = None if output.type == "text" else output
-                yield Chunk(content=text, thoughts=output.thoughts or "", output=media,
-                            usage=result.usage, finish_reason=result.finish_reason)  # fmt: skip
+            for chunk in result_chunks(split_result_thoughts(result)):
+                yield chunk
             return
         loop_time = asyncio.get_running_loop().time()
         deadline = loop_time + self.timeout_s

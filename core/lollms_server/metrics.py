@@ -61,6 +61,10 @@ class Metrics:
             "lollms_fallbacks", "Requests served by a fallback instance",
             ["route", "instance"], registry=self.registry,
         )  # fmt: skip
+        self.restarts = Counter(
+            "lollms_restarts", "Restarts of crashed managed processes by the health monitor",
+            ["instance", "outcome"], registry=self.registry,
+        )  # fmt: skip
         self.rate_limited = Counter(
             "lollms_rate_limit_rejections", "Requests refused by a rate limit",
             registry=self.registry,

@@ -63,6 +63,10 @@ class ParametersSchema(Schema):
     speed = fields.Float(validate=validate.Range(0.25, 4))
     response_format = fields.String(validate=validate.Length(max=32))
     keep_alive = fields.Float(validate=validate.Range(-1, 10**9))
+    max_steps = fields.Integer(
+        validate=validate.Range(1, 100),
+        metadata={"description": "most model turns of the function-calling loop"},
+    )
     language = fields.String(validate=validate.Length(max=32))
 
     @validates_schema(pass_original=True)
@@ -218,3 +222,7 @@ class ModelActionSchema(StrictSchema):
 
     binding_name = fields.String(required=True, validate=NAME)
     model_name = fields.String(required=True, validate=NAME)
+
+
+class ReloadSchema(StrictSchema):
+    """`POST /api/v1/reload_personalities`: an empty JSON object."""

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from ..keys import AUDIT, KEYSTORE, LIFECYCLE, REGISTRY
+from ..library import reload_library
 from ..registry import Target
-from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema
+from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema, ReloadSchema
 from ..security.auth import REQUEST_PRINCIPAL
 from ..security.principal import Principal
 from .endpoint import endpoint
@@ -104,3 +105,20 @@ async def load_model(request: web.Request, body: dict[str, Any]) -> web.Response
 async def unload_model(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Unload a model."""
     return await _model_action(request, body, "unload")
+
+
+@routes.post(f"{PREFIX}/reload_personalities")
+@endpoint(
+    "Read personalities and functions again from their folders and plugins",
+    tag=TAG,
+    body=ReloadSchema,
+    access="admin",
+)
+async def reload_personalities(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Reload personalities and functions without restarting."""
+    summary = reload_library(request.app)
+    await request.app[AUDIT].record(
+        "library_reloaded", status=200, detail={"problems": len(summary["problems"])},
+        **_actor(request),
+    )  # fmt: skip
+    return web.json_response(summary)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__, health
 from ..bindings import Output, Usage, closing_stream
-from ..errors import LollmsError, NotFound, NotSupported
+from ..errors import InvalidRequest, LollmsError, NotFound
 from ..generation import Prepared, guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
 from ..listing import gather_models
@@ -22,6 +23,7 @@ from ..schemas import (
     TokenizeSchema,
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
+from ..toolloop import ToolLoop
 from .convert import health_dict, lollms_inputs, model_dict, output_dict, usage_dict
 from .endpoint import endpoint
 from .sse import ClientGone, open_sse, send_event
@@ -191,41 +193,54 @@ async def get_default_bindings(request: web.Request) -> web.Response:
     streams=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """Run one generation."""
-    if body["functions"]:
-        functions = request.app[FUNCTIONS].by_name
-        for name in body["functions"]:
-            if name not in functions:
-                raise NotFound(f"no function named {name!r}", param="functions")
-        raise NotSupported("the server-side function-calling loop is not available yet")
+    """Run one generation; with `functions`, the server runs the function-calling loop."""
+    functions = request.app[FUNCTIONS]
+    chosen = functions.usable(body["functions"])
     generation_type = body["generation_type"]
+    if chosen and generation_type != "ttt":
+        raise InvalidRequest("functions need generation_type 'ttt'", param="functions")
     target = await request.app[REGISTRY].resolve(
         generation_type, body["binding_name"], body["model_name"]
     )
     messages, inputs = lollms_inputs(body["input_data"])
     service = request.app[GENERATION]
+    parameters = dict(body["parameters"])
+    max_steps = min(parameters.pop("max_steps", None) or request.app[CONFIG].functions.max_steps,
+                    request.app[CONFIG].functions.max_steps)  # fmt: skip
     prepared = await service.prepare(
         face="lollms",
         generation_type=generation_type,
         target=target,
         messages=messages,
         inputs=inputs,
-        parameters=body["parameters"],
+        parameters=parameters,
         personality=body["personality"],
     )
+    loop = ToolLoop(service, functions, chosen, max_steps) if chosen else None
     if body["stream"]:
-        return await _stream(request, prepared)
-    result = await service.generate(prepared)
+        return await _stream(request, prepared, loop)
+    if loop is not None:
+        async with closing_stream(loop.run(prepared)) as events:
+            async for _event in events:
+                pass
+        outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
+    else:
+        result = await service.generate(prepared)
+        outputs, usage, finish = list(result.outputs), result.usage, result.finish_reason
     return web.json_response(
-        _response_body(prepared, result.outputs, result.usage, result.finish_reason),
+        _response_body(prepared, outputs, usage, finish, loop),
         headers={"X-Request-Id": prepared.request.request_id},
     )
 
 
 def _response_body(
-    prepared: Prepared, outputs: tuple[Output, ...] | list[Output], usage: Usage | None, finish: str
+    prepared: Prepared,
+    outputs: Sequence[Output],
+    usage: Usage | None,
+    finish: str,
+    loop: ToolLoop | None = None,
 ) -> dict[str, Any]:
-    return {
+    body = {
         "personality": prepared.personality.name if prepared.personality else None,
         "request_id": prepared.request.request_id,
         "binding_instance": prepared.target.binding.instance_name,
@@ -235,11 +250,17 @@ def _response_body(
         "finish_reason": finish,
         "execution_time": round(prepared.elapsed_s, 4),
     }
+    if loop is not None:
+        body["steps"] = [step.to_dict() for step in loop.steps]
+    return body
 
 
-async def _stream(request: web.Request, prepared: Prepared) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, prepared: Prepared, loop: ToolLoop | None
+) -> web.StreamResponse:
     response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
     service = request.app[GENERATION]
+    source = loop.run(prepared) if loop is not None else service.stream(prepared)
     texts: list[str] = []
     thoughts: list[str] = []
     media: list[Output] = []
@@ -256,10 +277,14 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
                 model=prepared.target.model,
             ),
         )
-        async with closing_stream(service.stream(prepared)) as chunks:
+        async with closing_stream(source) as chunks:
             async for chunk in chunks:
                 if chunk.type == "info":
                     await send_event(response, _event("info", chunk.content, **chunk.metadata))
+                    continue
+                if chunk.type == "function_call":
+                    (call,) = chunk.tool_calls
+                    await send_event(response, _event("function_call", call, **chunk.metadata))
                     continue
                 usage = chunk.usage or usage
                 finish = chunk.finish_reason or finish
@@ -271,11 +296,14 @@ async def _stream(request: web.Request, prepared: Prepared) -> web.StreamRespons
                     await send_event(
                         response, _event("chunk", chunk.content, chunk.thoughts or None)
                     )
-        text, thought_text = "".join(texts), "".join(thoughts)
-        outputs = list(media)
-        if text or thought_text or not media:
-            outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
-        final = _response_body(prepared, outputs, usage, finish)
+        if loop is not None:
+            outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
+        else:
+            text, thought_text = "".join(texts), "".join(thoughts)
+            outputs = list(media)
+            if text or thought_text or not media:
+                outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
+        final = _response_body(prepared, outputs, usage, finish, loop)
         await send_event(
             response,
             {"type": "final", "content": final["output"], "thoughts": None, "metadata": final},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from ..bindings import Binding, ChatMessage
 from ..errors import BackendError, Forbidden, InvalidRequest, NotSupported
 from ..generation import guarded
 from ..keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
+from ..personalities import split_personality
 from ..registry import Target
 from ..schemas_ollama import (
     OllamaChatSchema,
@@ -89,14 +91,16 @@ async def show(request: web.Request, body: dict[str, Any]) -> web.Response:
     streams=True,
 )
 async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """Run a chat through the resolved binding."""
-    target = await _resolve(request, body["model"])
+    """Run a chat through the resolved binding (`<personality>@<model>` applies a personality)."""
+    personality, name = split_personality(body["model"])
+    target = await _resolve(request, name or "")
     messages: list[ChatMessage] = body["messages"]
     shape = Shape(target, chat=True, think=body["think"])
     if not messages:
         return await _load_or_unload(request, target, body["keep_alive"], shape)
     parameters = {**body["parameters"], **_tools(body, target.binding)}
-    return await _run(request, target, messages, parameters, shape, body["stream"], False)
+    run = Run(messages, parameters, body["stream"], raw=False, personality=personality)
+    return await _run(request, target, run, shape)
 
 
 @routes.post("/api/generate")
@@ -108,13 +112,17 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a prompt (templated by the binding unless `raw`)."""
-    target = await _resolve(request, body["model"])
+    personality, name = split_personality(body["model"])
+    target = await _resolve(request, name or "")
     messages: list[ChatMessage] = body["messages"]
     shape = Shape(target, chat=False, think=body["think"])
     if not any(m.role == "user" for m in messages):
         return await _load_or_unload(request, target, body["keep_alive"], shape)
     raw = bool(body["raw"])
-    return await _run(request, target, messages, body["parameters"], shape, body["stream"], raw)
+    if raw and personality:
+        raise InvalidRequest("a personality cannot apply to a raw prompt", param="model")
+    run = Run(messages, body["parameters"], body["stream"], raw=raw, personality=personality)
+    return await _run(request, target, run, shape)
 
 
 @routes.post("/api/embed")
@@ -266,16 +274,19 @@ async def _load_or_unload(
     return web.json_response(shape.done("unload" if unload else "load"))
 
 
-async def _run(
-    request: web.Request,
-    target: Target,
-    messages: list[ChatMessage],
-    parameters: dict[str, Any],
-    shape: Shape,
-    stream: bool,
-    raw: bool,
-) -> web.StreamResponse:
-    if any(m.images for m in messages) and "vision" not in target.binding.capabilities:
+@dataclass(frozen=True)
+class Run:
+    """What a chat or generate request asks the binding for."""
+
+    messages: list[ChatMessage]
+    parameters: dict[str, Any]
+    stream: bool
+    raw: bool
+    personality: str | None
+
+
+async def _run(request: web.Request, target: Target, run: Run, shape: Shape) -> web.StreamResponse:
+    if any(m.images for m in run.messages) and "vision" not in target.binding.capabilities:
         raise InvalidRequest(
             f"{target.ref} cannot read images (binding type {target.binding.name} has no "
             "vision capability)",
@@ -287,13 +298,14 @@ async def _run(
         face="ollama",
         generation_type="ttt",
         target=target,
-        messages=messages,
-        parameters=parameters,
-        raw_prompt=raw,
+        messages=run.messages,
+        parameters=run.parameters,
+        personality=run.personality,
+        raw_prompt=run.raw,
     )
     shape.started = prepared.started
     headers = {"X-Request-Id": prepared.request.request_id}
-    if stream:
+    if run.stream:
         return await stream_ndjson(request, prepared, shape, headers)
     result = await service.generate(prepared)
     return web.json_response(shape.whole(result), headers=headers)

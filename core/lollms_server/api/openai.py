@@ -25,6 +25,7 @@ from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..listing import gather_models
+from ..personalities import split_personality
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 from . import openai_media
 from .convert import usage_dict
@@ -82,8 +83,15 @@ def _model_object(binding: Binding, model: ModelInfo, created: int) -> dict[str,
     streams=True,
 )
 async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """Run a chat completion through the resolved binding."""
-    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    """Run a chat completion (`<personality>@<model>` or `personality` applies a personality)."""
+    named, ref = split_personality(body["model"])
+    if named and body["personality"] and named != body["personality"]:
+        raise InvalidRequest(
+            f"the model names personality {named!r} but `personality` says "
+            f"{body['personality']!r}; give one",
+            param="personality",
+        )
+    target = await request.app[REGISTRY].resolve_ref("ttt", ref)
     messages: list[ChatMessage] = body["messages"]
     if any(m.images for m in messages) and "vision" not in target.binding.capabilities:
         raise InvalidRequest(
@@ -99,7 +107,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
         target=target,
         messages=messages,
         parameters=parameters,
-        personality=body["personality"],
+        personality=body["personality"] or named,
     )
     if body["stream"]:
         return await _stream(request, prepared, ChatShape(prepared), body["include_usage"])

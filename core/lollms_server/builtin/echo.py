@@ -3,6 +3,7 @@
 Models: `echo` repeats the prompt, `think` adds a `<think>` block, `slow` waits `delay_ms`
 between tokens, `fail` breaks on purpose (a 503, or an error after the first streamed token).
 Speech is a tone per character, so echo's `stt` turns echo's `tts` output back into its text.
+With tools offered, `CALL <name> <json>` lines in the prompt make it ask for calls (echo_tools).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..bindings import (
 from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound, UnsupportedMediaType
 from ..hookspecs import hookimpl
 from . import tiny_media
+from .echo_tools import scripted_calls, tool_answer
 
 MODELS = ("echo", "think", "slow", "fail")
 TOKEN = re.compile(r"\s*\S+|\s+")
@@ -60,7 +62,7 @@ class EchoBinding(Binding):
     name = "echo"
     title = "Echo (built-in test binding)"
     description = "Streams the prompt back token by token; tiny images, sounds and video."
-    capabilities = CAPABILITIES - {"vision", "tools"}
+    capabilities = CAPABILITIES - {"vision"}
     ConfigSchema = EchoSettings
 
     def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
@@ -115,12 +117,15 @@ class EchoBinding(Binding):
                 raise BackendUnavailable("echo/fail fails on purpose")
             yield Chunk(output=self._media(request))
             return
-        tokens = TOKEN.findall(self._answer(request))
+        prompt_tokens = sum(len(TOKEN.findall(m.content)) for m in request.messages)
+        if calls := scripted_calls(request):
+            yield Chunk(tool_calls=calls, finish_reason="tool_calls", usage=Usage(prompt_tokens, 1))
+            return
+        tokens = TOKEN.findall(tool_answer(request) or self._answer(request))
         limit = request.parameters.get("max_tokens")
         finish = "stop"
         if isinstance(limit, int) and limit < len(tokens):
             tokens, finish = tokens[:limit], "length"
-        prompt_tokens = sum(len(TOKEN.findall(m.content)) for m in request.messages)
         for index, token in enumerate(tokens):
             if request.model == "fail" and index == 1:
                 break

@@ -1,44 +1,30 @@
-"""Model lifecycle: which models are loaded, a memory budget with LRU eviction of idle models,
-keep_alive, max loaded models, pinned models, and one load per model at a time.
+"""Model lifecycle: which models are loaded and on which device, memory budgets per device
+(RAM and each GPU) with LRU eviction of idle models, keep_alive, max loaded models, pinned
+models, device pins, and one load per model at a time.
 
 Only bindings that declare `load_unload` are managed; the others load on their own terms.
+A model goes to RAM ("cpu") unless its binding asks for GPU placement (`gpu_placement`) or
+`[resources] devices` pins it; the binding reads the choice with `device_for(model)`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import psutil
-
 from ..bindings import Binding
-from ..errors import ConfigError, ModelNotFound, Overloaded
+from ..errors import BackendUnavailable, ModelNotFound, Overloaded
 from ..guard import guarded
 from ..registry import Registry, Target
+from .placement import ANY_GPU, CPU, Device, Memory, mib, parse_budget
 from .scheduler import Scheduler
 
+__all__ = ["Lifecycle", "LoadedModel", "parse_budget"]
 log = logging.getLogger(__name__)
-UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 FOREVER = -1.0
-
-
-def parse_budget(value: str | float | int | None, total: int) -> int | None:
-    """Bytes of a budget: a number of bytes, "8GiB"/"512MB", or "75%" of `total`; None = none."""
-    if value in (None, "", 0):
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    text = value.strip()
-    if text.endswith("%"):
-        return int(total * float(text[:-1]) / 100)
-    match = SIZE.match(text)
-    if not match:
-        raise ConfigError(f"resources.ram_budget: got {value!r}; allowed: bytes, '8GiB' or '75%'")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
 
 
 @dataclass
@@ -51,6 +37,7 @@ class LoadedModel:
     loaded_at: float
     last_used: float
     expires_at: float | None  # None: stays loaded until evicted or unloaded
+    device: str = CPU
 
     @property
     def ref(self) -> str:
@@ -66,19 +53,21 @@ class Lifecycle:
         registry: Registry,
         scheduler: Scheduler,
         *,
-        ram_budget_bytes: int | None = None,
+        memory: Memory | None = None,
         max_loaded: int = 0,
         max_loaded_per_instance: dict[str, int] | None = None,
         pinned: frozenset[str] = frozenset(),
+        device_pins: Mapping[str, str] | None = None,
         keep_alive_s: float = 300.0,
         timeout_s: float = 300.0,
     ) -> None:
         self.registry = registry
         self.scheduler = scheduler
-        self.ram_budget_bytes = ram_budget_bytes
+        self.memory = memory or Memory()
         self.max_loaded = max_loaded
         self.max_loaded_per_instance = max_loaded_per_instance or {}
         self.pinned = pinned
+        self.device_pins = dict(device_pins or {})
         self.keep_alive_s = keep_alive_s
         self.timeout_s = timeout_s
         self.loaded: dict[tuple[str, str], LoadedModel] = {}
@@ -125,6 +114,14 @@ class Lifecycle:
         binding = target.binding
         self.loaded.pop((binding.instance_name, target.model), None)
         await guarded(binding, binding.unload(target.model), self.timeout_s)
+        binding.placements.pop(target.model, None)
+
+    def used_by_device(self) -> dict[str, int]:
+        """Bytes the loaded models take on each device."""
+        used: dict[str, int] = {}
+        for entry in self.loaded.values():
+            used[entry.device] = used.get(entry.device, 0) + entry.bytes
+        return used
 
     def release(self, target: Target, keep_alive_s: float | None) -> None:
         """A generation ended: start the model's keep_alive (0 unloads it once idle)."""
@@ -139,19 +136,27 @@ class Lifecycle:
     async def _load(self, binding: Binding, model: str, explicit: bool) -> None:
         async with self._lock:
             estimate = await self._estimate(binding, model)
-            await self._make_room(binding.instance_name, model, estimate)
+            await self._within_counts(binding.instance_name, model)
+            device = await self._place(binding, model, estimate)
+            binding.placements[model] = device
+            before = await self._gpu_used(device)
             try:
                 measured = await guarded(binding, binding.load(model), self.timeout_s)
-            except ModelNotFound:
-                if explicit:
+            except Exception as exc:
+                binding.placements.pop(model, None)
+                if explicit or not isinstance(exc, ModelNotFound):
                     raise
                 log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
                 return
+            size = measured if isinstance(measured, int) and measured > 0 else 0
+            after = await self._gpu_used(device)
+            if before is not None and after is not None:
+                size = max(size, after - before)  # what NVML saw the load take on that GPU
             now = time.monotonic()
-            size = measured if isinstance(measured, int) and measured > 0 else estimate
             self.loaded[(binding.instance_name, model)] = LoadedModel(
-                binding.instance_name, model, size, now, now, now + self.keep_alive_s
-            )
+                binding.instance_name, model, size or estimate, now, now,
+                now + self.keep_alive_s, device,
+            )  # fmt: skip
             self.loads += 1
 
     async def _estimate(self, binding: Binding, model: str) -> int:
@@ -168,74 +173,148 @@ class Lifecycle:
         lane = self.scheduler.lanes.get((entry.instance, entry.model))
         return lane is not None and (lane.active > 0 or bool(lane.waiting))
 
+    def _pinned(self, entry: LoadedModel) -> bool:
+        return entry.ref in self.pinned or entry.instance in self.pinned
+
     def _evictable(self) -> list[LoadedModel]:
         """Idle, unpinned models, least recently used first."""
-        return sorted(
-            (
-                m
+        idle = (m for m in self.loaded.values() if not self._busy(m) and not self._pinned(m))
+        return sorted(idle, key=lambda m: m.last_used)
+
+    def _listing(self, device: str | None = None) -> str:
+        """The loaded models (on `device`), with why each cannot go, for messages."""
+        return (
+            ", ".join(
+                f"{m.ref} ({mib(m.bytes)}{', busy' if self._busy(m) else ''}"
+                f"{', pinned' if self._pinned(m) else ''})"
                 for m in self.loaded.values()
-                if not self._busy(m) and m.ref not in self.pinned and m.instance not in self.pinned
-            ),
-            key=lambda m: m.last_used,
+                if device is None or m.device == device
+            )
+            or "none"
         )
 
-    def _over(self, instance: str, incoming: int) -> bool:
-        if (
-            self.ram_budget_bytes is not None
-            and self.used_bytes() + incoming > self.ram_budget_bytes
-        ):
-            return True
-        if self.max_loaded and len(self.loaded) + 1 > self.max_loaded:
-            return True
-        per = self.max_loaded_per_instance.get(instance)
-        mine = sum(1 for m in self.loaded.values() if m.instance == instance)
-        return bool(per) and mine + 1 > per  # type: ignore[operator]
-
-    async def _make_room(self, instance: str, model: str, incoming: int) -> None:
-        while self._over(instance, incoming):
-            candidates = self._evictable()
+    async def _within_counts(self, instance: str, model: str) -> None:
+        """Unload idle models (LRU) until one more fits `max_loaded_models`."""
+        while True:
             per = self.max_loaded_per_instance.get(instance)
-            if per and self.ram_budget_bytes is None and not self.max_loaded:
-                candidates = [m for m in candidates if m.instance == instance]
+            mine = sum(1 for m in self.loaded.values() if m.instance == instance)
+            if per and mine + 1 > per:
+                candidates = [m for m in self._evictable() if m.instance == instance]
+                limit = f"{instance} may have {per} loaded ([bindings.{instance}])"
+            elif self.max_loaded and len(self.loaded) + 1 > self.max_loaded:
+                candidates = self._evictable()
+                limit = f"{self.max_loaded} models may be loaded in all ([resources])"
+            else:
+                return
             if not candidates:
-                loaded = ", ".join(
-                    f"{m.ref} ({m.bytes // 2**20} MiB{', busy' if self._busy(m) else ''}"
-                    f"{', pinned' if m.ref in self.pinned else ''})"
-                    for m in self.loaded.values()
-                )
                 raise Overloaded(
-                    f"{instance}/{model} ({incoming // 2**20} MiB) does not fit: loaded are "
-                    f"{loaded or 'none'}, and none of them can be unloaded now",
+                    f"{instance}/{model} does not fit: max_loaded_models: {limit}; loaded are "
+                    f"{self._listing()}, and none of them can be unloaded now",
                     binding=instance,
                     retry_after=5.0,
                 )
-            await self._unload(candidates[0], reason="to make room")
+            await self._unload(candidates[0], reason="to stay within max_loaded_models")
+
+    async def _candidates(self, binding: Binding, model: str) -> list[list[Device]]:
+        """The devices `model` may go to, in groups by preference (GPUs before RAM)."""
+        instance = binding.instance_name
+        pin = self.device_pins.get(f"{instance}/{model}") or self.device_pins.get(instance)
+        booked = self.used_by_device()
+        ram = self.memory.ram(booked.get(CPU, 0))
+        if pin == CPU or (pin is None and not binding.gpu_placement):
+            return [[ram]]
+        gpus = await self.memory.gpus(booked)
+        if pin is None:
+            return [gpus, [ram]] if gpus else [[ram]]
+        chosen = gpus if pin == ANY_GPU else [d for d in gpus if d.name == pin]
+        if not chosen:
+            raise BackendUnavailable(
+                f"{instance}/{model} cannot be loaded: {self.memory.missing(pin, gpus)} "
+                "(see [resources] devices)",
+                binding=instance,
+            )
+        return [chosen]
+
+    def _plan(self, device: Device, incoming: int) -> list[LoadedModel] | None:
+        """Idle models to unload from `device` (LRU first) so that `incoming` fits; None: no way."""
+        need = incoming - device.room
+        evict: list[LoadedModel] = []
+        for entry in self._evictable():
+            if need <= 0:
+                break
+            if entry.device == device.name:
+                evict.append(entry)
+                need -= entry.bytes
+        return evict if need <= 0 else None
+
+    async def _place(self, binding: Binding, model: str, incoming: int) -> str:
+        """Choose the device for `model`, unloading idle models there to make room."""
+        groups = await self._candidates(binding, model)
+        for group in groups:
+            plans = [(d, plan) for d in group if (plan := self._plan(d, incoming)) is not None]
+            if not plans:
+                continue
+            device, evict = min(plans, key=lambda p: (len(p[1]), -p[0].room))
+            for entry in evict:
+                await self._unload(entry, reason=f"to make room on {device.name}")
+            if device.name != CPU or len(groups) > 1:
+                log.info("placing %s/%s on %s", binding.instance_name, model, device.describe())
+            return device.name
+        where = "; ".join(
+            f"{d.describe()}, loaded there: {self._listing(d.name)}" for g in groups for d in g
+        )
+        raise Overloaded(
+            f"{binding.instance_name}/{model} ({mib(incoming)}) does not fit: {where}; "
+            "unloading the idle, unpinned models would not free enough",
+            binding=binding.instance_name,
+            retry_after=5.0,
+        )
+
+    async def _gpu_used(self, device: str) -> int | None:
+        """Bytes used on GPU `device` now (NVML), or None for RAM or an unreadable GPU."""
+        if device == CPU:
+            return None
+        report = await asyncio.to_thread(self.memory.read_gpus)
+        for found in report.devices:
+            if f"cuda:{found.index}" == device:
+                return found.memory_used_bytes
+        return None
 
     async def _unload(self, entry: LoadedModel, reason: str) -> None:
         binding = self.registry.get(entry.instance)
-        log.info("unloading %s (%s)", entry.ref, reason)
+        log.info("unloading %s from %s (%s)", entry.ref, entry.device, reason)
         self.loaded.pop((entry.instance, entry.model), None)
         self.evictions += 1
         await guarded(binding, binding.unload(entry.model), self.timeout_s)
+        binding.placements.pop(entry.model, None)
 
     async def reap(self) -> None:
         """Unload idle models whose keep_alive ran out."""
         now = time.monotonic()
         for entry in list(self.loaded.values()):
             expired = entry.expires_at is not None and entry.expires_at <= now
-            if expired and not self._busy(entry) and entry.ref not in self.pinned:
+            if expired and not self._busy(entry) and not self._pinned(entry):
                 try:
                     await self._unload(entry, reason="keep_alive ran out")
                 except Exception:  # the next round tries again
                     log.exception("could not unload %s", entry.ref)
 
+    async def log_devices(self) -> None:
+        """Say once which GPUs models may be placed on, or why there is none."""
+        try:
+            gpus = await self.memory.gpus({})
+        except Exception:  # a broken reader must not stop the reaper
+            log.exception("could not read the GPUs")
+            return
+        if gpus:
+            log.info("GPUs for models: %s", "; ".join(d.describe() for d in gpus))
+        else:
+            error = self.memory.report.error if self.memory.report else None
+            log.info("%s: models are placed in RAM", error or "no GPU")
+
     async def run(self) -> None:
         """Reap forever (until cancelled)."""
+        await self.log_devices()
         while True:
             await asyncio.sleep(0.5)
             await self.reap()
-
-
-def total_ram() -> int:
-    """Bytes of RAM of this machine."""
-    return int(psutil.virtual_memory().total)

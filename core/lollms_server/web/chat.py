@@ -41,7 +41,9 @@ async def chat_page(request: web.Request) -> web.Response:
 async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]:
     listings = await gather_models(request.app[REGISTRY])
     store = request.app[PERSONALITIES]
+    chosen = store.by_name.get(form.get("personality") or "")
     return {
+        "welcome": chosen.welcome_message if chosen else "",
         "form": form,
         "choices": choices(listings, "ttt"),
         "personalities": sorted(store.by_name),

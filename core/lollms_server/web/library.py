@@ -6,8 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import NotFound
 from ..keys import FUNCTIONS, PERSONALITIES
-from .forms import query_text
+from ..library import reload_library
+from ..security.auth import REQUEST_PRINCIPAL, requires
+from .forms import query_text, read_action
 from .render import page_handler, render
 
 routes = web.RouteTableDef()
@@ -17,6 +20,10 @@ routes = web.RouteTableDef()
 @page_handler
 async def personalities(request: web.Request) -> web.Response:
     """Installed personalities; `q` searches, `category` keeps one category."""
+    return await _personalities_view(request)
+
+
+async def _personalities_view(request: web.Request, **extra: Any) -> web.Response:
     store = request.app[PERSONALITIES]
     query = query_text(request, "q").lower()
     category = query_text(request, "category")
@@ -39,8 +46,38 @@ async def personalities(request: web.Request) -> web.Response:
         "q": query_text(request, "q"),
         "category": category,
         "problems": store.problems,
+        "can_reload": _is_admin(request),
+        **extra,
     }
     return await render(request, "personalities.html", "_personalities.html", context)
+
+
+@routes.get("/personalities/{name}/icon")
+async def icon(request: web.Request) -> web.StreamResponse:
+    """A personality's icon from its `assets/` folder."""
+    personality = request.app[PERSONALITIES].get(request.match_info["name"])
+    if personality.icon is None:
+        raise NotFound(f"personality {personality.name!r} has no icon")
+    return web.FileResponse(personality.icon, headers={"Cache-Control": "max-age=300"})
+
+
+@routes.post("/personalities/reload")
+@requires("admin")
+@page_handler
+async def reload(request: web.Request) -> web.Response:
+    """Read personalities and functions again (admin), then show the personalities."""
+    await read_action(request)
+    summary = reload_library(request.app)
+    notice = (
+        f"reloaded: {len(summary['personalities'])} personalities, "
+        f"{len(summary['functions'])} functions"
+    )
+    return await _personalities_view(request, notice=notice)
+
+
+def _is_admin(request: web.Request) -> bool:
+    principal = request.get(REQUEST_PRINCIPAL)
+    return principal is not None and principal.is_admin
 
 
 @routes.get("/functions", name="functions")
@@ -55,7 +92,7 @@ async def functions(request: web.Request) -> web.Response:
         item = function.to_dict()
         required = set(item["parameters"].get("required", []))
         item["params"] = [
-            {"name": p, "type": spec.get("type", ""), "required": p in required}
+            {"name": p, "type": spec.get("type", "any"), "required": p in required}
             for p, spec in item["parameters"].get("properties", {}).items()
         ]
         if source and item["source"] != source:

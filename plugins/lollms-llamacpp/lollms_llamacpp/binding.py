@@ -41,6 +41,7 @@ from lollms_server.upstream import Upstream
 from .catalog import Catalog, ModelFile, model_info
 from .process import ModelProcess, unavailable
 from .settings import LlamaCppSettings
+from .tool_use import call_start, prepare, worker_args
 from .worker import ALIAS
 
 #: llama.cpp sampling parameters passed on besides OpenAI's standard ones.
@@ -215,9 +216,20 @@ class LlamaCppBinding(Binding):
             args += ["--n-gpu-layers", str(config["n_gpu_layers"])]
         if self.is_embedding(file):
             args.append("--embedding")
+        args += worker_args(self.chat_template(file.name))
         if config.get("extra_args"):
             args += ["--extra", json.dumps(config["extra_args"])]
         return args
+
+    def chat_template(self, model: str) -> str | None:
+        """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
+        per_model = self.config.get("chat_templates") or {}
+        return per_model.get(model) or self.config.get("chat_template") or None
+
+    def _prepared(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with a required tool call made unavoidable (see tool_use)."""
+        start = call_start(self.chat_template(request.model), self.config.get("tool_call_start"))
+        return prepare(request, start, self.instance_name)
 
     async def _discard(self, model: str) -> None:
         process = self._processes.pop(model, None)
@@ -249,6 +261,7 @@ class LlamaCppBinding(Binding):
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Chunks from the model's llama.cpp server (loading the model first if needed)."""
+        request = self._prepared(request)
         process, upstream = await self._serving(request.model)
         chunks = upstream_chat.stream(
             upstream, request, ALIAS, prefix="/v1", extra_keys=LLAMA_PARAMETERS
@@ -259,6 +272,7 @@ class LlamaCppBinding(Binding):
 
     async def generate(self, request: GenerationRequest) -> Result:
         """A whole answer from the model's llama.cpp server."""
+        request = self._prepared(request)
         process, upstream = await self._serving(request.model)
         async with self._watching(process):
             return await upstream_chat.generate(

@@ -6,9 +6,20 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from .tool_use import template_problem
+
 #: CommonParams attributes the binding sets itself; `extra_args` may not override them.
 MANAGED_PARAMS = frozenset(
-    {"model", "hostnames", "port", "model_alias", "api_keys", "embedding", "pooling_type"}
+    {
+        "model",
+        "hostnames",
+        "port",
+        "model_alias",
+        "api_keys",
+        "embedding",
+        "pooling_type",
+        "chat_template",
+    }
 )
 
 
@@ -29,14 +40,46 @@ class LlamaCppSettings(Schema):
     embedding_models = fields.List(fields.String(), load_default=list)
     preload = fields.List(fields.String(), load_default=list)
     extra_args = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+    chat_template = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1),
+        metadata={"help": '"chatml-tools", a .jinja file or Jinja text; default: the GGUF\'s'},
+    )
+    chat_templates = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.Length(min=1)),
+        load_default=dict,
+        metadata={"help": "chat_template per model name"},
+    )
+    tool_call_start = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"help": "text a tool call starts with; a required call is prefilled with it"},
+    )
     startup_timeout_s = fields.Float(load_default=120.0, validate=validate.Range(min=1))
     stop_timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
     read_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
     health_timeout_s = fields.Float(load_default=3.0, validate=validate.Range(min=0.1))
 
+    @validates("chat_template")
+    def _check_chat_template(self, value: str | None, **kwargs: Any) -> None:
+        problem = template_problem(value) if value else None
+        if problem:
+            raise ValidationError(problem)
+
+    @validates("chat_templates")
+    def _check_chat_templates(self, value: dict[str, str], **kwargs: Any) -> None:
+        for model, template in value.items():
+            problem = template_problem(template)
+            if problem:
+                raise ValidationError(f"{model!r}: {problem}")
+
     @validates("extra_args")
     def _check_extra_args(self, value: dict[str, Any], **kwargs: Any) -> None:
         for key, item in value.items():
+            if key == "chat_template":
+                raise ValidationError("set the chat_template setting, not extra_args.chat_template")
             if key.split(".")[0] in MANAGED_PARAMS:
                 raise ValidationError(f"{key!r} is set by the binding; remove it from extra_args")
             if not isinstance(item, (bool, int, float, str)):

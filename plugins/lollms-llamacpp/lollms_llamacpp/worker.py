@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--n-gpu-layers", type=int, default=None)
     parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings")
+    parser.add_argument("--chat-template", default=None, help="Jinja chat template text")
+    parser.add_argument("--chat-template-file", default=None, help="file of a Jinja chat template")
     parser.add_argument("--extra", default="{}", help="JSON object of CommonParams attributes")
     return parser.parse_args(argv)
 
@@ -55,7 +57,7 @@ def set_param(params: Any, dotted: str, value: Any) -> None:
 
 def build_params(args: argparse.Namespace, api_key: str = "") -> Any:
     """The xllamacpp.CommonParams of a worker."""
-    import xllamacpp
+    import xllamacpp  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     params = xllamacpp.CommonParams()
     if api_key:
@@ -66,6 +68,12 @@ def build_params(args: argparse.Namespace, api_key: str = "") -> Any:
     params.model_alias = {args.alias}
     params.n_ctx = args.n_ctx
     params.n_parallel = args.n_parallel
+    params.use_jinja = True  # tools and tool_choice need the Jinja chat templates
+    if args.chat_template_file:
+        with open(args.chat_template_file, encoding="utf-8") as file:
+            params.chat_template = file.read()
+    elif args.chat_template:
+        params.chat_template = args.chat_template
     if args.n_threads:
         params.cpuparams.n_threads = args.n_threads
         params.cpuparams_batch.n_threads = args.n_threads
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = sys.stdin.readline().strip()
     try:
         params = build_params(args, api_key)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:
         print(f"lollms_llamacpp.worker: bad parameter: {exc!r}", file=sys.stderr, flush=True)
         return 2
     import xllamacpp

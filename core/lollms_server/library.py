@@ -1,0 +1,56 @@
+"""The running server's personalities and functions: loaded at start, reloaded on demand."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import personalities
+from .config import Config
+from .functions import FunctionRegistry
+from .keys import CONFIG, FUNCTIONS, PERSONALITIES, PLUGINS
+from .personalities import PersonalityStore
+from .plugins import Plugins
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+log = logging.getLogger(__name__)
+
+
+def load_personalities(config: Config, plugins: Plugins) -> PersonalityStore:
+    """Personalities from every source in the documented order."""
+    examples = [EXAMPLES_DIR / "personalities"] if config.personality_examples else []
+    return personalities.load_personalities(
+        [config.personalities_dir, *config.personality_folders],
+        plugins.collect("register_personalities"),
+        examples,
+    )
+
+
+def load_functions(config: Config, plugins: Plugins) -> FunctionRegistry:
+    """Functions from the functions folders, then from plugins."""
+    functions = FunctionRegistry(
+        allowed_unsafe=tuple(config.functions.allow_unsafe), timeout_s=config.functions.timeout_s
+    )
+    functions.load_folders([config.functions_dir, *config.functions.folders])
+    for plugin_name, funcs in plugins.collect("register_functions"):
+        functions.add_callables(funcs, f"plugin {plugin_name}")
+    return functions
+
+
+def reload_library(app: web.Application) -> dict[str, Any]:
+    """Read personalities and functions again (added, changed and removed folders and files)."""
+    config, plugins = app[CONFIG], app[PLUGINS]
+    store, registry = app[PERSONALITIES], app[FUNCTIONS]
+    store.replace_with(load_personalities(config, plugins))
+    registry.replace_with(load_functions(config, plugins))
+    log.info(
+        "reloaded %d personalities and %d functions", len(store.by_name), len(registry.by_name)
+    )
+    return {
+        "personalities": sorted(store.by_name),
+        "functions": sorted(registry.by_name),
+        "problems": [*store.problems, *registry.problems],
+    }

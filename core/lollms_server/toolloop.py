@@ -1,0 +1,149 @@
+"""The server-side function-calling loop: the model asks, the server runs the call, feeds the
+result back, and asks again, until an answer or the step limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .bindings import ChatMessage, Chunk, Output, Usage, closing_stream
+from .errors import InvalidRequest
+from .functions import CallOutcome, Function, FunctionRegistry
+
+if TYPE_CHECKING:
+    from .generation import GenerationService, Prepared
+
+
+@dataclass
+class Step:
+    """One round: what the model said and the calls it asked for, with their outcomes."""
+
+    number: int
+    text: str = ""
+    thoughts: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as reported in the response."""
+        return {"step": self.number, "text": self.text, "thoughts": self.thoughts or None,
+                "function_calls": self.calls}  # fmt: skip
+
+
+def normalize_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A binding's tool call as `{"id", "name", "arguments"}` (arguments kept as sent)."""
+    function = call.get("function") or {}
+    arguments = function.get("arguments", call.get("arguments", {}))
+    return {
+        "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:16]}"),
+        "name": str(function.get("name", call.get("name", ""))),
+        "arguments": arguments,
+    }
+
+
+@dataclass
+class ToolLoop:
+    """Runs one request's loop; its `steps`, `answer` and `finish_reason` describe the result."""
+
+    service: GenerationService
+    registry: FunctionRegistry
+    functions: Sequence[Function]
+    max_steps: int
+    steps: list[Step] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    media: list[Output] = field(default_factory=list)
+
+    @property
+    def answer(self) -> Output:
+        """The final text: what the model said in its last step."""
+        last = self.steps[-1] if self.steps else Step(0)
+        return Output("text", text=last.text, thoughts=last.thoughts or None)
+
+    async def run(self, prepared: Prepared) -> AsyncIterator[Chunk]:
+        """Text chunks of every step, a `function_call` chunk per call, an `info` per result."""
+        binding = prepared.target.binding
+        if "tools" not in binding.capabilities:
+            raise InvalidRequest(
+                f"binding instance {binding.instance_name!r} (type {binding.name}) cannot call "
+                "functions; choose a binding with the tools capability",
+                binding=binding.instance_name,
+                param="functions",
+            )
+        messages = list(prepared.request.messages)
+        params = dict(prepared.request.parameters)
+        choice = params.pop("tool_choice", None) or "auto"
+        tools = [function.tool_spec() for function in self.functions]
+        for number in range(1, self.max_steps + 1):
+            step = Step(number)
+            self.steps.append(step)
+            request = dataclasses.replace(
+                prepared.request,
+                messages=tuple(messages),
+                parameters={
+                    **params,
+                    "tools": tools,
+                    "tool_choice": choice if number == 1 else "auto",
+                },
+            )
+            calls: list[dict[str, Any]] = []
+            step_usage: Usage | None = None
+            step_prepared = dataclasses.replace(prepared, request=request)
+            async with closing_stream(self.service.stream(step_prepared)) as chunks:
+                async for chunk in chunks:
+                    calls.extend(normalize_call(call) for call in chunk.tool_calls)
+                    if chunk.type == "chunk":
+                        step.text += chunk.content
+                        step.thoughts += chunk.thoughts
+                        step_usage = chunk.usage or step_usage
+                        self.finish_reason = chunk.finish_reason or self.finish_reason
+                        if chunk.output is not None:
+                            self.media.append(chunk.output)
+                    yield dataclasses.replace(chunk, tool_calls=())
+            self.usage = _add_usage(self.usage, step_usage)
+            if not calls:
+                self.finish_reason = (
+                    "stop" if self.finish_reason == "tool_calls" else self.finish_reason
+                )
+                return
+            asked = tuple(
+                {"id": c["id"], "type": "function", "function": {"name": c["name"],
+                 "arguments": c["arguments"]}} for c in calls
+            )  # fmt: skip
+            messages.append(ChatMessage("assistant", step.text, tool_calls=asked))
+            for call in calls:
+                yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
+                outcome = await self._execute(call)
+                step.calls.append({**call, "result": outcome.result, "error": outcome.error})
+                verb = "failed" if outcome.error else "returned"
+                yield Chunk(type="info", content=f"function {call['name']} {verb}", metadata={
+                    "step": number, "call_id": call["id"], "function": call["name"],
+                    "result": outcome.result, "error": outcome.error})  # fmt: skip
+                messages.append(ChatMessage("tool", outcome.for_model, tool_call_id=call["id"]))
+        self.finish_reason = "max_steps"
+        yield Chunk(type="info", content=f"stopped: the step limit ({self.max_steps}) was reached",
+                    metadata={"max_steps": self.max_steps})  # fmt: skip
+
+    async def _execute(self, call: dict[str, Any]) -> CallOutcome:
+        offered = {function.name: function for function in self.functions}
+        function = offered.get(call["name"])
+        if function is None:
+            names = ", ".join(sorted(offered))
+            error = f"no function named {call['name']!r} was offered; offered: {names}"
+            return CallOutcome(call["name"], {}, error=error)
+        arguments = call["arguments"]
+        if not isinstance(arguments, (str, dict)):
+            arguments = json.dumps(arguments)
+        return await self.registry.run(function, arguments)
+
+
+def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return Usage(total.prompt_tokens + more.prompt_tokens,
+                 total.completion_tokens + more.completion_tokens)  # fmt: skip

@@ -1,0 +1,181 @@
+"""Scripted personalities: run `run_workflow(prompt, params, context)`, stream what it sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .bindings import ChatMessage, Chunk, InputItem, Output, Result
+from .errors import LollmsError, WorkflowFailed
+
+if TYPE_CHECKING:
+    from .functions import CallOutcome, FunctionRegistry
+    from .generation import GenerationService, Prepared
+
+T = TypeVar("T")
+
+
+class WorkflowContext:
+    """What a script may use: the request, generation with any allowed binding, functions, and
+    a way to stream chunks, `info` events and media back. Async methods are awaited by async
+    scripts; a sync script (run in a worker thread) wraps them in `context.run(...)`."""
+
+    def __init__(
+        self,
+        service: GenerationService,
+        prepared: Prepared,
+        functions: FunctionRegistry,
+        queue: asyncio.Queue[Chunk | None],
+    ) -> None:
+        self._service = service
+        self._prepared = prepared
+        self._queue = queue
+        self._loop = asyncio.get_running_loop()
+        self.personality = prepared.personality
+        self.messages: tuple[ChatMessage, ...] = prepared.request.messages
+        self.inputs: tuple[InputItem, ...] = prepared.request.inputs
+        self.parameters: dict[str, Any] = dict(prepared.request.parameters)
+        self.generation_type = prepared.request.generation_type
+        self.request_id = prepared.request.request_id
+        self.functions = functions
+        self.cancelled = False
+
+    async def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        generation_type: str = "ttt",
+        binding: str | None = None,
+        model: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
+        inputs: Sequence[InputItem] = (),
+        parameters: dict[str, Any] | None = None,
+        personality: str | None = None,
+    ) -> Result:
+        """Run one generation (the request's own target for its type unless told otherwise)."""
+        service, own = self._service, self._prepared
+        if binding is None and model is None and generation_type == self.generation_type:
+            target = dataclasses.replace(own.target)
+        else:
+            target = await service.registry.resolve(generation_type, binding, model)
+        turns = list(messages) if messages is not None else []
+        if prompt is not None:
+            turns.append(ChatMessage("user", prompt))
+        inner = await service.prepare(
+            face=own.face,
+            generation_type=generation_type,
+            target=target,
+            messages=turns,
+            inputs=inputs,
+            parameters=parameters,
+            personality=personality,
+        )
+        return await service.generate(inner)
+
+    async def generate_text(self, prompt: str, **options: Any) -> str:
+        """The text answer of a `ttt` generation."""
+        result = await self.generate(prompt, **options)
+        return "".join(output.text for output in result.outputs if output.type == "text")
+
+    async def call_function(self, name: str, arguments: dict[str, Any]) -> CallOutcome:
+        """Run a registered (and enabled) function with validated arguments."""
+        (function,) = self.functions.usable([name])
+        return await self.functions.run(function, arguments)
+
+    def send_chunk(self, text: str) -> None:
+        """Stream a piece of the answer."""
+        self._put(Chunk(content=text))
+
+    def send_info(self, message: str, **metadata: Any) -> None:
+        """Stream an `info` event (progress, a step's name...)."""
+        self._put(Chunk(type="info", content=message, metadata=metadata))
+
+    def send_output(self, output: Output) -> None:
+        """Add a produced item (an image, a sound...) to the answer."""
+        self._put(Chunk(output=output))
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """From a sync script: run one of the async methods on the server loop and wait."""
+        if self.cancelled:
+            raise asyncio.CancelledError("the request was cancelled")
+
+        async def wrapped() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+
+    def _put(self, chunk: Chunk) -> None:
+        if self.cancelled:
+            raise asyncio.CancelledError("the request was cancelled")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._queue.put_nowait(chunk)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+
+
+async def stream_workflow(
+    service: GenerationService, prepared: Prepared, functions: FunctionRegistry
+) -> AsyncIterator[Chunk]:
+    """The chunks a personality's script sends, then those of what it returns."""
+    personality = prepared.personality
+    assert personality is not None and personality.workflow is not None
+    workflow = personality.workflow
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    context = WorkflowContext(service, prepared, functions, queue)
+    prompt, params = prepared.request.prompt, dict(prepared.request.parameters)
+
+    async def run() -> None:
+        try:
+            if inspect.iscoroutinefunction(workflow):
+                value = await workflow(prompt, params, context)
+            else:
+                value = await asyncio.to_thread(workflow, prompt, params, context)
+            for chunk in _chunks_of(value):
+                queue.put_nowait(chunk)
+        except (LollmsError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise WorkflowFailed(
+                f"personality {personality.name!r}: script {personality.script} raised "
+                f"{type(exc).__name__}: {exc}",
+                binding=f"personality:{personality.name}",
+            ) from exc
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(run())
+    try:
+        while (chunk := await queue.get()) is not None:
+            yield chunk
+        await task
+    finally:
+        context.cancelled = True
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _chunks_of(value: Any) -> Iterable[Chunk]:
+    """What a script returned, as chunks: text, an Output, a Result, or a list of those."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [Chunk(content=value)]
+    if isinstance(value, Output):
+        return [Chunk(output=value)]
+    if isinstance(value, Result):
+        return [
+            Chunk(output=o) if o.type != "text" else Chunk(content=o.text) for o in value.outputs
+        ]
+    if isinstance(value, (list, tuple)):
+        return [chunk for item in value for chunk in _chunks_of(item)]
+    raise TypeError(f"run_workflow returned {type(value).__name__}; expected text or Output")

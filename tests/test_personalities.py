@@ -1,0 +1,312 @@
+"""Personalities: upstream folders, sources and collisions, reload, every face, scripts."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, MakeConfig
+
+from lollms_server.hookspecs import hookimpl
+from lollms_server.plugins import load_plugins
+
+Client = TestClient[Any, Any]
+
+UPSTREAM = """
+name: {name}
+author: Ada
+version: 2.1
+category: science
+language: english
+license: MIT
+creation_date: 2024-01-02
+last_update_date: 2025-03-04
+tags: [physics, teacher]
+personality_description: Explains physics.
+personality_conditioning: You are a physics teacher.
+welcome_message: Ask me about physics!
+user_name: student
+user_message_prefix: "student:"
+ai_message_prefix: "teacher:"
+link_text: "\\n"
+disclaimer: Not a substitute for a textbook.
+help: Ask a question.
+dependencies: [numpy]
+prompts_list: ["What is inertia?"]
+recommended_binding: echo
+recommended_model: echo
+anti_prompts: ["student:"]
+model_temperature: 0.2
+model_n_predicts: 128
+model_top_k: 30
+model_top_p: 0.8
+model_repeat_penalty: 1.2
+model_repeat_last_n: 40
+processor_cfg: {{custom_workflow: true}}
+"""
+
+
+def write_personality(root: Path, name: str, script: str | None = None, **fields: str) -> Path:
+    """A personality folder in the upstream layout (config.yaml, assets/logo.svg, scripts/)."""
+    folder = root / name
+    (folder / "assets").mkdir(parents=True, exist_ok=True)
+    text = UPSTREAM.format(name=name) + "".join(f"{k}: {v}\n" for k, v in fields.items())
+    (folder / "config.yaml").write_text(text)
+    (folder / "assets" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    if script is not None:
+        (folder / "scripts").mkdir(exist_ok=True)
+        (folder / "scripts" / "workflow.py").write_text(textwrap.dedent(script))
+    return folder
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The JSON events of an SSE body."""
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def generate(client: Client, **body: Any) -> tuple[int, Any]:
+    """POST /api/v1/generate; JSON for a plain answer, the events for a stream."""
+    body.setdefault("input_data", [{"type": "text", "data": "hello"}])
+    response = await client.post("/api/v1/generate", json=body)
+    if body.get("stream"):
+        return response.status, sse_events(await response.text())
+    return response.status, await response.json()
+
+
+async def test_every_upstream_field_is_read(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "physics")
+    client = await make_client(config)
+    listed = (await (await client.get("/api/v1/list_personalities")).json())["personalities"]
+    item = listed["physics"]
+    assert item["author"] == "Ada" and item["version"] == "2.1" and item["license"] == "MIT"
+    assert item["tags"] == ["physics", "teacher"] and item["category"] == "science"
+    assert item["welcome_message"] == "Ask me about physics!"
+    assert item["user_message_prefix"] == "student:" and item["ai_message_prefix"] == "teacher:"
+    assert item["disclaimer"] and item["dependencies"] == ["numpy"]
+    assert item["prompts_list"] == ["What is inertia?"] and item["anti_prompts"] == ["student:"]
+    assert item["creation_date"] == "2024-01-02" and item["recommended_binding"] == "echo"
+    assert item["sampling"] == {
+        "temperature": 0.2, "max_tokens": 128, "top_k": 30, "top_p": 0.8,
+        "repeat_penalty": 1.2, "repeat_last_n": 40,
+    }  # fmt: skip
+    assert item["has_icon"] and not item["scripted"]
+    icon = await client.get("/personalities/physics/icon")
+    assert icon.status == 200 and icon.content_type == "image/svg+xml"
+    assert (await client.get("/personalities/concise_assistant/icon")).status == 200
+
+
+async def test_sources_order_and_collisions_are_reported(
+    make_client: MakeClient, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra"
+    config = make_config()
+    config.personality_folders = [extra]
+    write_personality(config.personalities_dir, "twin", personality_description="from data")
+    write_personality(extra, "twin", personality_description="from extra")
+    write_personality(extra, "only_extra")
+
+    class Plugin:
+        @hookimpl
+        def register_personalities(self) -> list[dict[str, Any]]:
+            return [{"name": "concise_assistant", "personality_description": "from plugin"},
+                    {"name": "only_extra", "personality_description": "plugin loses"}]  # fmt: skip
+
+    plugins = load_plugins(extra={"zplug": Plugin()})
+    client = await make_client(config, plugins=plugins)
+    body = await (await client.get("/api/v1/list_personalities")).json()
+    listed, problems = body["personalities"], body["problems"]
+    assert listed["twin"]["description"] == "from data"
+    assert listed["concise_assistant"]["description"] == "from plugin"  # a plugin beats an example
+    assert listed["only_extra"]["description"] == "Explains physics."
+    assert any("'twin'" in p and str(extra) in p for p in problems)
+    assert any("'only_extra'" in p and "plugin zplug" in p for p in problems)
+    assert any("'concise_assistant'" in p and "examples" in p for p in problems)
+
+
+async def test_reload_picks_up_added_changed_and_removed(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    folder = write_personality(config.personalities_dir, "changing", personality_description="v1")
+    client = await make_client(config)
+    write_personality(config.personalities_dir, "added")
+    (folder / "config.yaml").write_text("name: changing\npersonality_description: v2\n")
+    (config.functions_dir / "tools.py").write_text(
+        "from lollms_server.functions import function\n\n"
+        "@function()\ndef ping() -> str:\n    'Answer pong.'\n    return 'pong'\n"
+    )
+    response = await client.post("/api/v1/reload_personalities", json={})
+    assert response.status == 200, await response.text()
+    summary = await response.json()
+    assert {"added", "changing"} <= set(summary["personalities"])
+    assert summary["functions"] == ["ping"]
+    listed = (await (await client.get("/api/v1/list_personalities")).json())["personalities"]
+    assert listed["changing"]["description"] == "v2" and "added" in listed
+    (config.personalities_dir / "added" / "config.yaml").unlink()
+    page = await client.post("/personalities/reload", headers={"Origin": str(client.make_url(""))})
+    assert page.status == 200 and "reloaded:" in await page.text()
+    listed = (await (await client.get("/api/v1/list_personalities")).json())["personalities"]
+    assert "added" not in listed
+    events = (await (await client.get("/api/v1/audit?event=library_reloaded")).json())["events"]
+    assert len(events) == 1
+
+
+async def test_reload_is_admin_only(make_client: MakeClient, make_config: MakeConfig) -> None:
+    config = make_config()
+    config.security.local_access = False
+    client = await make_client(config)
+    from lollms_server.keys import KEYSTORE
+
+    user_key, _ = client.app[KEYSTORE].create("u", "user")
+    admin_key, _ = client.app[KEYSTORE].create("a", "admin")
+    refused = await client.post(
+        "/api/v1/reload_personalities", json={}, headers={"Authorization": f"Bearer {user_key}"}
+    )
+    assert refused.status == 403
+    allowed = await client.post(
+        "/api/v1/reload_personalities", json={}, headers={"Authorization": f"Bearer {admin_key}"}
+    )
+    assert allowed.status == 200
+
+
+@pytest.mark.parametrize("face", ["lollms", "openai", "ollama"])
+async def test_anti_prompts_and_sampling_apply_on_every_face(client: Client, face: str) -> None:
+    prompt = "hello user: more words"  # concise_assistant stops at "user:"
+    if face == "lollms":
+        status, body = await generate(
+            client, personality="concise_assistant",
+            input_data=[{"type": "text", "data": prompt}],
+        )  # fmt: skip
+        assert status == 200, body
+        text = body["output"][0]["data"]
+    elif face == "openai":
+        response = await client.post("/v1/chat/completions", json={
+            "model": "concise_assistant@echo/echo",
+            "messages": [{"role": "user", "content": prompt}],
+        })  # fmt: skip
+        assert response.status == 200, await response.text()
+        text = (await response.json())["choices"][0]["message"]["content"]
+    else:
+        response = await client.post("/api/chat", json={
+            "model": "concise_assistant@echo/echo", "stream": False,
+            "messages": [{"role": "user", "content": prompt}],
+        })  # fmt: skip
+        assert response.status == 200, await response.text()
+        text = (await response.json())["message"]["content"]
+    assert text == "hello "
+
+
+async def test_openai_personality_field_and_conflicts(client: Client) -> None:
+    messages = [{"role": "user", "content": "a user: b"}]
+    body = {"model": "echo/echo", "personality": "concise_assistant", "messages": messages}
+    ok = await client.post("/v1/chat/completions", json=body)
+    assert (await ok.json())["choices"][0]["message"]["content"] == "a "
+    clash = await client.post("/v1/chat/completions", json={
+        "model": "prompt_artist@echo/echo", "personality": "concise_assistant",
+        "messages": messages})  # fmt: skip
+    assert clash.status == 400 and (await clash.json())["error"]["param"] == "personality"
+    missing = await client.post("/v1/chat/completions", json={
+        "model": "nobody@echo/echo", "messages": messages})  # fmt: skip
+    assert missing.status == 404 and "nobody" in (await missing.json())["error"]["message"]
+    body = {"model": "concise_assistant@echo", "prompt": "x", "raw": True, "stream": False}
+    raw = await client.post("/api/generate", json=body)
+    assert raw.status == 400
+
+
+async def test_scripted_example_chains_text_then_image(client: Client) -> None:
+    status, events = await generate(
+        client, personality="prompt_artist", stream=True,
+        input_data=[{"type": "text", "data": "a red fox"}], parameters={"width": 16, "height": 8},
+    )  # fmt: skip
+    assert status == 200
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "final" and "error" not in kinds
+    infos = [e["content"] for e in events if e["type"] == "info"]
+    assert "refining the prompt" in infos and "drawing the image" in infos
+    refined = "".join(e["content"] for e in events if e["type"] == "chunk")
+    assert "a red fox" in refined  # echo's "refinement" repeats the instruction
+    outputs = events[-1]["content"]
+    image = next(o for o in outputs if o["type"] == "image")
+    assert image["mime_type"] == "image/png"
+    import base64
+    import struct
+
+    png = base64.b64decode(image["data"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (16, 8)
+    status, body = await generate(client, personality="prompt_artist")
+    assert status == 200 and [o["type"] for o in body["output"]] == ["text", "image"]
+
+
+SYNC_SCRIPT = """
+def run_workflow(prompt, params, context):
+    context.send_info("thinking in a thread")
+    answer = context.run(context.generate_text("echo " + prompt))
+    context.send_chunk("[" + answer + "]")
+    return " done"
+"""
+
+FAILING_SCRIPT = """
+async def run_workflow(prompt, params, context):
+    context.send_chunk("partial")
+    raise ValueError("the script broke")
+"""
+
+
+async def test_sync_script_runs_off_the_loop(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "syncer", script=SYNC_SCRIPT)
+    client = await make_client(config)
+    status, body = await generate(client, personality="syncer")
+    assert status == 200, body
+    assert body["output"][0]["data"] == "[echo hello] done"
+    status, events = await generate(client, personality="syncer", stream=True)
+    assert [e["content"] for e in events if e["type"] == "info"][1] == "thinking in a thread"
+
+
+async def test_failing_script_is_a_clean_error(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    folder = write_personality(config.personalities_dir, "breaker", script=FAILING_SCRIPT)
+    write_personality(config.personalities_dir, "unimportable", script="raise ImportError('no')\n")
+    client = await make_client(config)
+    status, events = await generate(client, personality="breaker", stream=True)
+    assert status == 200
+    error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+    assert error["type"] == "workflow_error" and "the script broke" in error["message"]
+    assert str(folder / "scripts" / "workflow.py") in error["message"]
+    assert events[-1]["type"] == "final" and events[-1]["metadata"]["status"] == "error"
+    status, body = await generate(client, personality="breaker")
+    assert status == 502 and body["error"]["type"] == "workflow_error"
+    listed = await (await client.get("/api/v1/list_personalities")).json()
+    assert "unimportable" not in listed["personalities"]
+    assert any("unimportable" in p and "ImportError" in p for p in listed["problems"])
+    health = await client.get("/api/v1/health")  # the server is still fine
+    assert health.status == 200
+
+
+async def test_plugin_personality_with_a_workflow_callable(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    async def shout(prompt: str, params: dict[str, Any], context: Any) -> str:
+        result = await context.generate(prompt, generation_type="tts")
+        context.send_output(result.outputs[0])
+        return prompt.upper()
+
+    plugin = SimpleNamespace(register_personalities=hookimpl(
+        lambda: [{"name": "shouter", "run_workflow": shout}]))  # fmt: skip
+    client = await make_client(make_config(), plugins=load_plugins(extra={"p": plugin}))
+    status, body = await generate(client, personality="shouter")
+    assert status == 200, body
+    assert [o["type"] for o in body["output"]] == ["text", "audio"]
+    assert body["output"][0]["data"] == "HELLO"
