@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
 
+from lollms_server.bindings import Chunk, GenerationRequest
+from lollms_server.builtin.echo import EchoBinding
 from lollms_server.hookspecs import hookimpl
+from lollms_server.keys import KEYSTORE
 from lollms_server.plugins import load_plugins
 
 Client = TestClient[Any, Any]
@@ -163,8 +167,6 @@ async def test_reload_is_admin_only(make_client: MakeClient, make_config: MakeCo
     config = make_config()
     config.security.local_access = False
     client = await make_client(config)
-    from lollms_server.keys import KEYSTORE
-
     user_key, _ = client.app[KEYSTORE].create("u", "user")
     admin_key, _ = client.app[KEYSTORE].create("a", "admin")
     refused = await client.post(
@@ -310,3 +312,72 @@ async def test_plugin_personality_with_a_workflow_callable(
     assert status == 200, body
     assert [o["type"] for o in body["output"]] == ["text", "audio"]
     assert body["output"][0]["data"] == "HELLO"
+
+
+class Recorder(EchoBinding):
+    """Echo that records the requests it was asked."""
+
+    name = "recorder"
+    seen: list[GenerationRequest] = []
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        Recorder.seen.append(request)
+        async for chunk in super().stream(request):
+            yield chunk
+
+
+class RecorderPlugin:
+    @hookimpl
+    def register_bindings(self) -> list[type[EchoBinding]]:
+        return [Recorder]
+
+
+@pytest.mark.parametrize("face", ["lollms", "openai", "ollama"])
+async def test_system_message_and_sampling_reach_the_binding(
+    make_client: MakeClient, make_config: MakeConfig, face: str
+) -> None:
+    config = make_config({"bindings": {"rec": {"type": "recorder", "default_model": "echo"}},
+                          "defaults": {"ttt": "rec"}})  # fmt: skip
+    client = await make_client(config, plugins=load_plugins(extra={"r": RecorderPlugin()}))
+    Recorder.seen.clear()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    if face == "lollms":
+        status, _ = await generate(client, personality="concise_assistant", parameters={"top_k": 5})
+        assert status == 200
+    elif face == "openai":
+        body = {"model": "concise_assistant@rec/echo", "messages": messages, "top_k": 5}
+        assert (await client.post("/v1/chat/completions", json=body)).status == 200
+    else:
+        body = {"model": "concise_assistant@rec/echo", "messages": messages, "stream": False,
+                "options": {"top_k": 5}}  # fmt: skip
+        assert (await client.post("/api/chat", json=body)).status == 200
+    (request,) = Recorder.seen
+    system = request.messages[0]
+    assert system.role == "system" and system.content.startswith("You are a helpful assistant.")
+    if face != "lollms":  # the caller's own system message follows the personality's
+        assert system.content.endswith("Be brief.")
+    params = request.parameters
+    assert params["temperature"] == 0.3 and params["max_tokens"] == 256
+    assert params["top_k"] == 5  # the caller's value wins over the personality's 40
+    assert "user:" in params["stop"]
+
+
+async def test_a_script_generates_only_with_what_the_key_allows(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config({
+        "bindings": {"echo": {"type": "echo", "default_model": "echo"},
+                     "painter": {"type": "echo", "default_model": "echo"}},
+        "defaults": {"ttt": "echo", "tti": "painter"},
+    })  # fmt: skip
+    config.security.local_access = False
+    client = await make_client(config)
+    key, _ = client.app[KEYSTORE].create("text only", "user", allowed_bindings=["echo"])
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"personality": "prompt_artist", "stream": True,
+            "input_data": [{"type": "text", "data": "a cat"}]}  # fmt: skip
+    response = await client.post("/api/v1/generate", json=body, headers=headers)
+    events = sse_events(await response.text())
+    error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+    assert error["type"] == "forbidden" and "painter" in error["message"]
+    assert any(e["type"] == "chunk" for e in events)  # the text step ran before the refusal

@@ -175,3 +175,14 @@ def test_screenshots(page: Any, tmp_path: Path) -> None:
     shot("keys")
     page.goto("/admin/audit")
     shot("audit")
+
+
+def test_personalities_reload_button_and_welcome_message(page: Any) -> None:
+    page.goto("/personalities")
+    page.click("button:has-text('Reload personalities and functions')")
+    page.wait_for_selector("#personalities .notice")
+    assert "reloaded:" in page.locator("#personalities .notice").inner_text()
+    icon = page.locator("summary:has-text('prompt_artist') img.icon")
+    assert icon.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.goto("/playground/chat?personality=concise_assistant")
+    assert "I keep my answers short" in page.locator("#welcome").inner_text()
