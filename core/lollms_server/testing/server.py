@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ..app import create_app
 from ..bindings import GENERATION_TYPES, Binding
-from ..config import Config, InstanceConfig, ResourcesConfig, prepare_data_dir
+from ..config import Config, InstanceConfig, prepare_data_dir
+from ..config_sections import ResourcesConfig
 from ..hookspecs import hookimpl
 from ..plugins import load_plugins
 from .base import ContractBase, contract, sample_inputs

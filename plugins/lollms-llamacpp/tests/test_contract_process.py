@@ -16,7 +16,7 @@ from lollms_llamacpp import LlamaCppBinding
 from openai import AsyncOpenAI
 
 from lollms_server.bindings import ChatMessage, GenerationRequest
-from lollms_server.config import ResourcesConfig
+from lollms_server.config_sections import ResourcesConfig
 from lollms_server.errors import BackendUnavailable, InvalidRequest
 from lollms_server.keys import LIFECYCLE, REGISTRY
 from lollms_server.testing import serve_binding, started_binding, within

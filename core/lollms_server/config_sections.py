@@ -1,0 +1,184 @@
+"""The sections of lollms.toml besides server and bindings: schemas and validated values."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from .resources.placement import DEVICE_PIN, is_gpu_sizes, is_size
+
+DEVICE = validate.Regexp(DEVICE_PIN, error="a device is cpu, gpu or cuda:<n>")
+
+
+def _check(test: Callable[[Any], bool], message: str, value: Any) -> None:
+    if not test(value):
+        raise ValidationError(message)
+
+
+SIZE = partial(_check, is_size, "allowed: bytes, '8GiB' or '75%'")
+GPU_SIZES = partial(_check, is_gpu_sizes, "allowed: a size, or a table of sizes per 'cuda:<n>'")
+
+
+def _network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValidationError(f"not an IP address or CIDR range: {exc}") from exc
+    return True
+
+
+class SecuritySchema(Schema):
+    """`[security]`: local access, proxies, CORS, rate limits, audit log."""
+
+    class Meta:
+        unknown = RAISE
+
+    local_access = fields.Boolean(load_default=True)
+    trusted_proxies = fields.List(fields.String(validate=_network), load_default=list)
+    cors_origins = fields.List(fields.String(), load_default=list)
+    ip_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_tpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    key_concurrent = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    rate_limit_storage = fields.String(load_default="async+memory://")
+    rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
+    audit_retention_days = fields.Float(load_default=90.0, validate=validate.Range(min=0.001))
+    audit_prompts = fields.Boolean(load_default=False)
+
+
+class ResourcesSchema(Schema):
+    """`[resources]`: the generation queue, memory budgets per device, device pins."""
+
+    class Meta:
+        unknown = RAISE
+
+    queue_size = fields.Integer(load_default=64, validate=validate.Range(0, 1_000_000))
+    ram_budget = fields.Raw(load_default=None, validate=SIZE)
+    ram_reserve = fields.Raw(load_default=0, validate=SIZE)
+    gpu_budget = fields.Raw(load_default=None, validate=GPU_SIZES)
+    gpu_reserve = fields.Raw(load_default="512MiB", validate=GPU_SIZES)
+    devices = fields.Dict(values=fields.String(validate=DEVICE), load_default=dict)
+    max_loaded_models = fields.Integer(load_default=0, validate=validate.Range(0, 100_000))
+    keep_alive_s = fields.Float(load_default=300.0, validate=validate.Range(min=-1))
+    pinned = fields.List(fields.String(), load_default=list)
+    queue_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.01))
+    first_token_timeout_s = fields.Float(load_default=0.0, validate=validate.Range(min=0))
+
+
+class ResilienceSchema(Schema):
+    """`[resilience]`: circuit breakers and the health monitor."""
+
+    class Meta:
+        unknown = RAISE
+
+    failure_threshold = fields.Integer(load_default=5, validate=validate.Range(1, 10_000))
+    window_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    cooldown_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    health_interval_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    restart_limit = fields.Integer(load_default=5, validate=validate.Range(0, 10_000))
+    restart_window_s = fields.Float(load_default=600.0, validate=validate.Range(min=1))
+
+
+class RouteField(fields.Field[dict[str, Any]]):
+    """A route: a list of `<instance>/<model>` targets, or {targets = [...], strategy = ...}."""
+
+    STRATEGIES = ("ordered", "least-busy")
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        if isinstance(value, list):
+            value = {"targets": value}
+        if not isinstance(value, dict) or set(value) - {"targets", "strategy"}:
+            raise ValidationError("a list of targets, or a table with `targets` and `strategy`")
+        targets = value.get("targets")
+        if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+            raise ValidationError("`targets` is a non-empty list of '<instance>/<model>' strings")
+        strategy = value.get("strategy", "ordered")
+        if strategy not in self.STRATEGIES:
+            raise ValidationError(f"strategy must be one of: {', '.join(self.STRATEGIES)}")
+        return {"targets": list(targets), "strategy": strategy}
+
+
+class PersonalitiesSchema(Schema):
+    """`[personalities]`: extra folders to read personalities from."""
+
+    class Meta:
+        unknown = RAISE
+
+    folders = fields.List(fields.String(), load_default=list)
+    examples = fields.Boolean(load_default=True)
+
+
+class FunctionsSchema(Schema):
+    """`[functions]`: folders of function files, unsafe ones allowed, the calling loop's limits."""
+
+    class Meta:
+        unknown = RAISE
+
+    folders = fields.List(fields.String(), load_default=list)
+    allow_unsafe = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    max_steps = fields.Integer(load_default=5, validate=validate.Range(1, 100))
+    timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+
+
+@dataclass
+class SecurityConfig:
+    """`[security]`; see SecuritySchema for meanings (0 means no limit)."""
+
+    local_access: bool = True
+    trusted_proxies: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=list)
+    ip_rpm: int = 0
+    key_rpm: int = 0
+    key_tpm: int = 0
+    key_concurrent: int = 0
+    rate_limit_storage: str = "async+memory://"
+    rate_limit_window_s: int = 60
+    audit_retention_days: float = 90.0
+    audit_prompts: bool = False
+
+
+@dataclass
+class ResourcesConfig:
+    """`[resources]`: queue limits, model lifecycle, memory budgets and device pins."""
+
+    queue_size: int = 64
+    ram_budget: str | float | None = None
+    ram_reserve: str | float = 0
+    gpu_budget: str | float | dict[str, str | float] | None = None
+    gpu_reserve: str | float | dict[str, str | float] = "512MiB"
+    devices: dict[str, str] = field(default_factory=dict)
+    max_loaded_models: int = 0
+    keep_alive_s: float = 300.0
+    pinned: list[str] = field(default_factory=list)
+    queue_timeout_s: float = 300.0
+    first_token_timeout_s: float = 0.0
+
+
+@dataclass
+class ResilienceConfig:
+    """`[resilience]`: breakers, the health monitor interval (0 = off) and restart limits."""
+
+    failure_threshold: int = 5
+    window_s: float = 30.0
+    cooldown_s: float = 30.0
+    health_interval_s: float = 30.0
+    restart_limit: int = 5
+    restart_window_s: float = 600.0
+
+
+@dataclass
+class FunctionsConfig:
+    """`[functions]`: see FunctionsSchema."""
+
+    folders: list[Path] = field(default_factory=list)
+    allow_unsafe: list[str] = field(default_factory=list)
+    max_steps: int = 5
+    timeout_s: float = 30.0
