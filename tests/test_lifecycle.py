@@ -113,3 +113,30 @@ def test_budget_parsing() -> None:
     assert parse_budget("50%", 1000) == 500
     assert parse_budget("2GiB", 0) == 2 * 2**30 and parse_budget("512MB", 0) == 512 * 2**20
     assert parse_budget(1234, 0) == 1234 and parse_budget(None, 0) is None
+
+
+async def test_a_load_bigger_than_estimated_is_settled_within_the_budget(
+    make_client: Any, make_config: Any
+) -> None:
+    """Estimates 10 MiB, takes 60 MiB once loaded: after each load the books fit 100 MiB, and
+    the next load of a model uses what it took last time."""
+    echo = {"model_memory_mb": 10, "loaded_memory_mb": 60}
+    client: Client = await make_client(config(make_config, echo, ram_budget="100MiB"))
+    lifecycle = client.server.app[LIFECYCLE]
+    for model in ("echo", "think", "slow", "echo", "think"):
+        response = await client.post("/api/v1/generate", json=ask(model))
+        assert response.status == 200, await response.text()
+        assert lifecycle.used_bytes() <= 100 * 2**20
+        assert resident(client) == {model}
+    assert lifecycle.measured[("echo", "echo")] == 60 * 2**20
+
+
+async def test_a_load_that_cannot_fit_once_measured_is_refused(
+    make_client: Any, make_config: Any
+) -> None:
+    echo = {"model_memory_mb": 10, "loaded_memory_mb": 200}
+    client: Client = await make_client(config(make_config, echo, ram_budget="100MiB"))
+    refused = await client.post("/api/v1/generate", json=ask("echo"))
+    error = (await refused.json())["error"]
+    assert refused.status == 503 and "took 200 MiB once loaded" in error["message"]
+    assert resident(client) == set() and client.server.app[LIFECYCLE].used_bytes() == 0

@@ -193,14 +193,26 @@ async def test_list_bindings_masks_secrets(rec_client: Client) -> None:
     echo_type = body["binding_types"]["echo"]
     assert echo_type["plugin"] == "echo"
     assert "ttt" in echo_type["capabilities"] and "tts" in echo_type["capabilities"]
-    assert echo_type["settings"] == ["delay_ms", "down", "load_delay_ms", "model_memory_mb"]
+    assert echo_type["settings"] == [
+        "delay_ms",
+        "down",
+        "load_delay_ms",
+        "loaded_memory_mb",
+        "model_memory_mb",
+    ]
     assert body["binding_types"]["rec"]["plugin"] == "rec"
     instances = body["binding_instances"]
     assert set(instances) == {"echo", "rec", "sleepy"}
     assert instances["echo"] == {
         "type": "echo",
         "default_model": "echo",
-        "settings": {"delay_ms": 20, "down": False, "load_delay_ms": 0, "model_memory_mb": 0.0},
+        "settings": {
+            "delay_ms": 20,
+            "down": False,
+            "load_delay_ms": 0,
+            "loaded_memory_mb": None,
+            "model_memory_mb": 0.0,
+        },
     }
     assert instances["rec"]["settings"]["api_key"] == "***"
     assert instances["rec"]["settings"]["base_url"] == "http://localhost:1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -172,7 +173,11 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         first_token_timeout_s=config.resources.first_token_timeout_s,
         functions=app[keys.FUNCTIONS],
     )
+    checkpoints = asyncio.create_task(store.checkpoints())
     yield
+    checkpoints.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checkpoints
     store.close()
 
 

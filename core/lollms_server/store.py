@@ -50,8 +50,17 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 """
 
 
+CHECKPOINT_EVERY_S = 10.0
+
+
 class Store:
-    """One SQLite connection in WAL mode; writes are serialized and committed before returning."""
+    """One SQLite connection in WAL mode; writes are serialized and committed before returning.
+
+    A write is a WAL append without fsync (synchronous=NORMAL): ~40 µs, cheaper on the event
+    loop than a hop to a worker thread (~130 µs), and it survives a crash of the process. The
+    fsyncs happen in checkpoints, which `checkpoints()` runs in a worker thread on its own
+    connection (automatic checkpoints, which would run inside a write, are off).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -61,6 +70,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (str(time.time()),)
@@ -81,8 +91,25 @@ class Store:
             return self._db.execute(sql, params).rowcount
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """`write_now` in a worker thread, so the event loop never waits on the disk."""
-        return await asyncio.to_thread(self.write_now, sql, params)
+        """One committed write (a WAL append; the disk is synced by the checkpoints)."""
+        return self.write_now(sql, params)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and sync it (PASSIVE: writers never wait)."""
+        db = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    async def checkpoints(self, every_s: float = CHECKPOINT_EVERY_S) -> None:
+        """Checkpoint in a worker thread every `every_s` until cancelled (and once at the end)."""
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                await asyncio.to_thread(self.checkpoint)
+        finally:
+            await asyncio.to_thread(self.checkpoint)
 
     def close(self) -> None:
         """Close the connection."""

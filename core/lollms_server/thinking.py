@@ -67,6 +67,8 @@ def split_chunk_thoughts(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:
     """A streamed chunk with its `<think>` text moved to `thoughts`."""
     if chunk.type != "chunk" or not chunk.content:
         return chunk
+    if not (splitter.inside or splitter.pending or "<" in chunk.content):
+        return chunk  # the common case, without copying the chunk
     answer, thoughts = splitter.feed(chunk.content)
     return dataclasses.replace(chunk, content=answer, thoughts=chunk.thoughts + thoughts)
 

@@ -231,7 +231,12 @@ class Upstream:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+            # no connection cap: the scheduler bounds concurrency per model, and a capped pool
+            # would make request 101 wait and time out as if the upstream were unreachable
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def _json_of(self, response: aiohttp.ClientResponse) -> Any:

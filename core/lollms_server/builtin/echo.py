@@ -54,6 +54,10 @@ class EchoSettings(Schema):
     down = fields.Boolean(load_default=False)
     model_memory_mb = fields.Float(load_default=0.0, validate=validate.Range(0, 1_000_000))
     load_delay_ms = fields.Integer(load_default=0, validate=validate.Range(0, 60_000))
+    loaded_memory_mb = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(0, 1_000_000),
+        metadata={"help": "what a load reports it took (default: model_memory_mb, the estimate)"},
+    )  # fmt: skip
 
 
 class EchoBinding(Binding):
@@ -99,7 +103,8 @@ class EchoBinding(Binding):
         self.load_count += 1
         await asyncio.sleep(self.config.get("load_delay_ms", 0) / 1000)
         self.loaded.add(model)
-        return self._memory_bytes()
+        taken = self.config.get("loaded_memory_mb")
+        return int(taken * 2**20) if taken is not None else self._memory_bytes()
 
     def _memory_bytes(self) -> int:
         return int(self.config.get("model_memory_mb", 0.0) * 2**20)

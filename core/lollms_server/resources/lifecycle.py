@@ -19,6 +19,7 @@ from ..bindings import Binding
 from ..errors import BackendUnavailable, ModelNotFound, Overloaded
 from ..guard import guarded
 from ..registry import Registry, Target
+from .gpu import GpuReport
 from .placement import ANY_GPU, CPU, Device, Memory, mib, parse_budget
 from .scheduler import Scheduler
 
@@ -71,6 +72,7 @@ class Lifecycle:
         self.keep_alive_s = keep_alive_s
         self.timeout_s = timeout_s
         self.loaded: dict[tuple[str, str], LoadedModel] = {}
+        self.measured: dict[tuple[str, str], int] = {}  # bytes each model took when last loaded
         self._loading: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
         self.loads = 0
@@ -123,6 +125,12 @@ class Lifecycle:
             used[entry.device] = used.get(entry.device, 0) + entry.bytes
         return used
 
+    def devices(self, report: GpuReport) -> list[Device]:
+        """RAM and every GPU of `report` with its budget and the bytes booked there (read-only:
+        for pages and metrics; placement reads the devices itself when it decides)."""
+        booked = self.used_by_device()
+        return [self.memory.ram(booked.get(CPU, 0)), *self.memory.gpus_of(report, booked)]
+
     def release(self, target: Target, keep_alive_s: float | None) -> None:
         """A generation ended: start the model's keep_alive (0 unloads it once idle)."""
         key = (target.binding.instance_name, target.model)
@@ -153,13 +161,49 @@ class Lifecycle:
             if before is not None and after is not None:
                 size = max(size, after - before)  # what NVML saw the load take on that GPU
             now = time.monotonic()
-            self.loaded[(binding.instance_name, model)] = LoadedModel(
-                binding.instance_name, model, size or estimate, now, now,
-                now + self.keep_alive_s, device,
-            )  # fmt: skip
+            entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
+                                now + self.keep_alive_s, device)  # fmt: skip
+            self.loaded[(binding.instance_name, model)] = entry
+            self.measured[(binding.instance_name, model)] = entry.bytes
             self.loads += 1
+            if entry.bytes > estimate:
+                await self._settle(binding, entry)
+
+    async def _settle(self, binding: Binding, entry: LoadedModel) -> None:
+        """A load took more than estimated: unload idle models on its device until the books
+        fit the budget again, or unload it and refuse (the next estimate uses what it took)."""
+        booked = self.used_by_device()
+        devices = (
+            [self.memory.ram(booked.get(CPU, 0))]
+            if entry.device == CPU
+            else await self.memory.gpus(booked)
+        )
+        device = next((d for d in devices if d.name == entry.device), None)
+        if device is None or device.room >= 0:
+            return
+        others = [m for m in self._evictable() if m is not entry and m.device == device.name]
+        need, evict = -device.room, []
+        for other in others:
+            if need <= 0:
+                break
+            evict.append(other)
+            need -= other.bytes
+        if need <= 0:
+            for other in evict:
+                await self._unload(other, reason=f"{entry.ref} took {mib(entry.bytes)} on load")
+            return
+        await self._unload(entry, reason=f"it took {mib(entry.bytes)}, more than fits")
+        raise Overloaded(
+            f"{entry.ref} took {mib(entry.bytes)} once loaded, more than was estimated, and does "
+            f"not fit: {device.describe()}, loaded there: {self._listing(device.name)}",
+            binding=entry.instance,
+            retry_after=5.0,
+        )
 
     async def _estimate(self, binding: Binding, model: str) -> int:
+        """What a load of `model` will take: what it took last time, else the binding's guess."""
+        if (known := self.measured.get((binding.instance_name, model))) is not None:
+            return known
         try:
             models = await guarded(binding, binding.list_models(), self.timeout_s)
         except Exception:  # noqa: BLE001 - an estimate is best effort; the load itself reports
