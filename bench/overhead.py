@@ -1,41 +1,39 @@
-"""Proxy-overhead benchmark: a mock OpenAI upstream called directly and through lollms-server.
+"""Proxy-overhead benchmark: a mock OpenAI upstream called directly, through lollms-server and
+through the LiteLLM proxy, in one invocation, alternating.
 
-One invocation starts bench/mock_upstream.py and a real lollms-server (`openai` instance `mock`
-pointed at the mock with `max_concurrent = 128` so c=100 is not queued; defaults otherwise: auth,
-validation, scheduler, metrics and audit on; `log_level = "warning"`), then drives
-`POST /v1/chat/completions` from an aiohttp client in this process, alternating direct and
-proxied rounds per scenario. It reports latency, time to first token, throughput, the
-lollms-server process's CPU time per request, its RSS and start-up time. Prints Markdown;
-`--write` updates the `<!-- overhead -->` section of docs/benchmarks.md.
+It starts bench/mock_upstream.py, a real lollms-server (`openai` instance `mock` pointed at the
+mock with `max_concurrent = 128` so c=100 is not queued; defaults otherwise: auth, validation,
+scheduler, metrics and audit on; `log_level = "warning"`) and, unless `--no-litellm`, the LiteLLM
+proxy (bench/litellm_proxy.py: its own venv, one worker, offline). An aiohttp client in this
+process drives `POST /v1/chat/completions` at each target in turn, rotating the order every
+round. It reports latency, time to first token, throughput, the CPU seconds of each proxy's
+process tree per request (psutil, before/after each phase), start-up time and RSS. Prints
+Markdown; `--write` updates the `<!-- overhead -->` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import psutil
+import litellm_proxy
+from common import HERE, clean_env, cpu_seconds, free_port, rss_mb, spawn, write_section
+from overhead_report import DIRECT, LITELLM, LOLLMS, Report, Scenario, Side, table
 
-HERE = Path(__file__).resolve().parent
-DOCS = HERE.parent / "docs" / "benchmarks.md"
 MARKER = "<!-- overhead -->"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
-REQUEST_TIMEOUT_S = 30.0
-ROUND_TIMEOUT_S = 120.0
+REQUEST_TIMEOUT_S = 60.0
+ROUND_TIMEOUT_S = 300.0
+OVERHEAD_HEADERS = ("X-Lollms-Overhead-Ms", "x-litellm-overhead-duration-ms")
 CONFIG = """
 [server]
 host = "127.0.0.1"
@@ -53,86 +51,14 @@ ttt = "mock"
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """One load shape: concurrency, requests per side, streaming, key auth."""
+class Target:
+    """Where one side sends its requests, and the process whose CPU it costs."""
 
-    concurrency: int
-    requests: int
-    stream: bool
-    key: bool = False
-
-    @property
-    def name(self) -> str:
-        """Short label for the table."""
-        kind = "stream" if self.stream else "non-stream"
-        auth = ", user key" if self.key else ""
-        return f"c={self.concurrency} {kind}{auth}"
-
-
-@dataclass
-class Side:
-    """Measurements of one side (direct or proxied) of a scenario, summed over rounds."""
-
-    latencies: list[float] = field(default_factory=list)
-    ttfts: list[float] = field(default_factory=list)
-    overheads: list[float] = field(default_factory=list)
-    wall: float = 0.0
-    server_cpu: float = 0.0
-    upstream_cpu: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def throughput(self) -> float:
-        """Requests per second over the rounds' wall time."""
-        return len(self.latencies) / self.wall if self.wall else 0.0
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(process: subprocess.Popen[bytes], url: str, started: float) -> float:
-    """Seconds from `started` until `url` answers 200; raises if the process dies or 30 s pass."""
-    while time.perf_counter() - started < 30:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return time.perf_counter() - started
-        except OSError:
-            if process.poll() is not None:
-                err = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"{url}: process exited\n{err}") from None
-            time.sleep(0.005)
-    raise RuntimeError(f"{url} did not answer within 30 s")
-
-
-@contextmanager
-def spawn(command: list[str], env: dict[str, str], health: str) -> Iterator[tuple[int, float]]:
-    """Run `command` until the block ends; yields its pid and its time to a healthy `health`."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield process.pid, wait_healthy(process, health, started)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds consumed so far by process `pid`."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of process `pid` in MiB."""
-    return float(psutil.Process(pid).memory_info().rss) / 2**20
+    name: str
+    url: str
+    model: str
+    pid: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def has_content(line: bytes) -> bool:
@@ -168,222 +94,145 @@ async def one_request(
     side.latencies.append(time.perf_counter() - started)
     if first is not None:
         side.ttfts.append(first)
-    overhead = response.headers.get("X-Lollms-Overhead-Ms")
-    if overhead is not None:
-        side.overheads.append(float(overhead) / 1000)
+    for name in OVERHEAD_HEADERS:
+        if name in response.headers:
+            side.overheads.append(float(response.headers[name]) / 1000)
 
 
 async def drive(
     session: aiohttp.ClientSession,
-    url: str,
-    payload: bytes,
-    headers: dict[str, str],
+    target: Target,
+    stream: bool,
     count: int,
     concurrency: int,
     side: Side,
 ) -> None:
     """`count` requests from `concurrency` workers, bounded by ROUND_TIMEOUT_S."""
     remaining = [count]
+    body = json.dumps({"model": target.model, "messages": MESSAGES, "stream": stream}).encode()
+    headers = {"Content-Type": "application/json", **target.headers}
 
     async def worker() -> None:
         while remaining[0] > 0:
             remaining[0] -= 1
             try:
-                await one_request(session, url, payload, headers, side)
+                await one_request(session, target.url, body, headers, side)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 side.errors.append(f"{type(exc).__name__}: {exc}")
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), ROUND_TIMEOUT_S)
 
 
-def payload(model: str, stream: bool) -> bytes:
-    """The request body."""
-    return json.dumps({"model": model, "messages": MESSAGES, "stream": stream}).encode()
-
-
 async def run_scenario(
-    scenario: Scenario, ports: tuple[int, int], pids: tuple[int, int], key: str, rounds: int
-) -> tuple[Side, Side]:
-    """Alternate direct and proxied rounds (order flipped each round); returns both sides."""
-    upstream, server = ports
-    server_pid, upstream_pid = pids
-    sides = {"direct": Side(), "proxied": Side()}
-    targets = {
-        "direct": (f"http://127.0.0.1:{upstream}/v1/chat/completions", "mock", {}),
-        "proxied": (
-            f"http://127.0.0.1:{server}/v1/chat/completions",
-            "mock/mock",
-            {"Host": "bench.example.com", "Authorization": f"Bearer {key}"} if scenario.key else {},
-        ),
-    }
+    scenario: Scenario, targets: list[Target], mock_pid: int, rounds: int
+) -> dict[str, Side]:
+    """Warm every target up, then run `rounds` rounds, rotating the order each round."""
+    sides = {target.name: Side() for target in targets}
     per_round = max(1, scenario.requests // rounds)
     connector = aiohttp.TCPConnector(limit=scenario.concurrency, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        for name, (url, model, headers) in targets.items():
-            headers = {"Content-Type": "application/json", **headers}
+        for target in targets:
             warm = Side()
-            await drive(session, url, payload(model, scenario.stream), headers, 20, 4, warm)
+            await drive(session, target, scenario.stream, 20, 4, warm)
             if warm.errors:
-                raise RuntimeError(f"{name} warm-up failed: {warm.errors[:3]}")
+                raise RuntimeError(f"{target.name} warm-up failed: {warm.errors[:3]}")
         for index in range(rounds):
-            order = ["direct", "proxied"] if index % 2 == 0 else ["proxied", "direct"]
-            for name in order:
-                url, model, extra = targets[name]
-                headers = {"Content-Type": "application/json", **extra}
-                side = sides[name]
-                cpu = cpu_seconds(server_pid), cpu_seconds(upstream_pid)
+            shift = index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                side = sides[target.name]
+                cpu = cpu_seconds(target.pid), cpu_seconds(mock_pid)
                 started = time.perf_counter()
-                body = payload(model, scenario.stream)
-                await drive(session, url, body, headers, per_round, scenario.concurrency, side)
+                await drive(session, target, scenario.stream, per_round, scenario.concurrency, side)
                 side.wall += time.perf_counter() - started
-                side.server_cpu += cpu_seconds(server_pid) - cpu[0]
-                side.upstream_cpu += cpu_seconds(upstream_pid) - cpu[1]
-    return sides["direct"], sides["proxied"]
+                side.cpu += cpu_seconds(target.pid) - cpu[0]
+                side.upstream_cpu += cpu_seconds(mock_pid) - cpu[1]
+    return sides
 
 
-def pct(values: list[float], q: int) -> float:
-    """The q-th percentile of `values` (seconds) in milliseconds (nan when empty)."""
-    if len(values) < 2:
-        return values[0] * 1000 if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+def idle_cpu(pid: int, seconds: float = 2.0) -> float:
+    """CPU percent of one core that process `pid` (and children) uses while nothing is sent."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds * 100
 
 
-@dataclass
-class Report:
-    """Everything measured in one invocation."""
+def create_key(cli: list[str], env: dict[str, str]) -> str:
+    """A user-role API key made with the lollms-server CLI."""
+    return subprocess.run(
+        [*cli, "keys", "create", "--name", "bench", "--role", "user"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
-    rows: list[tuple[Scenario, Side, Side]] = field(default_factory=list)
-    startup_s: float = 0.0
-    upstream_startup_s: float = 0.0
-    rss_idle_mb: float = 0.0
-    rss_after_mb: float = 0.0
-    upstream_rss_mb: float = 0.0
-    wall_s: float = 0.0
 
-
-def measure(scenarios: list[Scenario], rounds: int) -> Report:
-    """Start the mock and lollms-server, run every scenario, collect the report."""
+def measure(scenarios: list[Scenario], rounds: int, litellm_venv: Path | None) -> Report:
+    """Start the mock, lollms-server and LiteLLM, run every scenario, collect the report."""
     report = Report()
     began = time.perf_counter()
-    upstream_port, server_port = free_port(), free_port()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
-    mock = [sys.executable, str(HERE / "mock_upstream.py"), str(upstream_port)]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "lollms.toml"
-        config.write_text(CONFIG.format(port=server_port, upstream=upstream_port))
-        env = {**base_env, "LOLLMS_DATA_DIR": str(Path(tmp) / "data")}
+    ports = {name: free_port() for name in (DIRECT, LOLLMS, LITELLM)}
+    upstream = ports[DIRECT]
+    if litellm_venv is not None:
+        report.litellm_version = litellm_proxy.ensure_installed(litellm_venv)
+    mock = [sys.executable, str(HERE / "mock_upstream.py"), str(upstream)]
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        config = folder / "lollms.toml"
+        config.write_text(CONFIG.format(port=ports[LOLLMS], upstream=upstream))
+        env = clean_env({"LOLLMS_DATA_DIR": str(folder / "data")})
         cli = [sys.executable, "-m", "lollms_server.cli", "--config", str(config)]
-        key = subprocess.run(
-            [*cli, "keys", "create", "--name", "bench", "--role", "user"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
-        with spawn(mock, base_env, f"http://127.0.0.1:{upstream_port}/health") as (mpid, mstart):
-            report.upstream_startup_s = mstart
-            server_health = f"http://127.0.0.1:{server_port}/api/v1/health"
-            with spawn(cli, env, server_health) as (spid, startup):
-                report.startup_s = startup
-                time.sleep(1.0)
-                report.rss_idle_mb = rss_mb(spid)
-                for scenario in scenarios:
-                    direct, proxied = asyncio.run(
-                        run_scenario(
-                            scenario, (upstream_port, server_port), (spid, mpid), key, rounds
-                        )
-                    )
-                    report.rows.append((scenario, direct, proxied))
-                    print(f"done: {scenario.name}", file=sys.stderr)
-                report.rss_after_mb = rss_mb(spid)
-                report.upstream_rss_mb = rss_mb(mpid)
+        key = create_key(cli, env)
+        mock_proc = stack.enter_context(
+            spawn(mock, clean_env(), f"http://127.0.0.1:{upstream}/health")
+        )
+        health = f"http://127.0.0.1:{ports[LOLLMS]}/api/v1/health"
+        server = stack.enter_context(spawn(cli, env, health, log=folder / "lollms.log"))
+        pids = {DIRECT: mock_proc.pid, LOLLMS: server.pid}
+        report.startup_s = {DIRECT: mock_proc.startup_s, LOLLMS: server.startup_s}
+        if litellm_venv is not None:
+            command, extra = litellm_proxy.prepare(folder, litellm_venv, ports[LITELLM], upstream)
+            url = f"http://127.0.0.1:{ports[LITELLM]}{litellm_proxy.HEALTH}"
+            peer = stack.enter_context(
+                spawn(command, clean_env(extra), url, limit=120, cwd=tmp, log=folder / "lt.log")
+            )
+            pids[LITELLM] = peer.pid
+            report.startup_s[LITELLM] = peer.startup_s
+        time.sleep(1.0)
+        for name, pid in pids.items():
+            report.rss_idle_mb[name] = rss_mb(pid)
+            report.idle_cpu_pct[name] = idle_cpu(pid)
+        base = "http://127.0.0.1:{}/v1/chat/completions"
+        lt_auth = {"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"}
+        user = {"Host": "bench.example.com", "Authorization": f"Bearer {key}"}
+        for scenario in scenarios:
+            targets = [
+                Target(DIRECT, base.format(upstream), "mock", pids[DIRECT]),
+                Target(LOLLMS, base.format(ports[LOLLMS]), "mock/mock", pids[LOLLMS],
+                       user if scenario.key else {}),
+            ]  # fmt: skip
+            if LITELLM in pids and not scenario.key:
+                url = base.format(ports[LITELLM])
+                targets.append(Target(LITELLM, url, litellm_proxy.MODEL, pids[LITELLM], lt_auth))
+            sides = asyncio.run(run_scenario(scenario, targets, pids[DIRECT], rounds))
+            report.rows.append((scenario, sides))
+            print(f"done: {scenario.name}", file=sys.stderr)
+        for name, pid in pids.items():
+            report.rss_after_mb[name] = rss_mb(pid)
     report.wall_s = time.perf_counter() - began
     return report
-
-
-def table(report: Report) -> str:
-    """Markdown tables: per-scenario latency/CPU, process figures, targets."""
-    lines = [
-        "| scenario | requests | p50 direct ms | p50 proxied ms | added p50 ms | p95 direct ms "
-        "| p95 proxied ms | added p95 ms | throughput ratio | added TTFT p50 ms "
-        "| server CPU ms/req | mock CPU ms/req | X-Lollms-Overhead-Ms p50 | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for scenario, direct, proxied in report.rows:
-        count = len(proxied.latencies) + len(proxied.errors)
-        ttft = pct(proxied.ttfts, 50) - pct(direct.ttfts, 50) if scenario.stream else None
-        ratio = proxied.throughput / direct.throughput if direct.throughput else float("nan")
-        mock_cpu = direct.upstream_cpu / max(1, len(direct.latencies)) * 1000
-        lines.append(
-            f"| {scenario.name} | {count} | {pct(direct.latencies, 50):.2f} "
-            f"| {pct(proxied.latencies, 50):.2f} "
-            f"| {pct(proxied.latencies, 50) - pct(direct.latencies, 50):+.2f} "
-            f"| {pct(direct.latencies, 95):.2f} | {pct(proxied.latencies, 95):.2f} "
-            f"| {pct(proxied.latencies, 95) - pct(direct.latencies, 95):+.2f} | {ratio:.2f} "
-            f"| {'' if ttft is None else f'{ttft:+.2f}'} "
-            f"| {proxied.server_cpu / max(1, count) * 1000:.2f} | {mock_cpu:.2f} "
-            f"| {pct(proxied.overheads, 50):.2f} | {len(direct.errors) + len(proxied.errors)} |"
-        )
-    lines += [
-        "",
-        "| lollms-server process | value |",
-        "|---|---|",
-        f"| start-up to first health answer | {report.startup_s:.3f} s "
-        f"(mock upstream, bare aiohttp: {report.upstream_startup_s:.3f} s) |",
-        f"| RSS idle (1 s after start-up) | {report.rss_idle_mb:.1f} MiB |",
-        f"| RSS after the load | {report.rss_after_mb:.1f} MiB "
-        f"(mock upstream: {report.upstream_rss_mb:.1f} MiB) |",
-        f"| benchmark wall time | {report.wall_s:.0f} s |",
-        "",
-        *targets(report),
-    ]
-    return "\n".join(lines)
-
-
-def targets(report: Report) -> list[str]:
-    """The issue's targets, each marked met or not met."""
-    rows = {s.name: (s, d, p) for s, d, p in report.rows}
-    checks: list[tuple[str, float, float, str]] = []
-    for scenario, _direct, proxied in report.rows:
-        count = len(proxied.latencies) + len(proxied.errors)
-        cpu = proxied.server_cpu / max(1, count) * 1000
-        limit = 3.5 if scenario.stream else 1.3
-        checks.append((f"CPU per request, {scenario.name}", cpu, limit, "ms"))
-    if "c=1 non-stream" in rows:
-        _, direct, proxied = rows["c=1 non-stream"]
-        added = pct(proxied.latencies, 50) - pct(direct.latencies, 50)
-        checks.append(("added p50 at c=1 (non-stream)", added, 1.0, "ms"))
-    if "c=1 stream" in rows:
-        _, direct, proxied = rows["c=1 stream"]
-        added = pct(proxied.ttfts, 50) - pct(direct.ttfts, 50)
-        checks.append(("TTFT overhead p50 at c=1", added, 1.0, "ms"))
-    checks.append(("start-up", report.startup_s, 1.0, "s"))
-    checks.append(("idle RSS", report.rss_idle_mb, 80.0, "MiB"))
-    lines = ["| target | measured | goal | met |", "|---|---|---|---|"]
-    for name, value, limit, unit in checks:
-        met = "yes" if value <= limit else "**no**"
-        lines.append(f"| {name} | {value:.2f} {unit} | ≤ {limit:g} {unit} | {met} |")
-    return lines
-
-
-def write(text: str) -> None:
-    """Replace the marked section of docs/benchmarks.md (appending it when missing)."""
-    body = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if MARKER not in body:
-        body = f"{body.rstrip()}\n\n## Proxy overhead\n\n{MARKER}\n{MARKER}\n"
-    head, _, rest = body.partition(MARKER)
-    _, _, tail = rest.partition(MARKER)
-    DOCS.write_text(f"{head}{MARKER}\n{text}\n{MARKER}{tail}")
 
 
 def main() -> None:
     """Run the benchmark and print (or write) the tables."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
-    parser.add_argument("--rounds", type=int, default=4, help="direct/proxied alternations")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of the targets")
     parser.add_argument("--no-c100", action="store_true", help="skip the concurrency-100 rows")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    parser.add_argument("--litellm-venv", type=Path, default=litellm_proxy.DEFAULT_VENV)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     shapes = [(1, 300, False, False), (1, 300, True, False), (1, 300, False, True)]
@@ -394,10 +243,11 @@ def main() -> None:
         Scenario(c, max(args.rounds, int(n * args.scale)), stream, key)
         for c, n, stream, key in shapes
     ]
-    text = table(measure(scenarios, args.rounds))
+    venv = None if args.no_litellm else args.litellm_venv
+    text = table(measure(scenarios, args.rounds, venv))
     print(text)
     if args.write:
-        write(text)
+        write_section(MARKER, text, "Proxy overhead")
 
 
 if __name__ == "__main__":
