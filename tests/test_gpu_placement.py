@@ -5,6 +5,7 @@ the real no-GPU path of this machine (NVML cannot start: RAM only, no crash, "no
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -108,6 +109,33 @@ async def test_a_model_goes_to_the_gpu_with_most_room(
     assert binding.device_for("echo") == chosen and where(client) == {"gpu/echo": chosen}
     entry = next(iter(client.server.app[LIFECYCLE].loaded.values()))
     assert entry.bytes == 3 * GiB  # what NVML saw the load take, not the 1 MiB RSS reported
+
+
+async def test_the_dashboard_shows_each_model_s_device_and_memory_per_device(
+    make_client: Any, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = two_gpus((4, 1))
+    monkeypatch.setattr(gpu, "probe", lambda: gpu.read_devices(nvml))  # the page's GPU reading
+    client = await start(
+        make_client, make_config, nvml, gpu_budget="6GiB", devices={"small": "cpu"}
+    )
+    assert (await generate(client, "echo")).status == 200  # to cuda:1, the GPU with most room
+    assert (await generate(client, "echo", "small")).status == 200  # pinned to RAM
+    html = await (await client.get("/", headers={"HX-Request": "true"})).text()
+    assert re.search(r'<td>gpu/echo</td><td>[^<]*</td><td class="device">cuda:1</td>', html)
+    assert re.search(r'<td>small/echo</td><td>[^<]*</td><td class="device">cpu</td>', html)
+    rows = {
+        name: re.sub(r"<meter.*?</meter>\s*", "", cells)
+        for name, cells in re.findall(r'<td class="device">([^<]+)</td>(.*?)</tr>', html, re.S)
+        if "num" in cells
+    }
+    cells = (
+        r'<td class="num">{}</td>\s*<td>{}</td>\s*<td class="num">{}</td>\s*<td class="num">{}</td>'
+    )
+    # cuda:1: 3 GiB booked of its 6 GiB budget; 4 GiB free less 0.5 GiB reserve: 3 GiB room
+    assert re.search(cells.format(1, "3.0 GiB", "6.0 GiB", "3.0 GiB"), rows["cuda:1"])
+    assert re.search(cells.format(0, "0 B", "6.0 GiB", "3.5 GiB"), rows["cuda:0"])
+    assert re.search(cells.format(1, "1.0 GiB", "none", "no limit"), rows["cpu"])
 
 
 async def test_eviction_happens_on_the_device_that_needs_room(

@@ -83,6 +83,10 @@ async def test_dashboard_status(client: TestClient[Any, Any]) -> None:
     assert re.search(r"<td>lollms</td><td class=\"num\">2</td>", html)
     assert "RAM" in html and "cores" in html
     assert "echo/echo" in html  # the generation loaded it
+    assert re.search(r'<td>echo/echo</td><td>[^<]*</td><td class="device">cpu</td>', html)
+    assert re.search(
+        r'id="device-memory">.*<td class="device">cpu</td><td class="num">1</td>', html, re.S
+    )
     await client.post("/bindings/echo/unload", data={"model": "echo"}, headers=HX)
     html = await (await client.get("/", headers=HX)).text()
     assert "No model is loaded." in html

@@ -158,7 +158,9 @@ class Binding:
     ConfigSchema: ClassVar[type[Schema]] = EmptySettings
     secret_settings: ClassVar[frozenset[str]] = frozenset({"api_key"})
     default_concurrency: ClassVar[int] = 4
-    gpu_placement: ClassVar[bool] = False  # True: the core picks a GPU per model (`device_for`)
+    # True: the core picks a GPU per model (`device_for`); a class attribute, or set per
+    # instance in `startup()` by a binding that learns there whether it can use a GPU
+    gpu_placement: bool = False
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         self.instance_name = instance_name

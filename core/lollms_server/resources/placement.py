@@ -152,7 +152,11 @@ class Memory:
 
     async def gpus(self, booked: Mapping[str, int]) -> list[Device]:
         """Every GPU now (read through NVML in a thread), with the bytes booked on each."""
-        report = self.report = await asyncio.to_thread(self.read_gpus)
+        self.report = await asyncio.to_thread(self.read_gpus)
+        return self.gpus_of(self.report, booked)
+
+    def gpus_of(self, report: gpu.GpuReport, booked: Mapping[str, int]) -> list[Device]:
+        """Every GPU of a reading, with its budget, reserve and the bytes booked on it."""
         devices = []
         for found in report.devices:
             name = f"cuda:{found.index}"

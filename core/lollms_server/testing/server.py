@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ..app import create_app
 from ..bindings import GENERATION_TYPES, Binding
 from ..config import Config, InstanceConfig, prepare_data_dir
-from ..config_sections import ResourcesConfig
+from ..config_sections import ResilienceConfig, ResourcesConfig
 from ..hookspecs import hookimpl
 from ..plugins import load_plugins
 from .base import ContractBase, contract, sample_inputs
@@ -71,12 +71,17 @@ async def serve_binding(
     data_dir: Path,
     default_model: str | None = None,
     resources: ResourcesConfig | None = None,
+    *,
+    resilience: ResilienceConfig | None = None,
 ) -> AsyncIterator[Client]:
     """A test client of `create_app` serving one instance (only this plugin is loaded);
-    `resources` sets the model lifecycle and queue limits (defaults otherwise)."""
+    `resources` sets the model lifecycle and queue limits, `resilience` the breakers and the
+    health monitor (its interval, restarts); defaults otherwise."""
     config = contract_config(binding_class, instance_name, settings, data_dir, default_model)
     if resources is not None:
         config.resources = resources
+    if resilience is not None:
+        config.resilience = resilience
     plugins = load_plugins(
         {f"contract-{binding_class.name}": KitPlugin(binding_class)}, entry_points=False
     )

@@ -1,4 +1,5 @@
-"""The dashboard: server, binding health, loaded models, host and GPU use, request counts.
+"""The dashboard: server, binding health, loaded models (and the device each is on), memory per
+device (what the loaded models take, budget, room), host and GPU use, request counts.
 
 The page includes `_status.html`, which polls itself (htmx `every 5s`) so the numbers refresh
 without reloading the page.
@@ -7,6 +8,7 @@ without reloading the page.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -14,9 +16,11 @@ import psutil
 from aiohttp import web
 
 from .. import health
-from ..keys import CONFIG, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
+from ..bindings import Binding
+from ..keys import CONFIG, LIFECYCLE, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
 from ..listing import gather_models
 from ..resources import gpu
+from ..resources.lifecycle import Lifecycle
 from .activity import snapshot as activity_snapshot
 from .render import page_handler, render
 
@@ -37,8 +41,13 @@ async def status(request: web.Request) -> dict[str, Any]:
     states, listings, gpus = await asyncio.gather(
         health.check_all(registry), gather_models(registry), asyncio.to_thread(gpu.probe)
     )
+    lifecycle = request.app[LIFECYCLE]
     loaded: list[dict[str, Any]] = [
-        {"instance": listing.name, "model": model}
+        {
+            "instance": listing.name,
+            "model": model,
+            "device": device_of(lifecycle, registry.get(listing.name), model.name),
+        }
         for listing in listings
         for model in listing.models
         if model.loaded
@@ -62,12 +71,35 @@ async def status(request: web.Request) -> dict[str, Any]:
         ],
         "loaded": loaded,
         "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),
+        "devices": device_memory(lifecycle, gpus),
         "host": host_usage(),
         "gpu": gpus,
         "activity": activity,
         "plugin_errors": request.app[PLUGINS].errors,
         "refresh_s": REFRESH_S,
     }
+
+
+def device_of(lifecycle: Lifecycle, binding: Binding, model: str) -> str:
+    """Where a loaded model is: the lifecycle's books, else what its binding was told, else ""."""
+    entry = lifecycle.loaded.get((binding.instance_name, model))
+    if entry is not None:
+        return entry.device
+    return binding.device_for(model) or ""
+
+
+def device_memory(lifecycle: Lifecycle, report: gpu.GpuReport) -> list[dict[str, Any]]:
+    """RAM and each GPU: bytes the loaded models take there, its budget and room (None: none)."""
+    return [
+        {
+            "name": device.name,
+            "booked": device.booked,
+            "budget": device.budget,
+            "room": None if device.room == math.inf else max(int(device.room), 0),
+            "models": sum(1 for m in lifecycle.loaded.values() if m.device == device.name),
+        }
+        for device in lifecycle.devices(report)
+    ]
 
 
 def host_usage() -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 torch, diffusers and transformers are imported in the worker thread when the first model
 loads, never when the plugin is imported or the binding built, so the server starts fast.
+With `device = "auto"`, a CUDA build of torch and an NVIDIA GPU, the core chooses each model's
+GPU (`gpu_placement`, decided in `startup()` without importing torch; see devices.py).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +25,7 @@ from lollms_server.config import default_data_dir
 from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 
 from .catalog import Catalog, ModelEntry
+from .devices import chosen_device, cuda_may_be_available
 from .plan import Plan, make_plan, single_file_config
 from .runner import Cancelled, Job, Runner
 from .settings import DiffusersSettings
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 REQUIRED = ("torch", "diffusers", "transformers")
 DATA_DIR_TYPES = ("tti", "i2i", "ttv", "ttm")
 STOP_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 class DiffusersBinding(Binding):
@@ -83,6 +89,20 @@ class DiffusersBinding(Binding):
         if absent:
             return Health("degraded", f"models folders missing: {', '.join(absent)}", 0.0)
         return Health("up", f"{loaded} model(s) loaded", 0.0)
+
+    async def startup(self) -> None:
+        """Decide whether the core chooses each model's GPU (without importing torch)."""
+        setting = self.config["device"]
+        self.gpu_placement = await asyncio.to_thread(cuda_may_be_available, setting)
+        if self.gpu_placement:
+            # the core numbers GPUs as NVML does (PCI bus order); make torch's cuda:<n> agree
+            os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+            log.info("%s: the core chooses each model's GPU", self.instance_name)
+
+    def load_device(self, model: str) -> str:
+        """The device `model` loads on: the `device` setting, or with "auto" where the core
+        placed it ("auto" left to torch when the core did not choose)."""
+        return chosen_device(self.config["device"], self.device_for(model), self.gpu_placement)
 
     async def list_models(self) -> list[ModelInfo]:
         """Every model in the folders, with family, capabilities and a memory estimate."""
@@ -209,7 +229,8 @@ class DiffusersBinding(Binding):
         while len(self.loaded_models()) >= self.config["max_loaded"]:
             self._drop(self.loaded_models()[0])
         job.emit(f"loading {entry.name}", loading=entry.name)
-        loaded: Loaded = self._pipelines().load(entry, self.config)
+        settings = {**self.config, "device": self.load_device(entry.name)}
+        loaded: Loaded = self._pipelines().load(entry, settings)
         with self._lock:
             self._loaded[entry.name] = loaded
         return loaded

@@ -4,7 +4,10 @@
 free 127.0.0.1 port, continuous batching over `n_parallel` slots); `unload(model)` ends that
 process, which is what frees its memory. A request for a model that is not loaded loads it
 first. A process that dies (a crash in llama.cpp, an OOM kill) fails its in-flight requests
-with a 503 naming the model, shows as `down` in health, and is restarted by the next request.
+with a 503 naming the model and shows in health as `down` (or `degraded`) and `restartable`:
+the core's health monitor then calls `restart()`, which starts it again; a request that comes
+first restarts it itself. Where the core chooses devices (`gpu_placement`), each worker is
+started on the device `device_for(model)` names (see devices.py).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from lollms_server.resilience import RetryPolicy
 from lollms_server.upstream import Upstream
 
 from .catalog import Catalog, ModelFile, model_info
+from .devices import gpu_placement, placement
 from .process import ModelProcess, unavailable
 from .settings import LlamaCppSettings
 from .tool_use import call_start, prepare, worker_args
@@ -84,6 +88,7 @@ class LlamaCppBinding(Binding):
         self._processes: dict[str, ModelProcess] = {}
         self._upstreams: dict[str, Upstream] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._crashed: dict[str, str] = {}  # model -> how its process died, until it runs again
 
     # -- models -----------------------------------------------------------------------------
 
@@ -152,13 +157,46 @@ class LlamaCppBinding(Binding):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Load the `preload` models."""
+        """Decide whether the core places models on GPUs, then load the `preload` models."""
+        self.gpu_placement = await gpu_placement(self.config.get("gpu_placement", "auto"), self.log)
         for model in self.config.get("preload", []):
             await self.load(model)
 
     async def shutdown(self) -> None:
         """Stop every model process."""
+        self._crashed.clear()
         await asyncio.gather(*(self._discard(model) for model in list(self._processes)))
+
+    async def restart(self) -> None:
+        """Start again every model process that died (the core's health monitor calls this);
+        BackendUnavailable naming the models that would not start."""
+        models = sorted(self._dead())
+        results = await asyncio.gather(*(self._revive(m) for m in models), return_exceptions=True)
+        failed = [(m, r) for m, r in zip(models, results, strict=True) if r is not None]
+        if failed:
+            reasons = "; ".join(f"{model!r}: {getattr(e, 'message', e)}" for model, e in failed)
+            raise BackendUnavailable(
+                f"{self.instance_name!r} could not restart the llama.cpp process of {reasons}",
+                binding=self.instance_name,
+            ) from failed[0][1]
+
+    async def _revive(self, model: str) -> None:
+        async with self._lock(model):
+            process = self._processes.get(model)
+            if process is not None and process.alive:
+                return  # a request restarted it first
+            if process is None and model not in self._crashed:
+                return  # unloaded meanwhile
+            await self._start(model)
+
+    def _dead(self) -> dict[str, str]:
+        """Models whose process died (not unloaded) and is not running again: how it died."""
+        dead = {
+            model: f"exit status {process.returncode}"
+            for model, process in self._processes.items()
+            if not process.alive and not process.stopping
+        }
+        return {**self._crashed, **dead}
 
     async def load(self, model: str) -> int | None:
         """Start the model's process (idempotent); return its resident memory in bytes."""
@@ -167,6 +205,7 @@ class LlamaCppBinding(Binding):
 
     async def unload(self, model: str) -> None:
         """End the model's process, freeing its memory (idempotent)."""
+        self._crashed.pop(model, None)  # unloaded on purpose: nothing to restart
         if model not in self._processes:
             await self._file(model)  # unknown names are a 404, known ones a no-op
             return
@@ -191,10 +230,16 @@ class LlamaCppBinding(Binding):
         if model in self._processes:
             dead = self._processes[model]
             self.log.warning("%s had died (status %s): restarting it", dead.what(), dead.returncode)
+            self._crashed[model] = f"exit status {dead.returncode}"
             await self._discard(model)
-        process = ModelProcess(self.instance_name, model, self._worker_args(file), self.log)
+        elif model in self._crashed:
+            self.log.warning("restarting the llama.cpp process of model %r", model)
+        process = ModelProcess(
+            self.instance_name, model, self._worker_args(file), self.log, self._worker_env(model)
+        )
         await process.start(self.config.get("startup_timeout_s", 120.0))
         self._processes[model] = process
+        self._crashed.pop(model, None)
         self._upstreams[model] = Upstream(
             self.instance_name,
             process.url,
@@ -212,14 +257,23 @@ class LlamaCppBinding(Binding):
         args += ["--n-parallel", str(config.get("n_parallel", 2))]
         if config.get("n_threads"):
             args += ["--n-threads", str(config["n_threads"])]
-        if config.get("n_gpu_layers") is not None:
-            args += ["--n-gpu-layers", str(config["n_gpu_layers"])]
+        args += self._placement(file.name)[0]
         if self.is_embedding(file):
             args.append("--embedding")
         args += worker_args(self.chat_template(file.name))
         if config.get("extra_args"):
             args += ["--extra", json.dumps(config["extra_args"])]
         return args
+
+    def _worker_env(self, model: str) -> dict[str, str]:
+        """Environment variables of the model's worker (the GPU it may see)."""
+        return self._placement(model)[1]
+
+    def _placement(self, model: str) -> tuple[list[str], dict[str, str]]:
+        """Worker arguments and environment for the device the core placed `model` on."""
+        return placement(
+            self.device_for(model), self.gpu_placement, self.config.get("n_gpu_layers")
+        )
 
     def chat_template(self, model: str) -> str | None:
         """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
@@ -241,7 +295,8 @@ class LlamaCppBinding(Binding):
             await upstream.close()
 
     async def health(self) -> Health:
-        """Down without a models folder or when a loaded model's process is dead or mute."""
+        """Down without a models folder or when a loaded model's process is dead or mute
+        (degraded when others run); `restartable` when a process died (see `restart`)."""
         started = monotonic_ms()
         catalog = self.catalog
         if not catalog.existing_folders():
@@ -250,10 +305,17 @@ class LlamaCppBinding(Binding):
         timeout = self.config.get("health_timeout_s", 3.0)
         processes = list(self._processes.values())
         problems = [p for p in await asyncio.gather(*(p.ping(timeout) for p in processes)) if p]
+        problems += [
+            f"llama.cpp process of model {model!r} (instance {self.instance_name!r}) died "
+            f"({why}) and did not start again"
+            for model, why in sorted(self._crashed.items())
+            if model not in self._processes
+        ]
         latency = monotonic_ms() - started
         if problems:
-            state: HealthState = "down" if len(problems) == len(processes) else "degraded"
-            return Health(state, "; ".join(problems), latency)
+            total = len(processes) + sum(1 for m in self._crashed if m not in self._processes)
+            state: HealthState = "down" if len(problems) == total else "degraded"
+            return Health(state, "; ".join(problems), latency, restartable=bool(self._dead()))
         loaded = ", ".join(sorted(self._processes)) or "none"
         return Health("up", f"models loaded: {loaded}", latency)
 

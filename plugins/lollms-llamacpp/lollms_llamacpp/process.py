@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,10 +29,18 @@ TAIL_LINES = 20
 class ModelProcess:
     """One `python -m lollms_llamacpp.worker` process serving one model."""
 
-    def __init__(self, instance: str, model: str, args: Sequence[str], log: logging.Logger):
+    def __init__(
+        self,
+        instance: str,
+        model: str,
+        args: Sequence[str],
+        log: logging.Logger,
+        env: Mapping[str, str] | None = None,
+    ):
         self.instance = instance
         self.model = model
         self.args = list(args)
+        self.env = dict(env or {})  # set on top of the server's environment (the GPU it sees)
         self.log = log
         self.url = ""
         self.process: asyncio.subprocess.Process | None = None
@@ -74,6 +83,7 @@ class ModelProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **self.env} if self.env else None,
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         assert self.process.stdin is not None
@@ -214,7 +224,8 @@ def unavailable(process: ModelProcess) -> BackendUnavailable:
             retry_after=1,
         )
     return BackendUnavailable(
-        f"{process.what()} died (exit status {process.returncode}); the next request restarts it",
+        f"{process.what()} died (exit status {process.returncode}); it is restarted by the "
+        "health monitor or by the next request",
         binding=process.instance,
         retry_after=1,
     )

@@ -23,6 +23,17 @@ MANAGED_PARAMS = frozenset(
 )
 
 
+class AutoOrBool(fields.Field[bool | str]):
+    """`"auto"`, `true` or `false`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool | str:
+        if isinstance(value, bool):
+            return value
+        if value == "auto":
+            return "auto"
+        raise ValidationError(f'got {value!r}; allowed: "auto", true or false')
+
+
 class LlamaCppSettings(Schema):
     """Where the GGUF files are and how each model's llama.cpp server is started."""
 
@@ -34,6 +45,10 @@ class LlamaCppSettings(Schema):
     n_ctx = fields.Integer(load_default=4096, validate=validate.Range(0, 10_000_000))
     n_gpu_layers = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(-1, 100_000)
+    )
+    gpu_placement = AutoOrBool(
+        load_default="auto",
+        metadata={"help": "let the core choose each model's GPU; auto: when xllamacpp has CUDA"},
     )
     n_threads = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 1024))
     n_parallel = fields.Integer(load_default=2, validate=validate.Range(1, 256))
