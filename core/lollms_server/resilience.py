@@ -7,10 +7,13 @@ first byte, and never retry once a response body is being read.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -18,6 +21,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
 )
+
+T = TypeVar("T")
 
 
 class Retryable(Exception):
@@ -45,30 +50,58 @@ class RetryPolicy:
     max_backoff_s: float = 8.0
     max_retry_after_s: float = 30.0
 
-    def retrying(self, retry_on: tuple[type[BaseException], ...] = ()) -> AsyncRetrying:
-        """An `AsyncRetrying` that retries `Retryable` and `retry_on` errors, then re-raises."""
-        kinds: tuple[type[BaseException], ...] = (Retryable, *retry_on)
+    def worth_retrying(self, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> bool:
+        """A `Retryable` or `retry_on` failure whose Retry-After (if any) is short enough."""
+        if not isinstance(exc, (Retryable, *retry_on)):
+            return False
+        delay = getattr(exc, "retry_after", None)
+        return delay is None or delay <= self.max_retry_after_s
 
-        def worth_retrying(exc: BaseException) -> bool:
-            if not isinstance(exc, kinds):
-                return False
-            delay = getattr(exc, "retry_after", None)
-            return delay is None or delay <= self.max_retry_after_s
+    def delay_after(self, exc: BaseException | None, attempt_number: int) -> float:
+        """Seconds to wait after failed attempt `attempt_number`: Retry-After, else backoff."""
+        delay = getattr(exc, "retry_after", None)
+        if isinstance(delay, (int, float)):
+            return float(min(max(delay, 0.0), self.max_retry_after_s))
+        doubled = self.backoff_s * 2.0 ** max(0, attempt_number - 1)
+        return min(doubled, self.max_backoff_s) + random.uniform(0, self.backoff_s / 2)
+
+    def retrying(
+        self, retry_on: tuple[type[BaseException], ...] = (), *, done: int = 0
+    ) -> AsyncRetrying:
+        """An `AsyncRetrying` for the attempts left after `done`, re-raising the last failure."""
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            delay = getattr(exc, "retry_after", None)
-            if isinstance(delay, (int, float)):
-                return float(min(max(delay, 0.0), self.max_retry_after_s))
-            doubled = self.backoff_s * 2.0 ** max(0, state.attempt_number - 1)
-            return min(doubled, self.max_backoff_s) + random.uniform(0, self.backoff_s / 2)
+            return self.delay_after(exc, state.attempt_number + done)
 
         return AsyncRetrying(
-            retry=retry_if_exception(worth_retrying),
-            stop=stop_after_attempt(max(1, self.attempts)),
+            retry=retry_if_exception(lambda exc: self.worth_retrying(exc, retry_on)),
+            stop=stop_after_attempt(max(1, self.attempts - done)),
             wait=wait,
             reraise=True,
         )
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        retry_on: tuple[type[BaseException], ...] = (),
+        on_retry: Callable[[], None] | None = None,
+    ) -> T:
+        """Run `attempt`; only after a failure worth retrying does tenacity run the rest (a
+        first try that succeeds, the common case, costs no retry machinery)."""
+        try:
+            return await attempt()
+        except Exception as exc:
+            if self.attempts <= 1 or not self.worth_retrying(exc, retry_on):
+                raise
+            first = exc
+        await asyncio.sleep(self.delay_after(first, 1))
+        async for state in self.retrying(retry_on, done=1):
+            if on_retry is not None:
+                on_retry()
+            with state:
+                return await attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     max_concurrent INTEGER
 );
 CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
     event TEXT NOT NULL,
     key_id TEXT,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS audit (
     completion_tokens INTEGER,
     detail TEXT
 );
-CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+DROP INDEX IF EXISTS audit_at;
 """
 
 
@@ -71,6 +71,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks after checkpoints
         self._db.executescript(SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (str(time.time()),)

@@ -176,11 +176,11 @@ class Upstream:
         policy = self.retry if retry else RetryPolicy(attempts=1)
         log.debug("%s %s%s for %s", method, self.url_for_logs, path, self.instance)
         try:
-            async for attempt in policy.retrying(CONNECT_ERRORS):
-                if attempt.retry_state.attempt_number > 1:
-                    count_retry(self.instance)
-                with attempt:
-                    response = await self._send(method, url, path, body, form, timeout)
+            response = await policy.call(
+                lambda: self._send(method, url, path, body, form, timeout),
+                CONNECT_ERRORS,
+                on_retry=lambda: count_retry(self.instance),
+            )
         except LollmsError:
             raise
         except Retryable as exc:

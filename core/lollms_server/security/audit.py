@@ -74,6 +74,21 @@ class AuditLog:
         return events
 
     def purge(self) -> int:
-        """Delete events older than the retention period; return how many."""
+        """Delete events older than the retention period; return how many.
+
+        Events are appended in time order, so the last expired id is found by a binary search
+        over ids (no index on `at`: each write would pay for one).
+        """
         cutoff = time.time() - self.retention_days * 86400
-        return self.store.write_now("DELETE FROM audit WHERE at < ?", (cutoff,))
+        bounds = self.store.query("SELECT min(id), max(id) FROM audit")[0]
+        low, high, last = bounds[0], bounds[1], None
+        while low is not None and high is not None and low <= high:
+            middle = (low + high) // 2
+            row = self.store.query("SELECT id, at FROM audit WHERE id >= ? LIMIT 1", [middle])
+            if row and row[0]["at"] < cutoff:
+                last, low = row[0]["id"], row[0]["id"] + 1
+            else:
+                high = middle - 1
+        if last is None:
+            return 0
+        return self.store.write_now("DELETE FROM audit WHERE id <= ?", (last,))

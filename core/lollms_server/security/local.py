@@ -9,6 +9,7 @@ never local.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(v, strict=False) for v in values)
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of peers and hosts: parse each once
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not value:
         return None
@@ -73,6 +75,7 @@ def _host_is_loopback(host: str | None) -> bool:
     return address is not None and address.is_loopback
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_and_port(value: str) -> tuple[str, int | None]:
     parts = urlsplit(f"//{value}")
     try:
