@@ -30,6 +30,17 @@ class Target:
         """`<instance>/<model>`."""
         return f"{self.binding.instance_name}/{self.model}"
 
+    def require(self, capability: str, doing: str, param: str) -> None:
+        """A 400 naming what was asked (`doing`) unless the binding has `capability`."""
+        binding = self.binding
+        if capability not in binding.capabilities:
+            raise InvalidRequest(
+                f"{self.ref} cannot {doing} (binding type {binding.name} has no {capability} "
+                "capability)",
+                binding=binding.instance_name,
+                param=param,
+            )
+
 
 class Registry:
     """Configured binding instances by name, plus default routing per generation type."""

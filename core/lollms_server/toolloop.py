@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .bindings import ChatMessage, Chunk, Output, Usage, closing_stream
-from .errors import InvalidRequest
 from .functions import CallOutcome, Function, FunctionRegistry
 
 if TYPE_CHECKING:
@@ -65,14 +64,7 @@ class ToolLoop:
 
     async def run(self, prepared: Prepared) -> AsyncIterator[Chunk]:
         """Text chunks of every step, a `function_call` chunk per call, an `info` per result."""
-        binding = prepared.target.binding
-        if "tools" not in binding.capabilities:
-            raise InvalidRequest(
-                f"binding instance {binding.instance_name!r} (type {binding.name}) cannot call "
-                "functions; choose a binding with the tools capability",
-                binding=binding.instance_name,
-                param="functions",
-            )
+        prepared.target.require("tools", "call functions", "functions")
         messages = list(prepared.request.messages)
         params = dict(prepared.request.parameters)
         choice = params.pop("tool_choice", None) or "auto"

@@ -207,13 +207,7 @@ async def _resolve(request: web.Request, name: str) -> Target:
 
 async def _embedding_target(request: web.Request, name: str) -> Target:
     target = await _resolve(request, name)
-    if "embeddings" not in target.binding.capabilities:
-        raise InvalidRequest(
-            f"{target.ref} cannot make embeddings (binding type {target.binding.name} "
-            "has no embeddings capability)",
-            binding=target.binding.instance_name,
-            param="model",
-        )
+    target.require("embeddings", "make embeddings", "model")
     return target
 
 
@@ -286,13 +280,8 @@ class Run:
 
 
 async def _run(request: web.Request, target: Target, run: Run, shape: Shape) -> web.StreamResponse:
-    if any(m.images for m in run.messages) and "vision" not in target.binding.capabilities:
-        raise InvalidRequest(
-            f"{target.ref} cannot read images (binding type {target.binding.name} has no "
-            "vision capability)",
-            binding=target.binding.instance_name,
-            param="images",
-        )
+    if any(m.images for m in run.messages):
+        target.require("vision", "read images", "images")
     service = request.app[GENERATION]
     prepared = await service.prepare(
         face="ollama",

@@ -93,13 +93,8 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
         )
     target = await request.app[REGISTRY].resolve_ref("ttt", ref)
     messages: list[ChatMessage] = body["messages"]
-    if any(m.images for m in messages) and "vision" not in target.binding.capabilities:
-        raise InvalidRequest(
-            f"{target.ref} cannot read images (binding type {target.binding.name} has no "
-            "vision capability)",
-            binding=target.binding.instance_name,
-            param="messages",
-        )
+    if any(m.images for m in messages):
+        target.require("vision", "read images", "messages")
     parameters = {**body["parameters"], **_tool_parameters(body, target.binding)}
     prepared = await request.app[GENERATION].prepare(
         face="openai",
@@ -159,13 +154,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     """Embed one text or a list of texts with a binding that has the embeddings capability."""
     target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
     binding = target.binding
-    if "embeddings" not in binding.capabilities:
-        raise InvalidRequest(
-            f"{target.ref} cannot make embeddings (binding type {binding.name} "
-            "has no embeddings capability)",
-            binding=binding.instance_name,
-            param="model",
-        )
+    target.require("embeddings", "make embeddings", "model")
     texts: list[str] = body["input"]
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
