@@ -243,6 +243,8 @@ async def test_request_errors(fclient: Client) -> None:
     assert status == 403 and "allow_unsafe" in body["error"]["message"]
     status, body = await run_loop(fclient, "x", generation_type="tti")
     assert status == 400
+    status, body = await run_loop(fclient, "x", personality="prompt_artist")
+    assert status == 400 and "context.call_function" in body["error"]["message"]
 
 
 async def test_unsafe_functions_run_once_enabled(
@@ -294,3 +296,26 @@ async def test_openai_tools_pass_through_with_stream_deltas(client: Client) -> N
     deltas = [c for e in events for c in e["choices"][0]["delta"].get("tool_calls", [])]
     assert deltas[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Nice"}'}
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_a_script_calls_functions_through_its_context(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = functions_config(make_config)
+    folder = config.personalities_dir / "forecaster"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "config.yaml").write_text("name: forecaster\n")
+    (folder / "scripts" / "workflow.py").write_text(
+        "async def run_workflow(prompt, params, context):\n"
+        "    good = await context.call_function('get_weather', {'city': prompt})\n"
+        "    bad = await context.call_function('get_weather', {'town': prompt})\n"
+        "    return good.result + ' | ' + bad.error\n"
+    )
+    client = await make_client(config)
+    body = {"personality": "forecaster", "input_data": [{"type": "text", "data": "Oslo"}]}
+    response = await client.post("/api/v1/generate", json=body)
+    assert response.status == 200, await response.text()
+    text = (await response.json())["output"][0]["data"]
+    good, bad = text.split(" | ")
+    assert json.loads(good)["city"] == "Oslo" and "'city' is a required property" in bad
+    assert calls_of(client) == ["Oslo"]

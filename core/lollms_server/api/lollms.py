@@ -216,6 +216,12 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         parameters=parameters,
         personality=body["personality"],
     )
+    if chosen and prepared.scripted:
+        raise InvalidRequest(
+            "a scripted personality runs its own workflow; its script calls functions "
+            "(context.call_function) instead of `functions`",
+            param="functions",
+        )
     loop = ToolLoop(service, functions, chosen, max_steps) if chosen else None
     if body["stream"]:
         return await _stream(request, prepared, loop)
