@@ -43,3 +43,37 @@ async def test_budget_that_fits_one_process(tmp_path: Path) -> None:
         # the first swap settles after the load (the file size under-estimated the process);
         # later loads use what the model took, so they unload the other model first
         assert lifecycle.loads == 4 and lifecycle.evictions == 3
+
+
+async def test_a_busy_process_is_never_evicted(tmp_path: Path) -> None:
+    """While alpha streams, beta does not fit beside it: beta gets a 503 naming the busy
+    model and alpha's process keeps running; once alpha is done, beta loads."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for index, name in enumerate(("alpha", "beta")):
+        write_tiny_gguf(models / f"{name}.gguf", seed=index)
+    settings = {"models_folders": [str(models)], "n_ctx": 4096, "n_parallel": 1, "n_threads": 1}
+    resources = ResourcesConfig(ram_budget="50MiB", keep_alive_s=-1)
+    async with serve_binding(
+        LlamaCppBinding, "local", settings, tmp_path / "data", "alpha", resources
+    ) as served:
+        binding = served.app[REGISTRY].get("local")
+        assert isinstance(binding, LlamaCppBinding)
+        warm = {"input_data": [{"type": "text", "data": "hi"}], "model_name": "beta",
+                "parameters": {"max_tokens": 1}}  # fmt: skip
+        assert (await served.post("/api/v1/generate", json=warm)).status == 200  # measured
+        long = {"input_data": [{"type": "text", "data": "hi"}], "model_name": "alpha",
+                "stream": True, "parameters": {"max_tokens": 3000}}  # fmt: skip
+        streaming = await served.post("/api/v1/generate", json=long)
+        while b'"type":"chunk"' not in await within(60, streaming.content.readline(), "chunk"):
+            pass
+        pid = binding._processes["alpha"].pid
+        refused = await served.post("/api/v1/generate", json=warm)
+        error = (await refused.json())["error"]
+        assert refused.status == 503 and "local/alpha" in error["message"], error
+        assert "busy" in error["message"]
+        assert binding._processes["alpha"].pid == pid and binding._processes["alpha"].alive
+        rest = await within(120, streaming.read(), "rest of the stream")
+        assert b'"type":"final"' in rest  # alpha finished undisturbed
+        assert (await served.post("/api/v1/generate", json=warm)).status == 200
+        assert set(binding._processes) == {"beta"}
