@@ -85,6 +85,8 @@ async def audio_to_audio(engines: Engines, request: GenerationRequest, catalog: 
         speed=number(parameters, "speed", 1.0, 0.25, 4.0),
         speaker=choice.speaker,
         espeak_voice=choice.espeak_voice,
+        noise_scale=settings.get("noise_scale"),
+        noise_w_scale=settings.get("noise_w_scale"),
     )
     pcm = await engines.speak(choice, speech)
     data, mime = await engines.run(encode, pcm, fmt)

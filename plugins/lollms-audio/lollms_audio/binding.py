@@ -260,6 +260,8 @@ class AudioBinding(Binding):
             speed=number(parameters, "speed", 1.0, 0.25, 4.0),
             speaker=choice.speaker,
             espeak_voice=choice.espeak_voice,
+            noise_scale=self.config.get("noise_scale"),
+            noise_w_scale=self.config.get("noise_w_scale"),
         )
         pcm = await self.speak(choice, options)
         data, mime = await self.run(encode, pcm, fmt)

@@ -86,6 +86,19 @@ class AudioSettings(Schema):
         load_default=False,
         metadata={"help": "skip silence with faster-whisper's Silero VAD before decoding"},
     )
+    noise_scale = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 2),
+        metadata={"help": "Piper generator noise; 0 with noise_w_scale 0: same text, same bytes "
+                  "(default: each voice's own, which varies every time)"},
+    )  # fmt: skip
+    noise_w_scale = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 2),
+        metadata={"help": "Piper phoneme-width (timing) noise (default: each voice's own)"},
+    )
     max_text_chars = fields.Integer(
         load_default=20_000,
         validate=validate.Range(1, 1_000_000),

@@ -34,6 +34,8 @@ class SpeechOptions:
     speed: float = 1.0
     speaker: int | None = None
     espeak_voice: str = "en-us"
+    noise_scale: float | None = None  # Piper's generator noise (None: the voice's own)
+    noise_w_scale: float | None = None  # Piper's phoneme-width noise (None: the voice's own)
 
 
 class PiperEngine:
@@ -85,7 +87,12 @@ class PiperEngine:
         if voice is None:
             raise BackendUnavailable(f"voice {self.entry.name!r} was unloaded")
         base = float(getattr(voice.config, "length_scale", None) or 1.0)
-        config = SynthesisConfig(speaker_id=options.speaker, length_scale=base / options.speed)
+        config = SynthesisConfig(
+            speaker_id=options.speaker,
+            length_scale=base / options.speed,
+            noise_scale=options.noise_scale,
+            noise_w_scale=options.noise_w_scale,
+        )
         with self.lock:
             chunks = list(voice.synthesize(options.text, syn_config=config))
         if not chunks:

@@ -24,6 +24,9 @@ from lollms_audio.tts import PiperEngine, SpeechOptions
 from lollms_server.testing import backend_unavailable
 
 VOICE = "joe-us"
+# Piper draws fresh noise on every synthesis, so a word is now and then misheard ("please" as
+# "police"); without noise the same text gives the same bytes and the tests repeat exactly.
+STEADY_VOICE = {"noise_scale": 0.0, "noise_w_scale": 0.0}
 WHISPER = "whisper-tiny.en"
 HELLO = "hello world"
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
@@ -36,7 +39,11 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[st
     root = tmp_path_factory.mktemp("audio-models")
     for kind in ("tts", "stt"):
         (root / kind).mkdir()
-    return {"tts_folders": [str(root / "tts")], "stt_folders": [str(root / "stt")]}
+    return {
+        "tts_folders": [str(root / "tts")],
+        "stt_folders": [str(root / "stt")],
+        **STEADY_VOICE,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +72,7 @@ def say(piper: PiperEngine) -> Callable[[str], bytes]:
 
     def speak(text: str) -> bytes:
         if text not in cache:
-            cache[text] = wav_bytes(piper.speak(SpeechOptions(text)))
+            cache[text] = wav_bytes(piper.speak(SpeechOptions(text, **STEADY_VOICE)))
         return cache[text]
 
     return speak
@@ -76,7 +83,7 @@ def say_pcm(piper: PiperEngine) -> Callable[[str], Pcm]:
     """Piper's raw samples of a text."""
 
     def speak(text: str) -> Pcm:
-        return piper.speak(SpeechOptions(text))
+        return piper.speak(SpeechOptions(text, **STEADY_VOICE))
 
     return speak
 
