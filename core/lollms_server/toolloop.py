@@ -94,7 +94,7 @@ class ToolLoop:
                         self.finish_reason = chunk.finish_reason or self.finish_reason
                         if chunk.output is not None:
                             self.media.append(chunk.output)
-                    yield dataclasses.replace(chunk, tool_calls=())
+                    yield dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk
             self.usage = _add_usage(self.usage, step_usage)
             if not calls:
                 self.finish_reason = (
