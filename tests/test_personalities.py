@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import struct
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -238,9 +242,6 @@ async def test_scripted_example_chains_text_then_image(client: Client) -> None:
     outputs = events[-1]["content"]
     image = next(o for o in outputs if o["type"] == "image")
     assert image["mime_type"] == "image/png"
-    import base64
-    import struct
-
     png = base64.b64decode(image["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (16, 8)
     status, body = await generate(client, personality="prompt_artist")
@@ -381,3 +382,79 @@ async def test_a_script_generates_only_with_what_the_key_allows(
     error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
     assert error["type"] == "forbidden" and "painter" in error["message"]
     assert any(e["type"] == "chunk" for e in events)  # the text step ran before the refusal
+
+
+CANCELLABLE_SCRIPT = """
+import asyncio
+
+EVENTS = []
+
+
+async def run_workflow(prompt, params, context):
+    try:
+        for index in range(200):
+            context.send_chunk(f"tick {index} ")
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        EVENTS.append("cancelled")
+        raise
+    EVENTS.append("finished")
+"""
+
+
+async def test_a_client_that_leaves_cancels_the_script(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "ticker", script=CANCELLABLE_SCRIPT)
+    client = await make_client(config)
+    body = {"personality": "ticker", "stream": True,
+            "input_data": [{"type": "text", "data": "go"}]}  # fmt: skip
+    response = await client.post("/api/v1/generate", json=body)
+    while b"tick 2" not in await response.content.readline():
+        pass
+    response.close()
+    events = sys.modules["lollms_personalities.ticker.workflow"].EVENTS
+    for _ in range(100):
+        if events:
+            break
+        await asyncio.sleep(0.02)
+    assert events == ["cancelled"]
+
+
+SYNC_TICKER = """
+import time
+
+EVENTS = []
+
+
+def run_workflow(prompt, params, context):
+    try:
+        for index in range(500):
+            context.send_chunk(f"tick {index} ")
+            time.sleep(0.01)
+    except BaseException as exc:
+        EVENTS.append(type(exc).__name__)
+        raise
+    EVENTS.append("finished")
+"""
+
+
+async def test_a_sync_script_stops_at_its_next_send_once_the_client_left(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "syncticker", script=SYNC_TICKER)
+    client = await make_client(config)
+    body = {"personality": "syncticker", "stream": True,
+            "input_data": [{"type": "text", "data": "go"}]}  # fmt: skip
+    response = await client.post("/api/v1/generate", json=body)
+    while b"tick 2" not in await response.content.readline():
+        pass
+    response.close()
+    events = sys.modules["lollms_personalities.syncticker.workflow"].EVENTS
+    for _ in range(200):
+        if events:
+            break
+        await asyncio.sleep(0.02)
+    assert events == ["CancelledError"]
