@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
+from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.config import Config
 from lollms_server.function_schema import parameters_schema
@@ -319,3 +320,21 @@ async def test_a_script_calls_functions_through_its_context(
     good, bad = text.split(" | ")
     assert json.loads(good)["city"] == "Oslo" and "'city' is a required property" in bad
     assert calls_of(client) == ["Oslo"]
+
+
+async def test_calls_are_counted_and_audited(fclient: Client) -> None:
+    await run_loop(fclient, 'CALL get_weather {"city": "Rome"}')
+    await run_loop(fclient, 'CALL get_weather {"town": "Rome"}')
+    text = await (await fclient.get("/metrics")).text()
+    samples = {
+        (s.name, s.labels.get("function"), s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("lollms_function_calls_total", "get_weather", "ok")] == 1
+    assert samples[("lollms_function_calls_total", "get_weather", "error")] == 1
+    assert samples[("lollms_function_seconds_count", "get_weather", None)] == 2
+    events = (await (await fclient.get("/api/v1/audit?event=function_call")).json())["events"]
+    assert [e["detail"]["outcome"] for e in events] == ["error", "ok"]  # newest first
+    assert "required property" in events[0]["detail"]["error"]
+    assert all(e["request_id"] for e in events)

@@ -19,7 +19,7 @@ from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
 from .generation import GenerationService
-from .library import load_functions, load_personalities
+from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
@@ -173,6 +173,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         first_token_timeout_s=config.resources.first_token_timeout_s,
         functions=app[keys.FUNCTIONS],
     )
+    app[keys.FUNCTIONS].on_call = call_observer(app)
     checkpoints = asyncio.create_task(store.checkpoints())
     yield
     checkpoints.cancel()

@@ -8,7 +8,8 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+CallObserver = Callable[["CallOutcome", float], Awaitable[None]]  # (outcome, seconds)
 MARK = "__lollms_function__"
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -116,6 +118,7 @@ class FunctionRegistry:
     timeout_s: float = DEFAULT_TIMEOUT_S
     by_name: dict[str, Function] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    on_call: CallObserver | None = None
 
     def add_callables(self, funcs: Iterable[Callable[..., Any]], source: str) -> None:
         """Describe and add callables registered by `source`."""
@@ -168,7 +171,18 @@ class FunctionRegistry:
         return chosen
 
     async def run(self, function: Function, arguments: str | dict[str, Any]) -> CallOutcome:
-        """Validate the arguments against the schema, then call within the time limit."""
+        """Validate the arguments against the schema, then call within the time limit; the
+        outcome is reported to `on_call` (metrics and audit)."""
+        started = time.monotonic()
+        outcome = await self._run(function, arguments)
+        if self.on_call is not None:
+            try:
+                await self.on_call(outcome, time.monotonic() - started)
+            except Exception:  # accounting must never change what the model is told
+                log.exception("could not account for the call of %s", function.name)
+        return outcome
+
+    async def _run(self, function: Function, arguments: str | dict[str, Any]) -> CallOutcome:
         try:
             args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
         except json.JSONDecodeError as exc:

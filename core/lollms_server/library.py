@@ -10,10 +10,12 @@ from aiohttp import web
 
 from . import personalities
 from .config import Config
-from .functions import FunctionRegistry
-from .keys import CONFIG, FUNCTIONS, PERSONALITIES, PLUGINS
+from .functions import CallObserver, CallOutcome, FunctionRegistry
+from .keys import AUDIT, CONFIG, FUNCTIONS, METRICS, PERSONALITIES, PLUGINS
 from .personalities import PersonalityStore
 from .plugins import Plugins
+from .security.principal import current as current_principal
+from .trace import current_trace
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 log = logging.getLogger(__name__)
@@ -38,6 +40,30 @@ def load_functions(config: Config, plugins: Plugins) -> FunctionRegistry:
     for plugin_name, funcs in plugins.collect("register_functions"):
         functions.add_callables(funcs, f"plugin {plugin_name}")
     return functions
+
+
+def call_observer(app: web.Application) -> CallObserver:
+    """What every function call leaves behind: metrics, and an audit event with its caller."""
+    metrics, audit = app[METRICS], app[AUDIT]
+
+    async def observe(outcome: CallOutcome, seconds: float) -> None:
+        status = "ok" if outcome.error is None else "error"
+        metrics.function_calls.labels(outcome.name, status).inc()
+        metrics.function_seconds.labels(outcome.name).observe(seconds)
+        principal = current_principal()
+        detail = {"function": outcome.name, "outcome": status}
+        if outcome.error is not None:
+            detail["error"] = outcome.error[:500]
+        await audit.record(
+            "function_call",
+            key_id=principal.key_id if principal else None,
+            client=principal.client if principal else None,
+            request_id=trace.request_id if (trace := current_trace()) else None,
+            duration_ms=round(seconds * 1000, 3),
+            detail=detail,
+        )
+
+    return observe
 
 
 def reload_library(app: web.Application) -> dict[str, Any]:

@@ -65,6 +65,14 @@ class Metrics:
             "lollms_restarts", "Restarts of crashed managed processes by the health monitor",
             ["instance", "outcome"], registry=self.registry,
         )  # fmt: skip
+        self.function_calls = Counter(
+            "lollms_function_calls", "Functions run for models, by outcome (ok or error)",
+            ["function", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.function_seconds = Histogram(
+            "lollms_function_seconds", "Time a function call took", ["function"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
         self.rate_limited = Counter(
             "lollms_rate_limit_rejections", "Requests refused by a rate limit",
             registry=self.registry,
