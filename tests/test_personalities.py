@@ -19,6 +19,7 @@ from conftest import MakeClient, MakeConfig
 
 from lollms_server.bindings import Chunk, GenerationRequest
 from lollms_server.builtin.echo import EchoBinding
+from lollms_server.config import Config
 from lollms_server.hookspecs import hookimpl
 from lollms_server.keys import KEYSTORE
 from lollms_server.plugins import load_plugins
@@ -402,24 +403,29 @@ async def run_workflow(prompt, params, context):
 """
 
 
-async def test_a_client_that_leaves_cancels_the_script(
-    make_client: MakeClient, make_config: MakeConfig
-) -> None:
-    config = make_config()
-    write_personality(config.personalities_dir, "ticker", script=CANCELLABLE_SCRIPT)
+async def leave_mid_stream(make_client: MakeClient, config: Config, name: str) -> list[str]:
+    """Stream personality `name` until "tick 2", hang up, and return what its script recorded."""
     client = await make_client(config)
-    body = {"personality": "ticker", "stream": True,
+    body = {"personality": name, "stream": True,
             "input_data": [{"type": "text", "data": "go"}]}  # fmt: skip
     response = await client.post("/api/v1/generate", json=body)
     while b"tick 2" not in await response.content.readline():
         pass
     response.close()
-    events = sys.modules["lollms_personalities.ticker.workflow"].EVENTS
-    for _ in range(100):
+    events: list[str] = sys.modules[f"lollms_personalities.{name}.workflow"].EVENTS
+    for _ in range(200):
         if events:
             break
         await asyncio.sleep(0.02)
-    assert events == ["cancelled"]
+    return events
+
+
+async def test_a_client_that_leaves_cancels_the_script(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "ticker", script=CANCELLABLE_SCRIPT)
+    assert await leave_mid_stream(make_client, config, "ticker") == ["cancelled"]
 
 
 SYNC_TICKER = """
@@ -445,16 +451,4 @@ async def test_a_sync_script_stops_at_its_next_send_once_the_client_left(
 ) -> None:
     config = make_config()
     write_personality(config.personalities_dir, "syncticker", script=SYNC_TICKER)
-    client = await make_client(config)
-    body = {"personality": "syncticker", "stream": True,
-            "input_data": [{"type": "text", "data": "go"}]}  # fmt: skip
-    response = await client.post("/api/v1/generate", json=body)
-    while b"tick 2" not in await response.content.readline():
-        pass
-    response.close()
-    events = sys.modules["lollms_personalities.syncticker.workflow"].EVENTS
-    for _ in range(200):
-        if events:
-            break
-        await asyncio.sleep(0.02)
-    assert events == ["CancelledError"]
+    assert await leave_mid_stream(make_client, config, "syncticker") == ["CancelledError"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
 
-from ..bindings import Chunk, Result, Usage, closing_stream
+from ..bindings import Chunk, Result, Usage, closing_stream, next_text_chunk
 from ..errors import LollmsError
 from ..generation import Prepared
 from ..keys import GENERATION
@@ -29,7 +29,7 @@ async def stream_ndjson(
 ) -> web.StreamResponse:
     """NDJSON lines; errors before the first token are HTTP errors, later ones `{"error"}`."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        chunk = await _next_text(chunks)
+        chunk = await next_text_chunk(chunks)
         shape.first_token = time.monotonic()
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
@@ -42,7 +42,7 @@ async def stream_ndjson(
                 line = shape.delta(chunk)
                 if line is not None:
                     await _write(response, line)
-                chunk = await _next_text(chunks)
+                chunk = await next_text_chunk(chunks)
             await _write(response, shape.final(finish, usage))
         except ClientGone:
             return response
@@ -56,14 +56,6 @@ async def stream_ndjson(
     with suppress(ConnectionError):
         await response.write_eof()
     return response
-
-
-async def _next_text(chunks: AsyncIterator[Chunk]) -> Chunk | None:
-    """The next text chunk (progress info skipped), or None at the end."""
-    async for chunk in chunks:
-        if chunk.type == "chunk":
-            return chunk
-    return None
 
 
 async def _write(response: web.StreamResponse, line: dict[str, Any]) -> None:

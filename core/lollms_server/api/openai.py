@@ -20,7 +20,16 @@ from typing import Any
 from aiohttp import web
 
 from .. import health
-from ..bindings import Binding, ChatMessage, Chunk, ModelInfo, Result, Usage, closing_stream
+from ..bindings import (
+    Binding,
+    ChatMessage,
+    Chunk,
+    ModelInfo,
+    Result,
+    Usage,
+    closing_stream,
+    next_text_chunk,
+)
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
@@ -275,7 +284,7 @@ async def _stream(
 ) -> web.StreamResponse:
     """SSE chunks; errors before the first token are plain HTTP errors, later ones events."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        first = await _next_text(chunks)
+        first = await next_text_chunk(chunks)
         response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
         writer = _ChunkWriter(response, shape, include_usage)
         try:
@@ -290,14 +299,6 @@ async def _stream(
     with suppress(ConnectionError):
         await response.write_eof()
     return response
-
-
-async def _next_text(chunks: AsyncIterator[Chunk]) -> Chunk | None:
-    """The next text chunk (progress info skipped), or None at the end."""
-    async for chunk in chunks:
-        if chunk.type == "chunk":
-            return chunk
-    return None
 
 
 class _ChunkWriter:
@@ -328,7 +329,7 @@ class _ChunkWriter:
             calls += len(chunk.tool_calls)
             if choices:
                 await self.send(choices)
-            chunk = await _next_text(chunks)
+            chunk = await next_text_chunk(chunks)
         await self.send(self.shape.last("tool_calls" if calls else finish))
         if self.usage_on:
             await self.send([], usage)

@@ -167,9 +167,9 @@ class Lifecycle:
             self.measured[(binding.instance_name, model)] = entry.bytes
             self.loads += 1
             if entry.bytes > estimate:
-                await self._settle(binding, entry)
+                await self._settle(entry)
 
-    async def _settle(self, binding: Binding, entry: LoadedModel) -> None:
+    async def _settle(self, entry: LoadedModel) -> None:
         """A load took more than estimated: unload idle models on its device until the books
         fit the budget again, or unload it and refuse (the next estimate uses what it took)."""
         booked = self.used_by_device()
@@ -181,14 +181,8 @@ class Lifecycle:
         device = next((d for d in devices if d.name == entry.device), None)
         if device is None or device.room >= 0:
             return
-        others = [m for m in self._evictable() if m is not entry and m.device == device.name]
-        need, evict = -device.room, []
-        for other in others:
-            if need <= 0:
-                break
-            evict.append(other)
-            need -= other.bytes
-        if need <= 0:
+        evict = self._plan(device, 0, keep=entry)
+        if evict is not None:
             for other in evict:
                 await self._unload(other, reason=f"{entry.ref} took {mib(entry.bytes)} on load")
             return
@@ -279,14 +273,17 @@ class Lifecycle:
             )
         return [chosen]
 
-    def _plan(self, device: Device, incoming: int) -> list[LoadedModel] | None:
-        """Idle models to unload from `device` (LRU first) so that `incoming` fits; None: no way."""
+    def _plan(
+        self, device: Device, incoming: int, keep: LoadedModel | None = None
+    ) -> list[LoadedModel] | None:
+        """Idle models to unload from `device` (LRU first, never `keep`) so that `incoming`
+        fits; None: no way."""
         need = incoming - device.room
         evict: list[LoadedModel] = []
         for entry in self._evictable():
             if need <= 0:
                 break
-            if entry.device == device.name:
+            if entry.device == device.name and entry is not keep:
                 evict.append(entry)
                 need -= entry.bytes
         return evict if need <= 0 else None

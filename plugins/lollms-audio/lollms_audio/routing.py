@@ -88,30 +88,26 @@ def flag(parameters: Mapping[str, Any], key: str, default: bool) -> bool:
 
 def default_voice(catalog: Catalog, configured: str | None) -> Entry:
     """The configured default voice, else the first one found."""
-    if configured:
-        found = catalog.voices.get(configured)
-        if found is None:
-            raise BackendUnavailable(
-                f"default_voice {configured!r} is not installed; {_voices(catalog)}"
-            )
-        return found
-    if not catalog.voices:
-        raise BackendUnavailable("no voice is installed; " + _voices(catalog))
-    return next(iter(catalog.voices.values()))
+    return _default(catalog.voices, configured, "default_voice", "voice", _voices(catalog))
 
 
 def default_recognizer(catalog: Catalog, configured: str | None) -> Entry:
     """The configured default whisper model, else the first one found."""
+    listing = _recognizers(catalog)
+    return _default(catalog.recognizers, configured, "default_stt_model", "whisper model", listing)
+
+
+def _default(
+    entries: Mapping[str, Entry], configured: str | None, setting: str, what: str, listing: str
+) -> Entry:
     if configured:
-        found = catalog.recognizers.get(configured)
+        found = entries.get(configured)
         if found is None:
-            raise BackendUnavailable(
-                f"default_stt_model {configured!r} is not installed; {_recognizers(catalog)}"
-            )
+            raise BackendUnavailable(f"{setting} {configured!r} is not installed; {listing}")
         return found
-    if not catalog.recognizers:
-        raise BackendUnavailable("no whisper model is installed; " + _recognizers(catalog))
-    return next(iter(catalog.recognizers.values()))
+    if not entries:
+        raise BackendUnavailable(f"no {what} is installed; {listing}")
+    return next(iter(entries.values()))
 
 
 def choose_voice(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from lollms_llamacpp import LlamaCppBinding
@@ -11,20 +13,28 @@ from lollms_llamacpp.tiny_gguf import write_tiny_gguf
 from lollms_server.config_sections import ResourcesConfig
 from lollms_server.keys import LIFECYCLE, REGISTRY
 from lollms_server.testing import serve_binding, within
+from lollms_server.testing.server import Client
 
 BUDGET = 50 * 2**20  # one tiny worker takes ~34 MiB of RSS, two do not fit
 
 
-async def test_budget_that_fits_one_process(tmp_path: Path) -> None:
+@asynccontextmanager
+async def two_models_one_fits(tmp_path: Path, n_ctx: int) -> AsyncIterator[Client]:
+    """The app serving tiny models `alpha` and `beta` under a RAM budget of BUDGET."""
     models = tmp_path / "models"
     models.mkdir()
     for index, name in enumerate(("alpha", "beta")):
         write_tiny_gguf(models / f"{name}.gguf", seed=index)
-    settings = {"models_folders": [str(models)], "n_ctx": 256, "n_parallel": 1, "n_threads": 1}
-    resources = ResourcesConfig(ram_budget="50MiB", keep_alive_s=-1)
+    settings = {"models_folders": [str(models)], "n_ctx": n_ctx, "n_parallel": 1, "n_threads": 1}
+    resources = ResourcesConfig(ram_budget=BUDGET, keep_alive_s=-1)
     async with serve_binding(
         LlamaCppBinding, "local", settings, tmp_path / "data", "alpha", resources
     ) as served:
+        yield served
+
+
+async def test_budget_that_fits_one_process(tmp_path: Path) -> None:
+    async with two_models_one_fits(tmp_path, n_ctx=256) as served:
         binding = served.app[REGISTRY].get("local")
         assert isinstance(binding, LlamaCppBinding)
         lifecycle = served.app[LIFECYCLE]
@@ -48,15 +58,7 @@ async def test_budget_that_fits_one_process(tmp_path: Path) -> None:
 async def test_a_busy_process_is_never_evicted(tmp_path: Path) -> None:
     """While alpha streams, beta does not fit beside it: beta gets a 503 naming the busy
     model and alpha's process keeps running; once alpha is done, beta loads."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for index, name in enumerate(("alpha", "beta")):
-        write_tiny_gguf(models / f"{name}.gguf", seed=index)
-    settings = {"models_folders": [str(models)], "n_ctx": 4096, "n_parallel": 1, "n_threads": 1}
-    resources = ResourcesConfig(ram_budget="50MiB", keep_alive_s=-1)
-    async with serve_binding(
-        LlamaCppBinding, "local", settings, tmp_path / "data", "alpha", resources
-    ) as served:
+    async with two_models_one_fits(tmp_path, n_ctx=4096) as served:
         binding = served.app[REGISTRY].get("local")
         assert isinstance(binding, LlamaCppBinding)
         warm = {"input_data": [{"type": "text", "data": "hi"}], "model_name": "beta",
