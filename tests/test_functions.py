@@ -25,7 +25,7 @@ from lollms_server.functions import function
 CALLS = []
 
 
-@function()
+@function  # bare, as the README writes it
 def get_weather(city: str, unit: str = "C") -> dict:
     """Current weather of a city.
 
@@ -163,6 +163,7 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
     assert weather["parameters"]["properties"]["city"]["description"] == "the city name"
     assert listed["delete_everything"]["unsafe"] and not listed["delete_everything"]["enabled"]
     assert any("broken.py" in p and "ModuleNotFoundError" in p for p in body["problems"])
+    assert not any("tools.py" in p for p in body["problems"])
     page = await fclient.get("/functions")
     assert "unsafe, off" in await page.text()
 

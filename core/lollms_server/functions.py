@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .errors import Forbidden, NotFound
 from .function_schema import parameters_schema
@@ -24,6 +24,11 @@ MARK = "__lollms_function__"
 DEFAULT_TIMEOUT_S = 30.0
 
 
+@overload
+def function(func: F, /) -> F: ...
+
+
+@overload
 def function(
     *,
     name: str | None = None,
@@ -31,15 +36,28 @@ def function(
     parameters: dict[str, Any] | None = None,
     unsafe: bool = False,
     timeout_s: float | None = None,
-) -> Callable[[F], F]:
-    """Mark a callable as a function; `unsafe` ones (files, shell, network) are off by default."""
+) -> Callable[[F], F]: ...
 
-    def mark(func: F) -> F:
+
+def function(
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    unsafe: bool = False,
+    timeout_s: float | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a callable as a function, bare (`@function`) or with options (`@function(...)`);
+    `unsafe` ones (files, shell, network) are off by default."""
+
+    def mark(marked: F) -> F:
         marks = {"name": name, "description": description, "parameters": parameters}
-        setattr(func, MARK, {**marks, "unsafe": unsafe, "timeout_s": timeout_s})
-        return func
+        setattr(marked, MARK, {**marks, "unsafe": unsafe, "timeout_s": timeout_s})
+        return marked
 
-    return mark
+    return mark if func is None else mark(func)
 
 
 @dataclass(frozen=True)
