@@ -21,6 +21,7 @@ from .config import Config, prepare_data_dir
 from .generation import GenerationService
 from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
+from .metrics_ops import export_operations
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
 from .resources.lifecycle import Lifecycle
@@ -89,7 +90,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     breakers = app[keys.BREAKERS] = Breakers(
         resilience.failure_threshold, resilience.window_s, resilience.cooldown_s
     )
-    app[keys.MONITOR] = HealthMonitor(
+    monitor = app[keys.MONITOR] = HealthMonitor(
         registry,
         breakers,
         resilience.health_interval_s,
@@ -112,6 +113,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         lambda: [({"instance": i, "model": m}, lane.active)
                  for (i, m), lane in scheduler.lanes.items()],
     )  # fmt: skip
+    export_operations(metrics, registry, monitor, scheduler, lifecycle, Path(config.database_path))
     app[keys.CONFIG] = config
     app[keys.SECURITY] = SecuritySettings(
         local_access=config.security.local_access,
@@ -155,7 +157,12 @@ def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     store = Store(Path(config.database_path))
-    audit = AuditLog(store, config.security.audit_retention_days, config.security.audit_prompts)
+    audit = AuditLog(
+        store,
+        config.security.audit_retention_days,
+        config.security.audit_prompts,
+        on_write_failure=app[keys.METRICS].audit_write_failures.inc,
+    )
     audit.purge()
     app[keys.STORE] = store
     app[keys.KEYSTORE] = KeyStore(store)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -77,6 +84,11 @@ class Metrics:
             "lollms_rate_limit_rejections", "Requests refused by a rate limit",
             registry=self.registry,
         )  # fmt: skip
+        self.audit_write_failures = Counter(
+            "lollms_audit_write_failures", "Audit events that could not be written",
+            registry=self.registry,
+        )  # fmt: skip
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, open fds, memory
 
     def add_gauge(
         self, name: str, documentation: str, labels: list[str], read: GaugeReader

@@ -49,6 +49,7 @@ class HealthMonitor:
         self.on_restart = on_restart
         self.latest: dict[str, Health] = {}
         self.checked_at: dict[str, float] = {}
+        self.failed_in_a_row: dict[str, int] = {}  # consecutive `down` checks per instance
         self.restarts: dict[str, deque[float]] = {}
         self._backoff: dict[str, int] = {}
         self._next: dict[str, float] = {}
@@ -69,6 +70,9 @@ class HealthMonitor:
         previous = self.latest.get(name)
         self.latest[name] = health
         self.checked_at[name] = time.monotonic()
+        self.failed_in_a_row[name] = (
+            self.failed_in_a_row.get(name, 0) + 1 if health.state == "down" else 0
+        )
         if health.state == "down":
             self._backoff[name] = min(self._backoff.get(name, 1) * 2, MAX_BACKOFF)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..store import Store
@@ -18,14 +19,27 @@ INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(
 class AuditLog:
     """Writes events to the `audit` table, committed before the caller goes on."""
 
-    def __init__(self, store: Store, retention_days: float = 90.0, log_prompts: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        retention_days: float = 90.0,
+        log_prompts: bool = False,
+        on_write_failure: Callable[[], None] | None = None,
+    ):
         self.store = store
         self.retention_days = retention_days
         self.log_prompts = log_prompts
+        self.on_write_failure = on_write_failure  # counts failed writes for the alerts
 
     async def record(self, event: str, **fields: Any) -> None:
         """Append one event; unknown field names are a programming error (KeyError)."""
-        await self.store.write(INSERT, self._row(event, fields))
+        row = self._row(event, fields)
+        try:
+            await self.store.write(INSERT, row)
+        except Exception:
+            if self.on_write_failure is not None:
+                self.on_write_failure()
+            raise
 
     def record_now(self, event: str, **fields: Any) -> None:
         """Append one event from synchronous code (the CLI)."""

@@ -1,0 +1,87 @@
+"""Series the shipped alerts need: instance health, database disk room, memory budgets, queue
+capacity; known label sets of counters start at 0 so an alert's `increase()` sees the first
+event."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from .bindings import Binding
+from .metrics import Metrics
+from .resources.lifecycle import Lifecycle
+from .resources.monitor import HealthMonitor
+from .resources.scheduler import Scheduler
+
+HEALTH_STATES = ("up", "degraded", "down")
+RESTART_OUTCOMES = ("ok", "failed", "refused")
+Samples = list[tuple[dict[str, str], float]]
+
+
+def export_operations(
+    metrics: Metrics,
+    instances: Iterable[Binding],
+    monitor: HealthMonitor,
+    scheduler: Scheduler,
+    lifecycle: Lifecycle,
+    database_path: Path,
+) -> None:
+    """Register the operational gauges and zero the restart counters of every instance."""
+    names = sorted(b.instance_name for b in instances)
+    for name in names:
+        for outcome in RESTART_OUTCOMES:
+            metrics.restarts.labels(name, outcome)
+    metrics.add_gauge(
+        "lollms_instance_health", "Latest health check of each instance: 1 for its state",
+        ["instance", "state"], lambda: _health(monitor),
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_instance_failed_checks", "Consecutive failed health checks of each instance",
+        ["instance"], lambda: [({"instance": n}, monitor.failed_in_a_row.get(n, 0)) for n in names],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_queue_capacity", "Places in each model's queue", ["instance", "model"],
+        lambda: [({"instance": i, "model": m}, lane.queue_size)
+                 for (i, m), lane in scheduler.lanes.items()],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_device_budget_bytes",
+        "Memory the loaded models may take per device (its budget, else its size)",
+        ["device"], lambda: _budgets(lifecycle),
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_database_bytes", "Size of the SQLite database with its WAL", [],
+        lambda: [({}, _database_bytes(database_path))],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_database_disk_free_bytes", "Free bytes on the database's file system", [],
+        lambda: [({}, shutil.disk_usage(database_path.parent).free)],
+    )  # fmt: skip
+    metrics.add_gauge(
+        "lollms_database_disk_size_bytes", "Size of the database's file system", [],
+        lambda: [({}, shutil.disk_usage(database_path.parent).total)],
+    )  # fmt: skip
+
+
+def _health(monitor: HealthMonitor) -> Samples:
+    return [
+        ({"instance": name, "state": state}, 1.0 if health.state == state else 0.0)
+        for name, health in sorted(monitor.latest.items())
+        for state in HEALTH_STATES
+    ]
+
+
+def _budgets(lifecycle: Lifecycle) -> Samples:
+    report = lifecycle.memory.report  # the last GPU reading: a scrape never calls NVML
+    devices = lifecycle.devices(report) if report else [lifecycle.memory.ram(0)]
+    return [({"device": d.name}, d.budget if d.budget is not None else d.total) for d in devices]
+
+
+def _database_bytes(path: Path) -> float:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.with_name(path.name + suffix).stat().st_size
+    return total
