@@ -1,4 +1,4 @@
-"""The `lollms-server` command: serve (default), config init|show, plugins."""
+"""The `lollms-server` command: serve (default), config init|show, plugins, keys, models."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from . import __version__
 from .bindings import mask_secrets
+from .cli_models import add_models_parser, models_command
 from .config import Config, default_config_path, load_config, write_default_config
 from .errors import ConfigError
 from .logs import setup_logging
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    add_models_parser(commands)
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_keys import keys_command
 
             return keys_command(args, load_config(path))
+        if args.command == "models":
+            return models_command(args, load_config(path))
         return _serve(path, getattr(args, "host", None), getattr(args, "port", None))
     except ConfigError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)

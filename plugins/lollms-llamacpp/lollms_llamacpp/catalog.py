@@ -16,7 +16,7 @@ from typing import Any
 
 from lollms_server.bindings import ModelInfo
 
-from .gguf_header import GGUFError, GGUFHeader, read_header
+from .gguf_header import GGUFError, GGUFHeader, quantization, read_header
 
 log = logging.getLogger(__name__)
 LATER_SPLIT_PART = re.compile(r"-(?!00001)\d{5}-of-\d{5}$")
@@ -123,7 +123,7 @@ def model_info(
         family=header.architecture,
         size_bytes=file.size,
         parameters=header.parameters,
-        quantization=header.quantization,
+        quantization=quantization(header),
         context_length=context if isinstance(context, int) else None,
         capabilities=frozenset(capabilities),
         memory_bytes=memory_bytes or file.size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lollms_llamacpp.gguf_header import ArrayLength, GGUFError, read_header
+from lollms_llamacpp.gguf_header import ArrayLength, GGUFError, quantization, read_header
 from lollms_llamacpp.tiny_gguf import BLOCKS, CONTEXT, EMBED, FFN, vocabulary
 
 
@@ -21,7 +21,7 @@ def test_tiny_header_values(tiny_models: Path) -> None:
     header = read_header(tiny_models / "tiny.gguf")
     assert header.architecture == "llama"
     assert header.parameters == expected_parameters()
-    assert header.quantization == "F32"
+    assert quantization(header) == "F32"
     assert header.arch_value("context_length") == CONTEXT
     assert header.vocab_size == len(vocabulary()[0])
     assert isinstance(header.get("tokenizer.ggml.tokens"), ArrayLength)
