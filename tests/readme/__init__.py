@@ -1,0 +1,1 @@
+"""The README run as written."""
