@@ -30,7 +30,12 @@ from .resources.placement import Memory
 from .resources.scheduler import Scheduler
 from .security.api_keys import KeyStore
 from .security.audit import AuditLog
-from .security.auth import SecuritySettings, add_security_headers, auth_middleware
+from .security.auth import (
+    SecuritySettings,
+    add_security_headers,
+    auth_middleware,
+    undeclared_routes,
+)
 from .security.local import parse_networks
 from .security.ratelimit import RateLimiter
 from .store import Store
@@ -141,6 +146,9 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.router.add_routes(openapi.routes)
     app.router.add_routes(observe.routes)
     pages.setup(app, config.data_dir / "templates")
+    undeclared = undeclared_routes(app)
+    if undeclared:  # a core route must say who may call it; refusing to start beats guessing
+        raise RuntimeError(f"routes without a declared access level: {', '.join(undeclared)}")
     _mount_plugin_routes(app, plugins)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_bindings_context)
@@ -152,6 +160,11 @@ def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:
         sub = web.Application()
         sub.router.add_routes(route_defs)
         app.add_subapp(f"/-/{plugin_name}/", sub)
+        for route in undeclared_routes(sub):
+            log.warning(
+                "plugin %s: %s declares no access level (`requires(...)`); it is refused",
+                plugin_name, route,
+            )  # fmt: skip
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
@@ -162,6 +175,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         config.security.audit_retention_days,
         config.security.audit_prompts,
         on_write_failure=app[keys.METRICS].audit_write_failures.inc,
+        failure_interval_s=config.security.audit_failure_interval_s,
     )
     audit.purge()
     app[keys.STORE] = store
@@ -182,10 +196,12 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.FUNCTIONS].on_call = call_observer(app)
     checkpoints = asyncio.create_task(store.checkpoints())
+    failure_counts = asyncio.create_task(audit.failures.run())
     yield
-    checkpoints.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await checkpoints
+    for task in (failure_counts, checkpoints):  # the last counts go in before the checkpoint
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     store.close()
 
 
@@ -198,6 +214,8 @@ async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
             # a backend that is down at start must not keep the server down; health shows it
             log.error("binding %s failed to start: %r", binding.instance_name, result)
     app[keys.PLUGINS].collect("startup", app=app)
+    for binding in bindings:  # the models that may be metric labels, listed in the background
+        app[keys.METRICS].models.refresh_soon(binding)
     monitor = app[keys.MONITOR]
     tasks = [asyncio.create_task(app[keys.LIFECYCLE].run())]
     if monitor.interval_s > 0:

@@ -12,10 +12,13 @@ from typing import Any, ClassVar, Literal
 from marshmallow import Schema
 
 from .errors import NotSupported
+from .masking import mask_text
 
 GENERATION_TYPES: tuple[str, ...] = ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")
 FEATURES: tuple[str, ...] = ("stream", "load_unload", "vision", "tools", "embeddings")
 CAPABILITIES: frozenset[str] = frozenset(GENERATION_TYPES + FEATURES)
+DEFAULT_MAX_TOKENS = 4096  # a text request that sets no max_tokens gets this many at most
+NO_CONCURRENCY_CAP = 1_000_000  # remote bindings: the upstream server decides what runs at once
 
 InputType = Literal["text", "image", "audio", "video", "document"]
 HealthState = Literal["up", "degraded", "down"]
@@ -157,7 +160,12 @@ class Binding:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     ConfigSchema: ClassVar[type[Schema]] = EmptySettings
     secret_settings: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    # generations of one model at once (the scheduler queues the rest): what a local backend
+    # really runs in parallel; remote bindings set NO_CONCURRENCY_CAP
     default_concurrency: ClassVar[int] = 4
+    # the cap of a text request that sets no `max_tokens`; `[bindings.x] default_max_tokens`
+    # sets it per instance (the registry assigns it after construction)
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
     # True: the core picks a GPU per model (`device_for`); a class attribute, or set per
     # instance in `startup()` by a binding that learns there whether it can use a GPU
     gpu_placement: bool = False
@@ -174,6 +182,11 @@ class Binding:
     def max_concurrency(self, model: str) -> int:
         """How many generations of `model` may run at once (the scheduler queues the rest)."""
         return self.default_concurrency
+
+    def context_length(self, model: str) -> int | None:
+        """The tokens one generation of `model` may use, where known without I/O (or None);
+        the default `max_tokens` never goes past it."""
+        return None
 
     def supports(self, capability: str) -> bool:
         """True when the class declares `capability`."""
@@ -195,6 +208,15 @@ class Binding:
     async def list_models(self) -> list[ModelInfo]:
         """The models this instance can serve; raise BackendUnavailable on failure."""
         raise NotImplementedError
+
+    async def default_model(self, generation_type: str) -> str | None:
+        """The model a `generation_type` request naming none gets: the first listed model
+        that does that type (or says nothing of its capabilities), else the first listed."""
+        models = await self.list_models()
+        for info in models:
+            if not info.capabilities or generation_type in info.capabilities:
+                return info.name
+        return models[0].name if models else None
 
     async def load(self, model: str) -> int | None:
         """Load a model (idempotent); return bytes used where known."""
@@ -230,7 +252,8 @@ class Binding:
 
 
 def mask_secrets(settings: Mapping[str, Any], secret_keys: frozenset[str]) -> dict[str, Any]:
-    """Copy of `settings` where every secret-looking value is replaced by '***'."""
+    """Copy of `settings` where every secret-looking value is replaced by '***' and every URL
+    has its credentials masked (`mask_text`)."""
     masked: dict[str, Any] = {}
     for key, value in settings.items():
         lowered = key.lower()
@@ -242,8 +265,16 @@ def mask_secrets(settings: Mapping[str, Any], secret_keys: frozenset[str]) -> di
         elif is_secret and value not in (None, "") and not lowered.endswith("_env"):
             masked[key] = "***"
         else:
-            masked[key] = value
+            masked[key] = _mask_urls(value)
     return masked
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, list | tuple):
+        return [_mask_urls(item) for item in value]
+    return value
 
 
 async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
@@ -294,6 +325,15 @@ async def next_text_chunk(chunks: AsyncIterator[Chunk]) -> Chunk | None:
         if chunk.type == "chunk":
             return chunk
     return None
+
+
+async def chain_first(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """`first` (when not None: a stream's chunk taken early), then the rest of the stream."""
+    if first is None:
+        return
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 @asynccontextmanager

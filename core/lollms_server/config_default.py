@@ -87,7 +87,7 @@ timeout_s = 30             # time limit of one function call
 
 [security]
 local_access = true        # this machine (loopback peer, loopback Host, same origin) needs no key
-trusted_proxies = []       # read X-Forwarded-For only from these addresses/CIDRs
+trusted_proxies = []       # believe X-Forwarded-For/-Proto only from these addresses/CIDRs
 cors_origins = []          # browser origins allowed to call the API (CORS is off when empty)
 ip_rpm = 0                 # requests per minute per client IP (0 = no limit)
 key_rpm = 0                # default requests per minute per key (a key's own limit wins)
@@ -97,4 +97,5 @@ rate_limit_storage = "async+memory://"   # a `limits` storage URI, e.g. async+re
 rate_limit_window_s = 60   # the window of the *_rpm / *_tpm limits, in seconds
 audit_retention_days = 90
 audit_prompts = false      # true also logs prompt text in the audit log
+audit_failure_interval_s = 60   # auth failures: one audit row per address and reason per interval
 """

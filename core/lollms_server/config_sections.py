@@ -50,6 +50,7 @@ class SecuritySchema(Schema):
     rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
     audit_retention_days = fields.Float(load_default=90.0, validate=validate.Range(min=0.001))
     audit_prompts = fields.Boolean(load_default=False)
+    audit_failure_interval_s = fields.Float(load_default=60.0, validate=validate.Range(1, 86400))
 
 
 class ResourcesSchema(Schema):
@@ -143,6 +144,7 @@ class SecurityConfig:
     rate_limit_window_s: int = 60
     audit_retention_days: float = 90.0
     audit_prompts: bool = False
+    audit_failure_interval_s: float = 60.0
 
 
 @dataclass

@@ -39,14 +39,16 @@ from .resources.lifecycle import Lifecycle
 from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
 from .routing import Attempt, ordered_candidates
 from .security.audit import AuditLog
+from .security.principal import caller
 from .security.principal import current as current_principal
-from .security.ratelimit import RateLimiter
+from .security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
 from .thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
 from .trace import current_trace, in_backend
 from .workflows import stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_TOKENS_NAMES = ("max_tokens", "n_predict")  # a request that sets either is not capped
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Prepared:
     personality: Personality | None
     face: str
     started: float
+    # the request set no max_tokens: each target it runs on caps it at its default
+    default_cap: bool = False
+    # made by a personality's script: it runs in the script's concurrency slot
+    in_script: bool = False
 
     @property
     def scripted(self) -> bool:
@@ -83,6 +89,13 @@ class _Outcome:
     status: int = 200
     usage: Usage | None = None
     first_token_s: float | None = None
+
+    def tokens_used(self, reservation: Reservation) -> int:
+        """What the token budget is charged: the usage, else (a stream cut short after its
+        first token) the whole reservation, else nothing."""
+        if self.usage is not None:
+            return self.usage.total_tokens
+        return reservation.tokens if self.first_token_s is not None else 0
 
 
 class GenerationService:
@@ -133,6 +146,11 @@ class GenerationService:
             trace.model = target.model
         chosen = self.personalities.get(personality) if personality else None
         final_messages, params = apply_personality(chosen, messages, parameters or {})
+        default_cap = generation_type == "ttt" and not any(
+            params.get(name) is not None for name in MAX_TOKENS_NAMES
+        )
+        if default_cap:
+            params = {**params, "max_tokens": target.default_max_tokens}
         request = GenerationRequest(
             generation_type=generation_type,
             model=target.model,
@@ -142,12 +160,13 @@ class GenerationService:
             request_id=new_request_id(),
             raw_prompt=raw_prompt,
         )
-        return Prepared(target, request, chosen, face, time.monotonic())
+        return Prepared(target, request, chosen, face, time.monotonic(), default_cap)
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
         if prepared.scripted:
-            return await join_stream(stream_workflow(self, prepared, self.functions))
+            async with self._accounted(prepared):
+                return await join_stream(stream_workflow(self, prepared, self.functions))
         async with self._accounted(prepared) as outcome:
             for attempt in self._attempts(prepared):
                 async with attempt:
@@ -170,7 +189,10 @@ class GenerationService:
         error ends the stream (a half-sent answer is never replayed elsewhere).
         """
         if prepared.scripted:
-            async with closing_stream(stream_workflow(self, prepared, self.functions)) as steps:
+            async with (
+                self._accounted(prepared),
+                closing_stream(stream_workflow(self, prepared, self.functions)) as steps,
+            ):
                 async for chunk in steps:
                     yield chunk
             return
@@ -259,7 +281,12 @@ class GenerationService:
                     breaker.check()
                 continue
             prepared.target = target
-            prepared.request = dataclasses.replace(prepared.request, model=target.model)
+            parameters = prepared.request.parameters
+            if prepared.default_cap:
+                parameters = {**parameters, "max_tokens": target.default_max_tokens}
+            prepared.request = dataclasses.replace(
+                prepared.request, model=target.model, parameters=parameters
+            )
             trace = current_trace()
             if trace is not None:
                 trace.model = target.model
@@ -307,13 +334,23 @@ class GenerationService:
 
     @asynccontextmanager
     async def _accounted(self, prepared: Prepared) -> AsyncIterator[_Outcome]:
-        """Concurrency slot and token budget of the caller's key; audit record at the end."""
-        principal = current_principal()
+        """Concurrency slot and token budget of the caller's key; audit record at the end.
+
+        No known caller: refused (fail closed). A script's run takes a slot and needs some
+        budget left but reserves none: the generations it makes reserve their own and run in
+        its slot.
+        """
+        principal = caller()
         outcome = _Outcome()
         slot: AbstractAsyncContextManager[None] = nullcontext()
-        if self.limiter is not None and principal is not None:
-            await self.limiter.check_tokens(principal)
-            slot = self.limiter.generation_slot(principal)
+        reservation = Reservation(None)
+        if self.limiter is not None:
+            needed = 0 if prepared.scripted else tokens_to_reserve(
+                prepared.request, prepared.target.binding
+            )
+            reservation = await self.limiter.reserve_tokens(principal, needed)
+            if not prepared.in_script:
+                slot = self.limiter.generation_slot(principal)
         try:
             async with slot:
                 yield outcome
@@ -324,6 +361,8 @@ class GenerationService:
             outcome.status = 499  # the client went away
             raise
         finally:
+            if self.limiter is not None:
+                await self.limiter.settle(reservation, outcome.tokens_used(reservation))
             await self._finish(prepared, principal, outcome)
 
     def _count(self, prepared: Prepared, outcome: _Outcome) -> None:
@@ -335,20 +374,22 @@ class GenerationService:
             self.metrics.first_token.labels(instance).observe(outcome.first_token_s)
         if outcome.usage is not None and outcome.usage.completion_tokens:
             tokens = outcome.usage.completion_tokens
-            self.metrics.tokens.labels(instance, prepared.target.model).inc(tokens)
+            target = prepared.target
+            model = self.metrics.models.label(instance, target.model, target.binding)
+            self.metrics.tokens.labels(instance, model).inc(tokens)
             self.metrics.tokens_per_second.labels(instance).observe(
                 tokens / max(prepared.elapsed_s, 1e-6)
             )
 
     async def _finish(self, prepared: Prepared, principal: Any, outcome: _Outcome) -> None:
         usage = outcome.usage
-        if self.limiter is not None and principal is not None and usage is not None:
-            await self.limiter.add_tokens(principal, usage.total_tokens)
         if self.metrics is not None:
             self._count(prepared, outcome)
         if self.audit is None:
             return
         detail: dict[str, Any] = {"face": prepared.face}
+        if prepared.scripted and prepared.personality is not None:
+            detail["script"] = prepared.personality.name
         if self.audit.log_prompts:
             detail["prompt"] = prepared.request.prompt
         try:

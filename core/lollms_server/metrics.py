@@ -15,6 +15,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .metric_labels import KnownModels
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GaugeReader = Callable[[], Iterable[tuple[dict[str, str], float]]]
@@ -25,6 +27,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.models = KnownModels()  # the model names that may be label values
         self.requests = Counter(
             "lollms_requests", "HTTP requests by route and status",
             ["route", "method", "status"], registry=self.registry,
@@ -94,7 +97,7 @@ class Metrics:
         self, name: str, documentation: str, labels: list[str], read: GaugeReader
     ) -> None:
         """Export a gauge whose samples `read()` returns when Prometheus scrapes."""
-        self.registry.register(_LiveGauge(name, documentation, labels, read))
+        self.registry.register(_LiveGauge(name, documentation, labels, read, self.models))
 
     def render(self) -> bytes:
         """The text exposition format of every series."""
@@ -102,14 +105,29 @@ class Metrics:
 
 
 class _LiveGauge(Collector):
-    def __init__(self, name: str, documentation: str, labels: list[str], read: GaugeReader):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: list[str],
+        read: GaugeReader,
+        models: KnownModels,
+    ):
         self.name, self.documentation, self.labels, self.read = name, documentation, labels, read
+        self.models = models
 
     def describe(self) -> list[GaugeMetricFamily]:
         return [GaugeMetricFamily(self.name, self.documentation, labels=self.labels)]
 
     def collect(self) -> list[GaugeMetricFamily]:
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        samples: dict[tuple[str, ...], float] = {}
         for labels, value in self.read():
-            family.add_metric([labels.get(name, "") for name in self.labels], value)
+            if "model" in labels:  # unknown models add up under `other`
+                labels = {**labels, "model": self.models.label(labels.get("instance", ""),
+                                                               labels["model"])}  # fmt: skip
+            key = tuple(labels.get(name, "") for name in self.labels)
+            samples[key] = samples.get(key, 0.0) + value
+        for key, value in samples.items():
+            family.add_metric(list(key), value)
         return [family]

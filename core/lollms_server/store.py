@@ -91,6 +91,11 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).rowcount
 
+    def insert_now(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one INSERT and commit it; return the new row's id."""
+        with self._lock:
+            return self._db.execute(sql, params).lastrowid or 0
+
     async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One committed write (a WAL append; the disk is synced by the checkpoints)."""
         return self.write_now(sql, params)

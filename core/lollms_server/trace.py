@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # short and printable, whole
 
 
 @dataclass
@@ -42,8 +42,8 @@ _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
 
 def start_trace(client_request_id: str | None) -> tuple[Trace, contextvars.Token[Trace | None]]:
     """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made."""
-    ok = client_request_id and CLIENT_REQUEST_ID.match(client_request_id)
-    trace = Trace(request_id=client_request_id if ok else uuid.uuid4().hex)  # type: ignore[arg-type]
+    ok = client_request_id is not None and CLIENT_REQUEST_ID.fullmatch(client_request_id)
+    trace = Trace(request_id=client_request_id if ok and client_request_id else uuid.uuid4().hex)
     return trace, _current.set(trace)
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__, health
-from ..bindings import Output, Usage, closing_stream
+from ..bindings import Chunk, Output, Usage, chain_first, closing_stream
 from ..errors import InvalidRequest, LollmsError, NotFound
 from ..generation import Prepared, guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
-from ..listing import gather_models
+from ..listing import gather_models, list_models_of, visible_bindings, visible_instance
 from ..registry import Target
 from ..schemas import (
     DetokenizeSchema,
@@ -24,8 +24,15 @@ from ..schemas import (
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
 from ..toolloop import ToolLoop
-from .convert import health_dict, lollms_inputs, model_dict, output_dict, usage_dict
-from .endpoint import endpoint
+from .convert import (
+    health_dict,
+    lollms_inputs,
+    media_size,
+    model_dict,
+    output_dict,
+    usage_dict,
+)
+from .endpoint import endpoint, off_loop_if_big
 from .sse import ClientGone, open_sse, send_event
 
 routes = web.RouteTableDef()
@@ -74,7 +81,7 @@ async def list_bindings(request: web.Request) -> web.Response:
             "default_model": request.app[REGISTRY].default_models.get(binding.instance_name),
             "settings": binding.public_settings(),
         }
-        for binding in request.app[REGISTRY]
+        for binding in visible_bindings(request.app[REGISTRY])
     }
     return web.json_response(
         {"binding_types": types, "binding_instances": instances, "plugin_errors": plugins.errors}
@@ -85,8 +92,8 @@ async def list_bindings(request: web.Request) -> web.Response:
 @endpoint("Configured instances with their capabilities and current health", tag=TAG)
 async def list_active_bindings(request: web.Request) -> web.Response:
     """Instances and health."""
-    registry = request.app[REGISTRY]
-    states = await health.check_all(registry)
+    bindings = visible_bindings(request.app[REGISTRY])
+    states = await health.check_all(bindings)
     return web.json_response(
         {
             b.instance_name: {
@@ -94,7 +101,7 @@ async def list_active_bindings(request: web.Request) -> web.Response:
                 "capabilities": sorted(b.capabilities),
                 "health": health_dict(states[b.instance_name]),
             }
-            for b in registry
+            for b in bindings
         }
     )
 
@@ -103,8 +110,8 @@ async def list_active_bindings(request: web.Request) -> web.Response:
 @endpoint("Models of one binding instance", tag=TAG)
 async def list_available_models(request: web.Request) -> web.Response:
     """Models of one instance; a backend failure is a 5xx, never an empty list."""
-    binding = request.app[REGISTRY].get(request.match_info["instance"])
-    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    binding = visible_instance(request.app[REGISTRY], request.match_info["instance"])
+    models = await list_models_of(binding)
     return web.json_response(
         {
             "instance": binding.instance_name,
@@ -131,9 +138,8 @@ async def list_models(request: web.Request) -> web.Response:
 @endpoint("One model's details", tag=TAG, query=ModelInfoQuerySchema)
 async def get_model_info(request: web.Request, query: dict[str, Any]) -> web.Response:
     """Details of one model of an instance."""
-    binding = request.app[REGISTRY].get(request.match_info["instance"])
-    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
-    for model in models:
+    binding = visible_instance(request.app[REGISTRY], request.match_info["instance"])
+    for model in await list_models_of(binding):
         if model.name == query["model_name"]:
             return web.json_response(model_dict(model, binding.instance_name))
     raise NotFound(
@@ -191,6 +197,7 @@ async def get_default_bindings(request: web.Request) -> web.Response:
     body=GenerateSchema,
     response=GenerateResponseSchema,
     streams=True,
+    media_body=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run one generation; with `functions`, the server runs the function-calling loop."""
@@ -202,7 +209,8 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     target = await request.app[REGISTRY].resolve(
         generation_type, body["binding_name"], body["model_name"]
     )
-    messages, inputs = lollms_inputs(body["input_data"])
+    items = body["input_data"]
+    messages, inputs = await off_loop_if_big(media_size(items), lollms_inputs, items)
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
     max_steps = min(parameters.pop("max_steps", None) or request.app[CONFIG].functions.max_steps,
@@ -264,9 +272,22 @@ def _response_body(
 async def _stream(
     request: web.Request, prepared: Prepared, loop: ToolLoop | None
 ) -> web.StreamResponse:
-    response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
+    """SSE events; an error before the first event (queue full, circuit open, token limit,
+    timeout) is a plain HTTP status, later ones an `error` event."""
     service = request.app[GENERATION]
     source = loop.run(prepared) if loop is not None else service.stream(prepared)
+    async with closing_stream(source) as chunks:
+        first = await anext(chunks, None)
+        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
+        return await _send_stream(response, prepared, loop, chain_first(first, chunks))
+
+
+async def _send_stream(
+    response: web.StreamResponse,
+    prepared: Prepared,
+    loop: ToolLoop | None,
+    source: AsyncIterator[Chunk],
+) -> web.StreamResponse:
     texts: list[str] = []
     thoughts: list[str] = []
     media: list[Output] = []

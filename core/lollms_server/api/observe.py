@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..keys import BREAKERS, METRICS, MONITOR
+from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
 from ..security.auth import REQUEST_PRINCIPAL
 from ..trace import Trace, current_trace, end_trace, start_trace
@@ -44,7 +45,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         route = route_label(request)
         metrics = request.app[METRICS]
         metrics.in_flight.dec()
-        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.requests.labels(route, method_label(request.method), str(status)).inc()
         metrics.latency.labels(route).observe(elapsed)
         overhead_s = max(0.0, elapsed - trace.backend_s)
         for instance, retries in trace.retries.items():

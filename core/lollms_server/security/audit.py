@@ -8,12 +8,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store import Store
+from .audit_failures import FailureLog
 
 COLUMNS = (
     "at", "event", "key_id", "client", "method", "path", "status", "request_id", "instance",
     "model", "generation_type", "duration_ms", "prompt_tokens", "completion_tokens", "detail",
 )  # fmt: skip
 INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+FIELD_CHARS = 256  # longest stored text column (paths, clients, models, ids: a client chose them)
+DETAIL_CHARS = 1024  # longest string inside `detail`, except an opted-in prompt
+UNCAPPED_DETAIL = frozenset({"prompt"})
 
 
 class AuditLog:
@@ -25,21 +29,33 @@ class AuditLog:
         retention_days: float = 90.0,
         log_prompts: bool = False,
         on_write_failure: Callable[[], None] | None = None,
+        failure_interval_s: float = 60.0,
     ):
         self.store = store
         self.retention_days = retention_days
         self.log_prompts = log_prompts
         self.on_write_failure = on_write_failure  # counts failed writes for the alerts
+        self.failures = FailureLog(self, failure_interval_s)
 
     async def record(self, event: str, **fields: Any) -> None:
         """Append one event; unknown field names are a programming error (KeyError)."""
+        self.insert(event, **fields)
+
+    def insert(self, event: str, **fields: Any) -> int:
+        """Append one event now; return its row id."""
         row = self._row(event, fields)
         try:
-            await self.store.write(INSERT, row)
+            return self.store.insert_now(INSERT, row)
         except Exception:
             if self.on_write_failure is not None:
                 self.on_write_failure()
             raise
+
+    def set_detail(self, row_id: int, detail: dict[str, Any]) -> None:
+        """Replace one event's detail (the running count of an aggregated auth failure)."""
+        self.store.write_now(
+            "UPDATE audit SET detail = ? WHERE id = ?", (_detail_json(detail), row_id)
+        )
 
     def record_now(self, event: str, **fields: Any) -> None:
         """Append one event from synchronous code (the CLI)."""
@@ -51,9 +67,9 @@ class AuditLog:
         for name, value in fields.items():
             if name not in values:
                 raise KeyError(f"unknown audit field {name!r}")
-            values[name] = value
+            values[name] = _capped(value, FIELD_CHARS) if name != "detail" else value
         if isinstance(values["detail"], dict):
-            values["detail"] = json.dumps(values["detail"], sort_keys=True)
+            values["detail"] = _detail_json(values["detail"])
         return [values[name] for name in COLUMNS]
 
     def query(
@@ -106,3 +122,17 @@ class AuditLog:
         if last is None:
             return 0
         return self.store.write_now("DELETE FROM audit WHERE id <= ?", (last,))
+
+
+def _capped(value: Any, limit: int) -> Any:
+    """A string cut to `limit` characters (marked with an ellipsis); other values as they are."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "\u2026"
+    return value
+
+
+def _detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(
+        {k: v if k in UNCAPPED_DETAIL else _capped(v, DETAIL_CHARS) for k, v in detail.items()},
+        sort_keys=True,
+    )

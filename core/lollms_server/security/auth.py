@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -9,12 +10,13 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..api.endpoint import doc_of
-from ..errors import Forbidden, LollmsError, Unauthorized
+from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
 from ..keys import AUDIT, KEYSTORE, LIMITER, SECURITY
-from .local import Network, client_address, is_local_request
+from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request
 from .principal import Principal, reset_current, set_current
 
 Access = Literal["public", "user", "admin"]
+KEY_ID = re.compile(r"lollms_([0-9a-f]{12})_")
 KEY_COOKIE = "lollms_key"
 REQUEST_PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("lollms_principal")
 REQUEST_KEY_REQUIRED: web.RequestKey[bool] = web.RequestKey("lollms_api_key_required")
@@ -51,23 +53,52 @@ def requires(access: Access) -> Callable[[Any], Any]:
     return mark
 
 
-def required_access(request: web.Request) -> Access:
-    """The access level of the matched route: `endpoint(access=...)`, `requires`, or user."""
-    info = request.match_info
-    if info.http_exception is not None:
-        return "public"  # no route: the 404/405 says nothing a caller could abuse
-    handler = info.handler
+def declared_access(handler: Any, resource: web.AbstractResource | None) -> Access | None:
+    """A route's declared access level: `endpoint(access=...)`, `requires(...)`, public for a
+    static folder; None when it declares none (such a route is refused to everyone)."""
     doc = doc_of(handler)
     if doc is not None:
         return doc.access
-    if isinstance(info.route.resource, web.StaticResource):
+    if isinstance(resource, web.StaticResource):
         return "public"
-    access: Access = getattr(handler, "__lollms_access__", "user")
+    access: Access | None = getattr(handler, "__lollms_access__", None)
     return access
 
 
+def undeclared_routes(app: web.Application) -> list[str]:
+    """`METHOD /path` of every route (sub-applications included) that declares no access."""
+    found: list[str] = []
+    for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            found += undeclared_routes(resource.get_info()["app"])
+            continue
+        for route in resource:
+            if route.method != "HEAD" and declared_access(route.handler, resource) is None:
+                found.append(f"{route.method} {resource.canonical}")
+    return found
+
+
+def required_access(request: web.Request) -> Access | None:
+    """The access level of the matched route, or None when it declares none (refused)."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return "public"  # no route: the 404/405 says nothing a caller could abuse
+    return declared_access(info.handler, info.route.resource)
+
+
 def presented_key(request: web.Request) -> tuple[str | None, str]:
-    """The key the client sent and where: `Authorization: Bearer`, `X-API-Key`, or the cookie."""
+    """The key the client sent and where: `Authorization: Bearer`, `X-API-Key`, or the cookie.
+
+    Bytes that are not printable ASCII (no key has them) come back escaped: such a key fails
+    verification and is audited like any bad key instead of breaking what writes it down.
+    """
+    key, source = _raw_key(request)
+    if key is not None and not (key.isascii() and key.isprintable()):
+        key = ascii(key)[1:-1]
+    return key, source
+
+
+def _raw_key(request: web.Request) -> tuple[str | None, str]:
     authorization = request.headers.get("Authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -91,8 +122,8 @@ def authenticate(request: web.Request) -> Principal | None:
     local = settings.local_access and is_local_request(request, settings.trusted_proxies)
     if key is not None and (key.startswith("lollms_") or not local):
         record = request.app[KEYSTORE].verify(key)
-        if source == "cookie" and not _cookie_safe(request):
-            raise Forbidden("cross-site request with the key cookie refused")
+        if source == "cookie":
+            refuse_cross_site(request, "cross-site request with the key cookie refused")
         return record.principal(client)
     if local:
         return Principal(role="admin", name="local", client=client, local=True)
@@ -107,17 +138,25 @@ def _public_principal(request: web.Request) -> Principal | None:
         return None
 
 
-def _cookie_safe(request: web.Request) -> bool:
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        return True
-    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+def refuse_cross_site(request: web.Request, message: str = "cross-site request refused") -> None:
+    """403 when another site's page made the browser send this state change (see
+    `is_cross_site`): requests carrying the key cookie, and the login and logout forms."""
+    proxies = request.app[SECURITY].trusted_proxies
+    if request.method not in SAFE_METHODS and is_cross_site(request, proxies):
+        raise Forbidden(message)
 
 
-def _key_id_prefix(request: web.Request) -> str | None:
+def _known_key_id(request: web.Request) -> str | None:
+    """The id in the presented lollms key when a key with that id exists (an invented id
+    never reaches the audit log)."""
     key, _ = presented_key(request)
-    if key and key.startswith("lollms_"):
-        return key[len("lollms_") :][:12] or None
-    return None
+    match = KEY_ID.match(key or "")
+    if match is None:
+        return None
+    try:
+        return request.app[KEYSTORE].get(match.group(1)).id
+    except NotFound:
+        return None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,10 +165,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, authorize by route access level, apply rate limits, record failures."""
+    settings = request.app[SECURITY]
+    client = client_address(request, settings.trusted_proxies)
+    headers: dict[str, str] = {}
+    if not (settings.local_access and is_local_request(request, settings.trusted_proxies)):
+        # every request counts against its address, with a key, a bad key or none
+        headers = await request.app[LIMITER].check_address(client)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return _preflight(request)
     access = required_access(request)
     try:
+        if access is None:  # fail closed: a route nobody declared is nobody's
+            raise Forbidden(
+                f"{request.method} {request.path} declares no access level; refused "
+                "(a handler declares one with `endpoint(access=...)` or `requires(...)`)"
+            )
         principal = _public_principal(request) if access == "public" else authenticate(request)
         if access != "public":
             if principal is None:
@@ -138,17 +188,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 )
             if access == "admin" and not principal.is_admin:
                 raise Forbidden("this route needs the admin role")
-        headers = await request.app[LIMITER].check_request(principal) if principal else {}
+        if principal is not None:
+            headers.update(await request.app[LIMITER].check_key(principal))
     except LollmsError as exc:
         if exc.status in (401, 403):
-            await request.app[AUDIT].record(
-                "auth_failed",
-                key_id=_key_id_prefix(request),
-                client=client_address(request, request.app[SECURITY].trusted_proxies),
+            request.app[AUDIT].failures.record(
+                client=client,
+                status=exc.status,
+                reason=exc.message,
+                key_id=_known_key_id(request),
                 method=request.method,
                 path=request.path,
-                status=exc.status,
-                detail={"reason": exc.message},
+                user_agent=request.headers.get("User-Agent"),
             )
         raise
     request[REQUEST_KEY_REQUIRED] = principal is None or not principal.local

@@ -1,24 +1,62 @@
 """Rate limits with the `limits` library: requests/minute per key and per IP, tokens/minute
 per key, concurrent generations per key. Storage is a `limits` URI (`async+memory://` here;
-`async+redis://host` lets several servers share limits)."""
+`async+redis://host` lets several servers share limits).
+
+Tokens are reserved before a generation starts (`reserve_tokens`: its `max_tokens` plus an
+estimate of its prompt) and settled with the real count when it ends (`settle`). A request is
+admitted while the window's settled tokens plus this server's open reservations are under the
+limit, so parallel requests cannot all pass an unspent budget: a window serves at most the
+limit plus one request's tokens.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from ..bindings import Binding, GenerationRequest
 from ..errors import RateLimited
 from .principal import Principal
 
+FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor its binding caps it
+CHARS_PER_TOKEN = 4  # the prompt estimate of a reservation (the settlement uses the real count)
+TOKEN_PARAMETERS = ("max_tokens", "n_predict")
+
+
+@dataclass
+class Reservation:
+    """Tokens held against a key's budget until `settle` charges what was really used."""
+
+    key_id: str | None  # None: no token limit applies (no key, or no tpm)
+    limit: int = 0
+    tokens: int = 0
+    settled: bool = False
+
+
+def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
+    """What a text generation may use: its `max_tokens` (else its binding's
+    `default_max_tokens`, else FALLBACK_MAX_TOKENS) plus its prompt at CHARS_PER_TOKEN."""
+    if request.generation_type != "ttt":
+        return 0
+    asked = [request.parameters.get(name) for name in TOKEN_PARAMETERS]
+    caps = [v for v in asked if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    default = getattr(binding, "default_max_tokens", None)
+    cap = caps[0] if caps else default if isinstance(default, int) and default > 0 else None
+    prompt_chars = sum(len(message.content) for message in request.messages)
+    return (cap or FALLBACK_MAX_TOKENS) + -(-prompt_chars // CHARS_PER_TOKEN)
+
 
 class RateLimiter:
-    """Checks and counts a principal's requests, tokens and concurrent generations."""
+    """Checks and counts requests per address and key, token budgets and concurrency."""
 
     def __init__(
         self,
@@ -38,6 +76,10 @@ class RateLimiter:
         self.key_concurrent = key_concurrent
         self.window_s = window_s
         self.active: Counter[str] = Counter()
+        self.reserved: Counter[str] = Counter()  # open reservations per key (this server's)
+        self._token_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.on_reject = on_reject or (lambda: None)
 
     def _item(self, amount: int) -> RateLimitItem:
@@ -47,11 +89,17 @@ class RateLimiter:
     def _who(self, principal: Principal) -> str:
         return principal.key_id or f"ip:{principal.client}"
 
-    async def check_request(self, principal: Principal) -> dict[str, str]:
-        """Count one request; raise RateLimited past a limit; return X-RateLimit-* headers."""
+    async def check_address(self, client: str) -> dict[str, str]:
+        """Count one request from `client` (any request, with a key or not) against `ip_rpm`;
+        raise RateLimited past it; return X-RateLimit-* headers."""
         headers: dict[str, str] = {}
-        if self.ip_rpm and not principal.local:
-            await self._hit(self._item(self.ip_rpm), "ip", principal.client, headers)
+        if self.ip_rpm:
+            await self._hit(self._item(self.ip_rpm), "ip", client, headers)
+        return headers
+
+    async def check_key(self, principal: Principal) -> dict[str, str]:
+        """Count one request of the principal's key against its rpm; X-RateLimit-* headers."""
+        headers: dict[str, str] = {}
         rpm = principal.rpm or self.key_rpm
         if rpm and principal.key_id:
             await self._hit(self._item(rpm), "key", principal.key_id, headers)
@@ -78,26 +126,51 @@ class RateLimiter:
             error.extra_headers = headers
             raise error
 
-    async def check_tokens(self, principal: Principal) -> None:
-        """Raise RateLimited when the key's tokens-per-minute budget is spent."""
-        tpm = principal.tpm or self.key_tpm
-        if not tpm or not principal.key_id:
-            return
-        item = self._item(tpm)
-        if not await self.limiter.test(item, "tokens", principal.key_id):
-            stats = await self.limiter.get_window_stats(item, "tokens", principal.key_id)
-            self.on_reject()
-            raise RateLimited(
-                f"token limit of {tpm} tokens per {self.window_s} s reached",
-                retry_after=max(stats.reset_time - time.time(), 1.0),
-            )
+    def _token_lock(self, key_id: str) -> asyncio.Lock:
+        lock = self._token_locks.get(key_id)
+        if lock is None:
+            lock = self._token_locks[key_id] = asyncio.Lock()
+        return lock
 
-    async def add_tokens(self, principal: Principal, tokens: int) -> None:
-        """Count tokens a generation used against the key's per-minute budget."""
+    async def reserve_tokens(self, principal: Principal, tokens: int) -> Reservation:
+        """Hold `tokens` of the key's per-window budget; RateLimited when it is spent (its
+        settled tokens plus open reservations reach the limit). Always `settle` the result."""
         tpm = principal.tpm or self.key_tpm
-        if tpm and principal.key_id and tokens > 0:
-            item = self._item(tpm)
-            await self.limiter.hit(item, "tokens", principal.key_id, cost=min(tokens, tpm))
+        key_id = principal.key_id
+        if not tpm or not key_id:
+            return Reservation(None)
+        item = self._item(tpm)
+        async with self._token_lock(key_id):
+            stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+            if tpm - stats.remaining + self.reserved[key_id] >= tpm:
+                self.on_reject()
+                reset_in = stats.reset_time - time.time() if stats.remaining <= 0 else 1.0
+                error = RateLimited(
+                    f"token limit of {tpm} tokens per {self.window_s} s reached",
+                    retry_after=min(max(reset_in, 1.0), float(self.window_s)),
+                )
+                error.details = {"limit": tpm, "per": "tokens"}
+                raise error
+            self.reserved[key_id] += max(tokens, 0)
+        return Reservation(key_id, tpm, max(tokens, 0))
+
+    async def settle(self, reservation: Reservation, used: int) -> None:
+        """Release a reservation and charge the `used` tokens instead (once; later calls are
+        ignored). The window keeps at most the limit: an overshoot ends at the next window."""
+        key_id = reservation.key_id
+        if key_id is None or reservation.settled:
+            return
+        reservation.settled = True
+        item = self._item(reservation.limit)
+        async with self._token_lock(key_id):
+            self.reserved[key_id] -= reservation.tokens
+            if self.reserved[key_id] <= 0:
+                del self.reserved[key_id]
+            if used > 0:
+                stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+                cost = min(used, stats.remaining)
+                if cost > 0:
+                    await self.limiter.hit(item, "tokens", key_id, cost=cost)
 
     @asynccontextmanager
     async def generation_slot(self, principal: Principal) -> AsyncIterator[None]:

@@ -1,0 +1,114 @@
+"""Auth failures folded into one audit row per source, reason and interval, with a count.
+
+A flood of bad requests (no key, a wrong key, a long path) must not fill the disk: the first
+failure of a source in an interval is written at once (so it survives a crash), the repeats
+only raise its `count`, written back every few seconds and when the interval ends. Sources are
+(client address, status, reason, known key id); past MAX_SOURCES in one interval the rest
+share one row whose client is `*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
+
+log = logging.getLogger(__name__)
+MAX_SOURCES = 1024
+FLUSH_EVERY_S = 5.0
+REASON_CHARS = 200
+Source = tuple[str, int, str, str | None]
+
+
+@dataclass
+class _Burst:
+    """The failures of one source in the current interval, and the row that records them."""
+
+    row_id: int
+    started: float
+    detail: dict[str, Any] = field(default_factory=dict)
+    written: int = 1
+
+    @property
+    def count(self) -> int:
+        """Failures so far."""
+        return int(self.detail["count"])
+
+
+class FailureLog:
+    """Records `auth_failed` events, aggregated per source and interval."""
+
+    def __init__(self, audit: AuditLog, interval_s: float = 60.0) -> None:
+        self.audit = audit
+        self.interval_s = interval_s
+        self.bursts: dict[Source, _Burst] = {}
+
+    def record(
+        self,
+        *,
+        client: str,
+        status: int,
+        reason: str,
+        key_id: str | None,
+        method: str,
+        path: str,
+        user_agent: str | None,
+    ) -> None:
+        """Count one failure: a new row for a new source or interval, else a higher count."""
+        now = time.time()
+        reason = reason[:REASON_CHARS]
+        source: Source = (client, status, reason, key_id)
+        if source not in self.bursts and len(self.bursts) >= MAX_SOURCES:
+            self.flush(now)  # ended intervals make room
+            if len(self.bursts) >= MAX_SOURCES:
+                source = ("*", status, reason, None)
+        burst = self.bursts.get(source)
+        if burst is not None and now - burst.started < self.interval_s:
+            burst.detail["count"] += 1
+            burst.detail["last_at"] = now
+            return
+        if burst is not None:
+            self._write_back(burst)
+        detail: dict[str, Any] = {"reason": reason, "count": 1, "last_at": now}
+        if user_agent:
+            detail["user_agent"] = user_agent
+        row_id = self.audit.insert(
+            "auth_failed",
+            key_id=key_id,
+            client=source[0],
+            method=method,
+            path=path,
+            status=status,
+            detail=detail,
+        )
+        self.bursts[source] = _Burst(row_id, now, detail)
+
+    def flush(self, now: float | None = None) -> None:
+        """Write every changed count; forget sources whose interval has ended."""
+        now = time.time() if now is None else now
+        for source, burst in list(self.bursts.items()):
+            self._write_back(burst)
+            if now - burst.started >= self.interval_s:
+                del self.bursts[source]
+
+    def _write_back(self, burst: _Burst) -> None:
+        if burst.count != burst.written:
+            self.audit.set_detail(burst.row_id, burst.detail)
+            burst.written = burst.count
+
+    async def run(self, every_s: float = FLUSH_EVERY_S) -> None:
+        """Flush every `every_s` until cancelled, and once more at the end."""
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                self.flush()
+        finally:
+            try:
+                self.flush()
+            except Exception:  # at shutdown: the counts are lost, the server still stops
+                log.exception("could not write the last auth-failure counts")
