@@ -3,14 +3,16 @@
 A request is local only when the TCP peer is loopback AND the Host header names a loopback host
 on the port the request arrived on (DNS rebinding sends a foreign Host) AND, for state-changing
 methods, the browser says it is same-origin (a page elsewhere cannot drive the local server).
-Forwarding headers are read only from configured trusted proxies, and a proxied request is
-never local.
+Forwarding headers are read only from configured trusted proxies. A request that carries any
+forwarding header (`FORWARDING_HEADERS`) came through a proxy and is never local, trusted proxy
+or not: a reverse proxy on this machine connects from loopback on behalf of remote clients.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -18,6 +20,8 @@ from aiohttp import web
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "Via")
+_FORWARDED_HTTPS = re.compile(r'(?:^|;)\s*proto\s*=\s*"?https"?\s*(?:;|$)', re.IGNORECASE)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -66,6 +70,25 @@ def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
     return peer
 
 
+def is_proxied(request: web.Request) -> bool:
+    """True when a proxy says it forwarded the request (one of `FORWARDING_HEADERS` is present)."""
+    return any(name in request.headers for name in FORWARDING_HEADERS)
+
+
+def is_https(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True over TLS, or when a trusted proxy says the client used https (X-Forwarded-Proto,
+    else the first element of Forwarded)."""
+    if request.secure:
+        return True
+    if not is_trusted_proxy(request, proxies):
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if proto:
+        return proto == "https"
+    first = request.headers.get("Forwarded", "").split(",")[0]
+    return _FORWARDED_HTTPS.search(first) is not None
+
+
 def _host_is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -84,7 +107,7 @@ def _host_and_port(value: str) -> tuple[str, int | None]:
         return "", None
 
 
-def _same_origin(request: web.Request, origin: str) -> bool:
+def _same_origin(request: web.Request, origin: str, proxies: tuple[Network, ...]) -> bool:
     parts = urlsplit(origin)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -94,8 +117,17 @@ def _same_origin(request: web.Request, origin: str) -> bool:
     return (
         parts.scheme in ("http", "https")
         and (parts.hostname or "") == host
-        and port == (host_port or 80)
+        and port == (host_port or (443 if is_https(request, proxies) else 80))
     )
+
+
+def is_cross_site(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True when a browser says another site sent this request: Sec-Fetch-Site, and Origin
+    (else Referer) for browsers without Fetch Metadata. No such header: not a browser's."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    return origin is not None and not _same_origin(request, origin, proxies)
 
 
 def is_local_request(request: web.Request, proxies: tuple[Network, ...]) -> bool:
@@ -103,13 +135,10 @@ def is_local_request(request: web.Request, proxies: tuple[Network, ...]) -> bool
     peer = _ip(peer_address(request))
     if peer is None or not peer.is_loopback or is_trusted_proxy(request, proxies):
         return False
+    if is_proxied(request):
+        return False
     host, port = _host_and_port(request.headers.get("Host", ""))
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     if not _host_is_loopback(host) or not sockname or (port or 80) != sockname[1]:
         return False
-    if request.method in SAFE_METHODS:
-        return True
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("Origin") or request.headers.get("Referer")
-    return origin is None or _same_origin(request, origin)
+    return request.method in SAFE_METHODS or not is_cross_site(request, proxies)

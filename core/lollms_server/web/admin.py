@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from ..api.endpoint import validate as validate_data
 from ..errors import Unauthorized
-from ..keys import AUDIT, KEYSTORE
-from ..security.auth import KEY_COOKIE, REQUEST_PRINCIPAL, requires
+from ..keys import AUDIT, KEYSTORE, SECURITY
+from ..security.auth import KEY_COOKIE, REQUEST_PRINCIPAL, refuse_cross_site, requires
+from ..security.local import is_https
 from .forms import AuditFilter, KeyForm, LoginForm, read_action, read_page_form
 from .render import page_handler, render, see_other
 
@@ -60,6 +62,7 @@ async def create_key(request: web.Request) -> web.Response:
     """Create a key; the page shows its secret this once."""
     form = await read_page_form(request, KeyForm)
     days = form.get("expires_in_days")
+    request.app[KEYSTORE].refuse_first_admin(form["role"])
     key, record = request.app[KEYSTORE].create(
         form["name"].strip(),
         form["role"],
@@ -116,6 +119,7 @@ async def login_page(request: web.Request) -> web.Response:
 @page_handler
 async def login(request: web.Request) -> web.Response:
     """Check the key, keep it in the key cookie and go on (a plain form post, no htmx)."""
+    refuse_cross_site(request, "cross-site login refused")  # no logging a victim in as us
     form = await read_page_form(request, LoginForm)
     try:
         request.app[KEYSTORE].verify(form["key"].strip())
@@ -128,7 +132,7 @@ async def login(request: web.Request) -> web.Response:
         form["key"].strip(),
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=is_https(request, request.app[SECURITY].trusted_proxies),
         path="/",
     )
     return response
@@ -139,6 +143,7 @@ async def login(request: web.Request) -> web.Response:
 @page_handler
 async def logout(request: web.Request) -> web.Response:
     """Forget the key cookie."""
+    refuse_cross_site(request, "cross-site logout refused")
     await read_action(request)
     response = see_other("/login")
     response.del_cookie(KEY_COOKIE, path="/")
@@ -146,7 +151,15 @@ async def logout(request: web.Request) -> web.Response:
 
 
 def safe_next(target: str) -> str:
-    """A local path to go on to; anything else (another site, a scheme) becomes '/'."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
+    """A path on this site to go on to; anything else becomes '/'.
+
+    Browsers drop tabs and newlines from a Location and read a backslash as a slash, so only
+    printable ASCII (also once percent-decoded), no backslash and no `//` start pass.
+    """
+    decoded = unquote(target)
+    for text in (target, decoded):
+        if not text.startswith("/") or text.startswith("//") or "\\" in text:
+            return "/"
+        if not all(" " < char < "\x7f" for char in text):
+            return "/"
     return target
