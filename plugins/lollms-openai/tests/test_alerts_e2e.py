@@ -307,9 +307,18 @@ def test_backend_down_fires_and_resolves_instance_down(
     assert resolved["labels"]["binding"] == "llm"
     assert chat(gateway, key) == 200
 
-    empty = [
-        (title, expr)
-        for title, expr in dashboard_queries()
-        if not query(prometheus, expr.replace("$__rate_interval", "1m").replace("$instance", ".+"))
-    ]
+    # each panel's query returns data (a new series needs a second scrape before rate() has it)
+    def without_data() -> list[tuple[str, str]]:
+        return [
+            (title, expr)
+            for title, expr in dashboard_queries()
+            if not query(
+                prometheus, expr.replace("$__rate_interval", "1m").replace("$instance", ".+")
+            )
+        ]
+
+    deadline = time.monotonic() + WAIT_S
+    while (empty := without_data()) and time.monotonic() < deadline:
+        time.sleep(1)
     assert not empty, f"dashboard queries without data: {empty}"
+    assert len(dashboard_queries()) >= 20
