@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from .config_sections import (
     SecuritySchema,
 )
 from .errors import ConfigError
+from .request_limits import RequestLimits
 
 CONFIG_FILE_NAME = "lollms.toml"
 NAME_OF_ROUTE = validate.Regexp(
@@ -47,6 +48,13 @@ class ServerSchema(Schema):
     port = fields.Integer(load_default=DEFAULT_PORT, validate=validate.Range(0, 65535))
     data_dir = fields.String(load_default=None, allow_none=True)
     max_body_mb = fields.Float(load_default=64.0, validate=validate.Range(min=0.001, max=4096))
+    max_text_body_mb = fields.Float(load_default=8.0, validate=validate.Range(min=0.001, max=4096))
+    body_timeout_s = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=86400))
+    max_json_values = fields.Integer(load_default=300_000, validate=validate.Range(1, 10**9))
+    max_list_items = fields.Integer(load_default=4096, validate=validate.Range(1, 10**9))
+    max_token_ids = fields.Integer(load_default=262_144, validate=validate.Range(1, 10**9))
+    max_form_fields = fields.Integer(load_default=1024, validate=validate.Range(1, 10**9))
+    max_form_field_kb = fields.Float(load_default=1024.0, validate=validate.Range(min=0.001))
     request_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
     log_level = fields.String(
         load_default="info",
@@ -69,6 +77,9 @@ class InstanceSchema(Schema):
     )
     max_loaded_models = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
+    )
+    default_max_tokens = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, 10_000_000)
     )
 
 
@@ -111,6 +122,7 @@ class InstanceConfig:
     enabled: bool = True
     max_concurrent: int | None = None
     max_loaded_models: int | None = None
+    default_max_tokens: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +134,7 @@ class Config:
     port: int = DEFAULT_PORT
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     max_body_bytes: int = 64 * 1024 * 1024
+    limits: RequestLimits = field(default_factory=RequestLimits)
     request_timeout_s: float = 300.0
     log_level: str = "info"
     log_format: str = "json"
@@ -135,6 +148,10 @@ class Config:
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.limits.max_body_bytes != self.max_body_bytes:  # one source for the body limit
+            self.limits = replace(self.limits, max_body_bytes=self.max_body_bytes)
 
     @property
     def database_path(self) -> Path:
@@ -188,6 +205,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
             enabled=spec.pop("enabled"),
             max_concurrent=spec.pop("max_concurrent"),
             max_loaded_models=spec.pop("max_loaded_models"),
+            default_max_tokens=spec.pop("default_max_tokens"),
             settings=spec,
         )
         for name, spec in loaded["bindings"].items()
@@ -197,6 +215,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         port=port,
         data_dir=data_dir,
         max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
+        limits=_request_limits(server),
         request_timeout_s=server["request_timeout_s"],
         log_level=server["log_level"],
         log_format=server["log_format"],
@@ -214,6 +233,20 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         resources=ResourcesConfig(**loaded["resources"]),
         resilience=ResilienceConfig(**loaded["resilience"]),
         routes=dict(loaded["routes"]),
+    )
+
+
+def _request_limits(server: Mapping[str, Any]) -> RequestLimits:
+    mib = 1024 * 1024
+    return RequestLimits(
+        max_body_bytes=int(server["max_body_mb"] * mib),
+        max_text_body_bytes=int(server["max_text_body_mb"] * mib),
+        body_timeout_s=server["body_timeout_s"],
+        max_json_values=server["max_json_values"],
+        max_list_items=server["max_list_items"],
+        max_token_ids=server["max_token_ids"],
+        max_form_fields=server["max_form_fields"],
+        max_form_field_bytes=int(server["max_form_field_kb"] * 1024),
     )
 
 

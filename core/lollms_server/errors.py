@@ -96,6 +96,20 @@ class MethodNotAllowed(LollmsError):
     type = "method_not_allowed"
 
 
+class RequestTimeout(LollmsError):
+    """The request body did not arrive in time."""
+
+    status = 408
+    type = "request_timeout"
+
+
+class Conflict(LollmsError):
+    """The request clashes with the server's state (a pinned or busy model...)."""
+
+    status = 409
+    type = "conflict"
+
+
 class PayloadTooLarge(LollmsError):
     """The body or an upload is over the configured limit."""
 
@@ -122,6 +136,10 @@ class NotSupported(LollmsError):
 
     status = 501
     type = "not_supported"
+
+    def headers(self) -> dict[str, str]:
+        """`x-should-retry: false`: the OpenAI SDKs would otherwise retry a 5xx."""
+        return {**super().headers(), "x-should-retry": "false"}
 
 
 class BackendError(LollmsError):

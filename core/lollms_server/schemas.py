@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .bindings import GENERATION_TYPES
+from .request_limits import CappedList
 
 NAME = validate.Length(min=1, max=256)
 EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -108,8 +109,11 @@ class InputDataSchema(StrictSchema):
 class GenerateSchema(StrictSchema):
     """`POST /api/v1/generate`."""
 
-    input_data = fields.List(
-        fields.Nested(InputDataSchema), required=True, validate=validate.Length(min=1, max=1024)
+    input_data = CappedList(
+        fields.Nested(InputDataSchema),
+        cap="max_list_items",
+        required=True,
+        validate=validate.Length(min=1),
     )
     personality = fields.String(load_default=None, allow_none=True, validate=NAME)
     binding_name = fields.String(load_default=None, allow_none=True, validate=NAME)
@@ -117,7 +121,7 @@ class GenerateSchema(StrictSchema):
     generation_type = fields.String(load_default="ttt", validate=validate.OneOf(GENERATION_TYPES))
     stream = fields.Boolean(load_default=False)
     parameters = fields.Nested(ParametersSchema, load_default=dict)
-    functions = fields.List(fields.String(validate=NAME), load_default=list)
+    functions = CappedList(fields.String(validate=NAME), cap=512, load_default=list)
 
 
 class TargetSchema(StrictSchema):
@@ -136,7 +140,7 @@ class TokenizeSchema(TargetSchema):
 class DetokenizeSchema(TargetSchema):
     """`POST /api/v1/detokenize`."""
 
-    tokens = fields.List(fields.Integer(), required=True, validate=validate.Length(max=10_000_000))
+    tokens = CappedList(fields.Integer(), cap="max_token_ids", required=True)
 
 
 class ModelInfoQuerySchema(StrictSchema):
@@ -197,8 +201,12 @@ class KeyCreateSchema(StrictSchema):
     expires_in_days = fields.Float(
         load_default=None, allow_none=True, validate=validate.Range(0.0001, 36500)
     )
-    allowed_bindings = fields.List(fields.String(validate=NAME), load_default=None, allow_none=True)
-    allowed_models = fields.List(fields.String(validate=NAME), load_default=None, allow_none=True)
+    allowed_bindings = CappedList(
+        fields.String(validate=NAME), cap=1024, load_default=None, allow_none=True
+    )
+    allowed_models = CappedList(
+        fields.String(validate=NAME), cap=1024, load_default=None, allow_none=True
+    )
     rpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
     tpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
     max_concurrent = fields.Integer(

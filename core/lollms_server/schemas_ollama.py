@@ -33,6 +33,7 @@ from .api.convert import decode_data
 from .bindings import ChatMessage, InputItem
 from .errors import InvalidRequest
 from .media_types import sniff_image
+from .request_limits import CappedList
 from .schemas import NAME, StringOrList
 
 MAX_IMAGES = 16
@@ -207,11 +208,9 @@ class OllamaMessageSchema(OllamaLenientSchema):
         required=True, validate=validate.OneOf(["system", "user", "assistant", "tool"])
     )
     content = fields.String(load_default="", allow_none=True)
-    images = _opt(
-        fields.List, cls_or_instance=fields.String(), validate=validate.Length(max=MAX_IMAGES)
-    )
+    images = _opt(CappedList, cls_or_instance=fields.String(), cap=MAX_IMAGES)
     thinking = _opt(fields.String)
-    tool_calls = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=128))
+    tool_calls = _opt(CappedList, cls_or_instance=fields.Dict(), cap=128)
     tool_name = _opt(fields.String, validate=NAME)
 
     @post_load
@@ -273,10 +272,10 @@ class OllamaRequestSchema(OllamaLenientSchema):
 class OllamaChatSchema(OllamaRequestSchema):
     """`POST /api/chat`; no messages means "load the model" (or unload with keep_alive 0)."""
 
-    messages = fields.List(
-        fields.Nested(OllamaMessageSchema), load_default=list, validate=validate.Length(max=4096)
+    messages = CappedList(
+        fields.Nested(OllamaMessageSchema), cap="max_list_items", load_default=list
     )
-    tools = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
 
@@ -286,12 +285,10 @@ class OllamaGenerateSchema(OllamaRequestSchema):
 
     prompt = fields.String(load_default="", allow_none=True)
     suffix = _opt(fields.String)
-    images = _opt(
-        fields.List, cls_or_instance=fields.String(), validate=validate.Length(max=MAX_IMAGES)
-    )
+    images = _opt(CappedList, cls_or_instance=fields.String(), cap=MAX_IMAGES)
     system = _opt(fields.String)
     template = _opt(fields.String)
-    context = _opt(fields.List, cls_or_instance=fields.Integer())
+    context = _opt(CappedList, cls_or_instance=fields.Integer(), cap="max_token_ids")
     raw = fields.Boolean(load_default=False, allow_none=True)
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))

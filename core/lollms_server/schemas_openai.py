@@ -42,6 +42,7 @@ from .api.convert import DATA_URL, decode_data
 from .api.endpoint import UploadedFile
 from .bindings import ChatMessage, InputItem
 from .errors import InvalidRequest
+from .request_limits import CappedList
 from .schemas import NAME, StrictSchema, StringOrList
 
 MAX_INPUTS = 2048
@@ -139,7 +140,7 @@ class MessageSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(list(ROLES)))
     content = MessageContent(load_default=None, allow_none=True)
     name = _opt(fields.String, validate=NAME)
-    tool_calls = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=128))
+    tool_calls = _opt(CappedList, cls_or_instance=fields.Dict(), cap=128)
     tool_call_id = _opt(fields.String, validate=NAME)
     function_call = _opt(fields.Dict)
     refusal = _opt(fields.String)
@@ -239,16 +240,19 @@ class SamplingSchema(StrictSchema):
 class ChatCompletionSchema(SamplingSchema):
     """`POST /v1/chat/completions`."""
 
-    messages = fields.List(
-        fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1, max=4096)
+    messages = CappedList(
+        fields.Nested(MessageSchema),
+        cap="max_list_items",
+        required=True,
+        validate=validate.Length(min=1),
     )
     max_completion_tokens = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
-    tools = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     tool_choice = _opt(fields.Raw)
     parallel_tool_calls = _opt(fields.Boolean)
-    functions = _opt(fields.List, cls_or_instance=fields.Dict(), validate=validate.Length(max=512))
+    functions = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     function_call = _opt(fields.Raw)
     response_format = _opt(fields.Dict)
     store = _opt(fields.Boolean)
@@ -256,7 +260,7 @@ class ChatCompletionSchema(SamplingSchema):
     reasoning_effort = _opt(fields.String, validate=validate.Length(max=32))
     service_tier = _opt(fields.String, validate=validate.Length(max=32))
     modalities = _opt(
-        fields.List, cls_or_instance=fields.String(), validate=validate.ContainsOnly(["text"])
+        CappedList, cls_or_instance=fields.String(), cap=8, validate=validate.ContainsOnly(["text"])
     )
     audio = _opt(fields.Dict)
     prediction = _opt(fields.Dict)

@@ -12,6 +12,7 @@ from ..bindings import ChatMessage, Health, InputItem, ModelInfo, Output, Usage
 from ..errors import InvalidRequest
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.I)
+B64_BLOCK = 1 << 20  # a multiple of 4: blocks decode independently
 CHAT_ROLES = {
     "user": "user",
     "user_prompt": "user",
@@ -30,9 +31,26 @@ def decode_data(value: str, param: str) -> tuple[bytes, str | None]:
         mime = match.group("mime")
         value = value[match.end() :]
     try:
-        return base64.b64decode(value, validate=True), mime
+        return b64decode(value), mime
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"{param} is not valid base64: {exc}", param=param) from exc
+
+
+def b64decode(value: str) -> bytes:
+    """Strict base64 decoding a block at a time, so that a worker thread decoding big media
+    never holds the interpreter for long."""
+    if len(value) <= B64_BLOCK:
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    decoded = bytearray()
+    for start in range(0, len(value), B64_BLOCK):
+        block = value[start : start + B64_BLOCK].encode("ascii")
+        decoded += binascii.a2b_base64(block, strict_mode=True)
+    return bytes(decoded)
+
+
+def media_size(items: Iterable[Mapping[str, Any]]) -> int:
+    """Characters of media (non-text) data in lollms `input_data`."""
+    return sum(len(item["data"]) for item in items if item["type"] != "text")
 
 
 def encode_data(data: bytes) -> str:

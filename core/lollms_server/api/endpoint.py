@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from ..keys import CONFIG
+from ..errors import InvalidRequest, ValidationFailed
+from ..request_limits import RequestLimits, limits_in_force
+from .body import UploadedFile, limits_of, read_body, read_form
+
+__all__ = ["UploadedFile", "endpoint", "read_form", "read_json", "validate"]
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 MAX_JSON_DEPTH = 64
 # a \uD800-\uDFFF escape, or a surrogate encoded as UTF-8 (json.loads lets both through)
 MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# bodies over this are parsed and validated in a worker thread (big media, long prompts)
+OFF_LOOP_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,15 +41,7 @@ class EndpointDoc:
     streams: bool = False
     binary_response: str | None = None
     access: Literal["public", "user", "admin"] = "user"
-
-
-@dataclass(frozen=True)
-class UploadedFile:
-    """A file part of a multipart form."""
-
-    filename: str
-    content_type: str
-    data: bytes
+    media_body: bool = False
 
 
 def endpoint(
@@ -57,22 +55,30 @@ def endpoint(
     streams: bool = False,
     binary_response: str | None = None,
     access: Literal["public", "user", "admin"] = "user",
+    media_body: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Decorate a handler `(request, data)`; `data` is the validated body, form or query.
 
     `access`: who may call it: `public` (anyone), `user` (any key or local), `admin`.
+    `media_body`: the body may carry media (base64 or files), so it may be up to `max_body_mb`;
+    other bodies are limited to `max_text_body_mb`. A form always may (it carries files).
     """
-    doc = EndpointDoc(summary, tag, body, query, form, response, streams, binary_response, access)
+    doc = EndpointDoc(
+        summary, tag, body, query, form, response, streams, binary_response, access, media_body
+    )
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
+            limits = limits_of(request)
             if body is not None:
-                data = validate(body, await read_json(request))
+                raw = await read_body(request, media=media_body, json=True)
+                data = await off_loop_if_big(len(raw), load_json, body, raw, limits)
             elif form is not None:
-                data = validate(form, await read_form(request))
+                fields = await read_form(request)
+                data = validate(form, fields, limits)
             elif query is not None:
-                data = validate(query, dict(request.query))
+                data = validate(query, dict(request.query), limits)
             else:
                 return await handler(request)
             return await handler(request, data)
@@ -95,12 +101,28 @@ def schema_instance(schema: type[Schema]) -> Schema:
     return schema()
 
 
-def validate(schema: type[Schema], data: Any) -> dict[str, Any]:
-    """Load `data` with `schema`; a failure is a 422 listing every field's problem."""
+async def off_loop_if_big(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run `work(*args)` in a worker thread when the body is big, else here."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
+def load_json(schema: type[Schema], raw: bytes, limits: RequestLimits) -> dict[str, Any]:
+    """Parse a JSON body and validate it with `schema`."""
+    return validate(schema, parse_json(raw), limits)
+
+
+def validate(
+    schema: type[Schema], data: Any, limits: RequestLimits | None = None
+) -> dict[str, Any]:
+    """Load `data` with `schema` (list caps from `limits`); a failure is a 422 listing every
+    field's problem."""
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     try:
-        loaded: dict[str, Any] = schema_instance(schema).load(data)
+        with limits_in_force(limits or RequestLimits()):
+            loaded: dict[str, Any] = schema_instance(schema).load(data)
     except ValidationError as exc:
         raise ValidationFailed(
             summarize(exc.messages),
@@ -136,9 +158,14 @@ def first_field(messages: Any) -> str | None:
     return None
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request, *, media: bool = False) -> Any:
     """The request body parsed as JSON; malformed, too deep or too large bodies are 4xx."""
-    raw = await read_body(request)
+    raw = await read_body(request, media=media, json=True)
+    return await off_loop_if_big(len(raw), parse_json, raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a JSON body; malformed or too deep bodies are 400."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
@@ -150,52 +177,6 @@ async def read_json(request: web.Request) -> Any:
     if MAYBE_SURROGATE.search(raw) and _has_lone_surrogate(value):
         raise InvalidRequest("the JSON body holds an unpaired UTF-16 surrogate; send valid Unicode")
     return value
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The raw body, with aiohttp's size limit reported as our 413."""
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"the request body is larger than {request.app[CONFIG].max_body_bytes} bytes"
-        ) from exc
-
-
-async def read_form(request: web.Request) -> dict[str, Any]:
-    """A multipart form: text fields as strings (repeated names as lists), files as UploadedFile."""
-    if not request.content_type.startswith("multipart/"):
-        raise UnsupportedMediaType("send this endpoint a multipart/form-data body")
-    limit = request.app[CONFIG].max_body_bytes
-    fields: dict[str, Any] = {}
-    total = 0
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or not part.name:
-                continue
-            data = await part.read()  # aiohttp refuses a part over client_max_size
-            total += len(data)
-            if total > limit:
-                raise PayloadTooLarge(f"the upload is larger than {limit} bytes")
-            value: Any
-            if part.filename is not None:
-                ctype = part.headers.get("Content-Type", "application/octet-stream")
-                value = UploadedFile(part.filename, ctype, bytes(data))
-            else:
-                value = bytes(data).decode("utf-8", errors="replace")
-            name = part.name.removesuffix("[]")
-            if name in fields:
-                previous = fields[name]
-                fields[name] = (
-                    [*previous, value] if isinstance(previous, list) else [previous, value]
-                )
-            else:
-                fields[name] = [value] if part.name.endswith("[]") else value
-    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed body
-        detail = exc.message if isinstance(exc, HttpProcessingError) else exc
-        raise InvalidRequest(f"malformed multipart body: {detail}") from exc
-    return fields
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -26,10 +26,12 @@ OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    501: "invalid_request_error",  # the binding lacks the operation: nothing to retry
 }
 
 
@@ -99,6 +101,13 @@ def from_http_exception(exc: web.HTTPException) -> LollmsError:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Map every error a handler raises to the documented error shape."""
+    response = await _answer(request, handler)
+    if response.headers.get("Connection") == "close":
+        response.force_close()  # an error left the body unread: do not wait for the rest
+    return response
+
+
+async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response

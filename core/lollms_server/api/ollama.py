@@ -22,12 +22,13 @@ from aiohttp import web
 from marshmallow import Schema
 
 from .. import __version__
-from ..bindings import Binding, ChatMessage
-from ..errors import BackendError, Forbidden, InvalidRequest, NotSupported
+from ..bindings import ChatMessage
+from ..errors import BackendError, InvalidRequest, NotSupported
 from ..generation import guarded
-from ..keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
+from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..personalities import split_personality
 from ..registry import Target
+from ..resources.actions import change_model
 from ..schemas_ollama import (
     OllamaChatSchema,
     OllamaCopySchema,
@@ -38,8 +39,8 @@ from ..schemas_ollama import (
     OllamaShowSchema,
     keep_alive_seconds,
 )
-from ..security.principal import current as current_principal
 from . import ollama_models as models
+from .body import limits_of
 from .endpoint import endpoint, read_json, validate
 from .ollama_stream import Shape, nanoseconds, stream_ndjson
 
@@ -88,7 +89,7 @@ async def show(request: web.Request, body: dict[str, Any]) -> web.Response:
     "Chat; NDJSON chunks unless stream is false; no messages loads the model",
     tag=TAG,
     body=OllamaChatSchema,
-    streams=True,
+    streams=True,    media_body=True,
 )
 async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat through the resolved binding (`<personality>@<model>` applies a personality)."""
@@ -98,7 +99,7 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
     shape = Shape(target, chat=True, think=body["think"])
     if not messages:
         return await _load_or_unload(request, target, body["keep_alive"], shape)
-    parameters = {**body["parameters"], **_tools(body, target.binding)}
+    parameters = {**body["parameters"], **_tools(body, target)}
     run = Run(messages, parameters, body["stream"], raw=False, personality=personality)
     return await _run(request, target, run, shape)
 
@@ -108,7 +109,7 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
     "Completion of a prompt; NDJSON chunks unless stream is false; no prompt loads the model",
     tag=TAG,
     body=OllamaGenerateSchema,
-    streams=True,
+    streams=True,    media_body=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a prompt (templated by the binding unless `raw`)."""
@@ -159,7 +160,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
 
 
 async def _not_supported(request: web.Request, schema: type[Schema]) -> NoReturn:
-    validate(schema, await read_json(request))
+    validate(schema, await read_json(request), limits_of(request))
     raise NotSupported(
         f"{request.method} {request.path} is not supported: {MANAGEMENT}; manage models on "
         "the backend (e.g. `ollama pull` on the Ollama server an ollama instance points at)"
@@ -237,11 +238,12 @@ def _truncate(vector: list[float], size: int, target: Target) -> list[float]:
     return [x / norm for x in head]
 
 
-def _tools(body: Mapping[str, Any], binding: Binding) -> dict[str, Any]:
-    """`tools` for a binding that calls tools; others answer in text (as a model without tools)."""
-    if body["tools"] and "tools" in binding.capabilities:
-        return {"tools": body["tools"]}
-    return {}
+def _tools(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
+    """`tools` for a binding that calls tools; 501 for one that cannot (as Ollama refuses)."""
+    if not body["tools"]:
+        return {}
+    target.require("tools", "call tools", "tools")
+    return {"tools": body["tools"]}
 
 
 async def _load_or_unload(
@@ -255,16 +257,7 @@ async def _load_or_unload(
     binding = target.binding
     unload = keep_alive is not None and keep_alive_seconds(keep_alive) == 0
     if "load_unload" in binding.capabilities:
-        principal = current_principal()
-        if principal is not None and not principal.is_admin:
-            action = "unloading" if unload else "loading"
-            raise Forbidden(
-                f"{action} a model (a request with nothing to generate) needs an admin key"
-            )
-        if unload:
-            await request.app[LIFECYCLE].unload(target)
-        else:
-            await request.app[LIFECYCLE].load(target)
+        await change_model(request, target, "unload" if unload else "load")
     return web.json_response(shape.done("unload" if unload else "load"))
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import health
 from ..bindings import (
     Binding,
     ChatMessage,
@@ -33,8 +32,9 @@ from ..bindings import (
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
-from ..listing import gather_models
+from ..listing import gather_models, list_models_of, visible_bindings
 from ..personalities import split_personality
+from ..registry import Target
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 from . import openai_media
 from .convert import usage_dict
@@ -67,9 +67,8 @@ async def retrieve_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     instance, _, name = model_id.partition("/")
     binding = request.app[REGISTRY].instances.get(instance)
-    if binding is not None and name:
-        models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
-        for model in models:
+    if binding is not None and name and visible_bindings([binding]):
+        for model in await list_models_of(binding):
             if model.name == name:
                 created = int(request.app[STARTED_AT])
                 return web.json_response(_model_object(binding, model, created))
@@ -90,6 +89,7 @@ def _model_object(binding: Binding, model: ModelInfo, created: int) -> dict[str,
     tag=TAG,
     body=ChatCompletionSchema,
     streams=True,
+    media_body=True,
 )
 async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat completion (`<personality>@<model>` or `personality` applies a personality)."""
@@ -104,7 +104,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     messages: list[ChatMessage] = body["messages"]
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
-    parameters = {**body["parameters"], **_tool_parameters(body, target.binding)}
+    parameters = {**body["parameters"], **_tool_parameters(body, target)}
     prepared = await request.app[GENERATION].prepare(
         face="openai",
         generation_type="ttt",
@@ -344,23 +344,15 @@ class _ChunkWriter:
             pass
 
 
-def _tool_parameters(body: Mapping[str, Any], binding: Binding) -> dict[str, Any]:
-    """`tools`/`tool_choice` for a binding that calls tools; refused when they must be obeyed."""
+def _tool_parameters(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
+    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot."""
     tools, choice = body["tools"], body["tool_choice"]
     if not tools or choice == "none":
         return {}
-    if "tools" in binding.capabilities:
-        parallel = body["parallel_tool_calls"]
-        found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
-        return {key: value for key, value in found.items() if value is not None}
-    if choice not in (None, "auto"):
-        raise InvalidRequest(
-            f"binding {binding.instance_name!r} (type {binding.name}) cannot "
-            "call tools, so tool_choice cannot be obeyed",
-            param="tool_choice",
-            binding=binding.instance_name,
-        )
-    return {}  # tools offered to a model that cannot call them: it answers in text
+    target.require("tools", "call tools", "tools")
+    parallel = body["parallel_tool_calls"]
+    found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def tool_call(index: int, call: Mapping[str, Any]) -> dict[str, Any]:

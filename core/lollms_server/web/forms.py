@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from ..api.endpoint import UploadedFile, read_body, read_form
+from ..api.body import UploadedFile, limits_of, read_body, read_form, read_urlencoded
+from ..api.endpoint import schema_instance
 from ..api.endpoint import validate as validate_data
 from ..errors import UnsupportedMediaType
 
@@ -137,13 +138,9 @@ async def read_page_form(request: web.Request, schema: type[Schema]) -> dict[str
     anything else is a 415, after the body was read so that an oversize one is a 413 first.
     """
     if request.content_type.startswith("multipart/"):
-        raw = await read_form(request)
+        raw = await read_form(request, media=_takes_files(schema))
     elif request.content_type == URLENCODED:
-        posted = await request.post()
-        raw = {}
-        for name in posted:
-            values = posted.getall(name)
-            raw[name] = values if len(values) > 1 else values[0]
+        raw = await read_urlencoded(request)
     elif not request.body_exists and request.content_type == "application/octet-stream":
         raw = {}  # no body at all (what clients send for a bodiless POST)
     else:
@@ -152,7 +149,11 @@ async def read_page_form(request: web.Request, schema: type[Schema]) -> dict[str
             f"send this page a form ({URLENCODED} or multipart/form-data), "
             f"not {request.content_type}"
         )
-    return validate_data(schema, clean(raw, schema))
+    return validate_data(schema, clean(raw, schema), limits_of(request))
+
+
+def _takes_files(schema: type[Schema]) -> bool:
+    return any(isinstance(f, Upload) for f in schema_instance(schema).fields.values())
 
 
 async def read_action(request: web.Request) -> None:

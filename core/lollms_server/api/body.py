@@ -1,0 +1,201 @@
+"""Reading request bodies within the `[server]` bounds: size, time, values, form fields.
+
+Every body the server reads goes through here. A declared `Content-Length` over the route's
+limit is a 413 before a byte is read; a body that has not fully arrived after `body_timeout_s`
+is a 408; a JSON body with more separators than `max_json_values` is a 413 as soon as they
+arrive (parsing a body of millions of tiny values would hold the interpreter for seconds); a
+form with more than `max_form_fields` fields, or a text field over `max_form_field_kb`, is a 413.
+The connection is closed after each of these, so the rest of the body is never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ..errors import (
+    InvalidRequest,
+    LollmsError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from ..keys import CONFIG
+from ..request_limits import RequestLimits
+
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file part of a multipart form."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def limits_of(request: web.Request) -> RequestLimits:
+    """The request bounds of the app serving `request`."""
+    return request.app[CONFIG].limits
+
+
+def closing(error: LollmsError) -> LollmsError:
+    """Mark an error so that its response closes the connection (the body is left unread)."""
+    error.extra_headers["Connection"] = "close"
+    return error
+
+
+def _too_large(what: str, limit: int, key: str) -> LollmsError:
+    return closing(PayloadTooLarge(f"{what} is larger than {limit} bytes (server setting {key})"))
+
+
+def _check_declared_length(request: web.Request, limit: int, key: str) -> None:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large("the request body", limit, key)
+
+
+def _timed_out(limits: RequestLimits) -> LollmsError:
+    return closing(
+        RequestTimeout(
+            f"the request body did not arrive within {limits.body_timeout_s:g} s "
+            "(server setting body_timeout_s)"
+        )
+    )
+
+
+async def read_body(request: web.Request, *, media: bool = False, json: bool = False) -> bytes:
+    """The raw body, within the route's size limit (`media`: max_body_mb, else
+    max_text_body_mb) and body_timeout_s; `json` also counts separators against max_json_values."""
+    limits = limits_of(request)
+    limit, key = limits.body_limit(media)
+    _check_declared_length(request, limit, key)
+    body = bytearray()
+    separators = 0
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large("the request body", limit, key)
+                if json:
+                    separators += chunk.count(b",")
+                    if separators >= limits.max_json_values:
+                        raise closing(
+                            PayloadTooLarge(
+                                f"the JSON body holds more than {limits.max_json_values} values "
+                                "(commas counted, strings included; server setting "
+                                "max_json_values)"
+                            )
+                        )
+    except TimeoutError as exc:
+        raise _timed_out(limits) from exc
+    except HttpProcessingError as exc:
+        raise closing(InvalidRequest(f"malformed request body: {exc.message}")) from exc
+    return bytes(body)
+
+
+async def read_form(request: web.Request, *, media: bool = True) -> dict[str, Any]:
+    """A multipart form: text fields as strings (repeated names as lists), files as
+    UploadedFile; at most max_form_fields parts, text fields up to max_form_field_kb."""
+    if not request.content_type.startswith("multipart/"):
+        raise UnsupportedMediaType("send this endpoint a multipart/form-data body")
+    limits = limits_of(request)
+    limit, key = limits.body_limit(media)
+    _check_declared_length(request, limit, key)
+    fields: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            reader = await request.multipart()
+            total = 0
+            count = 0
+            while (part := await reader.next()) is not None:
+                count += 1
+                if count > limits.max_form_fields:
+                    raise _too_many_fields(limits)
+                if not isinstance(part, BodyPartReader) or not part.name:
+                    if isinstance(part, MultipartReader):
+                        raise InvalidRequest("nested multipart bodies are not accepted")
+                    continue
+                is_file = part.filename is not None
+                cap = limit - total if is_file else min(limit - total, limits.max_form_field_bytes)
+                data = await _read_part(part, cap, is_file, limits, (limit, key))
+                total += len(data)
+                value: Any
+                if is_file:
+                    ctype = part.headers.get("Content-Type", "application/octet-stream")
+                    value = UploadedFile(part.filename or "", ctype, data)
+                else:
+                    value = data.decode("utf-8", errors="replace")
+                _add_field(fields, part.name, value)
+    except TimeoutError as exc:
+        raise _timed_out(limits) from exc
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed body
+        detail = exc.message if isinstance(exc, HttpProcessingError) else exc
+        raise closing(InvalidRequest(f"malformed multipart body: {detail}")) from exc
+    return fields
+
+
+async def _read_part(
+    part: BodyPartReader, cap: int, is_file: bool, limits: RequestLimits, body: tuple[int, str]
+) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(READ_CHUNK):
+        data += chunk
+        if len(data) > cap:
+            if is_file or cap < limits.max_form_field_bytes:
+                raise _too_large("the upload", *body)
+            raise closing(
+                PayloadTooLarge(
+                    f"form field {part.name!r} is larger than {limits.max_form_field_bytes} "
+                    "bytes (server setting max_form_field_kb)",
+                    param=part.name,
+                )
+            )
+    return bytes(data)
+
+
+def _too_many_fields(limits: RequestLimits) -> LollmsError:
+    return closing(
+        PayloadTooLarge(
+            f"the form has more than {limits.max_form_fields} fields "
+            "(server setting max_form_fields)"
+        )
+    )
+
+
+def _add_field(fields: dict[str, Any], raw_name: str, value: Any) -> None:
+    name = raw_name.removesuffix("[]")
+    if name in fields:
+        previous = fields[name]
+        if isinstance(previous, list):
+            previous.append(value)
+        else:
+            fields[name] = [previous, value]
+    else:
+        fields[name] = [value] if raw_name.endswith("[]") else value
+
+
+async def read_urlencoded(request: web.Request) -> dict[str, Any]:
+    """An urlencoded form (repeated names as lists), within the same bounds as a multipart one."""
+    limits = limits_of(request)
+    raw = (await read_body(request)).decode("utf-8", errors="replace")
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=limits.max_form_fields)
+    except ValueError as exc:
+        raise _too_many_fields(limits) from exc
+    fields: dict[str, Any] = {}
+    for name, value in pairs:
+        if len(value) > limits.max_form_field_bytes:
+            raise PayloadTooLarge(
+                f"form field {name[:64]!r} is larger than {limits.max_form_field_bytes} bytes "
+                "(server setting max_form_field_kb)",
+                param=name[:64],
+            )
+        _add_field(fields, name, value)
+    return fields
