@@ -31,18 +31,16 @@ from lollms_server.bindings import (
     Result,
     monotonic_ms,
 )
-from lollms_server.config import default_data_dir
 from lollms_server.errors import (
-    BackendError,
     BackendUnavailable,
     InvalidRequest,
-    ModelNotFound,
 )
 from lollms_server.resilience import RetryPolicy
 from lollms_server.upstream import Upstream
 
 from .catalog import Catalog, ModelFile, model_info
 from .devices import gpu_placement, placement
+from .models import ModelFolders
 from .process import ModelProcess, unavailable
 from .settings import LlamaCppSettings
 from .tool_use import call_start, prepare, worker_args
@@ -71,7 +69,7 @@ LLAMA_PARAMETERS = (
 LOCAL_RETRY = RetryPolicy(attempts=2, backoff_s=0.05, max_backoff_s=0.1, max_retry_after_s=1.0)
 
 
-class LlamaCppBinding(Binding):
+class LlamaCppBinding(ModelFolders, Binding):
     """Local GGUF models served by managed llama.cpp server processes."""
 
     name = "llamacpp"
@@ -90,54 +88,7 @@ class LlamaCppBinding(Binding):
         self._locks: dict[str, asyncio.Lock] = {}
         self._crashed: dict[str, str] = {}  # model -> how its process died, until it runs again
 
-    # -- models -----------------------------------------------------------------------------
-
-    def folders(self) -> list[Path]:
-        """The models folders: `models_folders`, else `<data dir>/models/ttt`."""
-        configured = self.config.get("models_folders") or []
-        if configured:
-            return [Path(folder).expanduser() for folder in configured]
-        return [(self.data_dir or default_data_dir()) / "models" / "ttt"]
-
-    @property
-    def catalog(self) -> Catalog:
-        """The catalog of the current folders (rebuilt when they change)."""
-        folders = self.folders()
-        if self._catalog is None or self._catalog.folders != folders:
-            self._catalog = Catalog(folders)
-        return self._catalog
-
-    async def _scan(self) -> dict[str, ModelFile]:
-        catalog = self.catalog
-        if not catalog.existing_folders():
-            shown = ", ".join(str(folder) for folder in catalog.folders)
-            raise BackendUnavailable(
-                f"no models folder of {self.instance_name!r} exists ({shown})",
-                binding=self.instance_name,
-            )
-        return await asyncio.to_thread(catalog.scan)
-
-    async def _file(self, model: str) -> ModelFile:
-        files = await self._scan()
-        found = files.get(model)
-        if found is None:
-            listed = ", ".join(sorted(files)) or "none"
-            raise ModelNotFound(
-                f"{self.instance_name!r} has no model {model!r}; models: {listed}",
-                binding=self.instance_name,
-                param="model",
-            )
-        if found.header is None:
-            raise BackendError(
-                f"model {model!r} of {self.instance_name!r} is not a readable GGUF file: "
-                f"{found.error}",
-                binding=self.instance_name,
-            )
-        return found
-
-    def is_embedding(self, file: ModelFile) -> bool:
-        """Listed in `embedding_models`, or a GGUF that declares a pooling type."""
-        return file.name in self.config.get("embedding_models", []) or file.declares_embedding
+    # -- models ---------------------------------------------------------------------------
 
     async def list_models(self) -> list[ModelInfo]:
         """Every GGUF model of the folders, with header metadata and loaded state."""
@@ -149,7 +100,11 @@ class LlamaCppBinding(Binding):
             memory = process.rss_bytes() if process is not None and loaded else None
             infos.append(
                 model_info(
-                    file, embedding=self.is_embedding(file), loaded=loaded, memory_bytes=memory
+                    file,
+                    embedding=self.is_embedding(file),
+                    tools=self.serves_tools(file),
+                    loaded=loaded,
+                    memory_bytes=memory,
                 )
             )
         return infos
@@ -157,8 +112,18 @@ class LlamaCppBinding(Binding):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Decide whether the core places models on GPUs, then load the `preload` models."""
+        """Decide whether the core places models on GPUs, warn about models the settings name
+        that no folder holds, then load the `preload` models."""
         self.gpu_placement = await gpu_placement(self.config.get("gpu_placement", "auto"), self.log)
+        if self.catalog.existing_folders():
+            missing = self.missing_models(await self._scan())
+            if missing:
+                self.log.warning(
+                    "instance %r: settings name models that no models folder holds (%s): %s",
+                    self.instance_name,
+                    ", ".join(str(folder) for folder in self.catalog.existing_folders()),
+                    "; ".join(missing),
+                )
         for model in self.config.get("preload", []):
             await self.load(model)
 
@@ -261,9 +226,15 @@ class LlamaCppBinding(Binding):
         if self.is_embedding(file):
             args.append("--embedding")
         args += worker_args(self.chat_template(file.name))
-        if config.get("extra_args"):
-            args += ["--extra", json.dumps(config["extra_args"])]
+        extra = self.extra_args(file.name)
+        if extra:
+            args += ["--extra", json.dumps(extra)]
         return args
+
+    def extra_args(self, model: str) -> dict[str, Any]:
+        """`extra_args`, with the model's `model_extra_args` entry over it."""
+        per_model = (self.config.get("model_extra_args") or {}).get(model) or {}
+        return {**(self.config.get("extra_args") or {}), **per_model}
 
     def _worker_env(self, model: str) -> dict[str, str]:
         """Environment variables of the model's worker (the GPU it may see)."""
@@ -275,10 +246,14 @@ class LlamaCppBinding(Binding):
             self.device_for(model), self.gpu_placement, self.config.get("n_gpu_layers")
         )
 
-    def chat_template(self, model: str) -> str | None:
-        """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
-        per_model = self.config.get("chat_templates") or {}
-        return per_model.get(model) or self.config.get("chat_template") or None
+    def max_concurrency(self, model: str) -> int:
+        """The worker's `n_parallel` slots."""
+        return int(self.config.get("n_parallel", 2))
+
+    def context_length(self, model: str) -> int | None:
+        """One slot's context: `n_ctx` split over `n_parallel` (None: the GGUF's own)."""
+        n_ctx = int(self.config.get("n_ctx", 4096))
+        return n_ctx // self.max_concurrency(model) if n_ctx else None
 
     def _prepared(self, request: GenerationRequest) -> GenerationRequest:
         """The request with a required tool call made unavoidable (see tool_use)."""
@@ -311,11 +286,19 @@ class LlamaCppBinding(Binding):
             for model, why in sorted(self._crashed.items())
             if model not in self._processes
         ]
+        missing = self.missing_models(await self._scan())
         latency = monotonic_ms() - started
+        if missing:
+            missing = [
+                f"models named in settings but not in the models folders: {'; '.join(missing)}"
+            ]
         if problems:
             total = len(processes) + sum(1 for m in self._crashed if m not in self._processes)
             state: HealthState = "down" if len(problems) == total else "degraded"
-            return Health(state, "; ".join(problems), latency, restartable=bool(self._dead()))
+            detail = "; ".join(problems + missing)
+            return Health(state, detail, latency, restartable=bool(self._dead()))
+        if missing:
+            return Health("degraded", missing[0], latency)
         loaded = ", ".join(sorted(self._processes)) or "none"
         return Health("up", f"models loaded: {loaded}", latency)
 

@@ -88,7 +88,7 @@ def _is_auxiliary(name: str) -> bool:
 
 
 def model_info(
-    file: ModelFile, *, embedding: bool, loaded: bool, memory_bytes: int | None
+    file: ModelFile, *, embedding: bool, tools: bool, loaded: bool, memory_bytes: int | None
 ) -> ModelInfo:
     """The ModelInfo of a file: real header metadata, file size as the memory estimate."""
     header = file.header
@@ -117,6 +117,7 @@ def model_info(
         gguf_version=header.version,
     )
     capabilities = {"ttt", "stream"} | ({"embeddings"} if embedding else set())
+    capabilities |= {"tools"} if tools else set()
     context = header.arch_value("context_length")
     return ModelInfo(
         name=file.name,

@@ -24,6 +24,8 @@ from .worker import READY
 LEVEL = re.compile(r"^\S+ ([IWE]) ")
 LEVELS = {"E": logging.ERROR, "W": logging.WARNING}
 TAIL_LINES = 20
+#: Lines without a llama.cpp level (Python's, the worker's) that say what went wrong.
+CAUSE = re.compile(r"error:|failed to|cannot |exception", re.IGNORECASE)
 
 
 class ModelProcess:
@@ -45,6 +47,7 @@ class ModelProcess:
         self.url = ""
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.cause: str | None = None  # the first error line: llama.cpp's root cause
         self._pumps: list[asyncio.Task[None]] = []
         self._ready: asyncio.Future[str] | None = None
         self.api_key = secrets.token_urlsafe(24)
@@ -160,10 +163,21 @@ class ModelProcess:
             level = LEVELS.get(match.group(1), logging.DEBUG) if match else logging.DEBUG
             if line.startswith("lollms_llamacpp.worker:"):
                 level = logging.ERROR
+            if self.cause is None and (
+                level == logging.ERROR or (not match and CAUSE.search(line))
+            ):
+                self.cause = line[match.end() :] if match else line
             self.log.log(level, "[%s] %s", self.model, line)
 
     def _tail_text(self) -> str:
-        lines = [line for line in self.tail if " I " not in line[:20]][-5:]
+        """`: <root cause> | <last warning and error lines>`: what a failed start reports.
+
+        llama.cpp names the cause once, then logs a cascade of "failed to ..." lines; the
+        first error line is the one that says why (e.g. a K cache type the model's head
+        size does not allow)."""
+        lines = [line for line in self.tail if " I " not in line[:20]][-4:]
+        if self.cause is not None:
+            lines = [f"cause: {self.cause}", *(ln for ln in lines if self.cause not in ln)]
         return (": " + " | ".join(lines)) if lines else ""
 
     async def stop(self, grace_s: float) -> None:

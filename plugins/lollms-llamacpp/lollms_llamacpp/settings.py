@@ -55,6 +55,12 @@ class LlamaCppSettings(Schema):
     embedding_models = fields.List(fields.String(), load_default=list)
     preload = fields.List(fields.String(), load_default=list)
     extra_args = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+    model_extra_args = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Raw()),
+        load_default=dict,
+        metadata={"help": "extra_args per model name, over the instance's extra_args"},
+    )
     chat_template = fields.String(
         load_default=None,
         allow_none=True,
@@ -92,10 +98,25 @@ class LlamaCppSettings(Schema):
 
     @validates("extra_args")
     def _check_extra_args(self, value: dict[str, Any], **kwargs: Any) -> None:
-        for key, item in value.items():
-            if key == "chat_template":
-                raise ValidationError("set the chat_template setting, not extra_args.chat_template")
-            if key.split(".")[0] in MANAGED_PARAMS:
-                raise ValidationError(f"{key!r} is set by the binding; remove it from extra_args")
-            if not isinstance(item, (bool, int, float, str)):
-                raise ValidationError(f"{key!r}: values are numbers, strings or booleans")
+        problem = extra_args_problem(value)
+        if problem:
+            raise ValidationError(problem)
+
+    @validates("model_extra_args")
+    def _check_model_extra_args(self, value: dict[str, dict[str, Any]], **kwargs: Any) -> None:
+        for model, args in value.items():
+            problem = extra_args_problem(args)
+            if problem:
+                raise ValidationError(f"{model!r}: {problem}")
+
+
+def extra_args_problem(value: dict[str, Any]) -> str | None:
+    """Why an `extra_args` table is unusable, or None."""
+    for key, item in value.items():
+        if key == "chat_template":
+            return "set the chat_template setting, not extra_args.chat_template"
+        if key.split(".")[0] in MANAGED_PARAMS:
+            return f"{key!r} is set by the binding; remove it from extra_args"
+        if not isinstance(item, (bool, int, float, str)):
+            return f"{key!r}: values are numbers, strings or booleans"
+    return None

@@ -31,7 +31,9 @@ def vocabulary() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def write_tiny_gguf(path: Path, seed: int = 0, embedding: bool = False) -> Path:
+def write_tiny_gguf(
+    path: Path, seed: int = 0, embedding: bool = False, chat_template: str = CHATML_TEMPLATE
+) -> Path:
     """Write the model to `path` and return it; `embedding` marks it for pooling use."""
     import gguf
     import numpy as np
@@ -64,7 +66,7 @@ def write_tiny_gguf(path: Path, seed: int = 0, embedding: bool = False) -> Path:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
     token_embd = weight(vocab, EMBED)
     token_embd[:, 0] = 8.0

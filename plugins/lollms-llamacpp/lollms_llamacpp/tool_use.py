@@ -19,6 +19,8 @@ as a string only (a named function falls back to "auto"), so a named choice is s
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 BUILTIN_TEMPLATES = {"chatml-tools": "chatml_tools.jinja"}
 #: What a tool call starts with under each shipped template.
 BUILTIN_CALL_STARTS = {"chatml-tools": "<tool_call>\n"}
+#: A template that reads the `tools` variable renders them into the prompt.
+USES_TOOLS = re.compile(r"\btools\b")
 
 
 def is_inline(value: str) -> bool:
@@ -57,6 +61,27 @@ def template_problem(value: str) -> str | None:
         f"chat template {value!r} is neither a shipped template ({shipped}), "
         "nor an existing .jinja file, nor Jinja text"
     )
+
+
+def template_text(value: str) -> str:
+    """The Jinja text of a `chat_template` value ("" when its file cannot be read)."""
+    path = template_file(value)
+    if path is None:
+        return value
+    try:
+        return _read_template(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=64)
+def _read_template(path: str, mtime_ns: int) -> str:
+    return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def lists_tools(value: str) -> bool:
+    """True when a chat template (a setting value or Jinja text) puts `tools` in the prompt."""
+    return bool(USES_TOOLS.search(template_text(value)))
 
 
 def worker_args(value: str | None) -> list[str]:

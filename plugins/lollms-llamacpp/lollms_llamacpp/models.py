@@ -1,0 +1,99 @@
+"""The models side of a `llamacpp` instance: its folders, their GGUF files, what settings name.
+
+A mixin of LlamaCppBinding (binding.py), which holds the processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lollms_server.config import default_data_dir
+from lollms_server.errors import BackendError, BackendUnavailable, ModelNotFound
+
+from .catalog import Catalog, ModelFile
+from .tool_use import lists_tools
+
+#: Settings that name models (lists, or tables by model name).
+MODEL_SETTINGS = ("embedding_models", "preload", "chat_templates", "model_extra_args")
+
+
+class ModelFolders:
+    """Folders of GGUF files, looked up by model name."""
+
+    instance_name: str
+    config: dict[str, Any]
+    data_dir: Path | None
+    _catalog: Catalog | None
+
+    def folders(self) -> list[Path]:
+        """The models folders: `models_folders`, else `<data dir>/models/ttt`."""
+        configured = self.config.get("models_folders") or []
+        if configured:
+            return [Path(folder).expanduser() for folder in configured]
+        return [(self.data_dir or default_data_dir()) / "models" / "ttt"]
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog of the current folders (rebuilt when they change)."""
+        folders = self.folders()
+        if self._catalog is None or self._catalog.folders != folders:
+            self._catalog = Catalog(folders)
+        return self._catalog
+
+    async def _scan(self) -> dict[str, ModelFile]:
+        catalog = self.catalog
+        if not catalog.existing_folders():
+            shown = ", ".join(str(folder) for folder in catalog.folders)
+            raise BackendUnavailable(
+                f"no models folder of {self.instance_name!r} exists ({shown})",
+                binding=self.instance_name,
+            )
+        return await asyncio.to_thread(catalog.scan)
+
+    async def _file(self, model: str) -> ModelFile:
+        files = await self._scan()
+        found = files.get(model)
+        if found is None:
+            listed = ", ".join(sorted(files)) or "none"
+            raise ModelNotFound(
+                f"{self.instance_name!r} has no model {model!r}; models: {listed}",
+                binding=self.instance_name,
+                param="model",
+            )
+        if found.header is None:
+            raise BackendError(
+                f"model {model!r} of {self.instance_name!r} is not a readable GGUF file: "
+                f"{found.error}",
+                binding=self.instance_name,
+            )
+        return found
+
+    def is_embedding(self, file: ModelFile) -> bool:
+        """Listed in `embedding_models`, or a GGUF that declares a pooling type."""
+        return file.name in self.config.get("embedding_models", []) or file.declares_embedding
+
+    def missing_models(self, files: Mapping[str, ModelFile]) -> list[str]:
+        """`<setting>: '<model>'` for each model a setting names that no folder holds."""
+        named = {setting: list(self.config.get(setting) or ()) for setting in MODEL_SETTINGS}
+        return [
+            f"{setting}: {model!r}"
+            for setting, models in named.items()
+            for model in models
+            if model not in files
+        ]
+
+    def chat_template(self, model: str) -> str | None:
+        """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
+        per_model = self.config.get("chat_templates") or {}
+        return per_model.get(model) or self.config.get("chat_template") or None
+
+    def serves_tools(self, file: ModelFile) -> bool:
+        """True when the model's chat template (configured, else the GGUF's) lists tools."""
+        configured = self.chat_template(file.name)
+        if configured:
+            return lists_tools(configured)
+        own = file.header.get("tokenizer.chat_template") if file.header else None
+        return isinstance(own, str) and lists_tools(own)

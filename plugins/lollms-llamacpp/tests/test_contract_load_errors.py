@@ -1,0 +1,50 @@
+"""Real llama.cpp loads: per-model extra_args, and a failed load's 502 naming its root cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lollms_llamacpp import LlamaCppBinding
+
+from lollms_server.testing import serve_binding
+
+from .conftest import TINY, TINY_EMBED
+
+#: llama.cpp's own words when a q8_0 K cache meets the tiny models' head size of 16.
+CAUSE = "K cache type q8_0 with block size 32 does not divide n_embd_head_k=16"
+
+
+async def test_extra_args_per_model_and_the_root_cause_of_a_failed_load(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """A global q8_0 K cache breaks models whose head size is 16: the embedding model's own
+    entry sets F16 and it serves; the chat model fails with a 502 that says why."""
+    settings = {
+        "models_folders": [str(tiny_models)],
+        "embedding_models": [TINY_EMBED],
+        "n_ctx": 512,
+        "n_parallel": 1,
+        "n_threads": 2,
+        "extra_args": {"cache_type_k": "GGML_TYPE_Q8_0"},
+        "model_extra_args": {TINY_EMBED: {"cache_type_k": "GGML_TYPE_F16"}},
+    }
+    async with serve_binding(LlamaCppBinding, "local", settings, tmp_path / "data") as client:
+        embedded = await client.post(
+            "/v1/embeddings", json={"model": f"local/{TINY_EMBED}", "input": ["hello world"]}
+        )
+        assert embedded.status == 200, await embedded.text()
+        assert len((await embedded.json())["data"][0]["embedding"]) == 64
+        failed = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": f"local/{TINY}",
+                "messages": [{"role": "user", "content": "hello"}],
+                "max_tokens": 4,
+            },
+        )
+        assert failed.status == 502, await failed.text()
+        message = (await failed.json())["error"]["message"]
+        cause = message.split("cause: ", 1)[-1].split(" | ")[0]
+        assert CAUSE in cause, message  # the first error line, not the cascade after it
+        assert f"model {TINY!r}" in message and "while starting" in message
+        assert "Traceback" not in message
