@@ -1,4 +1,11 @@
-"""Listing the models of binding instances: concurrently, bounded in time, errors kept."""
+"""Listing the models of binding instances: concurrently, bounded in time, errors kept, and
+only what the caller may use.
+
+Every listing (`/v1/models`, `/api/tags`, `/api/ps`, `list_models`, `list_available_models`,
+`list_bindings`, `list_active_bindings`, the pages) goes through `visible_bindings` and
+`visible_models`: a key sees the instances and models its allow-lists admit, and a request
+with no known caller sees nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,10 @@ from dataclasses import dataclass
 
 from . import health
 from .bindings import Binding, ModelInfo
-from .errors import LollmsError
+from .errors import LollmsError, NotFound
 from .guard import guarded
 from .registry import Registry
+from .security.principal import current
 
 
 @dataclass
@@ -27,15 +35,49 @@ class InstanceModels:
         return self.binding.instance_name
 
 
+def visible_bindings(bindings: Registry | Iterable[Binding]) -> list[Binding]:
+    """The instances the current caller may use, in the given order."""
+    principal = current()
+    if principal is None:
+        return []
+    return [b for b in bindings if principal.may_use_instance(b.instance_name)]
+
+
+def visible_models(binding: Binding, models: Iterable[ModelInfo]) -> list[ModelInfo]:
+    """The models of `binding` the current caller may use."""
+    principal = current()
+    if principal is None:
+        return []
+    return [m for m in models if principal.may_use(binding.instance_name, m.name)]
+
+
+def visible_instance(registry: Registry, name: str) -> Binding:
+    """The instance called `name` if the caller may use it; NotFound otherwise (an instance
+    outside the key's allow-list is answered as one that does not exist)."""
+    binding = registry.instances.get(name)
+    if binding is None or not visible_bindings([binding]):
+        known = ", ".join(b.instance_name for b in visible_bindings(registry)) or "none"
+        raise NotFound(
+            f"no binding instance named {name!r}; instances: {known}", param="binding_name"
+        )
+    return binding
+
+
+async def list_models_of(binding: Binding) -> list[ModelInfo]:
+    """The visible models of one instance; a backend failure raises (never an empty list)."""
+    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    return visible_models(binding, models)
+
+
 async def list_instance(binding: Binding) -> InstanceModels:
-    """The models of one instance (bounded in time, errors kept)."""
+    """The visible models of one instance (bounded in time, errors kept)."""
     try:
-        models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+        models = await list_models_of(binding)
     except LollmsError as exc:
         return InstanceModels(binding, [], exc)
-    return InstanceModels(binding, list(models))
+    return InstanceModels(binding, models)
 
 
 async def gather_models(bindings: Registry | Iterable[Binding]) -> list[InstanceModels]:
-    """The models of every instance, listed concurrently, in the given order."""
-    return list(await asyncio.gather(*(list_instance(b) for b in bindings)))
+    """The visible models of every visible instance, listed concurrently, in the given order."""
+    return list(await asyncio.gather(*(list_instance(b) for b in visible_bindings(bindings))))

@@ -10,9 +10,9 @@ from marshmallow import RAISE, ValidationError
 
 from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
-from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound
+from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound, NotSupported
 from .plugins import Plugins
-from .security.principal import current as current_principal
+from .security.principal import caller
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,30 @@ class Target:
         """`<instance>/<model>`."""
         return f"{self.binding.instance_name}/{self.model}"
 
+    @property
+    def default_max_tokens(self) -> int:
+        """The `max_tokens` of a text request that sets none: the instance's
+        `default_max_tokens`, never past the model's context where the binding knows it."""
+        cap = self.binding.default_max_tokens
+        context = self.binding.context_length(self.model)
+        return min(cap, context) if context else cap
+
     def require(self, capability: str, doing: str, param: str) -> None:
-        """A 400 naming what was asked (`doing`) unless the binding has `capability`."""
-        binding = self.binding
-        if capability not in binding.capabilities:
-            raise InvalidRequest(
-                f"{self.ref} cannot {doing} (binding type {binding.name} has no {capability} "
-                "capability)",
-                binding=binding.instance_name,
-                param=param,
-            )
+        """A 501 naming what was asked (`doing`) unless the binding has `capability`."""
+        require(self.binding, capability, f"{self.ref} cannot {doing}", param)
+
+
+def require(binding: Binding, capability: str, what: str, param: str | None = None) -> None:
+    """The one capability check: 501 NotSupported (`what` the caller asked, and what the
+    binding lacks) unless `binding` has `capability`; malformed requests stay 400."""
+    if capability in binding.capabilities:
+        return
+    if capability in GENERATION_TYPES:
+        can = ", ".join(sorted(set(binding.capabilities) & set(GENERATION_TYPES)))
+        lacks = f"it does: {can or 'nothing'}"
+    else:
+        lacks = f"binding type {binding.name} has no {capability} capability"
+    raise NotSupported(f"{what} ({lacks})", binding=binding.instance_name, param=param)
 
 
 class Registry:
@@ -102,17 +116,14 @@ class Registry:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
             instance, model = default_instance, model or default_model
         binding = self.get(instance)
-        if generation_type not in binding.capabilities:
-            can = ", ".join(sorted(set(binding.capabilities) & set(GENERATION_TYPES)))
-            raise InvalidRequest(
-                f"binding instance {instance!r} (type {binding.name}) cannot do "
-                f"{generation_type!r}; it does: {can or 'nothing'}",
-                binding=instance,
-            )
-        model = model or self.default_models.get(instance) or await _first_model(binding)
-        principal = current_principal()
-        if principal is not None:
-            principal.check_target(instance, model)
+        what = f"binding instance {instance!r} (type {binding.name}) cannot do {generation_type!r}"
+        require(binding, generation_type, what)
+        model = (
+            model
+            or self.default_models.get(instance)
+            or await _default_model(binding, generation_type)
+        )
+        caller().check_target(instance, model)  # no known caller: refused (fail closed)
         return Target(binding, model)
 
     async def _resolve_route(self, generation_type: str, name: str) -> Target:
@@ -140,14 +151,14 @@ class _BareModel(Exception):
     """Internal: the reference names no instance."""
 
 
-async def _first_model(binding: Binding) -> str:
-    models = await binding.list_models()
-    if not models:
+async def _default_model(binding: Binding, generation_type: str) -> str:
+    model = await binding.default_model(generation_type)
+    if not model:
         raise ModelNotFound(
             f"binding instance {binding.instance_name!r} has no models",
             binding=binding.instance_name,
         )
-    return models[0].name
+    return model
 
 
 def build_registry(config: Config, plugins: Plugins) -> Registry:
@@ -197,4 +208,7 @@ def _instantiate(spec: InstanceConfig, plugins: Plugins) -> Binding:
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
-    return cls(spec.name, settings)
+    binding = cls(spec.name, settings)
+    if spec.default_max_tokens is not None:
+        binding.default_max_tokens = spec.default_max_tokens
+    return binding

@@ -74,6 +74,7 @@ class WorkflowContext:
             parameters=parameters,
             personality=personality,
         )
+        inner.in_script = True
         return await service.generate(inner)
 
     async def generate_text(self, prompt: str, **options: Any) -> str:

@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..keys import AUDIT, KEYSTORE, LIFECYCLE, REGISTRY
+from ..keys import AUDIT, KEYSTORE, REGISTRY
 from ..library import reload_library
 from ..registry import Target
+from ..resources.actions import Action, change_model
 from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema, ReloadSchema
 from ..security.auth import REQUEST_PRINCIPAL
 from ..security.principal import Principal
@@ -43,6 +44,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def create_key(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Create a key."""
     days = body.pop("expires_in_days")
+    request.app[KEYSTORE].refuse_first_admin(body["role"])
     key, record = request.app[KEYSTORE].create(
         body.pop("name"),
         body.pop("role"),
@@ -74,19 +76,9 @@ async def audit_log(request: web.Request, query: dict[str, Any]) -> web.Response
     return web.json_response({"events": request.app[AUDIT].query(**query)})
 
 
-async def _model_action(request: web.Request, body: dict[str, Any], action: str) -> web.Response:
+async def _model_action(request: web.Request, body: dict[str, Any], action: Action) -> web.Response:
     binding = request.app[REGISTRY].get(body["binding_name"])
-    target = Target(binding, body["model_name"])
-    started = time.monotonic()
-    result: int | None = None
-    if action == "load":
-        result = await request.app[LIFECYCLE].load(target)
-    else:
-        await request.app[LIFECYCLE].unload(target)
-    await request.app[AUDIT].record(
-        action, status=200, instance=binding.instance_name, model=body["model_name"],
-        duration_ms=round((time.monotonic() - started) * 1000, 3), **_actor(request),
-    )  # fmt: skip
+    result = await change_model(request, Target(binding, body["model_name"]), action)
     return web.json_response(
         {"binding_instance": binding.instance_name, "model_name": body["model_name"],
          "status": "loaded" if action == "load" else "unloaded", "memory_bytes": result}

@@ -118,6 +118,18 @@ class Lifecycle:
         await guarded(binding, binding.unload(target.model), self.timeout_s)
         binding.placements.pop(target.model, None)
 
+    def unload_refusal(self, target: Target) -> str | None:
+        """Why an explicit unload of `target` is refused now (pinned, busy), or None."""
+        instance, model = target.binding.instance_name, target.model
+        if target.ref in self.pinned or instance in self.pinned:
+            return f"{target.ref} is pinned ([resources] pinned); unpin it in the config first"
+        lane = self.scheduler.lanes.get((instance, model))
+        if lane is not None and (lane.active > 0 or lane.waiting):
+            return f"{target.ref} is busy ({lane.active} generation(s) running, " + (
+                f"{len(lane.waiting)} waiting); try again when they are done"
+            )
+        return None
+
     def used_by_device(self) -> dict[str, int]:
         """Bytes the loaded models take on each device."""
         used: dict[str, int] = {}

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequest, NotFound, Unauthorized
+from ..errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from ..store import Store
-from .principal import ROLES, Principal, Role
+from .principal import ROLES, Principal, Role, split_entry
 
 KEY_FORMAT = re.compile(r"^lollms_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _DUMMY_SALT = secrets.token_bytes(16)
@@ -133,6 +133,12 @@ class KeyStore:
         )
         bindings = sorted(allowed_bindings) if allowed_bindings else None
         models = sorted(allowed_models) if allowed_models else None
+        malformed = [entry for entry in models or () if split_entry(entry) == ("", "")]
+        if malformed:
+            raise InvalidRequest(
+                f"allowed_models entries are `<instance>/<model>`; got {', '.join(malformed)}",
+                param="allowed_models",
+            )
         self.store.write_now(
             "INSERT INTO api_keys(id, name, role, salt, hash, created_at, expires_at,"
             " allowed_bindings, allowed_models, rpm, tpm, max_concurrent)"
@@ -145,6 +151,19 @@ class KeyStore:
             ),
         )  # fmt: skip
         return f"lollms_{key_id}_{secret}", self.get(key_id)
+
+    def refuse_first_admin(self, role: str) -> None:
+        """Forbidden for an admin key while no active admin key exists: over HTTP (local
+        access included) only an admin key holder makes admin keys; the first comes from the
+        CLI (`lollms-server keys create --role admin`)."""
+        if role == "admin" and not any(
+            k.role == "admin" and k.status() == "active" for k in self.list()
+        ):
+            raise Forbidden(
+                "the first admin key can only be made with the CLI: "
+                "`lollms-server keys create --name <name> --role admin`",
+                param="role",
+            )
 
     def get(self, key_id: str) -> KeyRecord:
         """One key's record, or NotFound."""

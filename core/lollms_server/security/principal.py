@@ -33,14 +33,39 @@ class Principal:
         """True for the admin role."""
         return self.role == "admin"
 
+    def may_use_instance(self, instance: str) -> bool:
+        """True when this principal may use some model of binding instance `instance`."""
+        if self.allowed_bindings is not None and instance not in self.allowed_bindings:
+            return False
+        return self.allowed_models is None or any(
+            split_entry(entry)[0] == instance for entry in self.allowed_models
+        )
+
+    def may_use(self, instance: str, model: str) -> bool:
+        """True when this principal may use model `model` of instance `instance`.
+
+        An `allowed_models` entry names an instance and a model (`<instance>/<model>`, split
+        at the first `/`); both must match exactly, so `echo/echo` never admits the model
+        `echo/echo` of another instance. An entry without an instance admits nothing.
+        """
+        if self.allowed_bindings is not None and instance not in self.allowed_bindings:
+            return False
+        return self.allowed_models is None or (instance, model) in {
+            split_entry(entry) for entry in self.allowed_models
+        }
+
     def check_target(self, instance: str, model: str) -> None:
         """Raise Forbidden unless this principal may use `<instance>/<model>`."""
         if self.allowed_bindings is not None and instance not in self.allowed_bindings:
             raise Forbidden(f"this key may not use binding instance {instance!r}")
-        if self.allowed_models is not None and not (
-            model in self.allowed_models or f"{instance}/{model}" in self.allowed_models
-        ):
-            raise Forbidden(f"this key may not use model {instance}/{model}")
+        if not self.may_use(instance, model):
+            raise Forbidden(f"this key may not use model {model!r} of instance {instance!r}")
+
+
+def split_entry(entry: str) -> tuple[str, str]:
+    """An allow-list entry `<instance>/<model>` as (instance, model); ('', '') when malformed."""
+    instance, sep, model = entry.partition("/")
+    return (instance, model) if sep and instance and model else ("", "")
 
 
 ANONYMOUS = Principal(role="user", name="anonymous")
@@ -62,3 +87,18 @@ def reset_current(token: contextvars.Token[Principal | None]) -> None:
 def current() -> Principal | None:
     """The caller of the running request, or None outside a request (CLI, start-up)."""
     return _current.get()
+
+
+def caller() -> Principal:
+    """The caller of the running request; Forbidden when none is known (fail closed).
+
+    A thread a script starts itself does not carry the request's caller: work done from it
+    (e.g. `context.generate`) is refused rather than run for nobody.
+    """
+    principal = _current.get()
+    if principal is None:
+        raise Forbidden(
+            "no caller is known for this generation (it was started outside a request, e.g. "
+            "from a thread a script started itself); refused"
+        )
+    return principal

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api.openapi import OPENAPI_PATH, openapi_document
+from ..security.auth import requires
 from .forms import query_text
 from .render import page_handler, render
 
@@ -29,6 +30,7 @@ CONSTRAINTS = (
 
 
 @routes.get("/api-docs", name="api_docs")
+@requires("public")
 @page_handler
 async def api_docs(request: web.Request) -> web.Response:
     """Every documented route; `q` searches paths and summaries."""

@@ -9,9 +9,11 @@ from aiohttp import web
 
 from .. import health
 from ..errors import LollmsError
-from ..keys import LIFECYCLE, PLUGINS, REGISTRY
-from ..listing import gather_models, list_instance
+from ..keys import PLUGINS, REGISTRY
+from ..listing import gather_models, list_instance, visible_bindings, visible_instance
 from ..registry import Target
+from ..resources.actions import Action, change_model
+from ..security.auth import requires
 from .catalog import binding_types, instance_view
 from .filters import human_bytes
 from .forms import ModelActionForm, read_action, read_page_form
@@ -21,18 +23,20 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/bindings", name="bindings")
+@requires("user")
 @page_handler
 async def bindings(request: web.Request) -> web.Response:
     """Binding types and instances (settings masked), with health and models."""
     registry = request.app[REGISTRY]
-    states, listings = await asyncio.gather(health.check_all(registry), gather_models(registry))
+    visible = visible_bindings(registry)
+    states, listings = await asyncio.gather(health.check_all(visible), gather_models(visible))
     plugins = request.app[PLUGINS]
     context = {
         "types": binding_types(plugins),
         "plugin_errors": plugins.errors,
         "instances": [
             instance_view(registry, b, states[b.instance_name], listing)
-            for b, listing in zip(registry, listings, strict=True)
+            for b, listing in zip(visible, listings, strict=True)
         ],
     }
     return await render(request, "bindings.html", "_bindings.html", context)
@@ -42,7 +46,7 @@ async def _instance(
     request: web.Request, notice: str | None = None, failure: LollmsError | None = None
 ) -> web.Response:
     registry = request.app[REGISTRY]
-    binding = registry.get(request.match_info["instance"])
+    binding = visible_instance(registry, request.match_info["instance"])
     state, listing = await asyncio.gather(health.check(binding), list_instance(binding))
     context: dict[str, Any] = {
         "instance": instance_view(registry, binding, state, listing),
@@ -54,17 +58,19 @@ async def _instance(
 
 
 @routes.post("/bindings/{instance}/health")
+@requires("user")
 @page_handler
 async def check_health(request: web.Request) -> web.StreamResponse:
     """Check one instance's health now."""
     await read_action(request)
     if not is_htmx(request):
-        request.app[REGISTRY].get(request.match_info["instance"])  # 404 for an unknown one
+        visible_instance(request.app[REGISTRY], request.match_info["instance"])  # 404 if unknown
         return see_other("/bindings")
     return await _instance(request)
 
 
 @routes.post("/bindings/{instance}/load")
+@requires("admin")
 @page_handler
 async def load(request: web.Request) -> web.StreamResponse:
     """Load one model of an instance."""
@@ -72,22 +78,21 @@ async def load(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/bindings/{instance}/unload")
+@requires("admin")
 @page_handler
 async def unload(request: web.Request) -> web.StreamResponse:
     """Unload one model of an instance."""
     return await _model_action(request, "unload")
 
 
-async def _model_action(request: web.Request, action: str) -> web.StreamResponse:
+async def _model_action(request: web.Request, action: Action) -> web.StreamResponse:
     binding = request.app[REGISTRY].get(request.match_info["instance"])
     model = (await read_page_form(request, ModelActionForm))["model"]
     try:
-        lifecycle = request.app[LIFECYCLE]
+        used = await change_model(request, Target(binding, model), action)
         if action == "load":
-            used = await lifecycle.load(Target(binding, model))
             notice = f"loaded {model}" + (f" ({human_bytes(used)})" if used else "")
         else:
-            await lifecycle.unload(Target(binding, model))
             notice = f"unloaded {model}"
     except LollmsError as exc:
         if not is_htmx(request):

@@ -16,6 +16,7 @@ from ..bindings import ChatMessage
 from ..generation import Prepared
 from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
+from ..security.auth import requires
 from .catalog import choices
 from .forms import ChatForm, read_page_form
 from .render import is_htmx, page_handler, render
@@ -25,12 +26,14 @@ SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "seed")
 
 
 @routes.get("/playground", name="playground")
+@requires("user")
 async def playground(request: web.Request) -> web.Response:
     """The playground starts with chat."""
     raise web.HTTPFound("/playground/chat")
 
 
 @routes.get("/playground/chat", name="chat")
+@requires("user")
 @page_handler
 async def chat_page(request: web.Request) -> web.Response:
     """The chat playground, empty (`?personality=` and `?model=` preselect)."""
@@ -52,6 +55,7 @@ async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]
 
 
 @routes.post("/playground/chat")
+@requires("user")
 @page_handler
 async def chat_send(request: web.Request) -> web.Response:
     """Send a prompt: stream the answer (htmx) or answer in a new page (no JavaScript)."""

@@ -18,9 +18,10 @@ from aiohttp import web
 from .. import health
 from ..bindings import Binding
 from ..keys import CONFIG, LIFECYCLE, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
-from ..listing import gather_models
+from ..listing import gather_models, visible_bindings
 from ..resources import gpu
 from ..resources.lifecycle import Lifecycle
+from ..security.auth import requires
 from .activity import snapshot as activity_snapshot
 from .render import page_handler, render
 
@@ -29,6 +30,7 @@ REFRESH_S = 5
 
 
 @routes.get("/", name="dashboard")
+@requires("user")
 @page_handler
 async def dashboard(request: web.Request) -> web.Response:
     """Server status, instance health, loaded models, resources, activity."""
@@ -38,8 +40,9 @@ async def dashboard(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> dict[str, Any]:
     """Everything the status partial shows, read now."""
     registry = request.app[REGISTRY]
+    bindings = visible_bindings(registry)
     states, listings, gpus = await asyncio.gather(
-        health.check_all(registry), gather_models(registry), asyncio.to_thread(gpu.probe)
+        health.check_all(bindings), gather_models(bindings), asyncio.to_thread(gpu.probe)
     )
     lifecycle = request.app[LIFECYCLE]
     loaded: list[dict[str, Any]] = [
@@ -67,7 +70,7 @@ async def status(request: web.Request) -> dict[str, Any]:
                 "models": len(listing.models),
                 "error": listing.error,
             }
-            for b, listing in zip(registry, listings, strict=True)
+            for b, listing in zip(bindings, listings, strict=True)
         ],
         "loaded": loaded,
         "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),

@@ -17,6 +17,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/personalities", name="personalities")
+@requires("user")
 @page_handler
 async def personalities(request: web.Request) -> web.Response:
     """Installed personalities; `q` searches, `category` keeps one category."""
@@ -53,6 +54,7 @@ async def _personalities_view(request: web.Request, **extra: Any) -> web.Respons
 
 
 @routes.get("/personalities/{name}/icon")
+@requires("user")
 async def icon(request: web.Request) -> web.StreamResponse:
     """A personality's icon from its `assets/` folder."""
     personality = request.app[PERSONALITIES].get(request.match_info["name"])
@@ -81,6 +83,7 @@ def _is_admin(request: web.Request) -> bool:
 
 
 @routes.get("/functions", name="functions")
+@requires("user")
 @page_handler
 async def functions(request: web.Request) -> web.Response:
     """Registered functions (tools) with their parameters; `q` searches, `source` filters."""

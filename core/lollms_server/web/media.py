@@ -18,6 +18,7 @@ from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..registry import Target
+from ..security.auth import requires
 from .catalog import choices
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render
@@ -58,6 +59,7 @@ def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:
 
 
 @routes.get("/playground/image", name="image")
+@requires("user")
 @page_handler
 async def image_page(request: web.Request) -> web.Response:
     """The image playground."""
@@ -70,6 +72,7 @@ async def _image_context(request: web.Request, form: dict[str, Any]) -> dict[str
 
 
 @routes.post("/playground/image")
+@requires("user")
 @page_handler
 async def image_generate(request: web.Request) -> web.Response:
     """Text to image, or image to image when an image is uploaded; streamed with htmx."""
@@ -108,6 +111,7 @@ async def image_generate(request: web.Request) -> web.Response:
 
 
 @routes.get("/playground/audio", name="audio")
+@requires("user")
 @page_handler
 async def audio_page(request: web.Request) -> web.Response:
     """Speech and transcription playgrounds."""
@@ -127,6 +131,7 @@ async def _audio_context(request: web.Request, **extra: Any) -> dict[str, Any]:
 
 
 @routes.post("/playground/speech")
+@requires("user")
 @page_handler
 async def speech(request: web.Request) -> web.Response:
     """Text to speech: an audio player with the result."""
@@ -148,6 +153,7 @@ async def speech(request: web.Request) -> web.Response:
 
 
 @routes.post("/playground/transcribe")
+@requires("user")
 @page_handler
 async def transcribe(request: web.Request) -> web.Response:
     """Speech to text from an uploaded audio file."""

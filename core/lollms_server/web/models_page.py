@@ -9,6 +9,7 @@ from aiohttp import web
 from ..bindings import GENERATION_TYPES
 from ..keys import REGISTRY
 from ..listing import gather_models
+from ..security.auth import requires
 from .catalog import GENERATION_LABELS, model_rows
 from .forms import query_text
 from .render import page_handler, render
@@ -33,6 +34,7 @@ SEARCHED = ("name", "binding_instance", "binding_type", "family", "quantization"
 
 
 @routes.get("/models", name="models")
+@requires("user")
 @page_handler
 async def models(request: web.Request) -> web.Response:
     """Models grouped by generation type; `q` searches, `type` keeps one generation type."""

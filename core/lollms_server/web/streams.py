@@ -29,6 +29,7 @@ from ..bindings import Chunk, Output, Usage, closing_stream
 from ..errors import LollmsError, NotFound
 from ..generation import GenerationService, Prepared
 from ..keys import GENERATION, WEB_STREAMS
+from ..security.auth import requires
 from ..security.principal import current as current_principal
 from .forms import read_action
 from .render import VARY, is_htmx, page_handler, render_string, see_other
@@ -132,6 +133,7 @@ async def send(response: web.StreamResponse, event: str, payload: str) -> None:
 
 
 @routes.get("/playground/streams/{stream_id}")
+@requires("user")
 async def stream(request: web.Request) -> web.StreamResponse:
     """Run a prepared page generation and stream it as HTML fragments."""
     streams = request.app[WEB_STREAMS]
@@ -246,6 +248,7 @@ def _err(error: LollmsError) -> dict[str, Any]:
 
 
 @routes.post("/playground/streams/{stream_id}/stop")
+@requires("user")
 @page_handler
 async def stop(request: web.Request) -> web.StreamResponse:
     """Stop a page generation: the stream then ends with what was produced."""
