@@ -281,7 +281,7 @@ async def test_binding_without_tools_is_refused(
     config.bindings["plain"] = InstanceConfig(name="plain", type="toolless", default_model="echo")
     client = await make_client(config, plugins=load_plugins(extra={"t": Plugin()}))
     status, body = await run_loop(client, "x", binding_name="plain")
-    assert status == 400 and "tools capability" in body["error"]["message"]
+    assert status == 501 and "tools capability" in body["error"]["message"]
 
 
 async def test_openai_tools_pass_through_with_stream_deltas(client: Client) -> None:

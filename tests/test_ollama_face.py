@@ -253,7 +253,7 @@ async def test_images(server: Client, api: ollama.AsyncClient) -> None:
         await api.chat(
             model="echo/echo", messages=[{"role": "user", "content": "x", "images": [PNG]}]
         )
-    assert caught.value.status_code == 400 and "vision" in caught.value.error
+    assert caught.value.status_code == 501 and "vision" in caught.value.error
     not_image = base64.b64encode(b"hello, not an image").decode()
     body = {"model": "eye/echo", "prompt": "x", "images": [not_image], "stream": False}
     response = await server.post("/api/generate", json=body)

@@ -380,7 +380,7 @@ async def test_chat_parameters_roles_and_images_reach_the_binding(probe_client: 
 async def test_chat_images_need_a_vision_binding(client: Client) -> None:
     part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}
     body = {"model": "echo/echo", "messages": [{"role": "user", "content": [part]}]}
-    error = await openai_error(await client.post(CHAT, json=body), 400)
+    error = await openai_error(await client.post(CHAT, json=body), 501)
     assert "vision" in error["message"]
 
 
@@ -416,12 +416,14 @@ async def test_chat_tool_calls(probe_client: Client) -> None:
     assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-async def test_chat_tool_choice_required_without_tool_support_is_400(probe_client: Client) -> None:
+async def test_chat_tools_without_tool_support_are_501(probe_client: Client) -> None:
     tools = [{"type": "function", "function": {"name": "f"}}]
     body = {"model": "plain/echo", "messages": user("x"), "tools": tools, "tool_choice": "required"}
-    error = await openai_error(await probe_client.post(CHAT, json=body), 400)
-    assert error["param"] == "tool_choice"
-    body["tool_choice"] = "auto"  # offered, not required: the model answers in text
+    error = await openai_error(await probe_client.post(CHAT, json=body), 501)
+    assert error["param"] == "tools"
+    body["tool_choice"] = "auto"  # offered to a model that cannot call them: refused, not dropped
+    error = await openai_error(await probe_client.post(CHAT, json=body), 501)
+    body["tool_choice"] = "none"  # told not to call any: the model answers in text
     answer = await (await probe_client.post(CHAT, json=body)).json()
     assert answer["choices"][0]["message"]["content"] == "x"
 
@@ -490,7 +492,7 @@ async def test_embeddings_float_and_base64(client: Client) -> None:
         ({"input": [[1, 2]]}, "input", 400),
         ({"input": ""}, "input", 400),
         ({"input": "x", "encoding_format": "int8"}, "encoding_format", 400),
-        ({"input": "x", "model": "plain/echo"}, "model", 400),
+        ({"input": "x", "model": "plain/echo"}, "model", 501),
     ],
 )
 async def test_embeddings_bad_requests(

@@ -32,6 +32,7 @@ OPENAI_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     501: "invalid_request_error",  # the binding lacks the operation: nothing to retry
+    501: "invalid_request_error",  # the binding lacks the operation: nothing to retry
 }
 
 

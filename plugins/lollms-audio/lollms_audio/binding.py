@@ -40,6 +40,8 @@ from .routing import (
     VoiceChoice,
     choose_recognizer,
     choose_voice,
+    default_recognizer,
+    default_voice,
     number,
     transcribe_options,
 )
@@ -81,6 +83,10 @@ class AudioBinding(Binding):
         if configured:
             return [Path(folder).expanduser() for folder in configured]
         return [(self.data_dir or default_data_dir()) / "models" / kind]
+
+    def max_concurrency(self, model: str) -> int:
+        """The instance's worker threads: that many conversions run at once."""
+        return int(self.config.get("workers") or 2)
 
     @property
     def threads(self) -> int:
@@ -163,6 +169,15 @@ class AudioBinding(Binding):
         """Voices (tts) then whisper models (stt); BackendUnavailable when there are none."""
         catalog = await self._nonempty_catalog()
         return [self._info(entry) for entry in catalog.entries()]
+
+    async def default_model(self, generation_type: str) -> str | None:
+        """`default_voice` for tts, `default_stt_model` for stt (else the first of each)."""
+        if generation_type not in ("tts", "stt"):
+            return await super().default_model(generation_type)
+        catalog = await self._nonempty_catalog()
+        if generation_type == "tts":
+            return default_voice(catalog, self.config.get("default_voice")).name
+        return default_recognizer(catalog, self.config.get("default_stt_model")).name
 
     def _info(self, entry: Entry) -> ModelInfo:
         kinds = {"tts", "audio2audio"} if entry.is_voice else {"stt", "audio2audio"}

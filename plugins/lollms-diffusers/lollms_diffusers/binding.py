@@ -50,6 +50,7 @@ class DiffusersBinding(Binding):
     )
     capabilities = frozenset({"tti", "i2i", "ttv", "ttm", "stream", "load_unload"})
     ConfigSchema = DiffusersSettings
+    default_concurrency = 1  # one worker thread runs the pipelines
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         super().__init__(instance_name, config)

@@ -15,6 +15,7 @@ from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from lollms_server.bindings import (
+    NO_CONCURRENCY_CAP,
     Binding,
     Chunk,
     GenerationRequest,
@@ -54,6 +55,7 @@ class OllamaBinding(Binding):
     description = "Models of an Ollama server (chat, vision, embeddings, load/unload, pull)."
     capabilities = frozenset({"ttt", "stream", "vision", "embeddings", "load_unload"})
     ConfigSchema = OllamaSettings
+    default_concurrency = NO_CONCURRENCY_CAP  # the Ollama server queues what it cannot run
     secret_settings = frozenset({"api_key", "headers"})
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:

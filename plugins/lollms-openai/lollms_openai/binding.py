@@ -17,6 +17,7 @@ from typing import Any
 
 from lollms_server import upstream_chat
 from lollms_server.bindings import (
+    NO_CONCURRENCY_CAP,
     Binding,
     Chunk,
     GenerationRequest,
@@ -49,6 +50,7 @@ class OpenAIBinding(Binding):
     description = "OpenAI, LM Studio, vLLM, llama.cpp server, Groq, another lollms-server..."
     capabilities = frozenset(ALL_CAPABILITIES)
     ConfigSchema = OpenAISettings
+    default_concurrency = NO_CONCURRENCY_CAP  # the remote server decides
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         super().__init__(instance_name, config)

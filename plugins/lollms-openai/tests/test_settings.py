@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 
 from lollms_server.bindings import ChatMessage, GenerationRequest
 from lollms_server.config import parse_config, prepare_data_dir
-from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from lollms_server.errors import BackendUnavailable, ModelNotFound, NotSupported
 from lollms_server.plugins import load_plugins
 from lollms_server.registry import build_registry
 from lollms_server.testing import build_binding, free_port
@@ -67,7 +67,7 @@ async def test_image_request_refused_for_a_text_only_instance(tmp_path: Path) ->
     config = parse_config(raw)
     prepare_data_dir(config)
     registry = build_registry(config, load_plugins())
-    with pytest.raises(InvalidRequest, match="cannot do 'tti'"):
+    with pytest.raises(NotSupported, match="cannot do 'tti'"):
         await registry.resolve("tti", "chat", "dall-e-3")
 
 
