@@ -1,13 +1,33 @@
-"""Logging set-up: one JSON object per line (the default), or plain text for a terminal."""
+"""Logging set-up: one JSON object per line (the default), or plain text for a terminal.
+
+Both formats mask credentials inside URLs (`masking.mask_text`). Text lines escape control
+characters, so a client's path, model name or header cannot forge a log line or drive a
+terminal (JSON escapes them already).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
+from .masking import mask_text
+
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group(0).encode("unicode_escape").decode("ascii")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters (and unpaired surrogates) written as escapes."""
+    return _CONTROL.sub(_escape, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,14 +40,30 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_text(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in STANDARD and value is not None:
-                line[key] = value
+                line[key] = mask_text(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = mask_text(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Formats a record as one text line, control characters escaped, credentials masked."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's line, escaped and masked."""
+        return escape_controls(mask_text(super().formatMessage(record)))
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback: its lines kept, anything else escaped and masked."""
+        text = mask_text(super().formatException(ei))
+        return _CONTROL_BUT_NEWLINE.sub(_escape, text)
 
 
 def setup_logging(level: str, log_format: str) -> None:
@@ -36,7 +72,7 @@ def setup_logging(level: str, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

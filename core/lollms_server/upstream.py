@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
 from .errors import (
     BackendError,
@@ -32,6 +31,7 @@ from .errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import count_retry
 
@@ -47,15 +47,6 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ERROR_BODY = 64 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 FormFactory = Callable[[], aiohttp.FormData]
-
-
-def display_url(url: str) -> str:
-    """`url` without user and password, safe to log."""
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        return "<invalid url>"
-    return str(parsed.with_user(None)) if parsed.user or parsed.password else str(parsed)
 
 
 class Upstream:
@@ -74,7 +65,7 @@ class Upstream:
     ) -> None:
         self.instance = instance
         self.base_url = base_url.rstrip("/")
-        self.url_for_logs = display_url(self.base_url)
+        self.url_for_logs = mask_url(self.base_url)
         self.label = label or f"backend of {instance!r}"
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s

@@ -26,6 +26,7 @@ from lollms_server.bindings import (
     mask_secrets,
 )
 from lollms_server.errors import LollmsError, ModelNotFound
+from lollms_server.masking import mask_url
 
 from . import convert
 from .settings import OllamaSettings
@@ -108,7 +109,7 @@ class OllamaBinding(Binding):
         """Settings with header values and URL credentials masked."""
         shown = mask_secrets(self.config, self.secret_settings)
         shown["headers"] = {name: "***" for name in self.config.get("headers") or {}}
-        shown["host"] = convert.display_url(self.url)
+        shown["host"] = mask_url(self.url)
         return shown
 
     @contextmanager

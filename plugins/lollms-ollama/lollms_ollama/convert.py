@@ -21,6 +21,7 @@ from lollms_server.errors import (
     PayloadTooLarge,
     RateLimited,
 )
+from lollms_server.masking import mask_url
 from lollms_server.schemas_ollama import PASSED_ON_OPTIONS
 
 DEFAULT_PORT = 11434
@@ -66,14 +67,6 @@ def normalize_host(host: str) -> str:
         raise ValueError("must be an http(s) URL or host:port, e.g. http://127.0.0.1:11434")
     _ = parts.port  # raises ValueError on a port that is not a number
     return text.rstrip("/")
-
-
-def display_url(url: str) -> str:
-    """`url` without credentials, safe to show."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def same_model(a: str, b: str) -> bool:
@@ -175,7 +168,7 @@ def backend_error(exc: BaseException, instance: str, url: str) -> LollmsError:
     import httpx
     import ollama
 
-    where = f"ollama instance {instance!r} ({display_url(url)})"
+    where = f"ollama instance {instance!r} ({mask_url(url)})"
     if isinstance(exc, ollama.ResponseError):
         status = exc.status_code
         said = "failed mid-stream" if status < 0 else f"answered {status}"
