@@ -16,9 +16,10 @@ import psutil
 from aiohttp import web
 
 from .. import health
-from ..bindings import Binding
-from ..keys import CONFIG, LIFECYCLE, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
-from ..listing import gather_models, visible_bindings
+from ..bindings import Binding, Health
+from ..circuit import CircuitBreaker
+from ..keys import BREAKERS, CONFIG, LIFECYCLE, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
+from ..listing import InstanceModels, gather_models, visible_bindings
 from ..resources import gpu
 from ..resources.lifecycle import Lifecycle
 from ..security.auth import requires
@@ -44,7 +45,7 @@ async def status(request: web.Request) -> dict[str, Any]:
     states, listings, gpus = await asyncio.gather(
         health.check_all(bindings), gather_models(bindings), asyncio.to_thread(gpu.probe)
     )
-    lifecycle = request.app[LIFECYCLE]
+    lifecycle, breakers = request.app[LIFECYCLE], request.app[BREAKERS]
     loaded: list[dict[str, Any]] = [
         {
             "instance": listing.name,
@@ -63,15 +64,10 @@ async def status(request: web.Request) -> dict[str, Any]:
         "started_at": request.app[STARTED_AT],
         "listen": f"{config.host}:{config.port}",
         "instances": [
-            {
-                "name": b.instance_name,
-                "type": b.name,
-                "health": states[b.instance_name],
-                "models": len(listing.models),
-                "error": listing.error,
-            }
-            for b, listing in zip(bindings, listings, strict=True)
+            instance_row(states[listing.name], listing, breakers.of(listing.name))
+            for listing in listings
         ],
+        "no_instances": not registry.instances,
         "loaded": loaded,
         "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),
         "devices": device_memory(lifecycle, gpus),
@@ -80,6 +76,24 @@ async def status(request: web.Request) -> dict[str, Any]:
         "activity": activity,
         "plugin_errors": request.app[PLUGINS].errors,
         "refresh_s": REFRESH_S,
+    }
+
+
+def instance_row(state: Health, listing: InstanceModels, breaker: CircuitBreaker) -> dict[str, Any]:
+    """One row of the instances table: health, circuit, and only real errors as the last one."""
+    errors = [listing.error.message] if listing.error else []
+    if state.state != "up" and state.detail:
+        errors.append(state.detail)
+    if breaker.last_error and breaker.last_error not in errors:
+        errors.append(breaker.last_error)
+    return {
+        "name": listing.name,
+        "type": listing.binding.name,
+        "health": state,
+        "models": len(listing.models),
+        "error": listing.error,
+        "circuit": breaker.current_state().replace("_", "-"),
+        "last_error": "; ".join(errors),
     }
 
 
