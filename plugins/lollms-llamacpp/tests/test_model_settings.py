@@ -41,7 +41,9 @@ async def test_models_named_in_settings_but_absent_are_reported(
     }
     with caplog.at_level(logging.WARNING, logger="lollms_llamacpp"):
         async with serve_binding(LlamaCppBinding, "local", settings, tmp_path / "data") as client:
-            warned = [r.getMessage() for r in caplog.records if r.name.startswith("lollms_llamacpp")]
+            warned = [
+                r.getMessage() for r in caplog.records if r.name.startswith("lollms_llamacpp")
+            ]
             assert any(
                 f"embedding_models: {MISSING_EMBED!r}" in line
                 and "chat_templates: 'ghost'" in line
@@ -64,9 +66,7 @@ async def test_models_named_in_settings_but_absent_are_reported(
             assert health["health"]["state"] == "up", health
 
 
-async def test_tools_capability_follows_the_chat_template(
-    folder: Path, models_dir: Path
-) -> None:
+async def test_tools_capability_follows_the_chat_template(folder: Path, models_dir: Path) -> None:
     """`tools` is listed for a model whose template (configured or its own) renders tools."""
     tools_template = (folder / "own.jinja").resolve()
     tools_template.write_text(
@@ -74,7 +74,9 @@ async def test_tools_capability_follows_the_chat_template(
     )
     write_tiny_gguf(folder / "own-tools.gguf", chat_template=tools_template.read_text())
     shutil.copy(models_dir / f"{SMOL}.gguf", folder / f"{SMOL}.gguf")
-    plain = await build_binding(LlamaCppBinding, "l", {"models_folders": [str(folder)]}).list_models()
+    plain = await build_binding(
+        LlamaCppBinding, "l", {"models_folders": [str(folder)]}
+    ).list_models()
     capabilities = {m.name: m.capabilities for m in plain}
     assert "tools" in capabilities["own-tools"]  # the GGUF's own template lists tools
     assert "tools" not in capabilities[SMOL] and "tools" not in capabilities[TINY]
