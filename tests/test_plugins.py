@@ -127,9 +127,12 @@ def test_every_hook_is_documented() -> None:
 async def test_plugin_routes_are_mounted_under_dash(make_client: Any) -> None:
     from aiohttp import web
 
+    from lollms_server.security.auth import requires
+
     plugin_routes = web.RouteTableDef()
 
     @plugin_routes.get("/hello")
+    @requires("user")  # a route that declares no access level is refused
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"hi": True})
 
