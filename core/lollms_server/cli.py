@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .bindings import mask_secrets
 from .cli_models import add_models_parser, models_command
-from .config import Config, default_config_path, load_config, write_default_config
+from .config import default_config_path, load_config, write_default_config
+from .config_show import effective_config
 from .errors import ConfigError
-from .logs import setup_logging
+from .logs import LOG_FORMATS, setup_logging
+from .serve_checks import check_listen, warn_without_instances
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="config file (default: $LOLLMS_CONFIG or <data dir>/lollms.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="override [server] log_format (auto: text when stderr is a terminal, else JSON)",
     )
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server (the default)")
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             return keys_command(args, load_config(path))
         if args.command == "models":
             return models_command(args, load_config(path))
-        return _serve(path, getattr(args, "host", None), getattr(args, "port", None))
+        host, port = getattr(args, "host", None), getattr(args, "port", None)
+        return _serve(path, host, port, args.log_format)
     except ConfigError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)
         return 2
@@ -84,34 +91,8 @@ def _config_command(args: argparse.Namespace, path: Path) -> int:
         print(f"wrote {path}")
         return 0
     config = load_config(path, create=False)
-    print(json.dumps(config_summary(config), indent=2))
+    print(json.dumps(effective_config(config), indent=2))
     return 0
-
-
-def config_summary(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets masked."""
-    return {
-        "config_file": str(config.path),
-        "server": {
-            "host": config.host,
-            "port": config.port,
-            "data_dir": str(config.data_dir),
-            "max_body_bytes": config.max_body_bytes,
-            "request_timeout_s": config.request_timeout_s,
-            "log_level": config.log_level,
-        },
-        "bindings": {
-            name: {
-                "type": spec.type,
-                "default_model": spec.default_model,
-                "enabled": spec.enabled,
-                **mask_secrets(spec.settings, frozenset({"api_key"})),
-            }
-            for name, spec in config.bindings.items()
-        },
-        "defaults": config.defaults,
-        "personalities": {"folders": [str(p) for p in config.personality_folders]},
-    }
 
 
 def _plugins_command() -> int:
@@ -128,7 +109,7 @@ def _plugins_command() -> int:
     return 1 if plugins.errors else 0
 
 
-def _serve(path: Path, host: str | None, port: int | None) -> int:
+def _serve(path: Path, host: str | None, port: int | None, log_format: str | None = None) -> int:
     from aiohttp import web
 
     from .app import create_app
@@ -136,7 +117,9 @@ def _serve(path: Path, host: str | None, port: int | None) -> int:
     config = load_config(path)
     config.host = host or config.host
     config.port = port if port is not None else config.port
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, log_format or config.log_format)
+    warn_without_instances(config)
+    check_listen(config.host, config.port)
     app = create_app(config)
     print(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "

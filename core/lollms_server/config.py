@@ -26,6 +26,7 @@ from .config_sections import (
     SecuritySchema,
 )
 from .errors import ConfigError
+from .logs import LOG_FORMATS
 from .request_limits import RequestLimits
 
 CONFIG_FILE_NAME = "lollms.toml"
@@ -60,7 +61,7 @@ class ServerSchema(Schema):
         load_default="info",
         validate=validate.OneOf(["debug", "info", "warning", "error"]),
     )
-    log_format = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
+    log_format = fields.String(load_default="auto", validate=validate.OneOf(LOG_FORMATS))
 
 
 class InstanceSchema(Schema):
@@ -137,7 +138,7 @@ class Config:
     limits: RequestLimits = field(default_factory=RequestLimits)
     request_timeout_s: float = 300.0
     log_level: str = "info"
-    log_format: str = "json"
+    log_format: str = "auto"
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)

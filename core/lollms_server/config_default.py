@@ -23,7 +23,7 @@ max_form_fields = 1024     # fields or parts of one form; more get 413
 max_form_field_kb = 1024   # one text field of a form; larger gets 413 (files: max_body_mb)
 request_timeout_s = 300    # a generation that takes longer gets 504
 log_level = "info"         # debug | info | warning | error
-log_format = "json"        # json: one object per line (request id, key id, instance...) | text
+log_format = "auto"        # auto: text on a terminal, else json (one object per line) | json | text
 
 # Binding instances: [bindings.<instance>] with type = "<binding type>" plus that type's
 # settings (see `lollms-server plugins`). The built-in `echo` type needs no backend.

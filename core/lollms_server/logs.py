@@ -1,4 +1,5 @@
-"""Logging set-up: one JSON object per line (the default), or plain text for a terminal.
+"""Logging set-up: one JSON object per line, or plain text; `auto` (the default) picks text
+when stderr is a terminal and JSON otherwise (a service manager, a container, a file).
 
 Both formats mask credentials inside URLs (`masking.mask_text`). Text lines escape control
 characters, so a client's path, model name or header cannot forge a log line or drive a
@@ -10,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from typing import Any
 
 from .masking import mask_text
 
+LOG_FORMATS = ("auto", "json", "text")
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -66,10 +69,17 @@ class TextFormatter(logging.Formatter):
         return _CONTROL_BUT_NEWLINE.sub(_escape, text)
 
 
+def resolved_format(log_format: str) -> str:
+    """`json` or `text`; `auto` is text when stderr is a terminal, else JSON."""
+    if log_format == "auto":
+        return "text" if sys.stderr.isatty() else "json"
+    return log_format
+
+
 def setup_logging(level: str, log_format: str) -> None:
-    """Configure the root logger for `serve`."""
+    """Configure the root logger for `serve` (`log_format`: one of LOG_FORMATS)."""
     handler = logging.StreamHandler()
-    if log_format == "json":
+    if resolved_format(log_format) == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())

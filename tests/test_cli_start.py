@@ -1,0 +1,109 @@
+"""`lollms-server` as a user starts it: the whole config shown, a busy port, no instance, and
+the log format following the terminal (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from lollms_server.testing import free_port
+from lollms_server.testing.process import SERVER_COMMAND, lollms_process, server_env
+
+NO_INSTANCE = "no binding instance is configured"
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command, to completion, in a clean environment."""
+    return subprocess.run(
+        [*SERVER_COMMAND, *args],
+        env=server_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_show_prints_every_section_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[bindings.remote]\ntype = "echo"\napi_key = "sk-very-secret"\n'
+        'base_url = "https://user:hunter2@api.example/v1"\ndefault_max_tokens = 99\n'
+        '[security]\nrate_limit_storage = "async+redis://:redispw@127.0.0.1:6379"\n'
+        "key_rpm = 7\n[resources]\nqueue_size = 3\n[resilience]\ncooldown_s = 9\n"
+        '[functions]\nmax_steps = 2\n[routes]\nchat = ["remote/echo"]\n'
+    )
+    shown = run(tmp_path, "--config", str(config), "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    for secret in ("sk-very-secret", "hunter2", "redispw"):
+        assert secret not in shown.stdout
+    data = json.loads(shown.stdout)
+    assert {"server", "bindings", "defaults", "routes", "personalities", "functions",
+            "security", "resources", "resilience"} <= set(data)  # fmt: skip
+    remote = data["bindings"]["remote"]
+    assert remote["api_key"] == "***" and remote["default_max_tokens"] == 99
+    assert remote["base_url"] == "https://***@api.example/v1"
+    assert data["security"]["key_rpm"] == 7 and data["resources"]["queue_size"] == 3
+    assert data["resilience"]["cooldown_s"] == 9 and data["functions"]["max_steps"] == 2
+    assert data["routes"]["chat"]["targets"] == ["remote/echo"]
+    assert data["server"]["log_format"] == "auto" and "limits" in data["server"]
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(tmp_path, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], done.stderr
+    assert "in use" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_no_binding_instance_warns_at_start_up(tmp_path: Path) -> None:
+    with lollms_process(tmp_path, "") as server:
+        log = server.log()  # written before the server listens
+    warnings = [json.loads(line) for line in log.splitlines() if NO_INSTANCE in line]
+    assert warnings and warnings[0]["level"] == "warning", log
+
+
+def first_log_line(tmp_path: Path, *args: str, terminal: bool) -> str:
+    """The first log line a server without instances writes to stderr (a pty or a pipe)."""
+    config = tmp_path / "empty.toml"
+    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+    command = [*SERVER_COMMAND, "--config", str(config), *args]
+    reader, writer = pty.openpty() if terminal else os.pipe()
+    process = subprocess.Popen(
+        command, env=server_env(tmp_path / "data"), stdout=subprocess.DEVNULL, stderr=writer
+    )
+    os.close(writer)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while NO_INSTANCE.encode() not in seen and time.monotonic() < deadline:
+            if select.select([reader], [], [], 0.5)[0]:
+                seen += os.read(reader, 4096)
+    finally:
+        process.terminate()
+        process.wait(15)
+        os.close(reader)
+    line = next(x for x in seen.decode().splitlines() if NO_INSTANCE in x)
+    return line.strip()
+
+
+def test_log_format_is_text_on_a_terminal_and_json_otherwise(tmp_path: Path) -> None:
+    on_terminal = first_log_line(tmp_path, terminal=True)
+    assert not on_terminal.startswith("{") and "WARNING" in on_terminal
+    piped = first_log_line(tmp_path, terminal=False)
+    assert json.loads(piped)["level"] == "warning"
+    forced = first_log_line(tmp_path, "--log-format", "json", terminal=True)
+    assert json.loads(forced)["level"] == "warning"
+    text = first_log_line(tmp_path, "--log-format", "text", terminal=False)
+    assert text.split()[2] == "WARNING"
