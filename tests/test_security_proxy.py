@@ -30,6 +30,7 @@ location / {
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
 }
 """  # nginx's plain proxy_pass (Host: 127.0.0.1:<port>) with its usual X-Forwarded-For line
+NGINX_BARE_LOCATION = "location / { proxy_pass http://127.0.0.1:%(port)d; }"  # no header at all
 
 
 @dataclass
@@ -175,6 +176,10 @@ def nginx(
             f"listen 127.0.0.1:{free_port()};",
             NGINX_DEFAULT_LOCATION % {"port": untrusted},
         ),
+        "bare-untrusted": (
+            f"listen 127.0.0.1:{free_port()};",
+            NGINX_BARE_LOCATION % {"port": untrusted},
+        ),
     }
     temp = " ".join(
         f"{kind}_temp_path {folder}/{kind};"
@@ -211,7 +216,7 @@ def test_a_proxied_request_is_never_local(
     untrusted = servers["untrusted"].port
     path = "/api/v1/list_models"
     assert send(untrusted, "GET", path).status == 200  # this machine itself: local access
-    for front in ("default-untrusted", "readme-untrusted", "readme"):
+    for front in ("bare-untrusted", "default-untrusted", "readme-untrusted", "readme"):
         assert send(nginx[front], "GET", path).status == 401, front
         # a client that names the backend as Host (passed on by `Host $http_host`)
         forged = {"Host": f"127.0.0.1:{untrusted}"}
@@ -228,6 +233,10 @@ def test_a_proxied_request_is_never_local(
             ("Via", "1.1 proxy.example"),
         ):
             assert send(server.port, "GET", path, {header: value}).status == 401, header
+        # HTTP/1.0, as nginx's bare proxy_pass speaks it, is not local either
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+            assert sock.recv(4096).split(b"\r\n")[0].split()[1] == b"401"
 
 
 def _login(

@@ -4,8 +4,9 @@ A request is local only when the TCP peer is loopback AND the Host header names 
 on the port the request arrived on (DNS rebinding sends a foreign Host) AND, for state-changing
 methods, the browser says it is same-origin (a page elsewhere cannot drive the local server).
 Forwarding headers are read only from configured trusted proxies. A request that carries any
-forwarding header (`FORWARDING_HEADERS`) came through a proxy and is never local, trusted proxy
-or not: a reverse proxy on this machine connects from loopback on behalf of remote clients.
+forwarding header (`FORWARDING_HEADERS`), or speaks HTTP/1.0 like nginx's bare `proxy_pass`,
+came through a proxy and is never local, trusted proxy or not: a reverse proxy on this machine
+connects from loopback on behalf of remote clients.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
@@ -71,7 +72,10 @@ def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
 
 
 def is_proxied(request: web.Request) -> bool:
-    """True when a proxy says it forwarded the request (one of `FORWARDING_HEADERS` is present)."""
+    """True when the request came through a proxy: one of `FORWARDING_HEADERS`, or HTTP/1.0
+    (what nginx's bare `proxy_pass` speaks; browsers and HTTP clients speak 1.1 or later)."""
+    if request.version < HttpVersion11:
+        return True
     return any(name in request.headers for name in FORWARDING_HEADERS)
 
 
