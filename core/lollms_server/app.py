@@ -18,6 +18,7 @@ from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
+from .drain import Drain
 from .generation import GenerationService
 from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
@@ -120,6 +121,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     )  # fmt: skip
     export_operations(metrics, registry, monitor, scheduler, lifecycle, Path(config.database_path))
     app[keys.CONFIG] = config
+    app[keys.DRAIN] = Drain(config.drain_timeout_s)
     app[keys.SECURITY] = SecuritySettings(
         local_access=config.security.local_access,
         trusted_proxies=parse_networks(config.security.trusted_proxies),
@@ -193,6 +195,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         lifecycle=app[keys.LIFECYCLE],
         first_token_timeout_s=config.resources.first_token_timeout_s,
         functions=app[keys.FUNCTIONS],
+        drain=app[keys.DRAIN],
     )
     app[keys.FUNCTIONS].on_call = call_observer(app)
     checkpoints = asyncio.create_task(store.checkpoints())

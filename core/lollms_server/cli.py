@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .cli_models import add_models_parser, models_command
@@ -113,6 +112,7 @@ def _serve(path: Path, host: str | None, port: int | None, log_format: str | Non
     from aiohttp import web
 
     from .app import create_app
+    from .drain import drain_on_sigterm
 
     config = load_config(path)
     config.host = host or config.host
@@ -121,6 +121,7 @@ def _serve(path: Path, host: str | None, port: int | None, log_format: str | Non
     warn_without_instances(config)
     check_listen(config.host, config.port)
     app = create_app(config)
+    app.on_startup.append(drain_on_sigterm)
     print(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "
         f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})",
@@ -131,6 +132,7 @@ def _serve(path: Path, host: str | None, port: int | None, log_format: str | Non
         host=config.host,
         port=config.port,
         handler_cancellation=True,
+        shutdown_timeout=1.0,  # after the drain (drain_on_sigterm) nothing should be in flight
         print=None,
         access_log=None,  # the observability middleware logs each request as one JSON line
     )

@@ -55,8 +55,10 @@ class ServerSchema(Schema):
     max_list_items = fields.Integer(load_default=4096, validate=validate.Range(1, 10**9))
     max_token_ids = fields.Integer(load_default=262_144, validate=validate.Range(1, 10**9))
     max_form_fields = fields.Integer(load_default=1024, validate=validate.Range(1, 10**9))
+    max_form_parts = fields.Integer(load_default=64, validate=validate.Range(1, 10**9))
     max_form_field_kb = fields.Float(load_default=1024.0, validate=validate.Range(min=0.001))
     request_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
+    drain_timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=86400))
     log_level = fields.String(
         load_default="info",
         validate=validate.OneOf(["debug", "info", "warning", "error"]),
@@ -137,6 +139,7 @@ class Config:
     max_body_bytes: int = 64 * 1024 * 1024
     limits: RequestLimits = field(default_factory=RequestLimits)
     request_timeout_s: float = 300.0
+    drain_timeout_s: float = 30.0
     log_level: str = "info"
     log_format: str = "auto"
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
@@ -218,6 +221,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         max_body_bytes=int(server["max_body_mb"] * 1024 * 1024),
         limits=_request_limits(server),
         request_timeout_s=server["request_timeout_s"],
+        drain_timeout_s=server["drain_timeout_s"],
         log_level=server["log_level"],
         log_format=server["log_format"],
         bindings=instances,
@@ -247,6 +251,7 @@ def _request_limits(server: Mapping[str, Any]) -> RequestLimits:
         max_list_items=server["max_list_items"],
         max_token_ids=server["max_token_ids"],
         max_form_fields=server["max_form_fields"],
+        max_form_parts=server["max_form_parts"],
         max_form_field_bytes=int(server["max_form_field_kb"] * 1024),
     )
 

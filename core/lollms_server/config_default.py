@@ -19,9 +19,11 @@ body_timeout_s = 60        # a body not fully received by then gets 408 (slow or
 max_json_values = 300000   # a JSON body with more commas (values) gets 413 before it is parsed
 max_list_items = 4096      # input_data items or chat messages in one request; more get 422
 max_token_ids = 262144     # token ids in one request (detokenize, Ollama context); more get 422
-max_form_fields = 1024     # fields or parts of one form; more get 413
+max_form_fields = 1024     # fields of one urlencoded form; more get 413
+max_form_parts = 64        # parts of one multipart form (slower to parse); more get 413
 max_form_field_kb = 1024   # one text field of a form; larger gets 413 (files: max_body_mb)
 request_timeout_s = 300    # a generation that takes longer gets 504
+drain_timeout_s = 30       # SIGTERM: ready and new generations get 503, in-flight work this long
 log_level = "info"         # debug | info | warning | error
 log_format = "auto"        # auto: text on a terminal, else json (one object per line) | json | text
 

@@ -168,6 +168,12 @@ class Overloaded(BackendUnavailable):
     type = "overloaded"
 
 
+class Draining(BackendUnavailable):
+    """The server is draining before it stops: a new generation goes elsewhere or later."""
+
+    type = "draining"
+
+
 class BackendTimeout(LollmsError):
     """The backend did not answer within the configured time."""
 

@@ -28,6 +28,7 @@ from .bindings import (
     result_chunks,
 )
 from .circuit import Breakers
+from .drain import Drain
 from .errors import BackendTimeout, LollmsError
 from .functions import FunctionRegistry
 from .guard import binding_errors as binding_errors
@@ -115,6 +116,7 @@ class GenerationService:
         lifecycle: Lifecycle | None = None,
         first_token_timeout_s: float = 0.0,
         functions: FunctionRegistry | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.registry = registry
         self.personalities = personalities
@@ -127,6 +129,7 @@ class GenerationService:
         self.lifecycle = lifecycle
         self.first_token_timeout_s = first_token_timeout_s
         self.functions = functions or FunctionRegistry()
+        self.drain = drain
 
     async def prepare(
         self,
@@ -139,8 +142,11 @@ class GenerationService:
         parameters: Mapping[str, Any] | None = None,
         personality: str | None = None,
         raw_prompt: bool = False,
+        in_script: bool = False,
     ) -> Prepared:
-        """Build the binding request for a resolved target."""
+        """Admit a new generation (refused while draining) and build its binding request."""
+        if self.drain is not None and not in_script:  # a running script's steps may go on
+            self.drain.admit()
         trace = current_trace()
         if trace is not None:
             trace.model = target.model
@@ -160,7 +166,7 @@ class GenerationService:
             request_id=new_request_id(),
             raw_prompt=raw_prompt,
         )
-        return Prepared(target, request, chosen, face, time.monotonic(), default_cap)
+        return Prepared(target, request, chosen, face, time.monotonic(), default_cap, in_script)
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
@@ -345,8 +351,10 @@ class GenerationService:
         slot: AbstractAsyncContextManager[None] = nullcontext()
         reservation = Reservation(None)
         if self.limiter is not None:
-            needed = 0 if prepared.scripted else tokens_to_reserve(
-                prepared.request, prepared.target.binding
+            needed = (
+                0
+                if prepared.scripted
+                else tokens_to_reserve(prepared.request, prepared.target.binding)
             )
             reservation = await self.limiter.reserve_tokens(principal, needed)
             if not prepared.in_script:

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .circuit import Breakers
     from .config import Config
+    from .drain import Drain
     from .functions import FunctionRegistry
     from .generation import GenerationService
     from .metrics import Metrics
@@ -43,3 +44,4 @@ SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
 MONITOR: web.AppKey[HealthMonitor] = web.AppKey("monitor")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+DRAIN: web.AppKey[Drain] = web.AppKey("drain")

@@ -73,8 +73,8 @@ class WorkflowContext:
             inputs=inputs,
             parameters=parameters,
             personality=personality,
+            in_script=True,
         )
-        inner.in_script = True
         return await service.generate(inner)
 
     async def generate_text(self, prompt: str, **options: Any) -> str:

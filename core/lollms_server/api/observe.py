@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..keys import BREAKERS, METRICS, MONITOR
+from ..keys import BREAKERS, DRAIN, METRICS, MONITOR
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
 from ..security.auth import REQUEST_PRINCIPAL
@@ -97,12 +97,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/ready")
 @endpoint(
-    "Readiness per binding instance (health and circuit); 503 while any is down",
+    "Readiness per binding instance (health and circuit); 503 while any is down or the "
+    "server drains",
     tag="lollms",
     access="public",
 )
 async def readiness(request: web.Request) -> web.Response:
     """Each instance's latest health (the monitor's, or checked now) and circuit state."""
+    if request.app[DRAIN].draining:  # a load balancer stops sending before the listener closes
+        return web.json_response({"ready": False, "draining": True}, status=503)
     monitor = request.app[MONITOR]
     stale = time.monotonic() - 2 * max(monitor.interval_s, 1.0)
     if not monitor.latest or min(monitor.checked_at.values(), default=0.0) < stale:

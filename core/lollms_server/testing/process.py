@@ -48,13 +48,18 @@ def server_env(data_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def lollms_process(
-    folder: Path, config_toml: str, *args: str, timeout_s: float = 60.0
+    folder: Path,
+    config_toml: str,
+    *args: str,
+    timeout_s: float = 60.0,
+    server_settings: Mapping[str, Any] | None = None,
 ) -> Iterator[ServerProcess]:
     """Run `lollms-server --config <folder>/lollms.toml` on a free loopback port until the
-    block ends; `config_toml` is the file without its `[server]` table."""
+    block ends; `config_toml` is the file without its `[server]` table (`server_settings` adds
+    to that table)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    server = toml_table("server", {"host": "127.0.0.1", "port": port})
+    server = toml_table("server", {"host": "127.0.0.1", "port": port, **(server_settings or {})})
     config = folder / "lollms.toml"
     config.write_text(server + "\n" + config_toml, encoding="utf-8")
     log_path = folder / "server.log"
