@@ -15,6 +15,7 @@ import aiohttp_jinja2
 import jinja2
 import psutil
 from aiohttp import web
+from aiohttp.web_urldispatcher import StaticResource
 
 from ..keys import PLUGINS, WEB_STREAMS
 from . import admin, apidocs, bindings_page, chat, dashboard, library, media, models_page, streams
@@ -60,7 +61,19 @@ def setup_templates(app: web.Application, user_dir: Path) -> None:
         app, loader=loader, enable_async=True, autoescape=True, filters=FILTERS
     )
     env.globals.update(_plugin_template_vars(app))
-    app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
+    static = StaticFiles("/static", str(STATIC_DIR), name="static", append_version=True)
+    app.router.register_resource(static)
+
+
+class StaticFiles(StaticResource):
+    """The static folder; a missing file raises 404 like any unknown path (aiohttp's own answers
+    a bare 404 past the error middleware), so it gets the same error page and headers."""
+
+    def _resolve_path_to_response(self, unresolved_path: Path) -> web.StreamResponse:
+        response = super()._resolve_path_to_response(unresolved_path)
+        if isinstance(response, web.FileResponse) and not unresolved_path.is_file():
+            raise web.HTTPNotFound()
+        return response
 
 
 def _plugin_template_vars(app: web.Application) -> dict[str, Any]:
