@@ -231,6 +231,8 @@ def test_a_proxied_request_is_never_local(
             ("Forwarded", "for=203.0.113.9"),
             ("X-Real-IP", "203.0.113.9"),
             ("Via", "1.1 proxy.example"),
+            ("X-Forwarded-Host", "lollms.example"),
+            ("X-Forwarded-Proto", "https"),
         ):
             assert send(server.port, "GET", path, {header: value}).status == 401, header
         # HTTP/1.0, as nginx's bare proxy_pass speaks it, is not local either

@@ -21,7 +21,14 @@ from aiohttp import HttpVersion11, web
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "Via")
+FORWARDING_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "Via",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+)
 _FORWARDED_HTTPS = re.compile(r'(?:^|;)\s*proto\s*=\s*"?https"?\s*(?:;|$)', re.IGNORECASE)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
