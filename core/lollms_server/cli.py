@@ -1,4 +1,5 @@
-"""The `lollms-server` command: serve (default), config init|show, plugins, keys, models."""
+"""The `lollms-server` command: serve (default), config init|show, plugins, keys, models,
+backup, restore."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_backup import add_backup_parsers, backup_command
 from .cli_models import add_models_parser, models_command
 from .config import default_config_path, load_config, write_default_config
 from .config_show import effective_config
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     add_models_parser(commands)
+    add_backup_parsers(commands)
     return parser
 
 
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_keys import keys_command
 
             return keys_command(args, load_config(path))
+        if args.command in ("backup", "restore"):
+            return backup_command(args, load_config(path))
         if args.command == "models":
             return models_command(args, load_config(path))
         host, port = getattr(args, "host", None), getattr(args, "port", None)
