@@ -28,6 +28,7 @@ class RequestLimits:
     max_list_items: int = 4096
     max_token_ids: int = 262_144
     max_form_fields: int = 1024
+    max_form_parts: int = 64
     max_form_field_bytes: int = 1024 * 1024
 
     def body_limit(self, media: bool) -> tuple[int, str]:

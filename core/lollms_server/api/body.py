@@ -4,7 +4,8 @@ Every body the server reads goes through here. A declared `Content-Length` over 
 limit is a 413 before a byte is read; a body that has not fully arrived after `body_timeout_s`
 is a 408; a JSON body with more separators than `max_json_values` is a 413 as soon as they
 arrive (parsing a body of millions of tiny values would hold the interpreter for seconds); a
-form with more than `max_form_fields` fields, or a text field over `max_form_field_kb`, is a 413.
+form with more than `max_form_fields` fields (`max_form_parts` parts), or a text field over
+`max_form_field_kb`, is a 413.
 The connection is closed after each of these, so the rest of the body is never read.
 """
 
@@ -28,7 +29,10 @@ from ..errors import (
 from ..keys import CONFIG
 from ..request_limits import RequestLimits
 
-READ_CHUNK = 256 * 1024
+# a part is read in chunks that are searched for the boundary and the rest pushed back: a big
+# chunk per tiny field would copy the whole body again for each field
+FIELD_CHUNK = 8 * 1024
+FILE_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,12 @@ async def read_form(request: web.Request, *, media: bool = True) -> dict[str, An
             count = 0
             while (part := await reader.next()) is not None:
                 count += 1
-                if count > limits.max_form_fields:
-                    raise _too_many_fields(limits)
+                if count > limits.max_form_parts:
+                    raise _too_many_fields(limits.max_form_parts, "max_form_parts")
                 if not isinstance(part, BodyPartReader) or not part.name:
                     if isinstance(part, MultipartReader):
                         raise InvalidRequest("nested multipart bodies are not accepted")
+                    await asyncio.sleep(0)
                     continue
                 is_file = part.filename is not None
                 cap = limit - total if is_file else min(limit - total, limits.max_form_field_bytes)
@@ -133,6 +138,7 @@ async def read_form(request: web.Request, *, media: bool = True) -> dict[str, An
                 else:
                     value = data.decode("utf-8", errors="replace")
                 _add_field(fields, part.name, value)
+                await asyncio.sleep(0)  # parsing a part's headers is slow in aiohttp: let others in
     except TimeoutError as exc:
         raise _timed_out(limits) from exc
     except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed body
@@ -145,7 +151,7 @@ async def _read_part(
     part: BodyPartReader, cap: int, is_file: bool, limits: RequestLimits, body: tuple[int, str]
 ) -> bytes:
     data = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK):
+    while chunk := await part.read_chunk(FILE_CHUNK if is_file else FIELD_CHUNK):
         data += chunk
         if len(data) > cap:
             if is_file or cap < limits.max_form_field_bytes:
@@ -160,13 +166,8 @@ async def _read_part(
     return bytes(data)
 
 
-def _too_many_fields(limits: RequestLimits) -> LollmsError:
-    return closing(
-        PayloadTooLarge(
-            f"the form has more than {limits.max_form_fields} fields "
-            "(server setting max_form_fields)"
-        )
-    )
+def _too_many_fields(limit: int, key: str) -> LollmsError:
+    return closing(PayloadTooLarge(f"the form has more than {limit} fields (server setting {key})"))
 
 
 def _add_field(fields: dict[str, Any], raw_name: str, value: Any) -> None:
@@ -188,7 +189,7 @@ async def read_urlencoded(request: web.Request) -> dict[str, Any]:
     try:
         pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=limits.max_form_fields)
     except ValueError as exc:
-        raise _too_many_fields(limits) from exc
+        raise _too_many_fields(limits.max_form_fields, "max_form_fields") from exc
     fields: dict[str, Any] = {}
     for name, value in pairs:
         if len(value) > limits.max_form_field_bytes:

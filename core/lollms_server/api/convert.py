@@ -54,8 +54,14 @@ def media_size(items: Iterable[Mapping[str, Any]]) -> int:
 
 
 def encode_data(data: bytes) -> str:
-    """Base64 text of binary data."""
-    return base64.b64encode(data).decode("ascii")
+    """Base64 text of binary data (a block at a time, like `b64decode`)."""
+    if len(data) <= B64_BLOCK:
+        return base64.b64encode(data).decode("ascii")
+    step = B64_BLOCK // 4 * 3  # whole 3-byte groups: the blocks' base64 concatenates
+    return "".join(
+        base64.b64encode(data[start : start + step]).decode("ascii")
+        for start in range(0, len(data), step)
+    )
 
 
 def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage], list[InputItem]]:

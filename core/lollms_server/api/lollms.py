@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -241,10 +242,11 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     else:
         result = await service.generate(prepared)
         outputs, usage, finish = list(result.outputs), result.usage, result.finish_reason
-    return web.json_response(
-        _response_body(prepared, outputs, usage, finish, loop),
-        headers={"X-Request-Id": prepared.request.request_id},
+    media = sum(len(o.data) for o in outputs)
+    text = await off_loop_if_big(
+        media, lambda: json.dumps(_response_body(prepared, outputs, usage, finish, loop))
     )
+    return web.json_response(text=text, headers={"X-Request-Id": prepared.request.request_id})
 
 
 def _response_body(
