@@ -74,9 +74,19 @@ def message_dict(message: ChatMessage) -> dict[str, Any]:
 
 
 def chat_body(
-    request: GenerationRequest, model: str, *, stream: bool, extra_keys: Iterable[str] = ()
+    request: GenerationRequest,
+    model: str,
+    *,
+    stream: bool,
+    extra_keys: Iterable[str] = (),
+    stream_usage: bool = True,
+    renames: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The body of `/chat/completions` (or `/completions` for a raw prompt)."""
+    """The body of `/chat/completions` (or `/completions` for a raw prompt).
+
+    `stream_usage`: ask for usage in streams (`stream_options`; a server that rejects the
+    field, Mistral's, sends usage anyway); `renames`: parameters under the server's own names
+    (e.g. Mistral's `random_seed` for `seed`)."""
     body: dict[str, Any] = {"model": model}
     if request.raw_prompt:
         body["prompt"] = request.messages[-1].content if request.messages else ""
@@ -86,9 +96,13 @@ def chat_body(
     if request.raw_prompt:
         for key in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):
             body.pop(key, None)
+    for name, wire_name in (renames or {}).items():
+        if name in body and name not in ("model", "messages", "prompt"):
+            body[wire_name] = body.pop(name)
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -103,9 +117,10 @@ async def generate(
     *,
     prefix: str = "",
     extra_keys: Iterable[str] = (),
+    renames: Mapping[str, str] | None = None,
 ) -> Result:
     """A whole (non-streamed) completion as a Result."""
-    body = chat_body(request, model, stream=False, extra_keys=extra_keys)
+    body = chat_body(request, model, stream=False, extra_keys=extra_keys, renames=renames)
     answer = await upstream.post_json(_path(request, prefix), body)
     choices = answer.get("choices") if isinstance(answer, dict) else None
     if not choices or not isinstance(choices[0], dict):
@@ -127,9 +142,18 @@ async def stream(
     *,
     prefix: str = "",
     extra_keys: Iterable[str] = (),
+    stream_usage: bool = True,
+    renames: Mapping[str, str] | None = None,
 ) -> AsyncGenerator[Chunk, None]:
     """The completion as Chunks; the last one carries finish reason, usage and tool calls."""
-    body = chat_body(request, model, stream=True, extra_keys=extra_keys)
+    body = chat_body(
+        request,
+        model,
+        stream=True,
+        extra_keys=extra_keys,
+        stream_usage=stream_usage,
+        renames=renames,
+    )
     calls: dict[int, dict[str, Any]] = {}
     finish: str | None = None
     usage: Usage | None = None

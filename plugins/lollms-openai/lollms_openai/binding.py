@@ -191,9 +191,12 @@ class OpenAIBinding(Binding):
         await self.check_model(request.model)
         kind = request.generation_type
         if kind == "ttt":
-            extra = self.config.get("extra_parameters", [])
             return await upstream_chat.generate(
-                self.upstream, request, request.model, extra_keys=extra
+                self.upstream,
+                request,
+                request.model,
+                extra_keys=self.config.get("extra_parameters", []),
+                renames=self.config.get("rename_parameters"),
             )
         if kind == "tti":
             return Result(tuple(await media.generate_images(self.upstream, request)))
@@ -216,8 +219,14 @@ class OpenAIBinding(Binding):
                 yield Chunk(content=text, output=media_output, finish_reason=result.finish_reason)
             return
         await self.check_model(request.model)
-        extra = self.config.get("extra_parameters", [])
-        chunks = upstream_chat.stream(self.upstream, request, request.model, extra_keys=extra)
+        chunks = upstream_chat.stream(
+            self.upstream,
+            request,
+            request.model,
+            extra_keys=self.config.get("extra_parameters", []),
+            stream_usage=self.config.get("stream_usage", True),
+            renames=self.config.get("rename_parameters"),
+        )
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk  # closing this generator closes the HTTP stream at once

@@ -30,6 +30,16 @@ class OpenAISettings(Schema):
         fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$")),
         load_default=lambda: list(DEFAULT_EXTRA_PARAMETERS),
     )
+    rename_parameters = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$")),
+        values=fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$")),
+        load_default=dict,
+        metadata={"help": "chat parameters under the server's names, e.g. seed = random_seed"},
+    )
+    stream_usage = fields.Boolean(
+        load_default=True,
+        metadata={"help": "ask for usage in streams (stream_options); false for Mistral"},
+    )
     default_voice = fields.String(load_default="alloy")
     connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
     read_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
