@@ -138,12 +138,27 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
             process.wait(timeout=30)
 
 
+def readme_snippet(language: str, port: int) -> str:
+    """The README's first ```<language> block, its upstream pointed at `port`."""
+    pattern = rf"```{language}\n(.*?)```"
+    blocks = re.findall(pattern, README.read_text(encoding="utf-8"), re.DOTALL)
+    assert blocks, f"README.md has no ```{language} snippet"
+    assert "127.0.0.1:9601" in blocks[0]
+    return str(blocks[0]).replace("127.0.0.1:9601", f"127.0.0.1:{port}")
+
+
 def readme_nginx_location(port: int) -> str:
     """The README's nginx `location` block, pointed at `port`."""
-    blocks = re.findall(r"```nginx\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-    assert blocks, "README.md has no ```nginx snippet"
-    assert "127.0.0.1:9601" in blocks[0]
-    return blocks[0].replace("127.0.0.1:9601", f"127.0.0.1:{port}")
+    return readme_snippet("nginx", port)
+
+
+def _installed(name: str) -> str:
+    binary = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (apt-get install {name})")
+        pytest.skip(f"{name} is not installed")
+    return binary
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +166,7 @@ def nginx(
     servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, int]]:
     """A real nginx in front of the servers; the name of each front -> its port."""
-    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (apt-get install nginx)")
-        pytest.skip("nginx is not installed")
+    binary = _installed("nginx")
     folder = tmp_path_factory.mktemp("nginx")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -206,6 +217,48 @@ def nginx(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def caddy(servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real Caddy with the README's Caddyfile (served on plain http at a free port) in front
+    of the server that trusts 127.0.0.1; its port."""
+    binary = _installed("caddy")
+    folder = tmp_path_factory.mktemp("caddy")
+    port = free_port()
+    site = readme_snippet("caddy", servers["trusted"].port)
+    site = re.sub(r"^\S+ \{", f"http://127.0.0.1:{port} {{", site.strip(), count=1)
+    (folder / "Caddyfile").write_text(
+        "{\n\tadmin off\n}\n" + site + "\n", encoding="utf-8"
+    )
+    env = {**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder / "data")}
+    env["XDG_CONFIG_HOME"] = str(folder / "config")
+    process = subprocess.Popen(
+        [binary, "run", "--config", str(folder / "Caddyfile"), "--adapter", "caddyfile"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, process, "caddy")
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_the_readme_caddyfile_works_with_trusted_proxies(
+    servers: dict[str, Server], caddy: int
+) -> None:
+    """Behind Caddy: no key is a 401 (also with a forged Host), a key works, the login form
+    works from the proxied origin and refuses another site's."""
+    trusted = servers["trusted"]
+    path = "/api/v1/list_models"
+    assert send(caddy, "GET", path).status == 401
+    assert send(caddy, "GET", path, {"Host": f"127.0.0.1:{trusted.port}"}).status in (401, 404)
+    key = {"Authorization": f"Bearer {trusted.user_key}"}
+    assert send(caddy, "GET", path, key).status == 200
+    same = {"Origin": f"http://127.0.0.1:{caddy}", "Sec-Fetch-Site": "same-origin"}
+    assert _login(caddy, trusted.user_key, same).status == 303
+    assert _login(caddy, trusted.user_key, {"Origin": "http://evil.example"}).status == 403
 
 
 def test_a_proxied_request_is_never_local(
