@@ -487,6 +487,9 @@ def test_scripts_are_audited_and_counted(world: World, tmp_path: Path) -> None:
         marker.touch()
         holder.finish()
     assert "done" in holder.text
+    inner = {"personality": "in_worker", "input_data": [{"type": "text", "data": "inside"}]}
+    nested = main.call("POST", "/api/v1/generate", key=single, body=inner)
+    assert nested.status == 200, nested.text  # its own generation runs in the script's slot
     rows = [r for r in main.audit(world.admin, "generation") if r["key_id"] == single[7:19]]
     details = [
         json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"] for r in rows
