@@ -22,7 +22,6 @@ from .bindings import (
     GenerationRequest,
     InputItem,
     Result,
-    Usage,
     closing_stream,
     join_stream,
     result_chunks,
@@ -31,6 +30,7 @@ from .circuit import Breakers
 from .drain import Drain
 from .errors import BackendTimeout, LollmsError
 from .functions import FunctionRegistry
+from .generation_outcome import Outcome, audit_outcome, count_outcome
 from .guard import binding_errors as binding_errors
 from .guard import guarded as guarded
 from .metrics import Metrics
@@ -81,22 +81,6 @@ def new_request_id() -> str:
     """The running HTTP request's id, or a fresh one outside a request."""
     trace = current_trace()
     return trace.request_id if trace else uuid.uuid4().hex
-
-
-@dataclass
-class _Outcome:
-    """What the audit log and the token budget learn about one generation."""
-
-    status: int = 200
-    usage: Usage | None = None
-    first_token_s: float | None = None
-
-    def tokens_used(self, reservation: Reservation) -> int:
-        """What the token budget is charged: the usage, else (a stream cut short after its
-        first token) the whole reservation, else nothing."""
-        if self.usage is not None:
-            return self.usage.total_tokens
-        return reservation.tokens if self.first_token_s is not None else 0
 
 
 class GenerationService:
@@ -215,9 +199,7 @@ class GenerationService:
                         yield chunk
                     return
 
-    async def _stream_on_target(
-        self, prepared: Prepared, outcome: _Outcome
-    ) -> AsyncIterator[Chunk]:
+    async def _stream_on_target(self, prepared: Prepared, outcome: Outcome) -> AsyncIterator[Chunk]:
         splitter = ThinkSplitter()
         async with self._slot(prepared) as (lane, ticket):
             async for position in self._turns(lane, ticket):
@@ -238,7 +220,7 @@ class GenerationService:
             yield Chunk(content=answer, thoughts=thoughts)
 
     async def _binding_chunks(
-        self, prepared: Prepared, outcome: _Outcome, splitter: ThinkSplitter
+        self, prepared: Prepared, outcome: Outcome, splitter: ThinkSplitter
     ) -> AsyncIterator[Chunk]:
         binding = prepared.target.binding
         if "stream" not in binding.capabilities:
@@ -339,7 +321,7 @@ class GenerationService:
             self.metrics.queue_wait.labels(lane.name.partition("/")[0]).observe(waited)
 
     @asynccontextmanager
-    async def _accounted(self, prepared: Prepared) -> AsyncIterator[_Outcome]:
+    async def _accounted(self, prepared: Prepared) -> AsyncIterator[Outcome]:
         """Concurrency slot and token budget of the caller's key; audit record at the end.
 
         No known caller: refused (fail closed). A script's run takes a slot and needs some
@@ -347,7 +329,7 @@ class GenerationService:
         its slot.
         """
         principal = caller()
-        outcome = _Outcome()
+        outcome = Outcome()
         slot: AbstractAsyncContextManager[None] = nullcontext()
         reservation = Reservation(None)
         if self.limiter is not None:
@@ -371,49 +353,7 @@ class GenerationService:
         finally:
             if self.limiter is not None:
                 await self.limiter.settle(reservation, outcome.tokens_used(reservation))
-            await self._finish(prepared, principal, outcome)
-
-    def _count(self, prepared: Prepared, outcome: _Outcome) -> None:
-        assert self.metrics is not None
-        instance = prepared.target.binding.instance_name
-        kind = prepared.request.generation_type
-        self.metrics.generations.labels(instance, kind, str(outcome.status)).inc()
-        if outcome.first_token_s is not None:
-            self.metrics.first_token.labels(instance).observe(outcome.first_token_s)
-        if outcome.usage is not None and outcome.usage.completion_tokens:
-            tokens = outcome.usage.completion_tokens
-            target = prepared.target
-            model = self.metrics.models.label(instance, target.model, target.binding)
-            self.metrics.tokens.labels(instance, model).inc(tokens)
-            self.metrics.tokens_per_second.labels(instance).observe(
-                tokens / max(prepared.elapsed_s, 1e-6)
-            )
-
-    async def _finish(self, prepared: Prepared, principal: Any, outcome: _Outcome) -> None:
-        usage = outcome.usage
-        if self.metrics is not None:
-            self._count(prepared, outcome)
-        if self.audit is None:
-            return
-        detail: dict[str, Any] = {"face": prepared.face}
-        if prepared.scripted and prepared.personality is not None:
-            detail["script"] = prepared.personality.name
-        if self.audit.log_prompts:
-            detail["prompt"] = prepared.request.prompt
-        try:
-            await self.audit.record(
-                "generation",
-                key_id=principal.key_id if principal else None,
-                client=principal.client if principal else None,
-                status=outcome.status,
-                request_id=prepared.request.request_id,
-                instance=prepared.target.binding.instance_name,
-                model=prepared.target.model,
-                generation_type=prepared.request.generation_type,
-                duration_ms=round(prepared.elapsed_s * 1000, 3),
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                detail=detail,
-            )
-        except Exception:  # the audit write must never fail the request it describes
-            log.exception("could not audit generation %s", prepared.request.request_id)
+            if self.metrics is not None:
+                count_outcome(self.metrics, prepared, outcome)
+            if self.audit is not None:
+                await audit_outcome(self.audit, prepared, principal, outcome)

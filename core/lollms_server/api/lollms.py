@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__, health
-from ..bindings import Chunk, Output, Usage, chain_first, closing_stream
-from ..errors import InvalidRequest, LollmsError, NotFound
-from ..generation import Prepared, guarded
+from ..bindings import closing_stream
+from ..errors import InvalidRequest, NotFound
+from ..generation import guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
 from ..listing import gather_models, list_models_of, visible_bindings, visible_instance
 from ..registry import Target
@@ -30,11 +29,9 @@ from .convert import (
     lollms_inputs,
     media_size,
     model_dict,
-    output_dict,
-    usage_dict,
 )
 from .endpoint import endpoint, off_loop_if_big
-from .sse import ClientGone, open_sse, send_event
+from .lollms_answer import response_body, stream_answer
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"
@@ -233,7 +230,7 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         )
     loop = ToolLoop(service, functions, chosen, max_steps) if chosen else None
     if body["stream"]:
-        return await _stream(request, prepared, loop)
+        return await stream_answer(request, prepared, loop)
     if loop is not None:
         async with closing_stream(loop.run(prepared)) as events:
             async for _event in events:
@@ -244,124 +241,9 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         outputs, usage, finish = list(result.outputs), result.usage, result.finish_reason
     media = sum(len(o.data) for o in outputs)
     text = await off_loop_if_big(
-        media, lambda: json.dumps(_response_body(prepared, outputs, usage, finish, loop))
+        media, lambda: json.dumps(response_body(prepared, outputs, usage, finish, loop))
     )
     return web.json_response(text=text, headers={"X-Request-Id": prepared.request.request_id})
-
-
-def _response_body(
-    prepared: Prepared,
-    outputs: Sequence[Output],
-    usage: Usage | None,
-    finish: str,
-    loop: ToolLoop | None = None,
-) -> dict[str, Any]:
-    body = {
-        "personality": prepared.personality.name if prepared.personality else None,
-        "request_id": prepared.request.request_id,
-        "binding_instance": prepared.target.binding.instance_name,
-        "model_name": prepared.target.model,
-        "output": [output_dict(o) for o in outputs],
-        "usage": usage_dict(usage),
-        "finish_reason": finish,
-        "execution_time": round(prepared.elapsed_s, 4),
-    }
-    if loop is not None:
-        body["steps"] = [step.to_dict() for step in loop.steps]
-    return body
-
-
-async def _stream(
-    request: web.Request, prepared: Prepared, loop: ToolLoop | None
-) -> web.StreamResponse:
-    """SSE events; an error before the first event (queue full, circuit open, token limit,
-    timeout) is a plain HTTP status, later ones an `error` event."""
-    service = request.app[GENERATION]
-    source = loop.run(prepared) if loop is not None else service.stream(prepared)
-    async with closing_stream(source) as chunks:
-        first = await anext(chunks, None)
-        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
-        return await _send_stream(response, prepared, loop, chain_first(first, chunks))
-
-
-async def _send_stream(
-    response: web.StreamResponse,
-    prepared: Prepared,
-    loop: ToolLoop | None,
-    source: AsyncIterator[Chunk],
-) -> web.StreamResponse:
-    texts: list[str] = []
-    thoughts: list[str] = []
-    media: list[Output] = []
-    usage: Usage | None = None
-    finish = "stop"
-    try:
-        await send_event(
-            response,
-            _event(
-                "info",
-                "started",
-                request_id=prepared.request.request_id,
-                binding=prepared.target.binding.instance_name,
-                model=prepared.target.model,
-            ),
-        )
-        async with closing_stream(source) as chunks:
-            async for chunk in chunks:
-                if chunk.type == "info":
-                    await send_event(response, _event("info", chunk.content, **chunk.metadata))
-                    continue
-                if chunk.type == "function_call":
-                    (call,) = chunk.tool_calls
-                    await send_event(response, _event("function_call", call, **chunk.metadata))
-                    continue
-                usage = chunk.usage or usage
-                finish = chunk.finish_reason or finish
-                if chunk.output is not None:
-                    media.append(chunk.output)
-                if chunk.content or chunk.thoughts:
-                    texts.append(chunk.content)
-                    thoughts.append(chunk.thoughts)
-                    await send_event(
-                        response, _event("chunk", chunk.content, chunk.thoughts or None)
-                    )
-        if loop is not None:
-            outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
-        else:
-            text, thought_text = "".join(texts), "".join(thoughts)
-            outputs = list(media)
-            if text or thought_text or not media:
-                outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
-        final = _response_body(prepared, outputs, usage, finish, loop)
-        await send_event(
-            response,
-            {"type": "final", "content": final["output"], "thoughts": None, "metadata": final},
-        )
-    except LollmsError as exc:
-        await _send_error(response, prepared, exc)
-    except ClientGone:
-        return response
-    await response.write_eof()
-    return response
-
-
-async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:
-    try:
-        await send_event(response, _event("error", exc.message, error=exc.to_dict()))
-        final = {
-            "request_id": prepared.request.request_id,
-            "status": "error",
-            "execution_time": round(prepared.elapsed_s, 4),
-        }
-        await send_event(
-            response, {"type": "final", "content": [], "thoughts": None, "metadata": final}
-        )
-    except ClientGone:
-        pass
-
-
-def _event(kind: str, content: Any, thoughts: str | None = None, **metadata: Any) -> dict[str, Any]:
-    return {"type": kind, "content": content, "thoughts": thoughts, "metadata": metadata}
 
 
 async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Target:

@@ -1,0 +1,131 @@
+"""The answer of the lollms `generate`: its JSON body, and its SSE stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..bindings import Chunk, Output, Usage, chain_first, closing_stream
+from ..errors import LollmsError
+from ..generation import Prepared
+from ..keys import GENERATION
+from ..toolloop import ToolLoop
+from .convert import output_dict, usage_dict
+from .sse import ClientGone, open_sse, send_event
+
+
+def response_body(
+    prepared: Prepared,
+    outputs: Sequence[Output],
+    usage: Usage | None,
+    finish: str,
+    loop: ToolLoop | None = None,
+) -> dict[str, Any]:
+    body = {
+        "personality": prepared.personality.name if prepared.personality else None,
+        "request_id": prepared.request.request_id,
+        "binding_instance": prepared.target.binding.instance_name,
+        "model_name": prepared.target.model,
+        "output": [output_dict(o) for o in outputs],
+        "usage": usage_dict(usage),
+        "finish_reason": finish,
+        "execution_time": round(prepared.elapsed_s, 4),
+    }
+    if loop is not None:
+        body["steps"] = [step.to_dict() for step in loop.steps]
+    return body
+
+
+async def stream_answer(
+    request: web.Request, prepared: Prepared, loop: ToolLoop | None
+) -> web.StreamResponse:
+    """SSE events; an error before the first event (queue full, circuit open, token limit,
+    timeout) is a plain HTTP status, later ones an `error` event."""
+    service = request.app[GENERATION]
+    source = loop.run(prepared) if loop is not None else service.stream(prepared)
+    async with closing_stream(source) as chunks:
+        first = await anext(chunks, None)
+        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
+        return await _send_stream(response, prepared, loop, chain_first(first, chunks))
+
+
+async def _send_stream(
+    response: web.StreamResponse,
+    prepared: Prepared,
+    loop: ToolLoop | None,
+    source: AsyncIterator[Chunk],
+) -> web.StreamResponse:
+    texts: list[str] = []
+    thoughts: list[str] = []
+    media: list[Output] = []
+    usage: Usage | None = None
+    finish = "stop"
+    try:
+        await send_event(
+            response,
+            _event(
+                "info",
+                "started",
+                request_id=prepared.request.request_id,
+                binding=prepared.target.binding.instance_name,
+                model=prepared.target.model,
+            ),
+        )
+        async with closing_stream(source) as chunks:
+            async for chunk in chunks:
+                if chunk.type == "info":
+                    await send_event(response, _event("info", chunk.content, **chunk.metadata))
+                    continue
+                if chunk.type == "function_call":
+                    (call,) = chunk.tool_calls
+                    await send_event(response, _event("function_call", call, **chunk.metadata))
+                    continue
+                usage = chunk.usage or usage
+                finish = chunk.finish_reason or finish
+                if chunk.output is not None:
+                    media.append(chunk.output)
+                if chunk.content or chunk.thoughts:
+                    texts.append(chunk.content)
+                    thoughts.append(chunk.thoughts)
+                    await send_event(
+                        response, _event("chunk", chunk.content, chunk.thoughts or None)
+                    )
+        if loop is not None:
+            outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
+        else:
+            text, thought_text = "".join(texts), "".join(thoughts)
+            outputs = list(media)
+            if text or thought_text or not media:
+                outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
+        final = response_body(prepared, outputs, usage, finish, loop)
+        await send_event(
+            response,
+            {"type": "final", "content": final["output"], "thoughts": None, "metadata": final},
+        )
+    except LollmsError as exc:
+        await _send_error(response, prepared, exc)
+    except ClientGone:
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:
+    try:
+        await send_event(response, _event("error", exc.message, error=exc.to_dict()))
+        final = {
+            "request_id": prepared.request.request_id,
+            "status": "error",
+            "execution_time": round(prepared.elapsed_s, 4),
+        }
+        await send_event(
+            response, {"type": "final", "content": [], "thoughts": None, "metadata": final}
+        )
+    except ClientGone:
+        pass
+
+
+def _event(kind: str, content: Any, thoughts: str | None = None, **metadata: Any) -> dict[str, Any]:
+    return {"type": kind, "content": content, "thoughts": thoughts, "metadata": metadata}

@@ -1,0 +1,78 @@
+"""What a finished generation leaves behind: its token charge, its metrics, its audit row."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .bindings import Usage
+from .metrics import Metrics
+from .security.audit import AuditLog
+from .security.principal import Principal
+from .security.ratelimit import Reservation
+
+if TYPE_CHECKING:
+    from .generation import Prepared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What the audit log and the token budget learn about one generation."""
+
+    status: int = 200
+    usage: Usage | None = None
+    first_token_s: float | None = None
+
+    def tokens_used(self, reservation: Reservation) -> int:
+        """What the token budget is charged: the usage, else (a stream cut short after its
+        first token) the whole reservation, else nothing."""
+        if self.usage is not None:
+            return self.usage.total_tokens
+        return reservation.tokens if self.first_token_s is not None else 0
+
+
+def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> None:
+    """The generation's counters: by status, time to first token, tokens and tokens/s."""
+    instance = prepared.target.binding.instance_name
+    kind = prepared.request.generation_type
+    metrics.generations.labels(instance, kind, str(outcome.status)).inc()
+    if outcome.first_token_s is not None:
+        metrics.first_token.labels(instance).observe(outcome.first_token_s)
+    if outcome.usage is not None and outcome.usage.completion_tokens:
+        tokens = outcome.usage.completion_tokens
+        target = prepared.target
+        model = metrics.models.label(instance, target.model, target.binding)
+        metrics.tokens.labels(instance, model).inc(tokens)
+        metrics.tokens_per_second.labels(instance).observe(tokens / max(prepared.elapsed_s, 1e-6))
+
+
+async def audit_outcome(
+    audit: AuditLog, prepared: Prepared, principal: Principal | None, outcome: Outcome
+) -> None:
+    """The generation's audit row (metadata; the prompt only with `audit_prompts`)."""
+    usage = outcome.usage
+    detail: dict[str, Any] = {"face": prepared.face}
+    if prepared.scripted and prepared.personality is not None:
+        detail["script"] = prepared.personality.name
+    if audit.log_prompts:
+        detail["prompt"] = prepared.request.prompt
+    try:
+        await audit.record(
+            "generation",
+            key_id=principal.key_id if principal else None,
+            client=principal.client if principal else None,
+            status=outcome.status,
+            request_id=prepared.request.request_id,
+            instance=prepared.target.binding.instance_name,
+            model=prepared.target.model,
+            generation_type=prepared.request.generation_type,
+            duration_ms=round(prepared.elapsed_s * 1000, 3),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            detail=detail,
+        )
+    except Exception:  # the audit write must never fail the request it describes
+        log.exception("could not audit generation %s", prepared.request.request_id)
