@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from lollms_server.config import parse_config, prepare_data_dir
 from lollms_server.hookspecs import hookimpl
 from lollms_server.keys import REGISTRY
 from lollms_server.plugins import load_plugins
+
+from .backends import RealBackends, start_real_backends
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -154,6 +156,7 @@ class LiveServer:
     """The app served on 127.0.0.1 from a background thread's event loop."""
 
     app: web.Application
+    real: RealBackends = field(default_factory=RealBackends)
     url: str = ""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     runner: web.AppRunner | None = None
@@ -201,8 +204,22 @@ class LiveServer:
 
 
 @pytest.fixture(scope="package")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app with an echo instance, a recording instance and a demo plugin."""
+def real_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealBackends]:
+    """Every real backend (backends.py), started once; in CI a missing one fails the tests."""
+    backends = start_real_backends(tmp_path_factory.mktemp("backends"))
+    try:
+        if backends.missing and os.environ.get("CI"):
+            pytest.fail(f"real backends missing in CI: {backends.missing}")
+        yield backends
+    finally:
+        backends.close()
+
+
+@pytest.fixture(scope="package")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, real_backends: RealBackends
+) -> Iterator[LiveServer]:
+    """The app with echo, a recording instance, a demo plugin and every real backend."""
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     config = parse_config(
         {
@@ -210,16 +227,29 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "bindings": {
                 "echo": {"type": "echo", "default_model": "echo", "delay_ms": 30},
                 "rec": {"type": "recording", "default_model": "slow", "delay_ms": 150},
+                **real_backends.instances,
             },
             "defaults": dict.fromkeys(GENERATION_TYPES, "echo"),
         }
     )
     prepare_data_dir(config)
     plugins = load_plugins({"webdemo": DemoPlugin()})
-    server = LiveServer(create_app(config, plugins))
+    server = LiveServer(create_app(config, plugins), real=real_backends)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def real_instance(live_server: LiveServer) -> Callable[[str], str]:
+    """The name of a configured real instance (skipped locally, failed in CI when missing)."""
+
+    def get(name: str) -> str:
+        if name not in live_server.real.instances:
+            missing(f"real backend {name!r} is not set up: {live_server.real.missing.get(name)}")
+        return name
+
+    return get
 
 
 @pytest.fixture(scope="package")
