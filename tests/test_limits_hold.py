@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from lollms_server.resources.scheduler import MAX_LANES, Scheduler
 from lollms_server.testing import free_port, wait_for_http
 
 CLI = [sys.executable, "-m", "lollms_server.cli"]
@@ -301,3 +302,15 @@ async def test_lollms_stream_errors_before_the_first_byte_are_http_statuses(
             limited = await session.post(url, json=local_body, headers=key)
             assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
             assert (await limited.json())["error"]["type"] == "rate_limited"
+
+
+async def test_client_chosen_model_names_leave_a_bounded_number_of_lanes() -> None:
+    """Every requested model gets a queue lane; idle ones are forgotten past MAX_LANES, so
+    random names cannot grow the scheduler for ever. A busy lane is never dropped."""
+    scheduler = Scheduler()
+    busy = scheduler.lane("echo", "echo", 1)
+    ticket = busy.enter(0)
+    for index in range(3 * MAX_LANES):
+        scheduler.lane("echo", f"random-{index}", 1)
+    assert len(scheduler.lanes) <= MAX_LANES
+    assert scheduler.lanes[("echo", "echo")] is busy and ticket.granted.is_set()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import Overloaded
 
 ADMIN_PRIORITY = 0
+MAX_LANES = 1024  # past this many lanes, idle ones (only their wait estimates) are dropped
 USER_PRIORITY = 1
 
 
@@ -108,6 +109,9 @@ class Scheduler:
         key = (instance, model)
         lane = self.lanes.get(key)
         if lane is None:
+            if len(self.lanes) >= MAX_LANES:  # model names come from clients: forget idle lanes
+                for idle in [k for k, v in self.lanes.items() if not v.active and not v.waiting]:
+                    del self.lanes[idle]
             lane = self.lanes[key] = Lane(f"{instance}/{model}", capacity, self.queue_size)
         return lane
 
