@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lollms_server.bindings import GENERATION_TYPES
 from lollms_server.builtin.echo import EchoBinding, speak
 from lollms_server.testing import ContractSuite, SpeechSample, UnavailableContract
 
@@ -19,6 +20,9 @@ class TestEchoContract(ContractSuite):
     stream_model = "slow"  # streams with a delay, so abandoning it mid-way means something
     deterministic_text = True
     deterministic_images = True
+    loop_generation_types = GENERATION_TYPES  # every type, media minutes long
+    large_audio_seconds = 240.0
+    large_image_side = 512
 
     @pytest.fixture
     def binding_settings(self) -> Mapping[str, Any]:

@@ -61,7 +61,10 @@ Mixins (combine any; `ContractSuite` is all of them except `UnavailableContract`
   override the `speech_sample` fixture with a `SpeechSample(audio, mime_type, words)`).
 - `EmbeddingsContract` (`embeddings`), `LifecycleContract` (health, `list_models`, and with
   `load_unload` idempotent load/unload), `ServerContract` (the binding served by the real
-  app: `POST /api/v1/generate`, plain and streamed).
+  app: `POST /api/v1/generate`, plain and streamed; it includes `LoopContract`).
+- `LoopContract`: a probe coroutine keeps ticking while the binding serves a large request
+  (a long prompt, a large image or minutes of audio): the event loop that every client
+  shares is never held longer than `loop_block_budget_s`.
 - `UnavailableContract`: override `unavailable_settings` with settings pointing at a dead
   backend; health must be `down`, `list_models()` must raise `BackendUnavailable`, generate
   must raise a 5xx naming the instance, all within `unavailable_timeout_s`.
@@ -91,6 +94,8 @@ Knobs (class attributes; defaults in brackets):
 - `EmbeddingsContract`: `embedding_texts`, `embedding_tolerance` [1e-4].
 - `LifecycleContract`: `lifecycle_model`, `reports_loaded` [True], `health_timeout_s` [10].
 - `ServerContract`: `server_generation_type` [the first of ttt, tti, tts, ttm, ttv declared].
+- `LoopContract`: `loop_generation_types` [the server contract's type], `loop_block_budget_s`
+  [1.0], `large_audio_seconds` [20], `large_image_side` [256]; keep them small for real models.
 - `UnavailableContract`: `unavailable_timeout_s` [15] bounds every call against the dead
   backend, start-up included.
 
@@ -119,6 +124,7 @@ if TYPE_CHECKING:
         within,
     )
     from .lifecycle import LifecycleContract, UnavailableContract
+    from .loop import LoopContract, worst_loop_gap
     from .media import ImageContract, SpeechContract, TranscriptionContract
     from .server import ServerContract, serve_binding
     from .suite import ContractSuite
@@ -140,6 +146,8 @@ _HOMES = {
     "within": "fixtures",
     "LifecycleContract": "lifecycle",
     "UnavailableContract": "lifecycle",
+    "LoopContract": "loop",
+    "worst_loop_gap": "loop",
     "ImageContract": "media",
     "SpeechContract": "media",
     "TranscriptionContract": "media",
@@ -155,6 +163,7 @@ __all__ = [
     "EmbeddingsContract",
     "ImageContract",
     "LifecycleContract",
+    "LoopContract",
     "ServerContract",
     "SpeechContract",
     "SpeechSample",
@@ -171,6 +180,7 @@ __all__ = [
     "wait_for_http",
     "wait_for_http_async",
     "within",
+    "worst_loop_gap",
 ]
 
 

@@ -21,8 +21,9 @@ from ..config import Config, InstanceConfig, prepare_data_dir
 from ..config_sections import ResilienceConfig, ResourcesConfig
 from ..hookspecs import hookimpl
 from ..plugins import load_plugins
-from .base import ContractBase, contract, sample_inputs
+from .base import contract, sample_inputs
 from .fixtures import backend_unavailable
+from .loop import LoopContract
 
 if TYPE_CHECKING:
     Client: TypeAlias = TestClient[web.Request, web.Application]
@@ -121,8 +122,9 @@ def sse_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
-class ServerContract(ContractBase):
-    """The binding works through the real app: POST /api/v1/generate round trips."""
+class ServerContract(LoopContract):
+    """The binding works through the real app: POST /api/v1/generate round trips, and never
+    blocks the app's event loop (LoopContract)."""
 
     server_generation_type: ClassVar[str | None] = None
 
