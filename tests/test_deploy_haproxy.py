@@ -1,0 +1,292 @@
+"""The shipped HAProxy config (`deploy/haproxy/haproxy.cfg`, addresses from the environment as in
+production, the file itself unchanged) as a real process in front of two real lollms-server
+replicas that share one SQLite data dir (the same keys on both): a rolling restart (SIGTERM one
+replica, it drains and exits 0, start it again, wait until HAProxy has it UP, then the other)
+while clients send whole and streamed requests through HAProxy fails no request."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lollms_server.testing import free_port
+from lollms_server.testing.process import SERVER_COMMAND, server_env, toml_table
+
+HAPROXY_CFG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
+ECHO = '[bindings.echo]\ntype = "echo"\ndelay_ms = 40\n'
+WORDS = [f"w{i}" for i in range(15)]  # echo/slow: 15 tokens x 40 ms per stream
+PROMPT = " ".join(WORDS)
+
+
+def haproxy_binary() -> str:
+    """Debian's haproxy; where CI is set, missing is a failure, not a skip."""
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("haproxy is not installed (apt-get install haproxy)")
+        pytest.skip("haproxy is not installed")
+    return found
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def get_status(port: int, path: str) -> int:
+    """The status of a GET, 0 when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+@dataclass
+class Replica:
+    """One lollms-server process on a fixed port, restartable."""
+
+    name: str
+    folder: Path
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server (its config written once) and return at once."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "lollms.toml"
+        server = {"host": "127.0.0.1", "port": self.port, "drain_timeout_s": 30}
+        config.write_text(toml_table("server", server) + "\n" + ECHO, encoding="utf-8")
+        with (self.folder / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*SERVER_COMMAND, "--config", str(config)],
+                env=server_env(self.data_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> bool:
+        """Whether it answers `/api/v1/ready` with 200 (it fails the test if it died)."""
+        assert self.process is not None and self.process.poll() is None, self.log()
+        return get_status(self.port, "/api/v1/ready") == 200
+
+    def stop(self) -> int:
+        """SIGTERM, then its exit status once it has drained."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=45)
+
+    def log(self) -> str:
+        """The end of its log."""
+        return (self.folder / "server.log").read_text(errors="replace")[-3000:]
+
+
+class Traffic:
+    """Client threads sending requests through the load balancer until stopped."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+        self.failures: list[str] = []
+        self.done: Counter[str] = Counter()
+        self.stopping = threading.Event()
+        kinds = {"openai_whole": self.openai_whole, "lollms_sse": self.lollms_sse}
+        kinds["ollama_ndjson"] = self.ollama_ndjson
+        self.threads = [
+            threading.Thread(target=self.loop, args=(name, send), daemon=True)
+            for name, send in [*kinds.items(), ("lollms_sse_2", self.lollms_sse)]
+        ]
+
+    def loop(self, name: str, send: Callable[[http.client.HTTPConnection], None]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        while not self.stopping.is_set():
+            try:
+                send(conn)
+                self.done[name] += 1
+            except (
+                OSError,
+                http.client.HTTPException,
+                AssertionError,
+                ValueError,
+                LookupError,
+            ) as exc:
+                self.failures.append(f"{name}: {exc!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.close()
+
+    def post(self, conn: http.client.HTTPConnection, path: str, body: object) -> bytes:
+        headers = {"Content-Type": "application/json", "X-API-Key": self.key}
+        conn.request("POST", path, json.dumps(body), headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            raise AssertionError(f"{path}: {reply.status} {data[:300]!r}")
+        return data
+
+    def openai_whole(self, conn: http.client.HTTPConnection) -> None:
+        body = {"model": "echo/echo", "messages": [{"role": "user", "content": PROMPT}]}
+        answer = json.loads(self.post(conn, "/v1/chat/completions", body))
+        text = answer["choices"][0]["message"]["content"]
+        assert text.split() == WORDS, text
+
+    def lollms_sse(self, conn: http.client.HTTPConnection) -> None:
+        body = {
+            "input_data": [{"type": "text", "data": PROMPT}],
+            "binding_name": "echo",
+            "model_name": "slow",
+            "stream": True,
+        }
+        data = self.post(conn, "/api/v1/generate", body).decode()
+        events = [json.loads(line[6:]) for line in data.splitlines() if line.startswith("data: ")]
+        kinds = [e["type"] for e in events]
+        assert "error" not in kinds and kinds[-1] == "final", kinds
+        text = "".join(e.get("content") or "" for e in events if e["type"] == "chunk")
+        assert text.split() == WORDS, text
+
+    def ollama_ndjson(self, conn: http.client.HTTPConnection) -> None:
+        messages = [{"role": "user", "content": PROMPT}]
+        body = {"model": "echo/slow", "messages": messages, "stream": True}
+        lines = [json.loads(line) for line in self.post(conn, "/api/chat", body).splitlines()]
+        assert lines[-1].get("done") is True and "error" not in lines[-1], lines[-1]
+        text = "".join(line["message"]["content"] for line in lines if "message" in line)
+        assert text.split() == WORDS, text
+
+    def total(self) -> int:
+        """Requests answered in full so far."""
+        return sum(self.done.values())
+
+    def wait_for(self, more: int) -> None:
+        """Return once `more` further requests have been answered."""
+        target = self.total() + more
+        wait_until(lambda: self.total() >= target or bool(self.failures), f"{more} requests")
+
+
+def stats_rows(stats_port: int) -> list[dict[str, str]]:
+    """The rows of HAProxy's CSV stats for the replicas' backend."""
+    conn = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
+    try:
+        conn.request("GET", "/;csv")
+        text = conn.getresponse().read().decode().lstrip("# ")
+    finally:
+        conn.close()
+    return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == "lollms_replicas"]
+
+
+def server_states(stats_port: int) -> dict[str, str]:
+    """Each replica's state (UP, DOWN...) as HAProxy sees it."""
+    return {
+        row["svname"]: row["status"]
+        for row in stats_rows(stats_port)
+        if row["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+def retries(stats_port: int) -> int:
+    """Requests HAProxy resent to another replica (refused by a draining one, or unanswered)."""
+    (backend,) = [row for row in stats_rows(stats_port) if row["svname"] == "BACKEND"]
+    return int(backend["wretr"] or 0) + int(backend["wredis"] or 0)
+
+
+@pytest.fixture
+def haproxy_ports() -> dict[str, int]:
+    """Free loopback ports for the HAProxy front and its stats."""
+    return {"front": free_port(), "stats": free_port()}
+
+
+def test_shipped_haproxy_config_is_valid() -> None:
+    done = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
+    """Two replicas sharing `tmp_path/data`, started; killed at the end if still running."""
+    shared = tmp_path / "data"
+    made = [Replica(f"replica{n}", tmp_path / f"replica{n}", shared) for n in (1, 2)]
+    try:
+        yield made
+    finally:
+        for replica in made:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.process.kill()
+                replica.process.wait(10)
+
+
+def test_rolling_restart_behind_haproxy_fails_no_request(
+    tmp_path: Path, replicas: list[Replica], haproxy_ports: dict[str, int]
+) -> None:
+    binary = haproxy_binary()
+    first = replicas[0]
+    key = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(tmp_path / "cli.toml"), "keys", "create", "--name", "lb"],
+        env=server_env(first.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    for replica in replicas:
+        replica.start()
+    env = {
+        **os.environ,
+        "LOLLMS_LB_BIND": f"127.0.0.1:{haproxy_ports['front']}",
+        "LOLLMS_LB_STATS": f"127.0.0.1:{haproxy_ports['stats']}",
+        "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
+        "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
+    }
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        haproxy = subprocess.Popen(
+            [binary, "-f", str(HAPROXY_CFG), "-db"], env=env, stdout=log, stderr=log
+        )
+    traffic = Traffic(haproxy_ports["front"], key)
+    try:
+        for replica in replicas:
+            wait_until(replica.ready, f"{replica.name} ready")
+        up = {"replica1": "UP", "replica2": "UP"}
+        wait_until(lambda: server_states(haproxy_ports["stats"]) == up, "both replicas UP")
+        for thread in traffic.threads:
+            thread.start()
+        traffic.wait_for(8)
+        for replica in replicas:
+            assert replica.stop() == 0, replica.log()
+            replica.start()
+            wait_until(replica.ready, f"{replica.name} ready again")
+            wait_until(lambda: server_states(haproxy_ports["stats"]) == up, "both UP again")
+            traffic.wait_for(8)
+        retried = retries(haproxy_ports["stats"])
+    finally:
+        traffic.stopping.set()
+        for thread in traffic.threads:
+            if thread.is_alive():
+                thread.join(60)
+        haproxy.terminate()
+        haproxy.wait(10)
+    assert traffic.failures == [], traffic.failures[:10]
+    assert all(traffic.done[name] > 0 for name in ("openai_whole", "lollms_sse", "ollama_ndjson"))
+    print(f"answered through the rolling restart: {dict(traffic.done)}, {retried} retried")
