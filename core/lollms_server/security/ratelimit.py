@@ -157,10 +157,13 @@ class RateLimiter:
     async def settle(self, reservation: Reservation, used: int) -> None:
         """Release a reservation and charge the `used` tokens instead (once; later calls are
         ignored). The window keeps at most the limit: an overshoot ends at the next window."""
-        key_id = reservation.key_id
-        if key_id is None or reservation.settled:
+        if reservation.key_id is None or reservation.settled:
             return
         reservation.settled = True
+        # shielded: a client that leaves again while this runs must not leak the reservation
+        await asyncio.shield(self._settle(reservation.key_id, reservation, used))
+
+    async def _settle(self, key_id: str, reservation: Reservation, used: int) -> None:
         item = self._item(reservation.limit)
         async with self._token_lock(key_id):
             self.reserved[key_id] -= reservation.tokens
