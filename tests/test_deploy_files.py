@@ -1,0 +1,66 @@
+"""The shipped deployment files agree with the server and with each other: stop timeouts outlast
+the drain, the compose file sets every address the HAProxy config reads, the image copies only
+what exists and bakes in no secret. (HAProxy itself runs in tests/test_deploy_haproxy.py.)"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+import yaml
+
+from lollms_server.config import Config
+from lollms_server.config_default import DEFAULT_PORT
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DRAIN_S = Config().drain_timeout_s
+
+
+def seconds(value: str) -> float:
+    """`45s`, `1m`, `45` -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|min)?", value.strip())
+    assert match, value
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "min": 60}[unit]
+
+
+def test_systemd_unit_waits_for_the_drain() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(DEPLOY / "systemd" / "lollms-server.service")
+    service = unit["Service"]
+    assert service["KillSignal"] == "SIGTERM"
+    assert seconds(service["TimeoutStopSec"]) > DRAIN_S
+    assert service["ExecStart"].endswith("lollms-server serve")
+
+
+def test_compose_matches_the_haproxy_config_and_the_drain() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    replicas = [name for name, spec in services.items() if name.startswith("lollms-")]
+    assert len(replicas) == 2
+    for name in replicas:
+        assert seconds(services[name]["stop_grace_period"]) > DRAIN_S
+        assert services[name]["stop_signal"] == "SIGTERM"
+    haproxy = services["haproxy"]
+    (mount,) = haproxy["volumes"]
+    assert (DEPLOY / mount.split(":")[0]).resolve() == DEPLOY / "haproxy" / "haproxy.cfg"
+    wanted = set(re.findall(r"\$\{(\w+)-", (DEPLOY / "haproxy" / "haproxy.cfg").read_text()))
+    assert wanted == set(haproxy["environment"]), "every address the HAProxy config reads"
+    targets = {haproxy["environment"][f"LOLLMS_REPLICA{n}"] for n in (1, 2)}
+    assert targets == {f"{name}:9601" for name in replicas}
+
+
+def test_containerfile_copies_what_exists_and_bakes_in_no_secret() -> None:
+    text = (DEPLOY / "Containerfile").read_text()
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert f"EXPOSE {DEFAULT_PORT}" in text
+    assert f"LOLLMS_PORT={DEFAULT_PORT}" in text
+    env_block = re.findall(r"^ENV (.+?)(?<!\\)$", text, flags=re.MULTILINE | re.DOTALL)
+    assert env_block and not re.search(r"KEY|SECRET|PASSWORD|TOKEN", " ".join(env_block))
+    assert "STOPSIGNAL SIGTERM" in text
