@@ -8,14 +8,18 @@ with such a binding configured (before, `/models` answered 500 on an int detail)
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jinja2
 import pytest
 
-from lollms_server.bindings import GENERATION_TYPES, Health, ModelInfo
-from lollms_server.builtin.echo import EchoBinding
+from lollms_server.bindings import GENERATION_TYPES, Chunk, GenerationRequest, Health, ModelInfo
+from lollms_server.builtin.echo import EchoBinding, speak
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
 from lollms_server.web.filters import FILTERS
@@ -127,6 +131,15 @@ class OddBinding(EchoBinding):
         """The odd model beside echo's own."""
         return [ODD_MODEL, *await super().list_models()]
 
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Echo's stream; every output carries odd metadata and an odd mime type parameter."""
+        async for chunk in super().stream(request):
+            if chunk.output is not None:
+                mime = f'{chunk.output.mime_type}; name="{MARK}"'
+                odd = replace(chunk.output, mime_type=mime, metadata={"seed": JSON_VALUES["dict"]})
+                chunk = replace(chunk, output=odd, metadata=JSON_VALUES)
+            yield chunk
+
 
 class OddPlugin:
     """Registers the odd binding."""
@@ -162,7 +175,7 @@ async def test_every_page_renders_with_odd_binding_values(
         {
             "bindings": {
                 "echo": {"type": "echo", "default_model": "echo"},
-                "odd": {"type": "odd", "default_model": "odd-model"},
+                "odd": {"type": "odd", "default_model": "echo"},
             },
             "defaults": dict.fromkeys(GENERATION_TYPES, "odd"),
         }
@@ -176,3 +189,19 @@ async def test_every_page_renders_with_odd_binding_values(
         assert MARK not in body, f"{path} let the binding's HTML through"
     models = await (await client.get("/models", headers=headers)).text()
     assert "odd/odd-model" in models and "12 GB" in models and "1.5B" in models
+    forms: dict[str, tuple[dict[str, str], str]] = {
+        "/playground/chat": ({"prompt": "hello odd"}, "hello odd"),
+        "/playground/image": ({"prompt": "odd", "width": "16", "height": "16"}, "<img"),
+        "/playground/speech": ({"text": "odd"}, "<audio"),
+    }
+    for path, (fields, shown) in forms.items():
+        response = await client.post(path, data=fields, headers=headers)
+        body = await response.text()
+        assert response.status == 200, f"{path}: {response.status}\n{body[:2000]}"
+        if stream := re.search(r'sse-connect="([^"]+)"', body):  # htmx: the result comes by SSE
+            body += await (await client.get(stream.group(1))).text()
+        assert shown in body and MARK not in body, f"{path}:\n{body[:2000]}"
+    upload = aiohttp.FormData()
+    upload.add_field("file", speak("odd"), filename="odd.wav", content_type="audio/wav")
+    response = await client.post("/playground/transcribe", data=upload, headers=headers)
+    assert response.status == 200 and MARK not in await response.text()
