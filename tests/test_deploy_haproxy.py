@@ -1,8 +1,9 @@
 """The shipped HAProxy config (`deploy/haproxy/haproxy.cfg`, addresses from the environment as in
 production, the file itself unchanged) as a real process in front of two real lollms-server
-replicas that share one SQLite data dir (the same keys on both): a rolling restart (SIGTERM one
-replica, it drains and exits 0, start it again, wait until HAProxy has it UP, then the other)
-while clients send whole and streamed requests through HAProxy fails no request."""
+replicas that share one SQLite data dir (the same keys on both; a key revoked once is refused by
+both at once): a rolling restart (SIGTERM one replica, it drains and exits 0, start it again,
+wait until HAProxy has it UP, then the other) while clients send whole and streamed requests
+through HAProxy fails no request."""
 
 from __future__ import annotations
 
@@ -211,6 +212,21 @@ def retries(stats_port: int) -> int:
     return int(backend["wretr"] or 0) + int(backend["wredis"] or 0)
 
 
+def revoke_everywhere(tmp_path: Path, key: str, replicas: list[Replica]) -> None:
+    """Revoke `key` with the CLI on the shared database: both replicas refuse it at once."""
+    key_id = key.split("_")[1]
+    revoke = [*SERVER_COMMAND, "--config", str(tmp_path / "cli.toml"), "keys", "revoke", key_id]
+    env = server_env(replicas[0].data_dir)
+    subprocess.run(revoke, env=env, capture_output=True, timeout=60, check=True)
+    for replica in replicas:
+        conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
+        conn.request("GET", "/v1/models", headers={"X-API-Key": key, "Host": "api.example"})
+        reply = conn.getresponse()
+        reply.read()
+        conn.close()
+        assert reply.status == 401, (replica.name, reply.status)
+
+
 @pytest.fixture
 def haproxy_ports() -> dict[str, int]:
     """Free loopback ports for the HAProxy front and its stats."""
@@ -288,5 +304,6 @@ def test_rolling_restart_behind_haproxy_fails_no_request(
         haproxy.terminate()
         haproxy.wait(10)
     assert traffic.failures == [], traffic.failures[:10]
+    revoke_everywhere(tmp_path, key, replicas)
     assert all(traffic.done[name] > 0 for name in ("openai_whole", "lollms_sse", "ollama_ndjson"))
     print(f"answered through the rolling restart: {dict(traffic.done)}, {retried} retried")
