@@ -89,7 +89,8 @@ async def show(request: web.Request, body: dict[str, Any]) -> web.Response:
     "Chat; NDJSON chunks unless stream is false; no messages loads the model",
     tag=TAG,
     body=OllamaChatSchema,
-    streams=True,    media_body=True,
+    streams=True,
+    media_body=True,
 )
 async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat through the resolved binding (`<personality>@<model>` applies a personality)."""
@@ -109,7 +110,8 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
     "Completion of a prompt; NDJSON chunks unless stream is false; no prompt loads the model",
     tag=TAG,
     body=OllamaGenerateSchema,
-    streams=True,    media_body=True,
+    streams=True,
+    media_body=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a prompt (templated by the binding unless `raw`)."""
