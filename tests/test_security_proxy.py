@@ -228,9 +228,7 @@ def caddy(servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory) 
     port = free_port()
     site = readme_snippet("caddy", servers["trusted"].port)
     site = re.sub(r"^\S+ \{", f"http://127.0.0.1:{port} {{", site.strip(), count=1)
-    (folder / "Caddyfile").write_text(
-        "{\n\tadmin off\n}\n" + site + "\n", encoding="utf-8"
-    )
+    (folder / "Caddyfile").write_text("{\n\tadmin off\n}\n" + site + "\n", encoding="utf-8")
     env = {**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder / "data")}
     env["XDG_CONFIG_HOME"] = str(folder / "config")
     process = subprocess.Popen(
