@@ -1,6 +1,7 @@
 """Graceful drain against a real server process: after SIGTERM a stream in flight streams to its
 end, `/api/v1/ready` answers 503 on the listener that stays open, a new generation on every face
-gets 503 + Retry-After, and the process exits 0; past `drain_timeout_s` it stops anyway."""
+(pages included) gets 503 + Retry-After, and the process exits 0; past `drain_timeout_s` it
+stops anyway."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -44,6 +45,15 @@ def call(
         return reply.status, dict(reply.headers), json.loads(reply.read() or b"null")
     finally:
         conn.close()
+
+
+def form_post(server: ServerProcess, path: str, fields: dict[str, str]) -> http.client.HTTPResponse:
+    """A page form post (the playground, as from a browser without htmx)."""
+    conn = connect(server)
+    conn.request(
+        "POST", path, urlencode(fields), {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    return conn.getresponse()
 
 
 def open_stream(
@@ -96,6 +106,9 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
             assert status == 503, (path, status, body)
             assert int(headers["Retry-After"]) >= 1, (path, headers)
             assert "shutting down" in json.dumps(body), (path, body)
+        page = form_post(server, "/playground/chat", {"prompt": "hi", "model": "echo/echo"})
+        assert page.status == 503 and int(page.headers["Retry-After"]) >= 1, page.status
+        assert b"shutting down" in page.read()
         assert server.process.poll() is None, "exited with a stream in flight"
         rest = list(events)
         conn.close()
