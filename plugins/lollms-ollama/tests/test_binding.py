@@ -23,7 +23,6 @@ from lollms_server.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
-    InvalidRequest,
     ModelNotFound,
     NotSupported,
 )
@@ -120,7 +119,7 @@ async def test_images_arrive_intact(binding: OllamaBinding) -> None:
     assert text_of(result.outputs) == f"saw image/png:{digest} what"
     raw = await binding.generate(request("eye/echo", "and", images=(image,), raw=True))
     assert text_of(raw.outputs) == f"saw image/png:{digest} and"
-    with pytest.raises(InvalidRequest) as caught:  # echo has no vision: the backend's 400
+    with pytest.raises(NotSupported) as caught:  # echo has no vision: the backend's 501
         await binding.generate(request("echo/echo", "what", images=(image,)))
     assert caught.value.binding == "up" and "vision" in caught.value.message
 
@@ -281,3 +280,19 @@ def test_registering_the_plugin_does_not_import_the_client() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_request_without_max_tokens_gets_the_default_cap(
+    echo_backend: Backend, tmp_path: Path
+) -> None:
+    """The instance's default_max_tokens reaches Ollama as num_predict (a real Ollama face)."""
+    from lollms_server.keys import REGISTRY
+    from lollms_server.testing import serve_binding
+
+    async with serve_binding(OllamaBinding, "ol", {"host": echo_backend.url}, tmp_path) as client:
+        client.app[REGISTRY].get("ol").default_max_tokens = 3
+        prompt = "one two three four five six seven"
+        body = {"model": "ol/echo/echo:latest", "messages": [{"role": "user", "content": prompt}]}
+        answer = await (await client.post("/v1/chat/completions", json=body)).json()
+    assert answer["choices"][0]["finish_reason"] == "length", answer
+    assert answer["usage"]["completion_tokens"] == 3

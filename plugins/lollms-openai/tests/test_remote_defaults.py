@@ -1,5 +1,6 @@
-"""A remote binding leaves concurrency to its server: the fifth and later concurrent requests
-to an openai instance are not queued by lollms-server (a real upstream lollms-server process)."""
+"""The openai binding's defaults against a real upstream lollms-server process: concurrency is
+left to the server (a fifth concurrent request is not queued here), and a request without
+max_tokens is sent the instance's default_max_tokens."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from lollms_openai import OpenAIBinding
 
-from lollms_server.keys import SCHEDULER
+from lollms_server.keys import REGISTRY, SCHEDULER
 from lollms_server.testing import serve_binding
 from lollms_server.testing.process import ServerProcess, lollms_process, toml_table
 from lollms_server.testing.server import Client
@@ -52,3 +53,15 @@ async def test_the_fifth_concurrent_request_is_not_queued(
     assert queued == [], queued
     assert all(events[-1]["type"] == "final" for events in answers)
     assert lane.capacity >= 1000
+
+
+async def test_a_request_without_max_tokens_gets_the_default_cap(
+    upstream: ServerProcess, tmp_path: Path
+) -> None:
+    settings = {"base_url": f"{upstream.url}/v1", "api_key": "sk-local"}
+    async with serve_binding(OpenAIBinding, "remote", settings, tmp_path / "data") as client:
+        client.app[REGISTRY].get("remote").default_max_tokens = 4
+        body = {"model": "remote/echo/echo", "messages": [{"role": "user", "content": PROMPT}]}
+        answer = await (await client.post("/v1/chat/completions", json=body)).json()
+    assert answer["choices"][0]["finish_reason"] == "length", answer
+    assert answer["usage"]["completion_tokens"] == 4
