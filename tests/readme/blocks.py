@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 README_ADDRESS = re.compile(r"\b(?:127\.0\.0\.1|localhost):9601\b")
 HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
-SHELLS = ("bash", "sh", "shell", "console")
+SHELLS = ("bash", "sh", "shell")
 
 # Commands (a part of an `a && b` line) that are not run, each with the reason. A pattern that
 # no README command matches any more is reported, so this list cannot go stale.

@@ -2,11 +2,13 @@
 
 Shell commands run with bash against a real server process that the harness starts with the
 README's own start command (in an empty HOME, on a free port); Python blocks run as scripts;
-TOML blocks load through the config schema. See blocks.py for the only rewrites made.
+TOML blocks load through the config schema, JSON blocks must parse. See blocks.py for the only
+rewrites made.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import textwrap
@@ -91,6 +93,8 @@ def test_block(block: Block, request: pytest.FixtureRequest) -> None:
         run_python(block, request.getfixturevalue("sandbox"))
     elif block.language == "toml":
         check_toml(block)
+    elif block.language == "json":
+        json.loads(block.text)
     else:
         assert block_skip_reason(block), (
             f"README line {block.line}: a {block.language or 'plain'} block the test neither "
