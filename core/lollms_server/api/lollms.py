@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .. import __version__, health
 from ..bindings import closing_stream
-from ..errors import InvalidRequest, NotFound
+from ..errors import InvalidRequest, NotFound, PayloadTooLarge
 from ..generation import guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
 from ..listing import gather_models, list_models_of, visible_bindings, visible_instance
@@ -24,6 +24,7 @@ from ..schemas import (
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
 from ..toolloop import ToolLoop
+from .body import limits_of
 from .convert import (
     health_dict,
     lollms_inputs,
@@ -255,12 +256,34 @@ async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Targe
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Tokenize."""
     target = await _tokenizer_target(request, body)
+    _check_text_length(request, body["text"])
     tokens = await guarded(
         target.binding,
         target.binding.tokenize(body["text"], target.model),
         request.app[CONFIG].request_timeout_s,
     )
-    return web.json_response({"tokens": tokens, "count": len(tokens), "model": target.ref})
+    cap = limits_of(request).max_token_ids
+    if len(tokens) > cap:
+        raise PayloadTooLarge(
+            f"the text has {len(tokens)} tokens, more than {cap} (server setting "
+            "max_token_ids); use count_tokens to count them",
+            param="text",
+        )
+    reply = {"tokens": tokens, "count": len(tokens), "model": target.ref}
+    text = await off_loop_if_big(len(tokens) * 4, json.dumps, reply)
+    return web.json_response(text=text)
+
+
+def _check_text_length(request: web.Request, text: str) -> None:
+    """A text too long to have at most max_token_ids tokens (over 16 characters a token) is
+    refused before a tokenizer spends time and memory on it."""
+    cap = limits_of(request).max_token_ids
+    if len(text) > 16 * cap:
+        raise PayloadTooLarge(
+            f"the text has {len(text)} characters: far more than {cap} tokens (server setting "
+            "max_token_ids, 16 characters a token at most)",
+            param="text",
+        )
 
 
 @routes.post(f"{PREFIX}/detokenize")
@@ -281,6 +304,7 @@ async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response
 async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Count tokens."""
     target = await _tokenizer_target(request, body)
+    _check_text_length(request, body["text"])
     tokens = await guarded(
         target.binding,
         target.binding.tokenize(body["text"], target.model),

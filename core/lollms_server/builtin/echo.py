@@ -161,8 +161,10 @@ class EchoBinding(Binding):
         return vectors
 
     async def tokenize(self, text: str, model: str) -> list[int]:
-        """UTF-8 bytes as token ids."""
+        """UTF-8 bytes as token ids (a long text's in a worker thread)."""
         self._check_model(model)
+        if len(text) > 65536:
+            return await asyncio.to_thread(lambda: list(text.encode("utf-8")))
         return list(text.encode("utf-8"))
 
     async def detokenize(self, tokens: list[int], model: str) -> str:
