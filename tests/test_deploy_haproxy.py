@@ -198,11 +198,13 @@ def stats_rows(stats_port: int) -> list[dict[str, str]]:
 
 
 def server_states(stats_port: int) -> dict[str, str]:
-    """Each replica's state (UP, DOWN...) as HAProxy sees it."""
+    """Each replica's state (UP, DOWN...) as HAProxy sees it; empty while it does not answer."""
+    try:
+        rows = stats_rows(stats_port)
+    except OSError:
+        return {}
     return {
-        row["svname"]: row["status"]
-        for row in stats_rows(stats_port)
-        if row["svname"] not in ("FRONTEND", "BACKEND")
+        row["svname"]: row["status"] for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")
     }
 
 
