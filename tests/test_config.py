@@ -9,6 +9,7 @@ from lollms_server.config import DEFAULT_CONFIG_TEXT, load_config, parse_config
 from lollms_server.errors import ConfigError
 from lollms_server.plugins import load_plugins
 from lollms_server.registry import build_registry
+from lollms_server.request_limits import RequestLimits
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +38,27 @@ def test_default_config_text_is_valid_toml_matching_schema() -> None:
     raw = tomllib.loads(DEFAULT_CONFIG_TEXT)
     config = parse_config(raw)
     assert set(config.defaults) == {"ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio"}
+
+
+def test_request_limits_come_from_server_keys_with_the_documented_defaults() -> None:
+    defaults = parse_config(tomllib.loads(DEFAULT_CONFIG_TEXT)).limits
+    assert defaults == RequestLimits()  # the commented defaults are the schema's
+    raw = {
+        "server": {
+            "max_body_mb": 2, "max_text_body_mb": 1, "body_timeout_s": 5, "max_json_values": 10,
+            "max_list_items": 3, "max_token_ids": 7, "max_form_fields": 4, "max_form_parts": 2,
+            "max_form_field_kb": 0.5,
+        }
+    }  # fmt: skip
+    limits = parse_config(raw).limits
+    assert limits == RequestLimits(
+        max_body_bytes=2 * 2**20, max_text_body_bytes=2**20, body_timeout_s=5,
+        max_json_values=10, max_list_items=3, max_token_ids=7, max_form_fields=4,
+        max_form_parts=2, max_form_field_bytes=512,
+    )  # fmt: skip
+    assert limits.body_limit(media=False) == (2**20, "max_text_body_mb")
+    with pytest.raises(ConfigError, match=r"server\.body_timeout_s: got 0"):
+        parse_config({"server": {"body_timeout_s": 0}})
 
 
 def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
