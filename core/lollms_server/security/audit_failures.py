@@ -4,7 +4,7 @@ A flood of bad requests (no key, a wrong key, a long path) must not fill the dis
 failure of a source in an interval is written at once (so it survives a crash), the repeats
 only raise its `count`, written back every few seconds and when the interval ends. Sources are
 (client address, status, reason, known key id); past MAX_SOURCES in one interval the rest
-share one row whose client is `*`.
+share one row per status whose client is `*`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_SOURCES = 1024
+OVERFLOW_REASON = f"more than {MAX_SOURCES} addresses and reasons in this interval"
 FLUSH_EVERY_S = 5.0
 REASON_CHARS = 200
 Source = tuple[str, int, str, str | None]
@@ -65,8 +66,8 @@ class FailureLog:
         source: Source = (client, status, reason, key_id)
         if source not in self.bursts and len(self.bursts) >= MAX_SOURCES:
             self.flush(now)  # ended intervals make room
-            if len(self.bursts) >= MAX_SOURCES:
-                source = ("*", status, reason, None)
+            if len(self.bursts) >= MAX_SOURCES:  # one row per status for all the rest
+                source, reason = ("*", status, "*", None), OVERFLOW_REASON
         burst = self.bursts.get(source)
         if burst is not None and now - burst.started < self.interval_s:
             burst.detail["count"] += 1
