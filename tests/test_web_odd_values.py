@@ -93,6 +93,7 @@ def test_filters_format_what_they_can() -> None:
     assert f["duration"]("90") == "1m 30s" and f["duration"](-61) == "-1m 01s"
     assert f["timestamp"](10**400) == str(10**400) and f["timestamp"]("soon") == "soon"
     assert f["clip"](12345, 3) == "12…" and f["clip"](None) == ""
+    assert f["fixed"](12.345) == "12.3" and f["fixed"]("fast") == "fast"
     assert f["clip"]({"a": 1}) == '{"a": 1}' and len(f["clip"]("x" * 500, 300)) == 300
     assert f["pretty_json"]({1: "a", "b": 2}) and f["extension"](None) == "bin"
     assert f["extension"]("image/../../x") == "bin"
@@ -124,8 +125,8 @@ class OddBinding(EchoBinding):
     description = MARK
 
     async def health(self) -> Health:
-        """Up, with HTML in the detail."""
-        return Health("up", MARK, 1.0)
+        """Up, with HTML in the detail and a latency that is not a number."""
+        return Health("up", MARK, "fast")  # type: ignore[arg-type]
 
     async def list_models(self) -> list[ModelInfo]:
         """The odd model beside echo's own."""

@@ -104,6 +104,12 @@ def timestamp(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def fixed(value: Any, digits: int = 1) -> str:
+    """12.345 -> '12.3' (with `digits` decimals); not a number -> the value as text."""
+    number = as_number(value)
+    return as_text(value) if number is None else f"{number:.{digits}f}"
+
+
 def clip(value: Any, length: int = 300) -> str:
     """Any value as text, cut to `length` characters with an ellipsis (a type-safe truncate)."""
     text = as_text(value)
@@ -148,6 +154,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "count": human_count,
     "duration": human_duration,
     "timestamp": timestamp,
+    "fixed": fixed,
     "clip": clip,
     "data_url": data_url,
     "pretty_json": pretty_json,
