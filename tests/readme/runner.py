@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,11 @@ def _check(what: str, returncode: int, output: str) -> None:
         raise AssertionError(f"{what}\nprinted {sign.group(0)!r}:\n{output[-3000:]}")
 
 
-def check_toml(block: Block) -> str:
+def check_toml(block: Block, earlier: Sequence[str] = ()) -> str:
     """Parse a TOML block: a pyproject entry-point table, or lollms.toml content loaded through
-    the config schema and every binding's own settings schema (merged over the default file,
-    as a reader pastes it into theirs). Returns what it was taken for."""
+    the config schema and every binding's own settings schema (merged over the default file and
+    the `earlier` blocks of the same README, as a reader pastes each into theirs). Returns what
+    it was taken for."""
     data = tomllib.loads(block.text)
     if "project" in data:
         groups = data["project"].get("entry-points", {})
@@ -128,7 +130,10 @@ def check_toml(block: Block) -> str:
         for name, target in groups[PROJECT].items():
             assert re.fullmatch(r"[\w.]+(:[\w.]+)?", target), f"{name} = {target!r}"
         return "pyproject entry points"
-    merged = _merge(tomllib.loads(DEFAULT_CONFIG_TEXT), data)
+    merged = tomllib.loads(DEFAULT_CONFIG_TEXT)
+    for text in earlier:
+        merged = _merge(merged, tomllib.loads(text))
+    merged = _merge(merged, data)
     build_registry(parse_config(merged, source="README"), load_plugins())
     return "lollms.toml"
 

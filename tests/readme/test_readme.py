@@ -130,6 +130,26 @@ def test_not_run_lists_name_only_what_the_readme_has() -> None:
         )
 
 
+PLUGIN_TOML = [
+    (readme, block)
+    for readme in sorted(README.parent.glob("plugins/*/README.md"))
+    for block in blocks(readme.read_text(encoding="utf-8"))
+    if block.language == "toml"
+]
+
+
+@pytest.mark.parametrize(
+    ("readme", "block"),
+    PLUGIN_TOML,
+    ids=[f"{r.parent.name}-{b.id}" for r, b in PLUGIN_TOML],
+)
+def test_plugin_readme_config_loads(readme: Path, block: Block) -> None:
+    """Each TOML block of a plugin README loads with the plugin's settings schema (a fragment
+    is read on top of the README's earlier TOML blocks, as a reader adds it to their file)."""
+    earlier = [b.text for r, b in PLUGIN_TOML if r == readme and b.line < block.line]
+    assert check_toml(block, earlier) == "lollms.toml"
+
+
 BROKEN = textwrap.dedent(
     """\
     ```bash
@@ -151,13 +171,19 @@ BROKEN = textwrap.dedent(
     [bindings.gone]
     type = "no-such-binding"
     ```
+    ```toml
+    [bindings.typo]
+    type = "openai"
+    base_ur = "http://127.0.0.1:8080/v1"
+    ```
     """
 )
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_a_broken_snippet_fails(index: int, request: pytest.FixtureRequest) -> None:
-    """The harness fails on a 404 curl, an error event, a raising script and a bad config."""
+    """The harness fails on a 404 curl, an error event, a raising script, a bad config, an
+    unknown binding type and an unknown binding setting."""
     block = blocks(BROKEN)[index]
     if block.language != "toml":
         request.getfixturevalue("server")  # up, so the failure below is the snippet's own
