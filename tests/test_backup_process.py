@@ -80,3 +80,13 @@ def test_restore_refuses_a_file_that_is_not_a_lollms_database(tmp_path: Path) ->
     refused = cli(tmp_path, "restore", str(junk))
     assert refused.returncode == 1 and "not a SQLite database" in refused.stderr, refused
     assert not (tmp_path / "data" / "lollms.sqlite").exists()
+
+
+def test_backup_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    assert cli(tmp_path, "keys", "list").returncode == 0  # the database exists
+    missing = cli(tmp_path, "backup", str(tmp_path / "no" / "such" / "folder.backup"))
+    assert missing.returncode == 1 and "backup failed" in missing.stderr, missing
+    database = tmp_path / "data" / "lollms.sqlite"
+    itself = cli(tmp_path, "backup", str(database))
+    assert itself.returncode == 1 and "database itself" in itself.stderr, itself
+    assert "Traceback" not in missing.stderr + itself.stderr

@@ -47,6 +47,9 @@ def backup_command(args: argparse.Namespace, config: Config) -> int:
     except BackupError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)
         return 1
+    except (OSError, sqlite3.Error) as exc:  # a folder that is missing, a full disk...
+        print(f"lollms-server: {args.command} failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -55,6 +58,8 @@ def backup(database: Path, target: Path) -> int:
     its key count."""
     if not database.is_file():
         raise BackupError(f"no database at {database} (wrong --config or data dir?)")
+    if target.resolve() == database.resolve():
+        raise BackupError("the backup file must not be the database itself")
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
     source = sqlite3.connect(database, timeout=5.0)
@@ -77,6 +82,8 @@ def restore(backup_file: Path, database: Path, *, force: bool = False) -> int:
     or when it exists and `force` is not set. Return the restored key count."""
     if not backup_file.is_file():
         raise BackupError(f"no backup file at {backup_file}")
+    if backup_file.resolve() == database.resolve():
+        raise BackupError("the backup file is the database itself")
     source = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
     try:
         _check(source, backup_file)
