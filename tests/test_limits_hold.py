@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +21,13 @@ from lollms_server.resources.scheduler import MAX_LANES, Scheduler
 from lollms_server.security.audit import AuditLog
 from lollms_server.security.audit_failures import MAX_SOURCES
 from lollms_server.store import Store
-from lollms_server.testing import free_port, wait_for_http
+from lollms_server.testing.process import (
+    SERVER_COMMAND,
+    ServerProcess,
+    lollms_process,
+    server_env,
+)
 
-CLI = [sys.executable, "-m", "lollms_server.cli"]
 FOREIGN = {"Host": "evil.example"}  # not this machine: the request needs a key
 PROMPT = "one two three four five six seven eight nine ten"  # 10 echo tokens, 49 characters
 
@@ -34,25 +36,33 @@ PROMPT = "one two three four five six seven eight nine ten"  # 10 echo tokens, 4
 class Server:
     """A running server process and its files."""
 
-    url: str
-    config: Path
-    data_dir: Path
-    process: subprocess.Popen[bytes]
+    running: ServerProcess
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        """Where it answers."""
+        return self.running.url
+
+    @property
+    def data_dir(self) -> Path:
+        """Its data dir (the database)."""
+        return self.folder / "data"
 
     def key(self, *options: str) -> str:
         """A new user key made with the CLI (`--tpm 100` ...)."""
         done = subprocess.run(
-            [*CLI, "--config", str(self.config), "keys", "create", "--name", uuid.uuid4().hex[:8],
-             "--role", "user", *options],
-            capture_output=True, text=True, check=True, timeout=60,
+            [*SERVER_COMMAND, "--config", str(self.folder / "lollms.toml"), "keys", "create",
+             "--name", uuid.uuid4().hex[:8], "--role", "user", *options],
+            env=server_env(self.data_dir), capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
         return done.stdout.strip()
 
     def stop(self) -> None:
         """SIGTERM: a graceful shutdown, which writes pending audit counts."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+        if self.running.process.poll() is None:
+            self.running.process.terminate()
+            self.running.process.wait(timeout=20)
 
     def database_bytes(self) -> int:
         """Size of the database with its WAL."""
@@ -75,26 +85,12 @@ def running_server(
     tmp_path: Path, extra_toml: str = "", delay_ms: int = 20, max_concurrent: int = 64
 ) -> Iterator[Server]:
     """A `lollms-server` process with one echo instance on a free loopback port."""
-    port = free_port()
-    data_dir = tmp_path / "data"
-    config = tmp_path / "lollms.toml"
-    config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\ndata_dir = "{data_dir}"\n\n'
+    config = (
         f'[bindings.echo]\ntype = "echo"\ndefault_model = "echo"\ndelay_ms = {delay_ms}\n'
-        f'max_concurrent = {max_concurrent}\n\n[defaults]\nttt = "echo"\n\n{extra_toml}',
-        encoding="utf-8",
+        f'max_concurrent = {max_concurrent}\n\n[defaults]\nttt = "echo"\n\n{extra_toml}'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
-    process = subprocess.Popen(
-        [*CLI, "--config", str(config)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", config, data_dir, process)
-    try:
-        assert wait_for_http(f"{server.url}/api/v1/health", timeout_s=60), "no server"
-        yield server
-    finally:
-        server.stop()
+    with lollms_process(tmp_path, config) as running:
+        yield Server(running, tmp_path)
 
 
 def generate_body(max_tokens: int, stream: bool = False, model: str = "slow") -> dict[str, Any]:
