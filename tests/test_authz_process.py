@@ -430,6 +430,10 @@ def test_listings_show_only_what_a_key_may_use(world: World) -> None:
     assert list(get("/api/v1/list_bindings", key)["binding_instances"]) == ["echo"]
     assert list(get("/api/v1/list_active_bindings", key)) == ["echo"]
     assert set(get("/api/v1/list_active_bindings", admin)) == {"echo", "spare", "paid"}
+    spare_only = main.key("spare-only", "--bindings", "spare")
+    ids = [m["id"] for m in get("/v1/models", spare_only)["data"]]
+    assert ids and all(i.startswith("spare/") for i in ids), ids
+    assert list(get("/api/v1/list_models", spare_only)["models"]) == ["spare"]
     for page in ("/models", "/bindings"):
         mine = main.call("GET", page, key=key).text
         everything = main.call("GET", page, key=admin).text
