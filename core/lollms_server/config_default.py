@@ -31,7 +31,10 @@ log_format = "auto"        # auto: text on a terminal, else json (one object per
 # settings (see `lollms-server plugins`). The built-in `echo` type needs no backend.
 [bindings.echo]
 type = "echo"
-default_model = "echo"
+default_model = "echo"     # unset: the binding's default model for each generation type
+# max_concurrent = 4       # generations per model at once (default: what the backend runs in
+#                          # parallel; remote bindings such as openai and ollama: no cap)
+# default_max_tokens = 4096  # max_tokens of a text request that sets none (within the context)
 
 # Default instance (optionally "<instance>/<model>") per generation type:
 # ttt text, tti text-to-image, i2i image-to-image, tts speech, stt transcription,

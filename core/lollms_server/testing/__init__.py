@@ -126,6 +126,7 @@ if TYPE_CHECKING:
     from .lifecycle import LifecycleContract, UnavailableContract
     from .loop import LoopContract, worst_loop_gap
     from .media import ImageContract, SpeechContract, TranscriptionContract
+    from .process import ServerProcess, lollms_process
     from .server import ServerContract, serve_binding
     from .suite import ContractSuite
     from .text import StreamingContract, TextContract
@@ -149,6 +150,8 @@ _HOMES = {
     "LoopContract": "loop",
     "worst_loop_gap": "loop",
     "ImageContract": "media",
+    "ServerProcess": "process",
+    "lollms_process": "process",
     "SpeechContract": "media",
     "TranscriptionContract": "media",
     "ServerContract": "server",
@@ -165,6 +168,7 @@ __all__ = [
     "LifecycleContract",
     "LoopContract",
     "ServerContract",
+    "ServerProcess",
     "SpeechContract",
     "SpeechSample",
     "StreamingContract",
@@ -175,6 +179,7 @@ __all__ = [
     "build_binding",
     "contract",
     "free_port",
+    "lollms_process",
     "serve_binding",
     "started_binding",
     "wait_for_http",
