@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,10 +21,14 @@ from typing import Any
 
 import pytest
 
-from lollms_server.testing import free_port
+from lollms_server.testing.process import (
+    SERVER_COMMAND,
+    ServerProcess,
+    lollms_process,
+    server_env,
+)
 from lollms_server.web.pages import routes as page_routes
 
-SERVER = [sys.executable, "-m", "lollms_server.cli"]
 REMOTE_HOST = "lollms.example"
 HOLD = """
 import asyncio
@@ -88,22 +90,28 @@ class Reply:
 
 @dataclass
 class Served:
-    """One server process and how to reach it."""
+    """One server process and how to reach it (and its CLI)."""
 
-    port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
+    running: ServerProcess
+    folder: Path
 
     @property
     def base(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return self.running.url
+
+    @property
+    def port(self) -> int:
+        """The server's port."""
+        return int(self.base.rsplit(":", 1)[1])
 
     def key(self, name: str, *options: str) -> str:
         """A key made with the CLI (`keys create --name <name> <options>`)."""
+        config = str(self.folder / "lollms.toml")
         done = subprocess.run(
-            [*SERVER, "keys", "create", "--name", name, *options],
-            env=self.env, capture_output=True, text=True, check=True, timeout=60,
+            [*SERVER_COMMAND, "--config", config, "keys", "create", "--name", name, *options],
+            env=server_env(self.folder / "data"),
+            capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
         return done.stdout.strip()
 
@@ -157,41 +165,9 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def start(data_dir: Path, config: str) -> Served:
-    """A server process on a free port with `config` as its TOML file; waits for health."""
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "lollms.toml"
-    path.write_text(config.replace("@DATA@", str(data_dir)))
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LOLLMS_")}
-    env.update(LOLLMS_CONFIG=str(path), LOLLMS_DATA_DIR=str(data_dir), LOLLMS_PORT=str(port))
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(SERVER, env=env, stdout=log, stderr=subprocess.STDOUT)
-    served = Served(port, env, process)
-    for _ in range(600):
-        assert process.poll() is None, (data_dir / "server.log").read_text()[-3000:]
-        try:
-            if served.call("GET", "/api/v1/health", local=True, timeout=2).status == 200:
-                return served
-        except OSError:
-            pass
-        threading.Event().wait(0.1)
-    raise AssertionError("the server did not answer within 60 s")
-
-
-def stop(served: Served) -> None:
-    """Stop a server process started by `start`."""
-    served.process.terminate()
-    try:
-        served.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait(timeout=10)
-
-
-def personality(root: Path, name: str, script: str) -> None:
-    """A scripted personality folder."""
-    folder = root / "personalities" / name
+def personality(folder: Path, name: str, script: str) -> None:
+    """A scripted personality folder in the data dir of the server run in `folder`."""
+    folder = folder / "data" / "personalities" / name
     (folder / "scripts").mkdir(parents=True)
     (folder / "config.yaml").write_text(f"name: {name}\npersonality_description: test\n")
     (folder / "scripts" / "workflow.py").write_text(textwrap.dedent(script))
@@ -213,17 +189,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Start `upstream` then `main` (see the module docstring); stop both at the end."""
     tmp = tmp_path_factory.mktemp("authz")
-    upstream = start(
-        tmp / "upstream",
-        '[server]\ndata_dir = "@DATA@"\n[bindings.echo]\ntype = "echo"\ndefault_model = "echo"\n'
-        '[defaults]\nttt = "echo"\n',
-    )
-    main_dir = tmp / "main"
-    for name, script in (("hold", HOLD), ("own_thread", OWN_THREAD), ("in_worker", IN_WORKER)):
-        personality(main_dir, name, script)
-    config = f"""
-        [server]
-        data_dir = "@DATA@"
+    main_config = """
         [bindings.echo]
         type = "echo"
         default_model = "echo"
@@ -233,7 +199,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         default_model = "echo"
         [bindings.paid]
         type = "openai"
-        base_url = "http://127.0.0.1:{upstream.port}/v1"
+        base_url = "@UPSTREAM@/v1"
         models = ["echo/echo"]
         capabilities = ["ttt", "stream"]
         [defaults]
@@ -241,23 +207,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         [resources]
         pinned = ["spare/slow"]
     """
-    try:
-        main = start(main_dir, textwrap.dedent(config))
-    except BaseException:
-        stop(upstream)
-        raise
-    try:
+    for name, script in (("hold", HOLD), ("own_thread", OWN_THREAD), ("in_worker", IN_WORKER)):
+        personality(tmp / "main", name, script)
+    upstream_config = '[bindings.echo]\ntype = "echo"\n[defaults]\nttt = "echo"\n'
+    with (
+        lollms_process(tmp / "upstream", upstream_config) as upstream_process,
+        lollms_process(
+            tmp / "main",
+            textwrap.dedent(main_config).replace("@UPSTREAM@", upstream_process.url),
+        ) as main_process,
+    ):
+        main = Served(main_process, tmp / "main")
         yield World(
-            upstream,
+            Served(upstream_process, tmp / "upstream"),
             main,
             admin=main.key("admin", "--role", "admin"),
             user=main.key("user"),
             restricted=main.key("restricted", "--models", "echo/echo"),
             tmp=tmp,
         )
-    finally:
-        stop(main)
-        stop(upstream)
 
 
 # --- page routes obey the API's rules --------------------------------------------------------
