@@ -286,7 +286,10 @@ class LlamaCppBinding(ModelFolders, Binding):
             for model, why in sorted(self._crashed.items())
             if model not in self._processes
         ]
-        missing = self.missing_models(await self._scan())
+        try:
+            missing = self.missing_models(await asyncio.to_thread(catalog.scan))
+        except OSError:  # a file removed while it was read: the next check sees the result
+            missing = []
         latency = monotonic_ms() - started
         if missing:
             missing = [
