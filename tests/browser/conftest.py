@@ -1,8 +1,10 @@
 """Browser tests: the real app on a real port (in a thread), driven by Debian's chromium.
 
-Playwright's own browser download does not work offline, so the tests launch the system
-`chromium` (`apt-get install chromium`). Without it the tests are skipped locally and fail
-in CI (`CI` set), where .ci/run installs it.
+One server per session serves echo, a recording echo and every real backend of backends.py
+(`nox -s integration` installs them all). Playwright's own browser download does not work
+offline, so the tests launch the system `chromium` (`apt-get install chromium`). Without it the
+tests are skipped locally, and without a real backend the tests that use it; in CI (`CI` set,
+.ci/run installs chromium) both fail instead.
 """
 
 from __future__ import annotations
