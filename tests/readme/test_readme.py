@@ -117,6 +117,20 @@ def run_commands(block: Block, request: pytest.FixtureRequest) -> None:
         )
 
 
+def test_first_run_writes_what_the_readme_says(server: str, sandbox: Sandbox) -> None:
+    """The files and folders the README says the first run writes are in the empty HOME."""
+    claim = re.search(r"first run writes(.*?);", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert claim, "the README no longer says what the first run writes"
+    named = re.findall(r"`([^`]+)`", claim.group(1))
+    data_dir = sandbox.home / ".lollms-server"
+    assert "~/.lollms-server/lollms.toml" in named, named
+    for name in named:
+        path = sandbox.home / name[2:] if name.startswith("~/") else data_dir / name
+        assert path.exists(), f"the first run did not write {name}"
+    assert "the SQLite database" in claim.group(1) and (data_dir / "lollms.sqlite").is_file()
+    assert (data_dir / "lollms.toml").read_text(encoding="utf-8").lstrip().startswith("#")
+
+
 def test_not_run_lists_name_only_what_the_readme_has() -> None:
     """Each NOT_RUN entry still matches a README command (the lists cannot go stale)."""
     texts = [c.text for b in BLOCKS if b.language in SHELLS for c in commands(b)]
