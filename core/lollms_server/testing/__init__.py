@@ -95,7 +95,8 @@ Knobs (class attributes; defaults in brackets):
 - `LifecycleContract`: `lifecycle_model`, `reports_loaded` [True], `health_timeout_s` [10].
 - `ServerContract`: `server_generation_type` [the first of ttt, tti, tts, ttm, ttv declared].
 - `LoopContract`: `loop_generation_types` [the server contract's type], `loop_block_budget_s`
-  [1.0], `large_audio_seconds` [20], `large_image_side` [256]; keep them small for real models.
+  [1.0], `large_audio_seconds` [20], `large_image_side` [256], `large_prompt_chars` [500 for
+  ttt, 200-300 for the media types]; keep them small for real models.
 - `UnavailableContract`: `unavailable_timeout_s` [15] bounds every call against the dead
   backend, start-up included.
 

@@ -17,8 +17,9 @@ from .base import ContractBase, contract
 
 T = TypeVar("T")
 TICK_S = 0.005
-#: prompt characters of the large request, per prompt-only generation type
-PROMPT_CHARS = {"ttt": 2000, "tti": 300, "ttv": 300, "ttm": 300, "tts": 200}
+#: prompt characters of the large request, per generation type (ttt: fits a 1k-token context
+#: even for a tokenizer that spends a token on each character)
+PROMPT_CHARS = {"ttt": 500, "tti": 300, "ttv": 300, "ttm": 300, "tts": 200}
 
 
 async def worst_loop_gap(work: Awaitable[T]) -> tuple[T, float]:
@@ -53,10 +54,13 @@ class LoopContract(ContractBase):
     #: seconds of audio (stt, audio2audio) and image side in pixels (i2i) of the large request
     large_audio_seconds: ClassVar[float] = 20.0
     large_image_side: ClassVar[int] = 256
+    #: prompt characters of the large request (default: PROMPT_CHARS per type)
+    large_prompt_chars: ClassVar[int | None] = None
 
     def large_request(self, generation_type: str) -> GenerationRequest:
         """A request as large as the knobs say, for one generation type."""
-        prompt = ("a quiet lake at dawn, " * 200)[: PROMPT_CHARS.get(generation_type, 200)]
+        chars = self.large_prompt_chars or PROMPT_CHARS.get(generation_type, 200)
+        prompt = ("a quiet lake at dawn, " * (chars // 22 + 1))[:chars]
         inputs: tuple[InputItem, ...] = ()
         if generation_type == "i2i":
             side = self.large_image_side
