@@ -119,6 +119,16 @@ def test_page_load_unload_go_through_the_model_service(world: World, tmp_path: P
     assert len(refused) >= 4
 
 
+def test_page_reload_is_audited_like_its_api_twin(world: World) -> None:
+    """`/personalities/reload` and `/api/v1/reload_personalities` share one audited action."""
+    main = world.main
+    assert main.call("POST", "/personalities/reload", key=world.admin, form={}).status == 200
+    api = main.call("POST", "/api/v1/reload_personalities", key=world.admin, body={})
+    assert api.status == 200
+    paths = [row["path"] for row in main.audit(world.admin, "library_reloaded")]
+    assert {"/personalities/reload", "/api/v1/reload_personalities"} <= set(paths), paths
+
+
 # --- allow-lists match exactly -----------------------------------------------------------------
 
 

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 
+from .. import admin_actions
 from ..keys import AUDIT, KEYSTORE, REGISTRY
-from ..library import reload_library
 from ..registry import Target
 from ..resources.actions import Action, change_model
 from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema, ReloadSchema
-from ..security.auth import REQUEST_PRINCIPAL
-from ..security.principal import Principal
 from .endpoint import endpoint
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"
 TAG = "admin"
-
-
-def _actor(request: web.Request) -> dict[str, Any]:
-    principal: Principal | None = request.get(REQUEST_PRINCIPAL)
-    return {
-        "key_id": principal.key_id if principal else None,
-        "client": principal.client if principal else None,
-        "method": request.method,
-        "path": request.path,
-    }
 
 
 @routes.get(f"{PREFIX}/keys")
@@ -43,18 +30,9 @@ async def list_keys(request: web.Request) -> web.Response:
           body=KeyCreateSchema, access="admin")  # fmt: skip
 async def create_key(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Create a key."""
-    days = body.pop("expires_in_days")
-    request.app[KEYSTORE].refuse_first_admin(body["role"])
-    key, record = request.app[KEYSTORE].create(
-        body.pop("name"),
-        body.pop("role"),
-        expires_at=time.time() + days * 86400 if days else None,
-        **body,
+    key, record = await admin_actions.create_key(
+        request, body.pop("name"), body.pop("role"), **body
     )
-    await request.app[AUDIT].record(
-        "key_created", status=201, detail={"new_key_id": record.id, "role": record.role},
-        **_actor(request),
-    )  # fmt: skip
     return web.json_response({"key": key, **record.to_dict()}, status=201)
 
 
@@ -62,10 +40,7 @@ async def create_key(request: web.Request, body: dict[str, Any]) -> web.Response
 @endpoint("Revoke an API key", tag=TAG, access="admin")
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke a key."""
-    record = request.app[KEYSTORE].revoke(request.match_info["key_id"])
-    await request.app[AUDIT].record(
-        "key_revoked", status=200, detail={"revoked_key_id": record.id}, **_actor(request)
-    )
+    record = await admin_actions.revoke_key(request, request.match_info["key_id"])
     return web.json_response(record.to_dict())
 
 
@@ -108,9 +83,4 @@ async def unload_model(request: web.Request, body: dict[str, Any]) -> web.Respon
 )
 async def reload_personalities(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Reload personalities and functions without restarting."""
-    summary = reload_library(request.app)
-    await request.app[AUDIT].record(
-        "library_reloaded", status=200, detail={"problems": len(summary["problems"])},
-        **_actor(request),
-    )  # fmt: skip
-    return web.json_response(summary)
+    return web.json_response(await admin_actions.reload(request))

@@ -9,16 +9,16 @@ DESIGN.md §7) needs no key at all.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from .. import admin_actions
 from ..api.endpoint import validate as validate_data
 from ..errors import Unauthorized
 from ..keys import AUDIT, KEYSTORE, SECURITY
-from ..security.auth import KEY_COOKIE, REQUEST_PRINCIPAL, refuse_cross_site, requires
+from ..security.auth import KEY_COOKIE, refuse_cross_site, requires
 from ..security.local import is_https
 from .forms import AuditFilter, KeyForm, LoginForm, read_action, read_page_form
 from .render import page_handler, render, see_other
@@ -29,16 +29,6 @@ routes = web.RouteTableDef()
 def _names(value: str) -> list[str] | None:
     names = [v.strip() for v in value.split(",") if v.strip()]
     return names or None
-
-
-def _actor(request: web.Request) -> dict[str, Any]:
-    principal = request.get(REQUEST_PRINCIPAL)
-    return {
-        "key_id": principal.key_id if principal else None,
-        "client": principal.client if principal else None,
-        "method": request.method,
-        "path": request.path,
-    }
 
 
 async def _keys_view(request: web.Request, **extra: Any) -> web.Response:
@@ -61,22 +51,17 @@ async def keys_page(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     """Create a key; the page shows its secret this once."""
     form = await read_page_form(request, KeyForm)
-    days = form.get("expires_in_days")
-    request.app[KEYSTORE].refuse_first_admin(form["role"])
-    key, record = request.app[KEYSTORE].create(
+    key, record = await admin_actions.create_key(
+        request,
         form["name"].strip(),
         form["role"],
-        expires_at=time.time() + days * 86400 if days else None,
+        expires_in_days=form.get("expires_in_days"),
         allowed_bindings=_names(form["allowed_bindings"]),
         allowed_models=_names(form["allowed_models"]),
         rpm=form.get("rpm"),
         tpm=form.get("tpm"),
         max_concurrent=form.get("max_concurrent"),
     )
-    await request.app[AUDIT].record(
-        "key_created", status=201, detail={"new_key_id": record.id, "role": record.role},
-        **_actor(request),
-    )  # fmt: skip
     return await _keys_view(request, created={"key": key, **record.to_dict()}, status=201)
 
 
@@ -86,10 +71,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke a key."""
     await read_action(request)
-    record = request.app[KEYSTORE].revoke(request.match_info["key_id"])
-    await request.app[AUDIT].record(
-        "key_revoked", status=200, detail={"revoked_key_id": record.id}, **_actor(request)
-    )
+    record = await admin_actions.revoke_key(request, request.match_info["key_id"])
     return await _keys_view(request, notice=f"revoked {record.id} ({record.name})")
 
 

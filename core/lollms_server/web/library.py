@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import admin_actions
 from ..errors import NotFound
 from ..keys import FUNCTIONS, PERSONALITIES
-from ..library import reload_library
 from ..security.auth import REQUEST_PRINCIPAL, requires
 from .forms import query_text, read_action
 from .render import page_handler, render
@@ -69,7 +69,7 @@ async def icon(request: web.Request) -> web.StreamResponse:
 async def reload(request: web.Request) -> web.Response:
     """Read personalities and functions again (admin), then show the personalities."""
     await read_action(request)
-    summary = reload_library(request.app)
+    summary = await admin_actions.reload(request)
     notice = (
         f"reloaded: {len(summary['personalities'])} personalities, "
         f"{len(summary['functions'])} functions"
