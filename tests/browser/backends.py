@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,19 +57,22 @@ class RealBackends:
 
 
 def start_real_backends(folder: Path) -> RealBackends:
-    """Set up every real backend under `folder` (the second server first: it starts meanwhile)."""
+    """Set up every real backend under `folder`, side by side (torch's import for the tiny
+    pipeline takes longest; the processes start meanwhile)."""
     backends = RealBackends()
     setups: dict[str, Callable[[Path, RealBackends], dict[str, Any]]] = {
-        "ollama": _ollama_face,
         "llama": _llamacpp,
         "remote": _openai,
         "speech": _audio,
         "images": _diffusers,
+        "ollama": _ollama_face,
     }
+    with ThreadPoolExecutor(len(setups)) as pool:
+        started = {name: pool.submit(f, folder / name, backends) for name, f in setups.items()}
     waits: dict[str, Callable[[], None]] = {}
-    for name, setup in setups.items():
+    for name, future in started.items():
         try:
-            table = setup(folder / name, backends)
+            table = future.result()
         except (Unavailable, ImportError, RuntimeError, OSError) as exc:
             backends.missing[name] = f"{REAL[name][0]}: {exc}"
             continue
