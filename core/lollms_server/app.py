@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import keys
-from .api import admin, lollms, observe, ollama, openai, openapi
+from .api import admin, lollms, node_status, observe, ollama, openai, openapi
 from .api.middleware import error_middleware
 from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
@@ -57,6 +57,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     )
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_trace_headers)
+    app.on_response_prepare.append(node_status.add_load_headers)
     metrics = app[keys.METRICS] = Metrics()
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s
@@ -147,6 +148,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.router.add_routes(ollama.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(observe.routes)
+    app.router.add_routes(node_status.routes)
     pages.setup(app, config.data_dir / "templates")
     undeclared = undeclared_routes(app)
     if undeclared:  # a core route must say who may call it; refusing to start beats guessing

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # short and printable, whole
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Trace:
     model: str | None = None
     first_token_s: float | None = None
     retries: dict[str, int] = field(default_factory=dict)
+    traceparent: str | None = None  # the client's W3C `traceparent`, passed on to upstreams
 
     @property
     def routed(self) -> bool:
@@ -40,10 +42,15 @@ _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
 )
 
 
-def start_trace(client_request_id: str | None) -> tuple[Trace, contextvars.Token[Trace | None]]:
-    """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made."""
+def start_trace(
+    client_request_id: str | None, traceparent: str | None = None
+) -> tuple[Trace, contextvars.Token[Trace | None]]:
+    """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made;
+    a well-formed `traceparent` is kept to pass on."""
     ok = client_request_id is not None and CLIENT_REQUEST_ID.fullmatch(client_request_id)
     trace = Trace(request_id=client_request_id if ok and client_request_id else uuid.uuid4().hex)
+    if traceparent is not None and TRACEPARENT.fullmatch(traceparent):
+        trace.traceparent = traceparent
     return trace, _current.set(trace)
 
 

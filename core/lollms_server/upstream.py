@@ -47,6 +47,8 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ERROR_BODY = 64 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 FormFactory = Callable[[], aiohttp.FormData]
+HeadersFactory = Callable[[], Mapping[str, str]]
+ResponseHook = Callable[[aiohttp.ClientResponse], None]
 
 
 class Upstream:
@@ -62,6 +64,8 @@ class Upstream:
         read_timeout_s: float = 300.0,
         retry: RetryPolicy | None = None,
         label: str | None = None,
+        headers: HeadersFactory | None = None,
+        on_response: ResponseHook | None = None,
     ) -> None:
         self.instance = instance
         self.base_url = base_url.rstrip("/")
@@ -72,6 +76,8 @@ class Upstream:
         self.retry = retry or RetryPolicy()
         self._api_key = api_key or None
         self._session: aiohttp.ClientSession | None = None
+        self._headers = headers  # per-request extras (request id, trace context), read per send
+        self._on_response = on_response  # sees every answer's status and headers, 2xx or not
 
     def __repr__(self) -> str:
         key = "***" if self._api_key else None
@@ -196,6 +202,8 @@ class Upstream:
         limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         headers = {"Accept": "application/json, text/event-stream"}
+        if self._headers is not None:
+            headers.update(self._headers())
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         response = await self._client().request(
@@ -207,6 +215,8 @@ class Upstream:
             timeout=limits,
             allow_redirects=False,
         )
+        if self._on_response is not None:
+            self._on_response(response)
         if response.status < 300:
             return response
         try:

@@ -31,7 +31,9 @@ def route_label(request: web.Request) -> str:
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: trace, then log and count the finished request."""
-    trace, token = start_trace(request.headers.get("X-Request-Id"))
+    trace, token = start_trace(
+        request.headers.get("X-Request-Id"), request.headers.get("traceparent")
+    )
     status = 500
     request.app[METRICS].in_flight.inc()
     try:

@@ -1,0 +1,75 @@
+"""What a node tells a gateway about its load: fresh figures on every API answer's headers,
+and the whole picture at `GET /api/v1/status` (queue depth per model, free memory, loaded
+models), so that a gateway's `least-busy` and `most-room` routes choose on live numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from ..keys import LIFECYCLE, SCHEDULER
+from ..resources.gpu import GpuReport
+from ..resources.placement import Device
+from ..security.auth import REQUEST_PRINCIPAL
+from .endpoint import endpoint
+
+routes = web.RouteTableDef()
+QUEUE_HEADER = "X-Lollms-Queue-Depth"
+FREE_MEMORY_HEADER = "X-Lollms-Free-Memory"
+
+
+def queue_depths(app: web.Application) -> dict[str, int]:
+    """Generations running or waiting, per `instance/model` lane."""
+    return {
+        f"{instance}/{model}": lane.active + len(lane.waiting)
+        for (instance, model), lane in app[SCHEDULER].lanes.items()
+    }
+
+
+def devices(app: web.Application) -> list[Device]:
+    """RAM and the GPUs of the latest reading, with the bytes the loaded models take."""
+    lifecycle = app[LIFECYCLE]
+    return lifecycle.devices(lifecycle.memory.report or GpuReport())
+
+
+def free_memory(app: web.Application) -> int | None:
+    """Bytes one more model may take on the roomiest device, or None when nothing bounds it."""
+    rooms = [device.room for device in devices(app)]
+    finite = [room for room in rooms if room != math.inf]
+    return max(0, int(max(finite))) if finite else None
+
+
+async def add_load_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the queue depth and free memory on answers to API callers."""
+    if request.get(REQUEST_PRINCIPAL) is None or not request.path.startswith(("/api/", "/v1/")):
+        return
+    app = request.app
+    response.headers[QUEUE_HEADER] = str(sum(queue_depths(app).values()))
+    room = free_memory(app)
+    if room is not None:
+        response.headers[FREE_MEMORY_HEADER] = str(room)
+
+
+@routes.get("/api/v1/status")
+@endpoint("Load of this server: queue depth per model, free memory, loaded models", tag="lollms")
+async def status(request: web.Request) -> web.Response:
+    """Queue depth per lane, memory per device and the loaded models."""
+    app = request.app
+    body: dict[str, Any] = {
+        "queue_depth": queue_depths(app),
+        "free_memory_bytes": free_memory(app),
+        "devices": [
+            {
+                "name": d.name,
+                "total_bytes": d.total,
+                "free_bytes": d.free,
+                "used_by_models_bytes": d.booked,
+                "room_bytes": None if d.room == math.inf else max(0, int(d.room)),
+            }
+            for d in devices(app)
+        ],
+        "loaded": sorted(entry.ref for entry in app[LIFECYCLE].loaded.values()),
+    }
+    return web.json_response(body)

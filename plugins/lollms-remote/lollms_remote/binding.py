@@ -1,0 +1,336 @@
+"""The `lollms` binding: another lollms-server (a node) as the backend of this one (a gateway).
+
+Every generation type goes to the node's `POST /api/v1/generate` (whole, or streamed as SSE);
+models come from its `list_models`, load/unload from its admin routes, tokens from its
+tokenizer routes and embeddings from its `/v1/embeddings`. The node key is only ever sent to
+the node, as a bearer token (see `lollms_server.upstream`). Each answer's load headers
+(`X-Lollms-Queue-Depth`, `X-Lollms-Free-Memory`) are recorded, so that routes choose on fresh
+figures; the request id and the client's `traceparent` travel to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import aiohttp
+
+from lollms_server.api.node_status import FREE_MEMORY_HEADER, QUEUE_HEADER
+from lollms_server.bindings import (
+    GENERATION_TYPES,
+    NO_CONCURRENCY_CAP,
+    Binding,
+    Chunk,
+    GenerationRequest,
+    Health,
+    ModelInfo,
+    Result,
+    monotonic_ms,
+)
+from lollms_server.errors import BackendError, BackendUnavailable, LollmsError, ModelNotFound
+from lollms_server.resilience import RetryPolicy
+from lollms_server.trace import current_trace
+from lollms_server.upstream import Upstream
+
+from . import wire
+from .settings import RemoteSettings
+
+BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
+
+
+class LollmsRemoteBinding(Binding):
+    """A client of one lollms-server node."""
+
+    name = "lollms"
+    title = "Another lollms-server (fleet node)"
+    description = "A lollms-server on another machine: all its models and generation types."
+    capabilities = frozenset(GENERATION_TYPES) | {"stream", "load_unload", "vision", "embeddings"}
+    ConfigSchema = RemoteSettings
+    default_concurrency = NO_CONCURRENCY_CAP  # the node's own scheduler decides
+
+    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(instance_name, config)
+        self._upstream: Upstream | None = None
+        self._models: tuple[float, list[ModelInfo]] | None = None
+        self.queue_depth: int | None = None  # the node's last reported figures, and when
+        self.free_memory: int | None = None
+        self.reported_at: float | None = None
+        self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
+
+    @property
+    def upstream(self) -> Upstream:
+        """The HTTP client of the node (created on first use)."""
+        if self._upstream is None:
+            config = self.config
+            self._upstream = Upstream(
+                self.instance_name,
+                config["base_url"],
+                api_key=self._api_key(),
+                connect_timeout_s=config.get("connect_timeout_s", 5.0),
+                read_timeout_s=config.get("read_timeout_s", 300.0),
+                retry=RetryPolicy(
+                    attempts=1 + config.get("retries", 1),
+                    max_retry_after_s=config.get("max_retry_after_s", 30.0),
+                ),
+                label=f"node {self.instance_name!r}",
+                headers=_trace_headers,
+                on_response=self._record_load,
+            )
+        return self._upstream
+
+    def _api_key(self) -> str | None:
+        key: str | None = self.config.get("api_key")
+        variable = self.config.get("api_key_env")
+        if variable:
+            key = os.environ.get(variable)
+            if not key:
+                raise BackendUnavailable(
+                    f"{self.instance_name!r} reads its node key from the environment variable "
+                    f"{variable}, which is not set",
+                    binding=self.instance_name,
+                )
+        return key
+
+    def _record_load(self, response: aiohttp.ClientResponse) -> None:
+        """Keep the load figures the node put on an answer."""
+        depth = _int_header(response, QUEUE_HEADER)
+        if depth is not None:
+            self.queue_depth = depth
+            self.reported_at = time.monotonic()
+        room = _int_header(response, FREE_MEMORY_HEADER)
+        if room is not None:
+            self.free_memory = room
+
+    def reported_load(self, model: str) -> float | None:
+        """Generations the node last said it runs or queues (all models), or None."""
+        return None if self.queue_depth is None else float(self.queue_depth)
+
+    def reported_room(self, model: str) -> float | None:
+        """Bytes the node last said one more model may take, or None."""
+        return None if self.free_memory is None else float(self.free_memory)
+
+    async def startup(self) -> None:
+        """Create the client (no network call: a node that is down must not block start-up)."""
+        self.upstream  # noqa: B018 - builds the client, reading api_key_env
+
+    async def shutdown(self) -> None:
+        """Close the connection pool."""
+        if self._upstream is not None:
+            await self._upstream.close()
+
+    async def health(self) -> Health:
+        """The node's readiness (`/api/v1/ready`), with its load from `/api/v1/status`."""
+        started = monotonic_ms()
+        timeout = self.config.get("health_timeout_s", 5.0)
+        try:
+            await self.upstream.get_json("/api/v1/ready", timeout_s=timeout, retry=False)
+        except LollmsError as exc:
+            return Health("down", exc.message, monotonic_ms() - started)
+        detail = ""
+        try:
+            status = await self.upstream.get_json("/api/v1/status", timeout_s=timeout, retry=False)
+        except LollmsError as exc:
+            detail = f"no load figures: {exc.message}"
+        else:
+            if isinstance(status, dict):
+                self.status = status
+                detail = _describe(status)
+        return Health("up", detail, monotonic_ms() - started)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The node's models, named `<node instance>/<model>`, with their metadata."""
+        try:
+            answer = await self.upstream.get_json("/api/v1/list_models")
+        except LollmsError as exc:
+            raise BackendUnavailable(exc.message, binding=self.instance_name) from exc
+        listing = answer.get("models") if isinstance(answer, dict) else None
+        if not isinstance(listing, dict):
+            raise BackendError(
+                f"node {self.instance_name!r} answered list_models without a models table",
+                binding=self.instance_name,
+            )
+        infos = [
+            info
+            for items in listing.values()
+            for item in (items if isinstance(items, list) else [])
+            if isinstance(item, dict) and (info := wire.model_info(item)) is not None
+        ]
+        self._models = (time.monotonic(), infos)
+        return infos
+
+    async def has_model(self, model: str) -> bool:
+        """True when the node lists `model` (as `instance/model`, or a bare model name)."""
+        cache_s = self.config.get("models_cache_s", 30.0)
+        if self._models is None or time.monotonic() - self._models[0] > cache_s:
+            await self.list_models()
+        assert self._models is not None
+        return any(model in (info.name, info.name.partition("/")[2]) for info in self._models[1])
+
+    async def _node_ref(self, model: str) -> dict[str, str | None]:
+        """The node's binding and model names of `model` (a bare name: the first instance of
+        the node listing it; one that none lists is a ModelNotFound)."""
+        instance, name = wire.split_model(model)
+        if instance is None:
+            await self.has_model(model)
+            assert self._models is not None
+            for info in self._models[1]:
+                if info.name.partition("/")[2] == model:
+                    instance = info.name.partition("/")[0]
+                    break
+            else:
+                raise ModelNotFound(
+                    f"node {self.instance_name!r} has no model {model!r}",
+                    binding=self.instance_name,
+                    param="model",
+                )
+        return {"binding_name": instance, "model_name": name}
+
+    async def load(self, model: str) -> int | None:
+        """Load the model on the node (the node key must be an admin key there)."""
+        answer = await self.upstream.post_json("/api/v1/load_model", await self._node_ref(model))
+        memory = answer.get("memory_bytes") if isinstance(answer, dict) else None
+        return memory if isinstance(memory, int) else None
+
+    async def unload(self, model: str) -> None:
+        """Unload the model on the node."""
+        await self.upstream.post_json("/api/v1/unload_model", await self._node_ref(model))
+
+    async def generate(self, request: GenerationRequest) -> Result:
+        """The node's whole answer (media are the node's own bytes)."""
+        body = wire.generate_body(request, stream=False, **await self._node_ref(request.model))
+        raw, _ = await self.upstream.post_for_bytes("/api/v1/generate", body)
+        answer = await _decode(raw)
+        if not isinstance(answer, dict):
+            raise BackendError(
+                f"node {self.instance_name!r} answered generate without an object",
+                binding=self.instance_name,
+            )
+        return await asyncio.to_thread(wire.result_of, answer) if len(raw) > BIG_ANSWER else (
+            wire.result_of(answer)
+        )  # fmt: skip
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The node's SSE events as chunks; closing this generator closes the node's stream."""
+        names = await self._node_ref(request.model)
+        events = self.upstream.stream_events(
+            "/api/v1/generate", wire.generate_body(request, stream=True, **names)
+        )
+        streamed_text = False
+        async with aclosing(events):
+            async for event in events:
+                kind = event.get("type")
+                found = event.get("metadata")
+                metadata: dict[str, Any] = found if isinstance(found, dict) else {}
+                if kind == "chunk":
+                    content, thoughts = event.get("content"), event.get("thoughts")
+                    streamed_text = True
+                    yield Chunk(
+                        content=content if isinstance(content, str) else "",
+                        thoughts=thoughts if isinstance(thoughts, str) else "",
+                    )
+                elif kind == "info" and event.get("content") != "started":
+                    yield Chunk(type="info", content=str(event.get("content")), metadata=metadata)
+                elif kind == "error":
+                    raise self._event_error(metadata.get("error"), event.get("content"))
+                elif kind == "final":
+                    for chunk in wire.final_chunks(metadata, streamed_text):
+                        yield chunk
+                    return
+        raise BackendUnavailable(
+            f"node {self.instance_name!r} ended its stream without a final event",
+            binding=self.instance_name,
+        )
+
+    def _event_error(self, error: Any, content: Any) -> LollmsError:
+        """Our error for the node's `error` event (same type and status, naming the node)."""
+        error = error if isinstance(error, dict) else {}
+        message = str(error.get("message") or content or "unknown error")
+        cls = _error_class(str(error.get("type") or ""))
+        return cls(
+            f"node {self.instance_name!r}: {self.upstream.scrub(message)}",
+            binding=self.instance_name,
+            details={"node_error": error.get("type")},
+        )
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Embedding vectors from the node's `/v1/embeddings`."""
+        answer = await self.upstream.post_json("/v1/embeddings", {"model": model, "input": texts})
+        items = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise BackendError(
+                f"node {self.instance_name!r} answered embeddings without a data list",
+                binding=self.instance_name,
+            )
+        ordered = sorted(items, key=lambda item: item.get("index", 0))
+        return [[float(v) for v in item["embedding"]] for item in ordered]
+
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        """Token ids from the node's tokenizer."""
+        body = {"text": text, **await self._node_ref(model)}
+        answer = await self.upstream.post_json("/api/v1/tokenize", body)
+        return [int(t) for t in answer.get("tokens", [])]
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        """Text of token ids from the node's tokenizer."""
+        body = {"tokens": tokens, **await self._node_ref(model)}
+        answer = await self.upstream.post_json("/api/v1/detokenize", body)
+        return str(answer.get("text", ""))
+
+    async def count_tokens(self, text: str, model: str) -> int:
+        """How many tokens the node counts in `text`."""
+        body = {"text": text, **await self._node_ref(model)}
+        answer = await self.upstream.post_json("/api/v1/count_tokens", body)
+        return int(answer.get("count", 0))
+
+
+def _trace_headers() -> dict[str, str]:
+    """The running request's id and trace context, for the node's logs."""
+    trace = current_trace()
+    if trace is None:
+        return {}
+    headers = {"X-Request-Id": trace.request_id}
+    if trace.traceparent:
+        headers["traceparent"] = trace.traceparent
+    return headers
+
+
+def _int_header(response: aiohttp.ClientResponse, name: str) -> int | None:
+    value = response.headers.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+async def _decode(raw: bytes) -> Any:
+    try:
+        if len(raw) > BIG_ANSWER:
+            return await asyncio.to_thread(json.loads, raw)
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BackendError(f"a node answered with something that is not JSON: {exc}") from None
+
+
+def _error_class(kind: str) -> type[LollmsError]:
+    """The error class whose `type` is `kind` (a 502 for one we do not know)."""
+    pending: list[type[LollmsError]] = [LollmsError]
+    while pending:
+        cls = pending.pop()
+        if cls.type == kind and cls is not LollmsError:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return BackendError
+
+
+def _describe(status: Mapping[str, Any]) -> str:
+    """One line of the node's load for the health detail."""
+    queue = status.get("queue_depth") or {}
+    busy = sum(v for v in queue.values() if isinstance(v, int)) if isinstance(queue, dict) else 0
+    loaded = status.get("loaded") or []
+    room = status.get("free_memory_bytes")
+    parts = [f"{len(loaded)} loaded", f"queue {busy}"]
+    if isinstance(room, int):
+        parts.append(f"{room / 2**30:.1f} GiB free")
+    return ", ".join(parts)

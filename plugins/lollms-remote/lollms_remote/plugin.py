@@ -1,0 +1,14 @@
+"""Entry point of the lollms-remote plugin: the `lollms` binding type."""
+
+from __future__ import annotations
+
+from lollms_server.bindings import Binding
+from lollms_server.hookspecs import hookimpl
+
+from .binding import LollmsRemoteBinding
+
+
+@hookimpl
+def register_bindings() -> list[type[Binding]]:
+    """The lollms binding type."""
+    return [LollmsRemoteBinding]

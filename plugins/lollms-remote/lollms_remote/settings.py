@@ -1,0 +1,42 @@
+"""Settings of a `lollms` binding instance (the `[bindings.<name>]` table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from yarl import URL
+
+
+class RemoteSettings(Schema):
+    """Where the node is, its key, how long to wait."""
+
+    base_url = fields.String(
+        required=True, metadata={"help": "the node's address, e.g. http://gpu1:9601"}
+    )
+    api_key = fields.String(
+        load_default=None, allow_none=True, metadata={"help": "a key of the node (admin to load)"}
+    )
+    api_key_env = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )
+    connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
+    read_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
+    health_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
+    retries = fields.Integer(load_default=1, validate=validate.Range(0, 10))
+    max_retry_after_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    models_cache_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+
+    @validates("base_url")
+    def _check_base_url(self, value: str, **kwargs: Any) -> None:
+        try:
+            url = URL(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("not a URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValidationError("must be an http:// or https:// URL with a host")
+
+    @validates_schema
+    def _one_key_source(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("api_key") and data.get("api_key_env"):
+            raise ValidationError("set api_key or api_key_env, not both", "api_key_env")
