@@ -103,7 +103,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a loop held by a stall never gets to the signal
+            process.kill()
+            process.wait(timeout=10)
+            raise
 
 
 def exchange(port: int, head: bytes, body: Iterable[bytes], timeout: float = 20.0) -> Reply:
