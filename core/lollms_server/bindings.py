@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from marshmallow import Schema
 
-from .errors import NotSupported
+from .errors import InvalidRequest, NotSupported
 from .masking import mask_text
 
 GENERATION_TYPES: tuple[str, ...] = ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")
@@ -169,6 +169,9 @@ class Binding:
     # True: the core picks a GPU per model (`device_for`); a class attribute, or set per
     # instance in `startup()` by a binding that learns there whether it can use a GPU
     gpu_placement: bool = False
+    # the input roles the binding honours per generation type ({"i2i": {"input_image"}});
+    # None: it says nothing and gets every input. The core refuses any other role (400).
+    input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         self.instance_name = instance_name
@@ -187,6 +190,29 @@ class Binding:
         """The tokens one generation of `model` may use, where known without I/O (or None);
         the default `max_tokens` never goes past it."""
         return None
+
+    def reported_load(self, model: str) -> float | None:
+        """Generations the backend last said it runs or queues (a remote node's figure, fresh
+        from its latest answer), or None when it reports none."""
+        return None
+
+    def reported_room(self, model: str) -> float | None:
+        """Bytes the backend last said one more model may take there, or None."""
+        return None
+
+    def check_input_roles(self, request: GenerationRequest) -> None:
+        """Refuse (400, naming it) an input role the binding would not honour for the type."""
+        if self.input_roles is None:
+            return
+        honoured = self.input_roles.get(request.generation_type, frozenset())
+        for index, item in enumerate(request.inputs):
+            if item.role not in honoured:
+                allowed = ", ".join(sorted(honoured)) or "none"
+                raise InvalidRequest(
+                    f"{self.instance_name!r} does not honour input role {item.role!r} "
+                    f"for {request.generation_type}; roles it honours: {allowed}",
+                    param=f"input_data[{index}].role",
+                )
 
     def supports(self, capability: str) -> bool:
         """True when the class declares `capability`."""

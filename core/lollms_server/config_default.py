@@ -84,6 +84,8 @@ restart_window_s = 600
 
 # Routes: a model alias served by an ordered list of targets (the next serves when one is
 # down, its circuit open or its queue full), or a table with targets and strategy = "least-busy"
+# (fewest generations running or queued, as remote nodes report them on each answer) or
+# "most-room" (the most free memory for the model, as remote nodes report it)
 # [routes]
 # "chat-default" = ["gpu-box/llama3", "openai/gpt-4o-mini"]
 

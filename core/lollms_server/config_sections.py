@@ -89,7 +89,7 @@ class ResilienceSchema(Schema):
 class RouteField(fields.Field[dict[str, Any]]):
     """A route: a list of `<instance>/<model>` targets, or {targets = [...], strategy = ...}."""
 
-    STRATEGIES = ("ordered", "least-busy")
+    STRATEGIES = ("ordered", "least-busy", "most-room")
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Any, **kwargs: Any

@@ -19,16 +19,29 @@ log = logging.getLogger(__name__)
 
 
 def ordered_candidates(target: Target, scheduler: Scheduler) -> list[Target]:
-    """The target then its fallbacks; for `least-busy` routes, the least loaded first."""
+    """The target then its fallbacks; for `least-busy` routes, the least loaded first; for
+    `most-room` routes, the one with the most free memory first (unknown room last)."""
     candidates = [dataclasses.replace(target, fallbacks=()), *target.fallbacks]
     if target.strategy == "least-busy":
         candidates.sort(key=lambda t: _load(t, scheduler))
+    elif target.strategy == "most-room":
+        candidates.sort(key=lambda t: (-_room(t), _load(t, scheduler)))
     return candidates
 
 
 def _load(target: Target, scheduler: Scheduler) -> float:
+    """This server's own share of the target's lane, plus what a remote backend last reported
+    running or queued (its answers' figures are fresh; our in-flight calls are fresher)."""
     lane = scheduler.lanes.get((target.binding.instance_name, target.model))
+    reported = target.binding.reported_load(target.model)
+    if reported is not None:
+        return reported + (0 if lane is None else lane.active + len(lane.waiting))
     return 0.0 if lane is None else (lane.active + len(lane.waiting)) / lane.capacity
+
+
+def _room(target: Target) -> float:
+    room = target.binding.reported_room(target.model)
+    return -1.0 if room is None else room
 
 
 def is_backend_failure(exc: BaseException) -> bool:

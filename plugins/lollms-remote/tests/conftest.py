@@ -28,6 +28,9 @@ ECHO_NODE = """\
 [bindings.echo]
 type = "echo"
 delay_ms = {delay_ms}
+
+[resources]
+ram_budget = "{budget}"
 """
 
 LLAMA_NODE = """\
@@ -85,12 +88,15 @@ def start_node(stack: ExitStack, folder: Path, config: str, name: str) -> Node:
 def echo_nodes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Node, Node]]:
-    """Two echo nodes."""
+    """Two echo nodes; the second has the larger memory budget (1 and 2 GiB)."""
     with ExitStack() as stack:
         try:
             nodes = tuple(
                 start_node(
-                    stack, tmp_path_factory.mktemp(f"node{i}"), ECHO_NODE.format(delay_ms=50), "gw"
+                    stack,
+                    tmp_path_factory.mktemp(f"node{i}"),
+                    ECHO_NODE.format(delay_ms=50, budget=f"{i}GiB"),
+                    "gw",
                 )
                 for i in (1, 2)
             )

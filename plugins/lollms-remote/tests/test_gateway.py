@@ -1,0 +1,232 @@
+"""A gateway lollms-server in front of two node lollms-servers, all real processes on loopback.
+
+Every generation type end to end (whole and streamed, the node's media bytes unchanged),
+balancing over both nodes, the request id and trace context reaching the node's log, the node
+key kept out of the gateway's answers and log, and cancellation travelling to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from lollms_server.bindings import GENERATION_TYPES
+from lollms_server.testing import ServerProcess, lollms_process
+from lollms_server.testing.server import input_data, sse_events
+
+from .conftest import Node
+
+TIMEOUT = aiohttp.ClientTimeout(total=60)
+
+
+def gateway_config(nodes: tuple[Node, ...]) -> str:
+    """Bindings `n1`, `n2`... for the nodes, and routes spanning them."""
+    lines = []
+    for index, node in enumerate(nodes, 1):
+        lines += [
+            f"[bindings.n{index}]",
+            'type = "lollms"',
+            f'base_url = "{node.url}"',
+            f'api_key = "{node.key}"',
+            "",
+        ]
+    targets = ", ".join(f'"n{i}/echo/slow"' for i in range(1, len(nodes) + 1))
+    lines += [
+        "[routes]",
+        f'"fleet-slow" = {{targets = [{targets}], strategy = "least-busy"}}',
+        f'"fleet-room" = {{targets = [{targets}], strategy = "most-room"}}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    echo_nodes: tuple[Node, Node], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The gateway process with both echo nodes."""
+    folder = tmp_path_factory.mktemp("gateway")
+    with lollms_process(folder, gateway_config(echo_nodes)) as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the test."""
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        yield session
+
+
+def body(kind: str, model: str, binding: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A lollms `generate` body with the sample media the type needs."""
+    prompt = "hello fleet" if kind == "ttt" else "a short test"
+    return {
+        "input_data": input_data(kind, prompt),
+        "binding_name": binding,
+        "model_name": model,
+        "generation_type": kind,
+        "parameters": {"seed": 7, "width": 8, "height": 8},
+        **extra,
+    }
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, payload: dict[str, Any], **headers: str
+) -> tuple[int, Any]:
+    """POST a generate body; the JSON answer, or the SSE events of a stream."""
+    auth = {"Authorization": f"Bearer {headers.pop('key')}"} if "key" in headers else {}
+    async with http.post(
+        f"{url}/api/v1/generate", json=payload, headers={**auth, **headers}
+    ) as answer:
+        text = await answer.text()
+        return answer.status, sse_events(text) if payload.get("stream") else json.loads(text)
+
+
+def outputs_of(answer: Any, streamed: bool) -> list[dict[str, Any]]:
+    """The output items of a whole answer or of a stream's `final` event."""
+    if not streamed:
+        return list(answer["output"])
+    (final,) = [event for event in answer if event["type"] == "final"]
+    return list(final["content"])
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("kind", GENERATION_TYPES)
+async def test_every_generation_type_passes_through(
+    gateway: ServerProcess,
+    echo_node: Node,
+    http: aiohttp.ClientSession,
+    kind: str,
+    streamed: bool,
+) -> None:
+    """The gateway's answer carries the node's own outputs: same types, mime types, bytes."""
+    status, through = await post(http, gateway.url, body(kind, "echo/echo", "n1", stream=streamed))
+    assert status == 200, through
+    direct_status, direct = await post(
+        http, echo_node.url, body(kind, "echo", "echo"), key=echo_node.key
+    )
+    assert direct_status == 200, direct
+    got = [(o["type"], o["mime_type"], o["data"]) for o in outputs_of(through, streamed)]
+    want = [(o["type"], o["mime_type"], o["data"]) for o in direct["output"]]
+    assert got == want and got[0][2], (got, want)
+    if streamed:
+        assert through[0]["metadata"]["binding"] == "n1"
+        assert through[-1]["metadata"]["binding_instance"] == "n1"
+
+
+async def test_parallel_requests_spread_over_both_nodes(
+    gateway: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """least-busy: parallel streams of a slow model land on both nodes."""
+    payload = body("ttt", "fleet-slow", stream=True)
+    payload["input_data"][0]["data"] = "one two three four five six"
+    answers = await asyncio.gather(*(post(http, gateway.url, payload) for _ in range(6)))
+    served = []
+    for status, events in answers:
+        assert status == 200, events
+        served.append(events[-1]["metadata"]["binding_instance"])
+    assert set(served) == {"n1", "n2"}, served
+
+
+async def test_most_room_route_picks_the_node_with_most_free_memory(
+    gateway: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """most-room: once both nodes reported their free memory, the roomier one (n2) serves."""
+    for name in ("n1", "n2"):  # an answer of each node carries its X-Lollms-Free-Memory
+        status, answer = await post(http, gateway.url, body("ttt", "echo/echo", name))
+        assert status == 200, answer
+    for _ in range(3):
+        status, answer = await post(http, gateway.url, body("ttt", "fleet-room"))
+        assert status == 200, answer
+        assert answer["binding_instance"] == "n2"
+        assert answer["output"][0]["data"] == "hello fleet"
+
+
+async def test_node_reports_load_in_headers_and_status(echo_node: Node) -> None:
+    """A node's answers carry its queue depth and free memory; /api/v1/status details them."""
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        auth = {"Authorization": f"Bearer {echo_node.key}"}
+        async with http.get(f"{echo_node.url}/api/v1/list_models", headers=auth) as answer:
+            assert answer.headers["X-Lollms-Queue-Depth"].isdigit()
+            assert int(answer.headers["X-Lollms-Free-Memory"]) == 2**30
+    status = echo_node.get("/api/v1/status")
+    assert status["free_memory_bytes"] == 2**30
+    assert status["devices"][0]["name"] == "cpu" and isinstance(status["queue_depth"], dict)
+
+
+async def test_request_id_and_traceparent_reach_the_node(
+    gateway: ServerProcess, echo_node: Node, http: aiohttp.ClientSession
+) -> None:
+    """The node logs the gateway request's id; the traceparent is passed on with it."""
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"X-Request-Id": "fleet-trace-42", "traceparent": trace}
+    status, answer = await post(http, gateway.url, body("ttt", "echo/echo", "n1"), **headers)
+    assert status == 200, answer
+    assert answer["request_id"] == "fleet-trace-42"
+    for _ in range(50):
+        if "fleet-trace-42" in echo_node.server.log():
+            break
+        await asyncio.sleep(0.1)
+    assert "fleet-trace-42" in echo_node.server.log()
+
+
+async def test_node_key_never_shown(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """Listings, pages and the log of the gateway never show a node key."""
+    pages = []
+    for path in ("/api/v1/list_bindings", "/api/v1/list_active_bindings", "/admin/bindings", "/"):
+        async with http.get(f"{gateway.url}{path}") as answer:
+            pages.append(await answer.text())
+    async with http.get(f"{gateway.url}/api/v1/list_bindings") as answer:
+        listing = await answer.json()
+    assert listing["binding_instances"]["n1"]["settings"]["api_key"] == "***"
+    for node in echo_nodes:
+        assert all(node.key not in page for page in pages)
+        assert node.key not in gateway.log()
+
+
+async def test_models_listed_with_node_metadata(
+    gateway: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The gateway lists each node's models with their metadata, named after the node's."""
+    async with http.get(f"{gateway.url}/api/v1/list_available_models/n2") as answer:
+        listing = await answer.json()
+    assert answer.status == 200, listing
+    models = {m["name"]: m for m in listing["models"]}
+    assert {"echo/echo", "echo/slow"} <= set(models)
+    echo = models["echo/echo"]
+    assert echo["family"] == "echo" and echo["context_length"] == 4096
+    assert "tti" in echo["capabilities"] and echo["details"]["node_instance"] == "echo"
+
+
+async def test_cancellation_reaches_the_node(
+    gateway: ServerProcess, echo_node: Node, http: aiohttp.ClientSession
+) -> None:
+    """A client that leaves the gateway mid-stream stops the generation on the node."""
+    payload = body("ttt", "echo/slow", "n1", stream=True)
+    payload["input_data"][0]["data"] = " ".join(["word"] * 400)  # 20 s at 50 ms a token
+
+    def running() -> int:
+        depths = echo_node.get("/api/v1/status")["queue_depth"]
+        return int(depths.get("echo/slow", 0))
+
+    before = running()
+    answer = await http.post(f"{gateway.url}/api/v1/generate", json=payload)
+    assert answer.status == 200
+    await answer.content.readline()  # the stream is flowing
+    for _ in range(50):
+        if running() > before:
+            break
+        await asyncio.sleep(0.1)
+    assert running() == before + 1
+    answer.close()  # the client leaves
+    for _ in range(100):  # 10 s, half the generation's own length
+        if running() == before:
+            break
+        await asyncio.sleep(0.1)
+    assert running() == before
