@@ -12,7 +12,17 @@ from pathlib import Path
 from aiohttp import web
 
 from . import keys
-from .api import admin, lollms, node_status, observe, ollama, openai, openapi
+from .api import (
+    admin,
+    lollms,
+    lollms_client_compat,
+    lollms_webui_compat,
+    node_status,
+    observe,
+    ollama,
+    openai,
+    openapi,
+)
 from .api.middleware import error_middleware
 from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
@@ -146,6 +156,8 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.router.add_routes(admin.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(ollama.routes)
+    app.router.add_routes(lollms_client_compat.routes)
+    app.router.add_routes(lollms_webui_compat.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(observe.routes)
     app.router.add_routes(node_status.routes)

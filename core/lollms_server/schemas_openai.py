@@ -25,6 +25,11 @@ Accepted and ignored: `logit_bias`, `logprobs`, `top_logprobs` (logprobs come ba
 completions `suffix`, images `moderation`, `output_compression`, `partial_images`, transcriptions
 `chunking_strategy`, `include`, `known_speaker_*`, `keywords`, `languages`.
 
+Common extensions of OpenAI-compatible servers, passed to the binding (the llama.cpp binding sends
+`chat_template_kwargs` on; the openai binding sends those named in its `extra_parameters`; others
+ignore them): `chat_template_kwargs`, `thinking` (boolean or object), `enable_thinking`,
+`reasoning`, `reasoning_summary`, `min_p`, `repetition_penalty`.
+
 Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
 and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
 `keep_alive` (seconds the model stays loaded after the request: -1 forever, 0 unload now),
@@ -56,6 +61,17 @@ ONE_CHOICE = validate.Range(1, 1, error="only 1: one choice per request; make se
 ONE_PROMPT = "send one prompt per request (a string or a list of one string)"
 SAMPLING = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 PASSED_ON = ("top_k", "repeat_penalty", "response_format", "reasoning_effort", "keep_alive")
+#: Extensions OpenAI-compatible servers commonly take (vLLM, llama.cpp, SGLang, Z.AI, OpenRouter);
+#: `lollms-client` sends them. Passed to the binding: one that understands them uses them.
+EXTENSIONS = (
+    "chat_template_kwargs",
+    "thinking",
+    "enable_thinking",
+    "reasoning",
+    "reasoning_summary",
+    "min_p",
+    "repetition_penalty",
+)
 
 
 def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
@@ -122,6 +138,15 @@ class UploadList(fields.Field[list[UploadedFile]]):
         if not items or len(items) > 16 or not all(isinstance(v, UploadedFile) for v in items):
             raise ValidationError("must be 1 to 16 file parts (multipart/form-data)")
         return items
+
+
+class BoolOrObject(fields.Field[Any]):
+    """A boolean or a JSON object (`thinking`: `true` or `{"type": "enabled"}`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, (bool, dict)):
+            raise ValidationError("must be a boolean or an object")
+        return value
 
 
 class StreamOptionsSchema(StrictSchema):
@@ -216,11 +241,18 @@ class SamplingSchema(StrictSchema):
     top_k = _opt(fields.Integer, validate=validate.Range(0, 100_000))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
     keep_alive = _opt(fields.Float, validate=validate.Range(-1, 10**9))
+    chat_template_kwargs = _opt(fields.Dict)
+    thinking = _opt(BoolOrObject)
+    enable_thinking = _opt(fields.Boolean)
+    reasoning = _opt(fields.Dict)
+    reasoning_summary = _opt(fields.String, validate=validate.Length(max=32))
+    min_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    repetition_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
 
     @post_load
     def _parameters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Add `parameters` (binding names, nulls left out), `include_usage`, normalized `tools`."""
-        names = (*SAMPLING, *PASSED_ON)
+        names = (*SAMPLING, *PASSED_ON, *EXTENSIONS)
         parameters = {name: data[name] for name in names if data.get(name) is not None}
         max_tokens = data.get("max_completion_tokens") or data["max_tokens"]
         if max_tokens is not None:

@@ -256,12 +256,7 @@ async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Targe
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Tokenize."""
     target = await _tokenizer_target(request, body)
-    _check_text_length(request, body["text"])
-    tokens = await guarded(
-        target.binding,
-        target.binding.tokenize(body["text"], target.model),
-        request.app[CONFIG].request_timeout_s,
-    )
+    tokens = await token_ids(request, target, body["text"])
     cap = limits_of(request).max_token_ids
     if len(tokens) > cap:
         raise PayloadTooLarge(
@@ -272,6 +267,25 @@ async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     reply = {"tokens": tokens, "count": len(tokens), "model": target.ref}
     text = await off_loop_if_big(len(tokens) * 4, json.dumps, reply)
     return web.json_response(text=text)
+
+
+async def token_ids(request: web.Request, target: Target, text: str) -> list[int]:
+    """The token ids of `text` under the target's tokenizer (bounded in length and time)."""
+    _check_text_length(request, text)
+    return await guarded(
+        target.binding,
+        target.binding.tokenize(text, target.model),
+        request.app[CONFIG].request_timeout_s,
+    )
+
+
+async def token_text(request: web.Request, target: Target, tokens: list[int]) -> str:
+    """The text of token ids under the target's tokenizer (bounded in time)."""
+    return await guarded(
+        target.binding,
+        target.binding.detokenize(tokens, target.model),
+        request.app[CONFIG].request_timeout_s,
+    )
 
 
 def _check_text_length(request: web.Request, text: str) -> None:
@@ -291,11 +305,7 @@ def _check_text_length(request: web.Request, text: str) -> None:
 async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Detokenize."""
     target = await _tokenizer_target(request, body)
-    text = await guarded(
-        target.binding,
-        target.binding.detokenize(body["tokens"], target.model),
-        request.app[CONFIG].request_timeout_s,
-    )
+    text = await token_text(request, target, body["tokens"])
     return web.json_response({"text": text, "model": target.ref})
 
 
@@ -304,10 +314,5 @@ async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response
 async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Count tokens."""
     target = await _tokenizer_target(request, body)
-    _check_text_length(request, body["text"])
-    tokens = await guarded(
-        target.binding,
-        target.binding.tokenize(body["text"], target.model),
-        request.app[CONFIG].request_timeout_s,
-    )
+    tokens = await token_ids(request, target, body["text"])
     return web.json_response({"count": len(tokens), "model": target.ref})

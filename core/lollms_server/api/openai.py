@@ -33,6 +33,7 @@ from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..listing import gather_models, list_models_of, visible_bindings
+from ..openai_names import resolve_model
 from ..personalities import split_personality
 from ..registry import Target
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
@@ -161,7 +162,7 @@ async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamR
 @endpoint("Embedding vectors of texts (float or base64 float32)", tag=TAG, body=EmbeddingSchema)
 async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Embed one text or a list of texts with a binding that has the embeddings capability."""
-    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    target = await resolve_model(request.app[REGISTRY], "ttt", body["model"])
     binding = target.binding
     target.require("embeddings", "make embeddings", "model")
     texts: list[str] = body["input"]

@@ -22,6 +22,7 @@ from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError, InvalidRequest
 from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY
+from ..openai_names import resolve_model
 from ..schemas_openai import (
     ImageEditForm,
     ImageGenerationSchema,
@@ -64,7 +65,7 @@ async def _run(
     parameters: dict[str, Any] | None = None,
 ) -> tuple[Prepared, Result]:
     """Resolve the model, build the request and run it to completion."""
-    target = await request.app[REGISTRY].resolve_ref(generation_type, model)
+    target = await resolve_model(request.app[REGISTRY], generation_type, model)
     service = request.app[GENERATION]
     prepared = await service.prepare(
         face="openai",
@@ -75,6 +76,23 @@ async def _run(
         parameters=parameters or {},
     )
     return prepared, await service.generate(prepared)
+
+
+async def speak(
+    request: web.Request, model: str | None, text: str, parameters: dict[str, Any]
+) -> tuple[Prepared, Output]:
+    """Run text-to-speech; the first audio output (the other faces' speech routes use it)."""
+    prepared, result = await _run(request, "tts", model, text, (), parameters)
+    return prepared, _outputs(prepared, result, "audio")[0]
+
+
+async def transcribe_upload(
+    request: web.Request, model: str | None, upload: UploadedFile, parameters: dict[str, Any]
+) -> tuple[Prepared, str]:
+    """Run speech-to-text on one uploaded audio file; its text."""
+    audio = _media_input("audio", "input_audio", upload)
+    prepared, result = await _run(request, "stt", model, None, [audio], parameters)
+    return prepared, _outputs(prepared, result, "text")[0].text
 
 
 def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:

@@ -63,6 +63,7 @@ LLAMA_PARAMETERS = (
     "json_schema",
     "n_keep",
     "cache_prompt",
+    "chat_template_kwargs",
 )
 
 #: A local process either answers or is dead: one quick retry (a stale pooled connection).
