@@ -14,6 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from .bindings import GENERATION_TYPES
 from .config_default import DEFAULT_CONFIG_TEXT, DEFAULT_HOST, DEFAULT_PORT
 from .config_sections import (
+    FleetSchema,
     FunctionsConfig,
     FunctionsSchema,
     PersonalitiesSchema,
@@ -26,6 +27,7 @@ from .config_sections import (
     SecuritySchema,
 )
 from .errors import ConfigError
+from .fleet import FLEET_TYPE, fleet_instances
 from .logs import LOG_FORMATS
 from .request_limits import RequestLimits
 
@@ -113,6 +115,7 @@ class ConfigSchema(Schema):
     routes = fields.Dict(
         keys=fields.String(validate=NAME_OF_ROUTE), values=RouteField(), load_default=dict
     )
+    fleet = fields.Nested(FleetSchema, load_default=lambda: FleetSchema().load({}))
 
 
 @dataclass
@@ -214,6 +217,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         )
         for name, spec in loaded["bindings"].items()
     }
+    for name, settings in fleet_instances(loaded["fleet"], instances).items():
+        instances[name] = InstanceConfig(name=name, type=FLEET_TYPE, settings=settings)
     return Config(
         host=host,
         port=port,

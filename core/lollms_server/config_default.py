@@ -89,6 +89,15 @@ restart_window_s = 600
 # [routes]
 # "chat-default" = ["gpu-box/llama3", "openai/gpt-4o-mini"]
 
+# A fleet: lollms-server nodes this server fronts, one `lollms` instance each (named after the
+# node's host and port, e.g. gpu1-9601; needs plugins/lollms-remote). A route
+# {{fleet = true}} has every node listing the model as a target (least busy first).
+# [fleet]
+# nodes = ["http://gpu1:9601", "http://gpu2:9601"]
+# api_key_env = "LOLLMS_FLEET_KEY"   # or api_key = "..." (a key of the nodes)
+# [routes]
+# "llama3" = {{fleet = true}}  # or {{fleet = true, model = "llamacpp/llama3"}}
+
 [personalities]
 folders = []               # extra folders besides <data_dir>/personalities (read in this order)
 examples = true            # also offer the shipped examples (any source may replace one by name)

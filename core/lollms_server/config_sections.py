@@ -96,8 +96,12 @@ class RouteField(fields.Field[dict[str, Any]]):
     ) -> dict[str, Any]:
         if isinstance(value, list):
             value = {"targets": value}
+        if isinstance(value, dict) and value.get("fleet") is True:
+            return self._fleet_route(value)
         if not isinstance(value, dict) or set(value) - {"targets", "strategy"}:
-            raise ValidationError("a list of targets, or a table with `targets` and `strategy`")
+            raise ValidationError(
+                "a list of targets, a table with `targets` and `strategy`, or {fleet = true}"
+            )
         targets = value.get("targets")
         if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
             raise ValidationError("`targets` is a non-empty list of '<instance>/<model>' strings")
@@ -105,6 +109,31 @@ class RouteField(fields.Field[dict[str, Any]]):
         if strategy not in self.STRATEGIES:
             raise ValidationError(f"strategy must be one of: {', '.join(self.STRATEGIES)}")
         return {"targets": list(targets), "strategy": strategy}
+
+    def _fleet_route(self, value: dict[str, Any]) -> dict[str, Any]:
+        """`{fleet = true, model?, strategy?}`: every fleet node listing the model."""
+        if set(value) - {"fleet", "model", "strategy"}:
+            raise ValidationError("a fleet route takes `fleet`, `model` and `strategy` only")
+        model = value.get("model")
+        if model is not None and not (isinstance(model, str) and model):
+            raise ValidationError("`model` is the model's name on the nodes")
+        strategy = value.get("strategy", "least-busy")
+        if strategy not in self.STRATEGIES:
+            raise ValidationError(f"strategy must be one of: {', '.join(self.STRATEGIES)}")
+        return {"targets": [], "strategy": strategy, "fleet": True, "model": model}
+
+
+class FleetSchema(Schema):
+    """`[fleet]`: lollms-server nodes this server fronts (one `lollms` instance each)."""
+
+    class Meta:
+        unknown = RAISE
+
+    nodes = fields.List(fields.Url(schemes={"http", "https"}, require_tld=False), load_default=list)
+    api_key = fields.String(load_default=None, allow_none=True)
+    api_key_env = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )
 
 
 class PersonalitiesSchema(Schema):

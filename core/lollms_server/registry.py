@@ -11,6 +11,7 @@ from marshmallow import RAISE, ValidationError
 from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
 from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound, NotSupported
+from .fleet import fleet_targets
 from .plugins import Plugins
 from .security.principal import caller
 
@@ -130,6 +131,8 @@ class Registry:
         """The route's targets in order: the first, with the others as its fallbacks."""
         route = self.routes[name]
         targets = []
+        if route.get("fleet"):
+            targets = await fleet_targets(self, generation_type, name, route)
         for ref in route["targets"]:
             instance, _, model = ref.partition("/")
             targets.append(await self.resolve(generation_type, instance, model or None))
