@@ -1,7 +1,8 @@
-"""OpenAI model names that clients hard-code, served by the default model of the route's type.
+"""Model names that clients hard-code, served by the default model of the route's type.
 
-`lollms-client` asks `/v1/embeddings` for `text-embedding-3-small` and `/v1/audio/transcriptions`
-for `whisper-1` whatever the server has; other OpenAI clients do the same for speech and images.
+`lollms-client` asks `/v1/embeddings` for `text-embedding-3-small`, `/v1/audio/transcriptions`
+for `whisper-1` and Ollama's `/api/embeddings` for `bge-m3` whatever the server has; other
+OpenAI clients do the same for speech and images.
 When no instance of this server lists a model of that name, the request goes to the default
 instance and model of the generation type, and the answer's `model` field names what served it.
 """
@@ -29,6 +30,7 @@ OPENAI_MODEL_NAMES = frozenset(
         "dall-e-2",
         "dall-e-3",
         "gpt-image-1",
+        "bge-m3",  # lollms-client's ollama binding embeds with it unless told otherwise
     }
 )
 

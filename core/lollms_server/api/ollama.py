@@ -26,6 +26,7 @@ from ..bindings import ChatMessage
 from ..errors import BackendError, InvalidRequest, NotSupported
 from ..generation import guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
+from ..openai_names import resolve_model
 from ..personalities import split_personality
 from ..registry import Target
 from ..resources.actions import change_model
@@ -209,7 +210,7 @@ async def _resolve(request: web.Request, name: str) -> Target:
 
 
 async def _embedding_target(request: web.Request, name: str) -> Target:
-    target = await _resolve(request, name)
+    target = await resolve_model(request.app[REGISTRY], "ttt", models.strip_latest(name))
     target.require("embeddings", "make embeddings", "model")
     return target
 
