@@ -67,6 +67,7 @@ async def status(request: web.Request) -> dict[str, Any]:
             instance_row(states[listing.name], listing, breakers.of(listing.name))
             for listing in listings
         ],
+        "nodes": fleet_nodes(bindings, states),
         "no_instances": not registry.instances,
         "loaded": loaded,
         "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),
@@ -95,6 +96,17 @@ def instance_row(state: Health, listing: InstanceModels, breaker: CircuitBreaker
         "circuit": breaker.current_state().replace("_", "-"),
         "last_error": "; ".join(errors),
     }
+
+
+def fleet_nodes(bindings: list[Binding], states: dict[str, Health]) -> list[dict[str, Any]]:
+    """Rows of the fleet panel: each remote lollms node's health and its `node_status()`."""
+    rows = []
+    for binding in bindings:
+        describe = getattr(binding, "node_status", None)  # plugins/lollms-remote's binding
+        if callable(describe):
+            rows.append({"name": binding.instance_name, "health": states[binding.instance_name],
+                         **describe()})  # fmt: skip
+    return rows
 
 
 def device_of(lifecycle: Lifecycle, binding: Binding, model: str) -> str:

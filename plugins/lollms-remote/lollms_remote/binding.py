@@ -114,6 +114,20 @@ class LollmsRemoteBinding(Binding):
         """Bytes the node last said one more model may take, or None."""
         return None if self.free_memory is None else float(self.free_memory)
 
+    def node_status(self) -> dict[str, Any]:
+        """What the dashboard shows of the node: its load as of the last health check, the
+        queue depth as of its latest answer (the address without credentials)."""
+        status = self.status
+        queue = status.get("queue_depth") if isinstance(status.get("queue_depth"), dict) else {}
+        return {
+            "url": self.upstream.url_for_logs,
+            "queue_depth": self.queue_depth,
+            "queue": {k: v for k, v in (queue or {}).items() if isinstance(v, int) and v},
+            "loaded": [m for m in status.get("loaded") or [] if isinstance(m, str)],
+            "devices": [d for d in status.get("devices") or [] if isinstance(d, dict)],
+            "free_memory": self.free_memory,
+        }
+
     async def startup(self) -> None:
         """Create the client (no network call: a node that is down must not block start-up)."""
         self.upstream  # noqa: B018 - builds the client, reading api_key_env

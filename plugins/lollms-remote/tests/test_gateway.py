@@ -230,3 +230,26 @@ async def test_cancellation_reaches_the_node(
             break
         await asyncio.sleep(0.1)
     assert running() == before
+
+
+async def test_load_through_gateway_and_dashboard_shows_each_node(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """A load through the gateway loads on the node; the dashboard's fleet panel shows each
+    node's health, loaded models, queue depth and memory."""
+    load = {"binding_name": "n1", "model_name": "echo/think"}
+    async with http.post(f"{gateway.url}/api/v1/load_model", json=load) as answer:
+        assert answer.status == 200, await answer.text()
+    assert "echo/think" in echo_nodes[0].get("/api/v1/status")["loaded"]
+    async with http.get(f"{gateway.url}/") as answer:
+        page = await answer.text()
+    assert answer.status == 200
+    fleet = page[page.index('id="fleet"') :]
+    fleet = fleet[: fleet.index("</section>")]
+    for node in echo_nodes:
+        assert node.url in fleet
+    assert "echo/think" in fleet and "cpu:" in fleet and "free" in fleet
+    unload = {"binding_name": "n1", "model_name": "echo/think"}
+    async with http.post(f"{gateway.url}/api/v1/unload_model", json=unload) as answer:
+        assert answer.status == 200, await answer.text()
+    assert "echo/think" not in echo_nodes[0].get("/api/v1/status")["loaded"]
