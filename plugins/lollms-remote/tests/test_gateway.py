@@ -8,6 +8,7 @@ key kept out of the gateway's answers and log, and cancellation travelling to th
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -35,6 +36,15 @@ def gateway_config(nodes: tuple[Node, ...]) -> str:
             f'api_key = "{node.key}"',
             "",
         ]
+    lines += [  # the first node again, with a read timeout the slow model overruns
+        "[bindings.impatient]",
+        'type = "lollms"',
+        f'base_url = "{nodes[0].url}"',
+        f'api_key = "{nodes[0].key}"',
+        "read_timeout_s = 0.3",
+        "retries = 0",
+        "",
+    ]
     targets = ", ".join(f'"n{i}/echo/slow"' for i in range(1, len(nodes) + 1))
     lines += [
         "[routes]",
@@ -253,3 +263,35 @@ async def test_load_through_gateway_and_dashboard_shows_each_node(
     async with http.post(f"{gateway.url}/api/v1/unload_model", json=unload) as answer:
         assert answer.status == 200, await answer.text()
     assert "echo/think" not in echo_nodes[0].get("/api/v1/status")["loaded"]
+
+
+@pytest.mark.parametrize(
+    ("instance", "model", "kind", "audio", "status", "error_type"),
+    [
+        ("n1", "echo/nope", "ttt", None, 404, "model_not_found"),
+        ("n1", "echo/echo", "audio2audio", b"not a wav file", 415, "unsupported_media_type"),
+        ("n1", "echo/fail", "tti", None, 503, "backend_unavailable"),
+        ("impatient", "echo/slow", "ttt", None, 504, "backend_timeout"),
+    ],
+    ids=["404", "415", "503", "504"],
+)
+async def test_node_errors_map_to_the_taxonomy_naming_the_instance(
+    gateway: ServerProcess,
+    http: aiohttp.ClientSession,
+    instance: str,
+    model: str,
+    kind: str,
+    audio: bytes | None,
+    status: int,
+    error_type: str,
+) -> None:
+    """The node's 4xx stay the same 4xx; its 5xx and a timeout are ours, naming the instance."""
+    payload = body(kind, model, instance)
+    if audio is not None:
+        payload["input_data"][1]["data"] = base64.b64encode(audio).decode()
+    if instance == "impatient":
+        payload["input_data"][0]["data"] = " ".join(["word"] * 40)  # 2 s at 50 ms a token
+    got, answer = await post(http, gateway.url, payload)
+    assert got == status, answer
+    assert answer["error"]["type"] == error_type and answer["error"]["binding"] == instance
+    assert instance in answer["error"]["message"]
