@@ -150,6 +150,7 @@ class GenerationService:
             request_id=new_request_id(),
             raw_prompt=raw_prompt,
         )
+        target.binding.check_input_roles(request)
         return Prepared(target, request, chosen, face, time.monotonic(), default_cap, in_script)
 
     async def generate(self, prepared: Prepared) -> Result:

@@ -38,6 +38,22 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
+class LoraChoiceSchema(StrictSchema):
+    """One per-request LoRA: its name as the binding lists it, and its scale."""
+
+    name = fields.String(required=True, validate=NAME)
+    scale = fields.Float(validate=validate.Range(-10, 10))
+
+
+class ControlNetSchema(StrictSchema):
+    """The ControlNet of a request: which model, how strongly, over which part of the steps."""
+
+    model = fields.String(required=True, validate=NAME)
+    conditioning_scale = fields.Float(validate=validate.Range(0, 5))
+    start = fields.Float(validate=validate.Range(0, 1))
+    end = fields.Float(validate=validate.Range(0, 1))
+
+
 class ParametersSchema(Schema):
     """Generation parameters: known ones checked; others passed to the binding as extras."""
 
@@ -69,6 +85,8 @@ class ParametersSchema(Schema):
         metadata={"description": "most model turns of the function-calling loop"},
     )
     language = fields.String(validate=validate.Length(max=32))
+    loras = fields.List(fields.Nested(LoraChoiceSchema), validate=validate.Length(max=8))
+    controlnet = fields.Nested(ControlNetSchema)
 
     @validates_schema(pass_original=True)
     def _check_extras(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:

@@ -16,6 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from lollms_server.bindings import Binding, Chunk, GenerationRequest, Health, Mo
 from lollms_server.config import default_data_dir
 from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 
+from . import adapters
 from .catalog import Catalog, ModelEntry
 from .devices import chosen_device, cuda_may_be_available
 from .plan import Plan, make_plan, single_file_config
@@ -35,7 +37,15 @@ if TYPE_CHECKING:
 
 REQUIRED = ("torch", "diffusers", "transformers")
 DATA_DIR_TYPES = ("tti", "i2i", "ttv", "ttm")
+ADAPTER_KINDS = (adapters.LORAS, adapters.CONTROLNETS)
 STOP_TIMEOUT_S = 10.0
+#: The input roles each generation type honours (the core refuses any other with a 400).
+INPUT_ROLES = {
+    "tti": frozenset({"negative_prompt"}),
+    "i2i": frozenset({"input_image", "user_image", "mask_image", "mask", "negative_prompt"}),
+    "ttv": frozenset({"negative_prompt"}),
+    "ttm": frozenset({"negative_prompt"}),
+}
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +60,7 @@ class DiffusersBinding(Binding):
     )
     capabilities = frozenset({"tti", "i2i", "ttv", "ttm", "stream", "load_unload"})
     ConfigSchema = DiffusersSettings
+    input_roles = INPUT_ROLES
     default_concurrency = 1  # one worker thread runs the pipelines
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
@@ -108,14 +119,33 @@ class DiffusersBinding(Binding):
     async def list_models(self) -> list[ModelInfo]:
         """Every model in the folders, with family, capabilities and a memory estimate."""
         entries = await self._scan()
+        fitting = await asyncio.to_thread(self._fitting_adapters, [e for _, e in entries])
         with self._lock:
             loaded = {name: item.bytes_used for name, item in self._loaded.items()}
             dtypes = {name: item.dtype for name, item in self._loaded.items()}
-        return [self._info(entry, loaded.get(name), dtypes.get(name)) for name, entry in entries]
+        return [
+            self._info(entry, loaded.get(name), dtypes.get(name), fitting[name])
+            for name, entry in entries
+        ]
 
-    def _info(self, entry: ModelEntry, used: int | None, dtype: str | None) -> ModelInfo:
+    def _fitting_adapters(self, entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
+        """Per model: the LoRAs and ControlNets found that fit it (listed with their family)."""
+        found = {kind: adapters.scan(self.folders(), kind) for kind in ADAPTER_KINDS}
+        fitting: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            width = adapters.model_width(entry)
+            fitting[entry.name] = {
+                kind: [a.listed() for a in found[kind].values() if a.fits(entry, width)]
+                for kind in ADAPTER_KINDS
+            }
+        return fitting
+
+    def _info(
+        self, entry: ModelEntry, used: int | None, dtype: str | None, fitting: dict[str, Any]
+    ) -> ModelInfo:
         estimate_dtype = dtype or self._estimate_dtype()
         details = {**entry.details(), "memory_dtype": estimate_dtype}
+        details.update({kind: found for kind, found in fitting.items() if found})
         if entry.single_file and not entry.error:
             try:
                 single_file_config(entry, self.config)
@@ -180,6 +210,7 @@ class DiffusersBinding(Binding):
         """Progress as `info` chunks (loading, step i/n), then one chunk per output."""
         entry = await self._entry(request.model)
         plan = make_plan(request, entry, self.config)
+        plan = await asyncio.to_thread(self._with_adapters, plan, request, entry)
         work = partial(self._generate_sync, entry, plan)
         job = self.runner.submit(f"{request.generation_type} {entry.name}", work)
         self.last_job = job
@@ -191,6 +222,15 @@ class DiffusersBinding(Binding):
             job.cancel()  # a consumer that leaves early stops the pipeline at its next step
         for index, output in enumerate(outputs):
             yield Chunk(output=output, finish_reason="stop" if index == len(outputs) - 1 else None)
+
+    def _with_adapters(self, plan: Plan, request: GenerationRequest, entry: ModelEntry) -> Plan:
+        """The plan with the request's LoRAs, checked against those found (400 naming them)."""
+        value = request.parameters.get("loras")
+        if value is None:
+            return plan
+        found = adapters.scan(self.folders(), adapters.LORAS)
+        loras = adapters.pick_loras(value, found, entry, adapters.model_width(entry))
+        return replace(plan, loras=loras)
 
     async def shutdown(self) -> None:
         """Cancel running work, stop the worker thread, drop every model."""

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 IMAGE = frozenset({"tti", "i2i", "inpaint"})
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
+ADAPTER_FOLDERS = ("loras", "controlnets")  # hold adapters of models (adapters.py), not models
 HEADER_LIMIT = 100 * 1024 * 1024
 DTYPE_BYTES = {
     "F64": 8,
@@ -194,7 +195,7 @@ def _candidates(root: Path) -> Iterable[tuple[str, Path]]:
     for child in _visible(root):
         if child.is_dir() and (child / "model_index.json").is_file():
             yield child.name, child
-        elif child.is_dir():
+        elif child.is_dir() and child.name not in ADAPTER_FOLDERS:
             for grandchild in _visible(child):
                 if grandchild.is_dir() and (grandchild / "model_index.json").is_file():
                     yield f"{child.name}/{grandchild.name}", grandchild
@@ -236,7 +237,7 @@ def describe_folder(path: Path, name: str) -> ModelEntry:
         if not key.startswith("_") and isinstance(value, list) and value and value[0] is not None
     )
     family, capabilities = classify(pipeline_class)
-    unet = _optional_json(path / "unet" / "config.json")
+    unet = optional_json(path / "unet" / "config.json")
     if family == "SD 1.x" and unet.get("cross_attention_dim") == 1024:
         family = "SD 2.x"
     if "tti" in capabilities and unet.get("in_channels") == 9:
@@ -390,7 +391,8 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _optional_json(path: Path) -> dict[str, Any]:
+def optional_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or {} when it is missing or not one."""
     try:
         return read_json(path)
     except (OSError, ValueError):

@@ -10,6 +10,7 @@ import gc
 import importlib.util
 import inspect
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class Loaded:
     dtype: str
     bytes_used: int
     derived: dict[str, Pipe] = field(default_factory=dict)
+    loras: list[tuple[str, float]] = field(default_factory=list)  # configured: adapter, scale
+    requested: set[str] = field(default_factory=set)  # per-request LoRAs loaded so far
 
 
 def resolve_device(setting: str) -> str:
@@ -97,9 +100,9 @@ def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
         raise BackendError(f"cannot load {entry.name!r}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
     _scheduler(pipe, settings.get("scheduler"))
-    _loras(pipe, entry, settings["loras"])
+    loras = _loras(pipe, entry, settings["loras"])
     _place(pipe, device, settings)
-    return Loaded(entry, pipe, device, dtype, pipeline_bytes(pipe))
+    return Loaded(entry, pipe, device, dtype, pipeline_bytes(pipe), loras=loras)
 
 
 def _from_single_file(
@@ -126,7 +129,9 @@ def _scheduler(pipe: Pipe, name: str | None) -> None:
     pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
 
 
-def _loras(pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]) -> None:
+def _loras(
+    pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]
+) -> list[tuple[str, float]]:
     names: list[str] = []
     weights: list[float] = []
     for index, lora in enumerate(loras):
@@ -136,19 +141,45 @@ def _loras(pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]) -> Non
             if lora["models"]:
                 raise BackendError(f"{entry.name!r} ({entry.pipeline_class}) takes no LoRA")
             continue
-        if importlib.util.find_spec("peft") is None:
-            raise MissingDependency("LoRAs need peft: pip install peft")
         path = Path(lora["path"]).expanduser()
         if not path.exists():
             raise BackendError(f"LoRA {lora['path']!r} does not exist")
         name = f"lora{index}"
-        location = path if path.is_dir() else path.parent
-        extra = {} if path.is_dir() else {"weight_name": path.name}
-        pipe.load_lora_weights(str(location), adapter_name=name, local_files_only=True, **extra)
+        _load_lora(pipe, path, name)
         names.append(name)
         weights.append(lora["scale"])
     if names:
         pipe.set_adapters(names, adapter_weights=weights)
+    return list(zip(names, weights, strict=True))
+
+
+def _load_lora(pipe: Pipe, path: Path, adapter: str) -> None:
+    if importlib.util.find_spec("peft") is None:
+        raise MissingDependency("LoRAs need peft: pip install peft")
+    location = path if path.is_dir() else path.parent
+    extra = {} if path.is_dir() else {"weight_name": path.name}
+    pipe.load_lora_weights(str(location), adapter_name=adapter, local_files_only=True, **extra)
+
+
+def _activate_loras(loaded: Loaded, plan: Plan) -> None:
+    """The configured LoRAs plus the request's, at their scales (none: LoRAs off)."""
+    if not loaded.loras and not loaded.requested and not plan.loras:
+        return
+    pipe = loaded.pipe
+    names = [name for name, _ in loaded.loras]
+    weights = [scale for _, scale in loaded.loras]
+    for name, path, scale in plan.loras:
+        adapter = "request_" + re.sub(r"\W", "_", name)
+        if adapter not in loaded.requested:
+            _load_lora(pipe, Path(path), adapter)
+            loaded.requested.add(adapter)
+        names.append(adapter)
+        weights.append(scale)
+    if names:
+        pipe.enable_lora()
+        pipe.set_adapters(names, adapter_weights=weights)
+    else:
+        pipe.disable_lora()
 
 
 def _place(pipe: Pipe, device: str, settings: Mapping[str, Any]) -> None:
@@ -224,6 +255,7 @@ def _fits(class_name: str, task: str) -> bool:
 def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     """Run a plan on a loaded model; progress and cancellation go through `job`."""
     pipe = task_pipeline(loaded, plan.task)
+    _activate_loras(loaded, plan)
     accepted = set(inspect.signature(pipe.__call__).parameters)
     kwargs = {k: v for k, v in _arguments(pipe, plan).items() if k in accepted}
     kwargs.update(_callback(pipe, accepted, plan, job))

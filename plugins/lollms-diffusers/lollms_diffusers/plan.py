@@ -4,6 +4,7 @@ Request parameters: `prompt` (the last user message), `negative_prompt` (a param
 input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
 `guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
 `format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds).
+Adapters (`loras`, ControlNet) are checked against the files found in adapters.py.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Plan:
     fps: int = 8
     video_format: str = "gif"
     duration_s: float | None = None
+    loras: tuple[tuple[str, str, float], ...] = ()  # per request: (name, path, scale)
 
     def seeds(self) -> list[int]:
         """One seed per output: `seed`, `seed + 1`, ... (so each output can be redone alone)."""

@@ -12,11 +12,17 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import lollms_diffusers.plugin
 import pytest
 import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from lollms_diffusers import DiffusersBinding
 
+from lollms_server.app import create_app
 from lollms_server.bindings import ChatMessage, GenerationRequest, InputItem
+from lollms_server.config import Config, InstanceConfig, prepare_data_dir
+from lollms_server.plugins import load_plugins
 from lollms_server.testing import backend_unavailable, started_binding
 
 SD = "tiny-sd"
@@ -24,6 +30,7 @@ VIDEO = "tiny-animatediff"
 AUDIO = "tiny-audioldm"
 INSTANCE = "diffusers"
 BUILT: list[str] = []
+Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +108,25 @@ def make_request(
 def image_input(data: bytes, role: str = "input_image") -> InputItem:
     """An image input item."""
     return InputItem("image", role=role, data=data, mime_type="image/png")
+
+
+@pytest_asyncio.fixture
+async def client(
+    tiny_models: Path, settings: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Client]:
+    """The app with the real plugin module; the tiny models sit in the data dir's folders."""
+    data = tmp_path / "data"
+    instance = InstanceConfig(
+        name=INSTANCE,
+        type="diffusers",
+        settings={**settings, "models_folders": [], "use_data_dir": True},
+    )
+    defaults = {kind: INSTANCE for kind in ("tti", "i2i", "ttv", "ttm")}
+    config = Config(data_dir=data, bindings={INSTANCE: instance}, defaults=defaults)
+    prepare_data_dir(config)
+    for kind, model in (("tti", SD), ("ttv", VIDEO), ("ttm", AUDIO)):
+        (data / "models" / kind / model).symlink_to(tiny_models / model, target_is_directory=True)
+    plugins = load_plugins({"diffusers": lollms_diffusers.plugin}, entry_points=False)
+    app = create_app(config, plugins)
+    async with TestClient(TestServer(app, handler_cancellation=True)) as test_client:
+        yield test_client

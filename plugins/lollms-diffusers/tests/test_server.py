@@ -8,51 +8,18 @@ import io
 import json
 import time
 import wave
-from collections.abc import AsyncIterator
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import lollms_diffusers.plugin
 import pytest
-import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from lollms_diffusers import DiffusersBinding
 from lollms_diffusers.runner import Cancelled
 from openai import AsyncOpenAI
 from PIL import Image
 
 from lollms_server import keys
-from lollms_server.app import create_app
-from lollms_server.config import Config, InstanceConfig, prepare_data_dir
-from lollms_server.plugins import load_plugins
 
-from .conftest import AUDIO, INSTANCE, SD, VIDEO
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest_asyncio.fixture
-async def client(
-    tiny_models: Path, settings: dict[str, Any], tmp_path: Path
-) -> AsyncIterator[Client]:
-    """The app with the real plugin module; the tiny models sit in the data dir's folders."""
-    data = tmp_path / "data"
-    instance = InstanceConfig(
-        name=INSTANCE,
-        type="diffusers",
-        settings={**settings, "models_folders": [], "use_data_dir": True},
-    )
-    defaults = {kind: INSTANCE for kind in ("tti", "i2i", "ttv", "ttm")}
-    config = Config(data_dir=data, bindings={INSTANCE: instance}, defaults=defaults)
-    prepare_data_dir(config)
-    for kind, model in (("tti", SD), ("ttv", VIDEO), ("ttm", AUDIO)):
-        (data / "models" / kind / model).symlink_to(tiny_models / model, target_is_directory=True)
-    plugins = load_plugins({"diffusers": lollms_diffusers.plugin}, entry_points=False)
-    app = create_app(config, plugins)
-    async with TestClient(TestServer(app, handler_cancellation=True)) as test_client:
-        yield test_client
+from .conftest import AUDIO, INSTANCE, SD, VIDEO, Client
 
 
 def binding_of(client: Client) -> DiffusersBinding:

@@ -1,0 +1,162 @@
+"""LoRAs and ControlNets found beside the models, their family read from the files (no torch).
+
+In each models folder, `loras/` holds LoRA `.safetensors` files and `controlnets/` holds
+ControlNet diffusers folders. A LoRA's family comes from its tensor names and the width of its
+cross-attention (`attn2.to_k`) input: 768 SD 1.x, 1024 SD 2.x, 2048 (or a second text encoder)
+SDXL; a ControlNet's from its config. An adapter fits a model of its family whose UNet has the
+same cross-attention width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lollms_server.errors import InvalidRequest
+
+from .catalog import ModelEntry, optional_json, safetensors_header
+
+LORAS = "loras"
+CONTROLNETS = "controlnets"
+FAMILY_BY_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+MAX_LORAS = 8
+MAX_LORA_SCALE = 10.0
+LORA_DOWN = ("lora_A", "lora_down", "lora.down")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA file or a ControlNet folder, with the model family it was trained for."""
+
+    name: str
+    path: Path
+    family: str
+    width: int | None = None  # the cross-attention width it expects (None: unknown)
+    error: str | None = None
+
+    def fits(self, entry: ModelEntry, width: int | None) -> bool:
+        """Whether it works with `entry` (whose UNet has cross-attention `width`)."""
+        same_width = self.width is None or width is None or self.width == width
+        return not self.error and self.family == entry.family and same_width
+
+    def listed(self) -> dict[str, Any]:
+        """What list_models shows of it."""
+        return {"name": self.name, "family": self.family}
+
+
+def model_width(entry: ModelEntry) -> int | None:
+    """The cross-attention width of a diffusers folder's UNet (None when unknown)."""
+    if entry.single_file:
+        return None
+    width = optional_json(entry.path / "unet" / "config.json").get("cross_attention_dim")
+    return width if isinstance(width, int) else None
+
+
+def scan(folders: Iterable[Path], kind: str) -> dict[str, Adapter]:
+    """The adapters of `kind` (`loras` or `controlnets`) under the folders, by name."""
+    found: dict[str, Adapter] = {}
+    for root in folders:
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            name = path.stem if path.is_file() else path.name
+            if kind == LORAS and path.suffix == ".safetensors" and name not in found:
+                found[name] = _described(name, path, describe_lora)
+            elif kind == CONTROLNETS and path.is_dir() and name not in found:
+                found[name] = _described(name, path, describe_controlnet)
+    return found
+
+
+def _described(name: str, path: Path, describe: Any) -> Adapter:
+    try:
+        family, width = describe(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return Adapter(name, path, "unknown", error=str(exc))
+    return Adapter(name, path, family, width)
+
+
+def describe_lora(path: Path) -> tuple[str, int | None]:
+    """Family and cross-attention width of a LoRA file, from its header."""
+    header = safetensors_header(path)
+    keys = [key for key in header if key != "__metadata__"]
+    if not any("lora" in key.lower() for key in keys):
+        raise ValueError(f"{path.name} holds no LoRA tensors")
+    width = None
+    for key in keys:
+        if "attn2" in key and "to_k" in key and any(part in key for part in LORA_DOWN):
+            shape = header[key].get("shape", [])
+            width = int(shape[1]) if len(shape) == 2 else None
+            break
+    if width == 2048 or any("text_encoder_2" in k or k.startswith("lora_te2_") for k in keys):
+        return "SDXL", width
+    if any("single_transformer_blocks" in k or "single_blocks" in k for k in keys):
+        return "Flux", width
+    if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
+        return "SD 3", width
+    return FAMILY_BY_WIDTH.get(width or 768, "SD 1.x"), width
+
+
+def describe_controlnet(path: Path) -> tuple[str, int | None]:
+    """Family and cross-attention width of a ControlNet diffusers folder, from its config."""
+    config = optional_json(path / "config.json")
+    if config.get("_class_name") != "ControlNetModel":
+        raise ValueError(f"{path.name} is not a ControlNetModel folder (config.json)")
+    width = config.get("cross_attention_dim")
+    width = width if isinstance(width, int) else None
+    if config.get("addition_embed_type") == "text_time":
+        return "SDXL", width
+    return FAMILY_BY_WIDTH.get(width or 768, "SD 1.x"), width
+
+
+def pick_loras(
+    value: Any, found: Mapping[str, Adapter], entry: ModelEntry, width: int | None
+) -> tuple[tuple[str, str, float], ...]:
+    """`parameters.loras` checked against the LoRAs found: (name, path, scale) each."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_LORAS:
+        raise InvalidRequest(
+            f"loras: a list of at most {MAX_LORAS} {{name, scale}} objects", param="loras"
+        )
+    picked: dict[str, tuple[str, str, float]] = {}
+    for index, item in enumerate(value):
+        item = {"name": item} if isinstance(item, str) else item
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise InvalidRequest(f"loras[{index}]: needs a name", param="loras")
+        extra = set(item) - {"name", "scale"}
+        if extra:
+            raise InvalidRequest(f"loras[{index}]: unknown keys {sorted(extra)}", param="loras")
+        name, scale = item["name"], item.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise InvalidRequest(f"loras[{index}].scale: got {scale!r}", param="loras")
+        if not -MAX_LORA_SCALE <= scale <= MAX_LORA_SCALE or name in picked:
+            raise InvalidRequest(
+                f"loras[{index}]: {name!r} twice, or scale {scale} outside "
+                f"-{MAX_LORA_SCALE}..{MAX_LORA_SCALE}",
+                param="loras",
+            )
+        picked[name] = (name, str(_fitting(name, found, entry, width).path), float(scale))
+    return tuple(picked.values())
+
+
+def _fitting(
+    name: str, found: Mapping[str, Adapter], entry: ModelEntry, width: int | None
+) -> Adapter:
+    adapter = found.get(name)
+    if adapter is None:
+        known = ", ".join(sorted(found)) or "none"
+        raise InvalidRequest(f"no LoRA {name!r}; LoRAs: {known}", param="loras")
+    if adapter.error:
+        raise InvalidRequest(f"LoRA {name!r} cannot be used: {adapter.error}", param="loras")
+    if not adapter.fits(entry, width):
+        raise InvalidRequest(
+            f"LoRA {name!r} ({adapter.family}, width {adapter.width}) does not fit model "
+            f"{entry.name!r} ({entry.family}, width {width})",
+            param="loras",
+        )
+    return adapter

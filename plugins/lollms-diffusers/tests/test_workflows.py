@@ -1,0 +1,128 @@
+"""Advanced image workflows (issue 19): input roles, per-request LoRAs; binding and API."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from lollms_diffusers import DiffusersBinding
+from safetensors.numpy import save_file
+
+from lollms_server.errors import InvalidRequest
+from lollms_server.testing import started_binding
+
+from .conftest import AUDIO, INSTANCE, SD, Client, image_input, make_request, tiny_settings
+from .test_generation import outputs
+from .test_server import binding_of, body, generate, image_item
+
+SDXL_KEY = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
+
+
+@pytest.fixture(scope="session")
+def adapters_root(tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding only adapters: the tiny SD's LoRA and an SDXL-shaped one."""
+    root = tmp_path_factory.mktemp("adapters")
+    (root / "loras").mkdir()
+    (root / "loras" / "style.safetensors").symlink_to(tiny_lora)
+    xl = {SDXL_KEY: np.zeros((4, 2048), np.float32), "text_encoder_2.lora_A.weight": np.zeros(4)}
+    save_file(xl, str(root / "loras" / "xl-style.safetensors"))
+    return root
+
+
+@pytest_asyncio.fixture
+async def adapted(tiny_models: Path, adapters_root: Path) -> AsyncIterator[DiffusersBinding]:
+    """A started instance over the tiny models and the adapters folder."""
+    settings = tiny_settings(tiny_models)
+    settings["models_folders"] = [str(tiny_models), str(adapters_root)]
+    async with started_binding(DiffusersBinding, INSTANCE, settings) as started:
+        assert isinstance(started, DiffusersBinding)
+        yield started
+
+
+def refused(call: Any, *words: str) -> None:
+    """`call()` raises InvalidRequest whose message names every word."""
+    with pytest.raises(InvalidRequest) as caught:
+        call()
+    for word in words:
+        assert word in caught.value.message, caught.value.message
+
+
+async def test_a_role_the_binding_cannot_honour_is_refused(binding: DiffusersBinding) -> None:
+    (source,) = await outputs(binding, "tti", seed=1)
+    style = make_request("i2i", inputs=(image_input(source.data, "style_reference"),))
+    refused(lambda: binding.check_input_roles(style), "style_reference", "i2i")
+    tti = make_request("tti", inputs=(image_input(source.data),))
+    refused(lambda: binding.check_input_roles(tti), "input_image", "tti")
+    binding.check_input_roles(make_request("i2i", inputs=(image_input(source.data),)))
+
+
+async def test_api_refuses_an_unhonoured_role_with_a_400_naming_it(client: Client) -> None:
+    (image,) = await generate(client, body("tti", SD, seed=1))
+    png = base64.b64decode(image["data"])
+    payload = body("i2i", SD, image_item(png), image_item(png, "style_reference"), seed=1)
+    response = await client.post("/api/v1/generate", json=payload)
+    assert response.status == 400
+    assert "style_reference" in await response.text()
+
+
+async def test_loras_are_listed_with_their_family_on_the_models_they_fit(
+    adapted: DiffusersBinding,
+) -> None:
+    models = {info.name: info for info in await adapted.list_models()}
+    assert models[SD].details["loras"] == [{"name": "style", "family": "SD 1.x"}]
+    assert "loras" not in models[AUDIO].details
+    assert not any(name.startswith("loras") for name in models)
+
+
+async def test_a_request_lora_changes_the_image_deterministically(
+    adapted: DiffusersBinding,
+) -> None:
+    (plain,) = await outputs(adapted, "tti", seed=5)
+    (styled,) = await outputs(adapted, "tti", seed=5, loras=[{"name": "style", "scale": 1.0}])
+    (again,) = await outputs(adapted, "tti", seed=5, loras=[{"name": "style", "scale": 1.0}])
+    (half,) = await outputs(adapted, "tti", seed=5, loras=[{"name": "style", "scale": 0.5}])
+    (plain_again,) = await outputs(adapted, "tti", seed=5)
+    assert styled.data == again.data
+    assert len({plain.data, styled.data, half.data}) == 3
+    assert plain_again.data == plain.data  # the LoRA is off again for a request without it
+
+
+@pytest.mark.parametrize(
+    ("model", "loras", "words"),
+    [
+        (SD, [{"name": "xl-style"}], ("xl-style", "SDXL", SD, "SD 1.x")),
+        (AUDIO, [{"name": "style"}], ("style", AUDIO)),
+        (SD, [{"name": "missing"}], ("missing", "style")),
+        (SD, [{"name": "style", "scale": "x"}], ("scale",)),
+        (SD, [{"name": "style", "weight": 1}], ("weight",)),
+        (SD, "style", ("loras",)),
+    ],
+)
+async def test_bad_loras_are_refused_naming_them(
+    adapted: DiffusersBinding, model: str, loras: Any, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await adapted.generate(make_request("tti" if model == SD else "ttm", model, loras=loras))
+    for word in words:
+        assert word in caught.value.message, caught.value.message
+
+
+async def test_api_loras_same_seed_same_bytes_and_a_400_naming_a_misfit(
+    client: Client, adapters_root: Path
+) -> None:
+    folder = binding_of(client).folders()[0]
+    (folder / "loras").symlink_to(adapters_root / "loras", target_is_directory=True)
+    lora = [{"name": "style", "scale": 0.8}]
+    (first,) = await generate(client, body("tti", SD, seed=3, loras=lora))
+    (again,) = await generate(client, body("tti", SD, seed=3, loras=lora))
+    (plain,) = await generate(client, body("tti", SD, seed=3))
+    assert first["data"] == again["data"] != plain["data"]
+    payload = body("tti", SD, seed=3, loras=[{"name": "xl-style"}])
+    response = await client.post("/api/v1/generate", json=payload)
+    text = await response.text()
+    assert response.status == 400 and "xl-style" in text and SD in text, text
