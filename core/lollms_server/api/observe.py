@@ -62,6 +62,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             status,
             extra={
                 "request_id": trace.request_id,
+                "traceparent": trace.traceparent,
                 "method": request.method,
                 "path": request.path,
                 "status": status,

@@ -181,7 +181,8 @@ async def test_request_id_and_traceparent_reach_the_node(
         if "fleet-trace-42" in echo_node.server.log():
             break
         await asyncio.sleep(0.1)
-    assert "fleet-trace-42" in echo_node.server.log()
+    line = next(line for line in echo_node.server.log().splitlines() if "fleet-trace-42" in line)
+    assert trace in line
 
 
 async def test_node_key_never_shown(
