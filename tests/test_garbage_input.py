@@ -8,6 +8,7 @@ mounted too, so form handling is exercised even before a face declares a form ro
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from marshmallow import Schema, fields, validate
 from lollms_server.api.endpoint import UploadedFile, doc_of, endpoint
 from lollms_server.api.middleware import face_of
 from lollms_server.app import create_app
+from lollms_server.builtin.echo import speak
 from lollms_server.config import Config
 from lollms_server.keys import CONFIG
 from lollms_server.schemas import GenerateSchema
@@ -349,6 +351,7 @@ def example_body(schema: Schema) -> dict[str, Any]:
 # valid bodies where the schema alone cannot tell (a known route without one gets a generic one)
 KNOWN_GOOD: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+    "/audio2text": {"audio_data": base64.b64encode(speak("hi")).decode()},  # a real WAV
 }
 
 
