@@ -115,5 +115,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/streams.py", "--write")
     session.run("python", "bench/profile_server.py", "--write")
     session.run("python", "bench/swap.py", "--write")
+    session.install("-e", "plugins/lollms-remote")
+    session.run("python", "bench/remote_hop.py", "--write")
     session.install("-e", "plugins/lollms-diffusers", "torch==2.13.0")
     session.run("python", "bench/diffusers_startup.py", "--runs", "10", "--write")
