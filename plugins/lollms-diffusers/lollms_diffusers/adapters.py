@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lollms_server.bindings import GenerationRequest
 from lollms_server.errors import InvalidRequest
 
 from .catalog import ModelEntry, optional_json, safetensors_header
@@ -24,6 +25,19 @@ FAMILY_BY_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 MAX_LORAS = 8
 MAX_LORA_SCALE = 10.0
 LORA_DOWN = ("lora_A", "lora_down", "lora.down")
+CONTROL_ROLE = "controlnet_image"
+
+
+@dataclass(frozen=True)
+class ControlChoice:
+    """The ControlNet of a request: its folder, control image and strength over the steps."""
+
+    name: str
+    path: str
+    image: bytes
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,19 +158,63 @@ def pick_loras(
     return tuple(picked.values())
 
 
+def pick_controlnet(
+    request: GenerationRequest, found: Mapping[str, Adapter], entry: ModelEntry, width: int | None
+) -> ControlChoice | None:
+    """`parameters.controlnet` and the `controlnet_image` input, checked together."""
+    value = request.parameters.get("controlnet")
+    images = request.inputs_with_role(CONTROL_ROLE)
+    if value is None and not images:
+        return None
+    if len(images) != 1 or images[0].type != "image":
+        raise InvalidRequest(
+            f"controlnet needs exactly one image input with role {CONTROL_ROLE}; got {len(images)}",
+            param="input_data",
+        )
+    if not isinstance(value, Mapping) or not isinstance(value.get("model"), str):
+        known = ", ".join(sorted(found)) or "none"
+        raise InvalidRequest(
+            f"a {CONTROL_ROLE} input needs parameters.controlnet = {{model, conditioning_scale, "
+            f"start, end}}; ControlNets: {known}",
+            param="controlnet",
+        )
+    extra = set(value) - {"model", "conditioning_scale", "start", "end"}
+    numbers = [value.get(key) for key in ("conditioning_scale", "start", "end")]
+    if extra or any(isinstance(n, bool) or not isinstance(n, int | float | None) for n in numbers):
+        raise InvalidRequest(
+            f"controlnet: unknown keys {sorted(extra)} or a non-number", param="controlnet"
+        )
+    scale, start, end = (float(n) if n is not None else None for n in numbers)
+    start, end = start if start is not None else 0.0, end if end is not None else 1.0
+    if not 0.0 <= start < end <= 1.0 or not 0.0 <= (scale or 0.0) <= 5.0:
+        raise InvalidRequest(
+            f"controlnet: start {start} and end {end} must satisfy 0 <= start < end <= 1, "
+            f"conditioning_scale 0-5",
+            param="controlnet",
+        )
+    adapter = _fitting(value["model"], found, entry, width, "ControlNet", "controlnet")
+    chosen = 1.0 if scale is None else scale
+    return ControlChoice(adapter.name, str(adapter.path), images[0].data, chosen, start, end)
+
+
 def _fitting(
-    name: str, found: Mapping[str, Adapter], entry: ModelEntry, width: int | None
+    name: str,
+    found: Mapping[str, Adapter],
+    entry: ModelEntry,
+    width: int | None,
+    kind: str = "LoRA",
+    param: str = "loras",
 ) -> Adapter:
     adapter = found.get(name)
     if adapter is None:
         known = ", ".join(sorted(found)) or "none"
-        raise InvalidRequest(f"no LoRA {name!r}; LoRAs: {known}", param="loras")
+        raise InvalidRequest(f"no {kind} {name!r}; {kind}s: {known}", param=param)
     if adapter.error:
-        raise InvalidRequest(f"LoRA {name!r} cannot be used: {adapter.error}", param="loras")
+        raise InvalidRequest(f"{kind} {name!r} cannot be used: {adapter.error}", param=param)
     if not adapter.fits(entry, width):
         raise InvalidRequest(
-            f"LoRA {name!r} ({adapter.family}, width {adapter.width}) does not fit model "
+            f"{kind} {name!r} ({adapter.family}, width {adapter.width}) does not fit model "
             f"{entry.name!r} ({entry.family}, width {width})",
-            param="loras",
+            param=param,
         )
     return adapter

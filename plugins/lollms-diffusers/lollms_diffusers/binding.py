@@ -41,8 +41,17 @@ ADAPTER_KINDS = (adapters.LORAS, adapters.CONTROLNETS)
 STOP_TIMEOUT_S = 10.0
 #: The input roles each generation type honours (the core refuses any other with a 400).
 INPUT_ROLES = {
-    "tti": frozenset({"negative_prompt"}),
-    "i2i": frozenset({"input_image", "user_image", "mask_image", "mask", "negative_prompt"}),
+    "tti": frozenset({"negative_prompt", adapters.CONTROL_ROLE}),
+    "i2i": frozenset(
+        {
+            "input_image",
+            "user_image",
+            "mask_image",
+            "mask",
+            "negative_prompt",
+            adapters.CONTROL_ROLE,
+        }
+    ),
     "ttv": frozenset({"negative_prompt"}),
     "ttm": frozenset({"negative_prompt"}),
 }
@@ -225,12 +234,15 @@ class DiffusersBinding(Binding):
 
     def _with_adapters(self, plan: Plan, request: GenerationRequest, entry: ModelEntry) -> Plan:
         """The plan with the request's LoRAs, checked against those found (400 naming them)."""
-        value = request.parameters.get("loras")
-        if value is None:
-            return plan
-        found = adapters.scan(self.folders(), adapters.LORAS)
-        loras = adapters.pick_loras(value, found, entry, adapters.model_width(entry))
-        return replace(plan, loras=loras)
+        params = request.parameters
+        width = adapters.model_width(entry)
+        if params.get("loras") is not None:
+            found = adapters.scan(self.folders(), adapters.LORAS)
+            plan = replace(plan, loras=adapters.pick_loras(params["loras"], found, entry, width))
+        if params.get("controlnet") is not None or request.inputs_with_role(adapters.CONTROL_ROLE):
+            found = adapters.scan(self.folders(), adapters.CONTROLNETS)
+            plan = replace(plan, controlnet=adapters.pick_controlnet(request, found, entry, width))
+        return plan
 
     async def shutdown(self) -> None:
         """Cancel running work, stop the worker thread, drop every model."""

@@ -30,7 +30,7 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 from lollms_server.bindings import Output
 from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
 
-from . import encode
+from . import control, encode
 from .catalog import ModelEntry
 from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
@@ -254,10 +254,16 @@ def _fits(class_name: str, task: str) -> bool:
 
 def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     """Run a plan on a loaded model; progress and cancellation go through `job`."""
-    pipe = task_pipeline(loaded, plan.task)
+    if plan.controlnet is not None:
+        pipe = control.controlled_pipeline(loaded, plan, DERIVED, DTYPES[loaded.dtype])
+    else:
+        pipe = task_pipeline(loaded, plan.task)
     _activate_loras(loaded, plan)
     accepted = set(inspect.signature(pipe.__call__).parameters)
-    kwargs = {k: v for k, v in _arguments(pipe, plan).items() if k in accepted}
+    arguments = _arguments(pipe, plan)
+    if plan.controlnet is not None:
+        arguments.update(control.control_arguments(plan, arguments))
+    kwargs = {k: v for k, v in arguments.items() if k in accepted}
     kwargs.update(_callback(pipe, accepted, plan, job))
     job.check()
     with torch.inference_mode():

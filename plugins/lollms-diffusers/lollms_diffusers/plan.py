@@ -19,6 +19,7 @@ from typing import Any
 from lollms_server.bindings import GenerationRequest, InputItem
 from lollms_server.errors import InvalidRequest, MissingDependency
 
+from .adapters import ControlChoice
 from .catalog import ModelEntry, single_file_hint
 from .encode import MP4_MISSING
 from .settings import VIDEO_FORMATS
@@ -51,6 +52,7 @@ class Plan:
     video_format: str = "gif"
     duration_s: float | None = None
     loras: tuple[tuple[str, str, float], ...] = ()  # per request: (name, path, scale)
+    controlnet: ControlChoice | None = None
 
     def seeds(self) -> list[int]:
         """One seed per output: `seed`, `seed + 1`, ... (so each output can be redone alone)."""
@@ -131,10 +133,8 @@ def _check_capability(entry: ModelEntry, kind: str, task: str) -> None:
 def _images(request: GenerationRequest) -> tuple[bytes | None, bytes | None]:
     images = [item for item in request.inputs if item.type == "image"]
     masks = [item for item in images if item.role in ("mask_image", "mask")]
-    sources = [item for item in images if item not in masks]
-    preferred = [item for item in sources if item.role in ("input_image", "user_image")]
-    chosen = preferred or sources
-    source: InputItem | None = chosen[0] if chosen else None
+    sources = [item for item in images if item.role in ("input_image", "user_image")]
+    source: InputItem | None = sources[0] if sources else None
     return (source.data if source else None), (masks[0].data if masks else None)
 
 

@@ -17,6 +17,7 @@ from diffusers import (
     AnimateDiffPipeline,
     AudioLDMPipeline,
     AutoencoderKL,
+    ControlNetModel,
     DDIMScheduler,
     MotionAdapter,
     StableDiffusionPipeline,
@@ -267,6 +268,22 @@ def build_lora(sd_folder: Path, target: Path, seed: int = 1) -> Path:
         unet_lora_layers=get_peft_model_state_dict(unet),
         weight_name=target.name,
     )
+    return target
+
+
+def build_controlnet(sd_folder: Path, target: Path, seed: int = 2) -> Path:
+    """A ControlNet for the tiny SD (from its UNet), saved as a diffusers folder."""
+    torch.manual_seed(seed)
+    vae_blocks = AutoencoderKL.load_config(sd_folder / "vae")["block_out_channels"]
+    controlnet = ControlNetModel.from_unet(
+        UNet2DConditionModel.from_pretrained(sd_folder / "unet"),
+        # one stride-2 step fewer than its blocks: the control image lands on the latent grid
+        conditioning_embedding_out_channels=tuple(16 * 2**i for i in range(len(vae_blocks))),
+    )
+    with torch.no_grad():  # its zero convolutions random, so the control image shows
+        for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            torch.nn.init.normal_(block.weight, std=0.5)
+    controlnet.save_pretrained(target)
     return target
 
 

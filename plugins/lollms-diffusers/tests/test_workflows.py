@@ -1,4 +1,4 @@
-"""Advanced image workflows (issue 19): input roles, per-request LoRAs; binding and API."""
+"""Advanced image workflows (issue 19): input roles, LoRAs, ControlNet; binding and API."""
 
 from __future__ import annotations
 
@@ -20,17 +20,26 @@ from .conftest import AUDIO, INSTANCE, SD, Client, image_input, make_request, ti
 from .test_generation import outputs
 from .test_server import binding_of, body, generate, image_item
 
+CONTROL = "tiny-control"
+PNG_1X1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 SDXL_KEY = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
 
 
 @pytest.fixture(scope="session")
-def adapters_root(tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def adapters_root(
+    tiny_models: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A models folder holding only adapters: the tiny SD's LoRA and an SDXL-shaped one."""
     root = tmp_path_factory.mktemp("adapters")
     (root / "loras").mkdir()
     (root / "loras" / "style.safetensors").symlink_to(tiny_lora)
     xl = {SDXL_KEY: np.zeros((4, 2048), np.float32), "text_encoder_2.lora_A.weight": np.zeros(4)}
     save_file(xl, str(root / "loras" / "xl-style.safetensors"))
+    from lollms_diffusers import tiny
+
+    tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
     return root
 
 
@@ -126,3 +135,69 @@ async def test_api_loras_same_seed_same_bytes_and_a_400_naming_a_misfit(
     response = await client.post("/api/v1/generate", json=payload)
     text = await response.text()
     assert response.status == 400 and "xl-style" in text and SD in text, text
+
+
+async def control_source(binding: DiffusersBinding) -> bytes:
+    """A picture to steer with (the tiny SD's own output)."""
+    (source,) = await outputs(binding, "tti", seed=9, width=64, height=64)
+    return source.data
+
+
+async def test_controlnet_steers_text_to_image_and_image_to_image(
+    adapted: DiffusersBinding,
+) -> None:
+    models = {info.name: info for info in await adapted.list_models()}
+    assert models[SD].details["controlnets"] == [{"name": CONTROL, "family": "SD 1.x"}]
+    control = image_input(await control_source(adapted), "controlnet_image")
+    steer = {"model": CONTROL, "conditioning_scale": 1.0, "start": 0.0, "end": 1.0}
+    (plain,) = await outputs(adapted, "tti", seed=4)
+    (steered,) = await outputs(adapted, "tti", seed=4, inputs=(control,), controlnet=steer)
+    (again,) = await outputs(adapted, "tti", seed=4, inputs=(control,), controlnet=steer)
+    assert steered.data == again.data != plain.data
+    source = image_input(plain.data)
+    (edited,) = await outputs(adapted, "i2i", seed=4, inputs=(source, control), controlnet=steer)
+    (unsteered,) = await outputs(adapted, "i2i", seed=4, inputs=(source,))
+    assert edited.data != unsteered.data
+
+
+@pytest.mark.parametrize(
+    ("model", "with_image", "steer", "words"),
+    [
+        (SD, False, {"model": CONTROL}, ("controlnet_image",)),
+        (SD, True, None, ("parameters.controlnet", CONTROL)),
+        (SD, True, {"model": "nope"}, ("nope", CONTROL)),
+        (SD, True, {"model": CONTROL, "start": 0.8, "end": 0.2}, ("start", "end")),
+        (AUDIO, True, {"model": CONTROL}, (CONTROL, AUDIO)),
+    ],
+)
+async def test_bad_controlnet_requests_are_refused_naming_them(
+    adapted: DiffusersBinding, model: str, with_image: bool, steer: Any, words: tuple[str, ...]
+) -> None:
+    inputs = (image_input(PNG_1X1, "controlnet_image"),) if with_image else ()
+    kind = "tti" if model == SD else "ttm"
+    parameters = {} if steer is None else {"controlnet": steer}
+    with pytest.raises(InvalidRequest) as caught:
+        await adapted.generate(make_request(kind, model, inputs=inputs, **parameters))
+    for word in words:
+        assert word in caught.value.message, caught.value.message
+
+
+async def test_api_controlnet_same_seed_same_bytes_and_400s(
+    client: Client, adapters_root: Path
+) -> None:
+    folder = binding_of(client).folders()[0]
+    (folder / "controlnets").symlink_to(adapters_root / "controlnets", target_is_directory=True)
+    (image,) = await generate(client, body("tti", SD, seed=1))
+    control = image_item(base64.b64decode(image["data"]), "controlnet_image")
+    steer = {"model": CONTROL, "conditioning_scale": 0.7}
+    (first,) = await generate(client, body("tti", SD, control, seed=2, controlnet=steer))
+    (again,) = await generate(client, body("tti", SD, control, seed=2, controlnet=steer))
+    (plain,) = await generate(client, body("tti", SD, seed=2))
+    assert first["data"] == again["data"] != plain["data"]
+    for payload, word in (
+        (body("tti", SD, seed=2, controlnet=steer), "controlnet_image"),
+        (body("tti", SD, control, seed=2, controlnet={"model": CONTROL, "end": 3}), "end"),
+    ):
+        response = await client.post("/api/v1/generate", json=payload)
+        text = await response.text()
+        assert response.status in (400, 422) and word in text, text
