@@ -126,3 +126,37 @@ def llama_node(
         except AssertionError as exc:
             backend_unavailable(request, str(exc))
         yield node
+
+
+DIFFUSERS_NODE = """\
+[bindings.diffusers]
+type = "diffusers"
+models_folders = ["{folder}"]
+use_data_dir = false
+threads = 1
+default_steps = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def diffusers_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """A node serving a tiny random Stable Diffusion pipeline through lollms-diffusers."""
+    try:
+        from lollms_diffusers import tiny
+    except ImportError as exc:
+        backend_unavailable(request, f"lollms-diffusers (torch, diffusers) not importable: {exc}")
+    models = tmp_path_factory.mktemp("diffusers-models")
+    tiny.build_sd(models / "tiny-sd")
+    with ExitStack() as stack:
+        try:
+            node = start_node(
+                stack,
+                tmp_path_factory.mktemp("diffusers-node"),
+                DIFFUSERS_NODE.format(folder=models),
+                "gw",
+            )
+        except AssertionError as exc:
+            backend_unavailable(request, str(exc))
+        yield node
