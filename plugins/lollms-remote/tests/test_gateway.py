@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from lollms_server.bindings import GENERATION_TYPES
-from lollms_server.testing import ServerProcess, lollms_process
+from lollms_server.testing import ServerProcess, free_port, lollms_process
 from lollms_server.testing.server import input_data, sse_events
 
 from .conftest import Node
@@ -45,11 +45,20 @@ def gateway_config(nodes: tuple[Node, ...]) -> str:
         "retries = 0",
         "",
     ]
+    lines += [  # a node that is not there, first in an ordered route
+        "[bindings.dead]",
+        'type = "lollms"',
+        f'base_url = "http://127.0.0.1:{free_port()}"',
+        "retries = 0",
+        "connect_timeout_s = 1.0",
+        "",
+    ]
     targets = ", ".join(f'"n{i}/echo/slow"' for i in range(1, len(nodes) + 1))
     lines += [
         "[routes]",
         f'"fleet-slow" = {{targets = [{targets}], strategy = "least-busy"}}',
         f'"fleet-room" = {{targets = [{targets}], strategy = "most-room"}}',
+        '"after-dead" = ["dead/echo/echo", "n2/echo/echo"]',
     ]
     return "\n".join(lines) + "\n"
 
@@ -296,3 +305,28 @@ async def test_node_errors_map_to_the_taxonomy_naming_the_instance(
     assert got == status, answer
     assert answer["error"]["type"] == error_type and answer["error"]["binding"] == instance
     assert instance in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_before_the_first_byte_the_next_target_serves(
+    gateway: ServerProcess, http: aiohttp.ClientSession, streamed: bool
+) -> None:
+    """The route's first node cannot be reached: the next one serves, whole and streamed."""
+    status, answer = await post(http, gateway.url, body("ttt", "after-dead", stream=streamed))
+    assert status == 200, answer
+    final = answer[-1]["metadata"] if streamed else answer
+    assert final["binding_instance"] == "n2"
+    assert outputs_of(answer, streamed)[0]["data"] == "hello fleet"
+
+
+async def test_node_error_mid_stream_is_an_error_event_naming_the_instance(
+    gateway: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The node's own error event after the first token reaches the client naming our instance."""
+    status, events = await post(http, gateway.url, body("ttt", "echo/fail", "n1", stream=True))
+    assert status == 200, events
+    assert [e["type"] for e in events if e["type"] in ("chunk", "error")] == ["chunk", "error"]
+    (error,) = [e for e in events if e["type"] == "error"]
+    assert error["metadata"]["error"]["binding"] == "n1"
+    assert "node 'n1'" in error["content"] and "fails on purpose" in error["content"]
+    assert error["metadata"]["error"]["type"] == "backend_unavailable"
