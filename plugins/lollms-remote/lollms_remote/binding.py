@@ -328,12 +328,13 @@ async def _decode(raw: bytes) -> Any:
 
 
 def _error_class(kind: str) -> type[LollmsError]:
-    """The error class whose `type` is `kind` (a 502 for one we do not know)."""
+    """The error class whose `type` is `kind`; a 502 for one we do not know, and for the
+    node refusing our key (401/403 there is the gateway's fault, never the client's)."""
     pending: list[type[LollmsError]] = [LollmsError]
     while pending:
         cls = pending.pop()
         if cls.type == kind and cls is not LollmsError:
-            return cls
+            return BackendError if cls.status in (401, 403) else cls
         pending.extend(cls.__subclasses__())
     return BackendError
 
