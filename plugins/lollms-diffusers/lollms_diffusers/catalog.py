@@ -47,6 +47,7 @@ WEIGHT_FILE = re.compile(
 #: Pipeline classes we know: family and what they can do (generation types plus `inpaint`).
 PIPELINES: dict[str, tuple[str, frozenset[str]]] = {
     "StableDiffusionPipeline": ("SD 1.x", IMAGE),
+    "StableDiffusionUpscalePipeline": ("SD x4 upscaler", frozenset({"i2i"})),
     "StableDiffusionImg2ImgPipeline": ("SD 1.x", IMAGE),
     "StableDiffusionInpaintPipeline": ("SD 1.x", frozenset({"i2i", "inpaint"})),
     "StableDiffusionXLPipeline": ("SDXL", IMAGE),
@@ -163,8 +164,7 @@ class Catalog:
                 if name in found:
                     log.warning("model %s in %s hidden by %s", name, path, found[name].path)
                     continue
-                key = (name, path)
-                seen.add(key)
+                seen.add(key := (name, path))
                 stamp = _stamp(path)
                 cached = self._cache.get(key)
                 if cached is None or cached[0] != stamp:

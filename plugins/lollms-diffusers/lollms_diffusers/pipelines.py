@@ -248,7 +248,7 @@ def _fits(class_name: str, task: str) -> bool:
     if task == "inpaint":
         return "Inpaint" in class_name
     if task == "i2i":
-        return "Img2Img" in class_name
+        return "Img2Img" in class_name or "Upscale" in class_name
     return "Img2Img" not in class_name and "Inpaint" not in class_name
 
 

@@ -3,7 +3,8 @@
 Request parameters: `prompt` (the last user message), `negative_prompt` (a parameter or a text
 input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
 `guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
-`format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds).
+`format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds);
+upscalers (i2i): `upscale` (their factor, optional).
 Adapters (`loras`, ControlNet) are checked against the files found in adapters.py.
 """
 
@@ -28,6 +29,8 @@ from .settings import VIDEO_FORMATS
 TASKS = {"tti": "tti", "i2i": "i2i", "ttv": "ttv", "ttm": "ttm"}
 SEED_LIMIT = 2**63 - 1
 MIN_I2I_SIDE = 64
+#: Upscaler families and their factor: i2i on them returns the input this many times larger.
+UPSCALERS = {"SD x4 upscaler": 4}
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
     if kind == "i2i" and image is None:
         raise InvalidRequest("i2i needs an image input (role input_image)", param="input_data")
     _check_capability(entry, kind, task)
+    _check_upscale(entry, params.get("upscale"))
     seed = _int(params, "seed", 0, SEED_LIMIT)
     return Plan(
         model=entry.name,
@@ -128,6 +132,22 @@ def _check_capability(entry: ModelEntry, kind: str, task: str) -> None:
         f"model {entry.name!r} ({entry.family}) cannot do {needed!r}; it does: {can}",
         param="model",
     )
+
+
+def _check_upscale(entry: ModelEntry, value: Any) -> None:
+    factor = UPSCALERS.get(entry.family)
+    if value is None:
+        return
+    if factor is None:
+        raise InvalidRequest(
+            f"upscale: model {entry.name!r} ({entry.family}) is not an upscaler; send the "
+            f"image as i2i to an upscaler model ({', '.join(UPSCALERS)})",
+            param="upscale",
+        )
+    if value != factor or isinstance(value, bool):
+        raise InvalidRequest(
+            f"upscale: model {entry.name!r} upscales by {factor}; got {value!r}", param="upscale"
+        )
 
 
 def _images(request: GenerationRequest) -> tuple[bytes | None, bytes | None]:

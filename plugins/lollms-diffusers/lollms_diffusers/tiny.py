@@ -19,8 +19,10 @@ from diffusers import (
     AutoencoderKL,
     ControlNetModel,
     DDIMScheduler,
+    DDPMScheduler,
     MotionAdapter,
     StableDiffusionPipeline,
+    StableDiffusionUpscalePipeline,
     UNet2DConditionModel,
 )
 from transformers import (
@@ -285,6 +287,44 @@ def build_controlnet(sd_folder: Path, target: Path, seed: int = 2) -> Path:
             torch.nn.init.normal_(block.weight, std=0.5)
     controlnet.save_pretrained(target)
     return target
+
+
+def build_upscaler(folder: Path, seed: int = 3) -> Path:
+    """A tiny x4 upscaler (the SD x4 upscaler's layout: low-res image beside the latents)."""
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=7,  # 4 latent + 3 low-res image channels
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        num_class_embeds=100,  # the noise level added to the low-res image
+    )
+    vae = AutoencoderKL(  # three blocks: latents at a quarter of the output size
+        block_out_channels=[8, 16, 16],
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+        norm_num_groups=8,
+        scaling_factor=0.08333,  # the x4 upscaler's
+    )
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=_clip_text(tokenizer, 32),
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(folder)
+    return folder
 
 
 def build_all(root: Path) -> dict[str, Path]:

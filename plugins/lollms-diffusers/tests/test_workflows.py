@@ -1,8 +1,9 @@
-"""Advanced image workflows (issue 19): input roles, LoRAs, ControlNet; binding and API."""
+"""Advanced image workflows (issue 19): input roles, LoRAs, ControlNet, upscaling."""
 
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,18 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from lollms_diffusers import DiffusersBinding
+from PIL import Image
 from safetensors.numpy import save_file
 
 from lollms_server.errors import InvalidRequest
 from lollms_server.testing import started_binding
 
 from .conftest import AUDIO, INSTANCE, SD, Client, image_input, make_request, tiny_settings
-from .test_generation import outputs
+from .test_generation import outputs, picture
 from .test_server import binding_of, body, generate, image_item
 
 CONTROL = "tiny-control"
+UPSCALER = "tiny-upscaler"
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -40,6 +43,7 @@ def adapters_root(
     from lollms_diffusers import tiny
 
     tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
+    tiny.build_upscaler(root / UPSCALER)
     return root
 
 
@@ -201,3 +205,38 @@ async def test_api_controlnet_same_seed_same_bytes_and_400s(
         response = await client.post("/api/v1/generate", json=payload)
         text = await response.text()
         assert response.status in (400, 422) and word in text, text
+
+
+async def test_an_upscaler_model_makes_i2i_four_times_larger(adapted: DiffusersBinding) -> None:
+    models = {info.name: info for info in await adapted.list_models()}
+    assert models[UPSCALER].family == "SD x4 upscaler" and "i2i" in models[UPSCALER].capabilities
+    source = image_input(await control_source(adapted))  # 64x64
+    (big,) = await outputs(adapted, "i2i", UPSCALER, inputs=(source,), seed=1, upscale=4)
+    (again,) = await outputs(adapted, "i2i", UPSCALER, inputs=(source,), seed=1)
+    assert picture(big.data).size == (256, 256)
+    assert big.data == again.data
+    for model, kind, parameters, words in (
+        (UPSCALER, "i2i", {"upscale": 2}, ("upscale", "4", "2")),
+        (SD, "i2i", {"upscale": 4}, ("upscale", SD, "not an upscaler")),
+        (UPSCALER, "tti", {}, (UPSCALER, "tti")),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            inputs = (source,) if kind == "i2i" else ()
+            await adapted.generate(make_request(kind, model, inputs=inputs, **parameters))
+        for word in words:
+            assert word in caught.value.message, caught.value.message
+
+
+async def test_api_upscales_by_four_with_the_same_bytes_for_the_same_seed(
+    client: Client, adapters_root: Path
+) -> None:
+    folder = binding_of(client).folders()[1]
+    (folder / UPSCALER).symlink_to(adapters_root / UPSCALER, target_is_directory=True)
+    (image,) = await generate(client, body("tti", SD, seed=1, width=64, height=64))
+    source = image_item(base64.b64decode(image["data"]))
+    (big,) = await generate(client, body("i2i", UPSCALER, source, seed=2, upscale=4))
+    (again,) = await generate(client, body("i2i", UPSCALER, source, seed=2, upscale=4))
+    assert big["data"] == again["data"]
+    assert Image.open(io.BytesIO(base64.b64decode(big["data"]))).size == (256, 256)
+    response = await client.post("/api/v1/generate", json=body("i2i", SD, source, upscale=4))
+    assert response.status == 400 and "not an upscaler" in await response.text()
