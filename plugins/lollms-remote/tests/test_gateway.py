@@ -330,3 +330,31 @@ async def test_node_error_mid_stream_is_an_error_event_naming_the_instance(
     assert error["metadata"]["error"]["binding"] == "n1"
     assert "node 'n1'" in error["content"] and "fails on purpose" in error["content"]
     assert error["metadata"]["error"]["type"] == "backend_unavailable"
+
+
+async def test_cancellation_of_a_whole_generation_reaches_the_node(
+    gateway: ServerProcess, echo_node: Node
+) -> None:
+    """A client that gives up on a whole (non-streamed) generation stops it on the node too."""
+    payload = body("ttt", "echo/slow", "n1")
+    payload["input_data"][0]["data"] = " ".join(["word"] * 400)  # 20 s at 50 ms a token
+
+    def running() -> int:
+        return int(echo_node.get("/api/v1/status")["queue_depth"].get("echo/slow", 0))
+
+    before = running()
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        call = asyncio.ensure_future(http.post(f"{gateway.url}/api/v1/generate", json=payload))
+        for _ in range(50):
+            if running() > before:
+                break
+            await asyncio.sleep(0.1)
+        assert running() == before + 1
+        call.cancel()  # the client gives up: its connection closes
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    for _ in range(100):  # 10 s, half the generation's own length
+        if running() == before:
+            break
+        await asyncio.sleep(0.1)
+    assert running() == before
