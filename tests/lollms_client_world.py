@@ -20,6 +20,7 @@ delay_ms = 0
 [defaults]
 ttt = "echo/echo"
 tti = "echo/echo"
+i2i = "echo/echo"
 tts = "echo/echo"
 stt = "echo/echo"
 """

@@ -3,6 +3,7 @@ server process: every flow reaches a route of ours (none falls back to a local g
 
 from __future__ import annotations
 
+import base64
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from lollms_client import LollmsClient
 from lollms_client.lollms_types import MSG_TYPE
 from lollms_client_world import new_requests, requests_seen, server, write_speech
 
+from lollms_server.builtin import tiny_media
 from lollms_server.testing.process import ServerProcess
 
 __all__ = ["server"]
@@ -154,6 +156,22 @@ def test_lollms_tti_tts_stt_bindings(server: ServerProcess, tmp_path: Path) -> N
     assert "echo/echo" in media.tts.list_voices()
     assert media.stt.transcribe_audio(str(write_speech(tmp_path, "good day"))) == "good day"
     assert "echo/echo" in media.stt.list_models()
+
+
+def test_lollms_tti_edits(server: ServerProcess) -> None:
+    tti = LollmsClient(
+        llm_binding_name=None,
+        tti_binding_name="lollms",
+        tti_binding_config={"host_address": server.url},
+    ).tti
+    assert tti is not None
+    source = base64.b64encode(tiny_media.png(tiny_media.gradient(8, 8, 1))).decode()
+    before = requests_seen(server)
+    edited = tti.edit_image(source, "make it blue", width=8, height=8)
+    assert edited[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tti.edit_image_lollms("make it blue", source, mask_b64=source)[:4] == b"\x89PNG"
+    seen = new_requests(server, before, "POST /lollms/v1/images/edit 200")
+    assert seen == ["POST /v1/images/edits 200", "POST /lollms/v1/images/edit 200"]
 
 
 def test_text2audio_returns_the_audio(server: ServerProcess) -> None:

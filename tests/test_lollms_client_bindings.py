@@ -3,6 +3,7 @@ a real server process (echo binding): text whole and streamed, chat, embeddings,
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from lollms_client import LollmsClient
 from lollms_client.lollms_types import MSG_TYPE
 from lollms_client_world import new_requests, requests_seen, server
 
+from lollms_server.builtin import tiny_media
 from lollms_server.testing.process import ServerProcess
 
 __all__ = ["server"]
@@ -82,6 +84,16 @@ def test_webui_tokens_embeddings_models_personalities(webui: LollmsClient) -> No
 def test_webui_bad_body_is_a_4xx(server: ServerProcess) -> None:
     reply = requests.post(f"{server.url}/lollms_generate", json={"n_predict": 3}, timeout=30)
     assert reply.status_code == 422 and "prompt" in reply.text
+
+
+def test_webui_images_are_checked_before_the_vision_capability(server: ServerProcess) -> None:
+    url = f"{server.url}/lollms_generate_with_images"
+    not_an_image = base64.b64encode(b"just some text").decode()
+    reply = requests.post(url, json={"prompt": "what?", "images": [not_an_image]}, timeout=30)
+    assert reply.status_code == 415 and "images[0]" in reply.text
+    png = base64.b64encode(tiny_media.png(tiny_media.gradient(2, 2, 0))).decode()
+    reply = requests.post(url, json={"prompt": "what?", "images": [png]}, timeout=30)
+    assert reply.status_code == 501 and "vision" in reply.text  # echo cannot read images
 
 
 # -- openai ---------------------------------------------------------------------------------------

@@ -67,6 +67,15 @@ class SpeechSchema(LenientSchema):
     language = _opt(fields.String, validate=validate.Length(max=32))
 
 
+class ImageEditSchema(LenientSchema):
+    """`/lollms/v1/images/edit`: base64 image (and mask), JSON instead of multipart."""
+
+    prompt = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    image = fields.String(required=True, validate=BASE64)
+    mask = _opt(fields.String, validate=BASE64)
+    model = _opt(fields.String, validate=NAME)
+
+
 class TranscriptionForm(LenientSchema):
     """`/lollms/v1/audio/transcriptions` (multipart: `file`, `language`, `model`)."""
 

@@ -12,13 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import GENERATION_TYPES, Binding, ModelInfo
+from ..bindings import GENERATION_TYPES, Binding, InputItem, ModelInfo
 from ..errors import NotFound, PayloadTooLarge
 from ..keys import PERSONALITIES, REGISTRY
 from ..listing import gather_models, list_models_of, visible_bindings
 from ..openai_names import resolve_model
 from ..registry import Target
 from ..schemas_compat import (
+    ImageEditSchema,
     ModelOnlySchema,
     ModelsQuerySchema,
     ModelTextSchema,
@@ -28,8 +29,9 @@ from ..schemas_compat import (
 )
 from . import openai_media
 from .body import limits_of
-from .endpoint import endpoint
+from .endpoint import endpoint, off_loop_if_big
 from .lollms import token_ids, token_text
+from .lollms_webui_compat import decode_image
 
 PREFIX = "/lollms/v1"
 TAG = "lollms-client"
@@ -181,3 +183,22 @@ async def transcriptions(request: web.Request, form: dict[str, Any]) -> web.Resp
         request, form["model"], form["file"], parameters
     )
     return web.json_response({"text": text}, headers={"X-Request-Id": prepared.request.request_id})
+
+
+@routes.post(f"{PREFIX}/images/edit")
+@endpoint("Edit a base64 image with a prompt (lollms-client)", tag=TAG, body=ImageEditSchema,
+          media_body=True)  # fmt: skip
+async def images_edit(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Image-to-image (`i2i`), answered as `/v1/images/edits` is (`data[0].b64_json`)."""
+
+    def decode() -> list[InputItem]:
+        inputs = [decode_image(body["image"], "image")]
+        if body["mask"]:
+            inputs.append(decode_image(body["mask"], "mask", role="mask_image"))
+        return inputs
+
+    size = len(body["image"]) + len(body["mask"] or "")
+    inputs = await off_loop_if_big(size, decode)
+    edit = {"prompt": body["prompt"], "model": body["model"], "stream": False, "n": 1}
+    edit.update(size=None, response_format="b64_json")
+    return await openai_media.images_answer(request, "i2i", edit, inputs)

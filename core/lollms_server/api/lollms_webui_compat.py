@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from ..bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
-from ..errors import BackendError, LollmsError
+from ..errors import BackendError, LollmsError, UnsupportedMediaType
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, PERSONALITIES, REGISTRY
 from ..listing import gather_models
+from ..media_types import sniff_image
 from ..openai_names import resolve_model
 from ..schemas_compat import (
     Audio2TextSchema,
@@ -72,11 +73,17 @@ async def lollms_generate_with_images(
 
 
 def _images(values: list[str]) -> list[InputItem]:
-    items = []
-    for index, value in enumerate(values):
-        data, mime = decode_data(value, f"images[{index}]")
-        items.append(InputItem("image", role="input_image", data=data, mime_type=mime))
-    return items
+    return [decode_image(value, f"images[{i}]") for i, value in enumerate(values)]
+
+
+def decode_image(value: str, param: str, role: str = "input_image") -> InputItem:
+    """A base64 (or data URL) image input; what is no PNG, JPEG, GIF or WebP is a 415, so
+    that it is refused before any capability check."""
+    data, _ = decode_data(value, param)
+    mime = sniff_image(data)
+    if mime is None:
+        raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)
+    return InputItem("image", role=role, data=data, mime_type=mime)
 
 
 async def _generate(

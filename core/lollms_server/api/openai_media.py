@@ -108,7 +108,7 @@ def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:
 @endpoint("Generate images from a prompt", tag=TAG, body=ImageGenerationSchema)
 async def images_generations(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Text-to-image (`tti`)."""
-    return await _images(request, "tti", body, [])
+    return await images_answer(request, "tti", body, [])
 
 
 @routes.post("/v1/images/edits")
@@ -118,7 +118,7 @@ async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Respon
     inputs = [_media_input("image", "input_image", image) for image in form["image"]]
     if form["mask"] is not None:
         inputs.append(_media_input("image", "mask_image", form["mask"]))
-    return await _images(request, "i2i", form, inputs)
+    return await images_answer(request, "i2i", form, inputs)
 
 
 def _media_input(kind: str, role: str, upload: UploadedFile) -> InputItem:
@@ -128,9 +128,10 @@ def _media_input(kind: str, role: str, upload: UploadedFile) -> InputItem:
     )
 
 
-async def _images(
+async def images_answer(
     request: web.Request, generation_type: str, body: dict[str, Any], inputs: list[InputItem]
 ) -> web.Response:
+    """The `/v1/images/*` answer for a validated body (the faces' image routes share it)."""
     if body["stream"]:
         raise InvalidRequest(
             "streamed (partial) images are not supported; omit stream", param="stream"
