@@ -32,16 +32,36 @@ OPENAI_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     501: "invalid_request_error",  # the binding lacks the operation: nothing to retry
-    501: "invalid_request_error",  # the binding lacks the operation: nothing to retry
 }
+
+
+#: lollms-webui's route names that `lollms-client` calls (api/lollms_webui_compat.py).
+WEBUI_PATHS = frozenset(
+    [
+        "/lollms_generate",
+        "/lollms_generate_with_images",
+        "/lollms_tokenize",
+        "/lollms_detokenize",
+        "/lollms_embed",
+        "/list_models",
+        "/list_mounted_personalities",
+        "/text2Audio",
+        "/list_voices",
+        "/audio2text",
+        "/list_stt_models",
+    ]
+)
 
 
 def face_of(path: str) -> str:
     """Which face a path belongs to: `openai` (/v1), `ollama` (/api but not /api/v1), `web`
-    (pages), `lollms` (/api/v1, /metrics and plugin routes under /-/)."""
+    (pages), `lollms` (/api/v1, /metrics, plugin routes under /-/, lollms-client's /lollms/v1
+    and lollms-webui routes)."""
     if path == "/v1" or path.startswith("/v1/"):
         return "openai"
-    if path == "/api/v1" or path.startswith(("/api/v1/", "/-/")) or path == "/metrics":
+    if path == "/api/v1" or path.startswith(("/api/v1/", "/-/", "/lollms/v1/")):
+        return "lollms"
+    if path == "/metrics" or path in WEBUI_PATHS:
         return "lollms"
     if path == "/api" or path.startswith("/api/"):
         return "ollama"
