@@ -47,10 +47,12 @@ class Engines(Protocol):
 
 
 def audio_input(request: GenerationRequest) -> InputItem:
-    """The request's audio input (the first `audio` item, else the first item with bytes)."""
-    for item in request.inputs:
-        if item.type == "audio" and item.data:
-            return item
+    """The request's audio input: the first `audio` item, else the first `video` (its sound
+    track is used), else the first item with bytes."""
+    for kind in ("audio", "video"):
+        for item in request.inputs:
+            if item.type == kind and item.data:
+                return item
     for item in request.inputs:
         if item.data:
             return item

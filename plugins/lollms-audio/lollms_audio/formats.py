@@ -126,7 +126,7 @@ def decode(data: bytes, rate: int | None = None, channels: int | None = None) ->
     try:
         with av.open(io.BytesIO(data), "r") as container:
             if not container.streams.audio:
-                raise UnsupportedMediaType("the upload has no audio stream", param="file")
+                raise UnsupportedMediaType("the upload has no audio track", param="file")
             stream = container.streams.audio[0]
             source_rate = int(stream.rate or stream.codec_context.sample_rate)
             source_channels = max(1, min(2, int(stream.codec_context.channels or 1)))
@@ -143,6 +143,17 @@ def decode(data: bytes, rate: int | None = None, channels: int | None = None) ->
     except av.error.FFmpegError as exc:
         raise InvalidRequest(f"the audio could not be decoded: {exc}", param="file") from exc
     return Pcm(b"".join(parts), out_rate, out_channels)
+
+
+def require_audio_track(data: bytes) -> None:
+    """415 when the container (a video, say) holds no audio track; 400 when it is unreadable."""
+    av, _numpy = _av()
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            if not container.streams.audio:
+                raise UnsupportedMediaType("the upload has no audio track", param="file")
+    except av.error.FFmpegError as exc:
+        raise InvalidRequest(f"the audio could not be decoded: {exc}", param="file") from exc
 
 
 def _packed(frame: Any, numpy: Any) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from lollms_server.errors import BackendUnavailable, InvalidRequest, MissingDependency
 
 from .catalog import Entry
-from .formats import decode
+from .formats import decode, require_audio_track
 
 LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -117,6 +117,7 @@ class WhisperEngine:
         if options.temperature is not None:
             higher = tuple(t for t in FALLBACK_TEMPERATURES if t > options.temperature)
             temperature = (options.temperature, *higher)
+        require_audio_track(audio)  # a video without sound: faster-whisper would IndexError
         with self.lock:
             try:
                 segments, info = model.transcribe(
