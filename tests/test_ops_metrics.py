@@ -83,8 +83,11 @@ async def test_audit_write_failures_are_counted(client: Client) -> None:
     other.close()
     for _ in range(2):  # the request it describes still succeeds
         assert (await client.post("/api/v1/generate", json=BODY)).status == 200
+    # a refused caller is still told why (401), not a 500 because its row could not be written
+    refused = await client.get("/api/v1/list_models", headers={"Host": "evil.example"})
+    assert refused.status == 401, await refused.text()
     samples = await scrape(client)
-    assert value(samples, "lollms_audit_write_failures_total") == 2
+    assert value(samples, "lollms_audit_write_failures_total") == 3
 
 
 async def test_database_size_and_disk_room(client: Client) -> None:

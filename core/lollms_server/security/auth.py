@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from ..keys import AUDIT, KEYSTORE, LIMITER, SECURITY
 from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request
 from .principal import Principal, reset_current, set_current
 
+log = logging.getLogger(__name__)
 Access = Literal["public", "user", "admin"]
 KEY_ID = re.compile(r"lollms_([0-9a-f]{12})_")
 KEY_COOKIE = "lollms_key"
@@ -192,15 +194,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             headers.update(await request.app[LIMITER].check_key(principal))
     except LollmsError as exc:
         if exc.status in (401, 403):
-            request.app[AUDIT].failures.record(
-                client=client,
-                status=exc.status,
-                reason=exc.message,
-                key_id=_known_key_id(request),
-                method=request.method,
-                path=request.path,
-                user_agent=request.headers.get("User-Agent"),
-            )
+            try:
+                request.app[AUDIT].failures.record(
+                    client=client,
+                    status=exc.status,
+                    reason=exc.message,
+                    key_id=_known_key_id(request),
+                    method=request.method,
+                    path=request.path,
+                    user_agent=request.headers.get("User-Agent"),
+                )
+            except Exception:  # a failed audit write (counted) must not turn a 401 into a 500
+                log.exception("could not audit an auth failure on %s", request.path)
         raise
     request[REQUEST_KEY_REQUIRED] = principal is None or not principal.local
     request[REQUEST_PRINCIPAL] = principal
