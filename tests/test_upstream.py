@@ -320,3 +320,21 @@ def test_userinfo_is_not_shown() -> None:
     upstream = Upstream("inst", "http://user:hunter2@127.0.0.1:9/v1")
     assert "hunter2" not in repr(upstream)
     assert "hunter2" not in upstream.scrub("failed at http://user:hunter2@127.0.0.1:9/v1")
+
+
+async def test_credentials_in_the_base_url_are_basic_auth_unless_a_key_is_set(
+    server: tuple[Script, TestServer],
+) -> None:
+    script, served = server
+    with_user = str(served.make_url("")).replace("http://", "http://proxyuser:proxypw@")
+    basic = Upstream("inst", with_user, retry=FAST)
+    both = Upstream("inst", with_user, api_key=KEY, retry=FAST)
+    try:
+        assert (await basic.get_json("/ok"))["ok"] is True
+        assert (await both.get_json("/ok"))["ok"] is True  # aiohttp refused the pair before
+    finally:
+        await basic.close()
+        await both.close()
+    assert script.auth[-2].startswith("Basic ")
+    assert script.auth[-1] == f"Bearer {KEY}"
+    assert "proxypw" not in repr(basic) and "proxypw" not in basic.url_for_logs

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import yarl
 
 from .errors import (
     BackendError,
@@ -68,8 +69,17 @@ class Upstream:
         on_response: ResponseHook | None = None,
     ) -> None:
         self.instance = instance
-        self.base_url = base_url.rstrip("/")
-        self.url_for_logs = mask_url(self.base_url)
+        self._given_url = base_url.rstrip("/")  # with any credentials: only for scrubbing
+        self.url_for_logs = mask_url(self._given_url)
+        url = yarl.URL(base_url.rstrip("/"))
+        # credentials in the URL become a basic Authorization header (aiohttp refuses them next
+        # to a header); an API key, when set too, wins: one request carries one such header
+        self._authorization = f"Bearer {api_key}" if api_key else None
+        if url.user and api_key:
+            log.warning("%s: api_key is set, so the credentials in base_url are not sent", instance)
+        elif url.user:
+            self._authorization = aiohttp.encode_basic_auth(url.user, url.password or "")
+        self.base_url = str(url.with_user(None)) if url.user else base_url.rstrip("/")
         self.label = label or f"backend of {instance!r}"
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -204,8 +214,8 @@ class Upstream:
         headers = {"Accept": "application/json, text/event-stream"}
         if self._headers is not None:
             headers.update(self._headers())
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         response = await self._client().request(
             method,
             url,
@@ -265,8 +275,8 @@ class Upstream:
         """`text` with the API key (and this server's credentials) masked."""
         if self._api_key:
             text = text.replace(self._api_key, "***")
-        if self.base_url != self.url_for_logs:
-            text = text.replace(self.base_url, self.url_for_logs)
+        if self._given_url != self.url_for_logs:
+            text = text.replace(self._given_url, self.url_for_logs)
         return text
 
     def error(self, exc: BaseException, *, reading: bool = False) -> LollmsError:
