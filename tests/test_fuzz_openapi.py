@@ -1,4 +1,5 @@
-"""A bounded schemathesis pass over the OpenAPI document of a real server: no input gives a 5xx."""
+"""A bounded schemathesis pass over the OpenAPI document of a real server: no input gives a 5xx
+(501, an operation the binding lacks, is the documented answer to a request, not a failure)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_gives_a_server_error(case: Any) -> None:
     response = case.call(timeout=30)
+    if response.status_code == 501:  # documented: an operation the chosen binding lacks
+        assert "error" in response.json(), response.text[:300]
+        return
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
     )
