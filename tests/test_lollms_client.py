@@ -115,6 +115,15 @@ def test_models_personalities_capabilities(client: LollmsClient) -> None:
     assert capabilities["active_bindings"]["echo"]["type"] == "echo"
 
 
+def test_personality_as_model_prefix(server: ServerProcess) -> None:
+    model = "concise_assistant@echo/echo"
+    config = {"host_address": server.url, "model_name": model}
+    persona = LollmsClient(llm_binding_name="lollms", llm_binding_config=config)
+    assert persona.generate_text("hi there") == "hi there"
+    assert persona.count_tokens("abc") == 3  # the tokenizer of the model behind the personality
+    assert persona.llm._get_ctx_size(model) == 4096
+
+
 def test_model_auto_detected(server: ServerProcess) -> None:
     auto = LollmsClient(llm_binding_name="lollms", llm_binding_config={"host_address": server.url})
     assert auto.llm.model_name == "echo/echo"

@@ -17,6 +17,7 @@ from ..errors import NotFound, PayloadTooLarge
 from ..keys import PERSONALITIES, REGISTRY
 from ..listing import gather_models, list_models_of, visible_bindings
 from ..openai_names import resolve_model
+from ..personalities import split_personality
 from ..registry import Target
 from ..schemas_compat import (
     ImageEditSchema,
@@ -42,7 +43,8 @@ KINDS.update({kind: kind for kind in GENERATION_TYPES})
 
 
 async def _text_target(request: web.Request, model: str | None) -> Target:
-    return await resolve_model(request.app[REGISTRY], "ttt", model)
+    """The text model of a `/v1` model id (a `<personality>@` prefix names no other model)."""
+    return await resolve_model(request.app[REGISTRY], "ttt", split_personality(model)[1])
 
 
 @routes.post(f"{PREFIX}/tokenize")
