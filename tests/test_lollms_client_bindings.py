@@ -150,6 +150,8 @@ def test_ollama_chat_models_context(ollama_client: LollmsClient) -> None:
     assert ollama_client.generate_from_messages(messages) == "hi there"
     assert "echo/echo:latest" in {m["model_name"] for m in ollama_client.llm.list_models()}
     assert ollama_client.get_ctx_size() == 4096
+    running = ollama_client.llm.ps()  # /api/ps: the echo model loaded by the chat above
+    assert "echo/echo:latest" in {m["model_name"] for m in running}
 
 
 def test_ollama_embeddings_of_the_hard_coded_model_use_the_default(
