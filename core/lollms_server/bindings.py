@@ -205,13 +205,13 @@ class Binding:
         if self.input_roles is None:
             return
         honoured = self.input_roles.get(request.generation_type, frozenset())
-        for index, item in enumerate(request.inputs):
+        for item in request.inputs:
             if item.role not in honoured:
                 allowed = ", ".join(sorted(honoured)) or "none"
                 raise InvalidRequest(
                     f"{self.instance_name!r} does not honour input role {item.role!r} "
                     f"for {request.generation_type}; roles it honours: {allowed}",
-                    param=f"input_data[{index}].role",
+                    param="input_data",
                 )
 
     def supports(self, capability: str) -> bool:
