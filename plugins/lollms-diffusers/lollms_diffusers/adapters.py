@@ -2,13 +2,14 @@
 
 In each models folder, `loras/` holds LoRA `.safetensors` files and `controlnets/` holds
 ControlNet diffusers folders. A LoRA's family comes from its tensor names and the width of its
-cross-attention (`attn2.to_k`) input: 768 SD 1.x, 1024 SD 2.x, 2048 (or a second text encoder)
-SDXL; a ControlNet's from its config. An adapter fits a model of its family whose UNet has the
-same cross-attention width.
+cross-attention (`attn2.to_k`) input: 768 SD 1.x, 1024 SD 2.x, 2048 SDXL (so is a second text
+encoder, or a UNet block of several transformer layers); a ControlNet's from its config. An
+adapter fits a model of its family whose UNet has the same cross-attention width.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ MAX_LORAS = 8
 MAX_LORA_SCALE = 10.0
 LORA_DOWN = ("lora_A", "lora_down", "lora.down")
 CONTROL_ROLE = "controlnet_image"
+DEEP_BLOCK = re.compile(r"transformer_blocks[._][1-9]")  # SD 1.x/2.x UNets have one per block
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,13 @@ def describe_lora(path: Path) -> tuple[str, int | None]:
             shape = header[key].get("shape", [])
             width = int(shape[1]) if len(shape) == 2 else None
             break
-    if width == 2048 or any("text_encoder_2" in k or k.startswith("lora_te2_") for k in keys):
-        return "SDXL", width
     if any("single_transformer_blocks" in k or "single_blocks" in k for k in keys):
         return "Flux", width
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
         return "SD 3", width
+    second_encoder = any("text_encoder_2" in k or k.startswith("lora_te2_") for k in keys)
+    if width == 2048 or second_encoder or any(DEEP_BLOCK.search(k) for k in keys):
+        return "SDXL", width
     return FAMILY_BY_WIDTH.get(width or 768, "SD 1.x"), width
 
 

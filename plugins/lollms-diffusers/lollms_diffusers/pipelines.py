@@ -264,6 +264,7 @@ def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     if plan.controlnet is not None:
         arguments.update(control.control_arguments(plan, arguments))
     kwargs = {k: v for k, v in arguments.items() if k in accepted}
+    _check_denoising(pipe, kwargs)
     kwargs.update(_callback(pipe, accepted, plan, job))
     job.check()
     with torch.inference_mode():
@@ -273,6 +274,20 @@ def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     if plan.task == "ttm":
         return _sounds(pipe, result, plan)
     return _pictures(result, plan)
+
+
+def _check_denoising(pipe: Pipe, kwargs: Mapping[str, Any]) -> None:
+    """Image-to-image runs int(steps x strength) steps: none would fail inside the pipeline."""
+    defaults = inspect.signature(pipe.__call__).parameters
+    if "strength" not in defaults or "image" not in kwargs:
+        return
+    strength = kwargs.get("strength", defaults["strength"].default)
+    steps = kwargs.get("num_inference_steps", defaults["num_inference_steps"].default)
+    if isinstance(strength, float) and isinstance(steps, int) and int(steps * strength) < 1:
+        raise InvalidRequest(
+            f"strength {strength} x steps {steps} leaves no denoising step: raise either",
+            param="strength",
+        )
 
 
 def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:

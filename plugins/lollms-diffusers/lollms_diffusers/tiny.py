@@ -23,6 +23,7 @@ from diffusers import (
     MotionAdapter,
     StableDiffusionPipeline,
     StableDiffusionUpscalePipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from transformers import (
@@ -30,6 +31,7 @@ from transformers import (
     ClapTextModelWithProjection,
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     CLIPTokenizer,
     RobertaTokenizer,
     SpeechT5HifiGan,
@@ -322,6 +324,42 @@ def build_upscaler(folder: Path, seed: int = 3) -> Path:
         low_res_scheduler=DDPMScheduler(),
         scheduler=DDIMScheduler(prediction_type="v_prediction"),
         max_noise_level=350,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_sdxl(folder: Path, seed: int = 4) -> Path:
+    """A tiny SDXL (two text encoders, size/crop conditioning), after diffusers' own tests."""
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop numbers + pooled text
+        cross_attention_dim=64,  # both text encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+    second = _clip_text(tokenizer, 32).config
+    second.projection_dim = 32
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae((32, 64)),
+        text_encoder=_clip_text(tokenizer, 32),
+        text_encoder_2=CLIPTextModelWithProjection(second),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=_scheduler(),
     )
     pipe.save_pretrained(folder)
     return folder

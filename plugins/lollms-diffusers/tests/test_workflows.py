@@ -1,4 +1,4 @@
-"""Advanced image workflows (issue 19): input roles, LoRAs, ControlNet, upscaling."""
+"""Advanced image workflows (issue 19): input roles, LoRAs, ControlNet, upscaling, SDXL."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .test_server import binding_of, body, generate, image_item
 
 CONTROL = "tiny-control"
 UPSCALER = "tiny-upscaler"
+SDXL = "tiny-sdxl"
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -44,6 +45,8 @@ def adapters_root(
 
     tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
     tiny.build_upscaler(root / UPSCALER)
+    tiny.build_sdxl(root / SDXL)
+    tiny.build_lora(root / SDXL, root / "loras" / "xl-tiny.safetensors")
     return root
 
 
@@ -240,3 +243,36 @@ async def test_api_upscales_by_four_with_the_same_bytes_for_the_same_seed(
     assert Image.open(io.BytesIO(base64.b64decode(big["data"]))).size == (256, 256)
     response = await client.post("/api/v1/generate", json=body("i2i", SD, source, upscale=4))
     assert response.status == 400 and "not an upscaler" in await response.text()
+
+
+async def test_a_tiny_sdxl_is_listed_as_sdxl_and_generates_deterministically(
+    adapted: DiffusersBinding,
+) -> None:
+    xl = {info.name: info for info in await adapted.list_models()}[SDXL]
+    assert xl.family == "SDXL" and {"tti", "i2i", "inpaint"} <= xl.capabilities
+    assert xl.details["loras"] == [{"name": "xl-tiny", "family": "SDXL"}]
+    small = {"width": 32, "height": 32, "seed": 2}
+    (first,) = await outputs(adapted, "tti", SDXL, **small)
+    (again,) = await outputs(adapted, "tti", SDXL, **small)
+    (styled,) = await outputs(adapted, "tti", SDXL, loras=[{"name": "xl-tiny"}], **small)
+    assert first.data == again.data != styled.data
+    assert picture(first.data).size == (32, 32)
+    source = (image_input(first.data),)
+    (edited,) = await outputs(adapted, "i2i", SDXL, inputs=source, strength=0.6, **small)
+    assert picture(edited.data).size == (32, 32) and edited.data != first.data
+    with pytest.raises(InvalidRequest) as caught:  # SDXL's default strength 0.3 x 2 steps
+        await adapted.generate(make_request("i2i", SDXL, inputs=source, **small))
+    assert "strength 0.3" in caught.value.message and "steps 2" in caught.value.message
+    for name, words in (("style", ("SD 1.x", "SDXL")), ("xl-style", ("2048", "64"))):
+        with pytest.raises(InvalidRequest) as caught:
+            await adapted.generate(make_request("tti", SDXL, loras=[{"name": name}], **small))
+        for word in (name, SDXL, *words):
+            assert word in caught.value.message, caught.value.message
+
+
+async def test_api_sdxl_same_seed_same_bytes(client: Client, adapters_root: Path) -> None:
+    folder = binding_of(client).folders()[0]
+    (folder / SDXL).symlink_to(adapters_root / SDXL, target_is_directory=True)
+    (first,) = await generate(client, body("tti", SDXL, seed=5, width=32, height=32))
+    (again,) = await generate(client, body("tti", SDXL, seed=5, width=32, height=32))
+    assert first["data"] == again["data"] and first["metadata"]["model"] == SDXL
