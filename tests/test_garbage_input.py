@@ -25,6 +25,7 @@ from marshmallow import Schema, fields, validate
 from lollms_server.api.endpoint import UploadedFile, doc_of, endpoint
 from lollms_server.api.middleware import face_of
 from lollms_server.app import create_app
+from lollms_server.builtin import tiny_media
 from lollms_server.builtin.echo import speak
 from lollms_server.config import Config
 from lollms_server.keys import CONFIG
@@ -352,6 +353,10 @@ def example_body(schema: Schema) -> dict[str, Any]:
 KNOWN_GOOD: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
     "/audio2text": {"audio_data": base64.b64encode(speak("hi")).decode()},  # a real WAV
+    "/lollms/v1/images/edit": {  # a real PNG
+        "prompt": "hi",
+        "image": base64.b64encode(tiny_media.png(tiny_media.gradient(2, 2, 0))).decode(),
+    },
 }
 
 
