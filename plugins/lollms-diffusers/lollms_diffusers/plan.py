@@ -56,6 +56,8 @@ class Plan:
     duration_s: float | None = None
     loras: tuple[tuple[str, str, float], ...] = ()  # per request: (name, path, scale)
     controlnet: ControlChoice | None = None
+    max_size: int = 2048  # the longest output side allowed (i2i: checked once the input is read)
+    scale: int = 1  # output size / input size: an upscaler's factor
 
     def seeds(self) -> list[int]:
         """One seed per output: `seed`, `seed + 1`, ... (so each output can be redone alone)."""
@@ -91,6 +93,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         n=min(_int(params, "n", 1, 1000) or 1, settings["max_images"]),
         width=_side(params, "width", settings["max_size"]),
         height=_side(params, "height", settings["max_size"]),
+        max_size=settings["max_size"],
+        scale=UPSCALERS.get(entry.family, 1),
         strength=_float(params, "strength", 0.01, 1.0),
         image=image,
         mask=mask,

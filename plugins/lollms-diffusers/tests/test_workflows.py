@@ -218,6 +218,12 @@ async def test_an_upscaler_model_makes_i2i_four_times_larger(adapted: DiffusersB
     (again,) = await outputs(adapted, "i2i", UPSCALER, inputs=(source,), seed=1)
     assert picture(big.data).size == (256, 256)
     assert big.data == again.data
+    buffer = io.BytesIO()
+    Image.new("RGB", (520, 520), "white").save(buffer, format="PNG")
+    large = image_input(buffer.getvalue())  # 4x: 2080 px, over max_size 2048
+    with pytest.raises(InvalidRequest) as caught:
+        await adapted.generate(make_request("i2i", UPSCALER, inputs=(large,)))
+    assert "2080x2080" in caught.value.message and "max_size 2048" in caught.value.message
     for model, kind, parameters, words in (
         (UPSCALER, "i2i", {"upscale": 2}, ("upscale", "4", "2")),
         (SD, "i2i", {"upscale": 4}, ("upscale", SD, "not an upscaler")),
