@@ -34,8 +34,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core tests (echo binding, no backend needed); `integration` runs the rest of tests/."""
-    session.install("-e", ".[test]")
+    """The core tests (echo, and lollms-openai in front of a second server: no model backend);
+    `integration` runs the rest of tests/."""
+    # the security tests put a real second hop behind a key (an openai instance whose upstream
+    # is another lollms-server): lollms-openai is pure Python, no model needed
+    session.install("-e", ".[test]", "-e", "plugins/lollms-openai")
     session.run("pytest", "tests", *(f"--ignore=tests/{d}" for d in INTEGRATION), *session.posargs)
 
 
