@@ -12,7 +12,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from .request_limits import CappedList
 from .schemas import NAME
-from .schemas_openai import Upload
+from .schemas_openai_media import Upload
 
 TEXT = validate.Length(max=10_000_000)
 BASE64 = validate.Length(max=200_000_000)

@@ -23,7 +23,7 @@ from ..errors import BackendError, InvalidRequest
 from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY
 from ..openai_names import resolve_model
-from ..schemas_openai import (
+from ..schemas_openai_media import (
     ImageEditForm,
     ImageGenerationSchema,
     SpeechSchema,

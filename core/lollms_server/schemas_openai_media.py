@@ -1,0 +1,145 @@
+"""marshmallow schemas of the OpenAI-compatible media requests under /v1/: images and audio.
+
+What each route honours, passes on or refuses is listed in `schemas_openai`'s docstring.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import ValidationError, fields, pre_load, validate
+
+from .api.endpoint import UploadedFile
+from .schemas import NAME, StrictSchema, StringOrList
+from .schemas_openai import TEXT, _opt
+
+SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
+FORM_KEY = re.compile(r"^(?P<outer>\w+)\[(?P<inner>\w+)\]$")
+
+
+class Upload(fields.Field[UploadedFile]):
+    """A file part of a multipart form."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> UploadedFile:
+        if not isinstance(value, UploadedFile):
+            raise ValidationError("must be a file part (multipart/form-data with a filename)")
+        return value
+
+
+class UploadList(fields.Field[list[UploadedFile]]):
+    """One or more file parts of a multipart form (`image` or `image[]`)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[UploadedFile]:
+        items = value if isinstance(value, list) else [value]
+        if not items or len(items) > 16 or not all(isinstance(v, UploadedFile) for v in items):
+            raise ValidationError("must be 1 to 16 file parts (multipart/form-data)")
+        return items
+
+
+class ImageFieldsSchema(StrictSchema):
+    """Fields shared by image generation and edits."""
+
+    prompt = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    model = _opt(fields.String, validate=NAME)
+    n = _opt(fields.Integer, validate=validate.Range(1, 10))
+    size = _opt(fields.String, validate=validate.Regexp(SIZE, error="must be WIDTHxHEIGHT or auto"))
+    response_format = _opt(fields.String, validate=validate.OneOf(["url", "b64_json"]))
+    quality = _opt(fields.String, validate=validate.Length(max=32))
+    background = _opt(fields.String, validate=validate.Length(max=32))
+    moderation = _opt(fields.String, validate=validate.Length(max=32))
+    output_compression = _opt(fields.Integer, validate=validate.Range(0, 100))
+    output_format = _opt(fields.String, validate=validate.Length(max=32))
+    partial_images = _opt(fields.Integer, validate=validate.Range(0, 8))
+    stream = _opt(fields.Boolean)
+    user = _opt(fields.String)
+    safety_identifier = _opt(fields.String)
+    complexity = _opt(fields.String, validate=validate.Length(max=32))
+    frame_count = _opt(fields.Integer, validate=validate.Range(0, 10_000))
+    frame_duration_ms = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    svg = _opt(fields.Dict)
+    seed = _opt(fields.Integer, validate=validate.Range(0, 2**63 - 1))
+    negative_prompt = _opt(fields.String, validate=TEXT)
+    steps = _opt(fields.Integer, validate=validate.Range(1, 1000))
+    guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
+
+
+class ImageGenerationSchema(ImageFieldsSchema):
+    """`POST /v1/images/generations`."""
+
+    style = _opt(fields.String, validate=validate.Length(max=32))
+
+
+class FormSchema(StrictSchema):
+    """A multipart form: `outer[inner]` keys (the SDK's nested objects) folded into dicts."""
+
+    @pre_load
+    def _fold_nested(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        folded: dict[str, Any] = {}
+        for key, value in data.items():
+            match = FORM_KEY.match(key)
+            if match and match["outer"] in self.fields:
+                outer = folded.setdefault(match["outer"], {})
+                if isinstance(outer, dict):
+                    outer[match["inner"]] = value
+            else:
+                folded[key] = value
+        return folded
+
+
+class ImageEditForm(FormSchema, ImageFieldsSchema):
+    """`POST /v1/images/edits` (multipart)."""
+
+    image = UploadList(required=True)
+    mask = _opt(Upload)
+    markup = _opt(Upload)
+    input_fidelity = _opt(fields.String, validate=validate.Length(max=32))
+    strength = _opt(fields.Float, validate=validate.Range(0, 1))
+
+
+class SpeechSchema(StrictSchema):
+    """`POST /v1/audio/speech`."""
+
+    input = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    model = _opt(fields.String, validate=NAME)
+    voice = _opt(fields.Raw)
+    instructions = _opt(fields.String, validate=TEXT)
+    response_format = _opt(
+        fields.String, validate=validate.OneOf(["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    )
+    speed = _opt(fields.Float, validate=validate.Range(0.25, 4))
+    stream_format = _opt(fields.String, validate=validate.OneOf(["sse", "audio"]))
+
+
+class TranslationForm(FormSchema):
+    """`POST /v1/audio/translations` (multipart)."""
+
+    file = Upload(required=True)
+    model = _opt(fields.String, validate=NAME)
+    prompt = _opt(fields.String, validate=TEXT)
+    response_format = _opt(
+        fields.String,
+        validate=validate.OneOf(["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]),
+    )
+    temperature = _opt(fields.Float, validate=validate.Range(0, 1))
+
+
+class TranscriptionForm(TranslationForm):
+    """`POST /v1/audio/transcriptions` (multipart)."""
+
+    language = _opt(fields.String, validate=validate.Length(max=32))
+    timestamp_granularities = StringOrList(
+        max_items=2,
+        load_default=None,
+        allow_none=True,
+        validate=validate.ContainsOnly(["word", "segment"]),
+    )
+    chunking_strategy = _opt(fields.Raw)
+    include = StringOrList(load_default=None, allow_none=True)
+    stream = _opt(fields.Boolean)
+    known_speaker_names = StringOrList(load_default=None, allow_none=True)
+    known_speaker_references = StringOrList(load_default=None, allow_none=True)
+    keywords = StringOrList(max_items=1000, load_default=None, allow_none=True)
+    languages = StringOrList(load_default=None, allow_none=True)
