@@ -149,7 +149,7 @@ def standin(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     port, key = free_port(), secrets.token_urlsafe(16)
     command = [sys.executable, str(STANDIN), "--provider", expect.provider, "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--key", key],
+        [*command, f"--key={key}"],  # a key may start with "-"
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
