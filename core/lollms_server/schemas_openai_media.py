@@ -5,13 +5,15 @@ What each route honours, passes on or refuses is listed in `schemas_openai`'s do
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields, pre_load, validate
 
 from .api.endpoint import UploadedFile
-from .schemas import NAME, StrictSchema, StringOrList
+from .schemas import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
 from .schemas_openai import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
@@ -39,6 +41,39 @@ class UploadList(fields.Field[list[UploadedFile]]):
         return items
 
 
+def _json_text(value: Any) -> Any:
+    """A form sends objects and lists as JSON text: parse it (other values as given)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValidationError(f"not valid JSON: {exc}") from exc
+
+
+class LoraList(fields.List[Any]):
+    """`loras` (an extension): `[{name, scale}]`, or that list as JSON text in a form."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.Nested(LoraChoiceSchema), validate=validate.Length(max=8), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return super()._deserialize(_json_text(value), attr, data, **kwargs)
+
+
+class ControlNetField(fields.Nested):
+    """`controlnet` (an extension): `{model, conditioning_scale, start, end}`; in a form, as
+    JSON text or as `controlnet[model]`... keys."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(ControlNetSchema, **kwargs)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, *args: Any, **kw: Any
+    ) -> Any:
+        return super()._deserialize(_json_text(value), attr, data, *args, **kw)
+
+
 class ImageFieldsSchema(StrictSchema):
     """Fields shared by image generation and edits."""
 
@@ -64,12 +99,15 @@ class ImageFieldsSchema(StrictSchema):
     negative_prompt = _opt(fields.String, validate=TEXT)
     steps = _opt(fields.Integer, validate=validate.Range(1, 1000))
     guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
+    loras = LoraList(load_default=None, allow_none=True)
+    controlnet = ControlNetField(load_default=None, allow_none=True)
 
 
 class ImageGenerationSchema(ImageFieldsSchema):
-    """`POST /v1/images/generations`."""
+    """`POST /v1/images/generations`; images of the extensions are base64 or data: URLs."""
 
     style = _opt(fields.String, validate=validate.Length(max=32))
+    controlnet_image = _opt(fields.String)
 
 
 class FormSchema(StrictSchema):
@@ -97,6 +135,8 @@ class ImageEditForm(FormSchema, ImageFieldsSchema):
     markup = _opt(Upload)
     input_fidelity = _opt(fields.String, validate=validate.Length(max=32))
     strength = _opt(fields.Float, validate=validate.Range(0, 1))
+    controlnet_image = _opt(Upload)
+    upscale = _opt(fields.Integer, validate=validate.Range(1, 16))
 
 
 class SpeechSchema(StrictSchema):

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..bindings import ChatMessage, Health, InputItem, ModelInfo, Output, Usage
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, UnsupportedMediaType
+from ..media_types import sniff_image
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.I)
 B64_BLOCK = 1 << 20  # a multiple of 4: blocks decode independently
@@ -26,6 +27,11 @@ CHAT_ROLES = {
 def decode_data(value: str, param: str) -> tuple[bytes, str | None]:
     """Decode base64 or a `data:<mime>;base64,` URL; a bad value is a 400 naming `param`."""
     mime = None
+    if value[:8].lower().startswith(("http://", "https://")):
+        raise InvalidRequest(
+            f"{param} is a URL: the server fetches no URL; send base64 or a data: URL",
+            param=param,
+        )
     match = DATA_URL.match(value)
     if match:
         mime = match.group("mime")
@@ -34,6 +40,16 @@ def decode_data(value: str, param: str) -> tuple[bytes, str | None]:
         return b64decode(value), mime
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"{param} is not valid base64: {exc}", param=param) from exc
+
+
+def decode_image(value: str, param: str, role: str = "input_image") -> InputItem:
+    """A base64 (or data URL) image input; what is no PNG, JPEG, GIF or WebP is a 415, so
+    that it is refused before any capability check."""
+    data, _ = decode_data(value, param)
+    mime = sniff_image(data)
+    if mime is None:
+        raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)
+    return InputItem("image", role=role, data=data, mime_type=mime)
 
 
 def b64decode(value: str) -> bytes:
@@ -82,6 +98,13 @@ def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage]
                     InputItem("text", role=role, text=item["data"], metadata=item["metadata"])
                 )
             continue
+        if item["type"] == "document" and _is_text_document(item):
+            mime = item["mime_type"] or "text/plain"
+            inputs.append(
+                InputItem("document", role=role, text=item["data"], mime_type=mime,
+                          metadata=item["metadata"])
+            )  # fmt: skip
+            continue
         data, url_mime = decode_data(item["data"], f"input_data[{index}].data")
         inputs.append(
             InputItem(
@@ -101,6 +124,14 @@ def lollms_inputs(items: Iterable[Mapping[str, Any]]) -> tuple[list[ChatMessage]
     if system:
         messages.insert(0, ChatMessage("system", "\n\n".join(system)))
     return messages, inputs
+
+
+def _is_text_document(item: Mapping[str, Any]) -> bool:
+    """A `document` item is text unless it is a data: URL or names a non-text mime type."""
+    mime = item["mime_type"]
+    if DATA_URL.match(item["data"]):
+        return False
+    return mime is None or mime.startswith("text/") or mime in ("application/json",)
 
 
 def output_dict(output: Output) -> dict[str, Any]:

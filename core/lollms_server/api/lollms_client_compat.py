@@ -30,9 +30,9 @@ from ..schemas_compat import (
 )
 from . import openai_media
 from .body import limits_of
+from .convert import decode_image
 from .endpoint import endpoint, off_loop_if_big
 from .lollms import token_ids, token_text
-from .lollms_webui_compat import decode_image
 
 PREFIX = "/lollms/v1"
 TAG = "lollms-client"

@@ -15,11 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from ..bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
-from ..errors import BackendError, LollmsError, UnsupportedMediaType
+from ..errors import BackendError, LollmsError
 from ..generation import Prepared, guarded
 from ..keys import GENERATION, PERSONALITIES, REGISTRY
 from ..listing import gather_models
-from ..media_types import sniff_image
 from ..openai_names import resolve_model
 from ..schemas_compat import (
     Audio2TextSchema,
@@ -31,7 +30,7 @@ from ..schemas_compat import (
 )
 from . import openai_media
 from .body import UploadedFile
-from .convert import decode_data, encode_data
+from .convert import decode_data, decode_image, encode_data
 from .endpoint import endpoint, off_loop_if_big
 from .lollms import token_ids, token_text
 
@@ -74,16 +73,6 @@ async def lollms_generate_with_images(
 
 def _images(values: list[str]) -> list[InputItem]:
     return [decode_image(value, f"images[{i}]") for i, value in enumerate(values)]
-
-
-def decode_image(value: str, param: str, role: str = "input_image") -> InputItem:
-    """A base64 (or data URL) image input; what is no PNG, JPEG, GIF or WebP is a 415, so
-    that it is refused before any capability check."""
-    data, _ = decode_data(value, param)
-    mime = sniff_image(data)
-    if mime is None:
-        raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)
-    return InputItem("image", role=role, data=data, mime_type=mime)
 
 
 async def _generate(

@@ -3,8 +3,10 @@
 Images come back as `b64_json` by default; `response_format: "url"` gives a `data:` URL (the
 server hosts no image files). `n` images are asked of the binding in one call; when it makes
 fewer, it is called again, one image at a time with a fresh random seed, until there are `n`.
-Speech is returned in the format the binding makes; asking for another `response_format` is a
-400 naming the one available (WAV can also be sent as raw `pcm`).
+Extensions beyond OpenAI's shape, for bindings that honour them (see the README): `loras`,
+`controlnet` with `controlnet_image` (base64 on generations, a file part on edits) and
+`upscale` (edits). Speech is returned in the format the binding makes; asking for another
+`response_format` is a 400 naming the one available (WAV can also be sent as raw `pcm`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from ..schemas_openai_media import (
     TranscriptionForm,
     TranslationForm,
 )
-from .convert import encode_data
-from .endpoint import UploadedFile, endpoint
+from .convert import decode_image, encode_data
+from .endpoint import UploadedFile, endpoint, off_loop_if_big
 
 TAG = "openai"
 routes = web.RouteTableDef()
@@ -53,6 +55,9 @@ IMAGE_EXTRAS = (
     "style",
     "background",
     "output_format",
+    "loras",
+    "controlnet",
+    "upscale",
 )
 
 
@@ -105,10 +110,16 @@ def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:
 
 
 @routes.post("/v1/images/generations")
-@endpoint("Generate images from a prompt", tag=TAG, body=ImageGenerationSchema)
+@endpoint("Generate images from a prompt", tag=TAG, body=ImageGenerationSchema,
+          media_body=True)  # fmt: skip
 async def images_generations(request: web.Request, body: dict[str, Any]) -> web.Response:
-    """Text-to-image (`tti`)."""
-    return await images_answer(request, "tti", body, [])
+    """Text-to-image (`tti`); a `controlnet_image` goes to the binding as an input of that role."""
+    inputs: list[InputItem] = []
+    if body["controlnet_image"] is not None:
+        control = body["controlnet_image"]
+        role = "controlnet_image"
+        inputs.append(await off_loop_if_big(len(control), decode_image, control, role, role))
+    return await images_answer(request, "tti", body, inputs)
 
 
 @routes.post("/v1/images/edits")
@@ -118,6 +129,8 @@ async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Respon
     inputs = [_media_input("image", "input_image", image) for image in form["image"]]
     if form["mask"] is not None:
         inputs.append(_media_input("image", "mask_image", form["mask"]))
+    if form["controlnet_image"] is not None:
+        inputs.append(_media_input("image", "controlnet_image", form["controlnet_image"]))
     return await images_answer(request, "i2i", form, inputs)
 
 

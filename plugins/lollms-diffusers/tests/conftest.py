@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import lollms_diffusers.plugin
+import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from lollms_diffusers import DiffusersBinding
+from safetensors.numpy import save_file
 
 from lollms_server.app import create_app
 from lollms_server.bindings import ChatMessage, GenerationRequest, InputItem
@@ -29,6 +32,10 @@ SD = "tiny-sd"
 VIDEO = "tiny-animatediff"
 AUDIO = "tiny-audioldm"
 INSTANCE = "diffusers"
+CONTROL = "tiny-control"
+UPSCALER = "tiny-upscaler"
+SDXL = "tiny-sdxl"
+SDXL_KEY = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
 BUILT: list[str] = []
 Client = TestClient[web.Request, web.Application]
 
@@ -110,12 +117,12 @@ def image_input(data: bytes, role: str = "input_image") -> InputItem:
     return InputItem("image", role=role, data=data, mime_type="image/png")
 
 
-@pytest_asyncio.fixture
-async def client(
-    tiny_models: Path, settings: dict[str, Any], tmp_path: Path
+@asynccontextmanager
+async def app_client(
+    tiny_models: Path, settings: Mapping[str, Any], data: Path, extra: Mapping[str, Path] = {}
 ) -> AsyncIterator[Client]:
-    """The app with the real plugin module; the tiny models sit in the data dir's folders."""
-    data = tmp_path / "data"
+    """The app with the real plugin module; the tiny models (and `extra`: a path under the
+    data dir's `models/` -> what it links to) sit in the data dir's folders."""
     instance = InstanceConfig(
         name=INSTANCE,
         type="diffusers",
@@ -124,9 +131,39 @@ async def client(
     defaults = {kind: INSTANCE for kind in ("tti", "i2i", "ttv", "ttm")}
     config = Config(data_dir=data, bindings={INSTANCE: instance}, defaults=defaults)
     prepare_data_dir(config)
-    for kind, model in (("tti", SD), ("ttv", VIDEO), ("ttm", AUDIO)):
-        (data / "models" / kind / model).symlink_to(tiny_models / model, target_is_directory=True)
+    links = {f"tti/{SD}": tiny_models / SD, f"ttv/{VIDEO}": tiny_models / VIDEO}
+    links |= {f"ttm/{AUDIO}": tiny_models / AUDIO, **extra}
+    for where, target in links.items():
+        (data / "models" / where).symlink_to(target, target_is_directory=target.is_dir())
     plugins = load_plugins({"diffusers": lollms_diffusers.plugin}, entry_points=False)
     app = create_app(config, plugins)
     async with TestClient(TestServer(app, handler_cancellation=True)) as test_client:
         yield test_client
+
+
+@pytest_asyncio.fixture
+async def client(
+    tiny_models: Path, settings: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Client]:
+    """The app with the real plugin module; the tiny models sit in the data dir's folders."""
+    async with app_client(tiny_models, settings, tmp_path / "data") as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def adapters_root(
+    tiny_models: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A models folder holding only adapters: the tiny SD's LoRA and an SDXL-shaped one."""
+    root = tmp_path_factory.mktemp("adapters")
+    (root / "loras").mkdir()
+    (root / "loras" / "style.safetensors").symlink_to(tiny_lora)
+    xl = {SDXL_KEY: np.zeros((4, 2048), np.float32), "text_encoder_2.lora_A.weight": np.zeros(4)}
+    save_file(xl, str(root / "loras" / "xl-style.safetensors"))
+    from lollms_diffusers import tiny
+
+    tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
+    tiny.build_upscaler(root / UPSCALER)
+    tiny.build_sdxl(root / SDXL)
+    tiny.build_lora(root / SDXL, root / "loras" / "xl-tiny.safetensors")
+    return root

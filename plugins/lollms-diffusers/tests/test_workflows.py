@@ -8,46 +8,32 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytest_asyncio
 from lollms_diffusers import DiffusersBinding
 from PIL import Image
-from safetensors.numpy import save_file
 
 from lollms_server.errors import InvalidRequest
 from lollms_server.testing import started_binding
 
-from .conftest import AUDIO, INSTANCE, SD, Client, image_input, make_request, tiny_settings
+from .conftest import (
+    AUDIO,
+    CONTROL,
+    INSTANCE,
+    SD,
+    SDXL,
+    UPSCALER,
+    Client,
+    image_input,
+    make_request,
+    tiny_settings,
+)
 from .test_generation import outputs, picture
 from .test_server import binding_of, body, generate, image_item
 
-CONTROL = "tiny-control"
-UPSCALER = "tiny-upscaler"
-SDXL = "tiny-sdxl"
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
-SDXL_KEY = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
-
-
-@pytest.fixture(scope="session")
-def adapters_root(
-    tiny_models: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A models folder holding only adapters: the tiny SD's LoRA and an SDXL-shaped one."""
-    root = tmp_path_factory.mktemp("adapters")
-    (root / "loras").mkdir()
-    (root / "loras" / "style.safetensors").symlink_to(tiny_lora)
-    xl = {SDXL_KEY: np.zeros((4, 2048), np.float32), "text_encoder_2.lora_A.weight": np.zeros(4)}
-    save_file(xl, str(root / "loras" / "xl-style.safetensors"))
-    from lollms_diffusers import tiny
-
-    tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
-    tiny.build_upscaler(root / UPSCALER)
-    tiny.build_sdxl(root / SDXL)
-    tiny.build_lora(root / SDXL, root / "loras" / "xl-tiny.safetensors")
-    return root
 
 
 @pytest_asyncio.fixture
