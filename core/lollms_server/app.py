@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from .api import (
     admin,
     lollms,
     lollms_client_compat,
+    lollms_listing,
     lollms_webui_compat,
     node_status,
     observe,
@@ -30,6 +32,7 @@ from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
 from .drain import Drain
 from .generation import GenerationService
+from .ignored_fields import add_ignored_header
 from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
 from .metrics_ops import export_operations
@@ -49,7 +52,8 @@ from .security.auth import (
 )
 from .security.local import parse_networks
 from .security.ratelimit import RateLimiter
-from .store import Store
+from .storage import open_store, schema
+from .tracing import start_tracing
 from .web import pages
 
 log = logging.getLogger(__name__)
@@ -65,9 +69,13 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         middlewares=[observe_middleware, error_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
     )
+    tracer = app[keys.TRACER] = start_tracing(config.tracing, os.environ)
+    if tracer is not None:
+        app.on_cleanup.append(lambda _app: asyncio.to_thread(tracer.shutdown))
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_trace_headers)
     app.on_response_prepare.append(node_status.add_load_headers)
+    app.on_response_prepare.append(add_ignored_header)
     metrics = app[keys.METRICS] = Metrics()
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s
@@ -146,6 +154,8 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         key_concurrent=config.security.key_concurrent,
         window_s=config.security.rate_limit_window_s,
         on_reject=metrics.rate_limited.inc,
+        on_storage_error=config.security.rate_limit_on_storage_error,
+        on_storage_failure=metrics.rate_limit_storage_errors.inc,
     )
     app[keys.PLUGINS] = plugins
     app[keys.REGISTRY] = registry
@@ -153,6 +163,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app[keys.FUNCTIONS] = load_functions(config, plugins)
     app[keys.STARTED_AT] = time.time()
     app.router.add_routes(lollms.routes)
+    app.router.add_routes(lollms_listing.routes)
     app.router.add_routes(admin.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(ollama.routes)
@@ -185,7 +196,12 @@ def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    store = Store(Path(config.database_path))
+    store = await open_store(config)
+    try:
+        await schema.prepare(store, config.storage.migrate_on_start)
+    except BaseException:
+        await store.close()
+        raise
     audit = AuditLog(
         store,
         config.security.audit_retention_days,
@@ -193,7 +209,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         on_write_failure=app[keys.METRICS].audit_write_failures.inc,
         failure_interval_s=config.security.audit_failure_interval_s,
     )
-    audit.purge()
+    await audit.purge()
     app[keys.STORE] = store
     app[keys.KEYSTORE] = KeyStore(store)
     app[keys.AUDIT] = audit
@@ -212,14 +228,14 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         drain=app[keys.DRAIN],
     )
     app[keys.FUNCTIONS].on_call = call_observer(app)
-    checkpoints = asyncio.create_task(store.checkpoints())
+    upkeep = asyncio.create_task(store.maintain())
     failure_counts = asyncio.create_task(audit.failures.run())
     yield
-    for task in (failure_counts, checkpoints):  # the last counts go in before the checkpoint
+    for task in (failure_counts, upkeep):  # the last counts go in before the checkpoint
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    store.close()
+    await store.close()
 
 
 async def _bindings_context(app: web.Application) -> AsyncIterator[None]:

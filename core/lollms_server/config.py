@@ -25,6 +25,10 @@ from .config_sections import (
     RouteField,
     SecurityConfig,
     SecuritySchema,
+    StorageConfig,
+    StorageSchema,
+    TracingConfig,
+    TracingSchema,
 )
 from .errors import ConfigError
 from .fleet import FLEET_TYPE, fleet_instances
@@ -116,6 +120,8 @@ class ConfigSchema(Schema):
         keys=fields.String(validate=NAME_OF_ROUTE), values=RouteField(), load_default=dict
     )
     fleet = fields.Nested(FleetSchema, load_default=lambda: FleetSchema().load({}))
+    storage = fields.Nested(StorageSchema, load_default=lambda: StorageSchema().load({}))
+    tracing = fields.Nested(TracingSchema, load_default=lambda: TracingSchema().load({}))
 
 
 @dataclass
@@ -153,6 +159,8 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
 
@@ -162,7 +170,7 @@ class Config:
 
     @property
     def database_path(self) -> Path:
-        """The SQLite database file."""
+        """The SQLite database file (the store unless `[storage]` names another)."""
         return self.data_dir / "lollms.sqlite"
 
     @property
@@ -242,6 +250,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         security=SecurityConfig(**loaded["security"]),
         resources=ResourcesConfig(**loaded["resources"]),
         resilience=ResilienceConfig(**loaded["resilience"]),
+        storage=StorageConfig(**loaded["storage"]),
+        tracing=TracingConfig(**loaded["tracing"]),
         routes=dict(loaded["routes"]),
     )
 

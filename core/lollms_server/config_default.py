@@ -108,6 +108,15 @@ allow_unsafe = []          # unsafe functions (files, shell, network) to enable,
 max_steps = 5              # most model turns of one function-calling loop
 timeout_s = 30             # time limit of one function call
 
+# Keys and the audit log: the SQLite file in the data dir unless a URL is set. Replicas share
+# one PostgreSQL database (pip install 'lollms-server[postgres]'); see docs/deployment.md.
+[storage]
+# url = "postgresql://lollms@db-host:5432/lollms"   # or sqlite:////absolute/path.sqlite
+# url_env = "LOLLMS_DATABASE_URL"   # read the URL (with its password) from this variable
+pool_size = 10             # PostgreSQL connections per server process
+connect_timeout_s = 10
+migrate_on_start = true    # apply schema migrations at start; false: `lollms-server db upgrade`
+
 [security]
 local_access = true        # this machine (loopback peer, loopback Host, same origin) needs no key
 trusted_proxies = []       # believe X-Forwarded-For/-Proto only from these addresses/CIDRs
@@ -116,9 +125,18 @@ ip_rpm = 0                 # requests per minute per client IP (0 = no limit)
 key_rpm = 0                # default requests per minute per key (a key's own limit wins)
 key_tpm = 0                # default text tokens per minute per key
 key_concurrent = 0         # default concurrent generations per key
-rate_limit_storage = "async+memory://"   # a `limits` storage URI, e.g. async+redis://host:6379
+rate_limit_storage = "async+memory://"   # per process; async+redis://host:6379 shares limits
 rate_limit_window_s = 60   # the window of the *_rpm / *_tpm limits, in seconds
+rate_limit_on_storage_error = "allow"   # Redis unreachable: allow (logged) or refuse (503)
 audit_retention_days = 90
 audit_prompts = false      # true also logs prompt text in the audit log
 audit_failure_interval_s = 60   # auth failures: one audit row per address and reason per interval
+
+[tracing]
+enabled = false            # OpenTelemetry spans (needs: pip install 'lollms-server[tracing]')
+endpoint = "http://127.0.0.1:4318/v1/traces"   # an OTLP/HTTP collector (Jaeger, Tempo, otelcol)
+headers_env = "OTEL_EXPORTER_OTLP_HEADERS"     # env var with the exporter's headers: k=v,k2=v2
+sample_ratio = 1.0         # share of new traces kept; a caller's sampled flag is followed
+service_name = "lollms-server"
+export_timeout_s = 10
 """

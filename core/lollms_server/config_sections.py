@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
@@ -33,6 +33,20 @@ def _network(value: str) -> bool:
     return True
 
 
+def _limits_storage(value: str) -> bool:
+    from limits.errors import ConfigurationError
+
+    from .masking import mask_text
+    from .security.limits_storage import open_storage
+
+    try:
+        open_storage(value)  # builds the client only: nothing is contacted here
+    except (ConfigurationError, ValueError) as exc:
+        reason = mask_text(str(exc))
+        raise ValidationError(f"not a usable async `limits` storage: {reason}") from exc
+    return True
+
+
 class SecuritySchema(Schema):
     """`[security]`: local access, proxies, CORS, rate limits, audit log."""
 
@@ -46,8 +60,11 @@ class SecuritySchema(Schema):
     key_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
     key_tpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
     key_concurrent = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    rate_limit_storage = fields.String(load_default="async+memory://")
+    rate_limit_storage = fields.String(load_default="async+memory://", validate=_limits_storage)
     rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
+    rate_limit_on_storage_error = fields.String(
+        load_default="allow", validate=validate.OneOf(("allow", "refuse"))
+    )
     audit_retention_days = fields.Float(load_default=90.0, validate=validate.Range(min=0.001))
     audit_prompts = fields.Boolean(load_default=False)
     audit_failure_interval_s = fields.Float(load_default=60.0, validate=validate.Range(1, 86400))
@@ -136,6 +153,47 @@ class FleetSchema(Schema):
     )
 
 
+class TracingSchema(Schema):
+    """`[tracing]`: OpenTelemetry spans exported over OTLP/HTTP (off by default)."""
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(load_default=False)
+    endpoint = fields.Url(
+        schemes={"http", "https"}, require_tld=False, load_default="http://127.0.0.1:4318/v1/traces"
+    )
+    headers_env = fields.String(
+        load_default="OTEL_EXPORTER_OTLP_HEADERS",
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"),
+    )
+    sample_ratio = fields.Float(load_default=1.0, validate=validate.Range(0.0, 1.0))
+    service_name = fields.String(load_default="lollms-server", validate=validate.Length(1, 200))
+    export_timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=600))
+
+
+class StorageSchema(Schema):
+    """`[storage]`: where keys and the audit log live (SQLite in the data dir by default)."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            r"^(sqlite:///|postgres(ql)?://)", error="a sqlite:/// or postgresql:// URL"
+        ),
+    )
+    url_env = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )
+    pool_size = fields.Integer(load_default=10, validate=validate.Range(1, 1000))
+    connect_timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
+    migrate_on_start = fields.Boolean(load_default=True)
+
+
 class PersonalitiesSchema(Schema):
     """`[personalities]`: extra folders to read personalities from."""
 
@@ -171,9 +229,21 @@ class SecurityConfig:
     key_concurrent: int = 0
     rate_limit_storage: str = "async+memory://"
     rate_limit_window_s: int = 60
+    rate_limit_on_storage_error: Literal["allow", "refuse"] = "allow"
     audit_retention_days: float = 90.0
     audit_prompts: bool = False
     audit_failure_interval_s: float = 60.0
+
+
+@dataclass
+class StorageConfig:
+    """`[storage]`: see StorageSchema; neither url nor url_env means the SQLite file."""
+
+    url: str | None = None
+    url_env: str | None = None
+    pool_size: int = 10
+    connect_timeout_s: float = 10.0
+    migrate_on_start: bool = True
 
 
 @dataclass
@@ -203,6 +273,18 @@ class ResilienceConfig:
     health_interval_s: float = 30.0
     restart_limit: int = 5
     restart_window_s: float = 600.0
+
+
+@dataclass
+class TracingConfig:
+    """`[tracing]`: see TracingSchema; the exporter's headers come from `headers_env`."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers_env: str | None = "OTEL_EXPORTER_OTLP_HEADERS"
+    sample_ratio: float = 1.0
+    service_name: str = "lollms-server"
+    export_timeout_s: float = 10.0
 
 
 @dataclass

@@ -45,6 +45,7 @@ from .security.principal import current as current_principal
 from .security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
 from .thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
 from .trace import current_trace, in_backend
+from .tracing import SpanLike, first_token, span
 from .workflows import stream_workflow
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,17 @@ class Prepared:
     def elapsed_s(self) -> float:
         """Seconds since the request was prepared."""
         return time.monotonic() - self.started
+
+
+def call_attributes(prepared: Prepared) -> dict[str, str | None]:
+    """A binding call's span attributes: instance, model, request id and the caller's key id."""
+    principal = current_principal()
+    return {
+        "lollms.instance": prepared.target.binding.instance_name,
+        "lollms.model": prepared.target.model,
+        "lollms.request_id": prepared.request.request_id,
+        "lollms.key_id": principal.key_id if principal is not None else None,
+    }
 
 
 def new_request_id() -> str:
@@ -166,9 +178,10 @@ class GenerationService:
                         async for _position in self._turns(lane, ticket):
                             pass
                         async with self._loaded(prepared):
-                            result = await guarded(
-                                binding, binding.generate(prepared.request), self.timeout_s
-                            )
+                            with span("binding.generate", call_attributes(prepared)):
+                                result = await guarded(
+                                    binding, binding.generate(prepared.request), self.timeout_s
+                                )
                     outcome.usage = result.usage
                     return split_result_thoughts(result)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
@@ -225,11 +238,23 @@ class GenerationService:
     ) -> AsyncIterator[Chunk]:
         binding = prepared.target.binding
         if "stream" not in binding.capabilities:
-            result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+            with span("binding.generate", call_attributes(prepared)):
+                result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
             outcome.usage = result.usage
             for chunk in result_chunks(split_result_thoughts(result)):
                 yield chunk
             return
+        with span("binding.stream", call_attributes(prepared)) as call:
+            streamed = self._binding_stream(prepared, outcome, splitter, call)
+            async with closing_stream(streamed) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    async def _binding_stream(
+        self, prepared: Prepared, outcome: Outcome, splitter: ThinkSplitter, call: SpanLike | None
+    ) -> AsyncIterator[Chunk]:
+        binding = prepared.target.binding
+        started = time.monotonic()
         loop_time = asyncio.get_running_loop().time()
         deadline = loop_time + self.timeout_s
         first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
@@ -255,6 +280,7 @@ class GenerationService:
                 outcome.usage = chunk.usage or outcome.usage
                 if outcome.first_token_s is None and (chunk.content or chunk.output):
                     outcome.first_token_s = prepared.elapsed_s
+                    first_token(call, time.monotonic() - started)
                 yield split_chunk_thoughts(splitter, chunk)
 
     def _attempts(self, prepared: Prepared) -> Iterator[Attempt]:
@@ -311,12 +337,13 @@ class GenerationService:
         """Yield the ticket's queue position each time it changes, until it may run."""
         deadline = time.monotonic() + self.scheduler.queue_timeout_s
         last = lane.position(ticket)
-        if last:
-            yield last
-        while (position := await self.scheduler.wait_turn(lane, ticket, deadline)) is not None:
-            if position != last:
-                last = position
-                yield position
+        with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
+            if last:
+                yield last
+            while (position := await self.scheduler.wait_turn(lane, ticket, deadline)) is not None:
+                if position != last:
+                    last = position
+                    yield position
         if self.metrics is not None and ticket.granted_at:
             waited = max(0.0, ticket.granted_at - ticket.entered_at)
             self.metrics.queue_wait.labels(lane.name.partition("/")[0]).observe(waited)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .security.audit import AuditLog
     from .security.auth import SecuritySettings
     from .security.ratelimit import RateLimiter
-    from .store import Store
+    from .storage import Store
+    from .tracing import Tracer
     from .web.streams import StreamRegistry
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -45,3 +46,4 @@ BREAKERS: web.AppKey[Breakers] = web.AppKey("breakers")
 MONITOR: web.AppKey[HealthMonitor] = web.AppKey("monitor")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 DRAIN: web.AppKey[Drain] = web.AppKey("drain")
+TRACER: web.AppKey[Tracer | None] = web.AppKey("tracer")

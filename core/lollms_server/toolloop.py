@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .bindings import ChatMessage, Chunk, Output, Usage, closing_stream
 from .functions import CallOutcome, Function, FunctionRegistry
+from .tracing import span
 
 if TYPE_CHECKING:
     from .generation import GenerationService, Prepared
@@ -70,51 +71,57 @@ class ToolLoop:
         choice = params.pop("tool_choice", None) or "auto"
         tools = [function.tool_spec() for function in self.functions]
         for number in range(1, self.max_steps + 1):
-            step = Step(number)
-            self.steps.append(step)
-            request = dataclasses.replace(
-                prepared.request,
-                messages=tuple(messages),
-                parameters={
-                    **params,
-                    "tools": tools,
-                    "tool_choice": choice if number == 1 else "auto",
-                },
-            )
-            calls: list[dict[str, Any]] = []
-            step_usage: Usage | None = None
-            step_prepared = dataclasses.replace(prepared, request=request)
-            async with closing_stream(self.service.stream(step_prepared)) as chunks:
-                async for chunk in chunks:
-                    calls.extend(normalize_call(call) for call in chunk.tool_calls)
-                    if chunk.type == "chunk":
-                        step.text += chunk.content
-                        step.thoughts += chunk.thoughts
-                        step_usage = chunk.usage or step_usage
-                        self.finish_reason = chunk.finish_reason or self.finish_reason
-                        if chunk.output is not None:
-                            self.media.append(chunk.output)
-                    yield dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk
-            self.usage = _add_usage(self.usage, step_usage)
-            if not calls:
-                self.finish_reason = (
-                    "stop" if self.finish_reason == "tool_calls" else self.finish_reason
+            with span(
+                "tool_loop.step", {"lollms.step": number, "lollms.model": prepared.target.model}
+            ):
+                step = Step(number)
+                self.steps.append(step)
+                request = dataclasses.replace(
+                    prepared.request,
+                    messages=tuple(messages),
+                    parameters={
+                        **params,
+                        "tools": tools,
+                        "tool_choice": choice if number == 1 else "auto",
+                    },
                 )
-                return
-            asked = tuple(
-                {"id": c["id"], "type": "function", "function": {"name": c["name"],
-                 "arguments": c["arguments"]}} for c in calls
-            )  # fmt: skip
-            messages.append(ChatMessage("assistant", step.text, tool_calls=asked))
-            for call in calls:
-                yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
-                outcome = await self._execute(call)
-                step.calls.append({**call, "result": outcome.result, "error": outcome.error})
-                verb = "failed" if outcome.error else "returned"
-                yield Chunk(type="info", content=f"function {call['name']} {verb}", metadata={
-                    "step": number, "call_id": call["id"], "function": call["name"],
-                    "result": outcome.result, "error": outcome.error})  # fmt: skip
-                messages.append(ChatMessage("tool", outcome.for_model, tool_call_id=call["id"]))
+                calls: list[dict[str, Any]] = []
+                step_usage: Usage | None = None
+                step_prepared = dataclasses.replace(prepared, request=request)
+                async with closing_stream(self.service.stream(step_prepared)) as chunks:
+                    async for chunk in chunks:
+                        calls.extend(normalize_call(call) for call in chunk.tool_calls)
+                        if chunk.type == "chunk":
+                            step.text += chunk.content
+                            step.thoughts += chunk.thoughts
+                            step_usage = chunk.usage or step_usage
+                            self.finish_reason = chunk.finish_reason or self.finish_reason
+                            if chunk.output is not None:
+                                self.media.append(chunk.output)
+                        yield (
+                            dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk
+                        )
+                self.usage = _add_usage(self.usage, step_usage)
+                if not calls:
+                    self.finish_reason = (
+                        "stop" if self.finish_reason == "tool_calls" else self.finish_reason
+                    )
+                    return
+                asked = tuple(
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"],
+                     "arguments": c["arguments"]}} for c in calls
+                )  # fmt: skip
+                messages.append(ChatMessage("assistant", step.text, tool_calls=asked))
+                for call in calls:
+                    yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
+                    with span("function.call", {"lollms.function": call["name"]}):
+                        outcome = await self._execute(call)
+                    step.calls.append({**call, "result": outcome.result, "error": outcome.error})
+                    verb = "failed" if outcome.error else "returned"
+                    yield Chunk(type="info", content=f"function {call['name']} {verb}", metadata={
+                        "step": number, "call_id": call["id"], "function": call["name"],
+                        "result": outcome.result, "error": outcome.error})  # fmt: skip
+                    messages.append(ChatMessage("tool", outcome.for_model, tool_call_id=call["id"]))
         self.finish_reason = "max_steps"
         yield Chunk(type="info", content=f"stopped: the step limit ({self.max_steps}) was reached",
                     metadata={"max_steps": self.max_steps})  # fmt: skip

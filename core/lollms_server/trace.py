@@ -9,6 +9,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tracing import Tracer
 
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # short and printable, whole
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
@@ -26,6 +30,8 @@ class Trace:
     first_token_s: float | None = None
     retries: dict[str, int] = field(default_factory=dict)
     traceparent: str | None = None  # the client's W3C `traceparent`, passed on to upstreams
+    tracer: Tracer | None = None  # OpenTelemetry, when `[tracing]` is on (see tracing.py)
+    span_ids: tuple[str, str] | None = None  # the server span's (trace id, span id), when traced
 
     @property
     def routed(self) -> bool:

@@ -3,9 +3,10 @@
 It owns the connection settings (base URL, optional API key, connect/read timeouts), retries
 connect errors and 429/5xx answers before any byte of a response was consumed (Retry-After
 honoured, capped; see `resilience.RetryPolicy`), never follows redirects, parses server-sent
-events, and turns every failure into one of our errors naming the binding instance. The API key
-is sent as a bearer token and nowhere else: it never appears in a repr, a log line or an error
-message (an upstream that echoes it back gets it masked).
+events, and turns every failure into one of our errors naming the binding instance. Every call
+carries the request id and W3C trace context (`tracing.outgoing_headers`), in a client span when
+tracing is on. The API key is sent as a bearer token and nowhere else: it never appears in a
+repr, a log line or an error message (an upstream that echoes it back gets it masked).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from .errors import (
 from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import count_retry
+from .tracing import outgoing_headers, span
+from .upstream_sse import sse_data
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,6 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ServerDisconnectedError,
 )
 MAX_ERROR_BODY = 64 * 1024
-MAX_EVENT_BYTES = 16 * 1024 * 1024
 FormFactory = Callable[[], aiohttp.FormData]
 HeadersFactory = Callable[[], Mapping[str, str]]
 ResponseHook = Callable[[aiohttp.ClientResponse], None]
@@ -86,7 +88,8 @@ class Upstream:
         self.retry = retry or RetryPolicy()
         self._api_key = api_key or None
         self._session: aiohttp.ClientSession | None = None
-        self._headers = headers  # per-request extras (request id, trace context), read per send
+        self._headers = headers  # per-request extras, read per send (after the request id and
+        # trace context that every call carries)
         self._on_response = on_response  # sees every answer's status and headers, 2xx or not
 
     def __repr__(self) -> str:
@@ -182,25 +185,30 @@ class Upstream:
         )
         policy = self.retry if retry else RetryPolicy(attempts=1)
         log.debug("%s %s%s for %s", method, self.url_for_logs, path, self.instance)
-        try:
-            response = await policy.call(
-                lambda: self._send(method, url, path, body, form, timeout),
-                CONNECT_ERRORS,
-                on_retry=lambda: count_retry(self.instance),
-            )
-        except LollmsError:
-            raise
-        except Retryable as exc:
-            raise self.status_error(exc.status or 502, exc.message, exc.retry_after, path) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self.error(exc) from exc
-        try:
-            yield response
-        finally:
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()  # unread body: drop the connection so the server stops too
+        where = {"url.full": f"{self.url_for_logs}{path}", "lollms.instance": self.instance}
+        with span(f"{method} {path}", where, client=True) as call:
+            try:
+                response = await policy.call(
+                    lambda: self._send(method, url, path, body, form, timeout),
+                    CONNECT_ERRORS,
+                    on_retry=lambda: count_retry(self.instance),
+                )
+            except LollmsError:
+                raise
+            except Retryable as exc:
+                status = exc.status or 502
+                raise self.status_error(status, exc.message, exc.retry_after, path) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise self.error(exc) from exc
+            if call is not None:
+                call.set_attribute("http.response.status_code", response.status)
+            try:
+                yield response
+            finally:
+                if response.content.at_eof():
+                    response.release()
+                else:
+                    response.close()  # unread body: drop the connection so the server stops too
 
     async def _send(
         self,
@@ -211,7 +219,7 @@ class Upstream:
         form: FormFactory | None,
         limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
-        headers = {"Accept": "application/json, text/event-stream"}
+        headers = {"Accept": "application/json, text/event-stream", **outgoing_headers()}
         if self._headers is not None:
             headers.update(self._headers())
         if self._authorization:
@@ -338,32 +346,6 @@ class Upstream:
         }
         cls = mapped.get(status) or (BackendError if status >= 500 else InvalidRequest)
         return cls(text, **kwargs)
-
-
-async def sse_data(content: aiohttp.StreamReader, label: str) -> AsyncIterator[str]:
-    """The `data` of each server-sent event (multi-line data joined by newlines)."""
-    buffer = b""
-    data: list[str] = []
-    size = 0
-    async for piece in content.iter_any():
-        buffer += piece
-        while (end := buffer.find(b"\n")) >= 0:
-            line, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                data, size = [], 0
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append((value[1:] if value.startswith(b" ") else value).decode())
-                size += len(value)
-        if size + len(buffer) > MAX_EVENT_BYTES:
-            raise BackendError(f"{label} sent an event over {MAX_EVENT_BYTES} bytes")
-    if buffer.startswith(b"data:"):
-        value = buffer[5:].rstrip(b"\r")
-        data.append((value[1:] if value.startswith(b" ") else value).decode())
-    if data:
-        yield "\n".join(data)
 
 
 async def _error_payload(response: aiohttp.ClientResponse) -> Any:

@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..keys import BREAKERS, DRAIN, METRICS, MONITOR
+from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, TRACER
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
 from ..security.auth import REQUEST_PRINCIPAL
 from ..trace import Trace, current_trace, end_trace, start_trace
+from ..tracing import annotate
 from .endpoint import endpoint
 
 routes = web.RouteTableDef()
@@ -34,10 +35,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     trace, token = start_trace(
         request.headers.get("X-Request-Id"), request.headers.get("traceparent")
     )
+    trace.tracer = request.app[TRACER]
     status = 500
     request.app[METRICS].in_flight.inc()
     try:
-        response = await handler(request)
+        response = await (handler(request) if trace.tracer is None else _traced(request, handler))
         status = response.status
         if not response.prepared:  # streams got theirs in add_trace_headers
             _set_trace_headers(response, trace)
@@ -72,9 +74,41 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                 "client": principal.client if principal else request.remote,
                 "instance": trace.instance,
                 "model": trace.model,
+                "trace_id": trace.span_ids[0] if trace.span_ids else None,
+                "span_id": trace.span_ids[1] if trace.span_ids else None,
             },
         )
         end_trace(token)
+
+
+async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run the handler inside the request's server span (tracing on), its caller's
+    `traceparent` as the parent; the span gets the request id, key id, instance and model."""
+    trace = current_trace()
+    assert trace is not None and trace.tracer is not None
+    attributes = {
+        "http.request.method": request.method,
+        "http.route": route_label(request),
+        "url.path": request.path,
+        "lollms.request_id": trace.request_id,
+    }
+    name = f"{request.method} {attributes['http.route']}"
+    with trace.tracer.server_span(name, request.headers, attributes) as span:
+        trace.span_ids = trace.tracer.ids()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            span.set_attribute("http.response.status_code", status)
+            principal = request.get(REQUEST_PRINCIPAL)
+            annotate(
+                span,
+                key_id=principal.key_id if principal else None,
+                instance=trace.instance,
+                model=trace.model,
+            )
 
 
 async def add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -19,6 +19,7 @@ from ..bindings import Binding
 from ..errors import BackendUnavailable, ModelNotFound, Overloaded
 from ..guard import guarded
 from ..registry import Registry, Target
+from ..tracing import span
 from .gpu import GpuReport
 from .placement import ANY_GPU, CPU, Device, Memory, mib, parse_budget
 from .scheduler import Scheduler
@@ -100,7 +101,8 @@ class Lifecycle:
             pending = asyncio.ensure_future(self._load(binding, target.model, explicit))
             self._loading[key] = pending
             pending.add_done_callback(lambda _: self._loading.pop(key, None))
-        await asyncio.shield(pending)
+        with span("model.load", {"lollms.instance": key[0], "lollms.model": key[1]}):
+            await asyncio.shield(pending)
 
     async def load(self, target: Target) -> int | None:
         """An explicit load (admin API, pages, Ollama face), within the budget; bytes used."""

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..api.endpoint import doc_of
 from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
 from ..keys import AUDIT, KEYSTORE, LIMITER, SECURITY
+from ..tracing import annotate, span
 from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request
 from .principal import Principal, reset_current, set_current
 
@@ -112,7 +113,7 @@ def _raw_key(request: web.Request) -> tuple[str | None, str]:
     return None, ""
 
 
-def authenticate(request: web.Request) -> Principal | None:
+async def authenticate(request: web.Request) -> Principal | None:
     """Who is calling: a key's principal, the local machine, or None (no credential).
 
     A lollms-format key is always verified (401 if bad). On local access, a key in another
@@ -123,7 +124,7 @@ def authenticate(request: web.Request) -> Principal | None:
     key, source = presented_key(request)
     local = settings.local_access and is_local_request(request, settings.trusted_proxies)
     if key is not None and (key.startswith("lollms_") or not local):
-        record = request.app[KEYSTORE].verify(key)
+        record = await request.app[KEYSTORE].verify(key)
         if source == "cookie":
             refuse_cross_site(request, "cross-site request with the key cookie refused")
         return record.principal(client)
@@ -132,10 +133,10 @@ def authenticate(request: web.Request) -> Principal | None:
     return None
 
 
-def _public_principal(request: web.Request) -> Principal | None:
+async def _public_principal(request: web.Request) -> Principal | None:
     """On a public route a bad key is no reason to refuse: answer as to an anonymous caller."""
     try:
-        return authenticate(request)
+        return await authenticate(request)
     except LollmsError:
         return None
 
@@ -148,7 +149,7 @@ def refuse_cross_site(request: web.Request, message: str = "cross-site request r
         raise Forbidden(message)
 
 
-def _known_key_id(request: web.Request) -> str | None:
+async def _known_key_id(request: web.Request) -> str | None:
     """The id in the presented lollms key when a key with that id exists (an invented id
     never reaches the audit log)."""
     key, _ = presented_key(request)
@@ -156,7 +157,7 @@ def _known_key_id(request: web.Request) -> str | None:
     if match is None:
         return None
     try:
-        return request.app[KEYSTORE].get(match.group(1)).id
+        return (await request.app[KEYSTORE].get(match.group(1))).id
     except NotFound:
         return None
 
@@ -167,6 +168,28 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, authorize by route access level, apply rate limits, record failures."""
+    with span("auth") as checking:
+        admitted = await _admit(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        principal, headers = admitted
+        annotate(checking, key_id=principal.key_id if principal else None)
+    request[REQUEST_KEY_REQUIRED] = principal is None or not principal.local
+    request[REQUEST_PRINCIPAL] = principal
+    token = set_current(principal) if principal else None
+    try:
+        response = await handler(request)
+    finally:
+        if token is not None:
+            reset_current(token)
+    if not response.prepared:
+        response.headers.update(headers)
+    return response
+
+
+async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]] | web.Response:
+    """The caller and its rate-limit headers, or the CORS preflight's answer; raises when the
+    caller may not call the route."""
     settings = request.app[SECURITY]
     client = client_address(request, settings.trusted_proxies)
     headers: dict[str, str] = {}
@@ -182,7 +205,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 f"{request.method} {request.path} declares no access level; refused "
                 "(a handler declares one with `endpoint(access=...)` or `requires(...)`)"
             )
-        principal = _public_principal(request) if access == "public" else authenticate(request)
+        principal = await (
+            _public_principal(request) if access == "public" else authenticate(request)
+        )
         if access != "public":
             if principal is None:
                 raise Unauthorized(
@@ -195,11 +220,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except LollmsError as exc:
         if exc.status in (401, 403):
             try:
-                request.app[AUDIT].failures.record(
+                await request.app[AUDIT].failures.record(
                     client=client,
                     status=exc.status,
                     reason=exc.message,
-                    key_id=_known_key_id(request),
+                    key_id=await _known_key_id(request),
                     method=request.method,
                     path=request.path,
                     user_agent=request.headers.get("User-Agent"),
@@ -207,17 +232,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             except Exception:  # a failed audit write (counted) must not turn a 401 into a 500
                 log.exception("could not audit an auth failure on %s", request.path)
         raise
-    request[REQUEST_KEY_REQUIRED] = principal is None or not principal.local
-    request[REQUEST_PRINCIPAL] = principal
-    token = set_current(principal) if principal else None
-    try:
-        response = await handler(request)
-    finally:
-        if token is not None:
-            reset_current(token)
-    if not response.prepared:
-        response.headers.update(headers)
-    return response
+    return principal, headers
 
 
 def _preflight(request: web.Request) -> web.Response:

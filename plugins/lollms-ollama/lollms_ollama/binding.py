@@ -27,6 +27,7 @@ from lollms_server.bindings import (
 )
 from lollms_server.errors import LollmsError, ModelNotFound
 from lollms_server.masking import mask_url
+from lollms_server.tracing import outgoing_headers
 
 from . import convert
 from .settings import OllamaSettings
@@ -44,6 +45,11 @@ def client_errors() -> tuple[type[BaseException], ...]:
     return (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
 
 
+async def add_trace_headers(request: httpx.Request) -> None:
+    """The request id and W3C trace context on every call to Ollama (httpx request hook)."""
+    request.headers.update(outgoing_headers())
+
+
 #: At most this many /api/show requests at once when a listing meets new models.
 SHOW_CONCURRENCY = 8
 
@@ -57,6 +63,7 @@ class OllamaBinding(Binding):
     capabilities = frozenset({"ttt", "stream", "vision", "embeddings", "load_unload"})
     ConfigSchema = OllamaSettings
     default_concurrency = NO_CONCURRENCY_CAP  # the Ollama server queues what it cannot run
+    loads_models = False  # `serve --workers N` may run it in every worker
     secret_settings = frozenset({"api_key", "headers"})
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
@@ -82,7 +89,12 @@ class OllamaBinding(Binding):
                 connect=self.config.get("connect_timeout_s", 5.0),
             )
             headers = dict(self.config.get("headers") or {})
-            self._client = ollama.AsyncClient(host=self.url, timeout=timeout, headers=headers)
+            self._client = ollama.AsyncClient(
+                host=self.url,
+                timeout=timeout,
+                headers=headers,
+                event_hooks={"request": [add_trace_headers]},
+            )
         return self._client
 
     async def startup(self) -> None:

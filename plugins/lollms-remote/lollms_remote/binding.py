@@ -3,14 +3,16 @@
 Every generation type goes to the node's `POST /api/v1/generate` (whole, or streamed as SSE);
 models come from its `list_models`, load/unload from its admin routes, tokens from its
 tokenizer routes and embeddings from its `/v1/embeddings`. The node key is only ever sent to
-the node, as a bearer token (see `lollms_server.upstream`). Each answer's load headers
-(`X-Lollms-Queue-Depth`, `X-Lollms-Free-Memory`) are recorded, so that routes choose on fresh
-figures; the request id and the client's `traceparent` travel to the node.
+the node, as a bearer token (see `lollms_server.upstream`). Each answer's load headers (queue
+depth per model, free memory) are recorded (`load.NodeLoad`), so that routes choose on fresh
+figures; the request id and the W3C trace context travel to the node (as on every upstream
+call, see `lollms_server.tracing.outgoing_headers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -20,7 +22,6 @@ from typing import Any
 
 import aiohttp
 
-from lollms_server.api.node_status import FREE_MEMORY_HEADER, QUEUE_HEADER
 from lollms_server.bindings import (
     GENERATION_TYPES,
     NO_CONCURRENCY_CAP,
@@ -30,14 +31,15 @@ from lollms_server.bindings import (
     Health,
     ModelInfo,
     Result,
+    Room,
     monotonic_ms,
 )
 from lollms_server.errors import BackendError, BackendUnavailable, LollmsError, ModelNotFound
 from lollms_server.resilience import RetryPolicy
-from lollms_server.trace import current_trace
 from lollms_server.upstream import Upstream
 
 from . import wire
+from .load import NodeLoad
 from .settings import RemoteSettings
 
 BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
@@ -52,14 +54,13 @@ class LollmsRemoteBinding(Binding):
     capabilities = frozenset(GENERATION_TYPES) | {"stream", "load_unload", "vision", "embeddings"}
     ConfigSchema = RemoteSettings
     default_concurrency = NO_CONCURRENCY_CAP  # the node's own scheduler decides
+    loads_models = False  # `serve --workers N` may run it in every worker
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         super().__init__(instance_name, config)
         self._upstream: Upstream | None = None
         self._models: tuple[float, list[ModelInfo]] | None = None
-        self.queue_depth: int | None = None  # the node's last reported figures, and when
-        self.free_memory: int | None = None
-        self.reported_at: float | None = None
+        self.load_report = NodeLoad()  # the node's last reported figures
         self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
 
     @property
@@ -78,7 +79,6 @@ class LollmsRemoteBinding(Binding):
                     max_retry_after_s=config.get("max_retry_after_s", 30.0),
                 ),
                 label=f"node {self.instance_name!r}",
-                headers=_trace_headers,
                 on_response=self._record_load,
             )
         return self._upstream
@@ -98,34 +98,43 @@ class LollmsRemoteBinding(Binding):
 
     def _record_load(self, response: aiohttp.ClientResponse) -> None:
         """Keep the load figures the node put on an answer."""
-        depth = _int_header(response, QUEUE_HEADER)
-        if depth is not None:
-            self.queue_depth = depth
-            self.reported_at = time.monotonic()
-        room = _int_header(response, FREE_MEMORY_HEADER)
-        if room is not None:
-            self.free_memory = room
+        self.load_report.record_headers(response.headers)
 
     def reported_load(self, model: str) -> float | None:
-        """Generations the node last said it runs or queues (all models), or None."""
-        return None if self.queue_depth is None else float(self.queue_depth)
+        """Generations of `model` the node last said it runs or queues, or None."""
+        return self.load_report.depth(self._lane(model) or model)
 
-    def reported_room(self, model: str) -> float | None:
-        """Bytes the node last said one more model may take, or None."""
-        return None if self.free_memory is None else float(self.free_memory)
+    def reported_room(self, model: str) -> Room | None:
+        """The node's free memory less the model's size as the node lists it (nothing when
+        it has the model loaded), or None when it reports no free memory."""
+        lane = self._lane(model)
+        need = None
+        for info in self._models[1] if self._models is not None else ():
+            if info.name == lane:
+                need = info.memory_bytes or info.size_bytes
+        return self.load_report.room(lane, need)
+
+    def _lane(self, model: str) -> str | None:
+        """The node's `instance/model` of `model` (a bare name: the first instance listing it
+        in the cached listing), or None when unknown."""
+        if wire.split_model(model)[0] is not None:
+            return model
+        for info in self._models[1] if self._models is not None else ():
+            if info.name.partition("/")[2] == model:
+                return info.name
+        return None
 
     def node_status(self) -> dict[str, Any]:
         """What the dashboard shows of the node: its load as of the last health check, the
         queue depth as of its latest answer (the address without credentials)."""
-        status = self.status
-        queue = status.get("queue_depth") if isinstance(status.get("queue_depth"), dict) else {}
+        status, report = self.status, self.load_report
         return {
             "url": self.upstream.url_for_logs,
-            "queue_depth": self.queue_depth,
-            "queue": {k: v for k, v in (queue or {}).items() if isinstance(v, int) and v},
-            "loaded": [m for m in status.get("loaded") or [] if isinstance(m, str)],
+            "queue_depth": report.queue_depth,
+            "queue": dict(report.lanes or {}),
+            "loaded": sorted(report.loaded),
             "devices": [d for d in status.get("devices") or [] if isinstance(d, dict)],
-            "free_memory": self.free_memory,
+            "free_memory": report.free_memory,
         }
 
     async def startup(self) -> None:
@@ -146,6 +155,7 @@ class LollmsRemoteBinding(Binding):
         except LollmsError as exc:
             return Health("down", exc.message, monotonic_ms() - started)
         detail = ""
+        asked_at = time.monotonic()
         try:
             status = await self.upstream.get_json("/api/v1/status", timeout_s=timeout, retry=False)
         except LollmsError as exc:
@@ -153,7 +163,13 @@ class LollmsRemoteBinding(Binding):
         else:
             if isinstance(status, dict):
                 self.status = status
+                self.load_report.record_status(status, asked_at)
                 detail = _describe(status)
+        if self._models is None or asked_at - self._models[0] > self.config.get(
+            "models_cache_s", 30.0
+        ):
+            with contextlib.suppress(LollmsError):  # the sizes `most-room` weighs
+                await self.list_models()
         return Health("up", detail, monotonic_ms() - started)
 
     async def list_models(self) -> list[ModelInfo]:
@@ -185,7 +201,7 @@ class LollmsRemoteBinding(Binding):
         assert self._models is not None
         return any(model in (info.name, info.name.partition("/")[2]) for info in self._models[1])
 
-    async def _node_ref(self, model: str) -> dict[str, str | None]:
+    async def _node_ref(self, model: str) -> dict[str, str]:
         """The node's binding and model names of `model` (a bare name: the first instance of
         the node listing it; one that none lists is a ModelNotFound)."""
         instance, name = wire.split_model(model)
@@ -206,18 +222,24 @@ class LollmsRemoteBinding(Binding):
 
     async def load(self, model: str) -> int | None:
         """Load the model on the node (the node key must be an admin key there)."""
-        answer = await self.upstream.post_json("/api/v1/load_model", await self._node_ref(model))
+        names = await self._node_ref(model)
+        answer = await self.upstream.post_json("/api/v1/load_model", names)
+        self.load_report.mark_loaded(_lane_of(names))
         memory = answer.get("memory_bytes") if isinstance(answer, dict) else None
         return memory if isinstance(memory, int) else None
 
     async def unload(self, model: str) -> None:
         """Unload the model on the node."""
-        await self.upstream.post_json("/api/v1/unload_model", await self._node_ref(model))
+        names = await self._node_ref(model)
+        await self.upstream.post_json("/api/v1/unload_model", names)
+        self.load_report.mark_unloaded(_lane_of(names))
 
     async def generate(self, request: GenerationRequest) -> Result:
         """The node's whole answer (media are the node's own bytes)."""
-        body = wire.generate_body(request, stream=False, **await self._node_ref(request.model))
+        names = await self._node_ref(request.model)
+        body = wire.generate_body(request, stream=False, **names)
         raw, _ = await self.upstream.post_for_bytes("/api/v1/generate", body)
+        self.load_report.mark_loaded(_lane_of(names))
         answer = await _decode(raw)
         if not isinstance(answer, dict):
             raise BackendError(
@@ -252,6 +274,7 @@ class LollmsRemoteBinding(Binding):
                 elif kind == "error":
                     raise self._event_error(metadata.get("error"), event.get("content"))
                 elif kind == "final":
+                    self.load_report.mark_loaded(_lane_of(names))
                     for chunk in wire.final_chunks(metadata, streamed_text):
                         yield chunk
                     return
@@ -302,20 +325,8 @@ class LollmsRemoteBinding(Binding):
         return int(answer.get("count", 0))
 
 
-def _trace_headers() -> dict[str, str]:
-    """The running request's id and trace context, for the node's logs."""
-    trace = current_trace()
-    if trace is None:
-        return {}
-    headers = {"X-Request-Id": trace.request_id}
-    if trace.traceparent:
-        headers["traceparent"] = trace.traceparent
-    return headers
-
-
-def _int_header(response: aiohttp.ClientResponse, name: str) -> int | None:
-    value = response.headers.get(name, "")
-    return int(value) if value.isdigit() else None
+def _lane_of(names: Mapping[str, str]) -> str:
+    return f"{names['binding_name']}/{names['model_name']}"
 
 
 async def _decode(raw: bytes) -> Any:
