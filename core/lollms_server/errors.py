@@ -174,6 +174,13 @@ class Draining(BackendUnavailable):
     type = "draining"
 
 
+class RateLimitsUnavailable(LollmsError):
+    """The shared rate limit storage (Redis) cannot be reached and the config says to refuse."""
+
+    status = 503
+    type = "rate_limits_unavailable"
+
+
 class BackendTimeout(LollmsError):
     """The backend did not answer within the configured time."""
 

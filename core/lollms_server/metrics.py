@@ -87,6 +87,10 @@ class Metrics:
             "lollms_rate_limit_rejections", "Requests refused by a rate limit",
             registry=self.registry,
         )  # fmt: skip
+        self.rate_limit_storage_errors = Counter(
+            "lollms_rate_limit_storage_errors", "Rate limit checks the storage (Redis) failed",
+            registry=self.registry,
+        )  # fmt: skip
         self.audit_write_failures = Counter(
             "lollms_audit_write_failures", "Audit events that could not be written",
             registry=self.registry,

@@ -1,6 +1,8 @@
 """Rate limits with the `limits` library: requests/minute per key and per IP, tokens/minute
-per key, concurrent generations per key. Storage is a `limits` URI (`async+memory://` here;
-`async+redis://host` lets several servers share limits).
+per key, concurrent generations per key. Storage is a `limits` URI: `async+memory://` counts in
+this process; `async+redis://host:port` shares the request and token counts between replicas
+(limits_storage says what happens when Redis cannot be reached). Concurrency slots and open
+token reservations are always this process's own.
 
 Tokens are reserved before a generation starts (`reserve_tokens`: its `max_tokens` plus an
 estimate of its prompt) and settled with the real count when it ends (`settle`). A request is
@@ -12,6 +14,7 @@ limit plus one request's tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import Counter
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from limits.errors import StorageError
 
 from ..bindings import Binding, GenerationRequest
-from ..errors import RateLimited
+from ..errors import RateLimited, RateLimitsUnavailable
+from .limits_storage import OnStorageError, StorageFailures, open_storage
 from .principal import Principal
 
 FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor its binding caps it
@@ -68,8 +72,11 @@ class RateLimiter:
         key_concurrent: int = 0,
         window_s: int = 60,
         on_reject: Callable[[], None] | None = None,
+        on_storage_error: OnStorageError = "allow",
+        on_storage_failure: Callable[[], None] | None = None,
     ) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.limiter = MovingWindowRateLimiter(open_storage(storage_uri))
+        self.failures = StorageFailures(storage_uri, on_storage_error, on_storage_failure)
         self.ip_rpm = ip_rpm
         self.key_rpm = key_rpm
         self.key_tpm = key_tpm
@@ -106,8 +113,12 @@ class RateLimiter:
         return headers
 
     async def _hit(self, item: RateLimitItem, kind: str, who: str, headers: dict[str, str]) -> None:
-        allowed = await self.limiter.hit(item, kind, who)
-        stats = await self.limiter.get_window_stats(item, kind, who)
+        try:
+            allowed = await self.limiter.hit(item, kind, who)
+            stats = await self.limiter.get_window_stats(item, kind, who)
+        except StorageError as exc:
+            self.failures.failed(exc.storage_error)  # raises under the `refuse` policy
+            return
         reset_in = max(0.0, stats.reset_time - time.time())
         headers.update(
             {
@@ -141,7 +152,11 @@ class RateLimiter:
             return Reservation(None)
         item = self._item(tpm)
         async with self._token_lock(key_id):
-            stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+            try:
+                stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+            except StorageError as exc:
+                self.failures.failed(exc.storage_error)
+                return Reservation(None)
             if tpm - stats.remaining + self.reserved[key_id] >= tpm:
                 self.on_reject()
                 reset_in = stats.reset_time - time.time() if stats.remaining <= 0 else 1.0
@@ -170,10 +185,14 @@ class RateLimiter:
             if self.reserved[key_id] <= 0:
                 del self.reserved[key_id]
             if used > 0:
-                stats = await self.limiter.get_window_stats(item, "tokens", key_id)
-                cost = min(used, stats.remaining)
-                if cost > 0:
-                    await self.limiter.hit(item, "tokens", key_id, cost=cost)
+                try:
+                    stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+                    cost = min(used, stats.remaining)
+                    if cost > 0:
+                        await self.limiter.hit(item, "tokens", key_id, cost=cost)
+                except StorageError as exc:
+                    with contextlib.suppress(RateLimitsUnavailable):  # the answer is sent
+                        self.failures.failed(exc.storage_error)
 
     @asynccontextmanager
     async def generation_slot(self, principal: Principal) -> AsyncIterator[None]:

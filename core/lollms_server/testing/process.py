@@ -53,12 +53,14 @@ def lollms_process(
     *args: str,
     timeout_s: float = 60.0,
     server_settings: Mapping[str, Any] | None = None,
+    data_dir: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
     """Run `lollms-server --config <folder>/lollms.toml` on a free loopback port until the
     block ends; `config_toml` is the file without its `[server]` table (`server_settings` adds
-    to that table)."""
+    to that table). `data_dir` (default <folder>/data) may be shared by several replicas."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     server = toml_table("server", {"host": "127.0.0.1", "port": port, **(server_settings or {})})
     config = folder / "lollms.toml"
     config.write_text(server + "\n" + config_toml, encoding="utf-8")
@@ -66,7 +68,7 @@ def lollms_process(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*SERVER_COMMAND, "--config", str(config), *args],
-            env=server_env(folder / "data"),
+            env=server_env(data_dir or folder / "data"),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,0 +1,79 @@
+"""Where rate limits are counted (a `limits` storage URI) and what a request meets when that
+storage cannot be reached: `allow` (the default: it passes unlimited, and a warning is logged)
+or `refuse` (503 `rate_limits_unavailable`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+
+from ..errors import RateLimitsUnavailable
+from ..masking import mask_text, mask_url
+
+log = logging.getLogger(__name__)
+OnStorageError = Literal["allow", "refuse"]
+ON_STORAGE_ERROR: tuple[OnStorageError, ...] = ("allow", "refuse")
+REDIS_SCHEMES = ("async+redis", "async+rediss", "async+redis+unix")
+REDIS_TIMEOUT_S = 1.0  # a Redis that hangs costs a request at most this long, per call
+WARN_EVERY_S = 10.0
+
+
+def open_storage(uri: str) -> Storage:
+    """The async `limits` storage of `uri`; Redis through redis-py (the `redis` extra), with
+    short timeouts; failures surface as `limits.errors.StorageError`."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if uri.partition("://")[0] in REDIS_SCHEMES:
+        options |= {
+            "implementation": "redispy",
+            "socket_timeout": REDIS_TIMEOUT_S,
+            "socket_connect_timeout": REDIS_TIMEOUT_S,
+        }
+    storage = storage_from_string(uri, **options)
+    if not isinstance(storage, Storage):
+        raise ValueError(f"{mask_url(uri)} is not an async storage (its URI starts with async+)")
+    return storage
+
+
+def is_shared(uri: str) -> bool:
+    """Whether the storage is shared between processes (anything but `async+memory://`)."""
+    return not uri.startswith("async+memory")
+
+
+class StorageFailures:
+    """Applies `[security] rate_limit_on_storage_error` when the limits storage fails."""
+
+    def __init__(
+        self, uri: str, policy: OnStorageError, on_failure: Callable[[], None] | None = None
+    ) -> None:
+        self.where = mask_url(uri)
+        self.policy = policy
+        self.on_failure = on_failure or (lambda: None)
+        self._warned_at = -WARN_EVERY_S
+
+    def failed(self, exc: Exception) -> None:
+        """Count and log (at most every WARN_EVERY_S) a storage failure; raise
+        RateLimitsUnavailable under the `refuse` policy, else return (the request passes)."""
+        self.on_failure()
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            outcome = (
+                "requests are refused (503)"
+                if self.policy == "refuse"
+                else "requests pass without rate limits"
+            )
+            log.warning(
+                "rate limit storage %s failed (%s: %s); %s until it answers "
+                "([security] rate_limit_on_storage_error = %r)",
+                self.where, type(exc).__name__, mask_text(str(exc)), outcome, self.policy,
+            )  # fmt: skip
+        if self.policy == "refuse":
+            raise RateLimitsUnavailable(
+                f"the rate limit storage ({self.where}) cannot be reached; retry shortly",
+                retry_after=5.0,
+            )

@@ -1,0 +1,208 @@
+"""Two real server processes sharing one data dir and one real redis-server: a key's requests
+per minute hold across both replicas (no overshoot, even under parallel requests), a key created
+or revoked on one replica is accepted or refused by the other within 1 s, and a Redis that stops
+answering lets requests through with a logged warning (`rate_limit_on_storage_error = "allow"`,
+the default) or refuses them with a 503 naming it (`"refuse"`)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from lollms_server.testing.fixtures import free_port
+from lollms_server.testing.process import (
+    SERVER_COMMAND,
+    ServerProcess,
+    lollms_process,
+    server_env,
+)
+from lollms_server.testing.services import RedisServer, redis_server
+
+CONFIG = """
+[bindings.echo]
+type = "echo"
+
+[security]
+local_access = false
+rate_limit_storage = "{storage}"
+"""
+ROUTE = "/api/v1/list_bindings"  # a cheap user route: every call counts against the key's rpm
+PROPAGATION_S = 1.0  # the issue's bound for a key change to reach every replica
+
+
+@dataclass
+class Replicas:
+    """Replicas A and B, their shared data dir, an admin key and the Redis they share."""
+
+    a: ServerProcess
+    b: ServerProcess
+    data_dir: Path
+    config: Path
+    admin: str
+    redis: RedisServer
+
+
+def call(
+    server: ServerProcess, method: str, path: str, key: str, body: Any = None
+) -> tuple[int, Any]:
+    """One request on its own connection: status and JSON body."""
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"null")
+    finally:
+        conn.close()
+
+
+def cli(replicas: Replicas, *args: str) -> str:
+    """`lollms-server keys ...` against the replicas' data dir; its stdout."""
+    done = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(replicas.config), "keys", *args],
+        env=server_env(replicas.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def new_key(replicas: Replicas, **limits: int) -> tuple[str, str]:
+    """A user key made through replica A's admin API: (the key, its id)."""
+    status, body = call(
+        replicas.a, "POST", "/api/v1/keys", replicas.admin, {"name": "t", "role": "user", **limits}
+    )
+    assert status == 201, body
+    return body["key"], body["id"]
+
+
+def seconds_until(server: ServerProcess, key: str, wanted: int) -> float:
+    """How long until `server` answers ROUTE with `wanted` for `key` (polled; at most 10 s)."""
+    start = time.monotonic()
+    while (status := call(server, "GET", ROUTE, key)[0]) != wanted:
+        assert time.monotonic() - start < 10, f"still {status}, not {wanted}, after 10 s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """Replicas A and B on one data dir (SQLite, WAL) and one Redis for their rate limits."""
+    root = tmp_path_factory.mktemp("replicas")
+    data_dir = root / "data"
+    with redis_server(root / "redis") as redis:
+        config = CONFIG.format(storage=redis.limits_uri)
+        with (
+            lollms_process(root / "a", config, data_dir=data_dir) as a,
+            lollms_process(root / "b", config, data_dir=data_dir) as b,
+        ):
+            replicas = Replicas(a, b, data_dir, root / "a" / "lollms.toml", "", redis)
+            replicas.admin = cli(replicas, "create", "--name", "admin", "--role", "admin")
+            yield replicas
+
+
+def test_rpm_holds_across_replicas(replicas: Replicas) -> None:
+    key, _ = new_key(replicas, rpm=6)
+    statuses = [call(r, "GET", ROUTE, key) for r in [replicas.a, replicas.b] * 5]
+    assert [s for s, _ in statuses] == [200] * 6 + [429] * 4, statuses
+    assert statuses[-1][1]["error"]["details"] == {"limit": 6, "per": "key"}, statuses[-1]
+
+
+def test_rpm_holds_under_parallel_requests_on_both(replicas: Replicas) -> None:
+    key, _ = new_key(replicas, rpm=8)
+    targets = [replicas.a, replicas.b] * 12
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda r: call(r, "GET", ROUTE, key)[0], targets))
+    assert sorted(statuses) == [200] * 8 + [429] * 16, statuses  # no overshoot
+
+
+def test_key_made_on_a_is_accepted_by_b_within_1s(replicas: Replicas) -> None:
+    key, _ = new_key(replicas)
+    assert seconds_until(replicas.b, key, 200) < PROPAGATION_S
+
+
+def test_key_revoked_on_a_is_refused_by_b_within_1s(replicas: Replicas) -> None:
+    key, key_id = new_key(replicas)
+    assert call(replicas.b, "GET", ROUTE, key)[0] == 200
+    status, body = call(replicas.a, "DELETE", f"/api/v1/keys/{key_id}", replicas.admin)
+    assert status == 200 and body["status"] == "revoked", body
+    assert seconds_until(replicas.b, key, 401) < PROPAGATION_S
+    assert call(replicas.b, "GET", ROUTE, key)[1]["error"]["message"] == "this API key is revoked"
+
+
+def test_key_revoked_with_the_cli_is_refused_by_both_within_1s(replicas: Replicas) -> None:
+    key, key_id = new_key(replicas)
+    assert call(replicas.b, "GET", ROUTE, key)[0] == 200
+    assert cli(replicas, "revoke", key_id) == f"revoked {key_id}"
+    assert seconds_until(replicas.a, key, 401) < PROPAGATION_S
+    assert seconds_until(replicas.b, key, 401) < PROPAGATION_S
+
+
+def test_redis_down_lets_requests_pass_with_a_warning_then_limits_resume(
+    replicas: Replicas,
+) -> None:
+    key, _ = new_key(replicas, rpm=1)
+    assert [call(r, "GET", ROUTE, key)[0] for r in (replicas.a, replicas.b)] == [200, 429]
+    replicas.redis.stop()
+    try:
+        statuses = [call(r, "GET", ROUTE, key)[0] for r in (replicas.a, replicas.b) * 2]
+        assert statuses == [200] * 4, statuses
+        for replica in (replicas.a, replicas.b):
+            assert f"rate limit storage {replicas.redis.limits_uri} failed" in replica.log()
+            assert "requests pass without rate limits" in replica.log()
+        metrics = call_text(replicas.a, "/metrics", replicas.admin)
+        assert "lollms_rate_limit_storage_errors_total 0.0" not in metrics
+        assert "lollms_rate_limit_storage_errors_total" in metrics
+    finally:
+        replicas.redis.start()
+    key, _ = new_key(replicas, rpm=1)
+    assert [call(r, "GET", ROUTE, key)[0] for r in (replicas.b, replicas.a)] == [200, 429]
+
+
+def call_text(server: ServerProcess, path: str, key: str) -> str:
+    """A GET's body as text."""
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {key}"})
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+async def test_redis_down_under_refuse_is_a_503_naming_it(
+    make_config: Any, make_client: Any
+) -> None:
+    port = free_port()  # nothing listens there
+    config = make_config(
+        {
+            "bindings": {"echo": {"type": "echo"}},
+            "security": {
+                "local_access": False,
+                "ip_rpm": 100,
+                "rate_limit_storage": f"async+redis://:s3cret@127.0.0.1:{port}",
+                "rate_limit_on_storage_error": "refuse",
+            },
+        }
+    )
+    client = await make_client(config)
+    response = await client.get("/api/v1/health")
+    assert response.status == 503, await response.text()
+    body = await response.json()
+    assert body["error"]["type"] == "rate_limits_unavailable", body
+    assert f"redis://***@127.0.0.1:{port}" in body["error"]["message"], body
+    assert "s3cret" not in json.dumps(body)
+    assert int(response.headers["Retry-After"]) >= 1
