@@ -18,6 +18,11 @@ LINT_PATHS = [
 ]
 
 nox.options.reuse_existing_virtualenvs = True
+# uv builds a session's venv in seconds where pip took ~4 min for the torch ones (CI time);
+# without uv on PATH, nox falls back to virtualenv + pip. uv's venvs have no pip: the sessions
+# whose tests call `python -m pip` install it (PIP below).
+nox.options.default_venv_backend = "uv|virtualenv"
+PIP = "pip"
 nox.options.error_on_missing_interpreters = True
 
 
@@ -38,7 +43,7 @@ def tests(session: nox.Session) -> None:
     `integration` runs the rest of tests/."""
     # the security tests put a real second hop behind a key (an openai instance whose upstream
     # is another lollms-server): lollms-openai is pure Python, no model needed
-    session.install("-e", ".[test]", "-e", "plugins/lollms-openai")
+    session.install(PIP, "-e", ".[test]", "-e", "plugins/lollms-openai")
     session.run("pytest", "tests", *(f"--ignore=tests/{d}" for d in INTEGRATION), *session.posargs)
 
 
@@ -53,7 +58,7 @@ def integration(session: nox.Session) -> None:
     pip = sorted({arg for table in tables for arg in table.get("pip", [])})
     no_deps = sorted({arg for table in tables for arg in table.get("no-deps", [])})
     plugins = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}[test]")]
-    session.install(*pip, "-e", ".[test,browser]", *plugins)
+    session.install(PIP, *pip, "-e", ".[test,browser]", *plugins)
     if no_deps:
         session.install("--no-deps", *no_deps)
     session.run("pytest", *(f"tests/{d}" for d in INTEGRATION), *session.posargs)
@@ -75,7 +80,9 @@ def install_plugin(session: nox.Session, plugin: str) -> None:
     """
     extra = lollms_test_table(plugin)
     local = [arg for name in extra.get("local", []) for arg in ("-e", f"plugins/{name}")]
-    session.install(*extra.get("pip", []), "-e", ".[test]", *local, "-e", f"plugins/{plugin}[test]")
+    session.install(
+        PIP, *extra.get("pip", []), "-e", ".[test]", *local, "-e", f"plugins/{plugin}[test]"
+    )
     if extra.get("no-deps"):
         session.install("--no-deps", *extra["no-deps"])
 

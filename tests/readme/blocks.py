@@ -19,7 +19,7 @@ SHELLS = ("bash", "sh", "shell")
 # Commands (a part of an `a && b` line) that are not run, each with the reason. A pattern that
 # no README command matches any more is reported, so this list cannot go stale.
 NOT_RUN: tuple[tuple[str, str], ...] = (
-    (r"pip install nox$", "installs nox: the test runs inside nox"),
+    (r"pip install nox uv$", "installs nox and uv: the test runs inside nox"),
     (r"nox\b.*", "runs every test session, this test included"),
     (r"pip install \.$", "installs the core: the test runs inside that install (nox installs it)"),
 )
