@@ -18,7 +18,8 @@ from typing import Any
 from lollms_server.bindings import GenerationRequest
 from lollms_server.errors import InvalidRequest
 
-from .catalog import ModelEntry, optional_json, safetensors_header
+from .catalog import ModelEntry
+from .headers import optional_json, safetensors_header
 
 LORAS = "loras"
 CONTROLNETS = "controlnets"

@@ -8,37 +8,28 @@ folder (without the suffix for files), with `/` between parts.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
-import struct
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .headers import (
+    Weights,
+    optional_json,
+    read_json,
+    safetensors_header,
+    safetensors_weights,
+    sum_weights,
+)
+
 log = logging.getLogger(__name__)
 
 IMAGE = frozenset({"tti", "i2i", "inpaint"})
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 ADAPTER_FOLDERS = ("loras", "controlnets")  # hold adapters of models (adapters.py), not models
-HEADER_LIMIT = 100 * 1024 * 1024
-DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-}
 SETTING_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 WEIGHT_FILE = re.compile(
     r"^(?P<stem>[^.]+?)(?:-\d{5}-of-\d{5})?(?:\.(?P<variant>[A-Za-z0-9_]+))?"
@@ -79,16 +70,6 @@ SINGLE_FILE_PIPELINES = {
     "SD 3": "StableDiffusion3Pipeline",
     "Flux": "FluxPipeline",
 }
-
-
-@dataclass(frozen=True)
-class Weights:
-    """What the weight files of a model hold."""
-
-    size_bytes: int = 0
-    parameters: int = 0
-    dtypes: frozenset[str] = frozenset()
-    exact: bool = True  # False when a .bin file's parameters were guessed from its size
 
 
 @dataclass(frozen=True)
@@ -257,7 +238,7 @@ def describe_folder(path: Path, name: str) -> ModelEntry:
         pipeline_class,
         family,
         capabilities,
-        _sum(totals),
+        sum_weights(totals),
         variant,
         components,
     )
@@ -293,7 +274,7 @@ def component_weights(folder: Path) -> tuple[Weights, str | None]:
     variant, ext = min(groups, key=lambda key: (key[0] is not None, key[1] != "safetensors"))
     files = groups[(variant, ext)]
     if ext == "safetensors":
-        return _sum(safetensors_weights(f) for f in files), variant
+        return sum_weights(safetensors_weights(f) for f in files), variant
     size = sum(f.stat().st_size for f in files)
     return Weights(size, size // 4, frozenset({"F32"}), exact=False), variant
 
@@ -341,59 +322,3 @@ def single_file_family(header: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
     if isinstance(first, Mapping) and list(first.get("shape", []))[1:2] == [9]:
         capabilities = frozenset({"i2i", "inpaint"})
     return family, capabilities
-
-
-def safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file (tensor names, dtypes, shapes)."""
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise ValueError(f"{path.name}: too short for a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if not 2 <= length <= HEADER_LIMIT:
-            raise ValueError(f"{path.name}: not a safetensors file (header length {length})")
-        header = json.loads(handle.read(length))
-    if not isinstance(header, dict):
-        raise ValueError(f"{path.name}: safetensors header is not an object")
-    return header
-
-
-def safetensors_weights(path: Path, header: Mapping[str, Any] | None = None) -> Weights:
-    """Parameter count and dtypes of a .safetensors file, from its header."""
-    header = safetensors_header(path) if header is None else header
-    parameters = 0
-    dtypes: set[str] = set()
-    for key, info in header.items():
-        if key == "__metadata__" or not isinstance(info, Mapping):
-            continue
-        parameters += math.prod(int(d) for d in info.get("shape", []))
-        dtypes.add(str(info.get("dtype", "")))
-    return Weights(path.stat().st_size, parameters, frozenset(dtypes))
-
-
-def _sum(parts: Iterable[Weights]) -> Weights:
-    total = Weights()
-    for part in parts:
-        total = Weights(
-            total.size_bytes + part.size_bytes,
-            total.parameters + part.parameters,
-            total.dtypes | part.dtypes,
-            total.exact and part.exact,
-        )
-    return total
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file (ValueError when it is not one)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return data
-
-
-def optional_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file, or {} when it is missing or not one."""
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return {}

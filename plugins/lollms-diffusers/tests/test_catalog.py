@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lollms_diffusers import DiffusersBinding, catalog
+from lollms_diffusers import DiffusersBinding, catalog, headers
 from lollms_diffusers.catalog import Catalog
 
 from lollms_server.bindings import ChatMessage, GenerationRequest
@@ -21,7 +21,7 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
     header: dict[str, Any] = {}
     offset = 0
     for name, (dtype, shape) in tensors.items():
-        size = catalog.DTYPE_BYTES[dtype]
+        size = headers.DTYPE_BYTES[dtype]
         for dim in shape:
             size *= dim
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}

@@ -54,7 +54,8 @@ async def edit(api: Client, model: str, image: bytes, **fields: Any) -> aiohttp.
         if isinstance(value, bytes):
             form.add_field(name, value, filename=f"{name}.png", content_type="image/png")
         else:
-            form.add_field(name, json.dumps(value) if isinstance(value, dict | list) else str(value))
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            form.add_field(name, text)
     return await api.post("/v1/images/edits", data=form)
 
 

@@ -65,7 +65,7 @@ async def single(checkpoint: dict[str, Path]) -> AsyncIterator[DiffusersBinding]
 
 
 def test_the_file_has_the_original_key_names(checkpoint: dict[str, Path]) -> None:
-    from lollms_diffusers.catalog import safetensors_header
+    from lollms_diffusers.headers import safetensors_header
 
     header = safetensors_header(checkpoint["models"] / f"{SINGLE}.safetensors")
     prefixes = {key.split(".")[0] for key in header if key != "__metadata__"}
