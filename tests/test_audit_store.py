@@ -1,4 +1,5 @@
-"""The audit table: retention purge by id range, WAL settings, migration of older databases."""
+"""The SQLite audit table: retention purge by id range, WAL settings, migration of older
+databases."""
 
 from __future__ import annotations
 
@@ -9,32 +10,36 @@ from pathlib import Path
 import pytest
 
 from lollms_server.security.audit import AuditLog
-from lollms_server.store import Store
+from lollms_server.storage import schema
+from lollms_server.storage.sqlite import SqliteStore
 
 
-def add(store: Store, ages_days: list[float]) -> None:
-    now = time.time()
-    for age in ages_days:
-        store.write_now("INSERT INTO audit(at, event) VALUES (?, 'test')", (now - age * 86400,))
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore.open(path)
+    await schema.upgrade(store)
+    return store
 
 
 @pytest.mark.parametrize(
     ("ages", "expected"),
     [([], 0), ([100.0] * 50 + [1.0] * 30, 50), ([200.0] * 7, 7), ([5.0] * 9, 0), ([91.0, 1.0], 1)],
 )
-def test_purge_deletes_exactly_the_expired(
+async def test_purge_deletes_exactly_the_expired(
     tmp_path: Path, ages: list[float], expected: int
 ) -> None:
-    store = Store(tmp_path / "db.sqlite")
-    add(store, ages)
+    store = await opened(tmp_path / "db.sqlite")
+    now = time.time()
+    for age in ages:
+        await store.execute("INSERT INTO audit(at, event) VALUES (?, 'test')", (now - age * 86400,))
     audit = AuditLog(store, retention_days=90)
-    assert audit.purge() == expected
-    left = store.query("SELECT count(*) AS n FROM audit")[0]["n"]
+    assert await audit.purge() == expected
+    left = (await store.query("SELECT count(*) AS n FROM audit"))[0]["n"]
     assert left == len(ages) - expected
-    assert audit.purge() == 0
+    assert await audit.purge() == 0
+    await store.close()
 
 
-def test_an_older_database_loses_its_at_index(tmp_path: Path) -> None:
+async def test_an_older_database_loses_its_at_index(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
@@ -42,7 +47,9 @@ def test_an_older_database_loses_its_at_index(tmp_path: Path) -> None:
     db.execute("CREATE INDEX audit_at ON audit(at)")
     db.commit()
     db.close()
-    store = Store(path)
-    indexes = store.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+    store = await opened(path)
+    indexes = await store.query("SELECT name FROM sqlite_master WHERE type = 'index'")
     assert "audit_at" not in [row["name"] for row in indexes]
-    assert store.query("PRAGMA journal_mode")[0][0] == "wal"
+    assert (await store.query("PRAGMA journal_mode"))[0][0] == "wal"
+    assert await store.revision() == schema.head("sqlite")
+    await store.close()

@@ -20,7 +20,8 @@ import aiohttp
 from lollms_server.resources.scheduler import MAX_LANES, Scheduler
 from lollms_server.security.audit import AuditLog
 from lollms_server.security.audit_failures import MAX_SOURCES
-from lollms_server.store import Store
+from lollms_server.storage import schema
+from lollms_server.storage.sqlite import SqliteStore
 from lollms_server.testing.process import (
     SERVER_COMMAND,
     ServerProcess,
@@ -315,21 +316,22 @@ async def test_client_chosen_model_names_leave_a_bounded_number_of_lanes() -> No
     assert scheduler.lanes[("echo", "echo")] is busy and ticket.granted.is_set()
 
 
-def test_failures_from_many_addresses_share_one_overflow_row(tmp_path: Path) -> None:
+async def test_failures_from_many_addresses_share_one_overflow_row(tmp_path: Path) -> None:
     """Past MAX_SOURCES (address, reason) pairs in one interval, failures share one row per
     status: rotating addresses (an IPv6 /64 has plenty) cannot buy a row per request."""
-    store = Store(tmp_path / "audit.sqlite")
+    store = SqliteStore.open(tmp_path / "audit.sqlite")
+    await schema.upgrade(store)
     failures = AuditLog(store).failures
     sent = MAX_SOURCES + 2000
     for index in range(sent):
-        failures.record(
+        await failures.record(
             client=f"2001:db8::{index:x}", status=401, reason=f"bad key #{index}",
             key_id=None, method="GET", path="/api/v1/list_models", user_agent=None,
         )  # fmt: skip
-    failures.flush()
-    rows = store.query("SELECT client, detail FROM audit WHERE event = 'auth_failed'")
+    await failures.flush()
+    rows = await store.query("SELECT client, detail FROM audit WHERE event = 'auth_failed'")
     assert len(rows) == MAX_SOURCES + 1
     assert sum(json.loads(r["detail"])["count"] for r in rows) == sent
     (overflow,) = [r for r in rows if r["client"] == "*"]
     assert json.loads(overflow["detail"])["count"] == 2000
-    store.close()
+    await store.close()

@@ -356,8 +356,8 @@ def test_face_of_ollama_paths() -> None:
 
 async def test_explicit_load_and_unload_need_an_admin_key(server: Client) -> None:
     keys = server.server.app[KEYSTORE]
-    user, _ = keys.create("ollama-user", "user")
-    admin, _ = keys.create("ollama-admin", "admin")
+    user, _ = await keys.create("ollama-user", "user")
+    admin, _ = await keys.create("ollama-admin", "admin")
     remote = {"Host": "elsewhere.example"}  # not a local request: the key decides
     body = {"model": "echo/echo", "keep_alive": 0}
     for path in ("/api/generate", "/api/chat"):

@@ -172,8 +172,8 @@ async def test_reload_is_admin_only(make_client: MakeClient, make_config: MakeCo
     config = make_config()
     config.security.local_access = False
     client = await make_client(config)
-    user_key, _ = client.app[KEYSTORE].create("u", "user")
-    admin_key, _ = client.app[KEYSTORE].create("a", "admin")
+    user_key, _ = await client.app[KEYSTORE].create("u", "user")
+    admin_key, _ = await client.app[KEYSTORE].create("a", "admin")
     refused = await client.post(
         "/api/v1/reload_personalities", json={}, headers={"Authorization": f"Bearer {user_key}"}
     )
@@ -374,7 +374,7 @@ async def test_a_script_generates_only_with_what_the_key_allows(
     })  # fmt: skip
     config.security.local_access = False
     client = await make_client(config)
-    key, _ = client.app[KEYSTORE].create("text only", "user", allowed_bindings=["echo"])
+    key, _ = await client.app[KEYSTORE].create("text only", "user", allowed_bindings=["echo"])
     headers = {"Authorization": f"Bearer {key}"}
     body = {"personality": "prompt_artist", "stream": True,
             "input_data": [{"type": "text", "data": "a cat"}]}  # fmt: skip

@@ -97,7 +97,7 @@ async def test_disconnect_while_queued_frees_the_place(make_client: Any, make_co
 
 async def test_admins_go_before_users(make_client: Any, make_config: Any) -> None:
     client: Client = await make_client(config(make_config, delay_ms=60))
-    user_key, _ = client.server.app[KEYSTORE].create("u", "user")
+    user_key, _ = await client.server.app[KEYSTORE].create("u", "user")
     done: list[str] = []
 
     async def run(name: str, headers: dict[str, str]) -> None:

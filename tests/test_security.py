@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from lollms_server.keys import AUDIT, KEYSTORE
+from lollms_server.storage.sqlite import SqliteStore
 
 Client = TestClient[Any, Any]
 
@@ -52,11 +53,11 @@ def _access(app: web.Application, method: str, url: str) -> str:
 @pytest.fixture
 async def keys(client: Client) -> dict[str, str]:
     store = client.server.app[KEYSTORE]
-    admin, _ = store.create("admin", "admin")
-    user, _ = store.create("user", "user")
-    expired, _ = store.create("old", "user", expires_at=time.time() - 1)
-    revoked, record = store.create("gone", "user")
-    store.revoke(record.id)
+    admin, _ = await store.create("admin", "admin")
+    user, _ = await store.create("user", "user")
+    expired, _ = await store.create("old", "user", expires_at=time.time() - 1)
+    revoked, record = await store.create("gone", "user")
+    await store.revoke(record.id)
     return {"admin": admin, "user": user, "expired": expired, "revoked": revoked}
 
 
@@ -155,8 +156,8 @@ async def test_health_says_whether_a_key_is_needed(client: Client) -> None:
 
 async def test_allow_lists_limit_instances_and_models(client: Client) -> None:
     store = client.server.app[KEYSTORE]
-    only_echo_model, _ = store.create("m", "user", allowed_models=["echo/echo"])
-    only_other, _ = store.create("b", "user", allowed_bindings=["other"])
+    only_echo_model, _ = await store.create("m", "user", allowed_models=["echo/echo"])
+    only_other, _ = await store.create("b", "user", allowed_bindings=["other"])
     body = {"input_data": [{"type": "text", "data": "hi"}], "model_name": "slow"}
     for key, model, expected in (
         (only_echo_model, "echo", 200),
@@ -240,8 +241,10 @@ async def test_audit_records_auth_failures_keys_and_generations(
 async def test_database_never_holds_a_plaintext_key(client: Client, keys: dict[str, str]) -> None:
     created = await (await client.post("/api/v1/keys", json={"name": "api"})).json()
     app = client.server.app
-    app[AUDIT].store.write_now("PRAGMA wal_checkpoint(FULL)")
-    files = [app[AUDIT].store.path, *app[AUDIT].store.path.parent.glob("*.sqlite-wal")]
+    store = app[AUDIT].store
+    assert isinstance(store, SqliteStore)
+    store.checkpoint()
+    files = [store.path, *store.path.parent.glob("*.sqlite-wal")]
     data = b"".join(f.read_bytes() for f in files if f.exists())
     for key in [*keys.values(), created["key"]]:
         assert key.encode() not in data
@@ -255,7 +258,7 @@ async def test_rate_limit_burst_never_overshoots(make_client: Any, make_config: 
         "security": {"rate_limit_window_s": 2},
     }
     client = await make_client(make_config(raw))
-    key, _ = client.server.app[KEYSTORE].create("limited", "user", rpm=5)
+    key, _ = await client.server.app[KEYSTORE].create("limited", "user", rpm=5)
     headers = {"X-API-Key": key, **FOREIGN}
     responses = await asyncio.gather(
         *(client.get("/api/v1/list_models", headers=headers) for _ in range(20))
@@ -281,7 +284,7 @@ async def test_token_and_concurrency_limits(make_client: Any, make_config: Any) 
     }
     client = await make_client(make_config(raw))
     store = client.server.app[KEYSTORE]
-    tokens, _ = store.create("tpm", "user", tpm=5)
+    tokens, _ = await store.create("tpm", "user", tpm=5)
     body = {"input_data": [{"type": "text", "data": "one two three four five six"}]}
     first = await client.post(
         "/api/v1/generate", json=body, headers={"X-API-Key": tokens, **FOREIGN}
@@ -291,7 +294,7 @@ async def test_token_and_concurrency_limits(make_client: Any, make_config: Any) 
         "/api/v1/generate", json=body, headers={"X-API-Key": tokens, **FOREIGN}
     )
     assert second.status == 429 and "token" in (await second.json())["error"]["message"]
-    single, _ = store.create("one-at-a-time", "user", max_concurrent=1)
+    single, _ = await store.create("one-at-a-time", "user", max_concurrent=1)
     slow = {**body, "model_name": "slow"}
     both = await asyncio.gather(
         *(

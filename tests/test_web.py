@@ -226,7 +226,7 @@ async def test_api_docs_render_the_openapi_document(client: TestClient[Any, Any]
 async def test_login_checks_the_key_and_keeps_it_in_a_strict_httponly_cookie(
     client: TestClient[Any, Any],
 ) -> None:
-    key, _ = client.app[KEYSTORE].create("browser", "user")
+    key, _ = await client.app[KEYSTORE].create("browser", "user")
     response = await client.post(
         "/login", data={"key": key, "next": "/models"}, allow_redirects=False
     )

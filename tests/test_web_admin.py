@@ -29,13 +29,13 @@ async def test_create_list_and_revoke_keys(client: Client) -> None:
     assert created.status == 201 and "<html" not in html
     key = re.search(r"lollms_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", html)
     assert key is not None
-    record = client.server.app[KEYSTORE].verify(key.group(0))
+    record = await client.server.app[KEYSTORE].verify(key.group(0))
     assert record.allowed_models == frozenset({"echo/echo", "echo/slow"}) and record.rpm == 30
     listing = await (await client.get("/admin/keys")).text()
     assert record.id in listing and key.group(0) not in listing  # the secret is shown once
     revoked = await client.post(f"/admin/keys/{record.id}/revoke")
     assert revoked.status == 200 and f"revoked {record.id}" in await revoked.text()
-    assert client.server.app[KEYSTORE].get(record.id).status() == "revoked"
+    assert (await client.server.app[KEYSTORE].get(record.id)).status() == "revoked"
     invalid = await client.post("/admin/keys", data={"name": " ", "role": "root"})
     assert invalid.status == 422
 
@@ -52,7 +52,7 @@ async def test_audit_page_lists_and_filters(client: Client) -> None:
 
 
 async def test_admin_pages_need_admin(client: Client) -> None:
-    user, _ = client.server.app[KEYSTORE].create("u", "user")
+    user, _ = await client.server.app[KEYSTORE].create("u", "user")
     headers = {"Host": "evil.example", "X-API-Key": user}
     for path in ("/admin/keys", "/admin/audit"):
         response = await client.get(path, headers=headers, allow_redirects=False)

@@ -47,8 +47,8 @@ async def create_key(
 ) -> tuple[str, KeyRecord]:
     """Make a key (never the first admin key: that one comes from the CLI); audited."""
     keystore = request.app[KEYSTORE]
-    keystore.refuse_first_admin(role)
-    key, record = keystore.create(
+    await keystore.refuse_first_admin(role)
+    key, record = await keystore.create(
         name,
         role,
         expires_at=time.time() + expires_in_days * DAY_S if expires_in_days else None,
@@ -67,7 +67,7 @@ async def create_key(
 
 async def revoke_key(request: web.Request, key_id: str) -> KeyRecord:
     """Revoke a key; audited."""
-    record = request.app[KEYSTORE].revoke(key_id)
+    record = await request.app[KEYSTORE].revoke(key_id)
     await request.app[AUDIT].record(
         "key_revoked", status=200, detail={"revoked_key_id": record.id}, **actor(request)
     )

@@ -1,5 +1,5 @@
-"""The `lollms-server` command: serve (default), config init|show, plugins, keys, models,
-backup, restore."""
+"""The `lollms-server` command: serve (default), config init|show|import, plugins, keys, models,
+backup, restore, db."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 
 from . import __version__
 from .cli_backup import add_backup_parsers, backup_command
+from .cli_db import add_db_parser, db_command
+from .cli_import import add_import_parser, import_command
 from .cli_models import add_models_parser, models_command
-from .config import default_config_path, load_config, write_default_config
+from .config import Config, default_config_path, load_config, write_default_config
 from .config_show import effective_config
 from .errors import ConfigError
 from .logs import LOG_FORMATS, setup_logging
@@ -37,11 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server (the default)")
     serve.add_argument("--host", help="override [server] host")
     serve.add_argument("--port", type=int, help="override [server] port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own event loop (default 1; "
+        "N > 1 refuses local-model instances: see docs/deployment.md)",
+    )
     config = commands.add_parser("config", help="write or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     init = config_commands.add_parser("init", help="write the commented default config")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     config_commands.add_parser("show", help="print the effective config (secrets masked)")
+    add_import_parser(config_commands)
     commands.add_parser("plugins", help="list installed plugins and their binding types")
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -59,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     add_models_parser(commands)
     add_backup_parsers(commands)
+    add_db_parser(commands)
     return parser
 
 
@@ -75,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_keys import keys_command
 
             return keys_command(args, load_config(path))
+        if args.command == "db":
+            return db_command(args, load_config(path))
         if args.command in ("backup", "restore"):
             return backup_command(args, load_config(path))
         if args.command == "models":
             return models_command(args, load_config(path))
         host, port = getattr(args, "host", None), getattr(args, "port", None)
-        return _serve(path, host, port, args.log_format)
+        return _serve(path, host, port, args.log_format, getattr(args, "workers", 1))
     except ConfigError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)
         return 2
@@ -94,6 +107,8 @@ def _config_command(args: argparse.Namespace, path: Path) -> int:
         write_default_config(path)
         print(f"wrote {path}")
         return 0
+    if args.config_command == "import":
+        return import_command(args, path)
     config = load_config(path, create=False)
     print(json.dumps(effective_config(config), indent=2))
     return 0
@@ -113,20 +128,36 @@ def _plugins_command() -> int:
     return 1 if plugins.errors else 0
 
 
-def _serve(path: Path, host: str | None, port: int | None, log_format: str | None = None) -> int:
+def _serve(
+    path: Path,
+    host: str | None,
+    port: int | None,
+    log_format: str | None = None,
+    workers: int = 1,
+) -> int:
     from aiohttp import web
 
     from .app import create_app
     from .drain import drain_on_sigterm
+    from .workers import add_worker_header, follow_parent, worker_index
 
     config = load_config(path)
     config.host = host or config.host
     config.port = port if port is not None else config.port
     setup_logging(config.log_level, log_format or config.log_format)
-    warn_without_instances(config)
-    check_listen(config.host, config.port)
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more (got {workers})")
+    is_worker = worker_index() is not None
+    if not is_worker:
+        warn_without_instances(config)
+        check_listen(config.host, config.port)
+    if workers > 1:
+        return _supervise(config, config.path or path, log_format, workers)
     app = create_app(config)
     app.on_startup.append(drain_on_sigterm)
+    if is_worker:
+        app.on_startup.append(follow_parent)
+        app.on_response_prepare.append(add_worker_header)
     print(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "
         f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})",
@@ -140,8 +171,23 @@ def _serve(path: Path, host: str | None, port: int | None, log_format: str | Non
         shutdown_timeout=1.0,  # after the drain (drain_on_sigterm) nothing should be in flight
         print=None,
         access_log=None,  # the observability middleware logs each request as one JSON line
+        reuse_port=is_worker or None,  # the workers of `--workers N` share the port
     )
     return 0
+
+
+def _supervise(config: Config, path: Path, log_format: str | None, workers: int) -> int:
+    from .plugins import load_plugins
+    from .workers import Supervisor, check_workers, worker_command
+
+    check_workers(config, load_plugins(), workers)
+    print(
+        f"lollms-server {__version__}: {workers} workers on http://{config.host}:{config.port} "
+        f"(config {path}, supervisor pid {os.getpid()})",
+        flush=True,
+    )
+    command = worker_command(path, config.host, config.port, log_format)
+    return Supervisor(command, workers).run()
 
 
 if __name__ == "__main__":

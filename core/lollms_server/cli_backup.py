@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .storage import sqlite_path
 
 LOCK_WAIT_S = 0.5
 REQUIRED_TABLES = frozenset({"meta", "api_keys", "audit"})
@@ -36,14 +37,20 @@ def add_backup_parsers(commands: Any) -> None:
 
 
 def backup_command(args: argparse.Namespace, config: Config) -> int:
-    """Run `backup` or `restore` against the data dir's database."""
+    """Run `backup` or `restore` against the SQLite store."""
     try:
+        database = sqlite_path(config)
+        if database is None:
+            raise BackupError(
+                "the store is PostgreSQL: back it up with pg_dump and restore it with "
+                "pg_restore (docs/deployment.md)"
+            )
         if args.command == "backup":
-            rows = backup(config.database_path, args.file)
-            print(f"backed up {config.database_path} to {args.file} ({rows} keys)")
+            rows = backup(database, args.file)
+            print(f"backed up {database} to {args.file} ({rows} keys)")
         else:
-            rows = restore(args.file, config.database_path, force=args.force)
-            print(f"restored {config.database_path} from {args.file} ({rows} keys)")
+            rows = restore(args.file, database, force=args.force)
+            print(f"restored {database} from {args.file} ({rows} keys)")
     except BackupError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ The first admin key can only be made here: no HTTP endpoint hands out keys to th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from .config import Config
 from .errors import LollmsError
 from .security.api_keys import KeyStore
 from .security.audit import AuditLog
-from .store import Store
+from .storage import open_store, schema
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -28,12 +29,17 @@ def _when(timestamp: float | None) -> str:
 
 
 def keys_command(args: argparse.Namespace, config: Config) -> int:
-    """Run one keys subcommand against the data dir's database."""
-    store = Store(config.database_path)
+    """Run one keys subcommand against the configured database."""
+    return asyncio.run(_keys_command(args, config))
+
+
+async def _keys_command(args: argparse.Namespace, config: Config) -> int:
+    store = await open_store(config)
     keys, audit = KeyStore(store), AuditLog(store)
     try:
+        await schema.prepare(store, config.storage.migrate_on_start)
         if args.keys_command == "create":
-            key, record = keys.create(
+            key, record = await keys.create(
                 args.name,
                 args.role,
                 expires_at=time.time() + args.expires_days * 86400 if args.expires_days else None,
@@ -43,23 +49,23 @@ def keys_command(args: argparse.Namespace, config: Config) -> int:
                 tpm=args.tpm,
                 max_concurrent=args.concurrent,
             )
-            audit.record_now("key_created", client="cli", detail={"new_key_id": record.id})
+            await audit.record("key_created", client="cli", detail={"new_key_id": record.id})
             print(key)
             print(f"key id {record.id} ({record.role}); it is shown only now", file=sys.stderr)
         elif args.keys_command == "list":
             print(f"{'id':<14}{'name':<20}{'role':<7}{'status':<9}{'created':<18}expires")
-            for item in keys.list():
+            for item in await keys.list():
                 print(
                     f"{item.id:<14}{item.name[:19]:<20}{item.role:<7}{item.status():<9}"
                     f"{_when(item.created_at):<18}{_when(item.expires_at)}"
                 )
         else:
-            record = keys.revoke(args.key_id)
-            audit.record_now("key_revoked", client="cli", detail={"revoked_key_id": record.id})
+            record = await keys.revoke(args.key_id)
+            await audit.record("key_revoked", client="cli", detail={"revoked_key_id": record.id})
             print(f"revoked {record.id}")
     except LollmsError as exc:
         print(f"lollms-server: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        await store.close()
     return 0

@@ -14,7 +14,7 @@ from .masking import mask_text
 
 #: Binding settings that are secrets whatever their value (a table of them is masked whole).
 SECRET_SETTINGS = frozenset({"api_key", "headers"})
-SECTIONS = ("functions", "security", "resources", "resilience")
+SECTIONS = ("functions", "security", "resources", "resilience", "storage")
 
 
 def effective_config(config: Config) -> dict[str, Any]:

@@ -22,7 +22,7 @@ TAG = "admin"
 @endpoint("Every API key (never their secrets)", tag=TAG, access="admin")
 async def list_keys(request: web.Request) -> web.Response:
     """List keys."""
-    return web.json_response({"keys": [k.to_dict() for k in request.app[KEYSTORE].list()]})
+    return web.json_response({"keys": [k.to_dict() for k in await request.app[KEYSTORE].list()]})
 
 
 @routes.post(f"{PREFIX}/keys")
@@ -48,7 +48,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 @endpoint("The audit log, newest first", tag=TAG, query=AuditQuerySchema, access="admin")
 async def audit_log(request: web.Request, query: dict[str, Any]) -> web.Response:
     """Query the audit log."""
-    return web.json_response({"events": request.app[AUDIT].query(**query)})
+    return web.json_response({"events": await request.app[AUDIT].query(**query)})
 
 
 async def _model_action(request: web.Request, body: dict[str, Any], action: Action) -> web.Response:

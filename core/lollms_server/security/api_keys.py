@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from ..store import Store
+from ..storage import Store
 from .principal import ROLES, Principal, Role, split_entry
 
 KEY_FORMAT = re.compile(r"^lollms_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _DUMMY_SALT = secrets.token_bytes(16)
+BY_ID = "SELECT * FROM api_keys WHERE id = ?"
 
 
 def _digest(salt: bytes, secret: str) -> bytes:
@@ -109,7 +110,7 @@ class KeyStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create(
+    async def create(
         self,
         name: str,
         role: Role,
@@ -139,7 +140,7 @@ class KeyStore:
                 f"allowed_models entries are `<instance>/<model>`; got {', '.join(malformed)}",
                 param="allowed_models",
             )
-        self.store.write_now(
+        await self.store.execute(
             "INSERT INTO api_keys(id, name, role, salt, hash, created_at, expires_at,"
             " allowed_bindings, allowed_models, rpm, tpm, max_concurrent)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,14 +151,14 @@ class KeyStore:
                 rpm, tpm, max_concurrent,
             ),
         )  # fmt: skip
-        return f"lollms_{key_id}_{secret}", self.get(key_id)
+        return f"lollms_{key_id}_{secret}", await self.get(key_id)
 
-    def refuse_first_admin(self, role: str) -> None:
+    async def refuse_first_admin(self, role: str) -> None:
         """Forbidden for an admin key while no active admin key exists: over HTTP (local
         access included) only an admin key holder makes admin keys; the first comes from the
         CLI (`lollms-server keys create --role admin`)."""
         if role == "admin" and not any(
-            k.role == "admin" and k.status() == "active" for k in self.list()
+            k.role == "admin" and k.status() == "active" for k in await self.list()
         ):
             raise Forbidden(
                 "the first admin key can only be made with the CLI: "
@@ -165,34 +166,36 @@ class KeyStore:
                 param="role",
             )
 
-    def get(self, key_id: str) -> KeyRecord:
+    async def get(self, key_id: str) -> KeyRecord:
         """One key's record, or NotFound."""
-        rows = self.store.query("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        rows = await self.store.query(BY_ID, (key_id,))
         if not rows:
             raise NotFound(f"no API key with id {key_id!r}", param="key_id")
         return _record(rows[0])
 
-    def list(self) -> list[KeyRecord]:
+    async def list(self) -> list[KeyRecord]:
         """Every key, newest first."""
-        rows = self.store.query("SELECT * FROM api_keys ORDER BY created_at DESC")
+        rows = await self.store.query("SELECT * FROM api_keys ORDER BY created_at DESC")
         return [_record(row) for row in rows]
 
-    def revoke(self, key_id: str) -> KeyRecord:
+    async def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key (idempotent); NotFound if it never existed."""
-        self.get(key_id)
-        self.store.write_now(
+        await self.get(key_id)
+        await self.store.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (time.time(), key_id),
         )
-        return self.get(key_id)
+        return await self.get(key_id)
 
-    def verify(self, presented: str) -> KeyRecord:
+    async def verify(self, presented: str) -> KeyRecord:
         """The record of a valid, active key; Unauthorized otherwise (constant-time check)."""
         match = KEY_FORMAT.match(presented)
         key_id = match.group("id") if match else ""
         secret = match.group("secret") if match else "x" * 43
-        rows = self.store.query("SELECT * FROM api_keys WHERE id = ?", (key_id,)) if match else []
-        salt, expected = (rows[0]["salt"], rows[0]["hash"]) if rows else (_DUMMY_SALT, b"\0" * 32)
+        rows = await self.store.query(BY_ID, (key_id,)) if match else []
+        salt, expected = (_DUMMY_SALT, b"\0" * 32)
+        if rows:
+            salt, expected = bytes(rows[0]["salt"]), bytes(rows[0]["hash"])
         if not hmac.compare_digest(_digest(salt, secret), expected) or not rows:
             raise Unauthorized("invalid API key")
         record = _record(rows[0])

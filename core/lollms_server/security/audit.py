@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..store import Store
+from ..storage import Store
 from .audit_failures import FailureLog
 
 COLUMNS = (
@@ -39,27 +39,23 @@ class AuditLog:
 
     async def record(self, event: str, **fields: Any) -> None:
         """Append one event; unknown field names are a programming error (KeyError)."""
-        self.insert(event, **fields)
+        await self.insert(event, **fields)
 
-    def insert(self, event: str, **fields: Any) -> int:
-        """Append one event now; return its row id."""
+    async def insert(self, event: str, **fields: Any) -> int:
+        """Append one event, committed when this returns; return its row id."""
         row = self._row(event, fields)
         try:
-            return self.store.insert_now(INSERT, row)
+            return await self.store.insert(INSERT, row)
         except Exception:
             if self.on_write_failure is not None:
                 self.on_write_failure()
             raise
 
-    def set_detail(self, row_id: int, detail: dict[str, Any]) -> None:
+    async def set_detail(self, row_id: int, detail: dict[str, Any]) -> None:
         """Replace one event's detail (the running count of an aggregated auth failure)."""
-        self.store.write_now(
+        await self.store.execute(
             "UPDATE audit SET detail = ? WHERE id = ?", (_detail_json(detail), row_id)
         )
-
-    def record_now(self, event: str, **fields: Any) -> None:
-        """Append one event from synchronous code (the CLI)."""
-        self.store.write_now(INSERT, self._row(event, fields))
 
     def _row(self, event: str, fields: dict[str, Any]) -> list[Any]:
         values: dict[str, Any] = dict.fromkeys(COLUMNS)
@@ -72,7 +68,7 @@ class AuditLog:
             values["detail"] = _detail_json(values["detail"])
         return [values[name] for name in COLUMNS]
 
-    def query(
+    async def query(
         self,
         *,
         limit: int = 100,
@@ -93,7 +89,7 @@ class AuditLog:
             where.append("key_id = ?")
             params.append(key_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.store.query(
+        rows = await self.store.query(
             f"SELECT * FROM audit {clause} ORDER BY id DESC LIMIT ?", [*params, limit]
         )
         events = []
@@ -103,25 +99,27 @@ class AuditLog:
             events.append(item)
         return events
 
-    def purge(self) -> int:
+    async def purge(self) -> int:
         """Delete events older than the retention period; return how many.
 
         Events are appended in time order, so the last expired id is found by a binary search
         over ids (no index on `at`: each write would pay for one).
         """
         cutoff = time.time() - self.retention_days * 86400
-        bounds = self.store.query("SELECT min(id), max(id) FROM audit")[0]
+        bounds = (await self.store.query("SELECT min(id), max(id) FROM audit"))[0]
         low, high, last = bounds[0], bounds[1], None
         while low is not None and high is not None and low <= high:
             middle = (low + high) // 2
-            row = self.store.query("SELECT id, at FROM audit WHERE id >= ? LIMIT 1", [middle])
+            row = await self.store.query(
+                "SELECT id, at FROM audit WHERE id >= ? ORDER BY id LIMIT 1", [middle]
+            )
             if row and row[0]["at"] < cutoff:
                 last, low = row[0]["id"], row[0]["id"] + 1
             else:
                 high = middle - 1
         if last is None:
             return 0
-        return self.store.write_now("DELETE FROM audit WHERE id <= ?", (last,))
+        return await self.store.execute("DELETE FROM audit WHERE id <= ?", (last,))
 
 
 def _capped(value: Any, limit: int) -> Any:

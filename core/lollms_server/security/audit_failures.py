@@ -49,7 +49,7 @@ class FailureLog:
         self.interval_s = interval_s
         self.bursts: dict[Source, _Burst] = {}
 
-    def record(
+    async def record(
         self,
         *,
         client: str,
@@ -65,7 +65,7 @@ class FailureLog:
         reason = reason[:REASON_CHARS]
         source: Source = (client, status, reason, key_id)
         if source not in self.bursts and len(self.bursts) >= MAX_SOURCES:
-            self.flush(now)  # ended intervals make room
+            await self.flush(now)  # ended intervals make room
             if len(self.bursts) >= MAX_SOURCES:  # one row per status for all the rest
                 source, reason = ("*", status, "*", None), OVERFLOW_REASON
         burst = self.bursts.get(source)
@@ -73,43 +73,50 @@ class FailureLog:
             burst.detail["count"] += 1
             burst.detail["last_at"] = now
             return
-        if burst is not None:
-            self._write_back(burst)
         detail: dict[str, Any] = {"reason": reason, "count": 1, "last_at": now}
         if user_agent:
             detail["user_agent"] = user_agent
-        row_id = self.audit.insert(
-            "auth_failed",
-            key_id=key_id,
-            client=source[0],
-            method=method,
-            path=path,
-            status=status,
-            detail=detail,
-        )
-        self.bursts[source] = _Burst(row_id, now, detail)
+        # registered before the insert awaits: repeats arriving meanwhile raise its count
+        fresh = self.bursts[source] = _Burst(0, now, detail)
+        if burst is not None:
+            await self._write_back(burst)
+        try:
+            fresh.row_id = await self.audit.insert(
+                "auth_failed",
+                key_id=key_id,
+                client=source[0],
+                method=method,
+                path=path,
+                status=status,
+                detail=dict(detail),
+            )
+        except BaseException:
+            if self.bursts.get(source) is fresh:
+                del self.bursts[source]
+            raise
 
-    def flush(self, now: float | None = None) -> None:
+    async def flush(self, now: float | None = None) -> None:
         """Write every changed count; forget sources whose interval has ended."""
         now = time.time() if now is None else now
         for source, burst in list(self.bursts.items()):
-            self._write_back(burst)
-            if now - burst.started >= self.interval_s:
+            await self._write_back(burst)
+            if now - burst.started >= self.interval_s and self.bursts.get(source) is burst:
                 del self.bursts[source]
 
-    def _write_back(self, burst: _Burst) -> None:
-        if burst.count != burst.written:
-            self.audit.set_detail(burst.row_id, burst.detail)
-            burst.written = burst.count
+    async def _write_back(self, burst: _Burst) -> None:
+        if burst.row_id and burst.count != burst.written:  # row_id 0: its insert is pending
+            count = burst.count  # repeats during the write are written next time
+            await self.audit.set_detail(burst.row_id, burst.detail)
+            burst.written = count
 
     async def run(self, every_s: float = FLUSH_EVERY_S) -> None:
         """Flush every `every_s` until cancelled, and once more at the end."""
         try:
             while True:
                 await asyncio.sleep(every_s)
-                self.flush()
+                await self.flush()
         finally:
             try:
-                self.flush()
+                await self.flush()
             except Exception:  # at shutdown: the counts are lost, the server still stops
                 log.exception("could not write the last auth-failure counts")

@@ -32,7 +32,7 @@ def _names(value: str) -> list[str] | None:
 
 
 async def _keys_view(request: web.Request, **extra: Any) -> web.Response:
-    keys = [k.to_dict() for k in request.app[KEYSTORE].list()]
+    keys = [k.to_dict() for k in await request.app[KEYSTORE].list()]
     status = extra.pop("status", 200)
     return await render(request, "keys.html", "_keys.html", {"keys": keys, **extra}, status=status)
 
@@ -81,7 +81,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def audit_page(request: web.Request) -> web.Response:
     """The audit log (admin), newest first, filtered by event or key, 100 a page."""
     query = validate_data(AuditFilter, dict(request.query))
-    events = request.app[AUDIT].query(limit=100, **query)
+    events = await request.app[AUDIT].query(limit=100, **query)
     older = events[-1]["id"] if len(events) == 100 else None
     context = {"events": events, "filters": query, "older": older}
     return await render(request, "audit.html", "_audit.html", context)
@@ -104,7 +104,7 @@ async def login(request: web.Request) -> web.Response:
     refuse_cross_site(request, "cross-site login refused")  # no logging a victim in as us
     form = await read_page_form(request, LoginForm)
     try:
-        request.app[KEYSTORE].verify(form["key"].strip())
+        await request.app[KEYSTORE].verify(form["key"].strip())
     except Unauthorized as exc:
         context = {"next": safe_next(form["next"]), "error": exc, "status": exc.status}
         return await render(request, "login.html", "_login.html", context, status=exc.status)

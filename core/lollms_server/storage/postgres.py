@@ -1,0 +1,134 @@
+"""The PostgreSQL store (asyncpg): a connection pool shared by the requests of one replica;
+each write is its own autocommitted statement, durable once it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import asyncpg
+
+from ..errors import BackendUnavailable
+from . import Row, describe
+
+PLACEHOLDER = re.compile(r"\?")
+MIGRATION_LOCK = 0x6C6F6C6D73  # pg_advisory_xact_lock key: one migrating replica at a time
+#: what a lost or refused connection raises: the request gets a 503, not a 500
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+#: what connecting may raise besides: a bad password, a missing database
+REFUSED: tuple[type[BaseException], ...] = (*UNREACHABLE, asyncpg.PostgresError)
+
+
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2...`."""
+    counter = iter(range(1, 1_000_000))
+    return PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+class PostgresStore:
+    """Keys and audit rows in PostgreSQL, shared by every replica."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, where: str) -> None:
+        self.pool = pool
+        self.where = where
+        self._sql: dict[str, str] = {}
+
+    @classmethod
+    async def connect(cls, url: str, pool_size: int, timeout_s: float) -> PostgresStore:
+        """A pool of up to `pool_size` connections to `url`."""
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=pool_size, timeout=timeout_s, command_timeout=60
+            )
+        except REFUSED as exc:
+            raise BackendUnavailable(
+                f"cannot connect to the database {describe(url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return cls(pool, describe(url))
+
+    def _numbered(self, sql: str) -> str:
+        translated = self._sql.get(sql)
+        if translated is None:
+            translated = self._sql[sql] = numbered(sql)
+        return translated
+
+    async def query(self, sql: str, params: Any = ()) -> list[Row]:
+        """The rows of one read query."""
+        try:
+            return list(await self.pool.fetch(self._numbered(sql), *params))
+        except UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
+
+    async def execute(self, sql: str, params: Any = ()) -> int:
+        """Run one write, committed when this returns; its row count."""
+        try:
+            status = await self.pool.execute(self._numbered(sql), *params)
+        except UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
+        count = status.rsplit(" ", 1)[-1]  # "UPDATE 1", "INSERT 0 1", "DELETE 7"
+        return int(count) if count.isdigit() else 0
+
+    async def insert(self, sql: str, params: Any = ()) -> int:
+        """Run one INSERT, committed when this returns; the new row's id."""
+        try:
+            value = await self.pool.fetchval(self._numbered(sql) + " RETURNING id", *params)
+        except UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
+        return int(value)
+
+    async def revision(self) -> int:
+        """`meta.schema_version`, 0 for an empty database."""
+        async with self.pool.acquire() as connection:
+            return await _revision(connection)
+
+    async def migrate(self, sql: str, expected: int, target: int, record: str | None) -> bool:
+        """Run one migration step in one transaction, holding the migration lock."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if await _revision(connection) != expected:
+                return False
+            await connection.execute(sql)
+            await connection.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', $1)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                str(target),
+            )
+            if record is not None:
+                await connection.execute(
+                    "INSERT INTO schema_history(revision, action, at)"
+                    " VALUES ($1, $2, extract(epoch FROM now()))",
+                    target,
+                    record,
+                )
+        return True
+
+    async def maintain(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints and vacuums on its own."""
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        """Close the pool (waits for the connections in use)."""
+        await self.pool.close()
+
+    def _unreachable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"the database {self.where} is unreachable ({type(exc).__name__})", retry_after=1
+        )
+
+
+async def _revision(connection: Any) -> int:
+    if await connection.fetchval("SELECT to_regclass('meta')") is None:
+        return 0
+    value = await connection.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(value) if value else 0
