@@ -138,6 +138,15 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Room:
+    """A backend's memory for one model: the bytes it would have left with the model in memory
+    (negative: it does not fit), and whether the model is in its memory already."""
+
+    left: float
+    loaded: bool = False
+
+
+@dataclass(frozen=True)
 class Health:
     """A binding instance's health at one moment."""
 
@@ -169,6 +178,9 @@ class Binding:
     # True: the core picks a GPU per model (`device_for`); a class attribute, or set per
     # instance in `startup()` by a binding that learns there whether it can use a GPU
     gpu_placement: bool = False
+    # True: an instance holds models in this process (RAM, GPU), so `serve --workers N` refuses
+    # N > 1 with it (each worker would load them again); False for bindings that call a server
+    loads_models: ClassVar[bool] = True
     # the input roles the binding honours per generation type ({"i2i": {"input_image"}});
     # None: it says nothing and gets every input. The core refuses any other role (400).
     input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None
@@ -192,12 +204,12 @@ class Binding:
         return None
 
     def reported_load(self, model: str) -> float | None:
-        """Generations the backend last said it runs or queues (a remote node's figure, fresh
-        from its latest answer), or None when it reports none."""
+        """Generations of `model` the backend last said it runs or queues (a remote node's
+        figure, fresh from its latest answer), or None when it reports none."""
         return None
 
-    def reported_room(self, model: str) -> float | None:
-        """Bytes the backend last said one more model may take there, or None."""
+    def reported_room(self, model: str) -> Room | None:
+        """What the backend last said of its memory for `model`, or None."""
         return None
 
     def check_input_roles(self, request: GenerationRequest) -> None:
@@ -271,6 +283,10 @@ class Binding:
     async def detokenize(self, tokens: list[int], model: str) -> str:
         """Text of token ids under `model`'s tokenizer."""
         raise NotSupported(f"{self.name} cannot detokenize", binding=self.instance_name)
+
+    async def special_tokens(self, model: str) -> tuple[int | None, int | None]:
+        """The BOS and EOS token ids of `model`'s tokenizer (None: it has none, or unknown)."""
+        return None, None
 
     def public_settings(self) -> dict[str, Any]:
         """The instance's settings with secrets masked, safe to show anyone."""

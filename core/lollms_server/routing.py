@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 
 def ordered_candidates(target: Target, scheduler: Scheduler) -> list[Target]:
     """The target then its fallbacks; for `least-busy` routes, the least loaded first; for
-    `most-room` routes, the one with the most free memory first (unknown room last)."""
+    `most-room` routes, those with the model already loaded, then those it fits (the most
+    memory left first), then those reporting no room, then those it does not fit."""
     candidates = [dataclasses.replace(target, fallbacks=()), *target.fallbacks]
     if target.strategy == "least-busy":
         candidates.sort(key=lambda t: _load(t, scheduler))
     elif target.strategy == "most-room":
-        candidates.sort(key=lambda t: (-_room(t), _load(t, scheduler)))
+        candidates.sort(key=lambda t: (*_room_rank(t), _load(t, scheduler)))
     return candidates
 
 
@@ -39,9 +40,14 @@ def _load(target: Target, scheduler: Scheduler) -> float:
     return 0.0 if lane is None else (lane.active + len(lane.waiting)) / lane.capacity
 
 
-def _room(target: Target) -> float:
+def _room_rank(target: Target) -> tuple[int, float]:
+    """(tier, -room left): loaded, fits, unknown, does not fit; then the most room first."""
     room = target.binding.reported_room(target.model)
-    return -1.0 if room is None else room
+    if room is None:
+        return 2, 0.0
+    if room.loaded:
+        return 0, -room.left
+    return (1 if room.left >= 0 else 3), -room.left
 
 
 def is_backend_failure(exc: BaseException) -> bool:

@@ -1,11 +1,13 @@
-"""What a node tells a gateway about its load: fresh figures on every API answer's headers,
-and the whole picture at `GET /api/v1/status` (queue depth per model, free memory, loaded
-models), so that a gateway's `least-busy` and `most-room` routes choose on live numbers."""
+"""What a node tells a gateway about its load: fresh figures on every API answer's headers
+(the total queue depth, the depth of each busy `instance/model` lane, the free memory), and the
+whole picture at `GET /api/v1/status` (queue depth per model, free memory, loaded models), so
+that a gateway's `least-busy` and `most-room` routes choose on live numbers."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -17,7 +19,9 @@ from .endpoint import endpoint
 
 routes = web.RouteTableDef()
 QUEUE_HEADER = "X-Lollms-Queue-Depth"
+MODEL_QUEUE_HEADER = "X-Lollms-Model-Queue-Depth"
 FREE_MEMORY_HEADER = "X-Lollms-Free-Memory"
+MAX_HEADER_LANES = 64  # the busiest lanes only: a header line stays well under 8 KiB
 
 
 def queue_depths(app: web.Application) -> dict[str, int]:
@@ -26,6 +30,22 @@ def queue_depths(app: web.Application) -> dict[str, int]:
         f"{instance}/{model}": lane.active + len(lane.waiting)
         for (instance, model), lane in app[SCHEDULER].lanes.items()
     }
+
+
+def model_queue_header(depths: dict[str, int]) -> str:
+    """The busy lanes as `instance/model=depth, ...` (names percent-encoded; absent = 0)."""
+    busy = sorted(((d, lane) for lane, d in depths.items() if d > 0), reverse=True)
+    return ", ".join(f"{quote(lane, safe='/')}={d}" for d, lane in busy[:MAX_HEADER_LANES])
+
+
+def parse_model_queue_header(value: str) -> dict[str, int]:
+    """The lanes of a `model_queue_header` value (malformed entries are skipped)."""
+    depths: dict[str, int] = {}
+    for entry in value.split(","):
+        lane, _, depth = entry.strip().rpartition("=")
+        if lane and depth.isdigit():
+            depths[unquote(lane)] = int(depth)
+    return depths
 
 
 def devices(app: web.Application) -> list[Device]:
@@ -46,7 +66,9 @@ async def add_load_headers(request: web.Request, response: web.StreamResponse) -
     if request.get(REQUEST_PRINCIPAL) is None or not request.path.startswith(("/api/", "/v1/")):
         return
     app = request.app
-    response.headers[QUEUE_HEADER] = str(sum(queue_depths(app).values()))
+    depths = queue_depths(app)
+    response.headers[QUEUE_HEADER] = str(sum(depths.values()))
+    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(depths)
     room = free_memory(app)
     if room is not None:
         response.headers[FREE_MEMORY_HEADER] = str(room)

@@ -175,7 +175,7 @@ class LollmsRemoteBinding(Binding):
     async def list_models(self) -> list[ModelInfo]:
         """The node's models, named `<node instance>/<model>`, with their metadata."""
         try:
-            answer = await self.upstream.get_json("/api/v1/list_models")
+            answer = await self.upstream.get_json("/api/v1/list_models?format=lollms-server")
         except LollmsError as exc:
             raise BackendUnavailable(exc.message, binding=self.instance_name) from exc
         listing = answer.get("models") if isinstance(answer, dict) else None

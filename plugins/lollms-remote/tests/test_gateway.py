@@ -11,24 +11,26 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import aiohttp
 import pytest
 
 from lollms_server.bindings import GENERATION_TYPES
-from lollms_server.testing import ServerProcess, free_port, lollms_process
+from lollms_server.testing import ServerProcess, backend_unavailable, free_port, lollms_process
 from lollms_server.testing.server import input_data, sse_events
 
-from .conftest import Node
+from .conftest import ECHO_NODE, Node, start_node
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
-def gateway_config(nodes: tuple[Node, ...]) -> str:
-    """Bindings `n1`, `n2`... for the nodes, and routes spanning them."""
+def gateway_config(nodes: tuple[Node, ...], big: Node) -> str:
+    """Bindings `n1`, `n2`... for the nodes, `big` for the node whose models need more memory
+    than it has, and routes spanning them."""
     lines = []
-    for index, node in enumerate(nodes, 1):
+    for index, node in [*enumerate(nodes, 1), ("-big", big)]:
         lines += [
             f"[bindings.n{index}]",
             'type = "lollms"',
@@ -54,22 +56,44 @@ def gateway_config(nodes: tuple[Node, ...]) -> str:
         "",
     ]
     targets = ", ".join(f'"n{i}/echo/slow"' for i in range(1, len(nodes) + 1))
+    echo, think = targets.replace("slow", "echo"), targets.replace("slow", "think")
     lines += [
         "[routes]",
         f'"fleet-slow" = {{targets = [{targets}], strategy = "least-busy"}}',
         f'"fleet-room" = {{targets = [{targets}], strategy = "most-room"}}',
+        f'"fleet-echo" = {{targets = [{echo}], strategy = "least-busy"}}',
+        f'"fleet-think" = {{targets = [{think}], strategy = "most-room"}}',
+        f'"fleet-fit" = {{targets = ["n-big/echo/echo", {echo}], strategy = "most-room"}}',
         '"after-dead" = ["dead/echo/echo", "n2/echo/echo"]',
     ]
     return "\n".join(lines) + "\n"
 
 
+BIG_NODE = ECHO_NODE.format(delay_ms=50, budget="4GiB").replace(
+    "[resources]", "model_memory_mb = 8192\n\n[resources]"
+)
+
+
+@pytest.fixture(scope="module")
+def big_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """An echo node with the most free memory (4 GiB), whose models each need 8 GiB."""
+    with ExitStack() as stack:
+        try:
+            node = start_node(stack, tmp_path_factory.mktemp("big-node"), BIG_NODE, "gw")
+        except AssertionError as exc:
+            backend_unavailable(request, str(exc))
+        yield node
+
+
 @pytest.fixture(scope="module")
 def gateway(
-    echo_nodes: tuple[Node, Node], tmp_path_factory: pytest.TempPathFactory
+    echo_nodes: tuple[Node, Node], big_node: Node, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """The gateway process with both echo nodes."""
+    """The gateway process with both echo nodes and the big one."""
     folder = tmp_path_factory.mktemp("gateway")
-    with lollms_process(folder, gateway_config(echo_nodes)) as server:
+    with lollms_process(folder, gateway_config(echo_nodes, big_node)) as server:
         yield server
 
 
@@ -163,6 +187,84 @@ async def test_most_room_route_picks_the_node_with_most_free_memory(
         assert status == 200, answer
         assert answer["binding_instance"] == "n2"
         assert answer["output"][0]["data"] == "hello fleet"
+
+
+async def test_least_busy_weighs_the_queue_of_the_requested_model(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """n1 runs three `slow` streams, n2 one: each node's answers say so per model; `echo`
+    then goes to n1 (no `echo` queued on either: the route's order), `slow` to n2."""
+    held = []
+    try:
+        for node, count in zip(echo_nodes, (3, 1), strict=True):
+            for _ in range(count):  # straight to the node: 20 s streams
+                payload = body("ttt", "slow", "echo", stream=True)
+                payload["input_data"][0]["data"] = " ".join(["word"] * 400)
+                auth = {"Authorization": f"Bearer {node.key}"}
+                answer = await http.post(f"{node.url}/api/v1/generate", json=payload, headers=auth)
+                held.append(answer)
+                await answer.content.readline()
+        auth = {"Authorization": f"Bearer {echo_nodes[0].key}"}
+        async with http.get(f"{echo_nodes[0].url}/api/v1/list_models", headers=auth) as answer:
+            assert answer.headers["X-Lollms-Model-Queue-Depth"] == "echo/slow=3"
+            assert answer.headers["X-Lollms-Queue-Depth"] == "3"
+        assert echo_nodes[0].get("/api/v1/status")["queue_depth"]["echo/slow"] == 3
+        for name in ("n1", "n2"):  # fresh figures of each node, from an answer's headers
+            status, answer = await post(http, gateway.url, body("ttt", "echo/echo", name))
+            assert status == 200, answer
+        for _ in range(3):
+            status, answer = await post(http, gateway.url, body("ttt", "fleet-echo"))
+            assert status == 200, answer
+            assert answer["binding_instance"] == "n1"
+        status, answer = await post(http, gateway.url, body("ttt", "fleet-slow"))
+        assert status == 200, answer
+        assert answer["binding_instance"] == "n2"
+    finally:
+        for answer in held:
+            answer.close()
+
+
+async def test_most_room_prefers_the_node_that_has_the_model_loaded(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """`echo/think` loaded on n1 only: n1 serves the most-room route although n2 has more
+    free memory (2 GiB against 1)."""
+    for name in ("n1", "n2"):
+        if "echo/think" in echo_nodes[int(name[1]) - 1].get("/api/v1/status")["loaded"]:
+            unload = {"binding_name": name, "model_name": "echo/think"}
+            async with http.post(f"{gateway.url}/api/v1/unload_model", json=unload) as answer:
+                assert answer.status == 200, await answer.text()
+    load = {"binding_name": "n1", "model_name": "echo/think"}
+    async with http.post(f"{gateway.url}/api/v1/load_model", json=load) as answer:
+        assert answer.status == 200, await answer.text()
+    try:
+        status, answer = await post(http, gateway.url, body("ttt", "echo/echo", "n2"))
+        assert status == 200, answer  # n2's free memory is fresh on the gateway
+        for _ in range(3):
+            status, answer = await post(http, gateway.url, body("ttt", "fleet-think"))
+            assert status == 200, answer
+            assert answer["binding_instance"] == "n1"
+        assert "echo/think" not in echo_nodes[1].get("/api/v1/status")["loaded"]
+    finally:
+        async with http.post(f"{gateway.url}/api/v1/unload_model", json=load) as answer:
+            assert answer.status == 200, await answer.text()
+
+
+async def test_most_room_passes_over_a_node_the_model_does_not_fit(
+    gateway: ServerProcess, big_node: Node, http: aiohttp.ClientSession
+) -> None:
+    """The big node has the most free memory but not the 8 GiB its `echo` needs: the route
+    picks n2 (2 GiB free, `echo` needs nothing) and never asks the big node."""
+    for name in ("n-big", "n1", "n2"):  # each node's free memory and model sizes, fresh
+        async with http.get(f"{gateway.url}/api/v1/list_available_models/{name}") as answer:
+            assert answer.status == 200, await answer.text()
+    for attempt in range(3):
+        request_id = f"fit-check-{attempt}"
+        headers = {"X-Request-Id": request_id}
+        status, answer = await post(http, gateway.url, body("ttt", "fleet-fit"), **headers)
+        assert status == 200, answer
+        assert answer["binding_instance"] == "n2"
+        assert request_id not in big_node.server.log()
 
 
 async def test_node_reports_load_in_headers_and_status(echo_node: Node) -> None:
