@@ -167,15 +167,15 @@ def test_listings_show_only_what_a_key_may_use(world: World) -> None:
     assert [m["name"] for m in get("/api/tags", key)["models"]] == ["echo/echo:latest"]
     assert [m["name"] for m in get("/api/ps", key)["models"]] == ["echo/echo:latest"]
     assert "echo/think:latest" in [m["name"] for m in get("/api/ps", admin)["models"]]
-    listed = get("/api/v1/list_models", key)["models"]
+    listed = get("/api/v1/list_models?format=lollms-server", key)["models"]
     assert {i: [m["name"] for m in ms] for i, ms in listed.items()} == {"echo": ["echo"]}
     available = get("/api/v1/list_available_models/echo", key)["models"]
     assert [m["name"] for m in available] == ["echo"]
     assert main.call("GET", "/api/v1/list_available_models/paid", key=key).status == 404
     assert main.call("GET", "/v1/models/spare/echo", key=key).status == 404
     assert list(get("/api/v1/list_bindings", key)["binding_instances"]) == ["echo"]
-    assert list(get("/api/v1/list_active_bindings", key)) == ["echo"]
-    assert set(get("/api/v1/list_active_bindings", admin)) == {"echo", "spare", "paid"}
+    assert list(get("/api/v1/list_active_bindings", key)["bindings"]) == ["echo"]
+    assert set(get("/api/v1/list_active_bindings", admin)["bindings"]) == {"echo", "spare", "paid"}
     spare_only = main.key("spare-only", "--bindings", "spare")
     ids = [m["id"] for m in get("/v1/models", spare_only)["data"]]
     assert ids and all(i.startswith("spare/") for i in ids), ids

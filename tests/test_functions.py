@@ -155,8 +155,10 @@ async def run_loop(client: Client, prompt: str, **body: Any) -> tuple[int, Any]:
 
 
 async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None:
-    body = await (await fclient.get("/api/v1/list_functions")).json()
+    names = (await (await fclient.get("/api/v1/list_functions")).json())["functions"]
+    body = await (await fclient.get("/api/v1/list_functions?format=lollms-server")).json()
     listed = body["functions"]
+    assert names == sorted(listed)  # upstream's shape: the names
     assert set(listed) == {"get_weather", "explode", "sleepy", "delete_everything"}
     weather = listed["get_weather"]
     assert weather["description"] == "Current weather of a city."

@@ -203,17 +203,21 @@ async def test_list_bindings_masks_secrets(rec_client: Client) -> None:
     assert body["binding_types"]["rec"]["plugin"] == "rec"
     instances = body["binding_instances"]
     assert set(instances) == {"echo", "rec", "sleepy"}
-    assert instances["echo"] == {
-        "type": "echo",
-        "default_model": "echo",
-        "settings": {
-            "delay_ms": 20,
-            "down": False,
-            "load_delay_ms": 0,
-            "loaded_memory_mb": None,
-            "model_memory_mb": 0.0,
-        },
+    settings = {
+        "delay_ms": 20,
+        "down": False,
+        "load_delay_ms": 0,
+        "loaded_memory_mb": None,
+        "model_memory_mb": 0.0,
     }
+    assert instances["echo"] == {
+        **settings,  # upstream puts the instance's settings at the top
+        "type": "echo",
+        "binding_instance_name": "echo",
+        "default_model": "echo",
+        "settings": settings,
+    }
+    assert instances["rec"]["api_key"] == "***"
     assert instances["rec"]["settings"]["api_key"] == "***"
     assert instances["rec"]["settings"]["base_url"] == "http://localhost:1"
     assert "broken" in body["plugin_errors"]
@@ -246,7 +250,7 @@ def test_mask_secrets() -> None:
 
 
 async def test_list_active_bindings_health(rec_client: Client) -> None:
-    body = await get_json(rec_client, "/api/v1/list_active_bindings")
+    body = (await get_json(rec_client, "/api/v1/list_active_bindings"))["bindings"]
     assert set(body) == {"echo", "rec", "sleepy"}
     assert body["echo"]["health"]["state"] == "up"
     assert body["echo"]["type"] == "echo"
@@ -277,9 +281,11 @@ async def test_list_available_models(rec_client: Client) -> None:
 
 
 async def test_list_models_lists_failures_apart(rec_client: Client) -> None:
-    body = await get_json(rec_client, "/api/v1/list_models")
+    body = await get_json(rec_client, "/api/v1/list_models?format=lollms-server")
     assert set(body["models"]) == {"echo", "rec"}
     assert [m["id"] for m in body["models"]["rec"]][:1] == ["rec/echo"]
+    names = await get_json(rec_client, "/api/v1/list_models")  # upstream: names only
+    assert names["models"]["rec"][:1] == ["echo"] and names["errors"] == body["errors"]
     assert set(body["errors"]) == {"sleepy"}
     assert body["errors"]["sleepy"]["type"] == "backend_unavailable"
     assert body["errors"]["sleepy"]["binding"] == "sleepy"
@@ -289,9 +295,8 @@ async def test_get_model_info(client: Client) -> None:
     body = await get_json(client, "/api/v1/get_model_info/echo?model_name=think")
     assert body["name"] == "think" and body["id"] == "echo/think"
 
-    missing = await get_json(client, "/api/v1/get_model_info/echo", 422)
-    error = assert_error(missing, "validation_error", param="model_name")
-    assert "model_name" in error["details"]["fields"]
+    default = await get_json(client, "/api/v1/get_model_info/echo")  # the default model
+    assert default["model_name"] == "echo" and default["binding_instance_name"] == "echo"
 
     empty = await get_json(client, "/api/v1/get_model_info/echo?model_name=", 422)
     assert_error(empty, "validation_error", param="model_name")
@@ -328,10 +333,14 @@ async def test_list_personalities(rec_client: Client) -> None:
 
 
 async def test_list_functions_and_default_bindings(client: Client) -> None:
-    assert await get_json(client, "/api/v1/list_functions") == {"functions": {}, "problems": []}
-    body = await get_json(client, "/api/v1/get_default_bindings")
+    assert await get_json(client, "/api/v1/list_functions") == {"functions": [], "problems": []}
+    ours = await get_json(client, "/api/v1/list_functions?format=lollms-server")
+    assert ours == {"functions": {}, "problems": []}
+    body = await get_json(client, "/api/v1/get_default_bindings?format=lollms-server")
     assert set(body["defaults"]) == set(ECHO_DEFAULTS)
     assert body["defaults"]["tts"] == {"binding_instance": "echo", "model_name": "echo"}
+    flat = (await get_json(client, "/api/v1/get_default_bindings"))["defaults"]
+    assert flat["tts_binding"] == "echo" and flat["tts_model"] == "echo"
 
 
 # -- generate --------------------------------------------------------------------------------

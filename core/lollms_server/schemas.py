@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 from .bindings import GENERATION_TYPES
+from .ignored_fields import ForgivingSchema
 from .request_limits import CappedList
 
 NAME = validate.Length(min=1, max=256)
@@ -112,26 +122,45 @@ def _is_plain_json(value: Any) -> bool:
     )
 
 
-class InputDataSchema(StrictSchema):
-    """One item of `input_data`: text, or base64 (or a data: URL) for media."""
+INPUT_TYPES = ("text", "image", "audio", "video", "document")
+OPTIONAL_BODY_FIELDS = ("parameters", "functions", "personality", "binding_name", "model_name")
 
-    type = fields.String(
-        required=True, validate=validate.OneOf(["text", "image", "audio", "video", "document"])
-    )
+
+def _drop_nulls(data: Any, names: tuple[str, ...]) -> Any:
+    """Upstream's `Optional[...]` fields: null means absent (the default applies)."""
+    if isinstance(data, dict) and any(data.get(n, 0) is None for n in names):
+        return {k: v for k, v in data.items() if not (k in names and v is None)}
+    return data
+
+
+class InputDataSchema(ForgivingSchema):
+    """One item of `input_data`: text, or base64 (or a data: URL) for media; a `document` is
+    text unless it is a data: URL or names a non-text `mime_type`."""
+
+    type = fields.String(required=True, validate=validate.OneOf(INPUT_TYPES))
     role = fields.String(load_default="user_prompt", validate=validate.Length(min=1, max=64))
     data = fields.String(required=True)
     mime_type = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=128))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
+    @pre_load
+    def _null_metadata(self, data: Any, **kwargs: Any) -> Any:
+        return _drop_nulls(data, ("metadata", "role"))
 
-class GenerateSchema(StrictSchema):
-    """`POST /api/v1/generate`."""
+
+class GenerateSchema(ForgivingSchema):
+    """`POST /api/v1/generate` (upstream's GenerateRequest, `text_prompt` included)."""
 
     input_data = CappedList(
         fields.Nested(InputDataSchema),
         cap="max_list_items",
         required=True,
         validate=validate.Length(min=1),
+    )
+    text_prompt = fields.String(
+        load_only=True,
+        allow_none=True,
+        metadata={"description": "deprecated: becomes the first input_data item (user_prompt)"},
     )
     personality = fields.String(load_default=None, allow_none=True, validate=NAME)
     binding_name = fields.String(load_default=None, allow_none=True, validate=NAME)
@@ -141,8 +170,20 @@ class GenerateSchema(StrictSchema):
     parameters = fields.Nested(ParametersSchema, load_default=dict)
     functions = CappedList(fields.String(validate=NAME), cap=512, load_default=list)
 
+    @pre_load
+    def _upstream_forms(self, data: Any, **kwargs: Any) -> Any:
+        """`text_prompt` becomes the first `user_prompt` item, as upstream does; nulls of
+        optional fields mean absent."""
+        data = _drop_nulls(data, OPTIONAL_BODY_FIELDS)
+        if not isinstance(data, dict) or not data.get("text_prompt"):
+            return data
+        items = data.get("input_data")
+        items = list(items) if isinstance(items, list) else []
+        prompt = {"type": "text", "role": "user_prompt", "data": data["text_prompt"]}
+        return {**data, "input_data": [prompt, *items]}
 
-class TargetSchema(StrictSchema):
+
+class TargetSchema(ForgivingSchema):
     """Optional instance and model of tokenizer requests."""
 
     binding_name = fields.String(load_default=None, allow_none=True, validate=NAME)
@@ -153,6 +194,12 @@ class TokenizeSchema(TargetSchema):
     """`POST /api/v1/tokenize` and `count_tokens`."""
 
     text = fields.String(required=True)
+    add_bos = fields.Boolean(
+        load_default=False, metadata={"description": "prepend the model's BOS token, if it has one"}
+    )
+    add_eos = fields.Boolean(
+        load_default=False, metadata={"description": "append the model's EOS token, if it has one"}
+    )
 
 
 class DetokenizeSchema(TargetSchema):
@@ -161,10 +208,16 @@ class DetokenizeSchema(TargetSchema):
     tokens = CappedList(fields.Integer(), cap="max_token_ids", required=True)
 
 
-class ModelInfoQuerySchema(StrictSchema):
-    """`GET /api/v1/get_model_info/{instance}?model_name=`."""
+class ModelInfoQuerySchema(ForgivingSchema):
+    """`GET /api/v1/get_model_info/{instance}[?model_name=]` (absent: the default model)."""
 
-    model_name = fields.String(required=True, validate=NAME)
+    model_name = fields.String(load_default=None, validate=NAME)
+
+
+class ListingQuerySchema(ForgivingSchema):
+    """`?format=lollms-server`: this server's own shape where upstream's cannot carry it."""
+
+    format = fields.String(load_default=None, validate=validate.OneOf(["lollms-server"]))
 
 
 class OutputSchema(Schema):
@@ -209,6 +262,7 @@ class ErrorSchema(Schema):
     """The error body of every lollms API route."""
 
     error = fields.Nested(ErrorDetailSchema)
+    detail = fields.String(metadata={"description": "the message, as upstream lollms_server"})
 
 
 class KeyCreateSchema(StrictSchema):

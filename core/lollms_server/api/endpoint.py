@@ -14,6 +14,8 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from ..errors import InvalidRequest, ValidationFailed
+from ..ignored_fields import REQUEST_KEY as IGNORED_FIELDS
+from ..ignored_fields import collecting
 from ..request_limits import RequestLimits, limits_in_force
 from .body import UploadedFile, limits_of, read_body, read_form
 
@@ -71,16 +73,19 @@ def endpoint(
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
             limits = limits_of(request)
-            if body is not None:
-                raw = await read_body(request, media=media_body, json=True)
-                data = await off_loop_if_big(len(raw), load_json, body, raw, limits)
-            elif form is not None:
-                fields = await read_form(request)
-                data = validate(form, fields, limits)
-            elif query is not None:
-                data = validate(query, dict(request.query), limits)
-            else:
-                return await handler(request)
+            with collecting() as ignored:
+                if body is not None:
+                    raw = await read_body(request, media=media_body, json=True)
+                    data = await off_loop_if_big(len(raw), load_json, body, raw, limits)
+                elif form is not None:
+                    fields = await read_form(request)
+                    data = validate(form, fields, limits)
+                elif query is not None:
+                    data = validate(query, dict(request.query), limits)
+                else:
+                    return await handler(request)
+            if ignored:
+                request[IGNORED_FIELDS] = ignored
             return await handler(request, data)
 
         wrapper.__lollms_doc__ = doc  # type: ignore[attr-defined]

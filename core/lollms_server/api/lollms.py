@@ -1,4 +1,5 @@
-"""The lollms API under /api/v1/ (upstream lollms_server shape, without its secret leaks)."""
+"""The lollms API under /api/v1/ (upstream lollms_server shape, without its secret leaks):
+health, generate and the tokenizer routes; the listings are in lollms_listing."""
 
 from __future__ import annotations
 
@@ -7,30 +8,23 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__, health
+from .. import __version__
 from ..bindings import closing_stream
-from ..errors import InvalidRequest, NotFound, PayloadTooLarge
+from ..errors import InvalidRequest, PayloadTooLarge
 from ..generation import guarded
-from ..keys import CONFIG, FUNCTIONS, GENERATION, PERSONALITIES, PLUGINS, REGISTRY
-from ..listing import gather_models, list_models_of, visible_bindings, visible_instance
+from ..keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ..registry import Target
 from ..schemas import (
     DetokenizeSchema,
     GenerateResponseSchema,
     GenerateSchema,
     HealthSchema,
-    ModelInfoQuerySchema,
     TokenizeSchema,
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
 from ..toolloop import ToolLoop
 from .body import limits_of
-from .convert import (
-    health_dict,
-    lollms_inputs,
-    media_size,
-    model_dict,
-)
+from .convert import lollms_inputs, media_size
 from .endpoint import endpoint, off_loop_if_big
 from .lollms_answer import response_body, stream_answer
 
@@ -56,137 +50,6 @@ async def get_health(request: web.Request) -> web.Response:
             "plugin_errors": request.app[PLUGINS].errors,
         }
     )
-
-
-@routes.get(f"{PREFIX}/list_bindings")
-@endpoint("Binding types from plugins and configured instances (secrets masked)", tag=TAG)
-async def list_bindings(request: web.Request) -> web.Response:
-    """Binding types and instances."""
-    plugins = request.app[PLUGINS]
-    types: dict[str, Any] = {}
-    for name, cls in sorted(plugins.binding_classes.items()):
-        owner = plugins.plugin_of(name)
-        types[name] = {
-            "title": cls.title,
-            "description": cls.description,
-            "capabilities": sorted(cls.capabilities),
-            "plugin": owner.name if owner else None,
-            "version": owner.version if owner else None,
-            "settings": sorted(cls.ConfigSchema().fields),
-        }
-    instances = {
-        binding.instance_name: {
-            "type": binding.name,
-            "default_model": request.app[REGISTRY].default_models.get(binding.instance_name),
-            "settings": binding.public_settings(),
-        }
-        for binding in visible_bindings(request.app[REGISTRY])
-    }
-    return web.json_response(
-        {"binding_types": types, "binding_instances": instances, "plugin_errors": plugins.errors}
-    )
-
-
-@routes.get(f"{PREFIX}/list_active_bindings")
-@endpoint("Configured instances with their capabilities and current health", tag=TAG)
-async def list_active_bindings(request: web.Request) -> web.Response:
-    """Instances and health."""
-    bindings = visible_bindings(request.app[REGISTRY])
-    states = await health.check_all(bindings)
-    return web.json_response(
-        {
-            b.instance_name: {
-                "type": b.name,
-                "capabilities": sorted(b.capabilities),
-                "health": health_dict(states[b.instance_name]),
-            }
-            for b in bindings
-        }
-    )
-
-
-@routes.get(PREFIX + "/list_available_models/{instance}")
-@endpoint("Models of one binding instance", tag=TAG)
-async def list_available_models(request: web.Request) -> web.Response:
-    """Models of one instance; a backend failure is a 5xx, never an empty list."""
-    binding = visible_instance(request.app[REGISTRY], request.match_info["instance"])
-    models = await list_models_of(binding)
-    return web.json_response(
-        {
-            "instance": binding.instance_name,
-            "models": [model_dict(m, binding.instance_name) for m in models],
-        }
-    )
-
-
-@routes.get(f"{PREFIX}/list_models")
-@endpoint("Models of every instance; failing instances listed under errors", tag=TAG)
-async def list_models(request: web.Request) -> web.Response:
-    """Models of all instances."""
-    listings = await gather_models(request.app[REGISTRY])
-    models = {
-        item.name: [model_dict(m, item.name) for m in item.models]
-        for item in listings
-        if not item.error
-    }
-    errors = {item.name: item.error.to_dict() for item in listings if item.error}
-    return web.json_response({"models": models, "errors": errors})
-
-
-@routes.get(PREFIX + "/get_model_info/{instance}")
-@endpoint("One model's details", tag=TAG, query=ModelInfoQuerySchema)
-async def get_model_info(request: web.Request, query: dict[str, Any]) -> web.Response:
-    """Details of one model of an instance."""
-    binding = visible_instance(request.app[REGISTRY], request.match_info["instance"])
-    for model in await list_models_of(binding):
-        if model.name == query["model_name"]:
-            return web.json_response(model_dict(model, binding.instance_name))
-    raise NotFound(
-        f"instance {binding.instance_name!r} has no model {query['model_name']!r}",
-        binding=binding.instance_name,
-        param="model_name",
-    )
-
-
-@routes.get(f"{PREFIX}/list_personalities")
-@endpoint("Installed personalities", tag=TAG)
-async def list_personalities(request: web.Request) -> web.Response:
-    """Personalities and loading problems."""
-    store = request.app[PERSONALITIES]
-    return web.json_response(
-        {
-            "personalities": {n: p.to_dict() for n, p in sorted(store.by_name.items())},
-            "problems": store.problems,
-        }
-    )
-
-
-@routes.get(f"{PREFIX}/list_functions")
-@endpoint("Registered functions (tools) with their parameter schemas", tag=TAG)
-async def list_functions(request: web.Request) -> web.Response:
-    """Functions."""
-    functions = request.app[FUNCTIONS]
-    return web.json_response(
-        {
-            "functions": {n: f.to_dict() for n, f in sorted(functions.by_name.items())},
-            "problems": functions.problems,
-        }
-    )
-
-
-@routes.get(f"{PREFIX}/get_default_bindings")
-@endpoint("Default instance (and model) per generation type", tag=TAG)
-async def get_default_bindings(request: web.Request) -> web.Response:
-    """Defaults per generation type."""
-    registry = request.app[REGISTRY]
-    defaults = {}
-    for generation_type, ref in sorted(registry.defaults.items()):
-        instance, _, model = ref.partition("/")
-        defaults[generation_type] = {
-            "binding_instance": instance,
-            "model_name": model or registry.default_models.get(instance),
-        }
-    return web.json_response({"defaults": defaults})
 
 
 @routes.post(f"{PREFIX}/generate")
@@ -256,7 +119,7 @@ async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Targe
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Tokenize."""
     target = await _tokenizer_target(request, body)
-    tokens = await token_ids(request, target, body["text"])
+    tokens = await token_ids(request, target, body["text"], body["add_bos"], body["add_eos"])
     cap = limits_of(request).max_token_ids
     if len(tokens) > cap:
         raise PayloadTooLarge(
@@ -269,14 +132,22 @@ async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     return web.json_response(text=text)
 
 
-async def token_ids(request: web.Request, target: Target, text: str) -> list[int]:
-    """The token ids of `text` under the target's tokenizer (bounded in length and time)."""
+async def token_ids(
+    request: web.Request, target: Target, text: str, add_bos: bool = False, add_eos: bool = False
+) -> list[int]:
+    """The token ids of `text` under the target's tokenizer (bounded in length and time), with
+    the model's BOS/EOS token around them when asked and the model has one (as upstream)."""
     _check_text_length(request, text)
-    return await guarded(
-        target.binding,
-        target.binding.tokenize(text, target.model),
-        request.app[CONFIG].request_timeout_s,
-    )
+    timeout = request.app[CONFIG].request_timeout_s
+    binding = target.binding
+    tokens = await guarded(binding, binding.tokenize(text, target.model), timeout)
+    if add_bos or add_eos:
+        bos, eos = await guarded(binding, binding.special_tokens(target.model), timeout)
+        if add_bos and bos is not None and tokens[:1] != [bos]:
+            tokens = [bos, *tokens]
+        if add_eos and eos is not None and tokens[-1:] != [eos]:
+            tokens = [*tokens, eos]
+    return tokens
 
 
 async def token_text(request: web.Request, target: Target, tokens: list[int]) -> str:
@@ -314,5 +185,5 @@ async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response
 async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Count tokens."""
     target = await _tokenizer_target(request, body)
-    tokens = await token_ids(request, target, body["text"])
+    tokens = await token_ids(request, target, body["text"], body["add_bos"], body["add_eos"])
     return web.json_response({"count": len(tokens), "model": target.ref})

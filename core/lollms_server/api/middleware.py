@@ -89,7 +89,8 @@ def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
     trace = current_trace()
     if trace is not None:
         body["request_id"] = trace.request_id
-    return exc.status, {"error": body}
+    # `detail`: the string upstream lollms_server (FastAPI) answered with, read by its clients
+    return exc.status, {"error": body, "detail": exc.message}
 
 
 async def error_response(request: web.Request, exc: LollmsError) -> web.StreamResponse:

@@ -97,7 +97,7 @@ async def instance_health(client: Client, instance_name: str) -> dict[str, Any]:
     response = await client.get("/api/v1/list_active_bindings")
     assert response.status == 200, await response.text()
     body: dict[str, Any] = await response.json()
-    health: dict[str, Any] = body[instance_name]["health"]
+    health: dict[str, Any] = body["bindings"][instance_name]["health"]
     return health
 
 

@@ -349,6 +349,18 @@ class LlamaCppBinding(ModelFolders, Binding):
             answer = await upstream.post_json("/tokenize", {"content": text, "add_special": False})
         return [int(token) for token in answer.get("tokens", [])]
 
+    async def special_tokens(self, model: str) -> tuple[int | None, int | None]:
+        """BOS and EOS ids from the GGUF header (`tokenizer.ggml.bos/eos_token_id`)."""
+        file = await self._file(model)
+        header = file.header
+        if header is None:
+            return None, None
+        bos, eos = (
+            header.get("tokenizer.ggml.bos_token_id"),
+            header.get("tokenizer.ggml.eos_token_id"),
+        )
+        return (bos if isinstance(bos, int) else None), (eos if isinstance(eos, int) else None)
+
     async def detokenize(self, tokens: list[int], model: str) -> str:
         """Text of token ids under the model's tokenizer; ids outside the vocabulary are a 400."""
         file = await self._file(model)

@@ -134,7 +134,7 @@ async def test_default_folder_follows_the_server_data_dir(
     assert isinstance(binding, LlamaCppBinding)
     assert binding.folders() == [tmp_path / "data" / "models" / "ttt"]
     response = await client.get("/api/v1/list_active_bindings")
-    assert (await response.json())["local"]["health"]["state"] == "up"
+    assert (await response.json())["bindings"]["local"]["health"]["state"] == "up"
 
 
 def test_plugin_is_found_by_entry_point() -> None:

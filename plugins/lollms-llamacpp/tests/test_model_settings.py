@@ -52,7 +52,9 @@ async def test_models_named_in_settings_but_absent_are_reported(
                 for line in warned
             ), warned
             assert not any(f"'{TINY}'" in line or f"'{TINY_EMBED}'" in line for line in warned)
-            health = (await (await client.get("/api/v1/list_active_bindings")).json())["local"]
+            health = (await (await client.get("/api/v1/list_active_bindings")).json())["bindings"][
+                "local"
+            ]
             assert health["health"]["state"] == "degraded"
             detail = health["health"]["detail"]
             assert f"embedding_models: {MISSING_EMBED!r}" in detail
@@ -62,7 +64,9 @@ async def test_models_named_in_settings_but_absent_are_reported(
             assert {m["name"] for m in listed["models"]} == {TINY, TINY_EMBED}
             for name in (MISSING_EMBED, "ghost", "phantom"):
                 write_tiny_gguf(folder / f"{name}.gguf")
-            health = (await (await client.get("/api/v1/list_active_bindings")).json())["local"]
+            health = (await (await client.get("/api/v1/list_active_bindings")).json())["bindings"][
+                "local"
+            ]
             assert health["health"]["state"] == "up", health
 
 

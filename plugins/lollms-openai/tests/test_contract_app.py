@@ -165,7 +165,7 @@ async def test_wrong_key_is_a_502_without_the_key(
     settings = smol.settings(api_key=wrong)
     async with app_on(settings) as client:
         active = await (await client.get("/api/v1/list_active_bindings")).json()
-        assert active["remote"]["health"]["state"] == "down"
+        assert active["bindings"]["remote"]["health"]["state"] == "down"
         body = {
             "input_data": [{"type": "text", "role": "user_prompt", "data": "Hi"}],
             "binding_name": "remote",

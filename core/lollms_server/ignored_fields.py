@@ -1,0 +1,66 @@
+"""Forgiving request schemas: unknown fields are dropped, as upstream lollms_server (pydantic)
+did, and named in the `X-Lollms-Ignored-Fields` response header so that a typo stays visible.
+
+The `/api/v1` routes that upstream defined load their bodies and queries with
+`ForgivingSchema`; `/v1` and our own admin routes stay strict (`StrictSchema`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from aiohttp import web
+from marshmallow import EXCLUDE, Schema, pre_load
+
+HEADER = "X-Lollms-Ignored-Fields"
+REQUEST_KEY = "lollms.ignored_fields"
+MAX_NAMES = 32  # a body of thousands of unknown keys names the first ones only
+MAX_NAME_CHARS = 64
+
+_IGNORED: ContextVar[list[str] | None] = ContextVar("lollms_ignored_fields", default=None)
+
+
+class ForgivingSchema(Schema):
+    """Unknown fields are ignored and recorded (when a `collecting` block is active)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def _record_unknown(self, data: Any, **kwargs: Any) -> Any:
+        ignored = _IGNORED.get()
+        if ignored is not None and isinstance(data, dict):
+            known = {field.data_key or name for name, field in self.load_fields.items()}
+            for key in data:
+                name = _printable(str(key))
+                if key not in known and name not in ignored and len(ignored) < MAX_NAMES:
+                    ignored.append(name)
+        return data
+
+
+def _printable(name: str) -> str:
+    """The name as it can go into a header: visible ASCII, no comma, bounded."""
+    kept = "".join(c if 32 < ord(c) < 127 and c != "," else "?" for c in name)
+    return kept[:MAX_NAME_CHARS] or "?"
+
+
+@contextmanager
+def collecting() -> Iterator[list[str]]:
+    """Inside the block, forgiving schemas append the unknown names to the yielded list
+    (also from a worker thread started inside the block: it shares the list)."""
+    names: list[str] = []
+    token = _IGNORED.set(names)
+    try:
+        yield names
+    finally:
+        _IGNORED.reset(token)
+
+
+async def add_ignored_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: name the fields the request's schema ignored."""
+    names = request.get(REQUEST_KEY)
+    if names:
+        response.headers[HEADER] = ", ".join(names)
