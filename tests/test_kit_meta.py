@@ -208,3 +208,45 @@ def test_kit_catches_broken_bindings(pytester: pytest.Pytester) -> None:
             "*list_models() returned [] instead of raising BackendUnavailable*",
         ]
     )
+
+
+SWITCHED_OFF = """
+from lollms_server.builtin.echo import EchoBinding
+from lollms_server.testing import LifecycleContract
+
+class TestEcho(LifecycleContract):
+    binding_class = EchoBinding
+    model = "echo"
+    test_load_and_unload_are_idempotent = None
+"""
+
+DECLARED = """
+from lollms_server.builtin.echo import EchoBinding
+from lollms_server.testing import LifecycleContract
+
+class TestEcho(LifecycleContract):
+    binding_class = EchoBinding
+    model = "echo"
+    not_applicable = {"test_load_and_unload_are_idempotent": "echo keeps no model in memory"}
+"""
+
+
+def test_a_suite_test_switched_off_silently_is_refused(pytester: pytest.Pytester) -> None:
+    """`test_x = None` fails collection with a message that says how to declare it instead."""
+    result = run(pytester, SWITCHED_OFF)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*switches a contract test off silently*not_applicable*"])
+
+
+def test_a_declared_skip_shows_its_reason(pytester: pytest.Pytester) -> None:
+    """A test in `not_applicable` is skipped with the declared reason in the report."""
+    result = run(pytester, DECLARED)
+    result.stdout.fnmatch_lines(["*SKIPPED*not applicable to TestEcho: echo keeps no model*"])
+    assert result.parseoutcomes().get("skipped") == 1
+
+
+def test_a_stale_declaration_is_refused(pytester: pytest.Pytester) -> None:
+    """`not_applicable` naming a test the suite does not have (a typo) fails collection."""
+    result = run(pytester, DECLARED.replace("test_load_and_unload", "test_lod_and_unload"))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*not_applicable names 'test_lod_and_unload_are_idempotent'*"])

@@ -140,3 +140,24 @@ async def test_plugin_routes_are_mounted_under_dash(make_client: Any) -> None:
     client = await make_client(plugins=load_plugins(extra={"greeter": extra}))
     response = await client.get("/-/greeter/hello")
     assert response.status == 200 and (await response.json()) == {"hi": True}
+
+
+def test_every_hookspec_is_documented_for_plugin_authors() -> None:
+    """Each hook the core defines is listed, with its signature, in the README's plugin section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Write a binding plugin", 1)[1].split("\n## ", 1)[0]
+    specs = [
+        name
+        for name, func in vars(hookspecs).items()
+        if callable(func) and hasattr(func, f"{hookspecs.PROJECT}_spec")
+    ]
+    assert specs, "no hookspec found: the marker attribute changed"
+    undocumented = [
+        name
+        for name in specs
+        if f"`{name}({', '.join(inspect.signature(vars(hookspecs)[name]).parameters)})`"
+        not in section
+    ]
+    assert not undocumented, (
+        f"hookspecs missing from README 'Write a binding plugin': {undocumented}"
+    )

@@ -66,6 +66,23 @@ class ContractBase:
     text_parameters: ClassVar[Mapping[str, Any]] = {"temperature": 0.0, "seed": 42}
     startup_timeout_s: ClassVar[float] = 60.0
     request_timeout_s: ClassVar[float] = 120.0
+    #: Suite tests that do not apply to this binding, each with the reason the report shows.
+    not_applicable: ClassVar[Mapping[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a suite test switched off silently (`test_x = None`) or a stale declaration."""
+        super().__init_subclass__(**kwargs)
+        for name, value in vars(cls).items():
+            if name.startswith("test_") and not callable(value) and _suite_test(cls, name):
+                raise TypeError(
+                    f"{cls.__name__}.{name} = {value!r} switches a contract test off silently: "
+                    f"declare it instead, not_applicable = {{{name!r}: '<why>'}}"
+                )
+        for name, reason in cls.not_applicable.items():
+            if not _suite_test(cls, name):
+                raise TypeError(f"{cls.__name__}.not_applicable names {name!r}: no such suite test")
+            if not reason.strip():
+                raise TypeError(f"{cls.__name__}.not_applicable[{name!r}] needs a reason")
 
     @pytest.fixture
     def binding_settings(self) -> Mapping[str, Any]:
@@ -88,7 +105,10 @@ class ContractBase:
 
     @pytest.fixture(autouse=True)
     def _lollms_capability_gate(self, request: pytest.FixtureRequest) -> None:
-        """Skip a test whose capabilities the binding class does not declare."""
+        """Skip a test declared not applicable, or whose capabilities the binding lacks."""
+        name = getattr(request.node, "originalname", request.node.name)
+        if name in self.not_applicable:
+            pytest.skip(f"not applicable to {type(self).__name__}: {self.not_applicable[name]}")
         marker = request.node.get_closest_marker(CAPABILITY_MARKER)
         if marker is None:
             return
@@ -151,6 +171,14 @@ class ContractBase:
                 return generation_type
         kinds = "prompt-only generation type" if prompt_only else "generation type"
         pytest.skip(f"{self.binding_type().__name__} declares no {kinds} ({PROMPT_TYPES})")
+
+
+def _suite_test(cls: type, name: str) -> bool:
+    """Whether a base class of `cls` from the kit defines the test `name`."""
+    return any(
+        callable(vars(base).get(name)) and base.__module__.startswith(__package__ or "")
+        for base in cls.__mro__[1:]
+    )
 
 
 def sample_inputs(generation_type: str) -> tuple[InputItem, ...]:

@@ -33,8 +33,10 @@ from .conftest import ECHO, SMOL, TINY_EMBED, Remote
 class RemoteServerLifecycle(LifecycleContract):
     """Health and model listing; a remote server has no load/unload, so those are not tests."""
 
-    test_load_and_unload_are_idempotent = None  # type: ignore[assignment]
-    test_load_unknown_model_is_model_not_found = None  # type: ignore[assignment]
+    not_applicable: ClassVar[Mapping[str, str]] = {
+        "test_load_and_unload_are_idempotent": "a remote server's models are not loaded by us",
+        "test_load_unknown_model_is_model_not_found": "a remote server has no load call",
+    }
 
 
 class TestOpenAIOnLlamaCpp(TextContract, StreamingContract, RemoteServerLifecycle, ServerContract):
