@@ -194,13 +194,20 @@ def test_a_leaked_key_is_revoked_and_its_requests_found(ops: Operated) -> None:
     assert audit.count("generation") >= 3, audit
 
 
-def test_backup_then_restore_onto_a_fresh_data_dir(ops: Operated) -> None:
+def test_backup_restore_onto_a_fresh_data_dir_and_a_schema_rollback(ops: Operated) -> None:
     before = ops.create_key("before-backup")
     ops.run("backup")
     after = ops.create_key("after-backup")
     fresh = Operated(ops.folder.parent / "restored")
     fresh.values["BACKUP"] = ops.values["BACKUP"]
     fresh.run("restore")
+    at, newest = re.findall(r"\d+", fresh.run("db-current"))[:2]
+    assert at == newest, "a backup of a running server is at the newest revision"
+    previous = str(int(newest) - 1)  # the rollback of an upgrade by one migration, and again
+    fresh.run("db-downgrade", PREVIOUS_REVISION=previous)
+    assert fresh.run("db-current").split()[0] == previous
+    fresh.run("db-upgrade")
+    assert fresh.run("db-current").split()[0] == newest
     try:
         fresh.start()
         assert fresh.status(before) == 200
