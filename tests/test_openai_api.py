@@ -583,7 +583,7 @@ async def test_speech_formats(client: Client) -> None:
 async def test_speech_transcription_round_trip(client: Client) -> None:
     wav = await (await speech(client, "hello world")).read()
     response = await client.post("/v1/audio/transcriptions", data=audio_form(wav, model="echo"))
-    assert await response.json() == {"text": "hello world"}
+    assert await response.json() == {"text": "hello world", "model": "echo/echo"}
     form = audio_form(wav, response_format="text")
     response = await client.post("/v1/audio/transcriptions", data=form)
     assert response.content_type == "text/plain" and await response.text() == "hello world"

@@ -2,7 +2,7 @@
 
 `lollms-client` asks `/v1/embeddings` for `text-embedding-3-small`, `/v1/audio/transcriptions`
 for `whisper-1` and Ollama's `/api/embeddings` for `bge-m3` whatever the server has; other
-OpenAI clients do the same for speech and images.
+OpenAI clients do the same for speech, images and chat (LangChain, `llm`).
 When no instance of this server lists a model of that name, the request goes to the default
 instance and model of the generation type, and the answer's `model` field names what served it.
 """
@@ -31,6 +31,8 @@ OPENAI_MODEL_NAMES = frozenset(
         "dall-e-3",
         "gpt-image-1",
         "bge-m3",  # lollms-client's ollama binding embeds with it unless told otherwise
+        "gpt-3.5-turbo",  # LangChain's ChatOpenAI when no model is given
+        "gpt-4o-mini",  # simonw's `llm` default model
     }
 )
 

@@ -101,7 +101,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
             f"{body['personality']!r}; give one",
             param="personality",
         )
-    target = await request.app[REGISTRY].resolve_ref("ttt", ref)
+    target = await resolve_model(request.app[REGISTRY], "ttt", ref)
     messages: list[ChatMessage] = body["messages"]
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
@@ -139,7 +139,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
 )
 async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a raw prompt (no chat template, no personality)."""
-    target = await request.app[REGISTRY].resolve_ref("ttt", body["model"])
+    target = await resolve_model(request.app[REGISTRY], "ttt", body["model"])
     prompt = body["prompt"][0]
     prepared = await request.app[GENERATION].prepare(
         face="openai",

@@ -36,6 +36,7 @@ from .convert import decode_image, encode_data
 from .endpoint import UploadedFile, endpoint, off_loop_if_big
 
 TAG = "openai"
+MODEL_HEADER = "X-Lollms-Model"  # the model that served a media request
 routes = web.RouteTableDef()
 AUDIO_FORMATS = {
     "mp3": ("audio/mpeg", "audio/mp3"),
@@ -174,10 +175,14 @@ async def images_answer(
         for image in images[:count]
     ]
     output_format = images[0].mime_type.removeprefix("image/")
-    return web.json_response(
-        {"created": int(time.time()), "data": data, "output_format": output_format},
-        headers={"X-Request-Id": prepared.request.request_id},
-    )
+    answer = {"created": int(time.time()), "data": data, "output_format": output_format}
+    return web.json_response({**answer, "model": prepared.target.ref}, headers=_headers(prepared))
+
+
+def _headers(prepared: Prepared) -> dict[str, str]:
+    """The request id, and the model that served (a hard-coded OpenAI name may have been
+    served by the default model: `openai_names`); bodies that are JSON also carry `model`."""
+    return {"X-Request-Id": prepared.request.request_id, MODEL_HEADER: prepared.target.ref}
 
 
 @routes.post("/v1/audio/speech")
@@ -209,9 +214,7 @@ async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Respon
     prepared, result = await _run(request, "tts", body["model"], body["input"], (), parameters)
     audio = _outputs(prepared, result, "audio")[0]
     data, mime = _audio_as(prepared, audio, wanted)
-    return web.Response(
-        body=data, content_type=mime, headers={"X-Request-Id": prepared.request.request_id}
-    )
+    return web.Response(body=data, content_type=mime, headers=_headers(prepared))
 
 
 def _audio_as(prepared: Prepared, audio: Output, wanted: str | None) -> tuple[bytes, str]:
@@ -258,10 +261,10 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     )
     output = _outputs(prepared, result, "text")[0]
     text = output.text
-    headers = {"X-Request-Id": prepared.request.request_id}
+    headers = _headers(prepared)
     response_format = form["response_format"] or "json"
     if response_format == "json":
-        return web.json_response({"text": text}, headers=headers)
+        return web.json_response({"text": text, "model": prepared.target.ref}, headers=headers)
     if response_format == "text":
         return web.Response(text=text, content_type="text/plain", headers=headers)
     duration = _duration(output, form["file"].data)
@@ -275,6 +278,7 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
         "duration": duration,
         "text": text,
         "segments": segments,
+        "model": prepared.target.ref,
     }
     if "word" in (form.get("timestamp_granularities") or []) and "words" in output.metadata:
         verbose["words"] = list(output.metadata["words"])
