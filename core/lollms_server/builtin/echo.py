@@ -68,6 +68,7 @@ class EchoBinding(Binding):
     title = "Echo (built-in test binding)"
     description = "Streams the prompt back token by token; tiny images, sounds and video."
     capabilities = CAPABILITIES - {"vision"}
+    loads_models = False  # holds no model: `serve --workers N` may run it in every worker
     ConfigSchema = EchoSettings
 
     def __init__(self, instance_name: str, config: dict[str, Any]) -> None:

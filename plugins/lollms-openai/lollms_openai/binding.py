@@ -51,6 +51,7 @@ class OpenAIBinding(Binding):
     capabilities = frozenset(ALL_CAPABILITIES)
     ConfigSchema = OpenAISettings
     default_concurrency = NO_CONCURRENCY_CAP  # the remote server decides
+    loads_models = False  # `serve --workers N` may run it in every worker
 
     def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
         super().__init__(instance_name, config)
