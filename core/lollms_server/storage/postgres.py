@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigError
 from . import Row, describe
 
 PLACEHOLDER = re.compile(r"\?")
@@ -17,7 +17,7 @@ MIGRATION_LOCK = 0x6C6F6C6D73  # pg_advisory_xact_lock key: one migrating replic
 #: what a lost or refused connection raises: the request gets a 503, not a 500
 UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
-    asyncio.TimeoutError,
+    TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
@@ -51,8 +51,8 @@ class PostgresStore:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=timeout_s, command_timeout=60
             )
-        except REFUSED as exc:
-            raise BackendUnavailable(
+        except REFUSED as exc:  # at start-up: the operator's to fix, one line, no traceback
+            raise ConfigError(
                 f"cannot connect to the database {describe(url)}: {type(exc).__name__}: {exc}"
             ) from exc
         return cls(pool, describe(url))

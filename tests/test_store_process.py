@@ -1,0 +1,116 @@
+"""A real server on a real PostgreSQL: the audit row of every answered request survives a
+`kill -9` of the server; the database URL may come from the environment; a PostgreSQL URL
+without its driver installed is a one-line start-up error naming the extra."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from lollms_server.testing.fixtures import free_port
+from lollms_server.testing.postgres import PostgresServer, postgres_server
+from lollms_server.testing.process import SERVER_COMMAND, lollms_process, server_env
+
+URL_VARIABLE = "TEST_LOLLMS_STORE_URL"  # not LOLLMS_*: lollms_process keeps it
+CONFIG = f"""
+[bindings.echo]
+type = "echo"
+
+[storage]
+url_env = "{URL_VARIABLE}"
+pool_size = 4
+"""
+ANSWERED_BEFORE_KILL = 120
+WORKERS = 8
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+async def chat_until_refused(url: str, answered: list[str], stop: asyncio.Event) -> None:
+    """Send chats one after another; note the request id of each one answered in full."""
+    body = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        while True:
+            request_id = uuid.uuid4().hex
+            try:
+                async with session.post(
+                    f"{url}/v1/chat/completions", json=body, headers={"X-Request-Id": request_id}
+                ) as response:
+                    await response.json()
+                    if response.status != 200:
+                        continue
+            except (TimeoutError, aiohttp.ClientError):
+                return  # the server is gone
+            answered.append(request_id)
+            if len(answered) >= ANSWERED_BEFORE_KILL:
+                stop.set()
+
+
+async def test_kill_9_loses_no_answered_requests_audit_row(
+    tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"kill9_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(URL_VARIABLE, postgres.create_database(database))
+    answered: list[str] = []
+    with lollms_process(tmp_path / "replica", CONFIG) as server:
+        stop = asyncio.Event()
+        workers = [
+            asyncio.create_task(chat_until_refused(server.url, answered, stop))
+            for _ in range(WORKERS)
+        ]
+        await asyncio.wait_for(stop.wait(), 120)
+        server.process.kill()  # SIGKILL with requests in flight
+        server.process.wait(10)
+        await asyncio.wait_for(asyncio.gather(*workers), 60)
+    assert len(answered) >= ANSWERED_BEFORE_KILL
+    rows = postgres.psql("SELECT request_id FROM audit WHERE event = 'generation'", database)
+    stored = set(rows.split())
+    missing = [request_id for request_id in answered if request_id not in stored]
+    assert not missing, f"{len(missing)} answered requests have no audit row"
+    assert not (tmp_path / "replica" / "data" / "lollms.sqlite").exists()  # all in PostgreSQL
+
+
+def test_a_postgres_url_without_its_driver_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    hidden = tmp_path / "no-asyncpg" / "asyncpg"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named asyncpg')\n")
+    config = tmp_path / "lollms.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        '[storage]\nurl = "postgresql://lollms:s3cret@127.0.0.1:1/lollms"\n'
+    )
+    env = {**server_env(tmp_path / "data"), "PYTHONPATH": str(hidden.parent)}
+    done = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(config), "serve"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "lollms-server[postgres]" in done.stderr and "asyncpg" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr + done.stdout
+
+
+def test_an_unreachable_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    config = tmp_path / "lollms.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'[storage]\nurl = "postgresql://lollms:s3cret@127.0.0.1:{free_port()}/lollms"\n'
+        "connect_timeout_s = 5\n"
+    )
+    done = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(config), "keys", "list"],
+        env=server_env(tmp_path / "data"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "cannot connect to the database postgresql://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
