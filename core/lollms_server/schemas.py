@@ -64,6 +64,13 @@ class ControlNetSchema(StrictSchema):
     end = fields.Float(validate=validate.Range(0, 1))
 
 
+class IpAdapterSchema(StrictSchema):
+    """The IP-Adapter of a `style_reference` input: which one (optional when one fits), how much."""
+
+    model = fields.String(validate=NAME)
+    scale = fields.Float(validate=validate.Range(0, 2))
+
+
 class ParametersSchema(Schema):
     """Generation parameters: known ones checked; others passed to the binding as extras."""
 
@@ -97,6 +104,7 @@ class ParametersSchema(Schema):
     language = fields.String(validate=validate.Length(max=32))
     loras = fields.List(fields.Nested(LoraChoiceSchema), validate=validate.Length(max=8))
     controlnet = fields.Nested(ControlNetSchema)
+    ip_adapter = fields.Nested(IpAdapterSchema)
 
     @validates_schema(pass_original=True)
     def _check_extras(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:

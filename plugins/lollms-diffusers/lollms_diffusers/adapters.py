@@ -1,10 +1,12 @@
-"""LoRAs and ControlNets found beside the models, their family read from the files (no torch).
+"""LoRAs, ControlNets and IP-Adapters beside the models, their family read from the files.
 
-In each models folder, `loras/` holds LoRA `.safetensors` files and `controlnets/` holds
-ControlNet diffusers folders. A LoRA's family comes from its tensor names and the width of its
-cross-attention (`attn2.to_k`) input: 768 SD 1.x, 1024 SD 2.x, 2048 SDXL (so is a second text
-encoder, or a UNet block of several transformer layers); a ControlNet's from its config. An
-adapter fits a model of its family whose UNet has the same cross-attention width.
+In each models folder, `loras/` holds LoRA `.safetensors` files, `controlnets/` ControlNet
+diffusers folders and `ipadapters/` IP-Adapter folders (`ip-adapter.safetensors` plus an
+`image_encoder/` CLIP vision folder). A LoRA's family comes from its tensor names and the width
+of its cross-attention (`attn2.to_k`) input: 768 SD 1.x, 1024 SD 2.x, 2048 SDXL (so is a second
+text encoder, or a UNet block of several transformer layers); a ControlNet's from its config;
+an IP-Adapter's from the width of its `to_k_ip` projections. An adapter fits a model of its
+family whose UNet has the same cross-attention width. No torch is imported here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from .headers import optional_json, safetensors_header
 
 LORAS = "loras"
 CONTROLNETS = "controlnets"
+IPADAPTERS = "ipadapters"
+IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"
+#: Families whose pipelines take a (UNet) IP-Adapter through `load_ip_adapter`.
+IP_ADAPTER_FAMILIES = frozenset({"SD 1.x", "SD 2.x", "SDXL"})
+STYLE_ROLE = "style_reference"
 FAMILY_BY_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 MAX_LORAS = 8
 MAX_LORA_SCALE = 10.0
@@ -41,6 +48,16 @@ class ControlChoice:
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
+
+
+@dataclass(frozen=True)
+class StyleChoice:
+    """The IP-Adapter of a request: its folder, the style image and how strongly it counts."""
+
+    name: str
+    path: str
+    image: bytes
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,8 @@ def scan(folders: Iterable[Path], kind: str) -> dict[str, Adapter]:
                 found[name] = _described(name, path, describe_lora)
             elif kind == CONTROLNETS and path.is_dir() and name not in found:
                 found[name] = _described(name, path, describe_controlnet)
+            elif kind == IPADAPTERS and path.is_dir() and name not in found:
+                found[name] = _described(name, path, describe_ip_adapter)
     return found
 
 
@@ -129,6 +148,21 @@ def describe_controlnet(path: Path) -> tuple[str, int | None]:
     if config.get("addition_embed_type") == "text_time":
         return "SDXL", width
     return FAMILY_BY_WIDTH.get(width or 768, "SD 1.x"), width
+
+
+def describe_ip_adapter(path: Path) -> tuple[str, int | None]:
+    """Family and cross-attention width of an IP-Adapter folder, from its weights' header."""
+    if not (path / "image_encoder" / "config.json").is_file():
+        raise ValueError(f"{path.name} has no image_encoder/ folder")
+    header = safetensors_header(path / IP_ADAPTER_WEIGHTS)
+    widths = [
+        info["shape"][1]
+        for key, info in header.items()
+        if key.endswith("to_k_ip.weight") and len(info.get("shape", [])) == 2
+    ]
+    if not widths:
+        raise ValueError(f"{IP_ADAPTER_WEIGHTS} of {path.name} holds no ip_adapter projections")
+    return FAMILY_BY_WIDTH.get(int(widths[0]), "SD 1.x"), int(widths[0])
 
 
 def pick_loras(
@@ -222,3 +256,45 @@ def _fitting(
             param=param,
         )
     return adapter
+
+
+def pick_style(
+    request: GenerationRequest, found: Mapping[str, Adapter], entry: ModelEntry, width: int | None
+) -> StyleChoice | None:
+    """The `style_reference` input and `parameters.ip_adapter` ({model, scale}), checked; the
+    model may be left out when exactly one IP-Adapter fits."""
+    value = request.parameters.get("ip_adapter")
+    images = request.inputs_with_role(STYLE_ROLE)
+    if value is None and not images:
+        return None
+    if len(images) != 1 or images[0].type != "image":
+        raise InvalidRequest(
+            f"ip_adapter needs exactly one image input with role {STYLE_ROLE}; got {len(images)}",
+            param="input_data",
+        )
+    if entry.family not in IP_ADAPTER_FAMILIES:
+        raise InvalidRequest(
+            f"{STYLE_ROLE}: model {entry.name!r} ({entry.family}) takes no IP-Adapter; "
+            f"families that do: {', '.join(sorted(IP_ADAPTER_FAMILIES))}",
+            param="input_data",
+        )
+    value = {} if value is None else value
+    if not isinstance(value, Mapping) or set(value) - {"model", "scale"}:
+        raise InvalidRequest("ip_adapter: an object {model, scale}", param="ip_adapter")
+    scale = value.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale <= 2:
+        raise InvalidRequest(f"ip_adapter.scale: got {scale!r}; allowed 0-2", param="ip_adapter")
+    name = value.get("model")
+    if name is None:
+        fitting = sorted(n for n, a in found.items() if a.fits(entry, width))
+        if len(fitting) != 1:
+            raise InvalidRequest(
+                f"{STYLE_ROLE}: {len(fitting)} IP-Adapters fit model {entry.name!r} "
+                f"({', '.join(fitting) or 'none'}): name one in parameters.ip_adapter.model",
+                param="ip_adapter",
+            )
+        name = fitting[0]
+    if not isinstance(name, str):
+        raise InvalidRequest("ip_adapter.model: a name", param="ip_adapter")
+    adapter = _fitting(name, found, entry, width, "IP-Adapter", "ip_adapter")
+    return StyleChoice(adapter.name, str(adapter.path), images[0].data, float(scale))

@@ -37,11 +37,11 @@ if TYPE_CHECKING:
 
 REQUIRED = ("torch", "diffusers", "transformers")
 DATA_DIR_TYPES = ("tti", "i2i", "ttv", "ttm")
-ADAPTER_KINDS = (adapters.LORAS, adapters.CONTROLNETS)
+ADAPTER_KINDS = (adapters.LORAS, adapters.CONTROLNETS, adapters.IPADAPTERS)
 STOP_TIMEOUT_S = 10.0
 #: The input roles each generation type honours (the core refuses any other with a 400).
 INPUT_ROLES = {
-    "tti": frozenset({"negative_prompt", adapters.CONTROL_ROLE}),
+    "tti": frozenset({"negative_prompt", adapters.CONTROL_ROLE, adapters.STYLE_ROLE}),
     "i2i": frozenset(
         {
             "input_image",
@@ -50,6 +50,7 @@ INPUT_ROLES = {
             "mask",
             "negative_prompt",
             adapters.CONTROL_ROLE,
+            adapters.STYLE_ROLE,
         }
     ),
     "ttv": frozenset({"negative_prompt"}),
@@ -233,7 +234,8 @@ class DiffusersBinding(Binding):
             yield Chunk(output=output, finish_reason="stop" if index == len(outputs) - 1 else None)
 
     def _with_adapters(self, plan: Plan, request: GenerationRequest, entry: ModelEntry) -> Plan:
-        """The plan with the request's LoRAs, checked against those found (400 naming them)."""
+        """The plan with the request's LoRAs, ControlNet and IP-Adapter, checked against those
+        found (a 400 naming them)."""
         params = request.parameters
         width = adapters.model_width(entry)
         if params.get("loras") is not None:
@@ -242,6 +244,9 @@ class DiffusersBinding(Binding):
         if params.get("controlnet") is not None or request.inputs_with_role(adapters.CONTROL_ROLE):
             found = adapters.scan(self.folders(), adapters.CONTROLNETS)
             plan = replace(plan, controlnet=adapters.pick_controlnet(request, found, entry, width))
+        if params.get("ip_adapter") is not None or request.inputs_with_role(adapters.STYLE_ROLE):
+            found = adapters.scan(self.folders(), adapters.IPADAPTERS)
+            plan = replace(plan, style=adapters.pick_style(request, found, entry, width))
         return plan
 
     async def shutdown(self) -> None:

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 IMAGE = frozenset({"tti", "i2i", "inpaint"})
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
-ADAPTER_FOLDERS = ("loras", "controlnets")  # hold adapters of models (adapters.py), not models
+#: Folders holding adapters of models (adapters.py), not models.
+ADAPTER_FOLDERS = ("loras", "controlnets", "ipadapters")
 SETTING_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 WEIGHT_FILE = re.compile(
     r"^(?P<stem>[^.]+?)(?:-\d{5}-of-\d{5})?(?:\.(?P<variant>[A-Za-z0-9_]+))?"

@@ -30,7 +30,7 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 from lollms_server.bindings import Output
 from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
 
-from . import control, encode
+from . import control, encode, style
 from .catalog import ModelEntry
 from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
@@ -60,6 +60,7 @@ class Loaded:
     derived: dict[str, Pipe] = field(default_factory=dict)
     loras: list[tuple[str, float]] = field(default_factory=list)  # configured: adapter, scale
     requested: set[str] = field(default_factory=set)  # per-request LoRAs loaded so far
+    style: tuple[str, Pipe] | None = None  # the IP-Adapter loaded and the pipeline holding it
 
 
 def resolve_device(setting: str) -> str:
@@ -263,6 +264,7 @@ def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     arguments = _arguments(pipe, plan)
     if plan.controlnet is not None:
         arguments.update(control.control_arguments(plan, arguments))
+    arguments.update(style.style_arguments(loaded, pipe, plan))
     kwargs = {k: v for k, v in arguments.items() if k in accepted}
     _check_denoising(pipe, kwargs)
     kwargs.update(_callback(pipe, accepted, plan, job))

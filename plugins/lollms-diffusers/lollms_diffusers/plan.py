@@ -5,7 +5,7 @@ input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
 `guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
 `format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds);
 upscalers (i2i): `upscale` (their factor, optional).
-Adapters (`loras`, ControlNet) are checked against the files found in adapters.py.
+Adapters (`loras`, ControlNet, IP-Adapter) are checked against the files found in adapters.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from lollms_server.bindings import GenerationRequest, InputItem
 from lollms_server.errors import InvalidRequest, MissingDependency
 
-from .adapters import ControlChoice
+from .adapters import ControlChoice, StyleChoice
 from .catalog import ModelEntry, single_file_hint
 from .encode import MP4_MISSING
 from .settings import VIDEO_FORMATS
@@ -56,6 +56,7 @@ class Plan:
     duration_s: float | None = None
     loras: tuple[tuple[str, str, float], ...] = ()  # per request: (name, path, scale)
     controlnet: ControlChoice | None = None
+    style: StyleChoice | None = None  # an IP-Adapter and its style_reference image
     max_size: int = 2048  # the longest output side allowed (i2i: checked once the input is read)
     scale: int = 1  # output size / input size: an upscaler's factor
 

@@ -35,6 +35,7 @@ INSTANCE = "diffusers"
 CONTROL = "tiny-control"
 UPSCALER = "tiny-upscaler"
 SDXL = "tiny-sdxl"
+STYLE = "tiny-ip"
 SDXL_KEY = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
 BUILT: list[str] = []
 Client = TestClient[web.Request, web.Application]
@@ -154,16 +155,17 @@ async def client(
 def adapters_root(
     tiny_models: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """A models folder holding only adapters: the tiny SD's LoRA and an SDXL-shaped one."""
+    """A models folder of adapters (LoRAs, a ControlNet, an IP-Adapter), an upscaler, an SDXL."""
     root = tmp_path_factory.mktemp("adapters")
     (root / "loras").mkdir()
     (root / "loras" / "style.safetensors").symlink_to(tiny_lora)
     xl = {SDXL_KEY: np.zeros((4, 2048), np.float32), "text_encoder_2.lora_A.weight": np.zeros(4)}
     save_file(xl, str(root / "loras" / "xl-style.safetensors"))
-    from lollms_diffusers import tiny
+    from lollms_diffusers import tiny, tiny_ip_adapter
 
     tiny.build_controlnet(tiny_models / SD, root / "controlnets" / CONTROL)
     tiny.build_upscaler(root / UPSCALER)
     tiny.build_sdxl(root / SDXL)
     tiny.build_lora(root / SDXL, root / "loras" / "xl-tiny.safetensors")
+    tiny_ip_adapter.build_ip_adapter(tiny_models / SD, root / "ipadapters" / STYLE)
     return root

@@ -23,6 +23,7 @@ from .conftest import (
     SD,
     SDXL,
     UPSCALER,
+    VIDEO,
     Client,
     image_input,
     make_request,
@@ -56,8 +57,8 @@ def refused(call: Any, *words: str) -> None:
 
 async def test_a_role_the_binding_cannot_honour_is_refused(binding: DiffusersBinding) -> None:
     (source,) = await outputs(binding, "tti", seed=1)
-    style = make_request("i2i", inputs=(image_input(source.data, "style_reference"),))
-    refused(lambda: binding.check_input_roles(style), "style_reference", "i2i")
+    style = make_request("ttv", VIDEO, inputs=(image_input(source.data, "style_reference"),))
+    refused(lambda: binding.check_input_roles(style), "style_reference", "ttv")
     tti = make_request("tti", inputs=(image_input(source.data),))
     refused(lambda: binding.check_input_roles(tti), "input_image", "tti")
     binding.check_input_roles(make_request("i2i", inputs=(image_input(source.data),)))
@@ -66,7 +67,7 @@ async def test_a_role_the_binding_cannot_honour_is_refused(binding: DiffusersBin
 async def test_api_refuses_an_unhonoured_role_with_a_400_naming_it(client: Client) -> None:
     (image,) = await generate(client, body("tti", SD, seed=1))
     png = base64.b64decode(image["data"])
-    payload = body("i2i", SD, image_item(png), image_item(png, "style_reference"), seed=1)
+    payload = body("ttv", VIDEO, image_item(png, "style_reference"), seed=1)
     response = await client.post("/api/v1/generate", json=payload)
     assert response.status == 400
     assert "style_reference" in await response.text()
