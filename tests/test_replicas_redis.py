@@ -1,6 +1,7 @@
 """Two real server processes sharing one data dir and one real redis-server: a key's requests
 per minute hold across both replicas (no overshoot, even under parallel requests), a key created
-or revoked on one replica is accepted or refused by the other within 1 s, and a Redis that stops
+or revoked on one replica is accepted or refused by the other within 1 s (keys in SQLite, then
+in a real PostgreSQL: no replica caches a key, each request reads it), and a Redis that stops
 answering lets requests through with a logged warning (`rate_limit_on_storage_error = "allow"`,
 the default) or refuses them with a 503 naming it (`"refuse"`)."""
 
@@ -12,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from lollms_server.testing.fixtures import free_port
+from lollms_server.testing.postgres import postgres_server
 from lollms_server.testing.process import (
     SERVER_COMMAND,
     ServerProcess,
@@ -98,19 +101,40 @@ def seconds_until(server: ServerProcess, key: str, wanted: int) -> float:
     return time.monotonic() - start
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    """Replicas A and B on one data dir (SQLite, WAL) and one Redis for their rate limits."""
-    root = tmp_path_factory.mktemp("replicas")
+@contextmanager
+def two_replicas(root: Path, storage_toml: str = "") -> Iterator[Replicas]:
+    """Replicas A and B on one data dir and one Redis for their rate limits; their keys and
+    audit log in the data dir's SQLite (WAL), or where `storage_toml` says."""
     data_dir = root / "data"
     with redis_server(root / "redis") as redis:
-        config = CONFIG.format(storage=redis.limits_uri)
+        config = CONFIG.format(storage=redis.limits_uri) + storage_toml
         with (
             lollms_process(root / "a", config, data_dir=data_dir) as a,
             lollms_process(root / "b", config, data_dir=data_dir) as b,
         ):
             replicas = Replicas(a, b, data_dir, root / "a" / "lollms.toml", "", redis)
             replicas.admin = cli(replicas, "create", "--name", "admin", "--role", "admin")
+            yield replicas
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """Two replicas sharing SQLite (one data dir) and Redis."""
+    with two_replicas(tmp_path_factory.mktemp("replicas")) as replicas:
+        yield replicas
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
+    """Two replicas sharing Redis and their key store: SQLite, then a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("replicas")
+        return
+    with postgres_server() as postgres:
+        storage = f'\n[storage]\nurl = "{postgres.url()}"\n'
+        with two_replicas(tmp_path_factory.mktemp("pg-replicas"), storage) as replicas:
             yield replicas
 
 
@@ -129,26 +153,26 @@ def test_rpm_holds_under_parallel_requests_on_both(replicas: Replicas) -> None:
     assert sorted(statuses) == [200] * 8 + [429] * 16, statuses  # no overshoot
 
 
-def test_key_made_on_a_is_accepted_by_b_within_1s(replicas: Replicas) -> None:
-    key, _ = new_key(replicas)
-    assert seconds_until(replicas.b, key, 200) < PROPAGATION_S
+def test_key_made_on_a_is_accepted_by_b_within_1s(pair: Replicas) -> None:
+    key, _ = new_key(pair)
+    assert seconds_until(pair.b, key, 200) < PROPAGATION_S
 
 
-def test_key_revoked_on_a_is_refused_by_b_within_1s(replicas: Replicas) -> None:
-    key, key_id = new_key(replicas)
-    assert call(replicas.b, "GET", ROUTE, key)[0] == 200
-    status, body = call(replicas.a, "DELETE", f"/api/v1/keys/{key_id}", replicas.admin)
+def test_key_revoked_on_a_is_refused_by_b_within_1s(pair: Replicas) -> None:
+    key, key_id = new_key(pair)
+    assert call(pair.b, "GET", ROUTE, key)[0] == 200
+    status, body = call(pair.a, "DELETE", f"/api/v1/keys/{key_id}", pair.admin)
     assert status == 200 and body["status"] == "revoked", body
-    assert seconds_until(replicas.b, key, 401) < PROPAGATION_S
-    assert call(replicas.b, "GET", ROUTE, key)[1]["error"]["message"] == "this API key is revoked"
+    assert seconds_until(pair.b, key, 401) < PROPAGATION_S
+    assert call(pair.b, "GET", ROUTE, key)[1]["error"]["message"] == "this API key is revoked"
 
 
-def test_key_revoked_with_the_cli_is_refused_by_both_within_1s(replicas: Replicas) -> None:
-    key, key_id = new_key(replicas)
-    assert call(replicas.b, "GET", ROUTE, key)[0] == 200
-    assert cli(replicas, "revoke", key_id) == f"revoked {key_id}"
-    assert seconds_until(replicas.a, key, 401) < PROPAGATION_S
-    assert seconds_until(replicas.b, key, 401) < PROPAGATION_S
+def test_key_revoked_with_the_cli_is_refused_by_both_within_1s(pair: Replicas) -> None:
+    key, key_id = new_key(pair)
+    assert call(pair.b, "GET", ROUTE, key)[0] == 200
+    assert cli(pair, "revoke", key_id) == f"revoked {key_id}"
+    assert seconds_until(pair.a, key, 401) < PROPAGATION_S
+    assert seconds_until(pair.b, key, 401) < PROPAGATION_S
 
 
 def test_redis_down_lets_requests_pass_with_a_warning_then_limits_resume(
