@@ -186,7 +186,7 @@ class Upstream:
         policy = self.retry if retry else RetryPolicy(attempts=1)
         log.debug("%s %s%s for %s", method, self.url_for_logs, path, self.instance)
         where = {"url.full": f"{self.url_for_logs}{path}", "lollms.instance": self.instance}
-        with span(f"{method} {path}", where, client=True) as call:
+        with span(f"{method} {path.partition('?')[0]}", where, client=True) as call:
             try:
                 response = await policy.call(
                     lambda: self._send(method, url, path, body, form, timeout),
