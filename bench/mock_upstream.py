@@ -3,7 +3,8 @@
 `python bench/mock_upstream.py PORT [--chunk-delay S]` serves on 127.0.0.1:PORT: `GET /v1/models`
 (one model, `mock`), `POST /v1/chat/completions` (a fixed small completion, or `CHUNKS` SSE chunks
 and `[DONE]` when `stream` is true; `--chunk-delay` sleeps that long before each chunk after the
-first, to hold streams open) and `GET /health`.
+first, to hold streams open; `--latency` sleeps that long before any answer, a known upstream
+latency for overhead measurements) and `GET /health`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ STREAM = (
 FIRST, _, REST = STREAM.partition(b"\n\n")
 PARTS = [part + b"\n\n" for part in REST.split(b"\n\n") if part]
 DELAY = web.AppKey("delay", float)
+LATENCY = web.AppKey("latency", float)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -72,6 +74,8 @@ async def models(request: web.Request) -> web.Response:
 async def chat(request: web.Request) -> web.StreamResponse:
     """A fixed completion, or CHUNKS SSE chunks (the first flushed on its own) and [DONE]."""
     body = await request.json()
+    if request.app[LATENCY]:
+        await asyncio.sleep(request.app[LATENCY])
     if not body.get("stream"):
         return web.Response(body=COMPLETION, content_type="application/json")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -96,9 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args()
     app = web.Application()
     app[DELAY] = args.chunk_delay
+    app[LATENCY] = args.latency
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", health)

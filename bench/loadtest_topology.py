@@ -1,0 +1,261 @@
+"""The production topology of docs/deployment.md as real processes on loopback, for
+bench/loadtest.py: an OpenAI upstream of known latency (bench/mock_upstream.py), two lollms-server
+replicas sharing one PostgreSQL (keys, audit; or one SQLite data dir with `storage="sqlite"`)
+and one Redis (rate limits), and Debian's HAProxy running the shipped
+`deploy/haproxy/haproxy.cfg` with its addresses templated through the environment."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from common import HERE, free_port
+
+from lollms_server.testing.postgres import PostgresServer
+from lollms_server.testing.services import RedisServer
+
+ROOT = HERE.parent
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+SERVER = (sys.executable, "-m", "lollms_server.cli")
+CONFIG = """[server]
+host = "127.0.0.1"
+port = {port}
+log_level = "warning"
+drain_timeout_s = 30
+
+[security]
+local_access = false
+trusted_proxies = ["127.0.0.1/32"]
+rate_limit_storage = "{limits}"
+
+[bindings.mock]
+type = "openai"
+base_url = "http://127.0.0.1:{upstream}/v1"
+max_concurrent = 256
+
+[bindings.echo]
+type = "echo"
+"""
+STORAGE = '[storage]\nurl = "{url}"\n'
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    """Poll `check` until it holds; RuntimeError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def status_of(port: int, path: str, key: str | None = None) -> int:
+    """The status of a GET on 127.0.0.1:`port` (0 when nothing answers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        conn.request("GET", path, headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def cli(data_dir: Path, *args: str) -> str:
+    """Run `lollms-server <args>` on the shared data dir; its standard output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
+    env["LOLLMS_DATA_DIR"] = str(data_dir)
+    done = subprocess.run(
+        [*SERVER, "--config", str(data_dir.parent / "cli.toml"), *args],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@dataclass
+class Replica:
+    """One lollms-server process on a fixed port, restartable, its RSS sampled."""
+
+    name: str
+    folder: Path
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (time, MiB)
+
+    def start(self, config: str) -> None:
+        """Start the server with `config` (its [server] port filled in)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "lollms.toml"
+        path.write_text(config.replace("{port}", str(self.port)), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
+        env["LOLLMS_DATA_DIR"] = str(self.data_dir)
+        with (self.folder / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*SERVER, "--config", str(path)], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def ready(self) -> bool:
+        """Whether `/api/v1/ready` answers 200 (RuntimeError when the process died)."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} died:\n{self.log()}")
+        return status_of(self.port, "/api/v1/ready") == 200
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, requests in flight are cut."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def terminate(self) -> int:
+        """SIGTERM: drain, then the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+    def sample(self) -> None:
+        """Record the process's resident memory now (nothing while it is down)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                mib = psutil.Process(self.process.pid).memory_info().rss / 2**20
+                self.rss.append((time.time(), mib))
+
+    def log(self) -> str:
+        """The end of its log."""
+        return (self.folder / "server.log").read_text(errors="replace")[-3000:]
+
+
+def haproxy_binary() -> str:
+    """Debian's haproxy."""
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if found is None:
+        raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
+    return found
+
+
+def stats_states(stats_port: int) -> dict[str, str]:
+    """Each replica's state as HAProxy's CSV stats show it (empty while it does not answer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
+    try:
+        conn.request("GET", "/;csv")
+        text = conn.getresponse().read().decode().lstrip("# ")
+    except OSError:
+        return {}
+    finally:
+        conn.close()
+    rows = csv.DictReader(io.StringIO(text))
+    return {
+        r["svname"]: r["status"]
+        for r in rows
+        if r["pxname"] == "lollms_replicas" and r["svname"].startswith("replica")
+    }
+
+
+@dataclass
+class Topology:
+    """The started processes and where they answer."""
+
+    folder: Path
+    upstream_port: int
+    front_port: int
+    stats_port: int
+    replicas: list[Replica]
+    config: str
+    data_dir: Path
+    postgres: PostgresServer | None
+
+    def audit_ids(self) -> set[str]:
+        """The request ids of the audit rows with status 200 (from either store)."""
+        sql = "SELECT request_id FROM audit WHERE status = 200 AND request_id IS NOT NULL"
+        if self.postgres is not None:
+            return set(self.postgres.psql(sql, "lollms").split())
+        db = sqlite3.connect(f"file:{self.data_dir / 'lollms.sqlite'}?mode=ro", uri=True)
+        try:
+            return {row[0] for row in db.execute(sql).fetchall()}
+        finally:
+            db.close()
+
+    def both_up(self) -> bool:
+        """Whether HAProxy has both replicas UP."""
+        return stats_states(self.stats_port) == {"replica1": "UP", "replica2": "UP"}
+
+    def restart(self, replica: Replica) -> None:
+        """Start `replica` again and wait until it is ready and HAProxy has it UP."""
+        replica.start(self.config)
+        wait_until(replica.ready, f"{replica.name} ready")
+        wait_until(self.both_up, "both replicas UP in HAProxy")
+
+
+@contextlib.contextmanager
+def topology(folder: Path, upstream_latency_s: float, storage: str) -> Iterator[Topology]:
+    """Start upstream, PostgreSQL (`storage="postgres"`), Redis, two replicas and HAProxy; stop
+    them all at the end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data_dir = folder / "data"
+    upstream_port, front, stats = free_port(), free_port(), free_port()
+    redis = RedisServer(folder / "redis")
+    postgres = PostgresServer() if storage == "postgres" else None
+    started: list[subprocess.Popen[bytes]] = []
+    replicas = [Replica(f"replica{n}", folder / f"replica{n}", data_dir) for n in (1, 2)]
+    try:
+        with (folder / "upstream.log").open("wb") as log:
+            mock = [sys.executable, str(HERE / "mock_upstream.py"), str(upstream_port)]
+            latency = ["--latency", str(upstream_latency_s)]
+            started.append(subprocess.Popen([*mock, *latency], stdout=log, stderr=log))
+        redis.start()
+        config = CONFIG.format(port="{port}", upstream=upstream_port, limits=redis.limits_uri)
+        if postgres is not None:
+            postgres.start()
+            config += STORAGE.format(url=postgres.create_database("lollms"))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # the CLI (keys, db) reads the replicas' config: the same database
+        (folder / "cli.toml").write_text(config.replace("{port}", "9600"), encoding="utf-8")
+        cli(data_dir, "db", "upgrade")  # the schema, before two replicas race to make it
+        for replica in replicas:
+            replica.start(config)
+        env = {
+            **os.environ,
+            "LOLLMS_LB_BIND": f"127.0.0.1:{front}",
+            "LOLLMS_LB_STATS": f"127.0.0.1:{stats}",
+            "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
+            "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
+        }
+        with (folder / "haproxy.log").open("wb") as log:
+            command = [haproxy_binary(), "-f", str(HAPROXY_CFG), "-db"]
+            started.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        made = Topology(folder, upstream_port, front, stats, replicas, config, data_dir, postgres)
+        for replica in replicas:
+            wait_until(replica.ready, f"{replica.name} ready")
+        wait_until(made.both_up, "both replicas UP in HAProxy")
+        yield made
+    finally:
+        for replica in replicas:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.process.kill()
+                replica.process.wait(15)
+        for process in started:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        redis.stop()
+        if postgres is not None:
+            postgres.stop()
+            shutil.rmtree(postgres.folder, ignore_errors=True)
