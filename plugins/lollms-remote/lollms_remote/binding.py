@@ -257,7 +257,8 @@ class LollmsRemoteBinding(Binding):
             "/api/v1/generate", wire.generate_body(request, stream=True, **names)
         )
         streamed_text = False
-        async with aclosing(events):
+        started_at = time.monotonic()
+        async with aclosing(events), self.load_report.streaming(_lane_of(names), started_at):
             async for event in events:
                 kind = event.get("type")
                 found = event.get("metadata")

@@ -8,9 +8,10 @@ arrived does not overwrite it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -74,6 +75,19 @@ class NodeLoad:
         """The node just unloaded `lane`."""
         self.loaded.discard(lane)
         self._marked.pop(lane, None)
+
+    @contextlib.asynccontextmanager
+    async def streaming(self, lane: str, started_at: float) -> AsyncIterator[None]:
+        """Around one of our streams: once it ends, a figure reported since it started (its own
+        answer's headers among them) counted it, so it no longer does."""
+        try:
+            yield
+        finally:
+            count = (self.lanes or {}).get(lane, 0)
+            if self.reported_at is not None and self.reported_at >= started_at and count > 0:
+                assert self.lanes is not None
+                self.lanes[lane] = count - 1
+                self.queue_depth = max(0, (self.queue_depth or 1) - 1)
 
     def depth(self, model: str) -> float | None:
         """Generations of `model` (`instance/model`, or a bare name: every instance's) running

