@@ -1,11 +1,14 @@
 """A real server on a real PostgreSQL: the audit row of every answered request survives a
 `kill -9` of the server; the database URL may come from the environment; a PostgreSQL URL
-without its driver installed is a one-line start-up error naming the extra."""
+without its driver installed is a one-line start-up error naming the extra; a pg_dump restored
+with pg_restore onto a new database serves the same keys."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +117,44 @@ def test_an_unreachable_database_is_a_clear_start_up_error(tmp_path: Path) -> No
     assert done.returncode == 2, done.stderr[-3000:]
     assert "cannot connect to the database postgresql://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+def test_pg_dump_then_pg_restore_onto_a_new_database_serves_the_same_keys(
+    tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backup procedure of docs/deployment.md for the PostgreSQL store."""
+    source = postgres.create_database(f"live_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv(URL_VARIABLE, source)
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "lollms.toml").write_text(CONFIG)
+    made = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create", "--name", "k"],
+        env=server_env(folder / "data"), capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    key = made.stdout.strip()
+    dump = tmp_path / "lollms.dump"
+    subprocess.run(
+        [str(postgres.bin / "pg_dump"), "--format=custom", f"--file={dump}", source],
+        check=True, timeout=120,
+    )  # fmt: skip
+    target = postgres.create_database(f"restored_{uuid.uuid4().hex[:8]}")
+    subprocess.run(
+        [str(postgres.bin / "pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={target}",
+         str(dump)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    monkeypatch.setenv(URL_VARIABLE, target)
+    with lollms_process(folder, CONFIG) as server:
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/list_models", headers={"X-API-Key": key, "Host": "api.example"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+        stranger = urllib.request.Request(
+            f"{server.url}/api/v1/list_models",
+            headers={"X-API-Key": key[:-2] + "xx", "Host": "api.example"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(stranger, timeout=10)
+        assert refused.value.code == 401
