@@ -1,14 +1,11 @@
 """One gateway hop: what a lollms-server in front of another (the `lollms` binding) costs.
 
-1. Added latency and CPU: the same short echo generation, sequentially, straight to a node and
-   through a gateway in front of it; p50/p95 of each and the gateway's CPU per request.
-2. Throughput, two nodes against one: a CPU-bound model (the tiny GGUF through llama.cpp, one
-   thread per node) behind a gateway route over one node, then over two (`least-busy`),
-   with parallel clients. On a machine with fewer free cores than nodes the second node has
-   nothing to run on: read the ratio with the core count printed beside it.
+The same short echo generation, sequentially, straight to a node and through a gateway in
+front of it: p50/p95 of each and the gateway's CPU per request. (Throughput with two nodes
+against one: bench/fleet_throughput.py.)
 
-`python bench/remote_hop.py [--requests 200] [--write]` (needs lollms-remote and
-lollms-llamacpp installed); `--write` puts the table in docs/benchmarks.md.
+`python bench/remote_hop.py [--requests 200] [--write]` (needs lollms-remote installed);
+`--write` puts the table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,10 +24,6 @@ from common import clean_env, cpu_seconds, free_port, machine, pct, spawn, write
 
 MARKER = "<!-- remote_hop -->"
 ECHO = '[bindings.echo]\ntype = "echo"\ndelay_ms = 0\n'
-LLAMA = (
-    '[bindings.llamacpp]\ntype = "llamacpp"\nmodels_folders = ["{models}"]\n'
-    'n_ctx = 512\nn_parallel = 1\nn_threads = 1\npreload = ["tiny"]\n'
-)
 
 
 def start(stack: ExitStack, folder: Path, body: str) -> tuple[str, int]:
@@ -102,39 +94,15 @@ def hop(folder: Path, requests: int) -> dict[str, float]:
     }
 
 
-def throughput(folder: Path, nodes: int, requests: int, clients: int) -> float:
-    """Generations per second through a gateway over `nodes` llama.cpp nodes."""
-    from lollms_llamacpp.tiny_gguf import write_tiny_gguf
-
-    models = folder / "models"
-    models.mkdir(exist_ok=True)
-    if not (models / "tiny.gguf").exists():
-        write_tiny_gguf(models / "tiny.gguf", seed=0)
-    with ExitStack() as stack:
-        urls = [start(stack, folder, LLAMA.format(models=models))[0] for _ in range(nodes)]
-        gateway, _ = start(stack, folder, gateway_body(urls, "llamacpp/tiny"))
-        payload = body("bench", max_tokens=64)
-        for _ in range(2 * nodes):
-            generate(gateway, payload)
-        started = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda _: generate(gateway, payload), range(requests)))
-        return requests / (time.perf_counter() - started)
-
-
 def main() -> None:
     """Measure, print, and with --write put the table in docs/benchmarks.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--throughput-requests", type=int, default=24)
-    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         latency = hop(folder, args.requests)
-        one = throughput(folder, 1, args.throughput_requests, args.clients)
-        two = throughput(folder, 2, args.throughput_requests, args.clients)
     text = "\n".join(
         [
             f"Run: {machine()}.",
@@ -148,10 +116,6 @@ def main() -> None:
             f"Added by the hop: {latency['gateway_p50'] - latency['direct_p50']:.2f} ms at p50; "
             f"the gateway's CPU per request: {latency['gateway_cpu_ms']:.2f} ms "
             f"({args.requests} sequential requests).",
-            "",
-            f"Throughput (tiny GGUF, llama.cpp, 1 thread per node, {args.clients} clients, "
-            f"{args.throughput_requests} requests of 64 tokens): one node {one:.2f}/s, two nodes "
-            f"{two:.2f}/s: {two / one:.2f}x.",
         ]
     )
     print(text)
