@@ -6,7 +6,9 @@ with pg_restore onto a new database serves the same keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -158,3 +160,45 @@ def test_pg_dump_then_pg_restore_onto_a_new_database_serves_the_same_keys(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(stranger, timeout=10)
         assert refused.value.code == 401
+
+
+def key_status(url: str, key: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a listing with `key`, as from another host."""
+    request = urllib.request.Request(
+        f"{url}/api/v1/list_models", headers={"X-API-Key": key, "Host": "api.example"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_a_lost_database_is_a_503_and_the_server_recovers_when_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with postgres_server() as own:  # its own: this test stops and restarts it
+        monkeypatch.setenv(URL_VARIABLE, own.create_database("lost"))
+        folder = tmp_path / "site"
+        folder.mkdir()
+        (folder / "lollms.toml").write_text(CONFIG)
+        made = subprocess.run(
+            [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
+             "--name", "k"],
+            env=server_env(folder / "data"), capture_output=True, text=True, timeout=120,
+            check=True,
+        )  # fmt: skip
+        key = made.stdout.strip()
+        with lollms_process(folder, CONFIG) as server:
+            assert key_status(server.url, key)[0] == 200
+            own.stop()
+            status, headers, body = key_status(server.url, key)
+            assert status == 503, body
+            assert headers.get("Retry-After") == "1"
+            assert "database" in json.loads(body)["error"]["message"]
+            own.start()
+            deadline = time.monotonic() + 60
+            while (status := key_status(server.url, key)[0]) != 200:
+                assert status == 503 and time.monotonic() < deadline, status
+                time.sleep(0.2)
+            assert server.process.poll() is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .fixtures import free_port
 
@@ -26,11 +28,12 @@ def postgres_bin() -> Path | None:
     return Path(found[-1]) if found else None
 
 
-def _as_service_user(command: list[str]) -> list[str]:
-    """`command` run as the postgres user when we are root (PostgreSQL refuses root)."""
+def _service_user() -> dict[str, Any]:
+    """Popen's arguments that run the command as the postgres user when we are root
+    (PostgreSQL refuses root); the process is postgres itself, so signals reach it."""
     if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", SERVICE_USER, "--", *command]
+        return {}
+    return {"user": SERVICE_USER, "group": SERVICE_USER, "extra_groups": []}
 
 
 @dataclass
@@ -68,22 +71,23 @@ class PostgresServer:
             shutil.chown(self.folder, SERVICE_USER)
         if not self.data.exists():
             subprocess.run(
-                _as_service_user([
+                [
                     str(self.bin / "initdb"), "-D", str(self.data), "-U", SERVICE_USER,
                     "--auth=trust", "--encoding=UTF8", "--no-sync",
-                ]),
-                check=True, capture_output=True, timeout=120,
+                ],
+                check=True, capture_output=True, timeout=120, cwd=self.folder,
+                **_service_user(),
             )  # fmt: skip
         log = self.folder / "postgres.log"
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                _as_service_user([
+                [
                     str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                     "-c", "listen_addresses=127.0.0.1",
                     "-c", f"unix_socket_directories={self.folder}",
                     "-c", "max_connections=200", "-c", "shared_buffers=32MB",
-                ]),
-                stdout=out, stderr=subprocess.STDOUT,
+                ],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.folder, **_service_user(),
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while not self.ready():
@@ -120,8 +124,7 @@ class PostgresServer:
         if self.process is None:
             return
         if self.process.poll() is None:
-            # the process runs as postgres: runuser forwards the signal to it
-            self.process.send_signal(2)
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
