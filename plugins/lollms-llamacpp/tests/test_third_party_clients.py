@@ -1,0 +1,65 @@
+"""Third-party clients, unchanged, against a real server process serving SmolLM2 through
+llama.cpp (a real model: real tokens, real streaming): the `ollama` client, LangChain's
+ChatOpenAI and ChatOllama, LiteLLM. Greedy text can differ between streamed and whole calls, so
+the structure is asserted, not the words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import pytest
+from langchain_ollama import ChatOllama
+from langchain_openai import ChatOpenAI
+
+from lollms_server.testing.process import ServerProcess, lollms_process, toml_table
+
+from .conftest import SMOL
+
+MODEL = f"local/{SMOL}"
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose default text model is SmolLM2 on llama.cpp."""
+    binding = {"type": "llamacpp", "models_folders": [str(models_dir)], "n_ctx": 2048}
+    binding |= {"n_parallel": 1, "n_threads": 2, "default_max_tokens": 12}
+    config = toml_table("bindings.local", binding) + f"\n[defaults]\nttt = {json.dumps(MODEL)}\n"
+    with lollms_process(tmp_path_factory.mktemp("clients"), config) as running:
+        yield running
+
+
+def test_ollama_client(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url, timeout=120)
+    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Say hello."}])
+    assert reply.message.content and reply.eval_count and reply.eval_count <= 12
+    parts = list(client.generate(model=MODEL, prompt="Count: one, two,", stream=True))
+    assert len(parts) > 2 and parts[-1].done and "".join(p.response for p in parts).strip()
+
+
+def test_langchain(server: ServerProcess) -> None:
+    chat = ChatOpenAI(base_url=f"{server.url}/v1", api_key="unused", model=MODEL, max_retries=0)
+    answer = chat.invoke("Say hello.")
+    assert isinstance(answer.content, str) and answer.content.strip()
+    assert answer.response_metadata["model_name"] == MODEL
+    chunks = [str(c.content) for c in chat.stream("Name a color.")]
+    assert len(chunks) > 2 and "".join(chunks).strip()
+    streamed = [str(c.content) for c in ChatOllama(base_url=server.url, model=MODEL).stream("Hi")]
+    assert len(streamed) > 2 and "".join(streamed).strip()
+
+
+def test_litellm(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price table
+    import litellm
+
+    answer = litellm.completion(
+        model=f"openai/{MODEL}",
+        api_base=f"{server.url}/v1",
+        api_key="unused",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+    )
+    assert answer.choices[0].message.content.strip()
+    assert answer.usage.completion_tokens <= 8
