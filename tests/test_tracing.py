@@ -26,6 +26,15 @@ from lollms_server.testing.process import SERVER_COMMAND, ServerProcess, lollms_
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_PARENT = "00f067aa0ba902b7"
 EXPORT_TOKEN = "otlp-token-8f3c1d"  # sent to the collector only, from the environment
+WEATHER = """
+from lollms_server.functions import function
+
+
+@function
+def get_weather(city: str) -> dict:
+    \"\"\"Current weather of a city.\"\"\"
+    return {"city": city, "temp": 21}
+"""
 
 
 @dataclass
@@ -68,6 +77,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             [security]
             local_access = false
         """)
+        functions = tmp / "node" / "data" / "functions"
+        functions.mkdir(parents=True)
+        (functions / "tools.py").write_text(WEATHER, encoding="utf-8")
         with lollms_process(tmp / "node", node_config + tracing_table(receiver, "node")) as node:
             config = gateway_config.replace("@NODE@", node.url)
             with lollms_process(tmp / "gateway", config + tracing_table(receiver, "gw")) as gw:
@@ -172,6 +184,37 @@ def test_stream_records_time_to_first_token(chain: Chain) -> None:
     assert streamed.attributes["lollms.time_to_first_token_ms"] >= 0
     assert "first_token" in streamed.events
     assert one(spans, "node", "binding.stream").attributes["lollms.instance"] == "echo"
+
+
+def test_tool_loop_steps_and_calls(chain: Chain) -> None:
+    """The server-side function-calling loop: one span per step under the request, the
+    function call inside the step that asked for it, a binding call in each step."""
+    trace_id = "7" * 32
+    prompt = 'CALL get_weather {"city": "Paris"}'
+    body = {"functions": ["get_weather"], "input_data": [{"type": "text", "data": prompt}]}
+    request = urllib.request.Request(
+        chain.node.url + "/api/v1/generate",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "traceparent": f"00-{trace_id}-{CLIENT_PARENT}-01"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert "21" in json.loads(response.read())["output"][0]["data"]
+
+    def served(spans: list[ReceivedSpan]) -> bool:
+        return any(s.trace_id == trace_id and s.kind == "server" for s in spans)
+
+    spans = [s for s in chain.receiver.wait_for(served) if s.trace_id == trace_id]
+    by_id = {s.span_id: s for s in spans}
+    request_span = one(spans, "node", "POST /api/v1/generate")
+    steps = sorted((s for s in spans if s.name == "tool_loop.step"),
+                   key=lambda s: s.attributes["lollms.step"])  # fmt: skip
+    assert [s.attributes["lollms.step"] for s in steps] == [1, 2]
+    assert all(s.parent_id == request_span.span_id for s in steps)
+    call = one(spans, "node", "function.call")
+    assert call.attributes["lollms.function"] == "get_weather"
+    assert call.parent_id == steps[0].span_id
+    binding_steps = [by_id[s.parent_id] for s in spans if s.name.startswith("binding.")]
+    assert sorted(s.attributes["lollms.step"] for s in binding_steps) == [1, 2]
 
 
 def test_new_trace_without_traceparent_still_spans_both(chain: Chain) -> None:

@@ -96,12 +96,13 @@ class Lifecycle:
         if key in self.loaded:
             self.loaded[key].last_used = time.monotonic()
             return
-        pending = self._loading.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._load(binding, target.model, explicit))
-            self._loading[key] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+        # the span opens first, so that the load task (its context copied) is its child
         with span("model.load", {"lollms.instance": key[0], "lollms.model": key[1]}):
+            pending = self._loading.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(self._load(binding, target.model, explicit))
+                self._loading[key] = pending
+                pending.add_done_callback(lambda _: self._loading.pop(key, None))
             await asyncio.shield(pending)
 
     async def load(self, target: Target) -> int | None:

@@ -23,6 +23,7 @@ from lollms_server.testing.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from .conftest import SMOL_MODEL, SMOL_NODE, make_key
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+PRELOAD = 'preload = ["smollm2"]\n'  # not preloaded: the first request loads it (a span)
 
 
 def tracing(receiver: OtlpReceiver, service: str) -> str:
@@ -48,7 +49,8 @@ def hop(
     with pytest.MonkeyPatch.context() as env, ExitStack() as stack:
         env.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
         receiver = stack.enter_context(otlp_receiver())
-        node_config = SMOL_NODE.format(folder=models) + tracing(receiver, "node")
+        node_config = SMOL_NODE.format(folder=models).replace(PRELOAD, "")
+        node_config += tracing(receiver, "node")
         node = stack.enter_context(lollms_process(tmp / "node", node_config, timeout_s=120))
         gateway_config = textwrap.dedent(f"""
             [bindings.node]
@@ -63,8 +65,9 @@ def hop(
 
 
 def test_one_trace_from_gateway_through_node_to_worker(hop: tuple[OtlpReceiver, str]) -> None:
-    """The client's trace continues on the gateway, the node and the node's call to its
-    llama.cpp worker; each hop's server span is the child of the previous hop's client span."""
+    """The client's trace continues on the gateway, the node (which loads the model first) and
+    the node's call to its llama.cpp worker; each hop's server span is the child of the
+    previous hop's client span."""
     receiver, gateway = hop
     body = {"model": f"node/{SMOL_MODEL}", "max_tokens": 4,
             "messages": [{"role": "user", "content": "Say hi"}]}  # fmt: skip
@@ -101,8 +104,18 @@ def test_one_trace_from_gateway_through_node_to_worker(hop: tuple[OtlpReceiver, 
     parent = by_id[worker_call.parent_id]
     assert parent.name in ("binding.generate", "binding.stream")
     assert parent.attributes["lollms.model"] == "smollm2"
-    hops = [worker_call, parent]
-    while hops[-1].parent_id in by_id:  # the worker call leads up to the client's span
-        hops.append(by_id[hops[-1].parent_id])
+    loads = {s.service: s for s in spans if s.name == "model.load"}
+    assert loads["gateway"].attributes["lollms.model"] == SMOL_MODEL
+    assert loads["node"].attributes["lollms.model"] == "smollm2"
+    assert loads["gateway"] in ancestors(loads["node"], by_id)  # the gateway's load -> the node's
+    hops = ancestors(worker_call, by_id)  # the worker call leads up to the client's span
     assert hops[-1] is gateway_request
     assert node_request in hops and generate[0] in hops
+
+
+def ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[ReceivedSpan]:
+    """`span`'s parent, its parent's parent, ... up to the root received."""
+    chain = [by_id[span.parent_id]]
+    while chain[-1].parent_id in by_id:
+        chain.append(by_id[chain[-1].parent_id])
+    return chain
