@@ -236,9 +236,13 @@ def shape_problem(path: str, content_type: str, raw: bytes) -> str | None:
         if not isinstance(body, dict) or set(body) != {"error"}:
             return "not {'error': '...'}"
         return None if isinstance(body["error"], str) and body["error"] else "error not a string"
-    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
-        return "not {'error': {...}}"
+    # the lollms face adds upstream lollms_server's `detail` string (its clients read it)
+    keys = {"error"} if face_of(path) == "openai" else {"error", "detail"}
+    if not isinstance(body, dict) or set(body) != keys or not isinstance(body["error"], dict):
+        return f"not {sorted(keys)} with an error object"
     error = body["error"]
+    if "detail" in keys and body["detail"] != error.get("message"):
+        return "detail is not the error message"
     if face_of(path) == "openai":
         if set(error) != OPENAI_ERROR_KEYS:
             return f"OpenAI error keys {sorted(error)}"
