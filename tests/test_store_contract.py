@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from lollms_server.config import parse_config
+from lollms_server.config_show import effective_config
 from lollms_server.errors import ConfigError, NotFound, Unauthorized
 from lollms_server.security.api_keys import KeyStore
 from lollms_server.security.audit import FIELD_CHARS, AuditLog
-from lollms_server.storage import Store, schema
+from lollms_server.storage import Store, database_url, describe, schema
 from lollms_server.storage.postgres import PostgresStore
 from lollms_server.storage.sqlite import SqliteStore
 from lollms_server.testing.postgres import PostgresServer, postgres_server
@@ -173,3 +175,20 @@ async def test_replicas_migrating_at_once_apply_each_step_once(
     assert [r["revision"] for r in history] == [4]  # one replica applied it, once
     await first.close()
     await second.close()
+
+
+def test_storage_settings_mask_the_password_and_refuse_other_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = parse_config({"storage": {"url": "postgresql://lollms:s3cret@db:5432/lollms"}})
+    assert "s3cret" not in json.dumps(effective_config(config))
+    assert describe(database_url(config)) == "postgresql://db:5432/lollms"
+    with pytest.raises(ConfigError, match=r"storage\.url"):
+        parse_config({"storage": {"url": "mysql://db/lollms"}})
+    from_env = parse_config({"storage": {"url_env": "TEST_STORE_URL", "url": "sqlite:///x"}})
+    monkeypatch.delenv("TEST_STORE_URL", raising=False)
+    with pytest.raises(ConfigError, match="TEST_STORE_URL"):
+        database_url(from_env)
+    monkeypatch.setenv("TEST_STORE_URL", "postgresql://u:p@h/d")
+    assert database_url(from_env) == "postgresql://u:p@h/d"
+    assert database_url(parse_config({})).endswith("/lollms.sqlite")
