@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import yaml
 from runbook_doc import RUNBOOK, operator_env, run_block, runbook_blocks, scripts, start_block
 
 from lollms_server.testing import free_port, wait_for_http
+from lollms_server.testing.postgres import postgres_bin, postgres_server
 from lollms_server.testing.process import toml_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +39,13 @@ def key_id(key: str) -> str:
 class Operated:
     """A server run the runbook's way: its config, data dir and address in the variables."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, storage_url: str | None = None) -> None:
         self.folder = folder
-        self.port = port or free_port()
+        self.port = free_port()
         self.config = folder / "lollms.toml"
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
-        server = {"host": "127.0.0.1", "port": self.port, "drain_timeout_s": 30}
-        security = {"local_access": False}
-        self.config.write_text(
-            toml_table("server", server) + toml_table("security", security) + ECHO,
-            encoding="utf-8",
-        )
+        self.use_storage(storage_url)
         self.values = {
             "LOLLMS_CONFIG": str(self.config),
             "LOLLMS_DATA_DIR": str(folder / "data"),
@@ -56,6 +53,13 @@ class Operated:
             "BACKUP": str(folder.parent / "backups" / "lollms.sqlite"),
             "MODEL": "echo/echo",
         }
+
+    def use_storage(self, url: str | None) -> None:
+        """(Re)write the config: keys and audit in the data dir's SQLite, or at `url`."""
+        server = {"host": "127.0.0.1", "port": self.port, "drain_timeout_s": 30}
+        storage = toml_table("storage", {"url": url}) if url else ""
+        security = toml_table("security", {"local_access": False})
+        self.config.write_text(toml_table("server", server) + security + storage + ECHO)
 
     def run(self, name: str, **values: str) -> str:
         """Run the runbook block `name` against this server."""
@@ -268,3 +272,38 @@ def _wait_for_stream(ops: Operated) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("the stream never started")
+
+
+def test_postgres_leak_audit_then_backup_and_restore(tmp_path: Path) -> None:
+    if postgres_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("postgresql is not installed")
+        pytest.skip("postgresql is not installed")
+    with postgres_server() as postgres:
+        url = postgres.create_database("lollms")
+        server = Operated(tmp_path / "replica", storage_url=url)
+        server.values["LOLLMS_STORAGE_URL"] = url
+        server.values["BACKUP"] = str(tmp_path / "backups" / "lollms")
+        leaked = server.create_key("leaky")
+        server.start()
+        try:
+            request_ids = [server.chat(leaked) for _ in range(2)]
+            server.run("leak-revoke", LEAKED_KEY_ID=key_id(leaked))
+            assert server.status(leaked) == 401
+            audit = server.run("leak-audit-postgres", LEAKED_KEY_ID=key_id(leaked))
+            assert all(request_id in audit for request_id in request_ids), audit
+            before = server.create_key("before-backup")
+            server.run("backup-postgres")
+            after = server.create_key("after-backup")
+            assert server.status(after) == 200
+            restored = postgres.create_database("restored")
+            server.run("restore-postgres", LOLLMS_STORAGE_URL=restored)
+            assert server.drain() == 0, server.log()
+            server.use_storage(restored)
+            server.start()
+            assert server.status(before) == 200
+            assert server.status(after) == 401
+            assert server.status(leaked) == 401
+            assert server.drain() == 0, server.log()
+        finally:
+            server.kill()
