@@ -28,7 +28,7 @@ from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFou
 from . import adapters
 from .catalog import Catalog, ModelEntry
 from .devices import chosen_device, cuda_may_be_available
-from .plan import Plan, make_plan, single_file_config
+from .plan import VIDEO_ROLES, Plan, make_plan, single_file_config
 from .runner import Cancelled, Job, Runner
 from .settings import DiffusersSettings
 
@@ -53,7 +53,7 @@ INPUT_ROLES = {
             adapters.STYLE_ROLE,
         }
     ),
-    "ttv": frozenset({"negative_prompt"}),
+    "ttv": frozenset({"negative_prompt", *VIDEO_ROLES}),
     "ttm": frozenset({"negative_prompt"}),
 }
 log = logging.getLogger(__name__)

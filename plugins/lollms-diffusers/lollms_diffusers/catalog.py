@@ -36,7 +36,8 @@ WEIGHT_FILE = re.compile(
     r"^(?P<stem>[^.]+?)(?:-\d{5}-of-\d{5})?(?:\.(?P<variant>[A-Za-z0-9_]+))?"
     r"\.(?P<ext>safetensors|bin)$"
 )
-#: Pipeline classes we know: family and what they can do (generation types plus `inpaint`).
+#: Pipeline classes we know: family and what they can do (generation types plus the workflows
+#: `inpaint` and `v2v`, video-to-video).
 PIPELINES: dict[str, tuple[str, frozenset[str]]] = {
     "StableDiffusionPipeline": ("SD 1.x", IMAGE),
     "StableDiffusionUpscalePipeline": ("SD x4 upscaler", frozenset({"i2i"})),
@@ -50,7 +51,7 @@ PIPELINES: dict[str, tuple[str, frozenset[str]]] = {
     "PixArtAlphaPipeline": ("PixArt-alpha", frozenset({"tti"})),
     "PixArtSigmaPipeline": ("PixArt-sigma", frozenset({"tti"})),
     "LatentConsistencyModelPipeline": ("LCM", frozenset({"tti", "i2i"})),
-    "AnimateDiffPipeline": ("AnimateDiff", frozenset({"ttv"})),
+    "AnimateDiffPipeline": ("AnimateDiff", frozenset({"ttv", "v2v"})),
     "AnimateDiffSDXLPipeline": ("AnimateDiff SDXL", frozenset({"ttv"})),
     "TextToVideoSDPipeline": ("ModelScope T2V", frozenset({"ttv"})),
     "CogVideoXPipeline": ("CogVideoX", frozenset({"ttv"})),

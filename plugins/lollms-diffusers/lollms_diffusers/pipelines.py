@@ -30,7 +30,7 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 from lollms_server.bindings import Output
 from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
 
-from . import control, encode, style
+from . import control, encode, outputs, style, video_input
 from .catalog import ModelEntry
 from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
@@ -257,6 +257,8 @@ def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     """Run a plan on a loaded model; progress and cancellation go through `job`."""
     if plan.controlnet is not None:
         pipe = control.controlled_pipeline(loaded, plan, DERIVED, DTYPES[loaded.dtype])
+    elif plan.task == "v2v":
+        pipe = video_input.video_pipeline(loaded)
     else:
         pipe = task_pipeline(loaded, plan.task)
     _activate_loras(loaded, plan)
@@ -265,23 +267,25 @@ def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     if plan.controlnet is not None:
         arguments.update(control.control_arguments(plan, arguments))
     arguments.update(style.style_arguments(loaded, pipe, plan))
+    if plan.task == "v2v":
+        arguments.update(video_input.video_arguments(plan, arguments))
     kwargs = {k: v for k, v in arguments.items() if k in accepted}
     _check_denoising(pipe, kwargs)
     kwargs.update(_callback(pipe, accepted, plan, job))
     job.check()
     with torch.inference_mode():
         result = pipe(**kwargs)
-    if plan.task == "ttv":
-        return _videos(result, plan)
+    if plan.task in ("ttv", "v2v"):
+        return outputs.videos(result, plan)
     if plan.task == "ttm":
-        return _sounds(pipe, result, plan)
-    return _pictures(result, plan)
+        return outputs.sounds(pipe, result, plan)
+    return outputs.pictures(result, plan)
 
 
 def _check_denoising(pipe: Pipe, kwargs: Mapping[str, Any]) -> None:
     """Image-to-image runs int(steps x strength) steps: none would fail inside the pipeline."""
     defaults = inspect.signature(pipe.__call__).parameters
-    if "strength" not in defaults or "image" not in kwargs:
+    if "strength" not in defaults or not {"image", "video"} & kwargs.keys():
         return
     strength = kwargs.get("strength", defaults["strength"].default)
     steps = kwargs.get("num_inference_steps", defaults["num_inference_steps"].default)
@@ -348,48 +352,3 @@ def _callback(pipe: Pipe, accepted: set[str], plan: Plan, job: Job[Any]) -> dict
         return {"callback": on_step, "callback_steps": 1}
     log.info("%s has no step callback: no progress, cancel only before it starts", pipe)
     return {}
-
-
-def _metadata(plan: Plan, seed: int, **extra: Any) -> dict[str, Any]:
-    found = {"seed": seed, "model": plan.model, "steps": plan.steps, **extra}
-    if plan.guidance_scale is not None:
-        found["guidance_scale"] = plan.guidance_scale
-    return {key: value for key, value in found.items() if value is not None}
-
-
-def _pictures(result: Any, plan: Plan) -> list[Output]:
-    flagged = getattr(result, "nsfw_content_detected", None) or [None] * plan.n
-    outputs = []
-    for image, seed, nsfw in zip(result.images, plan.seeds(), flagged, strict=False):
-        meta = _metadata(plan, seed, width=image.width, height=image.height, nsfw=nsfw)
-        outputs.append(
-            Output("image", data=encode.png(image), mime_type="image/png", metadata=meta)
-        )
-    return outputs
-
-
-def _videos(result: Any, plan: Plan) -> list[Output]:
-    outputs = []
-    for frames, seed in zip(result.frames, plan.seeds(), strict=False):
-        images = encode.to_images(frames)
-        data, mime = encode.animation(images, plan.fps, plan.video_format)
-        first = images[0]
-        meta = _metadata(
-            plan, seed, frames=len(images), fps=plan.fps, width=first.width, height=first.height
-        )
-        outputs.append(Output("video", data=data, mime_type=mime, metadata=meta))
-    return outputs
-
-
-def _sounds(pipe: Pipe, result: Any, plan: Plan) -> list[Output]:
-    vocoder = getattr(pipe, "vocoder", None)
-    found: Any = getattr(getattr(vocoder, "config", None), "sampling_rate", None)
-    found = found or getattr(getattr(pipe, "vae", None), "sampling_rate", 16000)
-    rate = int(found)
-    outputs = []
-    for samples, seed in zip(result.audios, plan.seeds(), strict=False):
-        data = encode.wav(samples, rate)
-        seconds = round(samples.shape[-1] / rate, 3)
-        meta = _metadata(plan, seed, sample_rate=rate, duration_s=seconds)
-        outputs.append(Output("audio", data=data, mime_type="audio/wav", metadata=meta))
-    return outputs

@@ -3,7 +3,8 @@
 Request parameters: `prompt` (the last user message), `negative_prompt` (a parameter or a text
 input with that role), `width`, `height`, `steps` (or `num_inference_steps`),
 `guidance_scale`, `seed`, `n`, `strength` (i2i); video: `frames` (or `num_frames`), `fps`,
-`format` (gif, webp, apng, mp4); sound: `duration` (or `audio_length_in_s`, seconds);
+`format` (gif, webp, apng, mp4), with an input video (role `input_video`) `strength` and `frames`
+(the most taken from it, evenly spaced); sound: `duration` (or `audio_length_in_s`, seconds);
 upscalers (i2i): `upscale` (their factor, optional).
 Adapters (`loras`, ControlNet, IP-Adapter) are checked against the files found in adapters.py.
 """
@@ -31,6 +32,9 @@ SEED_LIMIT = 2**63 - 1
 MIN_I2I_SIDE = 64
 #: Upscaler families and their factor: i2i on them returns the input this many times larger.
 UPSCALERS = {"SD x4 upscaler": 4}
+#: Video families that take an input video (ttv with a video input), and their pipeline class.
+V2V_PIPELINES = {"AnimateDiff": "AnimateDiffVideoToVideoPipeline"}
+VIDEO_ROLES = ("input_video", "user_video")
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Plan:
     """Everything the worker needs to run one generation."""
 
     model: str
-    task: str  # tti | i2i | inpaint | ttv | ttm
+    task: str  # tti | i2i | inpaint | ttv | v2v (ttv with an input video) | ttm
     prompt: str
     negative_prompt: str | None = None
     steps: int | None = None
@@ -50,7 +54,8 @@ class Plan:
     strength: float | None = None
     image: bytes | None = None
     mask: bytes | None = None
-    frames: int | None = None
+    video: bytes | None = None  # v2v: the input video file
+    frames: int | None = None  # v2v: the most frames taken from the input video
     fps: int = 8
     video_format: str = "gif"
     duration_s: float | None = None
@@ -76,7 +81,9 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         single_file_config(entry, settings)
     params = request.parameters
     image, mask = _images(request) if kind == "i2i" else (None, None)
-    task = "inpaint" if mask is not None else TASKS[kind]
+    videos = [i.data for i in request.inputs if i.type == "video" and i.role in VIDEO_ROLES]
+    video = videos[0] if kind == "ttv" and videos else None
+    task = "inpaint" if mask is not None else "v2v" if video is not None else TASKS[kind]
     if kind == "i2i" and image is None:
         raise InvalidRequest("i2i needs an image input (role input_image)", param="input_data")
     _check_capability(entry, kind, task)
@@ -99,8 +106,10 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         strength=_float(params, "strength", 0.01, 1.0),
         image=image,
         mask=mask,
+        video=video,
         frames=_int(params, ("frames", "num_frames"), 1, settings["max_frames"])
-        or (settings["default_frames"] if kind == "ttv" else None),
+        or (settings["default_frames"] if task == "ttv" else None)
+        or (settings["max_frames"] if task == "v2v" else None),
         fps=_int(params, "fps", 1, 120) or settings["fps"],
         video_format=_video_format(params, settings["video_format"]),
         duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings["max_audio_s"])
@@ -124,7 +133,7 @@ def single_file_config(entry: ModelEntry, settings: Mapping[str, Any]) -> Path:
 
 
 def _check_capability(entry: ModelEntry, kind: str, task: str) -> None:
-    needed = "inpaint" if task == "inpaint" else kind
+    needed = task if task in ("inpaint", "v2v") else kind
     if task == "i2i" and entry.needs_mask:
         raise InvalidRequest(
             f"model {entry.name!r} is an inpainting model: send a mask_image input too",
