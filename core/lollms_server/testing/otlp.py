@@ -105,16 +105,20 @@ class OtlpReceiver:
 
 @contextmanager
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    """A running receiver for the block."""
+    """A running receiver for the block (usable from sync or async code)."""
     receiver = OtlpReceiver()
     loop = asyncio.new_event_loop()
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/traces", receiver.receive)
     runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", receiver.port).start())
     thread = threading.Thread(target=loop.run_forever, name="otlp-receiver", daemon=True)
-    thread.start()
+    thread.start()  # set up in its own loop too: the caller may be inside a running loop
+
+    async def listen() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+
+    asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
     try:
         yield receiver
     finally:
