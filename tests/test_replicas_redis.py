@@ -34,6 +34,7 @@ from lollms_server.testing.services import RedisServer, redis_server
 CONFIG = """
 [bindings.echo]
 type = "echo"
+delay_ms = 40
 
 [security]
 local_access = false
@@ -151,6 +152,33 @@ def test_rpm_holds_under_parallel_requests_on_both(replicas: Replicas) -> None:
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = list(pool.map(lambda r: call(r, "GET", ROUTE, key)[0], targets))
     assert sorted(statuses) == [200] * 8 + [429] * 16, statuses  # no overshoot
+
+
+def test_token_budget_holds_across_replicas(replicas: Replicas) -> None:
+    """16 parallel generations of one key with tpm=100, half on each replica: the reservations
+    are counted in Redis, so together they serve at most the budget plus one request."""
+    key, _ = new_key(replicas, tpm=100)
+    body = {
+        "input_data": [
+            {"type": "text", "data": "one two three four five six seven eight nine ten"}
+        ],
+        "binding_name": "echo",
+        "model_name": "slow",  # 40 ms a token: the generations overlap
+        "parameters": {"max_tokens": 10},
+    }
+
+    def one(replica: ServerProcess) -> tuple[int, int]:
+        status, answer = call(replica, "POST", "/api/v1/generate", key, body)
+        return status, answer["usage"]["total_tokens"] if status == 200 else 0
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, [replicas.a, replicas.b] * 8))
+    served = sum(tokens for _, tokens in results)
+    one_request = max(tokens for _, tokens in results)  # 10 prompt + 10 answer
+    assert one_request == 20, results
+    assert served <= 100 + one_request, results  # before: up to 2 x 100 + 2 x 20
+    assert {status for status, _ in results} == {200, 429}, results
+    assert sum(1 for status, _ in results if status == 200) >= 4, results
 
 
 def test_key_made_on_a_is_accepted_by_b_within_1s(pair: Replicas) -> None:

@@ -1,14 +1,17 @@
 """Rate limits with the `limits` library: requests/minute per key and per IP, tokens/minute
 per key, concurrent generations per key. Storage is a `limits` URI: `async+memory://` counts in
 this process; `async+redis://host:port` shares the request and token counts between replicas
-(limits_storage says what happens when Redis cannot be reached). Concurrency slots and open
-token reservations are always this process's own.
+(limits_storage says what happens when Redis cannot be reached). Concurrency slots are always
+this process's own.
 
 Tokens are reserved before a generation starts (`reserve_tokens`: its `max_tokens` plus an
-estimate of its prompt) and settled with the real count when it ends (`settle`). A request is
-admitted while the window's settled tokens plus this server's open reservations are under the
-limit, so parallel requests cannot all pass an unspent budget: a window serves at most the
-limit plus one request's tokens.
+estimate of its prompt) and settled with the real count when it ends (`settle`). Reservations are
+one counter per key in the same storage (so every replica sees all of them). A request is
+admitted while the window's settled tokens plus the reservations made before it are under the
+limit, so parallel requests, on one replica or several, cannot all pass an unspent budget: a
+window serves at most the limit plus one request's tokens. The counter forgets itself
+RESERVATION_TTL_S after it was created, so the reservations of a replica killed mid-generation
+do not hold a key back for longer.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .principal import Principal
 
 FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor its binding caps it
 CHARS_PER_TOKEN = 4  # the prompt estimate of a reservation (the settlement uses the real count)
+RESERVATION_TTL_S = 300
 TOKEN_PARAMETERS = ("max_tokens", "n_predict")
 
 
@@ -44,6 +48,11 @@ class Reservation:
     limit: int = 0
     tokens: int = 0
     settled: bool = False
+
+
+def _reserved(key_id: str) -> str:
+    """The storage counter of a key's open token reservations."""
+    return f"lollms/reserved/{key_id}"
 
 
 def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
@@ -75,7 +84,8 @@ class RateLimiter:
         on_storage_error: OnStorageError = "allow",
         on_storage_failure: Callable[[], None] | None = None,
     ) -> None:
-        self.limiter = MovingWindowRateLimiter(open_storage(storage_uri))
+        self.storage = open_storage(storage_uri)
+        self.limiter = MovingWindowRateLimiter(self.storage)
         self.failures = StorageFailures(storage_uri, on_storage_error, on_storage_failure)
         self.ip_rpm = ip_rpm
         self.key_rpm = key_rpm
@@ -83,7 +93,6 @@ class RateLimiter:
         self.key_concurrent = key_concurrent
         self.window_s = window_s
         self.active: Counter[str] = Counter()
-        self.reserved: Counter[str] = Counter()  # open reservations per key (this server's)
         self._token_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -150,14 +159,16 @@ class RateLimiter:
         key_id = principal.key_id
         if not tpm or not key_id:
             return Reservation(None)
-        item = self._item(tpm)
+        item, tokens = self._item(tpm), max(tokens, 0)
         async with self._token_lock(key_id):
             try:
                 stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+                held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, tokens)
             except StorageError as exc:
                 self.failures.failed(exc.storage_error)
                 return Reservation(None)
-            if tpm - stats.remaining + self.reserved[key_id] >= tpm:
+            if tpm - stats.remaining + max(held - tokens, 0) >= tpm:
+                await self._release(key_id, tokens)
                 self.on_reject()
                 reset_in = stats.reset_time - time.time() if stats.remaining <= 0 else 1.0
                 error = RateLimited(
@@ -166,8 +177,15 @@ class RateLimiter:
                 )
                 error.details = {"limit": tpm, "per": "tokens"}
                 raise error
-            self.reserved[key_id] += max(tokens, 0)
-        return Reservation(key_id, tpm, max(tokens, 0))
+        return Reservation(key_id, tpm, tokens)
+
+    async def _release(self, key_id: str, tokens: int) -> None:
+        """Give `tokens` of a reservation back (a storage failure is reported, never raised)."""
+        try:
+            await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+        except StorageError as exc:
+            with contextlib.suppress(RateLimitsUnavailable):
+                self.failures.failed(exc.storage_error)
 
     async def settle(self, reservation: Reservation, used: int) -> None:
         """Release a reservation and charge the `used` tokens instead (once; later calls are
@@ -181,9 +199,7 @@ class RateLimiter:
     async def _settle(self, key_id: str, reservation: Reservation, used: int) -> None:
         item = self._item(reservation.limit)
         async with self._token_lock(key_id):
-            self.reserved[key_id] -= reservation.tokens
-            if self.reserved[key_id] <= 0:
-                del self.reserved[key_id]
+            # charged before released: another request sees one or both, never neither
             if used > 0:
                 try:
                     stats = await self.limiter.get_window_stats(item, "tokens", key_id)
@@ -193,6 +209,7 @@ class RateLimiter:
                 except StorageError as exc:
                     with contextlib.suppress(RateLimitsUnavailable):  # the answer is sent
                         self.failures.failed(exc.storage_error)
+            await self._release(key_id, reservation.tokens)
 
     @asynccontextmanager
     async def generation_slot(self, principal: Principal) -> AsyncIterator[None]:
