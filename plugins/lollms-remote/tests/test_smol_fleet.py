@@ -144,7 +144,7 @@ async def test_least_busy_follows_the_queue_depth_the_nodes_report(
     so, the route sends new requests to s2."""
     first, _ = smol_nodes
     held, _ = await open_stream(
-        http, first.url, body("smollm2", "llamacpp", tokens=600, stream=True), first.key
+        http, first.url, body("smollm2", "llamacpp", tokens=900, stream=True), first.key
     )
     try:
         assert depth(first) == 1
@@ -166,7 +166,7 @@ async def test_cancellation_stops_the_generation_on_the_node(
     first, _ = smol_nodes
     assert await until(lambda: depth(first) == 0)
     before = cancelled(first)
-    payload = body(SMOL_MODEL, "s1", tokens=600, stream=True)
+    payload = body(SMOL_MODEL, "s1", tokens=900, stream=True)
     answer, started = await open_stream(http, gateway.url, payload)
     assert started["metadata"]["binding"] == "s1"
     assert depth(first) == 1
@@ -183,7 +183,7 @@ async def test_killed_node_errors_its_stream_then_fails_over_and_comes_back(
     first, _ = smol_nodes
     for name in ("s1", "s2"):  # both idle, as of their latest answers
         assert await served_by(http, gateway.url, body(SMOL_MODEL, name)) == name
-    answer, started = await open_stream(http, gateway.url, body(ROUTE, tokens=600, stream=True))
+    answer, started = await open_stream(http, gateway.url, body(ROUTE, tokens=900, stream=True))
     assert started["metadata"]["binding"] == "s1"
     first.kill()
     events = sse_events(await answer.text())
