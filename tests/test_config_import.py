@@ -260,3 +260,25 @@ def test_missing_upstream_config_is_a_clear_error(tmp_path: Path) -> None:
                str(tmp_path))  # fmt: skip
     assert done.returncode == 2 and "no upstream config found" in done.stderr
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_odd_upstream_values_are_reported_not_crashed(tmp_path: Path) -> None:
+    configs = tmp_path / "odd" / "lollms_configs"
+    configs.mkdir(parents=True)
+    (configs / "main_config.yaml").write_text(
+        "server: {host: 127.0.0.1, port: not-a-port}\n"
+        "security: {allowed_api_keys: single-plain-secret}\n"
+        "bindings_map: [a, b]\ndefaults: {ttt_binding: 5}\npaths: {personalities_folder: 7}\n"
+    )
+    target = tmp_path / "out.toml"
+    done = cli(tmp_path / "data", "--config", str(target), "config", "import", str(configs))
+    assert done.returncode == 0, done.stderr
+    assert "server.port 'not-a-port': not a port number" in done.stdout
+    assert "allowed_api_keys: not a list" in done.stdout
+    assert "defaults.ttt_binding 5: that instance was not imported" in done.stdout
+    assert "single-plain-secret" not in done.stdout + done.stderr + target.read_text()
+    (configs / "main_config.yaml").write_text("server: [unclosed\n")
+    broken = cli(tmp_path / "data", "--config", str(tmp_path / "b.toml"), "config", "import",
+                 str(configs))  # fmt: skip
+    assert broken.returncode == 2 and "not readable as yaml" in broken.stderr
+    assert "Traceback" not in broken.stderr and not (tmp_path / "b.toml").exists()

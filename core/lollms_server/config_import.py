@@ -10,7 +10,6 @@ Relative paths are relative to upstream's server root.
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .config_import_types import TYPES, WHY_NOT, folder_of, instance_name
 from .errors import ConfigError
 
 MAIN_NAMES = tuple(f"main_config{ext}" for ext in (".yaml", ".yml", ".toml", ".json"))
@@ -144,73 +144,6 @@ def _section(main: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
-def _folder(root: Path, value: Any) -> Path | None:
-    if not isinstance(value, str) or not value:
-        return None
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() else root / path).resolve()
-
-
-def _ollama(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
-    if spec.get("host"):
-        out["host"] = str(spec["host"])
-    return {"host"}
-
-
-def _openai(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
-    if spec.get("base_url"):
-        out["base_url"] = str(spec["base_url"])
-    if spec.get("api_key"):
-        out["api_key"] = str(spec["api_key"])
-    elif not spec.get("base_url"):
-        out["api_key_env"] = "OPENAI_API_KEY"  # upstream's fallback for OpenAI itself
-    return {"base_url", "api_key"}
-
-
-def _llamacpp(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
-    folder = _folder(root, spec.get("models_folder"))
-    if folder is not None:
-        out["models_folders"] = [str(folder)]
-    for theirs, ours in (("n_ctx", "n_ctx"), ("n_gpu_layers", "n_gpu_layers")):
-        if isinstance(spec.get(theirs), int):
-            out[ours] = spec[theirs]
-    if isinstance(spec.get("threads"), int) and spec["threads"] > 0:
-        out["n_threads"] = spec["threads"]
-    return {"models_folder", "n_ctx", "n_gpu_layers", "threads"}
-
-
-def _diffusers(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
-    folder = _folder(root, spec.get("models_folder"))
-    if folder is not None:
-        out["models_folders"] = [str(folder)]
-    return {"models_folder"}
-
-
-def _echo(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
-    return set()
-
-
-Translator = Callable[[dict[str, Any], Path, dict[str, Any]], set[str]]
-# upstream binding type -> (our binding type, the plugin that has it, settings translator)
-TYPES: dict[str, tuple[str, str, Translator]] = {
-    "ollama_binding": ("ollama", "lollms-ollama", _ollama),
-    "openai_binding": ("openai", "lollms-openai", _openai),
-    "llamacpp_binding": ("llamacpp", "lollms-llamacpp", _llamacpp),
-    "diffusers_binding": ("diffusers", "lollms-diffusers", _diffusers),
-    "dummy_binding": ("echo", "lollms-server (built in)", _echo),
-}
-WHY_NOT = {
-    "server_path": "llama.cpp runs in process here (xllamacpp): no server binary",
-    "additional_args": "llama.cpp command-line flags do not apply in process; see extra_args",
-}
-
-
-def instance_name(name: str) -> str:
-    """An upstream instance name as ours allows it (letters, digits, '_', '-', '.'; max 64)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("_.-")[:64]
-    return cleaned or "instance"
-
-
 def convert(
     upstream: Upstream, installed: Mapping[str, Callable[[dict[str, Any]], str | None]]
 ) -> tuple[dict[str, Any], list[str], Report]:
@@ -226,7 +159,10 @@ def convert(
     _paths(main, root, raw, report)
     _rest(main, raw, report)
     security = _section(main, "security")
-    keys = [str(k) for k in security.get("allowed_api_keys") or [] if str(k).strip()]
+    listed = security.get("allowed_api_keys")
+    keys = [str(k) for k in listed if str(k).strip()] if isinstance(listed, list) else []
+    if listed and not isinstance(listed, list):
+        report.not_mapped.append("security.allowed_api_keys: not a list (value not shown)")
     if security.get("encryption_key"):
         report.not_mapped.append(
             "security.encryption_key: lollms.toml is plain text; keep secrets in the "
@@ -241,11 +177,17 @@ def convert(
 
 def _server(main: Mapping[str, Any], raw: dict[str, Any], report: Report) -> None:
     server = _section(main, "server")
-    for key in ("host", "port"):
-        if key in server:
-            raw["server"][key] = int(server[key]) if key == "port" else str(server[key])
-            report.mapped.append(f"server.{key} -> [server] {key}")
-    origins = [str(o) for o in server.get("allowed_origins") or []]
+    if isinstance(server.get("host"), str):
+        raw["server"]["host"] = server["host"]
+        report.mapped.append("server.host -> [server] host")
+    port = str(server.get("port", ""))  # upstream's own example spells it as a string
+    if port.isdigit() and 0 < int(port) < 65536:
+        raw["server"]["port"] = int(port)
+        report.mapped.append("server.port -> [server] port")
+    elif "port" in server:
+        report.not_mapped.append(f"server.port {server['port']!r}: not a port number")
+    listed = server.get("allowed_origins")
+    origins = [str(o) for o in listed] if isinstance(listed, list) else []
     kept = [o for o in origins if o not in ("*", "null")]
     if kept:
         raw.setdefault("security", {})["cors_origins"] = kept
@@ -303,7 +245,7 @@ def _bindings(
             entry["default_model"] = str(spec["default_model"])
         elif spec.get("default_model"):
             report.not_mapped.append(f"{where}.default_model: the echo binding has its own models")
-        if isinstance(max_tokens, int) and max_tokens > 0:
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
             entry["default_max_tokens"] = max_tokens
         raw["bindings"][new_name] = {**entry, **settings}
         names[name] = new_name
@@ -350,7 +292,7 @@ def _paths(main: Mapping[str, Any], root: Path, raw: dict[str, Any], report: Rep
     for kind in ("personalities", "functions"):
         folders = []
         for key in (f"{kind}_folder", f"example_{kind}_folder"):
-            folder = _folder(root, paths.get(key))
+            folder = folder_of(root, paths.get(key))
             if folder is not None and folder.is_dir():
                 folders.append(str(folder))
                 report.mapped.append(f"paths.{key} -> [{kind}] folders (used in place)")
