@@ -197,6 +197,12 @@ def test_unknown_fields_are_ignored_and_named(server: ServerProcess) -> None:
     assert "X-Lollms-Ignored-Fields" not in clean.headers
     query = call(server, "GET", "/get_model_info/echo", params={"modelname": "think"})
     assert query.headers["X-Lollms-Ignored-Fields"] == "modelname"
+    webui = requests.post(
+        f"{server.url}/lollms_tokenize", json={"prompt": "a", "zz": 1}, timeout=60
+    )
+    assert webui.status_code == 200 and webui.headers["X-Lollms-Ignored-Fields"] == "zz"
+    admin = call(server, "POST", "/reload_personalities", json={"zz": 1})  # ours: strict
+    assert admin.status_code == 422 and "zz" in admin.json()["detail"]
 
 
 def test_generate_stream_chunks(server: ServerProcess) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import fields, validate
 
+from .ignored_fields import ForgivingSchema
 from .request_limits import CappedList
 from .schemas import NAME
 from .schemas_openai_media import Upload
@@ -23,11 +24,9 @@ def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
     return field(load_default=None, allow_none=True, **kwargs)
 
 
-class LenientSchema(Schema):
-    """Unknown fields are dropped, as the lollms servers these clients were written for did."""
-
-    class Meta:
-        unknown = EXCLUDE
+class LenientSchema(ForgivingSchema):
+    """Unknown fields are dropped, as the lollms servers these clients were written for did
+    (and named in `X-Lollms-Ignored-Fields`)."""
 
 
 class ModelTextSchema(LenientSchema):
