@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from lollms_server.app import create_app
+from lollms_server.errors import ConfigError
 from lollms_server.testing.fixtures import free_port
 from lollms_server.testing.postgres import postgres_server
 from lollms_server.testing.process import (
@@ -236,8 +238,10 @@ def call_text(server: ServerProcess, path: str, key: str) -> str:
 
 
 async def test_redis_down_under_refuse_is_a_503_naming_it(
-    make_config: Any, make_client: Any
+    make_config: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The storage URI comes from `rate_limit_storage_env`'s variable (a password stays out of
+    the config file); a Redis that does not answer is a 503 naming it, password masked."""
     port = free_port()  # nothing listens there
     config = make_config(
         {
@@ -245,11 +249,18 @@ async def test_redis_down_under_refuse_is_a_503_naming_it(
             "security": {
                 "local_access": False,
                 "ip_rpm": 100,
-                "rate_limit_storage": f"async+redis://:s3cret@127.0.0.1:{port}",
+                "rate_limit_storage_env": "TEST_LIMITS_REDIS",
                 "rate_limit_on_storage_error": "refuse",
             },
         }
     )
+    with pytest.raises(ConfigError, match="rate_limit_storage_env names TEST_LIMITS_REDIS"):
+        create_app(config)
+    monkeypatch.setenv("TEST_LIMITS_REDIS", "async+nosuch://:s3cret@host")
+    with pytest.raises(ConfigError, match="not a usable") as refused:
+        create_app(config)
+    assert "s3cret" not in str(refused.value)
+    monkeypatch.setenv("TEST_LIMITS_REDIS", f"async+redis://:s3cret@127.0.0.1:{port}")
     client = await make_client(config)
     response = await client.get("/api/v1/health")
     assert response.status == 503, await response.text()

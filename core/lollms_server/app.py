@@ -50,6 +50,7 @@ from .security.auth import (
     auth_middleware,
     undeclared_routes,
 )
+from .security.limits_storage import limits_uri
 from .security.local import parse_networks
 from .security.ratelimit import RateLimiter
 from .storage import open_store, schema
@@ -147,7 +148,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         cors_origins=frozenset(config.security.cors_origins),
     )
     app[keys.LIMITER] = RateLimiter(
-        config.security.rate_limit_storage,
+        limits_uri(config.security),
         ip_rpm=config.security.ip_rpm,
         key_rpm=config.security.key_rpm,
         key_tpm=config.security.key_tpm,

@@ -126,6 +126,7 @@ key_rpm = 0                # default requests per minute per key (a key's own li
 key_tpm = 0                # default text tokens per minute per key
 key_concurrent = 0         # default concurrent generations per key
 rate_limit_storage = "async+memory://"   # per process; async+redis://host:6379 shares limits
+# rate_limit_storage_env = "LOLLMS_REDIS_URL"   # read the URI (with its password) from this variable
 rate_limit_window_s = 60   # the window of the *_rpm / *_tpm limits, in seconds
 rate_limit_on_storage_error = "allow"   # Redis unreachable: allow (logged) or refuse (503)
 audit_retention_days = 90

@@ -61,6 +61,9 @@ class SecuritySchema(Schema):
     key_tpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
     key_concurrent = fields.Integer(load_default=0, validate=validate.Range(min=0))
     rate_limit_storage = fields.String(load_default="async+memory://", validate=_limits_storage)
+    rate_limit_storage_env = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )
     rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
     rate_limit_on_storage_error = fields.String(
         load_default="allow", validate=validate.OneOf(("allow", "refuse"))
@@ -228,6 +231,7 @@ class SecurityConfig:
     key_tpm: int = 0
     key_concurrent: int = 0
     rate_limit_storage: str = "async+memory://"
+    rate_limit_storage_env: str | None = None
     rate_limit_window_s: int = 60
     rate_limit_on_storage_error: Literal["allow", "refuse"] = "allow"
     audit_retention_days: float = 90.0

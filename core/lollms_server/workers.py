@@ -25,7 +25,7 @@ from aiohttp import web
 from .config import Config
 from .errors import ConfigError
 from .plugins import Plugins
-from .security.limits_storage import is_shared
+from .security.limits_storage import is_shared, limits_uri
 
 log = logging.getLogger(__name__)
 WORKER_ENV = "LOLLMS_WORKER"  # "<index>/<count>/<supervisor pid>" in a worker's environment
@@ -62,7 +62,7 @@ def check_workers(config: Config, plugins: Plugins, workers: int) -> None:
             "with --workers 1 (one process owns them) and let a multi-worker server reach them "
             "through a lollms-remote instance, or disable them here"
         )
-    if not is_shared(config.security.rate_limit_storage):
+    if not is_shared(limits_uri(config.security)):
         log.warning(
             "--workers %d with [security] rate_limit_storage = %r: each worker counts its own "
             "rate limits, so a key or address gets up to %d times its limits; set "

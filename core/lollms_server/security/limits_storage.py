@@ -5,14 +5,17 @@ or `refuse` (503 `rate_limits_unavailable`)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from limits.aio.storage import Storage
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from ..errors import RateLimitsUnavailable
+from ..config_sections import SecurityConfig
+from ..errors import ConfigError, RateLimitsUnavailable
 from ..masking import mask_text, mask_url
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,25 @@ ON_STORAGE_ERROR: tuple[OnStorageError, ...] = ("allow", "refuse")
 REDIS_SCHEMES = ("async+redis", "async+rediss", "async+redis+unix")
 REDIS_TIMEOUT_S = 1.0  # a Redis that hangs costs a request at most this long, per call
 WARN_EVERY_S = 10.0
+
+
+def limits_uri(security: SecurityConfig) -> str:
+    """`[security] rate_limit_storage_env`'s variable (checked like the setting), else
+    `rate_limit_storage`; ConfigError when the variable is unset or its URI unusable."""
+    if not security.rate_limit_storage_env:
+        return security.rate_limit_storage
+    name = security.rate_limit_storage_env
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"[security] rate_limit_storage_env names {name}, but it is not set")
+    try:
+        open_storage(value)
+    except (ConfigurationError, ValueError) as exc:
+        raise ConfigError(
+            f"[security] rate_limit_storage_env: {name} is not a usable async `limits` "
+            f"storage: {mask_text(str(exc))}"
+        ) from exc
+    return value
 
 
 def open_storage(uri: str) -> Storage:
