@@ -130,7 +130,9 @@ def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path: Path) ->
         (key_id, "made by 0.1", "user", salt, hashlib.sha256(salt + secret.encode()).digest(),
          time.time()),
     )  # fmt: skip
-    old.execute("INSERT INTO audit(at, event, key_id) VALUES (?, 'key_created', ?)", (1.0, key_id))
+    old.execute(
+        "INSERT INTO audit(at, event, key_id) VALUES (?, 'key_created', ?)", (time.time(), key_id)
+    )
     old.commit()
     old.close()
     key = f"lollms_{key_id}_{secret}"
