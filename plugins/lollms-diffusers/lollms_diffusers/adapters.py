@@ -30,6 +30,9 @@ IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"
 #: Families whose pipelines take a (UNet) IP-Adapter through `load_ip_adapter`.
 IP_ADAPTER_FAMILIES = frozenset({"SD 1.x", "SD 2.x", "SDXL"})
 STYLE_ROLE = "style_reference"
+#: Families whose LoRAs and ControlNets are told apart here (adapters of other families never fit).
+LORA_FAMILIES = frozenset({"SD 1.x", "SD 2.x", "SDXL", "SD 3", "Flux"})
+CONTROLNET_FAMILIES = frozenset({"SD 1.x", "SD 2.x", "SDXL"})
 FAMILY_BY_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 MAX_LORAS = 8
 MAX_LORA_SCALE = 10.0
@@ -86,6 +89,18 @@ def model_width(entry: ModelEntry) -> int | None:
         return None
     width = optional_json(entry.path / "unet" / "config.json").get("cross_attention_dim")
     return width if isinstance(width, int) else None
+
+
+def workflows(entry: ModelEntry, upscale: bool) -> list[str]:
+    """What a model takes: its generation types and workflows (`inpaint`, `v2v`, `loras`,
+    `controlnet`, `style_reference`, `upscale`), for the model list."""
+    found = set(entry.capabilities)
+    image = bool(found & {"tti", "i2i"})
+    found |= {"loras"} if image and entry.family in LORA_FAMILIES else set()
+    found |= {"controlnet"} if image and entry.family in CONTROLNET_FAMILIES else set()
+    found |= {STYLE_ROLE} if image and entry.family in IP_ADAPTER_FAMILIES else set()
+    found |= {"upscale"} if upscale else set()
+    return sorted(found)
 
 
 def scan(folders: Iterable[Path], kind: str) -> dict[str, Adapter]:

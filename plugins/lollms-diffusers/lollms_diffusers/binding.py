@@ -28,7 +28,7 @@ from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFou
 from . import adapters
 from .catalog import Catalog, ModelEntry
 from .devices import chosen_device, cuda_may_be_available
-from .plan import VIDEO_ROLES, Plan, make_plan, single_file_config
+from .plan import UPSCALERS, VIDEO_ROLES, Plan, make_plan, single_file_config
 from .runner import Cancelled, Job, Runner
 from .settings import DiffusersSettings
 
@@ -155,6 +155,7 @@ class DiffusersBinding(Binding):
     ) -> ModelInfo:
         estimate_dtype = dtype or self._estimate_dtype()
         details = {**entry.details(), "memory_dtype": estimate_dtype}
+        details["workflows"] = adapters.workflows(entry, entry.family in UPSCALERS)
         details.update({kind: found for kind, found in fitting.items() if found})
         if entry.single_file and not entry.error:
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,9 @@ SINGLE_FILE_PIPELINES = {
     "SD 3": "StableDiffusion3Pipeline",
     "Flux": "FluxPipeline",
 }
+#: Transformer classes of the families whose single files may hold the transformer alone.
+TRANSFORMERS = {"SD 3": "SD3Transformer2DModel", "Flux": "FluxTransformer2DModel"}
+VAE_PREFIXES = ("first_stage_model.", "vae.")
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,12 @@ def describe_file(path: Path, name: str) -> ModelEntry:
     family, capabilities = single_file_family(header)
     pipeline_class = SINGLE_FILE_PIPELINES.get(family, "")
     error = None if pipeline_class else "not a checkpoint diffusers can load as a single file"
-    return ModelEntry(name, path, True, pipeline_class, family, capabilities, weights, error=error)
+    # a Flux / SD 3 file often holds the transformer alone: the rest comes from the configs folder
+    alone = family in TRANSFORMERS and not any(k.startswith(VAE_PREFIXES) for k in header)
+    components = ("transformer",) if alone else ()
+    return ModelEntry(
+        name, path, True, pipeline_class, family, capabilities, weights, None, components, error
+    )
 
 
 def single_file_hint(entry: ModelEntry) -> str:
@@ -310,9 +318,9 @@ def single_file_family(header: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
         family, capabilities = "SDXL", IMAGE
     elif has("conditioner.embedders.0"):
         family, capabilities = "SDXL refiner", frozenset({"i2i"})
-    elif has("model.diffusion_model.joint_blocks"):
+    elif _sd3(has):
         family, capabilities = "SD 3", IMAGE
-    elif has("double_blocks.") or has("model.diffusion_model.double_blocks"):
+    elif _flux(has):
         family, capabilities = "Flux", IMAGE
     elif has("cond_stage_model.model.transformer"):
         family, capabilities = "SD 2.x", IMAGE
@@ -324,3 +332,15 @@ def single_file_family(header: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
     if isinstance(first, Mapping) and list(first.get("shape", []))[1:2] == [9]:
         capabilities = frozenset({"i2i", "inpaint"})
     return family, capabilities
+
+
+def _sd3(has: Callable[[str], bool]) -> bool:
+    """SD 3 tensor names: the original (`joint_blocks`) or diffusers' (a transformer alone)."""
+    diffusers_names = has("context_embedder.") and has("pos_embed.proj.")
+    return has("model.diffusion_model.joint_blocks") or has("joint_blocks.") or diffusers_names
+
+
+def _flux(has: Callable[[str], bool]) -> bool:
+    """Flux tensor names: the original (`double_blocks`) or diffusers' (a transformer alone)."""
+    diffusers_names = has("context_embedder.") and has("single_transformer_blocks.")
+    return has("double_blocks.") or has("model.diffusion_model.double_blocks") or diffusers_names

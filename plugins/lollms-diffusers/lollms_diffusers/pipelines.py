@@ -31,7 +31,7 @@ from lollms_server.bindings import Output
 from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
 
 from . import control, encode, outputs, style, video_input
-from .catalog import ModelEntry
+from .catalog import TRANSFORMERS, ModelEntry
 from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
 
@@ -109,10 +109,16 @@ def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
 def _from_single_file(
     entry: ModelEntry, settings: Mapping[str, Any], kwargs: dict[str, Any]
 ) -> Pipe:
-    """An original-layout checkpoint, its components configured by the family's folder."""
+    """A single-file checkpoint, its components configured by the family's folder (a
+    transformer-only file takes every other component from that folder's weights)."""
     cls = getattr(diffusers, entry.pipeline_class)
     config = str(single_file_config(entry, settings))  # a local folder: never the Hub
     try:
+        if entry.components == ("transformer",):
+            model = getattr(diffusers, TRANSFORMERS[entry.family]).from_single_file(
+                str(entry.path), config=config, subfolder="transformer", **kwargs
+            )
+            return cls.from_pretrained(config, transformer=model, **kwargs)
         return cls.from_single_file(str(entry.path), config=config, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         # tensors that do not fit the family's configs, or missing ones (torch's "Cannot copy
