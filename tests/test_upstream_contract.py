@@ -197,6 +197,12 @@ def test_unknown_fields_are_ignored_and_named(server: ServerProcess) -> None:
     assert "X-Lollms-Ignored-Fields" not in clean.headers
     query = call(server, "GET", "/get_model_info/echo", params={"modelname": "think"})
     assert query.headers["X-Lollms-Ignored-Fields"] == "modelname"
+    hostile = {"input_data": [text_item("hi")], "a\r\nX-Evil: 1": 1, "x" * 5000: 1}
+    hostile.update({f"k{i}": i for i in range(500)})
+    named = call(server, "POST", "/generate", json=hostile)
+    assert named.status_code == 200 and "X-Evil" not in named.headers
+    listed = named.headers["X-Lollms-Ignored-Fields"].split(", ")
+    assert listed[0] == "a??X-Evil:?1" and len(listed) == 32 and max(map(len, listed)) == 64
     webui = requests.post(
         f"{server.url}/lollms_tokenize", json={"prompt": "a", "zz": 1}, timeout=60
     )
