@@ -27,12 +27,15 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_PARENT = "00f067aa0ba902b7"
 EXPORT_TOKEN = "otlp-token-8f3c1d"  # sent to the collector only, from the environment
 WEATHER = """
+import logging
+
 from lollms_server.functions import function
 
 
 @function
 def get_weather(city: str) -> dict:
     \"\"\"Current weather of a city.\"\"\"
+    logging.getLogger("weather").warning("looking up %s", city)
     return {"city": city, "temp": 21}
 """
 
@@ -188,7 +191,8 @@ def test_stream_records_time_to_first_token(chain: Chain) -> None:
 
 def test_tool_loop_steps_and_calls(chain: Chain) -> None:
     """The server-side function-calling loop: one span per step under the request, the
-    function call inside the step that asked for it, a binding call in each step."""
+    function call inside the step that asked for it, a binding call in each step; a line the
+    function logs carries the request id and trace id."""
     trace_id = "7" * 32
     prompt = 'CALL get_weather {"city": "Paris"}'
     body = {"functions": ["get_weather"], "input_data": [{"type": "text", "data": prompt}]}
@@ -215,6 +219,9 @@ def test_tool_loop_steps_and_calls(chain: Chain) -> None:
     assert call.parent_id == steps[0].span_id
     binding_steps = [by_id[s.parent_id] for s in spans if s.name.startswith("binding.")]
     assert sorted(s.attributes["lollms.step"] for s in binding_steps) == [1, 2]
+    logged = [json.loads(x) for x in chain.node.log().splitlines() if "looking up Paris" in x]
+    assert logged[-1]["trace_id"] == trace_id  # any line logged during the request names it
+    assert logged[-1]["request_id"] == request_span.attributes["lollms.request_id"]
 
 
 def test_new_trace_without_traceparent_still_spans_both(chain: Chain) -> None:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .masking import mask_text
+from .trace import current_trace
 
 LOG_FORMATS = ("auto", "json", "text")
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -48,6 +49,11 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in STANDARD and value is not None:
                 line[key] = mask_text(value) if isinstance(value, str) else value
+        trace = current_trace()  # a line logged while a request runs names it (and its trace)
+        if trace is not None:
+            line.setdefault("request_id", trace.request_id)
+            if trace.span_ids is not None:
+                line.setdefault("trace_id", trace.span_ids[0])
         if record.exc_info:
             line["exception"] = mask_text(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
