@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import ollama
 import pytest
@@ -120,16 +119,36 @@ def test_llm_extra_openai_models(server: ServerProcess, tmp_path: Path) -> None:
     assert seen["system"] == "with a system"
 
 
-def test_litellm_as_a_client(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price table
-    import litellm
+LITELLM_SCRIPT = """
+import json, sys, litellm
+base = {"api_base": sys.argv[1] + "/v1", "api_key": "unused"}
+messages = [{"role": "user", "content": "litellm says hi"}]
+whole = litellm.completion(model="openai/echo/echo", messages=messages, **base)
+stream = litellm.completion(model="openai/echo/echo", messages=messages, stream=True, **base)
+chunks = [chunk.choices[0].delta.content or "" for chunk in stream]
+vectors = litellm.embedding(model="openai/text-embedding-3-small", input=["one", "two"], **base)
+print(json.dumps({
+    "whole": whole.choices[0].message.content,
+    "chunks": chunks,
+    "vectors": [item["embedding"] for item in vectors.data],
+}))
+"""
 
-    base: dict[str, Any] = {"api_base": f"{server.url}/v1", "api_key": "unused"}
-    messages = [{"role": "user", "content": "litellm says hi"}]
-    answer = litellm.completion(model=f"openai/{MODEL}", messages=messages, **base)
-    assert answer.choices[0].message.content == "litellm says hi"
-    stream = litellm.completion(model=f"openai/{MODEL}", messages=messages, stream=True, **base)
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
-    assert text == "litellm says hi"
-    vectors = litellm.embedding(model="openai/text-embedding-3-small", input=["one", "two"], **base)
-    assert len(vectors.data) == 2 and all(unit(item["embedding"]) for item in vectors.data)
+
+def test_litellm_as_a_client(server: ServerProcess) -> None:
+    # its own process: LiteLLM sets up global logging and callbacks on import
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_"))}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no fetch of its price table
+    done = subprocess.run(
+        [sys.executable, "-c", LITELLM_SCRIPT, server.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["whole"] == "litellm says hi"
+    assert len([c for c in seen["chunks"] if c]) > 1 and "".join(seen["chunks"]) == seen["whole"]
+    assert len(seen["vectors"]) == 2 and all(unit(v) for v in seen["vectors"])
