@@ -224,10 +224,11 @@ def test_tool_loop_steps_and_calls(chain: Chain) -> None:
     assert logged[-1]["request_id"] == request_span.attributes["lollms.request_id"]
 
 
-def test_new_trace_without_traceparent_still_spans_both(chain: Chain) -> None:
-    """Without a caller's trace context the gateway starts a trace and the node joins it."""
+def test_new_trace_without_a_valid_traceparent_still_spans_both(chain: Chain) -> None:
+    """A malformed caller's trace context is ignored: the gateway starts a trace (a root
+    span) and the node joins it."""
     chain.receiver.clear()
-    chat(chain, {"X-Request-Id": "tr-fresh"})
+    chat(chain, {"X-Request-Id": "tr-fresh", "traceparent": f"00-{'g' * 32}-{CLIENT_PARENT}-01"})
 
     def both(spans: list[ReceivedSpan]) -> bool:
         return {s.service for s in spans if s.attributes.get("lollms.request_id") == "tr-fresh"
@@ -256,8 +257,10 @@ from lollms_server.app import create_app
 from lollms_server.config import parse_config
 
 async def main():
+    tracing = {"enabled": sys.argv[2] == "on", "export_timeout_s": 0.5,
+               "endpoint": "http://127.0.0.1:9/v1/traces"}  # nothing listens there
     raw = {"server": {"data_dir": sys.argv[1]}, "bindings": {"echo": {"type": "echo"}},
-           "defaults": {"ttt": "echo"}, "tracing": {"enabled": sys.argv[2] == "on"}}
+           "defaults": {"ttt": "echo"}, "tracing": tracing}
     async with TestClient(TestServer(create_app(parse_config(raw)))) as client:
         body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
         answer = await client.post("/v1/chat/completions", json=body)
@@ -283,6 +286,14 @@ def test_tracing_off_imports_nothing_of_opentelemetry(tmp_path: Path) -> None:
     done = probe(tmp_path, "off")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_collector_down_does_not_fail_requests(tmp_path: Path) -> None:
+    """On, with nothing listening at the endpoint: the request is answered (export runs in
+    the background), and OpenTelemetry is loaded."""
+    done = probe(tmp_path, "on")
+    assert done.returncode == 0, done.stderr
+    assert "opentelemetry.sdk.trace" in done.stdout
 
 
 def test_enabled_without_the_extra_names_it(tmp_path: Path) -> None:
