@@ -287,6 +287,9 @@ def test_errors_carry_upstreams_detail(server: ServerProcess) -> None:
     assert missing.json()["error"]["type"] == "not_found"  # ours, alongside
     invalid = call(server, "POST", "/generate", json={"input_data": []})
     assert invalid.status_code == 422 and "input_data" in invalid.json()["detail"]
+    older = call(server, "POST", "/generate", json={"prompt": "upstream's older API"})
+    assert older.status_code == 422 and "input_data" in older.json()["detail"]
+    assert older.headers["X-Lollms-Ignored-Fields"] == "prompt"  # says why
 
 
 def test_v1_stays_strict_but_takes_the_common_extensions(server: ServerProcess) -> None:

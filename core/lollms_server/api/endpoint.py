@@ -74,6 +74,7 @@ def endpoint(
         async def wrapper(request: web.Request) -> web.StreamResponse:
             limits = limits_of(request)
             with collecting() as ignored:
+                request[IGNORED_FIELDS] = ignored  # filled as the schema loads, even if it fails
                 if body is not None:
                     raw = await read_body(request, media=media_body, json=True)
                     data = await off_loop_if_big(len(raw), load_json, body, raw, limits)
@@ -84,8 +85,6 @@ def endpoint(
                     data = validate(query, dict(request.query), limits)
                 else:
                     return await handler(request)
-            if ignored:
-                request[IGNORED_FIELDS] = ignored
             return await handler(request, data)
 
         wrapper.__lollms_doc__ = doc  # type: ignore[attr-defined]
