@@ -61,9 +61,9 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90.0) ->
         time.sleep(0.1)
 
 
-def status_of(port: int, path: str, key: str | None = None) -> int:
+def status_of(port: int, path: str, key: str | None = None, timeout_s: float = 5.0) -> int:
     """The status of a GET on 127.0.0.1:`port` (0 when nothing answers)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         conn.request("GET", path, headers=headers)

@@ -48,5 +48,6 @@ def test_short_load_test_fails_no_request_and_loses_no_audit_row(tmp_path: Path)
     assert result["term_exit"] == 0 and result["term_under_load"], result
     assert result["answered_generations"] > 50
     assert result["audit_missing"] == 0, result
-    assert result["limited_admitted"] == result["limited_rpm"], result
+    assert 0 < result["limited_admitted"] <= result["limited_rpm"], result  # shared in Redis
+    assert result["limited_refused"] >= result["limited_rpm"], result
     assert max(result["revoke_delays_s"]) <= 1.0, result["revoke_delays_s"]
