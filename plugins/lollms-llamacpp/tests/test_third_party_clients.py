@@ -6,6 +6,9 @@ the structure is asserted, not the words."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,16 +53,28 @@ def test_langchain(server: ServerProcess) -> None:
     assert len(streamed) > 2 and "".join(streamed).strip()
 
 
-def test_litellm(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price table
-    import litellm
+LITELLM_SCRIPT = """
+import json, sys, litellm
+answer = litellm.completion(
+    model="openai/" + sys.argv[2], api_base=sys.argv[1] + "/v1", api_key="unused",
+    messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
+)
+print(json.dumps([answer.choices[0].message.content, answer.usage.completion_tokens]))
+"""
 
-    answer = litellm.completion(
-        model=f"openai/{MODEL}",
-        api_base=f"{server.url}/v1",
-        api_key="unused",
-        messages=[{"role": "user", "content": "Say hello."}],
-        max_tokens=8,
+
+def test_litellm(server: ServerProcess) -> None:
+    # its own process: LiteLLM sets up global logging and callbacks on import
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_"))}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no fetch of its price table
+    done = subprocess.run(
+        [sys.executable, "-c", LITELLM_SCRIPT, server.url, MODEL],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    assert answer.choices[0].message.content.strip()
-    assert answer.usage.completion_tokens <= 8
+    assert done.returncode == 0, done.stderr
+    text, tokens = json.loads(done.stdout.strip().splitlines()[-1])
+    assert text.strip() and 0 < tokens <= 8
