@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from lollms_server.app import create_app
+from lollms_server.config import parse_config
 from lollms_server.errors import ConfigError
 from lollms_server.testing.fixtures import free_port
 from lollms_server.testing.postgres import postgres_server
@@ -235,6 +236,13 @@ def call_text(server: ServerProcess, path: str, key: str) -> str:
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("uri", ["redis://:s3cret@127.0.0.1:6379", "async+nosuch://:s3cret@h"])
+def test_an_unusable_storage_uri_is_a_config_error_without_its_password(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"security\.rate_limit_storage: got") as refused:
+        parse_config({"security": {"rate_limit_storage": uri}})
+    assert "s3cret" not in str(refused.value) and "***" in str(refused.value)
 
 
 async def test_redis_down_under_refuse_is_a_503_naming_it(

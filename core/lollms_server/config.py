@@ -33,6 +33,7 @@ from .config_sections import (
 from .errors import ConfigError
 from .fleet import FLEET_TYPE, fleet_instances
 from .logs import LOG_FORMATS
+from .masking import mask_text
 from .request_limits import RequestLimits
 
 CONFIG_FILE_NAME = "lollms.toml"
@@ -332,4 +333,4 @@ def _walk(messages: Any, raw: Any, path: list[str], lines: list[str]) -> None:
         if problem == "Unknown field.":
             lines.append(f"{key}: unknown key")
         else:
-            lines.append(f"{key}: got {raw!r}; {problem}")
+            lines.append(f"{key}: got {mask_text(repr(raw))}; {problem}")  # no URL password
