@@ -105,7 +105,8 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
         for index in range(self.count):
-            self._start(index)
+            if not self.stopping:  # a signal during the start-up starts no more workers
+                self._start(index)
         worst = 0
         restarts: dict[int, float] = {}  # worker index -> when to start it again
         while self.children or (restarts and not self.stopping):
