@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from common import HERE, machine, pct, write_section
-from loadtest_topology import Topology, cli, status_of, topology
+from loadtest_topology import Topology, status_of, topology
 
 MARKER = "<!-- loadtest -->"
 LIMITED_RPM = 10
@@ -35,7 +35,7 @@ IN_FLIGHT_SLACK_S = 0.5  # a request cut by the kill ends just after it
 
 def new_key(topo: Topology, name: str, *options: str) -> str:
     """A user key made with the CLI on the shared database."""
-    return cli(topo.data_dir, "keys", "create", "--name", name, *options)
+    return topo.cli("keys", "create", "--name", name, *options)
 
 
 def blast(port: int, key: str, count: int) -> list[int]:
@@ -56,7 +56,7 @@ def first_refusal(port: int, key: str, since: float) -> float:
 
 def revoke_and_time(topo: Topology, key: str) -> list[float]:
     """Revoke `key` with the CLI, then probe both replicas at once: each one's delay."""
-    cli(topo.data_dir, "keys", "revoke", key.split("_")[1])
+    topo.cli("keys", "revoke", key.split("_")[1])
     revoked = time.monotonic()
     with ThreadPoolExecutor(len(topo.replicas)) as pool:
         probes = [pool.submit(first_refusal, r.port, key, revoked) for r in topo.replicas]

@@ -1,8 +1,10 @@
 """The production topology of docs/deployment.md as real processes on loopback, for
-bench/loadtest.py: an OpenAI upstream of known latency (bench/mock_upstream.py), two lollms-server
-replicas sharing one PostgreSQL (keys, audit; or one SQLite data dir with `storage="sqlite"`)
-and one Redis (rate limits), and Debian's HAProxy running the shipped
-`deploy/haproxy/haproxy.cfg` with its addresses templated through the environment."""
+bench/loadtest.py: an OpenAI upstream of known latency (bench/mock_upstream.py); two
+lollms-server replicas running the shipped `deploy/lollms.toml` (its backends section replaced
+by the test's; addresses, database and Redis from the environment as in production) that share
+one PostgreSQL (keys, audit; or one SQLite file with `storage="sqlite"`) and one Redis (rate
+limits); and Debian's HAProxy running the shipped `deploy/haproxy/haproxy.cfg` with its
+addresses templated through the environment."""
 
 from __future__ import annotations
 
@@ -30,18 +32,9 @@ from lollms_server.testing.services import RedisServer
 ROOT = HERE.parent
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 SERVER = (sys.executable, "-m", "lollms_server.cli")
-CONFIG = """[server]
-host = "127.0.0.1"
-port = {port}
-log_level = "warning"
-drain_timeout_s = 30
-
-[security]
-local_access = false
-trusted_proxies = ["127.0.0.1/32"]
-rate_limit_storage = "{limits}"
-
-[bindings.mock]
+SHIPPED_CONFIG = ROOT / "deploy" / "lollms.toml"
+BACKENDS_MARKER = "# --- backends"
+BACKENDS = """[bindings.mock]
 type = "openai"
 base_url = "http://127.0.0.1:{upstream}/v1"
 max_concurrent = 256
@@ -49,7 +42,20 @@ max_concurrent = 256
 [bindings.echo]
 type = "echo"
 """
-STORAGE = '[storage]\nurl = "{url}"\n'
+
+
+def replica_config(upstream_port: int) -> str:
+    """The shipped deploy/lollms.toml as it is, with the test's backends in place of its own."""
+    shipped = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    head, found, _ = shipped.partition(BACKENDS_MARKER)
+    assert found, f"{SHIPPED_CONFIG} has no '{BACKENDS_MARKER}' line"
+    return head + BACKENDS.format(upstream=upstream_port)
+
+
+def base_env(data_dir: Path, shared: dict[str, str]) -> dict[str, str]:
+    """This environment without LOLLMS_*, plus the data dir and the shared services' URLs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
+    return {**env, "LOLLMS_DATA_DIR": str(data_dir), **shared}
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
@@ -76,13 +82,12 @@ def status_of(port: int, path: str, key: str | None = None, timeout_s: float = 5
         conn.close()
 
 
-def cli(data_dir: Path, *args: str) -> str:
-    """Run `lollms-server <args>` on the shared data dir; its standard output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
-    env["LOLLMS_DATA_DIR"] = str(data_dir)
+def cli(topo_folder: Path, shared: dict[str, str], *args: str) -> str:
+    """Run `lollms-server <args>` with the replicas' config and storage; its standard output."""
     done = subprocess.run(
-        [*SERVER, "--config", str(data_dir.parent / "cli.toml"), *args],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
+        [*SERVER, "--config", str(topo_folder / "lollms.toml"), *args],
+        env=base_env(topo_folder / "data", shared),
+        capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     return done.stdout.strip()
 
@@ -98,16 +103,14 @@ class Replica:
     process: subprocess.Popen[bytes] | None = None
     rss: list[tuple[float, float]] = field(default_factory=list)  # (time, MiB)
 
-    def start(self, config: str) -> None:
-        """Start the server with `config` (its [server] port filled in)."""
+    def start(self, config: Path, shared: dict[str, str]) -> None:
+        """Start the server with `config`, listening where LOLLMS_HOST/LOLLMS_PORT say."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / "lollms.toml"
-        path.write_text(config.replace("{port}", str(self.port)), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
-        env["LOLLMS_DATA_DIR"] = str(self.data_dir)
+        env = base_env(self.data_dir, shared)
+        env.update(LOLLMS_HOST="127.0.0.1", LOLLMS_PORT=str(self.port))
         with (self.folder / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [*SERVER, "--config", str(path)], env=env, stdout=log, stderr=subprocess.STDOUT
+                [*SERVER, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
 
     def ready(self) -> bool:
@@ -175,9 +178,22 @@ class Topology:
     front_port: int
     stats_port: int
     replicas: list[Replica]
-    config: str
-    data_dir: Path
+    shared: dict[str, str]  # LOLLMS_DATABASE_URL, LOLLMS_RATE_LIMIT_STORAGE
     postgres: PostgresServer | None
+
+    @property
+    def config(self) -> Path:
+        """The replicas' config file (the shipped one with the test's backends)."""
+        return self.folder / "lollms.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        """The replicas' data dir (the SQLite file with `storage="sqlite"`)."""
+        return self.folder / "data"
+
+    def cli(self, *args: str) -> str:
+        """`lollms-server <args>` on the replicas' config and storage."""
+        return cli(self.folder, self.shared, *args)
 
     def audit_ids(self) -> set[str]:
         """The request ids of the audit rows with status 200 (from either store)."""
@@ -196,7 +212,7 @@ class Topology:
 
     def restart(self, replica: Replica) -> None:
         """Start `replica` again and wait until it is ready and HAProxy has it UP."""
-        replica.start(self.config)
+        replica.start(self.config, self.shared)
         wait_until(replica.ready, f"{replica.name} ready")
         wait_until(self.both_up, "both replicas UP in HAProxy")
 
@@ -218,16 +234,16 @@ def topology(folder: Path, upstream_latency_s: float, storage: str) -> Iterator[
             latency = ["--latency", str(upstream_latency_s)]
             started.append(subprocess.Popen([*mock, *latency], stdout=log, stderr=log))
         redis.start()
-        config = CONFIG.format(port="{port}", upstream=upstream_port, limits=redis.limits_uri)
+        database = f"sqlite:///{data_dir / 'lollms.sqlite'}"
         if postgres is not None:
             postgres.start()
-            config += STORAGE.format(url=postgres.create_database("lollms"))
+            database = postgres.create_database("lollms")
+        shared = {"LOLLMS_DATABASE_URL": database, "LOLLMS_RATE_LIMIT_STORAGE": redis.limits_uri}
+        (folder / "lollms.toml").write_text(replica_config(upstream_port), encoding="utf-8")
         data_dir.mkdir(parents=True, exist_ok=True)
-        # the CLI (keys, db) reads the replicas' config: the same database
-        (folder / "cli.toml").write_text(config.replace("{port}", "9600"), encoding="utf-8")
-        cli(data_dir, "db", "upgrade")  # the schema, before two replicas race to make it
+        cli(folder, shared, "db", "upgrade")  # the schema, before two replicas race to make it
         for replica in replicas:
-            replica.start(config)
+            replica.start(folder / "lollms.toml", shared)
         env = {
             **os.environ,
             "LOLLMS_LB_BIND": f"127.0.0.1:{front}",
@@ -238,7 +254,7 @@ def topology(folder: Path, upstream_latency_s: float, storage: str) -> Iterator[
         with (folder / "haproxy.log").open("wb") as log:
             command = [haproxy_binary(), "-f", str(HAPROXY_CFG), "-db"]
             started.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
-        made = Topology(folder, upstream_port, front, stats, replicas, config, data_dir, postgres)
+        made = Topology(folder, upstream_port, front, stats, replicas, shared, postgres)
         for replica in replicas:
             wait_until(replica.ready, f"{replica.name} ready")
         wait_until(made.both_up, "both replicas UP in HAProxy")
