@@ -203,6 +203,12 @@ async def test_cors_allow_list(make_client: Any, make_config: Any) -> None:
     )
     assert ok.status == 204
     assert ok.headers["Access-Control-Allow-Origin"] == "http://app.example"
+    assert "traceparent" in ok.headers["Access-Control-Allow-Headers"]
+    # a page of that origin can read the request id, the ignored-field names, the limits
+    answer = await client.get("/api/v1/health", headers={"Origin": "http://app.example"})
+    exposed = answer.headers["Access-Control-Expose-Headers"]
+    assert "X-Request-Id" in exposed and "X-Lollms-Ignored-Fields" in exposed
+    assert "X-RateLimit-Remaining" in exposed
     refused = await client.options(
         "/api/v1/generate",
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},

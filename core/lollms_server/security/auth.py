@@ -243,10 +243,28 @@ def _preflight(request: web.Request) -> web.Response:
         status=204,
         headers={
             "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, X-API-Key, Content-Type",
+            "Access-Control-Allow-Headers": (
+                "Authorization, X-API-Key, Content-Type, X-Request-Id, traceparent, tracestate"
+            ),
             "Access-Control-Max-Age": "600",
         },
     )
+
+
+#: Response headers a browser page of an allowed origin may read (CORS hides the rest).
+CORS_EXPOSED_HEADERS = ", ".join(
+    (
+        "X-Request-Id",
+        "X-Lollms-Model",
+        "X-Lollms-Ignored-Fields",
+        "X-Lollms-Queue-Depth",
+        "X-Lollms-Model-Queue-Depth",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "Retry-After",
+    )
+)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -256,6 +274,7 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     origin = request.headers.get("Origin")
     if origin and origin in request.app[SECURITY].cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
         response.headers["Vary"] = ", ".join(
             v for v in (response.headers.get("Vary"), "Origin") if v
         )
