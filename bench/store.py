@@ -74,6 +74,48 @@ async def measure(name: str, store: Store, count: int) -> list[str]:
     return rows
 
 
+async def drivers(url: str, count: int) -> list[str]:
+    """The same two statements through one connection of each driver (c=1), for the choice."""
+    import asyncpg
+
+    lookup = "SELECT * FROM api_keys WHERE id = {}"
+    insert = "INSERT INTO audit(at, event, request_id) VALUES ({}, 'generation', 'r')"
+    rows = []
+    connection = await asyncpg.connect(url)
+    await connection.execute(
+        "INSERT INTO api_keys(id, name, role, salt, hash, created_at)"
+        " VALUES ('driverbench1', 'd', 'user', '', '', 0)"
+    )
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
+        "key lookup": lambda: connection.fetch(lookup.format("$1"), "driverbench1"),
+        "audit insert": lambda: connection.execute(insert.format("$1"), 1.0),
+    }
+    rows += await _driver_rows("asyncpg", operations, count)
+    await connection.close()
+    try:
+        import psycopg
+    except ImportError:
+        return rows
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+        operations = {
+            "key lookup": lambda: other.execute(lookup.format("%s"), ("driverbench1",)),
+            "audit insert": lambda: other.execute(insert.format("%s"), (1.0,)),
+        }
+        rows += await _driver_rows("psycopg 3 (async)", operations, count)
+    return rows
+
+
+async def _driver_rows(
+    name: str, operations: dict[str, Callable[[], Awaitable[object]]], count: int
+) -> list[str]:
+    rows = []
+    for label, operation in operations.items():
+        await timed(operation, count // 10)
+        times = await timed(operation, count)
+        rows.append(f"| {name} | {label} | {pct(times, 50):.3f} | {pct(times, 95):.3f} |")
+    return rows
+
+
 async def main(count: int) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -82,13 +124,18 @@ async def main(count: int) -> str:
         url = server.create_database("bench")
         store = await PostgresStore.connect(url, pool_size=CONCURRENCY, timeout_s=10)
         rows += await measure("PostgreSQL 15 (asyncpg)", store, count)
+        driver_rows = await drivers(url, count)
     header = (
         f"Run: {machine()}. {count} sequential calls per operation (c=1 columns), then "
         f"{count} shared by {CONCURRENCY} concurrent callers (ops/s).\n\n"
         "| store | operation | p50 ms | p95 ms | p99 ms | ops/s at c=16 |\n"
         "|---|---|---|---|---|---|"
     )
-    return "\n".join([header, *rows])
+    compared = (
+        "\nThe driver, the same statements through one connection (c=1, no pool), when psycopg 3 "
+        "is installed:\n\n| driver | statement | p50 ms | p95 ms |\n|---|---|---|---|"
+    )
+    return "\n".join([header, *rows, compared, *driver_rows])
 
 
 if __name__ == "__main__":

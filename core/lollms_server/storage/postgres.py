@@ -49,7 +49,12 @@ class PostgresStore:
         """A pool of up to `pool_size` connections to `url`."""
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=pool_size, timeout=timeout_s, command_timeout=60
+                url,
+                min_size=1,
+                max_size=pool_size,
+                timeout=timeout_s,
+                command_timeout=60,
+                reset=_keep_session,
             )
         except REFUSED as exc:  # at start-up: the operator's to fix, one line, no traceback
             raise ConfigError(
@@ -125,6 +130,11 @@ class PostgresStore:
         return BackendUnavailable(
             f"the database {self.where} is unreachable ({type(exc).__name__})", retry_after=1
         )
+
+
+async def _keep_session(connection: Any) -> None:
+    """No reset query when a connection goes back to the pool (a round trip per statement):
+    the store never changes session state (no SET, LISTEN, cursors or session locks)."""
 
 
 async def _revision(connection: Any) -> int:
