@@ -319,6 +319,23 @@ class LollmsRemoteBinding(Binding):
         answer = await self.upstream.post_json("/api/v1/detokenize", body)
         return str(answer.get("text", ""))
 
+    async def special_tokens(self, model: str) -> tuple[int | None, int | None]:
+        """The node's BOS and EOS ids: what its tokenizer adds to an empty text when asked."""
+        ref = await self._node_ref(model)
+
+        async def tokens_of(**flags: bool) -> list[int]:
+            answer = await self.upstream.post_json("/api/v1/tokenize", {"text": "", **flags, **ref})
+            return [int(t) for t in answer.get("tokens", [])]
+
+        plain, with_bos, with_eos = (
+            await tokens_of(),
+            await tokens_of(add_bos=True),
+            await tokens_of(add_eos=True),
+        )
+        bos = with_bos[0] if with_bos else None
+        eos = with_eos[-1] if len(with_eos) > len(plain) else None
+        return bos, eos
+
     async def count_tokens(self, text: str, model: str) -> int:
         """How many tokens the node counts in `text`."""
         body = {"text": text, **await self._node_ref(model)}

@@ -128,6 +128,29 @@ async def open_stream(
                 return answer, started
 
 
+async def test_add_bos_and_add_eos_reach_the_nodes_tokenizer(
+    gateway: ServerProcess, smol_nodes: tuple[FixedNode, FixedNode], http: aiohttp.ClientSession
+) -> None:
+    """Upstream's add_bos/add_eos through the gateway give the node's own BOS/EOS ids."""
+    node = smol_nodes[0]
+    text = {"text": "Hello there", "add_bos": True, "add_eos": True}
+
+    async def tokens(url: str, body: dict[str, Any], key: str | None = None) -> list[int]:
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        async with http.post(f"{url}/api/v1/tokenize", json=body, headers=auth) as answer:
+            found = await answer.json()
+        assert answer.status == 200, found
+        return list(found["tokens"])
+
+    instance, model = SMOL_MODEL.split("/")
+    on_node = {"binding_name": instance, "model_name": model}
+    direct = await tokens(node.url, {**text, **on_node}, node.key)
+    plain = await tokens(node.url, {"text": "Hello there", **on_node}, node.key)
+    through = await tokens(gateway.url, {**text, "binding_name": "s1", "model_name": SMOL_MODEL})
+    assert through == direct
+    assert len(direct) > len(plain)  # SmolLM2 has special tokens to add
+
+
 async def test_parallel_requests_spread_over_both_nodes(
     gateway: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
