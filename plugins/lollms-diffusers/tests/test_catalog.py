@@ -138,7 +138,7 @@ def test_bin_weights_are_estimated_from_their_size(tmp_path: Path) -> None:
         ("StableDiffusionPipeline", {"in_channels": 9}, "SD 1.x", {"i2i", "inpaint"}),
         ("StableDiffusionXLInpaintPipeline", {}, "SDXL", {"i2i", "inpaint"}),
         ("FluxPipeline", {}, "Flux", {"tti", "i2i", "inpaint"}),
-        ("AnimateDiffPipeline", {}, "AnimateDiff", {"ttv"}),
+        ("AnimateDiffPipeline", {}, "AnimateDiff", {"ttv", "v2v"}),
         ("AudioLDM2Pipeline", {}, "AudioLDM 2", {"ttm"}),
         ("KandinskyV22InpaintPipeline", {}, "KandinskyV22Inpaint", {"i2i", "inpaint"}),
         ("SomeNewVideoPipeline", {}, "SomeNewVideo", {"ttv"}),
