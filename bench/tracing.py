@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from lollms_server.tracing import outgoing_headers, span
 
 MARKER = "<!-- tracing -->"
 OFF, ON, DIRECT = "tracing off", "tracing on (1.0, OTLP)", "direct (bare aiohttp)"
+BEFORE = "before tracing (--before)"
 TRACING = """
 [tracing]
 enabled = true
@@ -42,8 +44,21 @@ service_name = "bench"
 """
 
 
-def measure(requests: int, rounds: int) -> tuple[list[tuple[Scenario, dict[str, Side]]], int]:
-    """Start the mock, both servers and the receiver; run the scenarios; rows and span count."""
+def before_tree(ref: str, folder: Path) -> str:
+    """The core and lollms-openai of git `ref` unpacked in `folder`; their PYTHONPATH."""
+    archive = subprocess.run(
+        ["git", "archive", ref, "core", "plugins/lollms-openai"],
+        cwd=HERE.parent, capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    folder.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True, timeout=120)
+    return f"{folder / 'core'}:{folder / 'plugins' / 'lollms-openai'}"
+
+
+def measure(
+    requests: int, rounds: int, before: str | None
+) -> tuple[list[tuple[Scenario, dict[str, Side]]], int]:
+    """Start the mock, the servers and the receiver; run the scenarios; rows and span count."""
     rows: list[tuple[Scenario, dict[str, Side]]] = []
     upstream = free_port()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -54,19 +69,19 @@ def measure(requests: int, rounds: int) -> tuple[list[tuple[Scenario, dict[str, 
         )
         targets = [Target(DIRECT, f"http://127.0.0.1:{upstream}/v1/chat/completions", "mock",
                           mock_proc.pid)]  # fmt: skip
-        for name, extra in ((OFF, ""), (ON, TRACING.format(endpoint=receiver.endpoint))):
-            folder = Path(tmp) / name.split()[1]
+        servers = [(OFF, "", ""), (ON, TRACING.format(endpoint=receiver.endpoint), "")]
+        if before:  # the code before tracing, same config: what "off" costs against it
+            servers.insert(0, (BEFORE, "", before_tree(before, Path(tmp) / "before-tree")))
+        for index, (name, extra, path) in enumerate(servers):
+            folder = Path(tmp) / f"server{index}"
             folder.mkdir()
             port = free_port()
             (folder / "lollms.toml").write_text(CONFIG.format(port=port, upstream=upstream) + extra)
-            cli = [
-                sys.executable,
-                "-m",
-                "lollms_server.cli",
-                "--config",
-                str(folder / "lollms.toml"),
-            ]
+            config = str(folder / "lollms.toml")
+            cli = [sys.executable, "-m", "lollms_server.cli", "--config", config]
             env = clean_env({"LOLLMS_DATA_DIR": str(folder / "data")})
+            if path:
+                env["PYTHONPATH"] = path
             health = f"http://127.0.0.1:{port}/api/v1/health"
             server = stack.enter_context(spawn(cli, env, health, log=folder / "server.log"))
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -112,7 +127,9 @@ def table(rows: list[tuple[Scenario, dict[str, Side]]], spans: int, off_us: floa
     for scenario, sides in rows:
         direct = sides[DIRECT]
         bare_cpu = direct.cpu_ms
-        for name in (DIRECT, OFF, ON):
+        for name in (DIRECT, BEFORE, OFF, ON):
+            if name not in sides:
+                continue
             side = sides[name]
             added = pct(side.latencies, 50) - pct(direct.latencies, 50)
             ratio = side.cpu_ms / bare_cpu if bare_cpu else float("nan")
@@ -128,6 +145,13 @@ def table(rows: list[tuple[Scenario, dict[str, Side]]], spans: int, off_us: floa
         f"{pct(on[name].latencies, 50) - pct(off[name].latencies, 50):+.2f} ms p50"
         for name in off
     )
+    if all(BEFORE in sides for _, sides in rows):
+        before = {s.name: sides[BEFORE] for s, sides in rows}
+        deltas += ". Off vs the code before tracing: " + ", ".join(
+            f"{name}: {off[name].cpu_ms - before[name].cpu_ms:+.2f} ms CPU, "
+            f"{pct(off[name].latencies, 50) - pct(before[name].latencies, 50):+.2f} ms p50"
+            for name in off
+        )
     lines += [
         "",
         f"Tracing on vs off, per request: {deltas}. Spans received by the OTLP receiver: {spans}.",
@@ -145,9 +169,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400, help="per target and shape")
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the targets")
+    parser.add_argument("--before", help="also run this git ref's core (the code before tracing)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    rows, spans = measure(args.requests, args.rounds)
+    rows, spans = measure(args.requests, args.rounds, args.before)
     text = table(rows, spans, off_path_us())
     print(text)
     if args.write:

@@ -2,6 +2,10 @@
 
 Imported only when `[tracing] enabled = true` (the `[tracing]` extra). The provider is this
 server's own (not the process-global one), so two apps in one process do not mix their spans.
+The aiohttp instrumentations are not used: the request span is opened by the observe
+middleware (it knows the route pattern, key id and request id) and the client span by the
+shared upstream client (which ends it with the streamed body and sends the request id too):
+one place each, no patching of aiohttp.
 """
 
 from __future__ import annotations
