@@ -1,6 +1,6 @@
 """The runbook (`docs/operations.md`) rehearsed: each procedure's commands, read out of the doc's
 own blocks, run against a real server process (one per module, restarted by the doc's drain and
-start commands; a second one only for the restore). See runbook_doc.py for how blocks run."""
+start commands; a second one only for the restore). lollms_server.testing.runbook runs blocks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,121 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runbook_doc import RUNBOOK, operator_env, run_block, runbook_blocks, scripts, start_block
 
-from lollms_server.testing import free_port, wait_for_http
 from lollms_server.testing.postgres import postgres_bin, postgres_server
-from lollms_server.testing.process import toml_table
+from lollms_server.testing.runbook import RUNBOOK, RunbookServer, key_id, runbook_blocks, scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "lollms-server.json"
-ECHO = '[bindings.echo]\ntype = "echo"\ndelay_ms = 30\n'
+NODES = "test_runbook_nodes.py"  # the node procedures need lollms-remote: rehearsed there
 # Blocks the rehearsal does not run, each with the reason.
 NOT_RUN = {"variables": "sets production paths; the rehearsal sets the same variables itself"}
-KEY = re.compile(r"\blollms_[A-Za-z0-9_-]+")
-
-
-def key_id(key: str) -> str:
-    """The id of a key: the 12 characters after `lollms_`."""
-    return key.split("_")[1]
-
-
-class Operated:
-    """A server run the runbook's way: its config, data dir and address in the variables."""
-
-    def __init__(self, folder: Path, storage_url: str | None = None) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.config = folder / "lollms.toml"
-        self.process: subprocess.Popen[bytes] | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-        self.use_storage(storage_url)
-        self.values = {
-            "LOLLMS_CONFIG": str(self.config),
-            "LOLLMS_DATA_DIR": str(folder / "data"),
-            "LOLLMS_URL": f"http://127.0.0.1:{self.port}",
-            "BACKUP": str(folder.parent / "backups" / "lollms.sqlite"),
-            "MODEL": "echo/echo",
-        }
-
-    def use_storage(self, url: str | None) -> None:
-        """(Re)write the config: keys and audit in the data dir's SQLite, or at `url`."""
-        server = {"host": "127.0.0.1", "port": self.port, "drain_timeout_s": 30}
-        storage = toml_table("storage", {"url": url}) if url else ""
-        security = toml_table("security", {"local_access": False})
-        self.config.write_text(toml_table("server", server) + security + storage + ECHO)
-
-    def run(self, name: str, **values: str) -> str:
-        """Run the runbook block `name` against this server."""
-        return run_block(name, {**self.values, **values})
-
-    def create_key(self, name: str, role: str = "user") -> str:
-        """A new key made by the runbook's own `keys create` block (plus a role)."""
-        values = {**self.values, "KEY_NAME": name}
-        script = scripts()["rotate-create"] + (f" --role {role}" if role != "user" else "")
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            env=operator_env(values),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        found = KEY.search(done.stdout)
-        assert done.returncode == 0 and found, done.stdout + done.stderr
-        return found.group(0)
-
-    def start(self) -> None:
-        """The runbook's start command, then its check."""
-        self.process = start_block("start", self.values, self.folder / "server.log")
-        self.values["LOLLMS_PID"] = str(self.process.pid)
-        if not wait_for_http(f"{self.values['LOLLMS_URL']}/api/v1/health", timeout_s=60):
-            raise AssertionError(self.log())
-        ready = self.run("check-started")
-        assert '"ready": true' in ready, ready
-
-    def drain(self) -> int:
-        """The runbook's drain command; the server's exit status."""
-        assert self.process is not None
-        process = self.process
-        waiter = threading.Thread(target=process.wait, daemon=True)
-        waiter.start()  # reaps the server, so the block's `kill -0` loop sees it gone
-        self.run("drain")
-        waiter.join(60)
-        self.process = None
-        return int(process.returncode)
-
-    def kill(self) -> None:
-        """Kill the server if it still runs (the end of the module)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(15)
-
-    def status(self, key: str) -> int:
-        """The runbook's key check, as a status."""
-        return int(self.run("check-key", KEY=key).strip())
-
-    def chat(self, key: str) -> str:
-        """One whole chat with `key`; its request id."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        body = {"model": "echo/echo", "messages": [{"role": "user", "content": "hello"}]}
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
-        reply = conn.getresponse()
-        reply.read()
-        conn.close()
-        assert reply.status == 200, reply.status
-        return str(reply.getheader("X-Request-Id"))
-
-    def log(self) -> str:
-        """The server's log so far."""
-        return (self.folder / "server.log").read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
-def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunbookServer]:
     """One server started by the runbook's command, with an admin key in `ADMIN_KEY`."""
-    server = Operated(tmp_path_factory.mktemp("runbook") / "replica")
+    server = RunbookServer(tmp_path_factory.mktemp("runbook") / "replica")
     server.values["ADMIN_KEY"] = server.create_key("prometheus", role="admin")
     server.start()
     try:
@@ -146,7 +46,12 @@ def test_every_block_is_rehearsed_alerts_and_panels_have_sections() -> None:
     names = [b.name for b in blocks if b.name]
     assert len(names) == len(set(names)), names
     rehearsed = {name for name in names if name not in NOT_RUN}
-    source = Path(__file__).read_text(encoding="utf-8")
+    rehearsals = [
+        Path(__file__),
+        ROOT / "core" / "lollms_server" / "testing" / "runbook.py",  # start, drain, key checks
+        ROOT / "plugins" / "lollms-remote" / "tests" / NODES,
+    ]
+    source = "".join(path.read_text(encoding="utf-8") for path in rehearsals)
     unrun = [n for n in rehearsed if f'"{n}"' not in source and not n.startswith("confirm-")]
     assert unrun == [], f"blocks this test never runs: {unrun}"
     text = RUNBOOK.read_text(encoding="utf-8")
@@ -162,7 +67,7 @@ def test_every_block_is_rehearsed_alerts_and_panels_have_sections() -> None:
     assert missing == [], f"dashboard panels the runbook does not explain: {missing}"
 
 
-def test_alert_confirm_commands_answer(ops: Operated) -> None:
+def test_alert_confirm_commands_answer(ops: RunbookServer) -> None:
     ops.chat(ops.values["ADMIN_KEY"])  # a routed request: the request and queue series exist
     names = [name for name in scripts() if name.startswith("confirm-")]
     for name in names:
@@ -174,7 +79,7 @@ def test_alert_confirm_commands_answer(ops: Operated) -> None:
     assert 'lollms_instance_failed_checks{instance="echo"} 0.0' in instance, instance
 
 
-def test_rotate_a_key(ops: Operated) -> None:
+def test_rotate_a_key(ops: RunbookServer) -> None:
     old = ops.create_key("app")
     assert ops.status(old) == 200
     new = ops.create_key("app-rotated")
@@ -184,7 +89,7 @@ def test_rotate_a_key(ops: Operated) -> None:
     assert ops.status(new) == 200
 
 
-def test_a_leaked_key_is_revoked_and_its_requests_found(ops: Operated) -> None:
+def test_a_leaked_key_is_revoked_and_its_requests_found(ops: RunbookServer) -> None:
     leaked = ops.create_key("leaky")
     other = ops.create_key("bystander")
     request_ids = [ops.chat(leaked) for _ in range(3)]
@@ -198,11 +103,11 @@ def test_a_leaked_key_is_revoked_and_its_requests_found(ops: Operated) -> None:
     assert audit.count("generation") >= 3, audit
 
 
-def test_backup_restore_onto_a_fresh_data_dir_and_a_schema_rollback(ops: Operated) -> None:
+def test_backup_restore_onto_a_fresh_data_dir_and_a_schema_rollback(ops: RunbookServer) -> None:
     before = ops.create_key("before-backup")
     ops.run("backup")
     after = ops.create_key("after-backup")
-    fresh = Operated(ops.folder.parent / "restored")
+    fresh = RunbookServer(ops.folder.parent / "restored")
     fresh.values["BACKUP"] = ops.values["BACKUP"]
     fresh.run("restore")
     at, newest = re.findall(r"\d+", fresh.run("db-current"))[:2]
@@ -221,7 +126,7 @@ def test_backup_restore_onto_a_fresh_data_dir_and_a_schema_rollback(ops: Operate
         fresh.kill()
 
 
-def test_add_a_backend_then_remove_it(ops: Operated) -> None:
+def test_add_a_backend_then_remove_it(ops: RunbookServer) -> None:
     original = ops.config.read_text(encoding="utf-8")
     ops.run("add-backend")
     assert ops.drain() == 0, ops.log()
@@ -234,7 +139,7 @@ def test_add_a_backend_then_remove_it(ops: Operated) -> None:
     assert "extra" not in json.loads(ops.run("check-backend"))["bindings"]
 
 
-def test_drain_lets_a_running_stream_finish(ops: Operated) -> None:
+def test_drain_lets_a_running_stream_finish(ops: RunbookServer) -> None:
     words = [f"w{i}" for i in range(40)]  # echo/slow: 40 tokens x 30 ms
     got: list[str] = []
 
@@ -264,7 +169,7 @@ def test_drain_lets_a_running_stream_finish(ops: Operated) -> None:
     assert body.rstrip().endswith("data: [DONE]"), body[-200:]
 
 
-def _wait_for_stream(ops: Operated) -> None:
+def _wait_for_stream(ops: RunbookServer) -> None:
     """Return once the server has a generation running."""
     metric = re.compile(r"^lollms_active_generations\{[^}]*\} [1-9]", re.MULTILINE)
     for _ in range(200):
@@ -281,7 +186,7 @@ def test_postgres_leak_audit_then_backup_and_restore(tmp_path: Path) -> None:
         pytest.skip("postgresql is not installed")
     with postgres_server() as postgres:
         url = postgres.create_database("lollms")
-        server = Operated(tmp_path / "replica", storage_url=url)
+        server = RunbookServer(tmp_path / "replica", storage_url=url)
         server.values["LOLLMS_STORAGE_URL"] = url
         server.values["BACKUP"] = str(tmp_path / "backups" / "lollms")
         leaked = server.create_key("leaky")
