@@ -329,8 +329,9 @@ def build_upscaler(folder: Path, seed: int = 3) -> Path:
     return folder
 
 
-def build_sdxl(folder: Path, seed: int = 4) -> Path:
-    """A tiny SDXL (two text encoders, size/crop conditioning), after diffusers' own tests."""
+def build_sdxl(folder: Path, seed: int = 4, second_width: int = 32) -> Path:
+    """A tiny SDXL (two text encoders, size/crop conditioning), after diffusers' own tests.
+    `second_width`: the second encoder's width (a single file tells the encoders apart by it)."""
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer()
     unet = UNet2DConditionModel(
@@ -347,10 +348,10 @@ def build_sdxl(folder: Path, seed: int = 4) -> Path:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop numbers + pooled text
-        cross_attention_dim=64,  # both text encoders' hidden states side by side
+        cross_attention_dim=32 + second_width,  # both text encoders' states side by side
         norm_num_groups=8,
     )
-    second = _clip_text(tokenizer, 32).config
+    second = _clip_text(tokenizer, second_width).config
     second.projection_dim = 32
     pipe = StableDiffusionXLPipeline(
         vae=_vae((32, 64)),

@@ -1,4 +1,4 @@
-"""SD 3 and Flux (issue 19): tiny pipelines from configs, as diffusers folders and single files."""
+"""SD 3, Flux and SDXL (issue 19): tiny pipelines from configs, as folders and single files."""
 
 from __future__ import annotations
 
@@ -30,20 +30,26 @@ from .test_server import body, generate, image_item
 
 SD3 = "tiny-sd3"
 FLUX = "tiny-flux"
-FILES = {SD3: "sd3-file", FLUX: "flux-file"}
+XL = "tiny-sdxl-wide"  # an SDXL whose two text encoders differ in width, as the real ones do
+FILES = {SD3: "sd3-file", FLUX: "flux-file", XL: "sdxl-file"}
 SMALL = {"width": 32, "height": 32, "steps": 2}
 
 
 @pytest.fixture(scope="session")
 def families_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny SD 3 and Flux folders, and each one's transformer as a single file beside them."""
-    from lollms_diffusers import tiny_families
+    """Tiny SD 3, Flux and SDXL folders; SD 3's and Flux's transformer as a single file beside
+    them, SDXL as one original-layout file (its configs in `configs-sdxl` next to the root)."""
+    from lollms_diffusers import tiny, tiny_checkpoint_xl, tiny_families
 
     root = tmp_path_factory.mktemp("families")
     tiny_families.build_sd3(root / SD3)
     tiny_families.build_flux(root / FLUX)
-    for model, single in FILES.items():
-        tiny_families.transformer_single_file(root / model, root / f"{single}.safetensors")
+    for model in (SD3, FLUX):
+        target = root / f"{FILES[model]}.safetensors"
+        tiny_families.transformer_single_file(root / model, target)
+    tiny.build_sdxl(root / XL, second_width=48)
+    configs = root.parent / f"{root.name}-configs-sdxl"
+    tiny_checkpoint_xl.build_sdxl_single_file(root / XL, root / f"{FILES[XL]}.safetensors", configs)
     return root
 
 
@@ -52,6 +58,7 @@ def family_settings(tiny_models: Path, root: Path, *folders: Path) -> dict[str, 
     settings = tiny_settings(tiny_models)
     settings["models_folders"] = [str(tiny_models), str(root), *map(str, folders)]
     settings["single_file_configs"] = {"SD 3": str(root / SD3), "Flux": str(root / FLUX)}
+    settings["single_file_configs"]["SDXL"] = str(root.parent / f"{root.name}-configs-sdxl")
     return settings
 
 
@@ -78,6 +85,10 @@ async def test_the_model_list_shows_each_family_and_the_workflows_it_takes(
             assert info.details["workflows"] == sorted([*image, "loras"]), info.details
             assert "error" not in info.details, info.details
         assert models[FILES[name]].details["format"] == "single-file"
+        assert models[FILES[name]].details["components"] == ["transformer"]
+    xl = models[FILES[XL]]
+    assert xl.family == "SDXL" and xl.details["format"] == "single-file", xl
+    assert xl.parameters == models[XL].parameters and "error" not in xl.details, xl.details
     assert models[SD].details["workflows"] == sorted(
         [*image, "loras", "controlnet", "style_reference"]
     )
@@ -86,7 +97,7 @@ async def test_the_model_list_shows_each_family_and_the_workflows_it_takes(
     assert models["tiny-animatediff"].details["workflows"] == ["ttv", "v2v"]
 
 
-@pytest.mark.parametrize("model", [SD3, FLUX])
+@pytest.mark.parametrize("model", [SD3, FLUX, XL])
 async def test_folder_and_single_file_generate_the_same_bytes(
     families: DiffusersBinding, model: str
 ) -> None:
@@ -126,9 +137,10 @@ async def test_api_sd3_and_flux_same_seed_same_bytes(
 ) -> None:
     settings = family_settings(tiny_models, families_root)
     extra = {f"tti/{name}": families_root / name for name in (SD3, FLUX)}
-    extra |= {f"tti/{FILES[FLUX]}.safetensors": families_root / f"{FILES[FLUX]}.safetensors"}
+    for name in (FILES[FLUX], FILES[XL]):
+        extra[f"tti/{name}.safetensors"] = families_root / f"{name}.safetensors"
     async with app_client(tiny_models, settings, tmp_path / "d", extra) as api:
-        for model in (SD3, FLUX, FILES[FLUX]):
+        for model in (SD3, FLUX, FILES[FLUX], FILES[XL]):
             (first,) = await generate(api, body("tti", model, seed=3, **SMALL))
             (again,) = await generate(api, body("tti", model, seed=3, **SMALL))
             assert first["data"] == again["data"] and first["metadata"]["model"] == model
