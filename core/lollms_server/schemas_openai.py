@@ -33,7 +33,8 @@ ignore them): `chat_template_kwargs`, `thinking` (boolean or object), `enable_th
 Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
 and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
 `keep_alive` (seconds the model stays loaded after the request: -1 forever, 0 unload now),
-`seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images.
+`seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images;
+`loras`, `controlnet` with `controlnet_image`, and `upscale` (edits) for image workflows.
 """
 
 from __future__ import annotations
