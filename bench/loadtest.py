@@ -100,9 +100,16 @@ def chaos(topo: Topology, duration: float, started: float, events: dict[str, Any
     bursting.join(300)
 
 
-def run_locust(topo: Topology, users: int, duration: int, key: str, record: Path) -> None:
+def run_locust(
+    topo: Topology, users: int, duration: int, key: str, record: Path, think: tuple[float, float]
+) -> None:
     """Run locust headless for `duration` seconds against the load balancer."""
-    env = {**os.environ, "LOLLMS_LOAD_KEY": key, "LOLLMS_LOAD_RECORD": str(record)}
+    env = {
+        **os.environ,
+        "LOLLMS_LOAD_KEY": key,
+        "LOLLMS_LOAD_RECORD": str(record),
+        "LOLLMS_LOAD_THINK": f"{think[0]},{think[1]}",
+    }
     command = [
         sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
         "-u", str(users), "-r", str(max(1, users // 10)), "-t", f"{duration}s",
@@ -157,7 +164,14 @@ def rss_summary(topo: Topology) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def run(users: int, duration: int, latency_s: float, folder: Path, storage: str) -> dict[str, Any]:
+def run(
+    users: int,
+    duration: int,
+    latency_s: float,
+    folder: Path,
+    storage: str,
+    think: tuple[float, float] = (0.2, 0.6),
+) -> dict[str, Any]:
     """Start the topology, run the load with its events, check; the results."""
     with topology(folder, latency_s, storage) as topo:
         load_key = new_key(topo, "load")
@@ -172,7 +186,7 @@ def run(users: int, duration: int, latency_s: float, folder: Path, storage: str)
         started = time.time()
         driver = threading.Thread(target=chaos, args=(topo, duration, started, events))
         driver.start()
-        run_locust(topo, users, duration, load_key, record)
+        run_locust(topo, users, duration, load_key, record, think)
         driver.join(120)
         stop.set()
         records = [json.loads(line) for line in record.read_text().splitlines()]
@@ -182,6 +196,7 @@ def run(users: int, duration: int, latency_s: float, folder: Path, storage: str)
         result.update(
             users=users,
             duration_s=duration,
+            think_s=list(think),
             storage=storage,
             upstream_latency_ms=latency_s * 1000,
             rss_mib=rss_summary(topo),
@@ -260,7 +275,9 @@ def report(result: dict[str, Any]) -> str:
         f"config) to two replicas (keys and audit in one {store}, rate limits in one Redis), "
         f"upstream latency {result['upstream_latency_ms']:.0f} ms. Mix per user: whole chat 4, "
         "streamed chat 4, embeddings 2, model listing 2, dashboard page 1, echo image 1, "
-        f"0.2 to 0.6 s think time. Replica 1 killed with -9 at {result['kill_s']:.0f} s and "
+        f"{result['think_s'][0]:g} to {result['think_s'][1]:g} s think time (about "
+        f"{result['users'] * 2 / sum(result['think_s']):.0f} requests/s asked). "
+        f"Replica 1 killed with -9 at {result['kill_s']:.0f} s and "
         f"restarted (back in HAProxy after {result['killed_back_after_s']:.1f} s); a key "
         f"revoked at {result['revoke_s']:.0f} s; replica 2 restarted with SIGTERM at "
         f"{result['term_s']:.0f} s (exit {result['term_exit']}, back after "
@@ -285,13 +302,17 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=120, help="seconds of load")
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency (s)")
     parser.add_argument("--storage", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--think", default="0.2,0.6", help="MIN,MAX seconds a user waits between requests"
+    )
     parser.add_argument("--folder", type=Path, help="keep logs here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         folder = args.folder or Path(temp)
-        result = run(args.users, args.duration, args.latency, folder, args.storage)
+        low, high = (float(v) for v in args.think.split(","))
+        result = run(args.users, args.duration, args.latency, folder, args.storage, (low, high))
     text = report(result)
     print(text)
     if args.json:

@@ -21,6 +21,7 @@ from locust import HttpUser, between, events, task
 
 KEY = os.environ.get("LOLLMS_LOAD_KEY", "")
 RECORD = os.environ.get("LOLLMS_LOAD_RECORD", "")
+THINK_S = [float(v) for v in os.environ.get("LOLLMS_LOAD_THINK", "0.2,0.6").split(",")]
 CHAT_MODEL = "mock/mock"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
 RECORDS: list[dict[str, Any]] = []
@@ -29,7 +30,7 @@ RECORDS: list[dict[str, Any]] = []
 class LollmsUser(HttpUser):
     """One API client with a user key."""
 
-    wait_time = between(0.2, 0.6)
+    wait_time = between(THINK_S[0], THINK_S[1])
 
     def send(self, kind: str, method: str, path: str, body: object = None) -> None:
         """One request, checked and recorded; a stream is read to its end."""
