@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from marshmallow import Schema
 
+from .chunks import Chunk as Chunk
+from .chunks import Output as Output
+from .chunks import Result as Result
+from .chunks import ToolCall as ToolCall
+from .chunks import Usage as Usage
+from .chunks import chain_first as chain_first
+from .chunks import closing_stream as closing_stream
+from .chunks import join_stream as join_stream
+from .chunks import next_text_chunk as next_text_chunk
+from .chunks import result_chunks as result_chunks
+from .chunks import tool_calls
 from .errors import InvalidRequest, NotSupported
 from .masking import mask_text
 
@@ -43,8 +52,12 @@ class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     images: tuple[InputItem, ...] = ()
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # mappings given here become ToolCalls
     tool_call_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls:
+            object.__setattr__(self, "tool_calls", tool_calls(self.tool_calls))
 
 
 @dataclass(frozen=True)
@@ -70,55 +83,6 @@ class GenerationRequest:
     def inputs_with_role(self, *roles: str) -> list[InputItem]:
         """Inputs whose role is one of `roles`, in order."""
         return [item for item in self.inputs if item.role in roles]
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token accounting for text generation."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Output:
-    """One produced item: text, or binary media with its mime type."""
-
-    type: str
-    text: str = ""
-    data: bytes = b""
-    mime_type: str = "text/plain"
-    thoughts: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One streamed event from a binding: text, progress info, or a finished output."""
-
-    type: Literal["chunk", "info", "function_call"] = "chunk"
-    content: str = ""
-    thoughts: str = ""
-    output: Output | None = None
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Result:
-    """A finished generation."""
-
-    outputs: tuple[Output, ...]
-    usage: Usage | None = None
-    finish_reason: str = "stop"
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -317,76 +281,6 @@ def _mask_urls(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_mask_urls(item) for item in value]
     return value
-
-
-async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
-    """Collect a binding's stream into one Result (text joined, media outputs kept)."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    outputs: list[Output] = []
-    usage: Usage | None = None
-    finish_reason = "stop"
-    tool_calls: list[Mapping[str, Any]] = []
-    async with closing_stream(chunks) as stream:
-        async for chunk in stream:
-            if chunk.type != "chunk":
-                continue
-            texts.append(chunk.content)
-            thoughts.append(chunk.thoughts)
-            if chunk.output is not None:
-                outputs.append(chunk.output)
-            usage = chunk.usage or usage
-            finish_reason = chunk.finish_reason or finish_reason
-            tool_calls.extend(chunk.tool_calls)
-    text = "".join(texts)
-    thought_text = "".join(thoughts)
-    if text or thought_text or not outputs:
-        outputs.insert(0, Output(type="text", text=text, thoughts=thought_text or None))
-    return Result(tuple(outputs), usage, finish_reason, tuple(tool_calls))
-
-
-def result_chunks(result: Result) -> list[Chunk]:
-    """A finished Result as chunks (tool calls ride on the last one)."""
-    chunks = [
-        Chunk(
-            content=output.text if output.type == "text" else "",
-            thoughts=output.thoughts or "",
-            output=None if output.type == "text" else output,
-            usage=result.usage,
-            finish_reason=result.finish_reason,
-        )
-        for output in result.outputs
-    ] or [Chunk(usage=result.usage, finish_reason=result.finish_reason)]
-    chunks[-1] = dataclasses.replace(chunks[-1], tool_calls=result.tool_calls)
-    return chunks
-
-
-async def next_text_chunk(chunks: AsyncIterator[Chunk]) -> Chunk | None:
-    """The next text chunk of a stream (info and function-call events skipped), or None."""
-    async for chunk in chunks:
-        if chunk.type == "chunk":
-            return chunk
-    return None
-
-
-async def chain_first(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    """`first` (when not None: a stream's chunk taken early), then the rest of the stream."""
-    if first is None:
-        return
-    yield first
-    async for chunk in rest:
-        yield chunk
-
-
-@asynccontextmanager
-async def closing_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIterator[Chunk]]:
-    """Close a chunk stream (its `aclose`) however the consumer leaves the block."""
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def monotonic_ms() -> float:

@@ -30,7 +30,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from .api.convert import decode_data
-from .bindings import ChatMessage, InputItem
+from .bindings import ChatMessage, InputItem, ToolCall
 from .errors import InvalidRequest
 from .media_types import sniff_image
 from .request_limits import CappedList
@@ -224,20 +224,18 @@ class OllamaMessageSchema(OllamaLenientSchema):
         )
 
 
-def _openai_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
-    """An Ollama tool call (`function.arguments` an object) in the OpenAI shape bindings use."""
+def _openai_call(index: int, call: dict[str, Any]) -> ToolCall:
+    """An Ollama tool call (`function.arguments` an object), checked."""
     function = call.get("function")
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         raise ValidationError(f"tool_calls[{index}] needs function.name", "tool_calls")
     arguments = function.get("arguments", {})
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments)
-    call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{index}"
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": function["name"], "arguments": arguments},
-    }
+    call_id = call.get("id")
+    return ToolCall(
+        call_id if isinstance(call_id, str) else f"call_{index}", function["name"], arguments
+    )
 
 
 class OllamaRequestSchema(OllamaLenientSchema):

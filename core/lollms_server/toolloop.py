@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .bindings import ChatMessage, Chunk, Output, Usage, closing_stream
+from .bindings import ChatMessage, Chunk, Output, ToolCall, Usage, closing_stream
+from .chunks import Accumulator
 from .functions import CallOutcome, Function, FunctionRegistry
 from .tracing import span
 
@@ -31,17 +31,6 @@ class Step:
         """The step as reported in the response."""
         return {"step": self.number, "text": self.text, "thoughts": self.thoughts or None,
                 "function_calls": self.calls}  # fmt: skip
-
-
-def normalize_call(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A binding's tool call as `{"id", "name", "arguments"}` (arguments kept as sent)."""
-    function = call.get("function") or {}
-    arguments = function.get("arguments", call.get("arguments", {}))
-    return {
-        "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:16]}"),
-        "name": str(function.get("name", call.get("name", ""))),
-        "arguments": arguments,
-    }
 
 
 @dataclass
@@ -85,64 +74,48 @@ class ToolLoop:
                         "tool_choice": choice if number == 1 else "auto",
                     },
                 )
-                calls: list[dict[str, Any]] = []
-                step_usage: Usage | None = None
+                folded = Accumulator()
                 step_prepared = dataclasses.replace(prepared, request=request)
                 async with closing_stream(self.service.stream(step_prepared)) as chunks:
                     async for chunk in chunks:
-                        calls.extend(normalize_call(call) for call in chunk.tool_calls)
-                        if chunk.type == "chunk":
-                            step.text += chunk.content
-                            step.thoughts += chunk.thoughts
-                            step_usage = chunk.usage or step_usage
-                            self.finish_reason = chunk.finish_reason or self.finish_reason
-                            if chunk.output is not None:
-                                self.media.append(chunk.output)
+                        folded.add(chunk)
                         yield (
                             dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk
                         )
-                self.usage = _add_usage(self.usage, step_usage)
+                step.text, step.thoughts, calls = folded.text, folded.thoughts, folded.calls
+                self.media.extend(folded.media)
+                self.finish_reason = folded.finish_reason or self.finish_reason
+                if folded.usage is not None:
+                    self.usage = folded.usage if self.usage is None else self.usage + folded.usage
                 if not calls:
                     self.finish_reason = (
                         "stop" if self.finish_reason == "tool_calls" else self.finish_reason
                     )
                     return
-                asked = tuple(
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"],
-                     "arguments": c["arguments"]}} for c in calls
-                )  # fmt: skip
-                messages.append(ChatMessage("assistant", step.text, tool_calls=asked))
+                messages.append(ChatMessage("assistant", step.text, tool_calls=tuple(calls)))
                 for call in calls:
                     yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
-                    with span("function.call", {"lollms.function": call["name"]}):
+                    with span("function.call", {"lollms.function": call.name}):
                         outcome = await self._execute(call)
-                    step.calls.append({**call, "result": outcome.result, "error": outcome.error})
+                    step.calls.append({**dataclasses.asdict(call), "result": outcome.result,
+                                       "error": outcome.error})  # fmt: skip
                     verb = "failed" if outcome.error else "returned"
-                    yield Chunk(type="info", content=f"function {call['name']} {verb}", metadata={
-                        "step": number, "call_id": call["id"], "function": call["name"],
+                    yield Chunk(type="info", content=f"function {call.name} {verb}", metadata={
+                        "step": number, "call_id": call.id, "function": call.name,
                         "result": outcome.result, "error": outcome.error})  # fmt: skip
-                    messages.append(ChatMessage("tool", outcome.for_model, tool_call_id=call["id"]))
+                    messages.append(ChatMessage("tool", outcome.for_model, tool_call_id=call.id))
         self.finish_reason = "max_steps"
         yield Chunk(type="info", content=f"stopped: the step limit ({self.max_steps}) was reached",
                     metadata={"max_steps": self.max_steps})  # fmt: skip
 
-    async def _execute(self, call: dict[str, Any]) -> CallOutcome:
+    async def _execute(self, call: ToolCall) -> CallOutcome:
         offered = {function.name: function for function in self.functions}
-        function = offered.get(call["name"])
+        function = offered.get(call.name)
         if function is None:
             names = ", ".join(sorted(offered))
-            error = f"no function named {call['name']!r} was offered; offered: {names}"
-            return CallOutcome(call["name"], {}, error=error)
-        arguments = call["arguments"]
+            error = f"no function named {call.name!r} was offered; offered: {names}"
+            return CallOutcome(call.name, {}, error=error)
+        arguments = call.arguments
         if not isinstance(arguments, (str, dict)):
             arguments = json.dumps(arguments)
         return await self.registry.run(function, arguments)
-
-
-def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
-    if more is None:
-        return total
-    if total is None:
-        return more
-    return Usage(total.prompt_tokens + more.prompt_tokens,
-                 total.completion_tokens + more.completion_tokens)  # fmt: skip

@@ -14,6 +14,7 @@ from contextlib import aclosing
 from typing import Any
 
 from .bindings import ChatMessage, Chunk, GenerationRequest, InputItem, Output, Result, Usage
+from .chunks import tool_calls
 from .errors import BackendError, BackendUnavailable
 from .upstream import Upstream
 
@@ -66,7 +67,7 @@ def message_dict(message: ChatMessage) -> dict[str, Any]:
         content = parts
     body: dict[str, Any] = {"role": message.role, "content": content}
     if message.tool_calls:
-        body["tool_calls"] = [_call_with_json_arguments(call) for call in message.tool_calls]
+        body["tool_calls"] = [call.openai() for call in message.tool_calls]
         body["content"] = content or None
     if message.tool_call_id:
         body["tool_call_id"] = message.tool_call_id
@@ -129,7 +130,7 @@ async def generate(
     message = choice.get("message") or {}
     text = message.get("content") or choice.get("text") or ""
     thoughts = message.get("reasoning_content") or message.get("reasoning") or None
-    calls = tuple(_call_with_json_arguments(c) for c in message.get("tool_calls") or ())
+    calls = tool_calls(c for c in message.get("tool_calls") or () if isinstance(c, dict))
     finish = _finish(choice.get("finish_reason")) or ("tool_calls" if calls else "stop")
     output = Output(type="text", text=text, thoughts=thoughts)
     return Result((output,), usage_of(answer), finish, calls)
@@ -175,7 +176,7 @@ async def stream(
         raise BackendUnavailable(
             f"{upstream.label} ended the stream before finishing", binding=upstream.instance
         )
-    whole = tuple(_call_with_json_arguments(calls[i]) for i in sorted(calls))
+    whole = tool_calls(calls[i] for i in sorted(calls))
     yield Chunk(finish_reason=finish, usage=usage, tool_calls=whole)
 
 
@@ -227,17 +228,3 @@ def _merge_call(calls: dict[int, dict[str, Any]], fragment: Any) -> None:
         target["arguments"] = target.get("arguments", "") + arguments
     elif arguments is not None:
         target["arguments"] = json.dumps(arguments)
-
-
-def _call_with_json_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A tool call whose `function.arguments` is a JSON string, as OpenAI sends and expects."""
-    function = dict(call.get("function") or {})
-    arguments = function.get("arguments", "")
-    if not isinstance(arguments, str):
-        function["arguments"] = json.dumps(arguments)
-    else:
-        function["arguments"] = arguments or "{}"
-    result = {"type": call.get("type", "function"), "function": function}
-    if call.get("id"):
-        result["id"] = call["id"]
-    return result

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from ..bindings import Chunk, Output, Usage, chain_first, closing_stream
+from ..chunks import Accumulator
 from ..errors import LollmsError
 from ..generation import Prepared
 from ..keys import GENERATION
@@ -57,11 +59,7 @@ async def _send_stream(
     loop: ToolLoop | None,
     source: AsyncIterator[Chunk],
 ) -> web.StreamResponse:
-    texts: list[str] = []
-    thoughts: list[str] = []
-    media: list[Output] = []
-    usage: Usage | None = None
-    finish = "stop"
+    folded = Accumulator()
     try:
         await send_event(
             response,
@@ -80,25 +78,19 @@ async def _send_stream(
                     continue
                 if chunk.type == "function_call":
                     (call,) = chunk.tool_calls
-                    await send_event(response, _event("function_call", call, **chunk.metadata))
+                    called = dataclasses.asdict(call)
+                    await send_event(response, _event("function_call", called, **chunk.metadata))
                     continue
-                usage = chunk.usage or usage
-                finish = chunk.finish_reason or finish
-                if chunk.output is not None:
-                    media.append(chunk.output)
+                folded.add(chunk)
                 if chunk.content or chunk.thoughts:
-                    texts.append(chunk.content)
-                    thoughts.append(chunk.thoughts)
                     await send_event(
                         response, _event("chunk", chunk.content, chunk.thoughts or None)
                     )
         if loop is not None:
             outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
         else:
-            text, thought_text = "".join(texts), "".join(thoughts)
-            outputs = list(media)
-            if text or thought_text or not media:
-                outputs.insert(0, Output("text", text=text, thoughts=thought_text or None))
+            outputs, usage = list(folded.outputs), folded.usage
+            finish = folded.finish_reason or "stop"
         final = response_body(prepared, outputs, usage, finish, loop)
         await send_event(
             response,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
 
-from ..bindings import Chunk, Result, Usage, closing_stream, next_text_chunk
+from ..bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
 from ..errors import LollmsError
 from ..generation import Prepared
 from ..keys import GENERATION
@@ -88,9 +87,7 @@ class Shape:
         """The fields every object starts with."""
         return {"model": self.model, "created_at": models.now_rfc3339()}
 
-    def body(
-        self, text: str, thoughts: str | None, calls: tuple[Mapping[str, Any], ...]
-    ) -> dict[str, Any]:
+    def body(self, text: str, thoughts: str | None, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
         """`message` (chat) or `response` (generate) fields."""
         thinking = thoughts if thoughts and self.show_thoughts else None
         if not self.chat:
@@ -99,7 +96,7 @@ class Shape:
         if thinking:
             message["thinking"] = thinking
         if calls:
-            message["tool_calls"] = [ollama_call(call) for call in calls]
+            message["tool_calls"] = [call.ollama() for call in calls]
         return {"message": message}
 
     def delta(self, chunk: Chunk) -> dict[str, Any] | None:
@@ -116,7 +113,7 @@ class Shape:
         """The closing object: done, done_reason, counts and durations (nanoseconds)."""
         text: str = ""
         thoughts: str | None = None
-        calls: tuple[Mapping[str, Any], ...] = ()
+        calls: tuple[ToolCall, ...] = ()
         if result is not None:
             for output in result.outputs:
                 if output.type == "text":
@@ -147,16 +144,3 @@ class Shape:
     def done(self, reason: str) -> dict[str, Any]:
         """The answer to a load or unload request."""
         return {**self.head(), **self.body("", None, ()), "done": True, "done_reason": reason}
-
-
-def ollama_call(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A binding's tool call in Ollama's shape (`arguments` an object)."""
-    function = call.get("function") or {}
-    name = function.get("name", call.get("name", ""))
-    arguments = function.get("arguments", call.get("arguments", {}))
-    if isinstance(arguments, str):
-        with suppress(ValueError):
-            arguments = json.loads(arguments)
-    if not isinstance(arguments, dict):
-        arguments = {"value": arguments}
-    return {"function": {"name": name, "arguments": arguments}}

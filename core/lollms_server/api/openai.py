@@ -8,11 +8,9 @@ audio live in `openai_media`; `routes` holds both modules' routes.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import struct
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import suppress
 from typing import Any
@@ -123,7 +121,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
         message["reasoning_content"] = thoughts
     finish = result.finish_reason
     if result.tool_calls:
-        message["tool_calls"] = [tool_call(i, c) for i, c in enumerate(result.tool_calls)]
+        message["tool_calls"] = [call.openai() for call in result.tool_calls]
         message["content"] = text or None
         finish = "tool_calls"
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
@@ -241,8 +239,7 @@ class ChatShape:
             delta["reasoning_content"] = chunk.thoughts
         if chunk.tool_calls:
             delta["tool_calls"] = [
-                {"index": calls + i, **tool_call(calls + i, call)}
-                for i, call in enumerate(chunk.tool_calls)
+                {"index": calls + i, **call.openai()} for i, call in enumerate(chunk.tool_calls)
             ]
         return [self._choice(delta)] if delta else []
 
@@ -354,17 +351,6 @@ def _tool_parameters(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
     parallel = body["parallel_tool_calls"]
     found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
     return {key: value for key, value in found.items() if value is not None}
-
-
-def tool_call(index: int, call: Mapping[str, Any]) -> dict[str, Any]:
-    """A binding's tool call in OpenAI's shape (arguments as a JSON string)."""
-    function = call.get("function") or {}
-    name = function.get("name", call.get("name", ""))
-    arguments = function.get("arguments", call.get("arguments", {}))
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments)
-    call_id = call.get("id") or f"call_{index}_{uuid.uuid4().hex[:16]}"
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 routes: list[web.AbstractRouteDef] = [*text_routes, *openai_media.routes]

@@ -8,10 +8,8 @@ prompt containing `LOOP` asks again after every result, to exercise step limits.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
-from ..bindings import GenerationRequest
+from ..bindings import GenerationRequest, ToolCall
 
 CALL_LINE = re.compile(r"^CALL\s+(\S+)[ \t]*(.*)$", re.MULTILINE)
 
@@ -27,7 +25,7 @@ def _tool_results(request: GenerationRequest) -> list[str]:
     return results
 
 
-def scripted_calls(request: GenerationRequest) -> tuple[Mapping[str, Any], ...]:
+def scripted_calls(request: GenerationRequest) -> tuple[ToolCall, ...]:
     """The tool calls the prompt scripts, when tools are offered and a call is due."""
     params = request.parameters
     if not params.get("tools") or params.get("tool_choice") == "none":
@@ -37,11 +35,7 @@ def scripted_calls(request: GenerationRequest) -> tuple[Mapping[str, Any], ...]:
     if _tool_results(request) and "LOOP" not in prompt:
         return ()
     return tuple(
-        {
-            "id": f"call_{rounds}_{index}",
-            "type": "function",
-            "function": {"name": name, "arguments": arguments.strip() or "{}"},
-        }
+        ToolCall(f"call_{rounds}_{index}", name, arguments.strip() or "{}")
         for index, (name, arguments) in enumerate(CALL_LINE.findall(prompt))
     )
 

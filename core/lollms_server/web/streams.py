@@ -25,7 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from ..api.sse import ClientGone, open_sse
-from ..bindings import Chunk, Output, Usage, closing_stream
+from ..bindings import Chunk, closing_stream
+from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound
 from ..generation import GenerationService, Prepared
 from ..keys import GENERATION, WEB_STREAMS
@@ -157,13 +158,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 @dataclass
 class _Collected:
-    """What a stream produced so far."""
+    """What a stream produced so far, and the error that ended it."""
 
-    answer: list[str] = field(default_factory=list)
-    thoughts: list[str] = field(default_factory=list)
-    outputs: list[Output] = field(default_factory=list)
-    usage: Usage | None = None
-    finish_reason: str | None = None
+    folded: Accumulator = field(default_factory=Accumulator)
     error: LollmsError | None = None
 
 
@@ -192,11 +189,11 @@ async def _run(request: web.Request, response: web.StreamResponse, entry: PageSt
     context = {
         **entry.context,
         "stream_id": entry.id,
-        "answer": "".join(got.answer),
-        "thoughts": "".join(got.thoughts),
-        "outputs": got.outputs,
-        "usage": got.usage,
-        "finish_reason": "stopped" if entry.stopped else got.finish_reason,
+        "answer": got.folded.text,
+        "thoughts": got.folded.thoughts,
+        "outputs": got.folded.media,
+        "usage": got.folded.usage,
+        "finish_reason": "stopped" if entry.stopped else got.folded.finish_reason,
         "stopped": entry.stopped,
         "failed": got.error is not None,
         "elapsed_s": entry.prepared.elapsed_s,
@@ -214,15 +211,10 @@ async def _forward(
         )
         await send(response, "progress", progress)
         return
-    got.usage = chunk.usage or got.usage
-    got.finish_reason = chunk.finish_reason or got.finish_reason
-    if chunk.output is not None:
-        got.outputs.append(chunk.output)
+    got.folded.add(chunk)
     if chunk.thoughts:
-        got.thoughts.append(chunk.thoughts)
         await send(response, "think", html.escape(chunk.thoughts))
     if chunk.content:
-        got.answer.append(chunk.content)
         await send(response, "token", html.escape(chunk.content))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -108,22 +107,11 @@ def messages(chat: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         if message.images:
             item["images"] = [image.data for image in message.images]
         if message.tool_calls:
-            item["tool_calls"] = [_tool_call(call) for call in message.tool_calls]
+            item["tool_calls"] = [call.ollama() for call in message.tool_calls]
         if message.role == "tool" and message.tool_call_id:
             item["tool_name"] = message.tool_call_id
         converted.append(item)
     return converted
-
-
-def _tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
-    arguments = function.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            arguments = {"value": arguments}
-    return {"function": {"name": function.get("name", ""), "arguments": arguments}}
 
 
 def usage(part: Any) -> Usage:
