@@ -34,8 +34,8 @@ class ChildBinding(Binding):
     name = "child"
     capabilities = frozenset({"ttt"})
 
-    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(self, instance_name: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(instance_name, config, **kwargs)
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
 

@@ -69,8 +69,8 @@ class ProbeBinding(EchoBinding):
     name = "probe"
     capabilities = CAPABILITIES
 
-    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(self, instance_name: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(instance_name, config, **kwargs)
         self.requests: list[GenerationRequest] = []
         self.closed = asyncio.Event()
         self.tokens_sent = 0

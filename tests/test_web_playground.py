@@ -28,8 +28,8 @@ class RecordingBinding(EchoBinding):
 
     name = "recording"
 
-    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(self, instance_name: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(instance_name, config, **kwargs)
         self.yielded = 0
         self.closed = asyncio.Event()
         self.finished = False

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from marshmallow import Schema
 
+from .binding_context import BindingContext
 from .chunks import Chunk as Chunk
 from .chunks import Output as Output
 from .chunks import Result as Result
@@ -149,9 +150,16 @@ class Binding:
     # None: it says nothing and gets every input. The core refuses any other role (400).
     input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
         self.instance_name = instance_name
         self.config = dict(config)
+        self.context = context or BindingContext()  # the server's data dir, models folder
         self.placements: dict[str, str] = {}
 
     def device_for(self, model: str) -> str | None:

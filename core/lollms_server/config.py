@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from .binding_context import default_data_dir
 from .bindings import GENERATION_TYPES
 from .config_default import DEFAULT_CONFIG_TEXT, DEFAULT_HOST, DEFAULT_PORT
 from .config_sections import (
@@ -188,12 +189,6 @@ class Config:
     def functions_dir(self) -> Path:
         """The data dir's functions folder."""
         return self.data_dir / "functions"
-
-
-def default_data_dir() -> Path:
-    """`$LOLLMS_DATA_DIR`, else `~/.lollms-server`."""
-    env = os.environ.get("LOLLMS_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".lollms-server"
 
 
 def default_config_path() -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError
 
+from .binding_context import BindingContext
 from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
 from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound, NotSupported
@@ -167,9 +168,10 @@ async def _default_model(binding: Binding, generation_type: str) -> str:
 def build_registry(config: Config, plugins: Plugins) -> Registry:
     """Instantiate every enabled configured instance; raise ConfigError on any bad setting."""
     instances: dict[str, Binding] = {}
+    context = BindingContext(data_dir=config.data_dir)
     for name, spec in config.bindings.items():
         if spec.enabled:
-            instances[name] = _instantiate(spec, plugins)
+            instances[name] = _instantiate(spec, plugins, context)
     registry = Registry(instances, dict(config.defaults))
     registry.default_models = {n: s.default_model for n, s in config.bindings.items()}
     registry.concurrency = {
@@ -195,7 +197,7 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
     return registry
 
 
-def _instantiate(spec: InstanceConfig, plugins: Plugins) -> Binding:
+def _instantiate(spec: InstanceConfig, plugins: Plugins, context: BindingContext) -> Binding:
     cls = plugins.binding_classes.get(spec.type)
     if cls is None:
         allowed = ", ".join(sorted(plugins.binding_classes)) or "none installed"
@@ -211,7 +213,7 @@ def _instantiate(spec: InstanceConfig, plugins: Plugins) -> Binding:
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
-    binding = cls(spec.name, settings)
+    binding = cls(spec.name, settings, context=context)
     if spec.default_max_tokens is not None:
         binding.default_max_tokens = spec.default_max_tokens
     return binding

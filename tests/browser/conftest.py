@@ -67,8 +67,8 @@ class RecordingBinding(EchoBinding):
     title = "Recording echo (browser tests)"
     description = "Echo that records every stream's tokens and whether it was closed."
 
-    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(self, instance_name: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(instance_name, config, **kwargs)
         self.streams: list[StreamRecord] = []
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:

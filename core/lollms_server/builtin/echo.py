@@ -20,6 +20,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from ..binding_context import BindingContext
 from ..bindings import (
     CAPABILITIES,
     GENERATION_TYPES,
@@ -71,8 +72,10 @@ class EchoBinding(Binding):
     loads_models = False  # holds no model: `serve --workers N` may run it in every worker
     ConfigSchema = EchoSettings
 
-    def __init__(self, instance_name: str, config: dict[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(
+        self, instance_name: str, config: dict[str, Any], context: BindingContext | None = None
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self.loaded: set[str] = set()
         self.load_count = 0
 

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from marshmallow import RAISE, ValidationError
 
+from ..binding_context import BindingContext
 from ..bindings import Binding
 from ..errors import BackendTimeout, BackendUnavailable, ConfigError, MissingDependency
 from ..health import check as check_health
@@ -92,14 +93,18 @@ async def within(seconds: float, awaitable: Awaitable[T], what: str) -> T:
 
 
 def build_binding(
-    cls: type[Binding], instance_name: str, settings: Mapping[str, Any] | None = None
+    cls: type[Binding],
+    instance_name: str,
+    settings: Mapping[str, Any] | None = None,
+    context: BindingContext | None = None,
 ) -> Binding:
-    """Instantiate `cls` the way the server does: raw settings validated by its ConfigSchema."""
+    """Instantiate `cls` the way the server does: raw settings validated by its ConfigSchema,
+    and the server's context (default: the data dir of `$LOLLMS_DATA_DIR`)."""
     try:
         loaded = cls.ConfigSchema().load(dict(settings or {}), unknown=RAISE)
     except ValidationError as exc:
         raise ConfigError(f"settings of {cls.__name__}: {exc.messages}") from exc
-    return cls(instance_name, loaded)
+    return cls(instance_name, loaded, context=context)
 
 
 @asynccontextmanager

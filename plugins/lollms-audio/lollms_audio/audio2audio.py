@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from lollms_server.bindings import GenerationRequest, InputItem, Output
-from lollms_server.errors import InvalidRequest
+from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, Output
 
 from .catalog import Catalog, Entry
 from .formats import Pcm, check_format, decode, encode, require_audio

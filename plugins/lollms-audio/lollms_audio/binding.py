@@ -13,24 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lollms_server.bindings import (
+from lollms_server.sdk import (
+    BackendError,
+    BackendUnavailable,
     Binding,
+    BindingContext,
     GenerationRequest,
     Health,
     HealthState,
+    InvalidRequest,
+    LollmsError,
     ModelInfo,
+    ModelNotFound,
+    NotSupported,
     Output,
     Result,
     monotonic_ms,
-)
-from lollms_server.config import default_data_dir
-from lollms_server.errors import (
-    BackendError,
-    BackendUnavailable,
-    InvalidRequest,
-    LollmsError,
-    ModelNotFound,
-    NotSupported,
 )
 
 from .audio2audio import audio_input, audio_to_audio
@@ -66,9 +64,14 @@ class AudioBinding(Binding):
     capabilities = frozenset({"tts", "stt", "audio2audio", "load_unload"})
     ConfigSchema = AudioSettings
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
-        self.data_dir: Path | None = None  # set from the server's config by the plugin hook
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self.log = logging.getLogger(f"lollms_audio.{instance_name}")
         self._engines: dict[str, Engine] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -82,7 +85,7 @@ class AudioBinding(Binding):
         configured = self.config.get(f"{kind}_folders") or []
         if configured:
             return [Path(folder).expanduser() for folder in configured]
-        return [(self.data_dir or default_data_dir()) / "models" / kind]
+        return [self.context.models_dir / kind]
 
     def max_concurrency(self, model: str) -> int:
         """The instance's worker threads: that many conversions run at once."""

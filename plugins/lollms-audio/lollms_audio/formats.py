@@ -11,8 +11,7 @@ import wave
 from dataclasses import dataclass
 from typing import Any
 
-from lollms_server.errors import InvalidRequest, MissingDependency, UnsupportedMediaType
-from lollms_server.media_types import sniff
+from lollms_server.sdk import InvalidRequest, MissingDependency, UnsupportedMediaType, sniff
 
 #: response_format -> (PyAV container, codec, fixed sample rate or None, mime type)
 ENCODINGS: dict[str, tuple[str, str, int | None, str]] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from lollms_server.sdk import BackendUnavailable, InvalidRequest, ModelNotFound
 
 from .catalog import ESPEAK_MODEL, Catalog, Entry
 from .settings import ESPEAK_VOICE

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lollms_server.errors import BackendUnavailable, InvalidRequest, MissingDependency
+from lollms_server.sdk import BackendUnavailable, InvalidRequest, MissingDependency
 
 from .catalog import Entry
 from .formats import decode, require_audio_track

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lollms_server.errors import BackendError, BackendUnavailable, InvalidRequest, MissingDependency
+from lollms_server.sdk import BackendError, BackendUnavailable, InvalidRequest, MissingDependency
 
 from .catalog import Entry
 from .formats import Pcm

@@ -8,6 +8,7 @@ import pytest
 from lollms_audio import AudioBinding
 
 from lollms_server.errors import ConfigError
+from lollms_server.sdk import BindingContext
 from lollms_server.testing import build_binding
 
 
@@ -44,7 +45,7 @@ def test_folders_follow_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LOLLMS_DATA_DIR", str(tmp_path / "env"))
     binding = build_binding(AudioBinding, "audio", {})
     assert binding.folders("tts") == [tmp_path / "env" / "models" / "tts"]
-    binding.data_dir = tmp_path / "server"
+    binding = build_binding(AudioBinding, "audio", {}, BindingContext(tmp_path / "server"))
     assert binding.folders("stt") == [tmp_path / "server" / "models" / "stt"]
     configured = build_binding(AudioBinding, "audio", {"tts_folders": [str(tmp_path / "v")]})
     assert configured.folders("tts") == [tmp_path / "v"]

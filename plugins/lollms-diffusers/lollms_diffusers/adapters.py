@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lollms_server.bindings import GenerationRequest
-from lollms_server.errors import InvalidRequest
+from lollms_server.sdk import GenerationRequest, InvalidRequest
 
 from .catalog import ModelEntry
 from .headers import optional_json, safetensors_header

@@ -21,9 +21,18 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lollms_server.bindings import Binding, Chunk, GenerationRequest, Health, ModelInfo, Output
-from lollms_server.config import default_data_dir
-from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from lollms_server.sdk import (
+    BackendUnavailable,
+    Binding,
+    BindingContext,
+    Chunk,
+    GenerationRequest,
+    Health,
+    InvalidRequest,
+    ModelInfo,
+    ModelNotFound,
+    Output,
+)
 
 from . import adapters
 from .catalog import Catalog, ModelEntry
@@ -73,9 +82,14 @@ class DiffusersBinding(Binding):
     input_roles = INPUT_ROLES
     default_concurrency = 1  # one worker thread runs the pipelines
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
-        self.data_dir: Path | None = None  # set from the server's config by the plugin hook
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self.runner = Runner(instance_name)
         self.catalog = Catalog()
         self.last_job: Job[Any] | None = None
@@ -86,7 +100,7 @@ class DiffusersBinding(Binding):
         """The models folders: the configured ones, then the data dir's (when enabled)."""
         found = [Path(p).expanduser() for p in self.config["models_folders"]]
         if self.config["use_data_dir"]:
-            models = (self.data_dir or default_data_dir()) / "models"
+            models = self.context.models_dir
             found += [models / kind for kind in DATA_DIR_TYPES]
         return found
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from diffusers import ControlNetModel
 
-from lollms_server.errors import InvalidRequest
+from lollms_server.sdk import InvalidRequest
 
 from . import encode
 from .plan import Plan, i2i_size

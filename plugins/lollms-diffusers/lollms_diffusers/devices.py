@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from lollms_server.resources import gpu
+from lollms_server.sdk import GpuReport, probe_gpus
 
 AUTO = "auto"
 CPU = "cpu"
@@ -52,7 +52,7 @@ def cuda_may_be_available(
     setting: str,
     *,
     has_cuda: Callable[[], bool] = torch_has_cuda,
-    probe: Callable[[], gpu.GpuReport] = gpu.probe,
+    probe: Callable[[], GpuReport] = probe_gpus,
 ) -> bool:
     """Whether the core should place this instance's models on GPUs (blocking: NVML is read)."""
     return setting == AUTO and has_cuda() and probe().available

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from lollms_server.errors import MissingDependency, UnsupportedMediaType
+from lollms_server.sdk import MissingDependency, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from av.video.stream import VideoStream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lollms_server.bindings import Output
+from lollms_server.sdk import Output
 
 from . import encode
 from .plan import Plan

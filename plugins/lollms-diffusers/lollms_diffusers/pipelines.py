@@ -27,8 +27,7 @@ from diffusers import (
 )
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
-from lollms_server.bindings import Output
-from lollms_server.errors import BackendError, InvalidRequest, MissingDependency
+from lollms_server.sdk import BackendError, InvalidRequest, MissingDependency, Output
 
 from . import control, encode, outputs, style, video_input
 from .catalog import TRANSFORMERS, ModelEntry

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lollms_server.bindings import GenerationRequest, InputItem
-from lollms_server.errors import InvalidRequest, MissingDependency
+from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, MissingDependency
 
 from .adapters import ControlChoice, StyleChoice
 from .catalog import ModelEntry, single_file_hint

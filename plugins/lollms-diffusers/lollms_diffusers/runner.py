@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from lollms_server.errors import BackendError, LollmsError
+from lollms_server.sdk import BackendError, LollmsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

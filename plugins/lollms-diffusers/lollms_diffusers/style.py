@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lollms_server.errors import InvalidRequest
+from lollms_server.sdk import InvalidRequest
 
 from . import encode
 from .adapters import IP_ADAPTER_WEIGHTS, STYLE_ROLE

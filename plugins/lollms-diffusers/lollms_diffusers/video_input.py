@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import diffusers
 
-from lollms_server.errors import InvalidRequest, MissingDependency, UnsupportedMediaType
+from lollms_server.sdk import InvalidRequest, MissingDependency, UnsupportedMediaType
 
 from .plan import V2V_PIPELINES, Plan, i2i_size
 

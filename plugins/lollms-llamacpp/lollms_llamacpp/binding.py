@@ -17,26 +17,24 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
-from lollms_server import upstream_chat
-from lollms_server.bindings import (
+from lollms_server.sdk import (
+    BackendUnavailable,
     Binding,
+    BindingContext,
     Chunk,
     GenerationRequest,
     Health,
     HealthState,
+    InvalidRequest,
     ModelInfo,
     Result,
+    RetryPolicy,
+    Upstream,
     monotonic_ms,
+    upstream_chat,
 )
-from lollms_server.errors import (
-    BackendUnavailable,
-    InvalidRequest,
-)
-from lollms_server.resilience import RetryPolicy
-from lollms_server.upstream import Upstream
 
 from .catalog import Catalog, ModelFile, model_info
 from .devices import gpu_placement, placement
@@ -79,9 +77,14 @@ class LlamaCppBinding(ModelFolders, Binding):
     capabilities = frozenset({"ttt", "stream", "load_unload", "embeddings", "tools"})
     ConfigSchema = LlamaCppSettings
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
-        self.data_dir: Path | None = None  # set from the server's config by the plugin hook
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self.log = logging.getLogger(f"lollms_llamacpp.{instance_name}")
         self._catalog: Catalog | None = None
         self._processes: dict[str, ModelProcess] = {}

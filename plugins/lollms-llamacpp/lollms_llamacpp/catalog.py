@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lollms_server.bindings import ModelInfo
+from lollms_server.sdk import ModelInfo
 
 from .gguf_header import GGUFError, GGUFHeader, quantization, read_header
 

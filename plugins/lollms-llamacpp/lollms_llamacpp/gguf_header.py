@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gguf
 
-from lollms_server.gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
+from lollms_server.sdk import ArrayLength, GGUFError, GGUFHeader, read_header
 
 __all__ = ["ArrayLength", "GGUFError", "GGUFHeader", "quantization", "read_header"]
 

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lollms_server.config import default_data_dir
-from lollms_server.errors import BackendError, BackendUnavailable, ModelNotFound
+from lollms_server.sdk import BackendError, BackendUnavailable, BindingContext, ModelNotFound
 
 from .catalog import Catalog, ModelFile
 from .tool_use import lists_tools
@@ -25,7 +24,7 @@ class ModelFolders:
 
     instance_name: str
     config: dict[str, Any]
-    data_dir: Path | None
+    context: BindingContext
     _catalog: Catalog | None
 
     def folders(self) -> list[Path]:
@@ -33,7 +32,7 @@ class ModelFolders:
         configured = self.config.get("models_folders") or []
         if configured:
             return [Path(folder).expanduser() for folder in configured]
-        return [(self.data_dir or default_data_dir()) / "models" / "ttt"]
+        return [self.context.models_dir / "ttt"]
 
     @property
     def catalog(self) -> Catalog:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from lollms_server.errors import BackendError, BackendTimeout, BackendUnavailable
+from lollms_server.sdk import BackendError, BackendTimeout, BackendUnavailable
 
 from .worker import READY
 

@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lollms_server.bindings import ChatMessage, GenerationRequest
-from lollms_server.errors import InvalidRequest
+from lollms_server.sdk import ChatMessage, GenerationRequest, InvalidRequest
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 #: Templates shipped with the plugin, by setting value.

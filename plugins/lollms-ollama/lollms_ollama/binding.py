@@ -14,20 +14,22 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from lollms_server.bindings import (
+from lollms_server.sdk import (
     NO_CONCURRENCY_CAP,
     Binding,
+    BindingContext,
     Chunk,
     GenerationRequest,
     Health,
+    LollmsError,
     ModelInfo,
+    ModelNotFound,
     Output,
     Result,
     mask_secrets,
+    mask_url,
+    outgoing_headers,
 )
-from lollms_server.errors import LollmsError, ModelNotFound
-from lollms_server.masking import mask_url
-from lollms_server.tracing import outgoing_headers
 
 from . import convert
 from .settings import OllamaSettings
@@ -66,8 +68,14 @@ class OllamaBinding(Binding):
     loads_models = False  # `serve --workers N` may run it in every worker
     secret_settings = frozenset({"api_key", "headers"})
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self.url = convert.normalize_host(self.config.get("host", "http://127.0.0.1:11434"))
         self.keep_alive: float | str | None = self.config.get("keep_alive")
         self.allowed: list[str] = list(self.config.get("models") or [])

@@ -8,23 +8,45 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lollms_server.bindings import ChatMessage, Usage
-from lollms_server.errors import (
+from lollms_server.sdk import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ChatMessage,
     InvalidRequest,
     LollmsError,
     ModelNotFound,
     NotSupported,
     PayloadTooLarge,
     RateLimited,
+    Usage,
+    mask_url,
 )
-from lollms_server.masking import mask_url
-from lollms_server.schemas_ollama import PASSED_ON_OPTIONS
 
 DEFAULT_PORT = 11434
 LATEST = ":latest"
+#: Ollama options a request may carry under their Ollama names (the Ollama face passes them
+#: on): forwarded as they are.
+PASSED_ON_OPTIONS = (
+    "num_ctx",
+    "num_keep",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "repeat_last_n",
+    "min_p",
+    "typical_p",
+    "tfs_z",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "penalize_newline",
+    "numa",
+    "low_vram",
+    "use_mmap",
+    "use_mlock",
+)
 #: Our parameter names -> Ollama option names.
 OPTION_NAMES = {
     "temperature": "temperature",

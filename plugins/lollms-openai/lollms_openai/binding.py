@@ -15,26 +15,25 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from lollms_server import upstream_chat
-from lollms_server.bindings import (
+from lollms_server.sdk import (
     NO_CONCURRENCY_CAP,
+    BackendUnavailable,
     Binding,
+    BindingContext,
     Chunk,
     GenerationRequest,
     Health,
-    ModelInfo,
-    Output,
-    Result,
-    monotonic_ms,
-)
-from lollms_server.errors import (
-    BackendUnavailable,
     LollmsError,
+    ModelInfo,
     ModelNotFound,
     NotSupported,
+    Output,
+    Result,
+    RetryPolicy,
+    Upstream,
+    monotonic_ms,
+    upstream_chat,
 )
-from lollms_server.resilience import RetryPolicy
-from lollms_server.upstream import Upstream
 
 from . import media
 from .settings import ALL_CAPABILITIES, OpenAISettings
@@ -53,8 +52,14 @@ class OpenAIBinding(Binding):
     default_concurrency = NO_CONCURRENCY_CAP  # the remote server decides
     loads_models = False  # `serve --workers N` may run it in every worker
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         narrowed = self.config.get("capabilities")
         if narrowed is not None:
             # the instance claims only what its server does; the core reads it per instance

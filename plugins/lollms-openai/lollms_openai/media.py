@@ -8,10 +8,16 @@ from typing import Any
 
 import aiohttp
 
-from lollms_server.bindings import GenerationRequest, InputItem, Output
-from lollms_server.errors import BackendError, InvalidRequest
-from lollms_server.media_types import sniff, sniff_image
-from lollms_server.upstream import Upstream
+from lollms_server.sdk import (
+    BackendError,
+    GenerationRequest,
+    InputItem,
+    InvalidRequest,
+    Output,
+    Upstream,
+    sniff,
+    sniff_image,
+)
 
 IMAGE_PASSED_ON = (
     "quality",

@@ -22,21 +22,25 @@ from typing import Any
 
 import aiohttp
 
-from lollms_server.bindings import (
+from lollms_server.sdk import (
     GENERATION_TYPES,
     NO_CONCURRENCY_CAP,
+    BackendError,
+    BackendUnavailable,
     Binding,
+    BindingContext,
     Chunk,
     GenerationRequest,
     Health,
+    LollmsError,
     ModelInfo,
+    ModelNotFound,
     Result,
+    RetryPolicy,
     Room,
+    Upstream,
     monotonic_ms,
 )
-from lollms_server.errors import BackendError, BackendUnavailable, LollmsError, ModelNotFound
-from lollms_server.resilience import RetryPolicy
-from lollms_server.upstream import Upstream
 
 from . import wire
 from .load import NodeLoad
@@ -56,8 +60,14 @@ class LollmsRemoteBinding(Binding):
     default_concurrency = NO_CONCURRENCY_CAP  # the node's own scheduler decides
     loads_models = False  # `serve --workers N` may run it in every worker
 
-    def __init__(self, instance_name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(instance_name, config)
+    def __init__(
+        self,
+        instance_name: str,
+        config: Mapping[str, Any],
+        *,
+        context: BindingContext | None = None,
+    ) -> None:
+        super().__init__(instance_name, config, context=context)
         self._upstream: Upstream | None = None
         self._models: tuple[float, list[ModelInfo]] | None = None
         self.load_report = NodeLoad()  # the node's last reported figures

@@ -16,13 +16,13 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from lollms_server.api.node_status import (
+from lollms_server.sdk import (
     FREE_MEMORY_HEADER,
     MODEL_QUEUE_HEADER,
     QUEUE_HEADER,
+    Room,
     parse_model_queue_header,
 )
-from lollms_server.bindings import Room
 
 
 class NodeLoad:

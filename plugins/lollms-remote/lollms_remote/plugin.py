@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from lollms_server.bindings import Binding
-from lollms_server.hookspecs import hookimpl
+from lollms_server.sdk import Binding, hookimpl
 
 from .binding import LollmsRemoteBinding
 

@@ -10,8 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lollms_server.api.convert import b64decode, encode_data
-from lollms_server.bindings import (
+from lollms_server.sdk import (
     CAPABILITIES,
     Chunk,
     GenerationRequest,
@@ -19,6 +18,8 @@ from lollms_server.bindings import (
     Output,
     Result,
     Usage,
+    b64decode,
+    encode_data,
 )
 
 TEXT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "user"}

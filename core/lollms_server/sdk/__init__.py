@@ -1,0 +1,117 @@
+"""The plugin SDK: everything a binding plugin imports from lollms-server, and nothing else.
+
+A plugin's package code imports only `lollms_server.sdk` (its tests may also use
+`lollms_server.testing`); `tests/test_sdk_surface.py` holds every shipped plugin to it. The
+names below are the supported surface: the `Binding` base class and the typed objects that
+cross the contract, the error taxonomy, the `hookimpl` marker, the context a binding is built
+with, the upstream HTTP client and its resilience policy, media sniffing, the GPU probe and a
+few helpers the shipped plugins share.
+"""
+
+from __future__ import annotations
+
+from .. import upstream_chat
+from ..api.convert import b64decode, encode_data
+from ..api.node_status import (
+    FREE_MEMORY_HEADER,
+    MODEL_QUEUE_HEADER,
+    QUEUE_HEADER,
+    parse_model_queue_header,
+)
+from ..binding_context import BindingContext, default_data_dir
+from ..bindings import (
+    CAPABILITIES,
+    FEATURES,
+    GENERATION_TYPES,
+    NO_CONCURRENCY_CAP,
+    Binding,
+    ChatMessage,
+    Chunk,
+    GenerationRequest,
+    Health,
+    HealthState,
+    InputItem,
+    ModelInfo,
+    Output,
+    Result,
+    Room,
+    Usage,
+    mask_secrets,
+    monotonic_ms,
+)
+from ..errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidRequest,
+    LollmsError,
+    MissingDependency,
+    ModelNotFound,
+    NotSupported,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from ..gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
+from ..hookspecs import hookimpl
+from ..masking import mask_url
+from ..media_types import sniff, sniff_image
+from ..resilience import RetryPolicy
+from ..resources.gpu import GpuReport
+from ..resources.gpu import probe as probe_gpus
+from ..tracing import outgoing_headers
+from ..upstream import Upstream
+
+__all__ = [
+    "CAPABILITIES",
+    "FEATURES",
+    "FREE_MEMORY_HEADER",
+    "GENERATION_TYPES",
+    "MODEL_QUEUE_HEADER",
+    "NO_CONCURRENCY_CAP",
+    "QUEUE_HEADER",
+    "ArrayLength",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Binding",
+    "BindingContext",
+    "ChatMessage",
+    "Chunk",
+    "GGUFError",
+    "GGUFHeader",
+    "GenerationRequest",
+    "GpuReport",
+    "Health",
+    "HealthState",
+    "InputItem",
+    "InvalidRequest",
+    "LollmsError",
+    "MissingDependency",
+    "ModelInfo",
+    "ModelNotFound",
+    "NotSupported",
+    "Output",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Result",
+    "RetryPolicy",
+    "Room",
+    "UnsupportedMediaType",
+    "Upstream",
+    "Usage",
+    "b64decode",
+    "default_data_dir",
+    "encode_data",
+    "hookimpl",
+    "mask_secrets",
+    "mask_url",
+    "monotonic_ms",
+    "outgoing_headers",
+    "parse_model_queue_header",
+    "probe_gpus",
+    "read_header",
+    "sniff",
+    "sniff_image",
+    "upstream_chat",
+]

@@ -1,0 +1,82 @@
+"""The plugin SDK is the plugins' only door into the core: `lollms_server.sdk` and its names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lollms_server.sdk as sdk
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+ALLOWED = ("lollms_server.sdk",)
+
+
+def package_modules() -> list[Path]:
+    """Every module of every shipped plugin's package (its tests excluded)."""
+    return sorted(
+        path
+        for package in PLUGINS.glob("lollms-*/lollms_*")
+        for path in package.rglob("*.py")
+        if "tests" not in path.relative_to(package).parts
+    )
+
+
+def core_imports(path: Path) -> list[str]:
+    """The `lollms_server` modules (and `from lollms_server import x` names) `path` imports,
+    lazy imports inside functions included."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "lollms_server"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "lollms_server":
+                found += [f"lollms_server.{a.name}" for a in node.names]
+            elif node.module.startswith("lollms_server."):
+                found.append(node.module)
+    return found
+
+
+def test_every_plugin_package_is_walked() -> None:
+    """The walk finds the six shipped plugins (a moved folder would make the check vacuous)."""
+    walked = {path.relative_to(PLUGINS).parts[0] for path in package_modules()}
+    assert len(walked) >= 6, walked
+
+
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PLUGINS)))
+def test_plugin_code_imports_only_the_sdk(path: Path) -> None:
+    """A plugin's package code imports nothing of the core but `lollms_server.sdk`."""
+    others = [name for name in core_imports(path) if name not in ALLOWED]
+    assert not others, f"{path.relative_to(PLUGINS)} imports {others}; use lollms_server.sdk"
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    """The walk catches top-level, lazy and `from lollms_server import x` imports."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from lollms_server.sdk import Binding\n"
+        "from lollms_server import keys\n"
+        "def f():\n    import lollms_server.config\n"
+        "    from lollms_server.resources import gpu\n",
+        encoding="utf-8",
+    )
+    assert [n for n in core_imports(module) if n not in ALLOWED] == [
+        "lollms_server.keys",
+        "lollms_server.config",
+        "lollms_server.resources",
+    ]
+
+
+def test_sdk_all_names_exist() -> None:
+    """Every name `sdk.__all__` promises is there, once."""
+    assert len(set(sdk.__all__)) == len(sdk.__all__)
+    missing = [name for name in sdk.__all__ if not hasattr(sdk, name)]
+    assert not missing
+
+
+def test_sdk_exports_what_a_binding_needs() -> None:
+    """The surface holds the base class, its context, the hook marker and the error taxonomy."""
+    for name in ("Binding", "BindingContext", "hookimpl", "GenerationRequest", "Result"):
+        assert name in sdk.__all__
+    assert issubclass(sdk.ModelNotFound, sdk.LollmsError)
