@@ -80,11 +80,15 @@ async def test_disconnect_while_queued_frees_the_place(make_client: Any, make_co
     lane_key = ("echo", "slow")
     running = asyncio.ensure_future(client.post("/api/v1/generate", json=slow(8)))
     await asyncio.sleep(0.05)
-    waiting = await client.post("/api/v1/generate", json=slow(2, stream=True))
-    await waiting.content.readline()  # the first event arrived: it is queued
+    # a stream's answer starts with its first token: the client waits for the headers
+    waiting = asyncio.ensure_future(client.post("/api/v1/generate", json=slow(2, stream=True)))
     lane = client.server.app[SCHEDULER].lanes[lane_key]
+    for _ in range(150):  # up to 3 s for the request to reach the queue
+        if lane.waiting:
+            break
+        await asyncio.sleep(0.02)
     assert len(lane.waiting) == 1
-    waiting.close()  # the client goes away while queued
+    waiting.cancel()  # the client goes away while queued
     for _ in range(150):  # up to 3 s for the server to notice
         if not lane.waiting:
             break

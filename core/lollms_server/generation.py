@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -31,6 +31,7 @@ from .drain import Drain
 from .errors import BackendTimeout, LollmsError
 from .functions import FunctionRegistry
 from .generation_outcome import Outcome, audit_outcome, count_outcome
+from .generation_stream import ChunkStream
 from .guard import binding_errors as binding_errors
 from .guard import guarded as guarded
 from .metrics import Metrics
@@ -53,9 +54,10 @@ T = TypeVar("T")
 MAX_TOKENS_NAMES = ("max_tokens", "n_predict")  # a request that sets either is not capped
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
-    """A request resolved to its target, ready to run."""
+    """A request resolved to its target, ready to run; each attempt on a fallback target gets
+    its own copy (`on`), so what a face was handed always names what it asked for."""
 
     target: Target
     request: GenerationRequest
@@ -76,6 +78,14 @@ class Prepared:
     def elapsed_s(self) -> float:
         """Seconds since the request was prepared."""
         return time.monotonic() - self.started
+
+    def on(self, target: Target) -> Prepared:
+        """This request as sent to `target`: its model, and its default cap when none was set."""
+        parameters = self.request.parameters
+        if self.default_cap:
+            parameters = {**parameters, "max_tokens": target.default_max_tokens}
+        request = dataclasses.replace(self.request, model=target.model, parameters=parameters)
+        return dataclasses.replace(self, target=target, request=request)
 
 
 def call_attributes(prepared: Prepared) -> dict[str, str | None]:
@@ -167,31 +177,40 @@ class GenerationService:
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
+        return (await self.run(prepared))[1]
+
+    async def run(self, prepared: Prepared) -> tuple[Prepared, Result]:
+        """Like `generate`, with the attempt that served (its target, its request)."""
         if prepared.scripted:
             async with self._accounted(prepared):
-                return await join_stream(stream_workflow(self, prepared, self.functions))
+                return prepared, await join_stream(stream_workflow(self, prepared, self.functions))
         async with self._accounted(prepared) as outcome:
-            for attempt in self._attempts(prepared):
+            for attempt, call in self._attempts(prepared):
                 async with attempt:
-                    binding = prepared.target.binding
-                    async with self._slot(prepared) as (lane, ticket):
+                    outcome.served = call
+                    binding = call.target.binding
+                    async with self._slot(call) as (lane, ticket):
                         async for _position in self._turns(lane, ticket):
                             pass
-                        async with self._loaded(prepared):
-                            with span("binding.generate", call_attributes(prepared)):
+                        async with self._loaded(call):
+                            with span("binding.generate", call_attributes(call)):
                                 result = await guarded(
-                                    binding, binding.generate(prepared.request), self.timeout_s
+                                    binding, binding.generate(call.request), self.timeout_s
                                 )
                     outcome.usage = result.usage
-                    return split_result_thoughts(result)
+                    return call, split_result_thoughts(result)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    async def stream(self, prepared: Prepared) -> AsyncIterator[Chunk]:
-        """Yield the binding's chunks (thoughts split out); closing this closes the binding's.
+    def stream(self, prepared: Prepared) -> ChunkStream:
+        """The binding's chunks (thoughts split out); closing them closes the binding's.
 
         Before the first chunk a failing target hands over to its fallbacks; after it, an
-        error ends the stream (a half-sent answer is never replayed elsewhere).
+        error ends the stream (a half-sent answer is never replayed elsewhere). The stream's
+        `served` names the attempt its chunks come from.
         """
+        return ChunkStream(prepared, lambda stream: self._stream(prepared, stream))
+
+    async def _stream(self, prepared: Prepared, stream: ChunkStream) -> AsyncGenerator[Chunk, None]:
         if prepared.scripted:
             async with (
                 self._accounted(prepared),
@@ -200,14 +219,11 @@ class GenerationService:
                 async for chunk in steps:
                     yield chunk
             return
-        if "stream" not in prepared.target.binding.capabilities and not prepared.target.fallbacks:
-            for chunk in result_chunks(await self.generate(prepared)):
-                yield chunk
-            return
         async with self._accounted(prepared) as outcome:
-            for attempt in self._attempts(prepared):
+            for attempt, call in self._attempts(prepared):
                 async with attempt:
-                    async for chunk in self._stream_on_target(prepared, outcome):
+                    outcome.served = stream.served = call
+                    async for chunk in self._stream_on_target(call, outcome):
                         if chunk.type == "chunk":
                             attempt.committed = True
                         yield chunk
@@ -223,32 +239,25 @@ class GenerationService:
                     content=f"queued at position {position}",
                     metadata={"queue_position": position, "estimated_wait_s": wait},
                 )
-            async with (
-                self._loaded(prepared),
-                closing_stream(self._binding_chunks(prepared, outcome, splitter)) as chunks,
-            ):
-                async for chunk in chunks:
-                    yield chunk
+            async with self._loaded(prepared):
+                binding = prepared.target.binding
+                if "stream" not in binding.capabilities:  # the whole answer as one piece
+                    with span("binding.generate", call_attributes(prepared)):
+                        result = await guarded(
+                            binding, binding.generate(prepared.request), self.timeout_s
+                        )
+                    outcome.usage = result.usage
+                    for chunk in result_chunks(split_result_thoughts(result)):
+                        yield chunk
+                    return
+                with span("binding.stream", call_attributes(prepared)) as call:
+                    streamed = self._binding_stream(prepared, outcome, splitter, call)
+                    async with closing_stream(streamed) as chunks:
+                        async for chunk in chunks:
+                            yield chunk
         answer, thoughts = splitter.flush()
         if answer or thoughts:
             yield Chunk(content=answer, thoughts=thoughts)
-
-    async def _binding_chunks(
-        self, prepared: Prepared, outcome: Outcome, splitter: ThinkSplitter
-    ) -> AsyncIterator[Chunk]:
-        binding = prepared.target.binding
-        if "stream" not in binding.capabilities:
-            with span("binding.generate", call_attributes(prepared)):
-                result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
-            outcome.usage = result.usage
-            for chunk in result_chunks(split_result_thoughts(result)):
-                yield chunk
-            return
-        with span("binding.stream", call_attributes(prepared)) as call:
-            streamed = self._binding_stream(prepared, outcome, splitter, call)
-            async with closing_stream(streamed) as chunks:
-                async for chunk in chunks:
-                    yield chunk
 
     async def _binding_stream(
         self, prepared: Prepared, outcome: Outcome, splitter: ThinkSplitter, call: SpanLike | None
@@ -283,9 +292,9 @@ class GenerationService:
                     first_token(call, time.monotonic() - started)
                 yield split_chunk_thoughts(splitter, chunk)
 
-    def _attempts(self, prepared: Prepared) -> Iterator[Attempt]:
-        """One Attempt per candidate target whose circuit lets it try; each points `prepared`
-        at its target. When every circuit is open, the last one's 503 is raised."""
+    def _attempts(self, prepared: Prepared) -> Iterator[tuple[Attempt, Prepared]]:
+        """One Attempt per candidate target whose circuit lets it try, with the request as
+        sent there. When every circuit is open, the last one's 503 is raised."""
         route = prepared.target.route
         candidates = ordered_candidates(prepared.target, self.scheduler)
         for index, target in enumerate(candidates):
@@ -295,18 +304,14 @@ class GenerationService:
                 if last:
                     breaker.check()
                 continue
-            prepared.target = target
-            parameters = prepared.request.parameters
-            if prepared.default_cap:
-                parameters = {**parameters, "max_tokens": target.default_max_tokens}
-            prepared.request = dataclasses.replace(
-                prepared.request, model=target.model, parameters=parameters
-            )
             trace = current_trace()
             if trace is not None:
                 trace.model = target.model
             fallback_of = route if index > 0 and route else None
-            yield Attempt(breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics)
+            attempt = Attempt(
+                breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics
+            )
+            yield attempt, prepared.on(target)
 
     @asynccontextmanager
     async def _loaded(self, prepared: Prepared) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ class Outcome:
     status: int = 200
     usage: Usage | None = None
     first_token_s: float | None = None
+    served: Prepared | None = None  # the attempt that ran last (a fallback target's)
 
     def tokens_used(self, reservation: Reservation) -> int:
         """What the token budget is charged: the usage, else (a stream cut short after its
@@ -36,6 +37,7 @@ class Outcome:
 
 def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> None:
     """The generation's counters: by status, time to first token, tokens and tokens/s."""
+    prepared = outcome.served or prepared
     instance = prepared.target.binding.instance_name
     kind = prepared.request.generation_type
     metrics.generations.labels(instance, kind, str(outcome.status)).inc()
@@ -53,6 +55,7 @@ async def audit_outcome(
     audit: AuditLog, prepared: Prepared, principal: Principal | None, outcome: Outcome
 ) -> None:
     """The generation's audit row (metadata; the prompt only with `audit_prompts`)."""
+    prepared = outcome.served or prepared
     usage = outcome.usage
     detail: dict[str, Any] = {"face": prepared.face}
     if prepared.scripted and prepared.personality is not None:

@@ -45,6 +45,7 @@ class ToolLoop:
     finish_reason: str = "stop"
     usage: Usage | None = None
     media: list[Output] = field(default_factory=list)
+    served: Prepared | None = None  # the attempt the latest step ran on
 
     @property
     def answer(self) -> Output:
@@ -76,8 +77,10 @@ class ToolLoop:
                 )
                 folded = Accumulator()
                 step_prepared = dataclasses.replace(prepared, request=request)
-                async with closing_stream(self.service.stream(step_prepared)) as chunks:
+                stream = self.service.stream(step_prepared)
+                async with closing_stream(stream) as chunks:
                     async for chunk in chunks:
+                        self.served = stream.served
                         folded.add(chunk)
                         yield (
                             dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk

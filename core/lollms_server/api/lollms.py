@@ -101,7 +101,7 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
                 pass
         outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
     else:
-        result = await service.generate(prepared)
+        prepared, result = await service.run(prepared)
         outputs, usage, finish = list(result.outputs), result.usage, result.finish_reason
     media = sum(len(o.data) for o in outputs)
     text = await off_loop_if_big(

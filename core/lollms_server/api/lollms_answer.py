@@ -8,10 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import Chunk, Output, Usage, chain_first, closing_stream
+from ..bindings import Chunk, Output, Usage, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError
 from ..generation import Prepared
+from ..generation_stream import open_stream
 from ..keys import GENERATION
 from ..toolloop import ToolLoop
 from .convert import output_dict, usage_dict
@@ -43,21 +44,26 @@ def response_body(
 async def stream_answer(
     request: web.Request, prepared: Prepared, loop: ToolLoop | None
 ) -> web.StreamResponse:
-    """SSE events; an error before the first event (queue full, circuit open, token limit,
-    timeout) is a plain HTTP status, later ones an `error` event."""
+    """SSE events naming the target that serves; an error before the first text chunk (queue
+    full or timed out, instance down, circuit open, token limit, first-token timeout) is a
+    plain HTTP status, as on every face; a later one an `error` event. Queue-position events
+    met before the first chunk are sent right after the `started` event."""
     service = request.app[GENERATION]
     source = loop.run(prepared) if loop is not None else service.stream(prepared)
     async with closing_stream(source) as chunks:
-        first = await anext(chunks, None)
+        opened = await open_stream(chunks, prepared)
+        served = (loop.served or prepared) if loop is not None else opened.served
         response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
-        return await _send_stream(response, prepared, loop, chain_first(first, chunks))
+        head = [*opened.early, *([opened.first] if opened.first is not None else [])]
+        return await _send_stream(response, served, loop, head, chunks)
 
 
 async def _send_stream(
     response: web.StreamResponse,
     prepared: Prepared,
     loop: ToolLoop | None,
-    source: AsyncIterator[Chunk],
+    head: list[Chunk],
+    rest: AsyncIterator[Chunk],
 ) -> web.StreamResponse:
     folded = Accumulator()
     try:
@@ -71,21 +77,10 @@ async def _send_stream(
                 model=prepared.target.model,
             ),
         )
-        async with closing_stream(source) as chunks:
-            async for chunk in chunks:
-                if chunk.type == "info":
-                    await send_event(response, _event("info", chunk.content, **chunk.metadata))
-                    continue
-                if chunk.type == "function_call":
-                    (call,) = chunk.tool_calls
-                    called = dataclasses.asdict(call)
-                    await send_event(response, _event("function_call", called, **chunk.metadata))
-                    continue
-                folded.add(chunk)
-                if chunk.content or chunk.thoughts:
-                    await send_event(
-                        response, _event("chunk", chunk.content, chunk.thoughts or None)
-                    )
+        for chunk in head:
+            await _send_chunk(response, chunk, folded)
+        async for chunk in rest:
+            await _send_chunk(response, chunk, folded)
         if loop is not None:
             outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
         else:
@@ -102,6 +97,19 @@ async def _send_stream(
         return response
     await response.write_eof()
     return response
+
+
+async def _send_chunk(response: web.StreamResponse, chunk: Chunk, folded: Accumulator) -> None:
+    """One event: `info`, `function_call`, or `chunk` (text and thoughts, folded in)."""
+    if chunk.type == "info":
+        await send_event(response, _event("info", chunk.content, **chunk.metadata))
+    elif chunk.type == "function_call":
+        (call,) = chunk.tool_calls
+        await send_event(
+            response, _event("function_call", dataclasses.asdict(call), **chunk.metadata)
+        )
+    elif folded.add(chunk).content or chunk.thoughts:
+        await send_event(response, _event("chunk", chunk.content, chunk.thoughts or None))
 
 
 async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:

@@ -11,8 +11,9 @@ import base64
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from ..bindings import (
 )
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
+from ..generation_stream import open_stream
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..listing import gather_models, list_models_of, visible_bindings
 from ..openai_names import resolve_model
@@ -113,8 +115,8 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
         personality=body["personality"] or named,
     )
     if body["stream"]:
-        return await _stream(request, prepared, ChatShape(prepared), body["include_usage"])
-    result = await request.app[GENERATION].generate(prepared)
+        return await _stream(request, prepared, ChatShape, body["include_usage"])
+    prepared, result = await request.app[GENERATION].run(prepared)
     text, thoughts = _text_of(result)
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if thoughts:
@@ -147,10 +149,12 @@ async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamR
         parameters=body["parameters"],
         raw_prompt=True,
     )
-    shape = CompletionShape(prepared, prompt if body["echo"] else "")
+    prefix = prompt if body["echo"] else ""
     if body["stream"]:
-        return await _stream(request, prepared, shape, body["include_usage"])
-    result = await request.app[GENERATION].generate(prepared)
+        shape_of = partial(CompletionShape, prefix=prefix)
+        return await _stream(request, prepared, shape_of, body["include_usage"])
+    prepared, result = await request.app[GENERATION].run(prepared)
+    shape = CompletionShape(prepared, prefix)
     text = shape.prefix + _text_of(result)[0]
     choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
     return _json(prepared, shape.envelope("text_completion", [choice], result.usage))
@@ -278,15 +282,19 @@ class CompletionShape(ChatShape):
 
 
 async def _stream(
-    request: web.Request, prepared: Prepared, shape: ChatShape, include_usage: bool
+    request: web.Request,
+    prepared: Prepared,
+    shape_of: Callable[[Prepared], ChatShape],
+    include_usage: bool,
 ) -> web.StreamResponse:
-    """SSE chunks; errors before the first token are plain HTTP errors, later ones events."""
+    """SSE chunks naming the target that serves; errors before the first token are plain HTTP
+    errors, later ones events."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        first = await next_text_chunk(chunks)
+        opened = await open_stream(chunks, prepared)
         response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
-        writer = _ChunkWriter(response, shape, include_usage)
+        writer = _ChunkWriter(response, shape_of(opened.served), include_usage)
         try:
-            await writer.run(first, chunks)
+            await writer.run(opened.first, chunks)
         except ClientGone:
             return response
         except LollmsError as exc:

@@ -81,7 +81,7 @@ async def _run(
         inputs=inputs,
         parameters=parameters or {},
     )
-    return prepared, await service.generate(prepared)
+    return await service.run(prepared)
 
 
 async def speak(

@@ -76,7 +76,7 @@ async def chat_send(request: web.Request) -> web.Response:
         return await render(
             request, "chat.html", "_chat_exchange.html", {"turns": [user_turn, streaming]}
         )
-    result = await request.app[GENERATION].generate(prepared)
+    prepared, result = await request.app[GENERATION].run(prepared)
     text = next((o for o in result.outputs if o.type == "text"), None)
     assistant: dict[str, Any] = {
         "role": "assistant",
