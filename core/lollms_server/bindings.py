@@ -15,7 +15,6 @@ from .chunks import Output as Output
 from .chunks import Result as Result
 from .chunks import ToolCall as ToolCall
 from .chunks import Usage as Usage
-from .chunks import chain_first as chain_first
 from .chunks import closing_stream as closing_stream
 from .chunks import join_stream as join_stream
 from .chunks import next_text_chunk as next_text_chunk

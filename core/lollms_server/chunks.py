@@ -234,12 +234,3 @@ async def closing_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIte
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-async def chain_first(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    """`first` (when not None: a stream's chunk taken early), then the rest of the stream."""
-    if first is None:
-        return
-    yield first
-    async for chunk in rest:
-        yield chunk

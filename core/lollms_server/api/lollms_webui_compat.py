@@ -17,6 +17,7 @@ from aiohttp import web
 from ..bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
 from ..errors import BackendError, LollmsError
 from ..generation import Prepared, guarded
+from ..generation_stream import open_stream
 from ..keys import GENERATION, PERSONALITIES, REGISTRY
 from ..listing import gather_models
 from ..openai_names import resolve_model
@@ -110,7 +111,7 @@ async def _stream_text(request: web.Request, prepared: Prepared) -> web.StreamRe
     """Plain text chunks; an error before the first is an HTTP error, a later one ends the
     body (plain text has no place for it: it is logged)."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        chunk = await next_text_chunk(chunks)
+        chunk = (await open_stream(chunks, prepared)).first
         response = web.StreamResponse(headers=_ids(prepared))
         response.content_type = "text/plain"
         response.charset = "utf-8"

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
 from ..errors import LollmsError
 from ..generation import Prepared
+from ..generation_stream import open_stream
 from ..keys import GENERATION
 from ..registry import Target
 from . import ollama_models as models
@@ -28,7 +29,7 @@ async def stream_ndjson(
 ) -> web.StreamResponse:
     """NDJSON lines; errors before the first token are HTTP errors, later ones `{"error"}`."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        chunk = await next_text_chunk(chunks)
+        chunk = (await open_stream(chunks, prepared)).first
         shape.first_token = time.monotonic()
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)

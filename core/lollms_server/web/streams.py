@@ -28,7 +28,8 @@ from ..api.sse import ClientGone, open_sse
 from ..bindings import Chunk, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound
-from ..generation import GenerationService, Prepared
+from ..generation import Prepared
+from ..generation_stream import ChunkStream
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
@@ -166,7 +167,8 @@ class _Collected:
 
 async def _run(request: web.Request, response: web.StreamResponse, entry: PageStream) -> None:
     queue: asyncio.Queue[Chunk | LollmsError | None] = asyncio.Queue()
-    entry.task = asyncio.create_task(_pump(request.app[GENERATION], entry.prepared, queue))
+    chunks = request.app[GENERATION].stream(entry.prepared)
+    entry.task = asyncio.create_task(_pump(chunks, entry.prepared, queue))
     # END follows whatever ends the task, even a cancel (Stop) before it ever ran
     entry.task.add_done_callback(lambda _task: queue.put_nowait(END))
     if entry.stopped:
@@ -197,7 +199,7 @@ async def _run(request: web.Request, response: web.StreamResponse, entry: PageSt
         "stopped": entry.stopped,
         "failed": got.error is not None,
         "elapsed_s": entry.prepared.elapsed_s,
-        "target": entry.prepared.target.ref,
+        "target": chunks.served.target.ref,  # a fallback route's: the target that served
     }
     await send(response, "done", await render_string(request, DONE_TEMPLATES[entry.kind], context))
 
@@ -219,13 +221,13 @@ async def _forward(
 
 
 async def _pump(
-    service: GenerationService,
+    stream: ChunkStream,
     prepared: Prepared,
     queue: asyncio.Queue[Chunk | LollmsError | None],
 ) -> None:
     """Run the generation, putting its chunks (or its error) on the queue."""
     try:
-        async with closing_stream(service.stream(prepared)) as chunks:
+        async with closing_stream(stream) as chunks:
             async for chunk in chunks:
                 queue.put_nowait(chunk)
     except LollmsError as exc:
