@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
+from ..chunks import Accumulator
 from ..errors import LollmsError
 from ..generation import Prepared
 from ..generation_stream import open_stream
@@ -33,17 +34,15 @@ async def stream_ndjson(
         shape.first_token = time.monotonic()
         response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
-        usage: Usage | None = None
-        finish = "stop"
+        folded = Accumulator()
         try:
             while chunk is not None:
-                usage = chunk.usage or usage
-                finish = chunk.finish_reason or finish
+                folded.add(chunk)
                 line = shape.delta(chunk)
                 if line is not None:
                     await _write(response, line)
                 chunk = await next_text_chunk(chunks)
-            await _write(response, shape.final(finish, usage))
+            await _write(response, shape.final(folded.finish_reason or "stop", folded.usage))
         except ClientGone:
             return response
         except LollmsError as exc:

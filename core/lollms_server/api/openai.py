@@ -28,6 +28,7 @@ from ..bindings import (
     closing_stream,
     next_text_chunk,
 )
+from ..chunks import Accumulator
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
 from ..generation import Prepared, guarded
 from ..generation_stream import open_stream
@@ -327,18 +328,17 @@ class _ChunkWriter:
         opening = self.shape.first()
         if opening:
             await self.send(opening)
-        finish, usage, calls, chunk = "stop", None, 0, first
+        folded, chunk = Accumulator(), first
         while chunk is not None:
-            usage = chunk.usage or usage
-            finish = chunk.finish_reason or finish
-            choices = self.shape.delta(chunk, calls)
-            calls += len(chunk.tool_calls)
+            choices = self.shape.delta(chunk, len(folded.calls))
+            folded.add(chunk)
             if choices:
                 await self.send(choices)
             chunk = await next_text_chunk(chunks)
-        await self.send(self.shape.last("tool_calls" if calls else finish))
+        finish = "tool_calls" if folded.calls else folded.finish_reason or "stop"
+        await self.send(self.shape.last(finish))
         if self.usage_on:
-            await self.send([], usage)
+            await self.send([], folded.usage)
         await send_event(self.response, "[DONE]")
 
     async def error(self, exc: LollmsError) -> None:
