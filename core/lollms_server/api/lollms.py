@@ -23,6 +23,7 @@ from ..schemas import (
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
 from ..toolloop import ToolLoop
+from ..video_frames import frame_count, videos_as_frames
 from .body import limits_of
 from .convert import lollms_inputs, media_size
 from .endpoint import endpoint, off_loop_if_big
@@ -75,6 +76,10 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     messages, inputs = await off_loop_if_big(media_size(items), lollms_inputs, items)
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
+    if generation_type == "ttt" and any(item.type == "video" for item in inputs):
+        target.require("vision", "read a video's frames", "input_data")
+        count = frame_count(parameters)
+        messages, inputs = await videos_as_frames(messages, inputs, count)
     max_steps = min(parameters.pop("max_steps", None) or request.app[CONFIG].functions.max_steps,
                     request.app[CONFIG].functions.max_steps)  # fmt: skip
     prepared = await service.prepare(

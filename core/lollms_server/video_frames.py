@@ -1,0 +1,107 @@
+"""Frames of a video: decoded with PyAV (the `[video]` extra), evenly spaced, for vision models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .bindings import ChatMessage, InputItem
+from .errors import InvalidRequest, MissingDependency, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+AV_MISSING = "video input needs PyAV and Pillow: pip install 'lollms-server[video]'"
+DEFAULT_FRAMES = 8
+MAX_FRAMES = 64
+
+
+def read_video(data: bytes, limit: int) -> list[Image.Image]:
+    """At most `limit` RGB frames of a video file (any container FFmpeg reads), evenly spaced.
+
+    Packets are counted first (no decoding), then only the chosen frames are kept, so a long
+    video never fills memory with decoded frames.
+    """
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingDependency(AV_MISSING) from exc
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise UnsupportedMediaType("the input video has no video stream")
+            total = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+        wanted = evenly(total, limit)
+        frames: list[Image.Image] = []
+        with av.open(io.BytesIO(data)) as container:
+            for index, frame in enumerate(container.decode(container.streams.video[0])):
+                if index in wanted:
+                    frames.append(frame.to_image().convert("RGB"))
+                if len(frames) == len(wanted):
+                    break
+    except av.FFmpegError as exc:
+        raise UnsupportedMediaType(f"cannot read the input video: {exc}") from exc
+    if not frames:
+        raise UnsupportedMediaType("the input video has no frames")
+    return frames
+
+
+def evenly(total: int, limit: int) -> set[int]:
+    """`limit` frame indices spread evenly over `total` frames (all of them when fewer)."""
+    if total <= limit:
+        return set(range(total))
+    return {index * total // limit for index in range(limit)}
+
+
+def frame_count(parameters: dict[str, Any]) -> int:
+    """`parameters.frames` (taken out of the parameters): how many frames to sample."""
+    value = parameters.pop("frames", None)
+    if value is None:
+        return DEFAULT_FRAMES
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FRAMES:
+        raise InvalidRequest(
+            f"parameters.frames must be an integer from 1 to {MAX_FRAMES}", param="parameters"
+        )
+    return value
+
+
+def _png_frames(video: InputItem, count: int) -> list[InputItem]:
+    images = []
+    for index, frame in enumerate(read_video(video.data or b"", count)):
+        buffer = io.BytesIO()
+        frame.save(buffer, format="PNG")
+        metadata = {**(video.metadata or {}), "frame": index}
+        images.append(
+            InputItem(
+                "image",
+                role="input_image",
+                data=buffer.getvalue(),
+                mime_type="image/png",
+                metadata=metadata,
+            )
+        )
+    return images
+
+
+async def videos_as_frames(
+    messages: Sequence[ChatMessage], inputs: Sequence[InputItem], count: int
+) -> tuple[list[ChatMessage], list[InputItem]]:
+    """Each `video` input becomes `count` PNG frames, images of the last user message (decoded
+    off the event loop); other inputs are kept."""
+    frames: list[InputItem] = []
+    kept: list[InputItem] = []
+    for item in inputs:
+        if item.type == "video":
+            frames += await asyncio.to_thread(_png_frames, item, count)
+        else:
+            kept.append(item)
+    chat = list(messages)
+    users = [index for index, message in enumerate(chat) if message.role == "user"]
+    if not users:
+        raise InvalidRequest("a video for a vision model needs a user prompt", param="input_data")
+    last = chat[users[-1]]
+    chat[users[-1]] = dataclasses.replace(last, images=(*last.images, *frames))
+    return chat, [*kept, *frames]
