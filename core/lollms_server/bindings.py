@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from marshmallow import Schema
 
 from .binding_context import BindingContext
+from .binding_settings import settings_dict
 from .chunks import Chunk as Chunk
 from .chunks import Output as Output
 from .chunks import Result as Result
@@ -152,12 +153,15 @@ class Binding:
     def __init__(
         self,
         instance_name: str,
-        config: Mapping[str, Any],
+        config: Mapping[str, Any] | Any,
         *,
         context: BindingContext | None = None,
     ) -> None:
         self.instance_name = instance_name
-        self.config = dict(config)
+        # what the ConfigSchema loaded: a `SettingsSchema` gives its dataclass (`self.settings`,
+        # read as attributes); `self.config` is the same as a dict (shown masked)
+        self.settings: Any = None if isinstance(config, Mapping) else config
+        self.config = settings_dict(config)
         self.context = context or BindingContext()  # the server's data dir, models folder
         self.placements: dict[str, str] = {}
 

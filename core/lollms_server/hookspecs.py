@@ -42,7 +42,7 @@ def register_functions() -> list[Callable[..., Any]]:  # type: ignore[empty-body
 def register_routes() -> list[web.RouteDef]:  # type: ignore[empty-body]
     """Return aiohttp route definitions; they are mounted under `/-/<plugin>/`.
 
-    Each handler declares who may call it with `lollms_server.security.auth.requires("public"
+    Each handler declares who may call it with `lollms_server.sdk.requires("public"
     | "user" | "admin")`; a route that declares nothing is refused to everyone.
     """
 

@@ -19,6 +19,7 @@ from ..api.node_status import (
     parse_model_queue_header,
 )
 from ..binding_context import BindingContext, default_data_dir
+from ..binding_settings import SettingsSchema
 from ..bindings import (
     CAPABILITIES,
     FEATURES,
@@ -35,6 +36,7 @@ from ..bindings import (
     Output,
     Result,
     Room,
+    ToolCall,
     Usage,
     mask_secrets,
     monotonic_ms,
@@ -59,6 +61,7 @@ from ..media_types import sniff, sniff_image
 from ..resilience import RetryPolicy
 from ..resources.gpu import GpuReport
 from ..resources.gpu import probe as probe_gpus
+from ..security.auth import requires
 from ..tracing import outgoing_headers
 from ..upstream import Upstream
 
@@ -97,6 +100,8 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "Room",
+    "SettingsSchema",
+    "ToolCall",
     "UnsupportedMediaType",
     "Upstream",
     "Usage",
@@ -111,6 +116,7 @@ __all__ = [
     "parse_model_queue_header",
     "probe_gpus",
     "read_header",
+    "requires",
     "sniff",
     "sniff_image",
     "upstream_chat",

@@ -24,6 +24,7 @@ from .routing import (
     number,
     transcribe_options,
 )
+from .settings import AudioConfig
 from .tts import SpeechOptions
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ MODES = ("revoice", "convert")
 class Engines(Protocol):
     """What audio2audio needs of the binding."""
 
-    config: dict[str, Any]
+    settings: AudioConfig
 
     def run(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Run blocking work on the binding's worker threads."""
@@ -69,8 +70,8 @@ async def audio_to_audio(engines: Engines, request: GenerationRequest, catalog: 
         raise InvalidRequest(f"mode must be one of {', '.join(MODES)}; got {mode!r}", param="mode")
     item = audio_input(request)
     require_audio(item.data, item.mime_type)
-    settings = engines.config
-    fmt = check_format(parameters.get("response_format"), settings.get("default_format"))
+    settings = engines.settings
+    fmt = check_format(parameters.get("response_format"), settings.default_format)
     if mode == "convert":
         return await _convert(engines, item.data, parameters, fmt)
     model = request.model
@@ -86,8 +87,8 @@ async def audio_to_audio(engines: Engines, request: GenerationRequest, catalog: 
         speed=number(parameters, "speed", 1.0, 0.25, 4.0),
         speaker=choice.speaker,
         espeak_voice=choice.espeak_voice,
-        noise_scale=settings.get("noise_scale"),
-        noise_w_scale=settings.get("noise_w_scale"),
+        noise_scale=settings.noise_scale,
+        noise_w_scale=settings.noise_w_scale,
     )
     pcm = await engines.speak(choice, speech)
     data, mime = await engines.run(encode, pcm, fmt)

@@ -43,7 +43,7 @@ from .routing import (
     number,
     transcribe_options,
 )
-from .settings import AudioSettings
+from .settings import AudioConfig, AudioSettings
 from .stt import Recognizer, TranscribeOptions, TransformersWhisperEngine, WhisperEngine
 from .tts import EspeakEngine, PiperEngine, SpeechOptions
 
@@ -63,6 +63,7 @@ class AudioBinding(Binding):
     )
     capabilities = frozenset({"tts", "stt", "audio2audio", "load_unload"})
     ConfigSchema = AudioSettings
+    settings: AudioConfig
 
     def __init__(
         self,
@@ -82,24 +83,24 @@ class AudioBinding(Binding):
 
     def folders(self, kind: str) -> list[Path]:
         """The `tts` or `stt` model folders: the setting, else `<data dir>/models/<kind>`."""
-        configured = self.config.get(f"{kind}_folders") or []
+        configured = self.settings.tts_folders if kind == "tts" else self.settings.stt_folders
         if configured:
             return [Path(folder).expanduser() for folder in configured]
         return [self.context.models_dir / kind]
 
     def max_concurrency(self, model: str) -> int:
         """The instance's worker threads: that many conversions run at once."""
-        return int(self.config.get("workers") or 2)
+        return self.settings.workers
 
     @property
     def threads(self) -> int:
         """CPU threads per model."""
-        return int(self.config.get("threads") or min(8, os.cpu_count() or 1))
+        return self.settings.threads or min(8, os.cpu_count() or 1)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking work on this instance's threads; failures name the instance."""
         if self._executor is None:
-            workers = int(self.config.get("workers") or 2)
+            workers = self.settings.workers
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix=self.instance_name)
         loop = asyncio.get_running_loop()
         try:
@@ -127,8 +128,8 @@ class AudioBinding(Binding):
         catalog = scan(
             tts,
             stt,
-            packaged=bool(self.config.get("packaged_models", True)),
-            espeak=bool(self.config.get("espeak", True)),
+            packaged=self.settings.packaged_models,
+            espeak=self.settings.espeak,
         )
         self._catalog = (signature, catalog)
         return catalog
@@ -179,8 +180,8 @@ class AudioBinding(Binding):
             return await super().default_model(generation_type)
         catalog = await self._nonempty_catalog()
         if generation_type == "tts":
-            return default_voice(catalog, self.config.get("default_voice")).name
-        return default_recognizer(catalog, self.config.get("default_stt_model")).name
+            return default_voice(catalog, self.settings.default_voice).name
+        return default_recognizer(catalog, self.settings.default_stt_model).name
 
     def _info(self, entry: Entry) -> ModelInfo:
         kinds = {"tts", "audio2audio"} if entry.is_voice else {"stt", "audio2audio"}
@@ -267,19 +268,19 @@ class AudioBinding(Binding):
         text = request.prompt.strip()
         if not text:
             raise InvalidRequest("tts needs a text to speak", param="input")
-        limit = int(self.config.get("max_text_chars") or 20_000)
+        limit = self.settings.max_text_chars
         if len(text) > limit:
             raise InvalidRequest(f"the text is over {limit} characters", param="input")
         parameters = request.parameters
-        fmt = check_format(parameters.get("response_format"), self.config.get("default_format"))
-        choice = choose_voice(catalog, request.model, parameters, self.config)
+        fmt = check_format(parameters.get("response_format"), self.settings.default_format)
+        choice = choose_voice(catalog, request.model, parameters, self.settings)
         options = SpeechOptions(
             text=text,
             speed=number(parameters, "speed", 1.0, 0.25, 4.0),
             speaker=choice.speaker,
             espeak_voice=choice.espeak_voice,
-            noise_scale=self.config.get("noise_scale"),
-            noise_w_scale=self.config.get("noise_w_scale"),
+            noise_scale=self.settings.noise_scale,
+            noise_w_scale=self.settings.noise_w_scale,
         )
         pcm = await self.speak(choice, options)
         data, mime = await self.run(encode, pcm, fmt)
@@ -297,8 +298,8 @@ class AudioBinding(Binding):
     async def _transcription(self, request: GenerationRequest, catalog: Catalog) -> Output:
         item = audio_input(request)
         require_audio(item.data, item.mime_type)
-        entry = choose_recognizer(catalog, request.model, self.config)
-        options = transcribe_options(entry, request.parameters, request.prompt, self.config)
+        entry = choose_recognizer(catalog, request.model, self.settings)
+        options = transcribe_options(entry, request.parameters, request.prompt, self.settings)
         heard = await self.recognize(entry, item.data, options)
         metadata = {**heard["metadata"], "model": entry.name}
         return Output("text", text=heard["text"], metadata=metadata)
@@ -331,13 +332,13 @@ class AudioBinding(Binding):
             return loaded
 
     def _load_blocking(self, entry: Entry) -> Engine:
-        device = str(self.config.get("device") or "cpu")
+        device = self.settings.device
         if entry.engine == "piper":
             return PiperEngine.load(entry, device=device, threads=self.threads)
         if entry.engine == "espeak-ng":
             return EspeakEngine.load(entry)
         if entry.engine == "faster-whisper":
-            compute_type = str(self.config.get("compute_type") or "auto")
+            compute_type = self.settings.compute_type
             return WhisperEngine.load(
                 entry, device=device, compute_type=compute_type, threads=self.threads
             )

@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from lollms_server.sdk import BackendUnavailable, InvalidRequest, ModelNotFound
 
 from .catalog import ESPEAK_MODEL, Catalog, Entry
-from .settings import ESPEAK_VOICE
+from .settings import ESPEAK_VOICE, AudioConfig
 from .stt import TranscribeOptions, check_language
 
 OPENAI_TTS_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-tts"})
@@ -111,7 +111,7 @@ def _default(
 
 
 def choose_voice(
-    catalog: Catalog, model: str, parameters: Mapping[str, Any], settings: Mapping[str, Any]
+    catalog: Catalog, model: str, parameters: Mapping[str, Any], settings: AudioConfig
 ) -> VoiceChoice:
     """The voice of a tts request: `voice` naming one of ours wins, then the model."""
     voice = parameters.get("voice")
@@ -122,10 +122,10 @@ def choose_voice(
     elif model in catalog.voices:
         entry = catalog.voices[model]
     elif model in OPENAI_TTS_MODELS or model in catalog.recognizers or not model:
-        entry = default_voice(catalog, settings.get("default_voice"))
+        entry = default_voice(catalog, settings.default_voice)
     else:
         raise ModelNotFound(f"no voice {model!r}; {_voices(catalog)}", param="model")
-    espeak_voice = str(settings.get("espeak_voice") or "en-us")
+    espeak_voice = settings.espeak_voice
     speaker = integer(parameters, "speaker", 0, 10_000)
     extra = voice if voice and voice != entry.name and voice not in OPENAI_VOICES else None
     if extra is not None:
@@ -146,17 +146,17 @@ def choose_voice(
     return VoiceChoice(entry, espeak_voice, speaker)
 
 
-def choose_recognizer(catalog: Catalog, model: str, settings: Mapping[str, Any]) -> Entry:
+def choose_recognizer(catalog: Catalog, model: str, settings: AudioConfig) -> Entry:
     """The whisper model of an stt request (aliases and voices mean the default)."""
     if model in catalog.recognizers:
         return catalog.recognizers[model]
     if model in OPENAI_STT_MODELS or model in catalog.voices or not model:
-        return default_recognizer(catalog, settings.get("default_stt_model"))
+        return default_recognizer(catalog, settings.default_stt_model)
     raise ModelNotFound(f"no whisper model {model!r}; {_recognizers(catalog)}", param="model")
 
 
 def transcribe_options(
-    entry: Entry, parameters: Mapping[str, Any], prompt: str, settings: Mapping[str, Any]
+    entry: Entry, parameters: Mapping[str, Any], prompt: str, settings: AudioConfig
 ) -> TranscribeOptions:
     """Checked faster-whisper options from request parameters and instance settings."""
     language = parameters.get("language")
@@ -172,9 +172,9 @@ def transcribe_options(
         task=str(task),
         prompt=(prompt or str(parameters.get("prompt") or "")).strip() or None,
         temperature=None if temperature is None else number(parameters, "temperature", 0, 0, 1),
-        beam_size=beam or int(settings.get("beam_size") or 5),
-        word_timestamps=flag(parameters, "word_timestamps", bool(settings.get("word_timestamps"))),
-        vad_filter=flag(parameters, "vad_filter", bool(settings.get("vad_filter"))),
+        beam_size=beam or settings.beam_size,
+        word_timestamps=flag(parameters, "word_timestamps", settings.word_timestamps),
+        vad_filter=flag(parameters, "vad_filter", settings.vad_filter),
     )
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from dataclasses import dataclass
+
+from marshmallow import fields, validate
+
+from lollms_server.sdk import SettingsSchema
 
 from .formats import OUTPUT_FORMATS
 
@@ -12,8 +16,34 @@ ESPEAK_VOICE = validate.Regexp(
 NAME = validate.Length(min=1, max=256)
 
 
-class AudioSettings(Schema):
+@dataclass(frozen=True)
+class AudioConfig:
+    """An `audio` instance's loaded settings (the defaults are `AudioSettings`')."""
+
+    tts_folders: list[str]
+    stt_folders: list[str]
+    packaged_models: bool
+    espeak: bool
+    espeak_voice: str
+    default_voice: str | None
+    default_stt_model: str | None
+    default_format: str
+    device: str
+    compute_type: str
+    threads: int
+    workers: int
+    beam_size: int
+    word_timestamps: bool
+    vad_filter: bool
+    noise_scale: float | None
+    noise_w_scale: float | None
+    max_text_chars: int
+
+
+class AudioSettings(SettingsSchema):
     """Where voices and whisper models are, which engines to offer, and how to run them."""
+
+    Settings = AudioConfig
 
     tts_folders = fields.List(
         fields.String(validate=NAME),

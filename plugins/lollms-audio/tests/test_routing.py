@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from lollms_audio.catalog import Catalog, Entry
 from lollms_audio.routing import choose_recognizer, choose_voice, number, transcribe_options
+from lollms_audio.settings import AudioConfig, AudioSettings
 
 from lollms_server.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 
-SETTINGS: dict[str, Any] = {
-    "espeak_voice": "en-us",
-    "default_voice": None,
-    "default_stt_model": None,
-    "beam_size": 5,
-    "word_timestamps": True,
-    "vad_filter": False,
-}
+SETTINGS: AudioConfig = AudioSettings().load({})
 
 
 @pytest.fixture
@@ -43,10 +37,10 @@ def test_voice_by_model_voice_and_alias(catalog: Catalog) -> None:
     assert choose_voice(catalog, "duo", {"voice": "joe-us"}, SETTINGS).entry.name == "joe-us"
     assert choose_voice(catalog, "tts-1", {"voice": "alloy"}, SETTINGS).entry.name == "joe-us"
     assert choose_voice(catalog, "large-v3", {}, SETTINGS).entry.name == "joe-us"
-    configured = {**SETTINGS, "default_voice": "duo"}
+    configured = replace(SETTINGS, default_voice="duo")
     assert choose_voice(catalog, "tts-1", {}, configured).entry.name == "duo"
     with pytest.raises(BackendUnavailable):
-        choose_voice(catalog, "tts-1", {}, {**SETTINGS, "default_voice": "gone"})
+        choose_voice(catalog, "tts-1", {}, replace(SETTINGS, default_voice="gone"))
     with pytest.raises(ModelNotFound):
         choose_voice(catalog, "../joe-us", {}, SETTINGS)
 
@@ -72,7 +66,7 @@ def test_recognizer_choice(catalog: Catalog) -> None:
     assert choose_recognizer(catalog, "large-v3", SETTINGS).name == "large-v3"
     assert choose_recognizer(catalog, "whisper-1", SETTINGS).name == "whisper-tiny.en"
     assert choose_recognizer(catalog, "joe-us", SETTINGS).name == "whisper-tiny.en"
-    configured = {**SETTINGS, "default_stt_model": "large-v3"}
+    configured = replace(SETTINGS, default_stt_model="large-v3")
     assert choose_recognizer(catalog, "", configured).name == "large-v3"
     with pytest.raises(ModelNotFound):
         choose_recognizer(catalog, "whisper-2", SETTINGS)
@@ -91,7 +85,7 @@ def test_transcribe_options(catalog: Catalog) -> None:
         multi,
         {"language": "FR", "task": "translate", "temperature": 0.2, "beam_size": 2},
         "",
-        {**SETTINGS, "vad_filter": True},
+        replace(SETTINGS, vad_filter=True),
     )
     assert (options.language, options.task, options.temperature) == ("fr", "translate", 0.2)
     assert options.beam_size == 2 and options.vad_filter

@@ -118,7 +118,7 @@ class LlamaCppBinding(ModelFolders, Binding):
     async def startup(self) -> None:
         """Decide whether the core places models on GPUs, warn about models the settings name
         that no folder holds, then load the `preload` models."""
-        self.gpu_placement = await gpu_placement(self.config.get("gpu_placement", "auto"), self.log)
+        self.gpu_placement = await gpu_placement(self.settings.gpu_placement, self.log)
         if self.catalog.existing_folders():
             missing = self.missing_models(await self._scan())
             if missing:
@@ -128,7 +128,7 @@ class LlamaCppBinding(ModelFolders, Binding):
                     ", ".join(str(folder) for folder in self.catalog.existing_folders()),
                     "; ".join(missing),
                 )
-        for model in self.config.get("preload", []):
+        for model in self.settings.preload:
             await self.load(model)
 
     async def shutdown(self) -> None:
@@ -206,7 +206,7 @@ class LlamaCppBinding(ModelFolders, Binding):
         process = ModelProcess(
             self.instance_name, model, self._worker_args(file), self.log, self._worker_env(model)
         )
-        await process.start(self.config.get("startup_timeout_s", 120.0))
+        await process.start(self.settings.startup_timeout_s)
         self._processes[model] = process
         self._crashed.pop(model, None)
         self._upstreams[model] = Upstream(
@@ -214,18 +214,17 @@ class LlamaCppBinding(ModelFolders, Binding):
             process.url,
             api_key=process.api_key,
             label=process.what(),
-            read_timeout_s=self.config.get("read_timeout_s", 300.0),
+            read_timeout_s=self.settings.read_timeout_s,
             retry=LOCAL_RETRY,
         )
         return process
 
     def _worker_args(self, file: ModelFile) -> list[str]:
-        config = self.config
+        settings = self.settings
         args = ["--model", str(file.path), "--alias", ALIAS]
-        args += ["--n-ctx", str(config.get("n_ctx", 4096))]
-        args += ["--n-parallel", str(config.get("n_parallel", 2))]
-        if config.get("n_threads"):
-            args += ["--n-threads", str(config["n_threads"])]
+        args += ["--n-ctx", str(settings.n_ctx), "--n-parallel", str(settings.n_parallel)]
+        if settings.n_threads:
+            args += ["--n-threads", str(settings.n_threads)]
         args += self._placement(file.name)[0]
         if self.is_embedding(file):
             args.append("--embedding")
@@ -237,8 +236,8 @@ class LlamaCppBinding(ModelFolders, Binding):
 
     def extra_args(self, model: str) -> dict[str, Any]:
         """`extra_args`, with the model's `model_extra_args` entry over it."""
-        per_model = (self.config.get("model_extra_args") or {}).get(model) or {}
-        return {**(self.config.get("extra_args") or {}), **per_model}
+        per_model = self.settings.model_extra_args.get(model) or {}
+        return {**self.settings.extra_args, **per_model}
 
     def _worker_env(self, model: str) -> dict[str, str]:
         """Environment variables of the model's worker (the GPU it may see)."""
@@ -246,29 +245,27 @@ class LlamaCppBinding(ModelFolders, Binding):
 
     def _placement(self, model: str) -> tuple[list[str], dict[str, str]]:
         """Worker arguments and environment for the device the core placed `model` on."""
-        return placement(
-            self.device_for(model), self.gpu_placement, self.config.get("n_gpu_layers")
-        )
+        return placement(self.device_for(model), self.gpu_placement, self.settings.n_gpu_layers)
 
     def max_concurrency(self, model: str) -> int:
         """The worker's `n_parallel` slots."""
-        return int(self.config.get("n_parallel", 2))
+        return self.settings.n_parallel
 
     def context_length(self, model: str) -> int | None:
         """One slot's context: `n_ctx` split over `n_parallel` (None: the GGUF's own)."""
-        n_ctx = int(self.config.get("n_ctx", 4096))
+        n_ctx = self.settings.n_ctx
         return n_ctx // self.max_concurrency(model) if n_ctx else None
 
     def _prepared(self, request: GenerationRequest) -> GenerationRequest:
         """The request with a required tool call made unavoidable (see tool_use)."""
-        start = call_start(self.chat_template(request.model), self.config.get("tool_call_start"))
+        start = call_start(self.chat_template(request.model), self.settings.tool_call_start)
         return prepare(request, start, self.instance_name)
 
     async def _discard(self, model: str) -> None:
         process = self._processes.pop(model, None)
         upstream = self._upstreams.pop(model, None)
         if process is not None:  # first the process, so requests in flight see it go
-            await process.stop(self.config.get("stop_timeout_s", 10.0))
+            await process.stop(self.settings.stop_timeout_s)
             self.log.info("%s stopped (status %s)", process.what(), process.returncode)
         if upstream is not None:
             await upstream.close()
@@ -281,7 +278,7 @@ class LlamaCppBinding(ModelFolders, Binding):
         if not catalog.existing_folders():
             shown = ", ".join(str(folder) for folder in catalog.folders)
             return Health("down", f"no models folder exists ({shown})", monotonic_ms() - started)
-        timeout = self.config.get("health_timeout_s", 3.0)
+        timeout = self.settings.health_timeout_s
         processes = list(self._processes.values())
         problems = [p for p in await asyncio.gather(*(p.ping(timeout) for p in processes)) if p]
         problems += [

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from lollms_server.sdk import BackendError, BackendUnavailable, BindingContext, ModelNotFound
 
 from .catalog import Catalog, ModelFile
+from .settings import LlamaCppConfig
 from .tool_use import lists_tools
 
 #: Settings that name models (lists, or tables by model name).
@@ -23,13 +23,13 @@ class ModelFolders:
     """Folders of GGUF files, looked up by model name."""
 
     instance_name: str
-    config: dict[str, Any]
+    settings: LlamaCppConfig
     context: BindingContext
     _catalog: Catalog | None
 
     def folders(self) -> list[Path]:
         """The models folders: `models_folders`, else `<data dir>/models/ttt`."""
-        configured = self.config.get("models_folders") or []
+        configured = self.settings.models_folders
         if configured:
             return [Path(folder).expanduser() for folder in configured]
         return [self.context.models_dir / "ttt"]
@@ -72,11 +72,11 @@ class ModelFolders:
 
     def is_embedding(self, file: ModelFile) -> bool:
         """Listed in `embedding_models`, or a GGUF that declares a pooling type."""
-        return file.name in self.config.get("embedding_models", []) or file.declares_embedding
+        return file.name in self.settings.embedding_models or file.declares_embedding
 
     def missing_models(self, files: Mapping[str, ModelFile]) -> list[str]:
         """`<setting>: '<model>'` for each model a setting names that no folder holds."""
-        named = {setting: list(self.config.get(setting) or ()) for setting in MODEL_SETTINGS}
+        named = {setting: list(getattr(self.settings, setting)) for setting in MODEL_SETTINGS}
         return [
             f"{setting}: {model!r}"
             for setting, models in named.items()
@@ -86,8 +86,7 @@ class ModelFolders:
 
     def chat_template(self, model: str) -> str | None:
         """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
-        per_model = self.config.get("chat_templates") or {}
-        return per_model.get(model) or self.config.get("chat_template") or None
+        return self.settings.chat_templates.get(model) or self.settings.chat_template or None
 
     def serves_tools(self, file: ModelFile) -> bool:
         """True when the model's chat template (configured, else the GGUF's) lists tools."""

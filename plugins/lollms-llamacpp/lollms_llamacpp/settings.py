@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates
+
+from lollms_server.sdk import SettingsSchema
 
 from .tool_use import template_problem
 
@@ -34,8 +37,33 @@ class AutoOrBool(fields.Field[bool | str]):
         raise ValidationError(f'got {value!r}; allowed: "auto", true or false')
 
 
-class LlamaCppSettings(Schema):
+@dataclass(frozen=True)
+class LlamaCppConfig:
+    """A `llamacpp` instance's loaded settings (the defaults are `LlamaCppSettings`')."""
+
+    models_folders: list[str]
+    n_ctx: int
+    n_gpu_layers: int | None
+    gpu_placement: bool | str
+    n_threads: int | None
+    n_parallel: int
+    embedding_models: list[str]
+    preload: list[str]
+    extra_args: dict[str, Any]
+    model_extra_args: dict[str, dict[str, Any]]
+    chat_template: str | None
+    chat_templates: dict[str, str]
+    tool_call_start: str | None
+    startup_timeout_s: float
+    stop_timeout_s: float
+    read_timeout_s: float
+    health_timeout_s: float
+
+
+class LlamaCppSettings(SettingsSchema):
     """Where the GGUF files are and how each model's llama.cpp server is started."""
+
+    Settings = LlamaCppConfig
 
     models_folders = fields.List(
         fields.String(validate=validate.Length(min=1)),

@@ -110,7 +110,7 @@ async def test_missing_folder_is_unavailable(tmp_path: Path) -> None:
 def test_settings_validation() -> None:
     """Defaults load; extra_args may not override what the binding manages."""
     loaded = LlamaCppSettings().load({})
-    assert loaded["n_parallel"] == 2 and loaded["models_folders"] == []
+    assert loaded.n_parallel == 2 and loaded.models_folders == []
     with pytest.raises(ValidationError, match="set by the binding"):
         LlamaCppSettings().load({"extra_args": {"port": 1234}})
     with pytest.raises(ValidationError):

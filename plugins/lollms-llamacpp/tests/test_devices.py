@@ -106,9 +106,9 @@ async def test_the_worker_gets_its_environment(tiny_models: Path) -> None:
 
 def test_the_setting() -> None:
     schema = LlamaCppSettings()
-    assert schema.load({})["gpu_placement"] == "auto"
-    assert schema.load({"gpu_placement": True})["gpu_placement"] is True
-    assert schema.load({"gpu_placement": False})["gpu_placement"] is False
+    assert schema.load({}).gpu_placement == "auto"
+    assert schema.load({"gpu_placement": True}).gpu_placement is True
+    assert schema.load({"gpu_placement": False}).gpu_placement is False
     for bad in ("yes", 1):
         with pytest.raises(ValidationError, match='allowed: "auto", true or false'):
             schema.load({"gpu_placement": bad})

@@ -101,7 +101,7 @@ async def test_tools_capability_follows_the_chat_template(folder: Path, models_d
 def test_model_extra_args_validation() -> None:
     """Per-model extra_args follow extra_args' rules, naming the model."""
     loaded = LlamaCppSettings().load({"model_extra_args": {"m": {"cache_type_k": "GGML_TYPE_F16"}}})
-    assert loaded["model_extra_args"] == {"m": {"cache_type_k": "GGML_TYPE_F16"}}
+    assert loaded.model_extra_args == {"m": {"cache_type_k": "GGML_TYPE_F16"}}
     with pytest.raises(ValidationError, match="'m': 'port' is set by the binding"):
         LlamaCppSettings().load({"model_extra_args": {"m": {"port": 1}}})
     with pytest.raises(ValidationError, match="numbers, strings or booleans"):

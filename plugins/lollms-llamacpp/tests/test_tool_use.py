@@ -59,7 +59,7 @@ def test_settings_validate_templates(tmp_path: Path) -> None:
     """Bad template values and extra_args.chat_template are refused when the config loads."""
     schema = LlamaCppSettings()
     loaded = schema.load({"chat_template": "chatml-tools", "chat_templates": {"a": "{{ x }}"}})
-    assert loaded["chat_template"] == "chatml-tools"
+    assert loaded.chat_template == "chatml-tools"
     with pytest.raises(ValidationError, match="chat_template"):
         schema.load({"chat_template": str(tmp_path / "nope.jinja")})
     with pytest.raises(ValidationError, match="'a'"):

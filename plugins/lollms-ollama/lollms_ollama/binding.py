@@ -32,7 +32,7 @@ from lollms_server.sdk import (
 )
 
 from . import convert
-from .settings import OllamaSettings
+from .settings import OllamaConfig, OllamaSettings
 
 if TYPE_CHECKING:  # the ollama client (with httpx, pydantic) loads on first use, not at start-up
     import httpx
@@ -67,6 +67,7 @@ class OllamaBinding(Binding):
     default_concurrency = NO_CONCURRENCY_CAP  # the Ollama server queues what it cannot run
     loads_models = False  # `serve --workers N` may run it in every worker
     secret_settings = frozenset({"api_key", "headers"})
+    settings: OllamaConfig
 
     def __init__(
         self,
@@ -76,10 +77,10 @@ class OllamaBinding(Binding):
         context: BindingContext | None = None,
     ) -> None:
         super().__init__(instance_name, config, context=context)
-        self.url = convert.normalize_host(self.config.get("host", "http://127.0.0.1:11434"))
-        self.keep_alive: float | str | None = self.config.get("keep_alive")
-        self.allowed: list[str] = list(self.config.get("models") or [])
-        self.auto_pull = bool(self.config.get("auto_pull", False))
+        self.url = convert.normalize_host(self.settings.host)
+        self.keep_alive = self.settings.keep_alive
+        self.allowed = list(self.settings.models)
+        self.auto_pull = self.settings.auto_pull
         self._client: ollama.AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._shown: dict[str, Any] = {}  # /api/show answers by model digest
@@ -93,10 +94,9 @@ class OllamaBinding(Binding):
             import ollama
 
             timeout = httpx.Timeout(
-                self.config.get("request_timeout_s", 300.0),
-                connect=self.config.get("connect_timeout_s", 5.0),
+                self.settings.request_timeout_s, connect=self.settings.connect_timeout_s
             )
-            headers = dict(self.config.get("headers") or {})
+            headers = dict(self.settings.headers)
             self._client = ollama.AsyncClient(
                 host=self.url,
                 timeout=timeout,
@@ -112,8 +112,8 @@ class OllamaBinding(Binding):
         _ = self.client
         self._http = httpx.AsyncClient(
             base_url=self.url,
-            headers=dict(self.config.get("headers") or {}),
-            timeout=self.config.get("health_timeout_s", 3.0),
+            headers=dict(self.settings.headers),
+            timeout=self.settings.health_timeout_s,
         )
 
     async def shutdown(self) -> None:
@@ -128,7 +128,7 @@ class OllamaBinding(Binding):
     def public_settings(self) -> dict[str, Any]:
         """Settings with header values and URL credentials masked."""
         shown = mask_secrets(self.config, self.secret_settings)
-        shown["headers"] = {name: "***" for name in self.config.get("headers") or {}}
+        shown["headers"] = {name: "***" for name in self.settings.headers}
         shown["host"] = mask_url(self.url)
         return shown
 

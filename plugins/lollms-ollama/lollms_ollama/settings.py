@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates
+
+from lollms_server.sdk import SettingsSchema
 
 from .convert import normalize_host
 
@@ -34,8 +37,24 @@ def _is_number(text: str) -> bool:
     return len(text) <= 32
 
 
-class OllamaSettings(Schema):
+@dataclass(frozen=True)
+class OllamaConfig:
+    """An `ollama` instance's loaded settings (the defaults are `OllamaSettings`')."""
+
+    host: str
+    keep_alive: float | str | None
+    request_timeout_s: float
+    connect_timeout_s: float
+    health_timeout_s: float
+    models: list[str]
+    headers: dict[str, str]
+    auto_pull: bool
+
+
+class OllamaSettings(SettingsSchema):
     """Where the Ollama server is, how long to wait for it, and which of its models to offer."""
+
+    Settings = OllamaConfig
 
     host = fields.String(
         load_default="http://127.0.0.1:11434",

@@ -36,7 +36,7 @@ from lollms_server.sdk import (
 )
 
 from . import media
-from .settings import ALL_CAPABILITIES, OpenAISettings
+from .settings import ALL_CAPABILITIES, OpenAIConfig, OpenAISettings
 
 MEDIA_TYPES = ("tti", "i2i", "tts", "stt")
 
@@ -49,6 +49,7 @@ class OpenAIBinding(Binding):
     description = "OpenAI, LM Studio, vLLM, llama.cpp server, Groq, another lollms-server..."
     capabilities = frozenset(ALL_CAPABILITIES)
     ConfigSchema = OpenAISettings
+    settings: OpenAIConfig
     default_concurrency = NO_CONCURRENCY_CAP  # the remote server decides
     loads_models = False  # `serve --workers N` may run it in every worker
 
@@ -60,7 +61,7 @@ class OpenAIBinding(Binding):
         context: BindingContext | None = None,
     ) -> None:
         super().__init__(instance_name, config, context=context)
-        narrowed = self.config.get("capabilities")
+        narrowed = self.settings.capabilities
         if narrowed is not None:
             # the instance claims only what its server does; the core reads it per instance
             self.capabilities = frozenset(narrowed) & type(self).capabilities  # type: ignore[misc]
@@ -71,24 +72,23 @@ class OpenAIBinding(Binding):
     def upstream(self) -> Upstream:
         """The HTTP client of the server (created on first use)."""
         if self._upstream is None:
-            config = self.config
+            settings = self.settings
             self._upstream = Upstream(
                 self.instance_name,
-                config.get("base_url", "https://api.openai.com/v1"),
+                settings.base_url,
                 api_key=self._api_key(),
-                connect_timeout_s=config.get("connect_timeout_s", 5.0),
-                read_timeout_s=config.get("read_timeout_s", 300.0),
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
                 retry=RetryPolicy(
-                    attempts=1 + config.get("retries", 2),
-                    max_retry_after_s=config.get("max_retry_after_s", 30.0),
+                    attempts=1 + settings.retries, max_retry_after_s=settings.max_retry_after_s
                 ),
                 label=f"the server of {self.instance_name!r}",
             )
         return self._upstream
 
     def _api_key(self) -> str | None:
-        key: str | None = self.config.get("api_key")
-        variable = self.config.get("api_key_env")
+        key = self.settings.api_key
+        variable = self.settings.api_key_env
         if variable:
             key = os.environ.get(variable)
             if not key:
@@ -111,7 +111,7 @@ class OpenAIBinding(Binding):
     async def health(self) -> Health:
         """`up` when GET /models answers within `health_timeout_s`; never raises."""
         started = monotonic_ms()
-        timeout = self.config.get("health_timeout_s", 5.0)
+        timeout = self.settings.health_timeout_s
         try:
             await self.upstream.get_json("/models", timeout_s=timeout, retry=False)
         except NotSupported:
@@ -125,7 +125,7 @@ class OpenAIBinding(Binding):
         try:
             return await self._fetch_models()
         except NotSupported as exc:
-            allowed = self.config.get("models") or []
+            allowed = self.settings.models
             if allowed:
                 return [ModelInfo(name=name) for name in allowed]
             raise BackendUnavailable(
@@ -147,7 +147,7 @@ class OpenAIBinding(Binding):
                 f"the server of {self.instance_name!r} answered /models without a data list",
                 binding=self.instance_name,
             )
-        allowed = set(self.config.get("models") or [])
+        allowed = set(self.settings.models)
         infos = []
         for item in items:
             model_id = item.get("id") if isinstance(item, dict) else None
@@ -168,12 +168,12 @@ class OpenAIBinding(Binding):
 
     async def check_model(self, model: str) -> None:
         """ModelNotFound unless the server (or the allow-list) has `model`."""
-        allowed = self.config.get("models") or []
+        allowed = self.settings.models
         if allowed and model not in allowed:
             raise self._not_found(model, sorted(allowed))
-        if not self.config.get("check_models", True):
+        if not self.settings.check_models:
             return
-        cache_s = self.config.get("models_cache_s", 60.0)
+        cache_s = self.settings.models_cache_s
         if self._model_ids is None or time.monotonic() - self._model_ids[0] > cache_s:
             try:
                 await self._fetch_models()
@@ -201,15 +201,15 @@ class OpenAIBinding(Binding):
                 self.upstream,
                 request,
                 request.model,
-                extra_keys=self.config.get("extra_parameters", []),
-                renames=self.config.get("rename_parameters"),
+                extra_keys=self.settings.extra_parameters,
+                renames=self.settings.rename_parameters,
             )
         if kind == "tti":
             return Result(tuple(await media.generate_images(self.upstream, request)))
         if kind == "i2i":
             return Result(tuple(await media.edit_images(self.upstream, request)))
         if kind == "tts":
-            voice = self.config.get("default_voice", "alloy")
+            voice = self.settings.default_voice
             return Result((await media.speak(self.upstream, request, voice),))
         if kind == "stt":
             return Result((await media.transcribe(self.upstream, request),))
@@ -229,9 +229,9 @@ class OpenAIBinding(Binding):
             self.upstream,
             request,
             request.model,
-            extra_keys=self.config.get("extra_parameters", []),
-            stream_usage=self.config.get("stream_usage", True),
-            renames=self.config.get("rename_parameters"),
+            extra_keys=self.settings.extra_parameters,
+            stream_usage=self.settings.stream_usage,
+            renames=self.settings.rename_parameters,
         )
         async with aclosing(chunks):
             async for chunk in chunks:

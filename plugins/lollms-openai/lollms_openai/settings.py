@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 from yarl import URL
+
+from lollms_server.sdk import SettingsSchema
 
 #: What an instance may claim; `capabilities` narrows it to what the remote server does.
 ALL_CAPABILITIES = ("ttt", "stream", "vision", "tools", "embeddings", "tti", "i2i", "tts", "stt")
 DEFAULT_EXTRA_PARAMETERS = ("top_k", "min_p", "repeat_penalty")
 
 
-class OpenAISettings(Schema):
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """An `openai` instance's loaded settings (the defaults are `OpenAISettings`')."""
+
+    base_url: str
+    api_key: str | None
+    api_key_env: str | None
+    models: list[str]
+    check_models: bool
+    models_cache_s: float
+    capabilities: list[str] | None
+    extra_parameters: list[str]
+    rename_parameters: dict[str, str]
+    stream_usage: bool
+    default_voice: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    health_timeout_s: float
+    retries: int
+    max_retry_after_s: float
+
+
+class OpenAISettings(SettingsSchema):
     """Where the server is, how to authenticate, which models, how long to wait."""
+
+    Settings = OpenAIConfig
 
     base_url = fields.String(load_default="https://api.openai.com/v1")
     api_key = fields.String(load_default=None, allow_none=True)

@@ -44,7 +44,7 @@ from lollms_server.sdk import (
 
 from . import wire
 from .load import NodeLoad
-from .settings import RemoteSettings
+from .settings import RemoteConfig, RemoteSettings
 
 BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
 
@@ -59,6 +59,7 @@ class LollmsRemoteBinding(Binding):
     ConfigSchema = RemoteSettings
     default_concurrency = NO_CONCURRENCY_CAP  # the node's own scheduler decides
     loads_models = False  # `serve --workers N` may run it in every worker
+    settings: RemoteConfig
 
     def __init__(
         self,
@@ -77,16 +78,15 @@ class LollmsRemoteBinding(Binding):
     def upstream(self) -> Upstream:
         """The HTTP client of the node (created on first use)."""
         if self._upstream is None:
-            config = self.config
+            settings = self.settings
             self._upstream = Upstream(
                 self.instance_name,
-                config["base_url"],
+                settings.base_url,
                 api_key=self._api_key(),
-                connect_timeout_s=config.get("connect_timeout_s", 5.0),
-                read_timeout_s=config.get("read_timeout_s", 300.0),
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
                 retry=RetryPolicy(
-                    attempts=1 + config.get("retries", 1),
-                    max_retry_after_s=config.get("max_retry_after_s", 30.0),
+                    attempts=1 + settings.retries, max_retry_after_s=settings.max_retry_after_s
                 ),
                 label=f"node {self.instance_name!r}",
                 on_response=self._record_load,
@@ -94,8 +94,8 @@ class LollmsRemoteBinding(Binding):
         return self._upstream
 
     def _api_key(self) -> str | None:
-        key: str | None = self.config.get("api_key")
-        variable = self.config.get("api_key_env")
+        key = self.settings.api_key
+        variable = self.settings.api_key_env
         if variable:
             key = os.environ.get(variable)
             if not key:
@@ -159,7 +159,7 @@ class LollmsRemoteBinding(Binding):
     async def health(self) -> Health:
         """The node's readiness (`/api/v1/ready`), with its load from `/api/v1/status`."""
         started = monotonic_ms()
-        timeout = self.config.get("health_timeout_s", 5.0)
+        timeout = self.settings.health_timeout_s
         try:
             await self.upstream.get_json("/api/v1/ready", timeout_s=timeout, retry=False)
         except LollmsError as exc:
@@ -175,9 +175,7 @@ class LollmsRemoteBinding(Binding):
                 self.status = status
                 self.load_report.record_status(status, asked_at)
                 detail = _describe(status)
-        if self._models is None or asked_at - self._models[0] > self.config.get(
-            "models_cache_s", 30.0
-        ):
+        if self._models is None or asked_at - self._models[0] > self.settings.models_cache_s:
             with contextlib.suppress(LollmsError):  # the sizes `most-room` weighs
                 await self.list_models()
         return Health("up", detail, monotonic_ms() - started)
@@ -205,7 +203,7 @@ class LollmsRemoteBinding(Binding):
 
     async def has_model(self, model: str) -> bool:
         """True when the node lists `model` (as `instance/model`, or a bare model name)."""
-        cache_s = self.config.get("models_cache_s", 30.0)
+        cache_s = self.settings.models_cache_s
         if self._models is None or time.monotonic() - self._models[0] > cache_s:
             await self.list_models()
         assert self._models is not None

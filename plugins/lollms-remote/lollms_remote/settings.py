@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 from yarl import URL
 
+from lollms_server.sdk import SettingsSchema
 
-class RemoteSettings(Schema):
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """A `lollms` instance's loaded settings (the defaults are `RemoteSettings`')."""
+
+    base_url: str
+    api_key: str | None
+    api_key_env: str | None
+    connect_timeout_s: float
+    read_timeout_s: float
+    health_timeout_s: float
+    retries: int
+    max_retry_after_s: float
+    models_cache_s: float
+
+
+class RemoteSettings(SettingsSchema):
     """Where the node is, its key, how long to wait."""
+
+    Settings = RemoteConfig
 
     base_url = fields.String(
         required=True, metadata={"help": "the node's address, e.g. http://gpu1:9601"}
