@@ -13,14 +13,14 @@ from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.config import Config
-from lollms_server.function_schema import parameters_schema
-from lollms_server.functions import FunctionRegistry, function
+from lollms_server.service.function_schema import parameters_schema
+from lollms_server.service.functions import FunctionRegistry, function
 
 Client = TestClient[Any, Any]
 
 FUNCTIONS_FILE = '''
 import time
-from lollms_server.functions import function
+from lollms_server.service.functions import function
 
 CALLS = []
 

@@ -149,7 +149,7 @@ async def test_reload_picks_up_added_changed_and_removed(
     write_personality(config.personalities_dir, "added")
     (folder / "config.yaml").write_text("name: changing\npersonality_description: v2\n")
     (config.functions_dir / "tools.py").write_text(
-        "from lollms_server.functions import function\n\n"
+        "from lollms_server.service.functions import function\n\n"
         "@function()\ndef ping() -> str:\n    'Answer pong.'\n    return 'pong'\n"
     )
     response = await client.post("/api/v1/reload_personalities", json={})

@@ -29,7 +29,7 @@ EXPORT_TOKEN = "otlp-token-8f3c1d"  # sent to the collector only, from the envir
 WEATHER = """
 import logging
 
-from lollms_server.functions import function
+from lollms_server.service.functions import function
 
 
 @function

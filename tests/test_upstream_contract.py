@@ -22,7 +22,7 @@ from lollms_server.gguf_header import read_header
 from lollms_server.testing.process import ServerProcess, lollms_process
 
 FUNCTION_FILE = '''
-from lollms_server.functions import function
+from lollms_server.service.functions import function
 
 
 @function

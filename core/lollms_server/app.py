@@ -31,7 +31,6 @@ from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
 from .drain import Drain
-from .generation import GenerationService
 from .ignored_fields import add_ignored_header
 from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
@@ -53,6 +52,7 @@ from .security.auth import (
 from .security.limits_storage import limits_uri
 from .security.local import parse_networks
 from .security.ratelimit import RateLimiter
+from .service.generation import GenerationService
 from .storage import open_store, schema
 from .tracing import start_tracing
 from .web import pages

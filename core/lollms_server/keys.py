@@ -10,10 +10,7 @@ if TYPE_CHECKING:
     from .circuit import Breakers
     from .config import Config
     from .drain import Drain
-    from .functions import FunctionRegistry
-    from .generation import GenerationService
     from .metrics import Metrics
-    from .personalities import PersonalityStore
     from .plugins import Plugins
     from .registry import Registry
     from .resources.lifecycle import Lifecycle
@@ -23,6 +20,9 @@ if TYPE_CHECKING:
     from .security.audit import AuditLog
     from .security.auth import SecuritySettings
     from .security.ratelimit import RateLimiter
+    from .service.functions import FunctionRegistry
+    from .service.generation import GenerationService
+    from .service.personalities import PersonalityStore
     from .storage import Store
     from .tracing import Tracer
     from .web.streams import StreamRegistry

@@ -8,13 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import personalities
 from .config import Config
-from .functions import CallObserver, CallOutcome, FunctionRegistry
 from .keys import AUDIT, CONFIG, FUNCTIONS, METRICS, PERSONALITIES, PLUGINS
-from .personalities import PersonalityStore
 from .plugins import Plugins
 from .security.principal import current as current_principal
+from .service import personalities
+from .service.functions import CallObserver, CallOutcome, FunctionRegistry
+from .service.personalities import PersonalityStore
 from .trace import current_trace
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"

@@ -11,7 +11,6 @@ from aiohttp import web
 from .. import __version__
 from ..bindings import closing_stream
 from ..errors import InvalidRequest, PayloadTooLarge
-from ..generation import guarded
 from ..keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ..registry import Target
 from ..schemas import (
@@ -22,7 +21,8 @@ from ..schemas import (
     TokenizeSchema,
 )
 from ..security.auth import REQUEST_KEY_REQUIRED
-from ..toolloop import ToolLoop
+from ..service.generation import guarded
+from ..service.toolloop import ToolLoop
 from ..video_frames import frame_count, videos_as_frames
 from .body import limits_of
 from .convert import lollms_inputs, media_size

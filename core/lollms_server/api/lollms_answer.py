@@ -11,10 +11,10 @@ from aiohttp import web
 from ..bindings import Chunk, Output, Usage, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError
-from ..generation import Prepared
-from ..generation_stream import open_stream
 from ..keys import GENERATION
-from ..toolloop import ToolLoop
+from ..service.generation import Prepared
+from ..service.generation_stream import open_stream
+from ..service.toolloop import ToolLoop
 from .convert import output_dict, usage_dict
 from .sse import ClientGone, open_sse, send_event
 

@@ -17,7 +17,6 @@ from ..errors import NotFound, PayloadTooLarge
 from ..keys import PERSONALITIES, REGISTRY
 from ..listing import gather_models, list_models_of, visible_bindings
 from ..openai_names import resolve_model
-from ..personalities import split_personality
 from ..registry import Target
 from ..schemas_compat import (
     ImageEditSchema,
@@ -28,6 +27,7 @@ from ..schemas_compat import (
     SpeechSchema,
     TranscriptionForm,
 )
+from ..service.personalities import split_personality
 from . import openai_media
 from .body import limits_of
 from .convert import decode_image

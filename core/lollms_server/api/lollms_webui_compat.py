@@ -16,8 +16,6 @@ from aiohttp import web
 
 from ..bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
 from ..errors import BackendError, LollmsError
-from ..generation import Prepared, guarded
-from ..generation_stream import open_stream
 from ..keys import GENERATION, PERSONALITIES, REGISTRY
 from ..listing import gather_models
 from ..openai_names import resolve_model
@@ -29,6 +27,8 @@ from ..schemas_compat import (
     WebuiGenerateSchema,
     WebuiTokenizeSchema,
 )
+from ..service.generation import Prepared, guarded
+from ..service.generation_stream import open_stream
 from . import openai_media
 from .body import UploadedFile
 from .convert import decode_data, decode_image, encode_data

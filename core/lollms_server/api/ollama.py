@@ -24,10 +24,8 @@ from marshmallow import Schema
 from .. import __version__
 from ..bindings import ChatMessage
 from ..errors import BackendError, InvalidRequest, NotSupported
-from ..generation import guarded
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..openai_names import resolve_model
-from ..personalities import split_personality
 from ..registry import Target
 from ..resources.actions import change_model
 from ..schemas_ollama import (
@@ -40,6 +38,8 @@ from ..schemas_ollama import (
     OllamaShowSchema,
     keep_alive_seconds,
 )
+from ..service.generation import guarded
+from ..service.personalities import split_personality
 from . import ollama_models as models
 from .body import limits_of
 from .endpoint import endpoint, read_json, validate

@@ -17,9 +17,9 @@ from typing import Any
 from .. import health
 from ..bindings import Binding, ModelInfo
 from ..errors import ModelNotFound
-from ..generation import guarded
 from ..listing import gather_models
 from ..registry import Registry, Target
+from ..service.generation import guarded
 
 log = logging.getLogger(__name__)
 LATEST = ":latest"

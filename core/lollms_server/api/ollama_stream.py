@@ -13,10 +13,10 @@ from aiohttp import web
 from ..bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
 from ..chunks import Accumulator
 from ..errors import LollmsError
-from ..generation import Prepared
-from ..generation_stream import open_stream
 from ..keys import GENERATION
 from ..registry import Target
+from ..service.generation import Prepared
+from ..service.generation_stream import open_stream
 from . import ollama_models as models
 from .middleware import error_body
 from .sse import ClientGone

@@ -30,14 +30,14 @@ from ..bindings import (
 )
 from ..chunks import Accumulator
 from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
-from ..generation import Prepared, guarded
-from ..generation_stream import open_stream
 from ..keys import GENERATION, REGISTRY, STARTED_AT
 from ..listing import gather_models, list_models_of, visible_bindings
 from ..openai_names import resolve_model
-from ..personalities import split_personality
 from ..registry import Target
 from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
+from ..service.generation import Prepared, guarded
+from ..service.generation_stream import open_stream
+from ..service.personalities import split_personality
 from . import openai_media
 from .convert import usage_dict
 from .endpoint import endpoint

@@ -22,7 +22,6 @@ from aiohttp import web
 
 from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError, InvalidRequest
-from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY
 from ..openai_names import resolve_model
 from ..schemas_openai_media import (
@@ -32,6 +31,7 @@ from ..schemas_openai_media import (
     TranscriptionForm,
     TranslationForm,
 )
+from ..service.generation import Prepared
 from .convert import decode_image, encode_data
 from .endpoint import UploadedFile, endpoint, off_loop_if_big
 

@@ -8,8 +8,8 @@ import re
 from typing import Any
 
 from ..bindings import Binding, ModelInfo
-from ..personalities import Personality
 from ..plugins import PluginInfo
+from ..service.personalities import Personality
 from .convert import model_dict
 
 AUDIO_TYPES = frozenset({"tts", "stt", "audio2audio"})

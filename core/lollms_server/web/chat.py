@@ -13,10 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from ..bindings import ChatMessage
-from ..generation import Prepared
 from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..security.auth import requires
+from ..service.generation import Prepared
 from .catalog import choices
 from .forms import ChatForm, read_page_form
 from .render import is_htmx, page_handler, render

@@ -15,11 +15,11 @@ from aiohttp import web
 from ..api.body import UploadedFile
 from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError
-from ..generation import Prepared
 from ..keys import GENERATION, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..registry import Target
 from ..security.auth import requires
+from ..service.generation import Prepared
 from .catalog import choices
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render

@@ -28,11 +28,11 @@ from ..api.sse import ClientGone, open_sse
 from ..bindings import Chunk, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound
-from ..generation import Prepared
-from ..generation_stream import ChunkStream
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
+from ..service.generation import Prepared
+from ..service.generation_stream import ChunkStream
 from .forms import read_action
 from .render import VARY, is_htmx, page_handler, render_string, see_other
 

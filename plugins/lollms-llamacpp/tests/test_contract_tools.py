@@ -186,7 +186,7 @@ async def test_openai_sdk_gets_the_named_call(client: Client) -> None:
 
 
 FUNCTIONS_FILE = '''
-from lollms_server.functions import function
+from lollms_server.service.functions import function
 
 CALLS = []
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .bindings import ChatMessage, Chunk, Output, ToolCall, Usage, closing_stream
-from .chunks import Accumulator
+from ..bindings import ChatMessage, Chunk, Output, ToolCall, Usage, closing_stream
+from ..chunks import Accumulator
+from ..tracing import span
 from .functions import CallOutcome, Function, FunctionRegistry
-from .tracing import span
 
 if TYPE_CHECKING:
     from .generation import GenerationService, Prepared

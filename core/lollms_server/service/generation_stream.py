@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .chunks import Chunk
+from ..chunks import Chunk
 
 if TYPE_CHECKING:
     from .generation import Prepared

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from .errors import Forbidden, NotFound
+from ..errors import Forbidden, NotFound
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)

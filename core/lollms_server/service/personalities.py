@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-from .bindings import ChatMessage
-from .errors import NotFound
+from ..bindings import ChatMessage
+from ..errors import NotFound
 from .functions import import_file
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .bindings import Usage
-from .metrics import Metrics
-from .security.audit import AuditLog
-from .security.principal import Principal
-from .security.ratelimit import Reservation
+from ..bindings import Usage
+from ..metrics import Metrics
+from ..security.audit import AuditLog
+from ..security.principal import Principal
+from ..security.ratelimit import Reservation
 
 if TYPE_CHECKING:
     from .generation import Prepared

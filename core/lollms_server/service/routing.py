@@ -7,13 +7,13 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .circuit import CircuitBreaker
-from .errors import LollmsError, NotSupported, Overloaded
-from .registry import Target
-from .resources.scheduler import Scheduler
+from ..circuit import CircuitBreaker
+from ..errors import LollmsError, NotSupported, Overloaded
+from ..registry import Target
+from ..resources.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from contextlib import (
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .bindings import (
+from ..bindings import (
     ChatMessage,
     Chunk,
     GenerationRequest,
@@ -26,27 +26,27 @@ from .bindings import (
     join_stream,
     result_chunks,
 )
-from .circuit import Breakers
-from .drain import Drain
-from .errors import BackendTimeout, LollmsError
+from ..circuit import Breakers
+from ..drain import Drain
+from ..errors import BackendTimeout, LollmsError
+from ..guard import binding_errors as binding_errors
+from ..guard import guarded as guarded
+from ..metrics import Metrics
+from ..registry import Registry, Target
+from ..resources.lifecycle import Lifecycle
+from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
+from ..security.audit import AuditLog
+from ..security.principal import caller
+from ..security.principal import current as current_principal
+from ..security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
+from ..thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
+from ..trace import current_trace, in_backend
+from ..tracing import SpanLike, first_token, span
 from .functions import FunctionRegistry
 from .generation_outcome import Outcome, audit_outcome, count_outcome
 from .generation_stream import ChunkStream
-from .guard import binding_errors as binding_errors
-from .guard import guarded as guarded
-from .metrics import Metrics
 from .personalities import Personality, PersonalityStore, apply_personality
-from .registry import Registry, Target
-from .resources.lifecycle import Lifecycle
-from .resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
 from .routing import Attempt, ordered_candidates
-from .security.audit import AuditLog
-from .security.principal import caller
-from .security.principal import current as current_principal
-from .security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
-from .thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
-from .trace import current_trace, in_backend
-from .tracing import SpanLike, first_token, span
 from .workflows import stream_workflow
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .bindings import ChatMessage, Chunk, InputItem, Output, Result
-from .errors import LollmsError, WorkflowFailed
+from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
+from ..errors import LollmsError, WorkflowFailed
 
 if TYPE_CHECKING:
     from .functions import CallOutcome, FunctionRegistry
