@@ -30,6 +30,7 @@ from .config_sections import (
     StorageSchema,
     TracingConfig,
     TracingSchema,
+    schema_default,
 )
 from .errors import ConfigError
 from .fleet import FLEET_TYPE, fleet_instances
@@ -72,6 +73,9 @@ class ServerSchema(Schema):
         validate=validate.OneOf(["debug", "info", "warning", "error"]),
     )
     log_format = fields.String(load_default="auto", validate=validate.OneOf(LOG_FORMATS))
+
+
+SERVER_DEFAULTS: dict[str, Any] = ServerSchema().load({})  # the `Config` defaults: one source
 
 
 class InstanceSchema(Schema):
@@ -144,25 +148,25 @@ class InstanceConfig:
 class Config:
     """The validated configuration the server runs with."""
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    host: str = SERVER_DEFAULTS["host"]
+    port: int = SERVER_DEFAULTS["port"]
     data_dir: Path = field(default_factory=lambda: default_data_dir())
-    max_body_bytes: int = 64 * 1024 * 1024
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    request_timeout_s: float = 300.0
-    drain_timeout_s: float = 30.0
-    log_level: str = "info"
-    log_format: str = "auto"
+    max_body_bytes: int = int(SERVER_DEFAULTS["max_body_mb"] * 1024 * 1024)
+    limits: RequestLimits = field(default_factory=lambda: _request_limits(SERVER_DEFAULTS))
+    request_timeout_s: float = SERVER_DEFAULTS["request_timeout_s"]
+    drain_timeout_s: float = SERVER_DEFAULTS["drain_timeout_s"]
+    log_level: str = SERVER_DEFAULTS["log_level"]
+    log_format: str = SERVER_DEFAULTS["log_format"]
     bindings: dict[str, InstanceConfig] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     personality_folders: list[Path] = field(default_factory=list)
-    personality_examples: bool = True
-    functions: FunctionsConfig = field(default_factory=FunctionsConfig)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    tracing: TracingConfig = field(default_factory=TracingConfig)
+    personality_examples: bool = PersonalitiesSchema._declared_fields["examples"].load_default
+    functions: FunctionsConfig = field(default_factory=schema_default(FunctionsConfig))
+    security: SecurityConfig = field(default_factory=schema_default(SecurityConfig))
+    resources: ResourcesConfig = field(default_factory=schema_default(ResourcesConfig))
+    resilience: ResilienceConfig = field(default_factory=schema_default(ResilienceConfig))
+    storage: StorageConfig = field(default_factory=schema_default(StorageConfig))
+    tracing: TracingConfig = field(default_factory=schema_default(TracingConfig))
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
 

@@ -94,7 +94,8 @@ restart_window_s = 600
 # {{fleet = true}} has every node listing the model as a target (least busy first).
 # [fleet]
 # nodes = ["http://gpu1:9601", "http://gpu2:9601"]
-# api_key_env = "LOLLMS_FLEET_KEY"   # or api_key = "..." (a key of the nodes)
+# api_key_env = "LOLLMS_FLEET_KEY"   # the nodes' key from this variable, or:
+# api_key = "..."                    # a key of the nodes, written here
 # [routes]
 # "llama3" = {{fleet = true}}  # or {{fleet = true, model = "llamacpp/llama3"}}
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from .resources.placement import DEVICE_PIN, is_gpu_sizes, is_size
 
+T = TypeVar("T")
 DEVICE = validate.Regexp(DEVICE_PIN, error="a device is cpu, gpu or cuda:<n>")
 
 
@@ -219,83 +221,114 @@ class FunctionsSchema(Schema):
     timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
 
 
+def defaults_from(schema: type[Schema]) -> Callable[[type[T]], type[T]]:
+    """Class decorator under `@dataclass`: each annotated field's default is `schema`'s
+    `load_default` (a factory for lists and dicts), so that a setting's default is written once."""
+
+    def apply(cls: type[T]) -> type[T]:
+        declared = schema._declared_fields
+        for name in cls.__annotations__:
+            default = declared[name].load_default
+            if callable(default):
+                setattr(cls, name, field(default_factory=default))
+            elif isinstance(default, list | dict):
+                setattr(cls, name, field(default_factory=partial(copy.copy, default)))
+            else:
+                setattr(cls, name, default)
+        return cls
+
+    return apply
+
+
+def schema_default(cls: type[T]) -> Callable[[], T]:
+    """A `defaults_from` dataclass as a default factory (every field has its schema default)."""
+    factory: Callable[[], T] = cls
+    return factory
+
+
 @dataclass
+@defaults_from(SecuritySchema)
 class SecurityConfig:
     """`[security]`; see SecuritySchema for meanings (0 means no limit)."""
 
-    local_access: bool = True
-    trusted_proxies: list[str] = field(default_factory=list)
-    cors_origins: list[str] = field(default_factory=list)
-    ip_rpm: int = 0
-    key_rpm: int = 0
-    key_tpm: int = 0
-    key_concurrent: int = 0
-    rate_limit_storage: str = "async+memory://"
-    rate_limit_storage_env: str | None = None
-    rate_limit_window_s: int = 60
-    rate_limit_on_storage_error: Literal["allow", "refuse"] = "allow"
-    audit_retention_days: float = 90.0
-    audit_prompts: bool = False
-    audit_failure_interval_s: float = 60.0
+    local_access: bool
+    trusted_proxies: list[str]
+    cors_origins: list[str]
+    ip_rpm: int
+    key_rpm: int
+    key_tpm: int
+    key_concurrent: int
+    rate_limit_storage: str
+    rate_limit_storage_env: str | None
+    rate_limit_window_s: int
+    rate_limit_on_storage_error: Literal["allow", "refuse"]
+    audit_retention_days: float
+    audit_prompts: bool
+    audit_failure_interval_s: float
 
 
 @dataclass
+@defaults_from(StorageSchema)
 class StorageConfig:
     """`[storage]`: see StorageSchema; neither url nor url_env means the SQLite file."""
 
-    url: str | None = None
-    url_env: str | None = None
-    pool_size: int = 10
-    connect_timeout_s: float = 10.0
-    migrate_on_start: bool = True
+    url: str | None
+    url_env: str | None
+    pool_size: int
+    connect_timeout_s: float
+    migrate_on_start: bool
 
 
 @dataclass
+@defaults_from(ResourcesSchema)
 class ResourcesConfig:
     """`[resources]`: queue limits, model lifecycle, memory budgets and device pins."""
 
-    queue_size: int = 64
-    ram_budget: str | float | None = None
-    ram_reserve: str | float = 0
-    gpu_budget: str | float | dict[str, str | float] | None = None
-    gpu_reserve: str | float | dict[str, str | float] = "512MiB"
-    devices: dict[str, str] = field(default_factory=dict)
-    max_loaded_models: int = 0
-    keep_alive_s: float = 300.0
-    pinned: list[str] = field(default_factory=list)
-    queue_timeout_s: float = 300.0
-    first_token_timeout_s: float = 0.0
+    queue_size: int
+    ram_budget: str | float | None
+    ram_reserve: str | float
+    gpu_budget: str | float | dict[str, str | float] | None
+    gpu_reserve: str | float | dict[str, str | float]
+    devices: dict[str, str]
+    max_loaded_models: int
+    keep_alive_s: float
+    pinned: list[str]
+    queue_timeout_s: float
+    first_token_timeout_s: float
 
 
 @dataclass
+@defaults_from(ResilienceSchema)
 class ResilienceConfig:
     """`[resilience]`: breakers, the health monitor interval (0 = off) and restart limits."""
 
-    failure_threshold: int = 5
-    window_s: float = 30.0
-    cooldown_s: float = 30.0
-    health_interval_s: float = 30.0
-    restart_limit: int = 5
-    restart_window_s: float = 600.0
+    failure_threshold: int
+    window_s: float
+    cooldown_s: float
+    health_interval_s: float
+    restart_limit: int
+    restart_window_s: float
 
 
 @dataclass
+@defaults_from(TracingSchema)
 class TracingConfig:
     """`[tracing]`: see TracingSchema; the exporter's headers come from `headers_env`."""
 
-    enabled: bool = False
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    headers_env: str | None = "OTEL_EXPORTER_OTLP_HEADERS"
-    sample_ratio: float = 1.0
-    service_name: str = "lollms-server"
-    export_timeout_s: float = 10.0
+    enabled: bool
+    endpoint: str
+    headers_env: str | None
+    sample_ratio: float
+    service_name: str
+    export_timeout_s: float
 
 
 @dataclass
+@defaults_from(FunctionsSchema)
 class FunctionsConfig:
     """`[functions]`: see FunctionsSchema."""
 
-    folders: list[Path] = field(default_factory=list)
-    allow_unsafe: list[str] = field(default_factory=list)
-    max_steps: int = 5
-    timeout_s: float = 30.0
+    folders: list[Path]
+    allow_unsafe: list[str]
+    max_steps: int
+    timeout_s: float
