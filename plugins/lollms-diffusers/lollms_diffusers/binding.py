@@ -39,7 +39,7 @@ from .catalog import Catalog, ModelEntry
 from .devices import chosen_device, cuda_may_be_available
 from .plan import UPSCALERS, VIDEO_ROLES, Plan, make_plan, single_file_config
 from .runner import Cancelled, Job, Runner
-from .settings import DiffusersSettings
+from .settings import DiffusersConfig, DiffusersSettings
 
 if TYPE_CHECKING:
     from .pipelines import Loaded
@@ -79,6 +79,7 @@ class DiffusersBinding(Binding):
     )
     capabilities = frozenset({"tti", "i2i", "ttv", "ttm", "stream", "load_unload"})
     ConfigSchema = DiffusersSettings
+    settings: DiffusersConfig
     input_roles = INPUT_ROLES
     default_concurrency = 1  # one worker thread runs the pipelines
 
@@ -98,8 +99,8 @@ class DiffusersBinding(Binding):
 
     def folders(self) -> list[Path]:
         """The models folders: the configured ones, then the data dir's (when enabled)."""
-        found = [Path(p).expanduser() for p in self.config["models_folders"]]
-        if self.config["use_data_dir"]:
+        found = [Path(p).expanduser() for p in self.settings.models_folders]
+        if self.settings.use_data_dir:
             models = self.context.models_dir
             found += [models / kind for kind in DATA_DIR_TYPES]
         return found
@@ -120,7 +121,7 @@ class DiffusersBinding(Binding):
         missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
         if missing:
             return Health("down", f"missing packages: pip install {' '.join(missing)}", 0.0)
-        absent = [str(p) for p in map(Path, self.config["models_folders"]) if not p.is_dir()]
+        absent = [str(p) for p in map(Path, self.settings.models_folders) if not p.is_dir()]
         loaded = len(self.loaded_models())
         if absent:
             return Health("degraded", f"models folders missing: {', '.join(absent)}", 0.0)
@@ -128,7 +129,7 @@ class DiffusersBinding(Binding):
 
     async def startup(self) -> None:
         """Decide whether the core chooses each model's GPU (without importing torch)."""
-        setting = self.config["device"]
+        setting = self.settings.device
         self.gpu_placement = await asyncio.to_thread(cuda_may_be_available, setting)
         if self.gpu_placement:
             # the core numbers GPUs as NVML does (PCI bus order); make torch's cuda:<n> agree
@@ -138,7 +139,7 @@ class DiffusersBinding(Binding):
     def load_device(self, model: str) -> str:
         """The device `model` loads on: the `device` setting, or with "auto" where the core
         placed it ("auto" left to torch when the core did not choose)."""
-        return chosen_device(self.config["device"], self.device_for(model), self.gpu_placement)
+        return chosen_device(self.settings.device, self.device_for(model), self.gpu_placement)
 
     async def list_models(self) -> list[ModelInfo]:
         """Every model in the folders, with family, capabilities and a memory estimate."""
@@ -173,7 +174,7 @@ class DiffusersBinding(Binding):
         details.update({kind: found for kind, found in fitting.items() if found})
         if entry.single_file and not entry.error:
             try:
-                single_file_config(entry, self.config)
+                single_file_config(entry, self.settings)
             except InvalidRequest as exc:
                 details["error"] = exc.message
         return ModelInfo(
@@ -189,10 +190,10 @@ class DiffusersBinding(Binding):
         )
 
     def _estimate_dtype(self) -> str:
-        dtype: str = self.config["dtype"]
+        dtype: str = self.settings.dtype
         if dtype != "auto":
             return dtype
-        return "fp32" if self.config["device"] in ("auto", "cpu") else "fp16"
+        return "fp32" if self.settings.device in ("auto", "cpu") else "fp16"
 
     async def _scan(self) -> list[tuple[str, ModelEntry]]:
         folders = self.folders()
@@ -234,7 +235,7 @@ class DiffusersBinding(Binding):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Progress as `info` chunks (loading, step i/n), then one chunk per output."""
         entry = await self._entry(request.model)
-        plan = make_plan(request, entry, self.config)
+        plan = make_plan(request, entry, self.settings)
         plan = await asyncio.to_thread(self._with_adapters, plan, request, entry)
         work = partial(self._generate_sync, entry, plan)
         job = self.runner.submit(f"{request.generation_type} {entry.name}", work)
@@ -299,10 +300,10 @@ class DiffusersBinding(Binding):
                 return current
         del current
         self._drop(entry.name)  # changed on disk since it was loaded
-        while len(self.loaded_models()) >= self.config["max_loaded"]:
+        while len(self.loaded_models()) >= self.settings.max_loaded:
             self._drop(self.loaded_models()[0])
         job.emit(f"loading {entry.name}", loading=entry.name)
-        settings = {**self.config, "device": self.load_device(entry.name)}
+        settings = replace(self.settings, device=self.load_device(entry.name))
         loaded: Loaded = self._pipelines().load(entry, settings)
         with self._lock:
             self._loaded[entry.name] = loaded

@@ -33,6 +33,7 @@ from . import control, encode, outputs, style, video_input
 from .catalog import TRANSFORMERS, ModelEntry
 from .plan import Plan, i2i_size, single_file_config
 from .runner import Job
+from .settings import DiffusersConfig
 
 log = logging.getLogger(__name__)
 Pipe = Any  # a diffusers pipeline (diffusers has no precise types for its pipelines)
@@ -80,16 +81,16 @@ def resolve_dtype(setting: str, device: str) -> str:
     return "fp32" if device == "cpu" else "fp16"
 
 
-def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
+def load(entry: ModelEntry, settings: DiffusersConfig) -> Loaded:
     """Load a model folder or single file with the instance's settings applied."""
-    if settings.get("threads"):
-        torch.set_num_threads(settings["threads"])
-    device = resolve_device(settings["device"])
-    dtype = resolve_dtype(settings["dtype"], device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "local_files_only": True}
     if entry.variant:
         kwargs["variant"] = entry.variant
-    if not settings["safety_checker"] and "safety_checker" in entry.components:
+    if not settings.safety_checker and "safety_checker" in entry.components:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         if entry.single_file:
@@ -99,15 +100,13 @@ def load(entry: ModelEntry, settings: Mapping[str, Any]) -> Loaded:
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot load {entry.name!r}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
-    _scheduler(pipe, settings.get("scheduler"))
-    loras = _loras(pipe, entry, settings["loras"])
+    _scheduler(pipe, settings.scheduler)
+    loras = _loras(pipe, entry, settings.loras)
     _place(pipe, device, settings)
     return Loaded(entry, pipe, device, dtype, pipeline_bytes(pipe), loras=loras)
 
 
-def _from_single_file(
-    entry: ModelEntry, settings: Mapping[str, Any], kwargs: dict[str, Any]
-) -> Pipe:
+def _from_single_file(entry: ModelEntry, settings: DiffusersConfig, kwargs: dict[str, Any]) -> Pipe:
     """A single-file checkpoint, its components configured by the family's folder (a
     transformer-only file takes every other component from that folder's weights)."""
     cls = getattr(diffusers, entry.pipeline_class)
@@ -135,9 +134,7 @@ def _scheduler(pipe: Pipe, name: str | None) -> None:
     pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
 
 
-def _loras(
-    pipe: Pipe, entry: ModelEntry, loras: list[Mapping[str, Any]]
-) -> list[tuple[str, float]]:
+def _loras(pipe: Pipe, entry: ModelEntry, loras: list[dict[str, Any]]) -> list[tuple[str, float]]:
     names: list[str] = []
     weights: list[float] = []
     for index, lora in enumerate(loras):
@@ -188,8 +185,8 @@ def _activate_loras(loaded: Loaded, plan: Plan) -> None:
         pipe.disable_lora()
 
 
-def _place(pipe: Pipe, device: str, settings: Mapping[str, Any]) -> None:
-    offload = settings["cpu_offload"]
+def _place(pipe: Pipe, device: str, settings: DiffusersConfig) -> None:
+    offload = settings.cpu_offload
     if offload != "none" and device.startswith("cuda"):
         gpu = int(device.partition(":")[2] or 0)
         if offload == "model":
@@ -200,10 +197,10 @@ def _place(pipe: Pipe, device: str, settings: Mapping[str, Any]) -> None:
         if offload != "none":
             log.warning("cpu_offload=%s needs a CUDA device; running on %s", offload, device)
         pipe.to(device)
-    if settings["attention_slicing"] and hasattr(pipe, "enable_attention_slicing"):
+    if settings.attention_slicing and hasattr(pipe, "enable_attention_slicing"):
         pipe.enable_attention_slicing()
     vae: Any = getattr(pipe, "vae", None)
-    if settings["vae_tiling"] and hasattr(vae, "enable_tiling"):
+    if settings.vae_tiling and hasattr(vae, "enable_tiling"):
         vae.enable_tiling()
 
 

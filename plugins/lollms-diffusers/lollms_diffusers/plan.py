@@ -23,7 +23,7 @@ from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, Miss
 from .adapters import ControlChoice, StyleChoice
 from .catalog import ModelEntry, single_file_hint
 from .encode import MP4_MISSING
-from .settings import VIDEO_FORMATS
+from .settings import VIDEO_FORMATS, DiffusersConfig
 
 #: The generation type of the request -> the pipeline task (i2i with a mask is `inpaint`).
 TASKS = {"tti": "tti", "i2i": "i2i", "ttv": "ttv", "ttm": "ttm"}
@@ -69,7 +69,7 @@ class Plan:
         return [(self.seed + i) % (SEED_LIMIT + 1) for i in range(self.n)]
 
 
-def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[str, Any]) -> Plan:
+def make_plan(request: GenerationRequest, entry: ModelEntry, settings: DiffusersConfig) -> Plan:
     """Check a request against the model and the limits; InvalidRequest names the bad value."""
     kind = request.generation_type
     if kind not in TASKS:
@@ -93,32 +93,32 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Mapping[s
         task=task,
         prompt=request.prompt,
         negative_prompt=_negative_prompt(request),
-        steps=_int(params, ("steps", "num_inference_steps"), 1, settings["max_steps"])
-        or settings.get("default_steps"),
+        steps=_int(params, ("steps", "num_inference_steps"), 1, settings.max_steps)
+        or settings.default_steps,
         guidance_scale=_float(params, "guidance_scale", 0.0, 100.0),
         seed=secrets.randbelow(2**31) if seed is None else seed,
-        n=min(_int(params, "n", 1, 1000) or 1, settings["max_images"]),
-        width=_side(params, "width", settings["max_size"]),
-        height=_side(params, "height", settings["max_size"]),
-        max_size=settings["max_size"],
+        n=min(_int(params, "n", 1, 1000) or 1, settings.max_images),
+        width=_side(params, "width", settings.max_size),
+        height=_side(params, "height", settings.max_size),
+        max_size=settings.max_size,
         scale=UPSCALERS.get(entry.family, 1),
         strength=_float(params, "strength", 0.01, 1.0),
         image=image,
         mask=mask,
         video=video,
-        frames=_int(params, ("frames", "num_frames"), 1, settings["max_frames"])
-        or (settings["default_frames"] if task == "ttv" else None)
-        or (settings["max_frames"] if task == "v2v" else None),
-        fps=_int(params, "fps", 1, 120) or settings["fps"],
-        video_format=_video_format(params, settings["video_format"]),
-        duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings["max_audio_s"])
-        or (settings["default_audio_s"] if kind == "ttm" else None),
+        frames=_int(params, ("frames", "num_frames"), 1, settings.max_frames)
+        or (settings.default_frames if task == "ttv" else None)
+        or (settings.max_frames if task == "v2v" else None),
+        fps=_int(params, "fps", 1, 120) or settings.fps,
+        video_format=_video_format(params, settings.video_format),
+        duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings.max_audio_s)
+        or (settings.default_audio_s if kind == "ttm" else None),
     )
 
 
-def single_file_config(entry: ModelEntry, settings: Mapping[str, Any]) -> Path:
+def single_file_config(entry: ModelEntry, settings: DiffusersConfig) -> Path:
     """The local diffusers folder whose configs load a single-file checkpoint of this family."""
-    configured = settings["single_file_configs"].get(entry.family)
+    configured = settings.single_file_configs.get(entry.family)
     if not configured:  # without it diffusers would fetch the family's configs from the Hub
         raise InvalidRequest(single_file_hint(entry), param="model")
     folder = Path(configured).expanduser()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from marshmallow import Schema, fields, validate
+
+from lollms_server.sdk import SettingsSchema
 
 DEVICES = validate.Regexp(
     r"^(auto|cpu|mps|cuda(:\d+)?)$", error="one of auto, cpu, mps, cuda, cuda:<index>"
@@ -27,8 +32,39 @@ class LoraSchema(Schema):
     )
 
 
-class DiffusersSettings(Schema):
+@dataclass(frozen=True)
+class DiffusersConfig:
+    """A `diffusers` instance's loaded settings (the defaults are `DiffusersSettings`')."""
+
+    models_folders: list[str]
+    use_data_dir: bool
+    device: str
+    dtype: str
+    scheduler: str | None
+    safety_checker: bool
+    attention_slicing: bool
+    vae_tiling: bool
+    cpu_offload: str
+    loras: list[dict[str, Any]]
+    single_file_configs: dict[str, str]
+    threads: int | None
+    max_loaded: int
+    default_steps: int | None
+    max_steps: int
+    max_size: int
+    max_images: int
+    default_frames: int
+    max_frames: int
+    fps: int
+    video_format: str
+    default_audio_s: float
+    max_audio_s: float
+
+
+class DiffusersSettings(SettingsSchema):
     """Where the diffusion models are, how they run, and the request limits."""
+
+    Settings = DiffusersConfig
 
     models_folders = fields.List(
         fields.String(validate=validate.Length(min=1)),

@@ -102,9 +102,9 @@ async def test_a_model_loads_where_the_core_placed_it(
     seen: list[str] = []
 
     def load(entry: Any, settings: Any) -> Any:
-        seen.append(settings["device"])
-        if settings["device"].startswith("cuda"):  # no GPU here: stand in for the pipeline
-            return SimpleNamespace(entry=entry, pipe=None, device=settings["device"],
+        seen.append(settings.device)
+        if settings.device.startswith("cuda"):  # no GPU here: stand in for the pipeline
+            return SimpleNamespace(entry=entry, pipe=None, device=settings.device,
                                    dtype="fp16", bytes_used=1)  # fmt: skip
         return real_load(entry, settings)
 
