@@ -64,6 +64,7 @@ from ..resources.gpu import probe as probe_gpus
 from ..security.auth import requires
 from ..tracing import outgoing_headers
 from ..upstream import Upstream
+from ..video_frames import read_video
 
 __all__ = [
     "CAPABILITIES",
@@ -116,6 +117,7 @@ __all__ = [
     "parse_model_queue_header",
     "probe_gpus",
     "read_header",
+    "read_video",
     "requires",
     "sniff",
     "sniff_image",

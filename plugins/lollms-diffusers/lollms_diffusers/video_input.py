@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 import diffusers
 
-from lollms_server.sdk import InvalidRequest, MissingDependency, UnsupportedMediaType
+from lollms_server.sdk import InvalidRequest, read_video
 
 from .plan import V2V_PIPELINES, Plan, i2i_size
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from .pipelines import Loaded
-
-AV_MISSING = "video input needs PyAV: pip install av"
 
 
 def video_pipeline(loaded: Loaded) -> Any:
@@ -45,40 +40,3 @@ def video_arguments(plan: Plan, arguments: dict[str, Any]) -> dict[str, Any]:
     found = {"video": [frame.resize(size) for frame in frames], "width": size[0]}
     found.update(height=size[1], strength=plan.strength or arguments.get("strength"))
     return {key: value for key, value in found.items() if value is not None}
-
-
-def read_video(data: bytes, limit: int) -> list[Image.Image]:
-    """At most `limit` frames of a video file (any container FFmpeg reads), evenly spaced.
-
-    Packets are counted first (no decoding), then only the chosen frames are kept, so a long
-    video never fills memory with decoded frames.
-    """
-    try:
-        import av
-    except ImportError as exc:
-        raise MissingDependency(AV_MISSING) from exc
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise UnsupportedMediaType("the input video has no video stream")
-            total = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
-        wanted = _evenly(total, limit)
-        frames: list[Image.Image] = []
-        with av.open(io.BytesIO(data)) as container:
-            for index, frame in enumerate(container.decode(container.streams.video[0])):
-                if index in wanted:
-                    frames.append(frame.to_image().convert("RGB"))
-                if len(frames) == len(wanted):
-                    break
-    except av.FFmpegError as exc:
-        raise UnsupportedMediaType(f"cannot read the input video: {exc}") from exc
-    if not frames:
-        raise UnsupportedMediaType("the input video has no frames")
-    return frames
-
-
-def _evenly(total: int, limit: int) -> set[int]:
-    """`limit` frame indices spread evenly over `total` frames (all of them when fewer)."""
-    if total <= limit:
-        return set(range(total))
-    return {index * total // limit for index in range(limit)}
