@@ -121,7 +121,7 @@ async def test_required_call(binding: LlamaCppBinding, case: str, stream: bool) 
     result = await run(binding, request, stream)
     assert result.finish_reason == "tool_calls", result
     assert result.tool_calls, result
-    assert_weather_call(result.tool_calls[0])
+    assert_weather_call(result.tool_calls[0].openai())
     assert not result.outputs[0].text.strip()
 
 
