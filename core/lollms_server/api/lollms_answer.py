@@ -47,11 +47,12 @@ async def stream_answer(
     """SSE events naming the target that serves; an error before the first text chunk (queue
     full or timed out, instance down, circuit open, token limit, first-token timeout) is a
     plain HTTP status, as on every face; a later one an `error` event. Queue-position events
-    met before the first chunk are sent right after the `started` event."""
+    met before the first chunk are sent right after the `started` event; the binding's
+    progress events (a render's steps) open the stream as they come."""
     service = request.app[GENERATION]
     source = loop.run(prepared) if loop is not None else service.stream(prepared)
     async with closing_stream(source) as chunks:
-        opened = await open_stream(chunks, prepared)
+        opened = await open_stream(chunks, prepared, progress_opens=loop is None)
         served = (loop.served or prepared) if loop is not None else opened.served
         response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
         head = [*opened.early, *([opened.first] if opened.first is not None else [])]

@@ -46,16 +46,25 @@ class Opened:
     first: Chunk | None = None
 
 
-async def open_stream(chunks: AsyncIterator[Chunk], served: Prepared) -> Opened:
+async def open_stream(
+    chunks: AsyncIterator[Chunk], served: Prepared, *, progress_opens: bool = False
+) -> Opened:
     """Read up to the first text chunk (keeping info events met on the way); an error on the
     way propagates, so the face answers it with its HTTP status. `served` is updated from a
-    ChunkStream (the attempt that produced the first chunk)."""
+    ChunkStream (the attempt that produced the first chunk). With `progress_opens` (a face
+    that shows progress), the binding's first progress event opens the stream too: a render
+    that reports steps is running, and its steps must reach the client as they happen."""
     opened = Opened(served)
     async for chunk in chunks:
-        if chunk.type == "chunk":
+        if chunk.type == "chunk" or (progress_opens and _is_progress(chunk)):
             opened.first = chunk
             break
         opened.early.append(chunk)
     if isinstance(chunks, ChunkStream):
         opened.served = chunks.served
     return opened
+
+
+def _is_progress(chunk: Chunk) -> bool:
+    """An info event of the binding at work (not the core's queue position)."""
+    return chunk.type == "info" and "queue_position" not in chunk.metadata
