@@ -113,11 +113,14 @@ async def test_frames_default_and_a_short_video_gives_all_it_has(client: Client)
     assert len(seen(await default.json())) == 8
 
 
-async def test_a_model_without_vision_is_a_501_naming_it(client: Client) -> None:
-    response = await client.post("/api/v1/generate", json=body("echo", grey_video()))
+async def test_frames_of_a_model_without_vision_is_a_501_naming_it(client: Client) -> None:
+    response = await client.post("/api/v1/generate", json=body("echo", grey_video(), frames=4))
     answer = await response.json()
     assert response.status == 501, answer
     assert "video" in answer["error"]["message"] and answer["error"]["param"] == "input_data"
+    # without `frames`, a binding without vision gets the video as it came (upstream's shape)
+    plain = await client.post("/api/v1/generate", json=body("echo", grey_video()))
+    assert plain.status == 200, await plain.text()
 
 
 @pytest.mark.parametrize("frames", [0, 65, "4", 2.5, True])

@@ -76,7 +76,10 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     messages, inputs = await off_loop_if_big(media_size(items), lollms_inputs, items)
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
-    if generation_type == "ttt" and any(item.type == "video" for item in inputs):
+    # a vision model gets a video's frames; asking frames of one without vision is a 501;
+    # otherwise the video reaches the binding as it came (one that reads video itself)
+    wants_frames = "frames" in parameters or "vision" in target.binding.capabilities
+    if generation_type == "ttt" and wants_frames and any(i.type == "video" for i in inputs):
         target.require("vision", "read a video's frames", "input_data")
         count = frame_count(parameters)
         messages, inputs = await videos_as_frames(messages, inputs, count)
