@@ -8,6 +8,7 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,9 @@ async def test_a_failed_restart_names_the_model_and_stays_restartable(
 ) -> None:
     await within(TIMEOUT, binding.load(TINY), "load")
     await killed(binding)
-    good = binding.config.get("extra_args", {})
-    binding.config["extra_args"] = {"n_ctx": "not a number"}  # the worker exits at start-up
+    good = binding.settings
+    # the worker exits at start-up
+    binding.settings = replace(good, extra_args={"n_ctx": "not a number"})
     with pytest.raises(BackendUnavailable) as caught:
         await within(TIMEOUT, binding.restart(), "restart")
     assert caught.value.binding == "local"
@@ -98,7 +100,7 @@ async def test_a_failed_restart_names_the_model_and_stays_restartable(
     health = await binding.health()
     assert health.state == "down" and health.restartable  # the monitor will try again
     assert f"model {TINY!r}" in health.detail and "did not start again" in health.detail
-    binding.config["extra_args"] = good
+    binding.settings = good
     await within(TIMEOUT, binding.restart(), "restart")
     assert (await binding.health()).state == "up"
 
@@ -106,7 +108,7 @@ async def test_a_failed_restart_names_the_model_and_stays_restartable(
 async def test_an_unloaded_model_is_not_restarted(binding: LlamaCppBinding) -> None:
     await within(TIMEOUT, binding.load(TINY), "load")
     await killed(binding)
-    binding.config["extra_args"] = {"n_ctx": "not a number"}
+    binding.settings = replace(binding.settings, extra_args={"n_ctx": "not a number"})
     with pytest.raises(BackendUnavailable):
         await within(TIMEOUT, binding.restart(), "restart")
     await binding.unload(TINY)  # on purpose: nothing left to bring back
