@@ -151,5 +151,5 @@ def loadtest(session: nox.Session) -> None:
     SIGTERM restart (bench/loadtest.py; results in docs/benchmarks.md). CI runs the short
     version, tests/test_loadtest_short.py, in `tests`. Arguments after `--` go to the script."""
     session.install(PIP, "-e", ".[test]", "-e", "plugins/lollms-openai")
-    args = session.posargs or ["--users", "200", "--duration", "120"]
+    args = session.posargs or ["--users", "200", "--duration", "120", "--think", "2,6"]
     session.run("python", "bench/loadtest.py", *args, "--write")
