@@ -33,11 +33,11 @@ from .api.convert import decode_data
 from .bindings import ChatMessage, InputItem, ToolCall
 from .errors import InvalidRequest
 from .media_types import sniff_image
+from .ollama_wire import PASSED_ON_OPTIONS, KeepAlive
 from .request_limits import CappedList
 from .schemas import NAME, StringOrList
 
 MAX_IMAGES = 16
-DURATION = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAPPED_OPTIONS = {
@@ -50,26 +50,6 @@ MAPPED_OPTIONS = {
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
 }
-PASSED_ON_OPTIONS = (
-    "num_ctx",
-    "num_keep",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "num_thread",
-    "repeat_last_n",
-    "min_p",
-    "typical_p",
-    "tfs_z",
-    "mirostat",
-    "mirostat_tau",
-    "mirostat_eta",
-    "penalize_newline",
-    "numa",
-    "low_vram",
-    "use_mmap",
-    "use_mlock",
-)
 THINK_LEVELS = ("low", "medium", "high")
 
 
@@ -90,27 +70,6 @@ def keep_alive_seconds(value: float | str) -> float:
     sign = -1.0 if text.startswith("-") else 1.0
     parts = DURATION_PART.findall(text)
     return sign * sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
-
-
-class KeepAlive(fields.Field[float | str]):
-    """`keep_alive`: seconds as a number, or a duration string ("5m", "1h30m", "-1", "0")."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | str:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
-        if isinstance(value, str):
-            text = value.strip()
-            if not (DURATION.match(text) or _is_number(text)):
-                raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
-        return value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return len(text) <= 32
 
 
 class Format(fields.Field[Any]):

@@ -58,6 +58,8 @@ from ..gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
 from ..hookspecs import hookimpl
 from ..masking import mask_url
 from ..media_types import sniff, sniff_image
+from ..ollama_wire import PASSED_ON_OPTIONS as OLLAMA_PASSED_ON_OPTIONS
+from ..ollama_wire import KeepAlive
 from ..resilience import RetryPolicy
 from ..resources.gpu import GpuReport
 from ..resources.gpu import probe as probe_gpus
@@ -73,6 +75,7 @@ __all__ = [
     "GENERATION_TYPES",
     "MODEL_QUEUE_HEADER",
     "NO_CONCURRENCY_CAP",
+    "OLLAMA_PASSED_ON_OPTIONS",
     "QUEUE_HEADER",
     "ArrayLength",
     "BackendError",
@@ -90,6 +93,7 @@ __all__ = [
     "HealthState",
     "InputItem",
     "InvalidRequest",
+    "KeepAlive",
     "LollmsError",
     "MissingDependency",
     "ModelInfo",

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from lollms_server.sdk import (
+    OLLAMA_PASSED_ON_OPTIONS,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -25,28 +26,6 @@ from lollms_server.sdk import (
 
 DEFAULT_PORT = 11434
 LATEST = ":latest"
-#: Ollama options a request may carry under their Ollama names (the Ollama face passes them
-#: on): forwarded as they are.
-PASSED_ON_OPTIONS = (
-    "num_ctx",
-    "num_keep",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "num_thread",
-    "repeat_last_n",
-    "min_p",
-    "typical_p",
-    "tfs_z",
-    "mirostat",
-    "mirostat_tau",
-    "mirostat_eta",
-    "penalize_newline",
-    "numa",
-    "low_vram",
-    "use_mmap",
-    "use_mlock",
-)
 #: Our parameter names -> Ollama option names.
 OPTION_NAMES = {
     "temperature": "temperature",
@@ -58,7 +37,7 @@ OPTION_NAMES = {
     "repeat_penalty": "repeat_penalty",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
-    **{name: name for name in PASSED_ON_OPTIONS},
+    **{name: name for name in OLLAMA_PASSED_ON_OPTIONS},
 }
 #: Ollama's capability names (from /api/show) -> ours.
 CAPABILITIES = {"completion": "ttt", "vision": "vision", "embedding": "embeddings"}

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import KeepAlive, SettingsSchema
 
 from .convert import normalize_host
 
 HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$", error="not a header name")
-DURATION = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-
-
-class KeepAlive(fields.Field[float | str]):
-    """`keep_alive`: seconds as a number, or a Go duration string ("5m", "1h30m", "-1", "0")."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | str:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
-        if isinstance(value, str):
-            text = value.strip()
-            if not (DURATION.match(text) or _is_number(text)):
-                raise ValidationError('must be seconds or a duration such as "5m" or "-1"')
-        return value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return len(text) <= 32
 
 
 @dataclass(frozen=True)
