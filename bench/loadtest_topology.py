@@ -14,19 +14,21 @@ import http.client
 import io
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from common import HERE, free_port
 
+from lollms_server.testing.fixtures import http_status
 from lollms_server.testing.postgres import PostgresServer
+from lollms_server.testing.process import server_env
+from lollms_server.testing.replica import Replica
 from lollms_server.testing.services import RedisServer
 
 ROOT = HERE.parent
@@ -52,12 +54,6 @@ def replica_config(upstream_port: int) -> str:
     return head + BACKENDS.format(upstream=upstream_port)
 
 
-def base_env(data_dir: Path, shared: dict[str, str]) -> dict[str, str]:
-    """This environment without LOLLMS_*, plus the data dir and the shared services' URLs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOLLMS_")}
-    return {**env, "LOLLMS_DATA_DIR": str(data_dir), **shared}
-
-
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
     """Poll `check` until it holds; RuntimeError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -69,67 +65,26 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90.0) ->
 
 def status_of(port: int, path: str, key: str | None = None, timeout_s: float = 5.0) -> int:
     """The status of a GET on 127.0.0.1:`port` (0 when nothing answers)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
-    try:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        conn.request("GET", path, headers=headers)
-        reply = conn.getresponse()
-        reply.read()
-        return reply.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return http_status(port, path, headers, timeout_s)
 
 
 def cli(topo_folder: Path, shared: dict[str, str], *args: str) -> str:
     """Run `lollms-server <args>` with the replicas' config and storage; its standard output."""
     done = subprocess.run(
         [*SERVER, "--config", str(topo_folder / "lollms.toml"), *args],
-        env=base_env(topo_folder / "data", shared),
+        env={**server_env(topo_folder / "data"), **shared},
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     return done.stdout.strip()
 
 
-@dataclass
-class Replica:
-    """One lollms-server process on a fixed port, restartable, its RSS sampled."""
+class SampledReplica(Replica):
+    """A replica whose resident memory is sampled over the run."""
 
-    name: str
-    folder: Path
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    rss: list[tuple[float, float]] = field(default_factory=list)  # (time, MiB)
-
-    def start(self, config: Path, shared: dict[str, str]) -> None:
-        """Start the server with `config`, listening where LOLLMS_HOST/LOLLMS_PORT say."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        env = base_env(self.data_dir, shared)
-        env.update(LOLLMS_HOST="127.0.0.1", LOLLMS_PORT=str(self.port))
-        with (self.folder / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [*SERVER, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def ready(self) -> bool:
-        """Whether `/api/v1/ready` answers 200 (RuntimeError when the process died)."""
-        if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} died:\n{self.log()}")
-        return status_of(self.port, "/api/v1/ready") == 200
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, requests in flight are cut."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def terminate(self) -> int:
-        """SIGTERM: drain, then the exit status."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
+    def __init__(self, name: str, folder: Path, data_dir: Path) -> None:
+        super().__init__(name, folder, data_dir)
+        self.rss: list[tuple[float, float]] = []  # (time, MiB)
 
     def sample(self) -> None:
         """Record the process's resident memory now (nothing while it is down)."""
@@ -138,9 +93,14 @@ class Replica:
                 mib = psutil.Process(self.process.pid).memory_info().rss / 2**20
                 self.rss.append((time.time(), mib))
 
-    def log(self) -> str:
-        """The end of its log."""
-        return (self.folder / "server.log").read_text(errors="replace")[-3000:]
+    def start(self, config: Path, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start it listening where LOLLMS_HOST/LOLLMS_PORT say, as in production."""
+        address = {"LOLLMS_HOST": "127.0.0.1", "LOLLMS_PORT": str(self.port)}
+        super().start(config, {**(extra_env or {}), **address})
+
+    def terminate(self) -> int:
+        """SIGTERM: drain, then the exit status."""
+        return self.stop()
 
 
 def haproxy_binary() -> str:
@@ -177,7 +137,7 @@ class Topology:
     upstream_port: int
     front_port: int
     stats_port: int
-    replicas: list[Replica]
+    replicas: list[SampledReplica]
     shared: dict[str, str]  # LOLLMS_DATABASE_URL, LOLLMS_RATE_LIMIT_STORAGE
     postgres: PostgresServer | None
 
@@ -210,7 +170,7 @@ class Topology:
         """Whether HAProxy has both replicas UP."""
         return stats_states(self.stats_port) == {"replica1": "UP", "replica2": "UP"}
 
-    def restart(self, replica: Replica) -> None:
+    def restart(self, replica: SampledReplica) -> None:
         """Start `replica` again and wait until it is ready and HAProxy has it UP."""
         replica.start(self.config, self.shared)
         wait_until(replica.ready, f"{replica.name} ready")
@@ -227,7 +187,7 @@ def topology(folder: Path, upstream_latency_s: float, storage: str) -> Iterator[
     redis = RedisServer(folder / "redis")
     postgres = PostgresServer() if storage == "postgres" else None
     started: list[subprocess.Popen[bytes]] = []
-    replicas = [Replica(f"replica{n}", folder / f"replica{n}", data_dir) for n in (1, 2)]
+    replicas = [SampledReplica(f"replica{n}", folder / f"replica{n}", data_dir) for n in (1, 2)]
     try:
         with (folder / "upstream.log").open("wb") as log:
             mock = [sys.executable, str(HERE / "mock_upstream.py"), str(upstream_port)]

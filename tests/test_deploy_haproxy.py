@@ -13,19 +13,18 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from lollms_server.testing import free_port
 from lollms_server.testing.process import SERVER_COMMAND, server_env, toml_table
+from lollms_server.testing.replica import Replica
 
 HAPROXY_CFG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
 ECHO = '[bindings.echo]\ntype = "echo"\ndelay_ms = 40\n'
@@ -52,58 +51,13 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
         time.sleep(0.1)
 
 
-def get_status(port: int, path: str) -> int:
-    """The status of a GET, 0 when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        reply = conn.getresponse()
-        reply.read()
-        return reply.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
-@dataclass
-class Replica:
-    """One lollms-server process on a fixed port, restartable."""
-
-    name: str
-    folder: Path
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server (its config written once) and return at once."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "lollms.toml"
-        server = {"host": "127.0.0.1", "port": self.port, "drain_timeout_s": 30}
-        config.write_text(toml_table("server", server) + "\n" + ECHO, encoding="utf-8")
-        with (self.folder / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [*SERVER_COMMAND, "--config", str(config)],
-                env=server_env(self.data_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def ready(self) -> bool:
-        """Whether it answers `/api/v1/ready` with 200 (it fails the test if it died)."""
-        assert self.process is not None and self.process.poll() is None, self.log()
-        return get_status(self.port, "/api/v1/ready") == 200
-
-    def stop(self) -> int:
-        """SIGTERM, then its exit status once it has drained."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=45)
-
-    def log(self) -> str:
-        """The end of its log."""
-        return (self.folder / "server.log").read_text(errors="replace")[-3000:]
+def replica_config(replica: Replica) -> Path:
+    """Write the replica's config (echo, its own port, a 30 s drain) and return its path."""
+    config = replica.folder / "lollms.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    server = {"host": "127.0.0.1", "port": replica.port, "drain_timeout_s": 30}
+    config.write_text(toml_table("server", server) + "\n" + ECHO, encoding="utf-8")
+    return config
 
 
 class Traffic:
@@ -270,7 +224,7 @@ def test_rolling_restart_behind_haproxy_fails_no_request(
         check=True,
     ).stdout.strip()
     for replica in replicas:
-        replica.start()
+        replica.start(replica_config(replica))
     env = {
         **os.environ,
         "LOLLMS_LB_BIND": f"127.0.0.1:{haproxy_ports['front']}",
@@ -293,7 +247,7 @@ def test_rolling_restart_behind_haproxy_fails_no_request(
         traffic.wait_for(8)
         for replica in replicas:
             assert replica.stop() == 0, replica.log()
-            replica.start()
+            replica.start(replica_config(replica))
             wait_until(replica.ready, f"{replica.name} ready again")
             wait_until(lambda: server_states(haproxy_ports["stats"]) == up, "both UP again")
             traffic.wait_for(8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import socket
 import time
@@ -60,6 +61,22 @@ def wait_for_http(url: str, timeout_s: float = 30.0, interval: float = 0.2) -> b
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def http_status(
+    port: int, path: str, headers: dict[str, str] | None = None, timeout_s: float = 5.0
+) -> int:
+    """The status of a GET on 127.0.0.1:`port`, 0 when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
 
 
 async def wait_for_http_async(url: str, timeout_s: float = 30.0, interval: float = 0.2) -> bool:
