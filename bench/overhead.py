@@ -1,14 +1,16 @@
-"""Proxy-overhead benchmark: a mock OpenAI upstream called directly, through lollms-server and
-through the LiteLLM proxy, in one invocation, alternating.
+"""Proxy-overhead benchmark: a mock OpenAI upstream called directly, through a bare aiohttp
+pass-through proxy, through lollms-server and through the LiteLLM proxy, in one invocation.
 
-It starts bench/mock_upstream.py, a real lollms-server (`openai` instance `mock` pointed at the
-mock with `max_concurrent = 128` so c=100 is not queued; defaults otherwise: auth, validation,
-scheduler, metrics and audit on; `log_level = "warning"`) and, unless `--no-litellm`, the LiteLLM
-proxy (bench/litellm_proxy.py: its own venv, one worker, offline). An aiohttp client in this
-process drives `POST /v1/chat/completions` at each target in turn, rotating the order every
-round. It reports latency, time to first token, throughput, the CPU seconds of each proxy's
-process tree per request (psutil, before/after each phase), start-up time and RSS. Prints
-Markdown; `--write` updates the `<!-- overhead -->` section of docs/benchmarks.md.
+It starts bench/mock_upstream.py, bench/bare_proxy.py (the reference hop: one aiohttp app
+relaying bytes), a real lollms-server on its default config (`openai` instance `mock` pointed at
+the mock with `max_concurrent = 128` so c=100 is not queued; everything else as shipped: auth,
+validation, scheduler, metrics, the request log at `info` and the audit log on) and, unless
+`--no-litellm`, the LiteLLM proxy (bench/litellm_proxy.py: its own venv, one worker, offline).
+An aiohttp client in this process drives `POST /v1/chat/completions` at each target in turn,
+rotating the order every round. It reports latency, time to first token, throughput, the CPU
+seconds of each proxy's process tree per request (psutil, before/after each phase), start-up
+time and RSS, and each figure of lollms-server as a ratio to the bare hop's. Prints Markdown;
+`--write` updates the `<!-- overhead -->` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import litellm_proxy
 from common import HERE, clean_env, cpu_seconds, free_port, rss_mb, spawn, write_section
-from overhead_report import DIRECT, LITELLM, LOLLMS, Report, Scenario, Side, table
+from overhead_report import BARE, DIRECT, LITELLM, LOLLMS, Report, Scenario, Side, table
 
 MARKER = "<!-- overhead -->"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
@@ -38,7 +40,6 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 port = {port}
-log_level = "warning"
 
 [bindings.mock]
 type = "openai"
@@ -173,7 +174,7 @@ def measure(scenarios: list[Scenario], rounds: int, litellm_venv: Path | None) -
     """Start the mock, lollms-server and LiteLLM, run every scenario, collect the report."""
     report = Report()
     began = time.perf_counter()
-    ports = {name: free_port() for name in (DIRECT, LOLLMS, LITELLM)}
+    ports = {name: free_port() for name in (DIRECT, BARE, LOLLMS, LITELLM)}
     upstream = ports[DIRECT]
     if litellm_venv is not None:
         report.litellm_version = litellm_proxy.ensure_installed(litellm_venv)
@@ -188,10 +189,19 @@ def measure(scenarios: list[Scenario], rounds: int, litellm_venv: Path | None) -
         mock_proc = stack.enter_context(
             spawn(mock, clean_env(), f"http://127.0.0.1:{upstream}/health")
         )
+        bare_cmd = [sys.executable, str(HERE / "bare_proxy.py"), str(ports[BARE])]
+        bare = stack.enter_context(
+            spawn([*bare_cmd, f"http://127.0.0.1:{upstream}"], clean_env(),
+                  f"http://127.0.0.1:{ports[BARE]}/health")
+        )  # fmt: skip
         health = f"http://127.0.0.1:{ports[LOLLMS]}/api/v1/health"
         server = stack.enter_context(spawn(cli, env, health, log=folder / "lollms.log"))
-        pids = {DIRECT: mock_proc.pid, LOLLMS: server.pid}
-        report.startup_s = {DIRECT: mock_proc.startup_s, LOLLMS: server.startup_s}
+        pids = {DIRECT: mock_proc.pid, BARE: bare.pid, LOLLMS: server.pid}
+        report.startup_s = {
+            DIRECT: mock_proc.startup_s,
+            BARE: bare.startup_s,
+            LOLLMS: server.startup_s,
+        }
         if litellm_venv is not None:
             command, extra = litellm_proxy.prepare(folder, litellm_venv, ports[LITELLM], upstream)
             url = f"http://127.0.0.1:{ports[LITELLM]}{litellm_proxy.HEALTH}"
@@ -210,6 +220,7 @@ def measure(scenarios: list[Scenario], rounds: int, litellm_venv: Path | None) -
         for scenario in scenarios:
             targets = [
                 Target(DIRECT, base.format(upstream), "mock", pids[DIRECT]),
+                Target(BARE, base.format(ports[BARE]), "mock", pids[BARE]),
                 Target(LOLLMS, base.format(ports[LOLLMS]), "mock/mock", pids[LOLLMS],
                        user if scenario.key else {}),
             ]  # fmt: skip
@@ -231,13 +242,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the targets")
     parser.add_argument("--no-c100", action="store_true", help="skip the concurrency-100 rows")
+    parser.add_argument("--c1-only", action="store_true", help="only the concurrency-1 rows")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--litellm-venv", type=Path, default=litellm_proxy.DEFAULT_VENV)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     shapes = [(1, 300, False, False), (1, 300, True, False), (1, 300, False, True)]
-    shapes += [(10, 1000, False, False), (10, 1000, True, False), (10, 1000, False, True)]
-    if not args.no_c100:
+    if not args.c1_only:
+        shapes += [(10, 1000, False, False), (10, 1000, True, False), (10, 1000, False, True)]
+    if not (args.no_c100 or args.c1_only):
         shapes += [(100, 1000, False, False), (100, 1000, True, False)]
     scenarios = [
         Scenario(c, max(args.rounds, int(n * args.scale)), stream, key)

@@ -6,11 +6,15 @@ from dataclasses import dataclass, field
 
 from common import machine, pct
 
-DIRECT, LOLLMS, LITELLM = "direct", "lollms-server", "LiteLLM"
+DIRECT, BARE, LOLLMS, LITELLM = "direct", "bare aiohttp", "lollms-server", "LiteLLM"
 #: The issue's reference for one LiteLLM worker here (ms of CPU per request), used as the
 #: denominator when LiteLLM is not run (`--no-litellm`).
 LITELLM_REFERENCE_MS = {False: 13.0, True: 37.0}
 CPU_RATIO_GOAL = 0.10
+#: Issue 15: lollms-server's added p50, added TTFT and CPU per chat at most this many times the
+#: bare aiohttp hop's, and at most STREAM_CPU_GOAL_MS of CPU per 20-chunk stream.
+BARE_RATIO_GOAL = 2.0
+STREAM_CPU_GOAL_MS = 1.5
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,11 @@ def process_lines(report: Report) -> list[str]:
         "| RSS after the load MiB |",
         "|---|---|---|---|---|",
     ]
-    labels = {DIRECT: "mock upstream (bare aiohttp)", LITELLM: f"LiteLLM {report.litellm_version}"}
+    labels = {
+        DIRECT: "mock upstream",
+        BARE: "bare aiohttp proxy",
+        LITELLM: f"LiteLLM {report.litellm_version}",
+    }
     for name, startup in report.startup_s.items():
         lines.append(
             f"| {labels.get(name, name)} | {startup:.3f} | {report.rss_idle_mb[name]:.1f} "
@@ -176,6 +184,62 @@ def target_lines(report: Report) -> list[str]:
     return lines
 
 
+def bare_lines(report: Report) -> list[str]:
+    """lollms-server's added p50, added TTFT and CPU per request over the bare hop's."""
+    lines = [
+        "| scenario | added p50 ms lollms / bare | ratio | added TTFT p50 ms lollms / bare "
+        "| ratio | CPU ms/req lollms / bare | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario, sides in report.rows:
+        if BARE not in sides:
+            continue
+        direct, bare, ours = sides[DIRECT], sides[BARE], sides[LOLLMS]
+        p50 = (
+            added(ours.latencies, direct.latencies, 50),
+            added(bare.latencies, direct.latencies, 50),
+        )
+        ttft = ""
+        if scenario.stream:
+            t = added(ours.ttfts, direct.ttfts, 50), added(bare.ttfts, direct.ttfts, 50)
+            ttft = f"{t[0]:+.2f} / {t[1]:+.2f} | {t[0] / t[1]:.2f}"
+        lines.append(
+            f"| {scenario.name} | {p50[0]:+.2f} / {p50[1]:+.2f} | {p50[0] / p50[1]:.2f} "
+            f"| {ttft or ' | '} | {ours.cpu_ms:.2f} / {bare.cpu_ms:.2f} "
+            f"| {ours.cpu_ms / bare.cpu_ms:.2f} |"
+        )
+    return lines
+
+
+def bare_target_lines(report: Report) -> list[str]:
+    """Issue 15's targets at c=1, against the bare hop of the same run."""
+    rows = {s.name: sides for s, sides in report.rows}
+    checks: list[tuple[str, float, float]] = []
+    goal = BARE_RATIO_GOAL
+    chat, stream = rows.get("c=1 non-stream"), rows.get("c=1 stream")
+    if chat is not None and BARE in chat:
+        hop = added(chat[BARE].latencies, chat[DIRECT].latencies, 50)
+        ours = added(chat[LOLLMS].latencies, chat[DIRECT].latencies, 50)
+        checks.append(("added p50, chat (≤ 2 x the bare hop's added p50)", ours, goal * hop))
+        if stream is not None:
+            ttft = added(stream[LOLLMS].ttfts, stream[DIRECT].ttfts, 50)
+            checks.append(
+                ("added TTFT p50, stream (≤ 2 x the bare hop's added p50)", ttft, goal * hop)
+            )
+        cpu = chat[BARE].cpu_ms
+        checks.append(("CPU per chat (≤ 2 x the bare hop's)", chat[LOLLMS].cpu_ms, goal * cpu))
+    if stream is not None:
+        checks.append(
+            ("CPU per 20-chunk stream (≤ 1.5 ms)", stream[LOLLMS].cpu_ms, STREAM_CPU_GOAL_MS)
+        )
+    lines = ["| target (issue 15, c=1) | measured ms | limit ms | met |", "|---|---|---|---|"]
+    for name, value, limit in checks:
+        lines.append(
+            f"| {name} | {value:.2f} | {limit:.2f} | {'yes' if value <= limit else '**no**'} |"
+        )
+    return lines
+
+
 def table(report: Report) -> str:
     """All tables of one invocation, headed by the date and machine."""
     lines = [f"Run: {report.machine}; benchmark wall time {report.wall_s:.0f} s.", ""]
@@ -184,5 +248,8 @@ def table(report: Report) -> str:
         lines += ["", *ratio_lines(report)]
     else:
         lines += ["", "LiteLLM not run (`--no-litellm`): CPU goals use the issue's reference."]
+    if any(BARE in sides for _, sides in report.rows):
+        lines += ["", "Against the bare aiohttp hop (same run):", "", *bare_lines(report)]
+        lines += ["", *bare_target_lines(report)]
     lines += ["", *process_lines(report), "", *target_lines(report)]
     return "\n".join(lines)
