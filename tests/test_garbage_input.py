@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, fields, validate
 
-from lollms_server.api.endpoint import UploadedFile, doc_of, endpoint
-from lollms_server.api.middleware import face_of
 from lollms_server.app import create_app
 from lollms_server.builtin import tiny_media
 from lollms_server.builtin.echo import speak
 from lollms_server.config import Config
+from lollms_server.faces.lollms.schemas import GenerateSchema
+from lollms_server.httpkit.endpoint import UploadedFile, doc_of, endpoint
+from lollms_server.httpkit.error_middleware import face_of
 from lollms_server.keys import CONFIG
-from lollms_server.schemas import GenerateSchema
 
 Client = TestClient[Any, Any]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")

@@ -12,8 +12,9 @@ import requests
 from lollms_client import LollmsClient
 from lollms_client_world import CONFIG
 
-from lollms_server.api import lollms_client_compat, lollms_webui_compat
-from lollms_server.api.middleware import face_of
+from lollms_server.faces.lollms import client_compat as lollms_client_compat
+from lollms_server.faces.lollms import webui_compat as lollms_webui_compat
+from lollms_server.httpkit.error_middleware import face_of
 from lollms_server.testing.process import (
     SERVER_COMMAND,
     ServerProcess,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lollms_server.api.node_status import (
+from lollms_server.faces.lollms.node_status import (
     MAX_HEADER_LANES,
     model_queue_header,
     parse_model_queue_header,

@@ -14,7 +14,6 @@ import ollama
 import pytest
 from aiohttp.test_utils import TestClient
 
-from lollms_server.api.middleware import face_of
 from lollms_server.bindings import (
     GENERATION_TYPES,
     Binding,
@@ -25,6 +24,7 @@ from lollms_server.bindings import (
 from lollms_server.builtin import tiny_media
 from lollms_server.builtin.echo import EchoBinding
 from lollms_server.hookspecs import hookimpl
+from lollms_server.httpkit.error_middleware import face_of
 from lollms_server.keys import KEYSTORE, REGISTRY
 from lollms_server.plugins import load_plugins
 

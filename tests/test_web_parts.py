@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from lollms_server.api.middleware import face_of
+from lollms_server.httpkit.error_middleware import face_of
 from lollms_server.resources import gpu
 from lollms_server.testing.fake_nvml import FakeNVML
 from lollms_server.web import filters

@@ -13,24 +13,17 @@ from pathlib import Path
 from aiohttp import web
 
 from . import keys
-from .api import (
-    admin,
-    lollms,
-    lollms_client_compat,
-    lollms_listing,
-    lollms_webui_compat,
-    node_status,
-    observe,
-    ollama,
-    openai,
-    openapi,
-)
-from .api.middleware import error_middleware
-from .api.observe import add_trace_headers, observe_middleware
 from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
 from .drain import Drain
+from .faces.lollms import admin, client_compat, listing, node_status, webui_compat
+from .faces.lollms import generate as lollms
+from .faces.ollama import chat as ollama
+from .faces.openai import chat as openai
+from .httpkit import observe, openapi
+from .httpkit.error_middleware import error_middleware
+from .httpkit.observe import add_trace_headers, observe_middleware
 from .ignored_fields import add_ignored_header
 from .library import call_observer, load_functions, load_personalities
 from .metrics import Metrics
@@ -164,12 +157,12 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app[keys.FUNCTIONS] = load_functions(config, plugins)
     app[keys.STARTED_AT] = time.time()
     app.router.add_routes(lollms.routes)
-    app.router.add_routes(lollms_listing.routes)
+    app.router.add_routes(listing.routes)
     app.router.add_routes(admin.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(ollama.routes)
-    app.router.add_routes(lollms_client_compat.routes)
-    app.router.add_routes(lollms_webui_compat.routes)
+    app.router.add_routes(client_compat.routes)
+    app.router.add_routes(webui_compat.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(observe.routes)
     app.router.add_routes(node_status.routes)

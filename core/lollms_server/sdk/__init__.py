@@ -11,13 +11,6 @@ few helpers the shipped plugins share.
 from __future__ import annotations
 
 from .. import upstream_chat
-from ..api.convert import b64decode, encode_data
-from ..api.node_status import (
-    FREE_MEMORY_HEADER,
-    MODEL_QUEUE_HEADER,
-    QUEUE_HEADER,
-    parse_model_queue_header,
-)
 from ..binding_context import BindingContext, default_data_dir
 from ..binding_settings import SettingsSchema
 from ..bindings import (
@@ -54,8 +47,15 @@ from ..errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from ..faces.lollms.node_status import (
+    FREE_MEMORY_HEADER,
+    MODEL_QUEUE_HEADER,
+    QUEUE_HEADER,
+    parse_model_queue_header,
+)
 from ..gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
 from ..hookspecs import hookimpl
+from ..httpkit.convert import b64decode, encode_data
 from ..masking import mask_url
 from ..media_types import sniff, sniff_image
 from ..ollama_wire import PASSED_ON_OPTIONS as OLLAMA_PASSED_ON_OPTIONS

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ..api.endpoint import doc_of
 from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
+from ..httpkit.endpoint import doc_of
 from ..keys import AUDIT, KEYSTORE, LIMITER, SECURITY
 from ..tracing import annotate, span
 from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request

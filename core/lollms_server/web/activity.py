@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.middleware import face_of
+from ..httpkit.error_middleware import face_of
 from ..keys import METRICS, SCHEDULER
 
 

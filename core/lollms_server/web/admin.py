@@ -15,8 +15,8 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .. import admin_actions
-from ..api.endpoint import validate as validate_data
 from ..errors import Unauthorized
+from ..httpkit.endpoint import validate as validate_data
 from ..keys import AUDIT, KEYSTORE, SECURITY
 from ..security.auth import KEY_COOKIE, refuse_cross_site, requires
 from ..security.local import is_https

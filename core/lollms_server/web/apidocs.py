@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.openapi import OPENAPI_PATH, openapi_document
+from ..httpkit.openapi import OPENAPI_PATH, openapi_document
 from ..security.auth import requires
 from .forms import query_text
 from .render import page_handler, render

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from typing import Any
 
-from ..api.convert import model_dict
 from ..bindings import FEATURES, GENERATION_TYPES, Binding, Health, ModelInfo
+from ..httpkit.convert import model_dict
 from ..listing import InstanceModels
 from ..plugins import Plugins
 from ..registry import Registry

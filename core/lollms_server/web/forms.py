@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from ..api.body import UploadedFile, limits_of, read_body, read_form, read_urlencoded
-from ..api.endpoint import schema_instance
-from ..api.endpoint import validate as validate_data
 from ..errors import UnsupportedMediaType
+from ..httpkit.body import UploadedFile, limits_of, read_body, read_form, read_urlencoded
+from ..httpkit.endpoint import schema_instance
+from ..httpkit.endpoint import validate as validate_data
 
 MAX_PROMPT = 200_000
 URLENCODED = "application/x-www-form-urlencoded"

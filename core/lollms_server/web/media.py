@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.body import UploadedFile
 from ..bindings import ChatMessage, InputItem, Output, Result
 from ..errors import BackendError
+from ..httpkit.body import UploadedFile
 from ..keys import GENERATION, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..registry import Target

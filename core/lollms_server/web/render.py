@@ -17,8 +17,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from .. import __version__
-from ..api.middleware import from_http_exception
 from ..errors import LollmsError
+from ..httpkit.error_middleware import from_http_exception
 
 log = logging.getLogger(__name__)
 VARY = {"Vary": "HX-Request"}

@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.sse import ClientGone, open_sse
 from ..bindings import Chunk, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound
+from ..httpkit.sse import ClientGone, open_sse
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal

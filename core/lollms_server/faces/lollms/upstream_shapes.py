@@ -7,10 +7,10 @@ import importlib.metadata
 import re
 from typing import Any
 
-from ..bindings import Binding, ModelInfo
-from ..plugins import PluginInfo
-from ..service.personalities import Personality
-from .convert import model_dict
+from ...bindings import Binding, ModelInfo
+from ...httpkit.convert import model_dict
+from ...plugins import PluginInfo
+from ...service.personalities import Personality
 
 AUDIO_TYPES = frozenset({"tts", "stt", "audio2audio"})
 # upstream's model_type values, in the order a model's capabilities are tried

@@ -10,16 +10,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
-from ..chunks import Accumulator
-from ..errors import LollmsError
-from ..keys import GENERATION
-from ..registry import Target
-from ..service.generation import Prepared
-from ..service.generation_stream import open_stream
-from . import ollama_models as models
-from .middleware import error_body
-from .sse import ClientGone
+from ...bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
+from ...chunks import Accumulator
+from ...errors import LollmsError
+from ...httpkit.error_middleware import error_body
+from ...httpkit.sse import ClientGone
+from ...keys import GENERATION
+from ...registry import Target
+from ...service.generation import Prepared
+from ...service.generation_stream import open_stream
+from . import models
 
 log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"

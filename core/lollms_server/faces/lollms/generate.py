@@ -8,26 +8,26 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
-from ..bindings import closing_stream
-from ..errors import InvalidRequest, PayloadTooLarge
-from ..keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
-from ..registry import Target
-from ..schemas import (
+from ... import __version__
+from ...bindings import closing_stream
+from ...errors import InvalidRequest, PayloadTooLarge
+from ...httpkit.body import limits_of
+from ...httpkit.convert import lollms_inputs, media_size
+from ...httpkit.endpoint import endpoint, off_loop_if_big
+from ...keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
+from ...registry import Target
+from ...security.auth import REQUEST_KEY_REQUIRED
+from ...service.generation import guarded
+from ...service.toolloop import ToolLoop
+from ...video_frames import frame_count, videos_as_frames
+from .answer import response_body, stream_answer
+from .schemas import (
     DetokenizeSchema,
     GenerateResponseSchema,
     GenerateSchema,
     HealthSchema,
     TokenizeSchema,
 )
-from ..security.auth import REQUEST_KEY_REQUIRED
-from ..service.generation import guarded
-from ..service.toolloop import ToolLoop
-from ..video_frames import frame_count, videos_as_frames
-from .body import limits_of
-from .convert import lollms_inputs, media_size
-from .endpoint import endpoint, off_loop_if_big
-from .lollms_answer import response_body, stream_answer
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"

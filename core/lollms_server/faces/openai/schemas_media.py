@@ -12,9 +12,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, pre_load, validate
 
-from .api.endpoint import UploadedFile
-from .schemas import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
-from .schemas_openai import TEXT, _opt
+from ...httpkit.endpoint import UploadedFile
+from ..lollms.schemas import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
+from .schemas import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
 FORM_KEY = re.compile(r"^(?P<outer>\w+)\[(?P<inner>\w+)\]$")

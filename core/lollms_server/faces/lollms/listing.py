@@ -8,15 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import health
-from ..bindings import DEFAULT_MAX_TOKENS, GENERATION_TYPES
-from ..errors import NotFound
-from ..keys import FUNCTIONS, PERSONALITIES, PLUGINS, REGISTRY
-from ..listing import gather_models, list_models_of, visible_bindings, visible_instance
-from ..schemas import ListingQuerySchema, ModelInfoQuerySchema
+from ... import health
+from ...bindings import DEFAULT_MAX_TOKENS, GENERATION_TYPES
+from ...errors import NotFound
+from ...httpkit.convert import health_dict, model_dict
+from ...httpkit.endpoint import endpoint
+from ...keys import FUNCTIONS, PERSONALITIES, PLUGINS, REGISTRY
+from ...listing import gather_models, list_models_of, visible_bindings, visible_instance
 from . import upstream_shapes as shapes
-from .convert import health_dict, model_dict
-from .endpoint import endpoint
+from .schemas import ListingQuerySchema, ModelInfoQuerySchema
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"

@@ -16,9 +16,9 @@ from marshmallow import (
     validates_schema,
 )
 
-from .bindings import GENERATION_TYPES
-from .ignored_fields import ForgivingSchema
-from .request_limits import CappedList
+from ...bindings import GENERATION_TYPES
+from ...ignored_fields import ForgivingSchema
+from ...request_limits import CappedList
 
 NAME = validate.Length(min=1, max=256)
 EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -14,12 +14,19 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
-from ..errors import BackendError, LollmsError
-from ..keys import GENERATION, PERSONALITIES, REGISTRY
-from ..listing import gather_models
-from ..openai_names import resolve_model
-from ..schemas_compat import (
+from ...bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
+from ...errors import BackendError, LollmsError
+from ...httpkit.body import UploadedFile
+from ...httpkit.convert import decode_data, decode_image, encode_data
+from ...httpkit.endpoint import endpoint, off_loop_if_big
+from ...keys import GENERATION, PERSONALITIES, REGISTRY
+from ...listing import gather_models
+from ...openai_names import resolve_model
+from ...service.generation import Prepared, guarded
+from ...service.generation_stream import open_stream
+from ..openai import media as openai_media
+from .generate import token_ids, token_text
+from .schemas_compat import (
     Audio2TextSchema,
     Text2AudioSchema,
     WebuiDetokenizeSchema,
@@ -27,13 +34,6 @@ from ..schemas_compat import (
     WebuiGenerateSchema,
     WebuiTokenizeSchema,
 )
-from ..service.generation import Prepared, guarded
-from ..service.generation_stream import open_stream
-from . import openai_media
-from .body import UploadedFile
-from .convert import decode_data, decode_image, encode_data
-from .endpoint import endpoint, off_loop_if_big
-from .lollms import token_ids, token_text
 
 log = logging.getLogger(__name__)
 TAG = "lollms-webui"

@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import admin_actions
-from ..keys import AUDIT, KEYSTORE, REGISTRY
-from ..registry import Target
-from ..resources.actions import Action, change_model
-from ..schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema, ReloadSchema
-from .endpoint import endpoint
+from ... import admin_actions
+from ...httpkit.endpoint import endpoint
+from ...keys import AUDIT, KEYSTORE, REGISTRY
+from ...registry import Target
+from ...resources.actions import Action, change_model
+from .schemas import AuditQuerySchema, KeyCreateSchema, ModelActionSchema, ReloadSchema
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"

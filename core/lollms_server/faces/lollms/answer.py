@@ -8,15 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import Chunk, Output, Usage, closing_stream
-from ..chunks import Accumulator
-from ..errors import LollmsError
-from ..keys import GENERATION
-from ..service.generation import Prepared
-from ..service.generation_stream import open_stream
-from ..service.toolloop import ToolLoop
-from .convert import output_dict, usage_dict
-from .sse import ClientGone, open_sse, send_event
+from ...bindings import Chunk, Output, Usage, closing_stream
+from ...chunks import Accumulator
+from ...errors import LollmsError
+from ...httpkit.convert import output_dict, usage_dict
+from ...httpkit.sse import ClientGone, open_sse, send_event
+from ...keys import GENERATION
+from ...service.generation import Prepared
+from ...service.generation_stream import open_stream
+from ...service.toolloop import ToolLoop
 
 
 def response_body(

@@ -14,12 +14,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import health
-from ..bindings import Binding, ModelInfo
-from ..errors import ModelNotFound
-from ..listing import gather_models
-from ..registry import Registry, Target
-from ..service.generation import guarded
+from ... import health
+from ...bindings import Binding, ModelInfo
+from ...errors import ModelNotFound
+from ...listing import gather_models
+from ...registry import Registry, Target
+from ...service.generation import guarded
 
 log = logging.getLogger(__name__)
 LATEST = ":latest"

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import (
+from ...bindings import (
     Binding,
     ChatMessage,
     Chunk,
@@ -28,21 +28,21 @@ from ..bindings import (
     closing_stream,
     next_text_chunk,
 )
-from ..chunks import Accumulator
-from ..errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
-from ..keys import GENERATION, REGISTRY, STARTED_AT
-from ..listing import gather_models, list_models_of, visible_bindings
-from ..openai_names import resolve_model
-from ..registry import Target
-from ..schemas_openai import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
-from ..service.generation import Prepared, guarded
-from ..service.generation_stream import open_stream
-from ..service.personalities import split_personality
-from . import openai_media
-from .convert import usage_dict
-from .endpoint import endpoint
-from .middleware import error_body
-from .sse import ClientGone, open_sse, send_event
+from ...chunks import Accumulator
+from ...errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
+from ...httpkit.convert import usage_dict
+from ...httpkit.endpoint import endpoint
+from ...httpkit.error_middleware import error_body
+from ...httpkit.sse import ClientGone, open_sse, send_event
+from ...keys import GENERATION, REGISTRY, STARTED_AT
+from ...listing import gather_models, list_models_of, visible_bindings
+from ...openai_names import resolve_model
+from ...registry import Target
+from ...service.generation import Prepared, guarded
+from ...service.generation_stream import open_stream
+from ...service.personalities import split_personality
+from . import media as openai_media
+from .schemas import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 
 log = logging.getLogger(__name__)
 TAG = "openai"

@@ -20,20 +20,20 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import ChatMessage, InputItem, Output, Result
-from ..errors import BackendError, InvalidRequest
-from ..keys import GENERATION, REGISTRY
-from ..openai_names import resolve_model
-from ..schemas_openai_media import (
+from ...bindings import ChatMessage, InputItem, Output, Result
+from ...errors import BackendError, InvalidRequest
+from ...httpkit.convert import decode_image, encode_data
+from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
+from ...keys import GENERATION, REGISTRY
+from ...openai_names import resolve_model
+from ...service.generation import Prepared
+from .schemas_media import (
     ImageEditForm,
     ImageGenerationSchema,
     SpeechSchema,
     TranscriptionForm,
     TranslationForm,
 )
-from ..service.generation import Prepared
-from .convert import decode_image, encode_data
-from .endpoint import UploadedFile, endpoint, off_loop_if_big
 
 TAG = "openai"
 MODEL_HEADER = "X-Lollms-Model"  # the model that served a media request

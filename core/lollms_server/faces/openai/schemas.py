@@ -43,11 +43,11 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from .api.convert import DATA_URL, decode_data
-from .bindings import ChatMessage, InputItem
-from .errors import InvalidRequest
-from .request_limits import CappedList
-from .schemas import NAME, StrictSchema, StringOrList
+from ...bindings import ChatMessage, InputItem
+from ...errors import InvalidRequest
+from ...httpkit.convert import DATA_URL, decode_data
+from ...request_limits import CappedList
+from ..lollms.schemas import NAME, StrictSchema, StringOrList
 
 MAX_INPUTS = 2048
 ROLES = {role: role for role in ("system", "user", "assistant", "tool")}

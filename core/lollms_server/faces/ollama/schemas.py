@@ -29,13 +29,13 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
-from .api.convert import decode_data
-from .bindings import ChatMessage, InputItem, ToolCall
-from .errors import InvalidRequest
-from .media_types import sniff_image
-from .ollama_wire import PASSED_ON_OPTIONS, KeepAlive
-from .request_limits import CappedList
-from .schemas import NAME, StringOrList
+from ...bindings import ChatMessage, InputItem, ToolCall
+from ...errors import InvalidRequest
+from ...httpkit.convert import decode_data
+from ...media_types import sniff_image
+from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive
+from ...request_limits import CappedList
+from ..lollms.schemas import NAME, StringOrList
 
 MAX_IMAGES = 16
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -21,14 +21,19 @@ from typing import Any, NoReturn
 from aiohttp import web
 from marshmallow import Schema
 
-from .. import __version__
-from ..bindings import ChatMessage
-from ..errors import BackendError, InvalidRequest, NotSupported
-from ..keys import GENERATION, REGISTRY, STARTED_AT
-from ..openai_names import resolve_model
-from ..registry import Target
-from ..resources.actions import change_model
-from ..schemas_ollama import (
+from ... import __version__
+from ...bindings import ChatMessage
+from ...errors import BackendError, InvalidRequest, NotSupported
+from ...httpkit.body import limits_of
+from ...httpkit.endpoint import endpoint, read_json, validate
+from ...keys import GENERATION, REGISTRY, STARTED_AT
+from ...openai_names import resolve_model
+from ...registry import Target
+from ...resources.actions import change_model
+from ...service.generation import guarded
+from ...service.personalities import split_personality
+from . import models
+from .schemas import (
     OllamaChatSchema,
     OllamaCopySchema,
     OllamaEmbeddingsSchema,
@@ -38,12 +43,7 @@ from ..schemas_ollama import (
     OllamaShowSchema,
     keep_alive_seconds,
 )
-from ..service.generation import guarded
-from ..service.personalities import split_personality
-from . import ollama_models as models
-from .body import limits_of
-from .endpoint import endpoint, read_json, validate
-from .ollama_stream import Shape, nanoseconds, stream_ndjson
+from .stream import Shape, nanoseconds, stream_ndjson
 
 routes = web.RouteTableDef()
 TAG = "ollama"

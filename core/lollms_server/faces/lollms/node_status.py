@@ -11,11 +11,11 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from ..keys import LIFECYCLE, SCHEDULER
-from ..resources.gpu import GpuReport
-from ..resources.placement import Device
-from ..security.auth import REQUEST_PRINCIPAL
-from .endpoint import endpoint
+from ...httpkit.endpoint import endpoint
+from ...keys import LIFECYCLE, SCHEDULER
+from ...resources.gpu import GpuReport
+from ...resources.placement import Device
+from ...security.auth import REQUEST_PRINCIPAL
 
 routes = web.RouteTableDef()
 QUEUE_HEADER = "X-Lollms-Queue-Depth"

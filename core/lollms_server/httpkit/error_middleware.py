@@ -35,7 +35,7 @@ OPENAI_TYPES = {
 }
 
 
-#: lollms-webui's route names that `lollms-client` calls (api/lollms_webui_compat.py).
+#: lollms-webui's route names that `lollms-client` calls (faces/lollms/webui_compat.py).
 WEBUI_PATHS = frozenset(
     [
         "/lollms_generate",

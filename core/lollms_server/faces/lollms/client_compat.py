@@ -12,13 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from ..bindings import GENERATION_TYPES, Binding, InputItem, ModelInfo
-from ..errors import NotFound, PayloadTooLarge
-from ..keys import PERSONALITIES, REGISTRY
-from ..listing import gather_models, list_models_of, visible_bindings
-from ..openai_names import resolve_model
-from ..registry import Target
-from ..schemas_compat import (
+from ...bindings import GENERATION_TYPES, Binding, InputItem, ModelInfo
+from ...errors import NotFound, PayloadTooLarge
+from ...httpkit.body import limits_of
+from ...httpkit.convert import decode_image
+from ...httpkit.endpoint import endpoint, off_loop_if_big
+from ...keys import PERSONALITIES, REGISTRY
+from ...listing import gather_models, list_models_of, visible_bindings
+from ...openai_names import resolve_model
+from ...registry import Target
+from ...service.personalities import split_personality
+from ..openai import media as openai_media
+from .generate import token_ids, token_text
+from .schemas_compat import (
     ImageEditSchema,
     ModelOnlySchema,
     ModelsQuerySchema,
@@ -27,12 +33,6 @@ from ..schemas_compat import (
     SpeechSchema,
     TranscriptionForm,
 )
-from ..service.personalities import split_personality
-from . import openai_media
-from .body import limits_of
-from .convert import decode_image
-from .endpoint import endpoint, off_loop_if_big
-from .lollms import token_ids, token_text
 
 PREFIX = "/lollms/v1"
 TAG = "lollms-client"

@@ -1,1 +1,0 @@
-"""The HTTP faces: lollms (/api/v1), OpenAI-compatible (/v1), and their shared helpers."""

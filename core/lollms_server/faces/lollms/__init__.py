@@ -1,0 +1,1 @@
+"""The lollms face: /api/v1, the admin API, node status, the lollms-client and webui routes."""

@@ -1,0 +1,1 @@
+"""The Ollama-compatible face (/api/chat, /api/generate, model listing and management)."""
