@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid
@@ -13,7 +12,6 @@ from contextlib import (
     asynccontextmanager,
     nullcontext,
 )
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..bindings import (
@@ -45,47 +43,14 @@ from ..tracing import SpanLike, first_token, span
 from .functions import FunctionRegistry
 from .generation_outcome import Outcome, audit_outcome, count_outcome
 from .generation_stream import ChunkStream
-from .personalities import Personality, PersonalityStore, apply_personality
+from .personalities import PersonalityStore, apply_personality
+from .prepared import Prepared
 from .routing import Attempt, ordered_candidates
 from .workflows import stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_TOKENS_NAMES = ("max_tokens", "n_predict")  # a request that sets either is not capped
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A request resolved to its target, ready to run; each attempt on a fallback target gets
-    its own copy (`on`), so what a face was handed always names what it asked for."""
-
-    target: Target
-    request: GenerationRequest
-    personality: Personality | None
-    face: str
-    started: float
-    # the request set no max_tokens: each target it runs on caps it at its default
-    default_cap: bool = False
-    # made by a personality's script: it runs in the script's concurrency slot
-    in_script: bool = False
-
-    @property
-    def scripted(self) -> bool:
-        """Whether a personality's script answers instead of a binding."""
-        return self.personality is not None and self.personality.workflow is not None
-
-    @property
-    def elapsed_s(self) -> float:
-        """Seconds since the request was prepared."""
-        return time.monotonic() - self.started
-
-    def on(self, target: Target) -> Prepared:
-        """This request as sent to `target`: its model, and its default cap when none was set."""
-        parameters = self.request.parameters
-        if self.default_cap:
-            parameters = {**parameters, "max_tokens": target.default_max_tokens}
-        request = dataclasses.replace(self.request, model=target.model, parameters=parameters)
-        return dataclasses.replace(self, target=target, request=request)
 
 
 def call_attributes(prepared: Prepared) -> dict[str, str | None]:

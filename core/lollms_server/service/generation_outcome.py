@@ -13,7 +13,7 @@ from ..security.principal import Principal
 from ..security.ratelimit import Reservation
 
 if TYPE_CHECKING:
-    from .generation import Prepared
+    from .prepared import Prepared
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..chunks import Chunk
 
 if TYPE_CHECKING:
-    from .generation import Prepared
+    from .prepared import Prepared
 
 
 class ChunkStream(AsyncIterator[Chunk]):

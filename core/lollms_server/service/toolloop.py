@@ -15,7 +15,8 @@ from ..tracing import span
 from .functions import CallOutcome, Function, FunctionRegistry
 
 if TYPE_CHECKING:
-    from .generation import GenerationService, Prepared
+    from .generation import GenerationService
+from .prepared import Prepared
 
 
 @dataclass

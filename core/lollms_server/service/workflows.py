@@ -6,17 +6,43 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
 from ..errors import LollmsError, WorkflowFailed
+from ..registry import Registry, Target
+from .prepared import Prepared
 
 if TYPE_CHECKING:
     from .functions import CallOutcome, FunctionRegistry
-    from .generation import GenerationService, Prepared
 
 T = TypeVar("T")
+
+
+class ScriptHost(Protocol):
+    """What a script's generations go through: the generation service, seen from here."""
+
+    @property
+    def registry(self) -> Registry:
+        """Where targets are resolved."""
+
+    async def prepare(
+        self,
+        *,
+        face: str,
+        generation_type: str,
+        target: Target,
+        messages: Sequence[ChatMessage] = (),
+        inputs: Sequence[InputItem] = (),
+        parameters: Mapping[str, Any] | None = None,
+        personality: str | None = None,
+        in_script: bool = False,
+    ) -> Prepared:
+        """A request resolved and ready to run."""
+
+    async def generate(self, prepared: Prepared) -> Result:
+        """Run it to its whole result."""
 
 
 class WorkflowContext:
@@ -26,7 +52,7 @@ class WorkflowContext:
 
     def __init__(
         self,
-        service: GenerationService,
+        service: ScriptHost,
         prepared: Prepared,
         functions: FunctionRegistry,
         queue: asyncio.Queue[Chunk | None],
@@ -123,7 +149,7 @@ class WorkflowContext:
 
 
 async def stream_workflow(
-    service: GenerationService, prepared: Prepared, functions: FunctionRegistry
+    service: ScriptHost, prepared: Prepared, functions: FunctionRegistry
 ) -> AsyncIterator[Chunk]:
     """The chunks a personality's script sends, then those of what it returns."""
     personality = prepared.personality

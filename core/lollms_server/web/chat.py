@@ -16,7 +16,7 @@ from ..bindings import ChatMessage
 from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..security.auth import requires
-from ..service.generation import Prepared
+from ..service.prepared import Prepared
 from .catalog import choices
 from .forms import ChatForm, read_page_form
 from .render import is_htmx, page_handler, render

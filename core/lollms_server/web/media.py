@@ -19,7 +19,7 @@ from ..keys import GENERATION, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..registry import Target
 from ..security.auth import requires
-from ..service.generation import Prepared
+from ..service.prepared import Prepared
 from .catalog import choices
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render

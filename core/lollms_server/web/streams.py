@@ -31,7 +31,7 @@ from ..httpkit.sse import ClientGone, open_sse
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
-from ..service.generation import Prepared
+from ..service.prepared import Prepared
 from ..service.generation_stream import ChunkStream
 from .forms import read_action
 from .render import VARY, is_htmx, page_handler, render_string, see_other

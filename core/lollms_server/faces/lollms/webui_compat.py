@@ -22,7 +22,8 @@ from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import GENERATION, PERSONALITIES, REGISTRY
 from ...listing import gather_models
 from ...openai_names import resolve_model
-from ...service.generation import Prepared, guarded
+from ...service.generation import guarded
+from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
 from ..openai import media as openai_media
 from .generate import token_ids, token_text

@@ -17,7 +17,7 @@ from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import ClientGone
 from ...keys import GENERATION
 from ...registry import Target
-from ...service.generation import Prepared
+from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
 from . import models
 

@@ -38,7 +38,8 @@ from ...keys import GENERATION, REGISTRY, STARTED_AT
 from ...listing import gather_models, list_models_of, visible_bindings
 from ...openai_names import resolve_model
 from ...registry import Target
-from ...service.generation import Prepared, guarded
+from ...service.generation import guarded
+from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
 from ...service.personalities import split_personality
 from . import media as openai_media

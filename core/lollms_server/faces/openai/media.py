@@ -26,7 +26,7 @@ from ...httpkit.convert import decode_image, encode_data
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
-from ...service.generation import Prepared
+from ...service.prepared import Prepared
 from .schemas_media import (
     ImageEditForm,
     ImageGenerationSchema,

@@ -1,0 +1,46 @@
+"""A request resolved to its target and ready to run: what the generation service, the faces
+and personality scripts hand each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from ..bindings import GenerationRequest
+from ..registry import Target
+from .personalities import Personality
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request resolved to its target, ready to run; each attempt on a fallback target gets
+    its own copy (`on`), so what a face was handed always names what it asked for."""
+
+    target: Target
+    request: GenerationRequest
+    personality: Personality | None
+    face: str
+    started: float
+    # the request set no max_tokens: each target it runs on caps it at its default
+    default_cap: bool = False
+    # made by a personality's script: it runs in the script's concurrency slot
+    in_script: bool = False
+
+    @property
+    def scripted(self) -> bool:
+        """Whether a personality's script answers instead of a binding."""
+        return self.personality is not None and self.personality.workflow is not None
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the request was prepared."""
+        return time.monotonic() - self.started
+
+    def on(self, target: Target) -> Prepared:
+        """This request as sent to `target`: its model, and its default cap when none was set."""
+        parameters = self.request.parameters
+        if self.default_cap:
+            parameters = {**parameters, "max_tokens": target.default_max_tokens}
+        request = dataclasses.replace(self.request, model=target.model, parameters=parameters)
+        return dataclasses.replace(self, target=target, request=request)
