@@ -5,7 +5,9 @@ wrapper that switches cProfile on at SIGUSR1 and off (writing the file) at SIGUS
 and warm-up are left out. It sends `--requests` non-streamed and as many streamed chat
 completions at concurrency `--concurrency` between the two signals and prints the functions
 with the most own time and, among lollms code, the heaviest call subtrees, per request.
-cProfile slows the server down several times: read the shares, not the absolute times.
+The profiler's clock is the event-loop thread's CPU time (`time.thread_time`), so waits in
+`epoll` and time the process spends descheduled on a busy machine do not count. cProfile slows
+the server down several times: read the shares, not the absolute times.
 `--write` updates `<!-- profile -->` in docs/benchmarks.md.
 """
 
@@ -29,9 +31,9 @@ from overhead_report import Side
 
 MARKER = "<!-- profile -->"
 WRAPPER = """
-import cProfile, signal, sys
+import cProfile, signal, sys, time
 from lollms_server.cli import main
-profile = cProfile.Profile()
+profile = cProfile.Profile(time.thread_time)  # CPU of the loop's thread, not wall time
 path = sys.argv.pop(1)
 def start(signum, frame):
     profile.enable()
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--save", type=Path, help="also keep the raw profile there (pstats)")
     args = parser.parse_args()
     upstream, port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,6 +145,8 @@ def main() -> None:
                 time.sleep(0.5)
         out = io.StringIO()
         stats = pstats.Stats(str(profile), stream=out)
+        if args.save:
+            stats.dump_stats(str(args.save))
     requests = 2 * args.requests
     head = "| function | file:line | calls/request | ms/request | share |"
     lines = [

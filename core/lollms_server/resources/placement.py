@@ -138,6 +138,7 @@ class Memory:
         self.read_gpus = read_gpus
         self.read_ram = read_ram
         total, _ = read_ram()
+        self.ram_total = total
         self.ram_budget = parse_budget(ram_budget, total)
         self.ram_reserve = parse_budget(ram_reserve, total, "resources.ram_reserve") or 0
         self.gpu_budget = _per_gpu(gpu_budget, "resources.gpu_budget")
@@ -146,9 +147,10 @@ class Memory:
 
     def ram(self, booked: int) -> Device:
         """RAM now, with `booked` bytes of loaded models in it."""
+        if not self.ram_reserve:  # free RAM is not consulted: skip the /proc read (per answer)
+            return Device(CPU, self.ram_total, self.ram_budget, 0, None, booked)
         total, available = self.read_ram()
-        free = available if self.ram_reserve else None
-        return Device(CPU, total, self.ram_budget, self.ram_reserve, free, booked)
+        return Device(CPU, total, self.ram_budget, self.ram_reserve, available, booked)
 
     async def gpus(self, booked: Mapping[str, int]) -> list[Device]:
         """Every GPU now (read through NVML in a thread), with the bytes booked on each."""
