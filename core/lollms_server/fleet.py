@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarl import URL
 
-from .errors import ConfigError, LollmsError, ModelNotFound
-
-if TYPE_CHECKING:
-    from .registry import Registry, Target
+from .errors import ConfigError
 
 FLEET_TYPE = "lollms"  # the binding type of plugins/lollms-remote
 
@@ -43,25 +40,3 @@ def fleet_instances(
                 settings[key] = fleet[key]
         instances[name] = settings
     return instances
-
-
-async def fleet_targets(
-    registry: Registry, generation_type: str, name: str, route: Mapping[str, Any]
-) -> list[Target]:
-    """Every `lollms` instance whose node lists the route's model (a node that cannot be
-    asked is left out); ModelNotFound when none does."""
-    model = route.get("model") or name
-    targets = []
-    for binding in registry.instances.values():
-        has_model = getattr(binding, "has_model", None)
-        if binding.name != FLEET_TYPE or has_model is None:
-            continue
-        try:
-            if not await has_model(model):
-                continue
-        except LollmsError:
-            continue
-        targets.append(await registry.resolve(generation_type, binding.instance_name, model))
-    if not targets:
-        raise ModelNotFound(f"route {name!r}: no fleet node has model {model!r}", param="model")
-    return targets

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .service.generation import GenerationService
     from .service.personalities import PersonalityStore
     from .storage import Store
-    from .tracing import Tracer
+    from .tracing_types import Tracer
     from .web.streams import StreamRegistry
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")

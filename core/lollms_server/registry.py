@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +11,15 @@ from marshmallow import RAISE, ValidationError
 from .binding_context import BindingContext
 from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
-from .errors import ConfigError, InvalidRequest, ModelNotFound, NotFound, NotSupported
-from .fleet import fleet_targets
+from .errors import (
+    ConfigError,
+    InvalidRequest,
+    LollmsError,
+    ModelNotFound,
+    NotFound,
+    NotSupported,
+)
+from .fleet import FLEET_TYPE
 from .plugins import Plugins
 from .security.principal import caller
 
@@ -217,3 +224,25 @@ def _instantiate(spec: InstanceConfig, plugins: Plugins, context: BindingContext
     if spec.default_max_tokens is not None:
         binding.default_max_tokens = spec.default_max_tokens
     return binding
+
+
+async def fleet_targets(
+    registry: Registry, generation_type: str, name: str, route: Mapping[str, Any]
+) -> list[Target]:
+    """Every `lollms` instance whose node lists the route's model (a node that cannot be
+    asked is left out); ModelNotFound when none does."""
+    model = route.get("model") or name
+    targets = []
+    for binding in registry.instances.values():
+        has_model = getattr(binding, "has_model", None)
+        if binding.name != FLEET_TYPE or has_model is None:
+            continue
+        try:
+            if not await has_model(model):
+                continue
+        except LollmsError:
+            continue
+        targets.append(await registry.resolve(generation_type, binding.instance_name, model))
+    if not targets:
+        raise ModelNotFound(f"route {name!r}: no fleet node has model {model!r}", param="model")
+    return targets

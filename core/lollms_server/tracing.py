@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .trace import current_trace
+from .tracing_types import AttributeValue, SpanLike, Tracer, TraceSettings
 
 if TYPE_CHECKING:
     from .config_sections import TracingConfig
@@ -22,50 +22,6 @@ if TYPE_CHECKING:
 EXTRA = "tracing"
 REQUEST_ID_HEADER = "X-Request-Id"
 NO_SPAN: AbstractContextManager[None] = nullcontext()
-AttributeValue = str | int | float | bool
-
-
-class SpanLike(Protocol):
-    """What the server does with a span: attributes and events."""
-
-    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
-
-    def add_event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
-        """Note an instant in the span (e.g. the first token)."""
-
-
-class Tracer(Protocol):
-    """A tracing back end (OpenTelemetry's, when the extra is installed)."""
-
-    def server_span(
-        self, name: str, headers: Mapping[str, str], attributes: Mapping[str, AttributeValue]
-    ) -> AbstractContextManager[SpanLike]:
-        """The request's span, continuing the caller's W3C trace context if it sent one."""
-
-    def span(
-        self, name: str, attributes: Mapping[str, AttributeValue], *, client: bool = False
-    ) -> AbstractContextManager[SpanLike]:
-        """A child span of the current one (kind CLIENT for a call to another server)."""
-
-    def inject(self, headers: dict[str, str]) -> None:
-        """Put the current span's `traceparent` (and `tracestate`) into `headers`."""
-
-    def ids(self) -> tuple[str, str] | None:
-        """The current span's (trace id, span id) in hex, or None when not sampled."""
-
-    def shutdown(self) -> None:
-        """Export what is left and stop."""
-
-
-@dataclass(frozen=True)
-class TraceSettings:
-    """`[tracing]` resolved for the exporter: the headers read from the environment."""
-
-    endpoint: str
-    headers: dict[str, str]
-    sample_ratio: float
-    service_name: str
-    timeout_s: float
 
 
 def start_tracing(config: TracingConfig, environ: Mapping[str, str]) -> Tracer | None:

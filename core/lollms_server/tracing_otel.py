@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .tracing import AttributeValue, SpanLike, TraceSettings
+from .tracing_types import AttributeValue, SpanLike, TraceSettings
 
 PROPAGATOR = TraceContextTextMapPropagator()
 

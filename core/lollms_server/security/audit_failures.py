@@ -13,10 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .audit import AuditLog
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 MAX_SOURCES = 1024
@@ -24,6 +21,16 @@ OVERFLOW_REASON = f"more than {MAX_SOURCES} addresses and reasons in this interv
 FLUSH_EVERY_S = 5.0
 REASON_CHARS = 200
 Source = tuple[str, int, str, str | None]
+
+
+class AuditRows(Protocol):
+    """The audit log, as far as the failure counts write to it."""
+
+    async def insert(self, event: str, **fields: Any) -> int:
+        """Add one row; its id."""
+
+    async def set_detail(self, row_id: int, detail: dict[str, Any]) -> None:
+        """Replace a row's detail."""
 
 
 @dataclass
@@ -44,7 +51,7 @@ class _Burst:
 class FailureLog:
     """Records `auth_failed` events, aggregated per source and interval."""
 
-    def __init__(self, audit: AuditLog, interval_s: float = 60.0) -> None:
+    def __init__(self, audit: AuditRows, interval_s: float = 60.0) -> None:
         self.audit = audit
         self.interval_s = interval_s
         self.bursts: dict[Source, _Burst] = {}

@@ -8,13 +8,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from limits.aio.storage import Storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from ..config_sections import SecurityConfig
 from ..errors import ConfigError, RateLimitsUnavailable
 from ..masking import mask_text, mask_url
 
@@ -26,7 +25,19 @@ REDIS_TIMEOUT_S = 1.0  # a Redis that hangs costs a request at most this long, p
 WARN_EVERY_S = 10.0
 
 
-def limits_uri(security: SecurityConfig) -> str:
+class LimitsSettings(Protocol):
+    """The `[security]` settings that name the storage (`config_sections.SecurityConfig`)."""
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """The storage URI."""
+
+    @property
+    def rate_limit_storage_env(self) -> str | None:
+        """The variable that holds the URI instead, if any."""
+
+
+def limits_uri(security: LimitsSettings) -> str:
     """`[security] rate_limit_storage_env`'s variable (checked like the setting), else
     `rate_limit_storage`; ConfigError when the variable is unset or its URI unusable."""
     if not security.rate_limit_storage_env:

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import BackendUnavailable, ConfigError
-from . import Row, describe
+from .base import Row, describe
 
 PLACEHOLDER = re.compile(r"\?")
 MIGRATION_LOCK = 0x6C6F6C6D73  # pg_advisory_xact_lock key: one migrating replica at a time

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import Store
+from .base import Store
 
 log = logging.getLogger(__name__)
 FOLDER = Path(__file__).parent / "migrations"

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import Row
+from .base import Row
 
 CHECKPOINT_EVERY_S = 10.0
 
