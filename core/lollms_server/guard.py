@@ -19,21 +19,26 @@ T = TypeVar("T")
 @contextmanager
 def binding_errors(binding: Binding, timeout_s: float | None = None) -> Iterator[None]:
     """Re-raise anything a binding throws as one of our errors naming the instance."""
-    name = binding.instance_name
     try:
         yield
-    except LollmsError as exc:
+    except Exception as exc:
+        error = binding_failure(binding, exc, timeout_s)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -> LollmsError:
+    """What a binding's exception becomes: our own error naming the instance (a 504 for a
+    timeout; any other failure of third-party code a 502, logged)."""
+    name = binding.instance_name
+    if isinstance(exc, LollmsError):
         exc.binding = exc.binding or name
-        raise
-    except TimeoutError as exc:
-        raise BackendTimeout(
-            f"binding {name!r} did not answer within {timeout_s}s", binding=name
-        ) from exc
-    except Exception as exc:  # third-party binding code: any failure becomes a 502
-        log.exception("binding %s failed", name)
-        raise BackendError(
-            f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name
-        ) from exc
+        return exc
+    if isinstance(exc, TimeoutError):
+        return BackendTimeout(f"binding {name!r} did not answer within {timeout_s}s", binding=name)
+    log.error("binding %s failed", name, exc_info=exc)
+    return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name)
 
 
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:

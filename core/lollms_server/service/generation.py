@@ -20,14 +20,12 @@ from ..bindings import (
     GenerationRequest,
     InputItem,
     Result,
-    closing_stream,
     join_stream,
     result_chunks,
 )
 from ..circuit import Breakers
 from ..drain import Drain
-from ..errors import BackendTimeout, LollmsError
-from ..guard import binding_errors as binding_errors
+from ..errors import LollmsError
 from ..guard import guarded as guarded
 from ..metrics import Metrics
 from ..registry import Registry, Target
@@ -38,8 +36,9 @@ from ..security.principal import caller
 from ..security.principal import current as current_principal
 from ..security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
 from ..thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
-from ..trace import current_trace, in_backend
-from ..tracing import SpanLike, first_token, span
+from ..trace import current_trace
+from ..tracing import first_token, span
+from .binding_read import BindingReader
 from .functions import FunctionRegistry
 from .generation_outcome import Outcome, audit_outcome, count_outcome
 from .generation_stream import ChunkStream
@@ -62,6 +61,15 @@ def call_attributes(prepared: Prepared) -> dict[str, str | None]:
         "lollms.request_id": prepared.request.request_id,
         "lollms.key_id": principal.key_id if principal is not None else None,
     }
+
+
+def queued_at(lane: Lane, position: int) -> Chunk:
+    """The `info` event of a request waiting in `lane` at `position`."""
+    return Chunk(
+        type="info",
+        content=f"queued at position {position}",
+        metadata={"queue_position": position, "estimated_wait_s": lane.estimated_wait_s(position)},
+    )
 
 
 def new_request_id() -> str:
@@ -146,24 +154,16 @@ class GenerationService:
 
     async def run(self, prepared: Prepared) -> tuple[Prepared, Result]:
         """Like `generate`, with the attempt that served (its target, its request)."""
-        if prepared.scripted:
-            async with self._accounted(prepared):
-                return prepared, await join_stream(stream_workflow(self, prepared, self.functions))
-        async with self._accounted(prepared) as outcome:
+        if prepared.scripted:  # a script streams what it sends: folded here
+            return prepared, await join_stream(stream_workflow(self, prepared, self.functions))
+        async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
-                async with attempt:
-                    outcome.served = call
-                    binding = call.target.binding
-                    async with self._slot(call) as (lane, ticket):
-                        async for _position in self._turns(lane, ticket):
-                            pass
-                        async with self._loaded(call):
-                            with span("binding.generate", call_attributes(call)):
-                                result = await guarded(
-                                    binding, binding.generate(call.request), self.timeout_s
-                                )
-                    outcome.usage = result.usage
-                    return call, split_result_thoughts(result)
+                outcome.served = call
+                async with attempt, self._slot(call) as (lane, ticket):
+                    async for _position in self._turns(lane, ticket):
+                        pass
+                    async with self._loaded(call):
+                        return call, await self._whole(call, outcome)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     def stream(self, prepared: Prepared) -> ChunkStream:
@@ -173,89 +173,52 @@ class GenerationService:
         error ends the stream (a half-sent answer is never replayed elsewhere). The stream's
         `served` names the attempt its chunks come from.
         """
+        if prepared.scripted:
+            return ChunkStream(prepared, lambda _: stream_workflow(self, prepared, self.functions))
         return ChunkStream(prepared, lambda stream: self._stream(prepared, stream))
 
     async def _stream(self, prepared: Prepared, stream: ChunkStream) -> AsyncGenerator[Chunk, None]:
-        if prepared.scripted:
-            async with (
-                self._accounted(prepared),
-                closing_stream(stream_workflow(self, prepared, self.functions)) as steps,
-            ):
-                async for chunk in steps:
-                    yield chunk
-            return
-        async with self._accounted(prepared) as outcome:
+        # one generator from the binding's stream to the face: every frame costs each chunk
+        async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
-                async with attempt:
-                    outcome.served = stream.served = call
-                    async for chunk in self._stream_on_target(call, outcome):
-                        if chunk.type == "chunk":
-                            attempt.committed = True
-                        yield chunk
+                outcome.served = stream.served = call
+                async with attempt, self._slot(call) as (lane, ticket):
+                    async for position in self._turns(lane, ticket):
+                        yield queued_at(lane, position)
+                    splitter = ThinkSplitter()
+                    async with self._loaded(call):
+                        binding = call.target.binding
+                        if "stream" not in binding.capabilities:  # the answer as one piece
+                            for piece in result_chunks(await self._whole(call, outcome)):
+                                attempt.committed = True
+                                yield piece
+                            return
+                        with span("binding.stream", call_attributes(call)) as traced:
+                            async with BindingReader(
+                                binding, call.request, self.timeout_s, self.first_token_timeout_s
+                            ) as reader:
+                                while (chunk := await reader.read()) is not None:
+                                    outcome.usage = chunk.usage or outcome.usage
+                                    if outcome.first_token_s is None and (
+                                        chunk.content or chunk.output
+                                    ):
+                                        outcome.first_token_s = call.elapsed_s
+                                        first_token(traced, reader.first_token())
+                                    if chunk.type == "chunk":
+                                        attempt.committed = True
+                                    yield split_chunk_thoughts(splitter, chunk)
+                    answer, thoughts = splitter.flush()
+                    if answer or thoughts:
+                        yield Chunk(content=answer, thoughts=thoughts)
                     return
 
-    async def _stream_on_target(self, prepared: Prepared, outcome: Outcome) -> AsyncIterator[Chunk]:
-        splitter = ThinkSplitter()
-        async with self._slot(prepared) as (lane, ticket):
-            async for position in self._turns(lane, ticket):
-                wait = lane.estimated_wait_s(position)
-                yield Chunk(
-                    type="info",
-                    content=f"queued at position {position}",
-                    metadata={"queue_position": position, "estimated_wait_s": wait},
-                )
-            async with self._loaded(prepared):
-                binding = prepared.target.binding
-                if "stream" not in binding.capabilities:  # the whole answer as one piece
-                    with span("binding.generate", call_attributes(prepared)):
-                        result = await guarded(
-                            binding, binding.generate(prepared.request), self.timeout_s
-                        )
-                    outcome.usage = result.usage
-                    for chunk in result_chunks(split_result_thoughts(result)):
-                        yield chunk
-                    return
-                with span("binding.stream", call_attributes(prepared)) as call:
-                    streamed = self._binding_stream(prepared, outcome, splitter, call)
-                    async with closing_stream(streamed) as chunks:
-                        async for chunk in chunks:
-                            yield chunk
-        answer, thoughts = splitter.flush()
-        if answer or thoughts:
-            yield Chunk(content=answer, thoughts=thoughts)
-
-    async def _binding_stream(
-        self, prepared: Prepared, outcome: Outcome, splitter: ThinkSplitter, call: SpanLike | None
-    ) -> AsyncIterator[Chunk]:
+    async def _whole(self, prepared: Prepared, outcome: Outcome) -> Result:
+        """The binding's whole answer (`generate`), thoughts split out."""
         binding = prepared.target.binding
-        started = time.monotonic()
-        loop_time = asyncio.get_running_loop().time()
-        deadline = loop_time + self.timeout_s
-        first_deadline = loop_time + (self.first_token_timeout_s or self.timeout_s)
-        with binding_errors(binding, self.timeout_s):
-            chunks = binding.stream(prepared.request)
-        async with closing_stream(chunks):
-            while True:
-                waiting_first = outcome.first_token_s is None
-                limit = min(deadline, first_deadline) if waiting_first else deadline
-                with binding_errors(binding, self.timeout_s), in_backend(binding.instance_name):
-                    try:
-                        async with asyncio.timeout_at(limit):
-                            chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:
-                        if waiting_first and limit == first_deadline < deadline:
-                            raise BackendTimeout(
-                                f"no first token from {prepared.target.ref} within "
-                                f"{self.first_token_timeout_s:g}s"
-                            ) from exc
-                        raise
-                outcome.usage = chunk.usage or outcome.usage
-                if outcome.first_token_s is None and (chunk.content or chunk.output):
-                    outcome.first_token_s = prepared.elapsed_s
-                    first_token(call, time.monotonic() - started)
-                yield split_chunk_thoughts(splitter, chunk)
+        with span("binding.generate", call_attributes(prepared)):
+            result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+        outcome.usage = result.usage
+        return split_result_thoughts(result)
 
     def _attempts(self, prepared: Prepared) -> Iterator[tuple[Attempt, Prepared]]:
         """One Attempt per candidate target whose circuit lets it try, with the request as
@@ -319,7 +282,7 @@ class GenerationService:
             self.metrics.queue_wait.labels(lane.name.partition("/")[0]).observe(waited)
 
     @asynccontextmanager
-    async def _accounted(self, prepared: Prepared) -> AsyncIterator[Outcome]:
+    async def accounted(self, prepared: Prepared) -> AsyncIterator[Outcome]:
         """Concurrency slot and token budget of the caller's key; audit record at the end.
 
         No known caller: refused (fail closed). A script's run takes a slot and needs some

@@ -4,7 +4,7 @@ sent as an event of a stream already answered 200."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,8 +29,8 @@ class ChunkStream(AsyncIterator[Chunk]):
     def __aiter__(self) -> ChunkStream:
         return self
 
-    async def __anext__(self) -> Chunk:
-        return await anext(self._chunks)
+    def __anext__(self) -> Awaitable[Chunk]:
+        return self._chunks.__anext__()  # the generator's own awaitable: no frame in between
 
     async def aclose(self) -> None:
         """Close the generation (and the binding's stream)."""

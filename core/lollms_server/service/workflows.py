@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
 from ..errors import LollmsError, WorkflowFailed
 from ..registry import Registry, Target
+from .generation_outcome import Outcome
 from .prepared import Prepared
 
 if TYPE_CHECKING:
@@ -43,6 +45,9 @@ class ScriptHost(Protocol):
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run it to its whole result."""
+
+    def accounted(self, prepared: Prepared) -> AbstractAsyncContextManager[Outcome]:
+        """The caller's concurrency slot and budget, held while the script runs."""
 
 
 class WorkflowContext:
@@ -150,8 +155,9 @@ class WorkflowContext:
 
 async def stream_workflow(
     service: ScriptHost, prepared: Prepared, functions: FunctionRegistry
-) -> AsyncIterator[Chunk]:
-    """The chunks a personality's script sends, then those of what it returns."""
+) -> AsyncGenerator[Chunk, None]:
+    """The chunks a personality's script sends, then those of what it returns; the run is
+    accounted (slot, budget, audit) like any generation."""
     personality = prepared.personality
     assert personality is not None and personality.workflow is not None
     workflow = personality.workflow
@@ -178,17 +184,18 @@ async def stream_workflow(
         finally:
             queue.put_nowait(None)
 
-    task = asyncio.create_task(run())
-    try:
-        while (chunk := await queue.get()) is not None:
-            yield chunk
-        await task
-    finally:
-        context.cancelled = True
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async with service.accounted(prepared):
+        task = asyncio.create_task(run())
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+            await task
+        finally:
+            context.cancelled = True
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 def _chunks_of(value: Any) -> Iterable[Chunk]:
