@@ -321,3 +321,7 @@ async def test_pages_send_a_keyless_remote_browser_to_login(client: Client) -> N
     assert fragment.status == 401 and "text/html" in fragment.headers["Content-Type"]
     missing = await client.get("/no-such-page")
     assert missing.status == 404 and "text/html" in missing.headers["Content-Type"]
+    wrong_method = await client.delete("/models")  # the pages' error page, not the API's JSON
+    assert wrong_method.status == 405 and "text/html" in wrong_method.headers["Content-Type"]
+    api_missing = await client.get("/api/v1/no-such-route")
+    assert api_missing.status == 404 and (await api_missing.json())["error"]["type"]

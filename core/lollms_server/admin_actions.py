@@ -13,10 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import AUDIT, KEYSTORE
+from .keys import AUDIT, KEYSTORE, REQUEST_PRINCIPAL
 from .library import reload_library
 from .security.api_keys import KeyRecord
-from .security.auth import REQUEST_PRINCIPAL
 from .security.principal import Principal, Role
 
 DAY_S = 86400

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .circuit import Breakers
     from .config import Config
     from .drain import Drain
+    from .httpkit.error_middleware import ErrorRenderer
     from .metrics import Metrics
     from .plugins import Plugins
     from .registry import Registry
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .security.api_keys import KeyStore
     from .security.audit import AuditLog
     from .security.auth import SecuritySettings
+    from .security.principal import Principal
     from .security.ratelimit import RateLimiter
     from .service.functions import FunctionRegistry
     from .service.generation import GenerationService
@@ -47,3 +49,7 @@ MONITOR: web.AppKey[HealthMonitor] = web.AppKey("monitor")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 DRAIN: web.AppKey[Drain] = web.AppKey("drain")
 TRACER: web.AppKey[Tracer | None] = web.AppKey("tracer")
+# the error shapes registered for paths other than the APIs' (the pages' HTML error page)
+ERROR_RENDERERS: web.AppKey[tuple[ErrorRenderer, ...]] = web.AppKey("error_renderers")
+# who is calling: set by the auth middleware, read by the request log and the handlers
+REQUEST_PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("lollms_principal")

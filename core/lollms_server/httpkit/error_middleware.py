@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -16,6 +17,7 @@ from ..errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from ..keys import ERROR_RENDERERS
 from ..trace import current_trace
 
 log = logging.getLogger(__name__)
@@ -93,17 +95,26 @@ def error_body(face: str, exc: LollmsError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"error": body, "detail": exc.message}
 
 
-async def error_response(request: web.Request, exc: LollmsError) -> web.StreamResponse:
-    """The error in the shape of the face of `request`: JSON for APIs, the error page/partial
-    for pages (a page that needs a key sends the browser to the login page)."""
-    face = face_of(request.path)
-    if face == "web":
-        from ..web.render import is_htmx, render_error, see_other
+@dataclass(frozen=True)
+class ErrorRenderer:
+    """Another shape for the errors on some paths: the pages register their HTML error page."""
 
-        if exc.status == 401 and request.method == "GET" and not is_htmx(request):
-            return see_other(f"/login?{urlencode({'next': request.path_qs})}")
-        return await render_error(request, exc)
-    status, body = error_body(face, exc)
+    applies: Callable[[str], bool]  # the request path is one of its own
+    render: Callable[[web.Request, LollmsError], Awaitable[web.StreamResponse]]
+
+
+def add_error_renderer(app: web.Application, renderer: ErrorRenderer) -> None:
+    """Answer the errors on `renderer`'s paths with it (before the app starts)."""
+    app[ERROR_RENDERERS] = (*app.get(ERROR_RENDERERS, ()), renderer)
+
+
+async def error_response(request: web.Request, exc: LollmsError) -> web.StreamResponse:
+    """The error in the shape of the face of `request` (JSON), or of the renderer registered
+    for its path."""
+    for renderer in request.config_dict.get(ERROR_RENDERERS, ()):
+        if renderer.applies(request.path):
+            return await renderer.render(request, exc)
+    status, body = error_body(face_of(request.path), exc)
     return web.json_response(body, status=status, headers=exc.headers())
 
 

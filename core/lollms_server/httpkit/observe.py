@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, TRACER
+from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, REQUEST_PRINCIPAL, TRACER
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
-from ..security.auth import REQUEST_PRINCIPAL
 from ..trace import Trace, current_trace, end_trace, start_trace
 from ..tracing import annotate
 from .endpoint import endpoint

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
 from ..httpkit.endpoint import doc_of
-from ..keys import AUDIT, KEYSTORE, LIMITER, SECURITY
+from ..keys import AUDIT, KEYSTORE, LIMITER, REQUEST_PRINCIPAL, SECURITY
 from ..tracing import annotate, span
 from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request
 from .principal import Principal, reset_current, set_current
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 Access = Literal["public", "user", "admin"]
 KEY_ID = re.compile(r"lollms_([0-9a-f]{12})_")
 KEY_COOKIE = "lollms_key"
-REQUEST_PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("lollms_principal")
 REQUEST_KEY_REQUIRED: web.RequestKey[bool] = web.RequestKey("lollms_api_key_required")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from .. import admin_actions
 from ..errors import NotFound
-from ..keys import FUNCTIONS, PERSONALITIES
-from ..security.auth import REQUEST_PRINCIPAL, requires
+from ..keys import FUNCTIONS, PERSONALITIES, REQUEST_PRINCIPAL
+from ..security.auth import requires
 from .forms import query_text, read_action
 from .render import page_handler, render
 

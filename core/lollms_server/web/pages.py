@@ -17,9 +17,11 @@ import psutil
 from aiohttp import web
 from aiohttp.web_urldispatcher import StaticResource
 
+from ..httpkit.error_middleware import ErrorRenderer, add_error_renderer
 from ..keys import PLUGINS, WEB_STREAMS
 from . import admin, apidocs, bindings_page, chat, dashboard, library, media, models_page, streams
 from .filters import FILTERS
+from .render import is_page_path, page_error
 from .streams import StreamRegistry
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -45,8 +47,10 @@ def templates_dir() -> Path:
 
 
 def setup(app: web.Application, user_templates: Path) -> None:
-    """Mount the pages and static files, set up Jinja2 and the page-stream registry."""
+    """Mount the pages and static files, set up Jinja2, the page-stream registry and the
+    pages' own error page (for a page path nothing answered, or a wrong method on one)."""
     app.router.add_routes(routes)
+    add_error_renderer(app, ErrorRenderer(is_page_path, page_error))
     setup_templates(app, user_templates)
     app[WEB_STREAMS] = StreamRegistry()
     psutil.cpu_percent(interval=None)  # the first reading starts the CPU measurement window

@@ -12,13 +12,14 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from .. import __version__
 from ..errors import LollmsError
-from ..httpkit.error_middleware import from_http_exception
+from ..httpkit.error_middleware import face_of, from_http_exception
 
 log = logging.getLogger(__name__)
 VARY = {"Vary": "HX-Request"}
@@ -87,6 +88,19 @@ async def render_string(request: web.Request, template: str, context: Mapping[st
 def see_other(location: str) -> web.Response:
     """303 to a page: what a form posted without JavaScript gets after a successful action."""
     return web.Response(status=303, headers={"Location": location, **VARY})
+
+
+def is_page_path(path: str) -> bool:
+    """Whether `path` is a page's (no API face claims it): its errors are pages too."""
+    return face_of(path) == "web"
+
+
+async def page_error(request: web.Request, exc: LollmsError) -> web.Response:
+    """A page's error: the error page or partial; a page that needs a key sends the browser
+    to the login page instead."""
+    if exc.status == 401 and request.method == "GET" and not is_htmx(request):
+        return see_other(f"/login?{urlencode({'next': request.path_qs})}")
+    return await render_error(request, exc)
 
 
 async def render_error(request: web.Request, exc: LollmsError) -> web.Response:

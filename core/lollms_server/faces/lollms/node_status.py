@@ -12,10 +12,9 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 
 from ...httpkit.endpoint import endpoint
-from ...keys import LIFECYCLE, SCHEDULER
+from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
-from ...security.auth import REQUEST_PRINCIPAL
 
 routes = web.RouteTableDef()
 QUEUE_HEADER = "X-Lollms-Queue-Depth"
