@@ -13,7 +13,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
-from marshmallow import EXCLUDE, Schema, pre_load
+from marshmallow import EXCLUDE, pre_load
+
+from .lean_schema import LeanSchema
 
 HEADER = "X-Lollms-Ignored-Fields"
 REQUEST_KEY = "lollms.ignored_fields"
@@ -23,7 +25,7 @@ MAX_NAME_CHARS = 64
 _IGNORED: ContextVar[list[str] | None] = ContextVar("lollms_ignored_fields", default=None)
 
 
-class ForgivingSchema(Schema):
+class ForgivingSchema(LeanSchema):
     """Unknown fields are ignored and recorded (when a `collecting` block is active)."""
 
     class Meta:

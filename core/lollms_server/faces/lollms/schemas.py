@@ -18,6 +18,7 @@ from marshmallow import (
 
 from ...bindings import GENERATION_TYPES
 from ...ignored_fields import ForgivingSchema
+from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
 
 NAME = validate.Length(min=1, max=256)
@@ -41,7 +42,7 @@ class StringOrList(fields.Field[list[str]]):
         raise ValidationError("must be a string or a list of strings")
 
 
-class StrictSchema(Schema):
+class StrictSchema(LeanSchema):
     """Base of request schemas: unknown fields are an error."""
 
     class Meta:
@@ -71,7 +72,7 @@ class IpAdapterSchema(StrictSchema):
     scale = fields.Float(validate=validate.Range(0, 2))
 
 
-class ParametersSchema(Schema):
+class ParametersSchema(LeanSchema):
     """Generation parameters: known ones checked; others passed to the binding as extras."""
 
     class Meta:

@@ -27,11 +27,12 @@ import json
 import re
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, ValidationError, fields, post_load, pre_load, validate
 
 from ...bindings import ChatMessage, InputItem, ToolCall
 from ...errors import InvalidRequest
 from ...httpkit.convert import decode_data
+from ...lean_schema import LeanSchema
 from ...media_types import sniff_image
 from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive
 from ...request_limits import CappedList
@@ -90,7 +91,7 @@ class Think(fields.Field[Any]):
         raise ValidationError(f"must be true, false or one of {', '.join(THINK_LEVELS)}")
 
 
-class OllamaLenientSchema(Schema):
+class OllamaLenientSchema(LeanSchema):
     """Base of the Ollama request schemas: unknown fields are ignored, as Ollama does."""
 
     class Meta:

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, ValidationError, fields, post_load, validate
 
 from ...bindings import ChatMessage, InputItem
 from ...errors import InvalidRequest
 from ...httpkit.convert import DATA_URL, decode_data
+from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
 from ..lollms.schemas import NAME, StrictSchema, StringOrList
 
@@ -132,7 +133,7 @@ class StreamOptionsSchema(StrictSchema):
     include_obfuscation = _opt(fields.Boolean)
 
 
-class MessageSchema(Schema):
+class MessageSchema(LeanSchema):
     """One chat message, loaded as a ChatMessage; keys other providers add are ignored."""
 
     class Meta:
