@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, missing
 
@@ -48,7 +48,7 @@ class LeanSchema(Schema):
         if kwargs.get("many") or kwargs.get("partial") is not None or not isinstance(data, Mapping):
             return super()._deserialize(data, **kwargs)
         view = self._view(data)
-        loaded = Schema._deserialize(view.schema, data, **kwargs)
+        loaded = cast(dict[str, Any], Schema._deserialize(view.schema, data, **kwargs))
         result = self.dict_class()
         for key, value in view.plan:
             if value is not LOADED:
