@@ -48,14 +48,25 @@ class ToolLoop:
     media: list[Output] = field(default_factory=list)
     served: Prepared | None = None  # the attempt the latest step ran on
 
+    final: Output | None = None  # a whole run's last answer, as the binding gave it
+
     @property
     def answer(self) -> Output:
         """The final text: what the model said in its last step."""
+        if self.final is not None:
+            return self.final
         last = self.steps[-1] if self.steps else Step(0)
         return Output("text", text=last.text, thoughts=last.thoughts or None)
 
-    async def run(self, prepared: Prepared) -> AsyncIterator[Chunk]:
-        """Text chunks of every step, a `function_call` chunk per call, an `info` per result."""
+    async def complete(self, prepared: Prepared) -> None:
+        """Run the loop for a whole answer: each step's result comes whole (never as chunks)."""
+        async with closing_stream(self.run(prepared, stream=False)) as events:
+            async for _event in events:
+                pass
+
+    async def run(self, prepared: Prepared, *, stream: bool = True) -> AsyncIterator[Chunk]:
+        """Text chunks of every step (when `stream`), a `function_call` chunk per call, an
+        `info` per result."""
         prepared.target.require("tools", "call functions", "functions")
         messages = list(prepared.request.messages)
         params = dict(prepared.request.parameters)
@@ -76,21 +87,31 @@ class ToolLoop:
                         "tool_choice": choice if number == 1 else "auto",
                     },
                 )
-                folded = Accumulator()
                 step_prepared = dataclasses.replace(prepared, request=request)
-                stream = self.service.stream(step_prepared)
-                async with closing_stream(stream) as chunks:
-                    async for chunk in chunks:
-                        self.served = stream.served
-                        folded.add(chunk)
-                        yield (
-                            dataclasses.replace(chunk, tool_calls=()) if chunk.tool_calls else chunk
-                        )
-                step.text, step.thoughts, calls = folded.text, folded.thoughts, folded.calls
-                self.media.extend(folded.media)
-                self.finish_reason = folded.finish_reason or self.finish_reason
-                if folded.usage is not None:
-                    self.usage = folded.usage if self.usage is None else self.usage + folded.usage
+                if stream:
+                    folded = Accumulator()
+                    chunk_stream = self.service.stream(step_prepared)
+                    async with closing_stream(chunk_stream) as chunks:
+                        async for chunk in chunks:
+                            self.served = chunk_stream.served
+                            folded.add(chunk)
+                            yield (
+                                dataclasses.replace(chunk, tool_calls=())
+                                if chunk.tool_calls
+                                else chunk
+                            )
+                    result = folded.result(default_finish=self.finish_reason)
+                    step.text, step.thoughts = folded.text, folded.thoughts
+                    self.media.extend(folded.media)
+                else:
+                    self.served, result = await self.service.run(step_prepared)
+                    self.final = result.text
+                    step.text, step.thoughts = self.final.text, self.final.thoughts or ""
+                    self.media.extend(o for o in result.outputs if o is not self.final)
+                calls = list(result.tool_calls)
+                self.finish_reason = result.finish_reason
+                if result.usage is not None:
+                    self.usage = result.usage if self.usage is None else self.usage + result.usage
                 if not calls:
                     self.finish_reason = (
                         "stop" if self.finish_reason == "tool_calls" else self.finish_reason

@@ -9,10 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from ... import __version__
-from ...bindings import closing_stream
 from ...errors import InvalidRequest, PayloadTooLarge
 from ...httpkit.body import limits_of
-from ...httpkit.convert import lollms_inputs, media_size
 from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ...registry import Target
@@ -72,8 +70,7 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     target = await request.app[REGISTRY].resolve(
         generation_type, body["binding_name"], body["model_name"]
     )
-    items = body["input_data"]
-    messages, inputs = await off_loop_if_big(media_size(items), lollms_inputs, items)
+    messages, inputs = body["messages"], body["inputs"]  # converted by GenerateSchema
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
     # a vision model gets a video's frames; asking frames of one without vision is a 501;
@@ -104,9 +101,8 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     if body["stream"]:
         return await stream_answer(request, prepared, loop)
     if loop is not None:
-        async with closing_stream(loop.run(prepared)) as events:
-            async for _event in events:
-                pass
+        await loop.complete(prepared)
+        prepared = loop.served or prepared  # a fallback route's: the target that served
         outputs, usage, finish = [loop.answer, *loop.media], loop.usage, loop.finish_reason
     else:
         prepared, result = await service.run(prepared)
