@@ -15,9 +15,9 @@ from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
 from openapi_spec_validator import validate
 
-from lollms_server.faces.lollms.schemas import StringOrList
 from lollms_server.httpkit.endpoint import UploadedFile, doc_of, endpoint
 from lollms_server.httpkit.openapi import OPENAPI_PATH, build_spec, openapi_document
+from lollms_server.httpkit.shapes import StringOrList
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 

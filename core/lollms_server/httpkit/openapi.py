@@ -17,9 +17,9 @@ from aiohttp import web
 from marshmallow import Schema, fields
 
 from .. import __version__
-from ..faces.lollms.schemas import ErrorSchema, StringOrList
 from .endpoint import EndpointDoc, doc_of, endpoint
 from .error_middleware import face_of
+from .shapes import ErrorSchema, StringOrList
 
 routes = web.RouteTableDef()
 

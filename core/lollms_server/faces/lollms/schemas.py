@@ -7,69 +7,30 @@ from typing import Any
 
 from marshmallow import (
     INCLUDE,
-    RAISE,
     Schema,
     ValidationError,
     fields,
+    post_load,
     pre_load,
     validate,
     validates_schema,
 )
 
 from ...bindings import GENERATION_TYPES
+from ...httpkit.shapes import (
+    NAME,
+    ControlNetSchema,
+    IpAdapterSchema,
+    LoraChoiceSchema,
+    StrictSchema,
+    StringOrList,
+)
 from ...ignored_fields import ForgivingSchema
 from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
+from .inputs import lollms_inputs
 
-NAME = validate.Length(min=1, max=256)
 EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class StringOrList(fields.Field[list[str]]):
-    """A string or a list of strings (OpenAI's `stop`, `input`...), loaded as a list."""
-
-    def __init__(self, *, max_items: int = 64, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_items = max_items
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            if len(value) > self.max_items:
-                raise ValidationError(f"at most {self.max_items} items")
-            return value
-        raise ValidationError("must be a string or a list of strings")
-
-
-class StrictSchema(LeanSchema):
-    """Base of request schemas: unknown fields are an error."""
-
-    class Meta:
-        unknown = RAISE
-
-
-class LoraChoiceSchema(StrictSchema):
-    """One per-request LoRA: its name as the binding lists it, and its scale."""
-
-    name = fields.String(required=True, validate=NAME)
-    scale = fields.Float(validate=validate.Range(-10, 10))
-
-
-class ControlNetSchema(StrictSchema):
-    """The ControlNet of a request: which model, how strongly, over which part of the steps."""
-
-    model = fields.String(required=True, validate=NAME)
-    conditioning_scale = fields.Float(validate=validate.Range(0, 5))
-    start = fields.Float(validate=validate.Range(0, 1))
-    end = fields.Float(validate=validate.Range(0, 1))
-
-
-class IpAdapterSchema(StrictSchema):
-    """The IP-Adapter of a `style_reference` input: which one (optional when one fits), how much."""
-
-    model = fields.String(validate=NAME)
-    scale = fields.Float(validate=validate.Range(0, 2))
 
 
 class ParametersSchema(LeanSchema):
@@ -191,6 +152,12 @@ class GenerateSchema(ForgivingSchema):
         prompt = {"type": "text", "role": "user_prompt", "data": data["text_prompt"]}
         return {**data, "input_data": [prompt, *items]}
 
+    @post_load
+    def _typed_inputs(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """`input_data` as chat messages and media inputs (a bad base64 item is a 400)."""
+        messages, inputs = lollms_inputs(data.pop("input_data"))
+        return {**data, "messages": messages, "inputs": inputs}
+
 
 class TargetSchema(ForgivingSchema):
     """Optional instance and model of tokenizer requests."""
@@ -255,23 +222,6 @@ class HealthSchema(Schema):
     version = fields.String()
     api_key_required = fields.Boolean()
     plugin_errors = fields.Dict()
-
-
-class ErrorDetailSchema(Schema):
-    """The inside of an error body."""
-
-    type = fields.String()
-    message = fields.String()
-    binding = fields.String()
-    param = fields.String()
-    details = fields.Dict()
-
-
-class ErrorSchema(Schema):
-    """The error body of every lollms API route."""
-
-    error = fields.Nested(ErrorDetailSchema)
-    detail = fields.String(metadata={"description": "the message, as upstream lollms_server"})
 
 
 class KeyCreateSchema(StrictSchema):

@@ -32,11 +32,11 @@ from marshmallow import EXCLUDE, ValidationError, fields, post_load, pre_load, v
 from ...bindings import ChatMessage, InputItem, ToolCall
 from ...errors import InvalidRequest
 from ...httpkit.convert import decode_data
+from ...httpkit.shapes import NAME, StringOrList
 from ...lean_schema import LeanSchema
 from ...media_types import sniff_image
 from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive
 from ...request_limits import CappedList
-from ..lollms.schemas import NAME, StringOrList
 
 MAX_IMAGES = 16
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

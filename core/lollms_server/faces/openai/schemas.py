@@ -46,9 +46,9 @@ from marshmallow import EXCLUDE, ValidationError, fields, post_load, validate
 from ...bindings import ChatMessage, InputItem
 from ...errors import InvalidRequest
 from ...httpkit.convert import DATA_URL, decode_data
+from ...httpkit.shapes import NAME, StrictSchema, StringOrList
 from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
-from ..lollms.schemas import NAME, StrictSchema, StringOrList
 
 MAX_INPUTS = 2048
 ROLES = {role: role for role in ("system", "user", "assistant", "tool")}

@@ -13,7 +13,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate
 
 from ...httpkit.endpoint import UploadedFile
-from ..lollms.schemas import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
+from ...httpkit.shapes import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
 from .schemas import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")

@@ -1,0 +1,76 @@
+"""Schema pieces every face shares: a name's bounds, string-or-list fields, the strict request
+base, the diffusion extras (LoRA, ControlNet, IP-Adapter) and the lollms error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from ..lean_schema import LeanSchema
+
+NAME = validate.Length(min=1, max=256)
+
+
+class StringOrList(fields.Field[list[str]]):
+    """A string or a list of strings (OpenAI's `stop`, `input`...), loaded as a list."""
+
+    def __init__(self, *, max_items: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_items = max_items
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if len(value) > self.max_items:
+                raise ValidationError(f"at most {self.max_items} items")
+            return value
+        raise ValidationError("must be a string or a list of strings")
+
+
+class StrictSchema(LeanSchema):
+    """Base of request schemas: unknown fields are an error."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class LoraChoiceSchema(StrictSchema):
+    """One per-request LoRA: its name as the binding lists it, and its scale."""
+
+    name = fields.String(required=True, validate=NAME)
+    scale = fields.Float(validate=validate.Range(-10, 10))
+
+
+class ControlNetSchema(StrictSchema):
+    """The ControlNet of a request: which model, how strongly, over which part of the steps."""
+
+    model = fields.String(required=True, validate=NAME)
+    conditioning_scale = fields.Float(validate=validate.Range(0, 5))
+    start = fields.Float(validate=validate.Range(0, 1))
+    end = fields.Float(validate=validate.Range(0, 1))
+
+
+class IpAdapterSchema(StrictSchema):
+    """The IP-Adapter of a `style_reference` input: which one (optional when one fits), how much."""
+
+    model = fields.String(validate=NAME)
+    scale = fields.Float(validate=validate.Range(0, 2))
+
+
+class ErrorDetailSchema(Schema):
+    """The inside of an error body."""
+
+    type = fields.String()
+    message = fields.String()
+    binding = fields.String()
+    param = fields.String()
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    """The error body of every lollms API route."""
+
+    error = fields.Nested(ErrorDetailSchema)
+    detail = fields.String(metadata={"description": "the message, as upstream lollms_server"})
