@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lollms_server.faces.lollms.node_status import (
+from lollms_server.node_headers import (
     MAX_HEADER_LANES,
     model_queue_header,
     parse_model_queue_header,

@@ -47,17 +47,17 @@ from ..errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from ..faces.lollms.node_status import (
-    FREE_MEMORY_HEADER,
-    MODEL_QUEUE_HEADER,
-    QUEUE_HEADER,
-    parse_model_queue_header,
-)
 from ..gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
 from ..hookspecs import hookimpl
 from ..httpkit.convert import b64decode, encode_data
 from ..masking import mask_url
 from ..media_types import sniff, sniff_image
+from ..node_headers import (
+    FREE_MEMORY_HEADER,
+    MODEL_QUEUE_HEADER,
+    QUEUE_HEADER,
+    parse_model_queue_header,
+)
 from ..ollama_wire import PASSED_ON_OPTIONS as OLLAMA_PASSED_ON_OPTIONS
 from ..ollama_wire import KeepAlive
 from ..resilience import RetryPolicy

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import quote, unquote
 
 from aiohttp import web
 
 from ...httpkit.endpoint import endpoint
 from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
+from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
 
 routes = web.RouteTableDef()
-QUEUE_HEADER = "X-Lollms-Queue-Depth"
-MODEL_QUEUE_HEADER = "X-Lollms-Model-Queue-Depth"
-FREE_MEMORY_HEADER = "X-Lollms-Free-Memory"
-MAX_HEADER_LANES = 64  # the busiest lanes only: a header line stays well under 8 KiB
 
 
 def queue_depths(app: web.Application) -> dict[str, int]:
@@ -29,22 +25,6 @@ def queue_depths(app: web.Application) -> dict[str, int]:
         f"{instance}/{model}": lane.active + len(lane.waiting)
         for (instance, model), lane in app[SCHEDULER].lanes.items()
     }
-
-
-def model_queue_header(depths: dict[str, int]) -> str:
-    """The busy lanes as `instance/model=depth, ...` (names percent-encoded; absent = 0)."""
-    busy = sorted(((d, lane) for lane, d in depths.items() if d > 0), reverse=True)
-    return ", ".join(f"{quote(lane, safe='/')}={d}" for d, lane in busy[:MAX_HEADER_LANES])
-
-
-def parse_model_queue_header(value: str) -> dict[str, int]:
-    """The lanes of a `model_queue_header` value (malformed entries are skipped)."""
-    depths: dict[str, int] = {}
-    for entry in value.split(","):
-        lane, _, depth = entry.strip().rpartition("=")
-        if lane and depth.isdigit():
-            depths[unquote(lane)] = int(depth)
-    return depths
 
 
 def devices(app: web.Application) -> list[Device]:
