@@ -37,7 +37,7 @@ from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import count_retry
 from .tracing import outgoing_headers, span
-from .upstream_sse import sse_data
+from .upstream_sse import SseParser
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,20 @@ class Upstream:
             if response.content_type != "text/event-stream":
                 yield await self._json_of(response)
                 return
+            parser, ended = SseParser(self.label), False
             try:
-                async for data in sse_data(response.content, self.label):
-                    if data == "[DONE]":
-                        return
-                    event = self._decode(data)
-                    if isinstance(event, dict) and event.get("error"):
-                        raise self.status_error(_event_status(event), event, None, path)
-                    if isinstance(event, dict):
-                        yield event
+                while not ended:
+                    piece = await response.content.readany()
+                    if not piece:  # the end: two newlines close a last event left unclosed
+                        piece, ended = b"\n\n", True
+                    for data in parser.feed(piece):
+                        if data == b"[DONE]":
+                            return
+                        event = self._decode(data)
+                        if isinstance(event, dict) and event.get("error"):
+                            raise self.status_error(_event_status(event), event, None, path)
+                        if isinstance(event, dict):
+                            yield event
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self.error(exc, reading=True) from exc
             except RuntimeError as exc:  # aiohttp: the client was closed under the stream
@@ -269,13 +274,13 @@ class Upstream:
             ) from exc
         return self._decode(text)
 
-    def _decode(self, text: str) -> Any:
+    def _decode(self, text: str | bytes) -> Any:
         try:
             return json.loads(text)
         except ValueError:
+            shown = text[:200] if isinstance(text, str) else text[:200].decode(errors="replace")
             raise BackendError(
-                f"{self.label} answered with something that is not JSON: "
-                f"{self.scrub(text[:200])!r}",
+                f"{self.label} answered with something that is not JSON: {self.scrub(shown)!r}",
                 binding=self.instance,
             ) from None
 

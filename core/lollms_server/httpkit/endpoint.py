@@ -176,7 +176,9 @@ def parse_json(raw: bytes) -> Any:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
-    if _depth(value) > MAX_JSON_DEPTH:
+    # nesting needs an opening bracket per level: most bodies have too few to walk the tree
+    deep = raw.count(b"{") + raw.count(b"[") >= MAX_JSON_DEPTH
+    if deep and _depth(value) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     if MAYBE_SURROGATE.search(raw) and _has_lone_surrogate(value):
         raise InvalidRequest("the JSON body holds an unpaired UTF-16 surrogate; send valid Unicode")

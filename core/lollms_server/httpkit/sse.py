@@ -7,6 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+# one encoder: json.dumps builds a new one per call when given separators (once per chunk)
+COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 
 class ClientGone(Exception):
     """The client closed the connection while we were writing."""
@@ -30,7 +33,7 @@ async def open_sse(
 
 async def send_event(response: web.StreamResponse, data: Any) -> None:
     """Write one `data:` event (JSON, or a literal string such as `[DONE]`)."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    payload = data if isinstance(data, str) else COMPACT.encode(data)
     try:
         await response.write(f"data: {payload}\n\n".encode())
     except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
