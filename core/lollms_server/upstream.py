@@ -275,9 +275,9 @@ class Upstream:
         return self._decode(text)
 
     def _decode(self, text: str | bytes) -> Any:
-        try:
-            return json.loads(text)
-        except ValueError:
+        try:  # bytes decoded here: json.loads would sniff their encoding first
+            return json.loads(text if isinstance(text, str) else text.decode())
+        except ValueError:  # UnicodeDecodeError included
             shown = text[:200] if isinstance(text, str) else text[:200].decode(errors="replace")
             raise BackendError(
                 f"{self.label} answered with something that is not JSON: {self.scrub(shown)!r}",

@@ -160,7 +160,8 @@ async def stream(
     usage: Usage | None = None
     async with aclosing(upstream.stream_events(_path(request, prefix), body)) as events:
         async for event in events:
-            usage = usage_of(event) or usage
+            if "usage" in event:  # most events have none: skip the call
+                usage = usage_of(event) or usage
             for choice in event.get("choices") or ():
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
@@ -169,7 +170,8 @@ async def stream(
                 thoughts = delta.get("reasoning_content") or delta.get("reasoning") or ""
                 for fragment in delta.get("tool_calls") or ():
                     _merge_call(calls, fragment)
-                finish = _finish(choice.get("finish_reason")) or finish
+                if reason := choice.get("finish_reason"):
+                    finish = _finish(reason) or finish
                 if text or thoughts:
                     yield Chunk(content=text, thoughts=thoughts)
     if finish is None:
