@@ -46,12 +46,14 @@ sys.exit(main())
 """
 
 
-async def load(url: str, requests: int, concurrency: int) -> None:
+async def load(
+    url: str, requests: int, concurrency: int, kinds: tuple[bool, ...] = (False, True)
+) -> None:
     """Non-streamed then streamed requests; raises on any error."""
     target = Target("lollms-server", url, "mock/mock", 0)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for stream in (False, True):
+        for stream in kinds:
             side = Side()
             await drive(session, target, stream, requests, concurrency, side)
             if side.errors:
@@ -122,7 +124,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--save", type=Path, help="also keep the raw profile there (pstats)")
+    parser.add_argument("--only", choices=("chat", "stream"), help="one kind of request only")
     args = parser.parse_args()
+    kinds = {"chat": (False,), "stream": (True,)}.get(args.only or "", (False, True))
+    names = ["streamed" if stream else "non-streamed" for stream in kinds]
     upstream, port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -138,7 +143,7 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 asyncio.run(load(url, 50, args.concurrency))  # warm-up, not profiled
                 os.kill(server.pid, signal.SIGUSR1)
-                asyncio.run(load(url, args.requests, args.concurrency))
+                asyncio.run(load(url, args.requests, args.concurrency, kinds))
                 os.kill(server.pid, signal.SIGUSR2)
                 while not profile.exists():
                     time.sleep(0.05)
@@ -147,10 +152,10 @@ def main() -> None:
         stats = pstats.Stats(str(profile), stream=out)
         if args.save:
             stats.dump_stats(str(args.save))
-    requests = 2 * args.requests
+    requests = len(kinds) * args.requests
     head = "| function | file:line | calls/request | ms/request | share |"
     lines = [
-        f"Run: {machine()}; {args.requests} non-streamed + {args.requests} streamed requests "
+        f"Run: {machine()}; {args.requests} {' + '.join(names)} requests "
         f"at c={args.concurrency} under cProfile (times are inflated by the profiler).",
         "",
         f"Total profiled CPU per request: {total_ms(stats, requests):.3f} ms.",
