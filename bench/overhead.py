@@ -29,9 +29,22 @@ from pathlib import Path
 import aiohttp
 import litellm_proxy
 from common import HERE, clean_env, cpu_seconds, free_port, rss_mb, spawn, write_section
-from overhead_report import BARE, DIRECT, LITELLM, LOLLMS, Report, Scenario, Side, table
+from overhead_report import (
+    BARE,
+    DIRECT,
+    LITELLM,
+    LOLLMS,
+    Report,
+    Scenario,
+    Side,
+    repeat_lines,
+    table,
+)  # fmt: skip
 
-MARKER = "<!-- overhead -->"
+SECTIONS = {
+    "litellm": ("<!-- overhead -->", "Proxy overhead, against LiteLLM"),
+    "default": ("<!-- overhead-default -->", "Proxy overhead on the default config"),
+}
 MESSAGES = [{"role": "user", "content": "Say something short."}]
 REQUEST_TIMEOUT_S = 60.0
 ROUND_TIMEOUT_S = 300.0
@@ -245,7 +258,14 @@ def main() -> None:
     parser.add_argument("--c1-only", action="store_true", help="only the concurrency-1 rows")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument("--litellm-venv", type=Path, default=litellm_proxy.DEFAULT_VENV)
+    parser.add_argument("--repeat", type=int, default=1, help="whole runs, fresh processes each")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--section",
+        choices=tuple(SECTIONS),
+        default="litellm",
+        help="which section --write replaces (default: the LiteLLM comparison)",
+    )
     args = parser.parse_args()
     shapes = [(1, 300, False, False), (1, 300, True, False), (1, 300, False, True)]
     if not args.c1_only:
@@ -257,10 +277,19 @@ def main() -> None:
         for c, n, stream, key in shapes
     ]
     venv = None if args.no_litellm else args.litellm_venv
-    text = table(measure(scenarios, args.rounds, venv))
+    reports = []
+    for index in range(args.repeat):
+        reports.append(measure(scenarios, args.rounds, venv))
+        print(f"done: run {index + 1} of {args.repeat}", file=sys.stderr)
+    if len(reports) == 1:
+        text = table(reports[0])
+    else:
+        runs = [f"### Run {i}\n\n{table(report)}" for i, report in enumerate(reports, 1)]
+        text = "\n\n".join(["\n".join(repeat_lines(reports)), *runs])
     print(text)
     if args.write:
-        write_section(MARKER, text, "Proxy overhead")
+        marker, title = SECTIONS[args.section]
+        write_section(marker, text, title)
 
 
 if __name__ == "__main__":

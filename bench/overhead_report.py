@@ -240,6 +240,39 @@ def bare_target_lines(report: Report) -> list[str]:
     return lines
 
 
+def bare_ratios(report: Report) -> dict[str, float]:
+    """Issue 15's figures of one run: lollms-server's over the bare hop's (c=1)."""
+    rows = {s.name: sides for s, sides in report.rows}
+    chat, stream = rows["c=1 non-stream"], rows["c=1 stream"]
+    hop = added(chat[BARE].latencies, chat[DIRECT].latencies, 50)
+    return {
+        "bare added p50 ms": hop,
+        "added p50 ratio": added(chat[LOLLMS].latencies, chat[DIRECT].latencies, 50) / hop,
+        "added TTFT ratio": added(stream[LOLLMS].ttfts, stream[DIRECT].ttfts, 50) / hop,
+        "bare CPU ms/chat": chat[BARE].cpu_ms,
+        "CPU ratio, chat": chat[LOLLMS].cpu_ms / chat[BARE].cpu_ms,
+        "CPU ms/stream": stream[LOLLMS].cpu_ms,
+        "bare CPU ms/stream": stream[BARE].cpu_ms,
+    }
+
+
+def repeat_lines(reports: list[Report]) -> list[str]:
+    """One row per run of issue 15's ratios (goals: ratios ≤ 2, stream CPU ≤ 1.5 ms)."""
+    figures = [bare_ratios(report) for report in reports]
+    names = list(figures[0])
+    lines = [
+        f"{len(reports)} runs, each with fresh processes; {reports[0].machine}.",
+        "",
+        "| run | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for index, row in enumerate(figures, 1):
+        lines.append(f"| {index} | " + " | ".join(f"{row[n]:.2f}" for n in names) + " |")
+    middle = [sorted(row[n] for row in figures)[len(figures) // 2] for n in names]
+    lines.append("| median | " + " | ".join(f"{value:.2f}" for value in middle) + " |")
+    return lines
+
+
 def table(report: Report) -> str:
     """All tables of one invocation, headed by the date and machine."""
     lines = [f"Run: {report.machine}; benchmark wall time {report.wall_s:.0f} s.", ""]
