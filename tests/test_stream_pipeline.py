@@ -144,6 +144,43 @@ async def test_a_streaming_face_gets_a_whole_result_as_chunks(
     assert splits == [1]  # the one conversion, made once
 
 
+async def test_a_scripts_result_reaches_a_whole_request_as_it_is(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    thought = Output("text", text="the answer", thoughts="mulled", metadata={"made": "script"})
+
+    async def resulting(prompt: str, params: dict[str, Any], context: Any) -> Result:
+        context.send_info("working")  # progress only: the answer is the Result
+        return Result((thought,), Usage(2, 5), "length")
+
+    async def odd(prompt: str, params: dict[str, Any], context: Any) -> int:
+        return 42
+
+    scripts = [
+        {"name": "resulting", "run_workflow": resulting},
+        {"name": "odd", "run_workflow": odd},
+    ]
+    plugin = types.SimpleNamespace(register_personalities=hookimpl(lambda: scripts))
+    client = await make_client(make_config(), plugins=load_plugins(extra={"scripts": plugin}))
+    body = await (
+        await client.post("/api/v1/generate", json=lollms(personality="resulting"))
+    ).json()
+    (output,) = body["output"]
+    assert (output["data"], output["thoughts"], output["metadata"]) == (
+        "the answer",
+        "mulled",
+        {"made": "script"},
+    )
+    assert body["usage"]["completion_tokens"] == 5 and body["finish_reason"] == "length"
+    for stream in (False, True):
+        response = await client.post(
+            "/api/v1/generate", json=lollms(personality="odd", stream=stream)
+        )
+        error = (await response.json())["error"]
+        assert response.status == 502 and error["type"] == "workflow_error"
+        assert "returned int" in error["message"]
+
+
 class Paced(Binding):
     """Streams `a`, then `b` after `pause_s` (the first after `first_s`); or fails."""
 

@@ -20,7 +20,6 @@ from ..bindings import (
     GenerationRequest,
     InputItem,
     Result,
-    join_stream,
     result_chunks,
 )
 from ..circuit import Breakers
@@ -45,7 +44,7 @@ from .generation_stream import ChunkStream
 from .personalities import PersonalityStore, apply_personality
 from .prepared import Prepared
 from .routing import Attempt, ordered_candidates
-from .workflows import stream_workflow
+from .workflows import run_workflow, stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,8 +153,8 @@ class GenerationService:
 
     async def run(self, prepared: Prepared) -> tuple[Prepared, Result]:
         """Like `generate`, with the attempt that served (its target, its request)."""
-        if prepared.scripted:  # a script streams what it sends: folded here
-            return prepared, await join_stream(stream_workflow(self, prepared, self.functions))
+        if prepared.scripted:
+            return prepared, await run_workflow(self, prepared, self.functions)
         async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
                 outcome.served = call

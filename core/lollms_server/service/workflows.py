@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
+from ..chunks import Accumulator
 from ..errors import LollmsError, WorkflowFailed
 from ..registry import Registry, Target
 from .generation_outcome import Outcome
@@ -60,11 +61,11 @@ class WorkflowContext:
         service: ScriptHost,
         prepared: Prepared,
         functions: FunctionRegistry,
-        queue: asyncio.Queue[Chunk | None],
+        sink: Callable[[Chunk], object],
     ) -> None:
         self._service = service
         self._prepared = prepared
-        self._queue = queue
+        self._sink = sink  # takes what the script sends, on the server loop
         self._loop = asyncio.get_running_loop()
         self.personality = prepared.personality
         self.messages: tuple[ChatMessage, ...] = prepared.request.messages
@@ -148,9 +149,30 @@ class WorkflowContext:
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._queue.put_nowait(chunk)
+            self._sink(chunk)
         else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+            self._loop.call_soon_threadsafe(self._sink, chunk)
+
+
+async def run_workflow(
+    service: ScriptHost, prepared: Prepared, functions: FunctionRegistry
+) -> Result:
+    """A script's whole answer: the Result it returns as it is when it sent no answer on the
+    way (never split into chunks and folded back), else what it sent then what it returned,
+    folded. The run is accounted (slot, budget, audit) like any generation."""
+    sent: list[Chunk] = []
+    context = WorkflowContext(service, prepared, functions, sent.append)
+    async with service.accounted(prepared):
+        try:
+            value = await _run_script(prepared, context)
+        finally:
+            context.cancelled = True
+    if isinstance(value, Result) and not any(chunk.type == "chunk" for chunk in sent):
+        return value
+    folded = Accumulator()
+    for chunk in (*sent, *_chunks_of(value)):
+        folded.add(chunk)
+    return folded.result()
 
 
 async def stream_workflow(
@@ -158,29 +180,13 @@ async def stream_workflow(
 ) -> AsyncGenerator[Chunk, None]:
     """The chunks a personality's script sends, then those of what it returns; the run is
     accounted (slot, budget, audit) like any generation."""
-    personality = prepared.personality
-    assert personality is not None and personality.workflow is not None
-    workflow = personality.workflow
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-    context = WorkflowContext(service, prepared, functions, queue)
-    prompt, params = prepared.request.prompt, dict(prepared.request.parameters)
+    context = WorkflowContext(service, prepared, functions, queue.put_nowait)
 
     async def run() -> None:
         try:
-            if inspect.iscoroutinefunction(workflow):
-                value = await workflow(prompt, params, context)
-            else:
-                value = await asyncio.to_thread(workflow, prompt, params, context)
-            for chunk in _chunks_of(value):
+            for chunk in _chunks_of(await _run_script(prepared, context)):
                 queue.put_nowait(chunk)
-        except (LollmsError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            raise WorkflowFailed(
-                f"personality {personality.name!r}: script {personality.script} raised "
-                f"{type(exc).__name__}: {exc}",
-                binding=f"personality:{personality.name}",
-            ) from exc
         finally:
             queue.put_nowait(None)
 
@@ -198,7 +204,35 @@ async def stream_workflow(
                     await task
 
 
-def _chunks_of(value: Any) -> Iterable[Chunk]:
+async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
+    """What the personality's script returns (a sync script runs in a worker thread); any
+    failure of the script's own code, or a value of a kind it may not return, is a
+    WorkflowFailed naming it."""
+    personality = prepared.personality
+    assert personality is not None and personality.workflow is not None
+    workflow = personality.workflow
+    prompt, params = prepared.request.prompt, dict(prepared.request.parameters)
+    try:
+        if inspect.iscoroutinefunction(workflow):
+            value = await workflow(prompt, params, context)
+        else:
+            value = await asyncio.to_thread(workflow, prompt, params, context)
+        if not _returnable(value):
+            raise TypeError(
+                f"run_workflow returned {type(value).__name__}; expected text or Output"
+            )
+        return value
+    except (LollmsError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise WorkflowFailed(
+            f"personality {personality.name!r}: script {personality.script} raised "
+            f"{type(exc).__name__}: {exc}",
+            binding=f"personality:{personality.name}",
+        ) from exc
+
+
+def _chunks_of(value: Any) -> list[Chunk]:
     """What a script returned, as chunks: text, an Output, a Result, or a list of those."""
     if value is None:
         return []
@@ -210,6 +244,11 @@ def _chunks_of(value: Any) -> Iterable[Chunk]:
         return [
             Chunk(output=o) if o.type != "text" else Chunk(content=o.text) for o in value.outputs
         ]
+    return [chunk for item in value for chunk in _chunks_of(item)]
+
+
+def _returnable(value: Any) -> bool:
+    """Whether a script may return `value`: text, an Output, a Result, a list of those, None."""
     if isinstance(value, (list, tuple)):
-        return [chunk for item in value for chunk in _chunks_of(item)]
-    raise TypeError(f"run_workflow returned {type(value).__name__}; expected text or Output")
+        return all(_returnable(item) for item in value)
+    return value is None or isinstance(value, (str, Output, Result))
