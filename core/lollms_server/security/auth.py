@@ -22,6 +22,7 @@ Access = Literal["public", "user", "admin"]
 KEY_ID = re.compile(r"lollms_([0-9a-f]{12})_")
 KEY_COOKIE = "lollms_key"
 REQUEST_KEY_REQUIRED: web.RequestKey[bool] = web.RequestKey("lollms_api_key_required")
+REQUEST_ORIGIN: web.RequestKey[tuple[str, bool]] = web.RequestKey("lollms_client_and_local")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -112,16 +113,26 @@ def _raw_key(request: web.Request) -> tuple[str | None, str]:
     return None, ""
 
 
+def client_and_local(request: web.Request) -> tuple[str, bool]:
+    """The client's address, and whether local access applies to the request (worked out
+    once per request: the middleware and `authenticate` both need them)."""
+    known = request.get(REQUEST_ORIGIN)
+    if known is None:
+        settings = request.app[SECURITY]
+        proxies = settings.trusted_proxies
+        local = settings.local_access and is_local_request(request, proxies)
+        known = request[REQUEST_ORIGIN] = (client_address(request, proxies), local)
+    return known
+
+
 async def authenticate(request: web.Request) -> Principal | None:
     """Who is calling: a key's principal, the local machine, or None (no credential).
 
     A lollms-format key is always verified (401 if bad). On local access, a key in another
     format is ignored: OpenAI and Ollama clients insist on sending some key.
     """
-    settings = request.app[SECURITY]
-    client = client_address(request, settings.trusted_proxies)
+    client, local = client_and_local(request)
     key, source = presented_key(request)
-    local = settings.local_access and is_local_request(request, settings.trusted_proxies)
     if key is not None and (key.startswith("lollms_") or not local):
         record = await request.app[KEYSTORE].verify(key)
         if source == "cookie":
@@ -189,10 +200,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]] | web.Response:
     """The caller and its rate-limit headers, or the CORS preflight's answer; raises when the
     caller may not call the route."""
-    settings = request.app[SECURITY]
-    client = client_address(request, settings.trusted_proxies)
+    client, local = client_and_local(request)
     headers: dict[str, str] = {}
-    if not (settings.local_access and is_local_request(request, settings.trusted_proxies)):
+    if not local:
         # every request counts against its address, with a key, a bad key or none
         headers = await request.app[LIMITER].check_address(client)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
