@@ -230,3 +230,15 @@ def test_the_checks_see_cycles_and_forbidden_imports(tmp_path: Path) -> None:
     assert violations(graph, DOC.read_text(encoding="utf-8")) == [
         f"{NAME}.httpkit.errors:1 -> {NAME}.web.render"
     ]
+
+
+def test_every_module_is_small() -> None:
+    """Small modules with one job: every core and plugin module stays under 400 lines."""
+    modules = [*PACKAGE.rglob("*.py"), *ROOT.glob("plugins/*/lollms_*/**/*.py")]
+    assert len(modules) > 100
+    big = {
+        str(path.relative_to(ROOT)): lines
+        for path in modules
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) >= 400
+    }
+    assert big == {}
