@@ -1,5 +1,5 @@
 """The lollms API under /api/v1/ (upstream lollms_server shape, without its secret leaks):
-health, generate and the tokenizer routes; the listings are in lollms_listing."""
+health, generate and the tokenizer routes; the listings are in listing."""
 
 from __future__ import annotations
 

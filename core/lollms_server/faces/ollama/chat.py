@@ -4,7 +4,7 @@ Model names are `<instance>/<model>`; a name without a tag is listed with Ollama
 (`echo/echo:latest`) and `:latest` is dropped again from names that clients send, so both
 spellings work; names that carry their own tag (an Ollama backend's `llama3:8b`) are kept as
 they are. Chat and generate stream NDJSON unless `stream` is false. Which request fields are
-honoured, passed on, ignored or refused is listed in `schemas_ollama`. A request with nothing
+honoured, passed on, ignored or refused is listed in `schemas.py`. A request with nothing
 to generate loads the model (unloads it with `keep_alive: 0`), which needs the admin role as
 `/api/v1/load_model` does. Model management (pull, push, create, copy, delete) is not done
 through this face: a 501.

@@ -1,8 +1,8 @@
 """The OpenAI-compatible API under /v1/: models, chat, legacy completions, embeddings.
 
 Model ids are `<instance>/<model>`; a bare name (or none) goes through `[defaults]`. Which request
-fields are honoured, passed on, ignored or refused is listed in `schemas_openai`. Images and
-audio live in `openai_media`; `routes` holds both modules' routes.
+fields are honoured, passed on, ignored or refused is listed in `schemas.py`. Images and
+audio live in `media.py`; `routes` holds both modules' routes.
 """
 
 from __future__ import annotations

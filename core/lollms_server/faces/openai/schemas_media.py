@@ -1,6 +1,6 @@
 """marshmallow schemas of the OpenAI-compatible media requests under /v1/: images and audio.
 
-What each route honours, passes on or refuses is listed in `schemas_openai`'s docstring.
+What each route honours, passes on or refuses is listed in `schemas.py`'s docstring.
 """
 
 from __future__ import annotations
