@@ -18,7 +18,6 @@ from .chunks import ToolCall as ToolCall
 from .chunks import Usage as Usage
 from .chunks import closing_stream as closing_stream
 from .chunks import join_stream as join_stream
-from .chunks import next_text_chunk as next_text_chunk
 from .chunks import result_chunks as result_chunks
 from .chunks import tool_calls
 from .errors import InvalidRequest, NotSupported

@@ -217,14 +217,6 @@ def result_chunks(result: Result) -> list[Chunk]:
     return chunks
 
 
-async def next_text_chunk(chunks: AsyncIterator[Chunk]) -> Chunk | None:
-    """The next text chunk of a stream (info and function-call events skipped), or None."""
-    async for chunk in chunks:
-        if chunk.type == "chunk":
-            return chunk
-    return None
-
-
 @asynccontextmanager
 async def closing_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIterator[Chunk]]:
     """Close a chunk stream (its `aclose`) however the consumer leaves the block."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...bindings import ChatMessage, InputItem, closing_stream, next_text_chunk
+from ...bindings import ChatMessage, InputItem, closing_stream
 from ...errors import BackendError, LollmsError
 from ...httpkit.body import UploadedFile
 from ...httpkit.convert import decode_data, decode_image, encode_data
@@ -23,8 +23,8 @@ from ...keys import GENERATION, PERSONALITIES, REGISTRY
 from ...listing import gather_models
 from ...openai_names import resolve_model
 from ...service.generation import guarded
-from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
+from ...service.prepared import Prepared
 from ..openai import media as openai_media
 from .generate import token_ids, token_text
 from .schemas_compat import (
@@ -118,10 +118,10 @@ async def _stream_text(request: web.Request, prepared: Prepared) -> web.StreamRe
         response.charset = "utf-8"
         await response.prepare(request)
         try:
-            while chunk is not None:
-                if chunk.content:
+            while chunk is not None:  # read in place: no helper frame per chunk
+                if chunk.type == "chunk" and chunk.content:
                     await response.write(chunk.content.encode("utf-8"))
-                chunk = await next_text_chunk(chunks)
+                chunk = await anext(chunks, None)
         except (ConnectionError, LollmsError) as exc:
             log.warning("lollms_generate stream %s ended: %s", prepared.request.request_id, exc)
             return response

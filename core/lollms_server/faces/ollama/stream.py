@@ -10,15 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ...bindings import Chunk, Result, ToolCall, Usage, closing_stream, next_text_chunk
+from ...bindings import Chunk, Result, ToolCall, Usage, closing_stream
 from ...chunks import Accumulator
 from ...errors import LollmsError
 from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import ClientGone
 from ...keys import GENERATION
 from ...registry import Target
-from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
+from ...service.prepared import Prepared
 from . import models
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,13 @@ async def stream_ndjson(
         await response.prepare(request)
         folded = Accumulator()
         try:
-            while chunk is not None:
-                folded.add(chunk)
-                line = shape.delta(chunk)
-                if line is not None:
-                    await _write(response, line)
-                chunk = await next_text_chunk(chunks)
+            while chunk is not None:  # read in place: no helper frame per chunk
+                if chunk.type == "chunk":
+                    folded.add(chunk)
+                    line = shape.delta(chunk)
+                    if line is not None:
+                        await _write(response, line)
+                chunk = await anext(chunks, None)
             await _write(response, shape.final(folded.finish_reason or "stop", folded.usage))
         except ClientGone:
             return response

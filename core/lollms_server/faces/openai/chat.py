@@ -26,7 +26,6 @@ from ...bindings import (
     Result,
     Usage,
     closing_stream,
-    next_text_chunk,
 )
 from ...chunks import Accumulator
 from ...errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
@@ -39,9 +38,9 @@ from ...listing import gather_models, list_models_of, visible_bindings
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...service.generation import guarded
-from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
 from ...service.personalities import split_personality
+from ...service.prepared import Prepared
 from . import media as openai_media
 from .schemas import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 
@@ -330,12 +329,13 @@ class _ChunkWriter:
         if opening:
             await self.send(opening)
         folded, chunk = Accumulator(), first
-        while chunk is not None:
-            choices = self.shape.delta(chunk, len(folded.calls))
-            folded.add(chunk)
-            if choices:
-                await self.send(choices)
-            chunk = await next_text_chunk(chunks)
+        while chunk is not None:  # read in place: no helper frame per chunk
+            if chunk.type == "chunk":
+                choices = self.shape.delta(chunk, len(folded.calls))
+                folded.add(chunk)
+                if choices:
+                    await self.send(choices)
+            chunk = await anext(chunks, None)
         finish = "tool_calls" if folded.calls else folded.finish_reason or "stop"
         await self.send(self.shape.last(finish))
         if self.usage_on:
