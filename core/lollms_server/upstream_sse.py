@@ -33,14 +33,11 @@ class SseParser:
                 if self._data:
                     events.append(b"\n".join(self._data))
                 self._data, self._size = [], 0
-            elif line.startswith(b"data:"):
-                self._add(line)
+            elif line.startswith(b"data:"):  # inline: once per event
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(b" ") else value)
+                self._size += len(value)
         self._buffer = buffer[start:]
         if self._size + len(self._buffer) > MAX_EVENT_BYTES:
             raise BackendError(f"{self.label} sent an event over {MAX_EVENT_BYTES} bytes")
         return events
-
-    def _add(self, line: bytes) -> None:
-        value = line[5:]
-        self._data.append(value[1:] if value.startswith(b" ") else value)
-        self._size += len(value)
