@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from ..lean_schema import LeanSchema
+from .body import UploadedFile
 
 NAME = validate.Length(min=1, max=256)
 
@@ -27,6 +28,19 @@ class StringOrList(fields.Field[list[str]]):
                 raise ValidationError(f"at most {self.max_items} items")
             return value
         raise ValidationError("must be a string or a list of strings")
+
+
+class Upload(fields.Field[UploadedFile]):
+    """A file part of a multipart form."""
+
+    default_error_messages = {
+        "invalid": "must be a file part (multipart/form-data with a filename)"
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> UploadedFile:
+        if not isinstance(value, UploadedFile):
+            raise self.make_error("invalid")
+        return value
 
 
 class StrictSchema(LeanSchema):

@@ -13,6 +13,7 @@ from aiohttp import web
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from ..errors import UnsupportedMediaType
+from ..httpkit import shapes
 from ..httpkit.body import UploadedFile, limits_of, read_body, read_form, read_urlencoded
 from ..httpkit.endpoint import schema_instance
 from ..httpkit.endpoint import validate as validate_data
@@ -21,15 +22,10 @@ MAX_PROMPT = 200_000
 URLENCODED = "application/x-www-form-urlencoded"
 
 
-class Upload(fields.Field[UploadedFile]):
-    """A file of a multipart form."""
+class Upload(shapes.Upload):
+    """A file of a page's multipart form (the message a person reads)."""
 
     default_error_messages = {"invalid": "choose a file to upload"}
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> UploadedFile:
-        if not isinstance(value, UploadedFile):
-            raise self.make_error("invalid")
-        return value
 
 
 class LoraText(fields.Field[list[dict[str, Any]]]):

@@ -10,10 +10,9 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from ...httpkit.shapes import NAME
+from ...httpkit.shapes import NAME, Upload
 from ...ignored_fields import ForgivingSchema
 from ...request_limits import CappedList
-from ..openai.schemas_media import Upload
 
 TEXT = validate.Length(max=10_000_000)
 BASE64 = validate.Length(max=200_000_000)

@@ -13,20 +13,18 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate
 
 from ...httpkit.endpoint import UploadedFile
-from ...httpkit.shapes import NAME, ControlNetSchema, LoraChoiceSchema, StrictSchema, StringOrList
+from ...httpkit.shapes import (
+    NAME,
+    ControlNetSchema,
+    LoraChoiceSchema,
+    StrictSchema,
+    StringOrList,
+    Upload,
+)
 from .schemas import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
 FORM_KEY = re.compile(r"^(?P<outer>\w+)\[(?P<inner>\w+)\]$")
-
-
-class Upload(fields.Field[UploadedFile]):
-    """A file part of a multipart form."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> UploadedFile:
-        if not isinstance(value, UploadedFile):
-            raise ValidationError("must be a file part (multipart/form-data with a filename)")
-        return value
 
 
 class UploadList(fields.Field[list[UploadedFile]]):
