@@ -37,6 +37,7 @@ from overhead_report import (
     Report,
     Scenario,
     Side,
+    bare_ratios,
     repeat_lines,
     table,
 )  # fmt: skip
@@ -260,6 +261,7 @@ def main() -> None:
     parser.add_argument("--litellm-venv", type=Path, default=litellm_proxy.DEFAULT_VENV)
     parser.add_argument("--repeat", type=int, default=1, help="whole runs, fresh processes each")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--ratios-json", type=Path, help="append each run's issue-15 figures")
     parser.add_argument(
         "--section",
         choices=tuple(SECTIONS),
@@ -281,6 +283,9 @@ def main() -> None:
     for index in range(args.repeat):
         reports.append(measure(scenarios, args.rounds, venv))
         print(f"done: run {index + 1} of {args.repeat}", file=sys.stderr)
+        if args.ratios_json is not None:
+            with args.ratios_json.open("a") as out:
+                out.write(json.dumps(bare_ratios(reports[-1])) + "\n")
     if len(reports) == 1:
         text = table(reports[0])
     else:
