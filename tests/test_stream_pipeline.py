@@ -236,11 +236,14 @@ async def test_a_limit_passing_while_the_consumer_works_never_cancels_that_work(
             await chunks.read()  # the next read reports the limit
 
 
-async def test_a_stream_within_its_limits_reads_to_its_end() -> None:
-    async with reader(Paced(pause_s=0.01), timeout_s=5, first_s=1) as chunks:
-        got = [await chunks.read(), await chunks.read(), await chunks.read()]
+async def test_after_the_first_token_only_the_request_limit_applies() -> None:
+    binding = Paced(pause_s=0.4)  # the second chunk comes after the first-token limit
+    async with reader(binding, timeout_s=5, first_s=0.2) as chunks:
+        first = await chunks.read()
+        chunks.first_token()
+        got = [first, await chunks.read(), await chunks.read()]
     assert [c.content if c else None for c in got] == ["a", "b", None]
-    await asyncio.sleep(0)  # no timer left to fire into this task
+    assert binding.closed
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
