@@ -155,7 +155,7 @@ def main() -> None:
     requests = len(kinds) * args.requests
     head = "| function | file:line | calls/request | ms/request | share |"
     lines = [
-        f"Run: {machine()}; {args.requests} {' + '.join(names)} requests "
+        f"Run: {machine()}; {' + '.join(f'{args.requests} {name}' for name in names)} requests "
         f"at c={args.concurrency} under cProfile (times are inflated by the profiler).",
         "",
         f"Total profiled CPU per request: {total_ms(stats, requests):.3f} ms.",
