@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -145,8 +145,14 @@ async def stream(
     extra_keys: Iterable[str] = (),
     stream_usage: bool = True,
     renames: Mapping[str, str] | None = None,
+    check: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[Chunk, None]:
-    """The completion as Chunks; the last one carries finish reason, usage and tool calls."""
+    """The completion as Chunks; the last one carries finish reason, usage and tool calls.
+
+    `check`: awaited first, when the stream is first read (a binding's model check), so that a
+    binding can hand this generator on as its own stream instead of relaying its chunks."""
+    if check is not None:
+        await check()
     body = chat_body(
         request,
         model,

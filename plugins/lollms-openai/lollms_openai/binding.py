@@ -9,10 +9,10 @@ The API key is only ever sent as a bearer token (see `lollms_server.upstream`).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from lollms_server.sdk import (
@@ -215,27 +215,28 @@ class OpenAIBinding(Binding):
             return Result((await media.transcribe(self.upstream, request),))
         raise NotSupported(f"binding type openai cannot do {kind!r}", binding=self.instance_name)
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Text as it comes; media types as one chunk per output once finished."""
         if request.generation_type != "ttt":
-            result = await self.generate(request)
-            for output in result.outputs:
-                media_output: Output | None = None if output.type == "text" else output
-                text = output.text if output.type == "text" else ""
-                yield Chunk(content=text, output=media_output, finish_reason=result.finish_reason)
-            return
-        await self.check_model(request.model)
-        chunks = upstream_chat.stream(
+            return self._outputs_as_chunks(request)
+        # the core's generator itself, not relayed: closing it closes the HTTP stream at once
+        return upstream_chat.stream(
             self.upstream,
             request,
             request.model,
             extra_keys=self.settings.extra_parameters,
             stream_usage=self.settings.stream_usage,
             renames=self.settings.rename_parameters,
+            check=functools.partial(self.check_model, request.model),
         )
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk  # closing this generator closes the HTTP stream at once
+
+    async def _outputs_as_chunks(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """A media generation's outputs, one chunk each, once it finished."""
+        result = await self.generate(request)
+        for output in result.outputs:
+            media_output: Output | None = None if output.type == "text" else output
+            text = output.text if output.type == "text" else ""
+            yield Chunk(content=text, output=media_output, finish_reason=result.finish_reason)
 
     async def embed(self, texts: list[str], model: str) -> list[list[float]]:
         """Embedding vectors from POST /embeddings."""
