@@ -4,9 +4,9 @@
 git worktree (the working tree is not touched), runs bench/profile_server.py (this checkout's)
 against that commit's server code (core and plugins put first on PYTHONPATH), once with
 non-streamed chats and once with 20-chunk streams at c=1, and prints per request: the Python
-function calls the server made (deterministic: the same code makes the same calls, whatever
-else runs on the machine) and the profiled CPU time of its event-loop thread (inflated by the
-profiler; compare commits with each other, not with the overhead benchmark).
+function calls the server made (within ±1 % for the same code, whatever else runs on the
+machine) and the profiled CPU time of its event-loop thread (inflated by the profiler and
+swinging with the load; compare commits with each other, not with the overhead benchmark).
 """
 
 from __future__ import annotations
