@@ -98,4 +98,4 @@ def test_views_are_bounded() -> None:
         body: dict[str, Any] = {"messages": [USER]}
         body.update({name: None for bit, name in enumerate(optional) if mask >> bit & 1})
         schema.load(body)
-    assert 0 < len(schema.__dict__["_lean_views"]) <= MAX_VIEWS
+    assert 0 < len(schema.__dict__["_lean_index"].views) <= MAX_VIEWS

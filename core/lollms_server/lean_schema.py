@@ -23,22 +23,22 @@ LOADED = object()  # in a view's plan: the value comes from the view's load
 
 
 @dataclass(frozen=True)
-class Slot:
-    """One declared load field: its name, key in the data, key in the result, and its value
-    when the data lacks it (`LOADED` when the field itself must run: required, computed)."""
-
-    name: str
-    key: str
-    attribute: str
-    absent: Any
-
-
-@dataclass(frozen=True)
 class View:
-    """A schema copy with fewer load fields, and how to lay its result out."""
+    """A schema copy with fewer load fields, and its result's layout: every field that will
+    be in the result, in declared order, with its fixed default or LOADED."""
 
     schema: Schema
-    plan: tuple[tuple[str, Any], ...]  # (result key, LOADED or the fixed default), declared order
+    template: dict[str, Any]
+    loaded: tuple[str, ...]  # the template's LOADED keys (the view's fields)
+
+
+@dataclass
+class Index:
+    """A schema's load fields, by the keys a body names them with, and its cached views."""
+
+    keys: frozenset[str]  # every field's key in the data
+    fields: tuple[tuple[str, str, str, Any], ...]  # name, key, attribute, absent value
+    views: dict[frozenset[str], View]
 
 
 class LeanSchema(Schema):
@@ -49,42 +49,38 @@ class LeanSchema(Schema):
             return super()._deserialize(data, **kwargs)
         view = self._view(data)
         loaded = cast(dict[str, Any], Schema._deserialize(view.schema, data, **kwargs))
-        result = self.dict_class()
-        for key, value in view.plan:
-            if value is not LOADED:
-                result[key] = value
-            elif key in loaded:
-                result[key] = loaded[key]
-        for key, value in loaded.items():  # unknown = INCLUDE: the extra keys, after the fields
-            if key not in result:
-                result[key] = value
+        result = self.dict_class(view.template)
+        result.update(loaded)  # fields keep their place; unknown = INCLUDE extras come last
+        for key in view.loaded:
+            if result.get(key) is LOADED:  # the field failed or gave nothing
+                del result[key]
         return result
 
     def _view(self, data: Mapping[str, Any]) -> View:
         """This schema with only the load fields that must run for `data`."""
-        slots: tuple[Slot, ...] | None = self.__dict__.get("_lean_slots")
-        views: dict[tuple[str, ...], View] | None = self.__dict__.get("_lean_views")
-        if slots is None or views is None:
-            slots = tuple(
-                Slot(name, field.data_key or name, field.attribute or name, _absent(field))
+        index: Index | None = self.__dict__.get("_lean_index")
+        if index is None:
+            fields = tuple(
+                (name, field.data_key or name, field.attribute or name, _absent(field))
                 for name, field in self.load_fields.items()
             )
-            views = {}
-            self.__dict__["_lean_slots"], self.__dict__["_lean_views"] = slots, views
-        names = tuple(s.name for s in slots if s.absent is LOADED or s.key in data)
-        view = views.get(names)
+            index = Index(frozenset(key for _, key, _, _ in fields), fields, {})
+            self.__dict__["_lean_index"] = index
+        present = frozenset(data.keys() & index.keys)
+        view = index.views.get(present)
         if view is None:
-            if len(views) >= MAX_VIEWS:
-                views.clear()
+            if len(index.views) >= MAX_VIEWS:
+                index.views.clear()
+            chosen = [f for f in index.fields if f[3] is LOADED or f[1] in present]
             schema = copy.copy(self)
-            schema.load_fields = {name: self.load_fields[name] for name in names}
-            chosen = set(names)
-            plan = tuple(
-                (s.attribute, LOADED if s.name in chosen else s.absent)
-                for s in slots
-                if s.name in chosen or s.absent is not missing
-            )
-            view = views[names] = View(schema, plan)
+            schema.load_fields = {name: self.load_fields[name] for name, _, _, _ in chosen}
+            template = {
+                attribute: LOADED if (name, key, attribute, absent) in chosen else absent
+                for name, key, attribute, absent in index.fields
+                if absent is not missing or key in present
+            }
+            loaded = tuple(attribute for _, _, attribute, _ in chosen)
+            view = index.views[present] = View(schema, template, loaded)
         return view
 
 
