@@ -5,8 +5,9 @@ models come from its `list_models`, load/unload from its admin routes, tokens fr
 tokenizer routes and embeddings from its `/v1/embeddings`. The node key is only ever sent to
 the node, as a bearer token (see `lollms_server.upstream`). Each answer's load headers (queue
 depth per model, free memory) are recorded (`load.NodeLoad`), so that routes choose on fresh
-figures; the request id and the W3C trace context travel to the node (as on every upstream
-call, see `lollms_server.tracing.outgoing_headers`).
+figures (less our own generations in flight there, which the route counts itself); the
+request id and the W3C trace context travel to the node (as on every upstream call, see
+`lollms_server.tracing.outgoing_headers`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -43,10 +45,12 @@ from lollms_server.sdk import (
 )
 
 from . import wire
-from .load import NodeLoad
+from .load import NodeLoad, describe
 from .settings import RemoteConfig, RemoteSettings
 
 BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
+#: The lane of the whole generation whose answer is being received (the node has let it go).
+_ANSWERING: ContextVar[str | None] = ContextVar("lollms_remote_answering", default=None)
 
 
 class LollmsRemoteBinding(Binding):
@@ -107,8 +111,9 @@ class LollmsRemoteBinding(Binding):
         return key
 
     def _record_load(self, response: aiohttp.ClientResponse) -> None:
-        """Keep the load figures the node put on an answer."""
-        self.load_report.record_headers(response.headers)
+        """Keep the load figures the node put on an answer, less our calls it counted: all in
+        flight but a whole generation being answered (its turn on the node is over)."""
+        self.load_report.record_headers(response.headers, answered=_ANSWERING.get())
 
     def reported_load(self, model: str) -> float | None:
         """Generations of `model` the node last said it runs or queues, or None."""
@@ -174,7 +179,7 @@ class LollmsRemoteBinding(Binding):
             if isinstance(status, dict):
                 self.status = status
                 self.load_report.record_status(status, asked_at)
-                detail = _describe(status)
+                detail = describe(status)
         if self._models is None or asked_at - self._models[0] > self.settings.models_cache_s:
             with contextlib.suppress(LollmsError):  # the sizes `most-room` weighs
                 await self.list_models()
@@ -246,8 +251,14 @@ class LollmsRemoteBinding(Binding):
         """The node's whole answer (media are the node's own bytes)."""
         names = await self._node_ref(request.model)
         body = wire.generate_body(request, stream=False, **names)
-        raw, _ = await self.upstream.post_for_bytes("/api/v1/generate", body)
-        self.load_report.mark_loaded(_lane_of(names))
+        lane = _lane_of(names)
+        answering = _ANSWERING.set(lane)
+        try:
+            with self.load_report.calling(lane):
+                raw, _ = await self.upstream.post_for_bytes("/api/v1/generate", body)
+        finally:
+            _ANSWERING.reset(answering)
+        self.load_report.mark_loaded(lane)
         answer = await _decode(raw)
         if not isinstance(answer, dict):
             raise BackendError(
@@ -265,28 +276,30 @@ class LollmsRemoteBinding(Binding):
             "/api/v1/generate", wire.generate_body(request, stream=True, **names)
         )
         streamed_text = False
-        started_at = time.monotonic()
-        async with aclosing(events), self.load_report.streaming(_lane_of(names), started_at):
-            async for event in events:
-                kind = event.get("type")
-                found = event.get("metadata")
-                metadata: dict[str, Any] = found if isinstance(found, dict) else {}
-                if kind == "chunk":
-                    content, thoughts = event.get("content"), event.get("thoughts")
-                    streamed_text = True
-                    yield Chunk(
-                        content=content if isinstance(content, str) else "",
-                        thoughts=thoughts if isinstance(thoughts, str) else "",
-                    )
-                elif kind == "info" and event.get("content") != "started":
-                    yield Chunk(type="info", content=str(event.get("content")), metadata=metadata)
-                elif kind == "error":
-                    raise self._event_error(metadata.get("error"), event.get("content"))
-                elif kind == "final":
-                    self.load_report.mark_loaded(_lane_of(names))
-                    for chunk in wire.final_chunks(metadata, streamed_text):
-                        yield chunk
-                    return
+        with self.load_report.calling(_lane_of(names)):
+            async with aclosing(events):
+                async for event in events:
+                    kind = event.get("type")
+                    found = event.get("metadata")
+                    metadata: dict[str, Any] = found if isinstance(found, dict) else {}
+                    if kind == "chunk":
+                        content, thoughts = event.get("content"), event.get("thoughts")
+                        streamed_text = True
+                        yield Chunk(
+                            content=content if isinstance(content, str) else "",
+                            thoughts=thoughts if isinstance(thoughts, str) else "",
+                        )
+                    elif kind == "info" and event.get("content") != "started":
+                        yield Chunk(
+                            type="info", content=str(event.get("content")), metadata=metadata
+                        )
+                    elif kind == "error":
+                        raise self._event_error(metadata.get("error"), event.get("content"))
+                    elif kind == "final":
+                        self.load_report.mark_loaded(_lane_of(names))
+                        for chunk in wire.final_chunks(metadata, streamed_text):
+                            yield chunk
+                        return
         raise BackendUnavailable(
             f"node {self.instance_name!r} ended its stream without a final event",
             binding=self.instance_name,
@@ -374,15 +387,3 @@ def _error_class(kind: str) -> type[LollmsError]:
             return BackendError if cls.status in (401, 403) else cls
         pending.extend(cls.__subclasses__())
     return BackendError
-
-
-def _describe(status: Mapping[str, Any]) -> str:
-    """One line of the node's load for the health detail."""
-    queue = status.get("queue_depth") or {}
-    busy = sum(v for v in queue.values() if isinstance(v, int)) if isinstance(queue, dict) else 0
-    loaded = status.get("loaded") or []
-    room = status.get("free_memory_bytes")
-    parts = [f"{len(loaded)} loaded", f"queue {busy}"]
-    if isinstance(room, int):
-        parts.append(f"{room / 2**30:.1f} GiB free")
-    return ", ".join(parts)

@@ -4,6 +4,12 @@ Two sources feed it: the headers of every answer of the node (queue depth per bu
 `instance/model` lane, free memory) and the periodic `GET /api/v1/status` (the same, plus the
 loaded models). The later report wins; a status answer asked for before a fresher header
 arrived does not overwrite it.
+
+A route adds this gateway's own generations on the node (its scheduler counts them exactly, as
+they start and end) to the node's figure, so the figure it weighs (`depth`) is the node's load
+beyond them: each report less our calls the node was counting when it made it. Counted twice,
+our calls made a node look busier than it was, by a stale amount (up to the figure of its
+latest answer), and `least-busy` sent work to the node with more queued.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -29,22 +36,43 @@ class NodeLoad:
     """A node's latest queue depths (total and per lane), free memory and loaded models."""
 
     def __init__(self) -> None:
-        self.queue_depth: int | None = None  # all lanes together
+        self.queue_depth: int | None = None  # all lanes together, as reported
         self.lanes: dict[str, int] | None = None  # None: the node reports no per-lane figures
+        self.others: dict[str, int] = {}  # per lane, beyond our own calls
+        self.others_total: int | None = None  # all lanes, beyond our own calls
+        self.calls: Counter[str] = Counter()  # our generations in flight, per lane
         self.free_memory: int | None = None
         self.loaded: set[str] = set()
         self.reported_at: float | None = None
         self._marked: dict[str, float] = {}  # lanes we saw load, and when
 
-    def record_headers(self, headers: CIMultiDictProxy[str]) -> None:
-        """Keep the figures the node put on an answer."""
+    @contextlib.contextmanager
+    def calling(self, lane: str) -> Iterator[None]:
+        """Count one generation of ours on the node's `lane` while the block runs."""
+        self.calls[lane] += 1
+        try:
+            yield
+        finally:
+            self.calls[lane] -= 1
+            if self.calls[lane] <= 0:
+                del self.calls[lane]
+
+    def record_headers(self, headers: CIMultiDictProxy[str], answered: str | None = None) -> None:
+        """Keep the figures the node put on an answer, less our calls it counted: all those
+        in flight but `answered`, the lane of a whole generation whose answer this is (its
+        turn on the node is over)."""
+        ours = self.calls.copy()
+        if answered is not None:
+            ours[answered] -= 1
         depth = _int(headers.get(QUEUE_HEADER))
         if depth is not None:
             self.queue_depth = depth
+            self.others_total = max(0, depth - sum(ours.values()))
             self.reported_at = time.monotonic()
         lanes = headers.get(MODEL_QUEUE_HEADER)
         if lanes is not None:
             self.lanes = parse_model_queue_header(lanes)
+            self.others = _beyond(self.lanes, ours)
             self.reported_at = time.monotonic()
         room = _int(headers.get(FREE_MEMORY_HEADER))
         if room is not None:
@@ -52,12 +80,14 @@ class NodeLoad:
 
     def record_status(self, status: Mapping[str, Any], asked_at: float) -> None:
         """Keep a `/api/v1/status` answer asked for at `asked_at` (monotonic), unless an answer's
-        headers reported since."""
+        headers reported since (less our generations in flight when it came)."""
         if self.reported_at is None or self.reported_at <= asked_at:
             queue = status.get("queue_depth")
             if isinstance(queue, dict):
                 self.lanes = {k: v for k, v in queue.items() if isinstance(v, int) and v > 0}
                 self.queue_depth = sum(self.lanes.values())
+                self.others = _beyond(self.lanes, self.calls)
+                self.others_total = sum(self.others.values())
                 self.reported_at = asked_at
             room = status.get("free_memory_bytes")
             self.free_memory = room if isinstance(room, int) else self.free_memory
@@ -76,27 +106,15 @@ class NodeLoad:
         self.loaded.discard(lane)
         self._marked.pop(lane, None)
 
-    @contextlib.asynccontextmanager
-    async def streaming(self, lane: str, started_at: float) -> AsyncIterator[None]:
-        """Around one of our streams: once it ends, a figure reported since it started (its own
-        answer's headers among them) counted it, so it no longer does."""
-        try:
-            yield
-        finally:
-            count = (self.lanes or {}).get(lane, 0)
-            if self.reported_at is not None and self.reported_at >= started_at and count > 0:
-                assert self.lanes is not None
-                self.lanes[lane] = count - 1
-                self.queue_depth = max(0, (self.queue_depth or 1) - 1)
-
     def depth(self, model: str) -> float | None:
         """Generations of `model` (`instance/model`, or a bare name: every instance's) running
-        or queued on the node; the node's total when it reports no per-lane figures."""
+        or queued on the node beyond our own; its total beyond ours when it reports no per-lane
+        figures; None before any report."""
         if self.lanes is None:
-            return None if self.queue_depth is None else float(self.queue_depth)
+            return None if self.others_total is None else float(self.others_total)
         if "/" in model:
-            return float(self.lanes.get(model, 0))
-        return float(sum(d for lane, d in self.lanes.items() if lane.partition("/")[2] == model))
+            return float(self.others.get(model, 0))
+        return float(sum(d for lane, d in self.others.items() if lane.partition("/")[2] == model))
 
     def room(self, lane: str | None, need: int | None) -> Room | None:
         """The node's memory for a model (`need` bytes, nothing when loaded there already);
@@ -105,6 +123,24 @@ class NodeLoad:
         if self.free_memory is None:
             return Room(math.inf, loaded=True) if loaded else None
         return Room(float(self.free_memory - (0 if loaded else need or 0)), loaded=loaded)
+
+
+def describe(status: Mapping[str, Any]) -> str:
+    """One line of the node's load for the health detail."""
+    queue = status.get("queue_depth") or {}
+    busy = sum(v for v in queue.values() if isinstance(v, int)) if isinstance(queue, dict) else 0
+    loaded = status.get("loaded") or []
+    room = status.get("free_memory_bytes")
+    parts = [f"{len(loaded)} loaded", f"queue {busy}"]
+    if isinstance(room, int):
+        parts.append(f"{room / 2**30:.1f} GiB free")
+    return ", ".join(parts)
+
+
+def _beyond(lanes: Mapping[str, int], ours: Mapping[str, int]) -> dict[str, int]:
+    """Each lane's figure less our generations on it (lanes left with none dropped)."""
+    left = {lane: count - ours.get(lane, 0) for lane, count in lanes.items()}
+    return {lane: count for lane, count in left.items() if count > 0}
 
 
 def _int(value: str | None) -> int | None:
