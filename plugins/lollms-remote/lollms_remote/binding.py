@@ -77,6 +77,7 @@ class LollmsRemoteBinding(Binding):
         self._models: tuple[float, list[ModelInfo]] | None = None
         self.load_report = NodeLoad()  # the node's last reported figures
         self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
+        self._refresh: asyncio.Task[None] | None = None  # a status call for stale load figures
 
     @property
     def upstream(self) -> Upstream:
@@ -116,8 +117,21 @@ class LollmsRemoteBinding(Binding):
         self.load_report.record_headers(response.headers, answered=_ANSWERING.get())
 
     def reported_load(self, model: str) -> float | None:
-        """Generations of `model` the node last said it runs or queues, or None."""
-        return self.load_report.depth(self._lane(model) or model)
+        """Generations of `model` the node last said it runs or queues beyond ours, or None;
+        a report older than `load_fresh_s` counts as none and the node is asked again."""
+        fresh_s = self.settings.load_fresh_s
+        if self.load_report.stale(fresh_s) and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_load())
+        return self.load_report.depth(self._lane(model) or model, fresh_s)
+
+    async def _refresh_load(self) -> None:
+        """Fresh load figures from the node's status (its answer's headers, and its body)."""
+        asked_at = time.monotonic()
+        timeout = self.settings.health_timeout_s
+        with contextlib.suppress(LollmsError):  # a node that does not answer: the monitor's job
+            status = await self.upstream.get_json("/api/v1/status", timeout_s=timeout, retry=False)
+            if isinstance(status, dict):
+                self.load_report.record_status(status, asked_at)
 
     def reported_room(self, model: str) -> Room | None:
         """The node's free memory less the model's size as the node lists it (nothing when
@@ -158,6 +172,8 @@ class LollmsRemoteBinding(Binding):
 
     async def shutdown(self) -> None:
         """Close the connection pool."""
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._upstream is not None:
             await self._upstream.close()
 
@@ -309,7 +325,7 @@ class LollmsRemoteBinding(Binding):
         """Our error for the node's `error` event (same type and status, naming the node)."""
         error = error if isinstance(error, dict) else {}
         message = str(error.get("message") or content or "unknown error")
-        cls = _error_class(str(error.get("type") or ""))
+        cls = wire.error_class(str(error.get("type") or ""))
         return cls(
             f"node {self.instance_name!r}: {self.upstream.scrub(message)}",
             binding=self.instance_name,
@@ -375,15 +391,3 @@ async def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise BackendError(f"a node answered with something that is not JSON: {exc}") from None
-
-
-def _error_class(kind: str) -> type[LollmsError]:
-    """The error class whose `type` is `kind`; a 502 for one we do not know, and for the
-    node refusing our key (401/403 there is the gateway's fault, never the client's)."""
-    pending: list[type[LollmsError]] = [LollmsError]
-    while pending:
-        cls = pending.pop()
-        if cls.type == kind and cls is not LollmsError:
-            return BackendError if cls.status in (401, 403) else cls
-        pending.extend(cls.__subclasses__())
-    return BackendError

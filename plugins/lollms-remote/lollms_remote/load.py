@@ -106,10 +106,18 @@ class NodeLoad:
         self.loaded.discard(lane)
         self._marked.pop(lane, None)
 
-    def depth(self, model: str) -> float | None:
+    def stale(self, fresh_s: float) -> bool:
+        """True when the node reported before, but not within the last `fresh_s` seconds."""
+        return self.reported_at is not None and time.monotonic() - self.reported_at > fresh_s
+
+    def depth(self, model: str, fresh_s: float = math.inf) -> float | None:
         """Generations of `model` (`instance/model`, or a bare name: every instance's) running
         or queued on the node beyond our own; its total beyond ours when it reports no per-lane
-        figures; None before any report."""
+        figures; None before any report; 0 when the report is older than `fresh_s` (other
+        clients' work it counted may be over, and a node that looks busy gets none of ours,
+        hence no answer that would tell otherwise)."""
+        if self.stale(fresh_s):
+            return 0.0
         if self.lanes is None:
             return None if self.others_total is None else float(self.others_total)
         if "/" in model:

@@ -24,6 +24,7 @@ class RemoteConfig:
     retries: int
     max_retry_after_s: float
     models_cache_s: float
+    load_fresh_s: float
 
 
 class RemoteSettings(SettingsSchema):
@@ -46,6 +47,15 @@ class RemoteSettings(SettingsSchema):
     retries = fields.Integer(load_default=1, validate=validate.Range(0, 10))
     max_retry_after_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
     models_cache_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    load_fresh_s = fields.Float(
+        load_default=2.0,
+        validate=validate.Range(min=0.1),
+        metadata={
+            "help": "how long the node's reported load of other clients' work counts for "
+            "least-busy without a fresher report; then it counts as none and the node is asked "
+            "again (GET /api/v1/status)"
+        },
+    )
 
     @validates("base_url")
     def _check_base_url(self, value: str, **kwargs: Any) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 
 from lollms_server.sdk import (
     CAPABILITIES,
+    BackendError,
     Chunk,
     GenerationRequest,
+    LollmsError,
     ModelInfo,
     Output,
     Result,
@@ -149,3 +151,15 @@ def model_info(item: Mapping[str, Any]) -> ModelInfo | None:
         loaded=item.get("loaded") is True,
         details=details,
     )
+
+
+def error_class(kind: str) -> type[LollmsError]:
+    """The error class whose `type` is `kind`; a 502 for one we do not know, and for the
+    node refusing our key (401/403 there is the gateway's fault, never the client's)."""
+    pending: list[type[LollmsError]] = [LollmsError]
+    while pending:
+        cls = pending.pop()
+        if cls.type == kind and cls is not LollmsError:
+            return BackendError if cls.status in (401, 403) else cls
+        pending.extend(cls.__subclasses__())
+    return BackendError

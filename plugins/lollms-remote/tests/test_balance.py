@@ -1,8 +1,11 @@
-"""least-busy over nodes counts the gateway's own generations once (real processes).
+"""least-busy over nodes: the gateway's own generations count once, a stale report not at all
+(real processes).
 
 The route adds the gateway's own calls on a node (counted as they start and end) to the load
 the node last reported; the binding takes those calls out of the node's figures, or a node
-running our work looked busier than one running as much of somebody else's.
+running our work looked busier than one running as much of somebody else's. A report older
+than `load_fresh_s` counts as none (and the node is asked again): a node that looked busy got
+none of our work, hence no answer that would say it is idle again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from lollms_server.testing import ServerProcess, lollms_process
 from .conftest import Node
 
 ROUTE = "spread-slow"
+FRESH_ROUTE = "spread-fresh"  # over f1 and f2: the same nodes, reports fresh for 1 s
+FRESH_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +33,14 @@ def gateway(
 ) -> Iterator[ServerProcess]:
     """A gateway over both echo nodes with a least-busy route over their `slow` model."""
     lines = []
-    for index, node in enumerate(echo_nodes, 1):
-        lines += [f"[bindings.n{index}]", 'type = "lollms"', f'base_url = "{node.url}"']
-        lines += [f'api_key = "{node.key}"', ""]
-    targets = '"n1/echo/slow", "n2/echo/slow"'
-    lines += ["[routes]", f'"{ROUTE}" = {{targets = [{targets}], strategy = "least-busy"}}']
+    for prefix, extra in (("n", ""), ("f", f"load_fresh_s = {FRESH_S}")):
+        for index, node in enumerate(echo_nodes, 1):
+            lines += [f"[bindings.{prefix}{index}]", 'type = "lollms"', f'base_url = "{node.url}"']
+            lines += [f'api_key = "{node.key}"', extra, ""]
+    lines += ["[routes]"]
+    for route, prefix in ((ROUTE, "n"), (FRESH_ROUTE, "f")):
+        targets = f'"{prefix}1/echo/slow", "{prefix}2/echo/slow"'
+        lines += [f'"{route}" = {{targets = [{targets}], strategy = "least-busy"}}']
     folder = tmp_path_factory.mktemp("balance-gateway")
     with lollms_process(folder, "\n".join(lines) + "\n") as server:
         yield server
@@ -113,3 +121,26 @@ async def test_least_busy_counts_the_gateways_own_streams_once(
         for stream in held:
             stream.close()
     assert await until(lambda: slow_depth(first) == slow_depth(second) == 0)
+
+
+async def test_a_stale_report_of_other_work_stops_counting(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """Another client's three `slow` streams on n1, in n1's latest answer: the route sends its
+    request to n2. Those streams end; once the report is older than `load_fresh_s` it counts as
+    none and n1 serves again (before, n1 stayed busy in the gateway's eyes until the next
+    health check, 30 s later, and got nothing)."""
+    first, second = echo_nodes
+    assert await until(lambda: slow_depth(first) == slow_depth(second) == 0)
+    direct = body("slow", "echo", words=400, stream=True)
+    held = [await open_stream(http, first.url, direct, first.key) for _ in range(3)]
+    try:
+        for name in ("f1", "f2"):  # fresh figures of each node, from an answer's headers
+            await generate(http, gateway.url, body("echo/echo", name))
+        assert (await generate(http, gateway.url, body(FRESH_ROUTE)))["binding_instance"] == "f2"
+    finally:
+        for stream in held:
+            stream.close()
+    assert await until(lambda: slow_depth(first) == 0)
+    await asyncio.sleep(FRESH_S + 0.2)  # n1's report (3 queued) grows old
+    assert (await generate(http, gateway.url, body(FRESH_ROUTE)))["binding_instance"] == "f1"
