@@ -10,7 +10,9 @@ requests from the same number of clients. Each pair is measured whole (`/api/v1/
 streamed (SSE, read event by event) and `bare`: the same llama.cpp workers without
 lollms-server, one against two (bench/fleet_ceiling.py), the most the machine allows. Each round
 records where the CPU went: the gateways, the node servers, the llama.cpp workers, this client,
-and other programs on the machine.
+and other programs on the machine. Node 1 serves both gateways, so a two-node round starts
+`SETTLE_S` after the previous round, once the two-node gateway no longer weighs the one-node
+gateway's work it heard of there.
 
 Each node's llama.cpp worker (every thread) is pinned to a core of its own (node 1 and the
 first bare worker on the first core, node 2 and the second bare worker on the second): the
@@ -54,6 +56,10 @@ NODE = (
 PROMPT = "Write the word hello 300 times."  # SmolLM2 runs to max_tokens on it
 ROLES = ("gateways", "node servers", "llama.cpp", "client", "others")
 MODES = ("whole", "stream", "bare")
+#: Before a two-node round: longer than the remote binding's `load_fresh_s` (2 s), so that the
+#: two-node gateway does not weigh the queue it last heard of on node 1 while the one-node
+#: gateway's round was running there (another client's work, over since).
+SETTLE_S = 3.0
 Call = Callable[[int], tuple[int, str]]  # request number -> (tokens generated, who served)
 
 
@@ -249,6 +255,8 @@ def run(folder: Path, args: argparse.Namespace) -> list[Round]:
             for mode in args.modes:
                 order = [1, 2] if index % 2 == 0 else [2, 1]
                 for count in order:
+                    if count == 2 and mode != "bare":
+                        time.sleep(SETTLE_S)
                     rounds.append(measure(calls[mode][count - 1], count, fleet, mode, args))
                     print(describe(rounds[-1]), flush=True)
     return rounds
