@@ -357,7 +357,7 @@ def main() -> None:
     args.modes = [mode for mode in args.modes.split(",") if mode]
     if not args.modes or set(args.modes) - set(MODES):
         parser.error(f"--modes takes any of {', '.join(MODES)}, comma-separated")
-    started = machine()
+    started = f"{machine()}, started {time.strftime('%H:%M', time.gmtime())} UTC"
     with tempfile.TemporaryDirectory() as tmp:
         rounds = run(Path(tmp), args)
     text = report(rounds, args, started)
