@@ -78,6 +78,7 @@ class LollmsRemoteBinding(Binding):
         self.load_report = NodeLoad()  # the node's last reported figures
         self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
         self._refresh: asyncio.Task[None] | None = None  # a status call for stale load figures
+        self._refreshed_at = 0.0  # when the last one started (one per load_fresh_s at most)
 
     @property
     def upstream(self) -> Upstream:
@@ -120,7 +121,10 @@ class LollmsRemoteBinding(Binding):
         """Generations of `model` the node last said it runs or queues beyond ours, or None;
         a report older than `load_fresh_s` counts as none and the node is asked again."""
         fresh_s = self.settings.load_fresh_s
-        if self.load_report.stale(fresh_s) and (self._refresh is None or self._refresh.done()):
+        now = time.monotonic()
+        idle = self._refresh is None or self._refresh.done()
+        if idle and self.load_report.stale(fresh_s) and now - self._refreshed_at > fresh_s:
+            self._refreshed_at = now
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_load())
         return self.load_report.depth(self._lane(model) or model, fresh_s)
 
