@@ -31,8 +31,8 @@ from ..httpkit.sse import ClientGone, open_sse
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
-from ..service.prepared import Prepared
 from ..service.generation_stream import ChunkStream
+from ..service.prepared import Prepared
 from .forms import read_action
 from .render import VARY, is_htmx, page_handler, render_string, see_other
 

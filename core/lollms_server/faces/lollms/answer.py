@@ -14,8 +14,8 @@ from ...errors import LollmsError
 from ...httpkit.convert import output_dict, usage_dict
 from ...httpkit.sse import ClientGone, open_sse, send_event
 from ...keys import GENERATION
-from ...service.prepared import Prepared
 from ...service.generation_stream import open_stream
+from ...service.prepared import Prepared
 from ...service.toolloop import ToolLoop
 
 
