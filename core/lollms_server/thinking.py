@@ -76,9 +76,12 @@ def split_chunk_thoughts(splitter: ThinkSplitter, chunk: Chunk) -> Chunk:
 def split_result_thoughts(result: Result) -> Result:
     """A result whose text outputs have their `<think>` part moved to `thoughts`."""
     outputs: list[Output] = []
+    split = False
     for output in result.outputs:
         if output.type == "text" and output.thoughts is None and "<think>" in output.text:
             answer, thoughts = split_thoughts(output.text)
-            output = dataclasses.replace(output, text=answer, thoughts=thoughts)
+            output, split = dataclasses.replace(output, text=answer, thoughts=thoughts), True
         outputs.append(output)
+    if not split and isinstance(result.outputs, tuple):
+        return result  # nothing to move: the result as it is, not a copy
     return dataclasses.replace(result, outputs=tuple(outputs))

@@ -41,6 +41,11 @@ class Prepared:
         """This request as sent to `target`: its model, and its default cap when none was set."""
         parameters = self.request.parameters
         if self.default_cap:
-            parameters = {**parameters, "max_tokens": target.default_max_tokens}
+            cap = target.default_max_tokens
+            if target is self.target and parameters.get("max_tokens") == cap:
+                return self  # the first attempt: already as sent there
+            parameters = {**parameters, "max_tokens": cap}
+        elif target is self.target:
+            return self
         request = dataclasses.replace(self.request, model=target.model, parameters=parameters)
         return dataclasses.replace(self, target=target, request=request)

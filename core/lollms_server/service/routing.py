@@ -22,7 +22,8 @@ def ordered_candidates(target: Target, scheduler: Scheduler) -> list[Target]:
     """The target then its fallbacks; for `least-busy` routes, the least loaded first; for
     `most-room` routes, those with the model already loaded, then those it fits (the most
     memory left first), then those reporting no room, then those it does not fit."""
-    candidates = [dataclasses.replace(target, fallbacks=()), *target.fallbacks]
+    first = dataclasses.replace(target, fallbacks=()) if target.fallbacks else target
+    candidates = [first, *target.fallbacks]
     if target.strategy == "least-busy":
         candidates.sort(key=lambda t: _load(t, scheduler))
     elif target.strategy == "most-room":
