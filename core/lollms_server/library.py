@@ -48,8 +48,8 @@ def call_observer(app: web.Application) -> CallObserver:
 
     async def observe(outcome: CallOutcome, seconds: float) -> None:
         status = "ok" if outcome.error is None else "error"
-        metrics.function_calls.labels(outcome.name, status).inc()
-        metrics.function_seconds.labels(outcome.name).observe(seconds)
+        metrics.child(metrics.function_calls, outcome.name, status).inc()
+        metrics.child(metrics.function_seconds, outcome.name).observe(seconds)
         principal = current_principal()
         detail = {"function": outcome.name, "outcome": status}
         if outcome.error is not None:

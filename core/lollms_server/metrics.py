@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +14,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from .metric_labels import KnownModels
@@ -20,6 +22,7 @@ from .metric_labels import KnownModels
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GaugeReader = Callable[[], Iterable[tuple[dict[str, str], float]]]
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class Metrics:
@@ -96,6 +99,15 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, open fds, memory
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, looked up once per series (prometheus keeps each anyway)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def add_gauge(
         self, name: str, documentation: str, labels: list[str], read: GaugeReader

@@ -48,11 +48,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         route = route_label(request)
         metrics = request.app[METRICS]
         metrics.in_flight.dec()
-        metrics.requests.labels(route, method_label(request.method), str(status)).inc()
-        metrics.latency.labels(route).observe(elapsed)
+        metrics.child(metrics.requests, route, method_label(request.method), str(status)).inc()
+        metrics.child(metrics.latency, route).observe(elapsed)
         overhead_s = max(0.0, elapsed - trace.backend_s)
         for instance, retries in trace.retries.items():
-            metrics.retries.labels(instance).inc(retries)
+            metrics.child(metrics.retries, instance).inc(retries)
         if trace.routed:
             metrics.overhead.observe(overhead_s)
         principal = request.get(REQUEST_PRINCIPAL)

@@ -278,7 +278,8 @@ class GenerationService:
                     yield position
         if self.metrics is not None and ticket.granted_at:
             waited = max(0.0, ticket.granted_at - ticket.entered_at)
-            self.metrics.queue_wait.labels(lane.name.partition("/")[0]).observe(waited)
+            instance = lane.name.partition("/")[0]
+            self.metrics.child(self.metrics.queue_wait, instance).observe(waited)
 
     @asynccontextmanager
     async def accounted(self, prepared: Prepared) -> AsyncIterator[Outcome]:

@@ -40,15 +40,16 @@ def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> Non
     prepared = outcome.served or prepared
     instance = prepared.target.binding.instance_name
     kind = prepared.request.generation_type
-    metrics.generations.labels(instance, kind, str(outcome.status)).inc()
+    metrics.child(metrics.generations, instance, kind, str(outcome.status)).inc()
     if outcome.first_token_s is not None:
-        metrics.first_token.labels(instance).observe(outcome.first_token_s)
+        metrics.child(metrics.first_token, instance).observe(outcome.first_token_s)
     if outcome.usage is not None and outcome.usage.completion_tokens:
         tokens = outcome.usage.completion_tokens
         target = prepared.target
         model = metrics.models.label(instance, target.model, target.binding)
-        metrics.tokens.labels(instance, model).inc(tokens)
-        metrics.tokens_per_second.labels(instance).observe(tokens / max(prepared.elapsed_s, 1e-6))
+        metrics.child(metrics.tokens, instance, model).inc(tokens)
+        per_second = tokens / max(prepared.elapsed_s, 1e-6)
+        metrics.child(metrics.tokens_per_second, instance).observe(per_second)
 
 
 async def audit_outcome(

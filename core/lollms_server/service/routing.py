@@ -95,7 +95,8 @@ class Attempt:
         if exc is None:
             self.breaker.success()
             if self.fallback_of is not None and self.metrics is not None:
-                self.metrics.fallbacks.labels(self.fallback_of, self.target.ref).inc()
+                metrics = self.metrics
+                metrics.child(metrics.fallbacks, self.fallback_of, self.target.ref).inc()
             return False
         if is_backend_failure(exc):
             self.breaker.failure(getattr(exc, "message", str(exc)))
