@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 from .bindings import Binding
 from .errors import BackendError, BackendTimeout, LollmsError
-from .trace import in_backend
+from .trace import add_backend_time
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +43,16 @@ def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -
 
 
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
-    """Await a binding call with a time limit, its errors mapped by `binding_errors`."""
-    with binding_errors(binding, timeout_s), in_backend(binding.instance_name):
-        async with asyncio.timeout(timeout_s):
-            return await awaitable
+    """Await a binding call with a time limit, errors mapped as by `binding_errors`."""
+    started = time.perf_counter()
+    try:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await awaitable
+        finally:
+            add_backend_time(binding.instance_name, started)
+    except Exception as exc:
+        error = binding_failure(binding, exc, timeout_s)
+        if error is exc:
+            raise
+        raise error from exc

@@ -6,8 +6,6 @@ import contextvars
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -77,15 +75,9 @@ def count_retry(instance: str) -> None:
         trace.retries[instance] = trace.retries.get(instance, 0) + 1
 
 
-@contextmanager
-def in_backend(instance: str, model: str | None = None) -> Iterator[None]:
-    """Count the time inside the block as time spent waiting on a binding."""
+def add_backend_time(instance: str, started: float) -> None:
+    """Count the time since `started` (`time.perf_counter`) as time spent waiting on a binding."""
     trace = _current.get()
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        if trace is not None:
-            trace.backend_s += time.perf_counter() - started
-            trace.instance = instance
-            trace.model = model or trace.model
+    if trace is not None:
+        trace.backend_s += time.perf_counter() - started
+        trace.instance = instance

@@ -7,8 +7,6 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from ..errors import Overloaded
@@ -96,6 +94,25 @@ class Lane:
             waiter.moved.set()
 
 
+class Waiting:
+    """A ticket in `lane` held for an `async with` block (a class: a generator-based context
+    manager costs an async generator per request)."""
+
+    __slots__ = ("lane", "priority", "ticket")
+
+    def __init__(self, lane: Lane, priority: int) -> None:
+        self.lane, self.priority = lane, priority
+
+    async def __aenter__(self) -> Ticket:
+        self.ticket = self.lane.enter(self.priority)
+        return self.ticket
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        ticket = self.ticket
+        ran = ticket.granted.is_set()
+        self.lane.leave(ticket, time.monotonic() - ticket.granted_at if ran else None)
+
+
 class Scheduler:
     """The lanes of every (instance, model), created on first use."""
 
@@ -119,15 +136,9 @@ class Scheduler:
         """How many wait in each lane."""
         return {key: len(lane.waiting) for key, lane in self.lanes.items()}
 
-    @asynccontextmanager
-    async def waiting(self, lane: Lane, priority: int) -> AsyncIterator[Ticket]:
+    def waiting(self, lane: Lane, priority: int) -> Waiting:
         """Hold a ticket for the block; leaving early (disconnect, error) frees its place."""
-        ticket = lane.enter(priority)
-        try:
-            yield ticket
-        finally:
-            ran = ticket.granted.is_set()
-            lane.leave(ticket, time.monotonic() - ticket.granted_at if ran else None)
+        return Waiting(lane, priority)
 
     async def wait_turn(self, lane: Lane, ticket: Ticket, deadline: float) -> int | None:
         """Wait until granted (None) or until the ticket moves (its new position)."""

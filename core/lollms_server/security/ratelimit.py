@@ -21,8 +21,7 @@ import contextlib
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -211,9 +210,9 @@ class RateLimiter:
                         self.failures.failed(exc.storage_error)
             await self._release(key_id, reservation.tokens)
 
-    @asynccontextmanager
-    async def generation_slot(self, principal: Principal) -> AsyncIterator[None]:
-        """Hold one of the key's concurrent-generation slots; RateLimited when none is free."""
+    def take_slot(self, principal: Principal) -> str:
+        """Take one of the key's concurrent-generation slots (RateLimited when none is free);
+        `give_slot` gives it back."""
         limit = principal.max_concurrent or self.key_concurrent
         who = self._who(principal)
         if limit and principal.key_id and self.active[who] >= limit:
@@ -222,7 +221,8 @@ class RateLimiter:
                 f"this key already runs {limit} generation(s) at once", retry_after=1.0
             )
         self.active[who] += 1
-        try:
-            yield
-        finally:
-            self.active[who] -= 1
+        return who
+
+    def give_slot(self, who: str) -> None:
+        """Give back the slot `take_slot` took for `who`."""
+        self.active[who] -= 1

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import (
-    AbstractAsyncContextManager,
-    asynccontextmanager,
-    nullcontext,
-)
 from typing import Any, TypeVar
 
 from ..bindings import (
@@ -24,22 +18,20 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
-from ..errors import LollmsError
 from ..guard import guarded as guarded
 from ..metrics import Metrics
 from ..registry import Registry, Target
 from ..resources.lifecycle import Lifecycle
-from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket
+from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket, Waiting
 from ..security.audit import AuditLog
-from ..security.principal import caller
 from ..security.principal import current as current_principal
-from ..security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
+from ..security.ratelimit import RateLimiter
 from ..thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
 from ..trace import current_trace
 from ..tracing import first_token, span
 from .binding_read import BindingReader
 from .functions import FunctionRegistry
-from .generation_outcome import Outcome, audit_outcome, count_outcome
+from .generation_outcome import Accounted, Outcome
 from .generation_stream import ChunkStream
 from .personalities import PersonalityStore, apply_personality
 from .prepared import Prepared
@@ -158,11 +150,15 @@ class GenerationService:
         async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
                 outcome.served = call
-                async with attempt, self._slot(call) as (lane, ticket):
-                    async for _position in self._turns(lane, ticket):
+                slot = self._slot(call)
+                async with attempt, slot as ticket:
+                    async for _position in self._turns(slot.lane, ticket):
                         pass
-                    async with self._loaded(call):
+                    await self._load(call)
+                    try:
                         return call, await self._whole(call, outcome)
+                    finally:
+                        self._release(call)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     def stream(self, prepared: Prepared) -> ChunkStream:
@@ -181,11 +177,13 @@ class GenerationService:
         async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
                 outcome.served = stream.served = call
-                async with attempt, self._slot(call) as (lane, ticket):
-                    async for position in self._turns(lane, ticket):
-                        yield queued_at(lane, position)
+                slot = self._slot(call)
+                async with attempt, slot as ticket:
+                    async for position in self._turns(slot.lane, ticket):
+                        yield queued_at(slot.lane, position)
                     splitter = ThinkSplitter()
-                    async with self._loaded(call):
+                    await self._load(call)
+                    try:
                         binding = call.target.binding
                         if "stream" not in binding.capabilities:  # the answer as one piece
                             for piece in result_chunks(await self._whole(call, outcome)):
@@ -206,6 +204,8 @@ class GenerationService:
                                     if chunk.type == "chunk":
                                         attempt.committed = True
                                     yield split_chunk_thoughts(splitter, chunk)
+                    finally:
+                        self._release(call)
                     answer, thoughts = splitter.flush()
                     if answer or thoughts:
                         yield Chunk(content=answer, thoughts=thoughts)
@@ -240,30 +240,26 @@ class GenerationService:
             )
             yield attempt, prepared.on(target)
 
-    @asynccontextmanager
-    async def _loaded(self, prepared: Prepared) -> AsyncIterator[None]:
-        """The target's model loaded for the block; its keep_alive starts when the block ends."""
-        if self.lifecycle is None:
-            yield
-            return
-        await self.lifecycle.ensure_loaded(prepared.target)
-        try:
-            yield
-        finally:
+    async def _load(self, prepared: Prepared) -> None:
+        """The target's model loaded for the call; `_release` (in a `finally`) once it ends."""
+        if self.lifecycle is not None:
+            await self.lifecycle.ensure_loaded(prepared.target)
+
+    def _release(self, prepared: Prepared) -> None:
+        """The end of a call `_load` let run: the model's keep_alive starts."""
+        if self.lifecycle is not None:
             keep = prepared.request.parameters.get("keep_alive")
             seconds = float(keep) if isinstance(keep, (int, float)) else None
             self.lifecycle.release(prepared.target, seconds)
 
-    @asynccontextmanager
-    async def _slot(self, prepared: Prepared) -> AsyncIterator[tuple[Lane, Ticket]]:
+    def _slot(self, prepared: Prepared) -> Waiting:
         """A place in the model's lane (admins ahead of users); left however the block ends."""
         target = prepared.target
         capacity = self.registry.max_concurrency(target)
         lane = self.scheduler.lane(target.binding.instance_name, target.model, capacity)
         principal = current_principal()
         priority = ADMIN_PRIORITY if principal is not None and principal.is_admin else USER_PRIORITY
-        async with self.scheduler.waiting(lane, priority) as ticket:
-            yield lane, ticket
+        return self.scheduler.waiting(lane, priority)
 
     async def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
         """Yield the ticket's queue position each time it changes, until it may run."""
@@ -281,40 +277,6 @@ class GenerationService:
             instance = lane.name.partition("/")[0]
             self.metrics.child(self.metrics.queue_wait, instance).observe(waited)
 
-    @asynccontextmanager
-    async def accounted(self, prepared: Prepared) -> AsyncIterator[Outcome]:
-        """Concurrency slot and token budget of the caller's key; audit record at the end.
-
-        No known caller: refused (fail closed). A script's run takes a slot and needs some
-        budget left but reserves none: the generations it makes reserve their own and run in
-        its slot.
-        """
-        principal = caller()
-        outcome = Outcome()
-        slot: AbstractAsyncContextManager[None] = nullcontext()
-        reservation = Reservation(None)
-        if self.limiter is not None:
-            needed = (
-                0
-                if prepared.scripted
-                else tokens_to_reserve(prepared.request, prepared.target.binding)
-            )
-            reservation = await self.limiter.reserve_tokens(principal, needed)
-            if not prepared.in_script:
-                slot = self.limiter.generation_slot(principal)
-        try:
-            async with slot:
-                yield outcome
-        except LollmsError as exc:
-            outcome.status = exc.status
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome.status = 499  # the client went away
-            raise
-        finally:
-            if self.limiter is not None:
-                await self.limiter.settle(reservation, outcome.tokens_used(reservation))
-            if self.metrics is not None:
-                count_outcome(self.metrics, prepared, outcome)
-            if self.audit is not None:
-                await audit_outcome(self.audit, prepared, principal, outcome)
+    def accounted(self, prepared: Prepared) -> Accounted:
+        """Concurrency slot and token budget of the caller's key; audit record at the end."""
+        return Accounted(prepared, self.limiter, self.metrics, self.audit)

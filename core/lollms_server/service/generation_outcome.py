@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bindings import Usage
+from ..errors import LollmsError
 from ..metrics import Metrics
 from ..security.audit import AuditLog
-from ..security.principal import Principal
-from ..security.ratelimit import Reservation
+from ..security.principal import Principal, caller
+from ..security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
 
 if TYPE_CHECKING:
     from .prepared import Prepared
@@ -80,3 +82,63 @@ async def audit_outcome(
         )
     except Exception:  # the audit write must never fail the request it describes
         log.exception("could not audit generation %s", prepared.request.request_id)
+
+
+class Accounted:
+    """Concurrency slot and token budget of the caller's key held for an `async with` block
+    whose value is the Outcome; token charge, metrics and audit row when it ends.
+
+    No known caller: refused (fail closed). A script's run takes a slot and needs some budget
+    left but reserves none: the generations it makes reserve their own and run in its slot.
+    A class, not a generator-based context manager (an async generator per generation).
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        limiter: RateLimiter | None,
+        metrics: Metrics | None,
+        audit: AuditLog | None,
+    ) -> None:
+        self.prepared, self.limiter, self.metrics, self.audit = prepared, limiter, metrics, audit
+        self.outcome = Outcome()
+        self.reservation = Reservation(None)
+        self.principal: Principal | None = None
+        self.slot: str | None = None  # whose concurrency slot is held
+
+    async def __aenter__(self) -> Outcome:
+        self.principal = principal = caller()
+        prepared, limiter = self.prepared, self.limiter
+        if limiter is not None:
+            needed = (
+                0
+                if prepared.scripted
+                else tokens_to_reserve(prepared.request, prepared.target.binding)
+            )
+            self.reservation = await limiter.reserve_tokens(principal, needed)
+            if not prepared.in_script:
+                try:
+                    self.slot = limiter.take_slot(principal)
+                except BaseException as exc:
+                    await self._end(exc)
+                    raise
+        return self.outcome
+
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if self.slot is not None and self.limiter is not None:
+            self.limiter.give_slot(self.slot)
+        await self._end(exc)
+
+    async def _end(self, exc: BaseException | None) -> None:
+        """The status an exception means, then the token charge, the metrics, the audit row."""
+        outcome, prepared = self.outcome, self.prepared
+        if isinstance(exc, LollmsError):
+            outcome.status = exc.status
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            outcome.status = 499  # the client went away
+        if self.limiter is not None:
+            await self.limiter.settle(self.reservation, outcome.tokens_used(self.reservation))
+        if self.metrics is not None:
+            count_outcome(self.metrics, prepared, outcome)
+        if self.audit is not None:
+            await audit_outcome(self.audit, prepared, self.principal, outcome)
