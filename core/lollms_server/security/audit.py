@@ -18,6 +18,7 @@ INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(
 FIELD_CHARS = 256  # longest stored text column (paths, clients, models, ids: a client chose them)
 DETAIL_CHARS = 1024  # longest string inside `detail`, except an opted-in prompt
 UNCAPPED_DETAIL = frozenset({"prompt"})
+_DETAIL_ENCODER = json.JSONEncoder(sort_keys=True)  # json.dumps(sort_keys=True) makes one per call
 
 
 class AuditLog:
@@ -63,10 +64,12 @@ class AuditLog:
         for name, value in fields.items():
             if name not in values:
                 raise KeyError(f"unknown audit field {name!r}")
-            values[name] = _capped(value, FIELD_CHARS) if name != "detail" else value
+            if isinstance(value, str) and len(value) > FIELD_CHARS and name != "detail":
+                value = _capped(value, FIELD_CHARS)
+            values[name] = value
         if isinstance(values["detail"], dict):
             values["detail"] = _detail_json(values["detail"])
-        return [values[name] for name in COLUMNS]
+        return list(values.values())  # built in COLUMNS' order
 
     async def query(
         self,
@@ -130,7 +133,6 @@ def _capped(value: Any, limit: int) -> Any:
 
 
 def _detail_json(detail: dict[str, Any]) -> str:
-    return json.dumps(
-        {k: v if k in UNCAPPED_DETAIL else _capped(v, DETAIL_CHARS) for k, v in detail.items()},
-        sort_keys=True,
+    return _DETAIL_ENCODER.encode(
+        {k: v if k in UNCAPPED_DETAIL else _capped(v, DETAIL_CHARS) for k, v in detail.items()}
     )
