@@ -42,6 +42,7 @@ class BindingReader:
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: asyncio.Task[object] | None = None  # the task waiting on the binding
         self._cancelled = False  # the timer cancelled that task's wait
+        self._trace = current_trace()  # the request's: its backend time grows with each read
         with binding_errors(binding, timeout_s):
             self._chunks: AsyncIterator[Chunk] = binding.stream(request)
 
@@ -67,8 +68,29 @@ class BindingReader:
     async def read(self) -> Chunk | None:
         """The binding's next chunk, or None when its stream ended."""
         started = time.perf_counter()
-        try:
-            return await self._next()
+        try:  # one frame per chunk: the wait is written out here, not in a coroutine of its own
+            if self._loop.time() >= self._limit:
+                raise TimeoutError
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._limit, self._expire)
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            self._waiting = task
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                return None
+            except asyncio.CancelledError:
+                if self._cancelled and task.uncancel() <= cancelling:  # ours alone: a time limit
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._waiting = None
+            if self._cancelled:  # the binding swallowed the timer's cancel: the next read raises
+                self._cancelled = False
+                task.uncancel()
+            return chunk
         except Exception as exc:
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None
             error = first or binding_failure(self.binding, exc, self.timeout_s)
@@ -76,7 +98,7 @@ class BindingReader:
                 raise
             raise error from exc
         finally:
-            trace = current_trace()
+            trace = self._trace
             if trace is not None:  # the wait counts as backend time (the server's overhead is
                 trace.backend_s += time.perf_counter() - started  # measured without it)
                 trace.instance = self.binding.instance_name
@@ -87,30 +109,6 @@ class BindingReader:
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-
-    async def _next(self) -> Chunk | None:
-        if self._loop.time() >= self._limit:
-            raise TimeoutError
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._limit, self._expire)
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        self._waiting = task
-        try:
-            chunk = await anext(self._chunks)
-        except StopAsyncIteration:
-            return None
-        except asyncio.CancelledError:
-            if self._cancelled and task.uncancel() <= cancelling:  # ours alone: a time limit
-                raise TimeoutError from None
-            raise
-        finally:
-            self._waiting = None
-        if self._cancelled:  # the binding swallowed the timer's cancel: the next read raises
-            self._cancelled = False
-            task.uncancel()
-        return chunk
 
     def _expire(self) -> None:
         self._timer = None
