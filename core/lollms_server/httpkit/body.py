@@ -12,6 +12,7 @@ The connection is closed after each of these, so the rest of the body is never r
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -81,8 +82,12 @@ async def read_body(request: web.Request, *, media: bool = False, json: bool = F
     _check_declared_length(request, limit, key)
     body = bytearray()
     separators = 0
+    # a body already received whole is read without waiting: no timer to arm and cancel
+    timer: AbstractAsyncContextManager[object] = (
+        nullcontext() if request.content.is_eof() else asyncio.timeout(limits.body_timeout_s)
+    )
     try:
-        async with asyncio.timeout(limits.body_timeout_s):
+        async with timer:
             while chunk := await request.content.readany():
                 body += chunk
                 if len(body) > limit:
