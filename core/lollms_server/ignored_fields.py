@@ -7,9 +7,7 @@ The `/api/v1` routes that upstream defined load their bodies and queries with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +24,7 @@ _IGNORED: ContextVar[list[str] | None] = ContextVar("lollms_ignored_fields", def
 
 
 class ForgivingSchema(LeanSchema):
-    """Unknown fields are ignored and recorded (when a `collecting` block is active)."""
+    """Unknown fields are ignored and recorded (when a `Collecting` block is active)."""
 
     class Meta:
         unknown = EXCLUDE
@@ -49,16 +47,21 @@ def _printable(name: str) -> str:
     return kept[:MAX_NAME_CHARS] or "?"
 
 
-@contextmanager
-def collecting() -> Iterator[list[str]]:
-    """Inside the block, forgiving schemas append the unknown names to the yielded list
-    (also from a worker thread started inside the block: it shares the list)."""
-    names: list[str] = []
-    token = _IGNORED.set(names)
-    try:
-        yield names
-    finally:
-        _IGNORED.reset(token)
+class Collecting:
+    """Inside the `with` block, forgiving schemas append the unknown names to the list it
+    gives (also from a worker thread started inside the block: it shares the list)."""
+
+    __slots__ = ("_token", "names")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        self._token: Token[list[str] | None] = _IGNORED.set(self.names)
+        return self.names
+
+    def __exit__(self, *exc_info: object) -> None:
+        _IGNORED.reset(self._token)
 
 
 async def add_ignored_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -6,9 +6,7 @@ being validated through `LIMITS`, and check a list's length before any of its it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,14 +40,19 @@ DEFAULT_LIMITS = RequestLimits()
 LIMITS: ContextVar[RequestLimits] = ContextVar("request_limits")
 
 
-@contextmanager
-def limits_in_force(limits: RequestLimits) -> Iterator[None]:
-    """Validate with these caps inside the block."""
-    token = LIMITS.set(limits)
-    try:
-        yield
-    finally:
-        LIMITS.reset(token)
+class LimitsInForce:
+    """Validate with these caps inside the `with` block."""
+
+    __slots__ = ("_token", "limits")
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+
+    def __enter__(self) -> None:
+        self._token: Token[RequestLimits] = LIMITS.set(self.limits)
+
+    def __exit__(self, *exc_info: object) -> None:
+        LIMITS.reset(self._token)
 
 
 class CappedList(fields.List):  # type: ignore[type-arg]
