@@ -11,7 +11,7 @@ import base64
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -228,8 +228,15 @@ class ChatShape:
 
     def envelope(self, kind: str, choices: list[Any], usage: Usage | None) -> dict[str, Any]:
         """The outer object shared by full answers and chunks."""
-        head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-        return {**head, "system_fingerprint": None, "choices": choices, "usage": usage_dict(usage)}
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": usage_dict(usage),
+        }
 
     def first(self) -> list[dict[str, Any]]:
         """Choices of the opening chunk (the role), if the format has one."""
@@ -316,12 +323,13 @@ class _ChunkWriter:
         self.shape = shape
         self.usage_on = usage_on
 
-    async def send(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> None:
-        """One chunk object (`usage` only present when the client asked for it)."""
+    def send(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> Awaitable[None]:
+        """One chunk object (`usage` only present when the client asked for it); send_event's
+        own awaitable, so no frame of this method stays between a chunk and its write."""
         body = self.shape.envelope(self.shape.chunk_object, choices, usage)
         if not self.usage_on:
             del body["usage"]
-        await send_event(self.response, body)
+        return send_event(self.response, body)
 
     async def run(self, first: Chunk | None, chunks: AsyncIterator[Chunk]) -> None:
         """Send every chunk of the stream, then the closing ones."""
