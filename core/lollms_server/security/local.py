@@ -31,6 +31,7 @@ FORWARDING_HEADERS = (
 )
 _FORWARDED_HTTPS = re.compile(r'(?:^|;)\s*proto\s*=\s*"?https"?\s*(?:;|$)', re.IGNORECASE)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
@@ -39,7 +40,7 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
 
 
 @functools.lru_cache(maxsize=4096)  # a handful of peers and hosts: parse each once
-def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(value: str | None) -> Address | None:
     if not value:
         return None
     try:
@@ -59,14 +60,18 @@ def peer_address(request: web.Request) -> str:
 
 def is_trusted_proxy(request: web.Request, proxies: tuple[Network, ...]) -> bool:
     """True when the TCP peer is one of the configured trusted proxies."""
-    address = _ip(peer_address(request))
+    return _is_trusted(_ip(peer_address(request)), proxies)
+
+
+def _is_trusted(address: Address | None, proxies: tuple[Network, ...]) -> bool:
+    """True when `address` (the peer's, parsed once by the caller) is a trusted proxy's."""
     return address is not None and any(address in network for network in proxies)
 
 
 def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
     """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
     peer = peer_address(request)
-    if not is_trusted_proxy(request, proxies):
+    if not _is_trusted(_ip(peer), proxies):
         return peer
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
@@ -144,7 +149,7 @@ def is_cross_site(request: web.Request, proxies: tuple[Network, ...]) -> bool:
 def is_local_request(request: web.Request, proxies: tuple[Network, ...]) -> bool:
     """True when the request may use local access without a key (see module docstring)."""
     peer = _ip(peer_address(request))
-    if peer is None or not peer.is_loopback or is_trusted_proxy(request, proxies):
+    if peer is None or not peer.is_loopback or _is_trusted(peer, proxies):
         return False
     if is_proxied(request):
         return False
