@@ -34,9 +34,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     trace, token = start_trace(
         request.headers.get("X-Request-Id"), request.headers.get("traceparent")
     )
-    trace.tracer = request.app[TRACER]
+    app = request.app  # a property of three calls: read once
+    trace.tracer = app[TRACER]
+    metrics = app[METRICS]
     status = 500
-    request.app[METRICS].in_flight.inc()
+    metrics.in_flight.inc()
     try:
         response = await (handler(request) if trace.tracer is None else _traced(request, handler))
         status = response.status
@@ -46,7 +48,6 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         elapsed = time.perf_counter() - trace.started
         route = route_label(request)
-        metrics = request.app[METRICS]
         metrics.in_flight.dec()
         metrics.child(metrics.requests, route, method_label(request.method), str(status)).inc()
         metrics.child(metrics.latency, route).observe(elapsed)

@@ -102,12 +102,13 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
             f"{body['personality']!r}; give one",
             param="personality",
         )
-    target = await resolve_model(request.app[REGISTRY], "ttt", ref)
+    app = request.app
+    target = await resolve_model(app[REGISTRY], "ttt", ref)
     messages: list[ChatMessage] = body["messages"]
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
     parameters = {**body["parameters"], **_tool_parameters(body, target)}
-    prepared = await request.app[GENERATION].prepare(
+    prepared = await app[GENERATION].prepare(
         face="openai",
         generation_type="ttt",
         target=target,
@@ -117,7 +118,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     )
     if body["stream"]:
         return await _stream(request, prepared, ChatShape, body["include_usage"])
-    prepared, result = await request.app[GENERATION].run(prepared)
+    prepared, result = await app[GENERATION].run(prepared)
     text, thoughts = _text_of(result)
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if thoughts:
