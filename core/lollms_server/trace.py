@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .tracing_types import Tracer
 
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # short and printable, whole
+UUID4_BITS = ~(0xC000 << 48 | 0xF000 << 64), 0x8000 << 48 | 0x4000 << 64  # variant, version
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
 
 
@@ -41,6 +42,12 @@ class Trace:
         return max(0.0, (time.perf_counter() - self.started - self.backend_s) * 1000)
 
 
+def new_id() -> str:
+    """A random id, what `uuid.uuid4().hex` gives, without building a UUID object."""
+    value = int.from_bytes(os.urandom(16), "big") & UUID4_BITS[0] | UUID4_BITS[1]
+    return f"{value:032x}"
+
+
 _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
     "lollms_trace", default=None
 )
@@ -52,7 +59,7 @@ def start_trace(
     """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made;
     a well-formed `traceparent` is kept to pass on."""
     ok = client_request_id is not None and CLIENT_REQUEST_ID.fullmatch(client_request_id)
-    trace = Trace(request_id=client_request_id if ok and client_request_id else uuid.uuid4().hex)
+    trace = Trace(request_id=client_request_id if ok and client_request_id else new_id())
     if traceparent is not None and TRACEPARENT.fullmatch(traceparent):
         trace.traceparent = traceparent
     return trace, _current.set(trace)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from ..security.audit import AuditLog
 from ..security.principal import current as current_principal
 from ..security.ratelimit import RateLimiter
 from ..thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
-from ..trace import current_trace
+from ..trace import current_trace, new_id
 from ..tracing import first_token, span
 from .binding_read import BindingReader
 from .functions import FunctionRegistry
@@ -66,7 +65,7 @@ def queued_at(lane: Lane, position: int) -> Chunk:
 def new_request_id() -> str:
     """The running HTTP request's id, or a fresh one outside a request."""
     trace = current_trace()
-    return trace.request_id if trace else uuid.uuid4().hex
+    return trace.request_id if trace else new_id()
 
 
 class GenerationService:
