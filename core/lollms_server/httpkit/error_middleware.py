@@ -134,23 +134,19 @@ def from_http_exception(exc: web.HTTPException) -> LollmsError:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Map every error a handler raises to the documented error shape."""
-    response = await _answer(request, handler)
-    if response.headers.get("Connection") == "close":
-        response.force_close()  # an error left the body unread: do not wait for the rest
-    return response
-
-
-async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
+    response: web.StreamResponse
+    try:  # written out here, not in a helper coroutine: one frame less per request
+        response = await handler(request)
     except LollmsError as exc:
-        return await error_response(request, exc)
+        response = await error_response(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return await error_response(request, from_http_exception(exc))
+        response = await error_response(request, from_http_exception(exc))
     except Exception:  # a bug of ours: log it, answer without internals
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = LollmsError("internal server error; see the server log")
-        return await error_response(request, error)
+        response = await error_response(request, error)
+    if response.headers.get("Connection") == "close":
+        response.force_close()  # an error left the body unread: do not wait for the rest
+    return response
