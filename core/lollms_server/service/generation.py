@@ -53,6 +53,19 @@ def call_attributes(prepared: Prepared) -> dict[str, str | None]:
     }
 
 
+class NoTurns:
+    """An empty async iterator: the queue positions of a ticket granted at once."""
+
+    def __aiter__(self) -> NoTurns:
+        return self
+
+    async def __anext__(self) -> int:
+        raise StopAsyncIteration
+
+
+NO_TURNS = NoTurns()
+
+
 def queued_at(lane: Lane, position: int) -> Chunk:
     """The `info` event of a request waiting in `lane` at `position`."""
     return Chunk(
@@ -260,8 +273,18 @@ class GenerationService:
         priority = ADMIN_PRIORITY if principal is not None and principal.is_admin else USER_PRIORITY
         return self.scheduler.waiting(lane, priority)
 
-    async def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
-        """Yield the ticket's queue position each time it changes, until it may run."""
+    def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
+        """The ticket's queue position each time it changes, until it may run; none when it
+        may run at once (the usual case, then without starting a generator)."""
+        if not ticket.granted.is_set():
+            return self._waiting_turns(lane, ticket)
+        with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": 0}):
+            pass
+        self._waited(ticket, lane)
+        return NO_TURNS
+
+    async def _waiting_turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
+        """`_turns` of a ticket that waits."""
         deadline = time.monotonic() + self.scheduler.queue_timeout_s
         last = lane.position(ticket)
         with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
@@ -271,6 +294,10 @@ class GenerationService:
                 if position != last:
                     last = position
                     yield position
+        self._waited(ticket, lane)
+
+    def _waited(self, ticket: Ticket, lane: Lane) -> None:
+        """The queue wait of a ticket that may run, in the metrics."""
         if self.metrics is not None and ticket.granted_at:
             waited = max(0.0, ticket.granted_at - ticket.entered_at)
             instance = lane.name.partition("/")[0]
