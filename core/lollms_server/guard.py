@@ -5,28 +5,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from .bindings import Binding
 from .errors import BackendError, BackendTimeout, LollmsError
-from .trace import add_backend_time
+from .trace import current_trace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@contextmanager
-def binding_errors(binding: Binding, timeout_s: float | None = None) -> Iterator[None]:
-    """Re-raise anything a binding throws as one of our errors naming the instance."""
-    try:
-        yield
-    except Exception as exc:
-        error = binding_failure(binding, exc, timeout_s)
-        if error is exc:
-            raise
-        raise error from exc
+class BindingErrors:
+    """Inside the `with` block, anything a binding throws is re-raised as one of our errors
+    naming the instance (a class: a `@contextmanager` generator per call costs more)."""
+
+    __slots__ = ("binding", "timeout_s")
+
+    def __init__(self, binding: Binding, timeout_s: float | None = None) -> None:
+        self.binding, self.timeout_s = binding, timeout_s
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if isinstance(exc, Exception):
+            error = binding_failure(self.binding, exc, self.timeout_s)
+            if error is not exc:
+                raise error from exc
 
 
 def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -> LollmsError:
@@ -43,16 +49,13 @@ def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -
 
 
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
-    """Await a binding call with a time limit, errors mapped as by `binding_errors`."""
+    """Await a binding call with a time limit, errors mapped by `BindingErrors`."""
     started = time.perf_counter()
-    try:
+    with BindingErrors(binding, timeout_s):
         try:
             async with asyncio.timeout(timeout_s):
                 return await awaitable
         finally:
-            add_backend_time(binding.instance_name, started)
-    except Exception as exc:
-        error = binding_failure(binding, exc, timeout_s)
-        if error is exc:
-            raise
-        raise error from exc
+            trace = current_trace()
+            if trace is not None:
+                trace.waited_on(binding.instance_name, started)

@@ -7,12 +7,13 @@ The `/api/v1` routes that upstream defined load their bodies and queries with
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
 from marshmallow import EXCLUDE, pre_load
 
+from .context_value import ContextValue
 from .lean_schema import LeanSchema
 
 HEADER = "X-Lollms-Ignored-Fields"
@@ -24,7 +25,7 @@ _IGNORED: ContextVar[list[str] | None] = ContextVar("lollms_ignored_fields", def
 
 
 class ForgivingSchema(LeanSchema):
-    """Unknown fields are ignored and recorded (when a `Collecting` block is active)."""
+    """Unknown fields are ignored and recorded (when a `collecting` block is active)."""
 
     class Meta:
         unknown = EXCLUDE
@@ -47,21 +48,10 @@ def _printable(name: str) -> str:
     return kept[:MAX_NAME_CHARS] or "?"
 
 
-class Collecting:
+def collecting() -> ContextValue[list[str]]:
     """Inside the `with` block, forgiving schemas append the unknown names to the list it
     gives (also from a worker thread started inside the block: it shares the list)."""
-
-    __slots__ = ("_token", "names")
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def __enter__(self) -> list[str]:
-        self._token: Token[list[str] | None] = _IGNORED.set(self.names)
-        return self.names
-
-    def __exit__(self, *exc_info: object) -> None:
-        _IGNORED.reset(self._token)
+    return ContextValue(_IGNORED, [])
 
 
 async def add_ignored_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -6,11 +6,13 @@ being validated through `LIMITS`, and check a list's length before any of its it
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from marshmallow import ValidationError, fields
+
+from .context_value import ContextValue
 
 ListCap = Literal["max_list_items", "max_token_ids"]
 
@@ -40,19 +42,9 @@ DEFAULT_LIMITS = RequestLimits()
 LIMITS: ContextVar[RequestLimits] = ContextVar("request_limits")
 
 
-class LimitsInForce:
+def limits_in_force(limits: RequestLimits) -> ContextValue[RequestLimits]:
     """Validate with these caps inside the `with` block."""
-
-    __slots__ = ("_token", "limits")
-
-    def __init__(self, limits: RequestLimits) -> None:
-        self.limits = limits
-
-    def __enter__(self) -> None:
-        self._token: Token[RequestLimits] = LIMITS.set(self.limits)
-
-    def __exit__(self, *exc_info: object) -> None:
-        LIMITS.reset(self._token)
+    return ContextValue(LIMITS, limits)
 
 
 class CappedList(fields.List):  # type: ignore[type-arg]

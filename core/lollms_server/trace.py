@@ -41,6 +41,11 @@ class Trace:
         """Milliseconds spent in lollms-server itself so far (total minus binding time)."""
         return max(0.0, (time.perf_counter() - self.started - self.backend_s) * 1000)
 
+    def waited_on(self, instance: str, started: float) -> None:
+        """Count the time since `started` (`time.perf_counter`) as time spent on a binding."""
+        self.backend_s += time.perf_counter() - started
+        self.instance = instance
+
 
 def new_id() -> str:
     """A random id, what `uuid.uuid4().hex` gives, without building a UUID object."""
@@ -80,11 +85,3 @@ def count_retry(instance: str) -> None:
     trace = _current.get()
     if trace is not None:
         trace.retries[instance] = trace.retries.get(instance, 0) + 1
-
-
-def add_backend_time(instance: str, started: float) -> None:
-    """Count the time since `started` (`time.perf_counter`) as time spent waiting on a binding."""
-    trace = _current.get()
-    if trace is not None:
-        trace.backend_s += time.perf_counter() - started
-        trace.instance = instance

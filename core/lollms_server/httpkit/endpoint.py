@@ -15,8 +15,8 @@ from marshmallow import Schema, ValidationError
 
 from ..errors import InvalidRequest, ValidationFailed
 from ..ignored_fields import REQUEST_KEY as IGNORED_FIELDS
-from ..ignored_fields import Collecting
-from ..request_limits import LimitsInForce, RequestLimits
+from ..ignored_fields import collecting
+from ..request_limits import RequestLimits, limits_in_force
 from .body import UploadedFile, limits_of, read_body, read_form
 
 __all__ = ["UploadedFile", "endpoint", "read_form", "read_json", "validate"]
@@ -73,7 +73,7 @@ def endpoint(
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
             limits = limits_of(request)
-            with Collecting() as ignored:
+            with collecting() as ignored:
                 request[IGNORED_FIELDS] = ignored  # filled as the schema loads, even if it fails
                 if body is not None:
                     raw = await read_body(request, media=media_body, json=True)
@@ -125,7 +125,7 @@ def validate(
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     try:
-        with LimitsInForce(limits or RequestLimits()):
+        with limits_in_force(limits or RequestLimits()):
             loaded: dict[str, Any] = schema_instance(schema).load(data)
     except ValidationError as exc:
         raise ValidationFailed(

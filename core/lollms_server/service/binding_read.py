@@ -10,7 +10,7 @@ from types import TracebackType
 
 from ..bindings import Binding, Chunk, GenerationRequest
 from ..errors import BackendTimeout
-from ..guard import binding_errors, binding_failure
+from ..guard import BindingErrors, binding_failure
 from ..trace import current_trace
 
 
@@ -43,7 +43,7 @@ class BindingReader:
         self._waiting: asyncio.Task[object] | None = None  # the task waiting on the binding
         self._cancelled = False  # the timer cancelled that task's wait
         self._trace = current_trace()  # the request's: its backend time grows with each read
-        with binding_errors(binding, timeout_s):
+        with BindingErrors(binding, timeout_s):
             self._chunks: AsyncIterator[Chunk] = binding.stream(request)
 
     async def __aenter__(self) -> BindingReader:
@@ -98,10 +98,8 @@ class BindingReader:
                 raise
             raise error from exc
         finally:
-            trace = self._trace
-            if trace is not None:  # the wait counts as backend time (the server's overhead is
-                trace.backend_s += time.perf_counter() - started  # measured without it)
-                trace.instance = self.binding.instance_name
+            if self._trace is not None:  # the server's overhead is measured without the wait
+                self._trace.waited_on(self.binding.instance_name, started)
 
     async def aclose(self) -> None:
         """Stop the timer and close the binding's stream."""
