@@ -149,6 +149,11 @@ class BackendError(LollmsError):
     type = "backend_error"
 
 
+class LoadRefused(BackendError):
+    """The backend will not load a model ahead (a remote node's key may not); it may still
+    load it on demand for a generation, so only an explicit load fails with it."""
+
+
 class WorkflowFailed(BackendError):
     """A personality's script raised; the message names the script."""
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..bindings import Binding
-from ..errors import BackendUnavailable, ModelNotFound, Overloaded
+from ..errors import BackendUnavailable, LoadRefused, ModelNotFound, Overloaded
 from ..guard import guarded
 from ..registry import Registry, Target
 from ..tracing import span
@@ -75,6 +75,9 @@ class Lifecycle:
         self.loaded: dict[tuple[str, str], LoadedModel] = {}
         self.measured: dict[tuple[str, str], int] = {}  # bytes each model took when last loaded
         self._loading: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # models whose binding refused to load them ahead (LoadRefused): its backend loads them
+        # on demand, so generations go straight to it instead of asking again each time
+        self.on_demand: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
         self.loads = 0
         self.evictions = 0
@@ -95,6 +98,8 @@ class Lifecycle:
         key = (binding.instance_name, target.model)
         if key in self.loaded:
             self.loaded[key].last_used = time.monotonic()
+            return
+        if key in self.on_demand and not explicit:
             return
         # the span opens first, so that the load task (its context copied) is its child
         with span("model.load", {"lollms.instance": key[0], "lollms.model": key[1]}):
@@ -167,8 +172,10 @@ class Lifecycle:
                 measured = await guarded(binding, binding.load(model), self.timeout_s)
             except Exception as exc:
                 binding.placements.pop(model, None)
-                if explicit or not isinstance(exc, ModelNotFound):
+                if explicit or not isinstance(exc, (ModelNotFound, LoadRefused)):
                     raise
+                if isinstance(exc, LoadRefused):
+                    self.on_demand.add((binding.instance_name, model))
                 log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
                 return
             size = measured if isinstance(measured, int) and measured > 0 else 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -34,6 +33,7 @@ from lollms_server.sdk import (
     Chunk,
     GenerationRequest,
     Health,
+    LoadRefused,
     LollmsError,
     ModelInfo,
     ModelNotFound,
@@ -88,7 +88,7 @@ class LollmsRemoteBinding(Binding):
             self._upstream = Upstream(
                 self.instance_name,
                 settings.base_url,
-                api_key=self._api_key(),
+                api_key=settings.node_key(self.instance_name),
                 connect_timeout_s=settings.connect_timeout_s,
                 read_timeout_s=settings.read_timeout_s,
                 retry=RetryPolicy(
@@ -98,19 +98,6 @@ class LollmsRemoteBinding(Binding):
                 on_response=self._record_load,
             )
         return self._upstream
-
-    def _api_key(self) -> str | None:
-        key = self.settings.api_key
-        variable = self.settings.api_key_env
-        if variable:
-            key = os.environ.get(variable)
-            if not key:
-                raise BackendUnavailable(
-                    f"{self.instance_name!r} reads its node key from the environment variable "
-                    f"{variable}, which is not set",
-                    binding=self.instance_name,
-                )
-        return key
 
     def _record_load(self, response: aiohttp.ClientResponse) -> None:
         """Keep the load figures the node put on an answer, less our calls it counted: all in
@@ -254,9 +241,16 @@ class LollmsRemoteBinding(Binding):
         return {"binding_name": instance, "model_name": name}
 
     async def load(self, model: str) -> int | None:
-        """Load the model on the node (the node key must be an admin key there)."""
+        """Load the model on the node (the node key must be an admin key there; with another
+        key LoadRefused: the node loads the model on demand for each generation instead)."""
         names = await self._node_ref(model)
-        answer = await self.upstream.post_json("/api/v1/load_model", names)
+        try:
+            answer = await self.upstream.post_json("/api/v1/load_model", names)
+        except BackendError as exc:
+            if exc.details.get("upstream_status") not in (401, 403):
+                raise
+            message = f"{exc.message}: loading a model ahead needs an admin key of the node"
+            raise LoadRefused(message, binding=self.instance_name) from exc
         self.load_report.mark_loaded(_lane_of(names))
         memory = answer.get("memory_bytes") if isinstance(answer, dict) else None
         return memory if isinstance(memory, int) else None

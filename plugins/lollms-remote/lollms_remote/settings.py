@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 from yarl import URL
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import BackendUnavailable, SettingsSchema
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,19 @@ class RemoteConfig:
     max_retry_after_s: float
     models_cache_s: float
     load_fresh_s: float
+
+    def node_key(self, instance: str) -> str | None:
+        """The node key: `api_key`, or the variable `api_key_env` names (which must be set)."""
+        if not self.api_key_env:
+            return self.api_key
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise BackendUnavailable(
+                f"{instance!r} reads its node key from the environment variable "
+                f"{self.api_key_env}, which is not set",
+                binding=instance,
+            )
+        return key
 
 
 class RemoteSettings(SettingsSchema):

@@ -79,11 +79,11 @@ class Node:
             return json.loads(answer.read())
 
 
-def make_key(folder: Path, name: str) -> str:
-    """An admin key of the node in `folder`, made with its CLI (`keys create`)."""
+def make_key(folder: Path, name: str, role: str = "admin") -> str:
+    """A key of the node in `folder` (admin unless `role` says), made with its CLI."""
     done = subprocess.run(
         [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
-         "--name", name, "--role", "admin"],
+         "--name", name, "--role", role],
         env=server_env(folder / "data"), capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return done.stdout.strip()

@@ -1,0 +1,67 @@
+"""A node key that is not an admin key there: the node loads models on demand, so generations
+through the gateway work; only an explicit load fails (502 naming the instance), and the
+gateway does not ask the node to load ahead again on every generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from lollms_remote import LollmsRemoteBinding
+from lollms_remote.settings import RemoteSettings
+
+from lollms_server.errors import LoadRefused
+from lollms_server.testing import lollms_process
+
+from .conftest import Node, make_key
+
+TIMEOUT = aiohttp.ClientTimeout(total=60)
+
+
+@pytest.fixture(scope="module")
+def user_key(echo_node: Node) -> str:
+    """A user-role key of the echo node."""
+    return make_key(echo_node.server.log_path.parent, "gateway-user", role="user")
+
+
+async def test_a_load_the_node_refuses_is_load_refused(echo_node: Node, user_key: str) -> None:
+    settings = RemoteSettings().load({"base_url": echo_node.url, "api_key": user_key})
+    binding = LollmsRemoteBinding("user", settings)
+    await binding.startup()
+    try:
+        with pytest.raises(LoadRefused) as caught:
+            await binding.load("echo/echo")
+    finally:
+        await binding.shutdown()
+    error = caught.value
+    assert error.status == 502 and error.binding == "user"
+    assert "admin key" in error.message and user_key not in error.message
+
+
+async def test_generations_through_a_user_key_load_on_demand(
+    echo_node: Node, user_key: str, tmp_path: Path
+) -> None:
+    config = (
+        f'[bindings.nu]\ntype = "lollms"\nbase_url = "{echo_node.url}"\napi_key = "{user_key}"\n'
+    )
+    refusals_before = echo_node.server.log().count("POST /api/v1/load_model 403")
+    with lollms_process(tmp_path / "gateway", config) as gateway:
+        chat = {"model": "nu/echo/echo", "messages": [{"role": "user", "content": "hi there"}]}
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            for _ in range(3):
+                async with http.post(f"{gateway.url}/v1/chat/completions", json=chat) as answer:
+                    body = await answer.json()
+                    assert answer.status == 200, body
+                    assert body["choices"][0]["message"]["content"] == "hi there"
+            load = {"binding_name": "nu", "model_name": "echo/echo"}
+            async with http.post(f"{gateway.url}/api/v1/load_model", json=load) as answer:
+                refused = await answer.json()
+                assert answer.status == 502, refused
+        log = gateway.log()
+    error = refused.get("error", refused)
+    assert error["binding"] == "nu" and "admin key" in error["message"]
+    assert user_key not in log and user_key not in str(refused)
+    # asked once before the first generation, then once for the explicit load: not per request
+    refusals = echo_node.server.log().count("POST /api/v1/load_model 403") - refusals_before
+    assert refusals == 2
