@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -278,6 +279,19 @@ async def test_load_unload_and_ps(api: ollama.AsyncClient) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         await api.generate(model="echo/nope")
     assert caught.value.status_code == 404
+
+
+async def test_ps_expires_at_follows_keep_alive(api: ollama.AsyncClient) -> None:
+    """`/api/ps` says when keep_alive unloads a model, as Ollama does (not a made-up forever)."""
+    messages = [{"role": "user", "content": "hi"}]
+    await api.chat(model="echo/echo", messages=messages, keep_alive="10m")
+    expires = (await api.ps()).models[0].expires_at
+    assert expires is not None
+    left = expires.timestamp() - time.time()
+    assert 590 < left <= 600
+    await api.chat(model="echo/echo", messages=messages, keep_alive=-1)
+    forever = (await api.ps()).models[0].expires_at
+    assert forever is not None and forever.year == 9999
 
 
 async def test_embed(api: ollama.AsyncClient) -> None:

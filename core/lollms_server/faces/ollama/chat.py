@@ -26,7 +26,7 @@ from ...bindings import ChatMessage
 from ...errors import BackendError, InvalidRequest, NotSupported
 from ...httpkit.body import limits_of
 from ...httpkit.endpoint import endpoint, read_json, validate
-from ...keys import GENERATION, REGISTRY, STARTED_AT
+from ...keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...resources.actions import change_model
@@ -71,9 +71,13 @@ async def tags(request: web.Request) -> web.Response:
 @routes.get("/api/ps")
 @endpoint("Loaded models of every instance", tag=TAG)
 async def ps(request: web.Request) -> web.Response:
-    """Models whose binding reports them loaded."""
+    """Models whose binding reports them loaded, with keep_alive's expiry from the lifecycle."""
     listed = await models.all_models(request.app[REGISTRY])
-    return web.json_response({"models": [models.ps_entry(b, m) for b, m in listed if m.loaded]})
+    loaded = request.app[LIFECYCLE].loaded
+    entries = [
+        models.ps_entry(b, m, loaded.get((b.instance_name, m.name))) for b, m in listed if m.loaded
+    ]
+    return web.json_response({"models": entries})
 
 
 @routes.post("/api/show")

@@ -3,14 +3,16 @@
 What a binding's ModelInfo does not say is filled from `ModelInfo.details` when a binding puts
 Ollama's own keys there (the ollama binding does: `format`, `families`, `parameter_size`,
 `digest`, `modified_at`, `expires_at`, `size_vram`), else made up predictably: the digest is the
-SHA-256 of the model name, `modified_at` the server's start time, and a loaded model's
-`expires_at` is far in the future (models stay loaded until unloaded or evicted).
+SHA-256 of the model name and `modified_at` the server's start time. A model the lifecycle
+loaded has its `expires_at` from keep_alive (far in the future for a pinned model or
+keep_alive -1) and, on a GPU, its size there as `size_vram`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +21,8 @@ from ...bindings import Binding, ModelInfo
 from ...errors import ModelNotFound
 from ...listing import gather_models
 from ...registry import Registry, Target
+from ...resources.lifecycle import LoadedModel
+from ...resources.placement import CPU
 from ...service.generation import guarded
 
 log = logging.getLogger(__name__)
@@ -136,11 +140,14 @@ def tag_entry(binding: Binding, model: ModelInfo, started_at: float) -> dict[str
     }
 
 
-def ps_entry(binding: Binding, model: ModelInfo) -> dict[str, Any]:
-    """One item of `GET /api/ps` (a loaded model)."""
+def ps_entry(binding: Binding, model: ModelInfo, loaded: LoadedModel | None) -> dict[str, Any]:
+    """One item of `GET /api/ps` (a loaded model; `loaded`: the lifecycle's entry for it)."""
     name = model_name(binding, model)
     expires = model.details.get("expires_at")
     vram = model.details.get("size_vram")
+    if loaded is not None:
+        expires = FOREVER if loaded.expires_at is None else _wall_clock(loaded.expires_at)
+        vram = loaded.bytes if loaded.device != CPU else vram
     return {
         "name": name,
         "model": name,
@@ -151,6 +158,11 @@ def ps_entry(binding: Binding, model: ModelInfo) -> dict[str, Any]:
         "size_vram": vram if isinstance(vram, int) else 0,
         "context_length": model.context_length or 0,
     }
+
+
+def _wall_clock(monotonic_at: float) -> str:
+    """A `time.monotonic()` moment as an Ollama timestamp."""
+    return now_rfc3339(time.time() + monotonic_at - time.monotonic())
 
 
 def capabilities(binding: Binding, model: ModelInfo) -> list[str]:
