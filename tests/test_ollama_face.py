@@ -294,6 +294,17 @@ async def test_ps_expires_at_follows_keep_alive(api: ollama.AsyncClient) -> None
     assert forever is not None and forever.year == 9999
 
 
+async def test_ps_pinned_model_never_expires(make_client: Any, make_config: Any) -> None:
+    bindings = {"echo": {"type": "echo", "default_model": "echo"}}
+    config = make_config({"bindings": bindings, "resources": {"pinned": ["echo/echo"]}})
+    server: Client = await make_client(config)
+    async with ollama.AsyncClient(host=str(server.make_url("")), timeout=30) as api:
+        messages = [{"role": "user", "content": "hi"}]
+        await api.chat(model="echo/echo", messages=messages, keep_alive="1m")
+        expires = (await api.ps()).models[0].expires_at
+    assert expires is not None and expires.year == 9999
+
+
 async def test_embed(api: ollama.AsyncClient) -> None:
     result = await api.embed(model="echo/echo", input=["first", "second"])
     assert len(result.embeddings) == 2 and len(result.embeddings[0]) == 16

@@ -233,6 +233,10 @@ class Lifecycle:
         lane = self.scheduler.lanes.get((entry.instance, entry.model))
         return lane is not None and (lane.active > 0 or bool(lane.waiting))
 
+    def unloads_at(self, entry: LoadedModel) -> float | None:
+        """When keep_alive unloads `entry` (time.monotonic()); None: never (pinned, or -1)."""
+        return None if self._pinned(entry) else entry.expires_at
+
     def _pinned(self, entry: LoadedModel) -> bool:
         return entry.ref in self.pinned or entry.instance in self.pinned
 

@@ -73,10 +73,8 @@ async def tags(request: web.Request) -> web.Response:
 async def ps(request: web.Request) -> web.Response:
     """Models whose binding reports them loaded, with keep_alive's expiry from the lifecycle."""
     listed = await models.all_models(request.app[REGISTRY])
-    loaded = request.app[LIFECYCLE].loaded
-    entries = [
-        models.ps_entry(b, m, loaded.get((b.instance_name, m.name))) for b, m in listed if m.loaded
-    ]
+    lifecycle = request.app[LIFECYCLE]
+    entries = [models.ps_entry(b, m, lifecycle) for b, m in listed if m.loaded]
     return web.json_response({"models": entries})
 
 

@@ -21,7 +21,7 @@ from ...bindings import Binding, ModelInfo
 from ...errors import ModelNotFound
 from ...listing import gather_models
 from ...registry import Registry, Target
-from ...resources.lifecycle import LoadedModel
+from ...resources.lifecycle import Lifecycle
 from ...resources.placement import CPU
 from ...service.generation import guarded
 
@@ -140,13 +140,15 @@ def tag_entry(binding: Binding, model: ModelInfo, started_at: float) -> dict[str
     }
 
 
-def ps_entry(binding: Binding, model: ModelInfo, loaded: LoadedModel | None) -> dict[str, Any]:
-    """One item of `GET /api/ps` (a loaded model; `loaded`: the lifecycle's entry for it)."""
+def ps_entry(binding: Binding, model: ModelInfo, lifecycle: Lifecycle) -> dict[str, Any]:
+    """One item of `GET /api/ps` (a loaded model), keep_alive's expiry from the lifecycle."""
     name = model_name(binding, model)
     expires = model.details.get("expires_at")
     vram = model.details.get("size_vram")
+    loaded = lifecycle.loaded.get((binding.instance_name, model.name))
     if loaded is not None:
-        expires = FOREVER if loaded.expires_at is None else _wall_clock(loaded.expires_at)
+        unloads_at = lifecycle.unloads_at(loaded)
+        expires = FOREVER if unloads_at is None else _wall_clock(unloads_at)
         vram = loaded.bytes if loaded.device != CPU else vram
     return {
         "name": name,
