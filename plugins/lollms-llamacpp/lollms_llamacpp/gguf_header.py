@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gguf
-
 from lollms_server.sdk import ArrayLength, GGUFError, GGUFHeader, read_header
 
 __all__ = ["ArrayLength", "GGUFError", "GGUFHeader", "quantization", "read_header"]
@@ -11,6 +9,8 @@ __all__ = ["ArrayLength", "GGUFError", "GGUFHeader", "quantization", "read_heade
 
 def quantization(header: GGUFHeader) -> str | None:
     """The file type (Q4_1, Q4_K_M, F16, F32...), else the most used tensor type."""
+    import gguf  # imports numpy (~0.1-0.3 s): only once a model file is read, not at start-up
+
     file_type = header.get("general.file_type")
     if isinstance(file_type, int):
         try:

@@ -20,3 +20,13 @@ def test_the_binding_is_still_importable_from_the_package() -> None:
     from lollms_llamacpp import LlamaCppBinding
 
     assert LlamaCppBinding.name == "llamacpp"
+
+
+def test_the_binding_does_not_import_numpy_at_start_up() -> None:
+    """The server imports every installed plugin at start; gguf pulls numpy (~0.1-0.3 s)."""
+    code = (
+        "import sys, lollms_llamacpp.binding\n"
+        "print(','.join(m for m in ('numpy', 'gguf') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
