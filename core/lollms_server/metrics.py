@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -18,6 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from .metric_labels import KnownModels
+from .metric_series import LoopCounter, LoopGauge, LoopHistogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,48 +29,49 @@ class Metrics:
     """Every series the server exports; gauges of live state are read at scrape time."""
 
     def __init__(self) -> None:
+        # The series a request updates change on the event loop only: the Loop* classes
         self.registry = CollectorRegistry(auto_describe=True)
         self.models = KnownModels()  # the model names that may be label values
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "lollms_requests", "HTTP requests by route and status",
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
-        self.in_flight = Gauge(
+        self.in_flight = LoopGauge(
             "lollms_requests_in_flight", "HTTP requests being served now", registry=self.registry
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "lollms_request_duration_seconds", "HTTP request latency",
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.overhead = Histogram(
+        self.overhead = LoopHistogram(
             "lollms_overhead_seconds", "Time spent in lollms-server itself per request",
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.generations = Counter(
+        self.generations = LoopCounter(
             "lollms_generations", "Generations by instance, type and status",
             ["instance", "generation_type", "status"], registry=self.registry,
         )  # fmt: skip
-        self.first_token = Histogram(
+        self.first_token = LoopHistogram(
             "lollms_time_to_first_token_seconds", "Time to the first streamed chunk",
             ["instance"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.tokens = Counter(
+        self.tokens = LoopCounter(
             "lollms_generated_tokens", "Completion tokens produced",
             ["instance", "model"], registry=self.registry,
         )  # fmt: skip
-        self.tokens_per_second = Histogram(
+        self.tokens_per_second = LoopHistogram(
             "lollms_tokens_per_second", "Completion tokens per second of a generation",
             ["instance"], buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
             registry=self.registry,
         )  # fmt: skip
-        self.queue_wait = Histogram(
+        self.queue_wait = LoopHistogram(
             "lollms_queue_wait_seconds", "Time a generation waited for a slot",
             ["instance"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.retries = Counter(
+        self.retries = LoopCounter(
             "lollms_retries", "Retried backend calls", ["instance"], registry=self.registry
         )
-        self.fallbacks = Counter(
+        self.fallbacks = LoopCounter(
             "lollms_fallbacks", "Requests served by a fallback instance",
             ["route", "instance"], registry=self.registry,
         )  # fmt: skip
