@@ -1,12 +1,15 @@
 """The SSE parser of upstream streams: events however the bytes are split, CRLF, multi-line
-data, a last event without its blank line, and the size bound."""
+data, a last event without its blank line, and the size bound; events' JSON decoded as
+`json.loads` decodes it."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from lollms_server.errors import BackendError
-from lollms_server.upstream_sse import MAX_EVENT_BYTES, SseParser
+from lollms_server.upstream_sse import MAX_EVENT_BYTES, SseParser, json_of
 
 STREAM = (
     b': a comment\r\nevent: x\r\ndata: {"a": 1}\r\n\r\n'
@@ -36,3 +39,23 @@ def test_an_event_over_the_bound_is_a_backend_error() -> None:
     parser.feed(b"data: " + b"x" * (MAX_EVENT_BYTES // 2) + b"\n")
     with pytest.raises(BackendError, match="over"):
         parser.feed(b"data: " + b"x" * (MAX_EVENT_BYTES // 2 + 1) + b"\n")
+
+
+JSON_TEXTS = [
+    '{"choices": [{"delta": {"content": "tok"}}]}', "[1, 2]", '"text"', "12", "null",
+    ' {"a": 1}', '{"a": 1} ', '{"a": 1}\n', "\ufeff{}", '{"a": 1} {"b": 2}', '{"a": 1}x',
+    "", " ", "{", "nope", '{"a": NaN}', "1 2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_json_of_answers_as_json_loads(text: str) -> None:
+    """The same value, or the same error (type and message), as `json.loads`."""
+    try:
+        expected = json.loads(text)
+    except ValueError as exc:
+        with pytest.raises(type(exc)) as raised:
+            json_of(text)
+        assert str(raised.value) == str(exc)
+    else:
+        assert json_of(text) == expected

@@ -37,7 +37,7 @@ from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import count_retry
 from .tracing import outgoing_headers, span
-from .upstream_sse import SseParser
+from .upstream_sse import SseParser, json_of
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class Upstream:
 
     def _decode(self, text: str | bytes) -> Any:
         try:  # bytes decoded here: json.loads would sniff their encoding first
-            return json.loads(text if isinstance(text, str) else text.decode())
+            return json_of(text if isinstance(text, str) else text.decode())
         except ValueError:  # UnicodeDecodeError included
             shown = text[:200] if isinstance(text, str) else text[:200].decode(errors="replace")
             raise BackendError(
