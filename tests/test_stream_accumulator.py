@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+
+import pytest
 
 from lollms_server.chunks import (
     Accumulator,
@@ -79,3 +82,13 @@ async def test_join_stream_closes_the_stream_and_round_trips_result_chunks() -> 
     joined = await join_stream(source())
     assert closed == [True]
     assert joined == result
+
+
+def test_a_text_chunk_is_the_dataclass_built_with_its_fields() -> None:
+    """`Chunk.text` equals `Chunk(content=..., thoughts=...)`: fields, order, repr, frozen."""
+    fast, slow = Chunk.text("tok", "why"), Chunk(content="tok", thoughts="why")
+    assert fast == slow and repr(fast) == repr(slow)
+    assert list(vars(fast).items()) == list(vars(slow).items())
+    assert Chunk.text("a").metadata is not Chunk.text("b").metadata  # one dict per chunk
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.content = "other"  # type: ignore[misc]

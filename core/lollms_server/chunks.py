@@ -117,6 +117,20 @@ class Chunk:
         if self.tool_calls:
             object.__setattr__(self, "tool_calls", tool_calls(self.tool_calls))
 
+    @classmethod
+    def text(cls, content: str, thoughts: str = "") -> Chunk:
+        """`Chunk(content=content, thoughts=thoughts)`, built without the frozen `__init__`'s
+        eight `object.__setattr__` calls (a stream builds one per token: 1.7 -> 1.0 µs)."""
+        chunk = object.__new__(cls)
+        chunk.__dict__.update(_TEXT_CHUNK, content=content, thoughts=thoughts, metadata={})
+        return chunk
+
+
+_TEXT_CHUNK: dict[str, Any] = {  # Chunk's fields in their declared order, with the defaults
+    f.name: f.default for f in dataclasses.fields(Chunk) if f.default is not dataclasses.MISSING
+}
+_TEXT_CHUNK["metadata"] = None  # a new dict per chunk, as the field's default_factory gives
+
 
 @dataclass(frozen=True)
 class Result:

@@ -179,7 +179,7 @@ async def stream(
                 if reason := choice.get("finish_reason"):
                     finish = _finish(reason) or finish
                 if text or thoughts:
-                    yield Chunk(content=text, thoughts=thoughts)
+                    yield Chunk.text(text, thoughts)
     if finish is None:
         raise BackendUnavailable(
             f"{upstream.label} ended the stream before finishing", binding=upstream.instance

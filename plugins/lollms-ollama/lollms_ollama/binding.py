@@ -276,7 +276,7 @@ class OllamaBinding(Binding):
         else:
             content, thoughts = part.message.content or "", part.message.thinking or ""
         if not part.done:
-            return Chunk(content=content, thoughts=thoughts)
+            return Chunk.text(content, thoughts)
         return Chunk(
             content=content,
             thoughts=thoughts,
