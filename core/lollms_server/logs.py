@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from .json_encoding import one_shot
 from .masking import mask_text
 from .trace import current_trace
 
@@ -22,7 +23,7 @@ LOG_FORMATS = ("auto", "json", "text")
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-_ENCODER = json.JSONEncoder(default=str)  # json.dumps(default=...) builds one per line
+_ENCODER = one_shot(json.JSONEncoder(default=str))  # json.dumps(default=...): one per line
 _CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
@@ -62,7 +63,7 @@ class JsonFormatter(logging.Formatter):
                 line.setdefault("trace_id", trace.span_ids[0])
         if record.exc_info:
             line["exception"] = mask_text(self.formatException(record.exc_info))
-        return _ENCODER.encode(line)
+        return _ENCODER(line)
 
 
 class TextFormatter(logging.Formatter):

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from json import encoder as json_encoder
 from typing import Any
 
 from aiohttp import web
 
+from ..json_encoding import one_shot
+
 # one encoder: json.dumps builds a new one per call when given separators (once per chunk)
 COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
-def _compact_encoder() -> Callable[[Any], str]:
-    """`COMPACT.encode`, with the C encoder built once: `encode` builds one (and a closure)
-    per call. Events are dicts of our own making, never circular: no circularity markers (a
-    circular value would raise RecursionError, not ValueError)."""
-    make = getattr(json_encoder, "c_make_encoder", None)  # not in typeshed: _json's
-    if make is None:  # no C accelerator: the pure Python encoder
-        return COMPACT.encode
-    # markers, default, string encoder, indent, separators, sort_keys, skipkeys, allow_nan
-    encode = make(None, COMPACT.default, json_encoder.encode_basestring_ascii, None, ":", ",",
-                  False, False, True)  # fmt: skip
-
-    def compact(value: Any) -> str:
-        if isinstance(value, str):  # a bare string: encode's own path
-            return COMPACT.encode(value)
-        return "".join(encode(value, 0))
-
-    return compact
-
-
-to_json = _compact_encoder()
+to_json = one_shot(COMPACT)  # COMPACT.encode, its C encoder built once
 
 
 class ClientGone(Exception):

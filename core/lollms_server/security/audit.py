@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..json_encoding import one_shot
 from ..storage import Store
 from .audit_failures import FailureLog
 
@@ -18,7 +19,7 @@ INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(
 FIELD_CHARS = 256  # longest stored text column (paths, clients, models, ids: a client chose them)
 DETAIL_CHARS = 1024  # longest string inside `detail`, except an opted-in prompt
 UNCAPPED_DETAIL = frozenset({"prompt"})
-_DETAIL_ENCODER = json.JSONEncoder(sort_keys=True)  # json.dumps(sort_keys=True) makes one per call
+_DETAIL_ENCODER = one_shot(json.JSONEncoder(sort_keys=True))  # not one per call as json.dumps
 
 
 class AuditLog:
@@ -133,6 +134,6 @@ def _capped(value: Any, limit: int) -> Any:
 
 
 def _detail_json(detail: dict[str, Any]) -> str:
-    return _DETAIL_ENCODER.encode(
+    return _DETAIL_ENCODER(
         {k: v if k in UNCAPPED_DETAIL else _capped(v, DETAIL_CHARS) for k, v in detail.items()}
     )

@@ -33,6 +33,7 @@ from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import ClientGone, open_sse, send_event
+from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY, STARTED_AT
 from ...listing import gather_models, list_models_of, visible_bindings
 from ...openai_names import resolve_model
@@ -212,7 +213,8 @@ def _text_of(result: Result) -> tuple[str, str | None]:
 
 
 def _json(prepared: Prepared, body: dict[str, Any]) -> web.Response:
-    return web.json_response(body, headers={"X-Request-Id": prepared.request.request_id})
+    headers = {"X-Request-Id": prepared.request.request_id}
+    return web.json_response(body, headers=headers, dumps=dumps)  # json.dumps' text
 
 
 class ChatShape:
