@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,11 +41,12 @@ def requests_seen(server: ServerProcess) -> list[str]:
 
 
 def new_requests(server: ServerProcess, before: list[str], *wanted: str) -> list[str]:
-    """The requests logged since `before` was taken, once every `wanted` line is among them
-    (the log line of a request may land just after its response: a short wait, no timing)."""
+    """The requests logged since `before` was taken, once every `wanted` line is among them, as
+    many times as it is wanted (the log line of a request may land just after its response: a
+    short wait, no timing)."""
     for _ in range(100):
         seen = requests_seen(server)[len(before) :]
-        if all(line in seen for line in wanted):
+        if not Counter(wanted) - Counter(seen):
             return seen
         time.sleep(0.05)
     return requests_seen(server)[len(before) :]

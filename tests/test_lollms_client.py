@@ -87,7 +87,8 @@ def test_tokenize_detokenize_count_use_the_server_tokenizer(
     assert tokens == [97, 32, 98]  # echo's byte tokenizer, not tiktoken's ids
     assert client.detokenize(tokens) == "a b"
     assert client.count_tokens("a b c") == 5
-    seen = new_requests(server, before, "POST /lollms/v1/detokenize 200")
+    tokenize = "POST /lollms/v1/tokenize 200"
+    seen = new_requests(server, before, tokenize, tokenize, "POST /lollms/v1/detokenize 200")
     assert seen.count("POST /lollms/v1/tokenize 200") == 2
     assert "POST /lollms/v1/detokenize 200" in seen
 
@@ -136,7 +137,9 @@ def test_speech_voices_and_transcription(
     audio = client.llm.tts_generate("hello there")
     assert audio[:4] == b"RIFF"
     # /v1/audio/speech refuses mp3 (the server does not transcode); the library falls back
-    seen = new_requests(server, before, "POST /lollms/v1/audio/speech 200")
+    seen = new_requests(
+        server, before, "POST /v1/audio/speech 400", "POST /lollms/v1/audio/speech 200"
+    )
     assert seen == ["POST /v1/audio/speech 400", "POST /lollms/v1/audio/speech 200"]
     wav = tmp_path / "spoken.wav"
     wav.write_bytes(audio)
@@ -179,7 +182,9 @@ def test_lollms_tti_edits(server: ServerProcess) -> None:
     edited = tti.edit_image(source, "make it blue", width=8, height=8)
     assert edited[:8] == b"\x89PNG\r\n\x1a\n"
     assert tti.edit_image_lollms("make it blue", source, mask_b64=source)[:4] == b"\x89PNG"
-    seen = new_requests(server, before, "POST /lollms/v1/images/edit 200")
+    seen = new_requests(
+        server, before, "POST /v1/images/edits 200", "POST /lollms/v1/images/edit 200"
+    )
     assert seen == ["POST /v1/images/edits 200", "POST /lollms/v1/images/edit 200"]
 
 

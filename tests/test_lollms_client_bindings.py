@@ -111,7 +111,7 @@ def test_openai_text_whole_and_streamed(server: ServerProcess, openai_client: Lo
     chunks = Chunks()
     text = openai_client.generate_text("one two three", stream=True, streaming_callback=chunks)
     assert text == "one two three" == chunks.text
-    seen = new_requests(server, before, "POST /v1/chat/completions 200")
+    seen = new_requests(server, before, *["POST /v1/chat/completions 200"] * 2)
     assert [line for line in seen if "/chat/" in line] == ["POST /v1/chat/completions 200"] * 2
 
 
