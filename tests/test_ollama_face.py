@@ -294,6 +294,17 @@ async def test_ps_expires_at_follows_keep_alive(api: ollama.AsyncClient) -> None
     assert forever is not None and forever.year == 9999
 
 
+async def test_ps_context_length_is_what_a_generation_may_use(
+    server: Client, api: ollama.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Ollama's num_ctx: the binding's context as loaded (llama.cpp: n_ctx over its slots),
+    not the model's trained context, which /api/show still gives."""
+    monkeypatch.setattr(probe(server), "context_length", lambda model: 1024)
+    await api.chat(model="eye/echo", messages=[{"role": "user", "content": "hi"}])
+    [running] = (await api.ps()).models
+    assert running.context_length == 1024
+
+
 async def test_ps_pinned_model_never_expires(make_client: Any, make_config: Any) -> None:
     bindings = {"echo": {"type": "echo", "default_model": "echo"}}
     config = make_config({"bindings": bindings, "resources": {"pinned": ["echo/echo"]}})

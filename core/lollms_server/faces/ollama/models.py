@@ -158,7 +158,9 @@ def ps_entry(binding: Binding, model: ModelInfo, lifecycle: Lifecycle) -> dict[s
         "details": details(model),
         "expires_at": expires if isinstance(expires, str) and expires else FOREVER,
         "size_vram": vram if isinstance(vram, int) else 0,
-        "context_length": model.context_length or 0,
+        # what one generation may use as loaded (llama.cpp: n_ctx over its slots), as Ollama's
+        # ps gives num_ctx, not the model's trained context
+        "context_length": binding.context_length(model.name) or model.context_length or 0,
     }
 
 
