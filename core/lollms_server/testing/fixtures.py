@@ -6,10 +6,12 @@ import asyncio
 import http.client
 import logging
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -35,6 +37,15 @@ def backend_unavailable(where: pytest.FixtureRequest | pytest.Config, reason: st
     if backend_mode_of(config) == "require":
         pytest.fail(f"real backend unavailable (--backend=require): {reason}", pytrace=False)
     pytest.skip(f"real backend unavailable: {reason} (use --backend=require to fail instead)")
+
+
+def modules_imported_by(code: str, modules: Iterable[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `code` (sorted): the
+    check that a plugin keeps its heavy imports out of the server's start-up."""
+    names = sorted(set(modules))
+    probe = f"{code}\nimport sys\nprint(','.join(m for m in {names!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return [name for name in done.stdout.strip().split(",") if name]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -26,7 +26,7 @@ from lollms_server.errors import (
     ModelNotFound,
     NotSupported,
 )
-from lollms_server.testing import free_port, started_binding
+from lollms_server.testing import free_port, modules_imported_by, started_binding
 
 from .servers import Backend, launch_lollms_server, server_env, write_config
 
@@ -271,15 +271,8 @@ async def test_headers_are_sent_and_masked(tmp_path: Path) -> None:
 
 def test_registering_the_plugin_does_not_import_the_client() -> None:
     """The server starts fast: the ollama client (httpx, pydantic) loads on first use only."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; import lollms_ollama.plugin as p; p.register_bindings();"
-        "print(sorted(m for m in ('ollama', 'httpx') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    code = "import lollms_ollama.plugin as p; p.register_bindings()"
+    assert modules_imported_by(code, ("ollama", "httpx")) == []
 
 
 async def test_a_request_without_max_tokens_gets_the_default_cap(
