@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
 from ..json_encoding import one_shot
+from .burst import BurstResponse
 
 # one encoder: json.dumps builds a new one per call when given separators (once per chunk)
 COMPACT = json.JSONEncoder(separators=(",", ":"))
 to_json = one_shot(COMPACT)  # COMPACT.encode, its C encoder built once
 
 
-class ClientGone(Exception):
-    """The client closed the connection while we were writing."""
-
-
-async def open_sse(
-    request: web.Request, headers: dict[str, str] | None = None
-) -> web.StreamResponse:
+async def open_sse(request: web.Request, headers: dict[str, str] | None = None) -> BurstResponse:
     """Start a `text/event-stream` response."""
-    response = web.StreamResponse(
+    response = BurstResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
@@ -34,10 +30,8 @@ async def open_sse(
     return response
 
 
-async def send_event(response: web.StreamResponse, data: Any) -> None:
-    """Write one `data:` event (JSON, or a literal string such as `[DONE]`)."""
+def send_event(response: BurstResponse, data: Any) -> Awaitable[None]:
+    """Write one `data:` event (JSON, or a literal string such as `[DONE]`); ClientGone once
+    the client has left. Returns the write's own awaitable: no frame of this function stays."""
     payload = data if isinstance(data, str) else to_json(data)
-    try:
-        await response.write(f"data: {payload}\n\n".encode())
-    except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
-        raise ClientGone() from exc
+    return response.send(f"data: {payload}\n\n".encode())

@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from aiohttp import web
 from ..bindings import Chunk, closing_stream
 from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound
-from ..httpkit.sse import ClientGone, open_sse
+from ..httpkit.burst import BurstResponse, ClientGone
+from ..httpkit.sse import open_sse
 from ..keys import GENERATION, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
@@ -126,12 +128,9 @@ def sse_message(event: str, payload: str) -> bytes:
     return f"event: {event}\n{lines}\n".encode()
 
 
-async def send(response: web.StreamResponse, event: str, payload: str) -> None:
+def send(response: BurstResponse, event: str, payload: str) -> Awaitable[None]:
     """Write one message; a client that went away raises ClientGone."""
-    try:
-        await response.write(sse_message(event, payload))
-    except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
-        raise ClientGone() from exc
+    return response.send(sse_message(event, payload))
 
 
 @routes.get("/playground/streams/{stream_id}")
@@ -165,7 +164,7 @@ class _Collected:
     error: LollmsError | None = None
 
 
-async def _run(request: web.Request, response: web.StreamResponse, entry: PageStream) -> None:
+async def _run(request: web.Request, response: BurstResponse, entry: PageStream) -> None:
     queue: asyncio.Queue[Chunk | LollmsError | None] = asyncio.Queue()
     chunks = request.app[GENERATION].stream(entry.prepared)
     entry.task = asyncio.create_task(_pump(chunks, entry.prepared, queue))
@@ -205,7 +204,7 @@ async def _run(request: web.Request, response: web.StreamResponse, entry: PageSt
 
 
 async def _forward(
-    request: web.Request, response: web.StreamResponse, chunk: Chunk, got: _Collected
+    request: web.Request, response: BurstResponse, chunk: Chunk, got: _Collected
 ) -> None:
     if chunk.type == "info":
         progress = await render_string(

@@ -11,8 +11,9 @@ from aiohttp import web
 from ...bindings import Chunk, Output, Usage, closing_stream
 from ...chunks import Accumulator
 from ...errors import LollmsError
+from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import output_dict, usage_dict
-from ...httpkit.sse import ClientGone, open_sse, send_event
+from ...httpkit.sse import open_sse, send_event
 from ...keys import GENERATION
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
@@ -60,7 +61,7 @@ async def stream_answer(
 
 
 async def _send_stream(
-    response: web.StreamResponse,
+    response: BurstResponse,
     prepared: Prepared,
     loop: ToolLoop | None,
     head: list[Chunk],
@@ -100,7 +101,7 @@ async def _send_stream(
     return response
 
 
-async def _send_chunk(response: web.StreamResponse, chunk: Chunk, folded: Accumulator) -> None:
+async def _send_chunk(response: BurstResponse, chunk: Chunk, folded: Accumulator) -> None:
     """One event: `info`, `function_call`, or `chunk` (text and thoughts, folded in)."""
     if chunk.type == "info":
         await send_event(response, _event("info", chunk.content, **chunk.metadata))
@@ -113,7 +114,7 @@ async def _send_chunk(response: web.StreamResponse, chunk: Chunk, folded: Accumu
         await send_event(response, _event("chunk", chunk.content, chunk.thoughts or None))
 
 
-async def _send_error(response: web.StreamResponse, prepared: Prepared, exc: LollmsError) -> None:
+async def _send_error(response: BurstResponse, prepared: Prepared, exc: LollmsError) -> None:
     try:
         await send_event(response, _event("error", exc.message, error=exc.to_dict()))
         final = {

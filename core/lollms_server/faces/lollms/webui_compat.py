@@ -17,6 +17,7 @@ from aiohttp import web
 from ...bindings import ChatMessage, InputItem, closing_stream
 from ...errors import BackendError, LollmsError
 from ...httpkit.body import UploadedFile
+from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import decode_data, decode_image, encode_data
 from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import GENERATION, PERSONALITIES, REGISTRY
@@ -113,16 +114,16 @@ async def _stream_text(request: web.Request, prepared: Prepared) -> web.StreamRe
     body (plain text has no place for it: it is logged)."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
         chunk = (await open_stream(chunks, prepared)).first
-        response = web.StreamResponse(headers=_ids(prepared))
+        response = BurstResponse(headers=_ids(prepared))
         response.content_type = "text/plain"
         response.charset = "utf-8"
         await response.prepare(request)
         try:
             while chunk is not None:  # read in place: no helper frame per chunk
                 if chunk.type == "chunk" and chunk.content:
-                    await response.write(chunk.content.encode("utf-8"))
+                    await response.send(chunk.content.encode("utf-8"))
                 chunk = await anext(chunks, None)
-        except (ConnectionError, LollmsError) as exc:
+        except (ClientGone, LollmsError) as exc:
             log.warning("lollms_generate stream %s ended: %s", prepared.request.request_id, exc)
             return response
     with suppress(ConnectionError):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Awaitable
 from contextlib import suppress
 from typing import Any
 
@@ -13,8 +13,9 @@ from aiohttp import web
 from ...bindings import Chunk, Result, ToolCall, Usage, closing_stream
 from ...chunks import Accumulator
 from ...errors import LollmsError
+from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import ClientGone
+from ...httpkit.sse import to_json
 from ...keys import GENERATION
 from ...registry import Target
 from ...service.generation_stream import open_stream
@@ -32,7 +33,7 @@ async def stream_ndjson(
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
         chunk = (await open_stream(chunks, prepared)).first
         shape.first_token = time.monotonic()
-        response = web.StreamResponse(headers={"Content-Type": NDJSON, **headers})
+        response = BurstResponse(headers={"Content-Type": NDJSON, **headers})
         await response.prepare(request)
         folded = Accumulator()
         try:
@@ -58,14 +59,12 @@ async def stream_ndjson(
     return response
 
 
-async def _write(response: web.StreamResponse, line: dict[str, Any]) -> None:
-    try:
-        await response.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
-    except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
-        raise ClientGone() from exc
+def _write(response: BurstResponse, line: dict[str, Any]) -> Awaitable[None]:
+    """One NDJSON line; ClientGone once the client has left."""
+    return response.send(to_json(line).encode() + b"\n")
 
 
-async def _write_error(response: web.StreamResponse, exc: LollmsError) -> None:
+async def _write_error(response: BurstResponse, exc: LollmsError) -> None:
     with suppress(ClientGone):
         await _write(response, error_body("ollama", exc)[1])
 

@@ -29,10 +29,11 @@ from ...bindings import (
 )
 from ...chunks import Accumulator
 from ...errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
+from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import ClientGone, open_sse, send_event
+from ...httpkit.sse import open_sse, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY, STARTED_AT
 from ...listing import gather_models, list_models_of, visible_bindings
@@ -321,7 +322,7 @@ async def _stream(
 class _ChunkWriter:
     """Writes one response's chunks in order: opening, deltas, closing, usage, `[DONE]`."""
 
-    def __init__(self, response: web.StreamResponse, shape: ChatShape, usage_on: bool) -> None:
+    def __init__(self, response: BurstResponse, shape: ChatShape, usage_on: bool) -> None:
         self.response = response
         self.shape = shape
         self.usage_on = usage_on

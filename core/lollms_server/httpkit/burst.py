@@ -1,0 +1,85 @@
+"""A streamed response that writes the pieces sent in one burst together.
+
+A stream's pieces often come several at a time: one upstream packet holds many chunks, and under
+load a backlog of them is ready when the task runs. Written one by one, each costs a chunked
+frame, a trip through aiohttp's writer and a send() system call. `BurstResponse.send` writes the
+first piece of a burst at once (time to first token is unchanged) and keeps the ones that follow
+until the event loop runs again, then writes them as one: the loop runs again exactly when the
+sending task waits for more, so nothing sent is held back while the sender waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+
+from aiohttp import web
+
+MAX_HELD = 64  # pieces held in one burst before they are written without waiting for its end
+
+
+class ClientGone(Exception):
+    """The client closed the connection while we were writing."""
+
+
+class BurstResponse(web.StreamResponse):
+    """A StreamResponse whose `send` coalesces the pieces of a burst into one write."""
+
+    def __init__(self, *, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self._held: list[bytes] = []
+        self._in_burst = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._lost: BaseException | None = None
+
+    async def send(self, piece: bytes) -> None:
+        """Write `piece` after those sent before it; ClientGone once the client has left."""
+        if self._lost is not None:
+            raise ClientGone() from self._lost
+        self._held.append(piece)
+        if not self._in_burst:
+            self._in_burst = True
+            asyncio.get_running_loop().call_soon(self._burst_over)
+            await self._flush()
+        elif len(self._held) >= MAX_HELD:
+            await self._flush()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """Write what is held, then end the body."""
+        if self._held or self._flusher is not None:
+            with suppress(ClientGone):
+                await self._flush()
+        await super().write_eof(data)
+
+    def _burst_over(self) -> None:
+        """The loop ran again: the sender waits, so write what it left (in a task of its own)."""
+        self._in_burst = False
+        if self._held and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_held())
+
+    async def _flush(self) -> None:
+        """Write every held piece, after a write already under way."""
+        if self._flusher is not None:
+            await self._flusher
+        if self._lost is not None:
+            raise ClientGone() from self._lost
+        await self._write_held()
+
+    async def _flush_held(self) -> None:
+        try:
+            await self._write_held()
+        except ClientGone:
+            pass  # the next send says so
+        finally:
+            self._flusher = None
+
+    async def _write_held(self) -> None:
+        while self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held.clear()
+            try:
+                await self.write(data)
+            except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
+                self._lost = exc
+                self._held.clear()
+                raise ClientGone() from exc
