@@ -131,3 +131,23 @@ async def test_sending_to_a_client_that_left_is_client_gone() -> None:
         assert await asyncio.wait_for(outcome, 10) == "gone"
     finally:
         await runner.cleanup()
+
+
+async def test_flush_writes_what_is_held_without_waiting_for_the_loop(aiohttp_client: Any) -> None:
+    counts: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = CountingResponse()
+        await response.prepare(request)
+        await response.send(b"opening\n")
+        await response.send(b"first text\n")
+        counts.append(len(response.writes))  # held: the loop has not run
+        await response.flush()
+        counts.append(len(response.writes))  # written, still without the loop running
+        await response.send(b"more\n")
+        await response.write_eof()
+        return response
+
+    client = await serve(aiohttp_client, handler)
+    assert await (await client.get("/")).text() == "opening\nfirst text\nmore\n"
+    assert counts == [1, 2]

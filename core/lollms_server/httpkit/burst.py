@@ -3,9 +3,10 @@
 A stream's pieces often come several at a time: one upstream packet holds many chunks, and under
 load a backlog of them is ready when the task runs. Written one by one, each costs a chunked
 frame, a trip through aiohttp's writer and a send() system call. `BurstResponse.send` writes the
-first piece of a burst at once (time to first token is unchanged) and keeps the ones that follow
-until the event loop runs again, then writes them as one: the loop runs again exactly when the
-sending task waits for more, so nothing sent is held back while the sender waits.
+first piece of a burst at once and keeps the ones that follow until the event loop runs again,
+then writes them as one: the loop runs again exactly when the sending task waits for more, so
+nothing sent is held back while the sender waits. A piece the client should not wait for (the
+first text after a stream's opening event) is written at once by `flush()`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class BurstResponse(web.StreamResponse):
             asyncio.get_running_loop().call_soon(self._burst_over)
             await self._flush()
         elif len(self._held) >= MAX_HELD:
+            await self._flush()
+
+    async def flush(self) -> None:
+        """Write what is held now; ClientGone once the client has left."""
+        if self._held or self._flusher is not None:
             await self._flush()
 
     async def write_eof(self, data: bytes = b"") -> None:

@@ -81,6 +81,7 @@ async def _send_stream(
         )
         for chunk in head:
             await _send_chunk(response, chunk, folded)
+        await response.flush()  # after the `started` event: the first text must not wait
         async for chunk in rest:
             await _send_chunk(response, chunk, folded)
         if loop is not None:

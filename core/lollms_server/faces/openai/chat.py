@@ -347,6 +347,8 @@ class _ChunkWriter:
                 folded.add(chunk)
                 if choices:
                     await self.send(choices)
+            if chunk is first:  # after the opening chunk: the first text must not wait
+                await self.response.flush()
             chunk = await anext(chunks, None)
         finish = "tool_calls" if folded.calls else folded.finish_reason or "stop"
         await self.send(self.shape.last(finish))
