@@ -19,15 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import HERE
-
-REPO = HERE.parent
+from common import HERE, tree_pythonpath, worktree
 
 
 def profile(tree: Path, kind: str, requests: int, out: Path) -> tuple[float, float]:
     """Calls and profiled CPU ms per request of `kind` requests to the server in `tree`."""
-    paths = [tree / "core", *sorted((tree / "plugins").glob("lollms-*"))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(path) for path in paths)}
+    env = {**os.environ, "PYTHONPATH": tree_pythonpath(tree)}
     command = [sys.executable, str(HERE / "profile_server.py"), "--concurrency", "1"]
     command += ["--requests", str(requests), "--only", kind, "--save", str(out)]
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
@@ -46,15 +43,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for commit in args.commits:
-            tree = Path(tmp) / commit
-            git = ["git", "-C", str(REPO), "worktree"]
-            subprocess.run([*git, "add", "--detach", str(tree), commit], check=True,
-                           capture_output=True)  # fmt: skip
-            try:
+            with worktree(commit, Path(tmp)) as tree:
                 chat = profile(tree, "chat", args.requests, Path(tmp) / "chat.prof")
                 stream = profile(tree, "stream", args.requests, Path(tmp) / "stream.prof")
-            finally:
-                subprocess.run([*git, "remove", "--force", str(tree)], check=True)
             figures = f"{chat[0]:.0f} | {chat[1]:.2f} | {stream[0]:.0f} | {stream[1]:.2f}"
             print(f"| {commit} | {figures} |")
             sys.stdout.flush()

@@ -185,6 +185,24 @@ def machine() -> str:
     )
 
 
+@contextmanager
+def worktree(commit: str, parent: Path) -> Iterator[Path]:
+    """`commit` checked out in a temporary git worktree under `parent` (this checkout untouched)."""
+    tree = parent / commit
+    git = ["git", "-C", str(HERE.parent), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(tree), commit], check=True, capture_output=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run([*git, "remove", "--force", str(tree)], check=True, capture_output=True)
+
+
+def tree_pythonpath(tree: Path) -> str:
+    """A PYTHONPATH that puts `tree`'s core and plugins before the installed ones."""
+    paths = [tree / "core", *sorted((tree / "plugins").glob("lollms-*"))]
+    return os.pathsep.join(str(path) for path in paths)
+
+
 def write_section(marker: str, text: str, title: str) -> None:
     """Replace the `marker`-delimited section of docs/benchmarks.md (appended when missing)."""
     body = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
