@@ -73,10 +73,9 @@ def main() -> None:
     header = machine()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        trees = [stack.enter_context(worktree(args.before, folder / "before"))]
-        if args.after:
-            trees.append(stack.enter_context(worktree(args.after, folder / "after")))
-        paths = [tree_pythonpath(tree) for tree in trees] + [None] * (2 - len(trees))
+        before = stack.enter_context(worktree(args.before, folder / "before"))
+        after = stack.enter_context(worktree(args.after, folder / "after")) if args.after else None
+        paths = [tree_pythonpath(before), tree_pythonpath(after) if after else None]
         outs = [folder / "before.json", folder / "after.json"]
         began = time.strftime("%H:%M", time.gmtime())
         for index in range(args.runs):

@@ -52,9 +52,8 @@ class BurstResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         """Write what is held, then end the body."""
-        if self._held or self._flusher is not None:
-            with suppress(ClientGone):
-                await self._flush()
+        with suppress(ClientGone):
+            await self.flush()
         await super().write_eof(data)
 
     def _burst_over(self) -> None:
