@@ -1,10 +1,12 @@
-"""BurstResponse on a real aiohttp server: the pieces of one burst go out in one write after
-the first, in order; the first piece of a burst and the pieces held when the sender waits
-reach the client while the sender waits; a client that left is ClientGone."""
+"""BurstResponse on a real aiohttp server: the headers go out with the first piece; the pieces
+of one burst go out in one write after the first, in order, and the last ones with the end of
+the body; the first piece of a burst and the pieces held when the sender waits reach the client
+while the sender waits; a client that left is ClientGone."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -14,15 +16,41 @@ from lollms_server.httpkit.burst import MAX_HELD, BurstResponse, ClientGone
 
 
 class CountingResponse(BurstResponse):
-    """Counts the writes that reach aiohttp's payload writer."""
+    """Records each write that reaches the connection's transport (one send() each)."""
 
-    def __init__(self) -> None:
-        super().__init__(headers={"Content-Type": "text/plain"})
+    def __init__(self, *, headers_now: bool = False) -> None:
+        super().__init__(headers={"Content-Type": "text/plain"}, headers_now=headers_now)
         self.writes: list[bytes] = []
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await super().write(data)
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        transport = request.transport
+        assert transport is not None
+        write, writelines = transport.write, transport.writelines
+
+        def counted(data: Any) -> None:
+            self.writes.append(bytes(data))
+            write(data)
+
+        def counted_lines(lines: Iterable[Any]) -> None:
+            lines = list(lines)
+            self.writes.append(b"".join(lines))
+            writelines(lines)
+
+        transport.write, transport.writelines = counted, counted_lines  # type: ignore[method-assign]
+        return await super().prepare(request)
+
+
+def payload(write: bytes) -> bytes:
+    """The body bytes of one write: headers and chunked framing taken off."""
+    if write.startswith(b"HTTP/1.1 "):
+        write = write.partition(b"\r\n\r\n")[2]
+    body = b""
+    while write:
+        size, _, rest = write.partition(b"\r\n")
+        length = int(size, 16)
+        body += rest[:length]
+        write = rest[length + 2 :]
+    return body
 
 
 async def serve(aiohttp_client: Any, handler: Any) -> Any:
@@ -46,7 +74,10 @@ async def test_a_burst_is_its_first_piece_then_one_write(aiohttp_client: Any) ->
     client = await serve(aiohttp_client, handler)
     body = await (await client.get("/")).text()
     assert body.split() == [str(index) for index in range(30)]
-    assert seen[0].writes == [b"0\n", b"".join(b"%d\n" % index for index in range(1, 30))]
+    first, rest = seen[0].writes  # the headers with the first piece; the rest with the end
+    assert first.startswith(b"HTTP/1.1 200 ") and payload(first) == b"0\n"
+    assert payload(rest) == b"".join(b"%d\n" % index for index in range(1, 30))
+    assert rest.endswith(b"\r\n0\r\n\r\n")
 
 
 async def test_a_long_burst_is_written_every_max_held_pieces(aiohttp_client: Any) -> None:
@@ -65,7 +96,8 @@ async def test_a_long_burst_is_written_every_max_held_pieces(aiohttp_client: Any
     client = await serve(aiohttp_client, handler)
     body = await (await client.get("/")).text()
     assert body.split() == [str(index) for index in range(count)]
-    assert [len(write.split()) for write in seen[0].writes] == [1, MAX_HELD, MAX_HELD, MAX_HELD, 4]
+    counts = [payload(write).count(b"\n") for write in seen[0].writes]
+    assert counts == [1, MAX_HELD, MAX_HELD, MAX_HELD, 4]
 
 
 async def test_what_was_sent_reaches_the_client_while_the_sender_waits(
@@ -139,7 +171,7 @@ async def test_flush_writes_what_is_held_without_waiting_for_the_loop(aiohttp_cl
     async def handler(request: web.Request) -> web.StreamResponse:
         response = CountingResponse()
         await response.prepare(request)
-        await response.send(b"opening\n")
+        response.hold(b"opening\n")
         await response.send(b"first text\n")
         counts.append(len(response.writes))  # held: the loop has not run
         await response.flush()
@@ -150,4 +182,42 @@ async def test_flush_writes_what_is_held_without_waiting_for_the_loop(aiohttp_cl
 
     client = await serve(aiohttp_client, handler)
     assert await (await client.get("/")).text() == "opening\nfirst text\nmore\n"
-    assert counts == [1, 2]
+    assert counts == [0, 1]
+
+
+async def test_a_held_piece_is_written_when_the_loop_runs(aiohttp_client: Any) -> None:
+    """What `hold` keeps reaches the client while the sender waits, with no send after it."""
+    got: asyncio.Event = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = BurstResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        response.hold(b"opening\n")
+        await asyncio.wait_for(got.wait(), 5)
+        await response.write_eof()
+        return response
+
+    client = await serve(aiohttp_client, handler)
+    response = await client.get("/")
+    assert await asyncio.wait_for(response.content.readline(), 5) == b"opening\n"
+    got.set()
+    assert await response.content.read() == b""
+
+
+async def test_headers_now_writes_them_at_prepare(aiohttp_client: Any) -> None:
+    """A stream that may wait before its first piece (the pages') shows its status at once."""
+    seen: list[CountingResponse] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = CountingResponse(headers_now=True)
+        seen.append(response)
+        await response.prepare(request)
+        await response.send(b"late\n")
+        await response.write_eof()
+        return response
+
+    client = await serve(aiohttp_client, handler)
+    assert await (await client.get("/")).text() == "late\n"
+    headers, *body = seen[0].writes  # then the piece, then the end
+    assert headers.startswith(b"HTTP/1.1 200 ") and payload(headers) == b""
+    assert [payload(write) for write in body] == [b"late\n", b""]

@@ -7,12 +7,14 @@ first piece of a burst at once and keeps the ones that follow until the event lo
 then writes them as one: the loop runs again exactly when the sending task waits for more, so
 nothing sent is held back while the sender waits. A piece the client should not wait for (the
 first text after a stream's opening event) is written at once by `flush()`.
+
+The headers go out with the first piece, and the pieces held at the end with the body's last
+bytes: a stream of one burst is one write, not three.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 
 from aiohttp import web
 
@@ -26,8 +28,11 @@ class ClientGone(Exception):
 class BurstResponse(web.StreamResponse):
     """A StreamResponse whose `send` coalesces the pieces of a burst into one write."""
 
-    def __init__(self, *, headers: dict[str, str]) -> None:
+    def __init__(self, *, headers: dict[str, str], headers_now: bool = False) -> None:
         super().__init__(headers=headers)
+        # aiohttp's StreamResponse writes its headers at prepare(), web.Response with its body:
+        # a face prepares once its first piece is ready, so they go out together
+        self._send_headers_immediately = headers_now
         self._held: list[bytes] = []
         self._in_burst = False
         self._flusher: asyncio.Task[None] | None = None
@@ -45,16 +50,27 @@ class BurstResponse(web.StreamResponse):
         elif len(self._held) >= MAX_HELD:
             await self._flush()
 
+    def hold(self, piece: bytes) -> None:
+        """Keep `piece` for the next write, at the latest when the loop runs again (a stream's
+        opening event, which the first text follows at once)."""
+        if self._lost is not None:
+            raise ClientGone() from self._lost
+        self._held.append(piece)
+        if not self._in_burst:
+            self._in_burst = True
+            asyncio.get_running_loop().call_soon(self._burst_over)
+
     async def flush(self) -> None:
         """Write what is held now; ClientGone once the client has left."""
         if self._held or self._flusher is not None:
             await self._flush()
 
     async def write_eof(self, data: bytes = b"") -> None:
-        """Write what is held, then end the body."""
-        with suppress(ClientGone):
-            await self.flush()
-        await super().write_eof(data)
+        """End the body, in one write with what is held."""
+        if self._flusher is not None:
+            await self._flusher  # it says nothing: a lost client fails the write below
+        held, self._held = self._held, []
+        await super().write_eof(b"".join((*held, data)) if held else data)
 
     def _burst_over(self) -> None:
         """The loop ran again: the sender waits, so write what it left (in a task of its own)."""

@@ -16,15 +16,19 @@ COMPACT = json.JSONEncoder(separators=(",", ":"))
 to_json = one_shot(COMPACT)  # COMPACT.encode, its C encoder built once
 
 
-async def open_sse(request: web.Request, headers: dict[str, str] | None = None) -> BurstResponse:
-    """Start a `text/event-stream` response."""
+async def open_sse(
+    request: web.Request, headers: dict[str, str] | None = None, *, headers_now: bool = False
+) -> BurstResponse:
+    """Start a `text/event-stream` response; its headers go with the first event unless
+    `headers_now` (a stream that may wait before its first event)."""
     response = BurstResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             **(headers or {}),
-        }
+        },
+        headers_now=headers_now,
     )
     await response.prepare(request)
     return response
@@ -33,5 +37,14 @@ async def open_sse(request: web.Request, headers: dict[str, str] | None = None) 
 def send_event(response: BurstResponse, data: Any) -> Awaitable[None]:
     """Write one `data:` event (JSON, or a literal string such as `[DONE]`); ClientGone once
     the client has left. Returns the write's own awaitable: no frame of this function stays."""
+    return response.send(_event(data))
+
+
+def hold_event(response: BurstResponse, data: Any) -> None:
+    """Keep one `data:` event for the next write (an opening event the first text follows)."""
+    response.hold(_event(data))
+
+
+def _event(data: Any) -> bytes:
     payload = data if isinstance(data, str) else to_json(data)
-    return response.send(f"data: {payload}\n\n".encode())
+    return f"data: {payload}\n\n".encode()

@@ -139,7 +139,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """Run a prepared page generation and stream it as HTML fragments."""
     streams = request.app[WEB_STREAMS]
     entry = streams.claim(request.match_info["stream_id"])
-    response = await open_sse(request, {"Cache-Control": "no-store"})
+    response = await open_sse(request, {"Cache-Control": "no-store"}, headers_now=True)
     try:
         if entry is None:
             gone = NotFound("this stream has finished or expired; send the request again")

@@ -13,7 +13,7 @@ from ...chunks import Accumulator
 from ...errors import LollmsError
 from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import output_dict, usage_dict
-from ...httpkit.sse import open_sse, send_event
+from ...httpkit.sse import hold_event, open_sse, send_event
 from ...keys import GENERATION
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
@@ -69,19 +69,17 @@ async def _send_stream(
 ) -> web.StreamResponse:
     folded = Accumulator()
     try:
-        await send_event(
-            response,
-            _event(
-                "info",
-                "started",
-                request_id=prepared.request.request_id,
-                binding=prepared.target.binding.instance_name,
-                model=prepared.target.model,
-            ),
+        started = _event(
+            "info",
+            "started",
+            request_id=prepared.request.request_id,
+            binding=prepared.target.binding.instance_name,
+            model=prepared.target.model,
         )
+        hold_event(response, started)  # written with the head, which is already here
         for chunk in head:
             await _send_chunk(response, chunk, folded)
-        await response.flush()  # after the `started` event: the first text must not wait
+        await response.flush()  # the `started` event and the head: the first text must not wait
         async for chunk in rest:
             await _send_chunk(response, chunk, folded)
         if loop is not None:

@@ -33,7 +33,7 @@ from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import open_sse, send_event
+from ...httpkit.sse import hold_event, open_sse, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY, STARTED_AT
 from ...listing import gather_models, list_models_of, visible_bindings
@@ -328,18 +328,22 @@ class _ChunkWriter:
         self.usage_on = usage_on
 
     def send(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> Awaitable[None]:
-        """One chunk object (`usage` only present when the client asked for it); send_event's
-        own awaitable, so no frame of this method stays between a chunk and its write."""
+        """One chunk object; send_event's own awaitable, so no frame of this method stays
+        between a chunk and its write."""
+        return send_event(self.response, self._body(choices, usage))
+
+    def _body(self, choices: list[dict[str, Any]], usage: Usage | None) -> dict[str, Any]:
+        """A chunk object, `usage` only present when the client asked for it."""
         body = self.shape.envelope(self.shape.chunk_object, choices, usage)
         if not self.usage_on:
             del body["usage"]
-        return send_event(self.response, body)
+        return body
 
     async def run(self, first: Chunk | None, chunks: AsyncIterator[Chunk]) -> None:
         """Send every chunk of the stream, then the closing ones."""
         opening = self.shape.first()
-        if opening:
-            await self.send(opening)
+        if opening:  # written with the first text, which is already here
+            hold_event(self.response, self._body(opening, None))
         folded, chunk = Accumulator(), first
         while chunk is not None:  # read in place: no helper frame per chunk
             if chunk.type == "chunk":
