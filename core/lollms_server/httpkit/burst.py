@@ -40,25 +40,24 @@ class BurstResponse(web.StreamResponse):
 
     async def send(self, piece: bytes) -> None:
         """Write `piece` after those sent before it; ClientGone once the client has left."""
-        if self._lost is not None:
-            raise ClientGone() from self._lost
-        self._held.append(piece)
-        if not self._in_burst:
-            self._in_burst = True
-            asyncio.get_running_loop().call_soon(self._burst_over)
-            await self._flush()
-        elif len(self._held) >= MAX_HELD:
+        if self._keep(piece) or len(self._held) >= MAX_HELD:
             await self._flush()
 
     def hold(self, piece: bytes) -> None:
         """Keep `piece` for the next write, at the latest when the loop runs again (a stream's
         opening event, which the first text follows at once)."""
+        self._keep(piece)
+
+    def _keep(self, piece: bytes) -> bool:
+        """Hold `piece` until its burst ends; True when it starts the burst."""
         if self._lost is not None:
             raise ClientGone() from self._lost
         self._held.append(piece)
-        if not self._in_burst:
-            self._in_burst = True
-            asyncio.get_running_loop().call_soon(self._burst_over)
+        if self._in_burst:
+            return False
+        self._in_burst = True
+        asyncio.get_running_loop().call_soon(self._burst_over)
+        return True
 
     async def flush(self) -> None:
         """Write what is held now; ClientGone once the client has left."""
