@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import ECHO_DEFAULTS
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.logs import JsonFormatter
@@ -120,3 +122,38 @@ async def test_one_json_log_line_per_request(
     assert (line["status"], line["instance"], line["model"]) == (200, "echo", "echo")
     assert line["path"] == "/api/v1/generate" and line["duration_ms"] >= line["overhead_ms"] >= 0
     assert line["level"] == "info" and line["time"].endswith("Z")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_is_logged_and_counted_as_499(
+    make_client: Any, make_config: Any, caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    """aiohttp cancels the handler of a client that left: no 500 for the request log, the
+    request counter or the alerts built on them (the audit row says 499 too)."""
+    bindings = {"echo": {"type": "echo", "default_model": "slow", "delay_ms": 400}}
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    body = {
+        "model": "echo/slow",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "a b c d"}],
+    }
+    with caplog.at_level(logging.INFO, logger="lollms_server.requests"):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(_read(client.post("/v1/chat/completions", json=body)), 0.2)
+        for _ in range(100):  # the server notices the closed connection on its own time
+            if any(r.name == "lollms_server.requests" for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+    records = [r for r in caplog.records if r.name == "lollms_server.requests"]
+    assert [json.loads(JsonFormatter().format(r))["status"] for r in records] == [499]
+    samples = await scrape(client)
+    labels = {"route": "/v1/chat/completions", "method": "POST"}
+    assert value(samples, "lollms_requests_total", **labels, status="499") == 1
+    assert value(samples, "lollms_requests_total", **labels, status="500") == 0
+    events = (await (await client.get("/api/v1/audit?limit=5")).json())["events"]
+    assert [e["status"] for e in events if e["event"] == "generation"] == [499]
+
+
+async def _read(request: Any) -> bytes:
+    response = await request
+    return bytes(await response.read())

@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+#: The status logged, counted and audited for a request whose client left before its answer
+#: (nginx's "client closed request"); never sent.
+CLIENT_CLOSED = 499
+
 
 class LollmsError(Exception):
     """Base of every error the server turns into a response."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..errors import CLIENT_CLOSED
 from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, REQUEST_PRINCIPAL, TRACER
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
@@ -45,6 +47,9 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         if not response.prepared:  # streams got theirs in add_trace_headers
             _set_trace_headers(response, trace)
         return response
+    except asyncio.CancelledError:  # aiohttp cancels the handler of a client that left
+        status = CLIENT_CLOSED
+        raise
     finally:
         elapsed = time.perf_counter() - trace.started
         route = route_label(request)
@@ -100,6 +105,9 @@ async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = await handler(request)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
         finally:
             span.set_attribute("http.response.status_code", status)
             principal = request.get(REQUEST_PRINCIPAL)

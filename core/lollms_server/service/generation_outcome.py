@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bindings import Usage
-from ..errors import LollmsError
+from ..errors import CLIENT_CLOSED, LollmsError
 from ..metrics import Metrics
 from ..security.audit import AuditLog
 from ..security.principal import Principal, caller
@@ -135,7 +135,7 @@ class Accounted:
         if isinstance(exc, LollmsError):
             outcome.status = exc.status
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-            outcome.status = 499  # the client went away
+            outcome.status = CLIENT_CLOSED
         if self.limiter is not None:
             await self.limiter.settle(self.reservation, outcome.tokens_used(self.reservation))
         if self.metrics is not None:
