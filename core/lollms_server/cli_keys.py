@@ -19,7 +19,9 @@ from .storage import open_store, schema
 
 
 def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+    """The names of a comma-separated option; None when the option was not given (an empty
+    value is an empty list, which the key store refuses: it would admit nothing)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
 
 
 def _when(timestamp: float | None) -> str:

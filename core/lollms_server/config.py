@@ -37,6 +37,7 @@ from .fleet import FLEET_TYPE, fleet_instances
 from .logs import LOG_FORMATS
 from .masking import mask_text
 from .request_limits import RequestLimits
+from .whole_number import Whole
 
 CONFIG_FILE_NAME = "lollms.toml"
 NAME_OF_ROUTE = validate.Regexp(
@@ -55,16 +56,16 @@ class ServerSchema(Schema):
         unknown = RAISE
 
     host = fields.String(load_default=DEFAULT_HOST)
-    port = fields.Integer(load_default=DEFAULT_PORT, validate=validate.Range(0, 65535))
+    port = Whole(load_default=DEFAULT_PORT, validate=validate.Range(0, 65535))
     data_dir = fields.String(load_default=None, allow_none=True)
     max_body_mb = fields.Float(load_default=64.0, validate=validate.Range(min=0.001, max=4096))
     max_text_body_mb = fields.Float(load_default=8.0, validate=validate.Range(min=0.001, max=4096))
     body_timeout_s = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=86400))
-    max_json_values = fields.Integer(load_default=300_000, validate=validate.Range(1, 10**9))
-    max_list_items = fields.Integer(load_default=4096, validate=validate.Range(1, 10**9))
-    max_token_ids = fields.Integer(load_default=262_144, validate=validate.Range(1, 10**9))
-    max_form_fields = fields.Integer(load_default=1024, validate=validate.Range(1, 10**9))
-    max_form_parts = fields.Integer(load_default=64, validate=validate.Range(1, 10**9))
+    max_json_values = Whole(load_default=300_000, validate=validate.Range(1, 10**9))
+    max_list_items = Whole(load_default=4096, validate=validate.Range(1, 10**9))
+    max_token_ids = Whole(load_default=262_144, validate=validate.Range(1, 10**9))
+    max_form_fields = Whole(load_default=1024, validate=validate.Range(1, 10**9))
+    max_form_parts = Whole(load_default=64, validate=validate.Range(1, 10**9))
     max_form_field_kb = fields.Float(load_default=1024.0, validate=validate.Range(min=0.001))
     request_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
     drain_timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=86400))
@@ -87,13 +88,11 @@ class InstanceSchema(Schema):
     type = fields.String(required=True)
     default_model = fields.String(load_default=None, allow_none=True)
     enabled = fields.Boolean(load_default=True)
-    max_concurrent = fields.Integer(
+    max_concurrent = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 100_000))
+    max_loaded_models = Whole(
         load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
     )
-    max_loaded_models = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(1, 100_000)
-    )
-    default_max_tokens = fields.Integer(
+    default_max_tokens = Whole(
         load_default=None, allow_none=True, validate=validate.Range(1, 10_000_000)
     )
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from .resources.placement import DEVICE_PIN, is_gpu_sizes, is_size
+from .whole_number import Whole
 
 T = TypeVar("T")
 DEVICE = validate.Regexp(DEVICE_PIN, error="a device is cpu, gpu or cuda:<n>")
@@ -58,15 +59,15 @@ class SecuritySchema(Schema):
     local_access = fields.Boolean(load_default=True)
     trusted_proxies = fields.List(fields.String(validate=_network), load_default=list)
     cors_origins = fields.List(fields.String(), load_default=list)
-    ip_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    key_rpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    key_tpm = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    key_concurrent = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    ip_rpm = Whole(load_default=0, validate=validate.Range(min=0))
+    key_rpm = Whole(load_default=0, validate=validate.Range(min=0))
+    key_tpm = Whole(load_default=0, validate=validate.Range(min=0))
+    key_concurrent = Whole(load_default=0, validate=validate.Range(min=0))
     rate_limit_storage = fields.String(load_default="async+memory://", validate=_limits_storage)
     rate_limit_storage_env = fields.String(
         load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
     )
-    rate_limit_window_s = fields.Integer(load_default=60, validate=validate.Range(1, 86400))
+    rate_limit_window_s = Whole(load_default=60, validate=validate.Range(1, 86400))
     rate_limit_on_storage_error = fields.String(
         load_default="allow", validate=validate.OneOf(("allow", "refuse"))
     )
@@ -81,13 +82,13 @@ class ResourcesSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    queue_size = fields.Integer(load_default=64, validate=validate.Range(0, 1_000_000))
+    queue_size = Whole(load_default=64, validate=validate.Range(0, 1_000_000))
     ram_budget = fields.Raw(load_default=None, validate=SIZE)
     ram_reserve = fields.Raw(load_default=0, validate=SIZE)
     gpu_budget = fields.Raw(load_default=None, validate=GPU_SIZES)
     gpu_reserve = fields.Raw(load_default="512MiB", validate=GPU_SIZES)
     devices = fields.Dict(values=fields.String(validate=DEVICE), load_default=dict)
-    max_loaded_models = fields.Integer(load_default=0, validate=validate.Range(0, 100_000))
+    max_loaded_models = Whole(load_default=0, validate=validate.Range(0, 100_000))
     keep_alive_s = fields.Float(load_default=300.0, validate=validate.Range(min=-1))
     pinned = fields.List(fields.String(), load_default=list)
     queue_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.01))
@@ -100,11 +101,11 @@ class ResilienceSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    failure_threshold = fields.Integer(load_default=5, validate=validate.Range(1, 10_000))
+    failure_threshold = Whole(load_default=5, validate=validate.Range(1, 10_000))
     window_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
     cooldown_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
     health_interval_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
-    restart_limit = fields.Integer(load_default=5, validate=validate.Range(0, 10_000))
+    restart_limit = Whole(load_default=5, validate=validate.Range(0, 10_000))
     restart_window_s = fields.Float(load_default=600.0, validate=validate.Range(min=1))
 
 
@@ -194,7 +195,7 @@ class StorageSchema(Schema):
     url_env = fields.String(
         load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$")
     )
-    pool_size = fields.Integer(load_default=10, validate=validate.Range(1, 1000))
+    pool_size = Whole(load_default=10, validate=validate.Range(1, 1000))
     connect_timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
     migrate_on_start = fields.Boolean(load_default=True)
 
@@ -217,7 +218,7 @@ class FunctionsSchema(Schema):
 
     folders = fields.List(fields.String(), load_default=list)
     allow_unsafe = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
-    max_steps = fields.Integer(load_default=5, validate=validate.Range(1, 100))
+    max_steps = Whole(load_default=5, validate=validate.Range(1, 100))
     timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
 
 

@@ -13,6 +13,7 @@ from .bindings import GENERATION_TYPES, Binding
 from .config import Config, InstanceConfig, describe_errors
 from .errors import (
     ConfigError,
+    Forbidden,
     InvalidRequest,
     LollmsError,
     ModelNotFound,
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .fleet import FLEET_TYPE
 from .plugins import Plugins
-from .security.principal import caller
+from .security.principal import caller, current
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,11 @@ class Registry:
         try:
             return self.instances[name]
         except KeyError:
-            known = ", ".join(sorted(self.instances)) or "none configured"
+            principal = current()  # a caller is told of the instances it may use only
+            visible = [
+                n for n in self.instances if principal is None or principal.may_use_instance(n)
+            ]
+            known = ", ".join(sorted(visible)) or "none configured"
             raise NotFound(
                 f"no binding instance named {name!r}; instances: {known}", param="binding_name"
             ) from None
@@ -121,9 +126,13 @@ class Registry:
             return await self._resolve_route(generation_type, model)
         if instance is None and model is None and self.defaults.get(generation_type) in self.routes:
             return await self._resolve_route(generation_type, self.defaults[generation_type])
+        principal = caller()  # no known caller: refused (fail closed)
+        named = (instance, model)  # what the request named: all a refusal may repeat
         if instance is None:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
             instance, model = default_instance, model or default_model
+        if not principal.may_use_instance(instance):  # before 404 and 501: nothing is told
+            raise refusal(named, generation_type)
         binding = self.get(instance)
         what = f"binding instance {instance!r} (type {binding.name}) cannot do {generation_type!r}"
         require(binding, generation_type, what)
@@ -132,7 +141,8 @@ class Registry:
             or self.default_models.get(instance)
             or await _default_model(binding, generation_type)
         )
-        caller().check_target(instance, model)  # no known caller: refused (fail closed)
+        if not principal.may_use(instance, model):
+            raise refusal(named, generation_type)
         return Target(binding, model)
 
     async def _resolve_route(self, generation_type: str, name: str) -> Target:
@@ -156,6 +166,18 @@ class Registry:
         except _BareModel:
             return await self.resolve(generation_type, None, ref)
         return await self.resolve(generation_type, instance, model)
+
+
+def refusal(named: tuple[str | None, str | None], generation_type: str) -> Forbidden:
+    """403 for a target the key may not use, naming only what the request named: a key is
+    not told the defaults, models or instances it cannot use."""
+    instance, model = named
+    if instance is None and model is None:
+        return Forbidden(f"this key may not use the default {generation_type!r} target")
+    if model is None:
+        return Forbidden(f"this key may not use binding instance {instance!r}")
+    where = f" of instance {instance!r}" if instance is not None else ""
+    return Forbidden(f"this key may not use model {model!r}{where}")
 
 
 class _BareModel(Exception):

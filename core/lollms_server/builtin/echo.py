@@ -35,6 +35,7 @@ from ..bindings import (
 )
 from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound, UnsupportedMediaType
 from ..hookspecs import hookimpl
+from ..whole_number import Whole
 from . import tiny_media
 from .echo_tools import scripted_calls, tool_answer
 
@@ -52,10 +53,10 @@ REVERSE_BLOCK = 1 << 20
 class EchoSettings(Schema):
     """Settings of an echo instance."""
 
-    delay_ms = fields.Integer(load_default=50, validate=validate.Range(0, 10_000))
+    delay_ms = Whole(load_default=50, validate=validate.Range(0, 10_000))
     down = fields.Boolean(load_default=False)
     model_memory_mb = fields.Float(load_default=0.0, validate=validate.Range(0, 1_000_000))
-    load_delay_ms = fields.Integer(load_default=0, validate=validate.Range(0, 60_000))
+    load_delay_ms = Whole(load_default=0, validate=validate.Range(0, 60_000))
     loaded_memory_mb = fields.Float(
         load_default=None, allow_none=True, validate=validate.Range(0, 1_000_000),
         metadata={"help": "what a load reports it took (default: model_memory_mb, the estimate)"},

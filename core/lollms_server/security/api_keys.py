@@ -104,6 +104,9 @@ def _record(row: Any) -> KeyRecord:
     )
 
 
+ADMITS_NOTHING = "an empty list would admit nothing; leave the field out (or null) for no limit"
+
+
 class KeyStore:
     """Create, list, revoke and verify API keys in the database."""
 
@@ -132,8 +135,11 @@ class KeyStore:
             secrets.token_urlsafe(32),
             secrets.token_bytes(16),
         )
-        bindings = sorted(allowed_bindings) if allowed_bindings else None
-        models = sorted(allowed_models) if allowed_models else None
+        bindings = sorted(allowed_bindings) if allowed_bindings is not None else None
+        models = sorted(allowed_models) if allowed_models is not None else None
+        for param, names in (("allowed_bindings", bindings), ("allowed_models", models)):
+            if names == []:
+                raise InvalidRequest(f"{param}: {ADMITS_NOTHING}", param=param)
         malformed = [entry for entry in models or () if split_entry(entry) == ("", "")]
         if malformed:
             raise InvalidRequest(

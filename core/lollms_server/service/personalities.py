@@ -14,6 +14,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from ..bindings import ChatMessage
 from ..errors import NotFound
+from ..whole_number import Whole
 from .functions import import_file
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,11 @@ class PersonalityFileSchema(Schema):
     recommended_model = fields.String(load_default="", allow_none=True)
     anti_prompts = fields.List(fields.String(), load_default=list)
     model_temperature = fields.Float(load_default=None, allow_none=True)
-    model_n_predicts = fields.Integer(load_default=None, allow_none=True)
-    model_top_k = fields.Integer(load_default=None, allow_none=True)
+    model_n_predicts = Whole(load_default=None, allow_none=True)
+    model_top_k = Whole(load_default=None, allow_none=True)
     model_top_p = fields.Float(load_default=None, allow_none=True)
     model_repeat_penalty = fields.Float(load_default=None, allow_none=True)
-    model_repeat_last_n = fields.Integer(load_default=None, allow_none=True)
+    model_repeat_last_n = Whole(load_default=None, allow_none=True)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ...httpkit.convert import health_dict, model_dict
 from ...httpkit.endpoint import endpoint
 from ...keys import FUNCTIONS, PERSONALITIES, PLUGINS, REGISTRY
 from ...listing import gather_models, list_models_of, visible_bindings, visible_instance
+from ...security.principal import current
 from . import upstream_shapes as shapes
 from .schemas import ListingQuerySchema, ModelInfoQuerySchema
 
@@ -165,12 +166,19 @@ async def list_functions(request: web.Request, query: dict[str, Any]) -> web.Res
 async def get_default_bindings(request: web.Request, query: dict[str, Any]) -> web.Response:
     """Defaults per generation type: upstream's `<type>_binding` keys, with `<type>_model`."""
     registry = request.app[REGISTRY]
+    principal = current()
     nested: dict[str, dict[str, str | None]] = {}
     for generation_type, ref in sorted(registry.defaults.items()):
-        instance, _, model = ref.partition("/")
+        instance, _, named = ref.partition("/")
+        model = named or registry.default_models.get(instance)
+        usable = ref in registry.routes or (
+            principal is not None
+            and principal.may_use_instance(instance)
+            and (model is None or principal.may_use(instance, model))
+        )  # a key is not told of a default it may not use
         nested[generation_type] = {
-            "binding_instance": instance,
-            "model_name": model or registry.default_models.get(instance),
+            "binding_instance": instance if usable else None,
+            "model_name": model if usable else None,
         }
     if query["format"] == OURS:
         return web.json_response({"defaults": nested})

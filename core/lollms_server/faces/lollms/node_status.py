@@ -15,16 +15,26 @@ from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
+from ...security.principal import current
 
 routes = web.RouteTableDef()
 
 
 def queue_depths(app: web.Application) -> dict[str, int]:
-    """Generations running or waiting, per `instance/model` lane."""
-    return {
-        f"{instance}/{model}": lane.active + len(lane.waiting)
-        for (instance, model), lane in app[SCHEDULER].lanes.items()
-    }
+    """Generations running or waiting, per busy `instance/model` lane the caller may use
+    (an idle lane is 0, absent: lanes are made for any name a client sends)."""
+    principal = current()
+    depths = {}
+    for (instance, model), lane in app[SCHEDULER].lanes.items():
+        depth = lane.active + len(lane.waiting)
+        if depth and principal is not None and principal.may_use(instance, model):
+            depths[f"{instance}/{model}"] = depth
+    return depths
+
+
+def queue_total(app: web.Application) -> int:
+    """Generations running or waiting on this server, all lanes together."""
+    return sum(lane.active + len(lane.waiting) for lane in app[SCHEDULER].lanes.values())
 
 
 def devices(app: web.Application) -> list[Device]:
@@ -45,9 +55,8 @@ async def add_load_headers(request: web.Request, response: web.StreamResponse) -
     if request.get(REQUEST_PRINCIPAL) is None or not request.path.startswith(("/api/", "/v1/")):
         return
     app = request.app
-    depths = queue_depths(app)
-    response.headers[QUEUE_HEADER] = str(sum(depths.values()))
-    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(depths)
+    response.headers[QUEUE_HEADER] = str(queue_total(app))
+    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(queue_depths(app))
     room = free_memory(app)
     if room is not None:
         response.headers[FREE_MEMORY_HEADER] = str(room)
@@ -56,8 +65,10 @@ async def add_load_headers(request: web.Request, response: web.StreamResponse) -
 @routes.get("/api/v1/status")
 @endpoint("Load of this server: queue depth per model, free memory, loaded models", tag="lollms")
 async def status(request: web.Request) -> web.Response:
-    """Queue depth per lane, memory per device and the loaded models."""
+    """Queue depth per busy lane, memory per device and the loaded models (those the caller
+    may use)."""
     app = request.app
+    principal = current()
     body: dict[str, Any] = {
         "queue_depth": queue_depths(app),
         "free_memory_bytes": free_memory(app),
@@ -71,6 +82,10 @@ async def status(request: web.Request) -> web.Response:
             }
             for d in devices(app)
         ],
-        "loaded": sorted(entry.ref for entry in app[LIFECYCLE].loaded.values()),
+        "loaded": sorted(
+            entry.ref
+            for entry in app[LIFECYCLE].loaded.values()
+            if principal is not None and principal.may_use(entry.instance, entry.model)
+        ),
     }
     return web.json_response(body)

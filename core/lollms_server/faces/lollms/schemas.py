@@ -28,6 +28,8 @@ from ...httpkit.shapes import (
 from ...ignored_fields import ForgivingSchema
 from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
+from ...security.api_keys import ADMITS_NOTHING
+from ...whole_number import Whole
 from .inputs import lollms_inputs
 
 EXTRA_PARAMETER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -41,25 +43,25 @@ class ParametersSchema(LeanSchema):
 
     temperature = fields.Float(validate=validate.Range(0, 5))
     top_p = fields.Float(validate=validate.Range(0, 1))
-    top_k = fields.Integer(validate=validate.Range(0, 100_000))
-    max_tokens = fields.Integer(validate=validate.Range(1, 10_000_000))
+    top_k = Whole(validate=validate.Range(0, 100_000))
+    max_tokens = Whole(validate=validate.Range(1, 10_000_000))
     repeat_penalty = fields.Float(validate=validate.Range(0, 10))
     presence_penalty = fields.Float(validate=validate.Range(-2, 2))
     frequency_penalty = fields.Float(validate=validate.Range(-2, 2))
-    seed = fields.Integer(validate=validate.Range(-(2**63), 2**63 - 1))
+    seed = Whole(validate=validate.Range(-(2**63), 2**63 - 1))
     stop = StringOrList(max_items=16)
-    width = fields.Integer(validate=validate.Range(1, 8192))
-    height = fields.Integer(validate=validate.Range(1, 8192))
-    steps = fields.Integer(validate=validate.Range(1, 1000))
+    width = Whole(validate=validate.Range(1, 8192))
+    height = Whole(validate=validate.Range(1, 8192))
+    steps = Whole(validate=validate.Range(1, 1000))
     guidance_scale = fields.Float(validate=validate.Range(0, 100))
     strength = fields.Float(validate=validate.Range(0, 1))
     negative_prompt = fields.String(validate=validate.Length(max=100_000))
-    n = fields.Integer(validate=validate.Range(1, 16))
+    n = Whole(validate=validate.Range(1, 16))
     voice = fields.String(validate=NAME)
     speed = fields.Float(validate=validate.Range(0.25, 4))
     response_format = fields.String(validate=validate.Length(max=32))
     keep_alive = fields.Float(validate=validate.Range(-1, 10**9))
-    max_steps = fields.Integer(
+    max_steps = Whole(
         validate=validate.Range(1, 100),
         metadata={"description": "most model turns of the function-calling loop"},
     )
@@ -181,7 +183,7 @@ class TokenizeSchema(TargetSchema):
 class DetokenizeSchema(TargetSchema):
     """`POST /api/v1/detokenize`."""
 
-    tokens = CappedList(fields.Integer(), cap="max_token_ids", required=True)
+    tokens = CappedList(Whole(), cap="max_token_ids", required=True)
 
 
 class ModelInfoQuerySchema(ForgivingSchema):
@@ -233,25 +235,29 @@ class KeyCreateSchema(StrictSchema):
         load_default=None, allow_none=True, validate=validate.Range(0.0001, 36500)
     )
     allowed_bindings = CappedList(
-        fields.String(validate=NAME), cap=1024, load_default=None, allow_none=True
+        fields.String(validate=NAME),
+        cap=1024,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, error=ADMITS_NOTHING),
     )
     allowed_models = CappedList(
-        fields.String(validate=NAME), cap=1024, load_default=None, allow_none=True
+        fields.String(validate=NAME),
+        cap=1024,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, error=ADMITS_NOTHING),
     )
-    rpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
-    tpm = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
-    max_concurrent = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(1, 10**6)
-    )
+    rpm = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
+    tpm = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 10**9))
+    max_concurrent = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 10**6))
 
 
 class AuditQuerySchema(StrictSchema):
     """`GET /api/v1/audit` query."""
 
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    before_id = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(1, 2**62)
-    )
+    limit = Whole(load_default=100, validate=validate.Range(1, 1000))
+    before_id = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 2**62))
     event = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     key_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 

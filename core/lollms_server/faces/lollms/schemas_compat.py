@@ -13,6 +13,7 @@ from marshmallow import fields, validate
 from ...httpkit.shapes import NAME, Upload
 from ...ignored_fields import ForgivingSchema
 from ...request_limits import CappedList
+from ...whole_number import Whole
 
 TEXT = validate.Length(max=10_000_000)
 BASE64 = validate.Length(max=200_000_000)
@@ -39,7 +40,7 @@ class ModelTokensSchema(LenientSchema):
     """`{model, tokens}`: detokenize."""
 
     model = _opt(fields.String, validate=NAME)
-    tokens = CappedList(fields.Integer(), cap="max_token_ids", required=True)
+    tokens = CappedList(Whole(), cap="max_token_ids", required=True)
 
 
 class ModelOnlySchema(LenientSchema):
@@ -88,14 +89,14 @@ class WebuiGenerateSchema(LenientSchema):
     prompt = fields.String(required=True, validate=TEXT)
     model_name = _opt(fields.String, validate=NAME)
     personality = _opt(fields.Raw)
-    n_predict = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    n_predict = _opt(Whole, validate=validate.Range(1, 10_000_000))
     stream = fields.Boolean(load_default=False, allow_none=True)
     temperature = _opt(fields.Float, validate=validate.Range(0, 2))
-    top_k = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    top_k = _opt(Whole, validate=validate.Range(0, 100_000))
     top_p = _opt(fields.Float, validate=validate.Range(0, 1))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
-    repeat_last_n = _opt(fields.Integer, validate=validate.Range(0, 100_000))
-    seed = _opt(fields.Integer)
+    repeat_last_n = _opt(Whole, validate=validate.Range(0, 100_000))
+    seed = _opt(Whole)
     images = _opt(CappedList, cls_or_instance=fields.String(validate=BASE64), cap=16)
 
 
@@ -109,7 +110,7 @@ class WebuiTokenizeSchema(LenientSchema):
 class WebuiDetokenizeSchema(LenientSchema):
     """`/lollms_detokenize`."""
 
-    tokens = CappedList(fields.Integer(), cap="max_token_ids", required=True)
+    tokens = CappedList(Whole(), cap="max_token_ids", required=True)
     return_named = fields.Boolean(load_default=False, allow_none=True)
 
 

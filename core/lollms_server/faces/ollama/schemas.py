@@ -37,6 +37,7 @@ from ...lean_schema import LeanSchema
 from ...media_types import sniff_image
 from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive
 from ...request_limits import CappedList
+from ...whole_number import Whole
 
 MAX_IMAGES = 16
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -103,24 +104,24 @@ class OllamaOptionsSchema(OllamaLenientSchema):
 
     temperature = _opt(fields.Float, validate=validate.Range(0, 100))
     top_p = _opt(fields.Float, validate=validate.Range(0, 1))
-    top_k = _opt(fields.Integer, validate=validate.Range(0, 1_000_000))
-    num_predict = _opt(fields.Integer, validate=validate.Range(-2, 10_000_000))
+    top_k = _opt(Whole, validate=validate.Range(0, 1_000_000))
+    num_predict = _opt(Whole, validate=validate.Range(-2, 10_000_000))
     stop = StringOrList(max_items=16, load_default=None, allow_none=True)
-    seed = _opt(fields.Integer, validate=validate.Range(-(2**63), 2**63 - 1))
+    seed = _opt(Whole, validate=validate.Range(-(2**63), 2**63 - 1))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 100))
     presence_penalty = _opt(fields.Float, validate=validate.Range(-100, 100))
     frequency_penalty = _opt(fields.Float, validate=validate.Range(-100, 100))
-    num_ctx = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
-    num_keep = _opt(fields.Integer, validate=validate.Range(-1, 10_000_000))
-    num_batch = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
-    num_gpu = _opt(fields.Integer, validate=validate.Range(-1, 100_000))
-    main_gpu = _opt(fields.Integer, validate=validate.Range(0, 1024))
-    num_thread = _opt(fields.Integer, validate=validate.Range(0, 4096))
-    repeat_last_n = _opt(fields.Integer, validate=validate.Range(-1, 10_000_000))
+    num_ctx = _opt(Whole, validate=validate.Range(1, 10_000_000))
+    num_keep = _opt(Whole, validate=validate.Range(-1, 10_000_000))
+    num_batch = _opt(Whole, validate=validate.Range(1, 10_000_000))
+    num_gpu = _opt(Whole, validate=validate.Range(-1, 100_000))
+    main_gpu = _opt(Whole, validate=validate.Range(0, 1024))
+    num_thread = _opt(Whole, validate=validate.Range(0, 4096))
+    repeat_last_n = _opt(Whole, validate=validate.Range(-1, 10_000_000))
     min_p = _opt(fields.Float, validate=validate.Range(0, 1))
     typical_p = _opt(fields.Float, validate=validate.Range(0, 1))
     tfs_z = _opt(fields.Float, validate=validate.Range(0, 100))
-    mirostat = _opt(fields.Integer, validate=validate.Range(0, 2))
+    mirostat = _opt(Whole, validate=validate.Range(0, 2))
     mirostat_tau = _opt(fields.Float, validate=validate.Range(0, 100))
     mirostat_eta = _opt(fields.Float, validate=validate.Range(0, 100))
     penalize_newline = _opt(fields.Boolean)
@@ -235,7 +236,7 @@ class OllamaChatSchema(OllamaRequestSchema):
     )
     tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     logprobs = _opt(fields.Boolean)
-    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+    top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
 
 
 class OllamaGenerateSchema(OllamaRequestSchema):
@@ -246,10 +247,10 @@ class OllamaGenerateSchema(OllamaRequestSchema):
     images = _opt(CappedList, cls_or_instance=fields.String(), cap=MAX_IMAGES)
     system = _opt(fields.String)
     template = _opt(fields.String)
-    context = _opt(CappedList, cls_or_instance=fields.Integer(), cap="max_token_ids")
+    context = _opt(CappedList, cls_or_instance=Whole(), cap="max_token_ids")
     raw = fields.Boolean(load_default=False, allow_none=True)
     logprobs = _opt(fields.Boolean)
-    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+    top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
 
     @post_load
     def _messages(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -293,7 +294,7 @@ class OllamaEmbedSchema(OllamaLenientSchema):
     truncate = _opt(fields.Boolean)
     options = fields.Nested(OllamaOptionsSchema, load_default=dict, allow_none=True)
     keep_alive = KeepAlive(load_default=None, allow_none=True)
-    dimensions = _opt(fields.Integer, validate=validate.Range(1, 65536))
+    dimensions = _opt(Whole, validate=validate.Range(1, 65536))
 
 
 class OllamaEmbeddingsSchema(OllamaLenientSchema):

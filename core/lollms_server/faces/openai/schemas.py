@@ -49,6 +49,7 @@ from ...httpkit.convert import DATA_URL, decode_data
 from ...httpkit.shapes import NAME, StrictSchema, StringOrList
 from ...lean_schema import LeanSchema
 from ...request_limits import CappedList
+from ...whole_number import Whole
 
 MAX_INPUTS = 2048
 ROLES = {role: role for role in ("system", "user", "assistant", "tool")}
@@ -207,15 +208,15 @@ class SamplingSchema(StrictSchema):
     stream_options = _opt(fields.Nested, nested=StreamOptionsSchema)
     temperature = _opt(fields.Float, validate=validate.Range(0, 2))
     top_p = _opt(fields.Float, validate=validate.Range(0, 1))
-    n = _opt(fields.Integer, validate=ONE_CHOICE)
+    n = _opt(Whole, validate=ONE_CHOICE)
     stop = StringOrList(max_items=16, load_default=None, allow_none=True)
-    max_tokens = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    max_tokens = _opt(Whole, validate=validate.Range(1, 10_000_000))
     presence_penalty = _opt(fields.Float, validate=validate.Range(-2, 2))
     frequency_penalty = _opt(fields.Float, validate=validate.Range(-2, 2))
     logit_bias = _opt(fields.Dict)
-    seed = _opt(fields.Integer, validate=validate.Range(-(2**63), 2**63 - 1))
+    seed = _opt(Whole, validate=validate.Range(-(2**63), 2**63 - 1))
     user = _opt(fields.String)
-    top_k = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    top_k = _opt(Whole, validate=validate.Range(0, 100_000))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
     keep_alive = _opt(fields.Float, validate=validate.Range(-1, 10**9))
     chat_template_kwargs = _opt(fields.Dict)
@@ -255,9 +256,9 @@ class ChatCompletionSchema(SamplingSchema):
         required=True,
         validate=validate.Length(min=1),
     )
-    max_completion_tokens = _opt(fields.Integer, validate=validate.Range(1, 10_000_000))
+    max_completion_tokens = _opt(Whole, validate=validate.Range(1, 10_000_000))
     logprobs = _opt(fields.Boolean)
-    top_logprobs = _opt(fields.Integer, validate=validate.Range(0, 20))
+    top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
     tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     tool_choice = _opt(fields.Raw)
     parallel_tool_calls = _opt(fields.Boolean)
@@ -287,9 +288,9 @@ class CompletionSchema(SamplingSchema):
     """`POST /v1/completions` (legacy)."""
 
     prompt = TextInput(required=True, validate=validate.Length(equal=1, error=ONE_PROMPT))
-    best_of = _opt(fields.Integer, validate=ONE_CHOICE)
+    best_of = _opt(Whole, validate=ONE_CHOICE)
     echo = fields.Boolean(load_default=False, allow_none=True)
-    logprobs = _opt(fields.Integer, validate=validate.Range(0, 5))
+    logprobs = _opt(Whole, validate=validate.Range(0, 5))
     suffix = _opt(fields.String, validate=TEXT)
 
 
@@ -301,5 +302,5 @@ class EmbeddingSchema(StrictSchema):
     encoding_format = fields.String(
         load_default="float", allow_none=True, validate=validate.OneOf(["float", "base64"])
     )
-    dimensions = _opt(fields.Integer, validate=validate.Range(1, 65536))
+    dimensions = _opt(Whole, validate=validate.Range(1, 65536))
     user = _opt(fields.String)

@@ -21,6 +21,7 @@ from ...httpkit.shapes import (
     StringOrList,
     Upload,
 )
+from ...whole_number import Whole
 from .schemas import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
@@ -77,25 +78,25 @@ class ImageFieldsSchema(StrictSchema):
 
     prompt = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
     model = _opt(fields.String, validate=NAME)
-    n = _opt(fields.Integer, validate=validate.Range(1, 10))
+    n = _opt(Whole, validate=validate.Range(1, 10))
     size = _opt(fields.String, validate=validate.Regexp(SIZE, error="must be WIDTHxHEIGHT or auto"))
     response_format = _opt(fields.String, validate=validate.OneOf(["url", "b64_json"]))
     quality = _opt(fields.String, validate=validate.Length(max=32))
     background = _opt(fields.String, validate=validate.Length(max=32))
     moderation = _opt(fields.String, validate=validate.Length(max=32))
-    output_compression = _opt(fields.Integer, validate=validate.Range(0, 100))
+    output_compression = _opt(Whole, validate=validate.Range(0, 100))
     output_format = _opt(fields.String, validate=validate.Length(max=32))
-    partial_images = _opt(fields.Integer, validate=validate.Range(0, 8))
+    partial_images = _opt(Whole, validate=validate.Range(0, 8))
     stream = _opt(fields.Boolean)
     user = _opt(fields.String)
     safety_identifier = _opt(fields.String)
     complexity = _opt(fields.String, validate=validate.Length(max=32))
-    frame_count = _opt(fields.Integer, validate=validate.Range(0, 10_000))
-    frame_duration_ms = _opt(fields.Integer, validate=validate.Range(0, 100_000))
+    frame_count = _opt(Whole, validate=validate.Range(0, 10_000))
+    frame_duration_ms = _opt(Whole, validate=validate.Range(0, 100_000))
     svg = _opt(fields.Dict)
-    seed = _opt(fields.Integer, validate=validate.Range(0, 2**63 - 1))
+    seed = _opt(Whole, validate=validate.Range(0, 2**63 - 1))
     negative_prompt = _opt(fields.String, validate=TEXT)
-    steps = _opt(fields.Integer, validate=validate.Range(1, 1000))
+    steps = _opt(Whole, validate=validate.Range(1, 1000))
     guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
     loras = LoraList(load_default=None, allow_none=True)
     controlnet = ControlNetField(load_default=None, allow_none=True)
@@ -134,7 +135,7 @@ class ImageEditForm(FormSchema, ImageFieldsSchema):
     input_fidelity = _opt(fields.String, validate=validate.Length(max=32))
     strength = _opt(fields.Float, validate=validate.Range(0, 1))
     controlnet_image = _opt(Upload)
-    upscale = _opt(fields.Integer, validate=validate.Range(1, 16))
+    upscale = _opt(Whole, validate=validate.Range(1, 16))
 
 
 class SpeechSchema(StrictSchema):

@@ -1,0 +1,136 @@
+"""A key limited by allow-lists learns nothing of what it may not use, and the keys API takes
+only allow-lists and limits that mean what they say."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import ECHO_DEFAULTS, MakeClient, MakeConfig
+
+from lollms_server.cli_keys import _split
+from lollms_server.errors import InvalidRequest
+from lollms_server.keys import KEYSTORE
+
+Client = TestClient[Any, Any]
+FOREIGN = {"Host": "evil.example"}  # not local: the key decides
+HIDDEN = "hidden-instance"
+HIDDEN_MODEL = "secret-default-model"
+
+
+async def two_instances(make_client: MakeClient, make_config: MakeConfig) -> Client:
+    """`echo` and a second instance (the ttt default, with a model of its own) a key may not
+    see; the second can do ttt only."""
+    bindings = {
+        "echo": {"type": "echo", "default_model": "slow", "delay_ms": 300},
+        HIDDEN: {"type": "echo", "default_model": HIDDEN_MODEL},
+    }
+    defaults = {**ECHO_DEFAULTS, "ttt": HIDDEN}
+    client = await make_client(make_config({"bindings": bindings, "defaults": defaults}))
+    return client
+
+
+async def test_a_limited_key_is_told_nothing_of_what_it_may_not_use(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    client = await two_instances(make_client, make_config)
+    store = client.server.app[KEYSTORE]
+    limited, _ = await store.create("limited", "user", allowed_models=["echo/slow"])
+    admin, _ = await store.create("admin", "admin")
+    as_limited = {"X-API-Key": limited, **FOREIGN}
+    prompt = [{"type": "text", "data": "a b c"}]
+
+    # both instances busy: each lane has a generation running, the hidden one by the admin
+    hidden_body = {"binding_name": HIDDEN, "input_data": prompt}
+    busy = [
+        asyncio.create_task(client.post("/api/v1/generate", json=hidden_body,
+                                        headers={"X-API-Key": admin, **FOREIGN})),
+        asyncio.create_task(client.post("/api/v1/generate", headers=as_limited,
+                                        json={"binding_name": "echo", "input_data": prompt})),
+    ]  # fmt: skip
+    await asyncio.sleep(0.1)
+    status = await client.get("/api/v1/status", headers=as_limited)
+    await asyncio.gather(*busy)
+    seen = await status.text()
+    assert status.status == 200 and HIDDEN not in seen and HIDDEN_MODEL not in seen
+    assert (await status.json())["queue_depth"] == {"echo/slow": 1}
+    assert HIDDEN not in status.headers["X-Lollms-Model-Queue-Depth"]
+
+    defaults = await (await client.get("/api/v1/get_default_bindings", headers=as_limited)).json()
+    assert defaults["defaults"]["ttt_binding"] is None
+    assert defaults["defaults"]["ttt_model"] is None
+    assert defaults["defaults"]["tti_binding"] == "echo"  # what it may use stays
+
+    refusals = [
+        ("/api/v1/generate", {"binding_name": "nope", "input_data": prompt}),  # no such one
+        (
+            "/api/v1/generate",
+            {"binding_name": HIDDEN, "generation_type": "tti", "input_data": prompt},
+        ),  # exists, cannot do tti
+        ("/api/v1/generate", {"input_data": prompt}),  # the hidden default
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "x"}]},
+        ),
+    ]
+    for path, body in refusals:
+        response = await client.post(path, json=body, headers=as_limited)
+        text = await response.text()
+        assert response.status == 403, (path, body, text)
+        if body.get("binding_name") != HIDDEN:  # only a name the request gave is repeated
+            assert HIDDEN not in text
+        assert HIDDEN_MODEL not in text and "echo/slow" not in text
+    unknown = await client.post(
+        "/api/v1/generate",
+        json={"binding_name": "nope", "input_data": prompt},
+        headers={"X-API-Key": admin, **FOREIGN},
+    )
+    assert unknown.status == 404 and HIDDEN in await unknown.text()  # an admin sees them all
+
+
+async def test_keys_api_refuses_empty_allow_lists_and_fractional_limits(client: Client) -> None:
+    for body in (
+        {"name": "k", "allowed_bindings": []},
+        {"name": "k", "allowed_models": []},
+        {"name": "k", "rpm": 2.9},
+        {"name": "k", "max_concurrent": 1.99},
+        {"name": "k", "tpm": 1.5},
+    ):
+        response = await client.post("/api/v1/keys", json=body)
+        assert response.status == 422, (body, await response.text())
+        field = next(iter(set(body) - {"name"}))
+        assert (await response.json())["error"]["param"] == field
+    whole = await client.post("/api/v1/keys", json={"name": "k", "rpm": 3.0, "tpm": "7"})
+    assert whole.status == 201
+    record = await whole.json()
+    assert (record["rpm"], record["tpm"]) == (3, 7)
+    assert record["allowed_bindings"] is None  # left out: no limit
+
+
+async def test_a_fractional_max_tokens_is_a_400_on_every_face(client: Client) -> None:
+    messages = [{"role": "user", "content": "x"}]
+    chat = await client.post(
+        "/v1/chat/completions", json={"model": "echo/echo", "messages": messages, "max_tokens": 1.5}
+    )
+    assert chat.status == 400 and "max_tokens" in await chat.text()
+    ollama = await client.post(
+        "/api/chat",
+        json={"model": "echo/echo", "messages": messages, "options": {"num_predict": 2.5}},
+    )
+    assert ollama.status == 400, await ollama.text()
+    lollms = await client.post(
+        "/api/v1/generate",
+        json={"input_data": [{"type": "text", "data": "x"}], "parameters": {"max_tokens": 2.5}},
+    )
+    assert lollms.status in (400, 422), await lollms.text()
+
+
+async def test_the_key_store_refuses_an_empty_allow_list(client: Client) -> None:
+    """The CLI and the pages reach the store without the API's schema: `--models ""` too."""
+    store = client.server.app[KEYSTORE]
+    for lists in ({"allowed_bindings": []}, {"allowed_models": []}):
+        with pytest.raises(InvalidRequest, match="admit nothing"):
+            await store.create("k", "user", **lists)
+    assert _split("") == [] and _split(None) is None and _split("a, b,") == ["a", "b"]
