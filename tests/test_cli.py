@@ -88,3 +88,58 @@ def test_plugins_lists_echo(env: dict[str, str]) -> None:
     result = run(env, "plugins")
     assert result.returncode == 0, result.stdout
     assert "echo" in result.stdout and "lollms-server" in result.stdout
+
+
+def test_serve_options_work_without_the_serve_word(env: dict[str, str]) -> None:
+    """`lollms-server --port P` (the README's usage line) serves, like `serve --port P`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health") as reply:
+                    assert json.load(reply)["status"] == "ok"
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "server did not answer in 30 s"
+                time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(env: dict[str, str]) -> None:
+    """`keys list | head -1`: output to a closed pipe ends the command quietly."""
+    for name in ("a", "b"):
+        assert run(env, "keys", "create", "--name", name).returncode == 0
+    process = subprocess.Popen(
+        [*COMMAND, "keys", "list"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # type: ignore[union-attr]  # before the command writes a byte
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors.decode()
+
+
+def test_keys_list_shows_allow_lists_and_limits(env: dict[str, str]) -> None:
+    made = run(env, "keys", "create", "--name", "app", "--models", "echo/echo", "--rpm", "60")
+    assert made.returncode == 0, made.stderr
+    listed = run(env, "keys", "list")
+    line = next(row for row in listed.stdout.splitlines() if " app " in row)
+    assert line.endswith("models=echo/echo rpm=60")
+    empty = run(env, "keys", "create", "--name", "none", "--models", "")
+    assert empty.returncode == 1 and "admit nothing" in empty.stderr
+
+
+def test_config_show_gives_each_binding_its_whole_settings(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[bindings.e]\ntype = "echo"\n[tracing]\nenabled = false\n')
+    shown = json.loads(run(env, "--config", str(path), "config", "show").stdout)
+    assert shown["bindings"]["e"]["delay_ms"] == 50  # the echo type's default
+    assert "tracing" in shown and "tracing" not in shown["server"]

@@ -35,17 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_FORMATS,
         help="override [server] log_format (auto: text when stderr is a terminal, else JSON)",
     )
+    _add_serve_options(parser, defaults=True)  # `lollms-server --port P` serves, as `serve` does
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server (the default)")
-    serve.add_argument("--host", help="override [server] host")
-    serve.add_argument("--port", type=int, help="override [server] port")
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="server processes sharing the port, each with its own event loop (default 1; "
-        "N > 1 refuses local-model instances: see docs/deployment.md)",
-    )
+    _add_serve_options(serve, defaults=False)
     config = commands.add_parser("config", help="write or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     init = config_commands.add_parser("init", help="write the commented default config")
@@ -73,30 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--host, --port, --workers; `defaults=False` (the `serve` subcommand) sets only what is
+    given, so the values given before `serve` are kept."""
+    unset: dict[str, object] = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument("--host", help="override [server] host", **unset)  # type: ignore[arg-type]
+    parser.add_argument("--port", type=int, help="override [server] port", **unset)  # type: ignore[arg-type]
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1 if defaults else argparse.SUPPRESS,
+        help="server processes sharing the port, each with its own event loop (default 1; "
+        "N > 1 refuses local-model instances: see docs/deployment.md)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     path = args.config or default_config_path()
     try:
-        if args.command == "config":
-            return _config_command(args, path)
-        if args.command == "plugins":
-            return _plugins_command()
-        if args.command == "keys":
-            from .cli_keys import keys_command
-
-            return keys_command(args, load_config(path))
-        if args.command == "db":
-            return db_command(args, load_config(path))
-        if args.command in ("backup", "restore"):
-            return backup_command(args, load_config(path))
-        if args.command == "models":
-            return models_command(args, load_config(path))
-        host, port = getattr(args, "host", None), getattr(args, "port", None)
-        return _serve(path, host, port, args.log_format, getattr(args, "workers", 1))
+        code = _command(args, path)
+        sys.stdout.flush()  # a reader that left shows here, not as a traceback at exit
+        return code
     except ConfigError as exc:
         print(f"lollms-server: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `keys list | head -1`: the reader had enough, as for any tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(args: argparse.Namespace, path: Path) -> int:
+    if args.command == "config":
+        return _config_command(args, path)
+    if args.command == "plugins":
+        return _plugins_command()
+    if args.command == "keys":
+        from .cli_keys import keys_command
+
+        return keys_command(args, load_config(path))
+    if args.command == "db":
+        return db_command(args, load_config(path))
+    if args.command in ("backup", "restore"):
+        return backup_command(args, load_config(path))
+    if args.command == "models":
+        return models_command(args, load_config(path))
+    return _serve(path, args.host, args.port, args.log_format, args.workers)
 
 
 def _config_command(args: argparse.Namespace, path: Path) -> int:
@@ -109,8 +125,10 @@ def _config_command(args: argparse.Namespace, path: Path) -> int:
         return 0
     if args.config_command == "import":
         return import_command(args, path)
+    from .plugins import load_plugins
+
     config = load_config(path, create=False)
-    print(json.dumps(effective_config(config), indent=2))
+    print(json.dumps(effective_config(config, load_plugins()), indent=2, default=str))
     return 0
 
 

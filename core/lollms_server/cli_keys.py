@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from .config import Config
 from .errors import LollmsError
-from .security.api_keys import KeyStore
+from .security.api_keys import KeyRecord, KeyStore
 from .security.audit import AuditLog
 from .storage import open_store, schema
 
@@ -28,6 +28,21 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _limits(record: KeyRecord) -> str:
+    """A key's allow-lists and limits as `bindings=a,b models=i/m rpm=60`, or `-`."""
+    parts = [
+        f"{name}={','.join(sorted(values))}"
+        for name, values in (
+            ("bindings", record.allowed_bindings),
+            ("models", record.allowed_models),
+        )
+        if values is not None
+    ]
+    limits = (("rpm", record.rpm), ("tpm", record.tpm), ("concurrent", record.max_concurrent))
+    parts += [f"{name}={value}" for name, value in limits if value is not None]
+    return " ".join(parts) or "-"
 
 
 def keys_command(args: argparse.Namespace, config: Config) -> int:
@@ -55,11 +70,12 @@ async def _keys_command(args: argparse.Namespace, config: Config) -> int:
             print(key)
             print(f"key id {record.id} ({record.role}); it is shown only now", file=sys.stderr)
         elif args.keys_command == "list":
-            print(f"{'id':<14}{'name':<20}{'role':<7}{'status':<9}{'created':<18}expires")
+            head = f"{'id':<14}{'name':<20}{'role':<7}{'status':<9}{'created':<18}{'expires':<18}"
+            print(f"{head}limits")
             for item in await keys.list():
                 print(
                     f"{item.id:<14}{item.name[:19]:<20}{item.role:<7}{item.status():<9}"
-                    f"{_when(item.created_at):<18}{_when(item.expires_at)}"
+                    f"{_when(item.created_at):<18}{_when(item.expires_at):<18}{_limits(item)}"
                 )
         else:
             record = await keys.revoke(args.key_id)

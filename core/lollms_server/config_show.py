@@ -8,18 +8,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from marshmallow import RAISE, ValidationError
+
 from .bindings import mask_secrets
-from .config import Config
+from .config import Config, InstanceConfig
 from .masking import mask_text
+from .plugins import Plugins
 
 #: Binding settings that are secrets whatever their value (a table of them is masked whole).
 SECRET_SETTINGS = frozenset({"api_key", "headers"})
-SECTIONS = ("functions", "security", "resources", "resilience", "storage")
+SECTIONS = ("functions", "security", "resources", "resilience", "storage", "tracing")
 
 
-def effective_config(config: Config) -> dict[str, Any]:
+def effective_config(config: Config, plugins: Plugins | None = None) -> dict[str, Any]:
     """Every section of `config` as JSON-ready data: binding secrets masked, and every URL's
-    credentials masked (`masking.mask_text`) wherever it appears."""
+    credentials masked (`masking.mask_text`) wherever it appears. With `plugins`, each
+    instance's settings are its binding type's whole settings, defaults included."""
+    config = dataclasses.replace(
+        config,
+        bindings={
+            name: dataclasses.replace(spec, settings=_settings(spec, plugins))
+            for name, spec in config.bindings.items()
+        },
+    )
     data = _plain(dataclasses.asdict(config))
     path, bindings = data.pop("path"), data.pop("bindings")
     defaults, routes = data.pop("defaults"), data.pop("routes")
@@ -37,6 +48,21 @@ def effective_config(config: Config) -> dict[str, Any]:
         "personalities": personalities,
         **sections,
     }
+
+
+def _settings(spec: InstanceConfig, plugins: Plugins | None) -> dict[str, Any]:
+    """An instance's settings as its binding type loads them (what the config gives when the
+    type is not installed, or the settings do not load: `serve` would say why)."""
+    cls = plugins.binding_classes.get(spec.type) if plugins is not None else None
+    if cls is None:
+        return dict(spec.settings)
+    try:
+        loaded = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
+    except ValidationError:
+        return dict(spec.settings)
+    if dataclasses.is_dataclass(loaded) and not isinstance(loaded, type):
+        return dataclasses.asdict(loaded)
+    return dict(loaded) if isinstance(loaded, Mapping) else dict(spec.settings)
 
 
 def _instance(spec: dict[str, Any]) -> dict[str, Any]:
