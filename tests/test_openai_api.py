@@ -147,6 +147,22 @@ async def test_models_list_skips_a_failing_instance(probe_client: Client) -> Non
     assert isinstance(first["created"], int)
 
 
+async def test_models_list_puts_the_default_text_model_first(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """lollms-client and others take the first model: it is the one text requests default to."""
+    bindings = {
+        "echo": {"type": "echo", "default_model": "echo"},
+        "second": {"type": "echo", "default_model": "think"},
+    }
+    defaults = {**ECHO_DEFAULTS, "ttt": "second"}
+    client = await make_client(make_config({"bindings": bindings, "defaults": defaults}))
+    ids = [m["id"] for m in (await (await client.get("/v1/models")).json())["data"]]
+    assert ids[0] == "second/think"
+    assert {i.split("/")[0] for i in ids[: ids.index("echo/echo")]} == {"second"}
+    assert len(ids) == len(set(ids)) and "echo/think" in ids
+
+
 async def test_models_retrieve(client: Client) -> None:
     body = await (await client.get("/v1/models/echo/think")).json()
     assert body == {**body, "id": "echo/think", "object": "model", "owned_by": "echo"}
