@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -140,15 +141,15 @@ class Traffic:
         wait_until(lambda: self.total() >= target or bool(self.failures), f"{more} requests")
 
 
-def stats_rows(stats_port: int) -> list[dict[str, str]]:
-    """The rows of HAProxy's CSV stats for the replicas' backend."""
+def stats_rows(stats_port: int, proxy: str = "lollms_replicas") -> list[dict[str, str]]:
+    """The rows of HAProxy's CSV stats for one proxy (the replicas' backend by default)."""
     conn = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
     try:
         conn.request("GET", "/;csv")
         text = conn.getresponse().read().decode().lstrip("# ")
     finally:
         conn.close()
-    return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == "lollms_replicas"]
+    return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == proxy]
 
 
 def server_states(stats_port: int) -> dict[str, str]:
@@ -263,3 +264,75 @@ def test_rolling_restart_behind_haproxy_fails_no_request(
     revoke_everywhere(tmp_path, key, replicas)
     assert all(traffic.done[name] > 0 for name in ("openai_whole", "lollms_sse", "ollama_ndjson"))
     print(f"answered through the rolling restart: {dict(traffic.done)}, {retried} retried")
+
+
+def health_through(port: int) -> int:
+    """The status of GET /api/v1/health through HAProxy (0 when the connection fails)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/api/v1/health")
+        reply = conn.getresponse()
+        reply.read()
+        conn.close()
+        return reply.status
+    except (OSError, http.client.HTTPException):
+        return 0
+
+
+def open_connections(stats_port: int) -> int:
+    """The connections the `lollms` frontend holds now."""
+    (front,) = [r for r in stats_rows(stats_port, "lollms") if r["svname"] == "FRONTEND"]
+    return int(front["scur"] or 0)
+
+
+def refused(port: int) -> bool:
+    """True when HAProxy closes a new connection without answering its request."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: lb\r\n\r\n")
+            return sock.recv(1024) == b""
+    except ConnectionError:  # reset: at once, or at the first send
+        return True
+
+
+def test_one_client_address_cannot_hold_every_connection(
+    tmp_path: Path, replicas: list[Replica], haproxy_ports: dict[str, int]
+) -> None:
+    """Slowloris: connections that trickle half a request line hold their places; past
+    LOLLMS_LB_CONN_PER_CLIENT of them from one address HAProxy refuses more, and once they
+    close, requests pass again."""
+    binary = haproxy_binary()
+    for replica in replicas:
+        replica.start(replica_config(replica))
+    env = {
+        **os.environ,
+        "LOLLMS_LB_BIND": f"127.0.0.1:{haproxy_ports['front']}",
+        "LOLLMS_LB_STATS": f"127.0.0.1:{haproxy_ports['stats']}",
+        "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
+        "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
+        "LOLLMS_LB_CONN_PER_CLIENT": "5",
+    }
+    front = haproxy_ports["front"]
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        haproxy = subprocess.Popen(
+            [binary, "-f", str(HAPROXY_CFG), "-db"], env=env, stdout=log, stderr=log
+        )
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: health_through(front) == 200, "health through HAProxy")
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", front), timeout=5)
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\n")  # and nothing more
+            held.append(sock)
+        stats = haproxy_ports["stats"]
+        wait_until(lambda: open_connections(stats) == 5, "HAProxy holding the 5 slow ones")
+        assert refused(front)
+        for sock in held:
+            sock.close()
+        held.clear()
+        wait_until(lambda: health_through(front) == 200, "health once the slow ones left")
+    finally:
+        for sock in held:
+            sock.close()
+        haproxy.terminate()
+        haproxy.wait(10)
