@@ -54,13 +54,18 @@ text_routes = web.RouteTableDef()
 @text_routes.get("/v1/models")
 @endpoint("Every model of every binding instance, as `<instance>/<model>`", tag=TAG)
 async def list_models(request: web.Request) -> web.Response:
-    """Models of all instances; an instance that fails to list is skipped and logged."""
+    """Models of all instances, the default text model first (a client that takes the first
+    one gets what the server is set up for); an instance that fails to list is skipped."""
+    registry = request.app[REGISTRY]
     created = int(request.app[STARTED_AT])
     data: list[dict[str, Any]] = []
-    for item in await gather_models(request.app[REGISTRY]):
+    for item in await gather_models(registry):
         if item.error is not None:
             log.warning("models of %s skipped: %s", item.name, item.error.message)
         data.extend(_model_object(item.binding, model, created) for model in item.models)
+    instance, _, model = registry.defaults.get("ttt", "").partition("/")
+    first = f"{instance}/{model or registry.default_models.get(instance)}"
+    data.sort(key=lambda entry: (entry["id"] != first, entry["owned_by"] != instance))
     return web.json_response({"object": "list", "data": data})
 
 
