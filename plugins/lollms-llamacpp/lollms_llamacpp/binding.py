@@ -41,7 +41,7 @@ from .devices import gpu_placement, placement
 from .models import ModelFolders
 from .process import ModelProcess, unavailable
 from .settings import LlamaCppSettings
-from .tool_use import call_start, prepare, worker_args
+from .tool_use import asks_for_tools, call_start, prepare, worker_args
 from .worker import ALIAS
 
 #: llama.cpp sampling parameters passed on besides OpenAI's standard ones.
@@ -256,8 +256,10 @@ class LlamaCppBinding(ModelFolders, Binding):
         n_ctx = self.settings.n_ctx
         return n_ctx // self.max_concurrency(model) if n_ctx else None
 
-    def _prepared(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with a required tool call made unavoidable (see tool_use)."""
+    async def _prepared(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as llama.cpp must get it (see tool_use); 501: tools it would drop."""
+        if asks_for_tools(request):
+            self.require_tools(await self._file(request.model))
         start = call_start(self.chat_template(request.model), self.settings.tool_call_start)
         return prepare(request, start, self.instance_name)
 
@@ -310,7 +312,7 @@ class LlamaCppBinding(ModelFolders, Binding):
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Chunks from the model's llama.cpp server (loading the model first if needed)."""
-        request = self._prepared(request)
+        request = await self._prepared(request)
         process, upstream = await self._serving(request.model)
         chunks = upstream_chat.stream(
             upstream, request, ALIAS, prefix="/v1", extra_keys=LLAMA_PARAMETERS
@@ -321,7 +323,7 @@ class LlamaCppBinding(ModelFolders, Binding):
 
     async def generate(self, request: GenerationRequest) -> Result:
         """A whole answer from the model's llama.cpp server."""
-        request = self._prepared(request)
+        request = await self._prepared(request)
         process, upstream = await self._serving(request.model)
         async with self._watching(process):
             return await upstream_chat.generate(

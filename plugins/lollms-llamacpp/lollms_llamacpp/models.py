@@ -9,7 +9,13 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
-from lollms_server.sdk import BackendError, BackendUnavailable, BindingContext, ModelNotFound
+from lollms_server.sdk import (
+    BackendError,
+    BackendUnavailable,
+    BindingContext,
+    ModelNotFound,
+    NotSupported,
+)
 
 from .catalog import Catalog, ModelFile
 from .settings import LlamaCppConfig
@@ -95,3 +101,19 @@ class ModelFolders:
             return lists_tools(configured)
         own = file.header.get("tokenizer.chat_template") if file.header else None
         return isinstance(own, str) and lists_tools(own)
+
+    def require_tools(self, file: ModelFile) -> None:
+        """A 501 naming the fix unless the model's chat template renders tools."""
+        if self.serves_tools(file):
+            return
+        model = file.name
+        configured = self.chat_template(model)
+        which = "the chat template set for it" if configured else "the chat template in its GGUF"
+        raise NotSupported(
+            f"model {model!r} of {self.instance_name!r} cannot call tools: {which} does not "
+            "render them (llama.cpp would drop them); set "
+            f'chat_templates = {{ "{model}" = "chatml-tools" }} in [bindings.{self.instance_name}] '
+            '(or chat_template = "chatml-tools" for all its models)',
+            binding=self.instance_name,
+            param="tools",
+        )

@@ -93,6 +93,16 @@ def worker_args(value: str | None) -> list[str]:
     return ["--chat-template-file", str(path)]
 
 
+def asks_for_tools(request: GenerationRequest) -> bool:
+    """True when a chat request offers tools the model may call (tool_choice is not "none")."""
+    parameters = request.parameters
+    return (
+        not request.raw_prompt
+        and bool(parameters.get("tools"))
+        and parameters.get("tool_choice") != "none"
+    )
+
+
 def call_start(template: str | None, configured: str | None) -> str:
     """The text a tool call starts with: `tool_call_start`, else the shipped template's marker."""
     if configured is not None:

@@ -246,3 +246,42 @@ async def test_server_function_loop_with_smollm2(loop_client: Client, stream: bo
     # the result reached the model: greedy SmolLM2 quotes the tool response it was fed
     assert "21 degrees" in final, answer["steps"]
     assert answer["finish_reason"] in ("stop", "length", "max_steps")
+
+
+HINT = f'chat_templates = {{ "{SMOL}" = "chatml-tools" }}'
+
+
+@pytest_asyncio.fixture
+async def own_template_client(models_dir: Path, tmp_path: Path) -> AsyncIterator[Client]:
+    """The app serving SmolLM2 with its own GGUF template (which has no tools), as the README's
+    minimal setup does."""
+    plain = {key: value for key, value in settings(models_dir).items() if key != "chat_templates"}
+    async with serve_binding(
+        LlamaCppBinding, "local", plain, tmp_path / "data", default_model=SMOL
+    ) as served:
+        yield served
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_tools_refused_when_the_template_drops_them(
+    own_template_client: Client, stream: bool
+) -> None:
+    """SmolLM2's own template cannot render tools: a 501 saying how to fix it, not prose
+    (llama.cpp would drop the tools silently); the same model still chats without tools."""
+    base = {"model": f"local/{SMOL}", "messages": [{"role": "user", "content": QUESTION}]}
+    body = {**base, "max_tokens": 8, "stream": stream, **GREEDY}
+    plain = await within(TIMEOUT, own_template_client.post("/v1/chat/completions", json=body), "")
+    assert plain.status == 200, await plain.text()
+    await plain.read()
+    for choice in ("required", "auto", NAMED):
+        asked = {**body, "tools": [WEATHER], "tool_choice": choice}
+        response = await within(
+            TIMEOUT, own_template_client.post("/v1/chat/completions", json=asked), "tools"
+        )
+        assert response.status == 501, await response.text()
+        error = (await response.json())["error"]
+        assert error["code"] == "not_supported" and error["param"] == "tools"
+        assert "'local'" in error["message"] and HINT in error["message"], error
+    ollama = {"model": f"local/{SMOL}", "messages": base["messages"], "tools": [WEATHER]}
+    response = await within(TIMEOUT, own_template_client.post("/api/chat", json=ollama), "ollama")
+    assert response.status == 501 and HINT in (await response.json())["error"]

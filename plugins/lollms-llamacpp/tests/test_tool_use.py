@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,18 @@ from lollms_llamacpp.worker import build_params, parse_args
 from marshmallow import ValidationError
 
 from lollms_server.bindings import ChatMessage, GenerationRequest
-from lollms_server.errors import InvalidRequest
+from lollms_server.errors import InvalidRequest, NotSupported
+
+from .conftest import TINY
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
 ADD = {"type": "function", "function": {"name": "add", "parameters": {}}}
 START = "<tool_call>\n"
 
 
-def ask(**parameters: Any) -> GenerationRequest:
+def ask(model: str = "m", **parameters: Any) -> GenerationRequest:
     """A one-message chat request with `parameters`."""
-    return GenerationRequest("ttt", "m", (ChatMessage("user", "hi"),), parameters=parameters)
+    return GenerationRequest("ttt", model, (ChatMessage("user", "hi"),), parameters=parameters)
 
 
 def test_shipped_template_is_tool_capable_chatml() -> None:
@@ -148,3 +151,29 @@ def test_bad_named_choice_is_a_400(choice: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest) as caught:
         prepare(ask(tools=[WEATHER], tool_choice=choice), START, "local")
     assert caught.value.param == "tool_choice"
+
+
+async def test_tools_a_template_would_drop_are_a_501(tiny_models: Path) -> None:
+    """Tools for a model whose template does not render them: a 501 naming the fix, before
+    any process starts; "none", a raw prompt or a tools template go through."""
+    settings = LlamaCppSettings()
+    own = LlamaCppBinding("local", settings.load({"models_folders": [str(tiny_models)]}))
+    with pytest.raises(NotSupported) as caught:
+        await own._prepared(ask(TINY, tools=[WEATHER], tool_choice="required"))
+    assert caught.value.status == 501 and caught.value.param == "tools"
+    assert caught.value.binding == "local" and "in its GGUF" in caught.value.message
+    assert f'chat_templates = {{ "{TINY}" = "chatml-tools" }}' in caught.value.message
+    assert not own._processes
+    for request in (
+        ask(TINY),
+        ask(TINY, tools=[WEATHER], tool_choice="none"),
+        dataclasses.replace(ask(TINY, tools=[WEATHER]), raw_prompt=True),
+    ):
+        assert await own._prepared(request) is request
+    given = {"models_folders": [str(tiny_models)], "chat_templates": {TINY: "chatml-tools"}}
+    fixed = LlamaCppBinding("local", settings.load(given))
+    prepared = await fixed._prepared(ask(TINY, tools=[WEATHER], tool_choice="required"))
+    assert prepared.messages[-1] == ChatMessage("assistant", START)
+    inline = {"models_folders": [str(tiny_models)], "chat_template": "{{ messages }}"}
+    with pytest.raises(NotSupported, match="set for it"):
+        await LlamaCppBinding("local", settings.load(inline))._prepared(ask(TINY, tools=[ADD]))
