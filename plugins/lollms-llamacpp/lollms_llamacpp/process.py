@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -91,9 +92,15 @@ class ModelProcess:
         assert self.process.stdout is not None and self.process.stderr is not None
         assert self.process.stdin is not None
         self.process.stdin.write(f"{self.api_key}\n".encode())
+        # The pumps outlive the request that started the process: in a context of their own,
+        # their lines carry no request id (the server's log lines read it from a contextvar).
         self._pumps = [
-            asyncio.create_task(self._pump(self.process.stdout, is_stdout=True)),
-            asyncio.create_task(self._pump(self.process.stderr, is_stdout=False)),
+            asyncio.create_task(
+                self._pump(self.process.stdout, is_stdout=True), context=contextvars.Context()
+            ),
+            asyncio.create_task(
+                self._pump(self.process.stderr, is_stdout=False), context=contextvars.Context()
+            ),
         ]
         try:
             async with asyncio.timeout(timeout_s):
