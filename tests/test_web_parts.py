@@ -10,10 +10,11 @@ from aiohttp.test_utils import TestClient
 
 from lollms_server.httpkit.error_middleware import face_of
 from lollms_server.resources import gpu
+from lollms_server.security.principal import Principal, reset_current, set_current
 from lollms_server.testing.fake_nvml import FakeNVML
 from lollms_server.web import filters
 from lollms_server.web.activity import snapshot
-from lollms_server.web.streams import StreamRegistry, sse_message
+from lollms_server.web.streams import PageStream, StreamRegistry, sse_message
 
 
 def test_no_gpu_is_reported_cleanly_on_this_machine() -> None:
@@ -116,6 +117,31 @@ def test_stream_registry_claims_once_and_expires() -> None:
     kept = [registry.add(prepared, "chat") for _ in range(5)]
     assert len(registry.entries) == 3 and all(e.id in registry.entries for e in kept[-3:])
     assert len({e.id for e in kept}) == 5 and all(len(e.id) >= 20 for e in kept)
+
+
+def test_stream_registry_caps_each_caller() -> None:
+    """A caller's excess evicts its own oldest entries; at the global bound, the caller holding
+    the most loses its oldest. Another caller's entry waits for its browser meanwhile."""
+    registry = StreamRegistry(ttl_s=10, max_pending=10, per_caller=4)
+    prepared: Any = SimpleNamespace()
+
+    def add_as(key_id: str | None) -> PageStream:
+        principal = Principal(role="user", key_id=key_id, local=key_id is None)
+        token = set_current(principal)
+        try:
+            return registry.add(prepared, "chat")
+        finally:
+            reset_current(token)
+
+    patient = add_as("aaaaaaaaaaaa")
+    local = add_as(None)
+    flood = [add_as("bbbbbbbbbbbb") for _ in range(300)]
+    assert patient.id in registry.entries and local.id in registry.entries
+    assert [e for e in registry.entries.values() if e.owner == "bbbbbbbbbbbb"] == flood[-4:]
+    others = [add_as(f"{n:012d}") for n in range(6)]
+    assert len(registry.entries) == 10 and all(e.id in registry.entries for e in others)
+    assert patient.id in registry.entries and local.id in registry.entries
+    assert [e for e in registry.entries.values() if e.owner == "bbbbbbbbbbbb"] == flood[-2:]
 
 
 def test_sse_message_framing() -> None:

@@ -8,7 +8,9 @@ second run), runs `GenerationService.stream` in a task and sends HTML-escaped SS
 `error`, which EventSource reserves for connection errors), then one `done` whose partial ends
 the stream; the client closes on it (`sse-close="done"`). The Stop
 button POSTs `/playground/streams/<id>/stop`, which cancels the task: that closes the binding's
-stream (the generation is logged as 499). Unclaimed entries expire after `PENDING_TTL_S`.
+stream (the generation is logged as 499). Unclaimed entries expire after `PENDING_TTL_S`; each
+caller holds at most `MAX_PENDING_PER_CALLER` of them, so one key's flood of requests evicts
+only its own.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from .render import VARY, is_htmx, page_handler, render_string, see_other
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 PENDING_TTL_S = 120.0
-MAX_PENDING = 256
+MAX_PENDING = 256  # all callers together: a bound on memory
+MAX_PENDING_PER_CALLER = 32
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 DONE_TEMPLATES = {"chat": "_chat_done.html", "image": "_image_result.html"}
 END = None
@@ -69,17 +72,27 @@ class PageStream:
 
 
 class StreamRegistry:
-    """Page streams by id; unclaimed ones expire, the oldest go first when there are too many."""
+    """Page streams by id; unclaimed ones expire, and each caller (a key, or the local
+    machine) may hold `per_caller` of them: its excess evicts its own oldest. At the global
+    bound `max_pending`, the caller holding the most loses its oldest."""
 
-    def __init__(self, ttl_s: float = PENDING_TTL_S, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        ttl_s: float = PENDING_TTL_S,
+        max_pending: int = MAX_PENDING,
+        per_caller: int = MAX_PENDING_PER_CALLER,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
+        self.per_caller = per_caller
         self.entries: dict[str, PageStream] = {}
 
     def add(self, prepared: Prepared, kind: str, **context: Any) -> PageStream:
         """Register a prepared generation; return its entry (with a fresh random id)."""
         self._expire()
-        entry = PageStream(secrets.token_urlsafe(16), prepared, kind, dict(context), _caller())
+        owner = _caller()
+        self._make_room(owner)
+        entry = PageStream(secrets.token_urlsafe(16), prepared, kind, dict(context), owner)
         self.entries[entry.id] = entry
         return entry
 
@@ -108,13 +121,24 @@ class StreamRegistry:
 
     def _expire(self) -> None:
         deadline = time.monotonic() - self.ttl_s
-        pending = [e for e in self.entries.values() if not e.claimed]
-        for entry in pending:
+        for entry in [e for e in self.entries.values() if not e.claimed]:
             if entry.created < deadline:
                 del self.entries[entry.id]
-        pending = [e for e in pending if e.id in self.entries]
-        for entry in pending[: max(0, len(pending) - self.max_pending + 1)]:
-            del self.entries[entry.id]
+
+    def _make_room(self, owner: str | None) -> None:
+        """Evict pending entries (oldest first) so that one more of `owner`'s fits."""
+        by_owner: dict[str | None, list[PageStream]] = {}
+        for entry in self.entries.values():  # in creation order
+            if not entry.claimed:
+                by_owner.setdefault(entry.owner, []).append(entry)
+        mine = by_owner.get(owner, [])
+        while mine and len(mine) >= self.per_caller:
+            del self.entries[mine.pop(0).id]
+        total = sum(len(held) for held in by_owner.values())
+        while total and total >= self.max_pending:
+            largest = max(by_owner.values(), key=len)
+            del self.entries[largest.pop(0).id]
+            total -= 1
 
 
 def _caller() -> str | None:
