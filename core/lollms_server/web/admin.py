@@ -1,10 +1,10 @@
-"""Admin pages (API keys, audit log) and the key-entry page.
+"""Admin pages (API keys, audit log), the key-entry page and the sign-out page.
 
-The keys and audit pages are admin-only. `/login` is the one
-page a remote browser can open without a key: it checks the key and keeps it in the
-`lollms_key` cookie (`KEY_COOKIE`): HttpOnly, SameSite=Strict, Path=/, Secure over HTTPS; the
-auth middleware reads it like an `Authorization: Bearer` key. Local access (same machine, see
-DESIGN.md §7) needs no key at all.
+The keys and audit pages are admin-only. `/login` is the page a remote browser can open
+without a key (with `/logout`, whose sign-out button the nav also shows): it checks the key
+and keeps it in the `lollms_key` cookie (`KEY_COOKIE`): HttpOnly, SameSite=Strict, Path=/,
+Secure over HTTPS; the auth middleware reads it like an `Authorization: Bearer` key. Local
+access (same machine, see DESIGN.md §7) needs no key at all.
 """
 
 from __future__ import annotations
@@ -92,8 +92,13 @@ async def audit_page(request: web.Request) -> web.Response:
 @page_handler
 async def login_page(request: web.Request) -> web.Response:
     """Ask for a key once; it is kept in an HttpOnly cookie."""
-    context = {"next": safe_next(request.query.get("next", "/"))}
-    return await render(request, "login.html", "_login.html", context)
+    return await _login_view(request, request.query.get("next", "/"))
+
+
+async def _login_view(request: web.Request, target: str, **extra: Any) -> web.Response:
+    context = {"next": safe_next(target), "local_access": request.app[SECURITY].local_access}
+    status = extra.get("status", 200)  # the error partial shows it too
+    return await render(request, "login.html", "_login.html", {**context, **extra}, status=status)
 
 
 @routes.post("/login")
@@ -106,8 +111,7 @@ async def login(request: web.Request) -> web.Response:
     try:
         await request.app[KEYSTORE].verify(form["key"].strip())
     except Unauthorized as exc:
-        context = {"next": safe_next(form["next"]), "error": exc, "status": exc.status}
-        return await render(request, "login.html", "_login.html", context, status=exc.status)
+        return await _login_view(request, form["next"], error=exc, status=exc.status)
     response = see_other(safe_next(form["next"]))
     response.set_cookie(
         KEY_COOKIE,
@@ -118,6 +122,15 @@ async def login(request: web.Request) -> web.Response:
         path="/",
     )
     return response
+
+
+@routes.get("/logout", name="logout")
+@requires("public")
+@page_handler
+async def logout_page(request: web.Request) -> web.Response:
+    """The sign-out button (a GET changes nothing: only the form's cross-site-checked POST
+    forgets the key)."""
+    return await render(request, "logout.html", "_logout.html", {})
 
 
 @routes.post("/logout")

@@ -20,22 +20,24 @@ from aiohttp import web
 from .. import __version__
 from ..errors import LollmsError
 from ..httpkit.error_middleware import face_of, from_http_exception
+from ..keys import REQUEST_PRINCIPAL
+from ..security.auth import KEY_COOKIE, Access
 
 log = logging.getLogger(__name__)
 VARY = {"Vary": "HX-Request"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# (link, label, the path prefix that marks it current)
-NAV = (
-    ("/", "Dashboard", "/"),
-    ("/bindings", "Bindings", "/bindings"),
-    ("/models", "Models", "/models"),
-    ("/personalities", "Personalities", "/personalities"),
-    ("/functions", "Functions", "/functions"),
-    ("/playground/chat", "Playground", "/playground"),
-    ("/admin/keys", "Keys", "/admin/keys"),
-    ("/admin/audit", "Audit", "/admin/audit"),
-    ("/api-docs", "API docs", "/api-docs"),
+# (link, label, the path prefix that marks it current, who may open it)
+NAV: tuple[tuple[str, str, str, Access], ...] = (
+    ("/", "Dashboard", "/", "user"),
+    ("/bindings", "Bindings", "/bindings", "user"),
+    ("/models", "Models", "/models", "user"),
+    ("/personalities", "Personalities", "/personalities", "user"),
+    ("/functions", "Functions", "/functions", "user"),
+    ("/playground/chat", "Playground", "/playground", "user"),
+    ("/admin/keys", "Keys", "/admin/keys", "admin"),
+    ("/admin/audit", "Audit", "/admin/audit", "admin"),
+    ("/api-docs", "API docs", "/api-docs", "public"),
 )
 
 
@@ -48,9 +50,22 @@ def is_htmx(request: web.Request) -> bool:
 
 
 def page_context(request: web.Request, context: Mapping[str, Any]) -> dict[str, Any]:
-    """What every template may use, plus the handler's own context."""
-    current = next((href for href, _, prefix in NAV if _under(request.path, prefix)), None)
-    return {"request": request, "nav": NAV, "current": current, "version": __version__, **context}
+    """What every template may use, plus the handler's own context: the nav shows the pages
+    the caller may open, and a sign-out button to a browser that keeps a key."""
+    principal = request.get(REQUEST_PRINCIPAL)  # None when auth refused the request
+    admin = principal is not None and principal.is_admin
+    nav = [
+        (href, label, prefix) for href, label, prefix, access in NAV if admin or access != "admin"
+    ]
+    current = next((href for href, _, prefix in nav if _under(request.path, prefix)), None)
+    return {
+        "request": request,
+        "nav": nav,
+        "current": current,
+        "signed_in": KEY_COOKIE in request.cookies,
+        "version": __version__,
+        **context,
+    }
 
 
 def _under(path: str, prefix: str) -> bool:

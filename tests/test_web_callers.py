@@ -1,0 +1,128 @@
+"""The pages follow their caller: the nav by role, signing out, the key page's text, the
+model pickers of a key with an allow-list, and each caller's own pending page streams."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from lollms_server.keys import KEYSTORE, WEB_STREAMS
+from lollms_server.security.auth import declared_access
+from lollms_server.web import admin, pages
+from lollms_server.web.render import NAV
+
+Client = TestClient[Any, Any]
+HX = {"HX-Request": "true"}
+FOREIGN = {"Host": "evil.example"}  # not local: the key decides
+HEADER = re.compile(r'<header class="topbar">.*?</header>', re.S)
+STREAM_URL = re.compile(r'sse-connect="(/playground/streams/[^"]+)"')
+
+
+def nav_of(html: str) -> str:
+    match = HEADER.search(html)
+    assert match, html
+    return match.group(0)
+
+
+async def key(client: Client, role: str = "user", **limits: Any) -> str:
+    secret, _ = await client.app[KEYSTORE].create(role, role, **limits)  # type: ignore[arg-type]
+    return secret
+
+
+async def page(client: Client, path: str, secret: str | None = None) -> str:
+    """The page as a remote caller with key `secret` sees it (local access without one)."""
+    headers = {**FOREIGN, "X-API-Key": secret} if secret else {}
+    return await (await client.get(path, headers=headers)).text()
+
+
+def test_the_nav_declares_the_access_of_its_pages() -> None:
+    """Each nav entry says who may open its page, and says it as the page's route does."""
+    for href, _label, _prefix, access in NAV:
+        route = next(
+            r
+            for r in pages.routes
+            if getattr(r, "path", None) == href and r.method == "GET"  # type: ignore[attr-defined]
+        )
+        handler = route.handler  # type: ignore[attr-defined]
+        assert declared_access(handler, None) == access, href
+
+
+async def test_admin_entries_only_for_admins(client: Client) -> None:
+    user, boss = await key(client), await key(client, "admin")
+    admin_links = [href for href, _, _, access in NAV if access == "admin"]
+    assert {"/admin/keys", "/admin/audit"} <= set(admin_links)
+    seen = {
+        "user": nav_of(await page(client, "/models", user)),
+        "admin": nav_of(await page(client, "/models", boss)),
+        "local": nav_of(await page(client, "/models")),
+        "error page": nav_of(await page(client, "/admin/keys", user)),  # its 403
+    }
+    for href in admin_links:
+        assert f'href="{href}"' not in seen["user"] and f'href="{href}"' not in seen["error page"]
+        assert f'href="{href}"' in seen["admin"] and f'href="{href}"' in seen["local"]
+    assert 'href="/playground/chat"' in seen["user"] and 'href="/models"' in seen["user"]
+
+
+async def test_sign_out_in_the_nav_for_a_key_cookie(client: Client) -> None:
+    user = await key(client)
+    signed_in = await client.get("/models", headers=FOREIGN, cookies={"lollms_key": user})
+    nav = nav_of(await signed_in.text())
+    assert re.search(r'<form[^>]*method="post"[^>]*action="/logout"', nav), nav
+    assert "Sign out" in nav
+    assert "/logout" not in nav_of(await (await client.get("/models")).text())  # no key cookie
+    # the nav's form posts like the key page's: refused from another site, fine from this one
+    other = {**FOREIGN, "Origin": "http://other.example", "Content-Length": "0"}
+    refused = await client.post("/logout", headers=other, allow_redirects=False)
+    assert refused.status == 403 and "Set-Cookie" not in refused.headers
+    same = {**FOREIGN, "Origin": "http://evil.example", "Content-Length": "0"}
+    out = await client.post("/logout", headers=same, allow_redirects=False)
+    assert out.status == 303 and 'lollms_key=""' in out.headers["Set-Cookie"]
+
+
+async def test_get_logout_offers_the_button_and_changes_nothing(client: Client) -> None:
+    user = await key(client)
+    page = await client.get(
+        "/logout", headers=FOREIGN, cookies={"lollms_key": user}, allow_redirects=False
+    )
+    html = await page.text()
+    assert page.status == 200, html
+    assert "Set-Cookie" not in page.headers  # a GET never signs out
+    main = html.split("</header>", 1)[1]
+    assert re.search(r'<form[^>]*method="post"[^>]*action="/logout"', main), main
+    assert admin.logout_page.__lollms_access__ == "public"  # type: ignore[attr-defined]
+    partial = await client.get("/logout", headers={**FOREIGN, **HX})
+    assert partial.status == 200 and "<html" not in await partial.text()
+
+
+async def test_key_page_text_follows_local_access(make_client: Any, make_config: Any) -> None:
+    local_on = await make_client()
+    text = await (await local_on.get("/login", headers=FOREIGN)).text()
+    assert "from another machine" in text
+    config = make_config()
+    config.security.local_access = False
+    local_off = await make_client(config)
+    text = await (await local_off.get("/login")).text()
+    assert "from another machine" not in text
+    assert "this one included" in text
+
+
+async def test_a_flood_evicts_only_the_flooders_streams(client: Client) -> None:
+    """One key posting many playground requests cannot expire another caller's stream."""
+    client.app[WEB_STREAMS].max_pending = 4  # the global bound, reached by one key alone
+    patient, flooder = await key(client), await key(client)
+
+    async def start(secret: str) -> str:
+        headers = {**FOREIGN, "X-API-Key": secret, **HX}
+        response = await client.post("/playground/chat", data={"prompt": "hi"}, headers=headers)
+        match = STREAM_URL.search(await response.text())
+        assert match
+        return match.group(1)
+
+    mine = await start(patient)
+    for _ in range(6):
+        await start(flooder)
+    reply = await client.get(mine, headers={**FOREIGN, "X-API-Key": patient})
+    body = await reply.text()
+    assert "event: done" in body and "finished or expired" not in body, body
