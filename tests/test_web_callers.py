@@ -108,6 +108,41 @@ async def test_key_page_text_follows_local_access(make_client: Any, make_config:
     assert "this one included" in text
 
 
+def first_option(html: str, select_id: str) -> tuple[str, bool]:
+    """The value of the first option of a select, and whether a "default" option is offered."""
+    match = re.search(rf'<select name="model" id="{select_id}">(.*?)</select>', html, re.S)
+    assert match, html
+    options = re.findall(r'<option value="([^"]*)"', match.group(1))
+    return options[0], "" in options
+
+
+PICKERS = {
+    "/playground/chat": ("model",),
+    "/playground/image": ("model",),
+    "/playground/audio": ("tts-model", "stt-model"),
+}
+
+
+async def test_a_limited_key_gets_a_model_it_may_use(client: Client) -> None:
+    limited = await key(client, allowed_models=["echo/think"])
+    allowed_default = await key(client, allowed_models=["echo/think", "echo/echo"])
+    for path, selects in PICKERS.items():
+        html = await page(client, path, limited)
+        for select in selects:
+            assert first_option(html, select) == ("echo/think", False), (path, select)
+        for caller in (allowed_default, None):  # None: local access
+            html = await page(client, path, caller)
+            for select in selects:
+                assert first_option(html, select) == ("", True), (path, select)
+    model, _ = first_option(await page(client, "/playground/chat", limited), "model")
+    sent = await client.post(
+        "/playground/chat",
+        data={"prompt": "hi", "model": model},
+        headers={**FOREIGN, "X-API-Key": limited, **HX},
+    )
+    assert sent.status == 200, await sent.text()
+
+
 async def test_a_flood_evicts_only_the_flooders_streams(client: Client) -> None:
     """One key posting many playground requests cannot expire another caller's stream."""
     client.app[WEB_STREAMS].max_pending = 4  # the global bound, reached by one key alone

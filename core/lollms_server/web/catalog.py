@@ -7,14 +7,18 @@ that fails to list its models is shown with its error, never as an empty list.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata as metadata
 from typing import Any
 
 from ..bindings import FEATURES, GENERATION_TYPES, Binding, Health, ModelInfo
+from ..errors import Forbidden, LollmsError
+from ..health import HEALTH_TIMEOUT_S
 from ..httpkit.convert import model_dict
 from ..listing import InstanceModels
 from ..plugins import Plugins
 from ..registry import Registry
+from ..security.principal import current
 
 GENERATION_LABELS = {
     "ttt": "Text",
@@ -69,6 +73,26 @@ def choices(listings: list[InstanceModels], *types: str) -> list[dict[str, Any]]
         ]
         groups.append({"instance": listing.name, "models": names, "error": listing.error})
     return groups
+
+
+async def offers_default(
+    registry: Registry, groups: list[dict[str, Any]], generation_type: str
+) -> bool:
+    """Whether a playground's model picker offers "default": not to a key whose allow-lists
+    refuse the default target (it gets the first model it may use), unless it has no other."""
+    principal = current()
+    if principal is None or (principal.allowed_bindings, principal.allowed_models) == (None, None):
+        return True
+    if not any(group["models"] for group in groups):
+        return True
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await registry.resolve(generation_type, None, None)
+    except Forbidden:
+        return False
+    except (LollmsError, TimeoutError):
+        return True  # not the key's doing: sending says what is wrong
+    return True
 
 
 def binding_types(plugins: Plugins) -> list[dict[str, Any]]:

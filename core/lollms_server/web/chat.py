@@ -17,7 +17,7 @@ from ..keys import GENERATION, PERSONALITIES, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..security.auth import requires
 from ..service.prepared import Prepared
-from .catalog import choices
+from .catalog import choices, offers_default
 from .forms import ChatForm, read_page_form
 from .render import is_htmx, page_handler, render
 
@@ -45,10 +45,12 @@ async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]
     listings = await gather_models(request.app[REGISTRY])
     store = request.app[PERSONALITIES]
     chosen = store.by_name.get(form.get("personality") or "")
+    groups = choices(listings, "ttt")
     return {
         "welcome": chosen.welcome_message if chosen else "",
         "form": form,
-        "choices": choices(listings, "ttt"),
+        "choices": groups,
+        "offer_default": await offers_default(request.app[REGISTRY], groups, "ttt"),
         "personalities": sorted(store.by_name),
         "turns": [],
     }

@@ -20,7 +20,7 @@ from ..listing import gather_models
 from ..registry import Target
 from ..security.auth import requires
 from ..service.prepared import Prepared
-from .catalog import choices
+from .catalog import choices, offers_default
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render
 
@@ -68,8 +68,10 @@ async def image_page(request: web.Request) -> web.Response:
 
 
 async def _image_context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]:
-    listings = await gather_models(request.app[REGISTRY])
-    return {"form": form, "choices": choices(listings, "tti", "i2i"), "result": None}
+    registry = request.app[REGISTRY]
+    groups = choices(await gather_models(registry), "tti", "i2i")
+    offer_default = await offers_default(registry, groups, "tti")
+    return {"form": form, "choices": groups, "offer_default": offer_default, "result": None}
 
 
 @routes.post("/playground/image")
@@ -138,10 +140,14 @@ async def audio_page(request: web.Request) -> web.Response:
 
 
 async def _audio_context(request: web.Request, **extra: Any) -> dict[str, Any]:
-    listings = await gather_models(request.app[REGISTRY])
+    registry = request.app[REGISTRY]
+    listings = await gather_models(registry)
+    tts, stt = choices(listings, "tts"), choices(listings, "stt")
     return {
-        "tts_choices": choices(listings, "tts"),
-        "stt_choices": choices(listings, "stt"),
+        "tts_choices": tts,
+        "stt_choices": stt,
+        "tts_default": await offers_default(registry, tts, "tts"),
+        "stt_default": await offers_default(registry, stt, "stt"),
         "form": {},
         "speech": None,
         "transcript": None,
