@@ -6,6 +6,7 @@ Also takes the 1280x800 screenshots shown in the README: set LOLLMS_SCREENSHOTS_
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from lollms_server.builtin.echo import speak
+from lollms_server.keys import KEYSTORE
 
 PAGES = [
     ("/", "Dashboard"),
@@ -27,6 +29,7 @@ PAGES = [
     ("/admin/keys", "API keys"),
     ("/admin/audit", "Audit log"),
     ("/login", "API key"),
+    ("/logout", "Sign out"),
     ("/api-docs", "API docs"),
 ]
 
@@ -186,3 +189,21 @@ def test_personalities_reload_button_and_welcome_message(page: Any) -> None:
     assert icon.evaluate("img => img.complete && img.naturalWidth > 0")
     page.goto("/playground/chat?personality=concise_assistant")
     assert "I keep my answers short" in page.locator("#welcome").inner_text()
+
+
+def test_sign_in_with_a_user_key_then_sign_out_from_the_nav(page: Any, live_server: Any) -> None:
+    """A key kept by the browser is its caller, local or not: a user key's nav has no admin
+    page and a Sign out button, which forgets the key (back to local access here)."""
+    create = live_server.app[KEYSTORE].create("browser", "user")
+    key, _ = asyncio.run_coroutine_threadsafe(create, live_server.loop).result(10)
+    topbar = page.locator("header.topbar")
+    page.goto("/login?next=/models")
+    assert topbar.locator("a[href='/admin/keys']").count() == 1  # local access: admin
+    page.fill("input[name=key]", key)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url("**/models")
+    assert topbar.locator("a[href='/admin/keys'], a[href='/admin/audit']").count() == 0
+    topbar.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/login")
+    assert topbar.get_by_role("button", name="Sign out").count() == 0
+    assert topbar.locator("a[href='/admin/keys']").count() == 1
