@@ -135,6 +135,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/overhead.py", "--write", *session.posargs)
     session.run("python", "bench/streams.py", "--write")
     session.run("python", "bench/profile_server.py", "--write")
+    session.install("py-spy")  # samples the servers without a profiler's inflation
+    session.run("python", "bench/sample_server.py", "--write")
     session.run("python", "bench/swap.py", "--write")
     session.install("-e", "plugins/lollms-remote")
     session.run("python", "bench/remote_hop.py", "--write")
