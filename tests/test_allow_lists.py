@@ -17,7 +17,7 @@ from lollms_server.keys import KEYSTORE
 Client = TestClient[Any, Any]
 FOREIGN = {"Host": "evil.example"}  # not local: the key decides
 HIDDEN = "hidden-instance"
-HIDDEN_MODEL = "secret-default-model"
+HIDDEN_MODEL = "think"  # an echo model, the hidden instance's default
 
 
 async def two_instances(make_client: MakeClient, make_config: MakeConfig) -> Client:
@@ -25,7 +25,7 @@ async def two_instances(make_client: MakeClient, make_config: MakeConfig) -> Cli
     see; the second can do ttt only."""
     bindings = {
         "echo": {"type": "echo", "default_model": "slow", "delay_ms": 300},
-        HIDDEN: {"type": "echo", "default_model": HIDDEN_MODEL},
+        HIDDEN: {"type": "echo", "default_model": HIDDEN_MODEL, "delay_ms": 300},
     }
     defaults = {**ECHO_DEFAULTS, "ttt": HIDDEN}
     client = await make_client(make_config({"bindings": bindings, "defaults": defaults}))
@@ -43,7 +43,7 @@ async def test_a_limited_key_is_told_nothing_of_what_it_may_not_use(
     prompt = [{"type": "text", "data": "a b c"}]
 
     # both instances busy: each lane has a generation running, the hidden one by the admin
-    hidden_body = {"binding_name": HIDDEN, "input_data": prompt}
+    hidden_body = {"binding_name": HIDDEN, "model_name": "slow", "input_data": prompt}
     busy = [
         asyncio.create_task(client.post("/api/v1/generate", json=hidden_body,
                                         headers={"X-API-Key": admin, **FOREIGN})),
@@ -56,7 +56,8 @@ async def test_a_limited_key_is_told_nothing_of_what_it_may_not_use(
     seen = await status.text()
     assert status.status == 200 and HIDDEN not in seen and HIDDEN_MODEL not in seen
     assert (await status.json())["queue_depth"] == {"echo/slow": 1}
-    assert HIDDEN not in status.headers["X-Lollms-Model-Queue-Depth"]
+    assert status.headers["X-Lollms-Model-Queue-Depth"] == "echo/slow=1"  # not the hidden lane
+    assert status.headers["X-Lollms-Queue-Depth"] == "2"  # the server's load, all lanes
 
     defaults = await (await client.get("/api/v1/get_default_bindings", headers=as_limited)).json()
     assert defaults["defaults"]["ttt_binding"] is None
@@ -81,7 +82,7 @@ async def test_a_limited_key_is_told_nothing_of_what_it_may_not_use(
         assert response.status == 403, (path, body, text)
         if body.get("binding_name") != HIDDEN:  # only a name the request gave is repeated
             assert HIDDEN not in text
-        assert HIDDEN_MODEL not in text and "echo/slow" not in text
+        assert f"'{HIDDEN_MODEL}'" not in text and "echo/slow" not in text
     unknown = await client.post(
         "/api/v1/generate",
         json={"binding_name": "nope", "input_data": prompt},

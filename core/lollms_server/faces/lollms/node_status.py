@@ -15,15 +15,14 @@ from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
-from ...security.principal import current
+from ...security.principal import Principal, current
 
 routes = web.RouteTableDef()
 
 
-def queue_depths(app: web.Application) -> dict[str, int]:
-    """Generations running or waiting, per busy `instance/model` lane the caller may use
+def queue_depths(app: web.Application, principal: Principal | None) -> dict[str, int]:
+    """Generations running or waiting, per busy `instance/model` lane `principal` may use
     (an idle lane is 0, absent: lanes are made for any name a client sends)."""
-    principal = current()
     depths = {}
     for (instance, model), lane in app[SCHEDULER].lanes.items():
         depth = lane.active + len(lane.waiting)
@@ -52,11 +51,12 @@ def free_memory(app: web.Application) -> int | None:
 
 async def add_load_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the queue depth and free memory on answers to API callers."""
-    if request.get(REQUEST_PRINCIPAL) is None or not request.path.startswith(("/api/", "/v1/")):
+    principal = request.get(REQUEST_PRINCIPAL)  # the caller's context is gone by now
+    if principal is None or not request.path.startswith(("/api/", "/v1/")):
         return
     app = request.app
     response.headers[QUEUE_HEADER] = str(queue_total(app))
-    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(queue_depths(app))
+    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(queue_depths(app, principal))
     room = free_memory(app)
     if room is not None:
         response.headers[FREE_MEMORY_HEADER] = str(room)
@@ -70,7 +70,7 @@ async def status(request: web.Request) -> web.Response:
     app = request.app
     principal = current()
     body: dict[str, Any] = {
-        "queue_depth": queue_depths(app),
+        "queue_depth": queue_depths(app, principal),
         "free_memory_bytes": free_memory(app),
         "devices": [
             {
