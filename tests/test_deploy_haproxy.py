@@ -211,6 +211,30 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
                 replica.process.wait(10)
 
 
+def start_haproxy(
+    binary: str,
+    tmp_path: Path,
+    replicas: list[Replica],
+    ports: dict[str, int],
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start both replicas, then HAProxy with the shipped config in front of them."""
+    for replica in replicas:
+        replica.start(replica_config(replica))
+    env = {
+        **os.environ,
+        "LOLLMS_LB_BIND": f"127.0.0.1:{ports['front']}",
+        "LOLLMS_LB_STATS": f"127.0.0.1:{ports['stats']}",
+        "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
+        "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
+        **(extra_env or {}),
+    }
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        return subprocess.Popen(
+            [binary, "-f", str(HAPROXY_CFG), "-db"], env=env, stdout=log, stderr=log
+        )
+
+
 def test_rolling_restart_behind_haproxy_fails_no_request(
     tmp_path: Path, replicas: list[Replica], haproxy_ports: dict[str, int]
 ) -> None:
@@ -224,19 +248,7 @@ def test_rolling_restart_behind_haproxy_fails_no_request(
         timeout=60,
         check=True,
     ).stdout.strip()
-    for replica in replicas:
-        replica.start(replica_config(replica))
-    env = {
-        **os.environ,
-        "LOLLMS_LB_BIND": f"127.0.0.1:{haproxy_ports['front']}",
-        "LOLLMS_LB_STATS": f"127.0.0.1:{haproxy_ports['stats']}",
-        "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
-        "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
-    }
-    with (tmp_path / "haproxy.log").open("wb") as log:
-        haproxy = subprocess.Popen(
-            [binary, "-f", str(HAPROXY_CFG), "-db"], env=env, stdout=log, stderr=log
-        )
+    haproxy = start_haproxy(binary, tmp_path, replicas, haproxy_ports)
     traffic = Traffic(haproxy_ports["front"], key)
     try:
         for replica in replicas:
@@ -301,22 +313,9 @@ def test_one_client_address_cannot_hold_every_connection(
     """Slowloris: connections that trickle half a request line hold their places; past
     LOLLMS_LB_CONN_PER_CLIENT of them from one address HAProxy refuses more, and once they
     close, requests pass again."""
-    binary = haproxy_binary()
-    for replica in replicas:
-        replica.start(replica_config(replica))
-    env = {
-        **os.environ,
-        "LOLLMS_LB_BIND": f"127.0.0.1:{haproxy_ports['front']}",
-        "LOLLMS_LB_STATS": f"127.0.0.1:{haproxy_ports['stats']}",
-        "LOLLMS_REPLICA1": f"127.0.0.1:{replicas[0].port}",
-        "LOLLMS_REPLICA2": f"127.0.0.1:{replicas[1].port}",
-        "LOLLMS_LB_CONN_PER_CLIENT": "5",
-    }
+    extra = {"LOLLMS_LB_CONN_PER_CLIENT": "5"}
+    haproxy = start_haproxy(haproxy_binary(), tmp_path, replicas, haproxy_ports, extra)
     front = haproxy_ports["front"]
-    with (tmp_path / "haproxy.log").open("wb") as log:
-        haproxy = subprocess.Popen(
-            [binary, "-f", str(HAPROXY_CFG), "-db"], env=env, stdout=log, stderr=log
-        )
     held: list[socket.socket] = []
     try:
         wait_until(lambda: health_through(front) == 200, "health through HAProxy")
