@@ -629,3 +629,25 @@ async def test_transcription_bad_requests(client: Client) -> None:
     form = audio_form(b"RIFF", timestamp_granularities="hours")
     error = await openai_error(await client.post("/v1/audio/transcriptions", data=form), 400)
     assert error["param"] == "timestamp_granularities"
+
+
+async def test_a_bare_model_another_instance_has_says_how_to_name_it(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A model name without its instance goes to the default instance; when that one has no
+    such model, the 404 says how to reach another instance's (a new user's first stumble)."""
+    bindings = {
+        "echo": {"type": "echo", "default_model": "echo"},
+        "other": {"type": "echo", "default_model": "echo"},
+    }
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    messages = [{"role": "user", "content": "hi"}]
+    bare = await client.post("/v1/chat/completions", json={"model": "nope", "messages": messages})
+    error = await openai_error(bare, 404)
+    assert (
+        "default instance 'echo'" in error["message"] and "<instance>/<model>" in error["message"]
+    )
+    named = await client.post(
+        "/v1/chat/completions", json={"model": "other/nope", "messages": messages}
+    )
+    assert "default instance" not in (await openai_error(named, 404))["message"]

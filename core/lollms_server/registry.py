@@ -34,6 +34,18 @@ class Target:
     fallbacks: tuple[Target, ...] = ()
     route: str | None = None
     strategy: str = "ordered"
+    by_default: bool = False  # the request named no instance: its type's default one
+
+    def unknown_model(self, exc: ModelNotFound) -> ModelNotFound:
+        """`exc`, saying how to reach another instance's model when the request named none."""
+        if not self.by_default:
+            return exc
+        hint = (
+            f"; a model named without its instance goes to the default instance "
+            f"{self.binding.instance_name!r}: name another instance's as `<instance>/<model>` "
+            "(GET /v1/models lists them)"
+        )
+        return ModelNotFound(exc.message + hint, binding=exc.binding, param=exc.param)
 
     @property
     def ref(self) -> str:
@@ -143,7 +155,7 @@ class Registry:
         )
         if not principal.may_use(instance, model):
             raise refusal(named, generation_type)
-        return Target(binding, model)
+        return Target(binding, model, by_default=named[0] is None)
 
     async def _resolve_route(self, generation_type: str, name: str) -> Target:
         """The route's targets in order: the first, with the others as its fallbacks."""

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..circuit import CircuitBreaker
-from ..errors import LollmsError, NotSupported, Overloaded
+from ..errors import LollmsError, ModelNotFound, NotSupported, Overloaded
 from ..registry import Target
 from ..resources.scheduler import Scheduler
 
@@ -108,4 +108,6 @@ class Attempt:
         if can_hand_over and not self.last and not self.committed:
             log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
             return True
+        if isinstance(exc, ModelNotFound) and self.target.by_default:
+            raise self.target.unknown_model(exc) from None  # how to name another instance's
         return False
