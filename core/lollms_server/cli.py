@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """--host, --port, --workers; `defaults=False` (the `serve` subcommand) sets only what is
     given, so the values given before `serve` are kept."""
-    unset: dict[str, object] = {} if defaults else {"default": argparse.SUPPRESS}
-    parser.add_argument("--host", help="override [server] host", **unset)  # type: ignore[arg-type]
-    parser.add_argument("--port", type=int, help="override [server] port", **unset)  # type: ignore[arg-type]
+    unset = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--host", default=unset, help="override [server] host")
+    parser.add_argument("--port", type=int, default=unset, help="override [server] port")
     parser.add_argument(
         "--workers",
         type=int,

@@ -15,7 +15,7 @@ from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
-from ...security.principal import Principal, current
+from ...security.principal import Principal
 
 routes = web.RouteTableDef()
 
@@ -68,7 +68,7 @@ async def status(request: web.Request) -> web.Response:
     """Queue depth per busy lane, memory per device and the loaded models (those the caller
     may use)."""
     app = request.app
-    principal = current()
+    principal = request.get(REQUEST_PRINCIPAL)
     body: dict[str, Any] = {
         "queue_depth": queue_depths(app, principal),
         "free_memory_bytes": free_memory(app),
