@@ -80,3 +80,36 @@ def test_sdk_exports_what_a_binding_needs() -> None:
     for name in ("Binding", "BindingContext", "hookimpl", "GenerationRequest", "Result"):
         assert name in sdk.__all__
     assert issubclass(sdk.ModelNotFound, sdk.LollmsError)
+
+
+def integer_fields(path: Path) -> list[int]:
+    """The lines where `path` builds marshmallow's truncating `fields.Integer`/`fields.Int`."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("Integer", "Int")
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "fields"
+    ]
+
+
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PLUGINS)))
+def test_plugin_integers_refuse_fractions(path: Path) -> None:
+    """A plugin setting like `n_ctx = 2048.5` is an error, not 2048: plugins use `sdk.Whole`."""
+    assert integer_fields(path) == []
+
+
+def test_whole_refuses_what_integer_truncates() -> None:
+    """`sdk.Whole` is the field the check above asks for: 2.9 is refused, 2.0 and "2" load."""
+    from marshmallow import Schema, ValidationError, fields
+
+    class Settings(Schema):
+        whole = sdk.Whole()
+        truncating = fields.Integer()
+
+    assert Settings().load({"truncating": 2.9}) == {"truncating": 2}
+    with pytest.raises(ValidationError, match="Not a whole number"):
+        Settings().load({"whole": 2.9})
+    assert Settings().load({"whole": 2.0}) == Settings().load({"whole": "2"}) == {"whole": 2}

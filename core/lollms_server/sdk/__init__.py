@@ -68,6 +68,7 @@ from ..security.auth import requires
 from ..tracing import outgoing_headers
 from ..upstream import Upstream
 from ..video_frames import read_video
+from ..whole_number import Whole
 
 __all__ = [
     "CAPABILITIES",
@@ -112,6 +113,7 @@ __all__ = [
     "UnsupportedMediaType",
     "Upstream",
     "Usage",
+    "Whole",
     "b64decode",
     "default_data_dir",
     "encode_data",

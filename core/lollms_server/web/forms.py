@@ -17,6 +17,7 @@ from ..httpkit import shapes
 from ..httpkit.body import UploadedFile, limits_of, read_body, read_form, read_urlencoded
 from ..httpkit.endpoint import schema_instance
 from ..httpkit.endpoint import validate as validate_data
+from ..whole_number import Whole
 
 MAX_PROMPT = 200_000
 URLENCODED = "application/x-www-form-urlencoded"
@@ -66,10 +67,10 @@ class ChatForm(PageForm):
     system_prompt = fields.String(load_default="", validate=validate.Length(max=MAX_PROMPT))
     prompt = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
     temperature = fields.Float(load_default=None, validate=validate.Range(0, 2))
-    max_tokens = fields.Integer(load_default=None, validate=validate.Range(1, 1_000_000))
+    max_tokens = Whole(load_default=None, validate=validate.Range(1, 1_000_000))
     top_p = fields.Float(load_default=None, validate=validate.Range(0, 1))
-    top_k = fields.Integer(load_default=None, validate=validate.Range(0, 1_000_000))
-    seed = fields.Integer(load_default=None, validate=validate.Range(0, 2**63 - 1))
+    top_k = Whole(load_default=None, validate=validate.Range(0, 1_000_000))
+    seed = Whole(load_default=None, validate=validate.Range(0, 2**63 - 1))
     history_role = fields.List(
         fields.String(validate=validate.OneOf(["user", "assistant"])), load_default=list
     )
@@ -88,10 +89,10 @@ class ImageForm(PageForm):
     model = fields.String(load_default=None)
     prompt = fields.String(required=True, validate=[validate.Length(max=MAX_PROMPT), _not_blank])
     negative_prompt = fields.String(load_default=None, validate=validate.Length(max=MAX_PROMPT))
-    width = fields.Integer(load_default=None, validate=validate.Range(8, 8192))
-    height = fields.Integer(load_default=None, validate=validate.Range(8, 8192))
-    steps = fields.Integer(load_default=None, validate=validate.Range(1, 1000))
-    seed = fields.Integer(load_default=None, validate=validate.Range(0, 2**63 - 1))
+    width = Whole(load_default=None, validate=validate.Range(8, 8192))
+    height = Whole(load_default=None, validate=validate.Range(8, 8192))
+    steps = Whole(load_default=None, validate=validate.Range(1, 1000))
+    seed = Whole(load_default=None, validate=validate.Range(0, 2**63 - 1))
     strength = fields.Float(load_default=None, validate=validate.Range(0, 1))
     image = Upload(load_default=None)
     loras = LoraText(load_default=None)
@@ -100,7 +101,7 @@ class ImageForm(PageForm):
     control_scale = fields.Float(load_default=None, validate=validate.Range(0, 5))
     style_image = Upload(load_default=None)
     style_scale = fields.Float(load_default=None, validate=validate.Range(0, 2))
-    upscale = fields.Integer(load_default=None, validate=validate.Range(1, 16))
+    upscale = Whole(load_default=None, validate=validate.Range(1, 16))
 
 
 class SpeechForm(PageForm):
@@ -133,9 +134,9 @@ class KeyForm(PageForm):
     expires_in_days = fields.Float(load_default=None, validate=validate.Range(0.0001, 36500))
     allowed_bindings = fields.String(load_default="", validate=validate.Length(max=4096))
     allowed_models = fields.String(load_default="", validate=validate.Length(max=4096))
-    rpm = fields.Integer(load_default=None, validate=validate.Range(1, 10**9))
-    tpm = fields.Integer(load_default=None, validate=validate.Range(1, 10**9))
-    max_concurrent = fields.Integer(load_default=None, validate=validate.Range(1, 10**6))
+    rpm = Whole(load_default=None, validate=validate.Range(1, 10**9))
+    tpm = Whole(load_default=None, validate=validate.Range(1, 10**9))
+    max_concurrent = Whole(load_default=None, validate=validate.Range(1, 10**6))
 
 
 class AuditFilter(PageForm):
@@ -143,7 +144,7 @@ class AuditFilter(PageForm):
 
     event = fields.String(load_default=None, validate=validate.Length(max=64))
     key_id = fields.String(load_default=None, validate=validate.Length(max=64))
-    before_id = fields.Integer(load_default=None, validate=validate.Range(1, 2**62))
+    before_id = Whole(load_default=None, validate=validate.Range(1, 2**62))
 
 
 class LoginForm(PageForm):

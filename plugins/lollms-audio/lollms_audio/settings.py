@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from marshmallow import fields, validate
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import SettingsSchema, Whole
 
 from .formats import OUTPUT_FORMATS
 
@@ -97,17 +97,17 @@ class AudioSettings(SettingsSchema):
         ),
         metadata={"help": "faster-whisper precision; auto = int8 on CPU, float16 on GPU"},
     )
-    threads = fields.Integer(
+    threads = Whole(
         load_default=0,
         validate=validate.Range(0, 256),
         metadata={"help": "CPU threads per model (0: one per core, at most 8)"},
     )
-    workers = fields.Integer(
+    workers = Whole(
         load_default=2,
         validate=validate.Range(1, 64),
         metadata={"help": "threads running model work off the event loop"},
     )
-    beam_size = fields.Integer(load_default=5, validate=validate.Range(1, 20))
+    beam_size = Whole(load_default=5, validate=validate.Range(1, 20))
     word_timestamps = fields.Boolean(
         load_default=True,
         metadata={"help": "transcripts carry per-word times (verbose_json `words`)"},
@@ -129,7 +129,7 @@ class AudioSettings(SettingsSchema):
         validate=validate.Range(0, 2),
         metadata={"help": "Piper phoneme-width (timing) noise (default: each voice's own)"},
     )
-    max_text_chars = fields.Integer(
+    max_text_chars = Whole(
         load_default=20_000,
         validate=validate.Range(1, 1_000_000),
         metadata={"help": "longest text one tts request may speak"},

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import SettingsSchema, Whole
 
 DEVICES = validate.Regexp(
     r"^(auto|cpu|mps|cuda(:\d+)?)$", error="one of auto, cpu, mps, cuda, cuda:<index>"
@@ -89,20 +89,20 @@ class DiffusersSettings(SettingsSchema):
         load_default=dict,
         metadata={"help": "family (e.g. 'SD 1.x') -> local diffusers folder of its configs"},
     )
-    threads = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 1024))
-    max_loaded = fields.Integer(load_default=1, validate=validate.Range(1, 64))
-    default_steps = fields.Integer(
+    threads = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 1024))
+    max_loaded = Whole(load_default=1, validate=validate.Range(1, 64))
+    default_steps = Whole(
         load_default=None,
         allow_none=True,
         validate=validate.Range(1, 1000),
         metadata={"help": "steps when a request names none; empty: the pipeline's default"},
     )
-    max_steps = fields.Integer(load_default=150, validate=validate.Range(1, 1000))
-    max_size = fields.Integer(load_default=2048, validate=validate.Range(8, 16384))
-    max_images = fields.Integer(load_default=4, validate=validate.Range(1, 64))
-    default_frames = fields.Integer(load_default=16, validate=validate.Range(1, 1024))
-    max_frames = fields.Integer(load_default=64, validate=validate.Range(1, 1024))
-    fps = fields.Integer(load_default=8, validate=validate.Range(1, 120))
+    max_steps = Whole(load_default=150, validate=validate.Range(1, 1000))
+    max_size = Whole(load_default=2048, validate=validate.Range(8, 16384))
+    max_images = Whole(load_default=4, validate=validate.Range(1, 64))
+    default_frames = Whole(load_default=16, validate=validate.Range(1, 1024))
+    max_frames = Whole(load_default=64, validate=validate.Range(1, 1024))
+    fps = Whole(load_default=8, validate=validate.Range(1, 120))
     video_format = fields.String(load_default="gif", validate=validate.OneOf(VIDEO_FORMATS))
     default_audio_s = fields.Float(load_default=5.0, validate=validate.Range(0.1, 600))
     max_audio_s = fields.Float(load_default=30.0, validate=validate.Range(0.1, 600))

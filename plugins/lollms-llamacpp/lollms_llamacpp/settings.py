@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import SettingsSchema, Whole
 
 from .tool_use import template_problem
 
@@ -70,16 +70,14 @@ class LlamaCppSettings(SettingsSchema):
         load_default=list,
         metadata={"help": "folders of *.gguf files; default <data dir>/models/ttt"},
     )
-    n_ctx = fields.Integer(load_default=4096, validate=validate.Range(0, 10_000_000))
-    n_gpu_layers = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(-1, 100_000)
-    )
+    n_ctx = Whole(load_default=4096, validate=validate.Range(0, 10_000_000))
+    n_gpu_layers = Whole(load_default=None, allow_none=True, validate=validate.Range(-1, 100_000))
     gpu_placement = AutoOrBool(
         load_default="auto",
         metadata={"help": "let the core choose each model's GPU; auto: when xllamacpp has CUDA"},
     )
-    n_threads = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 1024))
-    n_parallel = fields.Integer(load_default=2, validate=validate.Range(1, 256))
+    n_threads = Whole(load_default=None, allow_none=True, validate=validate.Range(1, 1024))
+    n_parallel = Whole(load_default=2, validate=validate.Range(1, 256))
     embedding_models = fields.List(fields.String(), load_default=list)
     preload = fields.List(fields.String(), load_default=list)
     extra_args = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 from yarl import URL
 
-from lollms_server.sdk import SettingsSchema
+from lollms_server.sdk import SettingsSchema, Whole
 
 #: What an instance may claim; `capabilities` narrows it to what the remote server does.
 ALL_CAPABILITIES = ("ttt", "stream", "vision", "tools", "embeddings", "tti", "i2i", "tts", "stt")
@@ -71,7 +71,7 @@ class OpenAISettings(SettingsSchema):
     connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
     read_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
     health_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
-    retries = fields.Integer(load_default=2, validate=validate.Range(0, 10))
+    retries = Whole(load_default=2, validate=validate.Range(0, 10))
     max_retry_after_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
 
     @validates("base_url")

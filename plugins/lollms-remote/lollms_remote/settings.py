@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 from yarl import URL
 
-from lollms_server.sdk import BackendUnavailable, SettingsSchema
+from lollms_server.sdk import BackendUnavailable, SettingsSchema, Whole
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class RemoteSettings(SettingsSchema):
     connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
     read_timeout_s = fields.Float(load_default=300.0, validate=validate.Range(min=0.1))
     health_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
-    retries = fields.Integer(load_default=1, validate=validate.Range(0, 10))
+    retries = Whole(load_default=1, validate=validate.Range(0, 10))
     max_retry_after_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
     models_cache_s = fields.Float(load_default=30.0, validate=validate.Range(min=0))
     load_fresh_s = fields.Float(
