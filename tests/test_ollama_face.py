@@ -408,3 +408,24 @@ async def test_explicit_load_and_unload_need_an_admin_key(server: Client) -> Non
         headers = {**remote, "Authorization": f"Bearer {admin}"}
         response = await server.post(path, json=body, headers=headers)
         assert response.status == 200 and (await response.json())["done_reason"] == "unload"
+
+
+@pytest.mark.parametrize(
+    "keep_alive",
+    [10**400, 1e300, "1e300", "nan", "inf", "99999999999h"],
+    ids=["10**400", "1e300", "1e300-text", "nan", "inf", "huge-duration"],
+)
+async def test_keep_alive_beyond_a_date_is_400_and_ps_keeps_working(
+    server: Client, keep_alive: Any
+) -> None:
+    """A keep_alive no date can hold is a 400; before, a user's 10**400 was a 500, and its
+    1e300 was accepted and broke `/api/ps` (a 500) for every client while the model stayed."""
+    chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+    for path in ("/api/chat", "/api/generate"):
+        body = {**chat, "prompt": "hi", "stream": False, "keep_alive": keep_alive}
+        response = await server.post(path, json=body)
+        assert response.status == 400 and "keep_alive" in (await response.json())["error"]
+    response = await server.post("/api/chat", json={**chat, "stream": False, "keep_alive": -5})
+    assert response.status == 200  # any negative: forever, as Ollama
+    response = await server.get("/api/ps")
+    assert response.status == 200 and (await response.json())["models"][0]["expires_at"]

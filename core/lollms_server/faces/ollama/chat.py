@@ -27,6 +27,7 @@ from ...errors import BackendError, InvalidRequest, NotSupported
 from ...httpkit.body import limits_of
 from ...httpkit.endpoint import endpoint, read_json, validate
 from ...keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
+from ...ollama_wire import keep_alive_seconds
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...resources.actions import change_model
@@ -41,7 +42,6 @@ from .schemas import (
     OllamaGenerateSchema,
     OllamaModelSchema,
     OllamaShowSchema,
-    keep_alive_seconds,
 )
 from .stream import Shape, nanoseconds, stream_ndjson
 

@@ -24,7 +24,6 @@ image-generation fields `width`, `height`, `steps`, and embed's `truncate`, `opt
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from marshmallow import EXCLUDE, ValidationError, fields, post_load, pre_load, validate
@@ -35,13 +34,11 @@ from ...httpkit.convert import decode_data
 from ...httpkit.shapes import NAME, StringOrList
 from ...lean_schema import LeanSchema
 from ...media_types import sniff_image
-from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive
+from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive, keep_alive_seconds
 from ...request_limits import CappedList
 from ...whole_number import Whole
 
 MAX_IMAGES = 16
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAPPED_OPTIONS = {
     "temperature": "temperature",
     "top_p": "top_p",
@@ -58,20 +55,6 @@ THINK_LEVELS = ("low", "medium", "high")
 def _opt(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:
     """An optional field where null means absent."""
     return field(load_default=None, allow_none=True, **kwargs)
-
-
-def keep_alive_seconds(value: float | str) -> float:
-    """Seconds of an Ollama `keep_alive` (a number of seconds or a Go duration like "5m")."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    sign = -1.0 if text.startswith("-") else 1.0
-    parts = DURATION_PART.findall(text)
-    return sign * sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts)
 
 
 class Format(fields.Field[Any]):
