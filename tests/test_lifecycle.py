@@ -8,7 +8,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from lollms_server.bindings import Binding
+from lollms_server.builtin.echo import EchoBinding
+from lollms_server.hookspecs import hookimpl
 from lollms_server.keys import LIFECYCLE, REGISTRY
+from lollms_server.plugins import load_plugins
 from lollms_server.resources.lifecycle import parse_budget
 
 Client = TestClient[Any, Any]
@@ -140,3 +144,57 @@ async def test_a_load_that_cannot_fit_once_measured_is_refused(
     error = (await refused.json())["error"]
     assert refused.status == 503 and "took 200 MiB once loaded" in error["message"]
     assert resident(client) == set() and client.server.app[LIFECYCLE].used_bytes() == 0
+
+
+class StartsOnUse(EchoBinding):
+    """Echo whose tokenizer and embeddings start the model when it is not running, as
+    llama.cpp's do (they need the model's process)."""
+
+    name = "starts-on-use"
+
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        """Echo's ids, the model started first."""
+        self.loaded.add(model)
+        return await super().tokenize(text, model)
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        """Echo's text, the model started first."""
+        self.loaded.add(model)
+        return await super().detokenize(tokens, model)
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Echo's vectors, the model started first."""
+        self.loaded.add(model)
+        return await super().embed(texts, model)
+
+
+class StartsOnUsePlugin:
+    @hookimpl
+    def register_bindings(self) -> list[type[Binding]]:
+        return [StartsOnUse]
+
+
+async def test_tokenizer_and_embeddings_load_within_the_books(
+    make_client: Any, make_config: Any
+) -> None:
+    """Tokenize, detokenize and embed load their model through the lifecycle (max loaded
+    models, budgets, keep_alive). Before, a user key tokenizing each model of a llama.cpp
+    instance started one process per model past `max_loaded_models` and the RAM budget, and
+    none was ever unloaded."""
+    settings = {"type": "starts-on-use", "model_memory_mb": 100, "max_loaded_models": 1}
+    cfg = make_config({"bindings": {"echo": settings}, "defaults": {"ttt": "echo"}})
+    plugins = load_plugins({"starts-on-use": StartsOnUsePlugin()})
+    client: Client = await make_client(cfg, plugins=plugins)
+    calls = [
+        ("/api/v1/tokenize", {"text": "hi", "model_name": "echo"}),
+        ("/api/v1/count_tokens", {"text": "hi", "model_name": "think"}),
+        ("/api/v1/detokenize", {"tokens": [104], "model_name": "slow"}),
+        ("/v1/embeddings", {"model": "echo/fail", "input": "hi"}),
+        ("/api/embed", {"model": "echo/echo", "input": "hi"}),
+    ]
+    books = client.server.app[LIFECYCLE].loaded
+    for path, body in calls:
+        response = await client.post(path, json=body)
+        assert response.status == 200, (path, await response.text())
+        assert len(resident(client)) == 1, (path, resident(client))
+        assert {model for _, model in books} == resident(client)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from ..bindings import (
@@ -251,6 +259,15 @@ class GenerationService:
                 breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics
             )
             yield attempt, prepared.on(target)
+
+    async def model_call(
+        self, target: Target, call: Callable[[], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
+        """A binding call that needs the model but is no generation (tokenize, embed): the
+        model loaded within the lifecycle's books first (budgets, max loaded, keep_alive)."""
+        if self.lifecycle is not None:
+            await self.lifecycle.ensure_loaded(target)
+        return await guarded(target.binding, call(), timeout_s or self.timeout_s)
 
     async def _load(self, prepared: Prepared) -> None:
         """The target's model loaded for the call; `_release` (in a `finally`) once it ends."""

@@ -144,7 +144,8 @@ async def token_ids(
     _check_text_length(request, text)
     timeout = request.app[CONFIG].request_timeout_s
     binding = target.binding
-    tokens = await guarded(binding, binding.tokenize(text, target.model), timeout)
+    service = request.app[GENERATION]
+    tokens = await service.model_call(target, lambda: binding.tokenize(text, target.model), timeout)
     if add_bos or add_eos:
         bos, eos = await guarded(binding, binding.special_tokens(target.model), timeout)
         if add_bos and bos is not None and tokens[:1] != [bos]:
@@ -156,9 +157,9 @@ async def token_ids(
 
 async def token_text(request: web.Request, target: Target, tokens: list[int]) -> str:
     """The text of token ids under the target's tokenizer (bounded in time)."""
-    return await guarded(
-        target.binding,
-        target.binding.detokenize(tokens, target.model),
+    return await request.app[GENERATION].model_call(
+        target,
+        lambda: target.binding.detokenize(tokens, target.model),
         request.app[CONFIG].request_timeout_s,
     )
 

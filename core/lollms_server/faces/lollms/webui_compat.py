@@ -23,7 +23,6 @@ from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import GENERATION, PERSONALITIES, REGISTRY
 from ...listing import gather_models
 from ...openai_names import resolve_model
-from ...service.generation import guarded
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
 from ..openai import media as openai_media
@@ -157,8 +156,9 @@ async def lollms_embed(request: web.Request, body: dict[str, Any]) -> web.Respon
     target = await resolve_model(request.app[REGISTRY], "ttt", None)
     target.require("embeddings", "make embeddings", "text")
     binding = target.binding
-    timeout = request.app[GENERATION].timeout_s
-    vectors = await guarded(binding, binding.embed([body["text"]], target.model), timeout)
+    vectors = await request.app[GENERATION].model_call(
+        target, lambda: binding.embed([body["text"]], target.model)
+    )
     if len(vectors) != 1:
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors for 1 input",

@@ -31,7 +31,6 @@ from ...ollama_wire import keep_alive_seconds
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...resources.actions import change_model
-from ...service.generation import guarded
 from ...service.personalities import split_personality
 from . import models
 from .schemas import (
@@ -219,8 +218,9 @@ async def _embedding_target(request: web.Request, name: str) -> Target:
 
 async def _embed(request: web.Request, target: Target, texts: list[str]) -> list[list[float]]:
     binding = target.binding
-    timeout = request.app[GENERATION].timeout_s
-    vectors = await guarded(binding, binding.embed(texts, target.model), timeout)
+    vectors = await request.app[GENERATION].model_call(
+        target, lambda: binding.embed(texts, target.model)
+    )
     if len(vectors) != len(texts):
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors "

@@ -39,7 +39,6 @@ from ...keys import GENERATION, REGISTRY, STARTED_AT
 from ...listing import gather_models, list_models_of, visible_bindings
 from ...openai_names import resolve_model
 from ...registry import Target
-from ...service.generation import guarded
 from ...service.generation_stream import open_stream
 from ...service.personalities import split_personality
 from ...service.prepared import Prepared
@@ -179,8 +178,9 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     texts: list[str] = body["input"]
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
-    timeout = request.app[GENERATION].timeout_s
-    vectors = await guarded(binding, binding.embed(texts, target.model), timeout)
+    vectors = await request.app[GENERATION].model_call(
+        target, lambda: binding.embed(texts, target.model)
+    )
     if len(vectors) != len(texts):
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors "
