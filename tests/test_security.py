@@ -311,6 +311,46 @@ async def test_token_and_concurrency_limits(make_client: Any, make_config: Any) 
     assert sorted(r.status for r in both) == [200, 429]
 
 
+async def test_embeddings_count_against_token_and_concurrency_limits(
+    make_client: Any, make_config: Any
+) -> None:
+    """Embeddings take a concurrent slot and charge their texts to the key's token budget, on
+    every face. Before, a key limited to 5 tokens and 1 generation at once embedded megabytes
+    of text, in parallel with its generation, as often as its rpm allowed."""
+    raw = {
+        "bindings": {"echo": {"type": "echo", "delay_ms": 200}},
+        "defaults": {"ttt": "echo"},
+        "security": {"rate_limit_window_s": 60},
+    }
+    client = await make_client(make_config(raw))
+    store = client.server.app[KEYSTORE]
+    text = "one two three four five six"
+    calls = [
+        ("/v1/embeddings", {"model": "echo/echo", "input": [text]}),
+        ("/api/embed", {"model": "echo/echo", "input": text}),
+        ("/api/embeddings", {"model": "echo/echo", "prompt": text}),
+        ("/lollms_embed", {"text": text}),
+    ]
+    for path, body in calls:
+        budget, _ = await store.create(f"tpm {path}", "user", tpm=5)
+        headers = {"X-API-Key": budget, **FOREIGN}
+        first = await client.post(path, json=body, headers=headers)
+        assert first.status == 200, (path, await first.text())
+        second = await client.post(path, json=body, headers=headers)
+        assert second.status == 429, path
+        single, _ = await store.create(f"one {path}", "user", max_concurrent=1)
+        headers = {"X-API-Key": single, **FOREIGN}
+        slow = {"input_data": [{"type": "text", "data": text}], "model_name": "slow"}
+        generating = asyncio.ensure_future(
+            client.post("/api/v1/generate", json=slow, headers=headers)
+        )
+        await asyncio.sleep(0.1)
+        during = await client.post(path, json=body, headers=headers)
+        assert during.status == 429, path
+        assert (await generating).status == 200
+        assert (await client.post(path, json=body, headers=headers)).status == 200
+
+
 async def test_pages_send_a_keyless_remote_browser_to_login(client: Client) -> None:
     response = await client.get("/models?q=x", headers=FOREIGN, allow_redirects=False)
     assert response.status == 303

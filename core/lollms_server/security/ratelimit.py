@@ -21,7 +21,7 @@ import contextlib
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -226,3 +226,20 @@ class RateLimiter:
     def give_slot(self, who: str) -> None:
         """Give back the slot `take_slot` took for `who`."""
         self.active[who] -= 1
+
+    @contextlib.asynccontextmanager
+    async def text_work(self, principal: Principal, chars: int) -> AsyncIterator[None]:
+        """Work on text that is no generation (embeddings): one of the key's concurrent slots,
+        and the text (at CHARS_PER_TOKEN) charged to its token budget when the work succeeds."""
+        tokens = -(-chars // CHARS_PER_TOKEN)
+        reservation = await self.reserve_tokens(principal, tokens)
+        used = 0
+        try:
+            who = self.take_slot(principal)
+            try:
+                yield
+                used = tokens
+            finally:
+                self.give_slot(who)
+        finally:
+            await self.settle(reservation, used)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import (
@@ -31,6 +32,7 @@ from ..registry import Registry, Target
 from ..resources.lifecycle import Lifecycle
 from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket, Waiting
 from ..security.audit import AuditLog
+from ..security.principal import caller
 from ..security.principal import current as current_principal
 from ..security.ratelimit import RateLimiter
 from ..thinking import ThinkSplitter, split_chunk_thoughts, split_result_thoughts
@@ -261,13 +263,24 @@ class GenerationService:
             yield attempt, prepared.on(target)
 
     async def model_call(
-        self, target: Target, call: Callable[[], Awaitable[T]], timeout_s: float | None = None
+        self,
+        target: Target,
+        call: Callable[[], Awaitable[T]],
+        timeout_s: float | None = None,
+        *,
+        texts: Sequence[str] = (),
     ) -> T:
         """A binding call that needs the model but is no generation (tokenize, embed): the
-        model loaded within the lifecycle's books first (budgets, max loaded, keep_alive)."""
-        if self.lifecycle is not None:
-            await self.lifecycle.ensure_loaded(target)
-        return await guarded(target.binding, call(), timeout_s or self.timeout_s)
+        model loaded within the lifecycle's books first (budgets, max loaded, keep_alive).
+        With `texts` (embeddings) it also takes a concurrent slot of the key and charges them
+        to its token budget (`RateLimiter.text_work`)."""
+        accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        if texts and self.limiter is not None:
+            accounting = self.limiter.text_work(caller(), sum(len(text) for text in texts))
+        async with accounting:
+            if self.lifecycle is not None:
+                await self.lifecycle.ensure_loaded(target)
+            return await guarded(target.binding, call(), timeout_s or self.timeout_s)
 
     async def _load(self, prepared: Prepared) -> None:
         """The target's model loaded for the call; `_release` (in a `finally`) once it ends."""

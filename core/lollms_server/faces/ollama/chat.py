@@ -219,7 +219,7 @@ async def _embedding_target(request: web.Request, name: str) -> Target:
 async def _embed(request: web.Request, target: Target, texts: list[str]) -> list[list[float]]:
     binding = target.binding
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed(texts, target.model)
+        target, lambda: binding.embed(texts, target.model), texts=texts
     )
     if len(vectors) != len(texts):
         raise BackendError(

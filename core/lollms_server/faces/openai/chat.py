@@ -179,7 +179,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed(texts, target.model)
+        target, lambda: binding.embed(texts, target.model), texts=texts
     )
     if len(vectors) != len(texts):
         raise BackendError(
