@@ -67,6 +67,15 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "in use" in lines[0] and "Traceback" not in done.stderr
 
 
+def test_a_bad_binding_setting_names_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text('[bindings.demo]\ntype = "echo"\ndelay_ms = "slow"\n')
+    done = run(tmp_path, "--config", str(config), "serve", "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    assert f"invalid configuration in {config}:" in done.stderr, done.stderr
+    assert "bindings.demo.delay_ms: got 'slow'" in done.stderr
+
+
 def test_no_binding_instance_warns_at_start_up(tmp_path: Path) -> None:
     with lollms_process(tmp_path, "") as server:
         log = server.log()  # written before the server listens

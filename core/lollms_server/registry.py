@@ -212,7 +212,7 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
     context = BindingContext(data_dir=config.data_dir)
     for name, spec in config.bindings.items():
         if spec.enabled:
-            instances[name] = _instantiate(spec, plugins, context)
+            instances[name] = _instantiate(spec, plugins, context, str(config.path or "config"))
     registry = Registry(instances, dict(config.defaults))
     registry.default_models = {n: s.default_model for n, s in config.bindings.items()}
     registry.concurrency = {
@@ -238,7 +238,9 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
     return registry
 
 
-def _instantiate(spec: InstanceConfig, plugins: Plugins, context: BindingContext) -> Binding:
+def _instantiate(
+    spec: InstanceConfig, plugins: Plugins, context: BindingContext, source: str
+) -> Binding:
     cls = plugins.binding_classes.get(spec.type)
     if cls is None:
         allowed = ", ".join(sorted(plugins.binding_classes)) or "none installed"
@@ -250,7 +252,7 @@ def _instantiate(spec: InstanceConfig, plugins: Plugins, context: BindingContext
         settings = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
     except ValidationError as exc:
         raise ConfigError(
-            describe_errors(exc.messages, spec.settings, "config").replace(
+            describe_errors(exc.messages, spec.settings, source).replace(
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
