@@ -651,3 +651,28 @@ async def test_a_bare_model_another_instance_has_says_how_to_name_it(
         "/v1/chat/completions", json={"model": "other/nope", "messages": messages}
     )
     assert "default instance" not in (await openai_error(named, 404))["message"]
+
+
+async def test_a_default_model_missing_from_its_instance_names_the_config_key(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A request that names no model gets the config's default; when that one does not exist,
+    the 404 names the config key that chose it, not advice about naming models."""
+    bindings = {"echo": {"type": "echo", "default_model": "typo"}}
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    messages = [{"role": "user", "content": "hi"}]
+    for model in ("gpt-4o-mini", "echo"):  # a hard-coded client name, the instance alone
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": model, "messages": messages}
+        )
+        message = (await openai_error(answer, 404))["message"]
+        assert "[bindings.echo] default_model" in message, message
+        assert "without its instance" not in message
+    defaults = {**ECHO_DEFAULTS, "ttt": "echo/typo2"}
+    bindings = {"echo": {"type": "echo", "default_model": "echo"}}
+    client = await make_client(make_config({"bindings": bindings, "defaults": defaults}))
+    answer = await client.post(
+        "/api/v1/generate", json={"input_data": [{"type": "text", "data": "hi"}]}
+    )
+    assert answer.status == 404
+    assert "[defaults] ttt" in (await answer.json())["error"]["message"]

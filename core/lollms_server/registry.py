@@ -34,17 +34,25 @@ class Target:
     fallbacks: tuple[Target, ...] = ()
     route: str | None = None
     strategy: str = "ordered"
-    by_default: bool = False  # the request named no instance: its type's default one
+    by_default: bool = False  # the request named a model but no instance: the default one
+    chosen_by: str | None = None  # the config key that chose the model when the request did not
 
     def unknown_model(self, exc: ModelNotFound) -> ModelNotFound:
-        """`exc`, saying how to reach another instance's model when the request named none."""
-        if not self.by_default:
+        """`exc`, saying where the model's name came from: the config, or a bare name sent
+        to the default instance (and how to reach another instance's)."""
+        if self.chosen_by is not None:
+            hint = (
+                f"; the request named no model, so {self.model!r} comes from {self.chosen_by} "
+                "in the config: correct it there, or name a model"
+            )
+        elif self.by_default:
+            hint = (
+                f"; a model named without its instance goes to the default instance "
+                f"{self.binding.instance_name!r}: name another instance's as "
+                "`<instance>/<model>` (GET /v1/models lists them)"
+            )
+        else:
             return exc
-        hint = (
-            f"; a model named without its instance goes to the default instance "
-            f"{self.binding.instance_name!r}: name another instance's as `<instance>/<model>` "
-            "(GET /v1/models lists them)"
-        )
         return ModelNotFound(exc.message + hint, binding=exc.binding, param=exc.param)
 
     @property
@@ -140,14 +148,19 @@ class Registry:
             return await self._resolve_route(generation_type, self.defaults[generation_type])
         principal = caller()  # no known caller: refused (fail closed)
         named = (instance, model)  # what the request named: all a refusal may repeat
+        chosen_by = None  # the config key that names the model when the request names none
         if instance is None:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
+            if model is None and default_model is not None:
+                chosen_by = f"[defaults] {generation_type}"
             instance, model = default_instance, model or default_model
         if not principal.may_use_instance(instance):  # before 404 and 501: nothing is told
             raise refusal(named, generation_type)
         binding = self.get(instance)
         what = f"binding instance {instance!r} (type {binding.name}) cannot do {generation_type!r}"
         require(binding, generation_type, what)
+        if model is None and self.default_models.get(instance):
+            chosen_by = f"[bindings.{instance}] default_model"
         model = (
             model
             or self.default_models.get(instance)
@@ -155,7 +168,8 @@ class Registry:
         )
         if not principal.may_use(instance, model):
             raise refusal(named, generation_type)
-        return Target(binding, model, by_default=named[0] is None)
+        bare = named[0] is None and named[1] is not None
+        return Target(binding, model, by_default=bare, chosen_by=chosen_by)
 
     async def _resolve_route(self, generation_type: str, name: str) -> Target:
         """The route's targets in order: the first, with the others as its fallbacks."""

@@ -108,6 +108,7 @@ class Attempt:
         if can_hand_over and not self.last and not self.committed:
             log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
             return True
-        if isinstance(exc, ModelNotFound) and self.target.by_default:
-            raise self.target.unknown_model(exc) from None  # how to name another instance's
+        explained = self.target.unknown_model(exc) if isinstance(exc, ModelNotFound) else exc
+        if explained is not exc:
+            raise explained from None  # where the model's name came from
         return False
