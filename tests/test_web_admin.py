@@ -59,3 +59,18 @@ async def test_admin_pages_need_admin(client: Client) -> None:
         assert response.status == 403
     post = await client.post("/admin/keys", data={"name": "x"}, headers=headers)
     assert post.status == 403
+
+
+async def test_a_refused_key_shows_above_the_form_with_what_was_typed(client: Client) -> None:
+    """A mistake (a model without its instance) keeps the table and the form, filled in, and
+    says what is wrong above it (it replaced the whole keys area with the error before)."""
+    typed = {"name": "app", "allowed_models": "echo", "rpm": "60"}
+    for headers in ({"HX-Request": "true"}, {}):  # htmx, and a plain post without JavaScript
+        refused = await client.post("/admin/keys", data=typed, headers=headers)
+        html = await refused.text()
+        assert refused.status == 400, html
+        assert "allowed_models entries are `&lt;instance&gt;/&lt;model&gt;`" in html, html
+        assert "Create key" in html and '<table class="dense keys">' in html
+        assert 'name="name" required maxlength="128" value="app"' in html
+        assert 'value="echo"' in html and 'value="60"' in html
+    assert not await client.server.app[KEYSTORE].list()

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .. import admin_actions
-from ..errors import Unauthorized
+from ..errors import LollmsError, Unauthorized
 from ..httpkit.endpoint import validate as validate_data
 from ..keys import AUDIT, KEYSTORE, SECURITY
 from ..security.auth import KEY_COOKIE, refuse_cross_site, requires
@@ -34,7 +34,8 @@ def _names(value: str) -> list[str] | None:
 async def _keys_view(request: web.Request, **extra: Any) -> web.Response:
     keys = [k.to_dict() for k in await request.app[KEYSTORE].list()]
     status = extra.pop("status", 200)
-    return await render(request, "keys.html", "_keys.html", {"keys": keys, **extra}, status=status)
+    context = {"keys": keys, "form": {}, **extra}
+    return await render(request, "keys.html", "_keys.html", context, status=status)
 
 
 @routes.get("/admin/keys", name="admin_keys")
@@ -49,19 +50,24 @@ async def keys_page(request: web.Request) -> web.Response:
 @requires("admin")
 @page_handler
 async def create_key(request: web.Request) -> web.Response:
-    """Create a key; the page shows its secret this once."""
-    form = await read_page_form(request, KeyForm)
-    key, record = await admin_actions.create_key(
-        request,
-        form["name"].strip(),
-        form["role"],
-        expires_in_days=form.get("expires_in_days"),
-        allowed_bindings=_names(form["allowed_bindings"]),
-        allowed_models=_names(form["allowed_models"]),
-        rpm=form.get("rpm"),
-        tpm=form.get("tpm"),
-        max_concurrent=form.get("max_concurrent"),
-    )
+    """Create a key; the page shows its secret this once (a refusal shows above the form,
+    which keeps what was typed)."""
+    form: dict[str, Any] = {}
+    try:
+        form = await read_page_form(request, KeyForm)
+        key, record = await admin_actions.create_key(
+            request,
+            form["name"].strip(),
+            form["role"],
+            expires_in_days=form.get("expires_in_days"),
+            allowed_bindings=_names(form["allowed_bindings"]),
+            allowed_models=_names(form["allowed_models"]),
+            rpm=form.get("rpm"),
+            tpm=form.get("tpm"),
+            max_concurrent=form.get("max_concurrent"),
+        )
+    except LollmsError as exc:
+        return await _keys_view(request, failure=exc, form=form, status=exc.status)
     return await _keys_view(request, created={"key": key, **record.to_dict()}, status=201)
 
 
