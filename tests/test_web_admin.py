@@ -42,9 +42,12 @@ async def test_create_list_and_revoke_keys(client: Client) -> None:
 
 async def test_audit_page_lists_and_filters(client: Client) -> None:
     await client.get("/api/v1/list_models", headers={"Host": "evil.example"})
-    await client.post("/api/v1/generate", json={"input_data": [{"type": "text", "data": "x"}]})
+    answer = await client.post(
+        "/api/v1/generate", json={"input_data": [{"type": "text", "data": "x"}]}
+    )
     page = await (await client.get("/admin/audit")).text()
     assert "auth_failed" in page and "generation" in page
+    assert answer.headers["X-Request-Id"] in page  # a generation row names its request
     only = await (await client.get("/admin/audit?event=auth_failed")).text()
     assert "audit-auth_failed" in only and "audit-generation" not in only
     bad = await client.get("/admin/audit?before_id=abc")
