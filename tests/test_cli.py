@@ -135,6 +135,18 @@ def test_keys_list_shows_allow_lists_and_limits(env: dict[str, str]) -> None:
     assert empty.returncode == 1 and "admit nothing" in empty.stderr
 
 
+def test_keys_create_warns_of_an_instance_the_config_lacks(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[bindings.local]\ntype = "echo"\n[defaults]\nttt = "local"\n')
+    typo = run(env, "--config", str(path), "keys", "create", "--name", "a", "--models", "locl/m")
+    assert typo.returncode == 0, typo.stderr  # kept: the instance may be added later
+    assert "no enabled instance 'locl' (instances: local)" in typo.stderr, typo.stderr
+    fine = run(env, "--config", str(path), "keys", "create", "--name", "b", "--bindings", "local")
+    assert fine.returncode == 0 and "warning" not in fine.stderr, fine.stderr
+
+
 def test_config_show_gives_each_binding_its_whole_settings(
     env: dict[str, str], tmp_path: Path
 ) -> None:

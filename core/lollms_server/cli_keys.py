@@ -45,6 +45,21 @@ def _limits(record: KeyRecord) -> str:
     return " ".join(parts) or "-"
 
 
+def _warn_unknown_instances(record: KeyRecord, config: Config) -> None:
+    """Warn about allow-list entries naming no enabled instance of this config (a typo makes
+    a key that admits nothing; kept, as the instance may be added later)."""
+    named = set(record.allowed_bindings or ())
+    named |= {entry.partition("/")[0] for entry in record.allowed_models or ()}
+    instances = {name for name, spec in config.bindings.items() if spec.enabled}
+    for name in sorted(named - instances):
+        print(
+            f"lollms-server: warning: {config.path or 'the config'} has no enabled instance "
+            f"{name!r} (instances: {', '.join(sorted(instances)) or 'none'}); "
+            "the key admits nothing there until one exists",
+            file=sys.stderr,
+        )
+
+
 def keys_command(args: argparse.Namespace, config: Config) -> int:
     """Run one keys subcommand against the configured database."""
     return asyncio.run(_keys_command(args, config))
@@ -69,6 +84,7 @@ async def _keys_command(args: argparse.Namespace, config: Config) -> int:
             await audit.record("key_created", client="cli", detail={"new_key_id": record.id})
             print(key)
             print(f"key id {record.id} ({record.role}); it is shown only now", file=sys.stderr)
+            _warn_unknown_instances(record, config)
         elif args.keys_command == "list":
             head = f"{'id':<14}{'name':<20}{'role':<7}{'status':<9}{'created':<18}{'expires':<18}"
             print(f"{head}limits")
