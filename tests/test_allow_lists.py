@@ -83,6 +83,8 @@ async def test_a_limited_key_is_told_nothing_of_what_it_may_not_use(
         if body.get("binding_name") != HIDDEN:  # only a name the request gave is repeated
             assert HIDDEN not in text
         assert f"'{HIDDEN_MODEL}'" not in text and "echo/slow" not in text
+        if "binding_name" not in body:  # the default: where to find what it may name instead
+            assert "name a model it may use (GET /v1/models lists them" in text, text
     unknown = await client.post(
         "/api/v1/generate",
         json={"binding_name": "nope", "input_data": prompt},

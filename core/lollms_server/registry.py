@@ -199,7 +199,10 @@ def refusal(named: tuple[str | None, str | None], generation_type: str) -> Forbi
     not told the defaults, models or instances it cannot use."""
     instance, model = named
     if instance is None and model is None:
-        return Forbidden(f"this key may not use the default {generation_type!r} target")
+        return Forbidden(
+            f"this key may not use the default {generation_type!r} target: name a model it "
+            "may use (GET /v1/models lists them for this key)"
+        )
     if model is None:
         return Forbidden(f"this key may not use binding instance {instance!r}")
     where = f" of instance {instance!r}" if instance is not None else ""
