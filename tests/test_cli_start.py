@@ -76,6 +76,14 @@ def test_a_bad_binding_setting_names_the_config_file(tmp_path: Path) -> None:
     assert "bindings.demo.delay_ms: got 'slow'" in done.stderr
 
 
+def test_a_port_out_of_range_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for args in (("--port", "99999"), ("serve", "--port", "-1")):
+        done = run(tmp_path, *args)
+        assert done.returncode == 2, done.stderr
+        assert "argument --port: got" in done.stderr and "0-65535" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_no_binding_instance_warns_at_start_up(tmp_path: Path) -> None:
     with lollms_process(tmp_path, "") as server:
         log = server.log()  # written before the server listens

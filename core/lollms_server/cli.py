@@ -14,7 +14,7 @@ from .cli_backup import add_backup_parsers, backup_command
 from .cli_db import add_db_parser, db_command
 from .cli_import import add_import_parser, import_command
 from .cli_models import add_models_parser, models_command
-from .config import Config, default_config_path, load_config, write_default_config
+from .config import Config, default_config_path, load_config, port_number, write_default_config
 from .config_show import effective_config
 from .errors import ConfigError
 from .logs import LOG_FORMATS, setup_logging
@@ -66,12 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(value: str) -> int:
+    """`--port`: argparse's one-line error (exit 2) for anything but 0-65535."""
+    try:
+        return port_number(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """--host, --port, --workers; `defaults=False` (the `serve` subcommand) sets only what is
     given, so the values given before `serve` are kept."""
     unset = None if defaults else argparse.SUPPRESS
     parser.add_argument("--host", default=unset, help="override [server] host")
-    parser.add_argument("--port", type=int, default=unset, help="override [server] port")
+    parser.add_argument("--port", type=_port, default=unset, help="override [server] port")
     parser.add_argument(
         "--workers",
         type=int,

@@ -270,11 +270,18 @@ def _request_limits(server: Mapping[str, Any]) -> RequestLimits:
     )
 
 
-def _env_port() -> int:
-    value = os.environ["LOLLMS_PORT"]
+def port_number(value: str) -> int:
+    """A port given as text (`--port`, `LOLLMS_PORT`): an integer 0-65535, else ValueError."""
     if not value.isdigit() or not 0 <= int(value) <= 65535:
-        raise ConfigError(f"LOLLMS_PORT: got {value!r}; allowed: an integer 0-65535")
+        raise ValueError(f"got {value!r}; allowed: an integer 0-65535")
     return int(value)
+
+
+def _env_port() -> int:
+    try:
+        return port_number(os.environ["LOLLMS_PORT"])
+    except ValueError as exc:
+        raise ConfigError(f"LOLLMS_PORT: {exc}") from None
 
 
 def load_config(path: Path | None = None, *, create: bool = True) -> Config:
