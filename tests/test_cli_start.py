@@ -84,6 +84,13 @@ def test_a_port_out_of_range_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
+def test_a_host_that_does_not_resolve_names_the_host_option(tmp_path: Path) -> None:
+    done = run(tmp_path, "--host", "no-such-host.invalid", "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    assert "cannot listen on no-such-host.invalid:" in done.stderr, done.stderr
+    assert "choose another with --host, LOLLMS_HOST or [server] host" in done.stderr
+
+
 def test_no_binding_instance_warns_at_start_up(tmp_path: Path) -> None:
     with lollms_process(tmp_path, "") as server:
         log = server.log()  # written before the server listens

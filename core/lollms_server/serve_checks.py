@@ -24,9 +24,10 @@ def check_listen(host: str, port: int) -> None:
                 probe.bind(address)
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
+        what = "host" if isinstance(exc, socket.gaierror) else "port"  # the name, or the port
         raise ConfigError(
-            f"cannot listen on {host}:{port}: {reason} (choose another with --port, "
-            "LOLLMS_PORT or [server] port)"
+            f"cannot listen on {host}:{port}: {reason} (choose another with --{what}, "
+            f"LOLLMS_{what.upper()} or [server] {what})"
         ) from exc
 
 
