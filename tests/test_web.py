@@ -28,7 +28,7 @@ PAGES = {
     "/playground/audio": ("<h1>Playground</h1>", 'id="transcribe-form"'),
     "/admin/keys": ("<h1>API keys</h1>", "Create key"),
     "/admin/audit": ("<h1>Audit log</h1>", "No event matches"),
-    "/login": ("<h1>API key</h1>", 'name="key"'),
+    "/login": ("<h1>API key</h1>", "No key yet? An admin makes one on the server's machine"),
     "/api-docs": ("<h1>API docs</h1>", "/api/v1/generate"),
 }
 
