@@ -1,6 +1,7 @@
 """Config validation, env overrides and first-run defaults."""
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,21 @@ def test_unknown_binding_type_lists_allowed(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"bindings\.x\.type: got 'nope'; allowed: (.*, )?echo\b"):
         build_registry(config, load_plugins())
+
+
+def test_a_shipped_type_without_its_plugin_says_what_to_install(tmp_path: Path) -> None:
+    """The core installed alone, a `llamacpp` instance configured (the README's next step
+    forgotten): the error names the plugin to install."""
+    plugins = load_plugins()
+    core_only = replace(plugins, binding_classes={"echo": plugins.binding_classes["echo"]})
+    config = parse_config(
+        {"bindings": {"local": {"type": "llamacpp"}}, "server": {"data_dir": str(tmp_path)}}
+    )
+    with pytest.raises(ConfigError) as info:
+        build_registry(config, core_only)
+    message = str(info.value)
+    assert message.startswith("bindings.local.type: got 'llamacpp'; allowed: echo")
+    assert "comes with the plugin lollms-llamacpp: pip install ./plugins/lollms-llamacpp" in message
 
 
 def test_binding_settings_checked_by_type_schema(tmp_path: Path) -> None:

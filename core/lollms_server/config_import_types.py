@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .plugins import SHIPPED_PLUGINS
+
 
 def folder_of(root: Path, value: Any) -> Path | None:
     """A path setting resolved against upstream's server root (None when unset)."""
@@ -58,10 +60,10 @@ def _echo(spec: dict[str, Any], root: Path, out: dict[str, Any]) -> set[str]:
 Translator = Callable[[dict[str, Any], Path, dict[str, Any]], set[str]]
 # upstream binding type -> (our binding type, the plugin that has it, settings translator)
 TYPES: dict[str, tuple[str, str, Translator]] = {
-    "ollama_binding": ("ollama", "lollms-ollama", _ollama),
-    "openai_binding": ("openai", "lollms-openai", _openai),
-    "llamacpp_binding": ("llamacpp", "lollms-llamacpp", _llamacpp),
-    "diffusers_binding": ("diffusers", "lollms-diffusers", _diffusers),
+    "ollama_binding": ("ollama", SHIPPED_PLUGINS["ollama"], _ollama),
+    "openai_binding": ("openai", SHIPPED_PLUGINS["openai"], _openai),
+    "llamacpp_binding": ("llamacpp", SHIPPED_PLUGINS["llamacpp"], _llamacpp),
+    "diffusers_binding": ("diffusers", SHIPPED_PLUGINS["diffusers"], _diffusers),
     "dummy_binding": ("echo", "lollms-server (built in)", _echo),
 }
 WHY_NOT = {

@@ -19,6 +19,14 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 STRICT_ENV = "LOLLMS_STRICT_PLUGINS"
+SHIPPED_PLUGINS = {  # binding type -> the plugin of this repository (plugins/<name>) that has it
+    "openai": "lollms-openai",
+    "llamacpp": "lollms-llamacpp",
+    "ollama": "lollms-ollama",
+    "diffusers": "lollms-diffusers",
+    "audio": "lollms-audio",
+    "lollms": "lollms-remote",
+}
 
 
 @dataclass

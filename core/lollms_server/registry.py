@@ -21,7 +21,7 @@ from .errors import (
     NotSupported,
 )
 from .fleet import FLEET_TYPE
-from .plugins import Plugins
+from .plugins import SHIPPED_PLUGINS, Plugins
 from .security.principal import caller, current
 
 
@@ -262,8 +262,11 @@ def _instantiate(
     if cls is None:
         allowed = ", ".join(sorted(plugins.binding_classes)) or "none installed"
         hint = ""
+        if spec.type in SHIPPED_PLUGINS:  # the usual slip: the core without the type's plugin
+            plugin = SHIPPED_PLUGINS[spec.type]
+            hint = f"; {spec.type!r} comes with the plugin {plugin}: pip install ./plugins/{plugin}"
         if plugins.errors:
-            hint = "; plugins that failed to load: " + ", ".join(sorted(plugins.errors))
+            hint += "; plugins that failed to load: " + ", ".join(sorted(plugins.errors))
         raise ConfigError(f"bindings.{spec.name}.type: got {spec.type!r}; allowed: {allowed}{hint}")
     try:
         settings = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
