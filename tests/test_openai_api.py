@@ -19,7 +19,7 @@ from conftest import ECHO_DEFAULTS, MakeClient, MakeConfig
 from lollms_server.bindings import CAPABILITIES, Binding, Chunk, GenerationRequest
 from lollms_server.builtin.echo import EchoBinding
 from lollms_server.hookspecs import hookimpl
-from lollms_server.keys import REGISTRY
+from lollms_server.keys import KEYSTORE, REGISTRY
 from lollms_server.plugins import load_plugins
 
 Client = TestClient[Any, Any]
@@ -676,3 +676,27 @@ async def test_a_default_model_missing_from_its_instance_names_the_config_key(
     )
     assert answer.status == 404
     assert "[defaults] ttt" in (await answer.json())["error"]["message"]
+
+
+async def test_route_aliases_are_listed_as_models(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A `[routes]` alias is a model name on every face: /v1/models lists it (first when it is
+    the text default) and retrieves it, for callers who may use one of its targets only."""
+    bindings = {"echo": {"type": "echo"}, "other": {"type": "echo"}}
+    routes = {"chat": ["other/echo", "echo/echo"], "hidden": ["other/think"]}
+    config = make_config(
+        {"bindings": bindings, "routes": routes, "defaults": {**ECHO_DEFAULTS, "ttt": "chat"}}
+    )
+    client = await make_client(config)
+    ids = [m["id"] for m in (await (await client.get("/v1/models")).json())["data"]]
+    assert ids[0] == "chat" and "hidden" in ids and "echo/echo" in ids, ids
+    one = await client.get("/v1/models/chat")
+    assert one.status == 200 and (await one.json())["id"] == "chat"
+    key, _ = await client.server.app[KEYSTORE].create("u", "user", allowed_models=["echo/echo"])
+    headers = {"Host": "evil.example", "X-API-Key": key}
+    seen = [
+        m["id"] for m in (await (await client.get("/v1/models", headers=headers)).json())["data"]
+    ]
+    assert "chat" in seen and "hidden" not in seen, seen  # hidden: no target it may use
+    assert (await client.get("/v1/models/hidden", headers=headers)).status == 404

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import health
 from .bindings import Binding, ModelInfo
 from .errors import LollmsError, NotFound
+from .fleet import FLEET_TYPE
 from .guard import guarded
 from .registry import Registry
 from .security.principal import current
@@ -41,6 +42,27 @@ def visible_bindings(bindings: Registry | Iterable[Binding]) -> list[Binding]:
     if principal is None:
         return []
     return [b for b in bindings if principal.may_use_instance(b.instance_name)]
+
+
+def visible_routes(registry: Registry) -> list[str]:
+    """The `[routes]` names (model aliases) the current caller may use: those with a target
+    it may use (a fleet route: a node instance it may use)."""
+    principal = current()
+    if principal is None:
+        return []
+    names = []
+    for name, route in registry.routes.items():
+        targets = [ref.partition("/") for ref in route["targets"]]
+        usable = any(
+            principal.may_use(instance, model) if model else principal.may_use_instance(instance)
+            for instance, _, model in targets
+        )
+        if route.get("fleet"):
+            nodes = [b for b in registry if b.name == FLEET_TYPE]
+            usable = usable or any(principal.may_use_instance(b.instance_name) for b in nodes)
+        if usable:
+            names.append(name)
+    return names
 
 
 def visible_models(binding: Binding, models: Iterable[ModelInfo]) -> list[ModelInfo]:

@@ -19,76 +19,33 @@ from typing import Any
 from aiohttp import web
 
 from ...bindings import (
-    Binding,
     ChatMessage,
     Chunk,
-    ModelInfo,
     Result,
     Usage,
     closing_stream,
 )
 from ...chunks import Accumulator
-from ...errors import BackendError, InvalidRequest, LollmsError, ModelNotFound
+from ...errors import BackendError, InvalidRequest, LollmsError
 from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import hold_event, open_sse, send_event
 from ...json_encoding import dumps
-from ...keys import GENERATION, REGISTRY, STARTED_AT
-from ...listing import gather_models, list_models_of, visible_bindings
+from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...service.generation_stream import open_stream
 from ...service.personalities import split_personality
 from ...service.prepared import Prepared
 from . import media as openai_media
+from . import models as openai_models
 from .schemas import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
 
 log = logging.getLogger(__name__)
 TAG = "openai"
 text_routes = web.RouteTableDef()
-
-
-@text_routes.get("/v1/models")
-@endpoint("Every model of every binding instance, as `<instance>/<model>`", tag=TAG)
-async def list_models(request: web.Request) -> web.Response:
-    """Models of all instances, the default text model first (a client that takes the first
-    one gets what the server is set up for); an instance that fails to list is skipped."""
-    registry = request.app[REGISTRY]
-    created = int(request.app[STARTED_AT])
-    data: list[dict[str, Any]] = []
-    for item in await gather_models(registry):
-        if item.error is not None:
-            log.warning("models of %s skipped: %s", item.name, item.error.message)
-        data.extend(_model_object(item.binding, model, created) for model in item.models)
-    instance, _, model = registry.defaults.get("ttt", "").partition("/")
-    first = f"{instance}/{model or registry.default_models.get(instance)}"
-    data.sort(key=lambda entry: (entry["id"] != first, entry["owned_by"] != instance))
-    return web.json_response({"object": "list", "data": data})
-
-
-@text_routes.get("/v1/models/{model_id:.+}")
-@endpoint("One model, by its `<instance>/<model>` id", tag=TAG)
-async def retrieve_model(request: web.Request) -> web.Response:
-    """One model; 404 when the instance or the model does not exist."""
-    model_id = request.match_info["model_id"]
-    instance, _, name = model_id.partition("/")
-    binding = request.app[REGISTRY].instances.get(instance)
-    if binding is not None and name and visible_bindings([binding]):
-        for model in await list_models_of(binding):
-            if model.name == name:
-                created = int(request.app[STARTED_AT])
-                return web.json_response(_model_object(binding, model, created))
-    raise ModelNotFound(
-        f"the model {model_id!r} does not exist; GET /v1/models lists `<instance>/<model>` ids",
-        param="model",
-    )
-
-
-def _model_object(binding: Binding, model: ModelInfo, created: int) -> dict[str, Any]:
-    name = binding.instance_name
-    return {"id": f"{name}/{model.name}", "object": "model", "created": created, "owned_by": name}
 
 
 @text_routes.post("/v1/chat/completions")
@@ -385,4 +342,4 @@ def _tool_parameters(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
     return {key: value for key, value in found.items() if value is not None}
 
 
-routes: list[web.AbstractRouteDef] = [*text_routes, *openai_media.routes]
+routes: list[web.AbstractRouteDef] = [*openai_models.routes, *text_routes, *openai_media.routes]
