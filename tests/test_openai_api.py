@@ -682,7 +682,8 @@ async def test_route_aliases_are_listed_as_models(
     make_client: MakeClient, make_config: MakeConfig
 ) -> None:
     """A `[routes]` alias is a model name on every face: /v1/models lists it (first when it is
-    the text default) and retrieves it, for callers who may use one of its targets only."""
+    the text default) and retrieves it, /api/tags lists it, for callers who may use all of its
+    targets only (a key is refused a route with a target it may not use)."""
     bindings = {"echo": {"type": "echo"}, "other": {"type": "echo"}}
     routes = {"chat": ["other/echo", "echo/echo"], "hidden": ["other/think"]}
     config = make_config(
@@ -693,10 +694,17 @@ async def test_route_aliases_are_listed_as_models(
     assert ids[0] == "chat" and "hidden" in ids and "echo/echo" in ids, ids
     one = await client.get("/v1/models/chat")
     assert one.status == 200 and (await one.json())["id"] == "chat"
-    key, _ = await client.server.app[KEYSTORE].create("u", "user", allowed_models=["echo/echo"])
+    allowed = ["echo/echo", "other/echo"]  # every target of chat, none of hidden
+    key, _ = await client.server.app[KEYSTORE].create("u", "user", allowed_models=allowed)
     headers = {"Host": "evil.example", "X-API-Key": key}
     seen = [
         m["id"] for m in (await (await client.get("/v1/models", headers=headers)).json())["data"]
     ]
     assert "chat" in seen and "hidden" not in seen, seen  # hidden: no target it may use
     assert (await client.get("/v1/models/hidden", headers=headers)).status == 404
+    tags = (await (await client.get("/api/tags", headers=headers)).json())["models"]
+    names = [t["name"] for t in tags]
+    assert "chat:latest" in names and "hidden:latest" not in names, names  # the Ollama face too
+    body = {"model": "chat:latest", "messages": [{"role": "user", "content": "hi"}]}
+    answer = await client.post("/api/chat", json={**body, "stream": False}, headers=headers)
+    assert answer.status == 200 and (await answer.json())["message"]["content"] == "hi"

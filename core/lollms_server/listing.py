@@ -45,15 +45,15 @@ def visible_bindings(bindings: Registry | Iterable[Binding]) -> list[Binding]:
 
 
 def visible_routes(registry: Registry) -> list[str]:
-    """The `[routes]` names (model aliases) the current caller may use: those with a target
-    it may use (a fleet route: a node instance it may use)."""
+    """The `[routes]` names (model aliases) the current caller may use: every target of the
+    route (a route is refused to a key that may not use one of them; a fleet route: a node)."""
     principal = current()
     if principal is None:
         return []
     names = []
     for name, route in registry.routes.items():
         targets = [ref.partition("/") for ref in route["targets"]]
-        usable = any(
+        usable = bool(targets) and all(
             principal.may_use(instance, model) if model else principal.may_use_instance(instance)
             for instance, _, model in targets
         )

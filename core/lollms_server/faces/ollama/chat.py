@@ -27,6 +27,7 @@ from ...errors import BackendError, InvalidRequest, NotSupported
 from ...httpkit.body import limits_of
 from ...httpkit.endpoint import endpoint, read_json, validate
 from ...keys import GENERATION, LIFECYCLE, REGISTRY, STARTED_AT
+from ...listing import visible_routes
 from ...ollama_wire import keep_alive_seconds
 from ...openai_names import resolve_model
 from ...registry import Target
@@ -59,12 +60,19 @@ async def version(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/tags")
-@endpoint("Every model of every text binding instance, as `<instance>/<model>[:tag]`", tag=TAG)
+@endpoint(
+    "Every model of every text binding instance, as `<instance>/<model>[:tag]`, and the routes",
+    tag=TAG,
+)
 async def tags(request: web.Request) -> web.Response:
-    """Models of all instances; an instance that fails to list is skipped and logged."""
+    """Models of all instances and the `[routes]` aliases the caller may use; an instance that
+    fails to list is skipped and logged."""
     listed = await models.all_models(request.app[REGISTRY])
     started = request.app[STARTED_AT]
-    return web.json_response({"models": [models.tag_entry(b, m, started) for b, m in listed]})
+    aliases = [models.route_entry(n, started) for n in visible_routes(request.app[REGISTRY])]
+    return web.json_response(
+        {"models": aliases + [models.tag_entry(b, m, started) for b, m in listed]}
+    )
 
 
 @routes.get("/api/ps")

@@ -140,6 +140,20 @@ def tag_entry(binding: Binding, model: ModelInfo, started_at: float) -> dict[str
     }
 
 
+def route_entry(name: str, started_at: float) -> dict[str, Any]:
+    """One item of `GET /api/tags` for a `[routes]` alias (the server picks its target)."""
+    tagged_name = tagged(name)
+    return {
+        "name": tagged_name,
+        "model": tagged_name,
+        "modified_at": now_rfc3339(started_at),
+        "size": 0,
+        "digest": hashlib.sha256(f"route:{name}".encode()).hexdigest(),
+        "details": {"parent_model": "", "format": "", "family": "route", "families": ["route"],
+                    "parameter_size": "", "quantization_level": ""},
+    }  # fmt: skip
+
+
 def ps_entry(binding: Binding, model: ModelInfo, lifecycle: Lifecycle) -> dict[str, Any]:
     """One item of `GET /api/ps` (a loaded model), keep_alive's expiry from the lifecycle."""
     name = model_name(binding, model)
