@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import BackendUnavailable
 from .base import Row
 
 CHECKPOINT_EVERY_S = 10.0
@@ -54,10 +57,22 @@ class SqliteStore:
         """Open (or create) the database file at `path`."""
         return cls(Path(path))
 
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, alone; a full disk, a read-only file or a lock held past the busy
+        timeout is a 503 naming the database (the request may be retried), not a 500."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable(
+                    f"the database {self.path.name} cannot be used ({exc})", retry_after=1
+                ) from exc
+
     def query_now(self, sql: str, params: Any = ()) -> list[Row]:
         """`query` for synchronous code (tests, the backup command)."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        with self._using() as db:
+            return db.execute(sql, params).fetchall()
 
     async def query(self, sql: str, params: Any = ()) -> list[Row]:
         """The rows of one read query (fast, indexed lookups only: it runs on the loop)."""
@@ -65,13 +80,13 @@ class SqliteStore:
 
     async def execute(self, sql: str, params: Any = ()) -> int:
         """One committed write (a WAL append; the disk is synced by the checkpoints)."""
-        with self._lock:
-            return self._db.execute(sql, params).rowcount
+        with self._using() as db:
+            return db.execute(sql, params).rowcount
 
     async def insert(self, sql: str, params: Any = ()) -> int:
         """Run one INSERT and commit it; return the new row's id."""
-        with self._lock:
-            return self._db.execute(sql, params).lastrowid or 0
+        with self._using() as db:
+            return db.execute(sql, params).lastrowid or 0
 
     async def revision(self) -> int:
         """`meta.schema_version`, 0 for an empty database."""

@@ -1,0 +1,87 @@
+"""A SQLite database whose disk fills up while the server runs (a real 1 MiB tmpfs): a key
+change is a 503 naming the database, not a 500; generations go on; it recovers with room."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lollms_server.testing.process import SERVER_COMMAND, lollms_process, server_env
+
+CONFIG = """
+[bindings.echo]
+type = "echo"
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+        capture_output=True, check=False, timeout=30,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace')}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False, timeout=30)
+
+
+def post(
+    url: str, path: str, key: str, body: dict[str, object]
+) -> tuple[int, dict[str, str], bytes]:
+    """POST `body` as JSON with `key`; the status, headers and body."""
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_a_full_disk_is_a_503_naming_the_database_and_recovers(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "lollms.toml").write_text(CONFIG)
+    data = small_disk / "data"
+    made = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
+         "--name", "admin", "--role", "admin"],
+        env=server_env(data), capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    key = made.stdout.strip()
+    chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+    with lollms_process(folder, CONFIG, data_dir=data) as server:
+        assert post(server.url, "/api/v1/keys", key, {"name": "before"})[0] == 201
+        filler = small_disk / "filler"
+        with filler.open("wb") as out, pytest.raises(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+        status, headers, body = post(server.url, "/api/v1/keys", key, {"name": "full"})
+        assert status == 503, body
+        assert headers.get("Retry-After") == "1"
+        message = json.loads(body)["error"]["message"]
+        assert "lollms.sqlite" in message and "full" in message, message
+        assert post(server.url, "/v1/chat/completions", key, chat)[0] == 200
+        filler.unlink()
+        assert post(server.url, "/api/v1/keys", key, {"name": "after"})[0] == 201
+        assert server.process.poll() is None
