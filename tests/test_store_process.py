@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -202,3 +204,50 @@ def test_a_lost_database_is_a_503_and_the_server_recovers_when_it_returns(
                 assert status == 503 and time.monotonic() < deadline, status
                 time.sleep(0.2)
             assert server.process.poll() is None
+
+
+def test_a_hung_database_is_a_503_within_the_statement_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with postgres_server() as own:  # its own: this test freezes it
+        monkeypatch.setenv(URL_VARIABLE, own.create_database("hung"))
+        config = CONFIG + "statement_timeout_s = 1\n"
+        folder = tmp_path / "site"
+        folder.mkdir()
+        (folder / "lollms.toml").write_text(config)
+        made = subprocess.run(
+            [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
+             "--name", "k"],
+            env=server_env(folder / "data"), capture_output=True, text=True, timeout=120,
+            check=True,
+        )  # fmt: skip
+        key = made.stdout.strip()
+        with lollms_process(folder, config) as server:
+            assert key_status(server.url, key)[0] == 200
+            assert own.process is not None
+            frozen = [own.process.pid, *children(own.process.pid)]
+            for pid in frozen:  # postgres and its backends stop answering (a partition)
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                status, headers, body = key_status(server.url, key)
+                waited = time.monotonic() - started
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            assert status == 503, body
+            assert waited < 5, waited
+            assert headers.get("Retry-After") == "1"
+            assert "database" in json.loads(body)["error"]["message"]
+            deadline = time.monotonic() + 60
+            while (status := key_status(server.url, key)[0]) != 200:
+                assert status == 503 and time.monotonic() < deadline, status
+                time.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid`."""
+    listed = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(word) for word in listed.stdout.split()]

@@ -116,6 +116,7 @@ timeout_s = 30             # time limit of one function call
 # url_env = "LOLLMS_DATABASE_URL"   # read the URL (with its password) from this variable
 pool_size = 10             # PostgreSQL connections per server process
 connect_timeout_s = 10
+statement_timeout_s = 5    # PostgreSQL: a key lookup or audit write waiting longer is a 503
 migrate_on_start = true    # apply schema migrations at start; false: `lollms-server db upgrade`
 
 [security]

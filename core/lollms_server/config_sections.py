@@ -197,6 +197,7 @@ class StorageSchema(Schema):
     )
     pool_size = Whole(load_default=10, validate=validate.Range(1, 1000))
     connect_timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
+    statement_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
     migrate_on_start = fields.Boolean(load_default=True)
 
 
@@ -277,6 +278,7 @@ class StorageConfig:
     url_env: str | None
     pool_size: int
     connect_timeout_s: float
+    statement_timeout_s: float
     migrate_on_start: bool
 
 

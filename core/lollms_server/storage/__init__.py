@@ -54,7 +54,10 @@ async def open_store(config: Config) -> Store:
                 f"installed: {INSTALL_HINT}"
             ) from exc
         return await PostgresStore.connect(
-            url, config.storage.pool_size, config.storage.connect_timeout_s
+            url,
+            config.storage.pool_size,
+            config.storage.connect_timeout_s,
+            config.storage.statement_timeout_s,
         )
     from .sqlite import SqliteStore
 

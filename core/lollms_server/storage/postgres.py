@@ -39,14 +39,18 @@ class PostgresStore:
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, where: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, where: str, statement_timeout_s: float = 5.0) -> None:
         self.pool = pool
         self.where = where
+        self.statement_timeout_s = statement_timeout_s
         self._sql: dict[str, str] = {}
 
     @classmethod
-    async def connect(cls, url: str, pool_size: int, timeout_s: float) -> PostgresStore:
-        """A pool of up to `pool_size` connections to `url`."""
+    async def connect(
+        cls, url: str, pool_size: int, timeout_s: float, statement_timeout_s: float = 5.0
+    ) -> PostgresStore:
+        """A pool of up to `pool_size` connections to `url`; each query, write or insert
+        (waiting for a connection included) fails as unreachable after `statement_timeout_s`."""
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -60,7 +64,7 @@ class PostgresStore:
             raise ConfigError(
                 f"cannot connect to the database {describe(url)}: {type(exc).__name__}: {exc}"
             ) from exc
-        return cls(pool, describe(url))
+        return cls(pool, describe(url), statement_timeout_s)
 
     def _numbered(self, sql: str) -> str:
         translated = self._sql.get(sql)
@@ -70,27 +74,34 @@ class PostgresStore:
 
     async def query(self, sql: str, params: Any = ()) -> list[Row]:
         """The rows of one read query."""
-        try:
-            return list(await self.pool.fetch(self._numbered(sql), *params))
-        except UNREACHABLE as exc:
-            raise self._unreachable(exc) from exc
+        return list(await self._call("fetch", self._numbered(sql), params))
 
     async def execute(self, sql: str, params: Any = ()) -> int:
         """Run one write, committed when this returns; its row count."""
-        try:
-            status = await self.pool.execute(self._numbered(sql), *params)
-        except UNREACHABLE as exc:
-            raise self._unreachable(exc) from exc
+        status = await self._call("execute", self._numbered(sql), params)
         count = status.rsplit(" ", 1)[-1]  # "UPDATE 1", "INSERT 0 1", "DELETE 7"
         return int(count) if count.isdigit() else 0
 
     async def insert(self, sql: str, params: Any = ()) -> int:
         """Run one INSERT, committed when this returns; the new row's id."""
+        return int(await self._call("fetchval", self._numbered(sql) + " RETURNING id", params))
+
+    async def _call(self, method: str, sql: str, params: Any) -> Any:
+        """One statement on a pooled connection within `statement_timeout_s` (the wait for a
+        connection included); a connection that timed out is dropped, not waited for (a hung
+        server would hold its cancellation)."""
+        connection = None
         try:
-            value = await self.pool.fetchval(self._numbered(sql) + " RETURNING id", *params)
+            async with asyncio.timeout(self.statement_timeout_s):
+                connection = await self.pool.acquire()
+                return await getattr(connection, method)(sql, *params)
         except UNREACHABLE as exc:
+            if connection is not None and isinstance(exc, TimeoutError):
+                connection.terminate()
             raise self._unreachable(exc) from exc
-        return int(value)
+        finally:
+            if connection is not None:
+                await self.pool.release(connection)
 
     async def revision(self) -> int:
         """`meta.schema_version`, 0 for an empty database."""
