@@ -6,9 +6,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lollms_server.security import audit as audit_module
 from lollms_server.security.audit import AuditLog
 from lollms_server.storage import schema
 from lollms_server.storage.sqlite import SqliteStore
@@ -36,6 +38,29 @@ async def test_purge_deletes_exactly_the_expired(
     left = (await store.query("SELECT count(*) AS n FROM audit"))[0]["n"]
     assert left == len(ages) - expected
     assert await audit.purge() == 0
+    await store.close()
+
+
+async def test_a_big_backlog_is_purged_in_short_statements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each DELETE covers at most PURGE_BATCH ids, so none outlasts a store's statement timeout."""
+    monkeypatch.setattr(audit_module, "PURGE_BATCH", 7)
+    store = await opened(tmp_path / "db.sqlite")
+    now = time.time()
+    for age in [100.0] * 50 + [1.0] * 3:
+        await store.execute("INSERT INTO audit(at, event) VALUES (?, 'test')", (now - age * 86400,))
+    deletes: list[str] = []
+    execute = store.execute
+
+    async def counted(sql: str, params: Any = ()) -> int:
+        deletes.append(sql)
+        return await execute(sql, params)
+
+    monkeypatch.setattr(store, "execute", counted)
+    assert await AuditLog(store, retention_days=90).purge() == 50
+    assert len(deletes) == 8  # ceil(50 / 7)
+    assert (await store.query("SELECT count(*) AS n FROM audit"))[0]["n"] == 3
     await store.close()
 
 

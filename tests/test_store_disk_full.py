@@ -21,19 +21,26 @@ type = "echo"
 """
 
 
+def missing(reason: str) -> None:
+    """Skip for want of a tmpfs, or fail where CI is set (CI runs as root and may mount)."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    """A 1 MiB tmpfs (root only; where CI is set, no tmpfs is a failure, not a skip)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        missing("mounting a tmpfs needs root")
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
         capture_output=True, check=False, timeout=30,
     )  # fmt: skip
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace')}")
+        missing(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace')}")
     try:
         yield disk
     finally:

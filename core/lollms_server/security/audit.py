@@ -18,6 +18,7 @@ COLUMNS = (
 INSERT = f"INSERT INTO audit({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 FIELD_CHARS = 256  # longest stored text column (paths, clients, models, ids: a client chose them)
 DETAIL_CHARS = 1024  # longest string inside `detail`, except an opted-in prompt
+PURGE_BATCH = 10_000  # ids per DELETE of the purge: a big backlog is many short statements
 UNCAPPED_DETAIL = frozenset({"prompt"})
 _DETAIL_ENCODER = one_shot(json.JSONEncoder(sort_keys=True))  # not one per call as json.dumps
 
@@ -123,7 +124,13 @@ class AuditLog:
                 high = middle - 1
         if last is None:
             return 0
-        return await self.store.execute("DELETE FROM audit WHERE id <= ?", (last,))
+        deleted = 0
+        for start in range(bounds[0], last + 1, PURGE_BATCH):  # each DELETE within the
+            end = min(start + PURGE_BATCH - 1, last)  # store's statement timeout
+            deleted += await self.store.execute(
+                "DELETE FROM audit WHERE id >= ? AND id <= ?", (start, end)
+            )
+        return deleted
 
 
 def _capped(value: Any, limit: int) -> Any:
