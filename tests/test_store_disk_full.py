@@ -92,3 +92,16 @@ def test_a_full_disk_is_a_503_naming_the_database_and_recovers(
         filler.unlink()
         assert post(server.url, "/api/v1/keys", key, {"name": "after"})[0] == 201
         assert server.process.poll() is None
+
+
+async def test_a_wrong_statement_stays_an_error_not_a_503(tmp_path: Path) -> None:
+    """Only a database that cannot be used now is a 503; a statement the code got wrong is a
+    bug and is raised as it is (a 500 with its trace in the log), not hidden as retryable."""
+    import sqlite3
+
+    from lollms_server.storage.sqlite import SqliteStore
+
+    store = SqliteStore.open(tmp_path / "db.sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await store.execute("DELETE FROM nope")
+    await store.close()

@@ -15,6 +15,11 @@ from ..errors import BackendUnavailable
 from .base import Row
 
 CHECKPOINT_EVERY_S = 10.0
+#: SQLite's primary result codes that mean the file cannot be used now (retry), not a bug.
+UNAVAILABLE = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+     sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+)  # fmt: skip
 
 
 def statements(script: str) -> list[str]:
@@ -65,6 +70,8 @@ class SqliteStore:
             try:
                 yield self._db
             except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in UNAVAILABLE:  # a wrong statement: a bug
+                    raise
                 raise BackendUnavailable(
                     f"the database {self.path.name} cannot be used ({exc})", retry_after=1
                 ) from exc
