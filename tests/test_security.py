@@ -282,13 +282,15 @@ async def test_rate_limit_burst_never_overshoots(make_client: Any, make_config: 
     assert again.status == 200
 
 
+SLOW_ECHO_LIMITED = {
+    "bindings": {"echo": {"type": "echo", "delay_ms": 200}},
+    "defaults": {"ttt": "echo"},
+    "security": {"rate_limit_window_s": 60},
+}
+
+
 async def test_token_and_concurrency_limits(make_client: Any, make_config: Any) -> None:
-    raw = {
-        "bindings": {"echo": {"type": "echo", "delay_ms": 200}},
-        "defaults": {"ttt": "echo"},
-        "security": {"rate_limit_window_s": 60},
-    }
-    client = await make_client(make_config(raw))
+    client = await make_client(make_config(SLOW_ECHO_LIMITED))
     store = client.server.app[KEYSTORE]
     tokens, _ = await store.create("tpm", "user", tpm=5)
     body = {"input_data": [{"type": "text", "data": "one two three four five six"}]}
@@ -317,12 +319,7 @@ async def test_embeddings_count_against_token_and_concurrency_limits(
     """Embeddings take a concurrent slot and charge their texts to the key's token budget, on
     every face. Before, a key limited to 5 tokens and 1 generation at once embedded megabytes
     of text, in parallel with its generation, as often as its rpm allowed."""
-    raw = {
-        "bindings": {"echo": {"type": "echo", "delay_ms": 200}},
-        "defaults": {"ttt": "echo"},
-        "security": {"rate_limit_window_s": 60},
-    }
-    client = await make_client(make_config(raw))
+    client = await make_client(make_config(SLOW_ECHO_LIMITED))
     store = client.server.app[KEYSTORE]
     text = "one two three four five six"
     calls = [

@@ -129,14 +129,7 @@ def test_pg_dump_then_pg_restore_onto_a_new_database_serves_the_same_keys(
     """The backup procedure of docs/deployment.md for the PostgreSQL store."""
     source = postgres.create_database(f"live_{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv(URL_VARIABLE, source)
-    folder = tmp_path / "site"
-    folder.mkdir()
-    (folder / "lollms.toml").write_text(CONFIG)
-    made = subprocess.run(
-        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create", "--name", "k"],
-        env=server_env(folder / "data"), capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    key = made.stdout.strip()
+    folder, key = site_with_key(tmp_path, CONFIG)
     dump = tmp_path / "lollms.dump"
     subprocess.run(
         [str(postgres.bin / "pg_dump"), "--format=custom", f"--file={dump}", source],
@@ -164,6 +157,18 @@ def test_pg_dump_then_pg_restore_onto_a_new_database_serves_the_same_keys(
         assert refused.value.code == 401
 
 
+def site_with_key(tmp_path: Path, config: str) -> tuple[Path, str]:
+    """A site folder with `config`, and a user key made by the CLI in its database."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "lollms.toml").write_text(config)
+    made = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create", "--name", "k"],
+        env=server_env(folder / "data"), capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return folder, made.stdout.strip()
+
+
 def key_status(url: str, key: str) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of a listing with `key`, as from another host."""
     request = urllib.request.Request(
@@ -181,16 +186,7 @@ def test_a_lost_database_is_a_503_and_the_server_recovers_when_it_returns(
 ) -> None:
     with postgres_server() as own:  # its own: this test stops and restarts it
         monkeypatch.setenv(URL_VARIABLE, own.create_database("lost"))
-        folder = tmp_path / "site"
-        folder.mkdir()
-        (folder / "lollms.toml").write_text(CONFIG)
-        made = subprocess.run(
-            [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
-             "--name", "k"],
-            env=server_env(folder / "data"), capture_output=True, text=True, timeout=120,
-            check=True,
-        )  # fmt: skip
-        key = made.stdout.strip()
+        folder, key = site_with_key(tmp_path, CONFIG)
         with lollms_process(folder, CONFIG) as server:
             assert key_status(server.url, key)[0] == 200
             own.stop()
@@ -212,16 +208,7 @@ def test_a_hung_database_is_a_503_within_the_statement_timeout(
     with postgres_server() as own:  # its own: this test freezes it
         monkeypatch.setenv(URL_VARIABLE, own.create_database("hung"))
         config = CONFIG + "statement_timeout_s = 1\n"
-        folder = tmp_path / "site"
-        folder.mkdir()
-        (folder / "lollms.toml").write_text(config)
-        made = subprocess.run(
-            [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
-             "--name", "k"],
-            env=server_env(folder / "data"), capture_output=True, text=True, timeout=120,
-            check=True,
-        )  # fmt: skip
-        key = made.stdout.strip()
+        folder, key = site_with_key(tmp_path, config)
         with lollms_process(folder, config) as server:
             assert key_status(server.url, key)[0] == 200
             assert own.process is not None
