@@ -319,11 +319,14 @@ def test_one_client_address_cannot_hold_every_connection(
     held: list[socket.socket] = []
     try:
         wait_until(lambda: health_through(front) == 200, "health through HAProxy")
+        stats = haproxy_ports["stats"]
+        # the health check's connection counts for this address until HAProxy has seen it
+        # close: opened before, the fifth slow one would be the sixth and be refused
+        wait_until(lambda: open_connections(stats) == 0, "the health check's connection gone")
         for _ in range(5):
             sock = socket.create_connection(("127.0.0.1", front), timeout=5)
             sock.sendall(b"GET /api/v1/health HTTP/1.1\r\n")  # and nothing more
             held.append(sock)
-        stats = haproxy_ports["stats"]
         wait_until(lambda: open_connections(stats) == 5, "HAProxy holding the 5 slow ones")
         assert refused(front)
         for sock in held:
