@@ -361,3 +361,21 @@ async def test_a_stream_belongs_to_the_key_that_started_it(
     finally:
         reset_current(token)
     assert streams.claim(stream_id) is not None
+
+
+async def test_choosing_a_personality_shows_its_welcome_message(
+    client: TestClient[Any, Any],
+) -> None:
+    page = await (await client.get("/playground/chat")).text()
+    assert 'id="welcome" hidden' in page and 'hx-get="/playground/chat/welcome"' in page
+    welcome = "/playground/chat/welcome"
+    chosen = await client.get(welcome, params={"personality": "concise_assistant"}, headers=HX)
+    assert chosen.status == 200
+    assert "I keep my answers short" in await chosen.text()
+    none = await (await client.get(welcome, params={"personality": ""}, headers=HX)).text()
+    assert none.strip() == '<p class="welcome muted" id="welcome" hidden></p>'
+    plain = await client.get(
+        welcome, params={"personality": "concise_assistant"}, allow_redirects=False
+    )
+    assert plain.status == 302
+    assert plain.headers["Location"] == "/playground/chat?personality=concise_assistant"

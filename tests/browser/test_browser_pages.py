@@ -189,6 +189,12 @@ def test_personalities_reload_button_and_welcome_message(page: Any) -> None:
     assert icon.evaluate("img => img.complete && img.naturalWidth > 0")
     page.goto("/playground/chat?personality=concise_assistant")
     assert "I keep my answers short" in page.locator("#welcome").inner_text()
+    page.goto("/playground/chat")
+    assert not page.locator("#welcome").is_visible()
+    page.select_option("select[name=personality]", "concise_assistant")
+    page.wait_for_selector("#welcome:has-text('I keep my answers short')")
+    page.select_option("select[name=personality]", "")
+    page.wait_for_selector("#welcome", state="hidden")
 
 
 def test_sign_in_with_a_user_key_then_sign_out_from_the_nav(page: Any, live_server: Any) -> None:

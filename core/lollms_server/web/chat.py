@@ -41,6 +41,19 @@ async def chat_page(request: web.Request) -> web.Response:
     return await render(request, "chat.html", "_chat.html", await _context(request, form))
 
 
+@routes.get("/playground/chat/welcome", name="chat-welcome")
+@requires("user")
+@page_handler
+async def chat_welcome(request: web.Request) -> web.Response:
+    """The chosen personality's welcome message (the playground swaps it in on a change)."""
+    name = request.query.get("personality", "")
+    if not is_htmx(request):  # only the playground's select asks for the bare message
+        raise web.HTTPFound(request.app.router["chat"].url_for().with_query(personality=name))
+    chosen = request.app[PERSONALITIES].by_name.get(name)
+    welcome = chosen.welcome_message if chosen else ""
+    return await render(request, "_welcome.html", "_welcome.html", {"welcome": welcome})
+
+
 async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]:
     listings = await gather_models(request.app[REGISTRY])
     store = request.app[PERSONALITIES]
