@@ -1,7 +1,8 @@
 """Graceful drain against a real server process: after SIGTERM a stream in flight streams to its
 end, `/api/v1/ready` answers 503 on the listener that stays open, a new generation on every face
-(pages included) gets 503 + Retry-After, and the process exits 0; past `drain_timeout_s` it
-stops anyway."""
+(pages included) gets 503 + Retry-After, and the process exits 0; past `drain_timeout_s` what is
+still in flight is cut (a stream ends with an error event, an unanswered request gets 503) and
+the process exits 0 at once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -25,6 +27,7 @@ type = "echo"
 delay_ms = 150
 """
 WORDS = [f"w{i}" for i in range(24)]  # echo/slow: 24 tokens x 150 ms, about 3.6 s
+EXIT_SLACK_S = 3.0  # past drain_timeout_s: the stop, the shutdown, the interpreter's exit
 
 
 def connect(server: ServerProcess) -> http.client.HTTPConnection:
@@ -125,9 +128,79 @@ def test_drain_stops_at_its_time_limit(tmp_path: Path) -> None:
         conn, events = open_stream(server)
         next(events)
         server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         try:
             code = server.process.wait(timeout=20)  # the drain limit plus shutdown, not 48 s
         except subprocess.TimeoutExpired:
             pytest.fail("the drain outlived drain_timeout_s")
+        exited_s = time.monotonic() - signalled
+        rest = list(events)
         conn.close()
         assert code == 0, server.log()[-3000:]
+    assert exited_s < 1 + EXIT_SLACK_S, exited_s
+    errors = [e for e in rest if e["type"] == "error"]
+    assert errors and errors[0]["metadata"]["error"]["type"] == "draining", rest
+    assert "shutting down" in errors[0]["content"] and rest[-1]["type"] == "final", rest
+
+
+UPSTREAM = '[bindings.echo]\ntype = "echo"\ndelay_ms = 1000\n'  # echo/slow: 1 s a word
+PROXY = """
+[bindings.remote]
+type = "openai"
+base_url = "@UPSTREAM@/v1"
+models = ["echo/slow"]
+capabilities = ["ttt", "stream"]
+"""
+
+
+def proxied_chat(server: ServerProcess, *, stream: bool) -> http.client.HTTPResponse:
+    """An OpenAI chat completion on the slow upstream through the openai binding (about 20 s)."""
+    conn = connect(server)
+    body = {
+        "model": "remote/echo/slow",
+        "stream": stream,
+        "messages": [{"role": "user", "content": " ".join(WORDS[:20])}],
+    }
+    conn.request(
+        "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
+    )
+    return conn.getresponse()
+
+
+def read_to_end(reply: http.client.HTTPResponse) -> bytes:
+    """The rest of a body; what came before the connection closed, if it was cut short."""
+    try:
+        return reply.read()
+    except http.client.IncompleteRead as exc:
+        return exc.partial
+
+
+def test_drain_limit_cuts_a_proxied_stream_and_a_whole_answer(tmp_path: Path) -> None:
+    """At `drain_timeout_s` a stream from a slow upstream ends with the OpenAI error event and a
+    whole answer still awaited gets 503 `draining` with Retry-After; the exit follows at once."""
+    with lollms_process(tmp_path / "upstream", UPSTREAM) as upstream:
+        proxy = PROXY.replace("@UPSTREAM@", upstream.url)
+        settings = {"drain_timeout_s": 1}
+        with (
+            lollms_process(tmp_path / "proxy", proxy, server_settings=settings) as server,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            whole = pool.submit(lambda: proxied_chat(server, stream=False))
+            reply = proxied_chat(server, stream=True)
+            assert reply.status == 200, reply.read()
+            assert b"content" in reply.readline()  # the first word: the stream is in flight
+            server.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            rest = read_to_end(reply)
+            answered = whole.result(timeout=30)
+            whole_body = json.loads(answered.read())
+            code = server.process.wait(timeout=30)
+            exited_s = time.monotonic() - signalled
+            assert code == 0, server.log()[-3000:]
+    events = [line[len(b"data: ") :] for line in rest.splitlines() if line.startswith(b"data: ")]
+    assert events and events[-1] == b"[DONE]", rest
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "draining" and "shutting down" in error["message"], error
+    assert answered.status == 503 and int(answered.headers["Retry-After"]) >= 1, whole_body
+    assert whole_body["error"]["code"] == "draining", whole_body
+    assert exited_s < settings["drain_timeout_s"] + EXIT_SLACK_S, exited_s

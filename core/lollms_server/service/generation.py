@@ -335,4 +335,4 @@ class GenerationService:
 
     def accounted(self, prepared: Prepared) -> Accounted:
         """Concurrency slot and token budget of the caller's key; audit record at the end."""
-        return Accounted(prepared, self.limiter, self.metrics, self.audit)
+        return Accounted(prepared, self.limiter, self.metrics, self.audit, self.drain)

@@ -15,6 +15,7 @@ from ..security.principal import Principal, caller
 from ..security.ratelimit import RateLimiter, Reservation, tokens_to_reserve
 
 if TYPE_CHECKING:
+    from ..drain import Drain
     from .prepared import Prepared
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ async def audit_outcome(
 
 class Accounted:
     """Concurrency slot and token budget of the caller's key held for an `async with` block
-    whose value is the Outcome; token charge, metrics and audit row when it ends.
+    whose value is the Outcome; token charge, metrics and audit row when it ends. The drain
+    stops the block's task at its end: that cancel leaves the block as the drain's `Draining`.
 
     No known caller: refused (fail closed). A script's run takes a slot and needs some budget
     left but reserves none: the generations it makes reserve their own and run in its slot.
@@ -99,14 +101,20 @@ class Accounted:
         limiter: RateLimiter | None,
         metrics: Metrics | None,
         audit: AuditLog | None,
+        drain: Drain | None = None,
     ) -> None:
         self.prepared, self.limiter, self.metrics, self.audit = prepared, limiter, metrics, audit
+        self.drain = drain if not prepared.in_script else None  # a script's step: its run's
+        self.task: asyncio.Task[Any] | None = None  # registered with the drain while it runs
         self.outcome = Outcome()
         self.reservation = Reservation(None)
         self.principal: Principal | None = None
         self.slot: str | None = None  # whose concurrency slot is held
 
     async def __aenter__(self) -> Outcome:
+        drain = self.drain
+        if drain is not None and drain.stopping:  # a tool loop's next step, after the drain
+            raise drain.stopped()
         self.principal = principal = caller()
         prepared, limiter = self.prepared, self.limiter
         if limiter is not None:
@@ -122,12 +130,23 @@ class Accounted:
                 except BaseException as exc:
                     await self._end(exc)
                     raise
+        if drain is not None and (task := asyncio.current_task()) is not None:
+            self.task = task
+            drain.running.add(task)
         return self.outcome
 
     async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if self.slot is not None and self.limiter is not None:
             self.limiter.give_slot(self.slot)
-        await self._end(exc)
+        stopped = None
+        if self.task is not None and self.drain is not None:
+            self.drain.running.discard(self.task)
+            if self.drain.stopping and isinstance(exc, asyncio.CancelledError):
+                self.task.uncancel()  # the cancel is answered: with the error below
+                stopped = self.drain.stopped()
+        await self._end(stopped or exc)
+        if stopped is not None:
+            raise stopped from exc
 
     async def _end(self, exc: BaseException | None) -> None:
         """The status an exception means, then the token charge, the metrics, the audit row."""
