@@ -70,7 +70,10 @@ def test_config_init_and_show(env: dict[str, str], tmp_path: Path) -> None:
 
 def test_config_show_masks_secrets(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[bindings.remote]\ntype = "echo"\napi_key = "sk-very-secret"\n')
+    path.write_text(
+        '[bindings.remote]\ntype = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'api_key = "sk-very-secret"\n'
+    )
     shown = run(env, "--config", str(path), "config", "show")
     assert "sk-very-secret" not in shown.stdout
     assert json.loads(shown.stdout)["bindings"]["remote"]["api_key"] == "***"

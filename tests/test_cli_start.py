@@ -33,7 +33,7 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_config_show_prints_every_section_with_secrets_masked(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(
-        '[bindings.remote]\ntype = "echo"\napi_key = "sk-very-secret"\n'
+        '[bindings.remote]\ntype = "openai"\napi_key = "sk-very-secret"\n'
         'base_url = "https://user:hunter2@api.example/v1"\ndefault_max_tokens = 99\n'
         '[security]\nrate_limit_storage = "async+redis://:redispw@127.0.0.1:6379"\n'
         "key_rpm = 7\n[resources]\nqueue_size = 3\n[resilience]\ncooldown_s = 9\n"

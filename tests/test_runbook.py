@@ -139,6 +139,20 @@ def test_add_a_backend_then_remove_it(ops: RunbookServer) -> None:
     assert "extra" not in json.loads(ops.run("check-backend"))["bindings"]
 
 
+def test_the_add_backend_check_refuses_a_table_serve_would_refuse(ops: RunbookServer) -> None:
+    original = ops.config.read_text(encoding="utf-8")
+    for table, named in (
+        ('type = "echo"\ndelay_msec = 5', "bindings.typo.delay_msec: unknown key"),
+        ('type = "ecko"', "bindings.typo.type: got 'ecko'"),
+    ):
+        ops.config.write_text(f"{original}\n[bindings.typo]\n{table}\n", encoding="utf-8")
+        try:
+            with pytest.raises(AssertionError, match=re.escape(named)):
+                ops.run("add-backend")
+        finally:
+            ops.config.write_text(original, encoding="utf-8")
+
+
 def test_drain_lets_a_running_stream_finish(ops: RunbookServer) -> None:
     words = [f"w{i}" for i in range(40)]  # echo/slow: 40 tokens x 30 ms
     got: list[str] = []

@@ -134,9 +134,12 @@ def _config_command(args: argparse.Namespace, path: Path) -> int:
     if args.config_command == "import":
         return import_command(args, path)
     from .plugins import load_plugins
+    from .registry import check_config
 
     config = load_config(path, create=False)
-    print(json.dumps(effective_config(config, load_plugins()), indent=2, default=str))
+    plugins = load_plugins()
+    check_config(config, plugins)  # what `serve` would refuse, before a restart finds it
+    print(json.dumps(effective_config(config, plugins), indent=2, default=str))
     return 0
 
 

@@ -230,12 +230,26 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
     for name, spec in config.bindings.items():
         if spec.enabled:
             instances[name] = _instantiate(spec, plugins, context, str(config.path or "config"))
+    _check_references(config, set(instances))
     registry = Registry(instances, dict(config.defaults))
     registry.default_models = {n: s.default_model for n, s in config.bindings.items()}
     registry.concurrency = {
         n: s.max_concurrent for n, s in config.bindings.items() if s.max_concurrent
     }
     registry.routes = dict(config.routes)
+    return registry
+
+
+def check_config(config: Config, plugins: Plugins) -> None:
+    """Raise the ConfigError that build_registry would, without building any instance."""
+    enabled = {name for name, spec in config.bindings.items() if spec.enabled}
+    for name in sorted(enabled):
+        _binding_settings(config.bindings[name], plugins, str(config.path or "config"))
+    _check_references(config, enabled)
+
+
+def _check_references(config: Config, instances: set[str]) -> None:
+    """Every route target and default names an enabled instance."""
     for name, route in config.routes.items():
         for ref in route["targets"]:
             if ref.partition("/")[0] not in instances:
@@ -252,12 +266,22 @@ def build_registry(config: Config, plugins: Plugins) -> Registry:
                 f"defaults.{generation_type}: got {ref!r}; allowed: an enabled instance "
                 f"({', '.join(sorted(instances)) or 'none configured'})"
             )
-    return registry
 
 
 def _instantiate(
     spec: InstanceConfig, plugins: Plugins, context: BindingContext, source: str
 ) -> Binding:
+    cls, settings = _binding_settings(spec, plugins, source)
+    binding = cls(spec.name, settings, context=context)
+    if spec.default_max_tokens is not None:
+        binding.default_max_tokens = spec.default_max_tokens
+    return binding
+
+
+def _binding_settings(
+    spec: InstanceConfig, plugins: Plugins, source: str
+) -> tuple[type[Binding], Any]:
+    """The instance's binding class and its settings as that class loads them."""
     cls = plugins.binding_classes.get(spec.type)
     if cls is None:
         allowed = ", ".join(sorted(plugins.binding_classes)) or "none installed"
@@ -269,17 +293,13 @@ def _instantiate(
             hint += "; plugins that failed to load: " + ", ".join(sorted(plugins.errors))
         raise ConfigError(f"bindings.{spec.name}.type: got {spec.type!r}; allowed: {allowed}{hint}")
     try:
-        settings = cls.ConfigSchema().load(spec.settings, unknown=RAISE)
+        return cls, cls.ConfigSchema().load(spec.settings, unknown=RAISE)
     except ValidationError as exc:
         raise ConfigError(
             describe_errors(exc.messages, spec.settings, source).replace(
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
-    binding = cls(spec.name, settings, context=context)
-    if spec.default_max_tokens is not None:
-        binding.default_max_tokens = spec.default_max_tokens
-    return binding
 
 
 async def fleet_targets(
