@@ -109,6 +109,9 @@ async def test_budget_queue_capacity_and_process(
     assert value(samples, "lollms_device_budget_bytes", device="cpu") == (
         psutil.virtual_memory().total
     )
+    # nothing loaded (remote backends only) is 0 used, not a missing series for the alert
+    assert ("lollms_device_models_bytes", (("device", "cpu"),)) in samples
+    assert value(samples, "lollms_device_models_bytes", device="cpu") == 0
     assert ("lollms_queue_capacity", (("instance", "echo"), ("model", "echo"))) not in samples
     assert (await client.post("/api/v1/generate", json=BODY)).status == 200
     samples = await scrape(client)

@@ -99,10 +99,6 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
                  for m in lifecycle.loaded.values()],
     )  # fmt: skip
     metrics.add_gauge(
-        "lollms_device_models_bytes", "Memory the loaded models take per device", ["device"],
-        lambda: [({"device": d}, n) for d, n in lifecycle.used_by_device().items()],
-    )  # fmt: skip
-    metrics.add_gauge(
         "lollms_loaded_models", "Models loaded now", [], lambda: [({}, len(lifecycle.loaded))]
     )
     resilience = config.resilience

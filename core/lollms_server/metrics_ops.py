@@ -52,6 +52,10 @@ def export_operations(
         ["device"], lambda: _budgets(lifecycle),
     )  # fmt: skip
     metrics.add_gauge(
+        "lollms_device_models_bytes", "Memory the loaded models take per device", ["device"],
+        lambda: _models_bytes(lifecycle),
+    )  # fmt: skip
+    metrics.add_gauge(
         "lollms_database_bytes", "Size of the SQLite database with its WAL", [],
         lambda: [({}, _database_bytes(database_path))],
     )  # fmt: skip
@@ -77,6 +81,15 @@ def _budgets(lifecycle: Lifecycle) -> Samples:
     report = lifecycle.memory.report  # the last GPU reading: a scrape never calls NVML
     devices = lifecycle.devices(report) if report else [lifecycle.memory.ram(0)]
     return [({"device": d.name}, d.budget if d.budget is not None else d.total) for d in devices]
+
+
+def _models_bytes(lifecycle: Lifecycle) -> Samples:
+    """Every device of the budget gauge, 0 while nothing is loaded there: the memory alert
+    and panel divide by this series, and a missing one reads as no data, not as room."""
+    used = lifecycle.used_by_device()
+    devices = [sample["device"] for sample, _ in _budgets(lifecycle)]
+    devices += sorted(set(used) - set(devices))
+    return [({"device": d}, used.get(d, 0)) for d in devices]
 
 
 def _database_bytes(path: Path) -> float:
