@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from conftest import ECHO_DEFAULTS, MakeClient, MakeConfig
 from test_observability import BODY, scrape, value
 
-from lollms_server.keys import CONFIG, MONITOR, REGISTRY
+from lollms_server.app import create_app
+from lollms_server.keys import CONFIG, METRICS, MONITOR, REGISTRY
 
 Client = TestClient[Any, Any]
 
@@ -97,6 +98,27 @@ async def test_database_size_and_disk_room(client: Client) -> None:
     assert value(samples, "lollms_database_disk_size_bytes") == usage.total
     assert 0 < value(samples, "lollms_database_disk_free_bytes") <= usage.total
     assert value(samples, "lollms_database_bytes") >= file_size(database) > 0
+
+
+async def test_database_series_describe_the_configured_sqlite_file(
+    make_client: MakeClient, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "store" / "keys.sqlite"
+    elsewhere.parent.mkdir()
+    raw = two_echoes(down=False)
+    raw["storage"] = {"url": f"sqlite:///{elsewhere}"}
+    client = await make_client(make_config(raw))
+    samples = await scrape(client)
+    assert value(samples, "lollms_database_bytes") >= file_size(elsewhere) > 0
+
+
+def test_postgres_has_no_database_file_series(make_config: MakeConfig) -> None:
+    raw = two_echoes(down=False)
+    raw["storage"] = {"url": "postgresql://lollms@127.0.0.1:1/lollms"}
+    app = create_app(make_config(raw))  # not started: the database is never reached
+    text = app[METRICS].render().decode()
+    assert "lollms_device_budget_bytes" in text
+    assert "lollms_database_" not in text  # the data dir's disk is not the database's
 
 
 async def test_budget_queue_capacity_and_process(

@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -46,7 +45,7 @@ from .security.limits_storage import limits_uri
 from .security.local import parse_networks
 from .security.ratelimit import RateLimiter
 from .service.generation import GenerationService
-from .storage import open_store, schema
+from .storage import open_store, schema, sqlite_path
 from .tracing import start_tracing
 from .web import pages
 
@@ -128,7 +127,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         lambda: [({"instance": i, "model": m}, lane.active)
                  for (i, m), lane in scheduler.lanes.items()],
     )  # fmt: skip
-    export_operations(metrics, registry, monitor, scheduler, lifecycle, Path(config.database_path))
+    export_operations(metrics, registry, monitor, scheduler, lifecycle, sqlite_path(config))
     app[keys.CONFIG] = config
     app[keys.DRAIN] = Drain(config.drain_timeout_s)
     app[keys.SECURITY] = SecuritySettings(

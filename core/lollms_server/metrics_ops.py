@@ -26,9 +26,10 @@ def export_operations(
     monitor: HealthMonitor,
     scheduler: Scheduler,
     lifecycle: Lifecycle,
-    database_path: Path,
+    database_path: Path | None,
 ) -> None:
-    """Register the operational gauges and zero the restart counters of every instance."""
+    """Register the operational gauges and zero the restart counters of every instance; the
+    database gauges describe the SQLite file (`database_path`; None: PostgreSQL, none)."""
     names = sorted(b.instance_name for b in instances)
     for name in names:
         for outcome in RESTART_OUTCOMES:
@@ -55,6 +56,11 @@ def export_operations(
         "lollms_device_models_bytes", "Memory the loaded models take per device", ["device"],
         lambda: _models_bytes(lifecycle),
     )  # fmt: skip
+    if database_path is not None:
+        _export_database(metrics, database_path)
+
+
+def _export_database(metrics: Metrics, database_path: Path) -> None:
     metrics.add_gauge(
         "lollms_database_bytes", "Size of the SQLite database with its WAL", [],
         lambda: [({}, _database_bytes(database_path))],
