@@ -158,3 +158,13 @@ def test_config_show_gives_each_binding_its_whole_settings(
     shown = json.loads(run(env, "--config", str(path), "config", "show").stdout)
     assert shown["bindings"]["e"]["delay_ms"] == 50  # the echo type's default
     assert "tracing" in shown and "tracing" not in shown["server"]
+
+
+def test_keys_revoke_takes_a_pasted_key_and_names_what_an_id_is(env: dict[str, str]) -> None:
+    key = run(env, "keys", "create", "--name", "leaky").stdout.strip()
+    key_id = key.split("_")[1]
+    revoked = run(env, "keys", "revoke", key)  # the leaked key itself, as the admin has it
+    assert revoked.returncode == 0 and revoked.stdout.strip() == f"revoked {key_id}", revoked
+    assert "revoked" in run(env, "keys", "list").stdout
+    unknown = run(env, "keys", "revoke", "nosuchkey")
+    assert unknown.returncode == 1 and "`lollms-server keys list`" in unknown.stderr, unknown

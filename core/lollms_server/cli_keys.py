@@ -12,10 +12,17 @@ import time
 from datetime import UTC, datetime
 
 from .config import Config
-from .errors import LollmsError
-from .security.api_keys import KeyRecord, KeyStore
+from .errors import LollmsError, NotFound
+from .security.api_keys import KEY_FORMAT, KeyRecord, KeyStore
 from .security.audit import AuditLog
 from .storage import open_store, schema
+
+
+def _key_id(given: str) -> str:
+    """The id to revoke: a whole key pasted in (a leaked one, say) stands for its id, and its
+    secret is never repeated in a message."""
+    match = KEY_FORMAT.match(given)
+    return match.group("id") if match else given
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -94,9 +101,13 @@ async def _keys_command(args: argparse.Namespace, config: Config) -> int:
                     f"{_when(item.created_at):<18}{_when(item.expires_at):<18}{_limits(item)}"
                 )
         else:
-            record = await keys.revoke(args.key_id)
+            record = await keys.revoke(_key_id(args.key_id))
             await audit.record("key_revoked", client="cli", detail={"revoked_key_id": record.id})
             print(f"revoked {record.id}")
+    except NotFound as exc:
+        hint = " (an id is the 12 characters after `lollms_`; `lollms-server keys list` shows them)"
+        print(f"lollms-server: {exc.message}{hint}", file=sys.stderr)
+        return 1
     except LollmsError as exc:
         print(f"lollms-server: {exc.message}", file=sys.stderr)
         return 1
