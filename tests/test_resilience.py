@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from lollms_server.keys import BREAKERS, MONITOR
+from lollms_server.httpkit.observe import READY_RECHECK_S
+from lollms_server.keys import BREAKERS, MONITOR, REGISTRY
 
 Client = TestClient[Any, Any]
 
@@ -64,14 +65,51 @@ async def test_circuit_opens_fails_fast_then_recovers(make_client: Any, make_con
 
 
 async def test_readiness_reports_instances(make_client: Any, make_config: Any) -> None:
+    """One instance down leaves the server ready (its requests get a 503 naming it); it is
+    listed, and readiness turns 503 only once no instance can serve."""
     client: Client = await make_client(config(make_config))
     ready = await client.get("/api/v1/ready")
     body = await ready.json()
-    assert ready.status == 503 and body["ready"] is False  # `broken` is down
+    assert ready.status == 200 and body["ready"] is True
     assert body["instances"]["broken"] == {"state": "down", "circuit": "closed"}
     assert body["instances"]["good"] == {"state": "up", "circuit": "closed"}
+    refused = await client.post("/api/v1/generate", json=ask(binding="broken"))
+    assert refused.status == 503, await refused.text()
+    assert "broken" in (await refused.json())["error"]["message"]
     remote = await client.get("/api/v1/ready", headers={"Host": "evil.example"})
-    assert remote.status == 503  # public, like health: no key needed
+    assert remote.status == 200  # public, like health: no key needed
+    for name in ("good", "other"):
+        for _ in range(2):  # failure_threshold
+            client.server.app[BREAKERS].of(name).failure("test")
+    closed = await client.get("/api/v1/ready")
+    assert closed.status == 503 and (await closed.json())["ready"] is False
+
+
+async def test_readiness_sees_a_backend_back_within_seconds_despite_the_backoff(
+    make_client: Any, make_config: Any
+) -> None:
+    """A down instance is checked every 30 s x8 at most, but readiness probes re-check it (in
+    the background, at most every 5 s): a backend that came back is up at the next probes."""
+    raw = {
+        "bindings": {"only": {"type": "echo", "down": True}},
+        "resilience": {"health_interval_s": 30},
+    }
+    client: Client = await make_client(make_config(raw))
+    monitor = client.server.app[MONITOR]
+    for _ in range(3):  # the backoff reaches x8: the next scheduled check is 4 minutes away
+        await monitor._check(list(client.server.app[REGISTRY]))
+    assert (await client.get("/api/v1/ready")).status == 503
+    client.server.app[REGISTRY].get("only").config["down"] = False  # the backend is back
+    monitor.checked_at["only"] -= READY_RECHECK_S  # as if the last check was 5 s ago
+    first = await client.get("/api/v1/ready")  # starts the re-check, answers at once
+    assert first.status == 503
+    for _ in range(50):
+        if (await client.get("/api/v1/ready")).status == 200:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("readiness did not see the instance back")
+    assert monitor.latest["only"].state == "up"
 
 
 async def test_a_bad_request_does_not_open_the_circuit(make_client: Any, make_config: Any) -> None:

@@ -18,6 +18,7 @@ from ..tracing import annotate
 from .endpoint import endpoint
 
 routes = web.RouteTableDef()
+READY_RECHECK_S = 5.0  # how often readiness probes re-check a down instance, backoff aside
 request_log = logging.getLogger("lollms_server.requests")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -142,8 +143,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/ready")
 @endpoint(
-    "Readiness per binding instance (health and circuit); 503 while any is down or the "
-    "server drains",
+    "Readiness: 503 while the server drains or none of its binding instances can serve (each "
+    "down or its circuit open); each instance's health and circuit either way",
     tag="lollms",
     access="public",
 )
@@ -155,6 +156,7 @@ async def readiness(request: web.Request) -> web.Response:
     stale = time.monotonic() - 2 * max(monitor.interval_s, 1.0)
     if not monitor.latest or min(monitor.checked_at.values(), default=0.0) < stale:
         await monitor.check_due()
+    monitor.recheck_down_soon(min(monitor.interval_s, READY_RECHECK_S))
     states = {
         name: {
             "state": health.state,
@@ -162,5 +164,9 @@ async def readiness(request: web.Request) -> web.Response:
         }
         for name, health in sorted(monitor.latest.items())
     }
-    ready = all(s["state"] != "down" and s["circuit"] != "open" for s in states.values())
+    # one instance down does not take the server out: its requests get a 503 naming it (which
+    # a load balancer retries elsewhere), while the other instances keep serving
+    ready = not states or any(
+        s["state"] != "down" and s["circuit"] != "open" for s in states.values()
+    )
     return web.json_response({"ready": ready, "instances": states}, status=200 if ready else 503)

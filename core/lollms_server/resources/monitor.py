@@ -57,11 +57,31 @@ class HealthMonitor:
         self._restart_backoff: dict[str, int] = {}
         self._restart_at: dict[str, float] = {}
         self._refused: set[str] = set()
+        self._rechecking: asyncio.Task[None] | None = None
 
     async def check_due(self) -> None:
         """Check every instance whose next check is due."""
         now = time.monotonic()
-        due = [b for b in self.registry if self._next.get(b.instance_name, 0.0) <= now]
+        await self._check([b for b in self.registry if self._next.get(b.instance_name, 0.0) <= now])
+
+    def recheck_down_soon(self, min_age_s: float) -> None:
+        """Start checking, in the background, each down instance last checked over `min_age_s`
+        ago, whatever its backoff: a readiness probe sees a backend that came back within about
+        that time, and never waits on one that does not answer."""
+        if self._rechecking is not None and not self._rechecking.done():
+            return
+        now = time.monotonic()
+        due = [
+            binding
+            for binding in self.registry
+            if (health := self.latest.get(binding.instance_name)) is not None
+            and health.state == "down"
+            and now - self.checked_at.get(binding.instance_name, 0.0) >= min_age_s
+        ]
+        if due:
+            self._rechecking = asyncio.create_task(self._check(due))
+
+    async def _check(self, due: list[Binding]) -> None:
         results = await asyncio.gather(*(check(b) for b in due))
         for binding, health in zip(due, results, strict=True):
             self._record(binding.instance_name, health)
@@ -168,6 +188,8 @@ class HealthMonitor:
                 await asyncio.sleep(min(self.interval_s, 1.0) if self.interval_s < 1 else 1.0)
         finally:
             tasks = list(self._restarting.values())
+            if self._rechecking is not None:
+                tasks.append(self._rechecking)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
