@@ -168,3 +168,17 @@ def test_keys_revoke_takes_a_pasted_key_and_names_what_an_id_is(env: dict[str, s
     assert "revoked" in run(env, "keys", "list").stdout
     unknown = run(env, "keys", "revoke", "nosuchkey")
     assert unknown.returncode == 1 and "`lollms-server keys list`" in unknown.stderr, unknown
+
+
+def test_a_config_path_that_does_not_exist_is_written_and_said(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A mistyped --config or LOLLMS_CONFIG gets the first-run default, and stderr says so (an
+    admin would otherwise list the keys of a new, empty database); the data dir's own default
+    is written quietly (the README's first run)."""
+    typo = tmp_path / "etc" / "lollms-typo.toml"
+    done = run({**env, "LOLLMS_CONFIG": str(typo)}, "keys", "list")
+    assert done.returncode == 0 and typo.exists()
+    assert f"no config file at {typo}: wrote the default one there (first run)" in done.stderr
+    quiet = run(env, "keys", "list")
+    assert quiet.returncode == 0 and "no config file" not in quiet.stderr

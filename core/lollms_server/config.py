@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -291,6 +292,11 @@ def load_config(path: Path | None = None, *, create: bool = True) -> Config:
         if not create:
             raise ConfigError(f"no config file at {path}; run `lollms-server config init`")
         write_default_config(path)
+        if path != default_data_dir() / CONFIG_FILE_NAME:  # named by --config or LOLLMS_CONFIG
+            # on stderr even before logging is set up: a mistyped path shows
+            logging.getLogger(__name__).warning(
+                "no config file at %s: wrote the default one there (first run)", path
+            )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
