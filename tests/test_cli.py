@@ -182,3 +182,6 @@ def test_a_config_path_that_does_not_exist_is_written_and_said(
     assert f"no config file at {typo}: wrote the default one there (first run)" in done.stderr
     quiet = run(env, "keys", "list")
     assert quiet.returncode == 0 and "no config file" not in quiet.stderr
+    after = tmp_path / "after.toml"  # --config is taken after the subcommand too
+    done = run(env, "keys", "list", "--config", str(after))
+    assert done.returncode == 0 and after.exists(), done.stderr

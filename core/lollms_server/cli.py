@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .cli_backup import add_backup_parsers, backup_command
@@ -63,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_backup_parsers(commands)
     add_db_parser(commands)
+    _config_option_everywhere(commands)
     return parser
+
+
+def _config_option_everywhere(commands: argparse._SubParsersAction[Any]) -> None:
+    """`--config` after a subcommand too (`lollms-server backup --config F out.db`); given
+    there it wins over one given before."""
+    for sub in commands.choices.values():
+        sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _config_option_everywhere(action)
 
 
 def _port(value: str) -> int:
