@@ -79,6 +79,28 @@ def test_config_show_masks_secrets(env: dict[str, str], tmp_path: Path) -> None:
     assert json.loads(shown.stdout)["bindings"]["remote"]["api_key"] == "***"
 
 
+def test_config_show_gives_the_urls_in_use_from_their_variables(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`url_env` / `rate_limit_storage_env`: show prints the variable's URL (what serve uses),
+    its password masked, not the file's unused value."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[storage]\nurl_env = "TEST_DB_URL"\n\n'
+        '[security]\nrate_limit_storage_env = "TEST_REDIS_URL"\n'
+    )
+    secrets = {
+        "TEST_DB_URL": "postgresql://lollms:db-secret@db.internal:5432/lollms",
+        "TEST_REDIS_URL": "async+redis://:redis-secret@cache.internal:6379/0",
+    }
+    shown = run({**env, **secrets}, "--config", str(path), "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "db-secret" not in shown.stdout and "redis-secret" not in shown.stdout
+    summary = json.loads(shown.stdout)
+    assert "db.internal:5432/lollms" in summary["storage"]["url"]
+    assert "cache.internal:6379" in summary["security"]["rate_limit_storage"]
+
+
 def test_invalid_config_stops_start_up_naming_the_key(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[server]\nport = "nine"\n')

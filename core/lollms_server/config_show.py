@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from .plugins import Plugins
 
 #: Binding settings that are secrets whatever their value (a table of them is masked whole).
 SECRET_SETTINGS = frozenset({"api_key", "headers"})
+#: Settings whose `<name>_env` variable, when set, gives the value in use.
+ENV_VALUES = (("storage", "url"), ("security", "rate_limit_storage"))
 SECTIONS = ("functions", "security", "resources", "resilience", "storage", "tracing")
 
 
@@ -39,6 +42,11 @@ def effective_config(config: Config, plugins: Plugins | None = None) -> dict[str
         "examples": data.pop("personality_examples"),
     }
     sections = {name: data.pop(name) for name in SECTIONS}
+    for section, key in ENV_VALUES:
+        table = sections[section]
+        variable = table.get(f"{key}_env")
+        if variable and (value := os.environ.get(variable, "").strip()):
+            table[key] = mask_text(value)  # what serve uses: the variable's, credentials masked
     return {
         "config_file": path,
         "server": data,  # what is left: the [server] keys and the request limits
