@@ -24,6 +24,10 @@ from .formats import Pcm
 log = logging.getLogger(__name__)
 ESPEAK_BASE_WPM = 175
 ESPEAK_TIMEOUT_S = 120.0
+#: Longest run of phonemes given to Piper's ONNX model at once: a run's memory grows with the
+#: audio it makes (about 1 MB a phoneme), and espeak-ng only ends a sentence at punctuation.
+MAX_PHONEMES = 400
+WAV_MAX = 32767.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class PiperEngine:
         return cls(entry, PiperVoice(session=session, config=config), providers)
 
     def speak(self, options: SpeechOptions) -> Pcm:
-        """Synthesize `options.text`; one chunk per sentence, joined."""
+        """Synthesize `options.text`: each sentence in runs of at most `MAX_PHONEMES`, joined."""
         from piper.config import SynthesisConfig
 
         voice = self.voice
@@ -94,15 +98,38 @@ class PiperEngine:
             noise_w_scale=options.noise_w_scale,
         )
         with self.lock:
-            chunks = list(voice.synthesize(options.text, syn_config=config))
-        if not chunks:
+            runs = [
+                run for sentence in voice.phonemize(options.text) for run in phoneme_runs(sentence)
+            ]
+            data = b"".join(_samples(voice, run, config) for run in runs)
+        if not data:
             raise InvalidRequest("the text has nothing to speak", param="input")
-        data = b"".join(chunk.audio_int16_bytes for chunk in chunks)
-        return Pcm(data, int(chunks[0].sample_rate), int(chunks[0].sample_channels))
+        return Pcm(data, int(voice.config.sample_rate), 1)
 
     def close(self) -> None:
         """Drop the ONNX session."""
         self.voice = None
+
+
+def phoneme_runs(phonemes: list[str], limit: int = MAX_PHONEMES) -> list[list[str]]:
+    """A sentence's phonemes cut into runs of at most `limit`, after a word where one ends."""
+    runs: list[list[str]] = []
+    while len(phonemes) > limit:
+        cut = next((i for i in range(limit, limit // 2, -1) if phonemes[i - 1] == " "), limit)
+        runs.append(phonemes[:cut])
+        phonemes = phonemes[cut:]
+    return [*runs, phonemes] if phonemes else runs
+
+
+def _samples(voice: Any, phonemes: list[str], config: Any) -> bytes:
+    """16-bit samples of one run, normalized and clipped as `PiperVoice.synthesize` does."""
+    import numpy as np
+
+    audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), config)
+    peak = np.max(np.abs(audio)) if audio.size else 0.0
+    audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return bytes(np.clip(audio * WAV_MAX, -WAV_MAX, WAV_MAX).astype(np.int16).tobytes())
 
 
 class EspeakEngine:
