@@ -110,7 +110,7 @@ async def _convert(
 ) -> Output:
     rate = integer(parameters, "sample_rate", 8000, 192_000)
     channels = integer(parameters, "channels", 1, 2)
-    pcm = await engines.run(decode, data, rate, channels)
+    pcm = await engines.run(decode, data, rate, channels, engines.settings.max_audio_s)
     if not pcm.data:
         raise InvalidRequest("the input audio holds no samples", param="input_data")
     out, mime = await engines.run(encode, pcm, fmt)

@@ -11,7 +11,13 @@ import wave
 from dataclasses import dataclass
 from typing import Any
 
-from lollms_server.sdk import InvalidRequest, MissingDependency, UnsupportedMediaType, sniff
+from lollms_server.sdk import (
+    InvalidRequest,
+    MissingDependency,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    sniff,
+)
 
 #: response_format -> (PyAV container, codec, fixed sample rate or None, mime type)
 ENCODINGS: dict[str, tuple[str, str, int | None, str]] = {
@@ -118,8 +124,11 @@ def encode(pcm: Pcm, response_format: str) -> tuple[bytes, str]:
     return buffer.getvalue(), mime
 
 
-def decode(data: bytes, rate: int | None = None, channels: int | None = None) -> Pcm:
-    """Decode any audio file PyAV reads into 16-bit PCM (resampled/remixed when asked)."""
+def decode(
+    data: bytes, rate: int | None = None, channels: int | None = None, max_s: float | None = None
+) -> Pcm:
+    """Decode any audio file PyAV reads into 16-bit PCM (resampled/remixed when asked); a 413
+    once more than `max_s` seconds come out (a few KB of FLAC can hold hours of silence)."""
     require_audio(data)
     av, numpy = _av()
     try:
@@ -134,7 +143,14 @@ def decode(data: bytes, rate: int | None = None, channels: int | None = None) ->
             layout = "mono" if out_channels == 1 else "stereo"
             resampler = av.AudioResampler(format="s16", layout=layout, rate=out_rate)
             parts: list[bytes] = []
+            heard = 0.0
             for frame in container.decode(stream):
+                heard += frame.samples / (frame.sample_rate or source_rate or 1)
+                if max_s is not None and heard > max_s:
+                    raise PayloadTooLarge(
+                        f"the audio is longer than {max_s:g} s (setting max_audio_s)",
+                        param="file",
+                    )
                 for converted in resampler.resample(frame):
                     parts.append(_packed(converted, numpy))
             for converted in resampler.resample(None):
@@ -142,17 +158,6 @@ def decode(data: bytes, rate: int | None = None, channels: int | None = None) ->
     except av.error.FFmpegError as exc:
         raise InvalidRequest(f"the audio could not be decoded: {exc}", param="file") from exc
     return Pcm(b"".join(parts), out_rate, out_channels)
-
-
-def require_audio_track(data: bytes) -> None:
-    """415 when the container (a video, say) holds no audio track; 400 when it is unreadable."""
-    av, _numpy = _av()
-    try:
-        with av.open(io.BytesIO(data), "r") as container:
-            if not container.streams.audio:
-                raise UnsupportedMediaType("the upload has no audio track", param="file")
-    except av.error.FFmpegError as exc:
-        raise InvalidRequest(f"the audio could not be decoded: {exc}", param="file") from exc
 
 
 def _packed(frame: Any, numpy: Any) -> bytes:

@@ -175,6 +175,7 @@ def transcribe_options(
         beam_size=beam or settings.beam_size,
         word_timestamps=flag(parameters, "word_timestamps", settings.word_timestamps),
         vad_filter=flag(parameters, "vad_filter", settings.vad_filter),
+        max_audio_s=settings.max_audio_s,
     )
 
 

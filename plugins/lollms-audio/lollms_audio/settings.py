@@ -38,6 +38,7 @@ class AudioConfig:
     noise_scale: float | None
     noise_w_scale: float | None
     max_text_chars: int
+    max_audio_s: float
 
 
 class AudioSettings(SettingsSchema):
@@ -133,4 +134,9 @@ class AudioSettings(SettingsSchema):
         load_default=20_000,
         validate=validate.Range(1, 1_000_000),
         metadata={"help": "longest text one tts request may speak"},
+    )
+    max_audio_s = fields.Float(
+        load_default=1800.0,
+        validate=validate.Range(1, 86_400),
+        metadata={"help": "longest input audio (stt, audio2audio) in seconds; longer is a 413"},
     )

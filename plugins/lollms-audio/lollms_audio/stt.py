@@ -6,7 +6,6 @@ ctranslate2 and transformers are imported inside `load`, never when this module 
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any, Protocol
 from lollms_server.sdk import BackendUnavailable, InvalidRequest, MissingDependency
 
 from .catalog import Entry
-from .formats import decode, require_audio_track
+from .formats import decode
 
 LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -32,6 +31,7 @@ class TranscribeOptions:
     beam_size: int = 5
     word_timestamps: bool = True
     vad_filter: bool = False
+    max_audio_s: float | None = None
 
 
 class Recognizer(Protocol):
@@ -102,8 +102,9 @@ class WhisperEngine:
         return cls(entry, model, chosen)
 
     def transcribe(self, audio: bytes, options: TranscribeOptions) -> dict[str, Any]:
-        """Decode (PyAV, any rate) and transcribe; segments are consumed under the lock."""
-        import av
+        """Decode (PyAV, any rate, at most `max_audio_s`) and transcribe; segments are consumed
+        under the lock."""
+        import numpy
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
         model = self.model
@@ -117,24 +118,20 @@ class WhisperEngine:
         if options.temperature is not None:
             higher = tuple(t for t in FALLBACK_TEMPERATURES if t > options.temperature)
             temperature = (options.temperature, *higher)
-        require_audio_track(audio)  # a video without sound: faster-whisper would IndexError
+        pcm = decode(audio, rate=16000, channels=1, max_s=options.max_audio_s)
+        samples = numpy.frombuffer(pcm.data, dtype="<i2").astype(numpy.float32) / 32768.0
         with self.lock:
-            try:
-                segments, info = model.transcribe(
-                    io.BytesIO(audio),
-                    language=options.language,
-                    task=options.task,
-                    initial_prompt=options.prompt or None,
-                    temperature=list(temperature),
-                    beam_size=options.beam_size,
-                    word_timestamps=options.word_timestamps,
-                    vad_filter=options.vad_filter,
-                )
-                done = list(segments)
-            except av.error.FFmpegError as exc:
-                raise InvalidRequest(
-                    f"the audio could not be decoded: {exc}", param="file"
-                ) from exc
+            segments, info = model.transcribe(
+                samples,
+                language=options.language,
+                task=options.task,
+                initial_prompt=options.prompt or None,
+                temperature=list(temperature),
+                beam_size=options.beam_size,
+                word_timestamps=options.word_timestamps,
+                vad_filter=options.vad_filter,
+            )
+            done = list(segments)
         words = [
             {
                 "word": word.word.strip(),
@@ -210,7 +207,7 @@ class TransformersWhisperEngine:
         pipe = self.pipe
         if pipe is None:
             raise BackendUnavailable(f"model {self.entry.name!r} was unloaded")
-        pcm = decode(audio, rate=16000, channels=1)
+        pcm = decode(audio, rate=16000, channels=1, max_s=options.max_audio_s)
         samples = numpy.frombuffer(pcm.data, dtype="<i2").astype(numpy.float32) / 32768.0
         generate: dict[str, Any] = {}
         if self.entry.multilingual:
