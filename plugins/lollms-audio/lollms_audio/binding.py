@@ -45,7 +45,7 @@ from .routing import (
 )
 from .settings import AudioConfig, AudioSettings
 from .stt import Recognizer, TranscribeOptions, TransformersWhisperEngine, WhisperEngine
-from .tts import EspeakEngine, PiperEngine, SpeechOptions
+from .tts import EspeakEngine, PiperEngine, SpeechOptions, speakable
 
 T = TypeVar("T")
 Engine = PiperEngine | EspeakEngine | WhisperEngine | TransformersWhisperEngine
@@ -265,7 +265,7 @@ class AudioBinding(Binding):
     # -- the work ---------------------------------------------------------------------------
 
     async def _speech(self, request: GenerationRequest, catalog: Catalog) -> Output:
-        text = request.prompt.strip()
+        text = speakable(request.prompt)
         if not text:
             raise InvalidRequest("tts needs a text to speak", param="input")
         limit = self.settings.max_text_chars

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import tempfile
 import threading
@@ -28,6 +29,7 @@ ESPEAK_TIMEOUT_S = 120.0
 #: audio it makes (about 1 MB a phoneme), and espeak-ng only ends a sentence at punctuation.
 MAX_PHONEMES = 400
 WAV_MAX = 32767.0
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class SpeechOptions:
     espeak_voice: str = "en-us"
     noise_scale: float | None = None  # Piper's generator noise (None: the voice's own)
     noise_w_scale: float | None = None  # Piper's phoneme-width noise (None: the voice's own)
+
+
+def speakable(text: str) -> str:
+    """`text` with control characters as spaces: they have no sound, and a NUL stops espeak-ng."""
+    return CONTROL.sub(" ", text).strip()
 
 
 class PiperEngine:

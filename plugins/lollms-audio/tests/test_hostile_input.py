@@ -1,5 +1,5 @@
-"""Hostile inputs through the real app: a small upload that decodes to hours of audio. Each is
-a 4xx in the OpenAI error shape, never a 5xx or a dead server.
+"""Hostile inputs through the real app: a small upload that decodes to hours of audio, a text
+with control characters. Each is a 4xx in the OpenAI error shape, never a 5xx or a dead server.
 """
 
 from __future__ import annotations
@@ -75,3 +75,14 @@ async def test_audio_longer_than_max_audio_s_is_413_before_it_is_decoded(client:
     assert status == 413, answer
     status, body, _ = await transcribe(client, silent_flac(MAX_AUDIO_S - 60))
     assert status == 200, body  # within the limit: transcribed as before
+
+
+async def test_control_characters_in_speech_input_are_not_a_backend_error(client: Client) -> None:
+    """A NUL reached espeak-ng's phonemizer: 502 "embedded null character"; control characters
+    have no sound, so they are spoken as spaces and a text of nothing else is a 400."""
+    response = await client.post("/v1/audio/speech", json={"input": "hello\x00world\x07"})
+    assert response.status == 200, await response.text()
+    assert (await response.read())[:4] == b"RIFF"
+    response = await client.post("/v1/audio/speech", json={"input": "\x00\x01\x02"})
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"]["param"] == "input"
