@@ -138,3 +138,17 @@ async def test_a_file_that_is_no_video_is_a_415(client: Client) -> None:
     answer = await response.json()
     assert response.status == 415, answer
     assert "video" in answer["error"]["message"]
+
+
+async def test_frames_too_big_to_hold_are_a_413_before_they_are_decoded(client: Client) -> None:
+    """A 1 MB MP4 of 64 flat 2064x2064 frames decoded into 820 MB of images (a 36 KB one of
+    4096x4096 frames, 4.5 GB): frames x width x height is bounded before any frame is kept."""
+    big = grey_video(64, (2064, 2064))
+    assert len(big) < 2_000_000
+    response = await client.post("/api/v1/generate", json=body("seeing", big, frames=64))
+    answer = await response.json()
+    assert response.status == 413, answer
+    assert "2064x2064" in answer["error"]["message"] and "frames" in answer["error"]["message"]
+    fewer = await client.post("/api/v1/generate", json=body("seeing", big, frames=2))
+    assert fewer.status == 200, await fewer.text()
+    assert [size for _, size, _ in seen(await fewer.json())] == ["2064x2064"] * 2

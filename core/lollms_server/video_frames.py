@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .bindings import ChatMessage, InputItem
-from .errors import InvalidRequest, MissingDependency, UnsupportedMediaType
+from .errors import InvalidRequest, MissingDependency, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -17,13 +17,16 @@ if TYPE_CHECKING:
 AV_MISSING = "video input needs PyAV and Pillow: pip install 'lollms-server[video]'"
 DEFAULT_FRAMES = 8
 MAX_FRAMES = 64
+#: Pixels of all the frames kept from one video (~800 MB as RGB): 64 frames of 2048x2048. A
+#: flat video compresses to almost nothing, so its file size says nothing about this.
+MAX_PIXELS = 2**28
 
 
 def read_video(data: bytes, limit: int) -> list[Image.Image]:
     """At most `limit` RGB frames of a video file (any container FFmpeg reads), evenly spaced.
 
     Packets are counted first (no decoding), then only the chosen frames are kept, so a long
-    video never fills memory with decoded frames.
+    video never fills memory with decoded frames; frames too big to keep that many of are a 413.
     """
     try:
         import av
@@ -34,10 +37,13 @@ def read_video(data: bytes, limit: int) -> list[Image.Image]:
             if not container.streams.video:
                 raise UnsupportedMediaType("the input video has no video stream")
             total = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
-        wanted = evenly(total, limit)
+            stream = container.streams.video[0].codec_context
+            wanted = evenly(total, limit)
+            _check_pixels(stream.width, stream.height, len(wanted))
         frames: list[Image.Image] = []
         with av.open(io.BytesIO(data)) as container:
             for index, frame in enumerate(container.decode(container.streams.video[0])):
+                _check_pixels(frame.width, frame.height, len(wanted))  # the size may change
                 if index in wanted:
                     frames.append(frame.to_image().convert("RGB"))
                 if len(frames) == len(wanted):
@@ -47,6 +53,15 @@ def read_video(data: bytes, limit: int) -> list[Image.Image]:
     if not frames:
         raise UnsupportedMediaType("the input video has no frames")
     return frames
+
+
+def _check_pixels(width: int, height: int, count: int) -> None:
+    if width * height * count > MAX_PIXELS:
+        raise PayloadTooLarge(
+            f"the input video is {width}x{height}: {count} frames of it are over {MAX_PIXELS} "
+            "pixels; ask for fewer frames (parameters.frames) or send a smaller video",
+            param="input_data",
+        )
 
 
 def evenly(total: int, limit: int) -> set[int]:
