@@ -65,6 +65,7 @@ from ..resilience import RetryPolicy
 from ..resources.gpu import GpuReport
 from ..resources.gpu import probe as probe_gpus
 from ..security.auth import requires
+from ..security.principal import check_served
 from ..tracing import outgoing_headers
 from ..upstream import Upstream
 from ..video_frames import read_video
@@ -115,6 +116,7 @@ __all__ = [
     "Usage",
     "Whole",
     "b64decode",
+    "check_served",
     "default_data_dir",
     "encode_data",
     "hookimpl",

@@ -89,6 +89,18 @@ def current() -> Principal | None:
     return _current.get()
 
 
+def check_served(instance: str, named: str, served: str) -> None:
+    """Forbidden unless the running request's caller may use `served`, the model a binding
+    picked to serve a request for `named` (a voice's instance default whisper model...); the
+    refusal names only what was named. Nothing is checked outside a request."""
+    principal = _current.get()
+    if principal is not None and served != named and not principal.may_use(instance, served):
+        raise Forbidden(
+            f"this key may not use model {named!r} of instance {instance!r} for this: "
+            "another model of the instance would serve it"
+        )
+
+
 def caller() -> Principal:
     """The caller of the running request; Forbidden when none is known (fail closed).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, Output
+from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, Output, check_served
 
 from .catalog import Catalog, Entry
 from .formats import Pcm, check_format, decode, encode, require_audio
@@ -34,6 +34,7 @@ MODES = ("revoice", "convert")
 class Engines(Protocol):
     """What audio2audio needs of the binding."""
 
+    instance_name: str
     settings: AudioConfig
 
     def run(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
@@ -77,6 +78,8 @@ async def audio_to_audio(engines: Engines, request: GenerationRequest, catalog: 
     model = request.model
     recognizer = choose_recognizer(catalog, model if model in catalog.recognizers else "", settings)
     choice = choose_voice(catalog, model if model in catalog.voices else "", parameters, settings)
+    for served in (recognizer, choice.entry):  # the model names one; the other is a default
+        check_served(engines.instance_name, model, served.name)
     options = transcribe_options(recognizer, parameters, "", settings)
     heard = await engines.recognize(recognizer, item.data, options)
     text = str(heard["text"]).strip()

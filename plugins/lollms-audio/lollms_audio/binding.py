@@ -28,6 +28,7 @@ from lollms_server.sdk import (
     NotSupported,
     Output,
     Result,
+    check_served,
     monotonic_ms,
 )
 
@@ -274,6 +275,7 @@ class AudioBinding(Binding):
         parameters = request.parameters
         fmt = check_format(parameters.get("response_format"), self.settings.default_format)
         choice = choose_voice(catalog, request.model, parameters, self.settings)
+        check_served(self.instance_name, request.model, choice.entry.name)
         options = SpeechOptions(
             text=text,
             speed=number(parameters, "speed", 1.0, 0.25, 4.0),
@@ -299,6 +301,7 @@ class AudioBinding(Binding):
         item = audio_input(request)
         require_audio(item.data, item.mime_type)
         entry = choose_recognizer(catalog, request.model, self.settings)
+        check_served(self.instance_name, request.model, entry.name)
         options = transcribe_options(entry, request.parameters, request.prompt, self.settings)
         heard = await self.recognize(entry, item.data, options)
         metadata = {**heard["metadata"], "model": entry.name}

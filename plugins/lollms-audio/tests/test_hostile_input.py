@@ -16,8 +16,10 @@ import pytest_asyncio
 from aiohttp import FormData
 from lollms_audio import AudioBinding
 
+from lollms_server.keys import KEYSTORE
 from lollms_server.testing import serve_binding
 
+from .conftest import VOICE, WHISPER
 from .test_contract_app import Client, audio_item, generate
 
 MAX_AUDIO_S = 120
@@ -86,3 +88,34 @@ async def test_control_characters_in_speech_input_are_not_a_backend_error(client
     response = await client.post("/v1/audio/speech", json={"input": "\x00\x01\x02"})
     assert response.status == 400, await response.text()
     assert (await response.json())["error"]["param"] == "input"
+
+
+async def test_a_key_allowed_one_voice_cannot_reach_other_models_through_it(
+    client: Client,
+) -> None:
+    """Naming the allowed voice for stt (served by the default whisper model), or naming another
+    voice in `voice`, used models the key may not use; the refusal names no model of those."""
+    store = client.server.app[KEYSTORE]
+    key, _ = await store.create("voice-only", "user", allowed_models=[f"audio/{VOICE}"])
+    headers = {"X-API-Key": key, "Host": "evil.example"}  # not local: the key decides
+    speech = await client.post(
+        "/v1/audio/speech", json={"input": "hi", "model": f"audio/{VOICE}"}, headers=headers
+    )
+    assert speech.status == 200, await speech.text()
+    form = FormData()
+    form.add_field("model", f"audio/{VOICE}")
+    form.add_field("file", silent_flac(2), filename="a.flac", content_type="audio/flac")
+    heard = await client.post("/v1/audio/transcriptions", data=form, headers=headers)
+    assert heard.status == 403, await heard.text()
+    assert WHISPER not in await heard.text()
+    spoken = {"text": "hi", "voice": "espeak-ng"}  # a voice name, no instance: a parameter
+    other = await client.post("/text2Audio", json=spoken, headers=headers)
+    assert other.status in (403, 404), await other.text()  # 404 where espeak-ng is not on PATH
+    revoice = {
+        "input_data": [audio_item(silent_flac(2))],
+        "generation_type": "audio2audio",
+        "binding_name": "audio",
+        "model_name": VOICE,
+    }
+    answer = await client.post("/api/v1/generate", json=revoice, headers=headers)
+    assert answer.status == 403, await answer.text()  # its whisper model is not allowed
