@@ -567,6 +567,21 @@ async def test_image_edit_multipart(client: Client) -> None:
     await openai_error(response, 415)
 
 
+@pytest.mark.parametrize("part", ["image", "mask", "controlnet_image"])
+async def test_image_edit_upload_that_is_no_image_is_a_415_naming_it(
+    client: Client, part: str
+) -> None:
+    """As for the base64 routes: refused before any binding sees it (the diffusers binding said
+    "cannot identify image file <_io.BytesIO object at 0x7fad...>", without a param)."""
+    form = FormData()
+    form.add_field("prompt", "x")
+    if part != "image":
+        form.add_field("image", PNG_MAGIC + b"\0" * 32, filename="a.png", content_type="image/png")
+    form.add_field(part, b"not an image", filename="a.png", content_type="image/png")
+    error = await openai_error(await client.post("/v1/images/edits", data=form), 415)
+    assert error["param"] == part and "PNG, JPEG, GIF or WebP" in error["message"]
+
+
 # -- audio -------------------------------------------------------------------------------------
 
 

@@ -21,10 +21,11 @@ from typing import Any
 from aiohttp import web
 
 from ...bindings import ChatMessage, InputItem, Output, Result
-from ...errors import BackendError, InvalidRequest
+from ...errors import BackendError, InvalidRequest, UnsupportedMediaType
 from ...httpkit.convert import decode_image, encode_data
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
+from ...media_types import sniff_image
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared
 from .schemas_media import (
@@ -127,12 +128,22 @@ async def images_generations(request: web.Request, body: dict[str, Any]) -> web.
 @endpoint("Edit images with a prompt (and an optional mask)", tag=TAG, form=ImageEditForm)
 async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Response:
     """Image-to-image (`i2i`); the mask goes to the binding as a `mask_image` input."""
-    inputs = [_media_input("image", "input_image", image) for image in form["image"]]
+    inputs = [_image_upload("input_image", image, "image") for image in form["image"]]
     if form["mask"] is not None:
-        inputs.append(_media_input("image", "mask_image", form["mask"]))
+        inputs.append(_image_upload("mask_image", form["mask"], "mask"))
     if form["controlnet_image"] is not None:
-        inputs.append(_media_input("image", "controlnet_image", form["controlnet_image"]))
+        inputs.append(
+            _image_upload("controlnet_image", form["controlnet_image"], "controlnet_image")
+        )
     return await images_answer(request, "i2i", form, inputs)
+
+
+def _image_upload(role: str, upload: UploadedFile, param: str) -> InputItem:
+    """An uploaded image as an input; what is no PNG, JPEG, GIF or WebP is a 415 (as base64
+    images are: `decode_image`), before any binding sees it."""
+    if sniff_image(upload.data) is None:
+        raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)
+    return _media_input("image", role, upload)
 
 
 def _media_input(kind: str, role: str, upload: UploadedFile) -> InputItem:
