@@ -39,6 +39,23 @@ log = logging.getLogger(__name__)
 Pipe = Any  # a diffusers pipeline (diffusers has no precise types for its pipelines)
 diffusers.utils.logging.disable_progress_bar()  # a server logs; it draws no progress bars
 transformers.utils.logging.disable_progress_bar()
+TRUNCATED = "The following part of your input was truncated"
+
+
+class PromptsStayOut(logging.Filter):
+    """diffusers' truncation warning quotes the prompt's cut part: it is logged without it
+    (prompts stay out of the logs unless `[security] audit_prompts` says otherwise)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a truncation warning; let everything else through."""
+        if str(record.msg).startswith(TRUNCATED):
+            record.msg = "a prompt was cut to the text encoder's token limit; the rest was ignored"
+            record.args = ()
+        return True
+
+
+for _handler in diffusers.utils.logging.get_logger().handlers:  # the library's own stderr one
+    _handler.addFilter(PromptsStayOut())
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DERIVED = {
     "tti": AutoPipelineForText2Image,

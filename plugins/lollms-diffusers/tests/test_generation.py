@@ -7,6 +7,7 @@ import sys
 import wave
 from typing import Any
 
+import diffusers
 import pytest
 from lollms_diffusers import DiffusersBinding, encode
 from PIL import Image
@@ -255,3 +256,20 @@ async def test_wrong_model_or_parameters_are_rejected(binding: DiffusersBinding)
     with pytest.raises(InvalidRequest, match="strength"):
         await outputs(binding, "tti", strength=2)
     assert binding.loaded_models() == [], "a rejected request loads nothing"
+
+
+async def test_a_cut_prompt_stays_out_of_the_log(binding: DiffusersBinding) -> None:
+    """CLIP reads 77 tokens: diffusers warns with the cut part of the prompt (on its own stderr
+    handler); the warning stays, the prompt's text does not."""
+    (handler,) = diffusers.utils.logging.get_logger().handlers
+    written = io.StringIO()
+    previous = handler.setStream(written)  # type: ignore[attr-defined]
+    try:
+        secret = " ".join(f"confidential{i}" for i in range(120))
+        request = make_request("tti", prompt=f"a red circle {secret}", width=32, height=32, seed=1)
+        result = await binding.generate(request)
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
+    assert result.outputs[0].mime_type == "image/png"
+    assert "cut to the text encoder's token limit" in written.getvalue()
+    assert "confidential1" not in written.getvalue()
