@@ -311,7 +311,11 @@ class AudioBinding(Binding):
         """Synthesize with a voice, loading it when needed."""
         engine = await self._engine(choice.entry)
         assert isinstance(engine, PiperEngine | EspeakEngine)
-        return await self.run(engine.speak, options)
+        try:
+            return await self.run(engine.speak, options)
+        except asyncio.CancelledError:  # the thread runs on: tell it to stop at its next run
+            options.stop.set()
+            raise
 
     async def recognize(
         self, entry: Entry, audio: bytes, options: TranscribeOptions

@@ -13,11 +13,17 @@ import subprocess
 import tempfile
 import threading
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lollms_server.sdk import BackendError, BackendUnavailable, InvalidRequest, MissingDependency
+from lollms_server.sdk import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidRequest,
+    MissingDependency,
+)
 
 from .catalog import Entry
 from .formats import Pcm
@@ -42,6 +48,8 @@ class SpeechOptions:
     espeak_voice: str = "en-us"
     noise_scale: float | None = None  # Piper's generator noise (None: the voice's own)
     noise_w_scale: float | None = None  # Piper's phoneme-width noise (None: the voice's own)
+    #: set when the request ended (client gone, time limit): Piper stops before its next run
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 def speakable(text: str) -> str:
@@ -108,7 +116,12 @@ class PiperEngine:
             runs = [
                 run for sentence in voice.phonemize(options.text) for run in phoneme_runs(sentence)
             ]
-            data = b"".join(_samples(voice, run, config) for run in runs)
+            pieces = []
+            for run in runs:
+                if options.stop.is_set():
+                    raise BackendTimeout("speech stopped: its request ended")
+                pieces.append(_samples(voice, run, config))
+            data = b"".join(pieces)
         if not data:
             raise InvalidRequest("the text has nothing to speak", param="input")
         return Pcm(data, int(voice.config.sample_rate), 1)

@@ -6,9 +6,11 @@ input with no full stop, one "sentence" to Piper, took over 23 GiB and the serve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from lollms_audio.tts import MAX_PHONEMES, PiperEngine, SpeechOptions, phoneme_runs
@@ -60,3 +62,28 @@ def test_a_short_sentence_is_one_run(piper: PiperEngine) -> None:
     config = SynthesisConfig(**STEADY_VOICE)
     chunks = list(piper.voice.synthesize("Please call Stella.", syn_config=config))
     assert pcm.data == b"".join(chunk.audio_int16_bytes for chunk in chunks)  # as Piper says it
+
+
+async def test_a_cancelled_speech_stops_at_its_next_run(
+    model_folders: dict[str, list[str]], packaged: None
+) -> None:
+    """A client that leaves (or a time limit) cancels the request: the voice's thread stops
+    before its next run instead of speaking minutes of text into the void, holding the voice."""
+    from lollms_audio import AudioBinding
+
+    from lollms_server.bindings import ChatMessage, GenerationRequest
+    from lollms_server.testing import started_binding
+
+    async with started_binding(AudioBinding, "audio", model_folders) as binding:
+        assert isinstance(binding, AudioBinding)
+        long = GenerationRequest("tts", "joe-us", (ChatMessage("user", "123 " * 2000),))
+        task = asyncio.create_task(binding.generate(long))
+        await asyncio.sleep(1.0)  # a few runs in
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        short = GenerationRequest("tts", "joe-us", (ChatMessage("user", "Hello."),))
+        result = await binding.generate(short)  # waits for the voice's lock
+        assert result.outputs[0].data
+        assert time.monotonic() - started < 10  # the whole text takes minutes
