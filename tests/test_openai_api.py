@@ -541,6 +541,8 @@ async def test_image_generation(client: Client) -> None:
         ({"prompt": "x", "stream": True}, "stream"),
         ({"prompt": "x", "n": 11}, "n"),
         ({"size": "8x8"}, "prompt"),
+        ({"prompt": "x", "output_format": "exe"}, "output_format"),
+        ({"prompt": "x", "output_compression": 101}, "output_compression"),
     ],
 )
 async def test_image_bad_requests(client: Client, body: dict[str, Any], param: str) -> None:

@@ -38,6 +38,18 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def still(image: Image.Image, fmt: str, quality: int | None = None) -> tuple[bytes, str]:
+    """An image as `png`, `jpeg` (no alpha: on RGB) or `webp` bytes, with its MIME type;
+    `quality` 0-100 for the lossy two (Pillow's default, 75, when None)."""
+    if fmt == "png":
+        return png(image), "image/png"
+    buffer = io.BytesIO()
+    options = {} if quality is None else {"quality": quality}
+    picture = image.convert("RGB") if fmt == "jpeg" and image.mode != "RGB" else image
+    picture.save(buffer, format=fmt.upper(), **options)
+    return buffer.getvalue(), f"image/{fmt}"
+
+
 def animation(frames: Sequence[Image.Image], fps: int, kind: str = "gif") -> tuple[bytes, str]:
     """`frames` at `fps` as GIF/WebP/APNG (looping forever) or MP4; returns (bytes, mime)."""
     if not frames:

@@ -18,14 +18,13 @@ def _metadata(plan: Plan, seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def pictures(result: Any, plan: Plan) -> list[Output]:
-    """PNG outputs of an image pipeline's result."""
+    """Image outputs (PNG unless the request asked for JPEG or WebP) of a pipeline's result."""
     flagged = getattr(result, "nsfw_content_detected", None) or [None] * plan.n
     outputs = []
     for image, seed, nsfw in zip(result.images, plan.seeds(), flagged, strict=False):
         meta = _metadata(plan, seed, width=image.width, height=image.height, nsfw=nsfw)
-        outputs.append(
-            Output("image", data=encode.png(image), mime_type="image/png", metadata=meta)
-        )
+        data, mime = encode.still(image, plan.image_format, plan.quality)
+        outputs.append(Output("image", data=data, mime_type=mime, metadata=meta))
     return outputs
 
 

@@ -23,7 +23,7 @@ from lollms_server.sdk import GenerationRequest, InputItem, InvalidRequest, Miss
 from .adapters import ControlChoice, StyleChoice
 from .catalog import ModelEntry, single_file_hint
 from .encode import MP4_MISSING
-from .settings import VIDEO_FORMATS, DiffusersConfig
+from .settings import IMAGE_FORMATS, VIDEO_FORMATS, DiffusersConfig
 
 #: The generation type of the request -> the pipeline task (i2i with a mask is `inpaint`).
 TASKS = {"tti": "tti", "i2i": "i2i", "ttv": "ttv", "ttm": "ttm"}
@@ -57,6 +57,8 @@ class Plan:
     frames: int | None = None  # v2v: the most frames taken from the input video
     fps: int = 8
     video_format: str = "gif"
+    image_format: str = "png"  # png | jpeg | webp (OpenAI's `output_format`)
+    quality: int | None = None  # jpeg/webp quality 0-100 (OpenAI's `output_compression`)
     duration_s: float | None = None
     loras: tuple[tuple[str, str, float], ...] = ()  # per request: (name, path, scale)
     controlnet: ControlChoice | None = None
@@ -111,6 +113,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Diffusers
         or (settings.max_frames if task == "v2v" else None),
         fps=_int(params, "fps", 1, 120) or settings.fps,
         video_format=_video_format(params, settings.video_format),
+        image_format=_image_format(params),
+        quality=_int(params, "output_compression", 0, 100),
         duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings.max_audio_s)
         or (settings.default_audio_s if kind == "ttm" else None),
     )
@@ -224,6 +228,16 @@ def _video_format(params: Mapping[str, Any], default: str) -> str:
         raise InvalidRequest(f"format: got {value!r}; allowed: {allowed}", param="format")
     if value == "mp4" and importlib.util.find_spec("av") is None:  # say so before generating
         raise MissingDependency(MP4_MISSING)
+    return str(value)
+
+
+def _image_format(params: Mapping[str, Any]) -> str:
+    value = params.get("output_format") or "png"
+    if value not in IMAGE_FORMATS:
+        allowed = ", ".join(IMAGE_FORMATS)
+        raise InvalidRequest(
+            f"output_format: got {value!r}; allowed: {allowed}", param="output_format"
+        )
     return str(value)
 
 

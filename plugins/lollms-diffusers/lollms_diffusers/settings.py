@@ -15,6 +15,7 @@ DEVICES = validate.Regexp(
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 OFFLOAD = ("none", "model", "sequential")
 VIDEO_FORMATS = ("gif", "webp", "apng", "mp4")
+IMAGE_FORMATS = ("png", "jpeg", "webp")  # OpenAI's `output_format` values
 SCHEDULER = validate.Regexp(
     r"^[A-Z][A-Za-z0-9]*Scheduler$", error="a diffusers scheduler class name, e.g. DDIMScheduler"
 )

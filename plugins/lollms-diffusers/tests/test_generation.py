@@ -273,3 +273,24 @@ async def test_a_cut_prompt_stays_out_of_the_log(binding: DiffusersBinding) -> N
     assert result.outputs[0].mime_type == "image/png"
     assert "cut to the text encoder's token limit" in written.getvalue()
     assert "confidential1" not in written.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("jpeg", "image/jpeg"), ("webp", "image/webp")])
+async def test_output_format_gives_jpeg_or_webp(
+    binding: DiffusersBinding, fmt: str, mime: str
+) -> None:
+    """OpenAI's `output_format` and `output_compression` (quality) are honoured."""
+    (best,) = await outputs(binding, "tti", width=64, height=48, seed=3, output_format=fmt)
+    (small,) = await outputs(
+        binding, "tti", width=64, height=48, seed=3, output_format=fmt, output_compression=5
+    )
+    assert best.mime_type == small.mime_type == mime
+    decoded = Image.open(io.BytesIO(best.data))
+    assert decoded.format == fmt.upper() and decoded.size == (64, 48)
+    assert len(small.data) < len(best.data)
+
+
+async def test_an_unknown_output_format_is_refused(binding: DiffusersBinding) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("tti", width=32, height=32, output_format="exe"))
+    assert refused.value.param == "output_format" and "png, jpeg, webp" in refused.value.message

@@ -24,6 +24,7 @@ IMAGE_PASSED_ON = (
     "style",
     "background",
     "output_format",
+    "output_compression",
     "seed",
     "negative_prompt",
     "steps",

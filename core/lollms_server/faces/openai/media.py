@@ -57,6 +57,7 @@ IMAGE_EXTRAS = (
     "style",
     "background",
     "output_format",
+    "output_compression",
     "loras",
     "controlnet",
     "upscale",

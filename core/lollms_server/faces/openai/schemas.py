@@ -12,7 +12,8 @@ embeddings `encoding_format`, `dimensions` (checked, not reduced); images `n`, `
 `language`, `prompt`, `temperature`, `response_format`.
 
 Passed to the binding, which may honour or ignore them: chat `response_format` (json modes) and
-`reasoning_effort`; images `quality`, `style`, `background`, `output_format`.
+`reasoning_effort`; images `quality`, `style`, `background`, `output_format` (png, jpeg or
+webp: lollms-diffusers encodes it, lollms-openai passes it on), `output_compression`.
 
 Rejected with a 400 because honouring them matters: `n` > 1 (and `best_of` > 1), audio
 `modalities`, `tool_choice` "required" or a named function when the binding cannot call tools,
@@ -22,7 +23,7 @@ token-id `prompt`/`input` arrays, streamed images, streamed transcriptions and `
 Accepted and ignored: `logit_bias`, `logprobs`, `top_logprobs` (logprobs come back null), `user`,
 `store`, `metadata`, `service_tier`, `prediction`, `web_search_options`, `verbosity`,
 `prompt_cache_*`, `safety_identifier`, `moderation`, `audio` (without audio modalities),
-completions `suffix`, images `moderation`, `output_compression`, `partial_images`, transcriptions
+completions `suffix`, images `moderation`, `partial_images`, transcriptions
 `chunking_strategy`, `include`, `known_speaker_*`, `keywords`, `languages`.
 
 Common extensions of OpenAI-compatible servers, passed to the binding (the llama.cpp binding sends

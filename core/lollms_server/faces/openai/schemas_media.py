@@ -85,7 +85,7 @@ class ImageFieldsSchema(StrictSchema):
     background = _opt(fields.String, validate=validate.Length(max=32))
     moderation = _opt(fields.String, validate=validate.Length(max=32))
     output_compression = _opt(Whole, validate=validate.Range(0, 100))
-    output_format = _opt(fields.String, validate=validate.Length(max=32))
+    output_format = _opt(fields.String, validate=validate.OneOf(["png", "jpeg", "webp"]))
     partial_images = _opt(Whole, validate=validate.Range(0, 8))
     stream = _opt(fields.Boolean)
     user = _opt(fields.String)
