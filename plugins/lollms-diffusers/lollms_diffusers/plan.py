@@ -112,8 +112,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Diffusers
         or (settings.default_frames if task == "ttv" else None)
         or (settings.max_frames if task == "v2v" else None),
         fps=_int(params, "fps", 1, 120) or settings.fps,
-        video_format=_video_format(params, settings.video_format),
-        image_format=_image_format(params),
+        video_format=_video_format(params, settings.video_format) if kind == "ttv" else "gif",
+        image_format=_image_format(params) if kind in ("tti", "i2i") else _no_format(params, kind),
         quality=_int(params, "output_compression", 0, 100),
         duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings.max_audio_s)
         or (settings.default_audio_s if kind == "ttm" else None),
@@ -232,13 +232,21 @@ def _video_format(params: Mapping[str, Any], default: str) -> str:
 
 
 def _image_format(params: Mapping[str, Any]) -> str:
-    value = params.get("output_format") or "png"
+    value = params.get("output_format") or params.get("format") or "png"
     if value not in IMAGE_FORMATS:
         allowed = ", ".join(IMAGE_FORMATS)
         raise InvalidRequest(
             f"output_format: got {value!r}; allowed: {allowed}", param="output_format"
         )
     return str(value)
+
+
+def _no_format(params: Mapping[str, Any], kind: str) -> str:
+    """ttm: sound is WAV; a `format` asking for anything else is refused, not ignored."""
+    value = params.get("format")
+    if kind == "ttm" and value not in (None, "wav"):
+        raise InvalidRequest(f"format: got {value!r}; allowed for {kind}: wav", param="format")
+    return "png"
 
 
 def i2i_size(width: int, height: int) -> tuple[int, int]:

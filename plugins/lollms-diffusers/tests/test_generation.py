@@ -294,3 +294,12 @@ async def test_an_unknown_output_format_is_refused(binding: DiffusersBinding) ->
     with pytest.raises(InvalidRequest) as refused:
         await binding.generate(make_request("tti", width=32, height=32, output_format="exe"))
     assert refused.value.param == "output_format" and "png, jpeg, webp" in refused.value.message
+
+
+async def test_format_names_what_each_task_gives(binding: DiffusersBinding) -> None:
+    """`format` on an image asks for an image format; on a sound, only wav is there."""
+    (image,) = await outputs(binding, "tti", width=32, height=32, seed=1, format="webp")
+    assert image.mime_type == "image/webp"
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("ttm", AUDIO, duration=1.0, format="mp3"))
+    assert refused.value.param == "format" and "allowed for ttm: wav" in refused.value.message
