@@ -67,12 +67,7 @@ class Drain:
         """Start draining; return True once no request is in flight, False at the time limit
         (or once the drain was ended)."""
         self.started_at = self.started_at or time.monotonic()
-        deadline = self.started_at + self.timeout_s
-        while in_flight() > 0:
-            if self.stopping or time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
-        return True
+        return await until_idle(in_flight, self.started_at + self.timeout_s, lambda: self.stopping)
 
 
 def _requests_in_flight(app: web.Application) -> float:
@@ -80,13 +75,15 @@ def _requests_in_flight(app: web.Application) -> float:
     return sum(sample.value for family in gauge.collect() for sample in family.samples)
 
 
-async def _settle(in_flight: Callable[[], float], limit_s: float) -> None:
-    """Wait until no request is in flight, for `limit_s` at most."""
-    deadline = time.monotonic() + limit_s
+async def until_idle(
+    in_flight: Callable[[], float], deadline: float, give_up: Callable[[], bool] | None = None
+) -> bool:
+    """True once no request is in flight; False at `deadline` (monotonic) or on `give_up()`."""
     while in_flight() > 0:
-        if time.monotonic() >= deadline:
-            return
+        if (give_up is not None and give_up()) or time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(POLL_S)
+    return True
 
 
 def _exit_now() -> None:
@@ -107,7 +104,7 @@ async def drain_on_sigterm(app: web.Application) -> None:
         if not await drain.wait_idle(in_flight):
             log.warning("drain ended; stopping the %d generations running", len(drain.running))
             drain.stop_running()
-            await _settle(in_flight, STOP_GRACE_S)
+            await until_idle(in_flight, time.monotonic() + STOP_GRACE_S)
         loop.call_soon(_exit_now)
 
     def on_sigterm() -> None:

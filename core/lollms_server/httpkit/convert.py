@@ -37,6 +37,12 @@ def decode_image(value: str, param: str, role: str = "input_image") -> InputItem
     """A base64 (or data URL) image input; what is no PNG, JPEG, GIF or WebP is a 415, so
     that it is refused before any capability check."""
     data, _ = decode_data(value, param)
+    return image_item(data, param, role)
+
+
+def image_item(data: bytes, param: str, role: str = "input_image") -> InputItem:
+    """An image input of raw bytes (base64-decoded or uploaded); what is no PNG, JPEG, GIF or
+    WebP is a 415 naming `param`."""
     mime = sniff_image(data)
     if mime is None:
         raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)

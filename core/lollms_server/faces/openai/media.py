@@ -11,6 +11,7 @@ Extensions beyond OpenAI's shape, for bindings that honour them (see the README)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import secrets
 import time
@@ -21,11 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from ...bindings import ChatMessage, InputItem, Output, Result
-from ...errors import BackendError, InvalidRequest, UnsupportedMediaType
-from ...httpkit.convert import decode_image, encode_data
+from ...errors import BackendError, InvalidRequest
+from ...httpkit.convert import decode_image, encode_data, image_item
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
-from ...media_types import sniff_image
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared
 from .schemas_media import (
@@ -129,22 +129,20 @@ async def images_generations(request: web.Request, body: dict[str, Any]) -> web.
 @endpoint("Edit images with a prompt (and an optional mask)", tag=TAG, form=ImageEditForm)
 async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Response:
     """Image-to-image (`i2i`); the mask goes to the binding as a `mask_image` input."""
-    inputs = [_image_upload("input_image", image, "image") for image in form["image"]]
+    inputs = [_image_upload(image, "image", "input_image") for image in form["image"]]
     if form["mask"] is not None:
-        inputs.append(_image_upload("mask_image", form["mask"], "mask"))
+        inputs.append(_image_upload(form["mask"], "mask", "mask_image"))
     if form["controlnet_image"] is not None:
         inputs.append(
-            _image_upload("controlnet_image", form["controlnet_image"], "controlnet_image")
+            _image_upload(form["controlnet_image"], "controlnet_image", "controlnet_image")
         )
     return await images_answer(request, "i2i", form, inputs)
 
 
-def _image_upload(role: str, upload: UploadedFile, param: str) -> InputItem:
-    """An uploaded image as an input; what is no PNG, JPEG, GIF or WebP is a 415 (as base64
-    images are: `decode_image`), before any binding sees it."""
-    if sniff_image(upload.data) is None:
-        raise UnsupportedMediaType(f"{param} is no PNG, JPEG, GIF or WebP image", param=param)
-    return _media_input("image", role, upload)
+def _image_upload(upload: UploadedFile, param: str, role: str) -> InputItem:
+    """An uploaded image as an input (a 415 when it is none), its file name kept."""
+    item = image_item(upload.data, param, role)
+    return dataclasses.replace(item, metadata={"filename": upload.filename})
 
 
 def _media_input(kind: str, role: str, upload: UploadedFile) -> InputItem:
