@@ -10,6 +10,10 @@ first text after a stream's opening event) is written at once by `flush()`.
 
 The headers go out with the first piece, and the pieces held at the end with the body's last
 bytes: a stream of one burst is one write, not three.
+
+A client that stops reading would hold its write (and the generation behind it, with its model's
+slot) forever: with `stall_s`, a write still waiting on the client after that long aborts the
+connection, which ends the stream as a client disconnect. One timer per response keeps it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 MAX_HELD = 64  # pieces held in one burst before they are written without waiting for its end
 
@@ -28,7 +33,9 @@ class ClientGone(Exception):
 class BurstResponse(web.StreamResponse):
     """A StreamResponse whose `send` coalesces the pieces of a burst into one write."""
 
-    def __init__(self, *, headers: dict[str, str], headers_now: bool = False) -> None:
+    def __init__(
+        self, *, headers: dict[str, str], headers_now: bool = False, stall_s: float | None = None
+    ) -> None:
         super().__init__(headers=headers)
         # aiohttp's StreamResponse writes its headers at prepare(), web.Response with its body:
         # a face prepares once its first piece is ready, so they go out together
@@ -37,6 +44,18 @@ class BurstResponse(web.StreamResponse):
         self._in_burst = False
         self._flusher: asyncio.Task[None] | None = None
         self._lost: BaseException | None = None
+        self._stall_s = stall_s
+        self._writing_since: float | None = None  # loop time the write under way began
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        """Start the response, and the stall watchdog when `stall_s` is set."""
+        writer = await super().prepare(request)
+        if self._stall_s is not None and self._watchdog is None:
+            self._transport = request.transport
+            self._watchdog = asyncio.get_running_loop().call_later(self._stall_s, self._watch)
+        return writer
 
     async def send(self, piece: bytes) -> None:
         """Write `piece` after those sent before it; ClientGone once the client has left."""
@@ -69,7 +88,14 @@ class BurstResponse(web.StreamResponse):
         if self._flusher is not None:
             await self._flusher  # it says nothing: a lost client fails the write below
         held, self._held = self._held, []
-        await super().write_eof(b"".join((*held, data)) if held else data)
+        self._writing_since = self._now()
+        try:
+            await super().write_eof(b"".join((*held, data)) if held else data)
+        finally:
+            self._writing_since = None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
 
     def _burst_over(self) -> None:
         """The loop ran again: the sender waits, so write what it left (in a task of its own)."""
@@ -97,9 +123,29 @@ class BurstResponse(web.StreamResponse):
         while self._held:
             data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
             self._held.clear()
+            self._writing_since = self._now()
             try:
                 await self.write(data)
             except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
                 self._lost = exc
                 self._held.clear()
                 raise ClientGone() from exc
+            finally:
+                self._writing_since = None
+
+    def _now(self) -> float | None:
+        return asyncio.get_running_loop().time() if self._stall_s is not None else None
+
+    def _watch(self) -> None:
+        """Abort the connection when a write waited `stall_s`; else look again when the
+        write under way (or the next one) could have."""
+        transport, stall_s = self._transport, self._stall_s
+        self._watchdog = None
+        if transport is None or stall_s is None or transport.is_closing():
+            return  # the connection is gone: its handler has ended or is ending
+        loop = asyncio.get_running_loop()
+        since = self._writing_since
+        if since is not None and loop.time() - since >= stall_s:
+            transport.abort()  # the client took nothing for stall_s: it counts as gone
+            return
+        self._watchdog = loop.call_at((since or loop.time()) + stall_s, self._watch)

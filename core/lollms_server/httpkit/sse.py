@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..json_encoding import one_shot
+from ..keys import CONFIG
 from .burst import BurstResponse
 
 # one encoder: json.dumps builds a new one per call when given separators (once per chunk)
@@ -20,7 +21,8 @@ async def open_sse(
     request: web.Request, headers: dict[str, str] | None = None, *, headers_now: bool = False
 ) -> BurstResponse:
     """Start a `text/event-stream` response; its headers go with the first event unless
-    `headers_now` (a stream that may wait before its first event)."""
+    `headers_now` (a stream that may wait before its first event). A client that takes nothing
+    for `request_timeout_s` is dropped."""
     response = BurstResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -29,6 +31,7 @@ async def open_sse(
             **(headers or {}),
         },
         headers_now=headers_now,
+        stall_s=request.app[CONFIG].request_timeout_s,
     )
     await response.prepare(request)
     return response

@@ -20,7 +20,7 @@ from ...httpkit.body import UploadedFile
 from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import decode_data, decode_image, encode_data
 from ...httpkit.endpoint import endpoint, off_loop_if_big
-from ...keys import GENERATION, PERSONALITIES, REGISTRY
+from ...keys import CONFIG, GENERATION, PERSONALITIES, REGISTRY
 from ...listing import gather_models
 from ...openai_names import resolve_model
 from ...service.generation_stream import open_stream
@@ -113,7 +113,9 @@ async def _stream_text(request: web.Request, prepared: Prepared) -> web.StreamRe
     body (plain text has no place for it: it is logged)."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
         chunk = (await open_stream(chunks, prepared)).first
-        response = BurstResponse(headers=_ids(prepared))
+        response = BurstResponse(
+            headers=_ids(prepared), stall_s=request.app[CONFIG].request_timeout_s
+        )
         response.content_type = "text/plain"
         response.charset = "utf-8"
         await response.prepare(request)

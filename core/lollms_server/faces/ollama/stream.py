@@ -16,7 +16,7 @@ from ...errors import LollmsError
 from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import to_json
-from ...keys import GENERATION
+from ...keys import CONFIG, GENERATION
 from ...registry import Target
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
@@ -33,7 +33,10 @@ async def stream_ndjson(
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
         chunk = (await open_stream(chunks, prepared)).first
         shape.first_token = time.monotonic()
-        response = BurstResponse(headers={"Content-Type": NDJSON, **headers})
+        response = BurstResponse(
+            headers={"Content-Type": NDJSON, **headers},
+            stall_s=request.app[CONFIG].request_timeout_s,
+        )
         await response.prepare(request)
         folded = Accumulator()
         try:
