@@ -328,3 +328,21 @@ def test_form_field_over_its_size_is_413(server: Server) -> None:
     reply = exchange(server.port, head, [body])
     assert reply.status == 413
     assert b"max_form_field_kb" in reply.body
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [("/api/v1/generate", "application/json"), ("/login", "multipart/form-data; boundary=b")],
+)
+def test_a_body_that_cannot_be_decoded_is_a_400(
+    server: Server, path: str, content_type: str
+) -> None:
+    """A `Content-Encoding: gzip` body that is not gzip (an API route, a page form); before, a
+    500."""
+    head = server.head("POST", path, content_type, 4).replace(
+        b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n"
+    )
+    reply = exchange(server.port, head, [b"abcd"])
+    assert reply.status == 400, (reply.status, reply.body[:300])
+    assert "content-encoding: gzip" in reply.body.decode()  # JSON, or the page's HTML
+    assert reply.headers.get("connection", "").lower() == "close"

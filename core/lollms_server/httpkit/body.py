@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import (
     InvalidRequest,
@@ -104,9 +105,16 @@ async def read_body(request: web.Request, *, media: bool = False, json: bool = F
                         )
     except TimeoutError as exc:
         raise _timed_out(limits) from exc
-    except HttpProcessingError as exc:
-        raise closing(InvalidRequest(f"malformed request body: {exc.message}")) from exc
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        raise closing(InvalidRequest(f"malformed request body: {_why(exc)}")) from exc
     return bytes(body)
+
+
+def _why(exc: Exception) -> str:
+    # the parser's errors (a body that cannot be decoded) reach us as a RequestPayloadError
+    # caused by them
+    cause = exc if isinstance(exc, HttpProcessingError) else exc.__cause__
+    return cause.message if isinstance(cause, HttpProcessingError) else str(exc)
 
 
 async def read_form(request: web.Request, *, media: bool = True) -> dict[str, Any]:
@@ -146,9 +154,8 @@ async def read_form(request: web.Request, *, media: bool = True) -> dict[str, An
                 await asyncio.sleep(0)  # parsing a part's headers is slow in aiohttp: let others in
     except TimeoutError as exc:
         raise _timed_out(limits) from exc
-    except (ValueError, AssertionError, HttpProcessingError) as exc:  # a malformed body
-        detail = exc.message if isinstance(exc, HttpProcessingError) else exc
-        raise closing(InvalidRequest(f"malformed multipart body: {detail}")) from exc
+    except (ValueError, AssertionError, HttpProcessingError, RequestPayloadError) as exc:
+        raise closing(InvalidRequest(f"malformed multipart body: {_why(exc)}")) from exc
     return fields
 
 
