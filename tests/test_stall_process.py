@@ -346,3 +346,14 @@ def test_a_body_that_cannot_be_decoded_is_a_400(
     assert reply.status == 400, (reply.status, reply.body[:300])
     assert "content-encoding: gzip" in reply.body.decode()  # JSON, or the page's HTML
     assert reply.headers.get("connection", "").lower() == "close"
+
+
+def test_a_validation_error_names_at_most_32_problems(server: Server) -> None:
+    """299,000 unknown fields (under max_json_values); before, a 7.3 MB error naming each."""
+    body = b"{" + b",".join(b'"k%d":1' % i for i in range(299_000)) + b"}"
+    head = server.head("POST", "/v1/chat/completions", "application/json", len(body))
+    reply = exchange(server.port, head, pieces(body))
+    assert reply.status == 400, reply.body[:300]
+    assert len(reply.body) < 4096, len(reply.body)
+    message = error_of(reply)["message"]
+    assert message.count("Unknown field") <= 32 and message.endswith(" more"), message[-200:]

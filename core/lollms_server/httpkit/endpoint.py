@@ -28,6 +28,8 @@ MAX_JSON_DEPTH = 64
 MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 # bodies over this are parsed and validated in a worker thread (big media, long prompts)
 OFF_LOOP_BYTES = 256 * 1024
+# problems named in a validation error: a body may hold max_json_values unknown fields
+MAX_REPORTED = 32
 
 
 @dataclass(frozen=True)
@@ -120,18 +122,21 @@ def load_json(schema: type[Schema], raw: bytes, limits: RequestLimits) -> dict[s
 def validate(
     schema: type[Schema], data: Any, limits: RequestLimits | None = None
 ) -> dict[str, Any]:
-    """Load `data` with `schema` (list caps from `limits`); a failure is a 422 listing every
-    field's problem."""
+    """Load `data` with `schema` (list caps from `limits`); a failure is a 422 listing the
+    first MAX_REPORTED fields' problems and how many more there are."""
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     try:
         with limits_in_force(limits or RequestLimits()):
             loaded: dict[str, Any] = schema_instance(schema).load(data)
     except ValidationError as exc:
+        total = _count(exc.messages)
+        shown = _first(exc.messages, [MAX_REPORTED])
+        more = f"; and {total - MAX_REPORTED} more" if total > MAX_REPORTED else ""
         raise ValidationFailed(
-            summarize(exc.messages),
+            summarize(shown) + more,
             param=first_field(exc.messages),
-            details={"fields": exc.messages},
+            details={"fields": shown},
         ) from exc
     return loaded
 
@@ -149,6 +154,26 @@ def summarize(messages: Any, prefix: str = "") -> str:
     elif isinstance(messages, list):
         parts.append(f"{prefix or 'body'}: {' '.join(str(m) for m in messages)}")
     return "; ".join(parts)
+
+
+def _count(messages: Any) -> int:
+    """How many problems summarize names in `messages` (a list is one)."""
+    if isinstance(messages, dict):
+        return sum(_count(sub) if isinstance(sub, dict) else 1 for sub in messages.values())
+    return 1
+
+
+def _first(messages: Any, budget: list[int]) -> Any:
+    """`messages` cut to its first `budget[0]` problems (the budget is spent as they are kept)."""
+    if not isinstance(messages, dict):
+        budget[0] -= 1
+        return messages
+    kept: dict[Any, Any] = {}
+    for key, sub in messages.items():
+        if budget[0] <= 0:
+            break
+        kept[key] = _first(sub, budget)
+    return kept
 
 
 def _is_flat_list(value: Any) -> bool:
