@@ -9,6 +9,7 @@ answers in under 200 ms. Every attack also gets its clear 4xx (or, for legitimat
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import struct
@@ -357,3 +358,26 @@ def test_a_validation_error_names_at_most_32_problems(server: Server) -> None:
     assert len(reply.body) < 4096, len(reply.body)
     message = error_of(reply)["message"]
     assert message.count("Unknown field") <= 32 and message.endswith(" more"), message[-200:]
+
+
+@pytest.mark.parametrize("key", ["valid", "bad"])
+def test_a_refused_body_is_not_read(server: Server, key: str) -> None:
+    """A 10 GiB body refused before it is read (413, or 401 for a bad key) while the client keeps
+    sending: the connection closes at once. Before, aiohttp read and dropped the rest for 10 s
+    (10 GB here, 6 s of the server's CPU for one connection)."""
+    head = server.head("POST", "/api/v1/generate", "application/json", 10 * 2**30)
+    if key == "bad":
+        head = head.replace(server.key.encode(), b"lollms_000000000000_bad")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sent, started = 0, time.monotonic()
+    try:
+        sock.sendall(head)
+        status = sock.recv(64).split(b" ")[1]
+        with contextlib.suppress(OSError):  # the server closed the connection
+            while time.monotonic() - started < 15:
+                sock.sendall(b" " * 65536)
+                sent += 65536
+    finally:
+        sock.close()
+    assert status == (b"413" if key == "valid" else b"401")
+    assert time.monotonic() - started < 3, f"{sent // 2**20} MiB read after the answer"

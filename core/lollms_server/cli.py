@@ -21,6 +21,10 @@ from .errors import ConfigError
 from .logs import LOG_FORMATS, setup_logging
 from .serve_checks import check_listen, warn_without_instances
 
+# after an answer that left the body unread, aiohttp reads and drops the rest for this long
+# (default 10 s, without a byte limit: gigabytes of CPU for a refused body); 0: close at once
+LINGERING_S = 0.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `lollms-server` command."""
@@ -209,6 +213,7 @@ def _serve(
         host=config.host,
         port=config.port,
         handler_cancellation=True,
+        lingering_time=LINGERING_S,
         shutdown_timeout=1.0,  # after the drain (drain_on_sigterm) nothing should be in flight
         print=None,
         access_log=None,  # the observability middleware logs each request as one JSON line
