@@ -158,3 +158,17 @@ def test_text_log_escapes_control_characters_a_client_sent(server: Running) -> N
     assert "\\nforged-line\\x1b[2J\\r\\x00end" in log
     assert not any(line.startswith("forged-line") for line in log.splitlines())
     assert "\x1b" not in log and "\x00" not in log
+
+
+def test_requests_aiohttp_cannot_parse_log_no_traceback(server: Running) -> None:
+    """Each is a 400 and no log line at the default level; before, an error with a traceback
+    (637 bytes of log per request, 1.6 MB a second from one client)."""
+    before = len(server.log())
+    for request in (
+        b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    ):
+        assert raw_request(server.port, request).startswith(b"HTTP/1.0 400 ")
+    assert local_get(server.port, "/api/v1/health")  # what the server logs arrives after them
+    assert server.log()[before:].count("\n") <= 1, server.log()[before:]

@@ -3,7 +3,8 @@ when stderr is a terminal and JSON otherwise (a service manager, a container, a 
 
 Both formats mask credentials inside URLs (`masking.mask_text`). Text lines escape control
 characters, so a client's path, model name or header cannot forge a log line or drive a
-terminal (JSON escapes them already).
+terminal (JSON escapes them already). A request aiohttp could not parse (it answered 400) is
+one debug line, not an error with a traceback: any client can send millions of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import re
 import sys
 import time
 from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .json_encoding import one_shot
 from .masking import mask_text
@@ -82,6 +85,23 @@ class TextFormatter(logging.Formatter):
         return _CONTROL_BUT_NEWLINE.sub(_escape, text)
 
 
+class BadRequests(logging.Filter):
+    """aiohttp's log of a request it could not parse (400 sent): one debug line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote the record when it is about a malformed request; keep it when debugging."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg = f"{record.getMessage()}: {exc.message}"
+        record.args, record.exc_info, record.exc_text = None, None, None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+BAD_REQUESTS = BadRequests()
+
+
 def resolved_format(log_format: str) -> str:
     """`json` or `text`; `auto` is text when stderr is a terminal, else JSON."""
     if log_format == "auto":
@@ -99,6 +119,7 @@ def setup_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("aiohttp.server").addFilter(BAD_REQUESTS)
     # neither format writes the thread, the process or the calling line: skip collecting them
     # for every record (the logging HOWTO's "Optimization"; one line is logged per request)
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
