@@ -229,3 +229,16 @@ def test_v1_extensions_accepted(server: ServerProcess) -> None:
     reply = requests.post(f"{server.url}/v1/chat/completions", json=payload, timeout=30)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"] == "fine"
+
+
+def test_create_response_reaches_the_responses_api(
+    server: ServerProcess, client: LollmsClient
+) -> None:
+    before = requests_seen(server)
+    answer = client.llm.create_response(
+        "hello there", instructions="be brief", max_output_tokens=20, temperature=0.2
+    )
+    assert answer["object"] == "response" and answer["status"] == "completed"
+    message = next(item for item in answer["output"] if item["type"] == "message")
+    assert message["content"][0]["text"] == "hello there"
+    assert new_requests(server, before, "POST /v1/responses 200")

@@ -1,6 +1,7 @@
 """Third-party clients, unchanged, against a real server process serving SmolLM2 through
 llama.cpp (a real model: real tokens, real streaming): the `ollama` client, LangChain's
-ChatOpenAI and ChatOllama, LiteLLM. Greedy text can differ between streamed and whole calls, so
+ChatOpenAI (chat completions and the Responses API) and ChatOllama, LiteLLM, the
+OpenAI SDK's Responses API. Greedy text can differ between streamed and whole calls, so
 the structure is asserted, not the words."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ollama
 import pytest
 from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
+from openai import OpenAI
 
 from lollms_server.testing.process import ServerProcess, lollms_process, toml_table
 
@@ -51,6 +53,33 @@ def test_langchain(server: ServerProcess) -> None:
     assert len(chunks) > 2 and "".join(chunks).strip()
     streamed = [str(c.content) for c in ChatOllama(base_url=server.url, model=MODEL).stream("Hi")]
     assert len(streamed) > 2 and "".join(streamed).strip()
+
+
+def test_openai_responses(server: ServerProcess) -> None:
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    whole = client.responses.create(model=MODEL, input="Say hello.", instructions="Be brief.")
+    assert whole.status == "incomplete" and whole.output_text.strip()  # 12 tokens at most
+    assert whole.usage is not None and 0 < whole.usage.output_tokens <= 12
+    events = list(client.responses.create(model=MODEL, input="Name a color.", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    last = events[-1]  # cut at 12 tokens: incomplete, as OpenAI ends a stream cut short
+    assert last.type in ("response.completed", "response.incomplete")
+    assert len(deltas) > 2 and "".join(deltas) == last.response.output_text
+    assert last.response.model == MODEL
+
+
+def test_langchain_responses_api(server: ServerProcess) -> None:
+    chat = ChatOpenAI(
+        base_url=f"{server.url}/v1",
+        api_key="unused",
+        model=MODEL,
+        max_retries=0,
+        use_responses_api=True,
+    )
+    answer = chat.invoke("Say hello.")
+    assert answer.text.strip()
+    chunks = [c.text for c in chat.stream("Name a color.")]
+    assert len(chunks) > 2 and "".join(chunks).strip()
 
 
 LITELLM_SCRIPT = """

@@ -11,7 +11,7 @@ import base64
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -35,13 +35,13 @@ from ...httpkit.sse import hold_event, open_sse, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
-from ...registry import Target
 from ...service.generation_stream import open_stream
-from ...service.personalities import split_personality
 from ...service.prepared import Prepared
 from . import media as openai_media
 from . import models as openai_models
+from . import responses as openai_responses
 from .schemas import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
+from .tools import personality_and_model, tool_parameters
 
 log = logging.getLogger(__name__)
 TAG = "openai"
@@ -58,26 +58,21 @@ text_routes = web.RouteTableDef()
 )
 async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat completion (`<personality>@<model>` or `personality` applies a personality)."""
-    named, ref = split_personality(body["model"])
-    if named and body["personality"] and named != body["personality"]:
-        raise InvalidRequest(
-            f"the model names personality {named!r} but `personality` says "
-            f"{body['personality']!r}; give one",
-            param="personality",
-        )
+    personality, ref = personality_and_model(body)
     app = request.app
     target = await resolve_model(app[REGISTRY], "ttt", ref)
     messages: list[ChatMessage] = body["messages"]
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
-    parameters = {**body["parameters"], **_tool_parameters(body, target)}
+    tools = tool_parameters(body["tools"], body["tool_choice"], body["parallel_tool_calls"], target)
+    parameters = {**body["parameters"], **tools}
     prepared = await app[GENERATION].prepare(
         face="openai",
         generation_type="ttt",
         target=target,
         messages=messages,
         parameters=parameters,
-        personality=body["personality"] or named,
+        personality=personality,
     )
     if body["stream"]:
         return await _stream(request, prepared, ChatShape, body["include_usage"])
@@ -331,15 +326,9 @@ class _ChunkWriter:
             pass
 
 
-def _tool_parameters(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
-    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot."""
-    tools, choice = body["tools"], body["tool_choice"]
-    if not tools or choice == "none":
-        return {}
-    target.require("tools", "call tools", "tools")
-    parallel = body["parallel_tool_calls"]
-    found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
-    return {key: value for key, value in found.items() if value is not None}
-
-
-routes: list[web.AbstractRouteDef] = [*openai_models.routes, *text_routes, *openai_media.routes]
+routes: list[web.AbstractRouteDef] = [
+    *openai_models.routes,
+    *text_routes,
+    *openai_responses.routes,
+    *openai_media.routes,
+]

@@ -177,14 +177,15 @@ def _content(content: Any, *, allow_images: bool) -> tuple[str, tuple[InputItem,
         elif kind == "refusal":
             texts.append(str(part.get("refusal") or ""))
         elif kind == "image_url" and allow_images:
-            images.append(_image(part["image_url"], index))
+            images.append(image_of(part["image_url"], index))
         else:
             where = "only in user messages" if kind == "image_url" else "not by this server"
             raise ValidationError(f"part {index}: {kind} parts are accepted {where}", "content")
     return "\n".join(texts), tuple(images)
 
 
-def _image(value: Any, index: int) -> InputItem:
+def image_of(value: Any, index: int) -> InputItem:
+    """The image of an `image_url` part (a data: URL; http(s) URLs are refused)."""
     url = value if isinstance(value, str) else value["url"]
     if not DATA_URL.match(url):
         raise ValidationError(
