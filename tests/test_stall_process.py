@@ -381,3 +381,35 @@ def test_a_refused_body_is_not_read(server: Server, key: str) -> None:
         sock.close()
     assert status == (b"413" if key == "valid" else b"401")
     assert time.monotonic() - started < 3, f"{sent // 2**20} MiB read after the answer"
+
+
+@pytest.mark.parametrize(
+    ("key", "size", "status"), [("bad", 1000, b"401"), ("valid", 2**40, b"413")]
+)
+def test_expect_100_continue_is_answered_before_the_body_when_refused(
+    server: Server, key: str, size: int, status: bytes
+) -> None:
+    """A client that asks before sending (`Expect: 100-continue`, as curl does for big bodies)
+    hears the refusal instead of `100 Continue`, and so never sends a body that would be
+    thrown away. Before, every route said `100 Continue` before auth or the size check ran."""
+    head = server.head("POST", "/v1/chat/completions", "application/json", size)
+    head = head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    if key == "bad":
+        head = head.replace(server.key.encode(), b"lollms_000000000000_bad")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        first = sock.recv(4096)
+    assert first.split(b" ")[1] == status, first[:200]
+
+
+def test_expect_100_continue_then_the_answer(server: Server) -> None:
+    body = json.dumps({"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
+    head = server.head("POST", "/v1/chat/completions", "application/json", len(body))
+    head = head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body.encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"content":"hi"' in answer.replace(b" ", b"")

@@ -21,6 +21,7 @@ from .faces.lollms import generate as lollms
 from .faces.ollama import chat as ollama
 from .faces.openai import chat as openai
 from .httpkit import observe, openapi
+from .httpkit.body import continue_later
 from .httpkit.error_middleware import error_middleware
 from .httpkit.observe import add_trace_headers, observe_middleware
 from .ignored_fields import add_ignored_header
@@ -162,6 +163,8 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.router.add_routes(observe.routes)
     app.router.add_routes(node_status.routes)
     pages.setup(app, config.data_dir / "templates")
+    for route in app.router.routes():  # aiohttp takes the handler per route only
+        route._expect_handler = continue_later
     undeclared = undeclared_routes(app)
     if undeclared:  # a core route must say who may call it; refusing to start beats guessing
         raise RuntimeError(f"routes without a declared access level: {', '.join(undeclared)}")

@@ -7,6 +7,9 @@ arrive (parsing a body of millions of tiny values would hold the interpreter for
 form with more than `max_form_fields` fields (`max_form_parts` parts), or a text field over
 `max_form_field_kb`, is a 413.
 The connection is closed after each of these, so the rest of the body is never read.
+
+A client that sends `Expect: 100-continue` hears `100 Continue` only here, when its body is
+first read: after auth and the declared-size check, so a refused body is never sent.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, HttpVersion11, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -35,6 +38,7 @@ from ..request_limits import RequestLimits
 # chunk per tiny field would copy the whole body again for each field
 FIELD_CHUNK = 8 * 1024
 FILE_CHUNK = 64 * 1024
+CONTINUED = "lollms.continued"  # request key: `100 Continue` was sent
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,26 @@ def _check_declared_length(request: web.Request, limit: int, key: str) -> None:
         raise _too_large("the request body", limit, key)
 
 
+async def continue_later(request: web.Request) -> None:
+    """The expect handler of every core route: an unknown expectation is a 417; `100 Continue`
+    waits for the body's first read (aiohttp's default sends it before any check)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+
+
+async def _send_continue(request: web.Request) -> None:
+    """`100 Continue`, once, to a client that waits for it before sending its body."""
+    if (
+        request.version == HttpVersion11
+        and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+        and not request.get(CONTINUED)
+    ):
+        request[CONTINUED] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own size starts after it
+
+
 def _timed_out(limits: RequestLimits) -> LollmsError:
     return closing(
         RequestTimeout(
@@ -81,6 +105,7 @@ async def read_body(request: web.Request, *, media: bool = False, json: bool = F
     limits = limits_of(request)
     limit, key = limits.body_limit(media)
     _check_declared_length(request, limit, key)
+    await _send_continue(request)
     body = bytearray()
     separators = 0
     # a body already received whole is read without waiting: no timer to arm and cancel
@@ -125,6 +150,7 @@ async def read_form(request: web.Request, *, media: bool = True) -> dict[str, An
     limits = limits_of(request)
     limit, key = limits.body_limit(media)
     _check_declared_length(request, limit, key)
+    await _send_continue(request)
     fields: dict[str, Any] = {}
     try:
         async with asyncio.timeout(limits.body_timeout_s):
