@@ -18,6 +18,7 @@ import pytest
 from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
+from pydantic import BaseModel
 
 from lollms_server.testing.process import ServerProcess, lollms_process, toml_table
 
@@ -66,6 +67,20 @@ def test_openai_responses(server: ServerProcess) -> None:
     assert last.type in ("response.completed", "response.incomplete")
     assert len(deltas) > 2 and "".join(deltas) == last.response.output_text
     assert last.response.model == MODEL
+
+
+def test_openai_responses_parse_gets_schema_constrained_json(server: ServerProcess) -> None:
+    """`text.format` reaches llama.cpp as `response_format`: its grammar makes valid JSON."""
+
+    class Color(BaseModel):
+        color: str
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    answer = client.responses.parse(
+        model=MODEL, input="Name a color.", text_format=Color, max_output_tokens=40
+    )
+    assert answer.status == "completed", answer.output_text
+    assert isinstance(answer.output_parsed, Color) and answer.output_parsed.color
 
 
 def test_langchain_responses_api(server: ServerProcess) -> None:
