@@ -1,16 +1,19 @@
-"""Shared fixtures of the core tests: a config in a temp data dir and a client of the app."""
+"""Shared fixtures of the core tests: a config in a temp data dir, the app, the OpenAI SDK."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from lollms_server.app import create_app
 from lollms_server.config import Config, parse_config, prepare_data_dir
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 ECHO_DEFAULTS = {
     t: "echo" for t in ("ttt", "tti", "i2i", "tts", "stt", "ttv", "ttm", "audio2audio")
@@ -62,3 +65,14 @@ def make_client(aiohttp_client: Any, make_config: MakeConfig) -> MakeClient:
 async def client(make_client: MakeClient) -> TestClient[Any, Any]:
     """A client of the app configured with one `echo` instance as every default."""
     return await make_client()
+
+
+@pytest.fixture
+async def sdk(client: TestClient[Any, Any]) -> AsyncIterator[AsyncOpenAI]:
+    """The real `openai` SDK on the test server (a real local port), without retries."""
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(
+        base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=20
+    ) as api:
+        yield api

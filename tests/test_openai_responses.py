@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -19,15 +18,6 @@ WEATHER = {
     "description": "the weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-
-
-@pytest.fixture
-async def sdk(client: Client) -> AsyncIterator[AsyncOpenAI]:
-    """An SDK client of the test server (a real local port), without retries."""
-    async with AsyncOpenAI(
-        base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=20
-    ) as api:
-        yield api
 
 
 async def test_text_input(sdk: AsyncOpenAI) -> None:

@@ -6,7 +6,6 @@ import base64
 import math
 import struct
 import warnings
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -16,15 +15,6 @@ from openai import AsyncOpenAI
 
 Client = TestClient[Any, Any]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-async def sdk(client: Client) -> AsyncIterator[AsyncOpenAI]:
-    """An SDK client of the test server (a real local port), without retries."""
-    async with AsyncOpenAI(
-        base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0, timeout=20
-    ) as api:
-        yield api
 
 
 async def test_chat(sdk: AsyncOpenAI) -> None:

@@ -8,11 +8,9 @@ audio live in `media.py`; `routes` holds both modules' routes.
 from __future__ import annotations
 
 import base64
-import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -23,7 +21,6 @@ from ...bindings import (
     Chunk,
     Result,
     Usage,
-    closing_stream,
 )
 from ...chunks import Accumulator
 from ...errors import BackendError, InvalidRequest, LollmsError
@@ -31,19 +28,18 @@ from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import hold_event, open_sse, send_event
+from ...httpkit.sse import hold_event, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
-from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
 from . import media as openai_media
 from . import models as openai_models
 from . import responses as openai_responses
 from .schemas import ChatCompletionSchema, CompletionSchema, EmbeddingSchema
+from .streaming import stream_answer
 from .tools import personality_and_model, tool_parameters
 
-log = logging.getLogger(__name__)
 TAG = "openai"
 text_routes = web.RouteTableDef()
 
@@ -250,30 +246,18 @@ class CompletionShape(ChatShape):
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
 
-async def _stream(
+def _stream(
     request: web.Request,
     prepared: Prepared,
     shape_of: Callable[[Prepared], ChatShape],
     include_usage: bool,
-) -> web.StreamResponse:
-    """SSE chunks naming the target that serves; errors before the first token are plain HTTP
-    errors, later ones events."""
-    async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        opened = await open_stream(chunks, prepared)
-        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
-        writer = _ChunkWriter(response, shape_of(opened.served), include_usage)
-        try:
-            await writer.run(opened.first, chunks)
-        except ClientGone:
-            return response
-        except LollmsError as exc:
-            await writer.error(exc)
-        except Exception as exc:  # a bug of ours: the headers are sent, so say it in-stream
-            log.exception("stream %s failed", prepared.request.request_id)
-            await writer.error(LollmsError(f"internal server error: {type(exc).__name__}"))
-    with suppress(ConnectionError):
-        await response.write_eof()
-    return response
+) -> Awaitable[web.StreamResponse]:
+    """SSE chunks naming the target that serves."""
+
+    def writer_of(response: BurstResponse, served: Prepared) -> _ChunkWriter:
+        return _ChunkWriter(response, shape_of(served), include_usage)
+
+    return stream_answer(request, prepared, writer_of)
 
 
 class _ChunkWriter:

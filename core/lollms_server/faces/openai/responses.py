@@ -7,31 +7,28 @@ thinks), a message item and one `function_call` item per tool call. Nothing is s
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from aiohttp import web
 
-from ...bindings import Chunk, Usage, closing_stream
+from ...bindings import Chunk, Usage
 from ...chunks import Accumulator, ToolCall
 from ...errors import LollmsError
 from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import open_sse, to_json
+from ...httpkit.sse import to_json
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
-from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
 from .schemas_responses import ResponseSchema
+from .streaming import stream_answer
 from .tools import personality_and_model, tool_parameters
 
-log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -175,27 +172,15 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
     }
 
 
-async def _stream(
+def _stream(
     request: web.Request, prepared: Prepared, body: dict[str, Any]
-) -> web.StreamResponse:
-    """Typed events naming the target that serves; errors before the first token are plain
-    HTTP errors, later ones an `error` event and `response.failed`."""
-    async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        opened = await open_stream(chunks, prepared)
-        response = await open_sse(request, {"X-Request-Id": prepared.request.request_id})
-        writer = _EventWriter(response, ResponseShape(opened.served, body))
-        try:
-            await writer.run(opened.first, chunks)
-        except ClientGone:
-            return response
-        except LollmsError as exc:
-            await writer.fail(exc)
-        except Exception as exc:  # a bug of ours: the headers are sent, so say it in-stream
-            log.exception("stream %s failed", prepared.request.request_id)
-            await writer.fail(LollmsError(f"internal server error: {type(exc).__name__}"))
-    with suppress(ConnectionError):
-        await response.write_eof()
-    return response
+) -> Awaitable[web.StreamResponse]:
+    """Typed events naming the target that serves."""
+
+    def writer_of(response: BurstResponse, served: Prepared) -> _EventWriter:
+        return _EventWriter(response, ResponseShape(served, body))
+
+    return stream_answer(request, prepared, writer_of)
 
 
 class _EventWriter:
@@ -297,7 +282,7 @@ class _EventWriter:
         await self.send("response.output_item.done", output_index=index, item=item)
         self.done.append(item)
 
-    async def fail(self, exc: LollmsError) -> None:
+    async def error(self, exc: LollmsError) -> None:
         """An error after the stream started: an `error` event, then `response.failed`."""
         error = error_body("openai", exc)[1]["error"]
         try:
