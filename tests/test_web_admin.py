@@ -77,3 +77,18 @@ async def test_a_refused_key_shows_above_the_form_with_what_was_typed(client: Cl
         assert 'name="name" required maxlength="128" value="app"' in html
         assert 'value="echo"' in html and 'value="60"' in html
     assert not await client.server.app[KEYSTORE].list()
+
+
+async def test_a_new_key_and_every_page_are_never_stored(client: Client) -> None:
+    """The page and the API answer that show a new key's secret, and every page (a view of
+    what one key may see), say `Cache-Control: no-store` (they sent no cache header before,
+    so a proxy or the browser's back button could keep the secret)."""
+    for headers in ({"HX-Request": "true"}, {}):
+        created = await client.post("/admin/keys", data={"name": "k"}, headers=headers)
+        assert created.status == 201 and "lollms_" in await created.text()
+        assert created.headers.get("Cache-Control") == "no-store"
+    api = await client.post("/api/v1/keys", json={"name": "api", "role": "user"})
+    assert api.status == 201 and api.headers.get("Cache-Control") == "no-store"
+    for path in ("/", "/admin/keys", "/admin/audit", "/models", "/login", "/no-such-page"):
+        page = await client.get(path)
+        assert page.headers.get("Cache-Control") == "no-store", path

@@ -1,7 +1,9 @@
 """Rendering: one partial serves the full page and the htmx swap; errors render in place.
 
 A page template `{% include %}`s its partial; `render` returns the partial alone when htmx asks
-(`HX-Request: true`) and always sends `Vary: HX-Request`. `page_handler` turns every error a
+(`HX-Request: true`) and always sends `Vary: HX-Request` and `Cache-Control: no-store` (a page
+shows what one key may see, and the keys page a new key's secret: no cache, shared or the
+browser's back button, may keep one). `page_handler` turns every error a
 page handler raises into the `_error.html` partial (a full `error.html` page without htmx) with
 the error's status, so a 422 from a form swaps in where the result would have gone.
 """
@@ -25,6 +27,7 @@ from ..security.auth import KEY_COOKIE, Access
 
 log = logging.getLogger(__name__)
 VARY = {"Vary": "HX-Request"}
+NO_STORE = {"Cache-Control": "no-store"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # (link, label, the path prefix that marks it current, who may open it)
@@ -88,7 +91,7 @@ async def render(
     response = await aiohttp_jinja2.render_template_async(
         name, request, page_context(request, context), status=status
     )
-    response.headers.update(VARY)
+    response.headers.update({**VARY, **NO_STORE})
     response.headers.update(headers or {})
     return response
 

@@ -33,7 +33,8 @@ async def create_key(request: web.Request, body: dict[str, Any]) -> web.Response
     key, record = await admin_actions.create_key(
         request, body.pop("name"), body.pop("role"), **body
     )
-    return web.json_response({"key": key, **record.to_dict()}, status=201)
+    no_store = {"Cache-Control": "no-store"}  # the secret must not outlive this response
+    return web.json_response({"key": key, **record.to_dict()}, status=201, headers=no_store)
 
 
 @routes.delete(PREFIX + "/keys/{key_id}")
