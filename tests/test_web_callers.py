@@ -3,14 +3,17 @@ model pickers of a key with an allow-list, and each caller's own pending page st
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from lollms_server.keys import KEYSTORE, WEB_STREAMS
 from lollms_server.security.auth import declared_access
-from lollms_server.web import admin, pages
+from lollms_server.web import admin, pages, streams
 from lollms_server.web.render import NAV
 
 Client = TestClient[Any, Any]
@@ -160,3 +163,27 @@ async def test_a_flood_evicts_only_the_flooders_streams(client: Client) -> None:
     reply = await client.get(mine, headers={**FOREIGN, "X-API-Key": patient})
     body = await reply.text()
     assert "event: done" in body and "finished or expired" not in body, body
+
+
+async def test_revoking_a_key_ends_its_open_page_stream(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A playground answer streaming to a key that is then revoked stops within a key check
+    and says why (it streamed to the end before: up to request_timeout_s of generation)."""
+    monkeypatch.setattr(streams, "KEY_CHECK_S", 0.05)
+    secret = await key(client)
+    headers = {**FOREIGN, "X-API-Key": secret}
+    words = " ".join(f"w{i}" for i in range(400))  # echo/slow: 400 tokens, 50 ms apart
+    sent = await client.post(
+        "/playground/chat", data={"prompt": words, "model": "echo/slow"}, headers={**headers, **HX}
+    )
+    match = STREAM_URL.search(await sent.text())
+    assert match
+    started = time.monotonic()
+    reply = await client.get(match.group(1), headers=headers)
+    assert b"event: token" in await reply.content.readuntil(b"\n\n")
+    await client.app[KEYSTORE].revoke(secret.split("_")[1])
+    body = (await asyncio.wait_for(reply.text(), 5)).split("event: failure", 1)
+    assert len(body) == 2, body[0][-300:]
+    assert "revoked" in body[1] and "event: done" in body[1] and "event: token" not in body[1]
+    assert time.monotonic() - started < 5  # the whole answer takes 20 s

@@ -10,7 +10,8 @@ the stream; the client closes on it (`sse-close="done"`). The Stop
 button POSTs `/playground/streams/<id>/stop`, which cancels the task: that closes the binding's
 stream (the generation is logged as 499). Unclaimed entries expire after `PENDING_TTL_S`; each
 caller holds at most `MAX_PENDING_PER_CALLER` of them, so one key's flood of requests evicts
-only its own.
+only its own. A running stream re-reads its key every `KEY_CHECK_S`: once it is revoked (on any
+replica) or expired, the generation stops and the page gets a 401 `failure`, then `done`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from aiohttp import web
 
 from ..bindings import Chunk, closing_stream
 from ..chunks import Accumulator
-from ..errors import LollmsError, NotFound
+from ..errors import LollmsError, NotFound, Unauthorized
 from ..httpkit.burst import BurstResponse, ClientGone
 from ..httpkit.sse import open_sse
-from ..keys import GENERATION, WEB_STREAMS
+from ..keys import GENERATION, KEYSTORE, WEB_STREAMS
 from ..security.auth import requires
 from ..security.principal import current as current_principal
 from ..service.generation_stream import ChunkStream
@@ -45,6 +46,7 @@ routes = web.RouteTableDef()
 PENDING_TTL_S = 120.0
 MAX_PENDING = 256  # all callers together: a bound on memory
 MAX_PENDING_PER_CALLER = 32
+KEY_CHECK_S = 2.0  # how often a running stream checks that its key is still active
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 DONE_TEMPLATES = {"chat": "_chat_done.html", "image": "_image_result.html"}
 END = None
@@ -196,6 +198,7 @@ async def _run(request: web.Request, response: BurstResponse, entry: PageStream)
     entry.task.add_done_callback(lambda _task: queue.put_nowait(END))
     if entry.stopped:
         entry.task.cancel()
+    watch = asyncio.create_task(_watch_key(request, entry, queue)) if entry.owner else None
     got = _Collected()
     try:
         while (item := await queue.get()) is not END:
@@ -204,9 +207,10 @@ async def _run(request: web.Request, response: BurstResponse, entry: PageStream)
             else:
                 await _forward(request, response, item, got)
     finally:
-        if not entry.task.done():
-            entry.task.cancel()
-        await asyncio.gather(entry.task, return_exceptions=True)
+        for task in (entry.task, watch):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(entry.task, *filter(None, [watch]), return_exceptions=True)
     if got.error is not None:
         await send(
             response, "failure", await render_string(request, "_error.html", _err(got.error))
@@ -258,6 +262,25 @@ async def _pump(
     except Exception:  # a bug of ours: logged, reported to the page without internals
         log.exception("page stream %s failed", prepared.request.request_id)
         queue.put_nowait(LollmsError("internal server error; see the server log"))
+
+
+async def _watch_key(
+    request: web.Request, entry: PageStream, queue: asyncio.Queue[Chunk | LollmsError | None]
+) -> None:
+    """End the entry's generation once its key is no longer active (revoked or expired)."""
+    keystore = request.app[KEYSTORE]
+    while entry.owner is not None and entry.task is not None and not entry.task.done():
+        await asyncio.sleep(KEY_CHECK_S)
+        try:
+            status = (await keystore.get(entry.owner)).status()
+        except NotFound:
+            status = "revoked"
+        except LollmsError:  # the store is unreachable now: the next check decides
+            continue
+        if status != "active":
+            queue.put_nowait(Unauthorized(f"this key was {status}; the generation was stopped"))
+            entry.task.cancel()
+            return
 
 
 def _err(error: LollmsError) -> dict[str, Any]:
