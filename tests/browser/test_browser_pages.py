@@ -213,3 +213,22 @@ def test_sign_in_with_a_user_key_then_sign_out_from_the_nav(page: Any, live_serv
     page.wait_for_url("**/login")
     assert topbar.get_by_role("button", name="Sign out").count() == 0
     assert topbar.locator("a[href='/admin/keys']").count() == 1
+
+
+def test_pages_keep_no_copy_in_session_storage(page: Any) -> None:
+    """Filtering the audit log pushes history entries; no copy of a page (the audit rows, a
+    keys page) stays in the tab's sessionStorage, where it outlived Sign out (htmx's history
+    cache held ~25 KB of the admin's audit page); going back asks the server again."""
+    page.goto("/admin/audit")
+    for event in ("auth_failed", "generation"):
+        page.select_option("select[name=event]", event)
+        page.click("#audit button[type=submit]")
+        page.wait_for_url(re.compile(rf"event={event}"))
+    stored = page.evaluate("JSON.stringify(Object.assign({}, sessionStorage))")
+    assert "htmx-history-cache" not in stored and "topbar" not in stored, stored[:300]
+    page.go_back()
+    page.wait_for_url(re.compile(r"event=auth_failed"))
+    page.wait_for_function(
+        "() => document.querySelector('select[name=event]').value === 'auth_failed'"
+    )
+    assert page.locator("table.audit").count() == 1
