@@ -112,6 +112,23 @@ async def test_every_upstream_field_is_read(
     assert (await client.get("/personalities/concise_assistant/icon")).status == 200
 
 
+async def test_an_icon_is_an_inert_image(make_client: MakeClient, make_config: MakeConfig) -> None:
+    """A personality's SVG icon opened on its own is sandboxed with no script at all (it ran
+    under the pages' CSP before, whose script-src 'self' let an SVG from a downloaded
+    personality load htmx from /static in Chromium), and no shared cache keeps it."""
+    config = make_config()
+    folder = write_personality(config.personalities_dir, "svg")
+    (folder / "assets" / "logo.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg"><script href="/static/app.js"/></svg>'
+    )
+    client = await make_client(config)
+    icon = await client.get("/personalities/svg/icon")
+    assert icon.status == 200 and icon.content_type == "image/svg+xml"
+    policy = icon.headers["Content-Security-Policy"]
+    assert "sandbox" in policy and "default-src 'none'" in policy and "'self'" not in policy
+    assert icon.headers["Cache-Control"].startswith("private")
+
+
 async def test_sources_order_and_collisions_are_reported(
     make_client: MakeClient, make_config: MakeConfig, tmp_path: Path
 ) -> None:

@@ -14,6 +14,12 @@ from .forms import query_text, read_action
 from .render import page_handler, render
 
 routes = web.RouteTableDef()
+# an icon is an image: opened on its own (an SVG is a document) it runs no script at all and
+# loads nothing; only the browser that may see it (a user key) keeps it a while
+ICON_HEADERS = {
+    "Cache-Control": "private, max-age=300",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
 
 
 @routes.get("/personalities", name="personalities")
@@ -60,7 +66,7 @@ async def icon(request: web.Request) -> web.StreamResponse:
     personality = request.app[PERSONALITIES].get(request.match_info["name"])
     if personality.icon is None:
         raise NotFound(f"personality {personality.name!r} has no icon")
-    return web.FileResponse(personality.icon, headers={"Cache-Control": "max-age=300"})
+    return web.FileResponse(personality.icon, headers=ICON_HEADERS)
 
 
 @routes.post("/personalities/reload")
