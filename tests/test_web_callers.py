@@ -187,3 +187,35 @@ async def test_revoking_a_key_ends_its_open_page_stream(
     assert len(body) == 2, body[0][-300:]
     assert "revoked" in body[1] and "event: done" in body[1] and "event: token" not in body[1]
     assert time.monotonic() - started < 5  # the whole answer takes 20 s
+
+
+async def test_pending_streams_are_bounded_in_bytes(client: Client) -> None:
+    """A key's pending page streams hold at most `max_pending_bytes_per_caller` of prompts and
+    uploads, and all callers `max_pending_bytes` (each held up to 64 MB of upload for 2 minutes
+    before: 32 image posts of one user key pinned ~2 GB, measured 50 MB per post)."""
+    registry = client.app[WEB_STREAMS]
+    registry.max_pending_bytes_per_caller, registry.max_pending_bytes = 3_000_000, 5_000_000
+    users = [await key(client) for _ in range(3)]
+
+    async def start(secret: str, turns: int = 1) -> str:
+        """A chat post with `turns` earlier turns of 1 MB each; its stream's URL."""
+        form = [("prompt", "hi")] + [
+            ("history_role", "user"),
+            ("history_text", "x" * 10**6),
+        ] * turns
+        headers = {**FOREIGN, "X-API-Key": secret, **HX}
+        response = await client.post("/playground/chat", data=form, headers=headers)
+        match = STREAM_URL.search(await response.text())
+        assert response.status == 200 and match
+        return match.group(1)
+
+    for _ in range(5):
+        await start(users[0])
+    assert registry.pending_bytes() <= 3_000_000 + 10_000  # the key's oldest went first
+    for secret in users[1:]:
+        for _ in range(3):
+            await start(secret)
+    assert registry.pending_bytes() <= 5_000_000 + 10_000
+    alone = await start(users[0], turns=4)  # more than a caller's share: it runs, alone
+    reply = await client.get(alone, headers={**FOREIGN, "X-API-Key": users[0]})
+    assert "event: done" in (body := await reply.text()) and "expired" not in body

@@ -104,7 +104,7 @@ async def test_request_counters(client: TestClient[Any, Any]) -> None:
 
 def test_stream_registry_claims_once_and_expires() -> None:
     registry = StreamRegistry(ttl_s=10, max_pending=3)
-    prepared: Any = SimpleNamespace()
+    prepared: Any = SimpleNamespace(request=SimpleNamespace(messages=(), inputs=()))
     first = registry.add(prepared, "chat")
     assert registry.claim(first.id) is first
     assert registry.claim(first.id) is None  # a reconnect never starts it again
@@ -123,7 +123,7 @@ def test_stream_registry_caps_each_caller() -> None:
     """A caller's excess evicts its own oldest entries; at the global bound, the caller holding
     the most loses its oldest. Another caller's entry waits for its browser meanwhile."""
     registry = StreamRegistry(ttl_s=10, max_pending=10, per_caller=4)
-    prepared: Any = SimpleNamespace()
+    prepared: Any = SimpleNamespace(request=SimpleNamespace(messages=(), inputs=()))
 
     def add_as(key_id: str | None) -> PageStream:
         principal = Principal(role="user", key_id=key_id, local=key_id is None)

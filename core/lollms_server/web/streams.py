@@ -9,9 +9,11 @@ second run), runs `GenerationService.stream` in a task and sends HTML-escaped SS
 the stream; the client closes on it (`sse-close="done"`). The Stop
 button POSTs `/playground/streams/<id>/stop`, which cancels the task: that closes the binding's
 stream (the generation is logged as 499). Unclaimed entries expire after `PENDING_TTL_S`; each
-caller holds at most `MAX_PENDING_PER_CALLER` of them, so one key's flood of requests evicts
-only its own. A running stream re-reads its key every `KEY_CHECK_S`: once it is revoked (on any
-replica) or expired, the generation stops and the page gets a 401 `failure`, then `done`.
+caller holds at most `MAX_PENDING_PER_CALLER` of them and `MAX_PENDING_BYTES_PER_CALLER` of
+prompts and uploads, so one key's flood of requests evicts only its own; all callers together
+hold at most `MAX_PENDING` entries and `MAX_PENDING_BYTES`. A running stream re-reads its key
+every `KEY_CHECK_S`: once it is revoked (on any replica) or expired, the generation stops and
+the page gets a 401 `failure`, then `done`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ routes = web.RouteTableDef()
 PENDING_TTL_S = 120.0
 MAX_PENDING = 256  # all callers together: a bound on memory
 MAX_PENDING_PER_CALLER = 32
+MAX_PENDING_BYTES = 256 * 2**20  # prompts and uploads held by pending entries, all callers
+MAX_PENDING_BYTES_PER_CALLER = 64 * 2**20  # one caller's (a larger single request runs alone)
 KEY_CHECK_S = 2.0  # how often a running stream checks that its key is still active
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 DONE_TEMPLATES = {"chat": "_chat_done.html", "image": "_image_result.html"}
@@ -61,6 +65,7 @@ class PageStream:
     kind: str
     context: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None  # the key that started it (None: local access)
+    size: int = 0  # bytes of its prompts and uploads
     created: float = field(default_factory=time.monotonic)
     claimed: bool = False
     stopped: bool = False
@@ -87,14 +92,17 @@ class StreamRegistry:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
         self.per_caller = per_caller
+        self.max_pending_bytes = MAX_PENDING_BYTES
+        self.max_pending_bytes_per_caller = MAX_PENDING_BYTES_PER_CALLER
         self.entries: dict[str, PageStream] = {}
 
     def add(self, prepared: Prepared, kind: str, **context: Any) -> PageStream:
         """Register a prepared generation; return its entry (with a fresh random id)."""
         self._expire()
         owner = _caller()
-        self._make_room(owner)
-        entry = PageStream(secrets.token_urlsafe(16), prepared, kind, dict(context), owner)
+        size = _size_of(prepared)
+        self._make_room(owner, size)
+        entry = PageStream(secrets.token_urlsafe(16), prepared, kind, dict(context), owner, size)
         self.entries[entry.id] = entry
         return entry
 
@@ -127,20 +135,43 @@ class StreamRegistry:
             if entry.created < deadline:
                 del self.entries[entry.id]
 
-    def _make_room(self, owner: str | None) -> None:
-        """Evict pending entries (oldest first) so that one more of `owner`'s fits."""
+    def pending_bytes(self) -> int:
+        """Bytes of prompts and uploads the pending (unclaimed) entries hold."""
+        return sum(entry.size for entry in self.entries.values() if not entry.claimed)
+
+    def _make_room(self, owner: str | None, size: int) -> None:
+        """Evict pending entries (oldest first) so that one more of `owner`'s, of `size`
+        bytes, fits: in the caller's count and bytes, then in everyone's (the caller holding
+        the most bytes, else the most entries, gives first)."""
         by_owner: dict[str | None, list[PageStream]] = {}
         for entry in self.entries.values():  # in creation order
             if not entry.claimed:
                 by_owner.setdefault(entry.owner, []).append(entry)
         mine = by_owner.get(owner, [])
-        while mine and len(mine) >= self.per_caller:
+        while mine and (
+            len(mine) >= self.per_caller or _bytes(mine) + size > self.max_pending_bytes_per_caller
+        ):
             del self.entries[mine.pop(0).id]
-        total = sum(len(held) for held in by_owner.values())
-        while total and total >= self.max_pending:
-            largest = max(by_owner.values(), key=len)
+        held = [entries for entries in by_owner.values() if entries]
+        while held and (
+            sum(map(len, held)) >= self.max_pending
+            or sum(map(_bytes, held)) + size > self.max_pending_bytes
+        ):
+            largest = max(held, key=lambda entries: (_bytes(entries), len(entries)))
             del self.entries[largest.pop(0).id]
-            total -= 1
+            held = [entries for entries in held if entries]
+
+
+def _bytes(entries: list[PageStream]) -> int:
+    return sum(entry.size for entry in entries)
+
+
+def _size_of(prepared: Prepared) -> int:
+    """Bytes a prepared request holds: its messages' text and images, its inputs."""
+    request = prepared.request
+    items = [*request.inputs, *(image for m in request.messages for image in m.images)]
+    text = sum(len(m.content) for m in request.messages)
+    return text + sum(len(item.data) + len(item.text) for item in items)
 
 
 def _caller() -> str | None:
