@@ -219,3 +219,27 @@ async def test_pending_streams_are_bounded_in_bytes(client: Client) -> None:
     alone = await start(users[0], turns=4)  # more than a caller's share: it runs, alone
     reply = await client.get(alone, headers={**FOREIGN, "X-API-Key": users[0]})
     assert "event: done" in (body := await reply.text()) and "expired" not in body
+
+
+async def test_a_refused_stream_tells_its_page_and_closes(client: Client) -> None:
+    """The playground's EventSource, refused (its key revoked or forgotten before it
+    connected), gets the error as a `failure` event and then `done`: the page shows it and
+    closes. It got a redirect to /login before, which htmx's SSE reconnected to forever while
+    the page said "generating…" (5 requests in 12 s in Chromium, then one a minute)."""
+    secret = await key(client)
+    headers = {**FOREIGN, "X-API-Key": secret, **HX}
+    sent = await client.post("/playground/chat", data={"prompt": "hi"}, headers=headers)
+    match = STREAM_URL.search(await sent.text())
+    assert match
+    await client.app[KEYSTORE].revoke(secret.split("_")[1])
+    events = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    for caller in ({"X-API-Key": secret}, {}):  # revoked key, and no key at all
+        reply = await client.get(
+            match.group(1), headers={**FOREIGN, **events, **caller}, allow_redirects=False
+        )
+        body = await reply.text()
+        assert reply.status == 200 and reply.content_type == "text/event-stream", body
+        assert body.index("event: failure") < body.index("event: done"), body
+        assert 'data-status="401"' in body and reply.headers["Cache-Control"] == "no-store"
+    page = await client.get("/models", headers=FOREIGN, allow_redirects=False)
+    assert page.status == 303  # a page itself still goes to the login page

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +29,7 @@ from ..security.auth import KEY_COOKIE, Access
 log = logging.getLogger(__name__)
 VARY = {"Vary": "HX-Request"}
 NO_STORE = {"Cache-Control": "no-store"}
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # (link, label, the path prefix that marks it current, who may open it)
@@ -115,7 +117,9 @@ def is_page_path(path: str) -> bool:
 
 async def page_error(request: web.Request, exc: LollmsError) -> web.Response:
     """A page's error: the error page or partial; a page that needs a key sends the browser
-    to the login page instead."""
+    to the login page instead; an EventSource gets it as events."""
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await event_error(request, exc)
     if exc.status == 401 and request.method == "GET" and not is_htmx(request):
         return see_other(f"/login?{urlencode({'next': request.path_qs})}")
     return await render_error(request, exc)
@@ -126,6 +130,25 @@ async def render_error(request: web.Request, exc: LollmsError) -> web.Response:
     context = {"error": exc, "status": exc.status}
     return await render(
         request, "error.html", "_error.html", context, status=exc.status, headers=exc.headers()
+    )
+
+
+def sse_message(event: str, payload: str) -> bytes:
+    """One named SSE message; every line of `payload` becomes a `data:` line."""
+    lines = "".join(f"data: {line}\n" for line in LINE_BREAK.split(payload))
+    return f"event: {event}\n{lines}\n".encode()
+
+
+async def event_error(request: web.Request, exc: LollmsError) -> web.Response:
+    """An error for an EventSource (a playground stream refused, e.g. its key was revoked):
+    a `failure` event with the error partial, then `done`, so the page shows the error and
+    closes the stream. Sent with status 200, the only one EventSource reads; htmx's SSE
+    extension reconnected forever to any other answer (the audit log keeps the real status)."""
+    partial = await render_string(request, "_error.html", {"error": exc, "status": exc.status})
+    return web.Response(
+        body=sse_message("failure", partial) + sse_message("done", ""),
+        content_type="text/event-stream",
+        headers={**NO_STORE, **exc.headers()},
     )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable
@@ -41,7 +40,7 @@ from ..security.principal import current as current_principal
 from ..service.generation_stream import ChunkStream
 from ..service.prepared import Prepared
 from .forms import read_action
-from .render import VARY, is_htmx, page_handler, render_string, see_other
+from .render import VARY, is_htmx, page_handler, render_string, see_other, sse_message
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -51,7 +50,6 @@ MAX_PENDING_PER_CALLER = 32
 MAX_PENDING_BYTES = 256 * 2**20  # prompts and uploads held by pending entries, all callers
 MAX_PENDING_BYTES_PER_CALLER = 64 * 2**20  # one caller's (a larger single request runs alone)
 KEY_CHECK_S = 2.0  # how often a running stream checks that its key is still active
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
 DONE_TEMPLATES = {"chat": "_chat_done.html", "image": "_image_result.html"}
 END = None
 
@@ -177,12 +175,6 @@ def _size_of(prepared: Prepared) -> int:
 def _caller() -> str | None:
     principal = current_principal()
     return principal.key_id if principal is not None else None
-
-
-def sse_message(event: str, payload: str) -> bytes:
-    """One named SSE message; every line of `payload` becomes a `data:` line."""
-    lines = "".join(f"data: {line}\n" for line in LINE_BREAK.split(payload))
-    return f"event: {event}\n{lines}\n".encode()
 
 
 def send(response: BurstResponse, event: str, payload: str) -> Awaitable[None]:
