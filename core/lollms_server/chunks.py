@@ -211,6 +211,8 @@ async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
     folded = Accumulator()
     async with closing_stream(chunks) as stream:
         async for chunk in stream:
+            if not isinstance(chunk, Chunk):
+                raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
             folded.add(chunk)
     return folded.result()
 

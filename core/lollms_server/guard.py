@@ -48,6 +48,17 @@ def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -
     return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name)
 
 
+def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
+    """`value` when it is a `kind`; else the 502 naming the instance and what it returned."""
+    if isinstance(value, kind):
+        return value
+    name = binding.instance_name
+    message = (
+        f"binding {name!r} returned {type(value).__name__} from {method}, not a {kind.__name__}"
+    )
+    raise BackendError(message, binding=name)
+
+
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
     """Await a binding call with a time limit, errors mapped by `BindingErrors`."""
     started = time.perf_counter()

@@ -90,6 +90,8 @@ class BindingReader:
             if self._cancelled:  # the binding swallowed the timer's cancel: the next read raises
                 self._cancelled = False
                 task.uncancel()
+            if not isinstance(chunk, Chunk):
+                raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
             return chunk
         except Exception as exc:
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None

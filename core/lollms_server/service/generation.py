@@ -26,6 +26,7 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
+from ..guard import expect
 from ..guard import guarded as guarded
 from ..metrics import Metrics
 from ..registry import Registry, Target
@@ -238,6 +239,7 @@ class GenerationService:
         binding = prepared.target.binding
         with span("binding.generate", call_attributes(prepared)):
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
+        result = expect(binding, result, Result, "generate()")
         outcome.usage = result.usage
         return split_result_thoughts(result)
 

@@ -1,0 +1,77 @@
+"""A binding that breaks the contract (wrong return types, non-Chunk items) is a 502 naming
+its instance on every face, never a bare 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import MakeClient, MakeConfig
+
+from lollms_server.bindings import Binding, Chunk, GenerationRequest, ModelInfo, Result
+from lollms_server.hookspecs import hookimpl
+from lollms_server.plugins import load_plugins
+
+Client = TestClient[Any, Any]
+FAULTS = ("dict", "none", "string_chunks")
+
+
+class Careless(Binding):
+    """Returns what the model name says instead of a Result or Chunks."""
+
+    name = "careless"
+    capabilities = frozenset({"ttt", "stream"})
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo(fault) for fault in FAULTS]
+
+    async def generate(self, request: GenerationRequest) -> Result:
+        if request.model == "dict":
+            return {"text": "a dict"}  # type: ignore[return-value]
+        if request.model == "none":
+            return None  # type: ignore[return-value]
+        return await super().generate(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        yield "a plain string"  # type: ignore[misc]
+
+
+class CarelessPlugin:
+    @hookimpl
+    def register_bindings(self) -> list[type[Binding]]:
+        return [Careless]
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
+    """One `careless` instance, circuit breaker out of the way."""
+    config = make_config(
+        {
+            "bindings": {"bad": {"type": "careless"}},
+            "defaults": {"ttt": "bad"},
+            "resilience": {"failure_threshold": 1000, "health_interval_s": 0},
+        }
+    )
+    return await make_client(config, plugins=load_plugins(extra={"c": CarelessPlugin()}))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", FAULTS)
+async def test_wrong_types_are_a_502_naming_the_binding(
+    client: Client, model: str, stream: bool
+) -> None:
+    chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
+    lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
+    ollama = {"model": f"bad/{model}", "messages": chat["messages"]}
+    for path, body in (
+        ("/v1/chat/completions", chat),
+        ("/api/v1/generate", lollms),
+        ("/api/chat", ollama),
+    ):
+        response = await client.post(path, json={**body, "stream": stream})
+        text = await response.text()
+        assert response.status == 502, (path, text)
+        assert "'bad'" in text, (path, text)
+        assert "not a Result" in text or "not a Chunk" in text, (path, text)
