@@ -29,13 +29,13 @@ class BindingErrors:
         return None
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception | SystemExit):  # a library's sys.exit() must not stop us
             error = binding_failure(self.binding, exc, self.timeout_s)
             if error is not exc:
                 raise error from exc
 
 
-def binding_failure(binding: Binding, exc: Exception, timeout_s: float | None) -> LollmsError:
+def binding_failure(binding: Binding, exc: BaseException, timeout_s: float | None) -> LollmsError:
     """What a binding's exception becomes: our own error naming the instance (a 504 for a
     timeout; any other failure of third-party code a 502, logged)."""
     name = binding.instance_name

@@ -93,7 +93,7 @@ class BindingReader:
             if not isinstance(chunk, Chunk):
                 raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
             return chunk
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit: a library's sys.exit()
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None
             error = first or binding_failure(self.binding, exc, self.timeout_s)
             if error is exc:
