@@ -161,3 +161,18 @@ def test_every_hookspec_is_documented_for_plugin_authors() -> None:
     assert not undocumented, (
         f"hookspecs missing from README 'Write a binding plugin': {undocumented}"
     )
+
+
+def test_register_bindings_returning_a_class_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common slip `return MyBinding` (no list) marks that plugin broken, not the server."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+
+    class Lone(Binding):
+        name = "lone"
+
+    for returned in (Lone, "lone"):
+        odd = types.SimpleNamespace(register_bindings=hookimpl(lambda r=returned: r))
+        plugins = load_plugins(extra={"odd": odd})
+        assert "must return a list of Binding subclasses" in plugins.errors["odd"]
+        assert "echo" in plugins.binding_classes
+

@@ -141,6 +141,12 @@ def _register(plugins: Plugins, name: str, load: Callable[[], object], info: Plu
 def _collect_binding_classes(plugins: Plugins) -> None:
     owners: dict[str, str] = {}
     for plugin_name, classes in plugins.collect("register_bindings"):
+        if not isinstance(classes, list | tuple):
+            plugins._record_failure(
+                plugin_name,
+                f"register_bindings must return a list of Binding subclasses; got {classes!r}",
+            )
+            continue
         for cls in classes:
             problem = _binding_class_problem(cls)
             if problem:
