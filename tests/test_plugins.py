@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from lollms_server import hookspecs
+from lollms_server.app import create_app
 from lollms_server.bindings import Binding
 from lollms_server.errors import ConfigError
 from lollms_server.hookspecs import hookimpl
@@ -176,3 +177,19 @@ def test_register_bindings_returning_a_class_is_recorded(monkeypatch: pytest.Mon
         assert "must return a list of Binding subclasses" in plugins.errors["odd"]
         assert "echo" in plugins.binding_classes
 
+
+def test_binding_init_raising_names_the_instance(make_config: Any) -> None:
+    """A binding whose `__init__` raises stops start-up with one ConfigError naming the
+    instance, its type and the error (not a traceback out of the registry)."""
+
+    class Fragile(Binding):
+        name = "fragile"
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            raise RuntimeError("cannot build")
+
+    plugin = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Fragile]))
+    config = make_config({"bindings": {"f": {"type": "fragile"}}, "defaults": {"ttt": "f"}})
+    with pytest.raises(ConfigError, match=r"bindings\.f: .*'fragile'.*RuntimeError.*cannot build"):
+        create_app(config, load_plugins(extra={"frag": plugin}))

@@ -272,7 +272,14 @@ def _instantiate(
     spec: InstanceConfig, plugins: Plugins, context: BindingContext, source: str
 ) -> Binding:
     cls, settings = _binding_settings(spec, plugins, source)
-    binding = cls(spec.name, settings, context=context)
+    try:
+        binding = cls(spec.name, settings, context=context)
+    except Exception as exc:  # third-party code: name the instance, not a traceback
+        info = plugins.plugin_of(spec.type)
+        owner = f" (plugin {info.name!r})" if info else ""
+        raise ConfigError(
+            f"bindings.{spec.name}: the {spec.type!r} binding{owner} failed to build: {exc!r}"
+        ) from exc
     if spec.default_max_tokens is not None:
         binding.default_max_tokens = spec.default_max_tokens
     return binding
