@@ -37,6 +37,14 @@ class Careless(Binding):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         yield "a plain string"  # type: ignore[misc]
 
+    async def tokenize(self, text: str, model: str) -> list[int]:
+        if model == "none":
+            return (1, 2)  # type: ignore[return-value]  # any sequence of ints is fine
+        return [object()]  # type: ignore[list-item]
+
+    async def detokenize(self, tokens: list[int], model: str) -> str:
+        return b"bytes"  # type: ignore[return-value]
+
 
 class CarelessPlugin:
     @hookimpl
@@ -75,3 +83,15 @@ async def test_wrong_types_are_a_502_naming_the_binding(
         assert response.status == 502, (path, text)
         assert "'bad'" in text, (path, text)
         assert "not a Result" in text or "not a Chunk" in text, (path, text)
+
+
+async def test_tokenizer_wrong_types_are_a_502_naming_the_binding(client: Client) -> None:
+    """Token ids that are not integers and a text that is not a str are the binding's fault."""
+    body = {"text": "hi", "tokens": [1, 2], "binding_name": "bad", "model_name": "dict"}
+    for path in ("/api/v1/tokenize", "/api/v1/count_tokens", "/api/v1/detokenize"):
+        response = await client.post(path, json=body)
+        text = await response.text()
+        assert response.status == 502, (path, text)
+        assert "binding 'bad' returned" in text, (path, text)
+    tuple_ids = await client.post("/api/v1/tokenize", json={**body, "model_name": "none"})
+    assert tuple_ids.status == 200 and (await tuple_ids.json())["tokens"] == [1, 2]

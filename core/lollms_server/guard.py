@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -57,6 +58,20 @@ def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
         f"binding {name!r} returned {type(value).__name__} from {method}, not a {kind.__name__}"
     )
     raise BackendError(message, binding=name)
+
+
+def expect_token_ids(binding: Binding, value: object, method: str) -> list[int]:
+    """`value` as a list of token ids (any sequence of integers); else the 502 naming the
+    instance."""
+    try:
+        if isinstance(value, str | bytes):
+            raise TypeError
+        return [operator.index(token) for token in value]  # type: ignore[attr-defined]
+    except TypeError:
+        name = binding.instance_name
+        shown = type(value).__name__
+        message = f"binding {name!r} returned {shown} from {method}, not a list of int"
+        raise BackendError(message, binding=name) from None
 
 
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:

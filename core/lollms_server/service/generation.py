@@ -26,7 +26,8 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
-from ..guard import expect
+from ..guard import expect as expect
+from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
 from ..metrics import Metrics
 from ..registry import Registry, Target

@@ -15,7 +15,7 @@ from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ...registry import Target
 from ...security.auth import REQUEST_KEY_REQUIRED
-from ...service.generation import guarded
+from ...service.generation import expect, expect_token_ids, guarded
 from ...service.toolloop import ToolLoop
 from ...video_frames import frame_count, videos_as_frames
 from .answer import response_body, stream_answer
@@ -145,7 +145,8 @@ async def token_ids(
     timeout = request.app[CONFIG].request_timeout_s
     binding = target.binding
     service = request.app[GENERATION]
-    tokens = await service.model_call(target, lambda: binding.tokenize(text, target.model), timeout)
+    ids = await service.model_call(target, lambda: binding.tokenize(text, target.model), timeout)
+    tokens = expect_token_ids(binding, ids, "tokenize()")
     if add_bos or add_eos:
         bos, eos = await guarded(binding, binding.special_tokens(target.model), timeout)
         if add_bos and bos is not None and tokens[:1] != [bos]:
@@ -157,11 +158,12 @@ async def token_ids(
 
 async def token_text(request: web.Request, target: Target, tokens: list[int]) -> str:
     """The text of token ids under the target's tokenizer (bounded in time)."""
-    return await request.app[GENERATION].model_call(
+    text = await request.app[GENERATION].model_call(
         target,
         lambda: target.binding.detokenize(tokens, target.model),
         request.app[CONFIG].request_timeout_s,
     )
+    return expect(target.binding, text, str, "detokenize()")
 
 
 def _check_text_length(request: web.Request, text: str) -> None:
