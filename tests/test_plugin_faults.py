@@ -46,10 +46,19 @@ class Careless(Binding):
         return b"bytes"  # type: ignore[return-value]
 
 
+class Unlisted(Careless):
+    """Its model list fails (a plain exception, against the contract)."""
+
+    name = "unlisted"
+
+    async def list_models(self) -> list[ModelInfo]:
+        raise RuntimeError("cannot list")
+
+
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless]
+        return [Careless, Unlisted]
 
 
 @pytest.fixture
@@ -57,7 +66,7 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
     """One `careless` instance, circuit breaker out of the way."""
     config = make_config(
         {
-            "bindings": {"bad": {"type": "careless"}},
+            "bindings": {"bad": {"type": "careless"}, "unlisted": {"type": "unlisted"}},
             "defaults": {"ttt": "bad"},
             "resilience": {"failure_threshold": 1000, "health_interval_s": 0},
         }
@@ -95,3 +104,13 @@ async def test_tokenizer_wrong_types_are_a_502_naming_the_binding(client: Client
         assert "binding 'bad' returned" in text, (path, text)
     tuple_ids = await client.post("/api/v1/tokenize", json={**body, "model_name": "none"})
     assert tuple_ids.status == 200 and (await tuple_ids.json())["tokens"] == [1, 2]
+
+
+async def test_failing_model_list_behind_a_default_model_is_a_502(client: Client) -> None:
+    """A request naming only the instance needs its model list: a failure there is the
+    binding's 502, not a 500."""
+    chat = {"model": "unlisted", "messages": [{"role": "user", "content": "hi"}]}
+    response = await client.post("/v1/chat/completions", json=chat)
+    text = await response.text()
+    assert response.status == 502, text
+    assert "binding 'unlisted' failed: RuntimeError: cannot list" in text

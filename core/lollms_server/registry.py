@@ -21,6 +21,7 @@ from .errors import (
     NotSupported,
 )
 from .fleet import FLEET_TYPE
+from .guard import BindingErrors
 from .plugins import SHIPPED_PLUGINS, Plugins
 from .security.principal import caller, current
 
@@ -214,7 +215,8 @@ class _BareModel(Exception):
 
 
 async def _default_model(binding: Binding, generation_type: str) -> str:
-    model = await binding.default_model(generation_type)
+    with BindingErrors(binding):  # it lists the models: a failure is the binding's 502
+        model = await binding.default_model(generation_type)
     if not model:
         raise ModelNotFound(
             f"binding instance {binding.instance_name!r} has no models",
