@@ -193,3 +193,13 @@ def test_binding_init_raising_names_the_instance(make_config: Any) -> None:
     config = make_config({"bindings": {"f": {"type": "fragile"}}, "defaults": {"ttt": "f"}})
     with pytest.raises(ConfigError, match=r"bindings\.f: .*'fragile'.*RuntimeError.*cannot build"):
         create_app(config, load_plugins(extra={"frag": plugin}))
+
+
+def test_misspelt_hook_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `@hookimpl` whose name is no hook (`register_binding`) would never be called: the
+    plugin is recorded broken, naming the hook and the real ones, instead of loading 'ok'."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    typo = types.SimpleNamespace(register_binding=hookimpl(lambda: []))
+    plugins = load_plugins(extra={"typo": typo})
+    assert "'register_binding' is not a lollms_server hook" in plugins.errors["typo"]
+    assert "register_bindings" in plugins.errors["typo"]

@@ -133,9 +133,17 @@ def _register(plugins: Plugins, name: str, load: Callable[[], object], info: Plu
         plugins._record_failure(name, "another plugin of the same name is already loaded")
         return
     try:
-        plugins.manager.register(load(), name=name)
+        plugin = load()
+        plugins.manager.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
         plugins._record_failure(name, f"failed to load: {exc!r}")
+        return
+    unknown = [c.name for c in plugins.manager.get_hookcallers(plugin) or [] if c.spec is None]
+    if unknown:  # a misspelt hook would never be called
+        known = ", ".join(sorted(n for n in vars(plugins.manager.hook) if hasattr(hookspecs, n)))
+        plugins._record_failure(
+            name, f"{unknown[0]!r} is not a {hookspecs.PROJECT} hook (hooks: {known})"
+        )
 
 
 def _collect_binding_classes(plugins: Plugins) -> None:
