@@ -203,3 +203,18 @@ def test_misspelt_hook_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     plugins = load_plugins(extra={"typo": typo})
     assert "'register_binding' is not a lollms_server hook" in plugins.errors["typo"]
     assert "register_bindings" in plugins.errors["typo"]
+
+
+def test_unknown_capability_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt capability (`strem`) would silently never apply: the class is refused,
+    naming it and the known ones."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+
+    class Typo(Binding):
+        name = "typo"
+        capabilities = frozenset({"ttt", "strem"})
+
+    odd = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Typo]))
+    plugins = load_plugins(extra={"odd": odd})
+    assert "unknown capabilities ['strem']" in plugins.errors["odd"]
+    assert "typo" not in plugins.binding_classes

@@ -13,7 +13,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .bindings import Binding
+from .bindings import CAPABILITIES, Binding
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -175,4 +175,10 @@ def _binding_class_problem(cls: object) -> str | None:
         return f"register_bindings returned {cls!r}, which is not a Binding subclass"
     if not cls.name or cls.name != cls.name.lower() or "/" in cls.name:
         return f"binding class {cls.__name__} needs a lowercase `name` without '/'"
+    unknown = sorted(set(cls.capabilities) - CAPABILITIES)
+    if unknown:
+        known = ", ".join(sorted(CAPABILITIES))
+        return (
+            f"binding class {cls.__name__} declares unknown capabilities {unknown}; known: {known}"
+        )
     return None
