@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
 
-from lollms_server.bindings import Binding, Chunk, GenerationRequest, ModelInfo, Result
+from lollms_server.bindings import Binding, Chunk, GenerationRequest, Health, ModelInfo, Result
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
 
@@ -55,10 +55,19 @@ class Unlisted(Careless):
         raise RuntimeError("cannot list")
 
 
+class Unwell(Careless):
+    """Its health() answers a str instead of a Health."""
+
+    name = "unwell"
+
+    async def health(self) -> Health:
+        return "fine"  # type: ignore[return-value]
+
+
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless, Unlisted]
+        return [Careless, Unlisted, Unwell]
 
 
 @pytest.fixture
@@ -66,7 +75,11 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
     """One `careless` instance, circuit breaker out of the way."""
     config = make_config(
         {
-            "bindings": {"bad": {"type": "careless"}, "unlisted": {"type": "unlisted"}},
+            "bindings": {
+                "bad": {"type": "careless"},
+                "unlisted": {"type": "unlisted"},
+                "unwell": {"type": "unwell"},
+            },
             "defaults": {"ttt": "bad"},
             "resilience": {"failure_threshold": 1000, "health_interval_s": 0},
         }
@@ -114,3 +127,13 @@ async def test_failing_model_list_behind_a_default_model_is_a_502(client: Client
     text = await response.text()
     assert response.status == 502, text
     assert "binding 'unlisted' failed: RuntimeError: cannot list" in text
+
+
+async def test_health_of_the_wrong_type_is_down_naming_it(client: Client) -> None:
+    """A health() that returns no Health shows the instance down, saying so; the listing and
+    the dashboard still answer."""
+    listing = await client.get("/api/v1/list_active_bindings")
+    assert listing.status == 200, await listing.text()
+    health = (await listing.json())["bindings"]["unwell"]["health"]
+    assert health["state"] == "down" and "returned str" in health["detail"], health
+    assert (await client.get("/")).status == 200

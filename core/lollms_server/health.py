@@ -18,12 +18,16 @@ async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
-            return await binding.health()
+            health = await binding.health()
     except TimeoutError:
         return Health("down", f"health check timed out after {timeout_s}s", timeout_s * 1000)
-    except Exception as exc:  # noqa: BLE001 - a binding broke its no-raise promise: report it
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a binding broke its no-raise promise
         log.warning("health() of %s raised %r", binding.instance_name, exc)
-        return Health("down", f"health check failed: {exc}", (time.monotonic() - started) * 1000)
+        return Health("down", f"health check failed: {exc!r}", (time.monotonic() - started) * 1000)
+    if not isinstance(health, Health):
+        detail = f"health() returned {type(health).__name__}, not a Health"
+        return Health("down", detail, (time.monotonic() - started) * 1000)
+    return health
 
 
 async def check_all(
