@@ -3,6 +3,8 @@ its instance on every face, never a bare 500."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,6 +57,16 @@ class Unlisted(Careless):
         raise RuntimeError("cannot list")
 
 
+class Stuck(Careless):
+    """Its model list never answers."""
+
+    name = "stuck"
+
+    async def list_models(self) -> list[ModelInfo]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
 class Unwell(Careless):
     """Its health() answers a str instead of a Health."""
 
@@ -67,7 +79,7 @@ class Unwell(Careless):
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless, Unlisted, Unwell]
+        return [Careless, Unlisted, Unwell, Stuck]
 
 
 @pytest.fixture
@@ -79,6 +91,7 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
                 "bad": {"type": "careless"},
                 "unlisted": {"type": "unlisted"},
                 "unwell": {"type": "unwell"},
+                "stuck": {"type": "stuck"},
             },
             "defaults": {"ttt": "bad"},
             "resilience": {"failure_threshold": 1000, "health_interval_s": 0},
@@ -137,3 +150,14 @@ async def test_health_of_the_wrong_type_is_down_naming_it(client: Client) -> Non
     health = (await listing.json())["bindings"]["unwell"]["health"]
     assert health["state"] == "down" and "returned str" in health["detail"], health
     assert (await client.get("/")).status == 200
+
+
+async def test_hanging_model_list_behind_a_default_model_is_a_504(client: Client) -> None:
+    """A request naming only the instance waits on its model list at most the health
+    timeout, then gets the binding's 504 (it hung past request_timeout_s before)."""
+    chat = {"model": "stuck", "messages": [{"role": "user", "content": "hi"}]}
+    started = time.monotonic()
+    response = await asyncio.wait_for(client.post("/v1/chat/completions", json=chat), 30)
+    assert response.status == 504, await response.text()
+    assert "binding 'stuck' did not answer" in await response.text()
+    assert time.monotonic() - started < 10

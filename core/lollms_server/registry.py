@@ -21,7 +21,8 @@ from .errors import (
     NotSupported,
 )
 from .fleet import FLEET_TYPE
-from .guard import BindingErrors
+from .guard import guarded
+from .health import HEALTH_TIMEOUT_S
 from .plugins import SHIPPED_PLUGINS, Plugins
 from .security.principal import caller, current
 
@@ -215,8 +216,8 @@ class _BareModel(Exception):
 
 
 async def _default_model(binding: Binding, generation_type: str) -> str:
-    with BindingErrors(binding):  # it lists the models: a failure is the binding's 502
-        model = await binding.default_model(generation_type)
+    # it lists the models, bounded like every listing: a failure is the binding's 502/504
+    model = await guarded(binding, binding.default_model(generation_type), HEALTH_TIMEOUT_S)
     if not model:
         raise ModelNotFound(
             f"binding instance {binding.instance_name!r} has no models",
