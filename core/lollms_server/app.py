@@ -233,9 +233,14 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
     registry = app[keys.REGISTRY]
     bindings: list[Binding] = list(registry)
-    results = await asyncio.gather(*(b.startup() for b in bindings), return_exceptions=True)
+    limit = app[keys.CONFIG].request_timeout_s  # a startup that hangs must not keep us down
+    results = await asyncio.gather(
+        *(asyncio.wait_for(b.startup(), limit) for b in bindings), return_exceptions=True
+    )
     for binding, result in zip(bindings, results, strict=True):
-        if isinstance(result, BaseException):
+        if isinstance(result, TimeoutError):
+            log.error("binding %s did not start within %ss", binding.instance_name, limit)
+        elif isinstance(result, BaseException):
             # a backend that is down at start must not keep the server down; health shows it
             log.error("binding %s failed to start: %r", binding.instance_name, result)
     app[keys.PLUGINS].collect("startup", app=app)

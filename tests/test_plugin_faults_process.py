@@ -1,5 +1,6 @@
-"""A binding that raises SystemExit (a library calling sys.exit) is a 502 naming it; the
-server process keeps serving."""
+"""Bindings that misbehave in ways only a real process shows: SystemExit (a library calling
+sys.exit) is a 502 naming it and the server keeps serving; a startup() that never returns
+does not keep the server from listening."""
 
 from __future__ import annotations
 
@@ -31,6 +32,36 @@ class Quitter(Binding):
 def register_bindings():
     return [Quitter]
 """
+
+
+HANGING_STARTUP = """
+import asyncio
+from lollms_server.sdk import Binding, ModelInfo, hookimpl
+
+class Sleeper(Binding):
+    name = "sleeper"
+    capabilities = frozenset({"ttt"})
+
+    async def startup(self):
+        await asyncio.sleep(3600)
+
+    async def list_models(self):
+        return [ModelInfo("zz")]
+
+@hookimpl
+def register_bindings():
+    return [Sleeper]
+"""
+
+
+def install(site: Path, module: str, source: str) -> None:
+    """A module plus the dist-info of an installed plugin distribution whose entry point it is."""
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[lollms_server]\n{module} = {module}\n")
 
 
 def post(url: str, body: dict[str, object]) -> tuple[int, str]:
@@ -65,3 +96,22 @@ def test_system_exit_in_a_binding_is_a_502_and_the_server_lives(
         assert server.process.poll() is None, server.log()[-3000:]
         with urllib.request.urlopen(f"{server.url}/api/v1/health", timeout=10) as health:
             assert health.status == 200
+
+
+def test_a_hanging_startup_does_not_keep_the_server_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(tmp_path / "site", "fakeplug_sleeper", HANGING_STARTUP)
+    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
+    config = '[bindings.s]\ntype = "sleeper"\n\n[bindings.echo]\ntype = "echo"\n'
+    config += '\n[defaults]\nttt = "echo"\n'
+    settings = {"request_timeout_s": 2}
+    with lollms_process(
+        tmp_path / "server", config, server_settings=settings, timeout_s=30
+    ) as server:
+        status, text = post(
+            f"{server.url}/api/v1/generate", {"input_data": [{"type": "text", "data": "hi"}]}
+        )
+        assert status == 200, text
+        assert "binding s did not start within 2" in server.log()
