@@ -668,3 +668,26 @@ async def test_tokenizer_errors(client: Client) -> None:
     response = await client.post("/api/v1/tokenize", json={})
     assert response.status == 422
     assert_error(await response.json(), "validation_error", param="text")
+
+
+async def test_model_name_may_name_the_instance(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """README: `<instance>/<model>` names a model from any face; on the lollms face without
+    `binding_name`, `model_name="other/echo"` reaches instance `other` (it was looked up as a
+    model of the default instance: 404)."""
+    config = make_config(
+        {
+            "bindings": {"main": {"type": "echo"}, "other": {"type": "echo"}},
+            "defaults": {"ttt": "main"},
+        }
+    )
+    client = await make_client(config)
+    body = {"input_data": [text("hi")], "model_name": "other/echo", "stream": True}
+    response = await client.post("/api/v1/generate", json=body)
+    assert response.status == 200, await response.text()
+    assert '"binding_instance":"other"' in await response.text()
+    tokens = await client.post(
+        "/api/v1/count_tokens", json={"text": "hi", "model_name": "other/echo"}
+    )
+    assert tokens.status == 200 and (await tokens.json())["model"] == "other/echo"

@@ -67,9 +67,7 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     generation_type = body["generation_type"]
     if chosen and generation_type != "ttt":
         raise InvalidRequest("functions need generation_type 'ttt'", param="functions")
-    target = await request.app[REGISTRY].resolve(
-        generation_type, body["binding_name"], body["model_name"]
-    )
+    target = await lollms_target(request, generation_type, body)
     messages, inputs = body["messages"], body["inputs"]  # converted by GenerateSchema
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
@@ -115,7 +113,16 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
 
 
 async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Target:
-    return await request.app[REGISTRY].resolve("ttt", body["binding_name"], body["model_name"])
+    return await lollms_target(request, "ttt", body)
+
+
+async def lollms_target(request: web.Request, generation_type: str, body: dict[str, Any]) -> Target:
+    """`binding_name` + `model_name`; without `binding_name`, `model_name` may be
+    `<instance>/<model>` as on every face."""
+    registry = request.app[REGISTRY]
+    if body["binding_name"] is None:
+        return await registry.resolve_ref(generation_type, body["model_name"])
+    return await registry.resolve(generation_type, body["binding_name"], body["model_name"])
 
 
 @routes.post(f"{PREFIX}/tokenize")
