@@ -67,6 +67,15 @@ class Stuck(Careless):
         raise AssertionError("unreachable")
 
 
+class OddList(Careless):
+    """Its list_models() answers names instead of ModelInfo."""
+
+    name = "oddlist"
+
+    async def list_models(self) -> list[ModelInfo]:
+        return ["a", "b"]  # type: ignore[list-item]
+
+
 class Unwell(Careless):
     """Its health() answers a str instead of a Health."""
 
@@ -79,7 +88,7 @@ class Unwell(Careless):
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless, Unlisted, Unwell, Stuck]
+        return [Careless, Unlisted, Unwell, Stuck, OddList]
 
 
 @pytest.fixture
@@ -161,3 +170,27 @@ async def test_hanging_model_list_behind_a_default_model_is_a_504(client: Client
     assert response.status == 504, await response.text()
     assert "binding 'stuck' did not answer" in await response.text()
     assert time.monotonic() - started < 10
+
+
+async def test_model_list_of_the_wrong_type_spoils_no_listing(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """One instance whose list_models() gives str items is that instance's listing error; the
+    model lists of every face and the dashboard still answer (they were 500s for everyone)."""
+    config = make_config(
+        {
+            "bindings": {"echo": {"type": "echo"}, "odd": {"type": "oddlist"}},
+            "defaults": {"ttt": "echo"},
+            "resilience": {"health_interval_s": 0},
+        }
+    )
+    client = await make_client(config, plugins=load_plugins(extra={"c": CarelessPlugin()}))
+    for path in ("/v1/models", "/api/tags", "/api/ps", "/"):
+        response = await client.get(path)
+        assert response.status == 200, (path, await response.text())
+    listing = await (await client.get("/api/v1/list_models")).json()
+    assert listing["models"]["echo"], listing
+    error = listing["errors"]["odd"]["message"]
+    assert error == "binding 'odd' returned list of str from list_models(), not a list of ModelInfo"
+    one = await client.get("/api/v1/list_available_models/odd")
+    assert one.status == 502, await one.text()

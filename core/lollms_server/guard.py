@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .bindings import Binding
+from .bindings import Binding, ModelInfo
 from .errors import BackendError, BackendTimeout, LollmsError
 from .trace import current_trace
 
@@ -85,3 +85,19 @@ async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -
             trace = current_trace()
             if trace is not None:
                 trace.waited_on(binding.instance_name, started)
+
+
+async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
+    """`binding.list_models()` guarded, and checked to be ModelInfo items (else the 502 naming
+    the instance: one instance's slip must not spoil the listings that gather every one)."""
+    models = await guarded(binding, binding.list_models(), timeout_s)
+    if isinstance(models, list | tuple):
+        odd = next((m for m in models if not isinstance(m, ModelInfo)), None)
+        if odd is None:
+            return list(models)
+        shown = f"{type(models).__name__} of {type(odd).__name__}"
+    else:
+        shown = type(models).__name__
+    name = binding.instance_name
+    message = f"binding {name!r} returned {shown} from list_models(), not a list of ModelInfo"
+    raise BackendError(message, binding=name)

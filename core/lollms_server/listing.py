@@ -17,7 +17,7 @@ from . import health
 from .bindings import Binding, ModelInfo
 from .errors import LollmsError, NotFound
 from .fleet import FLEET_TYPE
-from .guard import guarded
+from .guard import listed_models
 from .registry import Registry
 from .security.principal import current
 
@@ -87,7 +87,7 @@ def visible_instance(registry: Registry, name: str) -> Binding:
 
 async def list_models_of(binding: Binding) -> list[ModelInfo]:
     """The visible models of one instance; a backend failure raises (never an empty list)."""
-    models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    models = await listed_models(binding, health.HEALTH_TIMEOUT_S)
     return visible_models(binding, models)
 
 

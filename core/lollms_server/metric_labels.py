@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from . import health
 from .bindings import Binding
 from .errors import LollmsError
-from .guard import guarded
+from .guard import listed_models
 
 OTHER = "other"
 REFRESH_S = 60.0
@@ -62,7 +62,7 @@ class KnownModels:
 
     async def _refresh(self, binding: Binding) -> None:
         try:  # every model the instance has, whoever's request asked: this is the server's view
-            models = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+            models = await listed_models(binding, health.HEALTH_TIMEOUT_S)
         except LollmsError:
             return  # down: its names stay unknown until a later listing
         self.add(binding.instance_name, (m.name for m in models))

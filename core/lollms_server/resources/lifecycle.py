@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..bindings import Binding
 from ..errors import BackendUnavailable, LoadRefused, ModelNotFound, Overloaded
-from ..guard import guarded
+from ..guard import guarded, listed_models
 from ..registry import Registry, Target
 from ..tracing import span
 from .gpu import GpuReport
@@ -221,7 +221,7 @@ class Lifecycle:
         if (known := self.measured.get((binding.instance_name, model))) is not None:
             return known
         try:
-            models = await guarded(binding, binding.list_models(), self.timeout_s)
+            models = await listed_models(binding, self.timeout_s)
         except Exception:  # noqa: BLE001 - an estimate is best effort; the load itself reports
             return 0
         for info in models:

@@ -29,6 +29,7 @@ from ..drain import Drain
 from ..guard import expect as expect
 from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
+from ..guard import listed_models as listed_models
 from ..metrics import Metrics
 from ..registry import Registry, Target
 from ..resources.lifecycle import Lifecycle

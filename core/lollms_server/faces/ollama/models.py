@@ -23,7 +23,7 @@ from ...listing import gather_models
 from ...registry import Registry, Target
 from ...resources.lifecycle import Lifecycle
 from ...resources.placement import CPU
-from ...service.generation import guarded
+from ...service.generation import listed_models
 
 log = logging.getLogger(__name__)
 LATEST = ":latest"
@@ -72,7 +72,7 @@ async def all_models(registry: Registry) -> list[tuple[Binding, ModelInfo]]:
 async def find(target: Target) -> ModelInfo:
     """The listed model a target names (`:latest` or not); ModelNotFound otherwise."""
     binding = target.binding
-    listed = await guarded(binding, binding.list_models(), health.HEALTH_TIMEOUT_S)
+    listed = await listed_models(binding, health.HEALTH_TIMEOUT_S)
     wanted = strip_latest(target.model)
     for model in listed:
         if strip_latest(model.name) == wanted:
