@@ -113,6 +113,8 @@ def test_plugins_lists_echo(env: dict[str, str]) -> None:
     result = run(env, "plugins")
     assert result.returncode == 0, result.stdout
     assert "echo" in result.stdout and "lollms-server" in result.stdout
+    # each binding type with its capabilities, what a plugin author checks first
+    assert "  echo: audio2audio, embeddings, i2i, load_unload, stream" in result.stdout
 
 
 def test_serve_options_work_without_the_serve_word(env: dict[str, str]) -> None:

@@ -168,9 +168,26 @@ def _plugins_command() -> int:
         types = ", ".join(info.binding_types) or "-"
         status = f"ERROR: {info.error}" if info.error else "ok"
         print(f"{info.name:<16} {origin:<32} bindings: {types:<24} {status}")
+        if info.distribution and (author := _author_of(info.distribution)):
+            print(f"  by {author}")
+        for binding_type in info.binding_types:
+            capabilities = ", ".join(sorted(plugins.binding_classes[binding_type].capabilities))
+            print(f"  {binding_type}: {capabilities or 'no capabilities'}")
     if not plugins.infos:
         print("no plugins installed")
     return 1 if plugins.errors else 0
+
+
+def _author_of(distribution: str) -> str | None:
+    """The Author (or Author-email) of an installed distribution."""
+    from importlib import metadata
+
+    try:
+        meta = metadata.metadata(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    author = meta.json.get("author") or meta.json.get("author_email")
+    return author if isinstance(author, str) else None
 
 
 def _serve(
