@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from lollms_server import hookspecs
 from lollms_server.app import create_app
@@ -15,6 +16,7 @@ from lollms_server.bindings import Binding
 from lollms_server.errors import ConfigError
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
+from lollms_server.sdk import requires
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,3 +220,29 @@ def test_unknown_capability_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None
     plugins = load_plugins(extra={"odd": odd})
     assert "unknown capabilities ['strem']" in plugins.errors["odd"]
     assert "typo" not in plugins.binding_classes
+
+
+async def _page(request: Any) -> Any:
+    return None
+
+
+BAD_HOOK_RESULTS = {
+    "register_routes": lambda: web.get("/x", requires("public")(_page)),  # one route, no list
+    "extra_template_vars": lambda: ["a"],
+    "register_functions": lambda: len,  # one callable, no list
+    "register_personalities": lambda: ["not a mapping"],
+}
+
+
+@pytest.mark.parametrize("hook", sorted(BAD_HOOK_RESULTS))
+async def test_a_hook_result_of_the_wrong_shape_is_recorded(
+    hook: str, make_client: Any, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook that returns the wrong shape marks its plugin broken, naming the hook and what
+    it must return; the server starts and serves (it failed to start with a traceback)."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    odd = types.SimpleNamespace(**{hook: hookimpl(BAD_HOOK_RESULTS[hook])})
+    client = await make_client(make_config(), plugins=load_plugins(extra={"odd": odd}))
+    health = await (await client.get("/api/v1/health")).json()
+    assert f"{hook} must return" in health["plugin_errors"]["odd"], health
+    assert (await client.get("/")).status == 200

@@ -6,11 +6,12 @@ import functools
 import importlib.metadata as metadata
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from aiohttp import web
 
 from . import hookspecs
 from .bindings import CAPABILITIES, Binding
@@ -26,6 +27,23 @@ SHIPPED_PLUGINS = {  # binding type -> the plugin of this repository (plugins/<n
     "diffusers": "lollms-diffusers",
     "audio": "lollms-audio",
     "lollms": "lollms-remote",
+}
+
+
+def _list_of(kind: type | None = None) -> Callable[[object], bool]:
+    """A check: a list or tuple (of `kind` items)."""
+    return lambda v: (
+        isinstance(v, list | tuple) and (kind is None or all(isinstance(i, kind) for i in v))
+    )
+
+
+#: What each collect hook must return, checked before the core uses it: (said as, check).
+HOOK_RESULTS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "register_bindings": ("a list of Binding subclasses", _list_of()),
+    "register_personalities": ("a list of mappings", _list_of(Mapping)),
+    "register_functions": ("a list of callables", _list_of()),
+    "register_routes": ("a list of aiohttp route definitions", _list_of(web.AbstractRouteDef)),
+    "extra_template_vars": ("a mapping", lambda v: isinstance(v, Mapping)),
 }
 
 
@@ -74,8 +92,16 @@ class Plugins:
             except Exception as exc:  # noqa: BLE001 - third-party hook code
                 self._record_failure(impl.plugin_name, f"{hook_name} failed: {exc!r}")
                 continue
-            if value is not None:
-                results.append((impl.plugin_name, value))
+            if value is None:
+                continue
+            shape = HOOK_RESULTS.get(hook_name)
+            if shape is not None and not shape[1](value):
+                got = repr(value)[:200]
+                self._record_failure(
+                    impl.plugin_name, f"{hook_name} must return {shape[0]}; got {got}"
+                )
+                continue
+            results.append((impl.plugin_name, value))
         return results
 
     def _record_failure(self, name: str, message: str) -> None:
@@ -149,12 +175,6 @@ def _register(plugins: Plugins, name: str, load: Callable[[], object], info: Plu
 def _collect_binding_classes(plugins: Plugins) -> None:
     owners: dict[str, str] = {}
     for plugin_name, classes in plugins.collect("register_bindings"):
-        if not isinstance(classes, list | tuple):
-            plugins._record_failure(
-                plugin_name,
-                f"register_bindings must return a list of Binding subclasses; got {classes!r}",
-            )
-            continue
         for cls in classes:
             problem = _binding_class_problem(cls)
             if problem:
