@@ -9,10 +9,15 @@ import pytest
 
 from lollms_server.bindings import GENERATION_TYPES
 from lollms_server.builtin.echo import EchoBinding, speak
-from lollms_server.testing import ContractSuite, SpeechSample, UnavailableContract
+from lollms_server.testing import (
+    ContractSuite,
+    SpeechSample,
+    TokenizerContract,
+    UnavailableContract,
+)
 
 
-class TestEchoContract(ContractSuite):
+class TestEchoContract(ContractSuite, TokenizerContract):
     """Every contract echo claims, against a running echo instance."""
 
     binding_class = EchoBinding

@@ -250,3 +250,25 @@ def test_a_stale_declaration_is_refused(pytester: pytest.Pytester) -> None:
     result = run(pytester, DECLARED.replace("test_load_and_unload", "test_lod_and_unload"))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*not_applicable names 'test_lod_and_unload_are_idempotent'*"])
+
+
+def test_tokenizer_contract_names_what_to_fix(pytester: pytest.Pytester) -> None:
+    """A tokenize() that returns strings fails the opt-in TokenizerContract, saying so."""
+    result = run(
+        pytester,
+        """
+        from lollms_server.builtin.echo import EchoBinding
+        from lollms_server.testing import TokenizerContract
+
+        class Wordy(EchoBinding):
+            async def tokenize(self, text, model):
+                self._check_model(model)
+                return text.split()
+
+        class TestWordy(TokenizerContract):
+            binding_class = Wordy
+            model = "echo"
+        """,
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*tokenize() must return a list of int; got ['Hello'*"])

@@ -65,6 +65,10 @@ Mixins (combine any; `ContractSuite` is all of them except `UnavailableContract`
 - `LoopContract`: a probe coroutine keeps ticking while the binding serves a large request
   (a long prompt, a large image or minutes of audio): the event loop that every client
   shares is never held longer than `loop_block_budget_s`.
+- `TokenizerContract` (`ttt`; not in `ContractSuite`: add it when your binding implements
+  `tokenize`/`detokenize`, which no capability names): token ids are a list of int,
+  detokenize inverts tokenize, `special_tokens()` are ids or None, an unknown model raises
+  `ModelNotFound`. Knobs: `tokenizer_text`, `exact_detokenize` [True].
 - `UnavailableContract`: override `unavailable_settings` with settings pointing at a dead
   backend; health must be `down`, `list_models()` must raise `BackendUnavailable`, generate
   must raise a 5xx naming the instance, all within `unavailable_timeout_s`.
@@ -132,6 +136,7 @@ if TYPE_CHECKING:
     from .server import ServerContract, serve_binding
     from .suite import ContractSuite
     from .text import StreamingContract, TextContract
+    from .tokenizer import TokenizerContract
 
 # Imported on first use: the pytest plugin (`plugin.py`) loads with every pytest run, and must
 # neither pull in the app nor let pytest rewrite these modules' asserts too late.
@@ -162,6 +167,7 @@ _HOMES = {
     "ContractSuite": "suite",
     "StreamingContract": "text",
     "TextContract": "text",
+    "TokenizerContract": "tokenizer",
 }
 __all__ = [
     "ContractBase",
@@ -176,6 +182,7 @@ __all__ = [
     "SpeechSample",
     "StreamingContract",
     "TextContract",
+    "TokenizerContract",
     "TranscriptionContract",
     "UnavailableContract",
     "backend_unavailable",

@@ -8,7 +8,17 @@ import pytest
 
 BackendMode = Literal["auto", "require"]
 CAPABILITY_MARKER = "lollms_capabilities"
-KIT_MODULES = ("base", "embeddings", "fixtures", "lifecycle", "media", "server", "suite", "text")
+KIT_MODULES = (
+    "base",
+    "embeddings",
+    "fixtures",
+    "lifecycle",
+    "media",
+    "server",
+    "suite",
+    "text",
+    "tokenizer",
+)
 
 # The mixins' asserts are the kit's failure messages: have pytest rewrite them like test code.
 pytest.register_assert_rewrite(*(f"lollms_server.testing.{name}" for name in KIT_MODULES))
