@@ -6,6 +6,7 @@ import asyncio
 import logging
 import operator
 import time
+import weakref
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -15,6 +16,10 @@ from .trace import current_trace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memory
+_list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class BindingErrors:
@@ -89,8 +94,23 @@ async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -
 
 async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
     """`binding.list_models()` guarded, and checked to be ModelInfo items (else the 502 naming
-    the instance: one instance's slip must not spoil the listings that gather every one)."""
-    models = await guarded(binding, binding.list_models(), timeout_s)
+    the instance: one instance's slip must not spoil the listings that gather every one).
+
+    A failure is raised again, without calling, for `LIST_FAILURE_MEMO_S`: the listings that
+    gather every instance (model lists, the pages) must not each wait on a down backend."""
+    failed = _list_failures.get(binding)
+    if failed is not None and time.monotonic() - failed[0] < LIST_FAILURE_MEMO_S:
+        raise failed[1].with_traceback(None)
+    try:
+        models = _model_infos(binding, await guarded(binding, binding.list_models(), timeout_s))
+    except LollmsError as exc:
+        _list_failures[binding] = (time.monotonic(), exc)
+        raise
+    _list_failures.pop(binding, None)
+    return models
+
+
+def _model_infos(binding: Binding, models: object) -> list[ModelInfo]:
     if isinstance(models, list | tuple):
         odd = next((m for m in models if not isinstance(m, ModelInfo)), None)
         if odd is None:
