@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -57,6 +58,8 @@ class Script:
             "/slow": self.slow,
             "/ok": self.ok,
             "/long-retry-after": self.long_retry_after,
+            "/endless": self.endless,
+            "/declared-huge": self.declared_huge,
         }
         for path, handler in routes.items():
             app.router.add_route("*", path, self.counted(path, handler))
@@ -141,6 +144,26 @@ class Script:
     async def slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(5)
         return await self.ok(request)
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        """A JSON answer that never ends (chunked, no length): 64 KiB every millisecond."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"output": "')
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(b"A" * 65536)
+                await asyncio.sleep(0.001)
+        return response
+
+    async def declared_huge(self, request: web.Request) -> web.StreamResponse:
+        """An answer that says it is 64 GiB long, then sends a few bytes and waits."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 64 << 30
+        await response.prepare(request)
+        await response.write(b'{"a": "')
+        await asyncio.sleep(5)
+        return response
 
 
 @pytest.fixture
@@ -248,6 +271,22 @@ async def test_redirects_are_not_followed(server: tuple[Script, TestServer]) -> 
         await upstream.get_json("/redirect")
     await upstream.close()
     assert script.hits["/elsewhere"] == 0
+
+
+@pytest.mark.parametrize("path", ["/endless", "/declared-huge"])
+async def test_an_answer_over_max_answer_bytes_is_refused_not_buffered(
+    server: tuple[Script, TestServer], path: str
+) -> None:
+    """A whole answer past the cap is a 502 naming the instance, read no further (an endless
+    or 3 GB node answer used to be buffered whole: 6 GB of gateway RSS)."""
+    _, served = server
+    upstream = client(served, max_answer_bytes=1 << 20)
+    for call in (upstream.post_for_bytes(path, {}), upstream.post_json(path, {})):
+        started = time.monotonic()
+        with pytest.raises(BackendError, match=r"answered over 1048576 bytes") as caught:
+            await call
+        assert caught.value.binding == "inst" and time.monotonic() - started < 3
+    await upstream.close()
 
 
 async def test_key_never_in_errors_or_logs(

@@ -49,6 +49,7 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ServerDisconnectedError,
 )
 MAX_ERROR_BODY = 64 * 1024
+MAX_ANSWER_BYTES = 512 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
 FormFactory = Callable[[], aiohttp.FormData]
 HeadersFactory = Callable[[], Mapping[str, str]]
 ResponseHook = Callable[[aiohttp.ClientResponse], None]
@@ -69,8 +70,10 @@ class Upstream:
         label: str | None = None,
         headers: HeadersFactory | None = None,
         on_response: ResponseHook | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.instance = instance
+        self.max_answer_bytes = max_answer_bytes
         self._given_url = base_url.rstrip("/")  # with any credentials: only for scrubbing
         self.url_for_logs = mask_url(self._given_url)
         url = yarl.URL(base_url.rstrip("/"))
@@ -130,11 +133,7 @@ class Upstream:
     ) -> tuple[bytes, str]:
         """POST and return the raw answer with its content type (audio, images)."""
         async with self._open("POST", path, body=body, form=form) as response:
-            try:
-                data = await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self.error(exc, reading=True) from exc
-            return data, response.content_type
+            return await self._read(response), response.content_type
 
     async def stream_events(
         self, path: str, body: Mapping[str, Any]
@@ -263,16 +262,24 @@ class Upstream:
             )
         return self._session
 
-    async def _json_of(self, response: aiohttp.ClientResponse) -> Any:
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused (502) once it passes `max_answer_bytes`: never buffered."""
+        parts: list[bytes] = []
+        cap = self.max_answer_bytes
+        size = 0 if (response.content_length or 0) <= cap else cap + 1  # said too big: no read
         try:
-            text = await response.text()
+            while size <= cap and (piece := await response.content.readany()):
+                size += len(piece)
+                parts.append(piece)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.error(exc, reading=True) from exc
-        except UnicodeDecodeError as exc:
-            raise BackendError(
-                f"{self.label} answered with undecodable text", binding=self.instance
-            ) from exc
-        return self._decode(text)
+        if size > cap:
+            raise BackendError(f"{self.label} answered over {cap} bytes", binding=self.instance)
+        return b"".join(parts)
+
+    async def _json_of(self, response: aiohttp.ClientResponse) -> Any:
+        raw = await self._read(response)  # JSON is UTF-8 (RFC 8259)
+        return self._decode(raw)
 
     def _decode(self, text: str | bytes) -> Any:
         try:  # bytes decoded here: json.loads would sniff their encoding first
