@@ -137,3 +137,21 @@ async def test_the_key_store_refuses_an_empty_allow_list(client: Client) -> None
         with pytest.raises(InvalidRequest, match="admit nothing"):
             await store.create("k", "user", **lists)
     assert _split("") == [] and _split(None) is None and _split("a, b,") == ["a", "b"]
+
+
+async def test_a_refused_route_names_only_the_route(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A key refused a route is told the route's name, never its targets (a fleet node's
+    host-port instance and its model names leaked in the 403 message)."""
+    bindings = {"echo": {"type": "echo"}, HIDDEN: {"type": "echo"}}
+    routes = {"chat": [f"{HIDDEN}/{HIDDEN_MODEL}", "echo/echo"]}
+    client = await make_client(make_config({"bindings": bindings, "routes": routes}))
+    key, _ = await client.server.app[KEYSTORE].create("u", "user", allowed_models=["echo/echo"])
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    answer = await client.post(
+        "/v1/chat/completions", json=body, headers={"X-API-Key": key, **FOREIGN}
+    )
+    text = await answer.text()
+    assert answer.status == 403 and "'chat'" in text, text
+    assert HIDDEN not in text and HIDDEN_MODEL not in text, text

@@ -177,11 +177,14 @@ class Registry:
         """The route's targets in order: the first, with the others as its fallbacks."""
         route = self.routes[name]
         targets = []
-        if route.get("fleet"):
-            targets = await fleet_targets(self, generation_type, name, route)
-        for ref in route["targets"]:
-            instance, _, model = ref.partition("/")
-            targets.append(await self.resolve(generation_type, instance, model or None))
+        try:
+            if route.get("fleet"):
+                targets = await fleet_targets(self, generation_type, name, route)
+            for ref in route["targets"]:
+                instance, _, model = ref.partition("/")
+                targets.append(await self.resolve(generation_type, instance, model or None))
+        except Forbidden:  # the targets are not the caller's to know: name only the route
+            raise refusal((None, name), generation_type) from None
         first, *rest = targets
         return Target(first.binding, first.model, tuple(rest), name, route["strategy"])
 
