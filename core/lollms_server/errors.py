@@ -158,6 +158,13 @@ class LoadRefused(BackendError):
     load it on demand for a generation, so only an explicit load fails with it."""
 
 
+class LoopDetected(BackendError):
+    """A request went through too many lollms-servers: a fleet that fronts itself."""
+
+    status = 508
+    type = "loop_detected"
+
+
 class WorkflowFailed(BackendError):
     """A personality's script raised; the message names the script."""
 

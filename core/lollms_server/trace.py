@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # short and printable, whole
 UUID4_BITS = ~(0xC000 << 48 | 0xF000 << 64), 0x8000 << 48 | 0x4000 << 64  # variant, version
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C trace context
+HOPS_HEADER = "X-Lollms-Hops"  # lollms-servers a request went through before this one
+MAX_HOPS = 8  # a request that went through this many is not passed on (a fleet loop)
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Trace:
     traceparent: str | None = None  # the client's W3C `traceparent`, passed on to upstreams
     tracer: Tracer | None = None  # OpenTelemetry, when `[tracing]` is on (see tracing.py)
     span_ids: tuple[str, str] | None = None  # the server span's (trace id, span id), when traced
+    hops: int = 0  # lollms-servers the request went through before this one (`HOPS_HEADER`)
 
     @property
     def routed(self) -> bool:
@@ -59,12 +62,14 @@ _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
 
 
 def start_trace(
-    client_request_id: str | None, traceparent: str | None = None
+    client_request_id: str | None, traceparent: str | None = None, hops: str | None = None
 ) -> tuple[Trace, contextvars.Token[Trace | None]]:
     """Begin a request's trace; a sane client `X-Request-Id` is kept, else a new id is made;
-    a well-formed `traceparent` is kept to pass on."""
+    a well-formed `traceparent` is kept to pass on, and a hop count of 1-2 digits."""
     ok = client_request_id is not None and CLIENT_REQUEST_ID.fullmatch(client_request_id)
     trace = Trace(request_id=client_request_id if ok and client_request_id else new_id())
+    if hops is not None and hops.isdigit() and len(hops) <= 2:
+        trace.hops = int(hops)
     if traceparent is not None and TRACEPARENT.fullmatch(traceparent):
         trace.traceparent = traceparent
     return trace, _current.set(trace)

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .trace import current_trace
+from .trace import HOPS_HEADER, current_trace
 from .tracing_types import AttributeValue, SpanLike, Tracer, TraceSettings
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def outgoing_headers() -> dict[str, str]:
     trace = current_trace()
     if trace is None:
         return {}
-    headers = {REQUEST_ID_HEADER: trace.request_id}
+    headers = {REQUEST_ID_HEADER: trace.request_id, HOPS_HEADER: str(trace.hops + 1)}
     if trace.tracer is not None:
         trace.tracer.inject(headers)
     elif trace.traceparent:

@@ -26,6 +26,7 @@ from .errors import (
     BackendUnavailable,
     InvalidRequest,
     LollmsError,
+    LoopDetected,
     ModelNotFound,
     NotSupported,
     PayloadTooLarge,
@@ -35,7 +36,7 @@ from .errors import (
 )
 from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
-from .trace import count_retry
+from .trace import MAX_HOPS, count_retry, current_trace
 from .tracing import outgoing_headers, span
 from .upstream_sse import SseParser, json_of
 
@@ -182,6 +183,9 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A successful (2xx) response, after retries; closed or released on exit."""
         url = f"{self.base_url}{path}"
+        if (trace := current_trace()) is not None and trace.hops >= MAX_HOPS:
+            message = f"{self.label}: the request went through {trace.hops} lollms-servers"
+            raise LoopDetected(f"{message} already (a fleet loop?)", binding=self.instance)
         timeout = aiohttp.ClientTimeout(
             total=timeout_s,
             connect=min(self.connect_timeout_s, timeout_s or self.connect_timeout_s),
@@ -246,7 +250,7 @@ class Upstream:
         finally:
             response.release()
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if response.status == 429 or (response.status >= 500 and response.status != 501):
+        if response.status == 429 or (response.status >= 500 and response.status not in (501, 508)):
             message = self.scrub(_message_of(payload))
             log.warning("%s: %s answered %d: %s", self.label, path, response.status, message)
             raise Retryable(message, status=response.status, retry_after=retry_after)
@@ -355,6 +359,7 @@ class Upstream:
             501: NotSupported,
             503: BackendUnavailable,
             504: BackendTimeout,
+            508: LoopDetected,
         }
         cls = mapped.get(status) or (BackendError if status >= 500 else InvalidRequest)
         return cls(text, **kwargs)

@@ -13,7 +13,7 @@ from ..errors import CLIENT_CLOSED
 from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, REQUEST_PRINCIPAL, TRACER
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
-from ..trace import Trace, current_trace, end_trace, start_trace
+from ..trace import HOPS_HEADER, Trace, current_trace, end_trace, start_trace
 from ..tracing import annotate
 from .endpoint import endpoint
 
@@ -34,8 +34,9 @@ def route_label(request: web.Request) -> str:
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: trace, then log and count the finished request."""
+    headers = request.headers
     trace, token = start_trace(
-        request.headers.get("X-Request-Id"), request.headers.get("traceparent")
+        headers.get("X-Request-Id"), headers.get("traceparent"), headers.get(HOPS_HEADER)
     )
     app = request.app  # a property of three calls: read once
     trace.tracer = app[TRACER]
