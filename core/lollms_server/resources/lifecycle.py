@@ -10,6 +10,7 @@ A model goes to RAM ("cpu") unless its binding asks for GPU placement (`gpu_plac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -162,7 +163,9 @@ class Lifecycle:
         entry.expires_at = None if keep < 0 else entry.last_used + keep
 
     async def _load(self, binding: Binding, model: str, explicit: bool) -> None:
-        async with self._lock:
+        # a model on another machine (a node, an ollama server) waits on no other load, and
+        # no other load waits on its network call (a frozen node held every load for 300 s)
+        async with self._lock if binding.loads_models else contextlib.nullcontext():
             estimate = await self._estimate(binding, model)
             await self._within_counts(binding.instance_name, model)
             device = await self._place(binding, model, estimate)

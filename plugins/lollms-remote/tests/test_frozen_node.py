@@ -1,0 +1,64 @@
+"""A node frozen (SIGSTOP) in the middle of a load must not hold the gateway's other loads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from lollms_server.testing import ServerProcess, lollms_process
+
+ECHO = '[bindings.echo]\ntype = "echo"\n'
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ...]]:
+    """Two echo nodes (loopback: local access, admin there), and a gateway over both."""
+    with (
+        lollms_process(tmp_path_factory.mktemp("frozen"), ECHO) as frozen,
+        lollms_process(tmp_path_factory.mktemp("alive"), ECHO) as alive,
+    ):
+        config = "".join(
+            f'[bindings.{name}]\ntype = "lollms"\nbase_url = "{node.url}"\n\n'
+            for name, node in (("frozen", frozen), ("alive", alive))
+        )
+        with lollms_process(tmp_path_factory.mktemp("gw"), config) as gateway:
+            yield frozen, alive, gateway
+
+
+async def test_a_frozen_node_does_not_hold_loads_on_other_instances(
+    two_nodes: tuple[ServerProcess, ...],
+) -> None:
+    """While a load on the frozen node waits (read timeout 300 s), a generation of a model of
+    the other node, which loads it first, answers at once (it waited for the frozen load:
+    one lock over every load of the gateway)."""
+    frozen, _, gateway = two_nodes
+    ask = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            stuck = asyncio.ensure_future(
+                http.post(f"{gateway.url}/v1/chat/completions",
+                          json={"model": "frozen/echo/think", **ask})
+            )  # fmt: skip
+            await asyncio.sleep(1)
+            started = time.monotonic()
+            async with http.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": "alive/echo/think", **ask},
+                timeout=aiohttp.ClientTimeout(total=20),
+            ) as answer:
+                text = await answer.text()
+            took = time.monotonic() - started
+            stuck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stuck
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    assert answer.status == 200, text
+    assert took < 5, took
