@@ -158,6 +158,13 @@ class LoadRefused(BackendError):
     load it on demand for a generation, so only an explicit load fails with it."""
 
 
+class BackendRefused(BackendError):
+    """The backend refused this request to our credentials (its 403: a model our key there may
+    not use); the backend itself is fine, so it opens no circuit and hands over to no fallback."""
+
+    type = "backend_refused"
+
+
 class LoopDetected(BackendError):
     """A request went through too many lollms-servers: a fleet that fronts itself."""
 

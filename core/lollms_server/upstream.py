@@ -22,6 +22,7 @@ import yarl
 
 from .errors import (
     BackendError,
+    BackendRefused,
     BackendTimeout,
     BackendUnavailable,
     InvalidRequest,
@@ -38,7 +39,7 @@ from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import MAX_HOPS, count_retry, current_trace
 from .tracing import outgoing_headers, span
-from .upstream_sse import SseParser, json_of
+from .upstream_sse import SseParser, error_payload, event_status, json_of, message_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ConnectionTimeoutError,
     aiohttp.ServerDisconnectedError,
 )
-MAX_ERROR_BODY = 64 * 1024
 MAX_ANSWER_BYTES = 512 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
 FormFactory = Callable[[], aiohttp.FormData]
 HeadersFactory = Callable[[], Mapping[str, str]]
@@ -160,7 +160,7 @@ class Upstream:
                             return
                         event = self._decode(data)
                         if isinstance(event, dict) and event.get("error"):
-                            raise self.status_error(_event_status(event), event, None, path)
+                            raise self.status_error(event_status(event), event, None, path)
                         if isinstance(event, dict):
                             yield event
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -246,12 +246,12 @@ class Upstream:
         if response.status < 300:
             return response
         try:
-            payload = await _error_payload(response)
+            payload = await error_payload(response)
         finally:
             response.release()
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if response.status == 429 or (response.status >= 500 and response.status not in (501, 508)):
-            message = self.scrub(_message_of(payload))
+            message = self.scrub(message_of(payload))
             log.warning("%s: %s answered %d: %s", self.label, path, response.status, message)
             raise Retryable(message, status=response.status, retry_after=retry_after)
         raise self.status_error(response.status, payload, retry_after, path)
@@ -330,7 +330,7 @@ class Upstream:
         self, status: int, payload: Any, retry_after: float | None, path: str
     ) -> LollmsError:
         """Our error for an HTTP error status of the upstream, with its (masked) message."""
-        message = self.scrub(_message_of(payload))
+        message = self.scrub(message_of(payload))
         text = f"{self.label} answered {status}: {message}"
         kwargs: dict[str, Any] = {
             "binding": self.instance,
@@ -345,10 +345,12 @@ class Upstream:
             if "model" in json.dumps(payload).lower():
                 return ModelNotFound(text, param="model", **kwargs)
             return NotSupported(f"{self.label} has no {path} (404)", **kwargs)
-        if status in (401, 403):
-            return BackendError(
-                f"{self.label} refused the configured credentials ({status})", **kwargs
+        if status == 403:  # the key is good, this request is not: no circuit opens for it
+            return BackendRefused(
+                f"{self.label} refused this to our key (403): {message}", **kwargs
             )
+        if status == 401:
+            return BackendError(f"{self.label} refused the configured credentials (401)", **kwargs)
         mapped: dict[int, type[LollmsError]] = {
             405: NotSupported,
             408: BackendTimeout,
@@ -363,37 +365,3 @@ class Upstream:
         }
         cls = mapped.get(status) or (BackendError if status >= 500 else InvalidRequest)
         return cls(text, **kwargs)
-
-
-async def _error_payload(response: aiohttp.ClientResponse) -> Any:
-    try:
-        raw = await response.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
-        return f"HTTP {response.status}"
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip() or f"HTTP {response.status}"
-
-
-def _message_of(payload: Any) -> str:
-    """The human message of an error body in the OpenAI, FastAPI or plain-text shapes."""
-    if isinstance(payload, dict):
-        inner = payload.get("error", payload)
-        if isinstance(inner, dict):
-            for key in ("message", "detail", "msg"):
-                if isinstance(inner.get(key), str):
-                    return str(inner[key])[:500]
-            if isinstance(payload.get("detail"), str):
-                return str(payload["detail"])[:500]
-            return json.dumps(inner)[:500]
-        if isinstance(inner, str):
-            return inner[:500]
-    return str(payload)[:500]
-
-
-def _event_status(event: Mapping[str, Any]) -> int:
-    error = event.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, int) and 400 <= code < 600 else 502

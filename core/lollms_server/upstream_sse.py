@@ -1,14 +1,18 @@
-"""Server-sent events as an upstream sends them: the `data` of each event, size-bounded, and
-its JSON decoded."""
+"""What an upstream sends: server-sent events (the `data` of each event, size-bounded, and its
+JSON decoded) and error bodies (bounded, with their message)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+
+import aiohttp
 
 from .errors import BackendError
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BODY = 64 * 1024
 _RAW_DECODE = json.JSONDecoder().raw_decode
 _SLOW_START = " \t\n\r\ufeff"  # whitespace, or a BOM (which loads refuses by name)
 
@@ -57,3 +61,39 @@ class SseParser:
         if self._size + len(self._buffer) > MAX_EVENT_BYTES:
             raise BackendError(f"{self.label} sent an event over {MAX_EVENT_BYTES} bytes")
         return events
+
+
+async def error_payload(response: aiohttp.ClientResponse) -> Any:
+    """The body of an error answer (its first MAX_ERROR_BODY bytes): JSON, else its text."""
+    try:
+        raw = await response.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError):
+        return f"HTTP {response.status}"
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip() or f"HTTP {response.status}"
+
+
+def message_of(payload: Any) -> str:
+    """The human message of an error body in the OpenAI, FastAPI or plain-text shapes."""
+    if isinstance(payload, dict):
+        inner = payload.get("error", payload)
+        if isinstance(inner, dict):
+            for key in ("message", "detail", "msg"):
+                if isinstance(inner.get(key), str):
+                    return str(inner[key])[:500]
+            if isinstance(payload.get("detail"), str):
+                return str(payload["detail"])[:500]
+            return json.dumps(inner)[:500]
+        if isinstance(inner, str):
+            return inner[:500]
+    return str(payload)[:500]
+
+
+def event_status(event: Mapping[str, Any]) -> int:
+    """The HTTP status an SSE `error` event names (its `error.code`), else 502."""
+    error = event.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code < 600 else 502

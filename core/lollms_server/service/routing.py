@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..circuit import CircuitBreaker
-from ..errors import LollmsError, ModelNotFound, NotSupported, Overloaded
+from ..errors import BackendRefused, LollmsError, ModelNotFound, NotSupported, Overloaded
 from ..registry import Target
 from ..resources.scheduler import Scheduler
 
@@ -56,7 +56,7 @@ def is_backend_failure(exc: BaseException) -> bool:
     return (
         isinstance(exc, LollmsError)
         and exc.status >= 500
-        and not isinstance(exc, (NotSupported, Overloaded))
+        and not isinstance(exc, (NotSupported, Overloaded, BackendRefused))
     )
 
 

@@ -4,7 +4,9 @@ gateway does not ask the node to load ahead again on every generation."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,6 +15,7 @@ from lollms_remote.settings import RemoteSettings
 
 from lollms_server.errors import LoadRefused
 from lollms_server.testing import lollms_process
+from lollms_server.testing.process import SERVER_COMMAND, server_env
 
 from .conftest import Node, make_key
 
@@ -65,3 +68,41 @@ async def test_generations_through_a_user_key_load_on_demand(
     # asked once before the first generation, then once for the explicit load: not per request
     refusals = echo_node.server.log().count("POST /api/v1/load_model 403") - refusals_before
     assert refusals == 2
+
+
+@pytest.fixture(scope="module")
+def limited_key(echo_node: Node) -> str:
+    """A user-role key of the echo node limited to echo/echo."""
+    folder = echo_node.server.log_path.parent
+    done = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
+         "--name", "limited-gw", "--role", "user", "--models", "echo/echo"],
+        env=server_env(folder / "data"), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+async def test_models_the_node_key_may_not_use_open_no_circuit(
+    echo_node: Node, limited_key: str, tmp_path: Path
+) -> None:
+    """A node key limited to echo/echo: a client naming echo/think (the node's 403) six times
+    gets a 502 naming the instance each time, and echo/echo still serves (those 403s counted
+    as node failures: five opened the node's circuit for every client, a 503 for 30 s)."""
+    key = limited_key
+    config = f'[bindings.nl]\ntype = "lollms"\nbase_url = "{echo_node.url}"\napi_key = "{key}"\n'
+
+    def chat(model: str) -> dict[str, Any]:
+        return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+    with lollms_process(tmp_path / "gateway", config) as gateway:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            for _ in range(6):
+                url = f"{gateway.url}/v1/chat/completions"
+                async with http.post(url, json=chat("nl/echo/think")) as answer:
+                    refused = await answer.json()
+                    assert answer.status == 502, refused
+                    assert "node 'nl'" in refused["error"]["message"]
+            async with http.post(url, json=chat("nl/echo/echo")) as answer:
+                body = await answer.json()
+    assert answer.status == 200, body
+    assert key not in str(refused)
