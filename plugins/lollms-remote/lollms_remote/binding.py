@@ -194,8 +194,9 @@ class LollmsRemoteBinding(Binding):
 
     async def list_models(self) -> list[ModelInfo]:
         """The node's models, named `<node instance>/<model>`, with their metadata."""
-        try:
-            answer = await self.upstream.get_json("/api/v1/list_models?format=lollms-server")
+        path, timeout = "/api/v1/list_models?format=lollms-server", self.settings.health_timeout_s
+        try:  # bounded: a frozen node must not hold a fleet route's choice for read_timeout_s
+            answer = await self.upstream.get_json(path, timeout_s=timeout)
         except LollmsError as exc:
             raise BackendUnavailable(exc.message, binding=self.instance_name) from exc
         listing = answer.get("models") if isinstance(answer, dict) else None

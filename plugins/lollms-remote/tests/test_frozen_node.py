@@ -24,9 +24,10 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
         lollms_process(tmp_path_factory.mktemp("alive"), ECHO) as alive,
     ):
         config = "".join(
-            f'[bindings.{name}]\ntype = "lollms"\nbase_url = "{node.url}"\n\n'
+            f'[bindings.{name}]\ntype = "lollms"\nbase_url = "{node.url}"\nmodels_cache_s = 0.5\n\n'
             for name, node in (("frozen", frozen), ("alive", alive))
         )
+        config += '[routes]\n"fleet-echo" = {fleet = true, model = "echo/echo"}\n'
         with lollms_process(tmp_path_factory.mktemp("gw"), config) as gateway:
             yield frozen, alive, gateway
 
@@ -62,3 +63,26 @@ async def test_a_frozen_node_does_not_hold_loads_on_other_instances(
         frozen.process.send_signal(signal.SIGCONT)
     assert answer.status == 200, text
     assert took < 5, took
+
+
+async def test_a_frozen_node_does_not_hold_a_fleet_route(
+    two_nodes: tuple[ServerProcess, ...],
+) -> None:
+    """A fleet route asks each node whether it lists the model (its listing is 0.5 s old): the
+    frozen node's silence leaves it out, and the other node serves at once."""
+    frozen, _, gateway = two_nodes
+    ask = {"model": "fleet-echo", "messages": [{"role": "user", "content": "hi"}]}
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(1)  # both listings are stale
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(f"{gateway.url}/v1/chat/completions", json=ask) as answer,
+        ):
+            body = await answer.json()
+        took = time.monotonic() - started
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    assert answer.status == 200 and body["model"] == "alive/echo/echo", body
+    assert took < 10, took
