@@ -32,6 +32,7 @@ class CircuitBreaker:
     trial_running: bool = False
     failures: deque[float] = field(default_factory=deque)
     last_error: str = ""
+    down: bool = False  # the health monitor's latest check failed: a route tries it last
 
     def current_state(self) -> State:
         """The state, moving open → half-open once the cooldown is over."""

@@ -93,6 +93,7 @@ class HealthMonitor:
         self.failed_in_a_row[name] = (
             self.failed_in_a_row.get(name, 0) + 1 if health.state == "down" else 0
         )
+        self.breakers.of(name).down = health.state == "down"
         if health.state == "down":
             self._backoff[name] = min(self._backoff.get(name, 1) * 2, MAX_BACKOFF)
         else:

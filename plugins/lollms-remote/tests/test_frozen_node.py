@@ -27,7 +27,9 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
             f'[bindings.{name}]\ntype = "lollms"\nbase_url = "{node.url}"\nmodels_cache_s = 0.5\n\n'
             for name, node in (("frozen", frozen), ("alive", alive))
         )
-        config += '[routes]\n"fleet-echo" = {fleet = true, model = "echo/echo"}\n'
+        config += "[resilience]\nhealth_interval_s = 1\n\n[routes]\n"
+        config += '"fleet-echo" = {fleet = true, model = "echo/echo"}\n'
+        config += '"ordered" = ["frozen/echo/echo", "alive/echo/echo"]\n'
         with lollms_process(tmp_path_factory.mktemp("gw"), config) as gateway:
             yield frozen, alive, gateway
 
@@ -86,3 +88,28 @@ async def test_a_frozen_node_does_not_hold_a_fleet_route(
         frozen.process.send_signal(signal.SIGCONT)
     assert answer.status == 200 and body["model"] == "alive/echo/echo", body
     assert took < 10, took
+
+
+async def test_a_route_tries_a_node_seen_down_last(two_nodes: tuple[ServerProcess, ...]) -> None:
+    """Once the health monitor saw the frozen node down, a route listing it first is served by
+    the next target at once (each call waited read_timeout_s on the frozen node: 300 s)."""
+    frozen, _, gateway = two_nodes
+    ask = {"model": "ordered", "messages": [{"role": "user", "content": "hi"}]}
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for _ in range(40):  # the monitor's check times out after health_timeout_s (5 s)
+                async with http.get(f"{gateway.url}/api/v1/ready") as ready:
+                    states = (await ready.json())["instances"]
+                if states["frozen"]["state"] == "down":
+                    break
+                await asyncio.sleep(0.5)
+            started = time.monotonic()
+            async with http.post(f"{gateway.url}/v1/chat/completions", json=ask) as answer:
+                body = await answer.json()
+            took = time.monotonic() - started
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    assert states["frozen"]["state"] == "down", states
+    assert answer.status == 200 and body["model"] == "alive/echo/echo", body
+    assert took < 3, took
