@@ -251,7 +251,8 @@ class GenerationService:
         route = prepared.target.route
         candidates = ordered_candidates(prepared.target, self.scheduler)
         # those the health monitor saw down last (a frozen node held each call read_timeout_s)
-        candidates.sort(key=lambda t: self.breakers.of(t.binding.instance_name).down)
+        if len(candidates) > 1:
+            candidates.sort(key=lambda t: self.breakers.of(t.binding.instance_name).down)
         for index, target in enumerate(candidates):
             last = index == len(candidates) - 1
             breaker = self.breakers.of(target.binding.instance_name)
