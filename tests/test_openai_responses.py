@@ -223,3 +223,29 @@ async def test_malformed_bodies_are_400s(client: Client, body: dict[str, Any]) -
     assert answer.status == 400, await answer.text()
     error = (await answer.json())["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt"),
+    [("echo/echo", "hello world"), ("echo/think", "why"), ("echo/echo", 'CALL weather {"a": 1}')],
+)
+async def test_answers_and_events_match_the_sdk_models(
+    client: Client, model: str, prompt: str
+) -> None:
+    """Every field the SDK's types require is there: the whole answer validates as a `Response`,
+    every streamed event as a `ResponseStreamEvent` named by its `event:` line."""
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    body = {"model": model, "input": prompt, "tools": [WEATHER]}
+    whole = await client.post("/v1/responses", json=body)
+    Response.model_validate(await whole.json())
+    streamed = await client.post("/v1/responses", json={**body, "stream": True})
+    events = TypeAdapter(ResponseStreamEvent)
+    blocks = [b for b in (await streamed.text()).split("\n\n") if b.strip()]
+    for block in blocks:
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        event = json.loads(lines["data"])
+        assert lines["event"] == event["type"]
+        events.validate_python(event)
+    assert len(blocks) >= 7
