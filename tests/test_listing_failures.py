@@ -65,3 +65,11 @@ async def test_a_failed_model_list_is_remembered_briefly(
     monkeypatch.setattr(guard, "LIST_FAILURE_MEMO_S", 0.0)  # the memory has passed
     await client.get("/v1/models")
     assert Down.calls == 2
+
+
+async def test_listings_at_once_share_one_call(client: Client) -> None:
+    """Pages and model lists asked at the same moment wait on one call, not one each."""
+    paths = ("/v1/models", "/api/tags", "/", "/api/v1/list_models", "/models")
+    answers = await asyncio.gather(*(client.get(path) for path in paths))
+    assert [answer.status for answer in answers] == [200] * len(paths)
+    assert Down.calls == 1

@@ -20,6 +20,9 @@ LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memor
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
 )
+_list_calls: weakref.WeakKeyDictionary[Binding, asyncio.Future[list[ModelInfo]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class BindingErrors:
@@ -96,11 +99,21 @@ async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
     """`binding.list_models()` guarded, and checked to be ModelInfo items (else the 502 naming
     the instance: one instance's slip must not spoil the listings that gather every one).
 
-    A failure is raised again, without calling, for `LIST_FAILURE_MEMO_S`: the listings that
-    gather every instance (model lists, the pages) must not each wait on a down backend."""
+    Callers that ask while a call is under way share it, and a failure is raised again,
+    without calling, for `LIST_FAILURE_MEMO_S`: the listings that gather every instance (model
+    lists, the pages) must not each wait on a down backend."""
     failed = _list_failures.get(binding)
     if failed is not None and time.monotonic() - failed[0] < LIST_FAILURE_MEMO_S:
         raise failed[1].with_traceback(None)
+    call = _list_calls.get(binding)
+    if call is None or call.done():
+        call = asyncio.ensure_future(_list_and_remember(binding, timeout_s))
+        call.add_done_callback(_retrieve)  # its error is raised to every caller still waiting
+        _list_calls[binding] = call
+    return await asyncio.shield(call)  # a caller that leaves does not cancel the others'
+
+
+async def _list_and_remember(binding: Binding, timeout_s: float) -> list[ModelInfo]:
     try:
         models = _model_infos(binding, await guarded(binding, binding.list_models(), timeout_s))
     except LollmsError as exc:
@@ -108,6 +121,11 @@ async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
         raise
     _list_failures.pop(binding, None)
     return models
+
+
+def _retrieve(call: asyncio.Future[list[ModelInfo]]) -> None:
+    if not call.cancelled():
+        call.exception()  # asyncio logs an error nobody retrieved (every caller may have left)
 
 
 def _model_infos(binding: Binding, models: object) -> list[ModelInfo]:
