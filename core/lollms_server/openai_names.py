@@ -16,6 +16,8 @@ from .errors import LollmsError
 from .listing import list_models_of, visible_bindings
 from .registry import Registry, Target
 
+#: Ollama's default tag, which the Ollama face adds to untagged names.
+LATEST = ":latest"
 OPENAI_MODEL_NAMES = frozenset(
     {
         "text-embedding-3-small",
@@ -39,7 +41,8 @@ OPENAI_MODEL_NAMES = frozenset(
 
 async def resolve_model(registry: Registry, generation_type: str, ref: str | None) -> Target:
     """`registry.resolve_ref`, except that a hard-coded OpenAI name no instance has means the
-    default model of `generation_type`."""
+    default model of `generation_type`, and Ollama's `:latest` tag is dropped (`_untagged`)."""
+    ref = await _untagged(registry, ref)
     if (
         ref in OPENAI_MODEL_NAMES
         and ref not in registry.routes
@@ -47,6 +50,17 @@ async def resolve_model(registry: Registry, generation_type: str, ref: str | Non
     ):
         return await registry.resolve(generation_type, None, None)
     return await registry.resolve_ref(generation_type, ref)
+
+
+async def _untagged(registry: Registry, ref: str | None) -> str | None:
+    """`ref` without Ollama's `:latest` unless a route or a listed model has that very name:
+    the Ollama face lists `echo/echo:latest`, and Ollama-minded clients (Open WebUI's
+    `/ollama/v1/...` proxies) send that name to these routes too, as Ollama accepts it."""
+    if not ref or not ref.endswith(LATEST) or ref in registry.routes:
+        return ref
+    if await _listed(registry, ref.rpartition("/")[2]):
+        return ref
+    return ref.removesuffix(LATEST)
 
 
 async def _listed(registry: Registry, name: str) -> bool:
