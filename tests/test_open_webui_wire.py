@@ -3,12 +3,14 @@ because Open WebUI itself cannot be a test dependency (docs/compatibility.md, "O
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from lollms_server.bindings import GENERATION_TYPES
+from lollms_server.keys import LIFECYCLE
 
 Client = TestClient[Any, Any]
 
@@ -42,3 +44,22 @@ async def test_ollama_proxy_v1_routes_take_the_tagged_names_of_api_tags(server: 
     assert len((await response.json())["data"]) == 1
     response = await server.post("/v1/chat/completions", json={**chat, "model": "echo/nope:latest"})
     assert response.status == 404  # an unknown model stays unknown with the tag
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+async def test_keep_alive_as_open_webui_sends_it_on_v1(server: Client, path: str) -> None:
+    """Open WebUI's "Keep Alive" advanced param is an Ollama duration ("10m") and goes, top
+    level, to OpenAI connections too (chat, and the "Responses" connection type)."""
+    body: dict[str, Any] = {"model": "echo/echo", "stream": False, "keep_alive": "10m"}
+    if path == "/v1/responses":
+        body["input"] = "hi"
+    else:
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    response = await server.post(path, json=body)
+    assert response.status == 200, await response.text()
+    lifecycle = server.server.app[LIFECYCLE]
+    left = lifecycle.unloads_at(lifecycle.loaded["echo", "echo"])
+    assert left is not None and 590 < left - time.monotonic() <= 600
+    for value, status in ((-1, 200), ("-1", 200), (30, 200), ("5 minutes", 400)):
+        response = await server.post(path, json={**body, "keep_alive": value})
+        assert response.status == status, (value, await response.text())

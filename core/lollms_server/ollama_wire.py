@@ -56,6 +56,13 @@ class KeepAlive(fields.Field[float | str]):
         return value
 
 
+class KeepAliveSeconds(KeepAlive):
+    """`keep_alive` loaded as seconds: a number or an Ollama duration; negative is forever."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        return keep_alive_seconds(super()._deserialize(value, attr, data, **kwargs))
+
+
 def keep_alive_seconds(value: float | str) -> float:
     """Seconds of an Ollama `keep_alive` (a number of seconds or a Go duration like "5m")."""
     if isinstance(value, (int, float)):

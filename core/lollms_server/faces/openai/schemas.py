@@ -33,7 +33,8 @@ ignore them): `chat_template_kwargs`, `thinking` (boolean or object), `enable_th
 
 Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
 and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
-`keep_alive` (seconds the model stays loaded after the request: -1 forever, 0 unload now),
+`keep_alive` (seconds the model stays loaded after the request, or an Ollama duration such as
+"10m", as Open WebUI sends it: negative forever, 0 unload now),
 `seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images;
 `loras`, `controlnet` with `controlnet_image`, and `upscale` (edits) for image workflows.
 """
@@ -49,6 +50,7 @@ from ...errors import InvalidRequest
 from ...httpkit.convert import DATA_URL, decode_data
 from ...httpkit.shapes import NAME, StrictSchema, StringOrList
 from ...lean_schema import LeanSchema
+from ...ollama_wire import KeepAliveSeconds
 from ...request_limits import CappedList
 from ...whole_number import Whole
 
@@ -220,7 +222,7 @@ class SamplingSchema(StrictSchema):
     user = _opt(fields.String)
     top_k = _opt(Whole, validate=validate.Range(0, 100_000))
     repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
-    keep_alive = _opt(fields.Float, validate=validate.Range(-1, 10**9))
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
     chat_template_kwargs = _opt(fields.Dict)
     thinking = _opt(BoolOrObject)
     enable_thinking = _opt(fields.Boolean)

@@ -4,7 +4,8 @@ Honoured: `input` (a string, or message items with `input_text`/`input_image`/`o
 parts, `function_call` and `function_call_output` items), `instructions`, `model`, `stream`,
 `temperature`, `top_p`, `max_output_tokens`, function `tools`, `tool_choice`,
 `parallel_tool_calls`. Passed to the binding: `text.format` (as chat's `response_format`),
-`reasoning.effort`, `top_k`, `keep_alive`. Extension: `personality`, as on chat.
+`reasoning.effort`, `top_k`, `keep_alive` (seconds or an Ollama duration, as on chat).
+Extension: `personality`, as on chat.
 
 Nothing is stored, so what needs a stored object is a 400: `previous_response_id`,
 `conversation`, `item_reference` items, `background`, `prompt` templates, file ids; so are
@@ -23,6 +24,7 @@ from marshmallow import ValidationError, fields, post_load, validate
 
 from ...bindings import ChatMessage, InputItem
 from ...httpkit.shapes import NAME, StrictSchema
+from ...ollama_wire import KeepAliveSeconds
 from ...request_limits import CappedList
 from ...whole_number import Whole
 from .schemas import TEXT, _opt, image_of
@@ -99,7 +101,7 @@ class ResponseSchema(StrictSchema):
     moderation = _opt(fields.Dict)
     prompt_cache_options = _opt(fields.Dict)
     top_k = _opt(Whole, validate=validate.Range(0, 100_000))
-    keep_alive = _opt(fields.Float, validate=validate.Range(-1, 10**9))
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
     personality = _opt(fields.String, validate=NAME)
 
     @post_load
