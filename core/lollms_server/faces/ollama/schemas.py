@@ -4,9 +4,10 @@ Unknown fields are ignored, as Ollama itself ignores them, so newer clients neve
 fields are type-checked (a wrong type is a 400 in Ollama's `{"error": "..."}` shape).
 
 Honoured: `model`; chat `messages` (roles system/user/assistant/tool, base64 `images`,
-`tool_calls`, `tool_name`), `tools` (bindings with the tools capability); generate `prompt`,
-`system`, `images`, `raw`; `stream` (true when absent, as in Ollama); `think` (false drops the
-thoughts from the answer); `keep_alive` (0 with no prompt unloads; passed to the binding);
+`tool_calls`, `tool_name`, and `tool_call_id`, which Open WebUI sends and which wins over
+`tool_name` as the link to the call), `tools` (bindings with the tools capability); generate
+`prompt`, `system`, `images`, `raw`; `stream` (true when absent, as in Ollama); `think` (false
+drops the thoughts from the answer); `keep_alive` (0 with no prompt unloads; passed to the binding);
 `format` ("json" or a JSON schema, passed on as `response_format`); embed `input`,
 `dimensions` (vectors truncated and re-normalized, as Ollama does).
 
@@ -156,6 +157,7 @@ class OllamaMessageSchema(OllamaLenientSchema):
     thinking = _opt(fields.String)
     tool_calls = _opt(CappedList, cls_or_instance=fields.Dict(), cap=128)
     tool_name = _opt(fields.String, validate=NAME)
+    tool_call_id = _opt(fields.String, validate=NAME)  # not Ollama's: Open WebUI sends it
 
     @post_load
     def _to_message(self, data: dict[str, Any], **kwargs: Any) -> ChatMessage:
@@ -163,9 +165,8 @@ class OllamaMessageSchema(OllamaLenientSchema):
         if images and data["role"] != "user":
             raise ValidationError("images are accepted in user messages only", "images")
         calls = tuple(_openai_call(i, c) for i, c in enumerate(data["tool_calls"] or ()))
-        return ChatMessage(
-            data["role"], data["content"] or "", images, calls, data["tool_name"] or None
-        )
+        link = data["tool_call_id"] or data["tool_name"] or None
+        return ChatMessage(data["role"], data["content"] or "", images, calls, link)
 
 
 def _openai_call(index: int, call: dict[str, Any]) -> ToolCall:
