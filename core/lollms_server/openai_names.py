@@ -58,9 +58,15 @@ async def _untagged(registry: Registry, ref: str | None) -> str | None:
     `/ollama/v1/...` proxies) send that name to these routes too, as Ollama accepts it."""
     if not ref or not ref.endswith(LATEST) or ref in registry.routes:
         return ref
-    if await _listed(registry, ref.rpartition("/")[2]):
-        return ref
-    return ref.removesuffix(LATEST)
+    instance, _, model = ref.rpartition("/")
+    binding = registry.instances.get(instance)
+    if binding is None:  # a bare model name: any instance may list it
+        return ref if await _listed(registry, model) else ref.removesuffix(LATEST)
+    try:
+        models = await list_models_of(binding)
+    except LollmsError:
+        return ref  # resolving gives the instance's own error
+    return ref if any(m.name == model for m in models) else ref.removesuffix(LATEST)
 
 
 async def _listed(registry: Registry, name: str) -> bool:
