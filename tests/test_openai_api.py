@@ -432,6 +432,65 @@ async def test_chat_tool_calls(probe_client: Client) -> None:
     assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def _function(name: str, nested: bool) -> dict[str, Any]:
+    inner = {"name": name, "parameters": {"type": "object", "properties": {}}}
+    return {"type": "function", "function": inner} if nested else {"type": "function", **inner}
+
+
+async def test_allowed_tools_narrow_the_tools_the_binding_gets(probe_client: Client) -> None:
+    """OpenAI's `allowed_tools` tool_choice (pydantic-ai sends it when its tool_choice names some
+    tools): the binding gets the tools it allows and its mode, on chat and on responses."""
+    choice = {"mode": "required", "tools": [{"type": "function", "function": {"name": "clock"}}]}
+    body = {
+        "model": "probe/echo",
+        "messages": user("hi"),
+        "tools": [_function("weather", True), _function("clock", True)],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": choice},
+    }
+    response = await probe_client.post(CHAT, json=body)
+    assert response.status == 200, await response.text()
+    parameters = probe(probe_client).requests[-1].parameters
+    assert parameters["tools"] == [_function("clock", True)]
+    assert parameters["tool_choice"] == "required"
+    allowed = {
+        "type": "allowed_tools",
+        "mode": "auto",
+        "tools": [{"type": "function", "name": "weather"}],
+    }
+    body = {
+        "model": "probe/echo",
+        "input": "hi",
+        "tools": [_function("weather", False), _function("clock", False)],
+        "tool_choice": allowed,
+    }
+    response = await probe_client.post("/v1/responses", json=body)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["tool_choice"] == allowed
+    parameters = probe(probe_client).requests[-1].parameters
+    assert parameters["tools"] == [_function("weather", True)]
+    assert parameters["tool_choice"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"mode": "sometimes", "tools": [{"type": "function", "function": {"name": "clock"}}]},
+        {"mode": "auto", "tools": []},
+        {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+        {"mode": "auto", "tools": ["clock"]},
+    ],
+)
+async def test_malformed_allowed_tools_are_400s(probe_client: Client, choice: Any) -> None:
+    body = {
+        "model": "probe/echo",
+        "messages": user("hi"),
+        "tools": [_function("clock", True)],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": choice},
+    }
+    error = await openai_error(await probe_client.post(CHAT, json=body), 400)
+    assert error["param"] == "tool_choice" and "allowed_tools" in error["message"]
+
+
 async def test_chat_tools_without_tool_support_are_501(probe_client: Client) -> None:
     tools = [{"type": "function", "function": {"name": "f"}}]
     body = {"model": "plain/echo", "messages": user("x"), "tools": tools, "tool_choice": "required"}

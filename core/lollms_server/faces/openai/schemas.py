@@ -5,7 +5,8 @@ given"), so real clients never break; an unknown top-level field is a 400.
 
 Honoured: chat/completions `messages`, `model`, `stream`, `stream_options.include_usage`,
 `temperature`, `top_p`, `max_tokens`, `max_completion_tokens`, `stop`, `seed`, `presence_penalty`,
-`frequency_penalty`; `tools`, `tool_choice`, `parallel_tool_calls` and the deprecated
+`frequency_penalty`; `tools`, `tool_choice` (an `allowed_tools` choice narrows `tools` to those it
+names and becomes its mode), `parallel_tool_calls` and the deprecated
 `functions`/`function_call` for bindings with the `tools` capability; legacy completions `echo`;
 embeddings `encoding_format`, `dimensions` (checked, not reduced); images `n`, `size`,
 `response_format`; speech `voice`, `speed`, `instructions`, `response_format`; transcriptions

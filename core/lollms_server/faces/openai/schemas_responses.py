@@ -2,10 +2,10 @@
 
 Honoured: `input` (a string, or message items with `input_text`/`input_image`/`output_text`
 parts, `function_call` and `function_call_output` items), `instructions`, `model`, `stream`,
-`temperature`, `top_p`, `max_output_tokens`, function `tools`, `tool_choice`,
-`parallel_tool_calls`. Passed to the binding: `text.format` (as chat's `response_format`),
-`reasoning.effort`, `top_k`, `keep_alive` (seconds or an Ollama duration, as on chat).
-Extension: `personality`, as on chat.
+`temperature`, `top_p`, `max_output_tokens`, function `tools`, `tool_choice` (`allowed_tools`
+included), `parallel_tool_calls`. Passed to the binding: `text.format` (as chat's
+`response_format`), `reasoning.effort`, `top_k`, `keep_alive` (seconds or an Ollama duration,
+as on chat). Extension: `personality`, as on chat.
 
 Nothing is stored, so what needs a stored object is a 400: `previous_response_id`,
 `conversation`, `item_reference` items, `background`, `prompt` templates, file ids; so are
@@ -178,13 +178,26 @@ def _chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | No
 
 
 def _chat_tool_choice(choice: Any) -> Any:
-    """`tool_choice` in chat's shape (`{type: function, name}` nests the name)."""
+    """`tool_choice` in chat's shape (`{type: function, name}` and allowed_tools nest names)."""
     if choice is None or choice in ("auto", "none", "required"):
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
         return {"type": "function", "function": {"name": str(choice["name"])}}
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        tools = choice.get("tools")
+        nested = [
+            {"type": "function", "function": {"name": tool.get("name")}}
+            for tool in (tools if isinstance(tools, list) else ())
+            if isinstance(tool, dict)
+        ]
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": choice.get("mode"), "tools": nested},
+        }
     raise ValidationError(
-        'must be "auto", "none", "required" or {type: function, name}', "tool_choice"
+        'must be "auto", "none", "required", {type: function, name} or '
+        "{type: allowed_tools, mode, tools}",
+        "tool_choice",
     )
 
 

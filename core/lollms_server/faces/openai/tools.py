@@ -27,6 +27,37 @@ def tool_parameters(
     """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot."""
     if not tools or choice == "none":
         return {}
+    tools, choice = narrowed(tools, choice)
     target.require("tools", "call tools", "tools")
     found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
     return {key: value for key, value in found.items() if value is not None}
+
+
+def narrowed(tools: list[dict[str, Any]], choice: Any) -> tuple[list[dict[str, Any]], Any]:
+    """OpenAI's `allowed_tools` choice as the tools it allows and its mode, which every binding
+    understands; any other choice as it is."""
+    if not (isinstance(choice, dict) and choice.get("type") == "allowed_tools"):
+        return tools, choice
+    inner = choice.get("allowed_tools")
+    mode = inner.get("mode") if isinstance(inner, dict) else None
+    allowed = inner.get("tools") if isinstance(inner, dict) else None
+    if mode not in ("auto", "required") or not isinstance(allowed, list) or not allowed:
+        raise InvalidRequest(
+            'allowed_tools needs mode "auto" or "required" and a non-empty list of tools',
+            param="tool_choice",
+        )
+    names = {_function_name(tool) for tool in allowed}
+    kept = [tool for tool in tools if _function_name(tool) in names]
+    missing = names - {_function_name(tool) for tool in kept}
+    if missing:
+        raise InvalidRequest(
+            f"allowed_tools names tools that `tools` lacks: {', '.join(sorted(map(str, missing)))}",
+            param="tool_choice",
+        )
+    return kept, mode
+
+
+def _function_name(tool: Any) -> Any:
+    """The name of a function tool (`{type: function, function: {name}}`); None otherwise."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
