@@ -24,6 +24,7 @@ from lollms_server.errors import (
     NotSupported,
     RateLimited,
 )
+from lollms_server.httpkit.error_middleware import error_body
 from lollms_server.resilience import RetryPolicy, parse_retry_after
 from lollms_server.testing import free_port
 from lollms_server.upstream import Upstream
@@ -55,6 +56,7 @@ class Script:
             "/leaky-401": self.leaky_unauthorized,
             "/model-404": self.model_not_found,
             "/bad-400": self.bad_request,
+            "/overflow-400": self.overflow,
             "/slow": self.slow,
             "/ok": self.ok,
             "/long-retry-after": self.long_retry_after,
@@ -137,6 +139,18 @@ class Script:
     async def model_not_found(self, request: web.Request) -> web.Response:
         body = {"error": {"message": "The model `nope` does not exist", "code": "model_not_found"}}
         return web.json_response(body, status=404)
+
+    async def overflow(self, request: web.Request) -> web.Response:
+        """llama.cpp's answer to a prompt longer than its context (its exact body)."""
+        error = {
+            "code": 400,
+            "message": "request (2082 tokens) exceeds the available context size "
+            "(2048 tokens), try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 2082,
+            "n_ctx": 2048,
+        }
+        return web.json_response({"error": error}, status=400)
 
     async def bad_request(self, request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "temperature is too hot"}}, status=400)
@@ -321,6 +335,23 @@ async def test_status_mapping(server: tuple[Script, TestServer]) -> None:
         await upstream.post_json("/bad-400", {})
     await upstream.close()
     assert caught.value.status == 400 and caught.value.binding == "inst"
+
+
+async def test_context_overflow_is_context_length_exceeded(
+    server: tuple[Script, TestServer],
+) -> None:
+    """A prompt over the backend's context is OpenAI's `context_length_exceeded` (code and
+    param), which LangChain and pydantic-ai read to trim the conversation; it was a plain
+    `invalid_request` they took for any other 400."""
+    _, served = server
+    upstream = client(served)
+    with pytest.raises(InvalidRequest) as caught:
+        await upstream.post_json("/overflow-400", {})
+    await upstream.close()
+    status, body = error_body("openai", caught.value)
+    assert status == 400 and body["error"]["code"] == "context_length_exceeded"
+    assert body["error"]["param"] == "messages" and "2048 tokens" in body["error"]["message"]
+    assert "prompt is too long" in body["error"]["message"]  # what LangChain's check reads
 
 
 async def test_read_timeout_is_backend_timeout(server: tuple[Script, TestServer]) -> None:

@@ -66,6 +66,12 @@ class ValidationFailed(InvalidRequest):
     type = "validation_error"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (with the tokens asked for) does not fit the model's context."""
+
+    type = "context_length_exceeded"
+
+
 class Unauthorized(LollmsError):
     """No valid credential was presented."""
 

@@ -25,6 +25,7 @@ from .errors import (
     BackendRefused,
     BackendTimeout,
     BackendUnavailable,
+    ContextLengthExceeded,
     InvalidRequest,
     LollmsError,
     LoopDetected,
@@ -51,6 +52,8 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ServerDisconnectedError,
 )
 MAX_ANSWER_BYTES = 512 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
+#: How backends say a prompt is over the context: OpenAI and vLLM (code), llama.cpp (type).
+OVERFLOWS = ("context_length_exceeded", "exceed_context_size_error")
 FormFactory = Callable[[], aiohttp.FormData]
 HeadersFactory = Callable[[], Mapping[str, str]]
 ResponseHook = Callable[[aiohttp.ClientResponse], None]
@@ -341,6 +344,9 @@ class Upstream:
             return BackendError(
                 f"{self.label} answered with a redirect ({status}), not followed", **kwargs
             )
+        if status == 400 and any(mark in json.dumps(payload) for mark in OVERFLOWS):
+            too_long = f"the prompt is too long for the model's maximum context length: {text}"
+            return ContextLengthExceeded(too_long, param="messages", **kwargs)
         if status == 404:
             if "model" in json.dumps(payload).lower():
                 return ModelNotFound(text, param="model", **kwargs)

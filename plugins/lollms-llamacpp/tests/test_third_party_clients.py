@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ollama
+import openai
 import pytest
+from langchain_core.exceptions import ContextOverflowError
 from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
@@ -67,6 +69,26 @@ def test_openai_responses(server: ServerProcess) -> None:
     assert last.type in ("response.completed", "response.incomplete")
     assert len(deltas) > 2 and "".join(deltas) == last.response.output_text
     assert last.response.model == MODEL
+
+
+def test_a_prompt_over_the_context_is_context_length_exceeded(server: ServerProcess) -> None:
+    """llama.cpp's overflow reaches clients as OpenAI's `context_length_exceeded`: LangChain
+    raises its ContextOverflowError and pydantic-ai its ModelContextWindowExceededError on it."""
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    words = "word " * 3000  # over n_ctx = 2048
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": words}])
+    with pytest.raises(openai.BadRequestError) as responses:
+        client.responses.create(model=MODEL, input=words, stream=True)
+    for raised in (chat.value, responses.value):
+        assert raised.code == "context_length_exceeded" and raised.param == "messages"
+        assert "2048" in raised.message
+    # LangChain reads the message (openai 3.x keeps the code out of str(error))
+    chat_model = ChatOpenAI(
+        base_url=f"{server.url}/v1", api_key="unused", model=MODEL, max_retries=0
+    )
+    with pytest.raises(ContextOverflowError):
+        chat_model.invoke(words)
 
 
 def test_openai_responses_parse_gets_schema_constrained_json(server: ServerProcess) -> None:
