@@ -249,3 +249,23 @@ async def test_answers_and_events_match_the_sdk_models(
         assert lines["event"] == event["type"]
         events.validate_python(event)
     assert len(blocks) >= 7
+
+
+async def test_a_failed_stream_matches_the_sdk_models(client: Client) -> None:
+    """`response.failed` carries an error code of the SDK's `ResponseError` enum (ours stays on
+    the `error` event and in `type`): a strict reader validates every event."""
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    body = {"model": "echo/fail", "input": "a b c", "stream": True}
+    streamed = await client.post("/v1/responses", json=body)
+    blocks = [b for b in (await streamed.text()).split("\n\n") if b.strip()]
+    events = [
+        json.loads(dict(line.split(": ", 1) for line in b.split("\n"))["data"]) for b in blocks
+    ]
+    for event in events:
+        TypeAdapter(ResponseStreamEvent).validate_python(event)
+    error, failed = events[-2], events[-1]
+    assert error["type"] == "error" and error["code"] == "backend_unavailable"
+    assert failed["response"]["error"]["code"] == "server_error"
+    assert failed["response"]["error"]["type"] == "backend_unavailable"

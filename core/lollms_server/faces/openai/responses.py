@@ -289,8 +289,20 @@ class _EventWriter:
             await self.send(
                 "error", code=error["code"], message=error["message"], param=error["param"]
             )
-            failed = {"code": error["code"], "message": error["message"]}
+            failed = {
+                "code": _failure_code(exc),
+                "message": error["message"],
+                "param": error["param"],
+                "type": error["code"],
+            }
             answer = self.shape.response(self.done, None, None, status="failed", error=failed)
             await self.send("response.failed", response=answer)
         except ClientGone:
             pass
+
+
+def _failure_code(exc: LollmsError) -> str:
+    """The `response.error` code: one of the values OpenAI's `ResponseError` allows."""
+    if exc.status == 429:
+        return "rate_limit_exceeded"
+    return "invalid_prompt" if exc.status in (400, 413, 422) else "server_error"
