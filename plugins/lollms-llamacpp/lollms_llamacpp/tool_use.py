@@ -111,7 +111,8 @@ def call_start(template: str | None, configured: str | None) -> str:
 
 
 def prepare(request: GenerationRequest, start: str, instance: str) -> GenerationRequest:
-    """The request as llama.cpp must get it when `tool_choice` requires a call."""
+    """The request as llama.cpp must get it when `tool_choice` requires a call (prefilled, and
+    without `response_format`)."""
     parameters = request.parameters
     tools = parameters.get("tools")
     choice = parameters.get("tool_choice")
@@ -130,6 +131,8 @@ def prepare(request: GenerationRequest, start: str, instance: str) -> Generation
         changed.update(tools=chosen, tool_choice="required", parallel_tool_calls=False)
     elif choice != "required":
         return request  # llama.cpp answers other values with its own 400
+    # the answer is a call, no text to format; llama.cpp cannot hold both grammars (a 400)
+    changed.pop("response_format", None)
     messages = request.messages
     if start and not (messages and messages[-1].role == "assistant"):
         messages = (*messages, ChatMessage("assistant", start))

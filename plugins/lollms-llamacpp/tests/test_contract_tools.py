@@ -185,6 +185,32 @@ async def test_openai_sdk_gets_the_named_call(client: Client) -> None:
     await sdk.close()
 
 
+async def test_a_forced_call_with_a_text_format_is_served(client: Client) -> None:
+    """instructor's RESPONSES_TOOLS mode sends `text.format` (json_schema) and a named tool:
+    llama.cpp cannot hold both grammars ("Failed to initialize samplers", a 400), and a forced
+    call makes no text to format, so the format gives way to the call."""
+    sdk = AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="x", max_retries=0)
+    schema = WEATHER["function"]["parameters"]
+    text = {"format": {"type": "json_schema", "name": "W", "schema": schema, "strict": True}}
+    tool = {"type": "function", **WEATHER["function"]}
+    answer = await within(
+        TIMEOUT,
+        sdk.responses.create(
+            model=f"local/{SMOL}",
+            input=QUESTION,
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice={"type": "function", "name": "get_weather"},
+            text=text,  # type: ignore[arg-type]
+            max_output_tokens=64,
+            temperature=0,
+        ),
+        "responses",
+    )
+    calls = [item for item in answer.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    await sdk.close()
+
+
 FUNCTIONS_FILE = '''
 from lollms_server.service.functions import function
 

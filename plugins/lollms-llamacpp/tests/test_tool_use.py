@@ -126,6 +126,16 @@ def test_named_call_becomes_required_with_that_tool() -> None:
     assert parameters["stop"] == ["x", "<tool_call>"]
 
 
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "add"}}])
+def test_a_forced_call_drops_the_text_format(choice: Any) -> None:
+    """llama.cpp cannot combine a response_format grammar with a required call's."""
+    response_format = {"type": "json_object"}
+    request = ask(tools=[ADD], tool_choice=choice, response_format=response_format)
+    assert "response_format" not in prepare(request, START, "local").parameters
+    optional = ask(tools=[ADD], tool_choice="auto", response_format=response_format)
+    assert prepare(optional, START, "local").parameters["response_format"] == response_format
+
+
 def test_own_prefill_is_kept() -> None:
     """A conversation already ending with an assistant message is not prefilled again."""
     request = GenerationRequest(
