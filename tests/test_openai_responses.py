@@ -269,3 +269,11 @@ async def test_a_failed_stream_matches_the_sdk_models(client: Client) -> None:
     assert error["type"] == "error" and error["code"] == "backend_unavailable"
     assert failed["response"]["error"]["code"] == "server_error"
     assert failed["response"]["error"]["type"] == "backend_unavailable"
+
+
+async def test_chat_sampling_extensions_are_taken(client: Client) -> None:
+    """Open WebUI's Responses connection sends chat's extra sampling names top level."""
+    body = {"model": "echo/echo", "input": "hi", "seed": 3, "min_p": 0.1}
+    body |= {"repeat_penalty": 1.1, "reasoning_effort": "low", "top_k": 20}
+    answer = await client.post("/v1/responses", json=body)
+    assert answer.status == 200, await answer.text()

@@ -4,8 +4,9 @@ Honoured: `input` (a string, or message items with `input_text`/`input_image`/`o
 parts, `function_call` and `function_call_output` items), `instructions`, `model`, `stream`,
 `temperature`, `top_p`, `max_output_tokens`, function `tools`, `tool_choice` (`allowed_tools`
 included), `parallel_tool_calls`. Passed to the binding: `text.format` (as chat's
-`response_format`), `reasoning.effort`, `top_k`, `keep_alive` (seconds or an Ollama duration,
-as on chat). Extension: `personality`, as on chat.
+`response_format`), `reasoning.effort` (or chat's `reasoning_effort`), and chat's `top_k`,
+`seed`, `min_p`, `repeat_penalty`, `keep_alive` (seconds or an Ollama duration, as on chat).
+Extension: `personality`, as on chat.
 
 Nothing is stored, so what needs a stored object is a 400: `previous_response_id`,
 `conversation`, `item_reference` items, `background`, `prompt` templates, file ids; so are
@@ -31,6 +32,8 @@ from .schemas import TEXT, _opt, image_of
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
+#: sampling parameters passed on under chat's names (the extensions are what chat also takes)
+SAMPLING = ("temperature", "top_p", "top_k", "seed", "min_p", "repeat_penalty", "keep_alive")
 STATELESS = "the server keeps no responses or conversations: send the whole conversation in input"
 OUT_OF_SCOPE_PARTS = ("input_file", "input_audio")
 
@@ -101,6 +104,10 @@ class ResponseSchema(StrictSchema):
     moderation = _opt(fields.Dict)
     prompt_cache_options = _opt(fields.Dict)
     top_k = _opt(Whole, validate=validate.Range(0, 100_000))
+    seed = _opt(Whole, validate=validate.Range(-(2**63), 2**63 - 1))
+    min_p = _opt(fields.Float, validate=validate.Range(0, 1))
+    repeat_penalty = _opt(fields.Float, validate=validate.Range(0, 10))
+    reasoning_effort = _opt(fields.String, validate=validate.Length(max=32))
     keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
     personality = _opt(fields.String, validate=NAME)
 
@@ -124,14 +131,12 @@ class ResponseSchema(StrictSchema):
 def _parameters(data: dict[str, Any]) -> dict[str, Any]:
     """Binding parameters under chat's names; nulls left out."""
     parameters = {
-        name: data[name]
-        for name in ("temperature", "top_p", "top_k", "keep_alive")
-        if data[name] is not None
+        name: data[name] for name in (*SAMPLING, "reasoning_effort") if data[name] is not None
     }
     if data["max_output_tokens"] is not None:
         parameters["max_tokens"] = data["max_output_tokens"]
     effort = (data["reasoning"] or {}).get("effort")
-    if effort is not None:
+    if effort is not None:  # OpenAI's name wins over chat's
         parameters["reasoning_effort"] = effort
     response_format = _response_format((data["text"] or {}).get("format"))
     if response_format is not None:
