@@ -20,7 +20,8 @@ LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memor
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
 )
-_list_calls: weakref.WeakKeyDictionary[Binding, asyncio.Future[list[ModelInfo]]] = (
+# per binding, then per fleet hop count (see `listed_models`)
+_list_calls: weakref.WeakKeyDictionary[Binding, dict[int, asyncio.Future[list[ModelInfo]]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -101,15 +102,20 @@ async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
 
     Callers that ask while a call is under way share it, and a failure is raised again,
     without calling, for `LIST_FAILURE_MEMO_S`: the listings that gather every instance (model
-    lists, the pages) must not each wait on a down backend."""
+    lists, the pages) must not each wait on a down backend. Calls are shared per hop count: a
+    gateway listed as its own fleet node is asked again by that very call, one hop further,
+    and that nested call waiting on the call that made it would hang until the timeout."""
+    trace = current_trace()
+    hops = trace.hops if trace is not None else 0  # outside requests: as a client's call
     failed = _list_failures.get(binding)
     if failed is not None and time.monotonic() - failed[0] < LIST_FAILURE_MEMO_S:
         raise failed[1].with_traceback(None)
-    call = _list_calls.get(binding)
+    calls = _list_calls.setdefault(binding, {})
+    call = calls.get(hops)
     if call is None or call.done():
         call = asyncio.ensure_future(_list_and_remember(binding, timeout_s))
         call.add_done_callback(_retrieve)  # its error is raised to every caller still waiting
-        _list_calls[binding] = call
+        calls[hops] = call
     return await asyncio.shield(call)  # a caller that leaves does not cancel the others'
 
 

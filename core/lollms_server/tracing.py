@@ -80,10 +80,11 @@ def span(
 
 def outgoing_headers() -> dict[str, str]:
     """Headers for a call to a backend: the request id and the W3C trace context (this
-    server's span when tracing is on, else the client's `traceparent` passed on unchanged)."""
+    server's span when tracing is on, else the client's `traceparent` passed on unchanged).
+    A call made outside any request (start-up, health checks) is one hop from this server."""
     trace = current_trace()
     if trace is None:
-        return {}
+        return {HOPS_HEADER: "1"}
     headers = {REQUEST_ID_HEADER: trace.request_id, HOPS_HEADER: str(trace.hops + 1)}
     if trace.tracer is not None:
         trace.tracer.inject(headers)
