@@ -198,3 +198,31 @@ async def test_tokenizer_and_embeddings_load_within_the_books(
         assert response.status == 200, (path, await response.text())
         assert len(resident(client)) == 1, (path, resident(client))
         assert {model for _, model in books} == resident(client)
+
+
+async def test_a_load_refused_by_the_budget_unloads_nothing(
+    make_client: Any, make_config: Any
+) -> None:
+    """Two 30 MiB models loaded (one pinned), max_loaded_models 2, a 190 MiB model asked for
+    in a 200 MiB budget: it can never fit beside the pinned one, so the refusal must leave the
+    idle model loaded. Before, max_loaded_models unloaded it first, then the budget refused."""
+    small = {"type": "echo", "model_memory_mb": 30}
+    big = {"type": "echo", "model_memory_mb": 190}
+    resources = {"ram_budget": "200MiB", "max_loaded_models": 2, "pinned": ["small/echo"]}
+    cfg = make_config({"bindings": {"small": small, "big": big}, "resources": resources})
+    client: Client = await make_client(cfg)
+    for model in ("small/echo", "small/think"):
+        loaded = await client.post("/api/v1/load_model", json=load_body(model))
+        assert loaded.status == 200, await loaded.text()
+    refused = await client.post("/api/v1/load_model", json=load_body("big/echo"))
+    assert refused.status == 503, await refused.text()
+    assert "does not fit" in (await refused.json())["error"]["message"]
+    lifecycle = client.server.app[LIFECYCLE]
+    assert set(lifecycle.loaded) == {("small", "echo"), ("small", "think")}
+    assert client.server.app[REGISTRY].get("small").loaded == {"echo", "think"}
+    assert lifecycle.evictions == 0
+
+
+def load_body(ref: str) -> dict[str, str]:
+    instance, model = ref.split("/")
+    return {"binding_name": instance, "model_name": model}

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..bindings import Binding
@@ -167,8 +167,11 @@ class Lifecycle:
         # no other load waits on its network call (a frozen node held every load for 300 s)
         async with self._lock if binding.loads_models else contextlib.nullcontext():
             estimate = await self._estimate(binding, model)
-            await self._within_counts(binding.instance_name, model)
-            device = await self._place(binding, model, estimate)
+            # plan every unload first: a load refused by the budget unloads nothing
+            leaving = self._count_plan(binding.instance_name, model)
+            device, evict = await self._place(binding, model, estimate, leaving)
+            for entry in [*leaving, *evict]:  # max_loaded_models, then room on the device
+                await self._unload(entry, reason=f"to load {binding.instance_name}/{model}")
             binding.placements[model] = device
             before = await self._gpu_used(device)
             try:
@@ -206,7 +209,7 @@ class Lifecycle:
         device = next((d for d in devices if d.name == entry.device), None)
         if device is None or device.room >= 0:
             return
-        evict = self._plan(device, 0, keep=entry)
+        evict = self._plan(device, 0, skip=(entry,))
         if evict is not None:
             for other in evict:
                 await self._unload(other, reason=f"{entry.ref} took {mib(entry.bytes)} on load")
@@ -260,19 +263,21 @@ class Lifecycle:
             or "none"
         )
 
-    async def _within_counts(self, instance: str, model: str) -> None:
-        """Unload idle models (LRU) until one more fits `max_loaded_models`."""
+    def _count_plan(self, instance: str, model: str) -> list[LoadedModel]:
+        """Idle models to unload (LRU first) so that one more fits `max_loaded_models`."""
+        leaving: list[LoadedModel] = []
         while True:
+            staying = [m for m in self.loaded.values() if m not in leaving]
             per = self.max_loaded_per_instance.get(instance)
-            mine = sum(1 for m in self.loaded.values() if m.instance == instance)
-            if per and mine + 1 > per:
-                candidates = [m for m in self._evictable() if m.instance == instance]
+            idle = [m for m in self._evictable() if m not in leaving]
+            if per and sum(1 for m in staying if m.instance == instance) + 1 > per:
+                candidates = [m for m in idle if m.instance == instance]
                 limit = f"{instance} may have {per} loaded ([bindings.{instance}])"
-            elif self.max_loaded and len(self.loaded) + 1 > self.max_loaded:
-                candidates = self._evictable()
+            elif self.max_loaded and len(staying) + 1 > self.max_loaded:
+                candidates = idle
                 limit = f"{self.max_loaded} models may be loaded in all ([resources])"
             else:
-                return
+                return leaving
             if not candidates:
                 raise Overloaded(
                     f"{instance}/{model} does not fit: max_loaded_models: {limit}; loaded are "
@@ -280,13 +285,17 @@ class Lifecycle:
                     binding=instance,
                     retry_after=5.0,
                 )
-            await self._unload(candidates[0], reason="to stay within max_loaded_models")
+            leaving.append(candidates[0])
 
-    async def _candidates(self, binding: Binding, model: str) -> list[list[Device]]:
-        """The devices `model` may go to, in groups by preference (GPUs before RAM)."""
+    async def _candidates(
+        self, binding: Binding, model: str, leaving: list[LoadedModel]
+    ) -> list[list[Device]]:
+        """The devices `model` may go to, by preference (GPUs before RAM), `leaving` gone."""
         instance = binding.instance_name
         pin = self.device_pins.get(f"{instance}/{model}") or self.device_pins.get(instance)
         booked = self.used_by_device()
+        for entry in leaving:
+            booked[entry.device] -= entry.bytes
         ram = self.memory.ram(booked.get(CPU, 0))
         if pin == CPU or (pin is None and not binding.gpu_placement):
             return [[ram]]
@@ -303,33 +312,33 @@ class Lifecycle:
         return [chosen]
 
     def _plan(
-        self, device: Device, incoming: int, keep: LoadedModel | None = None
+        self, device: Device, incoming: int, skip: Sequence[LoadedModel] = ()
     ) -> list[LoadedModel] | None:
-        """Idle models to unload from `device` (LRU first, never `keep`) so that `incoming`
-        fits; None: no way."""
+        """Idle models to unload from `device` (LRU first, never one of `skip`: those kept or
+        already leaving) so that `incoming` fits; None: no way."""
         need = incoming - device.room
         evict: list[LoadedModel] = []
         for entry in self._evictable():
             if need <= 0:
                 break
-            if entry.device == device.name and entry is not keep:
+            if entry.device == device.name and entry not in skip:
                 evict.append(entry)
                 need -= entry.bytes
         return evict if need <= 0 else None
 
-    async def _place(self, binding: Binding, model: str, incoming: int) -> str:
-        """Choose the device for `model`, unloading idle models there to make room."""
-        groups = await self._candidates(binding, model)
+    async def _place(
+        self, binding: Binding, model: str, incoming: int, leaving: list[LoadedModel]
+    ) -> tuple[str, list[LoadedModel]]:
+        """The device for `model` and the idle models to unload there to make room."""
+        groups = await self._candidates(binding, model, leaving)
         for group in groups:
-            plans = [(d, plan) for d in group if (plan := self._plan(d, incoming)) is not None]
+            plans = [(d, p) for d in group if (p := self._plan(d, incoming, leaving)) is not None]
             if not plans:
                 continue
             device, evict = min(plans, key=lambda p: (len(p[1]), -p[0].room))
-            for entry in evict:
-                await self._unload(entry, reason=f"to make room on {device.name}")
             if device.name != CPU or len(groups) > 1:
                 log.info("placing %s/%s on %s", binding.instance_name, model, device.describe())
-            return device.name
+            return device.name, evict
         where = "; ".join(
             f"{d.describe()}, loaded there: {self._listing(d.name)}" for g in groups for d in g
         )
