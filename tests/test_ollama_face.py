@@ -294,6 +294,24 @@ async def test_ps_expires_at_follows_keep_alive(api: ollama.AsyncClient) -> None
     assert forever is not None and forever.year == 9999
 
 
+async def test_a_load_without_a_prompt_takes_its_keep_alive(api: ollama.AsyncClient) -> None:
+    """`ollama run --keepalive 1h` (a generate without prompt) loads the model for that long,
+    and a later load request restarts the timer with its own keep_alive, as Ollama does.
+    Before, a load kept the server's default (5 min) whatever keep_alive it sent."""
+    await api.generate(model="echo/echo", keep_alive="1h")
+    expires = (await api.ps()).models[0].expires_at
+    assert expires is not None and 3590 < expires.timestamp() - time.time() <= 3600
+    await api.chat(model="echo/echo", keep_alive=-1)
+    forever = (await api.ps()).models[0].expires_at
+    assert forever is not None and forever.year == 9999
+    await api.generate(model="echo/echo", keep_alive=30)
+    soon = (await api.ps()).models[0].expires_at
+    assert soon is not None and 25 < soon.timestamp() - time.time() <= 30
+    await api.generate(model="echo/echo")  # no keep_alive: the server's default again
+    default = (await api.ps()).models[0].expires_at
+    assert default is not None and 290 < default.timestamp() - time.time() <= 300
+
+
 async def test_ps_context_length_is_what_a_generation_may_use(
     server: Client, api: ollama.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -265,12 +265,16 @@ async def _load_or_unload(
     """A request with nothing to generate: load the model, or unload it with keep_alive 0.
 
     As `/api/v1/load_model` and `unload_model`, this needs the admin role (the local machine
-    has it); a binding that cannot load or unload just answers done.
+    has it); a binding that cannot load or unload just answers done. A load starts the
+    model's keep_alive afresh, the request's own or the server's default, as Ollama does.
     """
     binding = target.binding
-    unload = keep_alive is not None and keep_alive_seconds(keep_alive) == 0
+    seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
+    unload = seconds == 0
     if "load_unload" in binding.capabilities:
         await change_model(request, target, "unload" if unload else "load")
+        if not unload:
+            request.app[LIFECYCLE].release(target, seconds)
     return web.json_response(shape.done("unload" if unload else "load"))
 
 
