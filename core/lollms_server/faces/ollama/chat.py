@@ -78,10 +78,13 @@ async def tags(request: web.Request) -> web.Response:
 @routes.get("/api/ps")
 @endpoint("Loaded models of every instance", tag=TAG)
 async def ps(request: web.Request) -> web.Response:
-    """Models whose binding reports them loaded, with keep_alive's expiry from the lifecycle."""
-    listed = await models.all_models(request.app[REGISTRY])
-    lifecycle = request.app[LIFECYCLE]
-    entries = [models.ps_entry(b, m, lifecycle) for b, m in listed if m.loaded]
+    """Models whose binding reports them loaded, or that the lifecycle loaded and the binding
+    no longer lists, with keep_alive's expiry from the lifecycle."""
+    registry, lifecycle = request.app[REGISTRY], request.app[LIFECYCLE]
+    listed = await models.all_models(registry)
+    loaded = [(b, m) for b, m in listed if m.loaded]
+    loaded += models.unlisted_loaded(registry, listed, lifecycle)
+    entries = [models.ps_entry(b, m, lifecycle) for b, m in loaded]
     return web.json_response({"models": entries})
 
 

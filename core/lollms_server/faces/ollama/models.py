@@ -19,7 +19,7 @@ from typing import Any
 from ... import health
 from ...bindings import Binding, ModelInfo
 from ...errors import ModelNotFound
-from ...listing import gather_models
+from ...listing import gather_models, visible_bindings, visible_models
 from ...registry import Registry, Target
 from ...resources.lifecycle import Lifecycle
 from ...resources.placement import CPU
@@ -58,9 +58,14 @@ def model_name(binding: Binding, model: ModelInfo) -> str:
     return tagged(f"{binding.instance_name}/{model.name}")
 
 
+def _served(binding: Binding) -> bool:
+    """True for the instances this face serves: text or embeddings."""
+    return bool({"ttt", "embeddings"} & binding.capabilities)
+
+
 async def all_models(registry: Registry) -> list[tuple[Binding, ModelInfo]]:
     """Models of every text or embeddings instance; failing instances are skipped and logged."""
-    bindings = [b for b in registry if {"ttt", "embeddings"} & b.capabilities]
+    bindings = [b for b in registry if _served(b)]
     found: list[tuple[Binding, ModelInfo]] = []
     for item in await gather_models(bindings):
         if item.error is not None:
@@ -152,6 +157,24 @@ def route_entry(name: str, started_at: float) -> dict[str, Any]:
         "details": {"parent_model": "", "format": "", "family": "route", "families": ["route"],
                     "parameter_size": "", "quantization_level": ""},
     }  # fmt: skip
+
+
+def unlisted_loaded(
+    registry: Registry, listed: list[tuple[Binding, ModelInfo]], lifecycle: Lifecycle
+) -> list[tuple[Binding, ModelInfo]]:
+    """Models the lifecycle has loaded that their instance does not list (a file removed from
+    its folder while the model runs, an instance whose listing failed): still loaded. Only
+    those the caller may use, as every listing."""
+    shown = {(binding.instance_name, model.name) for binding, model in listed}
+    bindings = {b.instance_name: b for b in visible_bindings(registry) if _served(b)}
+    return [
+        (bindings[instance], info)
+        for (instance, model), entry in lifecycle.loaded.items()
+        if instance in bindings and (instance, model) not in shown
+        for info in visible_models(
+            bindings[instance], [ModelInfo(model, memory_bytes=entry.bytes, loaded=True)]
+        )
+    ]
 
 
 def ps_entry(binding: Binding, model: ModelInfo, lifecycle: Lifecycle) -> dict[str, Any]:
