@@ -226,3 +226,51 @@ async def test_a_load_refused_by_the_budget_unloads_nothing(
 def load_body(ref: str) -> dict[str, str]:
     instance, model = ref.split("/")
     return {"binding_name": instance, "model_name": model}
+
+
+class SlowEmbed(EchoBinding):
+    """Echo whose embeddings take a while, as a large batch does on llama.cpp."""
+
+    name = "slow-embed"
+
+    async def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        """Echo's vectors, after 0.6 s."""
+        await asyncio.sleep(0.6)
+        return await super().embed(texts, model)
+
+
+class SlowEmbedPlugin:
+    @hookimpl
+    def register_bindings(self) -> list[type[Binding]]:
+        return [SlowEmbed]
+
+
+async def test_a_model_embedding_is_busy_and_its_keep_alive_restarts(
+    make_client: Any, make_config: Any
+) -> None:
+    """While embeddings run on a model, another model's load may not unload it (before, a chat
+    on another model killed a 16 s llama.cpp embedding batch: 503 'unloaded during the
+    request'), and each call restarts its keep_alive (before, a model used only for
+    embeddings was unloaded keep_alive_s after its load however busy it was)."""
+    settings = {"type": "slow-embed", "model_memory_mb": 100, "max_loaded_models": 1}
+    cfg = make_config(
+        {"bindings": {"echo": settings}, "defaults": {"ttt": "echo"},
+         "resources": {"keep_alive_s": 1}}
+    )  # fmt: skip
+    plugins = load_plugins({"slow-embed": SlowEmbedPlugin()})
+    client: Client = await make_client(cfg, plugins=plugins)
+    lifecycle = client.server.app[LIFECYCLE]
+    embedding = asyncio.ensure_future(
+        client.post("/v1/embeddings", json={"model": "echo/echo", "input": "hi"})
+    )
+    await asyncio.sleep(0.2)
+    refused = await client.post("/api/v1/generate", json=ask("think"))
+    assert refused.status == 503, await refused.text()
+    assert "echo/echo" in (await refused.json())["error"]["message"]
+    assert (await embedding).status == 200
+    assert resident(client) == {"echo"}
+    for _ in range(3):  # 2.4 s of embeddings, each call keeping the model 1 s more
+        response = await client.post("/v1/embeddings", json={"model": "echo/echo", "input": "x"})
+        assert response.status == 200
+        await lifecycle.reap()
+        assert resident(client) == {"echo"}

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..bindings import Binding
@@ -80,6 +80,7 @@ class Lifecycle:
         # on demand, so generations go straight to it instead of asking again each time
         self.on_demand: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
+        self._calls: dict[tuple[str, str], int] = {}  # tokenize/embed calls running per model
         self.loads = 0
         self.evictions = 0
 
@@ -111,6 +112,19 @@ class Lifecycle:
                 pending.add_done_callback(lambda _: self._loading.pop(key, None))
             await asyncio.shield(pending)
 
+    @contextlib.asynccontextmanager
+    async def in_use(self, target: Target) -> AsyncIterator[None]:
+        """Hold `target`'s model for a tokenize/embed call: busy while it runs, keep_alive after."""
+        key = (target.binding.instance_name, target.model)
+        self._calls[key] = self._calls.get(key, 0) + 1  # busy from before its load ends
+        try:
+            await self.ensure_loaded(target)
+            yield
+        finally:
+            if (left := self._calls.pop(key) - 1) > 0:
+                self._calls[key] = left
+            self.release(target, None)
+
     async def load(self, target: Target) -> int | None:
         """An explicit load (admin API, pages, Ollama face), within the budget; bytes used."""
         binding = target.binding
@@ -133,10 +147,10 @@ class Lifecycle:
         if target.ref in self.pinned or instance in self.pinned:
             return f"{target.ref} is pinned ([resources] pinned); unpin it in the config first"
         lane = self.scheduler.lanes.get((instance, model))
-        if lane is not None and (lane.active > 0 or lane.waiting):
-            return f"{target.ref} is busy ({lane.active} generation(s) running, " + (
-                f"{len(lane.waiting)} waiting); try again when they are done"
-            )
+        running = (lane.active if lane else 0) + self._calls.get((instance, model), 0)
+        waiting = len(lane.waiting) if lane else 0
+        if running or waiting:
+            return f"{target.ref} is busy ({running} running, {waiting} waiting); retry when done"
         return None
 
     def used_by_device(self) -> dict[str, int]:
@@ -173,7 +187,7 @@ class Lifecycle:
             for entry in [*leaving, *evict]:  # max_loaded_models, then room on the device
                 await self._unload(entry, reason=f"to load {binding.instance_name}/{model}")
             binding.placements[model] = device
-            before = await self._gpu_used(device)
+            before = await self.memory.gpu_used(device)
             try:
                 measured = await guarded(binding, binding.load(model), self.timeout_s)
             except Exception as exc:
@@ -185,7 +199,7 @@ class Lifecycle:
                 log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
                 return
             size = measured if isinstance(measured, int) and measured > 0 else 0
-            after = await self._gpu_used(device)
+            after = await self.memory.gpu_used(device)
             if before is not None and after is not None:
                 size = max(size, after - before)  # what NVML saw the load take on that GPU
             now = time.monotonic()
@@ -236,8 +250,9 @@ class Lifecycle:
         return 0
 
     def _busy(self, entry: LoadedModel) -> bool:
-        lane = self.scheduler.lanes.get((entry.instance, entry.model))
-        return lane is not None and (lane.active > 0 or bool(lane.waiting))
+        key = (entry.instance, entry.model)
+        lane = self.scheduler.lanes.get(key)
+        return key in self._calls or (lane is not None and (lane.active > 0 or bool(lane.waiting)))
 
     def unloads_at(self, entry: LoadedModel) -> float | None:
         """When keep_alive unloads `entry` (time.monotonic()); None: never (pinned, or -1)."""
@@ -349,16 +364,6 @@ class Lifecycle:
             retry_after=5.0,
         )
 
-    async def _gpu_used(self, device: str) -> int | None:
-        """Bytes used on GPU `device` now (NVML), or None for RAM or an unreadable GPU."""
-        if device == CPU:
-            return None
-        report = await asyncio.to_thread(self.memory.read_gpus)
-        for found in report.devices:
-            if f"cuda:{found.index}" == device:
-                return found.memory_used_bytes
-        return None
-
     async def _unload(self, entry: LoadedModel, reason: str) -> None:
         binding = self.registry.get(entry.instance)
         log.info("unloading %s from %s (%s)", entry.ref, entry.device, reason)
@@ -381,15 +386,9 @@ class Lifecycle:
     async def log_devices(self) -> None:
         """Say once which GPUs models may be placed on, or why there is none."""
         try:
-            gpus = await self.memory.gpus({})
+            log.info("%s", await self.memory.devices_line())
         except Exception:  # a broken reader must not stop the reaper
             log.exception("could not read the GPUs")
-            return
-        if gpus:
-            log.info("GPUs for models: %s", "; ".join(d.describe() for d in gpus))
-        else:
-            error = self.memory.report.error if self.memory.report else None
-            log.info("%s: models are placed in RAM", error or "no GPU")
 
     async def run(self) -> None:
         """Reap forever (until cancelled)."""

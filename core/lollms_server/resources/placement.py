@@ -176,6 +176,24 @@ class Memory:
             )
         return devices
 
+    async def gpu_used(self, device: str) -> int | None:
+        """Bytes used on GPU `device` now (NVML), or None for RAM or an unreadable GPU."""
+        if device == CPU:
+            return None
+        report = await asyncio.to_thread(self.read_gpus)
+        for found in report.devices:
+            if f"cuda:{found.index}" == device:
+                return found.memory_used_bytes
+        return None
+
+    async def devices_line(self) -> str:
+        """Which GPUs models may be placed on, or why there is none (for the log)."""
+        gpus = await self.gpus({})
+        if gpus:
+            return "GPUs for models: " + "; ".join(d.describe() for d in gpus)
+        error = self.report.error if self.report else None
+        return f"{error or 'no GPU'}: models are placed in RAM"
+
     def missing(self, pin: str, devices: list[Device]) -> str:
         """Why a model pinned to `pin` has no device here."""
         if not devices:

@@ -284,9 +284,8 @@ class GenerationService:
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if texts and self.limiter is not None:
             accounting = self.limiter.text_work(caller(), sum(len(text) for text in texts))
-        async with accounting:
-            if self.lifecycle is not None:
-                await self.lifecycle.ensure_loaded(target)
+        held = self.lifecycle.in_use(target) if self.lifecycle else contextlib.nullcontext()
+        async with accounting, held:
             return await guarded(target.binding, call(), timeout_s or self.timeout_s)
 
     async def _load(self, prepared: Prepared) -> None:
