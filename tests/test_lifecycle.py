@@ -274,3 +274,16 @@ async def test_a_model_embedding_is_busy_and_its_keep_alive_restarts(
         assert response.status == 200
         await lifecycle.reap()
         assert resident(client) == {"echo"}
+
+
+async def test_an_unload_during_the_load_unloads(make_client: Any, make_config: Any) -> None:
+    """An unload sent while the model loads answers once the load is done and undoes it.
+    Before, it answered 200 "unloaded" at once and the load then left the model loaded (a
+    SmolLM2 process kept running, in the books and in /api/ps)."""
+    client: Client = await make_client(config(make_config, echo={"load_delay_ms": 300}))
+    loading = asyncio.ensure_future(client.post("/api/v1/load_model", json=load_body("echo/echo")))
+    await asyncio.sleep(0.1)
+    unloaded = await client.post("/api/v1/unload_model", json=load_body("echo/echo"))
+    assert unloaded.status == 200 and (await loading).status == 200
+    assert resident(client) == set() and not client.server.app[LIFECYCLE].loaded
+    assert (await (await client.get("/api/ps")).json())["models"] == []

@@ -135,9 +135,11 @@ class Lifecycle:
         return entry.bytes if entry else None
 
     async def unload(self, target: Target) -> None:
-        """An explicit unload; the model leaves the books before the binding frees it."""
-        binding = target.binding
-        self.loaded.pop((binding.instance_name, target.model), None)
+        """An explicit unload (once a load in progress ends); the books first, then the binding."""
+        binding, key = target.binding, (target.binding.instance_name, target.model)
+        if (pending := self._loading.get(key)) is not None:
+            await asyncio.wait([pending])  # its outcome (or error) is its own caller's
+        self.loaded.pop(key, None)
         await guarded(binding, binding.unload(target.model), self.timeout_s)
         binding.placements.pop(target.model, None)
 
@@ -161,8 +163,7 @@ class Lifecycle:
         return used
 
     def devices(self, report: GpuReport) -> list[Device]:
-        """RAM and every GPU of `report` with its budget and the bytes booked there (read-only:
-        for pages and metrics; placement reads the devices itself when it decides)."""
+        """RAM and every GPU of `report`, budget and bytes booked (read-only: pages, metrics)."""
         booked = self.used_by_device()
         return [self.memory.ram(booked.get(CPU, 0)), *self.memory.gpus_of(report, booked)]
 
