@@ -13,16 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 
 from ..bindings import Binding
-from ..errors import BackendUnavailable, LoadRefused, ModelNotFound, Overloaded
+from ..errors import LoadRefused, ModelNotFound, Overloaded
 from ..guard import guarded, listed_models
 from ..registry import Registry, Target
 from ..tracing import span
+from .books import Books, LoadedModel
 from .gpu import GpuReport
-from .placement import ANY_GPU, CPU, Device, Memory, mib, parse_budget
+from .placement import CPU, Device, Memory, mib, parse_budget
 from .scheduler import Scheduler
 
 __all__ = ["Lifecycle", "LoadedModel", "parse_budget"]
@@ -30,25 +30,7 @@ log = logging.getLogger(__name__)
 FOREVER = -1.0
 
 
-@dataclass
-class LoadedModel:
-    """One loaded model and what the manager knows of it."""
-
-    instance: str
-    model: str
-    bytes: int
-    loaded_at: float
-    last_used: float
-    expires_at: float | None  # None: stays loaded until evicted or unloaded
-    device: str = CPU
-
-    @property
-    def ref(self) -> str:
-        """`<instance>/<model>`."""
-        return f"{self.instance}/{self.model}"
-
-
-class Lifecycle:
+class Lifecycle(Books):
     """Loads models before they run and unloads them when memory, count or keep_alive say so."""
 
     def __init__(
@@ -64,29 +46,25 @@ class Lifecycle:
         keep_alive_s: float = 300.0,
         timeout_s: float = 300.0,
     ) -> None:
+        super().__init__(
+            scheduler,
+            memory or Memory(),
+            max_loaded,
+            max_loaded_per_instance or {},
+            pinned,
+            device_pins or {},
+        )
         self.registry = registry
-        self.scheduler = scheduler
-        self.memory = memory or Memory()
-        self.max_loaded = max_loaded
-        self.max_loaded_per_instance = max_loaded_per_instance or {}
-        self.pinned = pinned
-        self.device_pins = dict(device_pins or {})
         self.keep_alive_s = keep_alive_s
         self.timeout_s = timeout_s
-        self.loaded: dict[tuple[str, str], LoadedModel] = {}
         self.measured: dict[tuple[str, str], int] = {}  # bytes each model took when last loaded
         self._loading: dict[tuple[str, str], asyncio.Future[None]] = {}
         # models whose binding refused to load them ahead (LoadRefused): its backend loads them
         # on demand, so generations go straight to it instead of asking again each time
         self.on_demand: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
-        self._calls: dict[tuple[str, str], int] = {}  # tokenize/embed calls running per model
         self.loads = 0
         self.evictions = 0
-
-    def used_bytes(self) -> int:
-        """Bytes the loaded models take, as estimated or measured."""
-        return sum(m.bytes for m in self.loaded.values())
 
     async def ensure_loaded(self, target: Target, *, explicit: bool = False) -> None:
         """Load `target`'s model unless it is loaded; concurrent callers share one load.
@@ -154,13 +132,6 @@ class Lifecycle:
         if running or waiting:
             return f"{target.ref} is busy ({running} running, {waiting} waiting); retry when done"
         return None
-
-    def used_by_device(self) -> dict[str, int]:
-        """Bytes the loaded models take on each device."""
-        used: dict[str, int] = {}
-        for entry in self.loaded.values():
-            used[entry.device] = used.get(entry.device, 0) + entry.bytes
-        return used
 
     def devices(self, report: GpuReport) -> list[Device]:
         """RAM and every GPU of `report`, budget and bytes booked (read-only: pages, metrics)."""
@@ -249,121 +220,6 @@ class Lifecycle:
             if info.name == model:
                 return int(info.memory_bytes or info.size_bytes or 0)
         return 0
-
-    def _busy(self, entry: LoadedModel) -> bool:
-        key = (entry.instance, entry.model)
-        lane = self.scheduler.lanes.get(key)
-        return key in self._calls or (lane is not None and (lane.active > 0 or bool(lane.waiting)))
-
-    def unloads_at(self, entry: LoadedModel) -> float | None:
-        """When keep_alive unloads `entry` (time.monotonic()); None: never (pinned, or -1)."""
-        return None if self._pinned(entry) else entry.expires_at
-
-    def _pinned(self, entry: LoadedModel) -> bool:
-        return entry.ref in self.pinned or entry.instance in self.pinned
-
-    def _evictable(self) -> list[LoadedModel]:
-        """Idle, unpinned models, least recently used first."""
-        idle = (m for m in self.loaded.values() if not self._busy(m) and not self._pinned(m))
-        return sorted(idle, key=lambda m: m.last_used)
-
-    def _listing(self, device: str | None = None) -> str:
-        """The loaded models (on `device`), with why each cannot go, for messages."""
-        return (
-            ", ".join(
-                f"{m.ref} ({mib(m.bytes)}{', busy' if self._busy(m) else ''}"
-                f"{', pinned' if self._pinned(m) else ''})"
-                for m in self.loaded.values()
-                if device is None or m.device == device
-            )
-            or "none"
-        )
-
-    def _count_plan(self, instance: str, model: str) -> list[LoadedModel]:
-        """Idle models to unload (LRU first) so that one more fits `max_loaded_models`."""
-        leaving: list[LoadedModel] = []
-        while True:
-            staying = [m for m in self.loaded.values() if m not in leaving]
-            per = self.max_loaded_per_instance.get(instance)
-            idle = [m for m in self._evictable() if m not in leaving]
-            if per and sum(1 for m in staying if m.instance == instance) + 1 > per:
-                candidates = [m for m in idle if m.instance == instance]
-                limit = f"{instance} may have {per} loaded ([bindings.{instance}])"
-            elif self.max_loaded and len(staying) + 1 > self.max_loaded:
-                candidates = idle
-                limit = f"{self.max_loaded} models may be loaded in all ([resources])"
-            else:
-                return leaving
-            if not candidates:
-                raise Overloaded(
-                    f"{instance}/{model} does not fit: max_loaded_models: {limit}; loaded are "
-                    f"{self._listing()}, and none of them can be unloaded now",
-                    binding=instance,
-                    retry_after=5.0,
-                )
-            leaving.append(candidates[0])
-
-    async def _candidates(
-        self, binding: Binding, model: str, leaving: list[LoadedModel]
-    ) -> list[list[Device]]:
-        """The devices `model` may go to, by preference (GPUs before RAM), `leaving` gone."""
-        instance = binding.instance_name
-        pin = self.device_pins.get(f"{instance}/{model}") or self.device_pins.get(instance)
-        booked = self.used_by_device()
-        for entry in leaving:
-            booked[entry.device] -= entry.bytes
-        ram = self.memory.ram(booked.get(CPU, 0))
-        if pin == CPU or (pin is None and not binding.gpu_placement):
-            return [[ram]]
-        gpus = await self.memory.gpus(booked)
-        if pin is None:
-            return [gpus, [ram]] if gpus else [[ram]]
-        chosen = gpus if pin == ANY_GPU else [d for d in gpus if d.name == pin]
-        if not chosen:
-            raise BackendUnavailable(
-                f"{instance}/{model} cannot be loaded: {self.memory.missing(pin, gpus)} "
-                "(see [resources] devices)",
-                binding=instance,
-            )
-        return [chosen]
-
-    def _plan(
-        self, device: Device, incoming: int, skip: Sequence[LoadedModel] = ()
-    ) -> list[LoadedModel] | None:
-        """Idle models to unload from `device` (LRU first, never one of `skip`: those kept or
-        already leaving) so that `incoming` fits; None: no way."""
-        need = incoming - device.room
-        evict: list[LoadedModel] = []
-        for entry in self._evictable():
-            if need <= 0:
-                break
-            if entry.device == device.name and entry not in skip:
-                evict.append(entry)
-                need -= entry.bytes
-        return evict if need <= 0 else None
-
-    async def _place(
-        self, binding: Binding, model: str, incoming: int, leaving: list[LoadedModel]
-    ) -> tuple[str, list[LoadedModel]]:
-        """The device for `model` and the idle models to unload there to make room."""
-        groups = await self._candidates(binding, model, leaving)
-        for group in groups:
-            plans = [(d, p) for d in group if (p := self._plan(d, incoming, leaving)) is not None]
-            if not plans:
-                continue
-            device, evict = min(plans, key=lambda p: (len(p[1]), -p[0].room))
-            if device.name != CPU or len(groups) > 1:
-                log.info("placing %s/%s on %s", binding.instance_name, model, device.describe())
-            return device.name, evict
-        where = "; ".join(
-            f"{d.describe()}, loaded there: {self._listing(d.name)}" for g in groups for d in g
-        )
-        raise Overloaded(
-            f"{binding.instance_name}/{model} ({mib(incoming)}) does not fit: {where}; "
-            "unloading the idle, unpinned models would not free enough",
-            binding=binding.instance_name,
-            retry_after=5.0,
-        )
 
     async def _unload(self, entry: LoadedModel, reason: str) -> None:
         binding = self.registry.get(entry.instance)
