@@ -207,9 +207,10 @@ async def test_a_pin_to_a_gpu_that_does_not_exist(make_client: Any, make_config:
 
 async def test_full_gpus_fall_back_to_ram_then_503(make_client: Any, make_config: Any) -> None:
     nvml = two_gpus((0, 0), total_gib=4)  # 3.5 GiB of room each: one 3 GiB model per GPU
-    client = await start(
-        make_client, make_config, nvml, ram_budget="3.5GiB", pinned=["gpu/echo", "gpu/think"]
-    )
+    client = await start(  # a load waits this long for busy models (slow) to finish
+        make_client, make_config, nvml, ram_budget="3.5GiB", pinned=["gpu/echo", "gpu/think"],
+        queue_timeout_s=0.05,
+    )  # fmt: skip
     busy = await client.post(
         "/api/v1/generate",
         json={"input_data": [{"type": "text", "data": "a b c d e f g h"}], "stream": True,

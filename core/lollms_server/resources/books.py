@@ -14,8 +14,12 @@ from ..errors import BackendUnavailable, Overloaded
 from .placement import ANY_GPU, CPU, Device, Memory, mib
 from .scheduler import Scheduler
 
-__all__ = ["Books", "LoadedModel"]
+__all__ = ["Books", "LoadedModel", "MustWait"]
 log = logging.getLogger(__name__)
+
+
+class MustWait(Overloaded):
+    """A load that does not fit now but will once busy models are done (they can go then)."""
 
 
 @dataclass
@@ -80,10 +84,28 @@ class Books:
     def _pinned(self, entry: LoadedModel) -> bool:
         return entry.ref in self.pinned or entry.instance in self.pinned
 
-    def _evictable(self) -> list[LoadedModel]:
-        """Idle, unpinned models, least recently used first."""
-        idle = (m for m in self.loaded.values() if not self._busy(m) and not self._pinned(m))
-        return sorted(idle, key=lambda m: m.last_used)
+    def _evictable(self, busy: bool = False) -> list[LoadedModel]:
+        """Idle (or, with `busy`, also busy) unpinned models, least recently used first."""
+        free = (
+            m for m in self.loaded.values() if (busy or not self._busy(m)) and not self._pinned(m)
+        )
+        return sorted(free, key=lambda m: m.last_used)
+
+    async def plan(
+        self, binding: Binding, model: str, incoming: int
+    ) -> tuple[list[LoadedModel], str, list[LoadedModel]]:
+        """What to unload for `max_loaded_models`, the device for `model`, what to unload there.
+        Overloaded if it cannot fit; MustWait if it can once the busy models are done."""
+        try:
+            leaving = self._count_plan(binding.instance_name, model)
+            return (leaving, *await self._place(binding, model, incoming, leaving))
+        except Overloaded as refusal:
+            try:  # the same plan with the busy models gone
+                later = self._count_plan(binding.instance_name, model, busy=True)
+                await self._place(binding, model, incoming, later, busy=True)
+            except Overloaded:
+                raise refusal from None
+            raise MustWait(refusal.message, binding=refusal.binding, retry_after=5.0) from None
 
     def _listing(self, device: str | None = None) -> str:
         """The loaded models (on `device`), with why each cannot go, for messages."""
@@ -97,13 +119,13 @@ class Books:
             or "none"
         )
 
-    def _count_plan(self, instance: str, model: str) -> list[LoadedModel]:
+    def _count_plan(self, instance: str, model: str, busy: bool = False) -> list[LoadedModel]:
         """Idle models to unload (LRU first) so that one more fits `max_loaded_models`."""
         leaving: list[LoadedModel] = []
         while True:
             staying = [m for m in self.loaded.values() if m not in leaving]
             per = self.max_loaded_per_instance.get(instance)
-            idle = [m for m in self._evictable() if m not in leaving]
+            idle = [m for m in self._evictable(busy) if m not in leaving]
             if per and sum(1 for m in staying if m.instance == instance) + 1 > per:
                 candidates = [m for m in idle if m.instance == instance]
                 limit = f"{instance} may have {per} loaded ([bindings.{instance}])"
@@ -146,13 +168,13 @@ class Books:
         return [chosen]
 
     def _plan(
-        self, device: Device, incoming: int, skip: Sequence[LoadedModel] = ()
+        self, device: Device, incoming: int, skip: Sequence[LoadedModel] = (), busy: bool = False
     ) -> list[LoadedModel] | None:
         """Idle models to unload from `device` (LRU first, never one of `skip`: those kept or
         already leaving) so that `incoming` fits; None: no way."""
         need = incoming - device.room
         evict: list[LoadedModel] = []
-        for entry in self._evictable():
+        for entry in self._evictable(busy):
             if need <= 0:
                 break
             if entry.device == device.name and entry not in skip:
@@ -161,16 +183,23 @@ class Books:
         return evict if need <= 0 else None
 
     async def _place(
-        self, binding: Binding, model: str, incoming: int, leaving: list[LoadedModel]
+        self,
+        binding: Binding,
+        model: str,
+        incoming: int,
+        leaving: list[LoadedModel],
+        busy: bool = False,
     ) -> tuple[str, list[LoadedModel]]:
         """The device for `model` and the idle models to unload there to make room."""
         groups = await self._candidates(binding, model, leaving)
         for group in groups:
-            plans = [(d, p) for d in group if (p := self._plan(d, incoming, leaving)) is not None]
+            plans = [
+                (d, p) for d in group if (p := self._plan(d, incoming, leaving, busy)) is not None
+            ]
             if not plans:
                 continue
             device, evict = min(plans, key=lambda p: (len(p[1]), -p[0].room))
-            if device.name != CPU or len(groups) > 1:
+            if (device.name != CPU or len(groups) > 1) and not busy:
                 log.info("placing %s/%s on %s", binding.instance_name, model, device.describe())
             return device.name, evict
         where = "; ".join(

@@ -20,7 +20,7 @@ from ..errors import LoadRefused, ModelNotFound, Overloaded
 from ..guard import guarded, listed_models
 from ..registry import Registry, Target
 from ..tracing import span
-from .books import Books, LoadedModel
+from .books import Books, LoadedModel, MustWait
 from .gpu import GpuReport
 from .placement import CPU, Device, Memory, mib, parse_budget
 from .scheduler import Scheduler
@@ -28,6 +28,7 @@ from .scheduler import Scheduler
 __all__ = ["Lifecycle", "LoadedModel", "parse_budget"]
 log = logging.getLogger(__name__)
 FOREVER = -1.0
+WAIT_POLL_S = 0.1  # how often a load that waits for busy models looks again
 
 
 class Lifecycle(Books):
@@ -63,6 +64,7 @@ class Lifecycle(Books):
         # on demand, so generations go straight to it instead of asking again each time
         self.on_demand: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
+        self._wanted: dict[tuple[str, str], int] = {}  # requests awaiting each load in progress
         self.loads = 0
         self.evictions = 0
 
@@ -84,11 +86,18 @@ class Lifecycle(Books):
         # the span opens first, so that the load task (its context copied) is its child
         with span("model.load", {"lollms.instance": key[0], "lollms.model": key[1]}):
             pending = self._loading.get(key)
-            if pending is None:
+            if pending is None or pending.done():  # done: a load dropped as nobody waited
                 pending = asyncio.ensure_future(self._load(binding, target.model, explicit))
                 self._loading[key] = pending
-                pending.add_done_callback(lambda _: self._loading.pop(key, None))
-            await asyncio.shield(pending)
+                pending.add_done_callback(
+                    lambda done: self._loading.pop(key) if self._loading.get(key) is done else None
+                )
+            self._wanted[key] = self._wanted.get(key, 0) + 1
+            try:
+                await asyncio.shield(pending)
+            finally:
+                if (left := self._wanted.pop(key) - 1) > 0:
+                    self._wanted[key] = left
 
     @contextlib.asynccontextmanager
     async def in_use(self, target: Target) -> AsyncIterator[None]:
@@ -149,13 +158,35 @@ class Lifecycle(Books):
         entry.expires_at = None if keep < 0 else entry.last_used + keep
 
     async def _load(self, binding: Binding, model: str, explicit: bool) -> None:
+        """Load `model`; while only busy models stand in the way, wait (up to queue_timeout_s)
+        for them to finish and be unloaded, as a request waits for a slot in the queue."""
+        waited, logged = time.monotonic(), False
+        while True:
+            try:
+                return await self._load_now(binding, model, explicit)
+            except MustWait as refusal:
+                if not logged:
+                    logged = True
+                    log.info("%s/%s waits for busy models: %s", binding.instance_name, model,
+                             refusal.message)  # fmt: skip
+                if time.monotonic() - waited >= self.scheduler.queue_timeout_s:
+                    raise Overloaded(
+                        f"{refusal.message}; waited {self.scheduler.queue_timeout_s:g}s for them "
+                        "([resources] queue_timeout_s)",
+                        binding=refusal.binding,
+                        retry_after=5.0,
+                    ) from None
+            await asyncio.sleep(WAIT_POLL_S)
+            if (binding.instance_name, model) not in self._wanted:
+                return  # every request that waited for it gave up (disconnected)
+
+    async def _load_now(self, binding: Binding, model: str, explicit: bool) -> None:
         # a model on another machine (a node, an ollama server) waits on no other load, and
         # no other load waits on its network call (a frozen node held every load for 300 s)
         async with self._lock if binding.loads_models else contextlib.nullcontext():
             estimate = await self._estimate(binding, model)
             # plan every unload first: a load refused by the budget unloads nothing
-            leaving = self._count_plan(binding.instance_name, model)
-            device, evict = await self._place(binding, model, estimate, leaving)
+            leaving, device, evict = await self.plan(binding, model, estimate)
             for entry in [*leaving, *evict]:  # max_loaded_models, then room on the device
                 await self._unload(entry, reason=f"to load {binding.instance_name}/{model}")
             binding.placements[model] = device
