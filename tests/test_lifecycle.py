@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 from lollms_server.bindings import Binding
@@ -288,3 +289,35 @@ async def test_an_unload_during_the_load_unloads(make_client: Any, make_config: 
     assert unloaded.status == 200 and (await loading).status == 200
     assert resident(client) == set() and not client.server.app[LIFECYCLE].loaded
     assert (await (await client.get("/api/ps")).json())["models"] == []
+
+
+async def test_keep_alive_on_every_openai_endpoint_that_runs_a_model(
+    make_client: Any, make_config: Any
+) -> None:
+    """`keep_alive` is an extra body field on `/v1` (README): images, speech, transcription
+    and embeddings take it as chat does (and Ollama's /api/embed). Before, all four answered
+    400 'Unknown field', so an image or voice model could not be unloaded after its request."""
+    client: Client = await make_client(config(make_config))
+    lifecycle = client.server.app[LIFECYCLE]
+    wav = await (await client.post("/v1/audio/speech", json={"model": "echo/think",
+                 "input": "hi", "keep_alive": "10m"})).read()  # fmt: skip
+    entry = lifecycle.loaded[("echo", "think")]
+    assert entry.expires_at is not None and 590 < entry.expires_at - entry.last_used <= 600
+    form = aiohttp.FormData()
+    form.add_field("file", wav, filename="a.wav", content_type="audio/wav")
+    form.add_field("model", "echo/slow")
+    form.add_field("keep_alive", "0")
+    calls = [
+        (
+            "/v1/images/generations",
+            {"json": {"model": "echo/echo", "prompt": "x", "keep_alive": 0}},
+        ),
+        ("/v1/audio/transcriptions", {"data": form}),
+        ("/v1/embeddings", {"json": {"model": "echo/fail", "input": "x", "keep_alive": "0s"}}),
+        ("/api/embed", {"json": {"model": "echo/echo", "input": "x", "keep_alive": 0}}),
+    ]
+    for path, kwargs in calls:
+        response = await client.post(path, **kwargs)
+        assert response.status == 200, (path, await response.text())
+    await lifecycle.reap()
+    assert resident(client) == {"think"}  # keep_alive 0 unloaded the other three

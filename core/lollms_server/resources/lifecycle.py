@@ -100,7 +100,7 @@ class Lifecycle(Books):
                     self._wanted[key] = left
 
     @contextlib.asynccontextmanager
-    async def in_use(self, target: Target) -> AsyncIterator[None]:
+    async def in_use(self, target: Target, keep_alive_s: float | None) -> AsyncIterator[None]:
         """Hold `target`'s model for a tokenize/embed call: busy while it runs, keep_alive after."""
         key = (target.binding.instance_name, target.model)
         self._calls[key] = self._calls.get(key, 0) + 1  # busy from before its load ends
@@ -110,7 +110,7 @@ class Lifecycle(Books):
         finally:
             if (left := self._calls.pop(key) - 1) > 0:
                 self._calls[key] = left
-            self.release(target, None)
+            self.release(target, keep_alive_s)
 
     async def load(self, target: Target) -> int | None:
         """An explicit load (admin API, pages, Ollama face), within the budget; bytes used."""

@@ -276,15 +276,17 @@ class GenerationService:
         timeout_s: float | None = None,
         *,
         texts: Sequence[str] = (),
+        keep_alive: float | None = None,
     ) -> T:
         """A binding call that needs the model but is no generation (tokenize, embed): the
         model loaded within the lifecycle's books first (budgets, max loaded, keep_alive).
         With `texts` (embeddings) it also takes a concurrent slot of the key and charges them
-        to its token budget (`RateLimiter.text_work`)."""
+        to its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if texts and self.limiter is not None:
             accounting = self.limiter.text_work(caller(), sum(len(text) for text in texts))
-        held = self.lifecycle.in_use(target) if self.lifecycle else contextlib.nullcontext()
+        lifecycle = self.lifecycle
+        held = lifecycle.in_use(target, keep_alive) if lifecycle else contextlib.nullcontext()
         async with accounting, held:
             return await guarded(target.binding, call(), timeout_s or self.timeout_s)
 

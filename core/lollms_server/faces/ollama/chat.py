@@ -150,7 +150,7 @@ async def embed(request: web.Request, body: dict[str, Any]) -> web.Response:
     texts: list[str] = body["input"] or []
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
-    vectors = await _embed(request, target, texts) if texts else []
+    vectors = await _embed(request, target, texts, body["keep_alive"]) if texts else []
     wanted = body["dimensions"]
     if wanted is not None and vectors:
         vectors = [_truncate(v, wanted, target) for v in vectors]
@@ -170,7 +170,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     """Embed one prompt; an empty prompt gives an empty vector."""
     target = await _embedding_target(request, body["model"])
     prompt: str = body["prompt"] or ""
-    vectors = await _embed(request, target, [prompt]) if prompt else [[]]
+    vectors = await _embed(request, target, [prompt], body["keep_alive"]) if prompt else [[]]
     return web.json_response({"embedding": vectors[0]})
 
 
@@ -227,10 +227,13 @@ async def _embedding_target(request: web.Request, name: str) -> Target:
     return target
 
 
-async def _embed(request: web.Request, target: Target, texts: list[str]) -> list[list[float]]:
+async def _embed(
+    request: web.Request, target: Target, texts: list[str], keep_alive: float | str | None
+) -> list[list[float]]:
     binding = target.binding
+    seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed(texts, target.model), texts=texts
+        target, lambda: binding.embed(texts, target.model), texts=texts, keep_alive=seconds
     )
     if len(vectors) != len(texts):
         raise BackendError(

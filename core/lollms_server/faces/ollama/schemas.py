@@ -18,8 +18,8 @@ binding forwards them, others ignore them); unknown options are ignored, as in O
 
 Refused (400): a non-empty `suffix` or `template` (fill-in-the-middle and custom templates cannot
 be honoured by every binding). Ignored: `context`, `logprobs`, `top_logprobs`, `verbose`, the
-image-generation fields `width`, `height`, `steps`, and embed's `truncate`, `options` and
-`keep_alive` (bindings embed with their own settings).
+image-generation fields `width`, `height`, `steps`, and embed's `truncate` and `options`
+(bindings embed with their own settings); embed's `keep_alive` applies as on chat.
 """
 
 from __future__ import annotations

@@ -127,7 +127,10 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed(texts, target.model), texts=texts
+        target,
+        lambda: binding.embed(texts, target.model),
+        texts=texts,
+        keep_alive=body["keep_alive"],
     )
     if len(vectors) != len(texts):
         raise BackendError(

@@ -48,6 +48,7 @@ AUDIO_FORMATS = {
     "pcm": ("audio/pcm", "audio/l16"),
 }
 IMAGE_EXTRAS = (
+    "keep_alive",
     "seed",
     "negative_prompt",
     "steps",
@@ -219,6 +220,7 @@ async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Respon
         "speed": body["speed"],
         "instructions": body["instructions"],
         "response_format": wanted,
+        "keep_alive": body["keep_alive"],
     }
     parameters = {key: value for key, value in found.items() if value is not None}
     prepared, result = await _run(request, "tts", body["model"], body["input"], (), parameters)
@@ -263,7 +265,8 @@ async def audio_translations(request: web.Request, form: dict[str, Any]) -> web.
 
 async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> web.Response:
     language = form.get("language")
-    found = {"language": language, "temperature": form["temperature"], "task": task}
+    found = {"language": language, "temperature": form["temperature"], "task": task,
+             "keep_alive": form["keep_alive"]}  # fmt: skip
     parameters = {key: value for key, value in found.items() if value is not None}
     audio = _media_input("audio", "input_audio", form["file"])
     prepared, result = await _run(

@@ -34,8 +34,9 @@ ignore them): `chat_template_kwargs`, `thinking` (boolean or object), `enable_th
 
 Extensions (not in OpenAI's API): chat `personality` (a lollms personality name: its system prompt
 and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penalty` for text,
-`keep_alive` (seconds the model stays loaded after the request, or an Ollama duration such as
-"10m", as Open WebUI sends it: negative forever, 0 unload now),
+`keep_alive` on every endpoint that runs a model (seconds the model stays loaded after the
+request, or an Ollama duration such as "10m", as Open WebUI sends it: negative forever, 0 unload
+now),
 `seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images;
 `loras`, `controlnet` with `controlnet_image`, and `upscale` (edits) for image workflows.
 """
@@ -309,3 +310,4 @@ class EmbeddingSchema(StrictSchema):
     )
     dimensions = _opt(Whole, validate=validate.Range(1, 65536))
     user = _opt(fields.String)
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)

@@ -21,6 +21,7 @@ from ...httpkit.shapes import (
     StringOrList,
     Upload,
 )
+from ...ollama_wire import KeepAliveSeconds
 from ...whole_number import Whole
 from .schemas import TEXT, _opt
 
@@ -100,6 +101,7 @@ class ImageFieldsSchema(StrictSchema):
     guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
     loras = LoraList(load_default=None, allow_none=True)
     controlnet = ControlNetField(load_default=None, allow_none=True)
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
 
 
 class ImageGenerationSchema(ImageFieldsSchema):
@@ -150,6 +152,7 @@ class SpeechSchema(StrictSchema):
     )
     speed = _opt(fields.Float, validate=validate.Range(0.25, 4))
     stream_format = _opt(fields.String, validate=validate.OneOf(["sse", "audio"]))
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
 
 
 class TranslationForm(FormSchema):
@@ -158,6 +161,7 @@ class TranslationForm(FormSchema):
     file = Upload(required=True)
     model = _opt(fields.String, validate=NAME)
     prompt = _opt(fields.String, validate=TEXT)
+    keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
     response_format = _opt(
         fields.String,
         validate=validate.OneOf(["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]),
