@@ -164,6 +164,12 @@ class LoadRefused(BackendError):
     load it on demand for a generation, so only an explicit load fails with it."""
 
 
+class ModelLoadFailed(BackendError):
+    """A model of a binding that holds its models in this process (`loads_models`) would not
+    load (a damaged or truncated file): that model fails, not its instance, so it opens no
+    circuit; the instance's other models go on serving."""
+
+
 class BackendRefused(BackendError):
     """The backend refused this request to our credentials (its 403: a model our key there may
     not use); the backend itself is fine, so it opens no circuit and hands over to no fallback."""

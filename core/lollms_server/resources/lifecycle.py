@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from ..bindings import Binding
-from ..errors import LoadRefused, ModelNotFound, Overloaded
+from ..errors import BackendError, LoadRefused, ModelLoadFailed, ModelNotFound, Overloaded
 from ..guard import guarded, listed_models
 from ..registry import Registry, Target
 from ..tracing import span
@@ -195,6 +195,8 @@ class Lifecycle(Books):
                 measured = await guarded(binding, binding.load(model), self.timeout_s)
             except Exception as exc:
                 binding.placements.pop(model, None)
+                if binding.loads_models and type(exc) is BackendError:  # the model's file
+                    raise ModelLoadFailed(exc.message, binding=exc.binding) from exc
                 if explicit or not isinstance(exc, (ModelNotFound, LoadRefused)):
                     raise
                 if isinstance(exc, LoadRefused):

@@ -8,7 +8,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..circuit import CircuitBreaker
-from ..errors import BackendRefused, LollmsError, ModelNotFound, NotSupported, Overloaded
+from ..errors import (
+    BackendRefused,
+    LollmsError,
+    ModelLoadFailed,
+    ModelNotFound,
+    NotSupported,
+    Overloaded,
+)
 from ..registry import Target
 from ..resources.scheduler import Scheduler
 
@@ -56,7 +63,7 @@ def is_backend_failure(exc: BaseException) -> bool:
     return (
         isinstance(exc, LollmsError)
         and exc.status >= 500
-        and not isinstance(exc, (NotSupported, Overloaded, BackendRefused))
+        and not isinstance(exc, (NotSupported, Overloaded, BackendRefused, ModelLoadFailed))
     )
 
 
@@ -100,11 +107,11 @@ class Attempt:
             return False
         if is_backend_failure(exc):
             self.breaker.failure(getattr(exc, "message", str(exc)))
-        elif isinstance(exc, LollmsError) and not isinstance(exc, Overloaded):
+        elif isinstance(exc, LollmsError) and not isinstance(exc, (Overloaded, ModelLoadFailed)):
             self.breaker.success()  # the backend answered; the request was at fault
         else:
             self.breaker.trial_running = False
-        can_hand_over = is_backend_failure(exc) or isinstance(exc, Overloaded)
+        can_hand_over = is_backend_failure(exc) or isinstance(exc, (Overloaded, ModelLoadFailed))
         if can_hand_over and not self.last and not self.committed:
             log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
             return True

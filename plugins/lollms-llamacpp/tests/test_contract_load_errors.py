@@ -48,3 +48,29 @@ async def test_extra_args_per_model_and_the_root_cause_of_a_failed_load(
         assert CAUSE in cause, message  # the first error line, not the cascade after it
         assert f"model {TINY!r}" in message and "while starting" in message
         assert "Traceback" not in message
+
+
+async def test_a_broken_model_does_not_open_the_circuit_of_its_instance(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """Six requests for a truncated GGUF each get the 502 naming its cause; the other models
+    of the instance keep serving. Before, the fifth failed load opened the instance's circuit:
+    every model of it (the healthy ones too) got 503 'circuit open' for cooldown_s."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "whole.gguf").write_bytes((tiny_models / f"{TINY}.gguf").read_bytes())
+    (models / "cut.gguf").write_bytes((tiny_models / f"{TINY}.gguf").read_bytes()[:300_000])
+    settings = {"models_folders": [str(models)], "n_ctx": 256, "n_parallel": 1, "n_threads": 1}
+    async with serve_binding(LlamaCppBinding, "local", settings, tmp_path / "data") as client:
+
+        async def ask(model: str) -> tuple[int, str]:
+            body = {"model": f"local/{model}", "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 2}  # fmt: skip
+            response = await client.post("/v1/chat/completions", json=body)
+            return response.status, await response.text()
+
+        for _ in range(6):
+            status, text = await ask("cut")
+            assert status == 502 and "while starting" in text, text
+        status, text = await ask("whole")
+        assert status == 200, text
