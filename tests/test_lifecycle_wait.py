@@ -131,3 +131,26 @@ async def test_a_waiting_load_nobody_wants_any_more_is_dropped(
     await asyncio.sleep(0.4)  # a few rounds of the waiting load's checks
     assert loaded(client) == {"a/slow", "b/slow"}
     assert client.server.app[LIFECYCLE].evictions == 0
+
+
+async def test_a_first_load_bigger_than_estimated_waits_too(
+    make_client: Any, make_config: Any
+) -> None:
+    """Each model is estimated at 10 MiB and takes 60 once loaded (a GGUF's file size against
+    its process's RSS), two fit 150 MiB: the third, loaded while both others stream, is unloaded
+    again and waits for one of them instead of failing. Before, it got a 503 'took 60 MiB once
+    loaded' (llama.cpp: tiny0 503 while tiny1 and tiny2 streamed)."""
+    client = await three_instances(
+        make_client, make_config, ram_budget="150MiB", max_loaded_models=0
+    )
+    for name in "abc":  # estimated at model_memory_mb, a load reports loaded_memory_mb
+        client.server.app[REGISTRY].get(name).config.update(model_memory_mb=10, loaded_memory_mb=60)
+    streams = [await client.post("/api/v1/generate", json=stream(name)) for name in "ab"]
+    for response in streams:
+        await response.content.readline()
+    third = await client.post("/api/v1/generate", json=stream("c"))
+    body = await third.read()
+    assert third.status == 200 and b"final" in body, body
+    for response in streams:
+        assert b"final" in await response.read()
+    assert client.server.app[LIFECYCLE].used_bytes() <= 150 * 2**20

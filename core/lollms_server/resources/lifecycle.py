@@ -218,7 +218,8 @@ class Lifecycle(Books):
 
     async def _settle(self, entry: LoadedModel) -> None:
         """A load took more than estimated: unload idle models on its device until the books
-        fit the budget again, or unload it and refuse (the next estimate uses what it took)."""
+        fit the budget again, or unload it and refuse (the next estimate uses what it took);
+        MustWait when busy models could make room once done."""
         booked = self.used_by_device()
         devices = (
             [self.memory.ram(booked.get(CPU, 0))]
@@ -234,7 +235,8 @@ class Lifecycle(Books):
                 await self._unload(other, reason=f"{entry.ref} took {mib(entry.bytes)} on load")
             return
         await self._unload(entry, reason=f"it took {mib(entry.bytes)}, more than fits")
-        raise Overloaded(
+        later = self._plan(device, 0, skip=(entry,), busy=True) is not None
+        raise (MustWait if later else Overloaded)(
             f"{entry.ref} took {mib(entry.bytes)} once loaded, more than was estimated, and does "
             f"not fit: {device.describe()}, loaded there: {self._listing(device.name)}",
             binding=entry.instance,
