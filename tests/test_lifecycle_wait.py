@@ -154,3 +154,23 @@ async def test_a_first_load_bigger_than_estimated_waits_too(
     for response in streams:
         assert b"final" in await response.read()
     assert client.server.app[LIFECYCLE].used_bytes() <= 150 * 2**20
+
+
+async def test_concurrent_loads_of_remote_models_keep_max_loaded_models(
+    make_client: Any, make_config: Any
+) -> None:
+    """Models that live on another machine (echo stands in for ollama and lollms nodes, whose
+    loads do not wait on one another) still count: three loads at once with room for two end
+    with two loaded. Before, each planned before the others were booked and all three stayed."""
+    echo = {"type": "echo", "load_delay_ms": 200, "model_memory_mb": 100}
+    bindings = {name: dict(echo) for name in ("a", "b", "c")}
+    config = make_config({"bindings": bindings, "resources": {"max_loaded_models": 2}})
+    client: Client = await make_client(config)
+    loads = [
+        client.post("/api/v1/load_model", json={"binding_name": name, "model_name": "echo"})
+        for name in "abc"
+    ]
+    assert [r.status for r in await asyncio.gather(*loads)] == [200, 200, 200]
+    registry = client.server.app[REGISTRY]
+    assert sum(len(registry.get(name).loaded) for name in "abc") == 2
+    assert len(client.server.app[LIFECYCLE].loaded) == 2

@@ -60,6 +60,8 @@ class Books:
         self.device_pins = dict(device_pins)
         self.loaded: dict[tuple[str, str], LoadedModel] = {}
         self._calls: dict[tuple[str, str], int] = {}  # tokenize/embed calls running per model
+        # loads under way (device, estimated bytes): counted by every plan, never unloaded
+        self.reserved: dict[tuple[str, str], tuple[str, int]] = {}
 
     def used_bytes(self) -> int:
         """Bytes the loaded models take, as estimated or measured."""
@@ -100,6 +102,8 @@ class Books:
             leaving = self._count_plan(binding.instance_name, model)
             return (leaving, *await self._place(binding, model, incoming, leaving))
         except Overloaded as refusal:
+            if self.reserved:  # loads under way: once booked, they may be unloaded
+                raise MustWait(refusal.message, binding=refusal.binding) from None
             try:  # the same plan with the busy models gone
                 later = self._count_plan(binding.instance_name, model, busy=True)
                 await self._place(binding, model, incoming, later, busy=True)
@@ -123,10 +127,11 @@ class Books:
         """Idle models to unload (LRU first) so that one more fits `max_loaded_models`."""
         leaving: list[LoadedModel] = []
         while True:
-            staying = [m for m in self.loaded.values() if m not in leaving]
+            staying = [m.instance for m in self.loaded.values() if m not in leaving]
+            staying += [name for name, _ in self.reserved]
             per = self.max_loaded_per_instance.get(instance)
             idle = [m for m in self._evictable(busy) if m not in leaving]
-            if per and sum(1 for m in staying if m.instance == instance) + 1 > per:
+            if per and staying.count(instance) + 1 > per:
                 candidates = [m for m in idle if m.instance == instance]
                 limit = f"{instance} may have {per} loaded ([bindings.{instance}])"
             elif self.max_loaded and len(staying) + 1 > self.max_loaded:
@@ -152,6 +157,8 @@ class Books:
         booked = self.used_by_device()
         for entry in leaving:
             booked[entry.device] -= entry.bytes
+        for device, size in self.reserved.values():
+            booked[device] = booked.get(device, 0) + size
         ram = self.memory.ram(booked.get(CPU, 0))
         if pin == CPU or (pin is None and not binding.gpu_placement):
             return [[ram]]

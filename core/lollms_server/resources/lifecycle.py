@@ -187,34 +187,46 @@ class Lifecycle(Books):
             estimate = await self._estimate(binding, model)
             # plan every unload first: a load refused by the budget unloads nothing
             leaving, device, evict = await self.plan(binding, model, estimate)
-            for entry in [*leaving, *evict]:  # max_loaded_models, then room on the device
-                await self._unload(entry, reason=f"to load {binding.instance_name}/{model}")
-            binding.placements[model] = device
-            before = await self.memory.gpu_used(device)
+            key = (binding.instance_name, model)
+            self.reserved[key] = (device, estimate)  # booked while its unloads and load run
             try:
-                measured = await guarded(binding, binding.load(model), self.timeout_s)
-            except Exception as exc:
-                binding.placements.pop(model, None)
-                if binding.loads_models and type(exc) is BackendError:  # the model's file
-                    raise ModelLoadFailed(exc.message, binding=exc.binding) from exc
-                if explicit or not isinstance(exc, (ModelNotFound, LoadRefused)):
-                    raise
-                if isinstance(exc, LoadRefused):
-                    self.on_demand.add((binding.instance_name, model))
-                log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
-                return
-            size = measured if isinstance(measured, int) and measured > 0 else 0
-            after = await self.memory.gpu_used(device)
-            if before is not None and after is not None:
-                size = max(size, after - before)  # what NVML saw the load take on that GPU
-            now = time.monotonic()
-            entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
-                                now + self.keep_alive_s, device)  # fmt: skip
-            self.loaded[(binding.instance_name, model)] = entry
-            self.measured[(binding.instance_name, model)] = entry.bytes
-            self.loads += 1
-            if entry.bytes > estimate:
-                await self._settle(entry)
+                for entry in [*leaving, *evict]:  # max_loaded_models, then room on the device
+                    await self._unload(entry, reason=f"to load {binding.instance_name}/{model}")
+                await self._load_on(binding, model, explicit, device, estimate)
+            finally:
+                self.reserved.pop(key, None)
+
+    async def _load_on(
+        self, binding: Binding, model: str, explicit: bool, device: str, estimate: int
+    ) -> None:
+        """Load `model` on `device` (its room made) and book what it took."""
+        binding.placements[model] = device
+        before = await self.memory.gpu_used(device)
+        try:
+            measured = await guarded(binding, binding.load(model), self.timeout_s)
+        except Exception as exc:
+            binding.placements.pop(model, None)
+            if binding.loads_models and type(exc) is BackendError:  # the model's file
+                raise ModelLoadFailed(exc.message, binding=exc.binding) from exc
+            if explicit or not isinstance(exc, (ModelNotFound, LoadRefused)):
+                raise
+            if isinstance(exc, LoadRefused):
+                self.on_demand.add((binding.instance_name, model))
+            log.debug("%s/%s: not loaded ahead; the binding resolves it", binding.name, model)
+            return
+        size = measured if isinstance(measured, int) and measured > 0 else 0
+        after = await self.memory.gpu_used(device)
+        if before is not None and after is not None:
+            size = max(size, after - before)  # what NVML saw the load take on that GPU
+        now = time.monotonic()
+        entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
+                            now + self.keep_alive_s, device)  # fmt: skip
+        self.loaded[(binding.instance_name, model)] = entry
+        self.reserved.pop((binding.instance_name, model), None)
+        self.measured[(binding.instance_name, model)] = entry.bytes
+        self.loads += 1
+        if entry.bytes > estimate:
+            await self._settle(entry)
 
     async def _settle(self, entry: LoadedModel) -> None:
         """A load took more than estimated: unload idle models on its device until the books
