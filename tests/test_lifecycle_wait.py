@@ -174,3 +174,20 @@ async def test_concurrent_loads_of_remote_models_keep_max_loaded_models(
     registry = client.server.app[REGISTRY]
     assert sum(len(registry.get(name).loaded) for name in "abc") == 2
     assert len(client.server.app[LIFECYCLE].loaded) == 2
+
+
+async def test_status_names_the_loads_under_way(make_client: Any, make_config: Any) -> None:
+    """While c's load waits for a or b, /api/v1/status says so: c is loading, not loaded (its
+    request already counts as running in the queue depth). Before, nothing named it."""
+    client = await three_instances(make_client, make_config)
+    streams = [await client.post("/api/v1/generate", json=stream(name)) for name in "ab"]
+    for response in streams:
+        await response.content.readline()
+    waiting = asyncio.ensure_future(client.post("/api/v1/generate", json=stream("c")))
+    await asyncio.sleep(0.15)
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loading"] == ["c/slow"] and status["loaded"] == ["a/slow", "b/slow"]
+    for response in [*streams, await waiting]:
+        assert b"final" in await response.read()
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loading"] == [] and "c/slow" in status["loaded"]

@@ -99,6 +99,10 @@ class Lifecycle(Books):
                 if (left := self._wanted.pop(key) - 1) > 0:
                     self._wanted[key] = left
 
+    def loading(self) -> list[tuple[str, str]]:
+        """The models whose load is under way (or waits for busy models to make room)."""
+        return [key for key, pending in self._loading.items() if not pending.done()]
+
     @contextlib.asynccontextmanager
     async def in_use(self, target: Target, keep_alive_s: float | None) -> AsyncIterator[None]:
         """Hold `target`'s model for a tokenize/embed call: busy while it runs, keep_alive after."""

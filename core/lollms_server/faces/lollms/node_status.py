@@ -65,8 +65,8 @@ async def add_load_headers(request: web.Request, response: web.StreamResponse) -
 @routes.get("/api/v1/status")
 @endpoint("Load of this server: queue depth per model, free memory, loaded models", tag="lollms")
 async def status(request: web.Request) -> web.Response:
-    """Queue depth per busy lane, memory per device and the loaded models (those the caller
-    may use)."""
+    """Queue depth per busy lane, memory per device, the loaded models and those loading (those
+    the caller may use)."""
     app = request.app
     principal = request.get(REQUEST_PRINCIPAL)
     body: dict[str, Any] = {
@@ -86,6 +86,11 @@ async def status(request: web.Request) -> web.Response:
             entry.ref
             for entry in app[LIFECYCLE].loaded.values()
             if principal is not None and principal.may_use(entry.instance, entry.model)
+        ),
+        "loading": sorted(
+            f"{instance}/{model}"
+            for instance, model in app[LIFECYCLE].loading()
+            if principal is not None and principal.may_use(instance, model)
         ),
     }
     return web.json_response(body)
