@@ -8,7 +8,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..circuit import CircuitBreaker
-from ..errors import BackendRefused, LollmsError, ModelNotFound, NotSupported, Overloaded
+from ..errors import (
+    BackendRefused,
+    LollmsError,
+    ModelNotFound,
+    NotSupported,
+    Overloaded,
+    RateLimited,
+)
 from ..registry import Target
 from ..resources.scheduler import Scheduler
 
@@ -60,11 +67,18 @@ def is_backend_failure(exc: BaseException) -> bool:
     )
 
 
+def is_backend_rate_limit(exc: BaseException) -> bool:
+    """The backend's own 429 (a provider's quota, not the caller's key): the backend is fine
+    and opens no circuit, but the next target may serve the request."""
+    return isinstance(exc, RateLimited) and exc.binding is not None
+
+
 class Attempt:
     """One try of one target: feeds its breaker and decides whether the next target may try.
 
-    Leaving the block with a backend failure (or a full queue) before anything was sent to the
-    client suppresses the error when another target remains, so the caller's loop goes on.
+    Leaving the block with a backend failure (or a full queue, or the backend's own 429) before
+    anything was sent to the client suppresses the error when another target remains, so the
+    caller's loop goes on.
     """
 
     def __init__(
@@ -104,7 +118,9 @@ class Attempt:
             self.breaker.success()  # the backend answered; the request was at fault
         else:
             self.breaker.trial_running = False
-        can_hand_over = is_backend_failure(exc) or isinstance(exc, Overloaded)
+        can_hand_over = (
+            is_backend_failure(exc) or isinstance(exc, Overloaded) or is_backend_rate_limit(exc)
+        )
         if can_hand_over and not self.last and not self.committed:
             log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
             return True
