@@ -239,6 +239,7 @@ class GenerationService:
     async def _whole(self, prepared: Prepared, outcome: Outcome) -> Result:
         """The binding's whole answer (`generate`), thoughts split out."""
         binding = prepared.target.binding
+        outcome.asked_whole = True
         with span("binding.generate", call_attributes(prepared)):
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
         result = expect(binding, result, Result, "generate()")

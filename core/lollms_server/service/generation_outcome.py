@@ -29,13 +29,16 @@ class Outcome:
     usage: Usage | None = None
     first_token_s: float | None = None
     served: Prepared | None = None  # the attempt that ran last (a fallback target's)
+    asked_whole: bool = False  # a whole answer was asked of a backend (it works unseen)
 
     def tokens_used(self, reservation: Reservation) -> int:
         """What the token budget is charged: the usage, else (a stream cut short after its
-        first token) the whole reservation, else nothing."""
+        first token, or a whole answer whose client left while a backend worked on it) the
+        whole reservation, else nothing."""
         if self.usage is not None:
             return self.usage.total_tokens
-        return reservation.tokens if self.first_token_s is not None else 0
+        left_mid_work = self.asked_whole and self.status == CLIENT_CLOSED
+        return reservation.tokens if self.first_token_s is not None or left_mid_work else 0
 
 
 def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> None:

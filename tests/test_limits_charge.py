@@ -1,0 +1,86 @@
+"""What a key is charged, and what it is told, against a real `lollms-server` process: a whole
+answer whose client left while the backend worked on it, and the X-RateLimit-* headers."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from lollms_server.testing.process import SERVER_COMMAND, lollms_process, server_env
+
+FOREIGN = {"Host": "evil.example"}  # not this machine: the request needs a key
+PROMPT = "one two three four five six seven eight nine ten"  # 10 echo tokens, 49 characters
+
+
+@contextmanager
+def echo_server(tmp_path: Path, delay_ms: int = 200) -> Iterator[tuple[str, Path]]:
+    """A server with one echo instance (`slow` waits `delay_ms` per token) and one slot."""
+    config = (
+        f'[bindings.echo]\ntype = "echo"\ndefault_model = "echo"\ndelay_ms = {delay_ms}\n'
+        'max_concurrent = 1\n\n[defaults]\nttt = "echo"\n'
+    )
+    with lollms_process(tmp_path, config) as running:
+        yield running.url, tmp_path
+
+
+def make_key(folder: Path, *options: str) -> dict[str, str]:
+    """Headers of a new user key made with the CLI, sent from another machine."""
+    done = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
+         "--name", uuid.uuid4().hex[:8], "--role", "user", *options],
+        env=server_env(folder / "data"), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return {**FOREIGN, "X-API-Key": done.stdout.strip()}
+
+
+def chat(max_tokens: int, model: str = "echo/slow", stream: bool = False) -> dict[str, Any]:
+    """An OpenAI chat body of PROMPT."""
+    messages = [{"role": "user", "content": PROMPT}]
+    return {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": stream}
+
+
+async def leave_after(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """Send a request and leave (close the connection) 0.5 s later, before its answer."""
+    try:
+        async with asyncio.timeout(0.5):
+            async with session.post(url, json=body, headers=headers) as response:
+                await response.read()
+    except TimeoutError:
+        return
+    raise AssertionError("the answer came before the client left")
+
+
+async def test_a_whole_answer_left_mid_generation_is_charged_its_reservation(
+    tmp_path: Path,
+) -> None:
+    """A non-streamed generation whose client leaves while the backend works on it is charged
+    its reservation, like a stream cut short: before, it was charged nothing, so a key could
+    keep a model busy without end (6 x 2 s of echo/slow on a 100-token budget)."""
+    with echo_server(tmp_path) as (base, folder):
+        url = f"{base}/v1/chat/completions"
+        key = make_key(folder, "--tpm", "100")  # each request reserves 10 + 13 tokens
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                await leave_after(session, url, chat(10), key)
+            await asyncio.sleep(0.5)  # the last cancellation is settled
+            after = await session.post(url, json=chat(1, "echo/echo"), headers=key)
+            assert after.status == 429, await after.text()  # 5 x 23 charged, over 100
+
+            # a request that leaves while it waits in the queue used nothing: charged nothing
+            queued = make_key(folder, "--tpm", "20")
+            local = {"model": "echo/slow", "messages": [{"role": "user", "content": "a b c"}]}
+            holder = asyncio.ensure_future(session.post(url, json=local))  # the one slot, 0.6 s
+            await asyncio.sleep(0.1)
+            await leave_after(session, url, chat(10), queued)
+            await (await holder).read()
+            served = await session.post(url, json=chat(1, "echo/echo"), headers=queued)
+            assert served.status == 200, await served.text()
