@@ -84,3 +84,31 @@ async def test_a_whole_answer_left_mid_generation_is_charged_its_reservation(
             await (await holder).read()
             served = await session.post(url, json=chat(1, "echo/echo"), headers=queued)
             assert served.status == 200, await served.text()
+
+
+async def test_streamed_answers_carry_the_rate_limit_headers(tmp_path: Path) -> None:
+    """A streamed answer tells its key's rpm like a whole one, on every face (before: the
+    headers were added after the handler, when a stream's headers had long been sent)."""
+    text = [{"role": "user", "content": "hi"}]
+    lollms = {"model_name": "echo/echo", "input_data": [{"type": "text", "data": "hi"}]}
+    streams = [
+        ("/v1/chat/completions", {"model": "echo/echo", "messages": text, "stream": True}),
+        ("/v1/completions", {"model": "echo/echo", "prompt": "hi", "stream": True}),
+        ("/v1/responses", {"model": "echo/echo", "input": "hi", "stream": True}),
+        ("/api/chat", {"model": "echo/echo", "messages": text}),
+        ("/api/generate", {"model": "echo/echo", "prompt": "hi"}),
+        ("/api/v1/generate", {**lollms, "stream": True}),
+    ]
+    with echo_server(tmp_path) as (base, folder):
+        key = make_key(folder, "--rpm", "50")
+        async with aiohttp.ClientSession() as session:
+            for index, (path, body) in enumerate(streams):
+                async with session.post(base + path, json=body, headers=key) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+                    limits = {
+                        name: response.headers.get(f"X-RateLimit-{name}")
+                        for name in ("Limit", "Remaining")
+                    }
+                    assert limits == {"Limit": "50", "Remaining": str(49 - index)}, path
+                    assert float(response.headers["X-RateLimit-Reset"]) > 0, path
