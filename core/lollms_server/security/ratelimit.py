@@ -11,7 +11,8 @@ admitted while the window's settled tokens plus the reservations made before it 
 limit, so parallel requests, on one replica or several, cannot all pass an unspent budget: a
 window serves at most the limit plus one request's tokens. The counter forgets itself
 RESERVATION_TTL_S after it was created, so the reservations of a replica killed mid-generation
-do not hold a key back for longer.
+do not hold a key back for longer; a generation that outlived it gives back no more than the
+new counter holds (it never goes below zero, which would admit every later burst that much).
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ class RateLimiter:
     async def _release(self, key_id: str, tokens: int) -> None:
         """Give `tokens` of a reservation back (a storage failure is reported, never raised)."""
         try:
-            await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+            held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+            if held < 0:  # the counter expired under this reservation: back to nothing held
+                await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -held)
         except StorageError as exc:
             with contextlib.suppress(RateLimitsUnavailable):
                 self.failures.failed(exc.storage_error)
