@@ -4,6 +4,7 @@ answer whose client left while the backend worked on it, and the X-RateLimit-* h
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -112,3 +113,36 @@ async def test_streamed_answers_carry_the_rate_limit_headers(tmp_path: Path) -> 
                     }
                     assert limits == {"Limit": "50", "Remaining": str(49 - index)}, path
                     assert float(response.headers["X-RateLimit-Reset"]) > 0, path
+
+
+def generation_statuses(folder: Path, key_id: str) -> list[int]:
+    """The statuses of a key's `generation` audit rows, oldest first (read from the file)."""
+    db = sqlite3.connect(folder / "data" / "lollms.sqlite")
+    try:
+        rows = db.execute(
+            "SELECT status FROM audit WHERE event = 'generation' AND key_id = ? ORDER BY id",
+            (key_id,),
+        )
+        return [status for (status,) in rows]
+    finally:
+        db.close()
+
+
+async def test_a_generation_refused_by_the_token_budget_is_audited(tmp_path: Path) -> None:
+    """A 429 of the token budget leaves a `generation` row like one of the concurrency limit
+    (before: none, so the audit log could not say why a key's requests were refused)."""
+    with echo_server(tmp_path, delay_ms=300) as (base, folder):
+        url = f"{base}/v1/chat/completions"
+        key = make_key(folder, "--tpm", "20", "--concurrent", "1")  # 15 tokens reserved each
+        key_id = key["X-API-Key"].split("_")[1]
+        async with aiohttp.ClientSession() as session:
+            first = asyncio.ensure_future(session.post(url, json=chat(2), headers=key))
+            await asyncio.sleep(0.2)  # it runs (2 x 300 ms) and holds the key's one slot
+            busy = await session.post(url, json=chat(2), headers=key)
+            assert busy.status == 429 and "at once" in await busy.text()
+            assert (await first).status == 200  # 12 tokens charged
+            second = await session.post(url, json=chat(2), headers=key)
+            assert second.status == 200  # 24 charged: the budget is spent
+            spent = await session.post(url, json=chat(2), headers=key)
+            assert spent.status == 429 and "token limit" in await spent.text()
+        assert generation_statuses(folder, key_id) == [429, 200, 200, 429]

@@ -126,13 +126,13 @@ class Accounted:
                 if prepared.scripted
                 else tokens_to_reserve(prepared.request, prepared.target.binding)
             )
-            self.reservation = await limiter.reserve_tokens(principal, needed)
-            if not prepared.in_script:
-                try:
+            try:  # a refusal (token budget, concurrency) is a generation's row too
+                self.reservation = await limiter.reserve_tokens(principal, needed)
+                if not prepared.in_script:
                     self.slot = limiter.take_slot(principal)
-                except BaseException as exc:
-                    await self._end(exc)
-                    raise
+            except BaseException as exc:
+                await self._end(exc)
+                raise
         if drain is not None and (task := asyncio.current_task()) is not None:
             self.task = task
             drain.running.add(task)
