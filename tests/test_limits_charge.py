@@ -17,7 +17,7 @@ import aiohttp
 from lollms_server.testing.process import SERVER_COMMAND, lollms_process, server_env
 
 FOREIGN = {"Host": "evil.example"}  # not this machine: the request needs a key
-PROMPT = "one two three four five six seven eight nine ten"  # 10 echo tokens, 49 characters
+PROMPT = "one two three four five six seven eight nine ten"  # 10 echo tokens, 48 characters
 
 
 @contextmanager
@@ -68,13 +68,13 @@ async def test_a_whole_answer_left_mid_generation_is_charged_its_reservation(
     keep a model busy without end (6 x 2 s of echo/slow on a 100-token budget)."""
     with echo_server(tmp_path) as (base, folder):
         url = f"{base}/v1/chat/completions"
-        key = make_key(folder, "--tpm", "100")  # each request reserves 10 + 13 tokens
+        key = make_key(folder, "--tpm", "100")  # each request reserves 10 + 12 tokens
         async with aiohttp.ClientSession() as session:
             for _ in range(5):
                 await leave_after(session, url, chat(10), key)
             await asyncio.sleep(0.5)  # the last cancellation is settled
             after = await session.post(url, json=chat(1, "echo/echo"), headers=key)
-            assert after.status == 429, await after.text()  # 5 x 23 charged, over 100
+            assert after.status == 429, await after.text()  # 5 x 22 charged, over 100
 
             # a request that leaves while it waits in the queue used nothing: charged nothing
             queued = make_key(folder, "--tpm", "20")
@@ -146,3 +146,26 @@ async def test_a_generation_refused_by_the_token_budget_is_audited(tmp_path: Pat
             spent = await session.post(url, json=chat(2), headers=key)
             assert spent.status == 429 and "token limit" in await spent.text()
         assert generation_statuses(folder, key_id) == [429, 200, 200, 429]
+
+
+async def test_embeddings_report_the_tokens_their_key_is_charged(tmp_path: Path) -> None:
+    """Embeddings are charged at 4 characters a token; their usage says so (before: 0 tokens
+    reported while 12 were charged, so a client's own count never reached its budget)."""
+    with echo_server(tmp_path) as (base, folder):
+        key = make_key(folder, "--tpm", "100")
+        body = {"model": "echo/echo", "input": PROMPT}  # 48 characters: 12 tokens
+        reported = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(20):
+                async with session.post(f"{base}/v1/embeddings", json=body, headers=key) as answer:
+                    if answer.status != 200:
+                        assert answer.status == 429, await answer.text()
+                        break
+                    usage = (await answer.json())["usage"]
+                    assert usage == {"prompt_tokens": 12, "total_tokens": 12}
+                    reported.append(usage["total_tokens"])
+            ollama = {"model": "echo/echo", "input": [PROMPT, "a b"]}
+            other = make_key(folder, "--tpm", "100")
+            async with session.post(f"{base}/api/embed", json=ollama, headers=other) as answer:
+                assert (await answer.json())["prompt_eval_count"] == 13  # 51 characters
+        assert 100 <= sum(reported) <= 100 + 12  # the budget, reached as reported

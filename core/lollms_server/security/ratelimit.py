@@ -22,7 +22,7 @@ import contextlib
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -66,6 +66,11 @@ def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
     cap = caps[0] if caps else default if isinstance(default, int) and default > 0 else None
     prompt_chars = sum(len(message.content) for message in request.messages)
     return (cap or FALLBACK_MAX_TOKENS) + -(-prompt_chars // CHARS_PER_TOKEN)
+
+
+def text_tokens(texts: Sequence[str]) -> int:
+    """What work on `texts` that is no generation (embeddings) is charged: CHARS_PER_TOKEN."""
+    return -(-sum(len(text) for text in texts) // CHARS_PER_TOKEN)
 
 
 class RateLimiter:
@@ -231,10 +236,10 @@ class RateLimiter:
         self.active[who] -= 1
 
     @contextlib.asynccontextmanager
-    async def text_work(self, principal: Principal, chars: int) -> AsyncIterator[None]:
+    async def text_work(self, principal: Principal, texts: Sequence[str]) -> AsyncIterator[None]:
         """Work on text that is no generation (embeddings): one of the key's concurrent slots,
-        and the text (at CHARS_PER_TOKEN) charged to its token budget when the work succeeds."""
-        tokens = -(-chars // CHARS_PER_TOKEN)
+        and the texts (`text_tokens`) charged to its token budget when the work succeeds."""
+        tokens = text_tokens(texts)
         reservation = await self.reserve_tokens(principal, tokens)
         used = 0
         try:

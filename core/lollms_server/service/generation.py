@@ -284,7 +284,7 @@ class GenerationService:
         to its token budget (`RateLimiter.text_work`)."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if texts and self.limiter is not None:
-            accounting = self.limiter.text_work(caller(), sum(len(text) for text in texts))
+            accounting = self.limiter.text_work(caller(), texts)
         async with accounting:
             if self.lifecycle is not None:
                 await self.lifecycle.ensure_loaded(target)

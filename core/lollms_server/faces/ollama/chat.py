@@ -32,6 +32,7 @@ from ...ollama_wire import keep_alive_seconds
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...resources.actions import change_model
+from ...security.ratelimit import text_tokens
 from ...service.personalities import split_personality
 from . import models
 from .schemas import (
@@ -157,6 +158,7 @@ async def embed(request: web.Request, body: dict[str, Any]) -> web.Response:
             "embeddings": vectors,
             "total_duration": nanoseconds(time.monotonic() - started),
             "load_duration": 0,
+            "prompt_eval_count": text_tokens(texts),  # what the key is charged for them
         }
     )
 
