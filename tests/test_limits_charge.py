@@ -169,3 +169,21 @@ async def test_embeddings_report_the_tokens_their_key_is_charged(tmp_path: Path)
             async with session.post(f"{base}/api/embed", json=ollama, headers=other) as answer:
                 assert (await answer.json())["prompt_eval_count"] == 13  # 51 characters
         assert 100 <= sum(reported) <= 100 + 12  # the budget, reached as reported
+
+
+async def test_a_token_limit_429_says_the_token_budget_in_headers(tmp_path: Path) -> None:
+    """A 429 of the token budget carries OpenAI's token headers (before: `Retry-After` only,
+    though the README promised the X-RateLimit-* headers on every limit's 429)."""
+    with echo_server(tmp_path) as (base, folder):
+        key = make_key(folder, "--tpm", "20")
+        url = f"{base}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session:
+            spent = await session.post(url, json=chat(10, "echo/echo"), headers=key)
+            assert spent.status == 200  # 20 tokens: the budget is spent
+            refused = await session.post(url, json=chat(10, "echo/echo"), headers=key)
+            assert refused.status == 429, await refused.text()
+            headers = refused.headers
+            assert headers["X-RateLimit-Limit-Tokens"] == "20"
+            assert headers["X-RateLimit-Remaining-Tokens"] == "0"
+            assert 50 < float(headers["X-RateLimit-Reset-Tokens"]) <= 60
+            assert 50 < int(headers["Retry-After"]) <= 60

@@ -272,6 +272,9 @@ CORS_EXPOSED_HEADERS = ", ".join(
         "X-RateLimit-Limit",
         "X-RateLimit-Remaining",
         "X-RateLimit-Reset",
+        "X-RateLimit-Limit-Tokens",
+        "X-RateLimit-Remaining-Tokens",
+        "X-RateLimit-Reset-Tokens",
         "Retry-After",
     )
 )

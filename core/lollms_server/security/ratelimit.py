@@ -172,15 +172,22 @@ class RateLimiter:
             except StorageError as exc:
                 self.failures.failed(exc.storage_error)
                 return Reservation(None)
-            if tpm - stats.remaining + max(held - tokens, 0) >= tpm:
+            held_before = max(held - tokens, 0)
+            if tpm - stats.remaining + held_before >= tpm:
                 await self._release(key_id, tokens)
                 self.on_reject()
-                reset_in = stats.reset_time - time.time() if stats.remaining <= 0 else 1.0
+                window_reset = max(0.0, stats.reset_time - time.time())
+                reset_in = window_reset if stats.remaining <= 0 else 1.0
                 error = RateLimited(
                     f"token limit of {tpm} tokens per {self.window_s} s reached",
                     retry_after=min(max(reset_in, 1.0), float(self.window_s)),
                 )
                 error.details = {"limit": tpm, "per": "tokens"}
+                error.extra_headers = {  # OpenAI's names for a token budget
+                    "X-RateLimit-Limit-Tokens": str(tpm),
+                    "X-RateLimit-Remaining-Tokens": str(max(0, stats.remaining - held_before)),
+                    "X-RateLimit-Reset-Tokens": str(round(window_reset, 3)),
+                }
                 raise error
         return Reservation(key_id, tpm, tokens)
 
