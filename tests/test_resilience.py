@@ -144,6 +144,26 @@ async def test_fallback_route_serves_and_says_who(make_client: Any, make_config:
     assert events[-1]["metadata"]["binding_instance"] == "good"
 
 
+async def test_ollama_answers_name_the_fallback_that_served(
+    make_client: Any, make_config: Any
+) -> None:
+    """Before, Ollama's chat and generate named the route's first target (`broken/echo`) in
+    every object while `good` had served the answer."""
+    routes = {"routes": {"chat": ["broken/echo", "good/echo"]}}
+    client: Client = await make_client(config(make_config, **routes))
+    text = [{"role": "user", "content": "via ollama"}]
+    for path, body in (
+        ("/api/chat", {"model": "chat", "messages": text}),
+        ("/api/generate", {"model": "chat", "prompt": "via ollama"}),
+    ):
+        whole = await client.post(path, json={**body, "stream": False})
+        assert whole.status == 200, await whole.text()
+        assert (await whole.json())["model"] == "good/echo:latest", path
+        streamed = await client.post(path, json=body)
+        lines = [json.loads(line) for line in (await streamed.text()).splitlines()]
+        assert lines and {line["model"] for line in lines} == {"good/echo:latest"}, path
+
+
 async def test_every_target_down_is_a_503(make_client: Any, make_config: Any) -> None:
     routes = {"routes": {"chat": ["broken/echo", "broken/slow"]}}
     client: Client = await make_client(config(make_config, **routes))

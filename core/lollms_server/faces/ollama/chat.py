@@ -304,5 +304,6 @@ async def _run(request: web.Request, target: Target, run: Run, shape: Shape) -> 
     headers = {"X-Request-Id": prepared.request.request_id}
     if run.stream:
         return await stream_ndjson(request, prepared, shape, headers)
-    result = await service.generate(prepared)
+    served, result = await service.run(prepared)
+    shape.model = models.display_name(served.target)  # a route's fallback may have served
     return web.json_response(shape.whole(result), headers=headers)
