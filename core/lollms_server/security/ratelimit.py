@@ -38,6 +38,7 @@ FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor it
 CHARS_PER_TOKEN = 4  # the prompt estimate of a reservation (the settlement uses the real count)
 RESERVATION_TTL_S = 300
 TOKEN_PARAMETERS = ("max_tokens", "n_predict")
+MAX_LEARNED = 1024  # models whose hidden prompt tokens are kept
 
 
 @dataclass
@@ -57,15 +58,20 @@ def _reserved(key_id: str) -> str:
 
 def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
     """What a text generation may use: its `max_tokens` (else its binding's
-    `default_max_tokens`, else FALLBACK_MAX_TOKENS) plus its prompt at CHARS_PER_TOKEN."""
+    `default_max_tokens`, else FALLBACK_MAX_TOKENS) plus its prompt at CHARS_PER_TOKEN (the
+    caller adds the model's `hidden_prompt`: a chat template's tokens)."""
     if request.generation_type != "ttt":
         return 0
     asked = [request.parameters.get(name) for name in TOKEN_PARAMETERS]
     caps = [v for v in asked if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     default = getattr(binding, "default_max_tokens", None)
     cap = caps[0] if caps else default if isinstance(default, int) and default > 0 else None
-    prompt_chars = sum(len(message.content) for message in request.messages)
-    return (cap or FALLBACK_MAX_TOKENS) + -(-prompt_chars // CHARS_PER_TOKEN)
+    return (cap or FALLBACK_MAX_TOKENS) + prompt_estimate(request)
+
+
+def prompt_estimate(request: GenerationRequest) -> int:
+    """The prompt's tokens by its messages' characters (CHARS_PER_TOKEN)."""
+    return -(-sum(len(message.content) for message in request.messages) // CHARS_PER_TOKEN)
 
 
 def text_tokens(texts: Sequence[str]) -> int:
@@ -98,6 +104,9 @@ class RateLimiter:
         self.key_concurrent = key_concurrent
         self.window_s = window_s
         self.active: Counter[str] = Counter()
+        # per (instance, model): prompt tokens its last answer had beyond `prompt_estimate`
+        # (a chat template's system prompt and role markers), added to its reservations
+        self.hidden_prompt: dict[tuple[str, str], int] = {}
         self._token_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -150,6 +159,16 @@ class RateLimiter:
             error.details = {"limit": item.amount, "per": kind}
             error.extra_headers = headers
             raise error
+
+    def learn_prompt(
+        self, instance: str, model: str, request: GenerationRequest, prompt_tokens: int
+    ) -> None:
+        """Keep how many prompt tokens the model counted beyond the estimate (never below 0)."""
+        if request.generation_type != "ttt":
+            return
+        if len(self.hidden_prompt) >= MAX_LEARNED and (instance, model) not in self.hidden_prompt:
+            self.hidden_prompt.clear()  # only models that answered get here: a rare reset
+        self.hidden_prompt[(instance, model)] = max(0, prompt_tokens - prompt_estimate(request))
 
     def _token_lock(self, key_id: str) -> asyncio.Lock:
         lock = self._token_locks.get(key_id)

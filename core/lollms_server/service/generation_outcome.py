@@ -121,11 +121,10 @@ class Accounted:
         self.principal = principal = caller()
         prepared, limiter = self.prepared, self.limiter
         if limiter is not None:
-            needed = (
-                0
-                if prepared.scripted
-                else tokens_to_reserve(prepared.request, prepared.target.binding)
-            )
+            target = prepared.target
+            hidden = limiter.hidden_prompt.get((target.binding.instance_name, target.model), 0)
+            needed = 0 if prepared.scripted else tokens_to_reserve(prepared.request, target.binding)
+            needed += hidden if needed else 0
             try:  # a refusal (token budget, concurrency) is a generation's row too
                 self.reservation = await limiter.reserve_tokens(principal, needed)
                 if not prepared.in_script:
@@ -160,6 +159,14 @@ class Accounted:
             outcome.status = CLIENT_CLOSED
         if self.limiter is not None:
             await self.limiter.settle(self.reservation, outcome.tokens_used(self.reservation))
+            if outcome.usage is not None:  # what the served model's template added
+                served = outcome.served or prepared
+                self.limiter.learn_prompt(
+                    served.target.binding.instance_name,
+                    served.target.model,
+                    served.request,
+                    outcome.usage.prompt_tokens,
+                )
         if self.metrics is not None:
             count_outcome(self.metrics, prepared, outcome)
         if self.audit is not None:
