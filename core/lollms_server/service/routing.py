@@ -17,6 +17,7 @@ from ..errors import (
     RateLimited,
 )
 from ..registry import Target
+from ..resilience import FALLBACK_REMAINS
 from ..resources.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -96,8 +97,12 @@ class Attempt:
         self.fallback_of = fallback_of
         self.metrics = metrics
         self.committed = False
+        self._outer_fallback = False
 
     async def __aenter__(self) -> Attempt:
+        # the backend's Retry-After is not waited for while a next target could serve
+        self._outer_fallback = FALLBACK_REMAINS.get()
+        FALLBACK_REMAINS.set(not self.last)
         return self
 
     async def __aexit__(
@@ -106,6 +111,7 @@ class Attempt:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
+        FALLBACK_REMAINS.set(self._outer_fallback)  # no token: an async generator's exit
         if exc is None:
             self.breaker.success()
             if self.fallback_of is not None and self.metrics is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +35,7 @@ async def limited_upstream() -> tuple[web.Application, list[str]]:
     async def chat(_request: web.Request) -> web.Response:
         calls.append("chat")
         error = {"error": {"message": "quota exceeded", "type": "rate_limit_exceeded"}}
-        return web.json_response(error, status=429, headers={"Retry-After": "0"})
+        return web.json_response(error, status=429, headers={"Retry-After": "3"})
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
@@ -53,7 +54,7 @@ async def route(tiny: Remote) -> AsyncIterator[tuple[TestClient[Any, Any], list[
                     "type": "openai",
                     "base_url": f"http://127.0.0.1:{provider.port}/v1",
                     "api_key": "sk-provider",
-                    "retries": 0,
+                    "retries": 1,
                 },
                 "backup": {"type": "openai", **tiny.settings()},
             },
@@ -71,7 +72,11 @@ async def test_a_provider_429_hands_over_to_the_next_target(
 ) -> None:
     client, calls = route
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    started = time.monotonic()
     answer = await within(TIMEOUT, client.post("/v1/chat/completions", json=body), "chat")
+    # the provider's Retry-After (3 s) is not waited for while another target can serve:
+    # before, the binding waited it out before each of its retries, then handed over
+    assert time.monotonic() - started < 2.5
     assert answer.status == 200, await answer.text()
     assert (await answer.json())["model"].startswith("backup/")
     streamed = await within(
@@ -84,6 +89,10 @@ async def test_a_provider_429_hands_over_to_the_next_target(
         if line.startswith("data: {")
     }
     assert models and all(m.startswith("backup/") for m in models), models
-    assert calls == ["chat", "chat"]  # the provider was asked each time, then handed over
+    assert calls == ["chat", "chat"]  # the provider was asked once each time, then handed over
     # its 429 is no failure of the backend: the circuit stays closed
     assert client.server.app[BREAKERS].of("limited").current_state() == "closed"
+    # asked directly (no other target), the binding still waits and retries as configured
+    direct = {**body, "model": "limited/busy"}
+    refused = await within(TIMEOUT, client.post("/v1/chat/completions", json=direct), "direct")
+    assert refused.status == 429 and calls == ["chat"] * 4
