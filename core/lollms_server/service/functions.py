@@ -218,7 +218,8 @@ class FunctionRegistry:
                     value = await asyncio.to_thread(function.call, **args)
         except TimeoutError:
             return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
-        except Exception as exc:  # noqa: BLE001 - the model learns what went wrong
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model learns what went wrong
+            # SystemExit: a function's sys.exit() must not stop the server
             return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         return CallOutcome(function.name, args, result=text)

@@ -224,7 +224,7 @@ async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
         return value
     except (LollmsError, asyncio.CancelledError):
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: a script's sys.exit() must not stop us
         raise WorkflowFailed(
             f"personality {personality.name!r}: script {personality.script} raised "
             f"{type(exc).__name__}: {exc}",

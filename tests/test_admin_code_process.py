@@ -1,0 +1,87 @@
+"""Functions and personality scripts that misbehave in ways only a real process shows: one that
+calls sys.exit() is an error and the server keeps serving; sync ones that never return neither
+starve the server's other worker-thread work nor keep it from stopping."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from lollms_server.testing import lollms_process
+
+FUNCTIONS = """
+import asyncio, sys, time
+from lollms_server.service.functions import function
+
+@function
+def leave() -> str:
+    \"\"\"Calls sys.exit from a worker thread.\"\"\"
+    sys.exit(3)
+
+@function
+async def leave_async() -> str:
+    \"\"\"Calls sys.exit on the server loop.\"\"\"
+    sys.exit(4)
+
+@function(timeout_s=0.3)
+def stuck() -> str:
+    \"\"\"Never returns.\"\"\"
+    time.sleep(3600)
+    return "never"
+"""
+
+CONFIG = '[bindings.echo]\ntype = "echo"\n\n[defaults]\nttt = "echo"\ntti = "echo"\n'
+
+
+def post(url: str, body: dict[str, Any], timeout: float = 20) -> tuple[int, str]:
+    """POST JSON; the status and body, errors included."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def prepare(data: Path) -> None:
+    """A functions file and two scripted personalities that call sys.exit()."""
+    (data / "functions").mkdir(parents=True)
+    (data / "functions" / "faults.py").write_text(FUNCTIONS)
+    quits = "import sys\n{}def run_workflow(prompt, params, context):\n    sys.exit(5)\n"
+    for name, script in {
+        "quitter": quits.format("async "),
+        "quitter_sync": quits.format(""),
+    }.items():
+        folder = data / "personalities" / name
+        (folder / "scripts").mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"name: {name}\n")
+        (folder / "scripts" / "workflow.py").write_text(script)
+
+
+def call(url: str, name: str, stream: bool = False) -> tuple[int, str]:
+    """Ask the echo model to call the function `name`."""
+    body = {"input_data": [{"type": "text", "data": f"CALL {name} {{}}"}], "functions": [name]}
+    return post(f"{url}/api/v1/generate", {**body, "stream": stream})
+
+
+def test_sys_exit_in_a_function_or_script_is_an_error_and_the_server_lives(
+    tmp_path: Path,
+) -> None:
+    prepare(tmp_path / "data")
+    with lollms_process(tmp_path, CONFIG) as server:
+        for name in ("leave", "leave_async"):
+            status, text = call(server.url, name)
+            assert status == 200, text
+            (step, _final) = json.loads(text)["steps"]
+            assert "SystemExit" in step["function_calls"][0]["error"], text
+        for personality in ("quitter", "quitter_sync"):
+            for stream in (False, True):
+                body = {"personality": personality, "input_data": [{"type": "text", "data": "x"}]}
+                status, text = post(f"{server.url}/api/v1/generate", {**body, "stream": stream})
+                assert status == 502, text  # the script failed before its first chunk
+                assert "SystemExit" in text and personality in text, text
+        assert server.process.poll() is None, server.log()[-3000:]
