@@ -5,6 +5,8 @@ starve the server's other worker-thread work nor keep it from stopping."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -85,3 +87,21 @@ def test_sys_exit_in_a_function_or_script_is_an_error_and_the_server_lives(
                 assert status == 502, text  # the script failed before its first chunk
                 assert "SystemExit" in text and personality in text, text
         assert server.process.poll() is None, server.log()[-3000:]
+
+
+def test_stuck_sync_functions_leave_other_work_and_stopping_alone(tmp_path: Path) -> None:
+    prepare(tmp_path / "data")
+    settings = {"drain_timeout_s": 2}
+    with lollms_process(tmp_path, CONFIG, server_settings=settings) as server:
+        for _ in range(12):  # more than the default executor's threads on any small machine
+            status, text = call(server.url, "stuck")
+            assert status == 200 and "no result within 0.3s" in text, text
+        started = time.monotonic()
+        image = {"generation_type": "tti", "input_data": [{"type": "text", "data": "a cat"}]}
+        status, text = post(f"{server.url}/api/v1/generate", image, timeout=10)
+        assert status == 200 and "image/png" in text, text
+        assert time.monotonic() - started < 5
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        server.process.wait(20)
+        assert time.monotonic() - started < 10, server.log()[-3000:]

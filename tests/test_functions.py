@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +15,7 @@ from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.config import Config
+from lollms_server.service import admin_threads
 from lollms_server.service.function_schema import parameters_schema
 from lollms_server.service.functions import FunctionRegistry, function
 
@@ -119,6 +122,27 @@ async def test_arguments_are_validated_before_the_call() -> None:
     assert "valid JSON" in ((await registry.run(fn, "{nope")).error or "")
     assert "required" in ((await registry.run(fn, {})).error or "")
     assert calls == [3]
+
+
+async def test_stuck_sync_calls_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    @function(timeout_s=0.1)
+    def stuck() -> str:
+        release.wait(10)
+        return "late"
+
+    monkeypatch.setattr(admin_threads, "_slots", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(admin_threads, "MAX_THREADS", 1)
+    registry = FunctionRegistry()
+    registry.add_callables([stuck], "test")
+    (fn,) = registry.usable(["stuck"])
+    assert (await registry.run(fn, {})).error == "no result within 0.1s"
+    refused = (await registry.run(fn, {})).error or ""
+    assert "1 sync function or script calls are still running" in refused
+    release.set()
+    await asyncio.sleep(0.2)  # the stuck thread returns and frees its slot
+    assert (await registry.run(fn, {})).result == "late"
 
 
 def functions_config(make_config: MakeConfig, **functions: Any) -> Config:

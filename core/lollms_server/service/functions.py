@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ..errors import Forbidden, NotFound
+from .admin_threads import run_in_thread
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ class FunctionRegistry:
                 if inspect.iscoroutinefunction(function.call):
                     value = await function.call(**args)
                 else:
-                    value = await asyncio.to_thread(function.call, **args)
+                    value = await run_in_thread(function.call, **args)
         except TimeoutError:
             return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model learns what went wrong

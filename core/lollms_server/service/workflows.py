@@ -14,6 +14,7 @@ from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
 from ..chunks import Accumulator
 from ..errors import LollmsError, WorkflowFailed
 from ..registry import Registry, Target
+from .admin_threads import run_in_thread
 from .generation_outcome import Outcome
 from .prepared import Prepared
 
@@ -216,7 +217,7 @@ async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
         if inspect.iscoroutinefunction(workflow):
             value = await workflow(prompt, params, context)
         else:
-            value = await asyncio.to_thread(workflow, prompt, params, context)
+            value = await run_in_thread(workflow, prompt, params, context)
         if not _returnable(value):
             raise TypeError(
                 f"run_workflow returned {type(value).__name__}; expected text or Output"
