@@ -53,6 +53,20 @@ def sleepy() -> str:
     return "late"
 
 
+@function
+def tangled() -> dict:
+    """Returns what JSON cannot hold."""
+    loop = {}
+    loop["self"] = loop
+    return loop
+
+
+@function
+def not_a_number() -> dict:
+    """Returns NaN, which JSON does not have."""
+    return {"value": float("nan")}
+
+
 @function(unsafe=True)
 def delete_everything(path: str) -> str:
     """Pretends to touch the file system."""
@@ -183,7 +197,14 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
     body = await (await fclient.get("/api/v1/list_functions?format=lollms-server")).json()
     listed = body["functions"]
     assert names == sorted(listed)  # upstream's shape: the names
-    assert set(listed) == {"get_weather", "explode", "sleepy", "delete_everything"}
+    assert set(listed) == {
+        "get_weather",
+        "explode",
+        "sleepy",
+        "tangled",
+        "not_a_number",
+        "delete_everything",
+    }
     weather = listed["get_weather"]
     assert weather["description"] == "Current weather of a city."
     assert weather["parameters"]["properties"]["city"]["description"] == "the city name"
@@ -242,10 +263,14 @@ async def test_invalid_arguments_are_refused_with_the_reason_fed_back(fclient: C
         ("CALL sleepy {}", "no result within 0.2s"),
         ("CALL not_offered {}", "no function named 'not_offered' was offered"),
         ("CALL get_weather [1, 2]", "arguments must be a JSON object"),
+        ("CALL tangled {}", "the result is not JSON: Circular reference detected"),
+        ("CALL not_a_number {}", "the result is not JSON: Out of range float values"),
     ],
 )
 async def test_failures_become_tool_results(fclient: Client, prompt: str, expected: str) -> None:
-    status, body = await run_loop(fclient, prompt)
+    status, body = await run_loop(
+        fclient, prompt, functions=["get_weather", "explode", "sleepy", "tangled", "not_a_number"]
+    )
     assert status == 200, body
     assert expected in body["steps"][0]["function_calls"][0]["error"]
     assert expected in body["output"][0]["data"]

@@ -222,7 +222,12 @@ class FunctionRegistry:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model learns what went wrong
             # SystemExit: a function's sys.exit() must not stop the server
             return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        try:  # strict JSON: the model, the response and the audit log all read it
+            text = (
+                value if isinstance(value, str) else json.dumps(value, default=str, allow_nan=False)
+            )
+        except (ValueError, TypeError, RecursionError) as exc:
+            return CallOutcome(function.name, args, error=f"the result is not JSON: {exc}")
         return CallOutcome(function.name, args, result=text)
 
 
