@@ -381,6 +381,59 @@ async def test_system_message_and_sampling_reach_the_binding(
     assert "user:" in params["stop"]
 
 
+TWO_STEP_SCRIPT = """
+async def run_workflow(prompt, params, context):
+    first = await context.generate_text("one " + prompt)
+    second = await context.generate_text("two " + prompt)
+    context.send_chunk(first + " | ")
+    return second
+"""
+
+
+def generated_tokens(metrics: str) -> float:
+    """lollms_generated_tokens_total of the echo instance."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("lollms_generated_tokens_total{") and 'instance="echo"' in line
+    )
+
+
+@pytest.mark.parametrize("face", ["lollms", "openai"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_scripts_usage_is_the_sum_of_its_generations(
+    make_client: MakeClient, make_config: MakeConfig, face: str, stream: bool
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "two_step", script=TWO_STEP_SCRIPT)
+    client = await make_client(config)
+    steps = []
+    for prompt in ("one hello", "two hello"):
+        status, body = await generate(client, input_data=[{"type": "text", "data": prompt}])
+        steps.append(body["usage"])
+    expected = {k: steps[0][k] + steps[1][k] for k in ("prompt_tokens", "completion_tokens")}
+    assert expected["completion_tokens"] > 0
+    before = generated_tokens(await (await client.get("/metrics")).text())
+    if face == "lollms":
+        status, body = await generate(client, personality="two_step", stream=stream)
+        assert status == 200, body
+        usage = body[-1]["metadata"]["usage"] if stream else body["usage"]
+    else:
+        chat = {"model": "two_step@echo/echo", "stream": stream,
+                "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
+        if stream:
+            chat["stream_options"] = {"include_usage": True}
+        response = await client.post("/v1/chat/completions", json=chat)
+        assert response.status == 200, await response.text()
+        text = (await response.text()).replace("data: [DONE]", "")
+        usage = sse_events(text)[-1]["usage"] if stream else json.loads(text)["usage"]
+    assert usage is not None, "a script's run reports no usage"
+    assert {k: usage[k] for k in expected} == expected
+    assert usage["total_tokens"] == sum(expected.values())
+    after = generated_tokens(await (await client.get("/metrics")).text())
+    assert after - before == expected["completion_tokens"]  # counted once, not again for the run
+
+
 async def test_a_script_generates_only_with_what_the_key_allows(
     make_client: MakeClient, make_config: MakeConfig
 ) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
+from ..bindings import ChatMessage, Chunk, InputItem, Output, Result, Usage
 from ..chunks import Accumulator
 from ..errors import LollmsError, WorkflowFailed
 from ..registry import Registry, Target
@@ -76,6 +76,7 @@ class WorkflowContext:
         self.request_id = prepared.request.request_id
         self.functions = functions
         self.cancelled = False
+        self.usage: Usage | None = None  # the sum of the generations' usage: the run's own
 
     async def generate(
         self,
@@ -108,7 +109,10 @@ class WorkflowContext:
             personality=personality,
             in_script=True,
         )
-        return await service.generate(inner)
+        result = await service.generate(inner)
+        if result.usage is not None:  # each generation charged the key already
+            self.usage = result.usage if self.usage is None else self.usage + result.usage
+        return result
 
     async def generate_text(self, prompt: str, **options: Any) -> str:
         """The text answer of a `ttt` generation."""
@@ -169,9 +173,9 @@ async def run_workflow(
         finally:
             context.cancelled = True
     if isinstance(value, Result) and not any(chunk.type == "chunk" for chunk in sent):
-        return value
+        return dataclasses.replace(value, usage=context.usage or value.usage)
     folded = Accumulator()
-    for chunk in (*sent, *_chunks_of(value)):
+    for chunk in (*sent, *_chunks_of(value), *_usage_of(context)):
         folded.add(chunk)
     return folded.result()
 
@@ -186,7 +190,7 @@ async def stream_workflow(
 
     async def run() -> None:
         try:
-            for chunk in _chunks_of(await _run_script(prepared, context)):
+            for chunk in (*_chunks_of(await _run_script(prepared, context)), *_usage_of(context)):
                 queue.put_nowait(chunk)
         finally:
             queue.put_nowait(None)
@@ -246,6 +250,11 @@ def _chunks_of(value: Any) -> list[Chunk]:
             Chunk(output=o) if o.type != "text" else Chunk(content=o.text) for o in value.outputs
         ]
     return [chunk for item in value for chunk in _chunks_of(item)]
+
+
+def _usage_of(context: WorkflowContext) -> list[Chunk]:
+    """The run's usage (its generations' sum) as a last chunk, when it made any."""
+    return [] if context.usage is None else [Chunk(usage=context.usage)]
 
 
 def _returnable(value: Any) -> bool:
