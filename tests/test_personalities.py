@@ -434,6 +434,23 @@ async def test_a_scripts_usage_is_the_sum_of_its_generations(
     assert after - before == expected["completion_tokens"]  # counted once, not again for the run
 
 
+@pytest.mark.parametrize("face", ["openai", "ollama"])
+async def test_tools_sent_to_a_scripted_personality_are_refused(client: Client, face: str) -> None:
+    """A script answers with text: tools it cannot pass on are refused, never dropped."""
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    body: dict[str, Any] = {
+        "model": "prompt_artist@echo/echo",
+        "messages": [{"role": "user", "content": "a cat"}],
+        "tools": [tool],
+        "stream": False,
+    }
+    path = "/v1/chat/completions" if face == "openai" else "/api/chat"
+    response = await client.post(path, json=body)
+    text = await response.text()
+    assert response.status == 400, text
+    assert "tools" in text and "prompt_artist" in text, text
+
+
 async def test_a_script_generates_only_with_what_the_key_allows(
     make_client: MakeClient, make_config: MakeConfig
 ) -> None:

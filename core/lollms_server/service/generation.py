@@ -26,6 +26,7 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
+from ..errors import InvalidRequest
 from ..guard import expect as expect
 from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
@@ -146,6 +147,12 @@ class GenerationService:
         if trace is not None:
             trace.model = target.model
         chosen = self.personalities.get(personality) if personality else None
+        if chosen is not None and chosen.workflow is not None and (parameters or {}).get("tools"):
+            raise InvalidRequest(  # its script answers with text: the tools would be dropped
+                f"personality {chosen.name!r} runs a script, which answers with text and cannot "
+                "take `tools`; its script calls functions itself (context.call_function)",
+                param="tools",
+            )
         final_messages, params = apply_personality(chosen, messages, parameters or {})
         default_cap = generation_type == "ttt" and not any(
             params.get(name) is not None for name in MAX_TOKENS_NAMES
