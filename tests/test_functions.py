@@ -22,6 +22,7 @@ from lollms_server.service.functions import FunctionRegistry, function
 Client = TestClient[Any, Any]
 
 FUNCTIONS_FILE = '''
+import asyncio
 import time
 from lollms_server.service.functions import function
 
@@ -65,6 +66,18 @@ def tangled() -> dict:
 def not_a_number() -> dict:
     """Returns NaN, which JSON does not have."""
     return {"value": float("nan")}
+
+
+@function
+async def gives_up() -> str:
+    """Lets the cancellation of its own work escape."""
+    raise asyncio.CancelledError("its own work was cancelled")
+
+
+@function
+def gives_up_sync() -> str:
+    """The same, from a worker thread."""
+    raise asyncio.CancelledError("its own work was cancelled")
 
 
 @function(unsafe=True)
@@ -203,6 +216,8 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
         "sleepy",
         "tangled",
         "not_a_number",
+        "gives_up",
+        "gives_up_sync",
         "delete_everything",
     }
     weather = listed["get_weather"]
@@ -265,12 +280,13 @@ async def test_invalid_arguments_are_refused_with_the_reason_fed_back(fclient: C
         ("CALL get_weather [1, 2]", "arguments must be a JSON object"),
         ("CALL tangled {}", "the result is not JSON: Circular reference detected"),
         ("CALL not_a_number {}", "the result is not JSON: Out of range float values"),
+        ("CALL gives_up {}", "CancelledError: its own work was cancelled"),
+        ("CALL gives_up_sync {}", "CancelledError: its own work was cancelled"),
     ],
 )
 async def test_failures_become_tool_results(fclient: Client, prompt: str, expected: str) -> None:
-    status, body = await run_loop(
-        fclient, prompt, functions=["get_weather", "explode", "sleepy", "tangled", "not_a_number"]
-    )
+    offered = ["explode", "sleepy", "tangled", "not_a_number", "gives_up", "gives_up_sync"]
+    status, body = await run_loop(fclient, prompt, functions=["get_weather", *offered])
     assert status == 200, body
     assert expected in body["steps"][0]["function_calls"][0]["error"]
     assert expected in body["output"][0]["data"]

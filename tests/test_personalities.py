@@ -274,6 +274,31 @@ def run_workflow(prompt, params, context):
     return " done"
 """
 
+GIVING_UP_SCRIPT = """
+import asyncio
+
+async def run_workflow(prompt, params, context):
+    context.send_chunk("partial")
+    raise asyncio.CancelledError("its own work was cancelled")
+"""
+
+
+async def test_a_script_raising_cancelled_error_is_a_clean_error(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """Not taken for a client that left (which drops the connection without an answer)."""
+    config = make_config()
+    write_personality(config.personalities_dir, "giver", script=GIVING_UP_SCRIPT)
+    client = await make_client(config)
+    status, body = await generate(client, personality="giver")
+    assert status == 502 and body["error"]["type"] == "workflow_error", body
+    assert "CancelledError: its own work was cancelled" in body["error"]["message"]
+    status, events = await generate(client, personality="giver", stream=True)
+    error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+    assert error["type"] == "workflow_error" and "CancelledError" in error["message"]
+    assert events[-1]["type"] == "final"
+
+
 FAILING_SCRIPT = """
 async def run_workflow(prompt, params, context):
     context.send_chunk("partial")

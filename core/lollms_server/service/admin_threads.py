@@ -53,3 +53,10 @@ async def run_in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) ->
     name = f"lollms-admin-{getattr(func, '__name__', 'call')}"
     threading.Thread(target=work, name=name, daemon=True).start()
     return await future
+
+
+def cancelled_from_outside() -> bool:
+    """Whether this task is being cancelled (the client left, a drain): a CancelledError that
+    admin code raises of its own (a library's leaked cancel) is that code's failure instead."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

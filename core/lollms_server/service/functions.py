@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ..errors import Forbidden, NotFound
-from .admin_threads import run_in_thread
+from .admin_threads import cancelled_from_outside, run_in_thread
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,11 @@ class FunctionRegistry:
                     value = await run_in_thread(function.call, **args)
         except TimeoutError:
             return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model learns what went wrong
-            # SystemExit: a function's sys.exit() must not stop the server
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            # the model learns what went wrong; a sys.exit() must not stop the server, nor a
+            # cancel of the function's own end the request as if the client had left
+            if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                raise
             return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
         try:  # strict JSON: the model, the response and the audit log all read it
             text = (

@@ -14,7 +14,7 @@ from ..bindings import ChatMessage, Chunk, InputItem, Output, Result, Usage
 from ..chunks import Accumulator
 from ..errors import LollmsError, WorkflowFailed
 from ..registry import Registry, Target
-from .admin_threads import run_in_thread
+from .admin_threads import cancelled_from_outside, run_in_thread
 from .generation_outcome import Outcome
 from .prepared import Prepared
 
@@ -227,9 +227,11 @@ async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
                 f"run_workflow returned {type(value).__name__}; expected text or Output"
             )
         return value
-    except (LollmsError, asyncio.CancelledError):
+    except LollmsError:
         raise
-    except (Exception, SystemExit) as exc:  # SystemExit: a script's sys.exit() must not stop us
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:  # sys.exit() must not stop us
+        if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+            raise
         raise WorkflowFailed(
             f"personality {personality.name!r}: script {personality.script} raised "
             f"{type(exc).__name__}: {exc}",
