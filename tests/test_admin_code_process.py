@@ -28,6 +28,11 @@ async def leave_async() -> str:
     \"\"\"Calls sys.exit on the server loop.\"\"\"
     sys.exit(4)
 
+@function
+def interrupt() -> str:
+    \"\"\"Raises KeyboardInterrupt in a worker thread (only the main thread gets a real one).\"\"\"
+    raise KeyboardInterrupt("not from a terminal")
+
 @function(timeout_s=0.3)
 def stuck() -> str:
     \"\"\"Never returns.\"\"\"
@@ -70,16 +75,20 @@ def call(url: str, name: str, stream: bool = False) -> tuple[int, str]:
     return post(f"{url}/api/v1/generate", {**body, "stream": stream})
 
 
-def test_sys_exit_in_a_function_or_script_is_an_error_and_the_server_lives(
+def test_sys_exit_or_an_interrupt_in_admin_code_is_an_error_and_the_server_lives(
     tmp_path: Path,
 ) -> None:
     prepare(tmp_path / "data")
     with lollms_process(tmp_path, CONFIG) as server:
-        for name in ("leave", "leave_async"):
+        for name, error in {
+            "leave": "SystemExit",
+            "leave_async": "SystemExit",
+            "interrupt": "KeyboardInterrupt",
+        }.items():
             status, text = call(server.url, name)
             assert status == 200, text
             (step, _final) = json.loads(text)["steps"]
-            assert "SystemExit" in step["function_calls"][0]["error"], text
+            assert error in step["function_calls"][0]["error"], text
         for personality in ("quitter", "quitter_sync"):
             for stream in (False, True):
                 body = {"personality": personality, "input_data": [{"type": "text", "data": "x"}]}

@@ -43,8 +43,11 @@ async def run_in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) ->
         error: BaseException | None = None
         try:
             value = context.run(func, *args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who decides
-            error = exc
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:  # noqa: BLE001
+            error = exc  # handed to the caller, who decides
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt: only the main thread
+            # gets real ones; raised on the loop, this one would stop the server
+            error = RuntimeError(f"{type(exc).__name__} raised in a worker thread: {exc}")
         finally:
             _slots.release()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
