@@ -15,6 +15,7 @@ from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.config import Config
+from lollms_server.keys import KEYSTORE
 from lollms_server.service import admin_threads
 from lollms_server.service.function_schema import parameters_schema
 from lollms_server.service.functions import FunctionRegistry, function
@@ -78,6 +79,13 @@ async def gives_up() -> str:
 def gives_up_sync() -> str:
     """The same, from a worker thread."""
     raise asyncio.CancelledError("its own work was cancelled")
+
+
+@function
+async def slow(seconds: float) -> str:
+    """Takes its time."""
+    await asyncio.sleep(seconds)
+    return "slow done"
 
 
 @function(unsafe=True)
@@ -218,6 +226,7 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
         "not_a_number",
         "gives_up",
         "gives_up_sync",
+        "slow",
         "delete_everything",
     }
     weather = listed["get_weather"]
@@ -406,3 +415,30 @@ async def test_calls_are_counted_and_audited(fclient: Client) -> None:
     assert [e["detail"]["outcome"] for e in events] == ["error", "ok"]  # newest first
     assert "required property" in events[0]["detail"]["error"]
     assert all(e["request_id"] for e in events)
+
+
+async def test_the_loop_holds_one_concurrency_slot_from_its_first_step_to_its_last(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A key with `max_concurrent` 1: a second request while the loop's function runs is the
+    429, not the loop's next step (which lost the work already done)."""
+    config = functions_config(make_config, max_steps=3)
+    config.security.local_access = False
+    client = await make_client(config)
+    key, _ = await client.app[KEYSTORE].create("one at a time", "user", max_concurrent=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "functions": ["slow"],
+        "input_data": [{"type": "text", "data": 'CALL slow {"seconds": 1}'}],
+    }
+    loop = asyncio.ensure_future(client.post("/api/v1/generate", json=body, headers=headers))
+    await asyncio.sleep(0.4)  # the loop's first step is done; its function runs
+    other = {"input_data": [{"type": "text", "data": "hi"}]}
+    second = await client.post("/api/v1/generate", json=other, headers=headers)
+    assert second.status == 429, await second.text()
+    response = await loop
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert answer["steps"][0]["function_calls"][0]["result"] == "slow done"
+    third = await client.post("/api/v1/generate", json=other, headers=headers)
+    assert third.status == 200, await third.text()  # the slot was given back

@@ -350,3 +350,16 @@ class GenerationService:
     def accounted(self, prepared: Prepared) -> Accounted:
         """Concurrency slot and token budget of the caller's key; audit record at the end."""
         return Accounted(prepared, self.limiter, self.metrics, self.audit, self.drain)
+
+    @contextlib.asynccontextmanager
+    async def holding_slot(self) -> AsyncIterator[None]:
+        """One of the caller's concurrency slots held across several generations (a tool
+        loop's steps, prepared `in_slot`, run inside it)."""
+        if self.limiter is None:
+            yield
+            return
+        who = self.limiter.take_slot(caller())
+        try:
+            yield
+        finally:
+            self.limiter.give_slot(who)

@@ -124,7 +124,7 @@ class Accounted:
                 else tokens_to_reserve(prepared.request, prepared.target.binding)
             )
             self.reservation = await limiter.reserve_tokens(principal, needed)
-            if not prepared.in_script:
+            if not (prepared.in_script or prepared.in_slot):
                 try:
                     self.slot = limiter.take_slot(principal)
                 except BaseException as exc:

@@ -66,8 +66,15 @@ class ToolLoop:
 
     async def run(self, prepared: Prepared, *, stream: bool = True) -> AsyncIterator[Chunk]:
         """Text chunks of every step (when `stream`), a `function_call` chunk per call, an
-        `info` per result."""
+        `info` per result; the loop holds one concurrency slot of the caller throughout."""
         prepared.target.require("tools", "call functions", "functions")
+        async with self.service.holding_slot():
+            in_slot = dataclasses.replace(prepared, in_slot=True)
+            async with closing_stream(self._steps(in_slot, stream)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    async def _steps(self, prepared: Prepared, stream: bool) -> AsyncIterator[Chunk]:
         messages = list(prepared.request.messages)
         params = dict(prepared.request.parameters)
         choice = params.pop("tool_choice", None) or "auto"
