@@ -299,6 +299,35 @@ async def test_a_script_raising_cancelled_error_is_a_clean_error(
     assert events[-1]["type"] == "final"
 
 
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ("context.send_chunk(123)", "send_chunk takes text, not int"),
+        ("context.send_output('a picture')", "send_output takes an Output, not str"),
+        ("context.send_info('step', seen={1, 2})", "not JSON serializable"),
+        ("context.send_info(42)", "send_info takes text, not int"),
+    ],
+)
+async def test_a_script_sending_the_wrong_kind_is_a_clean_error(
+    make_client: MakeClient, make_config: MakeConfig, sent: str, expected: str
+) -> None:
+    """What a script sends is checked as what it returns is: an error naming the script,
+    never a 500 or a stream that stops without its final event."""
+    config = make_config()
+    script = f"async def run_workflow(prompt, params, context):\n    {sent}\n    return 'end'\n"
+    write_personality(config.personalities_dir, "sender", script=script)
+    client = await make_client(config)
+    status, body = await generate(client, personality="sender")
+    assert status == 502 and body["error"]["type"] == "workflow_error", body
+    assert expected in body["error"]["message"] and "sender" in body["error"]["message"]
+    status, events = await generate(client, personality="sender", stream=True)
+    assert status in (200, 502), events
+    if status == 200:
+        error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+        assert error["type"] == "workflow_error" and expected in error["message"]
+        assert events[-1]["type"] == "final"
+
+
 FAILING_SCRIPT = """
 async def run_workflow(prompt, params, context):
     context.send_chunk("partial")

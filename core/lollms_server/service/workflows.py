@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -126,15 +127,17 @@ class WorkflowContext:
 
     def send_chunk(self, text: str) -> None:
         """Stream a piece of the answer."""
-        self._put(Chunk(content=text))
+        self._put(Chunk(content=_checked("send_chunk", text, str, "text")))
 
     def send_info(self, message: str, **metadata: Any) -> None:
-        """Stream an `info` event (progress, a step's name...)."""
-        self._put(Chunk(type="info", content=message, metadata=metadata))
+        """Stream an `info` event (progress, a step's name...); metadata must be JSON."""
+        json.dumps(metadata)  # TypeError in the script, not a broken stream after it
+        self._put(Chunk(type="info", content=_checked("send_info", message, str, "text"),
+                        metadata=metadata))  # fmt: skip
 
     def send_output(self, output: Output) -> None:
         """Add a produced item (an image, a sound...) to the answer."""
-        self._put(Chunk(output=output))
+        self._put(Chunk(output=_checked("send_output", output, Output, "an Output")))
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """From a sync script: run one of the async methods on the server loop and wait."""
@@ -252,6 +255,13 @@ def _chunks_of(value: Any) -> list[Chunk]:
             Chunk(output=o) if o.type != "text" else Chunk(content=o.text) for o in value.outputs
         ]
     return [chunk for item in value for chunk in _chunks_of(item)]
+
+
+def _checked(method: str, value: T, kind: type[T], named: str) -> T:
+    """`value` when it is a `kind`; else the TypeError the script's call raises."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{method} takes {named}, not {type(value).__name__}")
+    return value
 
 
 def _usage_of(context: WorkflowContext) -> list[Chunk]:
