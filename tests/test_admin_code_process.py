@@ -114,3 +114,25 @@ def test_stuck_sync_functions_leave_other_work_and_stopping_alone(tmp_path: Path
         started = time.monotonic()
         server.process.wait(20)
         assert time.monotonic() - started < 10, server.log()[-3000:]
+
+
+def test_a_file_calling_sys_exit_on_import_is_a_problem_not_a_stop(tmp_path: Path) -> None:
+    """At start-up and on reload: the file is reported under `problems`, the server serves."""
+    data = tmp_path / "data"
+    prepare(data)
+    (data / "functions" / "quits.py").write_text("import sys\nsys.exit('bye')\n")
+    folder = data / "personalities" / "quits_on_import"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "config.yaml").write_text("name: quits_on_import\n")
+    (folder / "scripts" / "workflow.py").write_text("import sys\nsys.exit(7)\n")
+    with lollms_process(tmp_path, CONFIG, timeout_s=20) as server:
+        for _ in range(2):  # as started, then reloaded
+            with urllib.request.urlopen(f"{server.url}/api/v1/list_functions") as response:
+                problems = json.loads(response.read())["problems"]
+            assert any("quits.py" in p and "SystemExit" in p for p in problems), problems
+            with urllib.request.urlopen(f"{server.url}/api/v1/list_personalities") as response:
+                problems = json.loads(response.read())["problems"]
+            assert any("quits_on_import" in p and "SystemExit" in p for p in problems), problems
+            status, text = post(f"{server.url}/api/v1/reload_personalities", {})
+            assert status == 200, text
+        assert server.process.poll() is None, server.log()[-3000:]

@@ -165,7 +165,8 @@ class FunctionRegistry:
             for path in sorted(folder.glob("*.py")) if folder.is_dir() else ():
                 try:
                     module = import_file(path, f"lollms_functions.{folder.name}.{path.stem}")
-                except Exception as exc:  # noqa: BLE001 - a broken file is reported, not fatal
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken file (one
+                    # that calls sys.exit() too) is reported, not fatal
                     self.problems.append(f"{path}: not loaded: {type(exc).__name__}: {exc}")
                     log.warning("functions file %s not loaded: %s", path, exc)
                     continue
