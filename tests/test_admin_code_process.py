@@ -40,6 +40,12 @@ def stuck() -> str:
     return "never"
 """
 
+# context.run is for sync scripts; from the server loop it would wait on that very loop
+BLOCKING_SCRIPT = """
+async def run_workflow(prompt, params, context):
+    return context.run(context.generate_text("hi"))
+"""
+
 CONFIG = '[bindings.echo]\ntype = "echo"\n\n[defaults]\nttt = "echo"\ntti = "echo"\n'
 
 
@@ -55,13 +61,15 @@ def post(url: str, body: dict[str, Any], timeout: float = 20) -> tuple[int, str]
 
 
 def prepare(data: Path) -> None:
-    """A functions file and two scripted personalities that call sys.exit()."""
+    """A functions file, two scripted personalities that call sys.exit() and one that waits
+    on the server loop from it."""
     (data / "functions").mkdir(parents=True)
     (data / "functions" / "faults.py").write_text(FUNCTIONS)
     quits = "import sys\n{}def run_workflow(prompt, params, context):\n    sys.exit(5)\n"
     for name, script in {
         "quitter": quits.format("async "),
         "quitter_sync": quits.format(""),
+        "blocker": BLOCKING_SCRIPT,
     }.items():
         folder = data / "personalities" / name
         (folder / "scripts").mkdir(parents=True)
@@ -136,3 +144,14 @@ def test_a_file_calling_sys_exit_on_import_is_a_problem_not_a_stop(tmp_path: Pat
             status, text = post(f"{server.url}/api/v1/reload_personalities", {})
             assert status == 200, text
         assert server.process.poll() is None, server.log()[-3000:]
+
+
+def test_context_run_from_an_async_script_is_an_error_not_a_frozen_server(tmp_path: Path) -> None:
+    prepare(tmp_path / "data")
+    with lollms_process(tmp_path, CONFIG) as server:
+        body = {"personality": "blocker", "input_data": [{"type": "text", "data": "x"}]}
+        status, text = post(f"{server.url}/api/v1/generate", body, timeout=10)
+        assert status == 502 and "workflow_error" in text, text
+        assert "await" in text, text  # it says what to do instead
+        with urllib.request.urlopen(f"{server.url}/api/v1/health", timeout=5) as health:
+            assert health.status == 200

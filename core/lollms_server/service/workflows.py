@@ -143,20 +143,30 @@ class WorkflowContext:
         """From a sync script: run one of the async methods on the server loop and wait."""
         if self.cancelled:
             raise asyncio.CancelledError("the request was cancelled")
+        if self._on_loop():  # waiting here would block the very loop that must run it
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise RuntimeError(
+                "context.run is for sync scripts; an async script awaits the call instead "
+                "(await context.generate_text(...))"
+            )
 
         async def wrapped() -> T:
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
 
+    def _on_loop(self) -> bool:
+        """Whether this runs on the server loop (an async script), not in a worker thread."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
     def _put(self, chunk: Chunk) -> None:
         if self.cancelled:
             raise asyncio.CancelledError("the request was cancelled")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._on_loop():
             self._sink(chunk)
         else:
             self._loop.call_soon_threadsafe(self._sink, chunk)
