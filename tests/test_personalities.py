@@ -328,6 +328,40 @@ async def test_a_script_sending_the_wrong_kind_is_a_clean_error(
         assert events[-1]["type"] == "final"
 
 
+ENDLESS_SCRIPT = """
+import asyncio
+
+async def run_workflow(prompt, params, context):
+    context.send_chunk("tick")
+    while True:
+        await asyncio.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_script_that_never_ends_is_a_504_at_the_request_time_limit(
+    make_client: MakeClient, make_config: MakeConfig, stream: bool
+) -> None:
+    """`request_timeout_s` bounds a script's run as it bounds any generation."""
+    config = make_config(request_timeout_s=1)
+    write_personality(config.personalities_dir, "endless", script=ENDLESS_SCRIPT)
+    client = await make_client(config)
+    started = asyncio.get_running_loop().time()
+    status, body = await asyncio.wait_for(
+        generate(client, personality="endless", stream=stream), timeout=10
+    )
+    assert asyncio.get_running_loop().time() - started < 5
+    if stream:
+        assert status == 200 and body[1] == {**body[1], "type": "chunk", "content": "tick"}
+        error = next(e for e in body if e["type"] == "error")["metadata"]["error"]
+        assert body[-1]["type"] == "final", body
+    else:
+        assert status == 504, body
+        error = body["error"]
+    assert error["type"] == "backend_timeout", error
+    assert "endless" in error["message"] and "within 1" in error["message"], error
+
+
 FAILING_SCRIPT = """
 async def run_workflow(prompt, params, context):
     context.send_chunk("partial")

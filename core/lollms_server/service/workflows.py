@@ -7,13 +7,14 @@ import contextlib
 import dataclasses
 import inspect
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..bindings import ChatMessage, Chunk, InputItem, Output, Result, Usage
 from ..chunks import Accumulator
-from ..errors import LollmsError, WorkflowFailed
+from ..errors import BackendTimeout, LollmsError, WorkflowFailed
 from ..registry import Registry, Target
 from .admin_threads import cancelled_from_outside, run_in_thread
 from .generation_outcome import Outcome
@@ -31,6 +32,10 @@ class ScriptHost(Protocol):
     @property
     def registry(self) -> Registry:
         """Where targets are resolved."""
+
+    @property
+    def timeout_s(self) -> float:
+        """The longest a generation (a script's whole run included) may take."""
 
     async def prepare(
         self,
@@ -182,7 +187,8 @@ async def run_workflow(
     context = WorkflowContext(service, prepared, functions, sent.append)
     async with service.accounted(prepared):
         try:
-            value = await _run_script(prepared, context)
+            async with _time_limit(prepared, service.timeout_s, time.monotonic()):
+                value = await _run_script(prepared, context)
         finally:
             context.cancelled = True
     if isinstance(value, Result) and not any(chunk.type == "chunk" for chunk in sent):
@@ -210,8 +216,13 @@ async def stream_workflow(
 
     async with service.accounted(prepared):
         task = asyncio.create_task(run())
+        started = time.monotonic()
         try:
-            while (chunk := await queue.get()) is not None:
+            while True:
+                async with _time_limit(prepared, service.timeout_s, started):  # not over yields
+                    chunk = await queue.get()
+                if chunk is None:
+                    break
                 yield chunk
             await task
         finally:
@@ -220,6 +231,22 @@ async def stream_workflow(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+@contextlib.asynccontextmanager
+async def _time_limit(prepared: Prepared, timeout_s: float, started: float) -> AsyncIterator[None]:
+    """The script's run past `timeout_s` since `started` is a BackendTimeout naming it."""
+    personality = prepared.personality
+    assert personality is not None
+    try:
+        async with asyncio.timeout(started + timeout_s - time.monotonic()):
+            yield
+    except TimeoutError as exc:
+        raise BackendTimeout(
+            f"personality {personality.name!r}: script {personality.script} did not finish "
+            f"within {timeout_s:g}s ([server] request_timeout_s)",
+            binding=f"personality:{personality.name}",
+        ) from exc
 
 
 async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
