@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ..errors import Forbidden, NotFound
+from .admin_threads import cancelled_from_outside, run_in_thread
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class FunctionRegistry:
             for path in sorted(folder.glob("*.py")) if folder.is_dir() else ():
                 try:
                     module = import_file(path, f"lollms_functions.{folder.name}.{path.stem}")
-                except Exception as exc:  # noqa: BLE001 - a broken file is reported, not fatal
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken file (one
+                    # that calls sys.exit() too) is reported, not fatal
                     self.problems.append(f"{path}: not loaded: {type(exc).__name__}: {exc}")
                     log.warning("functions file %s not loaded: %s", path, exc)
                     continue
@@ -215,12 +217,21 @@ class FunctionRegistry:
                 if inspect.iscoroutinefunction(function.call):
                     value = await function.call(**args)
                 else:
-                    value = await asyncio.to_thread(function.call, **args)
+                    value = await run_in_thread(function.call, **args)
         except TimeoutError:
             return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
-        except Exception as exc:  # noqa: BLE001 - the model learns what went wrong
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            # the model learns what went wrong; a sys.exit() must not stop the server, nor a
+            # cancel of the function's own end the request as if the client had left
+            if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                raise
             return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        try:  # strict JSON: the model, the response and the audit log all read it
+            text = (
+                value if isinstance(value, str) else json.dumps(value, default=str, allow_nan=False)
+            )
+        except (ValueError, TypeError, RecursionError) as exc:
+            return CallOutcome(function.name, args, error=f"the result is not JSON: {exc}")
         return CallOutcome(function.name, args, result=text)
 
 

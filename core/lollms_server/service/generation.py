@@ -26,6 +26,7 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
+from ..errors import InvalidRequest
 from ..guard import expect as expect
 from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
@@ -146,6 +147,12 @@ class GenerationService:
         if trace is not None:
             trace.model = target.model
         chosen = self.personalities.get(personality) if personality else None
+        if chosen is not None and chosen.workflow is not None and (parameters or {}).get("tools"):
+            raise InvalidRequest(  # its script answers with text: the tools would be dropped
+                f"personality {chosen.name!r} runs a script, which answers with text and cannot "
+                "take `tools`; its script calls functions itself (context.call_function)",
+                param="tools",
+            )
         final_messages, params = apply_personality(chosen, messages, parameters or {})
         default_cap = generation_type == "ttt" and not any(
             params.get(name) is not None for name in MAX_TOKENS_NAMES
@@ -344,3 +351,16 @@ class GenerationService:
     def accounted(self, prepared: Prepared) -> Accounted:
         """Concurrency slot and token budget of the caller's key; audit record at the end."""
         return Accounted(prepared, self.limiter, self.metrics, self.audit, self.drain)
+
+    @contextlib.asynccontextmanager
+    async def holding_slot(self) -> AsyncIterator[None]:
+        """One of the caller's concurrency slots held across several generations (a tool
+        loop's steps, prepared `in_slot`, run inside it)."""
+        if self.limiter is None:
+            yield
+            return
+        who = self.limiter.take_slot(caller())
+        try:
+            yield
+        finally:
+            self.limiter.give_slot(who)

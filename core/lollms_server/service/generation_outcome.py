@@ -127,7 +127,7 @@ class Accounted:
             needed += hidden if needed else 0
             try:  # a refusal (token budget, concurrency) is a generation's row too
                 self.reservation = await limiter.reserve_tokens(principal, needed)
-                if not prepared.in_script:
+                if not (prepared.in_script or prepared.in_slot):
                     self.slot = limiter.take_slot(principal)
             except BaseException as exc:
                 await self._end(exc)
