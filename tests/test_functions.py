@@ -64,6 +64,12 @@ def tangled() -> dict:
 
 
 @function
+def huge() -> str:
+    """Returns more text than a model should be sent."""
+    return "x" * 200_000
+
+
+@function
 def not_a_number() -> dict:
     """Returns NaN, which JSON does not have."""
     return {"value": float("nan")}
@@ -224,6 +230,7 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
         "sleepy",
         "tangled",
         "not_a_number",
+        "huge",
         "gives_up",
         "gives_up_sync",
         "slow",
@@ -291,10 +298,11 @@ async def test_invalid_arguments_are_refused_with_the_reason_fed_back(fclient: C
         ("CALL not_a_number {}", "the result is not JSON: Out of range float values"),
         ("CALL gives_up {}", "CancelledError: its own work was cancelled"),
         ("CALL gives_up_sync {}", "CancelledError: its own work was cancelled"),
+        ("CALL huge {}", "the result is 200,000 characters, over the limit of 65,536"),
     ],
 )
 async def test_failures_become_tool_results(fclient: Client, prompt: str, expected: str) -> None:
-    offered = ["explode", "sleepy", "tangled", "not_a_number", "gives_up", "gives_up_sync"]
+    offered = ["explode", "sleepy", "tangled", "not_a_number", "gives_up", "gives_up_sync", "huge"]
     status, body = await run_loop(fclient, prompt, functions=["get_weather", *offered])
     assert status == 200, body
     assert expected in body["steps"][0]["function_calls"][0]["error"]

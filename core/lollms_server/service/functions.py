@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from ..config_sections import FUNCTION_RESULT_CHARS, FUNCTION_TIMEOUT_S
 from ..errors import Forbidden, NotFound
 from .admin_threads import cancelled_from_outside, run_in_thread
 from .function_schema import parameters_schema
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 CallObserver = Callable[["CallOutcome", float], Awaitable[None]]  # (outcome, seconds)
 MARK = "__lollms_function__"
-DEFAULT_TIMEOUT_S = 30.0
 
 
 @overload
@@ -134,7 +134,8 @@ class FunctionRegistry:
     """Functions by name; a duplicate name is reported and the first one kept."""
 
     allowed_unsafe: tuple[str, ...] = ()
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = FUNCTION_TIMEOUT_S
+    max_result_chars: int = FUNCTION_RESULT_CHARS
     by_name: dict[str, Function] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     on_call: CallObserver | None = None
@@ -232,6 +233,14 @@ class FunctionRegistry:
             )
         except (ValueError, TypeError, RecursionError) as exc:
             return CallOutcome(function.name, args, error=f"the result is not JSON: {exc}")
+        if len(text) > self.max_result_chars:  # an upstream's 413 or a context overflow
+            # would blame the caller's request for what the function returned
+            return CallOutcome(
+                function.name,
+                args,
+                error=f"the result is {len(text):,} characters, over the limit of "
+                f"{self.max_result_chars:,} ([functions] max_result_chars)",
+            )
         return CallOutcome(function.name, args, result=text)
 
 
