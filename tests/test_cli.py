@@ -162,6 +162,27 @@ def test_keys_list_shows_allow_lists_and_limits(env: dict[str, str]) -> None:
     assert empty.returncode == 1 and "admit nothing" in empty.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--rpm", "-5"),  # before: a key that every request refused ("limit of -5")
+        ("--rpm", "0"),  # before: stored as 0, which meant no limit at all
+        ("--tpm", "-3"),
+        ("--concurrent", "0"),
+        ("--expires-days", "-1"),  # before: a key made already expired
+        ("--expires-days", "0"),  # before: a key that never expires
+    ],
+)
+def test_keys_create_refuses_limits_the_api_refuses(
+    env: dict[str, str], option: str, value: str
+) -> None:
+    """The CLI and `POST /api/v1/keys` take the same limits: a positive number or nothing."""
+    made = run(env, "keys", "create", "--name", "odd", option, value)
+    assert made.returncode == 1, made
+    assert made.stdout == "" and option.lstrip("-").split("-")[0] in made.stderr, made.stderr
+    assert " odd " not in run(env, "keys", "list").stdout
+
+
 def test_keys_create_warns_of_an_instance_the_config_lacks(
     env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,12 +15,15 @@ from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.config import Config
+from lollms_server.keys import KEYSTORE
+from lollms_server.service import admin_threads
 from lollms_server.service.function_schema import parameters_schema
 from lollms_server.service.functions import FunctionRegistry, function
 
 Client = TestClient[Any, Any]
 
 FUNCTIONS_FILE = '''
+import asyncio
 import time
 from lollms_server.service.functions import function
 
@@ -48,6 +53,45 @@ def sleepy() -> str:
     """Sleeps past its limit."""
     time.sleep(1)
     return "late"
+
+
+@function
+def tangled() -> dict:
+    """Returns what JSON cannot hold."""
+    loop = {}
+    loop["self"] = loop
+    return loop
+
+
+@function
+def huge() -> str:
+    """Returns more text than a model should be sent."""
+    return "x" * 200_000
+
+
+@function
+def not_a_number() -> dict:
+    """Returns NaN, which JSON does not have."""
+    return {"value": float("nan")}
+
+
+@function
+async def gives_up() -> str:
+    """Lets the cancellation of its own work escape."""
+    raise asyncio.CancelledError("its own work was cancelled")
+
+
+@function
+def gives_up_sync() -> str:
+    """The same, from a worker thread."""
+    raise asyncio.CancelledError("its own work was cancelled")
+
+
+@function
+async def slow(seconds: float) -> str:
+    """Takes its time."""
+    await asyncio.sleep(seconds)
+    return "slow done"
 
 
 @function(unsafe=True)
@@ -121,6 +165,27 @@ async def test_arguments_are_validated_before_the_call() -> None:
     assert calls == [3]
 
 
+async def test_stuck_sync_calls_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    @function(timeout_s=0.1)
+    def stuck() -> str:
+        release.wait(10)
+        return "late"
+
+    monkeypatch.setattr(admin_threads, "_slots", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(admin_threads, "MAX_THREADS", 1)
+    registry = FunctionRegistry()
+    registry.add_callables([stuck], "test")
+    (fn,) = registry.usable(["stuck"])
+    assert (await registry.run(fn, {})).error == "no result within 0.1s"
+    refused = (await registry.run(fn, {})).error or ""
+    assert "1 sync function or script calls are still running" in refused
+    release.set()
+    await asyncio.sleep(0.2)  # the stuck thread returns and frees its slot
+    assert (await registry.run(fn, {})).result == "late"
+
+
 def functions_config(make_config: MakeConfig, **functions: Any) -> Config:
     config = make_config()
     (config.functions_dir / "tools.py").write_text(FUNCTIONS_FILE)
@@ -159,7 +224,18 @@ async def test_listing_folder_problems_and_unsafe_flags(fclient: Client) -> None
     body = await (await fclient.get("/api/v1/list_functions?format=lollms-server")).json()
     listed = body["functions"]
     assert names == sorted(listed)  # upstream's shape: the names
-    assert set(listed) == {"get_weather", "explode", "sleepy", "delete_everything"}
+    assert set(listed) == {
+        "get_weather",
+        "explode",
+        "sleepy",
+        "tangled",
+        "not_a_number",
+        "huge",
+        "gives_up",
+        "gives_up_sync",
+        "slow",
+        "delete_everything",
+    }
     weather = listed["get_weather"]
     assert weather["description"] == "Current weather of a city."
     assert weather["parameters"]["properties"]["city"]["description"] == "the city name"
@@ -218,10 +294,16 @@ async def test_invalid_arguments_are_refused_with_the_reason_fed_back(fclient: C
         ("CALL sleepy {}", "no result within 0.2s"),
         ("CALL not_offered {}", "no function named 'not_offered' was offered"),
         ("CALL get_weather [1, 2]", "arguments must be a JSON object"),
+        ("CALL tangled {}", "the result is not JSON: Circular reference detected"),
+        ("CALL not_a_number {}", "the result is not JSON: Out of range float values"),
+        ("CALL gives_up {}", "CancelledError: its own work was cancelled"),
+        ("CALL gives_up_sync {}", "CancelledError: its own work was cancelled"),
+        ("CALL huge {}", "the result is 200,000 characters, over the limit of 65,536"),
     ],
 )
 async def test_failures_become_tool_results(fclient: Client, prompt: str, expected: str) -> None:
-    status, body = await run_loop(fclient, prompt)
+    offered = ["explode", "sleepy", "tangled", "not_a_number", "gives_up", "gives_up_sync", "huge"]
+    status, body = await run_loop(fclient, prompt, functions=["get_weather", *offered])
     assert status == 200, body
     assert expected in body["steps"][0]["function_calls"][0]["error"]
     assert expected in body["output"][0]["data"]
@@ -341,3 +423,30 @@ async def test_calls_are_counted_and_audited(fclient: Client) -> None:
     assert [e["detail"]["outcome"] for e in events] == ["error", "ok"]  # newest first
     assert "required property" in events[0]["detail"]["error"]
     assert all(e["request_id"] for e in events)
+
+
+async def test_the_loop_holds_one_concurrency_slot_from_its_first_step_to_its_last(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A key with `max_concurrent` 1: a second request while the loop's function runs is the
+    429, not the loop's next step (which lost the work already done)."""
+    config = functions_config(make_config, max_steps=3)
+    config.security.local_access = False
+    client = await make_client(config)
+    key, _ = await client.app[KEYSTORE].create("one at a time", "user", max_concurrent=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "functions": ["slow"],
+        "input_data": [{"type": "text", "data": 'CALL slow {"seconds": 1}'}],
+    }
+    loop = asyncio.ensure_future(client.post("/api/v1/generate", json=body, headers=headers))
+    await asyncio.sleep(0.4)  # the loop's first step is done; its function runs
+    other = {"input_data": [{"type": "text", "data": "hi"}]}
+    second = await client.post("/api/v1/generate", json=other, headers=headers)
+    assert second.status == 429, await second.text()
+    response = await loop
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert answer["steps"][0]["function_calls"][0]["result"] == "slow done"
+    third = await client.post("/api/v1/generate", json=other, headers=headers)
+    assert third.status == 200, await third.text()  # the slot was given back

@@ -274,6 +274,94 @@ def run_workflow(prompt, params, context):
     return " done"
 """
 
+GIVING_UP_SCRIPT = """
+import asyncio
+
+async def run_workflow(prompt, params, context):
+    context.send_chunk("partial")
+    raise asyncio.CancelledError("its own work was cancelled")
+"""
+
+
+async def test_a_script_raising_cancelled_error_is_a_clean_error(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """Not taken for a client that left (which drops the connection without an answer)."""
+    config = make_config()
+    write_personality(config.personalities_dir, "giver", script=GIVING_UP_SCRIPT)
+    client = await make_client(config)
+    status, body = await generate(client, personality="giver")
+    assert status == 502 and body["error"]["type"] == "workflow_error", body
+    assert "CancelledError: its own work was cancelled" in body["error"]["message"]
+    status, events = await generate(client, personality="giver", stream=True)
+    error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+    assert error["type"] == "workflow_error" and "CancelledError" in error["message"]
+    assert events[-1]["type"] == "final"
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ("context.send_chunk(123)", "send_chunk takes text, not int"),
+        ("context.send_output('a picture')", "send_output takes an Output, not str"),
+        ("context.send_info('step', seen={1, 2})", "not JSON serializable"),
+        ("context.send_info(42)", "send_info takes text, not int"),
+    ],
+)
+async def test_a_script_sending_the_wrong_kind_is_a_clean_error(
+    make_client: MakeClient, make_config: MakeConfig, sent: str, expected: str
+) -> None:
+    """What a script sends is checked as what it returns is: an error naming the script,
+    never a 500 or a stream that stops without its final event."""
+    config = make_config()
+    script = f"async def run_workflow(prompt, params, context):\n    {sent}\n    return 'end'\n"
+    write_personality(config.personalities_dir, "sender", script=script)
+    client = await make_client(config)
+    status, body = await generate(client, personality="sender")
+    assert status == 502 and body["error"]["type"] == "workflow_error", body
+    assert expected in body["error"]["message"] and "sender" in body["error"]["message"]
+    status, events = await generate(client, personality="sender", stream=True)
+    assert status in (200, 502), events
+    if status == 200:
+        error = next(e for e in events if e["type"] == "error")["metadata"]["error"]
+        assert error["type"] == "workflow_error" and expected in error["message"]
+        assert events[-1]["type"] == "final"
+
+
+ENDLESS_SCRIPT = """
+import asyncio
+
+async def run_workflow(prompt, params, context):
+    context.send_chunk("tick")
+    while True:
+        await asyncio.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_script_that_never_ends_is_a_504_at_the_request_time_limit(
+    make_client: MakeClient, make_config: MakeConfig, stream: bool
+) -> None:
+    """`request_timeout_s` bounds a script's run as it bounds any generation."""
+    config = make_config(request_timeout_s=1)
+    write_personality(config.personalities_dir, "endless", script=ENDLESS_SCRIPT)
+    client = await make_client(config)
+    started = asyncio.get_running_loop().time()
+    status, body = await asyncio.wait_for(
+        generate(client, personality="endless", stream=stream), timeout=10
+    )
+    assert asyncio.get_running_loop().time() - started < 5
+    if stream:
+        assert status == 200 and body[1] == {**body[1], "type": "chunk", "content": "tick"}
+        error = next(e for e in body if e["type"] == "error")["metadata"]["error"]
+        assert body[-1]["type"] == "final", body
+    else:
+        assert status == 504, body
+        error = body["error"]
+    assert error["type"] == "backend_timeout", error
+    assert "endless" in error["message"] and "within 1" in error["message"], error
+
+
 FAILING_SCRIPT = """
 async def run_workflow(prompt, params, context):
     context.send_chunk("partial")
@@ -379,6 +467,76 @@ async def test_system_message_and_sampling_reach_the_binding(
     assert params["temperature"] == 0.3 and params["max_tokens"] == 256
     assert params["top_k"] == 5  # the caller's value wins over the personality's 40
     assert "user:" in params["stop"]
+
+
+TWO_STEP_SCRIPT = """
+async def run_workflow(prompt, params, context):
+    first = await context.generate_text("one " + prompt)
+    second = await context.generate_text("two " + prompt)
+    context.send_chunk(first + " | ")
+    return second
+"""
+
+
+def generated_tokens(metrics: str) -> float:
+    """lollms_generated_tokens_total of the echo instance."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("lollms_generated_tokens_total{") and 'instance="echo"' in line
+    )
+
+
+@pytest.mark.parametrize("face", ["lollms", "openai"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_scripts_usage_is_the_sum_of_its_generations(
+    make_client: MakeClient, make_config: MakeConfig, face: str, stream: bool
+) -> None:
+    config = make_config()
+    write_personality(config.personalities_dir, "two_step", script=TWO_STEP_SCRIPT)
+    client = await make_client(config)
+    steps = []
+    for prompt in ("one hello", "two hello"):
+        status, body = await generate(client, input_data=[{"type": "text", "data": prompt}])
+        steps.append(body["usage"])
+    expected = {k: steps[0][k] + steps[1][k] for k in ("prompt_tokens", "completion_tokens")}
+    assert expected["completion_tokens"] > 0
+    before = generated_tokens(await (await client.get("/metrics")).text())
+    if face == "lollms":
+        status, body = await generate(client, personality="two_step", stream=stream)
+        assert status == 200, body
+        usage = body[-1]["metadata"]["usage"] if stream else body["usage"]
+    else:
+        chat = {"model": "two_step@echo/echo", "stream": stream,
+                "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
+        if stream:
+            chat["stream_options"] = {"include_usage": True}
+        response = await client.post("/v1/chat/completions", json=chat)
+        assert response.status == 200, await response.text()
+        text = (await response.text()).replace("data: [DONE]", "")
+        usage = sse_events(text)[-1]["usage"] if stream else json.loads(text)["usage"]
+    assert usage is not None, "a script's run reports no usage"
+    assert {k: usage[k] for k in expected} == expected
+    assert usage["total_tokens"] == sum(expected.values())
+    after = generated_tokens(await (await client.get("/metrics")).text())
+    assert after - before == expected["completion_tokens"]  # counted once, not again for the run
+
+
+@pytest.mark.parametrize("face", ["openai", "ollama"])
+async def test_tools_sent_to_a_scripted_personality_are_refused(client: Client, face: str) -> None:
+    """A script answers with text: tools it cannot pass on are refused, never dropped."""
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    body: dict[str, Any] = {
+        "model": "prompt_artist@echo/echo",
+        "messages": [{"role": "user", "content": "a cat"}],
+        "tools": [tool],
+        "stream": False,
+    }
+    path = "/v1/chat/completions" if face == "openai" else "/api/chat"
+    response = await client.post(path, json=body)
+    text = await response.text()
+    assert response.status == 400, text
+    assert "tools" in text and "prompt_artist" in text, text
 
 
 async def test_a_script_generates_only_with_what_the_key_allows(

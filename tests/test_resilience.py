@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from lollms_server.bindings import Binding, Chunk, GenerationRequest, Result
+from lollms_server.builtin.echo import EchoBinding
+from lollms_server.errors import NotSupported
+from lollms_server.hookspecs import hookimpl
 from lollms_server.httpkit.observe import READY_RECHECK_S
 from lollms_server.keys import BREAKERS, MONITOR, REGISTRY
+from lollms_server.plugins import load_plugins
 
 Client = TestClient[Any, Any]
 
@@ -144,6 +150,26 @@ async def test_fallback_route_serves_and_says_who(make_client: Any, make_config:
     assert events[-1]["metadata"]["binding_instance"] == "good"
 
 
+async def test_ollama_answers_name_the_fallback_that_served(
+    make_client: Any, make_config: Any
+) -> None:
+    """Before, Ollama's chat and generate named the route's first target (`broken/echo`) in
+    every object while `good` had served the answer."""
+    routes = {"routes": {"chat": ["broken/echo", "good/echo"]}}
+    client: Client = await make_client(config(make_config, **routes))
+    text = [{"role": "user", "content": "via ollama"}]
+    for path, body in (
+        ("/api/chat", {"model": "chat", "messages": text}),
+        ("/api/generate", {"model": "chat", "prompt": "via ollama"}),
+    ):
+        whole = await client.post(path, json={**body, "stream": False})
+        assert whole.status == 200, await whole.text()
+        assert (await whole.json())["model"] == "good/echo:latest", path
+        streamed = await client.post(path, json=body)
+        lines = [json.loads(line) for line in (await streamed.text()).splitlines()]
+        assert lines and {line["model"] for line in lines} == {"good/echo:latest"}, path
+
+
 async def test_every_target_down_is_a_503(make_client: Any, make_config: Any) -> None:
     routes = {"routes": {"chat": ["broken/echo", "broken/slow"]}}
     client: Client = await make_client(config(make_config, **routes))
@@ -186,3 +212,50 @@ async def test_monitor_closes_a_circuit_when_the_instance_answers(
     assert breaker.current_state() == "closed"
     assert app[MONITOR].latest["broken"].state == "down"
     assert app[BREAKERS].of("broken").current_state() == "closed"  # never opened by health alone
+
+
+class NoChat(EchoBinding):
+    """An echo that cannot do what it is asked (an upstream without the route it needs)."""
+
+    name = "nochat"
+
+    async def generate(self, request: GenerationRequest) -> Result:
+        raise NotSupported("this upstream has no chat endpoint", binding=self.instance_name)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        raise NotSupported("this upstream has no chat endpoint", binding=self.instance_name)
+        yield Chunk()  # pragma: no cover - makes this an async generator
+
+
+class NoChatPlugin:
+    @hookimpl
+    def register_bindings(self) -> list[type[Binding]]:
+        return [NoChat]
+
+
+async def test_a_target_that_cannot_do_the_request_hands_over(
+    make_client: Any, make_config: Any
+) -> None:
+    """A route's target answering 501 (not supported) hands over to the next, and its circuit
+    stays closed: the backend is up, it only lacks the operation."""
+    raw = {
+        "bindings": {"good": {"type": "echo"}, "lacking": {"type": "nochat"}},
+        "defaults": {"ttt": "good"},
+        "resilience": {"failure_threshold": 1, "health_interval_s": 0},
+        "routes": {"chat": ["lacking/echo", "good/echo"]},
+    }
+    plugins = load_plugins(extra={"nochat": NoChatPlugin()})
+    client: Client = await make_client(make_config(raw), plugins=plugins)
+    for stream in (False, True):
+        response = await client.post("/api/v1/generate", json=ask("chat", stream=stream))
+        text = await response.text()
+        assert response.status == 200 and "hello there" in text, text
+        assert '"type":"error"' not in text.replace(" ", ""), text
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"model": "chat", "messages": [{"role": "user", "content": "via openai"}]},
+    )
+    assert chat.status == 200 and (await chat.json())["model"] == "good/echo"
+    assert client.server.app[BREAKERS].of("lacking").current_state() == "closed"
+    alone = await client.post("/api/v1/generate", json=ask("echo", binding="lacking"))
+    assert alone.status == 501  # asked directly, the 501 stands

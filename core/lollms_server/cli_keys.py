@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from .config import Config
-from .errors import LollmsError, NotFound
+from .errors import InvalidRequest, LollmsError, NotFound
 from .security.api_keys import KEY_FORMAT, KeyRecord, KeyStore
 from .security.audit import AuditLog
 from .storage import open_store, schema
@@ -78,10 +78,16 @@ async def _keys_command(args: argparse.Namespace, config: Config) -> int:
     try:
         await schema.prepare(store, config.storage.migrate_on_start)
         if args.keys_command == "create":
+            if args.expires_days is not None and args.expires_days <= 0:
+                raise InvalidRequest("--expires-days must be over 0 (leave it out: no expiry)")
             key, record = await keys.create(
                 args.name,
                 args.role,
-                expires_at=time.time() + args.expires_days * 86400 if args.expires_days else None,
+                expires_at=(
+                    time.time() + args.expires_days * 86400
+                    if args.expires_days is not None
+                    else None
+                ),
                 allowed_bindings=_split(args.bindings),
                 allowed_models=_split(args.models),
                 rpm=args.rpm,

@@ -246,6 +246,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
             allow_unsafe=loaded["functions"]["allow_unsafe"],
             max_steps=loaded["functions"]["max_steps"],
             timeout_s=loaded["functions"]["timeout_s"],
+            max_result_chars=loaded["functions"]["max_result_chars"],
         ),
         security=SecurityConfig(**loaded["security"]),
         resources=ResourcesConfig(**loaded["resources"]),

@@ -108,6 +108,7 @@ folders = []               # extra folders of *.py function files besides <data_
 allow_unsafe = []          # unsafe functions (files, shell, network) to enable, or ["*"]
 max_steps = 5              # most model turns of one function-calling loop
 timeout_s = 30             # time limit of one function call
+max_result_chars = 65536   # a longer result is an error fed to the model, not sent on
 
 # Keys and the audit log: the SQLite file in the data dir unless a URL is set. Replicas share
 # one PostgreSQL database (pip install 'lollms-server[postgres]'); see docs/deployment.md.

@@ -211,6 +211,10 @@ class PersonalitiesSchema(Schema):
     examples = fields.Boolean(load_default=True)
 
 
+FUNCTION_TIMEOUT_S = 30.0  # `[functions]` defaults a registry made outside a config uses too
+FUNCTION_RESULT_CHARS = 65536
+
+
 class FunctionsSchema(Schema):
     """`[functions]`: folders of function files, unsafe ones allowed, the calling loop's limits."""
 
@@ -220,7 +224,8 @@ class FunctionsSchema(Schema):
     folders = fields.List(fields.String(), load_default=list)
     allow_unsafe = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
     max_steps = Whole(load_default=5, validate=validate.Range(1, 100))
-    timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    timeout_s = fields.Float(load_default=FUNCTION_TIMEOUT_S, validate=validate.Range(min=0.01))
+    max_result_chars = Whole(load_default=FUNCTION_RESULT_CHARS, validate=validate.Range(min=1))
 
 
 def defaults_from(schema: type[Schema]) -> Callable[[type[T]], type[T]]:
@@ -335,3 +340,4 @@ class FunctionsConfig:
     allow_unsafe: list[str]
     max_steps: int
     timeout_s: float
+    max_result_chars: int

@@ -34,7 +34,9 @@ def load_personalities(config: Config, plugins: Plugins) -> PersonalityStore:
 def load_functions(config: Config, plugins: Plugins) -> FunctionRegistry:
     """Functions from the functions folders, then from plugins."""
     functions = FunctionRegistry(
-        allowed_unsafe=tuple(config.functions.allow_unsafe), timeout_s=config.functions.timeout_s
+        allowed_unsafe=tuple(config.functions.allow_unsafe),
+        timeout_s=config.functions.timeout_s,
+        max_result_chars=config.functions.max_result_chars,
     )
     functions.load_folders([config.functions_dir, *config.functions.folders])
     for plugin_name, funcs in plugins.collect("register_functions"):

@@ -12,6 +12,7 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +24,9 @@ from tenacity import (
 )
 
 T = TypeVar("T")
+#: True while a route's attempt has another target to hand over to: a backend's Retry-After is
+#: then not waited for (the failure is raised at once and the next target serves).
+FALLBACK_REMAINS: ContextVar[bool] = ContextVar("lollms_fallback_remains", default=False)
 
 
 class Retryable(Exception):
@@ -42,7 +46,8 @@ class RetryPolicy:
     """How often and how long to retry: `attempts` in all, backoff doubling up to a cap.
 
     A Retry-After longer than `max_retry_after_s` is not waited for: the failure is raised at
-    once (with its delay) so the caller can report it instead of hanging.
+    once (with its delay) so the caller can report it instead of hanging. Nor is any
+    Retry-After while FALLBACK_REMAINS: a route's next target serves instead.
     """
 
     attempts: int = 3
@@ -51,10 +56,13 @@ class RetryPolicy:
     max_retry_after_s: float = 30.0
 
     def worth_retrying(self, exc: BaseException, retry_on: tuple[type[BaseException], ...]) -> bool:
-        """A `Retryable` or `retry_on` failure whose Retry-After (if any) is short enough."""
+        """A `Retryable` or `retry_on` failure whose Retry-After (if any) is short enough, and
+        not to be waited for at all while a route's next target could serve instead."""
         if not isinstance(exc, (Retryable, *retry_on)):
             return False
         delay = getattr(exc, "retry_after", None)
+        if delay is not None and FALLBACK_REMAINS.get():
+            return False
         return delay is None or delay <= self.max_retry_after_s
 
     def delay_after(self, exc: BaseException | None, attempt_number: int) -> float:

@@ -107,6 +107,16 @@ def _record(row: Any) -> KeyRecord:
 ADMITS_NOTHING = "an empty list would admit nothing; leave the field out (or null) for no limit"
 
 
+def _check_limits(limits: dict[str, int | None]) -> None:
+    """InvalidRequest for a limit under 1: the CLI and the API refuse the same values (0 never
+    meant "no limit", and a negative limit refused every request)."""
+    for param, value in limits.items():
+        if value is not None and value < 1:
+            raise InvalidRequest(
+                f"{param} must be at least 1 (got {value}); leave it out for no limit", param=param
+            )
+
+
 class KeyStore:
     """Create, list, revoke and verify API keys in the database."""
 
@@ -140,6 +150,7 @@ class KeyStore:
         for param, names in (("allowed_bindings", bindings), ("allowed_models", models)):
             if names == []:
                 raise InvalidRequest(f"{param}: {ADMITS_NOTHING}", param=param)
+        _check_limits({"rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent})
         malformed = [entry for entry in models or () if split_entry(entry) == ("", "")]
         if malformed:
             raise InvalidRequest(

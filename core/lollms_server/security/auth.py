@@ -23,6 +23,9 @@ KEY_ID = re.compile(r"lollms_([0-9a-f]{12})_")
 KEY_COOKIE = "lollms_key"
 REQUEST_KEY_REQUIRED: web.RequestKey[bool] = web.RequestKey("lollms_api_key_required")
 REQUEST_ORIGIN: web.RequestKey[tuple[str, bool]] = web.RequestKey("lollms_client_and_local")
+#: The X-RateLimit-* headers of the request's rpm checks, added to its answer as it is prepared
+#: (a stream's headers go out from inside the handler).
+REQUEST_LIMIT_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("lollms_limit_headers")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -186,15 +189,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         annotate(checking, key_id=principal.key_id if principal else None)
     request[REQUEST_KEY_REQUIRED] = principal is None or not principal.local
     request[REQUEST_PRINCIPAL] = principal
+    request[REQUEST_LIMIT_HEADERS] = headers
     token = set_current(principal) if principal else None
     try:
-        response = await handler(request)
+        return await handler(request)
     finally:
         if token is not None:
             reset_current(token)
-    if not response.prepared:
-        response.headers.update(headers)
-    return response
 
 
 async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]] | web.Response:
@@ -271,14 +272,20 @@ CORS_EXPOSED_HEADERS = ", ".join(
         "X-RateLimit-Limit",
         "X-RateLimit-Remaining",
         "X-RateLimit-Reset",
+        "X-RateLimit-Limit-Tokens",
+        "X-RateLimit-Remaining-Tokens",
+        "X-RateLimit-Reset-Tokens",
         "Retry-After",
     )
 )
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: security headers everywhere, CORS only for allowed origins."""
+    """on_response_prepare: security headers everywhere, the rpm checks' X-RateLimit-*
+    headers, CORS only for allowed origins."""
     for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    for name, value in request.get(REQUEST_LIMIT_HEADERS, {}).items():
         response.headers.setdefault(name, value)
     origin = request.headers.get("Origin")
     if origin and origin in request.app[SECURITY].cors_origins:

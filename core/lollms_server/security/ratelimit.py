@@ -11,7 +11,8 @@ admitted while the window's settled tokens plus the reservations made before it 
 limit, so parallel requests, on one replica or several, cannot all pass an unspent budget: a
 window serves at most the limit plus one request's tokens. The counter forgets itself
 RESERVATION_TTL_S after it was created, so the reservations of a replica killed mid-generation
-do not hold a key back for longer.
+do not hold a key back for longer; a generation that outlived it gives back no more than the
+new counter holds (it never goes below zero, which would admit every later burst that much).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -37,6 +38,7 @@ FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor it
 CHARS_PER_TOKEN = 4  # the prompt estimate of a reservation (the settlement uses the real count)
 RESERVATION_TTL_S = 300
 TOKEN_PARAMETERS = ("max_tokens", "n_predict")
+MAX_LEARNED = 1024  # models whose hidden prompt tokens are kept
 
 
 @dataclass
@@ -56,15 +58,25 @@ def _reserved(key_id: str) -> str:
 
 def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
     """What a text generation may use: its `max_tokens` (else its binding's
-    `default_max_tokens`, else FALLBACK_MAX_TOKENS) plus its prompt at CHARS_PER_TOKEN."""
+    `default_max_tokens`, else FALLBACK_MAX_TOKENS) plus its prompt at CHARS_PER_TOKEN (the
+    caller adds the model's `hidden_prompt`: a chat template's tokens)."""
     if request.generation_type != "ttt":
         return 0
     asked = [request.parameters.get(name) for name in TOKEN_PARAMETERS]
     caps = [v for v in asked if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     default = getattr(binding, "default_max_tokens", None)
     cap = caps[0] if caps else default if isinstance(default, int) and default > 0 else None
-    prompt_chars = sum(len(message.content) for message in request.messages)
-    return (cap or FALLBACK_MAX_TOKENS) + -(-prompt_chars // CHARS_PER_TOKEN)
+    return (cap or FALLBACK_MAX_TOKENS) + prompt_estimate(request)
+
+
+def prompt_estimate(request: GenerationRequest) -> int:
+    """The prompt's tokens by its messages' characters (CHARS_PER_TOKEN)."""
+    return -(-sum(len(message.content) for message in request.messages) // CHARS_PER_TOKEN)
+
+
+def text_tokens(texts: Sequence[str]) -> int:
+    """What work on `texts` that is no generation (embeddings) is charged: CHARS_PER_TOKEN."""
+    return -(-sum(len(text) for text in texts) // CHARS_PER_TOKEN)
 
 
 class RateLimiter:
@@ -92,6 +104,9 @@ class RateLimiter:
         self.key_concurrent = key_concurrent
         self.window_s = window_s
         self.active: Counter[str] = Counter()
+        # per (instance, model): prompt tokens its last answer had beyond `prompt_estimate`
+        # (a chat template's system prompt and role markers), added to its reservations
+        self.hidden_prompt: dict[tuple[str, str], int] = {}
         self._token_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -145,6 +160,16 @@ class RateLimiter:
             error.extra_headers = headers
             raise error
 
+    def learn_prompt(
+        self, instance: str, model: str, request: GenerationRequest, prompt_tokens: int
+    ) -> None:
+        """Keep how many prompt tokens the model counted beyond the estimate (never below 0)."""
+        if request.generation_type != "ttt":
+            return
+        if len(self.hidden_prompt) >= MAX_LEARNED and (instance, model) not in self.hidden_prompt:
+            self.hidden_prompt.clear()  # only models that answered get here: a rare reset
+        self.hidden_prompt[(instance, model)] = max(0, prompt_tokens - prompt_estimate(request))
+
     def _token_lock(self, key_id: str) -> asyncio.Lock:
         lock = self._token_locks.get(key_id)
         if lock is None:
@@ -166,22 +191,31 @@ class RateLimiter:
             except StorageError as exc:
                 self.failures.failed(exc.storage_error)
                 return Reservation(None)
-            if tpm - stats.remaining + max(held - tokens, 0) >= tpm:
+            held_before = max(held - tokens, 0)
+            if tpm - stats.remaining + held_before >= tpm:
                 await self._release(key_id, tokens)
                 self.on_reject()
-                reset_in = stats.reset_time - time.time() if stats.remaining <= 0 else 1.0
+                window_reset = max(0.0, stats.reset_time - time.time())
+                reset_in = window_reset if stats.remaining <= 0 else 1.0
                 error = RateLimited(
                     f"token limit of {tpm} tokens per {self.window_s} s reached",
                     retry_after=min(max(reset_in, 1.0), float(self.window_s)),
                 )
                 error.details = {"limit": tpm, "per": "tokens"}
+                error.extra_headers = {  # OpenAI's names for a token budget
+                    "X-RateLimit-Limit-Tokens": str(tpm),
+                    "X-RateLimit-Remaining-Tokens": str(max(0, stats.remaining - held_before)),
+                    "X-RateLimit-Reset-Tokens": str(round(window_reset, 3)),
+                }
                 raise error
         return Reservation(key_id, tpm, tokens)
 
     async def _release(self, key_id: str, tokens: int) -> None:
         """Give `tokens` of a reservation back (a storage failure is reported, never raised)."""
         try:
-            await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+            held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+            if held < 0:  # the counter expired under this reservation: back to nothing held
+                await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -held)
         except StorageError as exc:
             with contextlib.suppress(RateLimitsUnavailable):
                 self.failures.failed(exc.storage_error)
@@ -228,10 +262,10 @@ class RateLimiter:
         self.active[who] -= 1
 
     @contextlib.asynccontextmanager
-    async def text_work(self, principal: Principal, chars: int) -> AsyncIterator[None]:
+    async def text_work(self, principal: Principal, texts: Sequence[str]) -> AsyncIterator[None]:
         """Work on text that is no generation (embeddings): one of the key's concurrent slots,
-        and the text (at CHARS_PER_TOKEN) charged to its token budget when the work succeeds."""
-        tokens = -(-chars // CHARS_PER_TOKEN)
+        and the texts (`text_tokens`) charged to its token budget when the work succeeds."""
+        tokens = text_tokens(texts)
         reservation = await self.reserve_tokens(principal, tokens)
         used = 0
         try:

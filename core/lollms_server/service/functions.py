@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from ..config_sections import FUNCTION_RESULT_CHARS, FUNCTION_TIMEOUT_S
 from ..errors import Forbidden, NotFound
+from .admin_threads import cancelled_from_outside, run_in_thread
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 CallObserver = Callable[["CallOutcome", float], Awaitable[None]]  # (outcome, seconds)
 MARK = "__lollms_function__"
-DEFAULT_TIMEOUT_S = 30.0
 
 
 @overload
@@ -133,7 +134,8 @@ class FunctionRegistry:
     """Functions by name; a duplicate name is reported and the first one kept."""
 
     allowed_unsafe: tuple[str, ...] = ()
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = FUNCTION_TIMEOUT_S
+    max_result_chars: int = FUNCTION_RESULT_CHARS
     by_name: dict[str, Function] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     on_call: CallObserver | None = None
@@ -164,7 +166,8 @@ class FunctionRegistry:
             for path in sorted(folder.glob("*.py")) if folder.is_dir() else ():
                 try:
                     module = import_file(path, f"lollms_functions.{folder.name}.{path.stem}")
-                except Exception as exc:  # noqa: BLE001 - a broken file is reported, not fatal
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken file (one
+                    # that calls sys.exit() too) is reported, not fatal
                     self.problems.append(f"{path}: not loaded: {type(exc).__name__}: {exc}")
                     log.warning("functions file %s not loaded: %s", path, exc)
                     continue
@@ -215,12 +218,29 @@ class FunctionRegistry:
                 if inspect.iscoroutinefunction(function.call):
                     value = await function.call(**args)
                 else:
-                    value = await asyncio.to_thread(function.call, **args)
+                    value = await run_in_thread(function.call, **args)
         except TimeoutError:
             return CallOutcome(function.name, args, error=f"no result within {limit:g}s")
-        except Exception as exc:  # noqa: BLE001 - the model learns what went wrong
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            # the model learns what went wrong; a sys.exit() must not stop the server, nor a
+            # cancel of the function's own end the request as if the client had left
+            if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                raise
             return CallOutcome(function.name, args, error=f"{type(exc).__name__}: {exc}")
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        try:  # strict JSON: the model, the response and the audit log all read it
+            text = (
+                value if isinstance(value, str) else json.dumps(value, default=str, allow_nan=False)
+            )
+        except (ValueError, TypeError, RecursionError) as exc:
+            return CallOutcome(function.name, args, error=f"the result is not JSON: {exc}")
+        if len(text) > self.max_result_chars:  # an upstream's 413 or a context overflow
+            # would blame the caller's request for what the function returned
+            return CallOutcome(
+                function.name,
+                args,
+                error=f"the result is {len(text):,} characters, over the limit of "
+                f"{self.max_result_chars:,} ([functions] max_result_chars)",
+            )
         return CallOutcome(function.name, args, result=text)
 
 

@@ -26,6 +26,7 @@ from ..bindings import (
 )
 from ..circuit import Breakers
 from ..drain import Drain
+from ..errors import InvalidRequest
 from ..guard import expect as expect
 from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
@@ -146,6 +147,12 @@ class GenerationService:
         if trace is not None:
             trace.model = target.model
         chosen = self.personalities.get(personality) if personality else None
+        if chosen is not None and chosen.workflow is not None and (parameters or {}).get("tools"):
+            raise InvalidRequest(  # its script answers with text: the tools would be dropped
+                f"personality {chosen.name!r} runs a script, which answers with text and cannot "
+                "take `tools`; its script calls functions itself (context.call_function)",
+                param="tools",
+            )
         final_messages, params = apply_personality(chosen, messages, parameters or {})
         default_cap = generation_type == "ttt" and not any(
             params.get(name) is not None for name in MAX_TOKENS_NAMES
@@ -239,6 +246,7 @@ class GenerationService:
     async def _whole(self, prepared: Prepared, outcome: Outcome) -> Result:
         """The binding's whole answer (`generate`), thoughts split out."""
         binding = prepared.target.binding
+        outcome.asked_whole = True
         with span("binding.generate", call_attributes(prepared)):
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
         result = expect(binding, result, Result, "generate()")
@@ -284,7 +292,7 @@ class GenerationService:
         to its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if texts and self.limiter is not None:
-            accounting = self.limiter.text_work(caller(), sum(len(text) for text in texts))
+            accounting = self.limiter.text_work(caller(), texts)
         lifecycle = self.lifecycle
         held = lifecycle.in_use(target, keep_alive) if lifecycle else contextlib.nullcontext()
         async with accounting, held:
@@ -344,3 +352,16 @@ class GenerationService:
     def accounted(self, prepared: Prepared) -> Accounted:
         """Concurrency slot and token budget of the caller's key; audit record at the end."""
         return Accounted(prepared, self.limiter, self.metrics, self.audit, self.drain)
+
+    @contextlib.asynccontextmanager
+    async def holding_slot(self) -> AsyncIterator[None]:
+        """One of the caller's concurrency slots held across several generations (a tool
+        loop's steps, prepared `in_slot`, run inside it)."""
+        if self.limiter is None:
+            yield
+            return
+        who = self.limiter.take_slot(caller())
+        try:
+            yield
+        finally:
+            self.limiter.give_slot(who)

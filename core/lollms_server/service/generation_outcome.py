@@ -29,13 +29,16 @@ class Outcome:
     usage: Usage | None = None
     first_token_s: float | None = None
     served: Prepared | None = None  # the attempt that ran last (a fallback target's)
+    asked_whole: bool = False  # a whole answer was asked of a backend (it works unseen)
 
     def tokens_used(self, reservation: Reservation) -> int:
         """What the token budget is charged: the usage, else (a stream cut short after its
-        first token) the whole reservation, else nothing."""
+        first token, or a whole answer whose client left while a backend worked on it) the
+        whole reservation, else nothing."""
         if self.usage is not None:
             return self.usage.total_tokens
-        return reservation.tokens if self.first_token_s is not None else 0
+        left_mid_work = self.asked_whole and self.status == CLIENT_CLOSED
+        return reservation.tokens if self.first_token_s is not None or left_mid_work else 0
 
 
 def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> None:
@@ -118,18 +121,17 @@ class Accounted:
         self.principal = principal = caller()
         prepared, limiter = self.prepared, self.limiter
         if limiter is not None:
-            needed = (
-                0
-                if prepared.scripted
-                else tokens_to_reserve(prepared.request, prepared.target.binding)
-            )
-            self.reservation = await limiter.reserve_tokens(principal, needed)
-            if not prepared.in_script:
-                try:
+            target = prepared.target
+            hidden = limiter.hidden_prompt.get((target.binding.instance_name, target.model), 0)
+            needed = 0 if prepared.scripted else tokens_to_reserve(prepared.request, target.binding)
+            needed += hidden if needed else 0
+            try:  # a refusal (token budget, concurrency) is a generation's row too
+                self.reservation = await limiter.reserve_tokens(principal, needed)
+                if not (prepared.in_script or prepared.in_slot):
                     self.slot = limiter.take_slot(principal)
-                except BaseException as exc:
-                    await self._end(exc)
-                    raise
+            except BaseException as exc:
+                await self._end(exc)
+                raise
         if drain is not None and (task := asyncio.current_task()) is not None:
             self.task = task
             drain.running.add(task)
@@ -157,6 +159,14 @@ class Accounted:
             outcome.status = CLIENT_CLOSED
         if self.limiter is not None:
             await self.limiter.settle(self.reservation, outcome.tokens_used(self.reservation))
+            if outcome.usage is not None:  # what the served model's template added
+                served = outcome.served or prepared
+                self.limiter.learn_prompt(
+                    served.target.binding.instance_name,
+                    served.target.model,
+                    served.request,
+                    outcome.usage.prompt_tokens,
+                )
         if self.metrics is not None:
             count_outcome(self.metrics, prepared, outcome)
         if self.audit is not None:

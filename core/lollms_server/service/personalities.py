@@ -242,7 +242,8 @@ class PersonalityStore:
             detail = exc.messages if isinstance(exc, ValidationError) else exc
             self.problems.append(f"{path}: {detail}")
             log.warning("personality %s not loaded: %s", path, detail)
-        except Exception as exc:  # noqa: BLE001 - a script that fails to import is reported
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a script that fails to
+            # import (or calls sys.exit() as it does) is reported
             self.problems.append(f"{folder / WORKFLOW_FILE}: {type(exc).__name__}: {exc}")
             log.warning("personality script %s not loaded: %s", folder / WORKFLOW_FILE, exc)
 

@@ -26,6 +26,8 @@ class Prepared:
     default_cap: bool = False
     # made by a personality's script: it runs in the script's concurrency slot
     in_script: bool = False
+    # a tool loop's step: it runs in the concurrency slot its loop holds
+    in_slot: bool = False
 
     @property
     def scripted(self) -> bool:

@@ -15,8 +15,10 @@ from ..errors import (
     ModelNotFound,
     NotSupported,
     Overloaded,
+    RateLimited,
 )
 from ..registry import Target
+from ..resilience import FALLBACK_REMAINS
 from ..resources.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -67,11 +69,18 @@ def is_backend_failure(exc: BaseException) -> bool:
     )
 
 
+def is_backend_rate_limit(exc: BaseException) -> bool:
+    """The backend's own 429 (a provider's quota, not the caller's key): the backend is fine
+    and opens no circuit, but the next target may serve the request."""
+    return isinstance(exc, RateLimited) and exc.binding is not None
+
+
 class Attempt:
     """One try of one target: feeds its breaker and decides whether the next target may try.
 
-    Leaving the block with a backend failure (or a full queue) before anything was sent to the
-    client suppresses the error when another target remains, so the caller's loop goes on.
+    Leaving the block with a backend failure (or a full queue, the backend's own 429, or an
+    operation the backend lacks: 501) before anything was sent to the client suppresses the
+    error when another target remains, so the caller's loop goes on.
     """
 
     def __init__(
@@ -89,8 +98,12 @@ class Attempt:
         self.fallback_of = fallback_of
         self.metrics = metrics
         self.committed = False
+        self._outer_fallback = False
 
     async def __aenter__(self) -> Attempt:
+        # the backend's Retry-After is not waited for while a next target could serve
+        self._outer_fallback = FALLBACK_REMAINS.get()
+        FALLBACK_REMAINS.set(not self.last)
         return self
 
     async def __aexit__(
@@ -99,6 +112,7 @@ class Attempt:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
+        FALLBACK_REMAINS.set(self._outer_fallback)  # no token: an async generator's exit
         if exc is None:
             self.breaker.success()
             if self.fallback_of is not None and self.metrics is not None:
@@ -111,7 +125,11 @@ class Attempt:
             self.breaker.success()  # the backend answered; the request was at fault
         else:
             self.breaker.trial_running = False
-        can_hand_over = is_backend_failure(exc) or isinstance(exc, (Overloaded, ModelLoadFailed))
+        can_hand_over = (
+            is_backend_failure(exc)
+            or isinstance(exc, Overloaded | NotSupported | ModelLoadFailed)
+            or is_backend_rate_limit(exc)
+        )
         if can_hand_over and not self.last and not self.committed:
             log.warning("%s failed (%s); trying the next target", self.target.ref, exc)
             return True

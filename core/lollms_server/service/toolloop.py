@@ -66,8 +66,15 @@ class ToolLoop:
 
     async def run(self, prepared: Prepared, *, stream: bool = True) -> AsyncIterator[Chunk]:
         """Text chunks of every step (when `stream`), a `function_call` chunk per call, an
-        `info` per result."""
+        `info` per result; the loop holds one concurrency slot of the caller throughout."""
         prepared.target.require("tools", "call functions", "functions")
+        async with self.service.holding_slot():
+            in_slot = dataclasses.replace(prepared, in_slot=True)
+            async with closing_stream(self._steps(in_slot, stream)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    async def _steps(self, prepared: Prepared, stream: bool) -> AsyncIterator[Chunk]:
         messages = list(prepared.request.messages)
         params = dict(prepared.request.parameters)
         choice = params.pop("tool_choice", None) or "auto"
@@ -117,7 +124,8 @@ class ToolLoop:
                         "stop" if self.finish_reason == "tool_calls" else self.finish_reason
                     )
                     return
-                messages.append(ChatMessage("assistant", step.text, tool_calls=tuple(calls)))
+                replayed = tuple(_replayable(call) for call in calls)
+                messages.append(ChatMessage("assistant", step.text, tool_calls=replayed))
                 for call in calls:
                     yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
                     with span("function.call", {"lollms.function": call.name}):
@@ -144,3 +152,15 @@ class ToolLoop:
         if not isinstance(arguments, (str, dict)):
             arguments = json.dumps(arguments)
         return await self.registry.run(function, arguments)
+
+
+def _replayable(call: ToolCall) -> ToolCall:
+    """The call as the history repeats it to the model: arguments that are not JSON (cut short
+    by max_tokens) become `{}`, since backends that parse the history (llama.cpp) refuse the
+    whole request; the tool message tells the model what was wrong."""
+    if isinstance(call.arguments, str) and call.arguments.strip():
+        try:
+            json.loads(call.arguments)
+        except ValueError:
+            return dataclasses.replace(call, arguments={})
+    return call

@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..bindings import ChatMessage, Chunk, InputItem, Output, Result
+from ..bindings import ChatMessage, Chunk, InputItem, Output, Result, Usage
 from ..chunks import Accumulator
-from ..errors import LollmsError, WorkflowFailed
+from ..errors import BackendTimeout, LollmsError, WorkflowFailed
 from ..registry import Registry, Target
+from .admin_threads import cancelled_from_outside, run_in_thread
 from .generation_outcome import Outcome
 from .prepared import Prepared
 
@@ -29,6 +32,10 @@ class ScriptHost(Protocol):
     @property
     def registry(self) -> Registry:
         """Where targets are resolved."""
+
+    @property
+    def timeout_s(self) -> float:
+        """The longest a generation (a script's whole run included) may take."""
 
     async def prepare(
         self,
@@ -75,6 +82,7 @@ class WorkflowContext:
         self.request_id = prepared.request.request_id
         self.functions = functions
         self.cancelled = False
+        self.usage: Usage | None = None  # the sum of the generations' usage: the run's own
 
     async def generate(
         self,
@@ -107,7 +115,10 @@ class WorkflowContext:
             personality=personality,
             in_script=True,
         )
-        return await service.generate(inner)
+        result = await service.generate(inner)
+        if result.usage is not None:  # each generation charged the key already
+            self.usage = result.usage if self.usage is None else self.usage + result.usage
+        return result
 
     async def generate_text(self, prompt: str, **options: Any) -> str:
         """The text answer of a `ttt` generation."""
@@ -121,34 +132,46 @@ class WorkflowContext:
 
     def send_chunk(self, text: str) -> None:
         """Stream a piece of the answer."""
-        self._put(Chunk(content=text))
+        self._put(Chunk(content=_checked("send_chunk", text, str, "text")))
 
     def send_info(self, message: str, **metadata: Any) -> None:
-        """Stream an `info` event (progress, a step's name...)."""
-        self._put(Chunk(type="info", content=message, metadata=metadata))
+        """Stream an `info` event (progress, a step's name...); metadata must be JSON."""
+        json.dumps(metadata)  # TypeError in the script, not a broken stream after it
+        self._put(Chunk(type="info", content=_checked("send_info", message, str, "text"),
+                        metadata=metadata))  # fmt: skip
 
     def send_output(self, output: Output) -> None:
         """Add a produced item (an image, a sound...) to the answer."""
-        self._put(Chunk(output=output))
+        self._put(Chunk(output=_checked("send_output", output, Output, "an Output")))
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """From a sync script: run one of the async methods on the server loop and wait."""
         if self.cancelled:
             raise asyncio.CancelledError("the request was cancelled")
+        if self._on_loop():  # waiting here would block the very loop that must run it
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise RuntimeError(
+                "context.run is for sync scripts; an async script awaits the call instead "
+                "(await context.generate_text(...))"
+            )
 
         async def wrapped() -> T:
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
 
+    def _on_loop(self) -> bool:
+        """Whether this runs on the server loop (an async script), not in a worker thread."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
     def _put(self, chunk: Chunk) -> None:
         if self.cancelled:
             raise asyncio.CancelledError("the request was cancelled")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._on_loop():
             self._sink(chunk)
         else:
             self._loop.call_soon_threadsafe(self._sink, chunk)
@@ -164,13 +187,14 @@ async def run_workflow(
     context = WorkflowContext(service, prepared, functions, sent.append)
     async with service.accounted(prepared):
         try:
-            value = await _run_script(prepared, context)
+            async with _time_limit(prepared, service.timeout_s, time.monotonic()):
+                value = await _run_script(prepared, context)
         finally:
             context.cancelled = True
     if isinstance(value, Result) and not any(chunk.type == "chunk" for chunk in sent):
-        return value
+        return dataclasses.replace(value, usage=context.usage or value.usage)
     folded = Accumulator()
-    for chunk in (*sent, *_chunks_of(value)):
+    for chunk in (*sent, *_chunks_of(value), *_usage_of(context)):
         folded.add(chunk)
     return folded.result()
 
@@ -185,15 +209,20 @@ async def stream_workflow(
 
     async def run() -> None:
         try:
-            for chunk in _chunks_of(await _run_script(prepared, context)):
+            for chunk in (*_chunks_of(await _run_script(prepared, context)), *_usage_of(context)):
                 queue.put_nowait(chunk)
         finally:
             queue.put_nowait(None)
 
     async with service.accounted(prepared):
         task = asyncio.create_task(run())
+        started = time.monotonic()
         try:
-            while (chunk := await queue.get()) is not None:
+            while True:
+                async with _time_limit(prepared, service.timeout_s, started):  # not over yields
+                    chunk = await queue.get()
+                if chunk is None:
+                    break
                 yield chunk
             await task
         finally:
@@ -202,6 +231,22 @@ async def stream_workflow(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+@contextlib.asynccontextmanager
+async def _time_limit(prepared: Prepared, timeout_s: float, started: float) -> AsyncIterator[None]:
+    """The script's run past `timeout_s` since `started` is a BackendTimeout naming it."""
+    personality = prepared.personality
+    assert personality is not None
+    try:
+        async with asyncio.timeout(started + timeout_s - time.monotonic()):
+            yield
+    except TimeoutError as exc:
+        raise BackendTimeout(
+            f"personality {personality.name!r}: script {personality.script} did not finish "
+            f"within {timeout_s:g}s ([server] request_timeout_s)",
+            binding=f"personality:{personality.name}",
+        ) from exc
 
 
 async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
@@ -216,15 +261,17 @@ async def _run_script(prepared: Prepared, context: WorkflowContext) -> Any:
         if inspect.iscoroutinefunction(workflow):
             value = await workflow(prompt, params, context)
         else:
-            value = await asyncio.to_thread(workflow, prompt, params, context)
+            value = await run_in_thread(workflow, prompt, params, context)
         if not _returnable(value):
             raise TypeError(
                 f"run_workflow returned {type(value).__name__}; expected text or Output"
             )
         return value
-    except (LollmsError, asyncio.CancelledError):
+    except LollmsError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:  # sys.exit() must not stop us
+        if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+            raise
         raise WorkflowFailed(
             f"personality {personality.name!r}: script {personality.script} raised "
             f"{type(exc).__name__}: {exc}",
@@ -245,6 +292,18 @@ def _chunks_of(value: Any) -> list[Chunk]:
             Chunk(output=o) if o.type != "text" else Chunk(content=o.text) for o in value.outputs
         ]
     return [chunk for item in value for chunk in _chunks_of(item)]
+
+
+def _checked(method: str, value: T, kind: type[T], named: str) -> T:
+    """`value` when it is a `kind`; else the TypeError the script's call raises."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{method} takes {named}, not {type(value).__name__}")
+    return value
+
+
+def _usage_of(context: WorkflowContext) -> list[Chunk]:
+    """The run's usage (its generations' sum) as a last chunk, when it made any."""
+    return [] if context.usage is None else [Chunk(usage=context.usage)]
 
 
 def _returnable(value: Any) -> bool:

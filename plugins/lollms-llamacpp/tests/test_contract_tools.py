@@ -311,3 +311,45 @@ async def test_tools_refused_when_the_template_drops_them(
     ollama = {"model": f"local/{SMOL}", "messages": base["messages"], "tools": [WEATHER]}
     response = await within(TIMEOUT, own_template_client.post("/api/chat", json=ollama), "ollama")
     assert response.status == 501 and HINT in (await response.json())["error"]
+
+
+WEATHER_FUNCTION = '''
+from lollms_server.service.functions import function
+
+@function
+def get_weather(city: str, unit: str = "celsius") -> str:
+    """Get the current weather in a city."""
+    return f"Sunny, 21 degrees {unit} in {city}."
+'''
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_loop_goes_on_after_a_call_cut_short(
+    models_dir: Path, tmp_path: Path, stream: bool
+) -> None:
+    """A call whose arguments max_tokens cut short is refused to the model and the loop asks
+    again; llama.cpp, which parses the arguments of the calls in the history it gets, must
+    not see the broken text (it answered 500, and the whole request failed)."""
+    (tmp_path / "data" / "functions").mkdir(parents=True)
+    (tmp_path / "data" / "functions" / "weather.py").write_text(WEATHER_FUNCTION)
+    async with serve_binding(
+        LlamaCppBinding, "local", settings(models_dir), tmp_path / "data", default_model=SMOL
+    ) as client:
+        body = {
+            "input_data": [{"type": "text", "data": QUESTION}],
+            "functions": ["get_weather"],
+            "stream": stream,
+            "parameters": {**GREEDY, "max_tokens": 16, "tool_choice": "required", "max_steps": 2},
+        }
+        response = await within(TIMEOUT, client.post("/api/v1/generate", json=body), "generate")
+        text = await response.text()
+        assert response.status == 200, text
+        if stream:
+            events = [json.loads(x[6:]) for x in text.splitlines() if x.startswith("data: ")]
+            assert not [e for e in events if e["type"] == "error"], text
+            answer = events[-1]["metadata"]
+        else:
+            answer = json.loads(text)
+        first = answer["steps"][0]["function_calls"][0]
+        assert first["name"] == "get_weather" and "not valid JSON" in first["error"], answer
+        assert len(answer["steps"]) == 2, answer  # the model was asked again

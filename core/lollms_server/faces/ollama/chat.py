@@ -32,6 +32,7 @@ from ...ollama_wire import keep_alive_seconds
 from ...openai_names import resolve_model
 from ...registry import Target
 from ...resources.actions import change_model
+from ...security.ratelimit import text_tokens
 from ...service.personalities import split_personality
 from . import models
 from .schemas import (
@@ -160,6 +161,7 @@ async def embed(request: web.Request, body: dict[str, Any]) -> web.Response:
             "embeddings": vectors,
             "total_duration": nanoseconds(time.monotonic() - started),
             "load_duration": 0,
+            "prompt_eval_count": text_tokens(texts),  # what the key is charged for them
         }
     )
 
@@ -312,5 +314,6 @@ async def _run(request: web.Request, target: Target, run: Run, shape: Shape) -> 
     headers = {"X-Request-Id": prepared.request.request_id}
     if run.stream:
         return await stream_ndjson(request, prepared, shape, headers)
-    result = await service.generate(prepared)
+    served, result = await service.run(prepared)
+    shape.model = models.display_name(served.target)  # a route's fallback may have served
     return web.json_response(shape.whole(result), headers=headers)

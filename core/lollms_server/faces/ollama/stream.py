@@ -31,7 +31,9 @@ async def stream_ndjson(
 ) -> web.StreamResponse:
     """NDJSON lines; errors before the first token are HTTP errors, later ones `{"error"}`."""
     async with closing_stream(request.app[GENERATION].stream(prepared)) as chunks:
-        chunk = (await open_stream(chunks, prepared)).first
+        opened = await open_stream(chunks, prepared)
+        chunk = opened.first
+        shape.model = models.display_name(opened.served.target)  # a route's fallback may serve
         shape.first_token = time.monotonic()
         response = BurstResponse(
             headers={"Content-Type": NDJSON, **headers},

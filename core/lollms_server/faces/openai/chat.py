@@ -32,6 +32,7 @@ from ...httpkit.sse import hold_event, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
+from ...security.ratelimit import text_tokens
 from ...service.prepared import Prepared
 from . import media as openai_media
 from . import models as openai_models
@@ -149,8 +150,9 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     data = [
         {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)
     ]
-    # bindings do not count embedding tokens: usage is reported as zero
-    usage = {"prompt_tokens": 0, "total_tokens": 0}
+    # bindings do not count embedding tokens: usage is what the key is charged for them
+    tokens = text_tokens(texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return web.json_response({"object": "list", "data": data, "model": target.ref, "usage": usage})
 
 
