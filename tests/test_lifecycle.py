@@ -321,3 +321,18 @@ async def test_keep_alive_on_every_openai_endpoint_that_runs_a_model(
         assert response.status == 200, (path, await response.text())
     await lifecycle.reap()
     assert resident(client) == {"think"}  # keep_alive 0 unloaded the other three
+
+
+async def test_the_lollms_face_takes_keep_alive_as_a_duration_too(
+    make_client: Any, make_config: Any
+) -> None:
+    """`parameters.keep_alive` on /api/v1/generate takes seconds or an Ollama duration, as the
+    Ollama and /v1 faces do (before: 422 'Not a valid number' for "10m")."""
+    client: Client = await make_client(config(make_config))
+    lifecycle = client.server.app[LIFECYCLE]
+    response = await client.post("/api/v1/generate", json=ask("think", keep_alive="10m"))
+    assert response.status == 200, await response.text()
+    entry = lifecycle.loaded[("echo", "think")]
+    assert entry.expires_at is not None and 590 < entry.expires_at - entry.last_used <= 600
+    bad = await client.post("/api/v1/generate", json=ask("think", keep_alive="soon"))
+    assert bad.status == 422 and "duration" in await bad.text()

@@ -27,6 +27,7 @@ from ...httpkit.shapes import (
 )
 from ...ignored_fields import ForgivingSchema
 from ...lean_schema import LeanSchema
+from ...ollama_wire import KeepAliveSeconds
 from ...request_limits import CappedList
 from ...security.api_keys import ADMITS_NOTHING
 from ...whole_number import Whole
@@ -60,7 +61,7 @@ class ParametersSchema(LeanSchema):
     voice = fields.String(validate=NAME)
     speed = fields.Float(validate=validate.Range(0.25, 4))
     response_format = fields.String(validate=validate.Length(max=32))
-    keep_alive = fields.Float(validate=validate.Range(-1, 10**9))
+    keep_alive = KeepAliveSeconds()  # seconds or an Ollama duration, as on the other faces
     max_steps = Whole(
         validate=validate.Range(1, 100),
         metadata={"description": "most model turns of the function-calling loop"},
