@@ -131,3 +131,18 @@ async def test_edits_take_a_controlnet_loras_and_upscale(api: Client) -> None:
         response = await edit(api, model, source, **fields)
         text = await response.text()
         assert response.status == status and word in text, (fields, text)
+
+
+def png(image: Image.Image) -> bytes:
+    """An image as PNG bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_more_images_than_one_batch_are_reproducible_with_a_seed(api: Client) -> None:
+    # max_images is 4: the last two images come from a second call, which must use the seed too
+    first = await images(api, n=6, seed=5)
+    assert len(first) == 6 and len(set(first)) == 6
+    assert await images(api, n=6, seed=5) == first
+

@@ -2,7 +2,8 @@
 
 Images come back as `b64_json` by default; `response_format: "url"` gives a `data:` URL (the
 server hosts no image files). `n` images are asked of the binding in one call; when it makes
-fewer, it is called again, one image at a time with a fresh random seed, until there are `n`.
+fewer, it is asked again for the rest until there are `n`: with the request's `seed`, image i
+gets seed + i (so the same request gives the same images), else a fresh random seed.
 Extensions beyond OpenAI's shape, for bindings that honour them (see the README): `loras`,
 `controlnet` with `controlnet_image` (base64 on generations, a file part on edits) and
 `upscale` (edits). Speech is returned in the format the binding makes; asking for another
@@ -172,8 +173,11 @@ async def images_answer(
         request, generation_type, body["model"], body["prompt"], inputs, parameters
     )
     images = _outputs(prepared, result, "image")
+    seed = parameters.get("seed")
     while len(images) < count:
-        extra = {**parameters, "n": 1, "seed": secrets.randbelow(2**31)}
+        # image i of a seeded request has seed + i, as a binding's own batch gives them
+        next_seed = secrets.randbelow(2**31) if seed is None else seed + len(images)
+        extra = {**parameters, "n": count - len(images), "seed": next_seed}
         prepared, result = await _run(
             request, generation_type, prepared.target.ref, body["prompt"], inputs, extra
         )
