@@ -163,3 +163,15 @@ def read_image(data: bytes, mode: str = "RGB") -> Image.Image:
             return opened.convert(mode)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UnsupportedMediaType(f"cannot read the input image: {exc}") from exc
+
+
+def read_mask(data: bytes) -> Image.Image:
+    """Decode an inpainting mask as L, white = repaint. A mask with transparent pixels is
+    OpenAI's kind (the image, transparent where it must be edited): its alpha, inverted."""
+    from PIL import ImageOps
+
+    image = read_image(data, "RGBA")
+    alpha = image.getchannel("A")
+    if alpha.getextrema()[0] == 255:  # fully opaque: an ordinary black-and-white mask
+        return image.convert("L")
+    return ImageOps.invert(alpha)

@@ -341,7 +341,7 @@ def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:
         arguments.update(image=image.resize(size), width=size[0], height=size[1])
         arguments["strength"] = plan.strength
         if plan.mask is not None:
-            arguments["mask_image"] = encode.read_image(plan.mask, "L").resize(size)
+            arguments["mask_image"] = encode.read_mask(plan.mask).resize(size)
     if plan.task == "ttv":
         arguments["num_frames"] = plan.frames
     if plan.task == "ttm":

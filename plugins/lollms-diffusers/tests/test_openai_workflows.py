@@ -146,3 +146,16 @@ async def test_more_images_than_one_batch_are_reproducible_with_a_seed(api: Clie
     assert len(first) == 6 and len(set(first)) == 6
     assert await images(api, n=6, seed=5) == first
 
+
+async def test_an_openai_mask_repaints_where_it_is_transparent(api: Client) -> None:
+    # OpenAI's mask: the image with transparent pixels (alpha 0) where it must be edited
+    (source,) = await images(api, seed=1)
+    hole = (16, 16, 48, 48)
+    white = Image.new("L", (64, 64), 0)
+    white.paste(255, hole)
+    cut = Image.open(io.BytesIO(source)).convert("RGBA")
+    cut.paste((0, 0, 0, 0), hole)
+    wanted = await edited(api, SD, source, mask=png(white), seed="2", strength="0.9")
+    assert await edited(api, SD, source, mask=png(cut), seed="2", strength="0.9") == wanted
+    opaque = await edited(api, SD, source, mask=png(white.convert("RGBA")), seed="2")
+    assert opaque == await edited(api, SD, source, mask=png(white), seed="2")
