@@ -171,6 +171,11 @@ def _images(request: GenerationRequest) -> tuple[bytes | None, bytes | None]:
     images = [item for item in request.inputs if item.type == "image"]
     masks = [item for item in images if item.role in ("mask_image", "mask")]
     sources = [item for item in images if item.role in ("input_image", "user_image")]
+    for role, found in (("input_image", sources), ("mask_image", masks)):
+        if len(found) > 1:  # never drop the others silently
+            raise InvalidRequest(
+                f"i2i takes one image with role {role}; got {len(found)}", param="input_data"
+            )
     source: InputItem | None = sources[0] if sources else None
     return (source.data if source else None), (masks[0].data if masks else None)
 

@@ -159,3 +159,26 @@ async def test_an_openai_mask_repaints_where_it_is_transparent(api: Client) -> N
     assert await edited(api, SD, source, mask=png(cut), seed="2", strength="0.9") == wanted
     opaque = await edited(api, SD, source, mask=png(white.convert("RGBA")), seed="2")
     assert opaque == await edited(api, SD, source, mask=png(white), seed="2")
+
+
+async def test_a_second_image_or_mask_is_refused_not_dropped(api: Client) -> None:
+    (source,) = await images(api, seed=1)
+    form = aiohttp.FormData()
+    form.add_field("model", f"{INSTANCE}/{SD}")
+    form.add_field("prompt", "a red circle")
+    for _ in range(2):
+        form.add_field("image", source, filename="in.png", content_type="image/png")
+    response = await api.post("/v1/images/edits", data=form)
+    text = await response.text()
+    assert response.status == 400 and "one image with role input_image; got 2" in text, text
+    item = {"type": "image", "data": base64.b64encode(source).decode(), "mime_type": "image/png"}
+    roles = ("input_image", "mask_image", "mask_image")
+    body = {
+        "generation_type": "i2i",
+        "model_name": f"{INSTANCE}/{SD}",
+        "input_data": [{"type": "text", "role": "user_prompt", "data": "x"}]
+        + [{**item, "role": role} for role in roles],
+    }
+    response = await api.post("/api/v1/generate", json=body)
+    text = await response.text()
+    assert response.status == 400 and "one image with role mask_image; got 2" in text, text
