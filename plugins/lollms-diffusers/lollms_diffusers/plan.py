@@ -237,6 +237,12 @@ def _video_format(params: Mapping[str, Any], default: str) -> str:
 
 
 def _image_format(params: Mapping[str, Any]) -> str:
+    if params.get("background") == "transparent":  # OpenAI's; diffusion draws every pixel
+        raise InvalidRequest(
+            "background: 'transparent' is not supported (diffusion models draw opaque images); "
+            "use 'opaque' or 'auto'",
+            param="background",
+        )
     value = params.get("output_format") or params.get("format") or "png"
     if value not in IMAGE_FORMATS:
         allowed = ", ".join(IMAGE_FORMATS)

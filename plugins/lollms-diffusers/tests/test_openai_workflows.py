@@ -182,3 +182,14 @@ async def test_a_second_image_or_mask_is_refused_not_dropped(api: Client) -> Non
     response = await api.post("/api/v1/generate", json=body)
     text = await response.text()
     assert response.status == 400 and "one image with role mask_image; got 2" in text, text
+
+
+async def test_a_transparent_background_is_refused_not_ignored(api: Client) -> None:
+    payload = {"model": f"{INSTANCE}/{SD}", "prompt": "x", "size": "64x64"}
+    response = await api.post(
+        "/v1/images/generations", json=payload | {"background": "transparent"}
+    )
+    error = (await response.json())["error"]
+    assert response.status == 400 and error["param"] == "background", error
+    for kept in ("opaque", "auto"):
+        assert len(await images(api, background=kept)) == 1
