@@ -705,6 +705,10 @@ async def test_transcription_bad_requests(client: Client) -> None:
     form = audio_form(b"RIFF", timestamp_granularities="hours")
     error = await openai_error(await client.post("/v1/audio/transcriptions", data=form), 400)
     assert error["param"] == "timestamp_granularities"
+    # no binding here tells speakers apart: diarized_json is refused, not answered as verbose_json
+    form = audio_form(b"RIFF", response_format="diarized_json")
+    error = await openai_error(await client.post("/v1/audio/transcriptions", data=form), 400)
+    assert error["param"] == "response_format" and "speaker" in error["message"]
 
 
 async def test_a_bare_model_another_instance_has_says_how_to_name_it(

@@ -268,6 +268,12 @@ async def audio_translations(request: web.Request, form: dict[str, Any]) -> web.
 
 
 async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> web.Response:
+    if form["response_format"] == "diarized_json":  # OpenAI's shape needs a speaker per segment
+        raise InvalidRequest(
+            "response_format 'diarized_json' is not supported: no binding here tells speakers "
+            "apart; ask for verbose_json (segments with times)",
+            param="response_format",
+        )
     language = form.get("language")
     found = {"language": language, "temperature": form["temperature"], "task": task,
              "keep_alive": form["keep_alive"]}  # fmt: skip
