@@ -324,7 +324,11 @@ class AudioBinding(Binding):
         engine = await self._engine(entry)
         assert isinstance(engine, WhisperEngine | TransformersWhisperEngine)
         recognizer: Recognizer = engine
-        return await self.run(recognizer.transcribe, audio, options)
+        try:
+            return await self.run(recognizer.transcribe, audio, options)
+        except asyncio.CancelledError:  # the thread runs on: tell it to stop at its next segment
+            options.stop.set()
+            raise
 
     async def _engine(self, entry: Entry) -> Engine:
         loaded = self._engines.get(entry.name)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lollms_server.sdk import BackendUnavailable, InvalidRequest, MissingDependency
+from lollms_server.sdk import BackendTimeout, BackendUnavailable, InvalidRequest, MissingDependency
 
 from .catalog import Entry
 from .formats import decode
@@ -32,6 +32,8 @@ class TranscribeOptions:
     word_timestamps: bool = True
     vad_filter: bool = False
     max_audio_s: float | None = None
+    #: set when the request ended (client gone, time limit): whisper stops before its next segment
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 class Recognizer(Protocol):
@@ -131,7 +133,11 @@ class WhisperEngine:
                 word_timestamps=options.word_timestamps,
                 vad_filter=options.vad_filter,
             )
-            done = list(segments)
+            done = []
+            for segment in segments:  # decoded lazily, window by window
+                if options.stop.is_set():
+                    raise BackendTimeout("transcription stopped: its request ended")
+                done.append(segment)
         words = [
             {
                 "word": word.word.strip(),
