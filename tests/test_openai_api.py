@@ -675,7 +675,8 @@ async def test_speech_formats(client: Client) -> None:
 async def test_speech_transcription_round_trip(client: Client) -> None:
     wav = await (await speech(client, "hello world")).read()
     response = await client.post("/v1/audio/transcriptions", data=audio_form(wav, model="echo"))
-    assert await response.json() == {"text": "hello world", "model": "echo/echo"}
+    usage = {"type": "duration", "seconds": pytest.approx(1.1)}  # OpenAI's for whisper-1
+    assert await response.json() == {"text": "hello world", "model": "echo/echo", "usage": usage}
     form = audio_form(wav, response_format="text")
     response = await client.post("/v1/audio/transcriptions", data=form)
     assert response.content_type == "text/plain" and await response.text() == "hello world"
@@ -684,6 +685,7 @@ async def test_speech_transcription_round_trip(client: Client) -> None:
     assert verbose["task"] == "transcribe" and verbose["language"] == "en"
     assert verbose["duration"] == pytest.approx(1.1) and verbose["text"] == "hello world"
     assert verbose["segments"][0]["end"] == pytest.approx(1.1)
+    assert verbose["usage"] == usage
     srt = await (
         await client.post("/v1/audio/transcriptions", data=audio_form(wav, response_format="srt"))
     ).text()

@@ -286,11 +286,13 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     text = output.text
     headers = _headers(prepared)
     response_format = form["response_format"] or "json"
-    if response_format == "json":
-        return web.json_response({"text": text, "model": prepared.target.ref}, headers=headers)
     if response_format == "text":
         return web.Response(text=text, content_type="text/plain", headers=headers)
     duration = _duration(output, form["file"].data)
+    usage = {"type": "duration", "seconds": duration}  # what OpenAI reports for whisper-1
+    if response_format == "json":
+        answer = {"text": text, "model": prepared.target.ref, "usage": usage}
+        return web.json_response(answer, headers=headers)
     segments = _segments(output, text, duration, form["temperature"] or 0.0)
     if response_format in ("srt", "vtt"):
         body = _subtitles(segments, vtt=response_format == "vtt")
@@ -302,6 +304,7 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
         "text": text,
         "segments": segments,
         "model": prepared.target.ref,
+        "usage": usage,
     }
     if "word" in (form.get("timestamp_granularities") or []) and "words" in output.metadata:
         verbose["words"] = list(output.metadata["words"])
