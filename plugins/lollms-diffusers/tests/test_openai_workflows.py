@@ -145,6 +145,7 @@ async def test_more_images_than_one_batch_are_reproducible_with_a_seed(api: Clie
     first = await images(api, n=6, seed=5)
     assert len(first) == 6 and len(set(first)) == 6
     assert await images(api, n=6, seed=5) == first
+    assert len(await images(api, n=6, seed=2**63 - 1)) == 6  # the seeds wrap, as in a batch
 
 
 async def test_an_openai_mask_repaints_where_it_is_transparent(api: Client) -> None:

@@ -175,8 +175,9 @@ async def images_answer(
     images = _outputs(prepared, result, "image")
     seed = parameters.get("seed")
     while len(images) < count:
-        # image i of a seeded request has seed + i, as a binding's own batch gives them
-        next_seed = secrets.randbelow(2**31) if seed is None else seed + len(images)
+        # image i of a seeded request has seed + i (wrapping past 2**63 - 1), as a binding's
+        # own batch gives them
+        next_seed = secrets.randbelow(2**31) if seed is None else (seed + len(images)) % 2**63
         extra = {**parameters, "n": count - len(images), "seed": next_seed}
         prepared, result = await _run(
             request, generation_type, prepared.target.ref, body["prompt"], inputs, extra
