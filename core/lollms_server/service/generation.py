@@ -333,13 +333,20 @@ class GenerationService:
         """`_turns` of a ticket that waits."""
         deadline = time.monotonic() + self.scheduler.queue_timeout_s
         last = lane.position(ticket)
-        with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
-            if last:
-                yield last
-            while (position := await self.scheduler.wait_turn(lane, ticket, deadline)) is not None:
-                if position != last:
-                    last = position
-                    yield position
+        trace = current_trace()
+        try:
+            with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
+                if last:
+                    yield last
+                while (
+                    position := await self.scheduler.wait_turn(lane, ticket, deadline)
+                ) is not None:
+                    if position != last:
+                        last = position
+                        yield position
+        finally:  # waiting for the backend's slot, granted or not, is no time of the server's
+            if trace is not None:
+                trace.waited_for_slot((ticket.granted_at or time.monotonic()) - ticket.entered_at)
         self._waited(ticket, lane)
 
     def _waited(self, ticket: Ticket, lane: Lane) -> None:
