@@ -10,6 +10,7 @@ import select
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from lollms_server.testing import free_port
@@ -131,3 +132,32 @@ def test_log_format_is_text_on_a_terminal_and_json_otherwise(tmp_path: Path) -> 
     assert json.loads(forced)["level"] == "warning"
     text = first_log_line(tmp_path, "--log-format", "text", terminal=False)
     assert text.split()[2] == "WARNING"
+
+
+def test_a_full_log_disk_does_not_stop_the_server_starting(tmp_path: Path) -> None:
+    """stdout and stderr on a full disk (/dev/full: every write is ENOSPC): the start-up line
+    is lost like the log lines, and the server still starts and answers."""
+    port = free_port()
+    config = tmp_path / "full.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        '[bindings.echo]\ntype = "echo"\n[defaults]\nttt = "echo"\n'
+    )
+    with open("/dev/full", "w") as full:
+        process = subprocess.Popen(
+            [*SERVER_COMMAND, "--config", str(config), "serve"],
+            env=server_env(tmp_path / "data"), stdout=full, stderr=full,
+        )  # fmt: skip
+    try:
+        deadline, answered = time.monotonic() + 30, False
+        while not answered and process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                answered = probe.connect_ex(("127.0.0.1", port)) == 0
+            time.sleep(0.2)
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        assert answered
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=10) as r:
+            assert r.status == 200  # its request log line is lost too, and it answers
+    finally:
+        process.terminate()
+        process.wait(15)

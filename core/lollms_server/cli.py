@@ -4,6 +4,7 @@ backup, restore, db."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -220,10 +221,9 @@ def _serve(
     if is_worker:
         app.on_startup.append(follow_parent)
         app.on_response_prepare.append(add_worker_header)
-    print(
+    _banner(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "
-        f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})",
-        flush=True,
+        f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})"
     )
     web.run_app(
         app,
@@ -244,13 +244,19 @@ def _supervise(config: Config, path: Path, log_format: str | None, workers: int)
     from .workers import Supervisor, check_workers, worker_command
 
     check_workers(config, load_plugins(), workers)
-    print(
+    _banner(
         f"lollms-server {__version__}: {workers} workers on http://{config.host}:{config.port} "
-        f"(config {path}, supervisor pid {os.getpid()})",
-        flush=True,
+        f"(config {path}, supervisor pid {os.getpid()})"
     )
     command = worker_command(path, config.host, config.port, log_format)
     return Supervisor(command, workers).run()
+
+
+def _banner(line: str) -> None:
+    """The start-up line on stdout; lost, like log lines, when stdout cannot take it (a full
+    disk, a closed pipe): the server starts all the same."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
