@@ -161,3 +161,20 @@ def test_a_full_log_disk_does_not_stop_the_server_starting(tmp_path: Path) -> No
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_with_json_logs_every_line_the_server_writes_is_json(tmp_path: Path) -> None:
+    """journald and `docker logs` merge stdout and stderr: with `log_format = "json"` the
+    start-up line is a JSON log line too, so a log pipeline parsing JSON meets no plain text."""
+    config = '[bindings.echo]\ntype = "echo"\n[defaults]\nttt = "echo"\n'
+    with lollms_process(tmp_path, config, server_settings={"log_format": "json"}) as server:
+        with urllib.request.urlopen(f"{server.url}/api/v1/health", timeout=10) as reply:
+            assert reply.status == 200
+        time.sleep(0.2)
+        lines = server.log().splitlines()
+    assert lines
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, not_json
+    records = [json.loads(line) for line in lines]
+    started = [r for r in records if server.url in r["message"]]
+    assert started and started[0]["level"] == "info", records

@@ -4,8 +4,8 @@ backup, restore, db."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -253,10 +253,9 @@ def _supervise(config: Config, path: Path, log_format: str | None, workers: int)
 
 
 def _banner(line: str) -> None:
-    """The start-up line on stdout; lost, like log lines, when stdout cannot take it (a full
-    disk, a closed pipe): the server starts all the same."""
-    with contextlib.suppress(OSError):
-        print(line, flush=True)
+    """The start-up line, a log line like the others (JSON with `log_format = "json"`, where
+    journald and `docker logs` merge stdout and stderr; lost like them on a full disk)."""
+    logging.getLogger("lollms_server.cli").info("%s", line)
 
 
 if __name__ == "__main__":
