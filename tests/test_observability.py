@@ -181,3 +181,19 @@ async def test_the_wait_for_a_model_slot_is_not_server_overhead(
     assert value(samples, "lollms_queue_wait_seconds_sum", instance="echo") >= 0.3
     assert value(samples, "lollms_overhead_seconds_count") == 3
     assert value(samples, "lollms_overhead_seconds_sum") < 0.3
+
+
+async def test_the_wait_for_a_model_load_is_not_server_overhead(
+    make_client: Any, make_config: Any
+) -> None:
+    """Three requests arrive for a model that takes 400 ms to load: one starts the load, the
+    others wait for it; none of them counts the load as the server's own overhead."""
+    bindings = {"echo": {"type": "echo", "default_model": "echo", "load_delay_ms": 400}}
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    body = {"model": "echo/echo", "messages": [{"role": "user", "content": "a b"}]}
+    replies = await asyncio.gather(
+        *[client.post("/v1/chat/completions", json=body) for _ in range(3)]
+    )
+    assert [reply.status for reply in replies] == [200, 200, 200]
+    overheads = [float(reply.headers["X-Lollms-Overhead-Ms"]) for reply in replies]
+    assert max(overheads) < 150, overheads
