@@ -69,11 +69,16 @@ def _is_trusted(address: Address | None, proxies: tuple[Network, ...]) -> bool:
 
 
 def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
-    """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
+    """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop.
+
+    Every X-Forwarded-For line counts, in order: HAProxy's `option forwardfor` adds its own
+    line after the client's, so the first line alone is whatever the client wrote.
+    """
     peer = peer_address(request)
     if not _is_trusted(_ip(peer), proxies):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    lines = request.headers.getall("X-Forwarded-For", [])
+    hops = [h.strip() for line in lines for h in line.split(",") if h.strip()]
     for hop in reversed(hops):
         address = _ip(hop)
         if address is None:
