@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,3 +113,20 @@ def test_a_client_cannot_choose_its_address_behind_haproxy(front: Front) -> None
     assert status == 200, body
     clients = {row["client"] for row in body["events"]}
     assert clients == {CLIENT}, clients
+
+
+def test_ip_rpm_holds_behind_haproxy_and_spares_its_health_checks(tmp_path: Path) -> None:
+    """`ip_rpm = 5`: the client's sixth request is a 429 whatever X-Forwarded-For it writes,
+    and HAProxy's own health checks (one a second from the trusted proxy) are no client: the
+    server stays UP. Before, the checks were limited as 127.0.0.1's requests, so after five
+    seconds `/api/v1/ready` answered 429 and HAProxy took the server out (503 for everyone)."""
+    with start(tmp_path, ip_rpm=5) as front:
+        statuses = [front.get("/v1/models", {"X-Forwarded-For": f"10.0.0.{n}"})[0]
+                    for n in range(8)]  # fmt: skip
+        assert statuses == [401] * 5 + [429] * 3, statuses
+        time.sleep(8)  # eight health checks at least (`inter 1s`)
+        assert set(server_states(front.stats).values()) == {"UP"}
+        health = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+        health.request("GET", "/api/v1/health", headers={"Host": "api.example"})
+        assert health.getresponse().status == 200  # before: 503, no server UP
+        health.close()

@@ -63,6 +63,11 @@ def is_trusted_proxy(request: web.Request, proxies: tuple[Network, ...]) -> bool
     return _is_trusted(_ip(peer_address(request)), proxies)
 
 
+def is_proxy_itself(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True for a trusted proxy's own request (its health check): it forwards no client."""
+    return "X-Forwarded-For" not in request.headers and is_trusted_proxy(request, proxies)
+
+
 def _is_trusted(address: Address | None, proxies: tuple[Network, ...]) -> bool:
     """True when `address` (the peer's, parsed once by the caller) is a trusted proxy's."""
     return address is not None and any(address in network for network in proxies)
