@@ -299,6 +299,9 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     headers, CORS only for allowed origins."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    # not aiohttp's `Python/<version> aiohttp/<version>` (set before this hook): no version
+    # list for scanners; the version the operator publishes is in /api/v1/health
+    response.headers["Server"] = "lollms-server"
     for name, value in request.get(REQUEST_LIMIT_HEADERS, {}).items():
         response.headers.setdefault(name, value)
     origin = request.headers.get("Origin")
