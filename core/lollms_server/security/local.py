@@ -85,12 +85,20 @@ def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
     lines = request.headers.getall("X-Forwarded-For", [])
     hops = [h.strip() for line in lines for h in line.split(",") if h.strip()]
     for hop in reversed(hops):
-        address = _ip(hop)
+        address = _ip(hop) or _ip(_without_port(hop))
         if address is None:
             break
         if not any(address in network for network in proxies):
             return str(address)
     return peer
+
+
+def _without_port(hop: str) -> str:
+    """`1.2.3.4` of `1.2.3.4:5678`, `::1` of `[::1]:443` (how some load balancers write hops)."""
+    if hop.startswith("["):
+        return hop[1 : hop.find("]")] if "]" in hop else hop
+    host, colon, port = hop.rpartition(":")
+    return host if colon and port.isdigit() and "." in host and ":" not in host else hop
 
 
 def is_proxied(request: web.Request) -> bool:
