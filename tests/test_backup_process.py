@@ -5,6 +5,8 @@ there); a restore onto the database of a running server is refused."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import urllib.error
 import urllib.request
@@ -90,3 +92,15 @@ def test_backup_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
     itself = cli(tmp_path, "backup", str(database))
     assert itself.returncode == 1 and "database itself" in itself.stderr, itself
     assert "Traceback" not in missing.stderr + itself.stderr
+
+
+def test_backup_onto_something_not_a_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """`backup /dev/stdout` or a device path (as root, /dev/full) used to swap the device node
+    for the backup file ("backed up ... to /dev/full", exit 0): a FIFO stands in for them."""
+    assert cli(tmp_path, "keys", "list").returncode == 0  # the database exists
+    pipe = tmp_path / "a-pipe"
+    os.mkfifo(pipe)
+    refused = cli(tmp_path, "backup", str(pipe))
+    assert refused.returncode == 1 and "not a regular file" in refused.stderr, refused
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)  # still the pipe
+    assert not list(tmp_path.glob("*.partial"))

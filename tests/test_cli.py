@@ -183,6 +183,14 @@ def test_keys_create_refuses_limits_the_api_refuses(
     assert " odd " not in run(env, "keys", "list").stdout
 
 
+def test_a_key_name_with_control_characters_is_refused(env: dict[str, str]) -> None:
+    """`keys list` prints names as they are: a newline or an escape in one could forge lines
+    of the listing or drive the terminal."""
+    made = run(env, "keys", "create", "--name", "ok\nlollms_000000000000 admin forged")
+    assert made.returncode == 1 and "control characters" in made.stderr, made
+    assert "forged" not in run(env, "keys", "list").stdout
+
+
 def test_keys_create_warns_of_an_instance_the_config_lacks(
     env: dict[str, str], tmp_path: Path
 ) -> None:

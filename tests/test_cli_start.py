@@ -10,6 +10,7 @@ import select
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from lollms_server.testing import free_port
@@ -131,3 +132,49 @@ def test_log_format_is_text_on_a_terminal_and_json_otherwise(tmp_path: Path) -> 
     assert json.loads(forced)["level"] == "warning"
     text = first_log_line(tmp_path, "--log-format", "text", terminal=False)
     assert text.split()[2] == "WARNING"
+
+
+def test_a_full_log_disk_does_not_stop_the_server_starting(tmp_path: Path) -> None:
+    """stdout and stderr on a full disk (/dev/full: every write is ENOSPC): the start-up line
+    is lost like the log lines, and the server still starts and answers."""
+    port = free_port()
+    config = tmp_path / "full.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        '[bindings.echo]\ntype = "echo"\n[defaults]\nttt = "echo"\n'
+    )
+    with open("/dev/full", "w") as full:
+        process = subprocess.Popen(
+            [*SERVER_COMMAND, "--config", str(config), "serve"],
+            env=server_env(tmp_path / "data"), stdout=full, stderr=full,
+        )  # fmt: skip
+    try:
+        deadline, answered = time.monotonic() + 30, False
+        while not answered and process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                answered = probe.connect_ex(("127.0.0.1", port)) == 0
+            time.sleep(0.2)
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        assert answered
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=10) as r:
+            assert r.status == 200  # its request log line is lost too, and it answers
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_with_json_logs_every_line_the_server_writes_is_json(tmp_path: Path) -> None:
+    """journald and `docker logs` merge stdout and stderr: with `log_format = "json"` the
+    start-up line is a JSON log line too, so a log pipeline parsing JSON meets no plain text."""
+    config = '[bindings.echo]\ntype = "echo"\n[defaults]\nttt = "echo"\n'
+    with lollms_process(tmp_path, config, server_settings={"log_format": "json"}) as server:
+        with urllib.request.urlopen(f"{server.url}/api/v1/health", timeout=10) as reply:
+            assert reply.status == 200
+        time.sleep(0.2)
+        lines = server.log().splitlines()
+    assert lines
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, not_json
+    records = [json.loads(line) for line in lines]
+    started = [r for r in records if server.url in r["message"]]
+    assert started and started[0]["level"] == "info", records

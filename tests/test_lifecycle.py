@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from lollms_server.bindings import Binding
 from lollms_server.builtin.echo import EchoBinding
 from lollms_server.hookspecs import hookimpl
-from lollms_server.keys import LIFECYCLE, REGISTRY
+from lollms_server.keys import KEYSTORE, LIFECYCLE, REGISTRY
 from lollms_server.plugins import load_plugins
 from lollms_server.resources.lifecycle import parse_budget
 
@@ -336,3 +336,41 @@ async def test_the_lollms_face_takes_keep_alive_as_a_duration_too(
     assert entry.expires_at is not None and 590 < entry.expires_at - entry.last_used <= 600
     bad = await client.post("/api/v1/generate", json=ask("think", keep_alive="soon"))
     assert bad.status == 422 and "duration" in await bad.text()
+
+
+async def test_a_user_key_cannot_shorten_a_models_stay(make_client: Any, make_config: Any) -> None:
+    """Unloading a model is the admin's (`/api/v1/unload_model`, Ollama's empty-prompt
+    keep_alive 0): a user key's keep_alive under `[resources] keep_alive_s` counts as that.
+    Before, any user key unloaded the model it had just used with `keep_alive: 0` on a real
+    prompt (no admin role, no `unload` audit row), so one key made every other key's next
+    request wait for a reload."""
+    client: Client = await make_client(config(make_config))
+    lifecycle = client.server.app[LIFECYCLE]
+    key, _ = await client.server.app[KEYSTORE].create("u", "user")
+    user = {"X-API-Key": key, "Host": "api.example"}
+    chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "x"}]}
+    calls = [
+        ("/api/generate", {"model": "echo/echo", "prompt": "x", "stream": False, "keep_alive": 0}),
+        ("/v1/chat/completions", {**chat, "keep_alive": "1s"}),
+        ("/api/v1/generate", ask("echo", keep_alive=0)),
+        ("/api/chat", {**chat, "keep_alive": 0}),  # streamed
+        ("/api/embed", {"model": "echo/echo", "input": "x", "keep_alive": 0}),
+    ]
+    for path, body in calls:
+        response = await client.post(path, json=body, headers=user)
+        assert response.status == 200, (path, await response.text())
+        await response.read()
+        entry = lifecycle.loaded[("echo", "echo")]
+        assert entry.expires_at is not None, path
+        assert 299 < entry.expires_at - entry.last_used <= 300, path
+    await lifecycle.reap()
+    assert resident(client) == {"echo"}
+    longer = await client.post("/v1/chat/completions", json={**chat, "keep_alive": "10m"},
+                               headers=user)  # fmt: skip
+    assert longer.status == 200  # a longer stay is the key's to ask
+    entry = lifecycle.loaded[("echo", "echo")]
+    assert entry.expires_at is not None and 590 < entry.expires_at - entry.last_used <= 600
+    local = await client.post("/v1/chat/completions", json={**chat, "keep_alive": 0})
+    assert local.status == 200  # the admin (here: this machine) still unloads with 0
+    await lifecycle.reap()
+    assert resident(client) == set()

@@ -157,3 +157,43 @@ async def test_a_client_that_leaves_is_logged_and_counted_as_499(
 async def _read(request: Any) -> bytes:
     response = await request
     return bytes(await response.read())
+
+
+async def test_the_wait_for_a_model_slot_is_not_server_overhead(
+    make_client: Any, make_config: Any
+) -> None:
+    """A full lane makes requests wait seconds for the backend's slot: that wait is in
+    `lollms_queue_wait_seconds`, not in the server's own overhead (the header, the histogram
+    that LollmsHighLatency reads), whether the wait ends in a slot or a 503 queue timeout."""
+    bindings = {"echo": {"type": "echo", "default_model": "slow", "delay_ms": 200,
+                         "max_concurrent": 1}}  # fmt: skip
+    raw = {"bindings": bindings, "defaults": ECHO_DEFAULTS, "resources": {"queue_timeout_s": 0.5}}
+    client = await make_client(make_config(raw))
+    body = {"model": "echo/slow", "messages": [{"role": "user", "content": "a b"}]}
+    replies = await asyncio.gather(
+        *[client.post("/v1/chat/completions", json=body) for _ in range(3)]
+    )
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [200, 200, 503], statuses  # 400 ms per answer: the third times out
+    overheads = [float(reply.headers["X-Lollms-Overhead-Ms"]) for reply in replies]
+    assert max(overheads) < 150, overheads
+    samples = await scrape(client)
+    assert value(samples, "lollms_queue_wait_seconds_sum", instance="echo") >= 0.3
+    assert value(samples, "lollms_overhead_seconds_count") == 3
+    assert value(samples, "lollms_overhead_seconds_sum") < 0.3
+
+
+async def test_the_wait_for_a_model_load_is_not_server_overhead(
+    make_client: Any, make_config: Any
+) -> None:
+    """Three requests arrive for a model that takes 400 ms to load: one starts the load, the
+    others wait for it; none of them counts the load as the server's own overhead."""
+    bindings = {"echo": {"type": "echo", "default_model": "echo", "load_delay_ms": 400}}
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    body = {"model": "echo/echo", "messages": [{"role": "user", "content": "a b"}]}
+    replies = await asyncio.gather(
+        *[client.post("/v1/chat/completions", json=body) for _ in range(3)]
+    )
+    assert [reply.status for reply in replies] == [200, 200, 200]
+    overheads = [float(reply.headers["X-Lollms-Overhead-Ms"]) for reply in replies]
+    assert max(overheads) < 150, overheads

@@ -172,3 +172,16 @@ def test_requests_aiohttp_cannot_parse_log_no_traceback(server: Running) -> None
         assert raw_request(server.port, request).startswith(b"HTTP/1.0 400 ")
     assert local_get(server.port, "/api/v1/health")  # what the server logs arrives after them
     assert server.log()[before:].count("\n") <= 1, server.log()[before:]
+
+
+def test_answers_do_not_name_the_python_and_aiohttp_versions(server: Running) -> None:
+    """Before: `Server: Python/3.11 aiohttp/3.14.5` on every answer, anonymous ones included,
+    which tells a scanner which aiohttp advisories to try; the version the operator chose to
+    publish is in `/api/v1/health`."""
+    for path in ("/api/v1/health", "/v1/models", "/no-such-route", "/login"):
+        reply = raw_request(
+            server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = reply.split(b"\r\n\r\n")[0].decode("latin-1").lower()
+        assert "\r\nserver: lollms-server\r\n" in head + "\r\n", (path, head)
+        assert "aiohttp" not in head and "python" not in head, (path, head)

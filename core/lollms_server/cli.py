@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -220,10 +221,9 @@ def _serve(
     if is_worker:
         app.on_startup.append(follow_parent)
         app.on_response_prepare.append(add_worker_header)
-    print(
+    _banner(
         f"lollms-server {__version__} on http://{config.host}:{config.port} "
-        f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})",
-        flush=True,
+        f"(config {config.path}, data {config.data_dir}, pid {os.getpid()})"
     )
     web.run_app(
         app,
@@ -244,13 +244,18 @@ def _supervise(config: Config, path: Path, log_format: str | None, workers: int)
     from .workers import Supervisor, check_workers, worker_command
 
     check_workers(config, load_plugins(), workers)
-    print(
+    _banner(
         f"lollms-server {__version__}: {workers} workers on http://{config.host}:{config.port} "
-        f"(config {path}, supervisor pid {os.getpid()})",
-        flush=True,
+        f"(config {path}, supervisor pid {os.getpid()})"
     )
     command = worker_command(path, config.host, config.port, log_format)
     return Supervisor(command, workers).run()
+
+
+def _banner(line: str) -> None:
+    """The start-up line, a log line like the others (JSON with `log_format = "json"`, where
+    journald and `docker logs` merge stdout and stderr; lost like them on a full disk)."""
+    logging.getLogger("lollms_server.cli").info("%s", line)
 
 
 if __name__ == "__main__":

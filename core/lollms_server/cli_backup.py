@@ -67,6 +67,8 @@ def backup(database: Path, target: Path) -> int:
         raise BackupError(f"no database at {database} (wrong --config or data dir?)")
     if target.resolve() == database.resolve():
         raise BackupError("the backup file must not be the database itself")
+    if target.exists() and not target.is_file():  # a device, /dev/stdout, a pipe, a folder
+        raise BackupError(f"{target} is not a regular file: name the file to write the backup to")
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
     source = sqlite3.connect(database, timeout=5.0)

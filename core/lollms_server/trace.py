@@ -49,6 +49,10 @@ class Trace:
         self.backend_s += time.perf_counter() - started
         self.instance = instance
 
+    def waited_for_slot(self, seconds: float) -> None:
+        """Count a wait in a model's queue as time spent on the binding, not in the server."""
+        self.backend_s += max(0.0, seconds)
+
 
 def new_id() -> str:
     """A random id, what `uuid.uuid4().hex` gives, without building a UUID object."""

@@ -147,6 +147,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = LollmsError("internal server error; see the server log")
         response = await error_response(request, error)
-    if response.headers.get("Connection") == "close":
-        response.force_close()  # an error left the body unread: do not wait for the rest
+    if response.headers.get("Connection") == "close" or not request.content.is_eof():
+        # an answer given before the body arrived (a refused key, a rate limit): aiohttp closes
+        # the connection rather than read the rest, so say so, or a client's next request on it
+        # meets a connection reset
+        if not response.prepared:
+            response.headers["Connection"] = "close"
+        response.force_close()
     return response

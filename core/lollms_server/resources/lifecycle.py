@@ -19,6 +19,7 @@ from ..bindings import Binding
 from ..errors import BackendError, LoadRefused, ModelLoadFailed, ModelNotFound, Overloaded
 from ..guard import guarded, listed_models
 from ..registry import Registry, Target
+from ..trace import current_trace
 from ..tracing import span
 from .books import Books, LoadedModel, MustWait
 from .gpu import GpuReport
@@ -93,11 +94,17 @@ class Lifecycle(Books):
                     lambda done: self._loading.pop(key) if self._loading.get(key) is done else None
                 )
             self._wanted[key] = self._wanted.get(key, 0) + 1
+            trace = current_trace()
+            before, started = (trace.backend_s if trace else 0.0), time.perf_counter()
             try:
                 await asyncio.shield(pending)
             finally:
                 if (left := self._wanted.pop(key) - 1) > 0:
                     self._wanted[key] = left
+                if trace is not None:  # the load (whoever started it) and any wait for room in
+                    # it are the backend's time: the whole wait, once (the load task that shares
+                    # the starter's trace already counted its binding call)
+                    trace.backend_s = before + time.perf_counter() - started
 
     def loading(self) -> list[tuple[str, str]]:
         """The models whose load is under way (or waits for busy models to make room)."""

@@ -140,6 +140,8 @@ class KeyStore:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
         if not name.strip():
             raise InvalidRequest("a key needs a name", param="name")
+        if not name.isprintable():  # it is printed by `keys list` and shown on the pages
+            raise InvalidRequest("a key name cannot hold control characters", param="name")
         key_id, secret, salt = (
             secrets.token_hex(6),
             secrets.token_urlsafe(32),

@@ -14,7 +14,14 @@ from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
 from ..httpkit.endpoint import doc_of
 from ..keys import AUDIT, KEYSTORE, LIMITER, REQUEST_PRINCIPAL, SECURITY
 from ..tracing import annotate, span
-from .local import SAFE_METHODS, Network, client_address, is_cross_site, is_local_request
+from .local import (
+    SAFE_METHODS,
+    Network,
+    client_address,
+    is_cross_site,
+    is_local_request,
+    is_proxy_itself,
+)
 from .principal import Principal, reset_current, set_current
 
 log = logging.getLogger(__name__)
@@ -202,13 +209,13 @@ async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]
     """The caller and its rate-limit headers, or the CORS preflight's answer; raises when the
     caller may not call the route."""
     client, local = client_and_local(request)
+    access = required_access(request)
     headers: dict[str, str] = {}
-    if not local:
+    if not local and not _health_check_of_a_proxy(request, access):
         # every request counts against its address, with a key, a bad key or none
         headers = await request.app[LIMITER].check_address(client)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return _preflight(request)
-    access = required_access(request)
     try:
         if access is None:  # fail closed: a route nobody declared is nobody's
             raise Forbidden(
@@ -243,6 +250,13 @@ async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]
                 log.exception("could not audit an auth failure on %s", request.path)
         raise
     return principal, headers
+
+
+def _health_check_of_a_proxy(request: web.Request, access: Access | None) -> bool:
+    """A trusted proxy's own GET of a public route (no client forwarded): its health check,
+    which `ip_rpm` must not refuse (the proxy would take the server out for everyone)."""
+    proxies = request.app[SECURITY].trusted_proxies
+    return access == "public" and request.method == "GET" and is_proxy_itself(request, proxies)
 
 
 def _preflight(request: web.Request) -> web.Response:
@@ -285,6 +299,9 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     headers, CORS only for allowed origins."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    # not aiohttp's `Python/<version> aiohttp/<version>` (set before this hook): no version
+    # list for scanners; the version the operator publishes is in /api/v1/health
+    response.headers["Server"] = "lollms-server"
     for name, value in request.get(REQUEST_LIMIT_HEADERS, {}).items():
         response.headers.setdefault(name, value)
     origin = request.headers.get("Origin")

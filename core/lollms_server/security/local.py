@@ -63,24 +63,42 @@ def is_trusted_proxy(request: web.Request, proxies: tuple[Network, ...]) -> bool
     return _is_trusted(_ip(peer_address(request)), proxies)
 
 
+def is_proxy_itself(request: web.Request, proxies: tuple[Network, ...]) -> bool:
+    """True for a trusted proxy's own request (its health check): it forwards no client."""
+    return "X-Forwarded-For" not in request.headers and is_trusted_proxy(request, proxies)
+
+
 def _is_trusted(address: Address | None, proxies: tuple[Network, ...]) -> bool:
     """True when `address` (the peer's, parsed once by the caller) is a trusted proxy's."""
     return address is not None and any(address in network for network in proxies)
 
 
 def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
-    """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
+    """The client's address: the peer, or the nearest untrusted X-Forwarded-For hop.
+
+    Every X-Forwarded-For line counts, in order: HAProxy's `option forwardfor` adds its own
+    line after the client's, so the first line alone is whatever the client wrote.
+    """
     peer = peer_address(request)
     if not _is_trusted(_ip(peer), proxies):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    lines = request.headers.getall("X-Forwarded-For", [])
+    hops = [h.strip() for line in lines for h in line.split(",") if h.strip()]
     for hop in reversed(hops):
-        address = _ip(hop)
+        address = _ip(hop) or _ip(_without_port(hop))
         if address is None:
             break
         if not any(address in network for network in proxies):
             return str(address)
     return peer
+
+
+def _without_port(hop: str) -> str:
+    """`1.2.3.4` of `1.2.3.4:5678`, `::1` of `[::1]:443` (how some load balancers write hops)."""
+    if hop.startswith("["):
+        return hop[1 : hop.find("]")] if "]" in hop else hop
+    host, colon, port = hop.rpartition(":")
+    return host if colon and port.isdigit() and "." in host and ":" not in host else hop
 
 
 def is_proxied(request: web.Request) -> bool:

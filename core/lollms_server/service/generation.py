@@ -159,6 +159,9 @@ class GenerationService:
         )
         if default_cap:
             params = {**params, "max_tokens": target.default_max_tokens}
+        keep = params.get("keep_alive")
+        if isinstance(keep, (int, float)) and self._kept(float(keep)) != keep:
+            params = {**params, "keep_alive": self._kept(float(keep))}  # a binding sends it on
         request = GenerationRequest(
             generation_type=generation_type,
             model=target.model,
@@ -294,7 +297,11 @@ class GenerationService:
         if texts and self.limiter is not None:
             accounting = self.limiter.text_work(caller(), texts)
         lifecycle = self.lifecycle
-        held = lifecycle.in_use(target, keep_alive) if lifecycle else contextlib.nullcontext()
+        held = (
+            lifecycle.in_use(target, self._kept(keep_alive))
+            if lifecycle
+            else contextlib.nullcontext()
+        )
         async with accounting, held:
             return await guarded(target.binding, call(), timeout_s or self.timeout_s)
 
@@ -308,7 +315,19 @@ class GenerationService:
         if self.lifecycle is not None:
             keep = prepared.request.parameters.get("keep_alive")
             seconds = float(keep) if isinstance(keep, (int, float)) else None
-            self.lifecycle.release(prepared.target, seconds)
+            self.lifecycle.release(prepared.target, self._kept(seconds))
+
+    def _kept(self, seconds: float | None) -> float | None:
+        """A request's keep_alive as the caller may ask it: unloading models is the admin's
+        (as `/api/v1/unload_model`), so a shorter stay than `[resources] keep_alive_s` from
+        another key counts as keep_alive_s; a longer one (or -1) is anyone's to ask."""
+        lifecycle, principal = self.lifecycle, current_principal()
+        if seconds is None or seconds < 0 or lifecycle is None:
+            return seconds
+        if principal is not None and principal.is_admin:
+            return seconds
+        default = lifecycle.keep_alive_s
+        return default if default < 0 else max(seconds, default)
 
     def _slot(self, prepared: Prepared) -> Waiting:
         """A place in the model's lane (admins ahead of users); left however the block ends."""
@@ -333,13 +352,20 @@ class GenerationService:
         """`_turns` of a ticket that waits."""
         deadline = time.monotonic() + self.scheduler.queue_timeout_s
         last = lane.position(ticket)
-        with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
-            if last:
-                yield last
-            while (position := await self.scheduler.wait_turn(lane, ticket, deadline)) is not None:
-                if position != last:
-                    last = position
-                    yield position
+        trace = current_trace()
+        try:
+            with span("queue.wait", {"lollms.lane": lane.name, "lollms.queue_position": last}):
+                if last:
+                    yield last
+                while (
+                    position := await self.scheduler.wait_turn(lane, ticket, deadline)
+                ) is not None:
+                    if position != last:
+                        last = position
+                        yield position
+        finally:  # waiting for the backend's slot, granted or not, is no time of the server's
+            if trace is not None:
+                trace.waited_for_slot((ticket.granted_at or time.monotonic()) - ticket.entered_at)
         self._waited(ticket, lane)
 
     def _waited(self, ticket: Ticket, lane: Lane) -> None:

@@ -8,6 +8,7 @@ ollama client and by the lollms API.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from lollms_ollama import OllamaBinding
 
+from lollms_server.keys import KEYSTORE
 from lollms_server.testing import (
     EmbeddingsContract,
     LifecycleContract,
@@ -142,3 +144,20 @@ async def test_chain_through_the_lollms_api(chain: TestClient[Any, Any]) -> None
     assert answer["usage"]["completion_tokens"] == 5
     models = await (await chain.get(f"/api/v1/list_available_models/{UPSTREAM}")).json()
     assert {m["name"] for m in models["models"]} >= {TINY, TINY_EMBED}
+
+
+async def test_a_user_keys_keep_alive_zero_does_not_unload_the_backends_model(
+    chain: TestClient[Any, Any], ollama_backend: Backend
+) -> None:
+    """The request's keep_alive goes on to Ollama: a user key's 0 is sent as the server's
+    keep_alive_s, so the backend keeps the model (before: Ollama unloaded it for everyone)."""
+    key, _ = await chain.server.app[KEYSTORE].create("u", "user")
+    user = {"X-API-Key": key, "Host": "api.example"}
+    body = {"model": f"{UPSTREAM}/{TINY}", "prompt": "x", "stream": False, "keep_alive": 0,
+            "options": {"num_predict": 2}}  # fmt: skip
+    answer = await chain.post("/api/generate", json=body, headers=user)
+    assert answer.status == 200, await answer.text()
+    async with ollama.AsyncClient(host=ollama_backend.url, timeout=60) as backend:
+        await asyncio.sleep(1.5)  # the backend's reaper runs every 0.5 s
+        loaded = [m.model.removesuffix(":latest") for m in (await backend.ps()).models]
+        assert TINY.removesuffix(":latest") in loaded

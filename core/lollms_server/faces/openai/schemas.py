@@ -183,8 +183,10 @@ def _content(content: Any, *, allow_images: bool) -> tuple[str, tuple[InputItem,
         elif kind == "image_url" and allow_images:
             images.append(image_of(part["image_url"], index))
         else:
-            where = "only in user messages" if kind == "image_url" else "not by this server"
-            raise ValidationError(f"part {index}: {kind} parts are accepted {where}", "content")
+            why = (
+                "are accepted only in user messages" if kind == "image_url" else "are not accepted"
+            )
+            raise ValidationError(f"part {index}: {kind} parts {why}", "content")
     return "\n".join(texts), tuple(images)
 
 
