@@ -71,7 +71,7 @@ def tokens_to_reserve(request: GenerationRequest, binding: Binding) -> int:
 
 def prompt_estimate(request: GenerationRequest) -> int:
     """The prompt's tokens by its messages' characters (CHARS_PER_TOKEN)."""
-    return -(-sum(len(message.content) for message in request.messages) // CHARS_PER_TOKEN)
+    return text_tokens([message.content for message in request.messages])
 
 
 def text_tokens(texts: Sequence[str]) -> int:
