@@ -48,5 +48,6 @@ async def test_a_cancelled_transcription_stops_at_its_next_segment(
         result = await binding.generate(short)  # waits for the model's lock
         assert "fox" in (result.outputs[0].text or "")
         waited = time.monotonic() - started
-        # the whole file is ten windows; stopping after the one under way takes about one
-        assert waited < 20 + alone, f"waited {waited:.1f}s for a cancelled transcription"
+        # the whole file is ten windows (177 s before the fix); stopping after the one under way
+        # takes about one (12-21 s on a loaded 2-core box): the bound leaves room for the load
+        assert waited < 60 + alone, f"waited {waited:.1f}s for a cancelled transcription"
