@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,44 @@ def children(pid: int) -> list[int]:
         ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
     )
     return [int(word) for word in listed.stdout.split()]
+
+
+async def test_connections_terminated_under_load_are_503s_never_500s(
+    tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover, an operator or a pooler ends the server's connections (pg_terminate_backend:
+    each gets FATAL 57P01) while 16 clients list models: a request caught on such a
+    connection is a 503 with Retry-After, never a 500, and the server keeps serving."""
+    database = f"terminated_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(URL_VARIABLE, postgres.create_database(database))
+    folder, key = site_with_key(tmp_path, CONFIG)
+    terminate = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    seen: Counter[int] = Counter()
+    with lollms_process(folder, CONFIG) as server:
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            headers = {"X-API-Key": key, "Host": "api.example"}
+            async with aiohttp.ClientSession() as session:
+                while not stop.is_set():
+                    url = f"{server.url}/api/v1/list_models"
+                    async with session.get(url, headers=headers) as response:
+                        await response.read()
+                        seen[response.status] += 1
+                        if response.status == 503:
+                            assert response.headers.get("Retry-After") == "1"
+
+        clients = [asyncio.create_task(client()) for _ in range(16)]
+        for _ in range(20):
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(postgres.psql, terminate)
+        await asyncio.sleep(1)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), 60)
+        assert key_status(server.url, key)[0] == 200
+        assert "unhandled error" not in server.log()
+    assert set(seen) <= {200, 503}, seen
+    assert seen[200] > 100, seen

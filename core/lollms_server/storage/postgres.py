@@ -4,6 +4,7 @@ each write is its own autocommitted statement, durable once it returns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -14,13 +15,17 @@ from .base import Row, describe
 
 PLACEHOLDER = re.compile(r"\?")
 MIGRATION_LOCK = 0x6C6F6C6D73  # pg_advisory_xact_lock key: one migrating replica at a time
-#: what a lost or refused connection raises: the request gets a 503, not a 500
+#: what a lost or refused connection raises: the request gets a 503, not a 500. Class 57
+#: (`OperatorInterventionError`: admin or crash shutdown, pg_terminate_backend, a failover)
+#: ends the session; `InternalClientError` is a pooled connection that got that FATAL while
+#: idle and has not yet seen its socket close
 UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
 )
 
@@ -88,16 +93,16 @@ class PostgresStore:
 
     async def _call(self, method: str, sql: str, params: Any) -> Any:
         """One statement on a pooled connection within `statement_timeout_s` (the wait for a
-        connection included); a connection that timed out is dropped, not waited for (a hung
-        server would hold its cancellation)."""
+        connection included); a connection that failed or timed out is dropped, never reused
+        (nor waited for: a hung server would hold its cancellation)."""
         connection = None
         try:
             async with asyncio.timeout(self.statement_timeout_s):
                 connection = await self.pool.acquire()
                 return await getattr(connection, method)(sql, *params)
         except UNREACHABLE as exc:
-            if connection is not None and isinstance(exc, TimeoutError):
-                connection.terminate()
+            if connection is not None:
+                _drop(connection)
             raise self._unreachable(exc) from exc
         finally:
             if connection is not None:
@@ -141,6 +146,12 @@ class PostgresStore:
         return BackendUnavailable(
             f"the database {self.where} is unreachable ({type(exc).__name__})", retry_after=1
         )
+
+
+def _drop(connection: Any) -> None:
+    """Close a connection that failed; asyncpg may have closed and released it already."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()
 
 
 async def _keep_session(connection: Any) -> None:
