@@ -178,3 +178,27 @@ def test_with_json_logs_every_line_the_server_writes_is_json(tmp_path: Path) -> 
     records = [json.loads(line) for line in lines]
     started = [r for r in records if server.url in r["message"]]
     assert started and started[0]["level"] == "info", records
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """LOLLMS_DATA_DIR on a file (or a read-only or foreign path): the command names the dir
+    and the reason, exit 2, no traceback."""
+    taken = tmp_path / "not-a-dir"
+    taken.write_text("")
+    config = tmp_path / "lollms.toml"
+    config.write_text('[bindings.echo]\ntype = "echo"\n')
+    env = server_env(taken / "data")
+    for command in (("serve", "--port", str(free_port())), ("keys", "list")):
+        done = subprocess.run(
+            [*SERVER_COMMAND, "--config", str(config), *command],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert f"the data dir {taken / 'data'} cannot be used" in done.stderr, done.stderr
+        assert "LOLLMS_DATA_DIR" in done.stderr
+    first_run = subprocess.run(  # no --config: the default config goes into the data dir
+        [*SERVER_COMMAND, "keys", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert first_run.returncode == 2, first_run.stderr
+    assert "Traceback" not in first_run.stderr and "LOLLMS_DATA_DIR" in first_run.stderr

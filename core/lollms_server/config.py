@@ -292,7 +292,13 @@ def load_config(path: Path | None = None, *, create: bool = True) -> Config:
     if not path.exists():
         if not create:
             raise ConfigError(f"no config file at {path}; run `lollms-server config init`")
-        write_default_config(path)
+        try:
+            write_default_config(path)
+        except OSError as exc:
+            raise ConfigError(
+                f"no config file at {path}, and the default one cannot be written there:"
+                f" {exc.strerror or exc} ({exc.filename}); check LOLLMS_DATA_DIR or --config"
+            ) from exc
         if path != default_data_dir() / CONFIG_FILE_NAME:  # named by --config or LOLLMS_CONFIG
             # on stderr even before logging is set up: a mistyped path shows
             logging.getLogger(__name__).warning(
@@ -309,16 +315,18 @@ def load_config(path: Path | None = None, *, create: bool = True) -> Config:
 
 
 def prepare_data_dir(config: Config) -> None:
-    """Create the data dir with its models/ and personalities/ folders."""
-    for folder in (
-        config.data_dir,
-        config.personalities_dir,
-        config.functions_dir,
-        config.models_dir,
-    ):
-        folder.mkdir(parents=True, exist_ok=True)
-    for generation_type in GENERATION_TYPES:
-        (config.models_dir / generation_type).mkdir(exist_ok=True)
+    """Create the data dir with its models/ and personalities/ folders (a ConfigError naming
+    the dir when it cannot be: a file in the way, no permission, a read-only mount)."""
+    folders = [config.data_dir, config.personalities_dir, config.functions_dir, config.models_dir]
+    folders += [config.models_dir / generation_type for generation_type in GENERATION_TYPES]
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data dir {config.data_dir} cannot be used: {exc.strerror or exc}"
+            f" ({exc.filename}); set LOLLMS_DATA_DIR or [server] data_dir to a writable folder"
+        ) from exc
 
 
 def write_default_config(path: Path) -> None:
