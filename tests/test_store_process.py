@@ -280,3 +280,33 @@ async def test_connections_terminated_under_load_are_503s_never_500s(
         assert "unhandled error" not in server.log()
     assert set(seen) <= {200, 503}, seen
     assert seen[200] > 100, seen
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://lollms:pa/ss#wd@127.0.0.1:5432/lollms",  # / and # not %-encoded
+        "postgresql://lollms:p@ss@127.0.0.1:5432/lollms",  # @ not %-encoded
+        "postgresql://lollms:pa[ss@127.0.0.1:5432/lollms",  # [ not %-encoded
+    ],
+)
+def test_a_malformed_database_url_is_a_clear_start_up_error(tmp_path: Path, url: str) -> None:
+    """A password with a URL delimiter in it, not %-encoded, is the common slip: one line
+    naming the variable and the fix, exit 2, no traceback, no part of the password."""
+    config = tmp_path / "lollms.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'[storage]\nurl_env = "{URL_VARIABLE}"\n'
+    )
+    for command in ("serve", "keys list"):
+        done = subprocess.run(
+            [*SERVER_COMMAND, "--config", str(config), *command.split()],
+            env={**server_env(tmp_path / "data"), URL_VARIABLE: url},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert f"{URL_VARIABLE} is not a valid PostgreSQL URL" in done.stderr, done.stderr
+        assert "percent-encode" in done.stderr
+        for fragment in ("pa/ss", "ss#wd", "p@ss", "pa[ss", "'pa'", "'ss"):
+            assert fragment not in done.stderr + done.stdout, fragment

@@ -27,8 +27,28 @@ def database_url(config: Config) -> str:
             raise ConfigError(
                 f"[storage] url_env names {storage.url_env}, but that variable is not set"
             )
-        return value
-    return storage.url or f"{SQLITE_PREFIX}{config.database_path}"
+        return _parsable(value, f"[storage] url_env: {storage.url_env}")
+    if storage.url:
+        return _parsable(storage.url, "[storage] url")
+    return f"{SQLITE_PREFIX}{config.database_path}"
+
+
+def _parsable(url: str, where: str) -> str:
+    """`url`, or a ConfigError when a PostgreSQL URL cannot be parsed (never quoting it: the
+    unparsable part is usually the password)."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in POSTGRES_SCHEMES:
+            return url
+        _ = parts.port  # a port that is not a number raises ValueError
+        if parts.netloc.count("@") > 1:
+            raise ValueError("more than one @")
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where} is not a valid PostgreSQL URL ({exc.__class__.__name__}); percent-encode"
+            " any of : / @ # ? [ ] % in the user name or password (/ is %2F, @ is %40, # is %23)"
+        ) from None
+    return url
 
 
 def is_postgres(url: str) -> bool:
