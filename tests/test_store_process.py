@@ -310,3 +310,46 @@ def test_a_malformed_database_url_is_a_clear_start_up_error(tmp_path: Path, url:
         assert "percent-encode" in done.stderr
         for fragment in ("pa/ss", "ss#wd", "p@ss", "pa[ss", "'pa'", "'ss"):
             assert fragment not in done.stderr + done.stdout, fragment
+
+
+async def test_a_hung_database_fails_fast_after_the_first_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition under load: once one statement has timed out, the requests that follow get
+    their 503 at once (one trial at a time waits for the database), not each after
+    `statement_timeout_s`, which HAProxy's `retry-on 503` would multiply by 4 (20 s)."""
+    with postgres_server() as own:  # its own: this test freezes it
+        monkeypatch.setenv(URL_VARIABLE, own.create_database("hung_load"))
+        folder, key = site_with_key(tmp_path, CONFIG)
+        with lollms_process(folder, CONFIG) as server:
+            assert key_status(server.url, key)[0] == 200
+            assert own.process is not None
+            frozen = [own.process.pid, *children(own.process.pid)]
+            waits: list[tuple[int, float]] = []
+
+            async def client(until: float) -> None:
+                headers = {"X-API-Key": key, "Host": "api.example"}
+                async with aiohttp.ClientSession() as session:
+                    while time.monotonic() < until:
+                        started = time.monotonic()
+                        url = f"{server.url}/api/v1/list_models"
+                        async with session.get(url, headers=headers) as response:
+                            await response.read()
+                        waits.append((response.status, time.monotonic() - started))
+
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                until = time.monotonic() + 12
+                await asyncio.gather(*(client(until) for _ in range(8)))
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            assert {status for status, _ in waits} == {503}, waits
+            slow = [wait for _, wait in waits if wait > 1]
+            assert all(wait < 7 for _, wait in waits), waits  # 5 s statement timeout + margin
+            assert len(waits) > 100 and len(slow) <= 8 * 3, (len(waits), slow)
+            deadline = time.monotonic() + 30
+            while (status := key_status(server.url, key)[0]) != 200:
+                assert status == 503 and time.monotonic() < deadline, status
+                await asyncio.sleep(0.2)

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from ..circuit import CircuitBreaker
 from ..errors import BackendUnavailable, ConfigError
 from .base import Row, describe
 
@@ -49,6 +50,9 @@ class PostgresStore:
         self.where = where
         self.statement_timeout_s = statement_timeout_s
         self._sql: dict[str, str] = {}
+        # a statement that timed out (a hung database, a partition) opens it for 1 s, then one
+        # trial at a time waits for the database while the other calls fail at once
+        self._hung = CircuitBreaker(where, failure_threshold=1, window_s=1.0, cooldown_s=1.0)
 
     @classmethod
     async def connect(
@@ -94,19 +98,32 @@ class PostgresStore:
     async def _call(self, method: str, sql: str, params: Any) -> Any:
         """One statement on a pooled connection within `statement_timeout_s` (the wait for a
         connection included); a connection that failed or timed out is dropped, never reused
-        (nor waited for: a hung server would hold its cancellation)."""
+        (nor waited for: a hung server would hold its cancellation). After a timeout, calls
+        fail at once while one trial at a time waits (`_hung`)."""
+        if not self._hung.allows():
+            raise self._unreachable(TimeoutError())
+        trial = self._hung.state == "half_open"
         connection = None
         try:
             async with asyncio.timeout(self.statement_timeout_s):
                 connection = await self.pool.acquire()
-                return await getattr(connection, method)(sql, *params)
+                result = await getattr(connection, method)(sql, *params)
         except UNREACHABLE as exc:
             if connection is not None:
                 _drop(connection)
+            if isinstance(exc, TimeoutError):
+                self._hung.failure("timeout")
             raise self._unreachable(exc) from exc
+        except Exception:
+            self._hung.success()  # the database answered (with an error of the query's own)
+            raise
         finally:
+            if trial:  # answered, failed or cancelled: the next call may be the trial
+                self._hung.trial_running = False
             if connection is not None:
                 await self.pool.release(connection)
+        self._hung.success()
+        return result
 
     async def revision(self) -> int:
         """`meta.schema_version`, 0 for an empty database."""
