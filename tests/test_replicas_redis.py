@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -277,3 +278,58 @@ async def test_redis_down_under_refuse_is_a_503_naming_it(
     assert f"redis://***@127.0.0.1:{port}" in body["error"]["message"], body
     assert "s3cret" not in json.dumps(body)
     assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("policy", ["allow", "refuse"])
+def test_a_hung_redis_costs_one_timeout_not_one_per_call(tmp_path: Path, policy: str) -> None:
+    """Redis frozen (a partition): after the first call has timed out (1 s), requests skip it
+    while one trial at a time waits: `allow` serves at nearly full speed (not 2 s and more per
+    request: an address, a key and a token budget each used to wait), `refuse` answers its 503
+    at once (HAProxy's retries would multiply each wait by 4); both recover once it answers."""
+    with redis_server(tmp_path / "redis") as redis:
+        config = CONFIG.format(storage=redis.limits_uri)
+        config += f'ip_rpm = 100000\nrate_limit_on_storage_error = "{policy}"\n'
+        with lollms_process(tmp_path / "a", config) as server:
+            folder = tmp_path / "a"
+            replicas = Replicas(server, server, folder / "data", folder / "lollms.toml", "", redis)
+            key = cli(replicas, "create", "--name", "k", "--rpm", "100000", "--tpm", "10000000")
+            chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+            assert call(server, "POST", "/v1/chat/completions", key, chat)[0] == 200
+            assert redis.process is not None
+            redis.process.send_signal(signal.SIGSTOP)
+            waits: list[tuple[int, float]] = []
+
+            def client(until: float) -> None:
+                while time.monotonic() < until:
+                    started = time.monotonic()
+                    status = call(server, "POST", "/v1/chat/completions", key, chat)[0]
+                    waits.append((status, time.monotonic() - started))
+
+            try:
+                until = time.monotonic() + 6
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(client, [until] * 8))
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+            assert {status for status, _ in waits} == {200 if policy == "allow" else 503}, waits
+            slow = [wait for _, wait in waits if wait > 0.5]
+            assert len(waits) > 100 and len(slow) <= 8 * 3, (len(waits), slow)
+            deadline = time.monotonic() + 10
+            while call(server, "GET", ROUTE, key)[0] != 200 or (
+                "X-RateLimit-Limit" not in limits_headers(server, key)
+            ):
+                assert time.monotonic() < deadline, "limits did not resume"
+                time.sleep(0.1)
+
+
+def limits_headers(server: ServerProcess, key: str) -> dict[str, str]:
+    """The headers of one listing with `key`."""
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        conn.request("GET", ROUTE, headers={"Authorization": f"Bearer {key}"})
+        reply = conn.getresponse()
+        reply.read()
+        return dict(reply.headers)
+    finally:
+        conn.close()

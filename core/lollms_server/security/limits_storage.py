@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from limits.aio.storage import Storage
-from limits.errors import ConfigurationError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
 
 from ..errors import ConfigError, RateLimitsUnavailable
@@ -22,7 +22,18 @@ OnStorageError = Literal["allow", "refuse"]
 ON_STORAGE_ERROR: tuple[OnStorageError, ...] = ("allow", "refuse")
 REDIS_SCHEMES = ("async+redis", "async+rediss", "async+redis+unix")
 REDIS_TIMEOUT_S = 1.0  # a Redis that hangs costs a request at most this long, per call
+SKIP_S = 1.0  # after a timeout, calls skip the storage this long; then one call tries it
 WARN_EVERY_S = 10.0
+
+
+class Skipped(ConnectionError):
+    """The storage was not called: it timed out within the last SKIP_S (`StorageFailures.check`)."""
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is a timeout: the builtin one or redis-py's (which does not derive from
+    it; redis is an optional extra, so it is matched by name)."""
+    return any(cls.__name__ == "TimeoutError" for cls in type(exc).__mro__)
 
 
 class LimitsSettings(Protocol):
@@ -87,12 +98,29 @@ class StorageFailures:
         self.policy = policy
         self.on_failure = on_failure or (lambda: None)
         self._warned_at = -WARN_EVERY_S
+        self._skip_until = 0.0  # 0: the storage answered last time
+
+    def check(self) -> None:
+        """Raise StorageError(Skipped) for SKIP_S after a timeout, so that a storage that hangs
+        costs one timeout, not one per call; then let one call at a time try it (the others
+        skip while it runs) until `answered`."""
+        now = time.monotonic()
+        if now < self._skip_until:
+            raise StorageError(Skipped(f"skipped: it timed out within the last {SKIP_S:g} s"))
+        if self._skip_until:  # this call is the trial
+            self._skip_until = now + REDIS_TIMEOUT_S + SKIP_S
+
+    def answered(self) -> None:
+        """The storage answered: call it again for every check."""
+        self._skip_until = 0.0
 
     def failed(self, exc: Exception) -> None:
         """Count and log (at most every WARN_EVERY_S) a storage failure; raise
         RateLimitsUnavailable under the `refuse` policy, else return (the request passes)."""
         self.on_failure()
         now = time.monotonic()
+        if timed_out(exc):  # a refused connection fails fast: no need to skip it
+            self._skip_until = now + SKIP_S
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at = now
             outcome = (
