@@ -4,6 +4,7 @@ committed before returning."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 from ..errors import BackendUnavailable
 from .base import Row
 
+log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_S = 10.0
 #: SQLite's primary result codes that mean the file cannot be used now (retry), not a bug.
 UNAVAILABLE = frozenset(
@@ -138,13 +140,21 @@ class SqliteStore:
             db.close()
 
     async def maintain(self, every_s: float = CHECKPOINT_EVERY_S) -> None:
-        """Checkpoint in a worker thread every `every_s` until cancelled (and once at the end)."""
+        """Checkpoint in a worker thread every `every_s` until cancelled (and once at the end);
+        a checkpoint that fails (a full disk) is logged and tried again at the next interval."""
         try:
             while True:
                 await asyncio.sleep(every_s)
-                await asyncio.to_thread(self.checkpoint)
+                await self._checkpoint_logged()
         finally:
+            await self._checkpoint_logged()
+
+    async def _checkpoint_logged(self) -> None:
+        try:
             await asyncio.to_thread(self.checkpoint)
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed (%s); the WAL grows until one succeeds",
+                        self.path, exc)  # fmt: skip
 
     async def close(self) -> None:
         """Close the connection."""
