@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bindings import Usage
-from ..errors import CLIENT_CLOSED, LollmsError
+from ..errors import CLIENT_CLOSED, BackendUnavailable, LollmsError
 from ..metrics import Metrics
 from ..security.audit import AuditLog
 from ..security.principal import Principal, caller
@@ -84,6 +84,8 @@ async def audit_outcome(
             completion_tokens=usage.completion_tokens if usage else None,
             detail=detail,
         )
+    except BackendUnavailable as exc:  # the database cannot be used now (full, unreachable)
+        log.error("could not audit generation %s: %s", prepared.request.request_id, exc)
     except Exception:  # the audit write must never fail the request it describes
         log.exception("could not audit generation %s", prepared.request.request_id)
 
