@@ -202,3 +202,26 @@ def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path) -
     )
     assert first_run.returncode == 2, first_run.stderr
     assert "Traceback" not in first_run.stderr and "LOLLMS_DATA_DIR" in first_run.stderr
+
+
+def test_a_database_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A `[storage] url` in a folder that does not exist, or a data dir whose lollms.sqlite is
+    not a database: the command names the file and the reason, exit 2, no traceback."""
+    missing = tmp_path / "no" / "such" / "lollms.sqlite"
+    config = tmp_path / "missing.toml"
+    config.write_text(f'[bindings.echo]\ntype = "echo"\n[storage]\nurl = "sqlite:///{missing}"\n')
+    garbage = tmp_path / "data" / "lollms.sqlite"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not a database, but 100 bytes of something else " * 20)
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[bindings.echo]\ntype = "echo"\n')
+    for path, named in ((config, missing), (plain, garbage)):
+        for command in (("serve", "--port", str(free_port())), ("keys", "list")):
+            done = subprocess.run(
+                [*SERVER_COMMAND, "--config", str(path), *command],
+                env=server_env(tmp_path / "data"), capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+            assert f"cannot open the database {named}" in done.stderr, done.stderr

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigError
 from .base import Row
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,15 @@ class SqliteStore:
 
     @classmethod
     def open(cls, path: str | Path) -> SqliteStore:
-        """Open (or create) the database file at `path`."""
-        return cls(Path(path))
+        """Open (or create) the database file at `path` (ConfigError when it cannot be: a
+        folder that does not exist or is not writable, a file that is not a database)."""
+        try:
+            return cls(Path(path))
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"cannot open the database {path}: {exc}; check that its folder exists, that"
+                " the server's user may write there, and that the file is a lollms database"
+            ) from exc
 
     @contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
