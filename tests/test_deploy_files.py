@@ -5,11 +5,13 @@ what exists and bakes in no secret. (HAProxy itself runs in tests/test_deploy_ha
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,15 @@ def test_compose_matches_the_haproxy_config_and_the_drain() -> None:
     assert wanted == set(haproxy["environment"]), "every address the HAProxy config reads"
     targets = {haproxy["environment"][f"LOLLMS_REPLICA{n}"] for n in (1, 2)}
     assert targets == {f"{name}:9601" for name in replicas}
+
+
+def test_the_replica_config_trusts_the_compose_network_and_loopback_only() -> None:
+    """HAProxy's address is a proxy's; a client's must never be (it would choose its own)."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    (subnet,) = [entry["subnet"] for entry in compose["networks"]["default"]["ipam"]["config"]]
+    security = tomllib.loads((DEPLOY / "lollms.toml").read_text())["security"]
+    assert sorted(security["trusted_proxies"]) == sorted(["127.0.0.1/32", subnet])
+    assert ipaddress.ip_network(subnet).num_addresses <= 256  # the containers, not a LAN
 
 
 def test_containerfile_copies_what_exists_and_bakes_in_no_secret() -> None:

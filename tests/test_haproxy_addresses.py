@@ -130,3 +130,42 @@ def test_ip_rpm_holds_behind_haproxy_and_spares_its_health_checks(tmp_path: Path
         health.request("GET", "/api/v1/health", headers={"Host": "api.example"})
         assert health.getresponse().status == 200  # before: 503, no server UP
         health.close()
+
+
+def test_the_shipped_replica_config_trusts_no_range_clients_connect_from(tmp_path: Path) -> None:
+    """deploy/lollms.toml as shipped (its backends replaced by echo) behind HAProxy on this host:
+    a client on a private network (192.168.1.50, as HAProxy's `option forwardfor` appends it)
+    that wrote its own `X-Forwarded-For` is still 192.168.1.50 in the log and the audit.
+    Before, the file trusted every RFC 1918 range, so such hops were skipped as proxies': a
+    client on a private network was HAProxy's own address, or any public one it wrote."""
+    shipped = (HAPROXY_CFG.parents[1] / "lollms.toml").read_text(encoding="utf-8")
+    head, found, _ = shipped.partition("# --- backends")
+    assert found
+    config = tmp_path / "lollms.toml"
+    config.write_text(head + '[bindings.echo]\ntype = "echo"\n', encoding="utf-8")
+    replica = Replica("replica", tmp_path / "replica", tmp_path / "data")
+    env = {
+        "LOLLMS_DATABASE_URL": f"sqlite:///{tmp_path / 'lollms.sqlite'}",
+        "LOLLMS_RATE_LIMIT_STORAGE": "async+memory://",
+        "LOLLMS_HOST": "127.0.0.1",
+        "LOLLMS_PORT": str(replica.port),
+    }
+    key = subprocess.run(
+        [*SERVER_COMMAND, "--config", str(config), "keys", "create", "--name", "k"],
+        env={**server_env(replica.data_dir), **env}, capture_output=True, text=True,
+        check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    replica.start(config, env)
+    try:
+        wait_until(replica.ready, "the replica ready")
+        for written in ("10.9.9.9", "8.8.8.8"):  # what the client wrote itself
+            conn = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
+            request_id = written.replace(".", "x") * 4
+            forwarded = {"X-Forwarded-For": f"{written}, 192.168.1.50", "X-Request-Id": request_id}
+            conn.request("GET", "/v1/models", headers={"X-API-Key": key, **forwarded})
+            assert conn.getresponse().status == 200
+            conn.close()
+            lines = [json.loads(line) for line in replica.log().splitlines() if request_id in line]
+            assert [line["client"] for line in lines] == ["192.168.1.50"], (written, lines)
+    finally:
+        assert replica.stop() == 0
