@@ -145,6 +145,9 @@ class Binding:
     # True: an instance holds models in this process (RAM, GPU), so `serve --workers N` refuses
     # N > 1 with it (each worker would load them again); False for bindings that call a server
     loads_models: ClassVar[bool] = True
+    # False: its models live on another server that keeps its own memory books (a lollms node),
+    # so they take nothing of this server's budgets and never make room by unloading ours
+    books_memory: ClassVar[bool] = True
     # the input roles the binding honours per generation type ({"i2i": {"input_image"}});
     # None: it says nothing and gets every input. The core refuses any other role (400).
     input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None

@@ -195,7 +195,7 @@ class Lifecycle(Books):
         # a model on another machine (a node, an ollama server) waits on no other load, and
         # no other load waits on its network call (a frozen node held every load for 300 s)
         async with self._lock if binding.loads_models else contextlib.nullcontext():
-            estimate = await self._estimate(binding, model)
+            estimate = await self._estimate(binding, model) if binding.books_memory else 0
             # plan every unload first: a load refused by the budget unloads nothing
             leaving, device, evict = await self.plan(binding, model, estimate)
             key = (binding.instance_name, model)
@@ -229,6 +229,8 @@ class Lifecycle(Books):
         after = await self.memory.gpu_used(device)
         if before is not None and after is not None:
             size = max(size, after - before)  # what NVML saw the load take on that GPU
+        if not binding.books_memory:
+            size = 0  # held by another server, in its own books
         now = time.monotonic()
         entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
                             now + self.keep_alive_s, device)  # fmt: skip
