@@ -319,12 +319,17 @@ async def fleet_targets(
     registry: Registry, generation_type: str, name: str, route: Mapping[str, Any]
 ) -> list[Target]:
     """Every `lollms` instance whose node lists the route's model (a node that cannot be
-    asked is left out); ModelNotFound when none does."""
+    asked, or that the caller may not use it on, is left out); ModelNotFound when none does,
+    Forbidden when the caller may use it on none."""
     model = route.get("model") or name
-    targets = []
+    targets: list[Target] = []
+    principal, forbidden = caller(), False
     for binding in registry.instances.values():
         has_model = getattr(binding, "has_model", None)
         if binding.name != FLEET_TYPE or has_model is None:
+            continue
+        if not principal.may_use(binding.instance_name, model):
+            forbidden = True
             continue
         try:
             if not await has_model(model):
@@ -332,6 +337,8 @@ async def fleet_targets(
         except LollmsError:
             continue
         targets.append(await registry.resolve(generation_type, binding.instance_name, model))
+    if not targets and forbidden:
+        raise Forbidden(f"this key may not use model {name!r}")
     if not targets:
         raise ModelNotFound(f"route {name!r}: no fleet node has model {model!r}", param="model")
     return targets
