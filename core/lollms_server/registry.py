@@ -151,6 +151,12 @@ class Registry:
         principal = caller()  # no known caller: refused (fail closed)
         named = (instance, model)  # what the request named: all a refusal may repeat
         chosen_by = None  # the config key that names the model when the request names none
+        if instance is None and model is not None and not self.defaults.get(generation_type):
+            raise ModelNotFound(
+                f"unknown model {model!r}: no route has that name and it names no instance of "
+                "this server; name it `<instance>/<model>` (GET /v1/models lists them)",
+                param="model",
+            )
         if instance is None:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
             if model is None and default_model is not None:
