@@ -1,11 +1,14 @@
-"""A gateway's memory budget is its own machine's: models a node holds are not booked in it.
+"""A gateway's books are its own machine's: models a node holds are not booked in its memory
+budget nor counted in its `max_loaded_models`, and only the node unloads them on its own.
 
 Real processes on loopback: an echo node whose models each report 300 MiB (it has 4 GiB), and
-a gateway with a 256 MiB RAM budget and a local echo model of 200 MiB.
+a gateway with a 256 MiB RAM budget, at most 2 models, a 1 s keep_alive and a local echo model
+of 200 MiB (pinned).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -25,8 +28,8 @@ NODE = ECHO_NODE.format(delay_ms=0, budget="4GiB").replace(
 @pytest.fixture(scope="module")
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """The gateway: `n` for the node, `local` an echo model of its own (200 MiB)."""
+) -> Iterator[tuple[ServerProcess, Node]]:
+    """The gateway (`n` for the node, `local` an echo model of its own: 200 MiB) and the node."""
     with ExitStack() as stack:
         try:
             node: Node = start_node(stack, tmp_path_factory.mktemp("node-300"), NODE, "gw")
@@ -44,20 +47,28 @@ model_memory_mb = 200
 
 [resources]
 ram_budget = "256MiB"
+max_loaded_models = 2
+keep_alive_s = 1
+pinned = ["local/echo"]
 """
-        yield stack.enter_context(lollms_process(tmp_path_factory.mktemp("gw-256"), config))
+        yield stack.enter_context(lollms_process(tmp_path_factory.mktemp("gw-256"), config)), node
 
 
-async def test_node_models_take_none_of_the_gateways_budget(gateway: ServerProcess) -> None:
+async def test_node_models_take_none_of_the_gateways_budget(
+    gateway: tuple[ServerProcess, Node],
+) -> None:
     """Each node model (300 MiB there) was booked in the gateway's own RAM: the first one did
     not fit its 256 MiB (503 `overloaded`, "does not fit: cpu"), so a small gateway could
     serve no node model bigger than its own RAM, and loading one unloaded the gateway's own
-    models. Now they are served and the local model stays loaded."""
+    models; with `max_loaded_models = 2` the third node model unloaded another on the node, and
+    the gateway's keep_alive unloaded them there (a model another gateway was using between
+    its requests). Now they are served, the local model stays, and the node keeps its own."""
+    server, node = gateway
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
 
         async def chat(model: str) -> None:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-            async with http.post(f"{gateway.url}/v1/chat/completions", json=body) as answer:
+            async with http.post(f"{server.url}/v1/chat/completions", json=body) as answer:
                 reply = await answer.json()
             assert answer.status == 200, reply
             assert reply["choices"][0]["message"]["content"] == "hi"
@@ -65,8 +76,11 @@ async def test_node_models_take_none_of_the_gateways_budget(gateway: ServerProce
         await chat("local/echo")
         for model in ("echo/echo", "echo/think", "echo/slow"):
             await chat(f"n/{model}")
-        async with http.get(f"{gateway.url}/api/v1/status") as answer:
+        async with http.get(f"{server.url}/api/v1/status") as answer:
             status = await answer.json()
+    await asyncio.sleep(3)  # the gateway's keep_alive (1 s) ran out twice: the node's did not
+    node_status = node.get("/api/v1/status")
+    assert {"echo/echo", "echo/think", "echo/slow"} <= set(node_status["loaded"]), node_status
     assert "local/echo" in status["loaded"], status
     assert {"n/echo/echo", "n/echo/think", "n/echo/slow"} <= set(status["loaded"]), status
     (cpu,) = [device for device in status["devices"] if device["name"] == "cpu"]
