@@ -65,14 +65,14 @@ class Books:
         self.reserved: dict[tuple[str, str], tuple[str, int]] = {}
 
     def used_bytes(self) -> int:
-        """Bytes the loaded models take, as estimated or measured."""
-        return sum(m.bytes for m in self.loaded.values())
+        """Bytes the loaded models take here (a node's take none), as estimated or measured."""
+        return sum(m.bytes for m in self.loaded.values() if m.owned)
 
     def used_by_device(self) -> dict[str, int]:
-        """Bytes the loaded models take on each device."""
+        """Bytes the loaded models take on each device (a node's models take none here)."""
         used: dict[str, int] = {}
         for entry in self.loaded.values():
-            used[entry.device] = used.get(entry.device, 0) + entry.bytes
+            used[entry.device] = used.get(entry.device, 0) + (entry.bytes if entry.owned else 0)
         return used
 
     def _busy(self, entry: LoadedModel) -> bool:

@@ -231,9 +231,7 @@ class Lifecycle(Books):
         after = await self.memory.gpu_used(device)
         if before is not None and after is not None:
             size = max(size, after - before)  # what NVML saw the load take on that GPU
-        if not binding.books_memory:
-            size = 0  # held by another server, in its own books
-        owned = binding.books_memory
+        owned = binding.books_memory  # False: the node's size, shown but not booked here
         now = time.monotonic()
         entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
                             now + self.keep_alive_s, device, owned)  # fmt: skip
@@ -241,7 +239,7 @@ class Lifecycle(Books):
         self.reserved.pop((binding.instance_name, model), None)
         self.measured[(binding.instance_name, model)] = entry.bytes
         self.loads += 1
-        if entry.bytes > estimate:
+        if owned and entry.bytes > estimate:
             await self._settle(entry)
 
     async def _settle(self, entry: LoadedModel) -> None:

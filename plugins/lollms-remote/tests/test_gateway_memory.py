@@ -85,3 +85,9 @@ async def test_node_models_take_none_of_the_gateways_budget(
     assert {"n/echo/echo", "n/echo/think", "n/echo/slow"} <= set(status["loaded"]), status
     (cpu,) = [device for device in status["devices"] if device["name"] == "cpu"]
     assert cpu["used_by_models_bytes"] == 200 * 2**20, cpu
+    async with (  # Ollama's view of the loaded models: the node's size
+        aiohttp.ClientSession(timeout=TIMEOUT) as http,
+        http.get(f"{server.url}/api/ps") as answer,
+    ):
+        sizes = {m["name"]: m["size"] for m in (await answer.json())["models"]}
+    assert sizes["n/echo/echo:latest"] == 300 * 2**20, sizes
