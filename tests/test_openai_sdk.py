@@ -187,3 +187,18 @@ async def test_errors(sdk: AsyncOpenAI) -> None:
         await sdk.chat.completions.create(
             model="echo/echo", messages=messages, extra_body={"personality": "nobody"}
         )
+
+
+async def test_tools_that_are_not_function_tools_are_a_400(sdk: AsyncOpenAI) -> None:
+    """A `custom` tool (or one without a function name) is refused at the face, naming `tools`:
+    llama.cpp answered it with a 500, a 502 that counted against the instance's circuit."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    for tool in ({"type": "custom", "custom": {"name": "x"}}, {"type": "function"}):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(model="echo/echo", messages=messages, tools=[tool])
+        assert bad.value.param == "tools" and "tools.0" in bad.value.message
+    function = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    reply = await sdk.chat.completions.create(
+        model="echo/echo", messages=messages, tools=[function]
+    )
+    assert reply.choices[0].message.content == "x"

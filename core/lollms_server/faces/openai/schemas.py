@@ -18,8 +18,9 @@ webp: lollms-diffusers encodes it, lollms-openai passes it on), `output_compress
 
 Rejected with a 400 because honouring them matters: `n` > 1 (and `best_of` > 1), audio
 `modalities`, `tool_choice` "required" or a named function when the binding cannot call tools,
-token-id `prompt`/`input` arrays, streamed images, streamed transcriptions and `stream_format:
-"sse"` for speech, http(s) image URLs (the server never fetches URLs).
+`tools` that are not function tools (`custom` ones: the server runs no other kind), token-id
+`prompt`/`input` arrays, streamed images, streamed transcriptions and `stream_format: "sse"` for
+speech, http(s) image URLs (the server never fetches URLs).
 
 Accepted and ignored: `logit_bias`, `logprobs`, `top_logprobs` (logprobs come back null), `user`,
 `store`, `metadata`, `service_tier`, `prediction`, `web_search_options`, `verbosity`,
@@ -50,7 +51,7 @@ from marshmallow import EXCLUDE, ValidationError, fields, post_load, validate
 from ...bindings import ChatMessage, InputItem
 from ...errors import InvalidRequest
 from ...httpkit.convert import DATA_URL, decode_data
-from ...httpkit.shapes import NAME, StrictSchema, StringOrList
+from ...httpkit.shapes import NAME, FunctionTool, StrictSchema, StringOrList
 from ...lean_schema import LeanSchema
 from ...ollama_wire import KeepAliveSeconds
 from ...request_limits import CappedList
@@ -267,7 +268,7 @@ class ChatCompletionSchema(SamplingSchema):
     max_completion_tokens = _opt(Whole, validate=validate.Range(1, 10_000_000))
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
-    tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
+    tools = _opt(CappedList, cls_or_instance=FunctionTool(), cap=512)
     tool_choice = _opt(fields.Raw)
     parallel_tool_calls = _opt(fields.Boolean)
     functions = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
