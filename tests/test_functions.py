@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
+from lollms_server.bindings import ChatMessage
 from lollms_server.config import Config
 from lollms_server.keys import KEYSTORE
 from lollms_server.service import admin_threads
@@ -450,3 +451,13 @@ async def test_the_loop_holds_one_concurrency_slot_from_its_first_step_to_its_la
     assert answer["steps"][0]["function_calls"][0]["result"] == "slow done"
     third = await client.post("/api/v1/generate", json=other, headers=headers)
     assert third.status == 200, await third.text()  # the slot was given back
+
+
+def test_a_history_call_whose_arguments_are_not_json_is_replayed_with_an_empty_object() -> None:
+    """Whoever sent the history (a client on any face, or the loop), a call cut short reaches the
+    binding with `{}`: llama.cpp refuses the whole request otherwise (a 500, a 502 here)."""
+    cut = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"ci'}}
+    whole = {"id": "c2", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    message = ChatMessage("assistant", "", tool_calls=(cut, whole))  # type: ignore[arg-type]
+    assert [call.arguments for call in message.tool_calls] == [{}, '{"a": 1}']
+    assert message.tool_calls[0].arguments_json == "{}"

@@ -66,6 +66,19 @@ def tool_calls(calls: Iterable[ToolCall | Mapping[str, Any]]) -> tuple[ToolCall,
     return tuple(ToolCall.of(call) for call in calls)
 
 
+def replayable(call: ToolCall) -> ToolCall:
+    """The call as a history repeats it to a model: arguments that are not JSON (a call cut
+    short by max_tokens, replayed by the function loop or by a client) become `{}`, since
+    backends that parse the history (llama.cpp) refuse the whole request; the tool message
+    tells the model what came of the call."""
+    if isinstance(call.arguments, str) and call.arguments.strip():
+        try:
+            json.loads(call.arguments)
+        except ValueError:
+            return dataclasses.replace(call, arguments={})
+    return call
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token accounting for text generation."""
