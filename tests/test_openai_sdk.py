@@ -202,3 +202,34 @@ async def test_tools_that_are_not_function_tools_are_a_400(sdk: AsyncOpenAI) -> 
         model="echo/echo", messages=messages, tools=[function]
     )
     assert reply.choices[0].message.content == "x"
+
+
+async def test_a_malformed_response_format_is_a_400(sdk: AsyncOpenAI) -> None:
+    """A caller who asks for JSON in a shape the API does not have is told so, not answered in
+    free text (the binding got the malformed format and ignored it: a 200 of prose)."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    malformed: list[Any] = [
+        {},
+        {"type": 5},
+        {"type": "xml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": "x"},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": "abc"}},
+    ]
+    for shape in malformed:
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, response_format=shape
+            )
+        assert bad.value.param == "response_format", shape
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for shape in (
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "x"}},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
+    ):
+        reply = await sdk.chat.completions.create(
+            model="echo/echo", messages=messages, response_format=shape
+        )
+        assert reply.choices[0].message.content == "x"
