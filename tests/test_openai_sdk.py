@@ -233,3 +233,31 @@ async def test_a_malformed_response_format_is_a_400(sdk: AsyncOpenAI) -> None:
             model="echo/echo", messages=messages, response_format=shape
         )
         assert reply.choices[0].message.content == "x"
+
+
+async def test_a_tool_choice_without_tools_or_of_no_known_kind_is_a_400(sdk: AsyncOpenAI) -> None:
+    """`required` (or a named function) with no tools was dropped and the caller who required a
+    call got text; a choice such as `5` reached the binding as it was."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    named = {"type": "function", "function": {"name": "f"}}
+    for choice in ("required", named):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tool_choice=choice
+            )
+        assert bad.value.param == "tool_choice" and "no tools" in bad.value.message
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.responses.create(model="echo/echo", input="x", tool_choice="required")
+        assert bad.value.param == "tool_choice"
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for odd in (5, "sometimes"):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tools=tools, extra_body={"tool_choice": odd}
+            )
+        assert bad.value.param == "tool_choice"
+    for fine in ("auto", "none"):
+        reply = await sdk.chat.completions.create(
+            model="echo/echo", messages=messages, tool_choice=fine
+        )
+        assert reply.choices[0].message.content == "x"

@@ -21,11 +21,25 @@ def personality_and_model(body: dict[str, Any]) -> tuple[str | None, str | None]
     return given or named, ref
 
 
+CHOICES = ("auto", "none", "required")
+
+
 def tool_parameters(
     tools: list[dict[str, Any]] | None, choice: Any, parallel: bool | None, target: Target
 ) -> dict[str, Any]:
-    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot."""
-    if not tools or choice == "none":
+    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot. A choice
+    that is not one of OpenAI's, or one that asks for a call while no tools are given, is a 400
+    (as OpenAI answers), never a text answer to a caller who required a call."""
+    if choice is not None and not isinstance(choice, dict) and choice not in CHOICES:
+        raise InvalidRequest(
+            'tool_choice must be "auto", "none", "required" or an object', param="tool_choice"
+        )
+    if not tools:
+        if choice not in (None, "auto", "none"):
+            why = "tool_choice asks for a tool call but no tools are given"
+            raise InvalidRequest(why, param="tool_choice")
+        return {}
+    if choice == "none":
         return {}
     tools, choice = narrowed(tools, choice)
     target.require("tools", "call tools", "tools")
