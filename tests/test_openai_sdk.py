@@ -261,3 +261,31 @@ async def test_a_tool_choice_without_tools_or_of_no_known_kind_is_a_400(sdk: Asy
             model="echo/echo", messages=messages, tool_choice=fine
         )
         assert reply.choices[0].message.content == "x"
+
+
+async def test_a_tool_choice_naming_a_function_not_among_the_tools_is_a_400(
+    sdk: AsyncOpenAI,
+) -> None:
+    """Only lollms-llamacpp checked the name: other bindings (echo here, the ollama binding)
+    answered without calling anything, the caller's forced call silently not made."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for odd in ({"type": "function", "function": {"name": "nope"}}, {"type": "custom"}):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tools=tools, extra_body={"tool_choice": odd}
+            )
+        assert bad.value.param == "tool_choice"
+    flat: Any = [{"type": "function", "name": "f", "parameters": {}}]
+    with pytest.raises(openai.BadRequestError, match="'nope'"):
+        await sdk.responses.create(
+            model="echo/echo",
+            input="x",
+            tools=flat,
+            tool_choice={"type": "function", "name": "nope"},
+        )
+    named: Any = {"type": "function", "function": {"name": "f"}}
+    reply = await sdk.chat.completions.create(
+        model="echo/echo", messages=messages, tools=tools, tool_choice=named
+    )
+    assert reply.choices[0].message.content == "x"

@@ -42,6 +42,19 @@ def tool_parameters(
     if choice == "none":
         return {}
     tools, choice = narrowed(tools, choice)
+    if isinstance(choice, dict):
+        name = _function_name(choice)
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise InvalidRequest(
+                'an object tool_choice is {"type": "function", "function": {"name": ...}} '
+                'or {"type": "allowed_tools", ...}',
+                param="tool_choice",
+            )
+        if name not in {_function_name(tool) for tool in tools}:
+            raise InvalidRequest(
+                f"tool_choice names the function {name!r}, which is not among the tools",
+                param="tool_choice",
+            )
     target.require("tools", "call tools", "tools")
     found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
     return {key: value for key, value in found.items() if value is not None}
