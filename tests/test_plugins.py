@@ -26,7 +26,7 @@ def install_fake_distribution(
 ) -> None:
     """Write a real module plus dist-info with an entry point; importlib.metadata finds it."""
     (site / f"{module}.py").write_text(source)
-    info = site / f"{dist}-1.2.3.dist-info"
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as a wheel names it
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
     (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {module}\n")
@@ -83,6 +83,26 @@ def test_strict_mode_makes_a_broken_plugin_fatal(
     install_fake_distribution(site, "lollms-broken", "broken", "fakeplug_broken2", "1/0\n")
     with pytest.raises(ConfigError, match="ZeroDivisionError"):
         load_plugins()
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_named(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin that loaded keeps its own row (distribution, bindings, no error); the one
+    turned away is recorded apart, naming both distributions."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    macaw = GOOD_PLUGIN.replace("Parrot", "Macaw").replace('"parrot"', '"macaw"')
+    install_fake_distribution(site, "lollms-parrot", "parrot", "fakeplug_parrot2", GOOD_PLUGIN)
+    install_fake_distribution(site, "lollms-macaw", "parrot", "fakeplug_macaw", macaw)
+    plugins = load_plugins()
+    loaded = plugins.infos["parrot"]
+    kept = {"parrot": "lollms-parrot", "macaw": "lollms-macaw"}
+    assert loaded.error is None and len(loaded.binding_types) == 1, loaded
+    assert loaded.distribution == kept[loaded.binding_types[0]], loaded
+    other = ({"lollms-parrot", "lollms-macaw"} - {loaded.distribution}).pop()
+    assert set(plugins.errors) == {f"parrot ({other})"}, plugins.errors
+    message = plugins.errors[f"parrot ({other})"]
+    assert other in message and str(loaded.distribution) in message, message
 
 
 def test_duplicate_binding_type_names_both_plugins() -> None:

@@ -154,10 +154,18 @@ def _load_entry_point(plugins: Plugins, entry: metadata.EntryPoint) -> None:
 
 
 def _register(plugins: Plugins, name: str, load: Callable[[], object], info: PluginInfo) -> None:
-    plugins.infos[name] = info
-    if plugins.manager.has_plugin(name):
-        plugins._record_failure(name, "another plugin of the same name is already loaded")
+    if plugins.manager.has_plugin(name):  # the loaded one keeps its row; this one gets its own
+        loaded = plugins.infos[name]
+        key = f"{name} ({info.distribution or info.module})"
+        plugins.infos[key] = info
+        plugins._record_failure(
+            key,
+            f"not loaded: plugin name {name!r} is taken by {loaded.distribution or '?'} "
+            f"({loaded.module}); this one is {info.distribution or '?'} ({info.module}): "
+            "rename one of the entry points",
+        )
         return
+    plugins.infos[name] = info
     try:
         plugin = load()
         plugins.manager.register(plugin, name=name)
