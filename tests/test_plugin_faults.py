@@ -18,6 +18,16 @@ from lollms_server.plugins import load_plugins
 
 Client = TestClient[Any, Any]
 FAULTS = ("dict", "none", "string_chunks")
+# a Chunk or Result of the right class holding the wrong types; an exception whose str() fails;
+# a CancelledError the binding raises itself (a library's inner task leaking it)
+SLIPS = ("unprintable",)
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be formatted."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
 
 
 class Careless(Binding):
@@ -27,16 +37,26 @@ class Careless(Binding):
     capabilities = frozenset({"ttt", "stream"})
 
     async def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo(fault) for fault in FAULTS]
+        return [ModelInfo(fault) for fault in FAULTS + SLIPS]
 
     async def generate(self, request: GenerationRequest) -> Result:
         if request.model == "dict":
             return {"text": "a dict"}  # type: ignore[return-value]
         if request.model == "none":
             return None  # type: ignore[return-value]
+        if request.model == "str_outputs":
+            return Result(outputs=("a str",))  # type: ignore[arg-type]
         return await super().generate(request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if request.model == "bytes_content":
+            yield Chunk(content=b"bytes")  # type: ignore[arg-type]
+        elif request.model == "str_outputs":
+            yield Chunk(output="a str")  # type: ignore[arg-type]
+        elif request.model == "unprintable":
+            raise Unprintable
+        elif request.model == "self_cancel":
+            raise asyncio.CancelledError
         yield "a plain string"  # type: ignore[misc]
 
     async def tokenize(self, text: str, model: str) -> list[int]:
@@ -127,6 +147,29 @@ async def test_wrong_types_are_a_502_naming_the_binding(
         assert response.status == 502, (path, text)
         assert "'bad'" in text, (path, text)
         assert "not a Result" in text or "not a Chunk" in text, (path, text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", SLIPS)
+async def test_binding_slips_are_a_502_naming_the_binding(
+    client: Client, model: str, stream: bool
+) -> None:
+    """Wrong types inside a Chunk or Result, an exception that cannot say its message and a
+    CancelledError of the binding's own are the binding's 502 (they were 500s, or a dropped
+    connection with no answer at all)."""
+    chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
+    lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
+    ollama = {"model": f"bad/{model}", "messages": chat["messages"]}
+    for path, body in (
+        ("/v1/chat/completions", chat),
+        ("/api/v1/generate", lollms),
+        ("/api/chat", ollama),
+    ):
+        response = await asyncio.wait_for(client.post(path, json={**body, "stream": stream}), 30)
+        text = await response.text()
+        assert response.status == 502, (path, text)
+        assert "binding 'bad'" in text, (path, text)
+    assert (await client.post("/api/v1/generate", json=lollms)).status == 502  # still serving
 
 
 async def test_tokenizer_wrong_types_are_a_502_naming_the_binding(client: Client) -> None:

@@ -55,7 +55,15 @@ def binding_failure(binding: Binding, exc: BaseException, timeout_s: float | Non
     if isinstance(exc, TimeoutError):
         return BackendTimeout(f"binding {name!r} did not answer within {timeout_s}s", binding=name)
     log.error("binding %s failed", name, exc_info=exc)
-    return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name)
+    return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {said(exc)}", binding=name)
+
+
+def said(exc: BaseException) -> str:
+    """`str(exc)`, or a stand-in when the exception's own `__str__` fails (third-party code)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - whatever a broken __str__ raises
+        return "(its message could not be formatted)"
 
 
 def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
