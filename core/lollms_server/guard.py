@@ -66,6 +66,16 @@ def said(exc: BaseException) -> str:
         return "(its message could not be formatted)"
 
 
+def stray_cancel(binding: Binding, exc: asyncio.CancelledError) -> BackendError:
+    """What a CancelledError that the binding raised while nothing cancelled the request
+    becomes (a library's inner task leaking its cancellation): the 502 naming the instance,
+    not a request that vanishes without an answer."""
+    name = binding.instance_name
+    log.error("binding %s raised CancelledError while nothing cancelled it", name, exc_info=exc)
+    message = f"binding {name!r} failed: CancelledError raised while nothing cancelled the request"
+    return BackendError(message, binding=name)
+
+
 def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
     """`value` when it is a `kind`; else the 502 naming the instance and what it returned."""
     if isinstance(value, kind):
@@ -94,10 +104,16 @@ def expect_token_ids(binding: Binding, value: object, method: str) -> list[int]:
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
     """Await a binding call with a time limit, errors mapped by `BindingErrors`."""
     started = time.perf_counter()
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
     with BindingErrors(binding, timeout_s):
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s):  # its own cancel comes out as TimeoutError
                 return await awaitable
+        except asyncio.CancelledError as exc:
+            if task is None or task.cancelling() > cancelling:  # really cancelled
+                raise
+            raise stray_cancel(binding, exc) from exc
         finally:
             trace = current_trace()
             if trace is not None:

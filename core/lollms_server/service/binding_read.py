@@ -10,7 +10,7 @@ from types import TracebackType
 
 from ..bindings import Binding, Chunk, GenerationRequest
 from ..errors import BackendTimeout
-from ..guard import BindingErrors, binding_failure
+from ..guard import BindingErrors, binding_failure, stray_cancel
 from ..trace import current_trace
 
 
@@ -81,9 +81,11 @@ class BindingReader:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 return None
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 if self._cancelled and task.uncancel() <= cancelling:  # ours alone: a time limit
                     raise TimeoutError from None
+                if not self._cancelled and task.cancelling() <= cancelling:  # nobody cancelled
+                    raise stray_cancel(self.binding, exc) from exc
                 raise
             finally:
                 self._waiting = None
