@@ -20,7 +20,7 @@ Client = TestClient[Any, Any]
 FAULTS = ("dict", "none", "string_chunks")
 # a Chunk or Result of the right class holding the wrong types; an exception whose str() fails;
 # a CancelledError the binding raises itself (a library's inner task leaking it)
-SLIPS = ("unprintable", "self_cancel")
+SLIPS = ("bytes_content", "str_outputs", "unprintable", "self_cancel")
 
 
 class Unprintable(Exception):

@@ -10,7 +10,8 @@ import weakref
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .bindings import Binding, ModelInfo
+from .bindings import Binding, ModelInfo, Result
+from .chunks import result_problem
 from .errors import BackendError, BackendTimeout, LollmsError
 from .trace import current_trace
 
@@ -85,6 +86,16 @@ def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
         f"binding {name!r} returned {type(value).__name__} from {method}, not a {kind.__name__}"
     )
     raise BackendError(message, binding=name)
+
+
+def expect_result(binding: Binding, value: object) -> Result:
+    """`value` when it is a Result holding the types it declares; else the 502 naming the
+    instance and what is wrong."""
+    result = expect(binding, value, Result, "generate()")
+    if (problem := result_problem(result)) is not None:
+        name = binding.instance_name
+        raise BackendError(f"binding {name!r} failed: {problem}", binding=name)
+    return result
 
 
 def expect_token_ids(binding: Binding, value: object, method: str) -> list[int]:

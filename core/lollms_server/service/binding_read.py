@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from ..bindings import Binding, Chunk, GenerationRequest
+from ..chunks import chunk_problem
 from ..errors import BackendTimeout
 from ..guard import BindingErrors, binding_failure, stray_cancel
 from ..trace import current_trace
@@ -92,8 +93,8 @@ class BindingReader:
             if self._cancelled:  # the binding swallowed the timer's cancel: the next read raises
                 self._cancelled = False
                 task.uncancel()
-            if not isinstance(chunk, Chunk):
-                raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
+            if (problem := chunk_problem(chunk)) is not None:
+                raise TypeError(problem)
             return chunk
         except (Exception, SystemExit) as exc:  # SystemExit: a library's sys.exit()
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None
