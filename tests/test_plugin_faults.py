@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -237,3 +238,40 @@ async def test_model_list_of_the_wrong_type_spoils_no_listing(
     assert error == "binding 'odd' returned list of str from list_models(), not a list of ModelInfo"
     one = await client.get("/api/v1/list_available_models/odd")
     assert one.status == 502, await one.text()
+
+
+class FailsToStart(Careless):
+    """Its startup() raises; its own health() says nothing of it (the base class's 'up')."""
+
+    name = "failstostart"
+
+    async def startup(self) -> None:
+        raise OSError("cannot open the device")
+
+    async def health(self) -> Health:
+        return Health("up")
+
+
+async def test_a_failed_startup_shows_in_the_instance_health(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """An instance whose startup() raised is not shown 'up' on the strength of a health() that
+    does not know: the listing and the bindings page say it failed to start, and why."""
+    config = make_config(
+        {
+            "bindings": {"broken": {"type": "failstostart"}, "echo": {"type": "echo"}},
+            "defaults": {"ttt": "echo"},
+            "resilience": {"health_interval_s": 0},
+        }
+    )
+    plugins = load_plugins(
+        extra={"f": types.SimpleNamespace(register_bindings=hookimpl(lambda: [FailsToStart]))}
+    )
+    client = await make_client(config, plugins=plugins)
+    listing = await (await client.get("/api/v1/list_active_bindings")).json()
+    health = listing["bindings"]["broken"]["health"]
+    assert health["state"] == "degraded", health
+    assert health["detail"] == "startup failed: OSError('cannot open the device')", health
+    assert listing["bindings"]["echo"]["health"]["state"] == "up", listing
+    page = await client.get("/bindings")
+    assert "startup failed" in await page.text()

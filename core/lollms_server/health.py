@@ -5,16 +5,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Iterable
 
 from .bindings import Binding, Health
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
+# instance -> why its startup() failed; its health says so until a restart() succeeds
+_startup_failures: weakref.WeakKeyDictionary[Binding, str] = weakref.WeakKeyDictionary()
+
+
+def startup_failed(binding: Binding, why: str | None) -> None:
+    """Remember why `binding.startup()` (or a `restart()`) failed; None: it succeeded."""
+    if why is None:
+        _startup_failures.pop(binding, None)
+    else:
+        _startup_failures[binding] = why
 
 
 async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health:
-    """The instance's health, `down` if the check times out or breaks its no-raise promise."""
+    """The instance's health, `down` if the check times out or breaks its no-raise promise;
+    after a failed startup at best `degraded`, saying why (a binding's own health() may not
+    know that its startup failed)."""
+    health = await _checked(binding, timeout_s)
+    failed = _startup_failures.get(binding)
+    if failed is None:
+        return health
+    detail = f"startup failed: {failed}" + (f"; {health.detail}" if health.detail else "")
+    state = "down" if health.state == "down" else "degraded"
+    return Health(state, detail, health.latency_ms, health.restartable)
+
+
+async def _checked(binding: Binding, timeout_s: float) -> Health:
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
