@@ -4,11 +4,13 @@ import inspect
 import re
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from marshmallow import Schema, fields, post_load
 
 from lollms_server import hookspecs
 from lollms_server.app import create_app
@@ -16,7 +18,7 @@ from lollms_server.bindings import Binding
 from lollms_server.errors import ConfigError
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
-from lollms_server.sdk import requires
+from lollms_server.sdk import SettingsSchema, requires
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,6 +219,28 @@ def test_binding_init_raising_names_the_instance(make_config: Any) -> None:
         create_app(config, load_plugins(extra={"frag": plugin}))
 
 
+def test_config_schema_load_raising_names_the_instance(make_config: Any) -> None:
+    """A ConfigSchema whose load raises something other than a ValidationError (a post_load
+    slip) stops start-up with one ConfigError naming the instance and the plugin."""
+
+    class Slipping(Schema):
+        greeting = fields.String(load_default="hi")
+
+        @post_load
+        def _build(self, data: dict[str, Any], **kwargs: Any) -> Any:
+            return data["missing"]
+
+    class Slips(Binding):
+        name = "slips"
+        ConfigSchema = Slipping
+
+    plugin = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Slips]))
+    config = make_config({"bindings": {"s": {"type": "slips"}}, "defaults": {"ttt": "s"}})
+    pattern = r"bindings\.s: the 'slips' binding \(plugin 'sl'\) cannot load its settings: KeyError"
+    with pytest.raises(ConfigError, match=pattern):
+        create_app(config, load_plugins(extra={"sl": plugin}))
+
+
 def test_misspelt_hook_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A `@hookimpl` whose name is no hook (`register_binding`) would never be called: the
     plugin is recorded broken, naming the hook and the real ones, instead of loading 'ok'."""
@@ -240,6 +264,52 @@ def test_unknown_capability_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None
     plugins = load_plugins(extra={"odd": odd})
     assert "unknown capabilities ['strem']" in plugins.errors["odd"]
     assert "typo" not in plugins.binding_classes
+
+
+@dataclass(frozen=True)
+class _Short:
+    greeting: str
+
+
+class _Mismatch(SettingsSchema):
+    Settings = _Short
+    greeting = fields.String(load_default="hi")
+    extra = fields.Integer(load_default=3)
+
+
+class _NoSettings(SettingsSchema):
+    greeting = fields.String(load_default="hi")
+
+
+BROKEN_SCHEMAS: dict[str, tuple[object, str]] = {
+    "not_a_schema": (dict, "ConfigSchema is <class 'dict'>, not a marshmallow Schema"),
+    "fields_differ": (_Mismatch, "loads ['extra', 'greeting'] but its Settings _Short has"),
+    "no_settings": (_NoSettings, "_NoSettings is a SettingsSchema without a `Settings`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SCHEMAS))
+async def test_a_broken_config_schema_refuses_the_class(
+    case: str, make_client: Any, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ConfigSchema the core cannot load settings with refuses the class at plugin load,
+    naming why; the listings and pages still answer (they were 500s for everyone, and an
+    instance of the type stopped start-up with a traceback)."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    schema, expected = BROKEN_SCHEMAS[case]
+
+    class Careless(Binding):
+        name = "careless"
+        capabilities = frozenset({"ttt"})
+        ConfigSchema = schema  # type: ignore[assignment]
+
+    odd = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Careless]))
+    plugins = load_plugins(extra={"odd": odd})
+    assert expected in plugins.errors["odd"], plugins.errors
+    assert "careless" not in plugins.binding_classes
+    client = await make_client(make_config(), plugins=plugins)
+    for path in ("/api/v1/list_bindings", "/bindings"):
+        assert (await client.get(path)).status == 200, path
 
 
 async def _page(request: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata as metadata
 import logging
@@ -12,8 +13,10 @@ from typing import Any
 
 import pluggy
 from aiohttp import web
+from marshmallow import Schema
 
 from . import hookspecs
+from .binding_settings import SettingsSchema
 from .bindings import CAPABILITIES, Binding
 from .errors import ConfigError
 
@@ -208,5 +211,28 @@ def _binding_class_problem(cls: object) -> str | None:
         known = ", ".join(sorted(CAPABILITIES))
         return (
             f"binding class {cls.__name__} declares unknown capabilities {unknown}; known: {known}"
+        )
+    return _schema_problem(cls)
+
+
+def _schema_problem(cls: type[Binding]) -> str | None:
+    """Why the core could not load settings with the class's `ConfigSchema`, or None."""
+    schema = cls.ConfigSchema
+    if not (isinstance(schema, type) and issubclass(schema, Schema)):
+        return f"binding class {cls.__name__}: ConfigSchema is {schema!r}, not a marshmallow Schema"
+    if not issubclass(schema, SettingsSchema):
+        return None
+    settings = getattr(schema, "Settings", None)
+    if not (dataclasses.is_dataclass(settings) and isinstance(settings, type)):
+        return (
+            f"binding class {cls.__name__}: {schema.__name__} is a SettingsSchema without a "
+            "`Settings` dataclass to load into"
+        )
+    loaded = sorted(schema().load_fields)
+    fields = sorted(f.name for f in dataclasses.fields(settings) if f.init)
+    if loaded != fields:
+        return (
+            f"binding class {cls.__name__}: {schema.__name__} loads {loaded} but its Settings "
+            f"{settings.__name__} has {fields}: one dataclass field per schema field"
         )
     return None
