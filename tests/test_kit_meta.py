@@ -238,6 +238,19 @@ def test_a_suite_test_switched_off_silently_is_refused(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*switches a contract test off silently*not_applicable*"])
 
 
+def test_a_suite_test_overridden_is_refused(pytester: pytest.Pytester) -> None:
+    """Redefining a suite test (to skip it, or to pass without checking) fails collection the
+    same way: a knob or `not_applicable` says it in the report; an override hides it."""
+    overridden = SWITCHED_OFF.replace(
+        "    test_load_and_unload_are_idempotent = None\n",
+        "    async def test_load_and_unload_are_idempotent(self, binding):\n"
+        "        pytest.skip('flaky here')\n",
+    )
+    result = run(pytester, "import pytest\n" + overridden)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*overrides the contract test*not_applicable*"])
+
+
 def test_a_declared_skip_shows_its_reason(pytester: pytest.Pytester) -> None:
     """A test in `not_applicable` is skipped with the declared reason in the report."""
     result = run(pytester, DECLARED)

@@ -83,7 +83,10 @@ Knobs (class attributes; defaults in brackets):
 - every mixin: `binding_class` (required), `instance_name` ["contract"], `model` (required;
   the text model and the fallback for the per-type `image_model`, `speech_model`,
   `transcription_model`, `embedding_model`), `prompt`, `text_parameters`
-  [temperature 0, seed 42], `startup_timeout_s` [60], `request_timeout_s` [120].
+  [temperature 0, seed 42], `startup_timeout_s` [60], `request_timeout_s` [120];
+  `not_applicable` [{}]: suite tests that do not apply, each with the reason the report
+  shows (`{"test_load_and_unload_are_idempotent": "a remote server has no load call"}`).
+  A suite test set to None or redefined in your class fails collection: declare it here.
 - `TextContract`: `max_tokens` [3], `stop_prompt`, `stop_sequence` ["five"],
   `unknown_model`; turn a check off (reported as a skip) with `honours_max_tokens`,
   `reports_length_finish` or `honours_stop` = False.
