@@ -69,6 +69,8 @@ Mixins (combine any; `ContractSuite` is all of them except `UnavailableContract`
   `tokenize`/`detokenize`, which no capability names): token ids are a list of int,
   detokenize inverts tokenize, `special_tokens()` are ids or None, an unknown model raises
   `ModelNotFound`. Knobs: `tokenizer_text`, `exact_detokenize` [True].
+- `SdkContract`: the binding's package (its `tests` folder aside) imports nothing of the core
+  but `lollms_server.sdk`, the surface that stays put across releases.
 - `UnavailableContract`: override `unavailable_settings` with settings pointing at a dead
   backend; health must be `down`, `list_models()` must raise `BackendUnavailable`, generate
   must raise a 5xx naming the instance, all within `unavailable_timeout_s`.
@@ -121,6 +123,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import ContractBase, SpeechSample, contract
+    from .boundary import SdkContract
     from .embeddings import EmbeddingsContract
     from .fixtures import (
         backend_unavailable,
@@ -148,6 +151,7 @@ _HOMES = {
     "SpeechSample": "base",
     "contract": "base",
     "EmbeddingsContract": "embeddings",
+    "SdkContract": "boundary",
     "backend_unavailable": "fixtures",
     "build_binding": "fixtures",
     "free_port": "fixtures",
@@ -179,6 +183,7 @@ __all__ = [
     "ImageContract",
     "LifecycleContract",
     "LoopContract",
+    "SdkContract",
     "ServerContract",
     "ServerProcess",
     "SpeechContract",
