@@ -450,3 +450,26 @@ async def test_the_loop_holds_one_concurrency_slot_from_its_first_step_to_its_la
     assert answer["steps"][0]["function_calls"][0]["result"] == "slow done"
     third = await client.post("/api/v1/generate", json=other, headers=headers)
     assert third.status == 200, await third.text()  # the slot was given back
+
+
+def test_a_name_no_tool_api_accepts_is_a_problem_not_a_function() -> None:
+    """OpenAI-compatible servers refuse a whole request whose tool name is not 1-64 letters,
+    digits, `_` or `-`: a plugin's lambda ('<lambda>') or a spaced name is reported, naming
+    the fix, instead of being offered to models and failing every request that uses it."""
+    registry = FunctionRegistry()
+
+    @function(name="get weather")
+    def spaced(city: str) -> str:
+        """Weather."""
+        return city
+
+    def fine(city: str) -> str:
+        """Weather."""
+        return city
+
+    registry.add_callables([lambda city: city, spaced, fine], "plugin p")
+    assert list(registry.by_name) == ["fine"]
+    assert len(registry.problems) == 2, registry.problems
+    assert "'<lambda>' is not a valid tool name" in registry.problems[0]
+    assert "'get weather' is not a valid tool name" in registry.problems[1]
+    assert all("@function(name=" in problem for problem in registry.problems)

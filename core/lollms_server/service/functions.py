@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 CallObserver = Callable[["CallOutcome", float], Awaitable[None]]  # (outcome, seconds)
 MARK = "__lollms_function__"
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI-compatible servers accept
 
 
 @overload
@@ -115,6 +117,11 @@ def describe_callable(
     marks = getattr(func, MARK, None) or {}
     summary, schema = parameters_schema(func)
     name = str(marks.get("name") or getattr(func, "__name__", "function"))
+    if not TOOL_NAME.fullmatch(name):  # OpenAI-compatible servers refuse the whole request
+        raise ValueError(
+            f"{name!r} is not a valid tool name (1-64 letters, digits, _ or -); "
+            "name it with @function(name=...)"
+        )
     unsafe = bool(marks.get("unsafe"))
     allowed = set(allowed_unsafe)
     return Function(
