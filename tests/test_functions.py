@@ -473,3 +473,19 @@ def test_a_name_no_tool_api_accepts_is_a_problem_not_a_function() -> None:
     assert "'<lambda>' is not a valid tool name" in registry.problems[0]
     assert "'get weather' is not a valid tool name" in registry.problems[1]
     assert all("@function(name=" in problem for problem in registry.problems)
+
+
+def test_a_plugin_marks_its_functions_through_the_sdk() -> None:
+    """`@function` comes from `lollms_server.sdk` too (plugins import nothing else of the
+    core): a plugin's function marked unsafe stays off, renamed keeps its name."""
+    from lollms_server.sdk import function as sdk_function
+
+    @sdk_function(name="wipe_disk", unsafe=True)
+    def wipe(path: str) -> str:
+        """Delete everything under a path."""
+        return path
+
+    registry = FunctionRegistry()
+    registry.add_callables([wipe], "plugin p")
+    marked = registry.by_name["wipe_disk"]
+    assert marked.unsafe and not marked.enabled, marked
