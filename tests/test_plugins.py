@@ -24,14 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def install_fake_distribution(
-    site: Path, dist: str, entry_name: str, module: str, source: str
+    site: Path, dist: str, entry_name: str, module: str, source: str, attr: str = ""
 ) -> None:
-    """Write a real module plus dist-info with an entry point; importlib.metadata finds it."""
+    """Write a real module plus dist-info with an entry point (naming the module, or `attr`
+    in it); importlib.metadata finds it."""
     (site / f"{module}.py").write_text(source)
     info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as a wheel names it
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {module}\n")
+    target = f"{module}:{attr}" if attr else module
+    (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {target}\n")
 
 
 @pytest.fixture
@@ -239,6 +241,22 @@ def test_config_schema_load_raising_names_the_instance(make_config: Any) -> None
     pattern = r"bindings\.s: the 'slips' binding \(plugin 'sl'\) cannot load its settings: KeyError"
     with pytest.raises(ConfigError, match=pattern):
         create_app(config, load_plugins(extra={"sl": plugin}))
+
+
+@pytest.mark.parametrize("attr", ["ParrotBinding", "register_bindings", "X"])
+def test_an_entry_point_naming_no_hooks_is_recorded(
+    site: Path, monkeypatch: pytest.MonkeyPatch, attr: str
+) -> None:
+    """An entry point that names the Binding class, the hook function itself, or any object
+    without @hookimpl functions registered nothing and was listed 'ok': it is a plugin error
+    that says what the entry point names and what it should name."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    source = GOOD_PLUGIN + "X = object()\n"
+    install_fake_distribution(site, "lollms-aim", "aim", f"fakeplug_aim_{attr}", source, attr)
+    plugins = load_plugins()
+    error = plugins.errors.get("aim", "")
+    assert "implements no lollms_server hook" in error, plugins.errors
+    assert "point the entry point at the module" in error, error
 
 
 def test_misspelt_hook_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:

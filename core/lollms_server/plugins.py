@@ -7,6 +7,7 @@ import functools
 import importlib.metadata as metadata
 import logging
 import os
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,12 +176,32 @@ def _register(plugins: Plugins, name: str, load: Callable[[], object], info: Plu
     except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
         plugins._record_failure(name, f"failed to load: {exc!r}")
         return
-    unknown = [c.name for c in plugins.manager.get_hookcallers(plugin) or [] if c.spec is None]
+    callers = plugins.manager.get_hookcallers(plugin) or []
+    if not callers:  # an entry point naming the Binding class or the hook function itself
+        plugins._record_failure(
+            name,
+            f"implements no {hookspecs.PROJECT} hook: its entry point {info.module!r} names "
+            f"{_shown(plugin)}; point the entry point at the module whose functions are "
+            "marked @hookimpl",
+        )
+        return
+    unknown = [c.name for c in callers if c.spec is None]
     if unknown:  # a misspelt hook would never be called
         known = ", ".join(sorted(n for n in vars(plugins.manager.hook) if hasattr(hookspecs, n)))
         plugins._record_failure(
             name, f"{unknown[0]!r} is not a {hookspecs.PROJECT} hook (hooks: {known})"
         )
+
+
+def _shown(plugin: object) -> str:
+    """A short description of what an entry point loaded."""
+    if isinstance(plugin, types.ModuleType):
+        return f"the module {plugin.__name__}, which has none"
+    if isinstance(plugin, type):
+        return f"the class {plugin.__qualname__}"
+    if callable(plugin):
+        return f"the function {getattr(plugin, '__qualname__', repr(plugin))}"
+    return f"{type(plugin).__name__} {repr(plugin)[:80]}"
 
 
 def _collect_binding_classes(plugins: Plugins) -> None:
