@@ -118,6 +118,24 @@ def test_duplicate_binding_type_names_both_plugins() -> None:
         load_plugins(extra={"impostor": impostor})
 
 
+def test_one_plugin_registering_a_type_name_twice_says_so() -> None:
+    """Two classes of one plugin under one type name stop start-up naming the plugin and both
+    classes (it said 'registered by two plugins: 'p' and 'p'; uninstall one of them'); the
+    same class listed twice is one type."""
+
+    class First(Binding):
+        name = "twin"
+
+    class Second(Binding):
+        name = "twin"
+
+    twins = types.SimpleNamespace(register_bindings=hookimpl(lambda: [First, Second]))
+    with pytest.raises(ConfigError, match=r"plugin 'p' registers binding type 'twin' twice"):
+        load_plugins(extra={"p": twins})
+    repeated = types.SimpleNamespace(register_bindings=hookimpl(lambda: [First, First]))
+    assert load_plugins(extra={"p": repeated}).binding_classes["twin"] is First
+
+
 def test_hook_raising_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
 

@@ -213,6 +213,14 @@ def _collect_binding_classes(plugins: Plugins) -> None:
                 plugins._record_failure(plugin_name, problem)
                 continue
             if cls.name in owners:
+                if plugins.binding_classes[cls.name] is cls:
+                    continue  # the same class listed twice
+                if owners[cls.name] == plugin_name:
+                    first = plugins.binding_classes[cls.name].__qualname__
+                    raise ConfigError(
+                        f"plugin {plugin_name!r} registers binding type {cls.name!r} twice "
+                        f"({first} and {cls.__qualname__}); give each class its own name"
+                    )
                 raise ConfigError(
                     f"binding type {cls.name!r} is registered by two plugins: "
                     f"{owners[cls.name]!r} and {plugin_name!r}; uninstall one of them"
