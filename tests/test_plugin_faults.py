@@ -106,10 +106,19 @@ class Unwell(Careless):
         return "fine"  # type: ignore[return-value]
 
 
+class Upbeat(Careless):
+    """Its health() answers a Health whose state is none of up, degraded, down."""
+
+    name = "upbeat"
+
+    async def health(self) -> Health:
+        return Health("ok")  # type: ignore[arg-type]
+
+
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless, Unlisted, Unwell, Stuck, OddList]
+        return [Careless, Unlisted, Unwell, Stuck, OddList, Upbeat]
 
 
 @pytest.fixture
@@ -121,6 +130,7 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
                 "bad": {"type": "careless"},
                 "unlisted": {"type": "unlisted"},
                 "unwell": {"type": "unwell"},
+                "upbeat": {"type": "upbeat"},
                 "stuck": {"type": "stuck"},
             },
             "defaults": {"ttt": "bad"},
@@ -203,6 +213,15 @@ async def test_health_of_the_wrong_type_is_down_naming_it(client: Client) -> Non
     health = (await listing.json())["bindings"]["unwell"]["health"]
     assert health["state"] == "down" and "returned str" in health["detail"], health
     assert (await client.get("/")).status == 200
+
+
+async def test_health_of_an_unknown_state_is_down_naming_it(client: Client) -> None:
+    """Health('ok') is no state the monitor, the metrics or readiness know (every state
+    series read 0 for it): the instance is down, saying what it answered."""
+    listing = await (await client.get("/api/v1/list_active_bindings")).json()
+    health = listing["bindings"]["upbeat"]["health"]
+    assert health["state"] == "down", health
+    assert health["detail"] == "health() returned the state 'ok', not up, degraded or down"
 
 
 async def test_hanging_model_list_behind_a_default_model_is_a_504(client: Client) -> None:

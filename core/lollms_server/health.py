@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import typing
 import weakref
 from collections.abc import Iterable
 
-from .bindings import Binding, Health
+from .bindings import Binding, Health, HealthState
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
+HEALTH_STATES = typing.get_args(HealthState)  # up, degraded, down
 # instance -> why its startup() failed; its health says so until a restart() succeeds
 _startup_failures: weakref.WeakKeyDictionary[Binding, str] = weakref.WeakKeyDictionary()
 
@@ -33,7 +35,7 @@ async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health
     if failed is None:
         return health
     detail = f"startup failed: {failed}" + (f"; {health.detail}" if health.detail else "")
-    state = "down" if health.state == "down" else "degraded"
+    state: HealthState = "down" if health.state == "down" else "degraded"
     return Health(state, detail, health.latency_ms, health.restartable)
 
 
@@ -49,6 +51,9 @@ async def _checked(binding: Binding, timeout_s: float) -> Health:
         return Health("down", f"health check failed: {exc!r}", (time.monotonic() - started) * 1000)
     if not isinstance(health, Health):
         detail = f"health() returned {type(health).__name__}, not a Health"
+        return Health("down", detail, (time.monotonic() - started) * 1000)
+    if health.state not in HEALTH_STATES:
+        detail = f"health() returned the state {health.state!r}, not up, degraded or down"
         return Health("down", detail, (time.monotonic() - started) * 1000)
     return health
 
