@@ -98,3 +98,24 @@ def test_whole_refuses_what_integer_truncates() -> None:
     with pytest.raises(ValidationError, match="Not a whole number"):
         Settings().load({"whole": 2.9})
     assert Settings().load({"whole": 2.0}) == Settings().load({"whole": "2"}) == {"whole": 2}
+
+
+def test_a_settings_schema_refuses_fractions_in_plain_integers() -> None:
+    """A third-party `SettingsSchema` that declares `fields.Integer` (not `sdk.Whole`) refuses
+    `count = 2.5` too (it loaded 2); 2 and 2.0 still load, a plain Schema is left as it is."""
+    from dataclasses import dataclass
+
+    from marshmallow import ValidationError, fields
+
+    @dataclass(frozen=True)
+    class Counted:
+        count: int
+
+    class CountSettings(sdk.SettingsSchema):
+        Settings = Counted
+        count = fields.Integer(load_default=3)
+
+    with pytest.raises(ValidationError, match=r"Not a whole number: 2\.5"):
+        CountSettings().load({"count": 2.5})
+    assert CountSettings().load({"count": 2.0}) == Counted(2)
+    assert CountSettings().load({}) == Counted(3)
