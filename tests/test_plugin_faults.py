@@ -21,7 +21,8 @@ Client = TestClient[Any, Any]
 FAULTS = ("dict", "none", "string_chunks")
 # a Chunk or Result of the right class holding the wrong types; an exception whose str() fails;
 # a CancelledError the binding raises itself (a library's inner task leaking it)
-SLIPS = ("bytes_content", "str_outputs", "unprintable", "self_cancel")
+# a KeyboardInterrupt the binding raises (a library's; a real Ctrl-C stops the server elsewhere)
+SLIPS = ("bytes_content", "str_outputs", "unprintable", "self_cancel", "interrupt")
 
 
 class Unprintable(Exception):
@@ -58,6 +59,8 @@ class Careless(Binding):
             raise Unprintable
         elif request.model == "self_cancel":
             raise asyncio.CancelledError
+        elif request.model == "interrupt":
+            raise KeyboardInterrupt
         yield "a plain string"  # type: ignore[misc]
 
     async def tokenize(self, text: str, model: str) -> list[int]:
@@ -165,9 +168,9 @@ async def test_wrong_types_are_a_502_naming_the_binding(
 async def test_binding_slips_are_a_502_naming_the_binding(
     client: Client, model: str, stream: bool
 ) -> None:
-    """Wrong types inside a Chunk or Result, an exception that cannot say its message and a
-    CancelledError of the binding's own are the binding's 502 (they were 500s, or a dropped
-    connection with no answer at all)."""
+    """Wrong types inside a Chunk or Result, an exception that cannot say its message, a
+    CancelledError of the binding's own and a KeyboardInterrupt it raises are the binding's 502
+    (they were 500s, a dropped connection with no answer at all, or the server stopped)."""
     chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
     lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
     ollama = {"model": f"bad/{model}", "messages": chat["messages"]}

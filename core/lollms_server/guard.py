@@ -17,6 +17,10 @@ from .trace import current_trace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: what third-party binding code may throw that must not stop the server: a library's sys.exit()
+#: and a KeyboardInterrupt it raises (a real Ctrl-C never surfaces in binding code: aiohttp turns
+#: SIGINT into GracefulExit in the loop)
+BINDING_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memory
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
@@ -40,7 +44,7 @@ class BindingErrors:
         return None
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, Exception | SystemExit):  # a library's sys.exit() must not stop us
+        if isinstance(exc, BINDING_FAILURES):
             error = binding_failure(self.binding, exc, self.timeout_s)
             if error is not exc:
                 raise error from exc

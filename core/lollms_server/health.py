@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Iterable
 
 from .bindings import Binding, Health, HealthState
+from .guard import BINDING_FAILURES
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
@@ -46,7 +47,7 @@ async def _checked(binding: Binding, timeout_s: float) -> Health:
             health = await binding.health()
     except TimeoutError:
         return Health("down", f"health check timed out after {timeout_s}s", timeout_s * 1000)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a binding broke its no-raise promise
+    except BINDING_FAILURES as exc:  # a binding broke its no-raise promise
         log.warning("health() of %s raised %r", binding.instance_name, exc)
         return Health("down", f"health check failed: {exc!r}", (time.monotonic() - started) * 1000)
     if not isinstance(health, Health):

@@ -11,7 +11,7 @@ from types import TracebackType
 from ..bindings import Binding, Chunk, GenerationRequest
 from ..chunks import chunk_problem
 from ..errors import BackendTimeout
-from ..guard import BindingErrors, binding_failure, stray_cancel
+from ..guard import BINDING_FAILURES, BindingErrors, binding_failure, stray_cancel
 from ..trace import current_trace
 
 
@@ -96,7 +96,7 @@ class BindingReader:
             if (problem := chunk_problem(chunk)) is not None:
                 raise TypeError(problem)
             return chunk
-        except (Exception, SystemExit) as exc:  # SystemExit: a library's sys.exit()
+        except BINDING_FAILURES as exc:
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None
             error = first or binding_failure(self.binding, exc, self.timeout_s)
             if error is exc:
