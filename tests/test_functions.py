@@ -461,3 +461,42 @@ def test_a_history_call_whose_arguments_are_not_json_is_replayed_with_an_empty_o
     message = ChatMessage("assistant", "", tool_calls=(cut, whole))  # type: ignore[arg-type]
     assert [call.arguments for call in message.tool_calls] == [{}, '{"a": 1}']
     assert message.tool_calls[0].arguments_json == "{}"
+
+
+def test_a_name_no_tool_api_accepts_is_a_problem_not_a_function() -> None:
+    """OpenAI-compatible servers refuse a whole request whose tool name is not 1-64 letters,
+    digits, `_` or `-`: a plugin's lambda ('<lambda>') or a spaced name is reported, naming
+    the fix, instead of being offered to models and failing every request that uses it."""
+    registry = FunctionRegistry()
+
+    @function(name="get weather")
+    def spaced(city: str) -> str:
+        """Weather."""
+        return city
+
+    def fine(city: str) -> str:
+        """Weather."""
+        return city
+
+    registry.add_callables([lambda city: city, spaced, fine], "plugin p")
+    assert list(registry.by_name) == ["fine"]
+    assert len(registry.problems) == 2, registry.problems
+    assert "'<lambda>' is not a valid tool name" in registry.problems[0]
+    assert "'get weather' is not a valid tool name" in registry.problems[1]
+    assert all("@function(name=" in problem for problem in registry.problems)
+
+
+def test_a_plugin_marks_its_functions_through_the_sdk() -> None:
+    """`@function` comes from `lollms_server.sdk` too (plugins import nothing else of the
+    core): a plugin's function marked unsafe stays off, renamed keeps its name."""
+    from lollms_server.sdk import function as sdk_function
+
+    @sdk_function(name="wipe_disk", unsafe=True)
+    def wipe(path: str) -> str:
+        """Delete everything under a path."""
+        return path
+
+    registry = FunctionRegistry()
+    registry.add_callables([wipe], "plugin p")
+    marked = registry.by_name["wipe_disk"]
+    assert marked.unsafe and not marked.enabled, marked
