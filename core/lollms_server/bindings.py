@@ -18,8 +18,8 @@ from .chunks import ToolCall as ToolCall
 from .chunks import Usage as Usage
 from .chunks import closing_stream as closing_stream
 from .chunks import join_stream as join_stream
+from .chunks import replayable, tool_calls
 from .chunks import result_chunks as result_chunks
-from .chunks import tool_calls
 from .errors import InvalidRequest, NotSupported
 from .masking import mask_text
 
@@ -52,12 +52,13 @@ class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     images: tuple[InputItem, ...] = ()
-    tool_calls: tuple[ToolCall, ...] = ()  # mappings given here become ToolCalls
+    tool_calls: tuple[ToolCall, ...] = ()  # mappings become ToolCalls; non-JSON arguments `{}`
     tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.tool_calls:
-            object.__setattr__(self, "tool_calls", tool_calls(self.tool_calls))
+            calls = tuple(replayable(call) for call in tool_calls(self.tool_calls))
+            object.__setattr__(self, "tool_calls", calls)
 
 
 @dataclass(frozen=True)

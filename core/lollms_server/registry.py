@@ -319,6 +319,13 @@ def _binding_settings(
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
+    except Exception as exc:  # third-party schema code: name the instance, not a traceback
+        info = plugins.plugin_of(spec.type)
+        owner = f" (plugin {info.name!r})" if info else ""
+        raise ConfigError(
+            f"bindings.{spec.name}: the {spec.type!r} binding{owner} cannot load its settings: "
+            f"{exc!r}"
+        ) from exc
 
 
 async def fleet_targets(
