@@ -117,6 +117,17 @@ def test_plugins_lists_echo(env: dict[str, str]) -> None:
     assert "  echo: audio2audio, embeddings, i2i, load_unload, stream" in result.stdout
 
 
+def test_python_dash_m_runs_the_command(env: dict[str, str]) -> None:
+    """`python -m lollms_server` is the `lollms-server` command (it was "No module named
+    lollms_server.__main__")."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lollms_server", "plugins"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "  echo: " in result.stdout
+
+
 def test_serve_options_work_without_the_serve_word(env: dict[str, str]) -> None:
     """`lollms-server --port P` (the README's usage line) serves, like `serve --port P`."""
     port = free_port()

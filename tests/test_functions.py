@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 
+from lollms_server.bindings import ChatMessage
 from lollms_server.config import Config
 from lollms_server.keys import KEYSTORE
 from lollms_server.service import admin_threads
@@ -450,3 +451,52 @@ async def test_the_loop_holds_one_concurrency_slot_from_its_first_step_to_its_la
     assert answer["steps"][0]["function_calls"][0]["result"] == "slow done"
     third = await client.post("/api/v1/generate", json=other, headers=headers)
     assert third.status == 200, await third.text()  # the slot was given back
+
+
+def test_a_history_call_whose_arguments_are_not_json_is_replayed_with_an_empty_object() -> None:
+    """Whoever sent the history (a client on any face, or the loop), a call cut short reaches the
+    binding with `{}`: llama.cpp refuses the whole request otherwise (a 500, a 502 here)."""
+    cut = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"ci'}}
+    whole = {"id": "c2", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    message = ChatMessage("assistant", "", tool_calls=(cut, whole))  # type: ignore[arg-type]
+    assert [call.arguments for call in message.tool_calls] == [{}, '{"a": 1}']
+    assert message.tool_calls[0].arguments_json == "{}"
+
+
+def test_a_name_no_tool_api_accepts_is_a_problem_not_a_function() -> None:
+    """OpenAI-compatible servers refuse a whole request whose tool name is not 1-64 letters,
+    digits, `_` or `-`: a plugin's lambda ('<lambda>') or a spaced name is reported, naming
+    the fix, instead of being offered to models and failing every request that uses it."""
+    registry = FunctionRegistry()
+
+    @function(name="get weather")
+    def spaced(city: str) -> str:
+        """Weather."""
+        return city
+
+    def fine(city: str) -> str:
+        """Weather."""
+        return city
+
+    registry.add_callables([lambda city: city, spaced, fine], "plugin p")
+    assert list(registry.by_name) == ["fine"]
+    assert len(registry.problems) == 2, registry.problems
+    assert "'<lambda>' is not a valid tool name" in registry.problems[0]
+    assert "'get weather' is not a valid tool name" in registry.problems[1]
+    assert all("@function(name=" in problem for problem in registry.problems)
+
+
+def test_a_plugin_marks_its_functions_through_the_sdk() -> None:
+    """`@function` comes from `lollms_server.sdk` too (plugins import nothing else of the
+    core): a plugin's function marked unsafe stays off, renamed keeps its name."""
+    from lollms_server.sdk import function as sdk_function
+
+    @sdk_function(name="wipe_disk", unsafe=True)
+    def wipe(path: str) -> str:
+        """Delete everything under a path."""
+        return path
+
+    registry = FunctionRegistry()
+    registry.add_callables([wipe], "plugin p")
+    marked = registry.by_name["wipe_disk"]
+    assert marked.unsafe and not marked.enabled, marked

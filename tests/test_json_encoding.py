@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from functools import partial
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from lollms_server.httpkit.sse import COMPACT, to_json
+from lollms_server.bindings import Chunk
+from lollms_server.faces.openai.chat import ChatShape, CompletionShape, _ChunkWriter
+from lollms_server.httpkit.burst import BurstResponse
+from lollms_server.httpkit.sse import COMPACT, SLOT, EventTemplate, _event, to_json
 from lollms_server.json_encoding import dumps, one_shot
 
 VALUES: list[Any] = [
@@ -66,3 +72,38 @@ def test_dumps_is_json_dumps_and_default_is_called() -> None:
     assert (
         one_shot(json.JSONEncoder(default=str))({"d": date(2026, 12, 3)}) == '{"d": "2026-12-03"}'
     )
+
+
+TEXTS = ["tok ", "", 'héllo \u2028 \U0001f600 "quoted" \\ \n\t\x00', "\x00lollms", "}]},{"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_event_template_writes_the_event_of_the_whole_object(text: str) -> None:
+    """The template's event is `send_event`'s bytes for the object with the text in place."""
+    template = EventTemplate({"a": [1, {"delta": {"content": SLOT}}], "b": None})
+    assert template.event(text) == _event({"a": [1, {"delta": {"content": text}}], "b": None})
+
+
+def test_event_template_needs_its_slot_once() -> None:
+    """A template without the slot, or with it twice, is refused when made."""
+    with pytest.raises(ValueError):
+        EventTemplate({"a": "no slot"})
+    with pytest.raises(ValueError):
+        EventTemplate({"a": SLOT, "b": SLOT})
+
+
+@pytest.mark.parametrize("shape_of", [ChatShape, partial(CompletionShape, prefix="")])
+@pytest.mark.parametrize("usage_on", [True, False])
+@pytest.mark.parametrize("text", TEXTS[:1] + TEXTS[2:])
+def test_openai_text_chunks_are_the_whole_chunk_objects(
+    shape_of: Callable[[Any], ChatShape], usage_on: bool, text: str
+) -> None:
+    """The OpenAI face writes a text chunk from its template: the same bytes as the chunk
+    object built and encoded whole, for chat and legacy completion chunks."""
+    prepared = SimpleNamespace(
+        request=SimpleNamespace(request_id="0123abcd"), target=SimpleNamespace(ref="mock/m")
+    )
+    shape = shape_of(prepared)
+    writer = _ChunkWriter(cast(BurstResponse, None), shape, usage_on)
+    whole = _event(writer._body(shape.delta(Chunk.text(text), 0), None))
+    assert writer.text_event(text) == whole

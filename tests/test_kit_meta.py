@@ -238,6 +238,50 @@ def test_a_suite_test_switched_off_silently_is_refused(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*switches a contract test off silently*not_applicable*"])
 
 
+def test_a_suite_test_overridden_is_refused(pytester: pytest.Pytester) -> None:
+    """Redefining a suite test (to skip it, or to pass without checking) fails collection the
+    same way: a knob or `not_applicable` says it in the report; an override hides it."""
+    overridden = SWITCHED_OFF.replace(
+        "    test_load_and_unload_are_idempotent = None\n",
+        "    async def test_load_and_unload_are_idempotent(self, binding):\n"
+        "        pytest.skip('flaky here')\n",
+    )
+    result = run(pytester, "import pytest\n" + overridden)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*overrides the contract test*not_applicable*"])
+
+
+def test_the_suite_refuses_a_plugin_that_imports_core_internals(
+    pytester: pytest.Pytester,
+) -> None:
+    """A third-party package that imports the core's modules instead of `lollms_server.sdk`
+    fails `ContractSuite`, naming the file and the modules; one that keeps to the SDK passes."""
+    pytester.mkpydir("lollms_fake")
+    (pytester.path / "lollms_fake" / "binding.py").write_text(
+        "from lollms_server.builtin.echo import EchoBinding\n"
+        "from lollms_server.sdk import Binding\n\n"
+        "def later():\n    from lollms_server import registry\n\n"
+        "class FakeBinding(EchoBinding):\n    name = 'fake'\n"
+    )
+    source = """
+        from lollms_fake.binding import FakeBinding
+        from lollms_server.testing import ContractSuite
+
+        class TestFake(ContractSuite):
+            binding_class = FakeBinding
+            model = "echo"
+        """
+    result = run(pytester, source, "-k", "imports_only")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*binding.py imports lollms_server.builtin.echo, lollms_server.registry*sdk*"]
+    )
+    (pytester.path / "lollms_fake" / "binding.py").write_text(
+        "from lollms_server.sdk import Binding\n\nclass FakeBinding(Binding):\n    name = 'f'\n"
+    )
+    run(pytester, source, "-k", "imports_only").assert_outcomes(passed=1)
+
+
 def test_a_declared_skip_shows_its_reason(pytester: pytest.Pytester) -> None:
     """A test in `not_applicable` is skipped with the declared reason in the report."""
     result = run(pytester, DECLARED)

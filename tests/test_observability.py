@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ from conftest import ECHO_DEFAULTS
 from prometheus_client.parser import text_string_to_metric_families
 
 from lollms_server.logs import JsonFormatter
+from lollms_server.trace import new_id
 
 Client = TestClient[Any, Any]
 BODY = {"input_data": [{"type": "text", "data": "count these four words"}]}
@@ -197,3 +202,20 @@ async def test_the_wait_for_a_model_load_is_not_server_overhead(
     assert [reply.status for reply in replies] == [200, 200, 200]
     overheads = [float(reply.headers["X-Lollms-Overhead-Ms"]) for reply in replies]
     assert max(overheads) < 150, overheads
+
+
+def test_request_ids_are_uuid4_shaped_and_differ_between_processes() -> None:
+    """New request ids look like `uuid4().hex`, never repeat, and two processes (forked or
+    started) do not make the same ones."""
+    ids = {new_id() for _ in range(20000)}
+    assert len(ids) == 20000
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).hex == i for i in list(ids)[:500])
+    code = "from lollms_server.trace import new_id; print(new_id())"
+    started = {subprocess.check_output([sys.executable, "-c", code], text=True) for _ in range(2)}
+    assert len(started) == 2
+    read, write = os.pipe()
+    if (pid := os.fork()) == 0:  # pragma: no cover - the child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_id()

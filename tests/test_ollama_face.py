@@ -377,6 +377,11 @@ async def test_errors(server: Client, api: ollama.AsyncClient) -> None:
         "/api/generate", json={"model": "echo", "prompt": "x", "suffix": "y"}
     )
     assert response.status == 400 and "suffix" in (await response.json())["error"]
+    custom = {"model": "echo/echo", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    custom["tools"] = [{"type": "custom", "custom": {"name": "x"}}]  # llama.cpp: a 500, a 502
+    response = await server.post("/api/chat", json=custom)
+    assert response.status == 400
+    assert "tools.0: only function tools are served" in (await response.json())["error"]
     response = await server.get("/api/nope")
     assert response.status == 404 and await response.json() == {"error": "no such route"}
 

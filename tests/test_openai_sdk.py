@@ -187,3 +187,105 @@ async def test_errors(sdk: AsyncOpenAI) -> None:
         await sdk.chat.completions.create(
             model="echo/echo", messages=messages, extra_body={"personality": "nobody"}
         )
+
+
+async def test_tools_that_are_not_function_tools_are_a_400(sdk: AsyncOpenAI) -> None:
+    """A `custom` tool (or one without a function name) is refused at the face, naming `tools`:
+    llama.cpp answered it with a 500, a 502 that counted against the instance's circuit."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    for tool in ({"type": "custom", "custom": {"name": "x"}}, {"type": "function"}):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(model="echo/echo", messages=messages, tools=[tool])
+        assert bad.value.param == "tools" and "tools.0" in bad.value.message
+    function = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    reply = await sdk.chat.completions.create(
+        model="echo/echo", messages=messages, tools=[function]
+    )
+    assert reply.choices[0].message.content == "x"
+
+
+async def test_a_malformed_response_format_is_a_400(sdk: AsyncOpenAI) -> None:
+    """A caller who asks for JSON in a shape the API does not have is told so, not answered in
+    free text (the binding got the malformed format and ignored it: a 200 of prose)."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    malformed: list[Any] = [
+        {},
+        {"type": 5},
+        {"type": "xml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": "x"},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": "abc"}},
+    ]
+    for shape in malformed:
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, response_format=shape
+            )
+        assert bad.value.param == "response_format", shape
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for shape in (
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "x"}},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
+    ):
+        reply = await sdk.chat.completions.create(
+            model="echo/echo", messages=messages, response_format=shape
+        )
+        assert reply.choices[0].message.content == "x"
+
+
+async def test_a_tool_choice_without_tools_or_of_no_known_kind_is_a_400(sdk: AsyncOpenAI) -> None:
+    """`required` (or a named function) with no tools was dropped and the caller who required a
+    call got text; a choice such as `5` reached the binding as it was."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    named = {"type": "function", "function": {"name": "f"}}
+    for choice in ("required", named):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tool_choice=choice
+            )
+        assert bad.value.param == "tool_choice" and "no tools" in bad.value.message
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.responses.create(model="echo/echo", input="x", tool_choice="required")
+        assert bad.value.param == "tool_choice"
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for odd in (5, "sometimes"):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tools=tools, extra_body={"tool_choice": odd}
+            )
+        assert bad.value.param == "tool_choice"
+    for fine in ("auto", "none"):
+        reply = await sdk.chat.completions.create(
+            model="echo/echo", messages=messages, tool_choice=fine
+        )
+        assert reply.choices[0].message.content == "x"
+
+
+async def test_a_tool_choice_naming_a_function_not_among_the_tools_is_a_400(
+    sdk: AsyncOpenAI,
+) -> None:
+    """Only lollms-llamacpp checked the name: other bindings (echo here, the ollama binding)
+    answered without calling anything, the caller's forced call silently not made."""
+    messages: Any = [{"role": "user", "content": "x"}]
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for odd in ({"type": "function", "function": {"name": "nope"}}, {"type": "custom"}):
+        with pytest.raises(openai.BadRequestError) as bad:
+            await sdk.chat.completions.create(
+                model="echo/echo", messages=messages, tools=tools, extra_body={"tool_choice": odd}
+            )
+        assert bad.value.param == "tool_choice"
+    flat: Any = [{"type": "function", "name": "f", "parameters": {}}]
+    with pytest.raises(openai.BadRequestError, match="'nope'"):
+        await sdk.responses.create(
+            model="echo/echo",
+            input="x",
+            tools=flat,
+            tool_choice={"type": "function", "name": "nope"},
+        )
+    named: Any = {"type": "function", "function": {"name": "f"}}
+    reply = await sdk.chat.completions.create(
+        model="echo/echo", messages=messages, tools=tools, tool_choice=named
+    )
+    assert reply.choices[0].message.content == "x"

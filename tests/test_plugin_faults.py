@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,17 @@ from lollms_server.plugins import load_plugins
 
 Client = TestClient[Any, Any]
 FAULTS = ("dict", "none", "string_chunks")
+# a Chunk or Result of the right class holding the wrong types; an exception whose str() fails;
+# a CancelledError the binding raises itself (a library's inner task leaking it)
+# a KeyboardInterrupt the binding raises (a library's; a real Ctrl-C stops the server elsewhere)
+SLIPS = ("bytes_content", "str_outputs", "unprintable", "self_cancel", "interrupt")
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be formatted."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
 
 
 class Careless(Binding):
@@ -27,16 +39,28 @@ class Careless(Binding):
     capabilities = frozenset({"ttt", "stream"})
 
     async def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo(fault) for fault in FAULTS]
+        return [ModelInfo(fault) for fault in FAULTS + SLIPS]
 
     async def generate(self, request: GenerationRequest) -> Result:
         if request.model == "dict":
             return {"text": "a dict"}  # type: ignore[return-value]
         if request.model == "none":
             return None  # type: ignore[return-value]
+        if request.model == "str_outputs":
+            return Result(outputs=("a str",))  # type: ignore[arg-type]
         return await super().generate(request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if request.model == "bytes_content":
+            yield Chunk(content=b"bytes")  # type: ignore[arg-type]
+        elif request.model == "str_outputs":
+            yield Chunk(output="a str")  # type: ignore[arg-type]
+        elif request.model == "unprintable":
+            raise Unprintable
+        elif request.model == "self_cancel":
+            raise asyncio.CancelledError
+        elif request.model == "interrupt":
+            raise KeyboardInterrupt
         yield "a plain string"  # type: ignore[misc]
 
     async def tokenize(self, text: str, model: str) -> list[int]:
@@ -85,10 +109,19 @@ class Unwell(Careless):
         return "fine"  # type: ignore[return-value]
 
 
+class Upbeat(Careless):
+    """Its health() answers a Health whose state is none of up, degraded, down."""
+
+    name = "upbeat"
+
+    async def health(self) -> Health:
+        return Health("ok")  # type: ignore[arg-type]
+
+
 class CarelessPlugin:
     @hookimpl
     def register_bindings(self) -> list[type[Binding]]:
-        return [Careless, Unlisted, Unwell, Stuck, OddList]
+        return [Careless, Unlisted, Unwell, Stuck, OddList, Upbeat]
 
 
 @pytest.fixture
@@ -100,6 +133,7 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
                 "bad": {"type": "careless"},
                 "unlisted": {"type": "unlisted"},
                 "unwell": {"type": "unwell"},
+                "upbeat": {"type": "upbeat"},
                 "stuck": {"type": "stuck"},
             },
             "defaults": {"ttt": "bad"},
@@ -127,6 +161,29 @@ async def test_wrong_types_are_a_502_naming_the_binding(
         assert response.status == 502, (path, text)
         assert "'bad'" in text, (path, text)
         assert "not a Result" in text or "not a Chunk" in text, (path, text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", SLIPS)
+async def test_binding_slips_are_a_502_naming_the_binding(
+    client: Client, model: str, stream: bool
+) -> None:
+    """Wrong types inside a Chunk or Result, an exception that cannot say its message, a
+    CancelledError of the binding's own and a KeyboardInterrupt it raises are the binding's 502
+    (they were 500s, a dropped connection with no answer at all, or the server stopped)."""
+    chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
+    lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
+    ollama = {"model": f"bad/{model}", "messages": chat["messages"]}
+    for path, body in (
+        ("/v1/chat/completions", chat),
+        ("/api/v1/generate", lollms),
+        ("/api/chat", ollama),
+    ):
+        response = await asyncio.wait_for(client.post(path, json={**body, "stream": stream}), 30)
+        text = await response.text()
+        assert response.status == 502, (path, text)
+        assert "binding 'bad'" in text, (path, text)
+    assert (await client.post("/api/v1/generate", json=lollms)).status == 502  # still serving
 
 
 async def test_tokenizer_wrong_types_are_a_502_naming_the_binding(client: Client) -> None:
@@ -159,6 +216,15 @@ async def test_health_of_the_wrong_type_is_down_naming_it(client: Client) -> Non
     health = (await listing.json())["bindings"]["unwell"]["health"]
     assert health["state"] == "down" and "returned str" in health["detail"], health
     assert (await client.get("/")).status == 200
+
+
+async def test_health_of_an_unknown_state_is_down_naming_it(client: Client) -> None:
+    """Health('ok') is no state the monitor, the metrics or readiness know (every state
+    series read 0 for it): the instance is down, saying what it answered."""
+    listing = await (await client.get("/api/v1/list_active_bindings")).json()
+    health = listing["bindings"]["upbeat"]["health"]
+    assert health["state"] == "down", health
+    assert health["detail"] == "health() returned the state 'ok', not up, degraded or down"
 
 
 async def test_hanging_model_list_behind_a_default_model_is_a_504(client: Client) -> None:
@@ -194,3 +260,40 @@ async def test_model_list_of_the_wrong_type_spoils_no_listing(
     assert error == "binding 'odd' returned list of str from list_models(), not a list of ModelInfo"
     one = await client.get("/api/v1/list_available_models/odd")
     assert one.status == 502, await one.text()
+
+
+class FailsToStart(Careless):
+    """Its startup() raises; its own health() says nothing of it (the base class's 'up')."""
+
+    name = "failstostart"
+
+    async def startup(self) -> None:
+        raise OSError("cannot open the device")
+
+    async def health(self) -> Health:
+        return Health("up")
+
+
+async def test_a_failed_startup_shows_in_the_instance_health(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """An instance whose startup() raised is not shown 'up' on the strength of a health() that
+    does not know: the listing and the bindings page say it failed to start, and why."""
+    config = make_config(
+        {
+            "bindings": {"broken": {"type": "failstostart"}, "echo": {"type": "echo"}},
+            "defaults": {"ttt": "echo"},
+            "resilience": {"health_interval_s": 0},
+        }
+    )
+    plugins = load_plugins(
+        extra={"f": types.SimpleNamespace(register_bindings=hookimpl(lambda: [FailsToStart]))}
+    )
+    client = await make_client(config, plugins=plugins)
+    listing = await (await client.get("/api/v1/list_active_bindings")).json()
+    health = listing["bindings"]["broken"]["health"]
+    assert health["state"] == "degraded", health
+    assert health["detail"] == "startup failed: OSError('cannot open the device')", health
+    assert listing["bindings"]["echo"]["health"]["state"] == "up", listing
+    page = await client.get("/bindings")
+    assert "startup failed" in await page.text()

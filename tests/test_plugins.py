@@ -4,11 +4,13 @@ import inspect
 import re
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from marshmallow import Schema, fields, post_load
 
 from lollms_server import hookspecs
 from lollms_server.app import create_app
@@ -16,20 +18,22 @@ from lollms_server.bindings import Binding
 from lollms_server.errors import ConfigError
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
-from lollms_server.sdk import requires
+from lollms_server.sdk import SettingsSchema, requires
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def install_fake_distribution(
-    site: Path, dist: str, entry_name: str, module: str, source: str
+    site: Path, dist: str, entry_name: str, module: str, source: str, attr: str = ""
 ) -> None:
-    """Write a real module plus dist-info with an entry point; importlib.metadata finds it."""
+    """Write a real module plus dist-info with an entry point (naming the module, or `attr`
+    in it); importlib.metadata finds it."""
     (site / f"{module}.py").write_text(source)
-    info = site / f"{dist}-1.2.3.dist-info"
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as a wheel names it
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {module}\n")
+    target = f"{module}:{attr}" if attr else module
+    (info / "entry_points.txt").write_text(f"[lollms_server]\n{entry_name} = {target}\n")
 
 
 @pytest.fixture
@@ -85,6 +89,26 @@ def test_strict_mode_makes_a_broken_plugin_fatal(
         load_plugins()
 
 
+def test_two_distributions_with_one_entry_point_name_are_both_named(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin that loaded keeps its own row (distribution, bindings, no error); the one
+    turned away is recorded apart, naming both distributions."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    macaw = GOOD_PLUGIN.replace("Parrot", "Macaw").replace('"parrot"', '"macaw"')
+    install_fake_distribution(site, "lollms-parrot", "parrot", "fakeplug_parrot2", GOOD_PLUGIN)
+    install_fake_distribution(site, "lollms-macaw", "parrot", "fakeplug_macaw", macaw)
+    plugins = load_plugins()
+    loaded = plugins.infos["parrot"]
+    kept = {"parrot": "lollms-parrot", "macaw": "lollms-macaw"}
+    assert loaded.error is None and len(loaded.binding_types) == 1, loaded
+    assert loaded.distribution == kept[loaded.binding_types[0]], loaded
+    other = ({"lollms-parrot", "lollms-macaw"} - {loaded.distribution}).pop()
+    assert set(plugins.errors) == {f"parrot ({other})"}, plugins.errors
+    message = plugins.errors[f"parrot ({other})"]
+    assert other in message and str(loaded.distribution) in message, message
+
+
 def test_duplicate_binding_type_names_both_plugins() -> None:
     class OtherEcho(Binding):
         name = "echo"
@@ -92,6 +116,24 @@ def test_duplicate_binding_type_names_both_plugins() -> None:
     impostor = types.SimpleNamespace(register_bindings=hookimpl(lambda: [OtherEcho]))
     with pytest.raises(ConfigError, match=r"'echo'.*'echo' and 'impostor'"):
         load_plugins(extra={"impostor": impostor})
+
+
+def test_one_plugin_registering_a_type_name_twice_says_so() -> None:
+    """Two classes of one plugin under one type name stop start-up naming the plugin and both
+    classes (it said 'registered by two plugins: 'p' and 'p'; uninstall one of them'); the
+    same class listed twice is one type."""
+
+    class First(Binding):
+        name = "twin"
+
+    class Second(Binding):
+        name = "twin"
+
+    twins = types.SimpleNamespace(register_bindings=hookimpl(lambda: [First, Second]))
+    with pytest.raises(ConfigError, match=r"plugin 'p' registers binding type 'twin' twice"):
+        load_plugins(extra={"p": twins})
+    repeated = types.SimpleNamespace(register_bindings=hookimpl(lambda: [First, First]))
+    assert load_plugins(extra={"p": repeated}).binding_classes["twin"] is First
 
 
 def test_hook_raising_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,6 +239,44 @@ def test_binding_init_raising_names_the_instance(make_config: Any) -> None:
         create_app(config, load_plugins(extra={"frag": plugin}))
 
 
+def test_config_schema_load_raising_names_the_instance(make_config: Any) -> None:
+    """A ConfigSchema whose load raises something other than a ValidationError (a post_load
+    slip) stops start-up with one ConfigError naming the instance and the plugin."""
+
+    class Slipping(Schema):
+        greeting = fields.String(load_default="hi")
+
+        @post_load
+        def _build(self, data: dict[str, Any], **kwargs: Any) -> Any:
+            return data["missing"]
+
+    class Slips(Binding):
+        name = "slips"
+        ConfigSchema = Slipping
+
+    plugin = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Slips]))
+    config = make_config({"bindings": {"s": {"type": "slips"}}, "defaults": {"ttt": "s"}})
+    pattern = r"bindings\.s: the 'slips' binding \(plugin 'sl'\) cannot load its settings: KeyError"
+    with pytest.raises(ConfigError, match=pattern):
+        create_app(config, load_plugins(extra={"sl": plugin}))
+
+
+@pytest.mark.parametrize("attr", ["ParrotBinding", "register_bindings", "X"])
+def test_an_entry_point_naming_no_hooks_is_recorded(
+    site: Path, monkeypatch: pytest.MonkeyPatch, attr: str
+) -> None:
+    """An entry point that names the Binding class, the hook function itself, or any object
+    without @hookimpl functions registered nothing and was listed 'ok': it is a plugin error
+    that says what the entry point names and what it should name."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    source = GOOD_PLUGIN + "X = object()\n"
+    install_fake_distribution(site, "lollms-aim", "aim", f"fakeplug_aim_{attr}", source, attr)
+    plugins = load_plugins()
+    error = plugins.errors.get("aim", "")
+    assert "implements no lollms_server hook" in error, plugins.errors
+    assert "point the entry point at the module" in error, error
+
+
 def test_misspelt_hook_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A `@hookimpl` whose name is no hook (`register_binding`) would never be called: the
     plugin is recorded broken, naming the hook and the real ones, instead of loading 'ok'."""
@@ -220,6 +300,52 @@ def test_unknown_capability_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None
     plugins = load_plugins(extra={"odd": odd})
     assert "unknown capabilities ['strem']" in plugins.errors["odd"]
     assert "typo" not in plugins.binding_classes
+
+
+@dataclass(frozen=True)
+class _Short:
+    greeting: str
+
+
+class _Mismatch(SettingsSchema):
+    Settings = _Short
+    greeting = fields.String(load_default="hi")
+    extra = fields.Integer(load_default=3)
+
+
+class _NoSettings(SettingsSchema):
+    greeting = fields.String(load_default="hi")
+
+
+BROKEN_SCHEMAS: dict[str, tuple[object, str]] = {
+    "not_a_schema": (dict, "ConfigSchema is <class 'dict'>, not a marshmallow Schema"),
+    "fields_differ": (_Mismatch, "loads ['extra', 'greeting'] but its Settings _Short has"),
+    "no_settings": (_NoSettings, "_NoSettings is a SettingsSchema without a `Settings`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SCHEMAS))
+async def test_a_broken_config_schema_refuses_the_class(
+    case: str, make_client: Any, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ConfigSchema the core cannot load settings with refuses the class at plugin load,
+    naming why; the listings and pages still answer (they were 500s for everyone, and an
+    instance of the type stopped start-up with a traceback)."""
+    monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
+    schema, expected = BROKEN_SCHEMAS[case]
+
+    class Careless(Binding):
+        name = "careless"
+        capabilities = frozenset({"ttt"})
+        ConfigSchema = schema  # type: ignore[assignment]
+
+    odd = types.SimpleNamespace(register_bindings=hookimpl(lambda: [Careless]))
+    plugins = load_plugins(extra={"odd": odd})
+    assert expected in plugins.errors["odd"], plugins.errors
+    assert "careless" not in plugins.binding_classes
+    client = await make_client(make_config(), plugins=plugins)
+    for path in ("/api/v1/list_bindings", "/bindings"):
+        assert (await client.get(path)).status == 200, path
 
 
 async def _page(request: Any) -> Any:

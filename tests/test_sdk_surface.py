@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import lollms_server.sdk as sdk
+from lollms_server.testing.boundary import ALLOWED, core_imports
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
-ALLOWED = ("lollms_server.sdk",)
 
 
 def package_modules() -> list[Path]:
@@ -21,21 +21,6 @@ def package_modules() -> list[Path]:
         for path in package.rglob("*.py")
         if "tests" not in path.relative_to(package).parts
     )
-
-
-def core_imports(path: Path) -> list[str]:
-    """The `lollms_server` modules (and `from lollms_server import x` names) `path` imports,
-    lazy imports inside functions included."""
-    found: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found += [a.name for a in node.names if a.name.split(".")[0] == "lollms_server"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "lollms_server":
-                found += [f"lollms_server.{a.name}" for a in node.names]
-            elif node.module.startswith("lollms_server."):
-                found.append(node.module)
-    return found
 
 
 def test_every_plugin_package_is_walked() -> None:
@@ -113,3 +98,24 @@ def test_whole_refuses_what_integer_truncates() -> None:
     with pytest.raises(ValidationError, match="Not a whole number"):
         Settings().load({"whole": 2.9})
     assert Settings().load({"whole": 2.0}) == Settings().load({"whole": "2"}) == {"whole": 2}
+
+
+def test_a_settings_schema_refuses_fractions_in_plain_integers() -> None:
+    """A third-party `SettingsSchema` that declares `fields.Integer` (not `sdk.Whole`) refuses
+    `count = 2.5` too (it loaded 2); 2 and 2.0 still load, a plain Schema is left as it is."""
+    from dataclasses import dataclass
+
+    from marshmallow import ValidationError, fields
+
+    @dataclass(frozen=True)
+    class Counted:
+        count: int
+
+    class CountSettings(sdk.SettingsSchema):
+        Settings = Counted
+        count = fields.Integer(load_default=3)
+
+    with pytest.raises(ValidationError, match=r"Not a whole number: 2\.5"):
+        CountSettings().load({"count": 2.5})
+    assert CountSettings().load({"count": 2.0}) == Counted(2)
+    assert CountSettings().load({}) == Counted(3)

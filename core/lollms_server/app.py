@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import keys
+from . import health, keys
 from .bindings import Binding
 from .circuit import STATE_VALUES, Breakers
 from .config import Config, prepare_data_dir
@@ -238,11 +238,13 @@ async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
         *(asyncio.wait_for(b.startup(), limit) for b in bindings), return_exceptions=True
     )
     for binding, result in zip(bindings, results, strict=True):
+        # a backend that is down at start must not keep the server down; health shows it
         if isinstance(result, TimeoutError):
             log.error("binding %s did not start within %ss", binding.instance_name, limit)
+            health.startup_failed(binding, f"it did not start within {limit}s")
         elif isinstance(result, BaseException):
-            # a backend that is down at start must not keep the server down; health shows it
             log.error("binding %s failed to start: %r", binding.instance_name, result)
+            health.startup_failed(binding, repr(result))
     app[keys.PLUGINS].collect("startup", app=app)
     for binding in bindings:  # the models that may be metric labels, listed in the background
         app[keys.METRICS].models.refresh_soon(binding)

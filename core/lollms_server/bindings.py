@@ -18,8 +18,8 @@ from .chunks import ToolCall as ToolCall
 from .chunks import Usage as Usage
 from .chunks import closing_stream as closing_stream
 from .chunks import join_stream as join_stream
+from .chunks import replayable, tool_calls
 from .chunks import result_chunks as result_chunks
-from .chunks import tool_calls
 from .errors import InvalidRequest, NotSupported
 from .masking import mask_text
 
@@ -52,12 +52,13 @@ class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     images: tuple[InputItem, ...] = ()
-    tool_calls: tuple[ToolCall, ...] = ()  # mappings given here become ToolCalls
+    tool_calls: tuple[ToolCall, ...] = ()  # mappings become ToolCalls; non-JSON arguments `{}`
     tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.tool_calls:
-            object.__setattr__(self, "tool_calls", tool_calls(self.tool_calls))
+            calls = tuple(replayable(call) for call in tool_calls(self.tool_calls))
+            object.__setattr__(self, "tool_calls", calls)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class Binding:
     # True: an instance holds models in this process (RAM, GPU), so `serve --workers N` refuses
     # N > 1 with it (each worker would load them again); False for bindings that call a server
     loads_models: ClassVar[bool] = True
+    # False: its models live on another server that keeps its own memory books (a lollms node),
+    # so they take nothing of this server's budgets and never make room by unloading ours
+    books_memory: ClassVar[bool] = True
     # the input roles the binding honours per generation type ({"i2i": {"input_image"}});
     # None: it says nothing and gets every input. The core refuses any other role (400).
     input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None

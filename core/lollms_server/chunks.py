@@ -66,6 +66,19 @@ def tool_calls(calls: Iterable[ToolCall | Mapping[str, Any]]) -> tuple[ToolCall,
     return tuple(ToolCall.of(call) for call in calls)
 
 
+def replayable(call: ToolCall) -> ToolCall:
+    """The call as a history repeats it to a model: arguments that are not JSON (a call cut
+    short by max_tokens, replayed by the function loop or by a client) become `{}`, since
+    backends that parse the history (llama.cpp) refuse the whole request; the tool message
+    tells the model what came of the call."""
+    if isinstance(call.arguments, str) and call.arguments.strip():
+        try:
+            json.loads(call.arguments)
+        except ValueError:
+            return dataclasses.replace(call, arguments={})
+    return call
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token accounting for text generation."""
@@ -211,8 +224,8 @@ async def join_stream(chunks: AsyncIterator[Chunk]) -> Result:
     folded = Accumulator()
     async with closing_stream(chunks) as stream:
         async for chunk in stream:
-            if not isinstance(chunk, Chunk):
-                raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
+            if (problem := chunk_problem(chunk)) is not None:
+                raise TypeError(problem)
             folded.add(chunk)
     return folded.result()
 
@@ -242,3 +255,46 @@ async def closing_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIte
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def chunk_problem(chunk: object) -> str | None:
+    """What is wrong with an item a binding's `stream()` yielded (not a Chunk, or a Chunk
+    holding the wrong types), or None: the core reads its fields as declared."""
+    if not isinstance(chunk, Chunk):
+        return f"stream() yielded {type(chunk).__name__}, not a Chunk"
+    text = type(chunk.content) is str and type(chunk.thoughts) is str and chunk.output is None
+    if text and (chunk.usage is None or isinstance(chunk.usage, Usage)):  # the fast path
+        return None
+    for name, kind in (("content", str), ("thoughts", str)):
+        if not isinstance(getattr(chunk, name), kind):
+            return _wrong("stream() yielded a Chunk", name, getattr(chunk, name), kind)
+    if chunk.usage is not None and not isinstance(chunk.usage, Usage):
+        return _wrong("stream() yielded a Chunk", "usage", chunk.usage, Usage)
+    return None if chunk.output is None else output_problem("stream() yielded", chunk.output)
+
+
+def result_problem(result: Result) -> str | None:
+    """What is wrong inside a Result a binding's `generate()` returned, or None."""
+    if not isinstance(result.outputs, list | tuple):
+        return _wrong("generate() returned a Result", "outputs", result.outputs, tuple)
+    if result.usage is not None and not isinstance(result.usage, Usage):
+        return _wrong("generate() returned a Result", "usage", result.usage, Usage)
+    for output in result.outputs:
+        if (problem := output_problem("generate() returned", output)) is not None:
+            return problem
+    return None
+
+
+def output_problem(where: str, output: object) -> str | None:
+    """What is wrong with one Output a binding produced, or None."""
+    if not isinstance(output, Output):
+        return f"{where} {type(output).__name__} as an output, not an Output"
+    if not isinstance(output.text, str):
+        return _wrong(f"{where} an Output", "text", output.text, str)
+    if not isinstance(output.data, bytes | bytearray | memoryview):
+        return _wrong(f"{where} an Output", "data", output.data, bytes)
+    return None
+
+
+def _wrong(where: str, name: str, value: object, kind: type) -> str:
+    return f"{where} whose {name} is {type(value).__name__}, not {kind.__name__}"

@@ -172,7 +172,8 @@ class ModelLoadFailed(BackendError):
 
 class BackendRefused(BackendError):
     """The backend refused this request to our credentials (its 403: a model our key there may
-    not use); the backend itself is fine, so it opens no circuit and hands over to no fallback."""
+    not use); the backend itself is fine, so it opens no circuit; a route's next target may
+    serve the request."""
 
     type = "backend_refused"
 

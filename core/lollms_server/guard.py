@@ -10,12 +10,17 @@ import weakref
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .bindings import Binding, ModelInfo
+from .bindings import Binding, ModelInfo, Result
+from .chunks import result_problem
 from .errors import BackendError, BackendTimeout, LollmsError
 from .trace import current_trace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: what third-party binding code may throw that must not stop the server: a library's sys.exit()
+#: and a KeyboardInterrupt it raises (a real Ctrl-C never surfaces in binding code: aiohttp turns
+#: SIGINT into GracefulExit in the loop)
+BINDING_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memory
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
@@ -39,7 +44,7 @@ class BindingErrors:
         return None
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, Exception | SystemExit):  # a library's sys.exit() must not stop us
+        if isinstance(exc, BINDING_FAILURES):
             error = binding_failure(self.binding, exc, self.timeout_s)
             if error is not exc:
                 raise error from exc
@@ -55,7 +60,25 @@ def binding_failure(binding: Binding, exc: BaseException, timeout_s: float | Non
     if isinstance(exc, TimeoutError):
         return BackendTimeout(f"binding {name!r} did not answer within {timeout_s}s", binding=name)
     log.error("binding %s failed", name, exc_info=exc)
-    return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {exc}", binding=name)
+    return BackendError(f"binding {name!r} failed: {type(exc).__name__}: {said(exc)}", binding=name)
+
+
+def said(exc: BaseException) -> str:
+    """`str(exc)`, or a stand-in when the exception's own `__str__` fails (third-party code)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - whatever a broken __str__ raises
+        return "(its message could not be formatted)"
+
+
+def stray_cancel(binding: Binding, exc: asyncio.CancelledError) -> BackendError:
+    """What a CancelledError that the binding raised while nothing cancelled the request
+    becomes (a library's inner task leaking its cancellation): the 502 naming the instance,
+    not a request that vanishes without an answer."""
+    name = binding.instance_name
+    log.error("binding %s raised CancelledError while nothing cancelled it", name, exc_info=exc)
+    message = f"binding {name!r} failed: CancelledError raised while nothing cancelled the request"
+    return BackendError(message, binding=name)
 
 
 def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
@@ -67,6 +90,16 @@ def expect(binding: Binding, value: object, kind: type[T], method: str) -> T:
         f"binding {name!r} returned {type(value).__name__} from {method}, not a {kind.__name__}"
     )
     raise BackendError(message, binding=name)
+
+
+def expect_result(binding: Binding, value: object) -> Result:
+    """`value` when it is a Result holding the types it declares; else the 502 naming the
+    instance and what is wrong."""
+    result = expect(binding, value, Result, "generate()")
+    if (problem := result_problem(result)) is not None:
+        name = binding.instance_name
+        raise BackendError(f"binding {name!r} failed: {problem}", binding=name)
+    return result
 
 
 def expect_token_ids(binding: Binding, value: object, method: str) -> list[int]:
@@ -86,10 +119,16 @@ def expect_token_ids(binding: Binding, value: object, method: str) -> list[int]:
 async def guarded(binding: Binding, awaitable: Awaitable[T], timeout_s: float) -> T:
     """Await a binding call with a time limit, errors mapped by `BindingErrors`."""
     started = time.perf_counter()
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
     with BindingErrors(binding, timeout_s):
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s):  # its own cancel comes out as TimeoutError
                 return await awaitable
+        except asyncio.CancelledError as exc:
+            if task is None or task.cancelling() > cancelling:  # really cancelled
+                raise
+            raise stray_cancel(binding, exc) from exc
         finally:
             trace = current_trace()
             if trace is not None:

@@ -5,27 +5,56 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import typing
+import weakref
 from collections.abc import Iterable
 
-from .bindings import Binding, Health
+from .bindings import Binding, Health, HealthState
+from .guard import BINDING_FAILURES
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
+HEALTH_STATES = typing.get_args(HealthState)  # up, degraded, down
+# instance -> why its startup() failed; its health says so until a restart() succeeds
+_startup_failures: weakref.WeakKeyDictionary[Binding, str] = weakref.WeakKeyDictionary()
+
+
+def startup_failed(binding: Binding, why: str | None) -> None:
+    """Remember why `binding.startup()` (or a `restart()`) failed; None: it succeeded."""
+    if why is None:
+        _startup_failures.pop(binding, None)
+    else:
+        _startup_failures[binding] = why
 
 
 async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health:
-    """The instance's health, `down` if the check times out or breaks its no-raise promise."""
+    """The instance's health, `down` if the check times out or breaks its no-raise promise;
+    after a failed startup at best `degraded`, saying why (a binding's own health() may not
+    know that its startup failed)."""
+    health = await _checked(binding, timeout_s)
+    failed = _startup_failures.get(binding)
+    if failed is None:
+        return health
+    detail = f"startup failed: {failed}" + (f"; {health.detail}" if health.detail else "")
+    state: HealthState = "down" if health.state == "down" else "degraded"
+    return Health(state, detail, health.latency_ms, health.restartable)
+
+
+async def _checked(binding: Binding, timeout_s: float) -> Health:
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
             health = await binding.health()
     except TimeoutError:
         return Health("down", f"health check timed out after {timeout_s}s", timeout_s * 1000)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a binding broke its no-raise promise
+    except BINDING_FAILURES as exc:  # a binding broke its no-raise promise
         log.warning("health() of %s raised %r", binding.instance_name, exc)
         return Health("down", f"health check failed: {exc!r}", (time.monotonic() - started) * 1000)
     if not isinstance(health, Health):
         detail = f"health() returned {type(health).__name__}, not a Health"
+        return Health("down", detail, (time.monotonic() - started) * 1000)
+    if health.state not in HEALTH_STATES:
+        detail = f"health() returned the state {health.state!r}, not up, degraded or down"
         return Health("down", detail, (time.monotonic() - started) * 1000)
     return health
 

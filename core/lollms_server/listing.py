@@ -46,7 +46,8 @@ def visible_bindings(bindings: Registry | Iterable[Binding]) -> list[Binding]:
 
 def visible_routes(registry: Registry) -> list[str]:
     """The `[routes]` names (model aliases) the current caller may use: every target of the
-    route (a route is refused to a key that may not use one of them; a fleet route: a node)."""
+    route (a route is refused to a key that may not use one of them; a fleet route: its model
+    on a node: the others are left out of its targets)."""
     principal = current()
     if principal is None:
         return []
@@ -59,7 +60,8 @@ def visible_routes(registry: Registry) -> list[str]:
         )
         if route.get("fleet"):
             nodes = [b for b in registry if b.name == FLEET_TYPE]
-            usable = usable or any(principal.may_use_instance(b.instance_name) for b in nodes)
+            model = route.get("model") or name
+            usable = usable or any(principal.may_use(b.instance_name, model) for b in nodes)
         if usable:
             names.append(name)
     return names

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata as metadata
 import logging
 import os
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 from aiohttp import web
+from marshmallow import Schema
 
 from . import hookspecs
+from .binding_settings import SettingsSchema
 from .bindings import CAPABILITIES, Binding
 from .errors import ConfigError
 
@@ -154,22 +158,50 @@ def _load_entry_point(plugins: Plugins, entry: metadata.EntryPoint) -> None:
 
 
 def _register(plugins: Plugins, name: str, load: Callable[[], object], info: PluginInfo) -> None:
-    plugins.infos[name] = info
-    if plugins.manager.has_plugin(name):
-        plugins._record_failure(name, "another plugin of the same name is already loaded")
+    if plugins.manager.has_plugin(name):  # the loaded one keeps its row; this one gets its own
+        loaded = plugins.infos[name]
+        key = f"{name} ({info.distribution or info.module})"
+        plugins.infos[key] = info
+        plugins._record_failure(
+            key,
+            f"not loaded: plugin name {name!r} is taken by {loaded.distribution or '?'} "
+            f"({loaded.module}); this one is {info.distribution or '?'} ({info.module}): "
+            "rename one of the entry points",
+        )
         return
+    plugins.infos[name] = info
     try:
         plugin = load()
         plugins.manager.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
         plugins._record_failure(name, f"failed to load: {exc!r}")
         return
-    unknown = [c.name for c in plugins.manager.get_hookcallers(plugin) or [] if c.spec is None]
+    callers = plugins.manager.get_hookcallers(plugin) or []
+    if not callers:  # an entry point naming the Binding class or the hook function itself
+        plugins._record_failure(
+            name,
+            f"implements no {hookspecs.PROJECT} hook: its entry point {info.module!r} names "
+            f"{_shown(plugin)}; point the entry point at the module whose functions are "
+            "marked @hookimpl",
+        )
+        return
+    unknown = [c.name for c in callers if c.spec is None]
     if unknown:  # a misspelt hook would never be called
         known = ", ".join(sorted(n for n in vars(plugins.manager.hook) if hasattr(hookspecs, n)))
         plugins._record_failure(
             name, f"{unknown[0]!r} is not a {hookspecs.PROJECT} hook (hooks: {known})"
         )
+
+
+def _shown(plugin: object) -> str:
+    """A short description of what an entry point loaded."""
+    if isinstance(plugin, types.ModuleType):
+        return f"the module {plugin.__name__}, which has none"
+    if isinstance(plugin, type):
+        return f"the class {plugin.__qualname__}"
+    if callable(plugin):
+        return f"the function {getattr(plugin, '__qualname__', repr(plugin))}"
+    return f"{type(plugin).__name__} {repr(plugin)[:80]}"
 
 
 def _collect_binding_classes(plugins: Plugins) -> None:
@@ -181,6 +213,14 @@ def _collect_binding_classes(plugins: Plugins) -> None:
                 plugins._record_failure(plugin_name, problem)
                 continue
             if cls.name in owners:
+                if plugins.binding_classes[cls.name] is cls:
+                    continue  # the same class listed twice
+                if owners[cls.name] == plugin_name:
+                    first = plugins.binding_classes[cls.name].__qualname__
+                    raise ConfigError(
+                        f"plugin {plugin_name!r} registers binding type {cls.name!r} twice "
+                        f"({first} and {cls.__qualname__}); give each class its own name"
+                    )
                 raise ConfigError(
                     f"binding type {cls.name!r} is registered by two plugins: "
                     f"{owners[cls.name]!r} and {plugin_name!r}; uninstall one of them"
@@ -200,5 +240,28 @@ def _binding_class_problem(cls: object) -> str | None:
         known = ", ".join(sorted(CAPABILITIES))
         return (
             f"binding class {cls.__name__} declares unknown capabilities {unknown}; known: {known}"
+        )
+    return _schema_problem(cls)
+
+
+def _schema_problem(cls: type[Binding]) -> str | None:
+    """Why the core could not load settings with the class's `ConfigSchema`, or None."""
+    schema = cls.ConfigSchema
+    if not (isinstance(schema, type) and issubclass(schema, Schema)):
+        return f"binding class {cls.__name__}: ConfigSchema is {schema!r}, not a marshmallow Schema"
+    if not issubclass(schema, SettingsSchema):
+        return None
+    settings = getattr(schema, "Settings", None)
+    if not (dataclasses.is_dataclass(settings) and isinstance(settings, type)):
+        return (
+            f"binding class {cls.__name__}: {schema.__name__} is a SettingsSchema without a "
+            "`Settings` dataclass to load into"
+        )
+    loaded = sorted(schema().load_fields)
+    fields = sorted(f.name for f in dataclasses.fields(settings) if f.init)
+    if loaded != fields:
+        return (
+            f"binding class {cls.__name__}: {schema.__name__} loads {loaded} but its Settings "
+            f"{settings.__name__} has {fields}: one dataclass field per schema field"
         )
     return None

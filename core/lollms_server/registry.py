@@ -151,6 +151,12 @@ class Registry:
         principal = caller()  # no known caller: refused (fail closed)
         named = (instance, model)  # what the request named: all a refusal may repeat
         chosen_by = None  # the config key that names the model when the request names none
+        if instance is None and model is not None and not self.defaults.get(generation_type):
+            raise ModelNotFound(
+                f"unknown model {model!r}: no route has that name and it names no instance of "
+                "this server; name it `<instance>/<model>` (GET /v1/models lists them)",
+                param="model",
+            )
         if instance is None:
             default_instance, default_model = self.split_ref(self.default_ref(generation_type))
             if model is None and default_model is not None:
@@ -313,18 +319,30 @@ def _binding_settings(
                 "\n  ", f"\n  bindings.{spec.name}."
             )
         ) from exc
+    except Exception as exc:  # third-party schema code: name the instance, not a traceback
+        info = plugins.plugin_of(spec.type)
+        owner = f" (plugin {info.name!r})" if info else ""
+        raise ConfigError(
+            f"bindings.{spec.name}: the {spec.type!r} binding{owner} cannot load its settings: "
+            f"{exc!r}"
+        ) from exc
 
 
 async def fleet_targets(
     registry: Registry, generation_type: str, name: str, route: Mapping[str, Any]
 ) -> list[Target]:
     """Every `lollms` instance whose node lists the route's model (a node that cannot be
-    asked is left out); ModelNotFound when none does."""
+    asked, or that the caller may not use it on, is left out); ModelNotFound when none does,
+    Forbidden when the caller may use it on none."""
     model = route.get("model") or name
-    targets = []
+    targets: list[Target] = []
+    principal, forbidden = caller(), False
     for binding in registry.instances.values():
         has_model = getattr(binding, "has_model", None)
         if binding.name != FLEET_TYPE or has_model is None:
+            continue
+        if not principal.may_use(binding.instance_name, model):
+            forbidden = True
             continue
         try:
             if not await has_model(model):
@@ -332,6 +350,8 @@ async def fleet_targets(
         except LollmsError:
             continue
         targets.append(await registry.resolve(generation_type, binding.instance_name, model))
+    if not targets and forbidden:
+        raise Forbidden(f"this key may not use model {name!r}")
     if not targets:
         raise ModelNotFound(f"route {name!r}: no fleet node has model {model!r}", param="model")
     return targets

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-import os
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -55,9 +55,10 @@ class Trace:
 
 
 def new_id() -> str:
-    """A random id, what `uuid.uuid4().hex` gives, without building a UUID object."""
-    value = int.from_bytes(os.urandom(16), "big") & UUID4_BITS[0] | UUID4_BITS[1]
-    return f"{value:032x}"
+    """A random id shaped as `uuid.uuid4().hex`, without a UUID object or a system call: a
+    request id names a request, it grants nothing (a client may choose its own), so it needs
+    uniqueness, not a cryptographic source (`random` is seeded from urandom in each process)."""
+    return f"{random.getrandbits(128) & UUID4_BITS[0] | UUID4_BITS[1]:032x}"
 
 
 _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(

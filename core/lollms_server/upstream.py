@@ -40,7 +40,14 @@ from .masking import mask_url
 from .resilience import Retryable, RetryPolicy, parse_retry_after
 from .trace import MAX_HOPS, count_retry, current_trace
 from .tracing import outgoing_headers, span
-from .upstream_sse import SseParser, error_payload, event_status, json_of, message_of
+from .upstream_sse import (
+    SseParser,
+    error_payload,
+    event_status,
+    json_of,
+    message_of,
+    names_a_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +355,7 @@ class Upstream:
             too_long = f"the prompt is too long for the model's maximum context length: {text}"
             return ContextLengthExceeded(too_long, param="messages", **kwargs)
         if status == 404:
-            if "model" in json.dumps(payload).lower():
+            if "model" in json.dumps(payload).lower() or names_a_field(payload):
                 return ModelNotFound(text, param="model", **kwargs)
             return NotSupported(f"{self.label} has no {path} (404)", **kwargs)
         if status == 403:  # the key is good, this request is not: no circuit opens for it

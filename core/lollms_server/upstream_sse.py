@@ -92,6 +92,13 @@ def message_of(payload: Any) -> str:
     return str(payload)[:500]
 
 
+def names_a_field(payload: Any) -> bool:
+    """True when an error body names the request field it is about (`error.param`, as the
+    lollms and OpenAI shapes do): a 404 about what was asked for, not a route the server lacks."""
+    inner = payload.get("error") if isinstance(payload, dict) else None
+    return isinstance(inner, dict) and isinstance(inner.get("param"), str) and bool(inner["param"])
+
+
 def event_status(event: Mapping[str, Any]) -> int:
     """The HTTP status an SSE `error` event names (its `error.code`), else 502."""
     error = event.get("error")

@@ -30,6 +30,23 @@ class StringOrList(fields.Field[list[str]]):
         raise ValidationError("must be a string or a list of strings")
 
 
+class FunctionTool(fields.Dict):
+    """One tool of chat's `tools` (OpenAI's and Ollama's shape): only function tools are served,
+    as the Responses face says; another type is a 400 here, not a backend's failure (llama.cpp
+    answers 500 to it, which would count against the instance's circuit)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValidationError("Not a valid mapping type.")
+        tool = value
+        if tool.get("type", "function") != "function":
+            raise ValidationError(f"only function tools are served, not {tool.get('type')!r}")
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValidationError("a function tool needs `function` with a `name`")
+        return tool
+
+
 class Upload(fields.Field[UploadedFile]):
     """A file part of a multipart form."""
 

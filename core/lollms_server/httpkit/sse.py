@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable
+from json import encoder as json_encoder
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from .burst import BurstResponse
 # one encoder: json.dumps builds a new one per call when given separators (once per chunk)
 COMPACT = json.JSONEncoder(separators=(",", ":"))
 to_json = one_shot(COMPACT)  # COMPACT.encode, its C encoder built once
+encode_string = json_encoder.encode_basestring_ascii  # how COMPACT (ensure_ascii) writes a str
 
 
 async def open_sse(
@@ -51,3 +53,23 @@ def hold_event(response: BurstResponse, data: Any) -> None:
 def _event(data: Any) -> bytes:
     payload = data if isinstance(data, str) else to_json(data)
     return f"data: {payload}\n\n".encode()
+
+
+SLOT = "\x00lollms-slot\x00"  # stands for the text in an event template
+
+
+class EventTemplate:
+    """The `data:` event of a JSON object in which one string varies (a stream's text delta):
+    the bytes `send_event` writes for it, with the text dropped into a template made once from
+    the object itself, instead of the object rebuilt and encoded per chunk."""
+
+    def __init__(self, data: Any) -> None:
+        """`data` holds `SLOT` as the one string that varies."""
+        head, slot, tail = _event(data).partition(encode_string(SLOT).encode())
+        if not slot or slot in tail:
+            raise ValueError("the template's data must hold SLOT exactly once")
+        self._head, self._tail = head, tail
+
+    def event(self, text: str) -> bytes:
+        """The event of the object with `text` in place of SLOT."""
+        return self._head + encode_string(text).encode() + self._tail

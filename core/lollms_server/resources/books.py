@@ -33,6 +33,7 @@ class LoadedModel:
     last_used: float
     expires_at: float | None  # None: stays loaded until evicted or unloaded
     device: str = CPU
+    owned: bool = True  # False: a node's model, which its node keeps or unloads on its own
 
     @property
     def ref(self) -> str:
@@ -64,14 +65,14 @@ class Books:
         self.reserved: dict[tuple[str, str], tuple[str, int]] = {}
 
     def used_bytes(self) -> int:
-        """Bytes the loaded models take, as estimated or measured."""
-        return sum(m.bytes for m in self.loaded.values())
+        """Bytes the loaded models take here (a node's take none), as estimated or measured."""
+        return sum(m.bytes for m in self.loaded.values() if m.owned)
 
     def used_by_device(self) -> dict[str, int]:
-        """Bytes the loaded models take on each device."""
+        """Bytes the loaded models take on each device (a node's models take none here)."""
         used: dict[str, int] = {}
         for entry in self.loaded.values():
-            used[entry.device] = used.get(entry.device, 0) + entry.bytes
+            used[entry.device] = used.get(entry.device, 0) + (entry.bytes if entry.owned else 0)
         return used
 
     def _busy(self, entry: LoadedModel) -> bool:
@@ -87,9 +88,12 @@ class Books:
         return entry.ref in self.pinned or entry.instance in self.pinned
 
     def _evictable(self, busy: bool = False) -> list[LoadedModel]:
-        """Idle (or, with `busy`, also busy) unpinned models, least recently used first."""
+        """Idle (or, with `busy`, also busy) unpinned models of ours, least recently used
+        first."""
         free = (
-            m for m in self.loaded.values() if (busy or not self._busy(m)) and not self._pinned(m)
+            m
+            for m in self.loaded.values()
+            if m.owned and (busy or not self._busy(m)) and not self._pinned(m)
         )
         return sorted(free, key=lambda m: m.last_used)
 
@@ -127,7 +131,7 @@ class Books:
         """Idle models to unload (LRU first) so that one more fits `max_loaded_models`."""
         leaving: list[LoadedModel] = []
         while True:
-            staying = [m.instance for m in self.loaded.values() if m not in leaving]
+            staying = [m.instance for m in self.loaded.values() if m.owned and m not in leaving]
             staying += [name for name, _ in self.reserved]
             per = self.max_loaded_per_instance.get(instance)
             idle = [m for m in self._evictable(busy) if m not in leaving]

@@ -192,6 +192,8 @@ class Lifecycle(Books):
                 return  # every request that waited for it gave up (disconnected)
 
     async def _load_now(self, binding: Binding, model: str, explicit: bool) -> None:
+        if not binding.books_memory:  # a node's model: the node makes room, in its own books
+            return await self._load_on(binding, model, explicit, CPU, 0)
         # a model on another machine (a node, an ollama server) waits on no other load, and
         # no other load waits on its network call (a frozen node held every load for 300 s)
         async with self._lock if binding.loads_models else contextlib.nullcontext():
@@ -229,14 +231,15 @@ class Lifecycle(Books):
         after = await self.memory.gpu_used(device)
         if before is not None and after is not None:
             size = max(size, after - before)  # what NVML saw the load take on that GPU
+        owned = binding.books_memory  # False: the node's size, shown but not booked here
         now = time.monotonic()
         entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
-                            now + self.keep_alive_s, device)  # fmt: skip
+                            now + self.keep_alive_s, device, owned)  # fmt: skip
         self.loaded[(binding.instance_name, model)] = entry
         self.reserved.pop((binding.instance_name, model), None)
         self.measured[(binding.instance_name, model)] = entry.bytes
         self.loads += 1
-        if entry.bytes > estimate:
+        if owned and entry.bytes > estimate:
             await self._settle(entry)
 
     async def _settle(self, entry: LoadedModel) -> None:
@@ -292,7 +295,7 @@ class Lifecycle(Books):
         now = time.monotonic()
         for entry in list(self.loaded.values()):
             expired = entry.expires_at is not None and entry.expires_at <= now
-            if expired and not self._busy(entry) and not self._pinned(entry):
+            if expired and entry.owned and not self._busy(entry) and not self._pinned(entry):
                 try:
                     await self._unload(entry, reason="keep_alive ran out")
                 except Exception:  # the next round tries again

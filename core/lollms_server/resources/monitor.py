@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..bindings import Binding, Health
 from ..circuit import Breakers
-from ..health import check
+from ..health import check, startup_failed
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class HealthMonitor:
             log.error("instance %s: restart failed: %r", name, exc)
         else:
             outcome = "ok"
+            startup_failed(binding, None)  # restarted: an earlier failed startup is behind it
         self._count(name, outcome)
         self._restart_backoff[name] = min(backoff * 2, MAX_BACKOFF)
         self._restart_at[name] = time.monotonic() + self.interval_s * backoff

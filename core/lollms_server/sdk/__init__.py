@@ -3,7 +3,8 @@
 A plugin's package code imports only `lollms_server.sdk` (its tests may also use
 `lollms_server.testing`); `tests/test_sdk_surface.py` holds every shipped plugin to it. The
 names below are the supported surface: the `Binding` base class and the typed objects that
-cross the contract, the error taxonomy, the `hookimpl` marker, the context a binding is built
+cross the contract, the error taxonomy, the `hookimpl` marker, the `function` mark (for
+`register_functions`: a name, a schema, `unsafe`), the context a binding is built
 with, the upstream HTTP client and its resilience policy, media sniffing, the GPU probe and a
 few helpers the shipped plugins share.
 """
@@ -48,6 +49,7 @@ from ..errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from ..function_marks import function
 from ..gguf_header import ArrayLength, GGUFError, GGUFHeader, read_header
 from ..hookspecs import hookimpl
 from ..httpkit.convert import b64decode, encode_data
@@ -119,6 +121,7 @@ __all__ = [
     "check_served",
     "default_data_dir",
     "encode_data",
+    "function",
     "hookimpl",
     "mask_secrets",
     "mask_url",

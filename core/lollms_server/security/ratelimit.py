@@ -24,6 +24,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -33,6 +34,9 @@ from ..bindings import Binding, GenerationRequest
 from ..errors import RateLimited, RateLimitsUnavailable
 from .limits_storage import OnStorageError, StorageFailures, open_storage
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from ..registry import Target
 
 FALLBACK_MAX_TOKENS = 4096  # reserved for a text request when neither it nor its binding caps it
 CHARS_PER_TOKEN = 4  # the prompt estimate of a reservation (the settlement uses the real count)
@@ -171,6 +175,14 @@ class RateLimiter:
         if len(self.hidden_prompt) >= MAX_LEARNED and (instance, model) not in self.hidden_prompt:
             self.hidden_prompt.clear()  # only models that answered get here: a rare reset
         self.hidden_prompt[(instance, model)] = max(0, prompt_tokens - prompt_estimate(request))
+
+    def template_tokens(self, target: Target) -> int:
+        """The prompt tokens a chat template adds for `target`: the most any of its candidates
+        (a route's targets) showed, since any of them may serve the request."""
+        candidates = (target, *target.fallbacks)
+        return max(
+            self.hidden_prompt.get((t.binding.instance_name, t.model), 0) for t in candidates
+        )
 
     def _token_lock(self, key_id: str) -> asyncio.Lock:
         lock = self._token_locks.get(key_id)

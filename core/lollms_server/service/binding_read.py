@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from ..bindings import Binding, Chunk, GenerationRequest
+from ..chunks import chunk_problem
 from ..errors import BackendTimeout
-from ..guard import BindingErrors, binding_failure
+from ..guard import BINDING_FAILURES, BindingErrors, binding_failure, stray_cancel
 from ..trace import current_trace
 
 
@@ -81,19 +82,21 @@ class BindingReader:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 return None
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 if self._cancelled and task.uncancel() <= cancelling:  # ours alone: a time limit
                     raise TimeoutError from None
+                if not self._cancelled and task.cancelling() <= cancelling:  # nobody cancelled
+                    raise stray_cancel(self.binding, exc) from exc
                 raise
             finally:
                 self._waiting = None
             if self._cancelled:  # the binding swallowed the timer's cancel: the next read raises
                 self._cancelled = False
                 task.uncancel()
-            if not isinstance(chunk, Chunk):
-                raise TypeError(f"stream() yielded {type(chunk).__name__}, not a Chunk")
+            if (problem := chunk_problem(chunk)) is not None:
+                raise TypeError(problem)
             return chunk
-        except (Exception, SystemExit) as exc:  # SystemExit: a library's sys.exit()
+        except BINDING_FAILURES as exc:
             first = self._first_token_timeout() if isinstance(exc, TimeoutError) else None
             error = first or binding_failure(self.binding, exc, self.timeout_s)
             if error is exc:

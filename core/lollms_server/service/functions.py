@@ -7,58 +7,25 @@ import importlib.util
 import inspect
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from ..config_sections import FUNCTION_RESULT_CHARS, FUNCTION_TIMEOUT_S
 from ..errors import Forbidden, NotFound
+from ..function_marks import MARK as MARK
+from ..function_marks import function as function
 from .admin_threads import cancelled_from_outside, run_in_thread
 from .function_schema import parameters_schema
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 CallObserver = Callable[["CallOutcome", float], Awaitable[None]]  # (outcome, seconds)
-MARK = "__lollms_function__"
-
-
-@overload
-def function(func: F, /) -> F: ...
-
-
-@overload
-def function(
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    parameters: dict[str, Any] | None = None,
-    unsafe: bool = False,
-    timeout_s: float | None = None,
-) -> Callable[[F], F]: ...
-
-
-def function(
-    func: F | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    parameters: dict[str, Any] | None = None,
-    unsafe: bool = False,
-    timeout_s: float | None = None,
-) -> F | Callable[[F], F]:
-    """Mark a callable as a function, bare (`@function`) or with options (`@function(...)`);
-    `unsafe` ones (files, shell, network) are off by default."""
-
-    def mark(marked: F) -> F:
-        marks = {"name": name, "description": description, "parameters": parameters}
-        setattr(marked, MARK, {**marks, "unsafe": unsafe, "timeout_s": timeout_s})
-        return marked
-
-    return mark if func is None else mark(func)
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI-compatible servers accept
 
 
 @dataclass(frozen=True)
@@ -115,6 +82,11 @@ def describe_callable(
     marks = getattr(func, MARK, None) or {}
     summary, schema = parameters_schema(func)
     name = str(marks.get("name") or getattr(func, "__name__", "function"))
+    if not TOOL_NAME.fullmatch(name):  # OpenAI-compatible servers refuse the whole request
+        raise ValueError(
+            f"{name!r} is not a valid tool name (1-64 letters, digits, _ or -); "
+            "name it with @function(name=...)"
+        )
     unsafe = bool(marks.get("unsafe"))
     allowed = set(allowed_unsafe)
     return Function(

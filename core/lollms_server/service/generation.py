@@ -28,6 +28,7 @@ from ..circuit import Breakers
 from ..drain import Drain
 from ..errors import InvalidRequest
 from ..guard import expect as expect
+from ..guard import expect_result
 from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
 from ..guard import listed_models as listed_models
@@ -252,7 +253,7 @@ class GenerationService:
         outcome.asked_whole = True
         with span("binding.generate", call_attributes(prepared)):
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
-        result = expect(binding, result, Result, "generate()")
+        result = expect_result(binding, result)
         outcome.usage = result.usage
         return split_result_thoughts(result)
 

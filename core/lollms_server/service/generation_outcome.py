@@ -124,7 +124,7 @@ class Accounted:
         prepared, limiter = self.prepared, self.limiter
         if limiter is not None:
             target = prepared.target
-            hidden = limiter.hidden_prompt.get((target.binding.instance_name, target.model), 0)
+            hidden = limiter.template_tokens(target)
             needed = 0 if prepared.scripted else tokens_to_reserve(prepared.request, target.binding)
             needed += hidden if needed else 0
             try:  # a refusal (token budget, concurrency) is a generation's row too

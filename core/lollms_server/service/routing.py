@@ -78,9 +78,9 @@ def is_backend_rate_limit(exc: BaseException) -> bool:
 class Attempt:
     """One try of one target: feeds its breaker and decides whether the next target may try.
 
-    Leaving the block with a backend failure (or a full queue, the backend's own 429, or an
-    operation the backend lacks: 501) before anything was sent to the client suppresses the
-    error when another target remains, so the caller's loop goes on.
+    Leaving the block with a backend failure (or a full queue, the backend's own 429, its 403
+    to our key, or an operation the backend lacks: 501) before anything was sent to the
+    client suppresses the error when another target remains, so the caller's loop goes on.
     """
 
     def __init__(
@@ -127,7 +127,7 @@ class Attempt:
             self.breaker.trial_running = False
         can_hand_over = (
             is_backend_failure(exc)
-            or isinstance(exc, Overloaded | NotSupported | ModelLoadFailed)
+            or isinstance(exc, Overloaded | NotSupported | ModelLoadFailed | BackendRefused)
             or is_backend_rate_limit(exc)
         )
         if can_hand_over and not self.last and not self.committed:

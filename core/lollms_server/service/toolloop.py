@@ -124,8 +124,7 @@ class ToolLoop:
                         "stop" if self.finish_reason == "tool_calls" else self.finish_reason
                     )
                     return
-                replayed = tuple(_replayable(call) for call in calls)
-                messages.append(ChatMessage("assistant", step.text, tool_calls=replayed))
+                messages.append(ChatMessage("assistant", step.text, tool_calls=tuple(calls)))
                 for call in calls:
                     yield Chunk(type="function_call", tool_calls=(call,), metadata={"step": number})
                     with span("function.call", {"lollms.function": call.name}):
@@ -152,15 +151,3 @@ class ToolLoop:
         if not isinstance(arguments, (str, dict)):
             arguments = json.dumps(arguments)
         return await self.registry.run(function, arguments)
-
-
-def _replayable(call: ToolCall) -> ToolCall:
-    """The call as the history repeats it to the model: arguments that are not JSON (cut short
-    by max_tokens) become `{}`, since backends that parse the history (llama.cpp) refuse the
-    whole request; the tool message tells the model what was wrong."""
-    if isinstance(call.arguments, str) and call.arguments.strip():
-        try:
-            json.loads(call.arguments)
-        except ValueError:
-            return dataclasses.replace(call, arguments={})
-    return call

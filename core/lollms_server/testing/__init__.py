@@ -69,6 +69,8 @@ Mixins (combine any; `ContractSuite` is all of them except `UnavailableContract`
   `tokenize`/`detokenize`, which no capability names): token ids are a list of int,
   detokenize inverts tokenize, `special_tokens()` are ids or None, an unknown model raises
   `ModelNotFound`. Knobs: `tokenizer_text`, `exact_detokenize` [True].
+- `SdkContract`: the binding's package (its `tests` folder aside) imports nothing of the core
+  but `lollms_server.sdk`, the surface that stays put across releases.
 - `UnavailableContract`: override `unavailable_settings` with settings pointing at a dead
   backend; health must be `down`, `list_models()` must raise `BackendUnavailable`, generate
   must raise a 5xx naming the instance, all within `unavailable_timeout_s`.
@@ -83,7 +85,10 @@ Knobs (class attributes; defaults in brackets):
 - every mixin: `binding_class` (required), `instance_name` ["contract"], `model` (required;
   the text model and the fallback for the per-type `image_model`, `speech_model`,
   `transcription_model`, `embedding_model`), `prompt`, `text_parameters`
-  [temperature 0, seed 42], `startup_timeout_s` [60], `request_timeout_s` [120].
+  [temperature 0, seed 42], `startup_timeout_s` [60], `request_timeout_s` [120];
+  `not_applicable` [{}]: suite tests that do not apply, each with the reason the report
+  shows (`{"test_load_and_unload_are_idempotent": "a remote server has no load call"}`).
+  A suite test set to None or redefined in your class fails collection: declare it here.
 - `TextContract`: `max_tokens` [3], `stop_prompt`, `stop_sequence` ["five"],
   `unknown_model`; turn a check off (reported as a skip) with `honours_max_tokens`,
   `reports_length_finish` or `honours_stop` = False.
@@ -118,6 +123,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import ContractBase, SpeechSample, contract
+    from .boundary import SdkContract
     from .embeddings import EmbeddingsContract
     from .fixtures import (
         backend_unavailable,
@@ -145,6 +151,7 @@ _HOMES = {
     "SpeechSample": "base",
     "contract": "base",
     "EmbeddingsContract": "embeddings",
+    "SdkContract": "boundary",
     "backend_unavailable": "fixtures",
     "build_binding": "fixtures",
     "free_port": "fixtures",
@@ -176,6 +183,7 @@ __all__ = [
     "ImageContract",
     "LifecycleContract",
     "LoopContract",
+    "SdkContract",
     "ServerContract",
     "ServerProcess",
     "SpeechContract",

@@ -70,13 +70,21 @@ class ContractBase:
     not_applicable: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Refuse a suite test switched off silently (`test_x = None`) or a stale declaration."""
+        """Refuse a suite test switched off silently (`test_x = None`), redefined in a plugin's
+        class (to skip it, or to pass without checking), or a stale declaration."""
         super().__init_subclass__(**kwargs)
         for name, value in vars(cls).items():
-            if name.startswith("test_") and not callable(value) and _suite_test(cls, name):
+            if not (name.startswith("test_") and _suite_test(cls, name)):
+                continue
+            if not callable(value):
                 raise TypeError(
                     f"{cls.__name__}.{name} = {value!r} switches a contract test off silently: "
                     f"declare it instead, not_applicable = {{{name!r}: '<why>'}}"
+                )
+            if not cls.__module__.startswith(__package__ or "lollms_server.testing"):
+                raise TypeError(
+                    f"{cls.__name__}.{name} overrides the contract test: tune it with its knobs "
+                    f"or declare it, not_applicable = {{{name!r}: '<why>'}}"
                 )
         for name, reason in cls.not_applicable.items():
             if not _suite_test(cls, name):

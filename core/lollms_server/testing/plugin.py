@@ -10,6 +10,7 @@ BackendMode = Literal["auto", "require"]
 CAPABILITY_MARKER = "lollms_capabilities"
 KIT_MODULES = (
     "base",
+    "boundary",
     "embeddings",
     "fixtures",
     "lifecycle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .boundary import SdkContract
 from .embeddings import EmbeddingsContract
 from .lifecycle import LifecycleContract
 from .media import ImageContract, SpeechContract, TranscriptionContract
@@ -18,5 +19,6 @@ class ContractSuite(
     EmbeddingsContract,
     LifecycleContract,
     ServerContract,
+    SdkContract,
 ):
     """Every contract a healthy binding can be held to; capabilities pick what applies."""

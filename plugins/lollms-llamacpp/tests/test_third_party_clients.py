@@ -12,7 +12,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -148,3 +150,51 @@ def test_litellm(server: ServerProcess) -> None:
     assert done.returncode == 0, done.stderr
     text, tokens = json.loads(done.stdout.strip().splitlines()[-1])
     assert text.strip() and 0 < tokens <= 8
+
+
+@pytest.fixture(scope="module")
+def tools_server(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """SmolLM2 with the chat template that renders tools and tool calls (the README's)."""
+    binding = {"type": "llamacpp", "models_folders": [str(models_dir)], "n_ctx": 2048}
+    binding |= {"n_parallel": 1, "n_threads": 2}
+    templates = f'chat_templates = {{ "{SMOL}" = "chatml-tools" }}\n'
+    config = toml_table("bindings.local", binding) + templates
+    config += f"\n[defaults]\nttt = {json.dumps(MODEL)}\n"
+    with lollms_process(tmp_path_factory.mktemp("tools"), config) as running:
+        yield running
+
+
+def test_malformed_tool_requests_are_client_errors_and_open_no_circuit(
+    tools_server: ServerProcess,
+) -> None:
+    """A `custom` tool and a history whose tool call carries arguments that are not JSON made
+    llama.cpp answer 500: each was a 502 and five opened the instance's circuit for every
+    caller. The first is a 400 at the face; the second is replayed with `{}` arguments, as the
+    server's own function loop replays a call cut short, and answered."""
+    url = tools_server.url
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    ollama_client = ollama.Client(host=url, timeout=120)
+    say: Any = [{"role": "user", "content": "What is the weather?"}]
+    cut: Any = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"ci'}}
+    history: Any = [
+        *say,
+        {"role": "assistant", "content": None, "tool_calls": [cut]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model=MODEL, messages=say, tools=[{"type": "custom", "custom": {"name": "x"}}]
+            )
+        assert bad.value.param == "tools"
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama_client.chat(model=MODEL, messages=say, tools=[{"type": "custom"}])
+        assert refused.value.status_code == 400
+        reply = client.chat.completions.create(model=MODEL, messages=history, max_tokens=4)
+        assert reply.choices[0].message.content is not None
+        body = {"model": MODEL, "messages": history, "stream": False, "options": {"num_predict": 4}}
+        answer = httpx.post(f"{url}/api/chat", json=body, timeout=120)
+        assert answer.status_code == 200, answer.text
+    assert client.chat.completions.create(model=MODEL, messages=say, max_tokens=2).choices

@@ -63,6 +63,7 @@ class LollmsRemoteBinding(Binding):
     ConfigSchema = RemoteSettings
     default_concurrency = NO_CONCURRENCY_CAP  # the node's own scheduler decides
     loads_models = False  # `serve --workers N` may run it in every worker
+    books_memory = False  # the node keeps the books of its own memory
     settings: RemoteConfig
 
     def __init__(

@@ -79,11 +79,12 @@ class Node:
             return json.loads(answer.read())
 
 
-def make_key(folder: Path, name: str, role: str = "admin") -> str:
-    """A key of the node in `folder` (admin unless `role` says), made with its CLI."""
+def make_key(folder: Path, name: str, role: str = "admin", *options: str) -> str:
+    """A key of the server in `folder` (admin unless `role` says; `options` such as
+    `--bindings`), made with its CLI."""
     done = subprocess.run(
         [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
-         "--name", name, "--role", role],
+         "--name", name, "--role", role, *options],
         env=server_env(folder / "data"), capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return done.stdout.strip()

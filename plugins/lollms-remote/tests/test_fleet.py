@@ -20,7 +20,7 @@ from lollms_server.fleet import node_name
 from lollms_server.testing import ServerProcess, lollms_process
 from lollms_server.testing.server import sse_events
 
-from .conftest import FixedNode, Node
+from .conftest import FixedNode, Node, make_key
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 FLEET_KEY = "fleet-shared-secret-1234"
@@ -100,3 +100,36 @@ async def test_fleet_key_is_masked(fleet_gateway: ServerProcess) -> None:
         text = await answer.text()
     assert FLEET_KEY not in text and '"api_key": "***"' in text
     assert FLEET_KEY not in fleet_gateway.log()
+
+
+async def test_a_key_allowed_some_nodes_uses_a_fleet_route_through_them(
+    fleet_gateway: ServerProcess, echo_nodes: tuple[Node, Node]
+) -> None:
+    """A key allowed one echo node saw `slow` in its model list but got 403 for it (every node
+    listing the model had to be allowed); it is served by its node. A key allowed no node's
+    `echo/slow` neither sees the route nor may use it."""
+    first = node_name(echo_nodes[0].url)
+    folder = fleet_gateway.log_path.parent
+    one_node = make_key(folder, "one-node", "user", "--bindings", first)
+    other_model = make_key(folder, "other-model", "user", "--models", f"{first}/echo/echo")
+    payload = {"input_data": [{"type": "text", "data": "one two"}], "model_name": "slow"}
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+
+        async def models(key: str) -> list[str]:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with http.get(f"{fleet_gateway.url}/v1/models", headers=headers) as answer:
+                return [model["id"] for model in (await answer.json())["data"]]
+
+        async def slow(key: str) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {key}"}
+            url = f"{fleet_gateway.url}/api/v1/generate"
+            async with http.post(url, json=payload, headers=headers) as answer:
+                return answer.status, await answer.json()
+
+        assert "slow" in await models(one_node)
+        served = await asyncio.gather(*(slow(one_node) for _ in range(4)))
+        assert {status for status, _ in served} == {200}, served
+        assert {answer["binding_instance"] for _, answer in served} == {first}
+        assert "slow" not in await models(other_model)
+        status, refused = await slow(other_model)
+    assert status == 403 and "slow" in refused["error"]["message"], refused

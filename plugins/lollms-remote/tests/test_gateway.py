@@ -410,6 +410,37 @@ async def test_node_errors_map_to_the_taxonomy_naming_the_instance(
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_binding_the_node_lacks_is_a_404_naming_node_and_instance(
+    gateway: ServerProcess, http: aiohttp.ClientSession, streamed: bool
+) -> None:
+    """`n1/nope/echo`: the node has no instance `nope`. Its 404 says so; the gateway answered
+    501 `not_supported`, "node 'n1' has no /api/v1/load_model (404)", as if the node lacked
+    the route, which hid the typo from the client."""
+    payload = body("ttt", "nope/echo", "n1", stream=streamed)
+    async with http.post(f"{gateway.url}/api/v1/generate", json=payload) as answer:
+        error = (await answer.json())["error"]
+    assert answer.status == 404, error
+    assert error["type"] == "model_not_found" and error["binding"] == "n1", error
+    assert (
+        "node 'n1'" in error["message"] and "no binding instance named 'nope'" in error["message"]
+    )
+
+
+async def test_a_model_named_as_the_node_names_it_is_a_404_naming_it(
+    gateway: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """`echo/echo` (the node's name, without the gateway's instance) on a gateway without
+    defaults was a 400 "no binding given and no default configured for 'ttt'", though the
+    client named a model; it is a 404 naming the model and the `<instance>/<model>` form."""
+    chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{gateway.url}/v1/chat/completions", json=chat) as answer:
+        error = (await answer.json())["error"]
+    assert answer.status == 404, error
+    assert error["code"] == "model_not_found" and error["param"] == "model", error
+    assert "'echo/echo'" in error["message"] and "<instance>/<model>" in error["message"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 async def test_before_the_first_byte_the_next_target_serves(
     gateway: ServerProcess, http: aiohttp.ClientSession, streamed: bool
 ) -> None:

@@ -106,3 +106,36 @@ async def test_models_the_node_key_may_not_use_open_no_circuit(
                 body = await answer.json()
     assert answer.status == 200, body
     assert key not in str(refused)
+
+
+async def test_a_route_hands_over_from_a_node_that_refuses_its_key(
+    echo_node: Node, limited_key: str, tmp_path: Path
+) -> None:
+    """A route whose first target's node key may not use the model (the node's 403): the next
+    target serves it. It was a 502 `backend_refused` for every request, though the route's
+    other node could serve; the refusal still opens no circuit."""
+    config = f"""\
+[bindings.nl]
+type = "lollms"
+base_url = "{echo_node.url}"
+api_key = "{limited_key}"
+
+[bindings.nf]
+type = "lollms"
+base_url = "{echo_node.url}"
+api_key = "{echo_node.key}"
+
+[routes]
+"think" = ["nl/echo/think", "nf/echo/think"]
+"""
+    chat = {"model": "think", "messages": [{"role": "user", "content": "hi"}]}
+    with lollms_process(tmp_path / "gateway", config) as gateway:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            for _ in range(6):
+                async with http.post(f"{gateway.url}/v1/chat/completions", json=chat) as answer:
+                    body = await answer.json()
+                    assert answer.status == 200, body
+                    assert body["model"] == "nf/echo/think"
+            async with http.get(f"{gateway.url}/metrics") as answer:
+                metrics = await answer.text()
+    assert 'lollms_circuit_state{instance="nl"} 0.0' in metrics

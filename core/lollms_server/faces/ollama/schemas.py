@@ -17,9 +17,10 @@ options listed in `PASSED_ON_OPTIONS` go to the binding under their Ollama names
 binding forwards them, others ignore them); unknown options are ignored, as in Ollama.
 
 Refused (400): a non-empty `suffix` or `template` (fill-in-the-middle and custom templates cannot
-be honoured by every binding). Ignored: `context`, `logprobs`, `top_logprobs`, `verbose`, the
-image-generation fields `width`, `height`, `steps`, and embed's `truncate` and `options`
-(bindings embed with their own settings); embed's `keep_alive` applies as on chat.
+be honoured by every binding), `tools` that are not function tools. Ignored: `context`,
+`logprobs`, `top_logprobs`, `verbose`, the image-generation fields `width`, `height`, `steps`,
+and embed's `truncate` and `options` (bindings embed with their own settings); embed's
+`keep_alive` applies as on chat.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from marshmallow import EXCLUDE, ValidationError, fields, post_load, pre_load, v
 from ...bindings import ChatMessage, InputItem, ToolCall
 from ...errors import InvalidRequest
 from ...httpkit.convert import decode_data
-from ...httpkit.shapes import NAME, StringOrList
+from ...httpkit.shapes import NAME, FunctionTool, StringOrList
 from ...lean_schema import LeanSchema
 from ...media_types import sniff_image
 from ...ollama_wire import PASSED_ON_OPTIONS, KeepAlive, keep_alive_seconds
@@ -218,7 +219,7 @@ class OllamaChatSchema(OllamaRequestSchema):
     messages = CappedList(
         fields.Nested(OllamaMessageSchema), cap="max_list_items", load_default=list
     )
-    tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
+    tools = _opt(CappedList, cls_or_instance=FunctionTool(), cap=512)
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
 

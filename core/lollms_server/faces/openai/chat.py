@@ -28,7 +28,7 @@ from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import usage_dict
 from ...httpkit.endpoint import endpoint
 from ...httpkit.error_middleware import error_body
-from ...httpkit.sse import hold_event, send_event
+from ...httpkit.sse import SLOT, EventTemplate, hold_event, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
@@ -272,6 +272,8 @@ class _ChunkWriter:
         self.response = response
         self.shape = shape
         self.usage_on = usage_on
+        # most chunks are text alone: their event is this template with the text dropped in
+        self.text_event = EventTemplate(self._body(shape.delta(Chunk.text(SLOT), 0), None)).event
 
     def send(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> Awaitable[None]:
         """One chunk object; send_event's own awaitable, so no frame of this method stays
@@ -293,9 +295,11 @@ class _ChunkWriter:
         folded, chunk = Accumulator(), first
         while chunk is not None:  # read in place: no helper frame per chunk
             if chunk.type == "chunk":
-                choices = self.shape.delta(chunk, len(folded.calls))
+                calls = len(folded.calls)  # the index of this chunk's first tool call
                 folded.add(chunk)
-                if choices:
+                if chunk.content and not chunk.thoughts and not chunk.tool_calls:
+                    await self.response.send(self.text_event(chunk.content))
+                elif choices := self.shape.delta(chunk, calls):
                     await self.send(choices)
             if chunk is first:  # after the opening chunk: the first text must not wait
                 await self.response.flush()

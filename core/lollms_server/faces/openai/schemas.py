@@ -12,14 +12,16 @@ embeddings `encoding_format`, `dimensions` (checked, not reduced); images `n`, `
 `response_format`; speech `voice`, `speed`, `instructions`, `response_format`; transcriptions
 `language`, `prompt`, `temperature`, `response_format`.
 
-Passed to the binding, which may honour or ignore them: chat `response_format` (json modes) and
-`reasoning_effort`; images `quality`, `style`, `background`, `output_format` (png, jpeg or
-webp: lollms-diffusers encodes it, lollms-openai passes it on), `output_compression`.
+Passed to the binding, which may honour or ignore them: chat `response_format` (json modes; a
+malformed one is a 400) and `reasoning_effort`; images `quality`, `style`, `background`,
+`output_format` (png, jpeg or webp: lollms-diffusers encodes it, lollms-openai passes it on),
+`output_compression`.
 
 Rejected with a 400 because honouring them matters: `n` > 1 (and `best_of` > 1), audio
 `modalities`, `tool_choice` "required" or a named function when the binding cannot call tools,
-token-id `prompt`/`input` arrays, streamed images, streamed transcriptions and `stream_format:
-"sse"` for speech, http(s) image URLs (the server never fetches URLs).
+`tools` that are not function tools (`custom` ones: the server runs no other kind), token-id
+`prompt`/`input` arrays, streamed images, streamed transcriptions and `stream_format: "sse"` for
+speech, http(s) image URLs (the server never fetches URLs).
 
 Accepted and ignored: `logit_bias`, `logprobs`, `top_logprobs` (logprobs come back null), `user`,
 `store`, `metadata`, `service_tier`, `prediction`, `web_search_options`, `verbosity`,
@@ -50,7 +52,7 @@ from marshmallow import EXCLUDE, ValidationError, fields, post_load, validate
 from ...bindings import ChatMessage, InputItem
 from ...errors import InvalidRequest
 from ...httpkit.convert import DATA_URL, decode_data
-from ...httpkit.shapes import NAME, StrictSchema, StringOrList
+from ...httpkit.shapes import NAME, FunctionTool, StrictSchema, StringOrList
 from ...lean_schema import LeanSchema
 from ...ollama_wire import KeepAliveSeconds
 from ...request_limits import CappedList
@@ -129,6 +131,22 @@ class BoolOrObject(fields.Field[Any]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, (bool, dict)):
             raise ValidationError("must be a boolean or an object")
+        return value
+
+
+class ResponseFormat(fields.Dict):
+    """Chat's `response_format`: `{type: text}`, `{type: json_object}` or `{type: json_schema,
+    json_schema: {name, schema...}}`; another shape is a 400, as OpenAI answers it, never a
+    free-text answer to a caller who asked for JSON."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind == "json_schema":
+            inner = value.get("json_schema")
+            if not isinstance(inner, dict) or not isinstance(inner.get("schema", {}), dict):
+                raise ValidationError("a json_schema format needs json_schema: {name, schema}")
+        elif kind not in ("text", "json_object"):
+            raise ValidationError('type must be "text", "json_object" or "json_schema"')
         return value
 
 
@@ -267,12 +285,12 @@ class ChatCompletionSchema(SamplingSchema):
     max_completion_tokens = _opt(Whole, validate=validate.Range(1, 10_000_000))
     logprobs = _opt(fields.Boolean)
     top_logprobs = _opt(Whole, validate=validate.Range(0, 20))
-    tools = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
+    tools = _opt(CappedList, cls_or_instance=FunctionTool(), cap=512)
     tool_choice = _opt(fields.Raw)
     parallel_tool_calls = _opt(fields.Boolean)
     functions = _opt(CappedList, cls_or_instance=fields.Dict(), cap=512)
     function_call = _opt(fields.Raw)
-    response_format = _opt(fields.Dict)
+    response_format = _opt(ResponseFormat)
     store = _opt(fields.Boolean)
     metadata = _opt(fields.Dict)
     reasoning_effort = _opt(fields.String, validate=validate.Length(max=32))

@@ -21,13 +21,40 @@ def personality_and_model(body: dict[str, Any]) -> tuple[str | None, str | None]
     return given or named, ref
 
 
+CHOICES = ("auto", "none", "required")
+
+
 def tool_parameters(
     tools: list[dict[str, Any]] | None, choice: Any, parallel: bool | None, target: Target
 ) -> dict[str, Any]:
-    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot."""
-    if not tools or choice == "none":
+    """`tools`/`tool_choice` for a binding that calls tools; 501 for one that cannot. A choice
+    that is not one of OpenAI's, or one that asks for a call while no tools are given, is a 400
+    (as OpenAI answers), never a text answer to a caller who required a call."""
+    if choice is not None and not isinstance(choice, dict) and choice not in CHOICES:
+        raise InvalidRequest(
+            'tool_choice must be "auto", "none", "required" or an object', param="tool_choice"
+        )
+    if not tools:
+        if choice not in (None, "auto", "none"):
+            why = "tool_choice asks for a tool call but no tools are given"
+            raise InvalidRequest(why, param="tool_choice")
+        return {}
+    if choice == "none":
         return {}
     tools, choice = narrowed(tools, choice)
+    if isinstance(choice, dict):
+        name = _function_name(choice)
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise InvalidRequest(
+                'an object tool_choice is {"type": "function", "function": {"name": ...}} '
+                'or {"type": "allowed_tools", ...}',
+                param="tool_choice",
+            )
+        if name not in {_function_name(tool) for tool in tools}:
+            raise InvalidRequest(
+                f"tool_choice names the function {name!r}, which is not among the tools",
+                param="tool_choice",
+            )
     target.require("tools", "call tools", "tools")
     found = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
     return {key: value for key, value in found.items() if value is not None}
