@@ -276,7 +276,7 @@ async def test_metric_labels_never_take_a_client_chosen_model_name(tmp_path: Pat
 async def test_lollms_stream_errors_before_the_first_byte_are_http_statuses(
     tmp_path: Path,
 ) -> None:
-    """Queue full (503 + Retry-After), instance down (503), token budget (429): plain HTTP
+    """Queue full and instance down (503 + Retry-After), token budget (429): plain HTTP
     errors like on /v1 and Ollama's face, not a 200 with an error event."""
     extra = '[resources]\nqueue_size = 0\n\n[bindings.down]\ntype = "echo"\ndown = true\n'
     with running_server(tmp_path, extra, delay_ms=200, max_concurrent=1) as server:
@@ -295,6 +295,7 @@ async def test_lollms_stream_errors_before_the_first_byte_are_http_statuses(
             down = await session.post(url, json={**local_body, "binding_name": "down"})
             assert down.status == 503 and down.content_type == "application/json"
             assert (await down.json())["error"]["type"] == "backend_unavailable"
+            assert int(down.headers["Retry-After"]) >= 1  # every 503 says when to retry
 
             key = {**FOREIGN, "X-API-Key": server.key("--tpm", "5")}
             spent = await session.post(url, json=generate_body(5, model="echo"), headers=key)

@@ -15,6 +15,8 @@ class LollmsError(Exception):
 
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
+    #: the Retry-After of an error that says no time of its own (None: no header)
+    default_retry_after: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -47,8 +49,9 @@ class LollmsError(Exception):
     def headers(self) -> dict[str, str]:
         """Extra response headers (Retry-After where it applies, X-RateLimit-*...)."""
         headers = dict(self.extra_headers)
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        retry_after = self.default_retry_after if self.retry_after is None else self.retry_after
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         return headers
 
 
@@ -192,10 +195,11 @@ class WorkflowFailed(BackendError):
 
 
 class BackendUnavailable(LollmsError):
-    """The backend cannot be reached or is not running."""
+    """The backend cannot be reached or is not running (a 503 always says when to retry)."""
 
     status = 503
     type = "backend_unavailable"
+    default_retry_after = 1.0
 
 
 class Overloaded(BackendUnavailable):
@@ -215,6 +219,7 @@ class RateLimitsUnavailable(LollmsError):
 
     status = 503
     type = "rate_limits_unavailable"
+    default_retry_after = 1.0
 
 
 class BackendTimeout(LollmsError):
