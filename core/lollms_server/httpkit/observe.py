@@ -64,13 +64,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         if trace.routed:
             metrics.overhead.observe(overhead_s)
         principal = request.get(REQUEST_PRINCIPAL)
-        # written once the loop runs again: after a whole answer's bytes, not before them
-        asyncio.get_running_loop().call_soon(
-            _log_request,
+        request_log.info(
+            "%s %s %s",
             request.method,
             request.path,
             status,
-            {
+            extra={
                 "request_id": trace.request_id,
                 "traceparent": trace.traceparent,
                 "method": request.method,
@@ -87,11 +86,6 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             },
         )
         end_trace(token)
-
-
-def _log_request(method: str, path: str, status: int, fields: dict[str, object]) -> None:
-    """The request's log line (`fields` are its JSON keys)."""
-    request_log.info("%s %s %s", method, path, status, extra=fields)
 
 
 async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
