@@ -143,19 +143,23 @@ async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
     return await make_client(config, plugins=load_plugins(extra={"c": CarelessPlugin()}))
 
 
+def face_bodies(model: str) -> list[tuple[str, dict[str, Any]]]:
+    """A chat with the `bad` instance's `model` on the OpenAI, lollms and Ollama faces."""
+    messages = [{"role": "user", "content": "hi"}]
+    return [
+        ("/v1/chat/completions", {"model": f"bad/{model}", "messages": messages}),
+        ("/api/v1/generate", {"input_data": [{"type": "text", "data": "hi"}],
+                              "model_name": f"bad/{model}"}),
+        ("/api/chat", {"model": f"bad/{model}", "messages": messages}),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("model", FAULTS)
 async def test_wrong_types_are_a_502_naming_the_binding(
     client: Client, model: str, stream: bool
 ) -> None:
-    chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
-    lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
-    ollama = {"model": f"bad/{model}", "messages": chat["messages"]}
-    for path, body in (
-        ("/v1/chat/completions", chat),
-        ("/api/v1/generate", lollms),
-        ("/api/chat", ollama),
-    ):
+    for path, body in face_bodies(model):
         response = await client.post(path, json={**body, "stream": stream})
         text = await response.text()
         assert response.status == 502, (path, text)
@@ -171,19 +175,14 @@ async def test_binding_slips_are_a_502_naming_the_binding(
     """Wrong types inside a Chunk or Result, an exception that cannot say its message, a
     CancelledError of the binding's own and a KeyboardInterrupt it raises are the binding's 502
     (they were 500s, a dropped connection with no answer at all, or the server stopped)."""
-    chat = {"model": f"bad/{model}", "messages": [{"role": "user", "content": "hi"}]}
-    lollms = {"input_data": [{"type": "text", "data": "hi"}], "model_name": f"bad/{model}"}
-    ollama = {"model": f"bad/{model}", "messages": chat["messages"]}
-    for path, body in (
-        ("/v1/chat/completions", chat),
-        ("/api/v1/generate", lollms),
-        ("/api/chat", ollama),
-    ):
+    for path, body in face_bodies(model):
         response = await asyncio.wait_for(client.post(path, json={**body, "stream": stream}), 30)
         text = await response.text()
         assert response.status == 502, (path, text)
         assert "binding 'bad'" in text, (path, text)
-    assert (await client.post("/api/v1/generate", json=lollms)).status == 502  # still serving
+    assert (
+        await client.post("/api/v1/generate", json=dict(face_bodies(model))["/api/v1/generate"])
+    ).status == 502  # still serving
 
 
 async def test_tokenizer_wrong_types_are_a_502_naming_the_binding(client: Client) -> None:

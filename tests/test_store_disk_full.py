@@ -67,9 +67,8 @@ def post(
         return exc.code, dict(exc.headers), exc.read()
 
 
-def test_a_full_disk_is_a_503_naming_the_database_and_recovers(
-    tmp_path: Path, small_disk: Path
-) -> None:
+def admin_site(tmp_path: Path, small_disk: Path) -> tuple[Path, Path, str]:
+    """A config folder, a data dir on the small disk, and an admin key made there."""
     folder = tmp_path / "site"
     folder.mkdir()
     (folder / "lollms.toml").write_text(CONFIG)
@@ -79,7 +78,13 @@ def test_a_full_disk_is_a_503_naming_the_database_and_recovers(
          "--name", "admin", "--role", "admin"],
         env=server_env(data), capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    key = made.stdout.strip()
+    return folder, data, made.stdout.strip()
+
+
+def test_a_full_disk_is_a_503_naming_the_database_and_recovers(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    folder, data, key = admin_site(tmp_path, small_disk)
     chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]}
     with lollms_process(folder, CONFIG, data_dir=data) as server:
         assert post(server.url, "/api/v1/keys", key, {"name": "before"})[0] == 201
@@ -128,16 +133,7 @@ def test_checkpoints_resume_after_a_full_disk_and_the_drain_exits_0(
     that must grow) is logged and retried at the next interval: once there is room again the
     WAL is checkpointed (else it would grow until the next restart), and SIGTERM still drains
     and exits 0 (a failed last checkpoint is logged, not a traceback and exit 1)."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    (folder / "lollms.toml").write_text(CONFIG)
-    data = small_disk / "data"
-    made = subprocess.run(
-        [*SERVER_COMMAND, "--config", str(folder / "lollms.toml"), "keys", "create",
-         "--name", "admin", "--role", "admin"],
-        env=server_env(data), capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    key = made.stdout.strip()
+    folder, data, key = admin_site(tmp_path, small_disk)
     chat = {"model": "echo/echo", "messages": [{"role": "user", "content": "hi " * 200}]}
     with lollms_process(folder, CONFIG, data_dir=data) as server:
         for _ in range(150):  # audit rows in the WAL, for the database file to grow by
