@@ -40,9 +40,11 @@ class GGUFError(ValueError):
 
 @dataclass(frozen=True)
 class ArrayLength:
-    """Stands for an array value too long to keep: only its element count."""
+    """Stands for an array value too long to keep: its element count (and, for strings, the
+    longest one's length in bytes)."""
 
     count: int
+    longest: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,16 @@ class GGUFHeader:
         size = self.arch_value("vocab_size")
         return size if isinstance(size, int) else None
 
+    @property
+    def longest_token_bytes(self) -> int | None:
+        """The UTF-8 length of the vocabulary's longest token text."""
+        tokens = self.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, ArrayLength):
+            return tokens.longest or None
+        if isinstance(tokens, list) and tokens:
+            return max(len(str(token).encode()) for token in tokens)
+        return None
+
 
 class _Cursor:
     """Sequential little- or big-endian reads over a buffer."""
@@ -107,12 +119,16 @@ class _Cursor:
         self.pos = end
         return raw.decode("utf-8", errors="replace")
 
-    def skip_strings(self, count: int) -> None:
+    def skip_strings(self, count: int) -> int:
+        """Skip `count` strings; the longest one's length."""
+        longest = 0
         for _ in range(count):
             length = self.read("Q")
             self.pos += length
+            longest = max(longest, length)
         if self.pos > len(self.data):
             raise GGUFError("truncated string array")
+        return longest
 
     def value(self, kind: int) -> Any:
         if kind in SCALARS:
@@ -126,8 +142,8 @@ class _Cursor:
         if count <= SMALL_ARRAY:
             return [self.value(item_kind) for _ in range(count)]
         if item_kind == STRING:
-            self.skip_strings(count)
-        elif item_kind in SCALARS:
+            return ArrayLength(count, self.skip_strings(count))
+        if item_kind in SCALARS:
             self.pos += count * struct.calcsize(SCALARS[item_kind])
         else:
             for _ in range(count):

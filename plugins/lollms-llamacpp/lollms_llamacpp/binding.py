@@ -257,7 +257,9 @@ class LlamaCppBinding(ModelFolders, Binding):
         return n_ctx // self.max_concurrency(model) if n_ctx else None
 
     async def _prepared(self, request: GenerationRequest) -> GenerationRequest:
-        """The request as llama.cpp must get it (see tool_use); 501: tools it would drop."""
+        """The request as llama.cpp must get it (see tool_use); 501: tools it would drop; 400:
+        a prompt that cannot fit (see refuse_unfittable)."""
+        await self.refuse_unfittable(request)
         if asks_for_tools(request):
             self.require_tools(await self._file(request.model))
         start = call_start(self.chat_template(request.model), self.settings.tool_call_start)

@@ -6,13 +6,16 @@ A mixin of LlamaCppBinding (binding.py), which holds the processes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from lollms_server.sdk import (
     BackendError,
     BackendUnavailable,
     BindingContext,
+    ContextLengthExceeded,
+    GenerationRequest,
     ModelNotFound,
     NotSupported,
 )
@@ -23,6 +26,9 @@ from .tool_use import lists_tools
 
 #: Settings that name models (lists, or tables by model name).
 MODEL_SETTINGS = ("embedding_models", "preload", "chat_templates", "model_extra_args")
+#: Tokenizers (SentencePiece, byte-level BPE) whose tokens each spell at least as many bytes as
+#: the characters they cover; WordPiece and Unigram drop whitespace, so they have no such bound.
+SPELLING_TOKENIZERS = ("llama", "gpt2")
 
 
 class ModelFolders:
@@ -90,6 +96,39 @@ class ModelFolders:
             if model not in files
         ]
 
+    def context_length(self, model: str) -> int | None:
+        """One slot's context (binding.py)."""
+        raise NotImplementedError
+
+    async def refuse_unfittable(self, request: GenerationRequest) -> None:
+        """400 context_length_exceeded before llama.cpp tokenizes a prompt that cannot fit one
+        slot even at the vocabulary's longest token per token (tokenizing megabytes would hold
+        the model for seconds first)."""
+        chars = prompt_chars(request)
+        slot = self.context_length(request.model)
+        if slot and chars <= slot:  # no token is shorter than one character
+            return
+        header = (await self._file(request.model)).header
+        longest = header.longest_token_bytes if header else None
+        if (
+            not header
+            or not longest
+            or header.get("tokenizer.ggml.model") not in SPELLING_TOKENIZERS
+        ):
+            return
+        n_ctx = self.settings.n_ctx or header.arch_value("context_length")
+        if not isinstance(n_ctx, int) or n_ctx <= 0:
+            return
+        context = slot_tokens(n_ctx, self.settings.n_parallel)
+        if chars > most_chars(context, longest):
+            raise ContextLengthExceeded(
+                f"the prompt is too long for the model's maximum context length: {chars} "
+                f"characters cannot fit the {context} tokens of a slot of {request.model!r} "
+                f"(its longest token spells {longest} bytes)",
+                binding=self.instance_name,
+                param="messages",
+            )
+
     def chat_template(self, model: str) -> str | None:
         """The model's `chat_templates` entry, else `chat_template`; None: the GGUF's own."""
         return self.settings.chat_templates.get(model) or self.settings.chat_template or None
@@ -117,3 +156,32 @@ class ModelFolders:
             binding=self.instance_name,
             param="tools",
         )
+
+
+def slot_tokens(n_ctx: int, n_parallel: int) -> int:
+    """The most tokens llama.cpp may give one slot: `n_ctx` padded to 256, split over slots."""
+    return -(-n_ctx // 256) * 256 // n_parallel
+
+
+def most_chars(tokens: int, longest: int) -> int:
+    """The most characters `tokens` tokens can spell, twice over (a margin for normalizers)."""
+    return 2 * tokens * longest
+
+
+def prompt_chars(request: GenerationRequest) -> int:
+    """Characters of everything a chat template renders: messages, tool calls, tool definitions."""
+    total = 0
+    for message in request.messages:
+        total += len(message.content)
+        total += sum(_chars((call.name, call.arguments)) for call in message.tool_calls)
+    return total + _chars(request.parameters.get("tools"))
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_chars(key) + _chars(item) for key, item in value.items())
+    if isinstance(value, Iterable):
+        return sum(_chars(item) for item in value)
+    return 0

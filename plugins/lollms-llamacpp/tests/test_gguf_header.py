@@ -24,6 +24,7 @@ def test_tiny_header_values(tiny_models: Path) -> None:
     assert quantization(header) == "F32"
     assert header.arch_value("context_length") == CONTEXT
     assert header.vocab_size == len(vocabulary()[0])
+    assert header.longest_token_bytes == len("\u2581lollms".encode())
     assert isinstance(header.get("tokenizer.ggml.tokens"), ArrayLength)
     assert "<|im_start|>" in header.get("tokenizer.chat_template")
     assert header.arch_value("pooling_type") is None
@@ -46,6 +47,9 @@ def test_agrees_with_gguf_reader(models_dir: Path, name: str) -> None:
         value = ours.get(key)
         if isinstance(value, ArrayLength):
             assert value.count == len(field.data), key
+            if isinstance(field.contents(0), str):
+                spelled = [len(str(text).encode()) for text in field.contents()]
+                assert value.longest == max(spelled), key
         else:
             assert value == pytest.approx(field.contents()), key
 
