@@ -50,6 +50,7 @@ class Script:
             "/always-503": self.always_unavailable,
             "/cut-stream": self.cut_stream,
             "/long-stream": self.long_stream,
+            "/stalled-stream": self.stalled_stream,
             "/stream": self.stream,
             "/redirect": self.redirect,
             "/elsewhere": self.ok,
@@ -126,6 +127,17 @@ class Script:
         except (ConnectionError, asyncio.CancelledError):
             self.stream_closed.set()
             raise
+        return response
+
+    async def stalled_stream(self, request: web.Request) -> web.StreamResponse:
+        """Two events, then nothing for 5 s (a backend that froze mid-answer)."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"n": 1}\n\n')
+        await asyncio.sleep(0.1)
+        await response.write(b'data: {"n": 2}\n\n')
+        with contextlib.suppress(ConnectionError):
+            await asyncio.sleep(5)
         return response
 
     async def redirect(self, request: web.Request) -> web.Response:
@@ -363,6 +375,43 @@ async def test_read_timeout_is_backend_timeout(server: tuple[Script, TestServer]
         await upstream.get_json("/slow")
     await upstream.close()
     assert time.monotonic() - started < 3
+
+
+async def test_stream_that_stalls_is_backend_timeout(server: tuple[Script, TestServer]) -> None:
+    """A stream that stops sending for read_timeout_s mid-answer is a BackendTimeout after
+    the events it did send; the same client then still bounds a slow whole answer (the
+    connection's own read timer comes back for the next request)."""
+    _, served = server
+    upstream = client(served, read_timeout_s=0.3)
+    got: list[Any] = []
+    started = time.monotonic()
+    with pytest.raises(BackendTimeout) as caught:
+        async for event in upstream.stream_events("/stalled-stream", {}):
+            got.append(event["n"])
+    assert time.monotonic() - started < 3
+    assert got == [1, 2]
+    assert "stopped sending within 0.3s" in caught.value.message
+    for _ in range(2):  # the first may reuse the stream's connection
+        with pytest.raises(BackendTimeout):
+            await upstream.get_json("/slow")
+    await upstream.close()
+
+
+async def test_stream_slower_than_the_limit_in_total_goes_on(
+    server: tuple[Script, TestServer],
+) -> None:
+    """read_timeout_s bounds each wait between packets, not the whole stream: events every
+    50 ms for 0.6 s under a 0.2 s limit all arrive."""
+    _, served = server
+    upstream = client(served, read_timeout_s=0.2)
+    got = []
+    async with contextlib.aclosing(upstream.stream_events("/long-stream", {})) as events:
+        async for event in events:
+            got.append(event["n"])
+            if len(got) == 12:
+                break
+    await upstream.close()
+    assert got == list(range(12))
 
 
 async def test_dead_port_is_unavailable_quickly() -> None:

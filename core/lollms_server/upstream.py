@@ -48,6 +48,7 @@ from .upstream_sse import (
     message_of,
     names_a_field,
 )
+from .upstream_stall import StallTimer
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,11 @@ class Upstream:
                 yield await self._json_of(response)
                 return
             parser, ended = SseParser(self.label), False
+            stall = StallTimer(response, self.read_timeout_s)
             try:
                 while not ended:
                     piece = await response.content.readany()
+                    stall.progress()
                     if not piece:  # the end: two newlines close a last event left unclosed
                         piece, ended = b"\n\n", True
                     for data in parser.feed(piece):
@@ -179,6 +182,8 @@ class Upstream:
                 raise BackendUnavailable(
                     f"{self.label}: the connection was closed mid-answer", binding=self.instance
                 ) from exc
+            finally:
+                stall.close()
 
     @asynccontextmanager
     async def _open(
