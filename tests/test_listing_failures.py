@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -20,16 +21,30 @@ Client = TestClient[Any, Any]
 
 
 class Down(Binding):
-    """A backend that is down: every model list fails, counted."""
+    """A backend that is down: every model list fails, counted; `frozen` (when set) holds
+    each list until it is released, `back` makes it answer."""
 
     name = "down"
     capabilities = frozenset({"ttt"})
     calls = 0
+    frozen: asyncio.Event | None = None
+    back = False
 
     async def list_models(self) -> list[ModelInfo]:
         type(self).calls += 1
+        if self.frozen is not None:
+            await self.frozen.wait()
         await asyncio.sleep(0.05)  # a connection attempt and its retries, shortened
+        if self.back:
+            return [ModelInfo("m1")]
         raise BackendUnavailable("cannot connect to the upstream", binding=self.instance_name)
+
+
+async def calls_reach(count: int) -> None:
+    """Wait (2 s at most) until the backend was asked `count` times."""
+    async with asyncio.timeout(2):
+        while Down.calls < count:
+            await asyncio.sleep(0.01)
 
 
 class DownPlugin:
@@ -41,7 +56,7 @@ class DownPlugin:
 @pytest.fixture
 async def client(make_client: MakeClient, make_config: MakeConfig) -> Client:
     """echo and one instance whose backend is down."""
-    Down.calls = 0
+    Down.calls, Down.frozen, Down.back = 0, None, False
     config = make_config(
         {
             "bindings": {"echo": {"type": "echo"}, "gone": {"type": "down"}},
@@ -64,6 +79,40 @@ async def test_a_failed_model_list_is_remembered_briefly(
     assert listing["models"]["echo"]
     monkeypatch.setattr(guard, "LIST_FAILURE_MEMO_S", 0.0)  # the memory has passed
     await client.get("/v1/models")
+    await calls_reach(2)  # asked again (in the background)
+
+
+async def test_a_frozen_backend_never_holds_a_listing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a list failed, later listings are answered from that failure at once while the
+    backend is asked again in the background (here it hangs: before, every listing after the
+    memory waited on it); when it answers again, the next listing has its models."""
+    assert (await client.get("/v1/models")).status == 200
+    assert Down.calls == 1
+    monkeypatch.setattr(guard, "LIST_FAILURE_MEMO_S", 0.0)
+    Down.frozen = asyncio.Event()
+    for path in ("/v1/models", "/api/tags", "/api/v1/list_models"):
+        async with asyncio.timeout(2):  # the health timeout (5 s) is what it waited before
+            listing = await (await client.get(path)).json()
+        assert "gone" not in json.dumps(listing.get("models") or listing.get("data")), listing
+    await calls_reach(2)
+    assert Down.calls == 2  # one retry under way, shared
+    Down.back = True
+    Down.frozen.set()
+    async with asyncio.timeout(2):
+        while "gone/m1" not in await (await client.get("/v1/models")).text():
+            await asyncio.sleep(0.05)
+
+
+async def test_an_old_failure_is_not_trusted(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LIST_FAILURE_STALE_S a remembered failure is asked again and waited on."""
+    assert (await client.get("/v1/models")).status == 200
+    monkeypatch.setattr(guard, "LIST_FAILURE_STALE_S", 0.0)
+    Down.back = True
+    assert "gone/m1" in await (await client.get("/v1/models")).text()
     assert Down.calls == 2
 
 

@@ -22,6 +22,7 @@ T = TypeVar("T")
 #: SIGINT into GracefulExit in the loop)
 BINDING_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 LIST_FAILURE_MEMO_S = 5.0  # how long a failed model list is answered from memory
+LIST_FAILURE_STALE_S = 60.0  # ... and up to when, while it is asked again in the background
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
 )
@@ -139,23 +140,35 @@ async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
     """`binding.list_models()` guarded, and checked to be ModelInfo items (else the 502 naming
     the instance: one instance's slip must not spoil the listings that gather every one).
 
-    Callers that ask while a call is under way share it, and a failure is raised again,
-    without calling, for `LIST_FAILURE_MEMO_S`: the listings that gather every instance (model
-    lists, the pages) must not each wait on a down backend. Calls are shared per hop count: a
-    gateway listed as its own fleet node is asked again by that very call, one hop further,
-    and that nested call waiting on the call that made it would hang until the timeout."""
+    Callers that ask while a call is under way share it. A failure is raised again, without
+    waiting on the backend: for `LIST_FAILURE_MEMO_S` without calling, then, up to
+    `LIST_FAILURE_STALE_S` after it, while the instance is asked again in the background (a
+    frozen backend must not hold a listing for `timeout_s` every few seconds; one that answers
+    again is listed from the next call on; an older failure is not trusted: callers wait on a
+    new call). The listings that gather every instance (model lists, the pages) so do not wait
+    on a backend whose last listing failed. Calls are shared per hop count: a gateway listed as its
+    own fleet node is asked again by that very call, one hop further, and that nested call
+    waiting on the call that made it would hang until the timeout."""
     trace = current_trace()
     hops = trace.hops if trace is not None else 0  # outside requests: as a client's call
     failed = _list_failures.get(binding)
-    if failed is not None and time.monotonic() - failed[0] < LIST_FAILURE_MEMO_S:
+    if failed is not None and (age := time.monotonic() - failed[0]) < LIST_FAILURE_STALE_S:
+        if age >= LIST_FAILURE_MEMO_S:
+            _list_call(binding, hops, timeout_s)  # the retry nobody waits on
         raise failed[1].with_traceback(None)
+    return await asyncio.shield(_list_call(binding, hops, timeout_s))  # a caller that leaves
+    # does not cancel the others'
+
+
+def _list_call(binding: Binding, hops: int, timeout_s: float) -> asyncio.Future[list[ModelInfo]]:
+    """The call under way for `binding` at `hops`, else a new one."""
     calls = _list_calls.setdefault(binding, {})
     call = calls.get(hops)
     if call is None or call.done():
         call = asyncio.ensure_future(_list_and_remember(binding, timeout_s))
         call.add_done_callback(_retrieve)  # its error is raised to every caller still waiting
         calls[hops] = call
-    return await asyncio.shield(call)  # a caller that leaves does not cancel the others'
+    return call
 
 
 async def _list_and_remember(binding: Binding, timeout_s: float) -> list[ModelInfo]:
