@@ -26,6 +26,7 @@ from .httpkit.error_middleware import error_middleware
 from .httpkit.observe import add_trace_headers, observe_middleware
 from .ignored_fields import add_ignored_header
 from .library import call_observer, load_functions, load_personalities
+from .loop_lag import lag_context
 from .metrics import Metrics
 from .metrics_ops import export_operations
 from .plugins import Plugins, load_plugins
@@ -171,6 +172,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     _mount_plugin_routes(app, plugins)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_bindings_context)
+    app.cleanup_ctx.append(lag_context)  # from when requests may come: start-up work is no lag
     return app
 
 

@@ -64,6 +64,12 @@ class Metrics:
             ["instance"], buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
             registry=self.registry,
         )  # fmt: skip
+        self.loop_lag = LoopHistogram(
+            "lollms_event_loop_lag_seconds",
+            "How late a timer of the event loop fired (sampled every 0.5 s): while the loop is "
+            "blocked, every request of the process waits",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
         self.queue_wait = LoopHistogram(
             "lollms_queue_wait_seconds", "Time a generation waited for a slot",
             ["instance"], buckets=LATENCY_BUCKETS, registry=self.registry,

@@ -16,7 +16,15 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from ..bindings import Binding
-from ..errors import BackendError, LoadRefused, ModelLoadFailed, ModelNotFound, Overloaded
+from ..errors import (
+    BackendError,
+    InvalidRequest,
+    LoadRefused,
+    LollmsError,
+    ModelLoadFailed,
+    ModelNotFound,
+    Overloaded,
+)
 from ..guard import guarded, listed_models
 from ..registry import Registry, Target
 from ..trace import current_trace
@@ -111,8 +119,13 @@ class Lifecycle(Books):
         return [key for key, pending in self._loading.items() if not pending.done()]
 
     @contextlib.asynccontextmanager
-    async def in_use(self, target: Target, keep_alive_s: float | None) -> AsyncIterator[None]:
-        """Hold `target`'s model for a tokenize/embed call: busy while it runs, keep_alive after."""
+    async def in_use(
+        self, target: Target, keep_alive_s: float | None, needs: str | None = None
+    ) -> AsyncIterator[None]:
+        """Hold `target`'s model for a tokenize/embed call: busy while it runs, keep_alive after;
+        a model listed without the capability the call `needs` is refused before it loads."""
+        if needs is not None:
+            await self._refuse_unable(target, needs)
         key = (target.binding.instance_name, target.model)
         self._calls[key] = self._calls.get(key, 0) + 1  # busy from before its load ends
         try:
@@ -122,6 +135,28 @@ class Lifecycle(Books):
             if (left := self._calls.pop(key) - 1) > 0:
                 self._calls[key] = left
             self.release(target, keep_alive_s)
+
+    async def _refuse_unable(self, target: Target, capability: str) -> None:
+        """400 instead of a load when the binding lists the model with capabilities that lack
+        `capability`; a loaded model, one listed without capabilities or not at all, or a
+        listing that fails is left to the binding."""
+        binding = target.binding
+        key = (binding.instance_name, target.model)
+        if "load_unload" not in binding.capabilities or key in self.loaded or key in self.on_demand:
+            return
+        try:
+            models = await listed_models(binding, self.timeout_s)
+        except LollmsError:
+            return
+        info = next((m for m in models if m.name == target.model), None)
+        if info is None or not info.capabilities or capability in info.capabilities:
+            return
+        raise InvalidRequest(
+            f"{target.ref} has no {capability} capability (its binding lists it with: "
+            f"{', '.join(sorted(info.capabilities))}); name a model listed with {capability}",
+            binding=binding.instance_name,
+            param="model",
+        )
 
     async def load(self, target: Target) -> int | None:
         """An explicit load (admin API, pages, Ollama face), within the budget; bytes used."""

@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
 from limits.aio.storage import Storage
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
 
+from ..circuit import CircuitBreaker
 from ..errors import ConfigError, RateLimitsUnavailable
 from ..masking import mask_text, mask_url
 
@@ -27,7 +29,7 @@ WARN_EVERY_S = 10.0
 
 
 class Skipped(ConnectionError):
-    """The storage was not called: it timed out within the last SKIP_S (`StorageFailures.check`)."""
+    """The storage was not called: it timed out within the last SKIP_S (`StorageFailures`)."""
 
 
 def timed_out(exc: BaseException) -> bool:
@@ -98,29 +100,36 @@ class StorageFailures:
         self.policy = policy
         self.on_failure = on_failure or (lambda: None)
         self._warned_at = -WARN_EVERY_S
-        self._skip_until = 0.0  # 0: the storage answered last time
+        # a call that timed out opens it for SKIP_S; then one trial at a time calls the storage
+        # while the others skip it, until one answers (as `PostgresStore` does for a statement)
+        self.hung = CircuitBreaker(
+            self.where, failure_threshold=1, window_s=SKIP_S, cooldown_s=SKIP_S
+        )
 
-    def check(self) -> None:
-        """Raise StorageError(Skipped) for SKIP_S after a timeout, so that a storage that hangs
-        costs one timeout, not one per call; then let one call at a time try it (the others
-        skip while it runs) until `answered`."""
-        now = time.monotonic()
-        if now < self._skip_until:
+    @contextmanager
+    def calling(self) -> Iterator[None]:
+        """Guard the storage calls of the block: raise StorageError(Skipped) without running it
+        while the storage is skipped, so that a storage that hangs costs one timeout, not one
+        per call; a timeout in the block opens `hung`, an answer closes it."""
+        if not self.hung.allows():
             raise StorageError(Skipped(f"skipped: it timed out within the last {SKIP_S:g} s"))
-        if self._skip_until:  # this call is the trial
-            self._skip_until = now + REDIS_TIMEOUT_S + SKIP_S
-
-    def answered(self) -> None:
-        """The storage answered: call it again for every check."""
-        self._skip_until = 0.0
+        trial = self.hung.state == "half_open"
+        try:
+            yield
+        except StorageError as exc:
+            if timed_out(exc.storage_error):  # a refused connection fails fast: not skipped
+                self.hung.failure("timeout")
+            raise
+        finally:
+            if trial:  # answered, failed or cancelled: the next call may be the trial
+                self.hung.trial_running = False
+        self.hung.success()
 
     def failed(self, exc: Exception) -> None:
         """Count and log (at most every WARN_EVERY_S) a storage failure; raise
         RateLimitsUnavailable under the `refuse` policy, else return (the request passes)."""
         self.on_failure()
         now = time.monotonic()
-        if timed_out(exc):  # a refused connection fails fast: no need to skip it
-            self._skip_until = now + SKIP_S
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at = now
             outcome = (

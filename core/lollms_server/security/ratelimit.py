@@ -141,10 +141,9 @@ class RateLimiter:
 
     async def _hit(self, item: RateLimitItem, kind: str, who: str, headers: dict[str, str]) -> None:
         try:
-            self.failures.check()
-            allowed = await self.limiter.hit(item, kind, who)
-            stats = await self.limiter.get_window_stats(item, kind, who)
-            self.failures.answered()
+            with self.failures.calling():
+                allowed = await self.limiter.hit(item, kind, who)
+                stats = await self.limiter.get_window_stats(item, kind, who)
         except StorageError as exc:
             self.failures.failed(exc.storage_error)  # raises under the `refuse` policy
             return
@@ -200,10 +199,9 @@ class RateLimiter:
         item, tokens = self._item(tpm), max(tokens, 0)
         async with self._token_lock(key_id):
             try:
-                self.failures.check()
-                stats = await self.limiter.get_window_stats(item, "tokens", key_id)
-                held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, tokens)
-                self.failures.answered()
+                with self.failures.calling():
+                    stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+                    held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, tokens)
             except StorageError as exc:
                 self.failures.failed(exc.storage_error)
                 return Reservation(None)
@@ -229,11 +227,10 @@ class RateLimiter:
     async def _release(self, key_id: str, tokens: int) -> None:
         """Give `tokens` of a reservation back (a storage failure is reported, never raised)."""
         try:
-            self.failures.check()
-            held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
-            if held < 0:  # the counter expired under this reservation: back to nothing held
-                await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -held)
-            self.failures.answered()
+            with self.failures.calling():
+                held = await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -tokens)
+                if held < 0:  # the counter expired under this reservation: back to none held
+                    await self.storage.incr(_reserved(key_id), RESERVATION_TTL_S, -held)
         except StorageError as exc:
             with contextlib.suppress(RateLimitsUnavailable):
                 self.failures.failed(exc.storage_error)
@@ -253,12 +250,11 @@ class RateLimiter:
             # charged before released: another request sees one or both, never neither
             if used > 0:
                 try:
-                    self.failures.check()
-                    stats = await self.limiter.get_window_stats(item, "tokens", key_id)
-                    cost = min(used, stats.remaining)
-                    if cost > 0:
-                        await self.limiter.hit(item, "tokens", key_id, cost=cost)
-                    self.failures.answered()
+                    with self.failures.calling():
+                        stats = await self.limiter.get_window_stats(item, "tokens", key_id)
+                        cost = min(used, stats.remaining)
+                        if cost > 0:
+                            await self.limiter.hit(item, "tokens", key_id, cost=cost)
                 except StorageError as exc:
                     with contextlib.suppress(RateLimitsUnavailable):  # the answer is sent
                         self.failures.failed(exc.storage_error)

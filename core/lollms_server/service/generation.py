@@ -289,17 +289,19 @@ class GenerationService:
         *,
         texts: Sequence[str] = (),
         keep_alive: float | None = None,
+        needs: str | None = None,
     ) -> T:
         """A binding call that needs the model but is no generation (tokenize, embed): the
         model loaded within the lifecycle's books first (budgets, max loaded, keep_alive).
         With `texts` (embeddings) it also takes a concurrent slot of the key and charges them
-        to its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's."""
+        to its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's;
+        a model listed without the capability it `needs` is refused before it loads."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if texts and self.limiter is not None:
             accounting = self.limiter.text_work(caller(), texts)
         lifecycle = self.lifecycle
         held = (
-            lifecycle.in_use(target, self._kept(keep_alive))
+            lifecycle.in_use(target, self._kept(keep_alive), needs)
             if lifecycle
             else contextlib.nullcontext()
         )

@@ -70,6 +70,8 @@ class NodeLoad:
             self.others_total = max(0, depth - sum(ours.values()))
             self.reported_at = time.monotonic()
         lanes = headers.get(MODEL_QUEUE_HEADER)
+        if lanes is None and depth is not None:
+            lanes = ""  # a node leaves the header out (or sent it empty) when no lane is busy
         if lanes is not None:
             self.lanes = parse_model_queue_header(lanes)
             self.others = _beyond(self.lanes, ours)

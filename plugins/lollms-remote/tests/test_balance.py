@@ -144,3 +144,28 @@ async def test_a_stale_report_of_other_work_stops_counting(
     assert await until(lambda: slow_depth(first) == 0)
     await asyncio.sleep(FRESH_S + 0.2)  # n1's report (3 queued) grows old
     assert (await generate(http, gateway.url, body(FRESH_ROUTE)))["binding_instance"] == "f1"
+
+
+async def test_an_idle_nodes_answer_clears_its_busy_lanes(
+    gateway: ServerProcess, echo_nodes: tuple[Node, Node], http: aiohttp.ClientSession
+) -> None:
+    """Another client's `slow` stream on n1, in n1's answer: the route sends its request to n2.
+    The stream ends; n1's next answer has no busy lane, so it omits X-Lollms-Model-Queue-Depth
+    (it was sent empty) and the gateway takes that as none busy: n1 serves again at once."""
+    first, second = echo_nodes
+    assert await until(lambda: slow_depth(first) == slow_depth(second) == 0)
+    direct = body("slow", "echo", words=400, stream=True)
+    held = await open_stream(http, first.url, direct, first.key)
+    try:
+        for name in ("n1", "n2"):  # fresh figures of each node, from an answer's headers
+            await generate(http, gateway.url, body("echo/echo", name))
+        assert (await generate(http, gateway.url, body(ROUTE)))["binding_instance"] == "n2"
+    finally:
+        held.close()
+    assert await until(lambda: slow_depth(first) == 0)
+    auth = {"Authorization": f"Bearer {first.key}"}
+    async with http.get(f"{first.url}/api/v1/list_models", headers=auth) as answer:
+        assert answer.headers["X-Lollms-Queue-Depth"] == "0"
+        assert "X-Lollms-Model-Queue-Depth" not in answer.headers
+    await generate(http, gateway.url, body("echo/echo", "n1"))  # n1's idle answer
+    assert (await generate(http, gateway.url, body(ROUTE)))["binding_instance"] == "n1"

@@ -50,13 +50,16 @@ def free_memory(app: web.Application) -> int | None:
 
 
 async def add_load_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the queue depth and free memory on answers to API callers."""
+    """on_response_prepare: the queue depth and free memory on answers to API callers (the
+    busy lanes' header only when one is busy)."""
     principal = request.get(REQUEST_PRINCIPAL)  # the caller's context is gone by now
     if principal is None or not request.path.startswith(("/api/", "/v1/")):
         return
     app = request.app
     response.headers[QUEUE_HEADER] = str(queue_total(app))
-    response.headers[MODEL_QUEUE_HEADER] = model_queue_header(queue_depths(app, principal))
+    lanes = model_queue_header(queue_depths(app, principal))
+    if lanes:  # no busy lane the caller may use: no header (an empty one trips some proxies)
+        response.headers[MODEL_QUEUE_HEADER] = lanes
     room = free_memory(app)
     if room is not None:
         response.headers[FREE_MEMORY_HEADER] = str(room)

@@ -159,7 +159,10 @@ async def lollms_embed(request: web.Request, body: dict[str, Any]) -> web.Respon
     target.require("embeddings", "make embeddings", "text")
     binding = target.binding
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed([body["text"]], target.model), texts=[body["text"]]
+        target,
+        lambda: binding.embed([body["text"]], target.model),
+        texts=[body["text"]],
+        needs="embeddings",
     )
     if len(vectors) != 1:
         raise BackendError(

@@ -235,7 +235,11 @@ async def _embed(
     binding = target.binding
     seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
     vectors = await request.app[GENERATION].model_call(
-        target, lambda: binding.embed(texts, target.model), texts=texts, keep_alive=seconds
+        target,
+        lambda: binding.embed(texts, target.model),
+        texts=texts,
+        keep_alive=seconds,
+        needs="embeddings",
     )
     if len(vectors) != len(texts):
         raise BackendError(

@@ -132,6 +132,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
         lambda: binding.embed(texts, target.model),
         texts=texts,
         keep_alive=body["keep_alive"],
+        needs="embeddings",
     )
     if len(vectors) != len(texts):
         raise BackendError(
