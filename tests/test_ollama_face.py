@@ -345,6 +345,10 @@ async def test_embed(api: ollama.AsyncClient) -> None:
     assert len(short.embeddings[0]) == 4
     assert math.isclose(sum(x * x for x in short.embeddings[0]), 1.0, rel_tol=1e-6)
     assert (await api.embed(model="echo/echo", input=[])).embeddings == []
+    assert (await api.embed(model="echo/echo", input="")).embeddings == []  # Ollama's warm-up
+    with pytest.raises(ollama.ResponseError) as caught:  # one input, no vector for it: refused
+        await api.embed(model="echo/echo", input=["first", ""])
+    assert caught.value.status_code == 400 and "empty strings" in caught.value.error
     legacy = await api.embeddings(model="echo/echo", prompt="first")
     assert list(legacy.embedding) == result.embeddings[0]
     with pytest.raises(ollama.ResponseError) as caught:

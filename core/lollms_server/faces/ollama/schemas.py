@@ -272,7 +272,7 @@ class OllamaShowSchema(OllamaModelSchema):
 
 
 class OllamaEmbedSchema(OllamaLenientSchema):
-    """`POST /api/embed`; an empty input only loads the model."""
+    """`POST /api/embed`; an empty input (none, `[]` or `""`) only resolves the model."""
 
     model = fields.String(required=True, validate=NAME)
     input = StringOrList(max_items=2048, load_default=list, allow_none=True)
@@ -280,6 +280,14 @@ class OllamaEmbedSchema(OllamaLenientSchema):
     options = fields.Nested(OllamaOptionsSchema, load_default=dict, allow_none=True)
     keep_alive = KeepAlive(load_default=None, allow_none=True)
     dimensions = _opt(Whole, validate=validate.Range(1, 65536))
+
+    @pre_load
+    def _empty_string_is_no_input(self, data: Any, **kwargs: Any) -> Any:
+        """`input: ""` is no input, as Ollama reads it (clients send it to warm a model up);
+        an empty string inside a list stays a 400."""
+        if isinstance(data, dict) and data.get("input") == "":
+            return {**data, "input": []}
+        return data
 
 
 class OllamaEmbeddingsSchema(OllamaLenientSchema):
