@@ -17,6 +17,8 @@ HEALTH_TIMEOUT_S = 5.0
 HEALTH_STATES = typing.get_args(HealthState)  # up, degraded, down
 # instance -> why its startup() failed; its health says so until a restart() succeeds
 _startup_failures: weakref.WeakKeyDictionary[Binding, str] = weakref.WeakKeyDictionary()
+# instance -> the health check under way, which every caller that asks meanwhile shares
+_checks: weakref.WeakKeyDictionary[Binding, asyncio.Future[Health]] = weakref.WeakKeyDictionary()
 
 
 def startup_failed(binding: Binding, why: str | None) -> None:
@@ -30,8 +32,14 @@ def startup_failed(binding: Binding, why: str | None) -> None:
 async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health:
     """The instance's health, `down` if the check times out or breaks its no-raise promise;
     after a failed startup at best `degraded`, saying why (a binding's own health() may not
-    know that its startup failed)."""
-    health = await _checked(binding, timeout_s)
+    know that its startup failed). Callers that ask while a check is under way share it: a
+    flood of dashboards or `list_active_bindings` is one call to the backend at a time, never
+    one each with the server's own credentials (a provider's rate limit)."""
+    call = _checks.get(binding)
+    if call is None or call.done():
+        call = asyncio.ensure_future(_checked(binding, timeout_s))
+        _checks[binding] = call
+    health = await asyncio.shield(call)  # a caller that leaves does not cancel the others'
     failed = _startup_failures.get(binding)
     if failed is None:
         return health
