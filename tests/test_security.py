@@ -348,6 +348,43 @@ async def test_embeddings_count_against_token_and_concurrency_limits(
         assert (await client.post(path, json=body, headers=headers)).status == 200
 
 
+async def test_tokenizer_calls_take_a_concurrent_slot(make_client: Any, make_config: Any) -> None:
+    """Tokenize, detokenize and count_tokens run the model's tokenizer (llama.cpp: ~3 s of its
+    CPU for a 4 MB text), so they take one of the key's concurrent slots, on every route that
+    offers them; they charge no tokens. Before, a key limited to one generation at once ran as
+    many tokenizations beside it as it sent (six made another key's 5-token chat on SmolLM2
+    take 12.6 s instead of 0.08 s)."""
+    client = await make_client(make_config(SLOW_ECHO_LIMITED))
+    store = client.server.app[KEYSTORE]
+    text = "one two three four five six"
+    calls = [
+        ("/api/v1/tokenize", {"text": text}),
+        ("/api/v1/count_tokens", {"text": text}),
+        ("/api/v1/detokenize", {"tokens": [104, 105]}),
+        ("/lollms/v1/tokenize", {"text": text}),
+        ("/lollms/v1/detokenize", {"tokens": [104, 105]}),
+        ("/lollms_tokenize", {"prompt": text}),
+        ("/lollms_detokenize", {"tokens": [104, 105]}),
+    ]
+    single, _ = await store.create("one at a time", "user", max_concurrent=1, tpm=1000)
+    headers = {"X-API-Key": single, **FOREIGN}
+    for path, body in calls:
+        slow = {"input_data": [{"type": "text", "data": text}], "model_name": "slow"}
+        generating = asyncio.ensure_future(
+            client.post("/api/v1/generate", json=slow, headers=headers)
+        )
+        await asyncio.sleep(0.1)
+        during = await client.post(path, json=body, headers=headers)
+        assert during.status == 429, (path, during.status, await during.text())
+        assert (await generating).status == 200
+        after = await client.post(path, json=body, headers=headers)
+        assert after.status == 200, (path, await after.text())
+    budget, _ = await store.create("tiny budget", "user", tpm=5)
+    first = await client.post("/api/v1/tokenize", json=calls[0][1], headers={"X-API-Key": budget})
+    again = await client.post("/api/v1/tokenize", json=calls[0][1], headers={"X-API-Key": budget})
+    assert (first.status, again.status) == (200, 200)  # no tokens charged
+
+
 async def test_pages_send_a_keyless_remote_browser_to_login(client: Client) -> None:
     response = await client.get("/models?q=x", headers=FOREIGN, allow_redirects=False)
     assert response.status == 303

@@ -278,6 +278,15 @@ class RateLimiter:
         self.active[who] -= 1
 
     @contextlib.asynccontextmanager
+    async def slot(self, principal: Principal) -> AsyncIterator[None]:
+        """One of the key's concurrent slots for the block (`take_slot`, `give_slot`)."""
+        who = self.take_slot(principal)
+        try:
+            yield
+        finally:
+            self.give_slot(who)
+
+    @contextlib.asynccontextmanager
     async def text_work(self, principal: Principal, texts: Sequence[str]) -> AsyncIterator[None]:
         """Work on text that is no generation (embeddings): one of the key's concurrent slots,
         and the texts (`text_tokens`) charged to its token budget when the work succeeds."""
@@ -285,11 +294,8 @@ class RateLimiter:
         reservation = await self.reserve_tokens(principal, tokens)
         used = 0
         try:
-            who = self.take_slot(principal)
-            try:
+            async with self.slot(principal):
                 yield
                 used = tokens
-            finally:
-                self.give_slot(who)
         finally:
             await self.settle(reservation, used)

@@ -293,12 +293,14 @@ class GenerationService:
     ) -> T:
         """A binding call that needs the model but is no generation (tokenize, embed): the
         model loaded within the lifecycle's books first (budgets, max loaded, keep_alive).
-        With `texts` (embeddings) it also takes a concurrent slot of the key and charges them
-        to its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's;
-        a model listed without the capability it `needs` is refused before it loads."""
+        It takes one of the key's concurrent slots (the backend works for it); with `texts`
+        (embeddings) it also charges them to its token budget (`RateLimiter.text_work`);
+        `keep_alive` (seconds) as a generation's; a model listed without the capability it
+        `needs` is refused before it loads."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-        if texts and self.limiter is not None:
-            accounting = self.limiter.text_work(caller(), texts)
+        if self.limiter is not None:
+            who = caller()
+            accounting = self.limiter.text_work(who, texts) if texts else self.limiter.slot(who)
         lifecycle = self.lifecycle
         held = (
             lifecycle.in_use(target, self._kept(keep_alive), needs)
