@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from lollms_server.sdk import MissingDependency, UnsupportedMediaType
+from lollms_server.sdk import MissingDependency, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from av.video.stream import VideoStream
@@ -153,10 +153,32 @@ def wav(samples: Any, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def read_image(data: bytes, mode: str = "RGB") -> Image.Image:
-    """Decode an uploaded image (any format PIL reads); 415 when it is not one."""
+def image_size(data: bytes) -> tuple[int, int]:
+    """An uploaded image's width and height from its header, without decoding its pixels;
+    415 when it is no image, 413 when it has more pixels than `read_image` decodes."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            size = opened.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise UnsupportedMediaType(f"cannot read the input image: {exc}") from exc
+    limit = Image.MAX_IMAGE_PIXELS  # None: the embedding program turned PIL's check off
+    if limit and size[0] * size[1] > limit:
+        raise PayloadTooLarge(
+            f"the input image ({size[0]}x{size[1]}) has {size[0] * size[1]} pixels, more than "
+            f"{limit} (where PIL warns of a decompression bomb): send it smaller",
+            param="input_data",
+        )
+    return size
+
+
+def read_image(data: bytes, mode: str = "RGB") -> Image.Image:
+    """Decode an uploaded image (any format PIL reads); 415 when it is not one, 413 (before
+    decoding) when it has more than PIL's MAX_IMAGE_PIXELS (`image_size`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    image_size(data)
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()

@@ -329,15 +329,15 @@ def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:
         **dict.fromkeys(COUNT_PARAMS, plan.n),
     }
     if plan.task in ("i2i", "inpaint"):
-        image = encode.read_image(plan.image or b"")
         given = (plan.width, plan.height) if plan.width and plan.height else None
-        size = given or i2i_size(*image.size)
+        size = given or i2i_size(*encode.image_size(plan.image or b""))  # header: not decoded
         if max(size) * plan.scale > plan.max_size:
             raise InvalidRequest(
                 f"the input image ({size[0]}x{size[1]}) would give a {plan.scale * size[0]}x"
                 f"{plan.scale * size[1]} output, over max_size {plan.max_size}: send it smaller",
                 param="input_data",
             )
+        image = encode.read_image(plan.image or b"")
         arguments.update(image=image.resize(size), width=size[0], height=size[1])
         arguments["strength"] = plan.strength
         if plan.mask is not None:

@@ -17,6 +17,7 @@ from lollms_server.errors import (
     InvalidRequest,
     MissingDependency,
     ModelNotFound,
+    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from lollms_server.testing import started_binding
@@ -159,6 +160,49 @@ async def test_image_to_image_input_errors(binding: DiffusersBinding) -> None:
         await outputs(binding, "i2i")
     with pytest.raises(UnsupportedMediaType):
         await outputs(binding, "i2i", inputs=(image_input(b"not an image"),))
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A black 8-bit grey PNG of `width` x `height`, a few hundred KB however big it decodes
+    (written row by row: the test never holds the pixels)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then black pixels
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return PNG + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+async def test_a_huge_input_image_is_refused_before_it_is_decoded(
+    binding: DiffusersBinding,
+) -> None:
+    """An input image is refused by its header: over max_size (no width/height asked) a 400,
+    over PIL's MAX_IMAGE_PIXELS (89.5M, where PIL warns of a decompression bomb) a 413. Before,
+    it was decoded first: a 12,000 x 12,000 PNG of 140 KB took 1.1 s and ~1 GB in the
+    pipeline's worker (the model held) before its max_size refusal, and with a small
+    width/height (or as a mask) it was served."""
+    bomb = huge_png(12_000, 12_000)
+    assert len(bomb) < 1_000_000
+    # a header, and pixels that stop short: a decoder would say truncated (415)
+    header_only = huge_png(4000, 4000)[:4096]
+    with pytest.raises(InvalidRequest, match=r"4000x4000.*max_size") as refused:
+        await outputs(binding, "i2i", inputs=(image_input(header_only),), seed=2)
+    assert refused.value.status == 400
+    for inputs, extra in [
+        ((image_input(bomb),), {"width": 64, "height": 64}),
+        ((image_input(huge_png(64, 64)), image_input(bomb, "mask_image")), {}),
+    ]:
+        with pytest.raises(PayloadTooLarge, match="144000000 pixels"):
+            await outputs(binding, "i2i", inputs=inputs, seed=2, **extra)
+    (fine,) = await outputs(binding, "i2i", inputs=(image_input(huge_png(96, 64)),), seed=2)
+    assert picture(fine.data).size == (96, 64)
 
 
 async def test_text_to_video_is_an_animated_gif(binding: DiffusersBinding) -> None:
