@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,12 @@ MAX_FRAMES = 64
 #: Pixels of all the frames kept from one video (~800 MB as RGB): 64 frames of 2048x2048. A
 #: flat video compresses to almost nothing, so its file size says nothing about this.
 MAX_PIXELS = 2**28
+#: Evenly spaced frames are reached by decoding the video up to its last one (nearly all of it),
+#: and a flat frame compresses to a few dozen bytes: these bound that work, counted from the
+#: packets before any frame is decoded. 18,000 frames is 10 minutes at 30 fps (tiny frames cost
+#: per frame); 2^33 pixels is ~4,100 frames of 1080p, ~9,300 of 720p (seconds of CPU each).
+MAX_DECODED_FRAMES = 18_000
+MAX_DECODED_PIXELS = 2**33
 
 
 def read_video(data: bytes, limit: int) -> list[Image.Image]:
@@ -36,10 +43,14 @@ def read_video(data: bytes, limit: int) -> list[Image.Image]:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
                 raise UnsupportedMediaType("the input video has no video stream")
-            total = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+            # past this count the frames sampled need too much decoding anyway: stop counting
+            enough = 1 if limit == 1 else 2 * MAX_DECODED_FRAMES + 2
+            packets = (p for p in container.demux(container.streams.video[0]) if p.size)
+            total = sum(1 for _ in itertools.islice(packets, enough))
             stream = container.streams.video[0].codec_context
             wanted = evenly(total, limit)
             _check_pixels(stream.width, stream.height, len(wanted))
+            _check_decoding(stream.width, stream.height, max(wanted, default=0) + 1)
         frames: list[Image.Image] = []
         with av.open(io.BytesIO(data)) as container:
             for index, frame in enumerate(container.decode(container.streams.video[0])):
@@ -53,6 +64,18 @@ def read_video(data: bytes, limit: int) -> list[Image.Image]:
     if not frames:
         raise UnsupportedMediaType("the input video has no frames")
     return frames
+
+
+def _check_decoding(width: int, height: int, frames: int) -> None:
+    """413 when reaching the wanted frames means decoding more than MAX_DECODED_FRAMES frames
+    or MAX_DECODED_PIXELS pixels."""
+    if frames > MAX_DECODED_FRAMES or width * height * frames > MAX_DECODED_PIXELS:
+        raise PayloadTooLarge(
+            f"the input video needs {frames} (or more) frames of {width}x{height} decoded, over "
+            f"{MAX_DECODED_FRAMES} frames or {MAX_DECODED_PIXELS} pixels: send a shorter or "
+            "smaller video",
+            param="input_data",
+        )
 
 
 def _check_pixels(width: int, height: int, count: int) -> None:
