@@ -22,6 +22,7 @@ REQUEST_TIMEOUT_S = 2
 CONFIG = f"""
 [server]
 request_timeout_s = {REQUEST_TIMEOUT_S}
+max_token_ids = 10_000_000
 [security]
 local_access = false
 [resources]
@@ -109,5 +110,38 @@ def test_a_client_that_stops_reading_frees_its_slot(server: Server, path: str) -
             while chunk := stalled.recv(1 << 20):  # what was written before it was dropped
                 received += chunk
         assert received.startswith(b"HTTP/1.1 200 OK"), received[:300]
+    finally:
+        stalled.close()
+
+
+def test_a_client_that_never_reads_a_whole_answer_is_dropped(server: Server) -> None:
+    """A non-streamed answer far bigger than the socket buffers (4 MB of text tokenized by echo:
+    ~16 MB of JSON) to a client that reads nothing: the connection is dropped after
+    request_timeout_s without progress. Before, the server kept the answer (and the
+    connection) for as long as the client kept it open."""
+    body = json.dumps(
+        {"binding_name": "echo", "model_name": "echo", "text": "a" * 4_000_000}
+    ).encode()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    try:
+        stalled.sendall(head(server, "/api/v1/tokenize", server.stalling, len(body)) + body)
+        time.sleep(REQUEST_TIMEOUT_S * 3)  # two looks at the server's buffer, no progress
+        stalled.settimeout(10)
+        received, reset = b"", False
+        try:
+            while chunk := stalled.recv(1 << 20):
+                received += chunk
+        except ConnectionResetError:
+            reset = True
+        except TimeoutError:
+            pass  # the connection is still open: the whole answer was waiting for the client
+        headers, _, rest = received.partition(b"\r\n\r\n")
+        assert headers.startswith(b"HTTP/1.1 200 OK"), received[:300]
+        length = int(next(line.split(b":")[1] for line in headers.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))  # fmt: skip
+        assert length > 8_000_000
+        assert reset or len(rest) < length, "the whole answer was kept for the client"
     finally:
         stalled.close()

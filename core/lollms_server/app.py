@@ -24,6 +24,7 @@ from .httpkit import observe, openapi
 from .httpkit.body import continue_later
 from .httpkit.error_middleware import error_middleware
 from .httpkit.observe import add_trace_headers, observe_middleware
+from .httpkit.write_stall import watch_whole_answer
 from .ignored_fields import add_ignored_header
 from .library import call_observer, load_functions, load_personalities
 from .loop_lag import lag_context
@@ -71,6 +72,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.on_response_prepare.append(add_trace_headers)
     app.on_response_prepare.append(node_status.add_load_headers)
     app.on_response_prepare.append(add_ignored_header)
+    app.on_response_prepare.append(watch_whole_answer)
     metrics = app[keys.METRICS] = Metrics()
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s
