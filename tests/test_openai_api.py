@@ -597,6 +597,8 @@ async def test_image_generation(client: Client) -> None:
     ("body", "param"),
     [
         ({"prompt": "x", "size": "big"}, "size"),
+        ({"prompt": "x", "size": "99999x99999"}, "size"),  # the lollms API's 8192 a side
+        ({"prompt": "x", "size": "512x8193"}, "size"),
         ({"prompt": "x", "stream": True}, "stream"),
         ({"prompt": "x", "n": 11}, "n"),
         ({"size": "8x8"}, "prompt"),

@@ -11,6 +11,8 @@ from ..lean_schema import LeanSchema
 from .body import UploadedFile
 
 NAME = validate.Length(min=1, max=256)
+MAX_IMAGE_SIDE = 8192  # pixels, the most an image's width or height may be asked for
+IMAGE_SIDE = validate.Range(1, MAX_IMAGE_SIDE)
 
 
 class StringOrList(fields.Field[list[str]]):

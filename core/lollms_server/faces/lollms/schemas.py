@@ -18,6 +18,7 @@ from marshmallow import (
 
 from ...bindings import GENERATION_TYPES
 from ...httpkit.shapes import (
+    IMAGE_SIDE,
     NAME,
     ControlNetSchema,
     IpAdapterSchema,
@@ -51,8 +52,8 @@ class ParametersSchema(LeanSchema):
     frequency_penalty = fields.Float(validate=validate.Range(-2, 2))
     seed = Whole(validate=validate.Range(-(2**63), 2**63 - 1))
     stop = StringOrList(max_items=16)
-    width = Whole(validate=validate.Range(1, 8192))
-    height = Whole(validate=validate.Range(1, 8192))
+    width = Whole(validate=IMAGE_SIDE)
+    height = Whole(validate=IMAGE_SIDE)
     steps = Whole(validate=validate.Range(1, 1000))
     guidance_scale = fields.Float(validate=validate.Range(0, 100))
     strength = fields.Float(validate=validate.Range(0, 1))

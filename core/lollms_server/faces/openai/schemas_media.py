@@ -14,6 +14,7 @@ from marshmallow import ValidationError, fields, pre_load, validate
 
 from ...httpkit.endpoint import UploadedFile
 from ...httpkit.shapes import (
+    MAX_IMAGE_SIDE,
     NAME,
     ControlNetSchema,
     LoraChoiceSchema,
@@ -26,6 +27,16 @@ from ...whole_number import Whole
 from .schemas import TEXT, _opt
 
 SIZE = re.compile(r"^(auto|[1-9]\d{0,4}x[1-9]\d{0,4})$")
+
+
+def image_size(value: str) -> None:
+    """`WIDTHxHEIGHT` (each side at most MAX_IMAGE_SIDE, as on the lollms API) or `auto`."""
+    if not SIZE.match(value):
+        raise ValidationError("must be WIDTHxHEIGHT or auto")
+    if value != "auto" and max(int(side) for side in value.split("x")) > MAX_IMAGE_SIDE:
+        raise ValidationError(f"each side is at most {MAX_IMAGE_SIDE} pixels")
+
+
 FORM_KEY = re.compile(r"^(?P<outer>\w+)\[(?P<inner>\w+)\]$")
 
 
@@ -80,7 +91,7 @@ class ImageFieldsSchema(StrictSchema):
     prompt = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
     model = _opt(fields.String, validate=NAME)
     n = _opt(Whole, validate=validate.Range(1, 10))
-    size = _opt(fields.String, validate=validate.Regexp(SIZE, error="must be WIDTHxHEIGHT or auto"))
+    size = _opt(fields.String, validate=image_size)
     response_format = _opt(fields.String, validate=validate.OneOf(["url", "b64_json"]))
     quality = _opt(fields.String, validate=validate.Length(max=32))
     background = _opt(fields.String, validate=validate.Length(max=32))
