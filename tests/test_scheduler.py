@@ -139,3 +139,40 @@ async def test_first_token_limit(make_client: Any, make_config: Any) -> None:
     assert "first token" in error["message"]
     plain = await client.post("/api/v1/generate", json=slow(2))
     assert plain.status == 200  # the first-token limit applies to streams only
+
+
+async def test_a_full_queue_is_shared_between_callers(make_client: Any, make_config: Any) -> None:
+    """One key fills the queue (one running, two waiting): another key still gets a place, and
+    the first key's last place gives way (its 503 says so); two callers holding one place each
+    are even: a third request of either is refused."""
+    client: Client = await make_client(config(make_config, delay_ms=100, queue_size=2))
+    store = client.server.app[KEYSTORE]
+    hog, other = (await store.create("h", "user"))[0], (await store.create("o", "user"))[0]
+    hogs = [
+        asyncio.ensure_future(
+            client.post("/api/v1/generate", json=slow(4), headers={"X-API-Key": hog, **FOREIGN})
+        )
+        for _ in range(3)
+    ]
+    lane = None
+    for _ in range(150):  # up to 3 s for one to run and two to wait
+        lane = client.server.app[SCHEDULER].lanes.get(("echo", "slow"))
+        if lane is not None and len(lane.waiting) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert lane is not None and lane.active == 1 and len(lane.waiting) == 2
+    mine = asyncio.ensure_future(
+        client.post("/api/v1/generate", json=slow(1), headers={"X-API-Key": other, **FOREIGN})
+    )
+    done, _ = await asyncio.wait([*hogs, mine], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert mine not in done  # before: refused at once, the hog holding every place
+    again = await client.post(
+        "/api/v1/generate", json=slow(1), headers={"X-API-Key": other, **FOREIGN}
+    )
+    assert again.status == 503  # one place each: even, nobody gives way
+    assert (await mine).status == 200
+    answers = [await h for h in hogs]
+    assert sorted(a.status for a in answers) == [200, 200, 503]
+    refused = next(a for a in answers if a.status == 503)
+    assert "gave it to another caller" in (await refused.json())["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1

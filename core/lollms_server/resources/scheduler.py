@@ -1,4 +1,10 @@
-"""Per-model concurrency with a bounded priority queue (FIFO within a priority)."""
+"""Per-model concurrency with a bounded priority queue (FIFO within a priority).
+
+A full queue is shared fairly: a caller (a key, or an address without one) who holds fewer of
+its places than another caller gets in, and the last place of the caller who holds the most
+gives way (that request gets the 503 a full queue answers). One caller alone may fill the whole
+queue; it cannot keep the others out of it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ..errors import Overloaded
@@ -26,6 +32,8 @@ class Ticket:
     moved: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
     granted_at: float = field(default=0.0, compare=False)
     entered_at: float = field(default_factory=time.monotonic, compare=False)
+    owner: str = field(default="", compare=False)  # the caller: its key, else its address
+    refused: Overloaded | None = field(default=None, compare=False)  # its place gave way
 
     def grant(self) -> None:
         """Let this ticket's generation run."""
@@ -45,22 +53,43 @@ class Lane:
         self.durations: deque[float] = deque(maxlen=20)
         self._sequence = itertools.count()
 
-    def enter(self, priority: int) -> Ticket:
-        """Take a slot now, or a place in the queue; a full queue is a 503 with Retry-After."""
-        ticket = Ticket(priority, next(self._sequence))
+    def enter(self, priority: int, owner: str = "") -> Ticket:
+        """Take a slot now, or a place in the queue; a full queue is a 503 with Retry-After
+        unless another caller holds more of it (see the module docstring)."""
+        ticket = Ticket(priority, next(self._sequence), owner=owner)
         if self.active < self.capacity and not self.waiting:
             self.active += 1
             ticket.grant()
             return ticket
-        if len(self.waiting) >= self.queue_size:
-            raise Overloaded(
-                f"the queue of {self.name} is full ({self.queue_size} waiting, "
-                f"{self.active} running); retry later",
-                retry_after=self.estimated_wait_s(len(self.waiting)) or 1.0,
-            )
+        if len(self.waiting) >= self.queue_size and not self._give_way(owner):
+            raise self._full()
         heapq.heappush(self.waiting, ticket)
         self._notify_moves()
         return ticket
+
+    def _full(self, why: str = "") -> Overloaded:
+        return Overloaded(
+            f"the queue of {self.name} is full ({self.queue_size} waiting, {self.active} "
+            f"running){why}; retry later",
+            retry_after=self.estimated_wait_s(len(self.waiting)) or 1.0,
+        )
+
+    def _give_way(self, owner: str) -> bool:
+        """Free the last place of the caller holding the most of the queue when it holds at
+        least two more than `owner`; True when a place was freed."""
+        held = Counter(ticket.owner for ticket in self.waiting)
+        hog, most = held.most_common(1)[0] if held else ("", 0)
+        if most < held[owner] + 2:
+            return False
+        last = max(ticket for ticket in self.waiting if ticket.owner == hog)
+        self.waiting.remove(last)
+        heapq.heapify(self.waiting)
+        last.refused = self._full(
+            f"; this request held the last of its caller's {most} places and gave it to "
+            "another caller"
+        )
+        last.moved.set()
+        return True
 
     def position(self, ticket: Ticket) -> int:
         """1-based place of a waiting ticket (0 once granted)."""
@@ -98,13 +127,13 @@ class Waiting:
     """A ticket in `lane` held for an `async with` block (a class: a generator-based context
     manager costs an async generator per request)."""
 
-    __slots__ = ("lane", "priority", "ticket")
+    __slots__ = ("lane", "owner", "priority", "ticket")
 
-    def __init__(self, lane: Lane, priority: int) -> None:
-        self.lane, self.priority = lane, priority
+    def __init__(self, lane: Lane, priority: int, owner: str = "") -> None:
+        self.lane, self.priority, self.owner = lane, priority, owner
 
     async def __aenter__(self) -> Ticket:
-        self.ticket = self.lane.enter(self.priority)
+        self.ticket = self.lane.enter(self.priority, self.owner)
         return self.ticket
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -136,14 +165,16 @@ class Scheduler:
         """How many wait in each lane."""
         return {key: len(lane.waiting) for key, lane in self.lanes.items()}
 
-    def waiting(self, lane: Lane, priority: int) -> Waiting:
+    def waiting(self, lane: Lane, priority: int, owner: str = "") -> Waiting:
         """Hold a ticket for the block; leaving early (disconnect, error) frees its place."""
-        return Waiting(lane, priority)
+        return Waiting(lane, priority, owner)
 
     async def wait_turn(self, lane: Lane, ticket: Ticket, deadline: float) -> int | None:
         """Wait until granted (None) or until the ticket moves (its new position)."""
         if ticket.granted.is_set():
             return None
+        if ticket.refused is not None:
+            raise ticket.refused
         ticket.moved.clear()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -158,4 +189,6 @@ class Scheduler:
         finally:
             granted.cancel()
             moved.cancel()
+        if ticket.refused is not None:
+            raise ticket.refused
         return None if ticket.granted.is_set() else lane.position(ticket)

@@ -341,7 +341,8 @@ class GenerationService:
         lane = self.scheduler.lane(target.binding.instance_name, target.model, capacity)
         principal = current_principal()
         priority = ADMIN_PRIORITY if principal is not None and principal.is_admin else USER_PRIORITY
-        return self.scheduler.waiting(lane, priority)
+        owner = (principal.key_id or principal.client) if principal is not None else ""
+        return self.scheduler.waiting(lane, priority, owner)
 
     def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
         """The ticket's queue position each time it changes, until it may run; none when it
