@@ -375,6 +375,10 @@ async def test_generate_max_tokens_and_think(client: Client) -> None:
     assert body["output"][0]["data"] == "one two"
     assert body["finish_reason"] == "length"
 
+    status, body = await generate(client, input_data=[text("hi")], parameters={"n": 2})
+    assert status == 422 and body["error"]["param"] == "parameters", body
+    assert "one answer" in body["error"]["message"]
+
     status, body = await generate(client, input_data=[text("hi there")], model_name="think")
     assert status == 200, body
     assert body["output"][0]["data"] == "hi there"

@@ -156,6 +156,16 @@ class GenerateSchema(ForgivingSchema):
         prompt = {"type": "text", "role": "user_prompt", "data": data["text_prompt"]}
         return {**data, "input_data": [prompt, *items]}
 
+    @validates_schema
+    def _one_text_answer(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """`parameters.n` counts images; a text generation gives one answer (a binding would
+        ignore n, so the caller would get one where it asked for several)."""
+        n = (data.get("parameters") or {}).get("n")
+        if data.get("generation_type", "ttt") == "ttt" and isinstance(n, int) and n > 1:
+            raise ValidationError(
+                "n counts images: a text generation gives one answer (ask n times)", "parameters"
+            )
+
     @post_load
     def _typed_inputs(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """`input_data` as chat messages and media inputs (a bad base64 item is a 400)."""
