@@ -81,8 +81,9 @@ def matching(tags: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
     return found
 
 
-def operations(document: dict[str, Any], query: str = "") -> list[dict[str, Any]]:
-    """Tags with their operations, in document order, filtered by `query`."""
+def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tags with their operations, in document order; each operation's `text` is what
+    `matching` searches."""
     components = document.get("components", {})
     descriptions = {t["name"]: t.get("description", "") for t in document.get("tags", [])}
     grouped: dict[str, list[dict[str, Any]]] = {}
@@ -92,8 +93,6 @@ def operations(document: dict[str, Any], query: str = "") -> list[dict[str, Any]
             if operation is None:
                 continue
             text = f"{method} {path} {operation.get('summary', '')}".lower()
-            if not all(word in text for word in query.split()):
-                continue
             tag = (operation.get("tags") or ["other"])[0]
             found = _operation(method, path, operation, item.get("parameters", []), components)
             grouped.setdefault(tag, []).append({**found, "text": text})
