@@ -68,6 +68,11 @@ class CircuitBreaker:
             self.state = "half_open"
             self.trial_running = False
 
+    def end_trial(self) -> None:
+        """A call ended without saying whether the backend works (cancelled, refused before
+        it reached it): the next call may be the trial."""
+        self.trial_running = False
+
     def success(self) -> None:
         """A call worked: close the circuit."""
         self.state = "closed"

@@ -122,7 +122,7 @@ class StorageFailures:
             raise
         finally:
             if trial:  # answered, failed or cancelled: the next call may be the trial
-                self.hung.trial_running = False
+                self.hung.end_trial()
         self.hung.success()
 
     def failed(self, exc: Exception) -> None:

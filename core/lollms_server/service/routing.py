@@ -124,7 +124,7 @@ class Attempt:
         elif isinstance(exc, LollmsError) and not isinstance(exc, (Overloaded, ModelLoadFailed)):
             self.breaker.success()  # the backend answered; the request was at fault
         else:
-            self.breaker.trial_running = False
+            self.breaker.end_trial()
         can_hand_over = (
             is_backend_failure(exc)
             or isinstance(exc, Overloaded | NotSupported | ModelLoadFailed | BackendRefused)

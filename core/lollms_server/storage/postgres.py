@@ -119,7 +119,7 @@ class PostgresStore:
             raise
         finally:
             if trial:  # answered, failed or cancelled: the next call may be the trial
-                self._hung.trial_running = False
+                self._hung.end_trial()
             if connection is not None:
                 await self.pool.release(connection)
         self._hung.success()
