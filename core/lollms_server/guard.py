@@ -7,7 +7,7 @@ import logging
 import operator
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .bindings import Binding, ModelInfo, Result
@@ -26,10 +26,9 @@ LIST_FAILURE_STALE_S = 60.0  # ... and up to when, while it is asked again in th
 _list_failures: weakref.WeakKeyDictionary[Binding, tuple[float, LollmsError]] = (
     weakref.WeakKeyDictionary()
 )
-# per binding, then per fleet hop count (see `listed_models`)
-_list_calls: weakref.WeakKeyDictionary[Binding, dict[int, asyncio.Future[list[ModelInfo]]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: the calls under way, per binding, then per fleet hop count (see `shared_call`)
+SharedCalls = weakref.WeakKeyDictionary[Binding, dict[int, asyncio.Future[T]]]
+_list_calls: SharedCalls[list[ModelInfo]] = weakref.WeakKeyDictionary()
 
 
 class BindingErrors:
@@ -146,28 +145,31 @@ async def listed_models(binding: Binding, timeout_s: float) -> list[ModelInfo]:
     frozen backend must not hold a listing for `timeout_s` every few seconds; one that answers
     again is listed from the next call on; an older failure is not trusted: callers wait on a
     new call). The listings that gather every instance (model lists, the pages) so do not wait
-    on a backend whose last listing failed. Calls are shared per hop count: a gateway listed as its
-    own fleet node is asked again by that very call, one hop further, and that nested call
-    waiting on the call that made it would hang until the timeout."""
-    trace = current_trace()
-    hops = trace.hops if trace is not None else 0  # outside requests: as a client's call
+    on a backend whose last listing failed (calls shared by `shared_call`)."""
     failed = _list_failures.get(binding)
     if failed is not None and (age := time.monotonic() - failed[0]) < LIST_FAILURE_STALE_S:
         if age >= LIST_FAILURE_MEMO_S:
-            _list_call(binding, hops, timeout_s)  # the retry nobody waits on
+            shared_call(_list_calls, binding, lambda: _list_and_remember(binding, timeout_s))
         raise failed[1].with_traceback(None)
-    return await asyncio.shield(_list_call(binding, hops, timeout_s))  # a caller that leaves
-    # does not cancel the others'
+    call = shared_call(_list_calls, binding, lambda: _list_and_remember(binding, timeout_s))
+    return await asyncio.shield(call)  # a caller that leaves does not cancel the others'
 
 
-def _list_call(binding: Binding, hops: int, timeout_s: float) -> asyncio.Future[list[ModelInfo]]:
-    """The call under way for `binding` at `hops`, else a new one."""
-    calls = _list_calls.setdefault(binding, {})
-    call = calls.get(hops)
+def shared_call(
+    calls: SharedCalls[T], binding: Binding, start: Callable[[], Awaitable[T]]
+) -> asyncio.Future[T]:
+    """The call on `binding` under way for this request's fleet hop count, else `start()` as
+    a new one; its error is raised to every caller that awaits it. Shared per hop count: a
+    gateway listed as its own fleet node is asked again by that very call, one hop further,
+    and that nested call waiting on the call that made it would hang until its timeout."""
+    trace = current_trace()
+    hops = trace.hops if trace is not None else 0  # outside requests: as a client's call
+    by_hops = calls.setdefault(binding, {})
+    call = by_hops.get(hops)
     if call is None or call.done():
-        call = asyncio.ensure_future(_list_and_remember(binding, timeout_s))
-        call.add_done_callback(_retrieve)  # its error is raised to every caller still waiting
-        calls[hops] = call
+        call = asyncio.ensure_future(start())
+        call.add_done_callback(_retrieve)  # asyncio would log an error nobody retrieved
+        by_hops[hops] = call
     return call
 
 
@@ -181,7 +183,7 @@ async def _list_and_remember(binding: Binding, timeout_s: float) -> list[ModelIn
     return models
 
 
-def _retrieve(call: asyncio.Future[list[ModelInfo]]) -> None:
+def _retrieve(call: asyncio.Future[T]) -> None:
     if not call.cancelled():
         call.exception()  # asyncio logs an error nobody retrieved (every caller may have left)
 

@@ -10,15 +10,15 @@ import weakref
 from collections.abc import Iterable
 
 from .bindings import Binding, Health, HealthState
-from .guard import BINDING_FAILURES
+from .guard import BINDING_FAILURES, SharedCalls, shared_call
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
 HEALTH_STATES = typing.get_args(HealthState)  # up, degraded, down
 # instance -> why its startup() failed; its health says so until a restart() succeeds
 _startup_failures: weakref.WeakKeyDictionary[Binding, str] = weakref.WeakKeyDictionary()
-# instance -> the health check under way, which every caller that asks meanwhile shares
-_checks: weakref.WeakKeyDictionary[Binding, asyncio.Future[Health]] = weakref.WeakKeyDictionary()
+# the health checks under way, which every caller that asks meanwhile shares
+_checks: SharedCalls[Health] = weakref.WeakKeyDictionary()
 
 
 def startup_failed(binding: Binding, why: str | None) -> None:
@@ -35,10 +35,7 @@ async def check(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health
     know that its startup failed). Callers that ask while a check is under way share it: a
     flood of dashboards or `list_active_bindings` is one call to the backend at a time, never
     one each with the server's own credentials (a provider's rate limit)."""
-    call = _checks.get(binding)
-    if call is None or call.done():
-        call = asyncio.ensure_future(_checked(binding, timeout_s))
-        _checks[binding] = call
+    call = shared_call(_checks, binding, lambda: _checked(binding, timeout_s))
     health = await asyncio.shield(call)  # a caller that leaves does not cancel the others'
     failed = _startup_failures.get(binding)
     if failed is None:
