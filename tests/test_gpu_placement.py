@@ -273,6 +273,30 @@ async def test_ram_reserve_is_never_used(make_client: Any, make_config: Any) -> 
     assert (await generate(roomy, "think", "small")).status == 200
 
 
+async def test_the_free_memory_header_names_the_roomiest_bounded_device(
+    make_client: Any, make_config: Any
+) -> None:
+    """Nothing bounds a model (no budget, no reserve, no GPU): no X-Lollms-Free-Memory. A GPU
+    reading, or a RAM budget alone, bounds it: the header and the status page agree on it."""
+
+    async def free(client: Client) -> tuple[str | None, Any]:
+        answer = await generate(client, "echo")
+        assert answer.status == 200
+        status = await (await client.get("/api/v1/status")).json()
+        return answer.headers.get("X-Lollms-Free-Memory"), status["free_memory_bytes"]
+
+    unbounded = await start(make_client, make_config, None)
+    unbounded.server.app[LIFECYCLE].memory.read_gpus = gpu.GpuReport  # no GPU, no error
+    assert await free(unbounded) == (None, None)
+    gpus = await start(make_client, make_config, two_gpus((1, 4)))
+    header, body = await free(gpus)  # the GPUs' last reading, less the reserve
+    assert header is not None and header == str(body) and int(header) > 0
+    budget = await start(make_client, make_config, None, ram_budget="5GiB")
+    budget.server.app[LIFECYCLE].memory.read_gpus = gpu.GpuReport
+    header, body = await free(budget)  # 3 GiB booked in RAM of its 5
+    assert header == str(body) == str(2 * GiB)
+
+
 def test_sizes() -> None:
     assert parse_budget("50%", 1000) == 500 and parse_budget("0.5 GiB", 0) == GiB // 2
     assert parse_budget(0, 10) is None and parse_budget("", 10) is None

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from conftest import ECHO_DEFAULTS
 from prometheus_client.parser import text_string_to_metric_families
 
-from lollms_server.logs import JsonFormatter
+from lollms_server.logs import LINE_FIELDS, JsonFormatter
 from lollms_server.trace import new_id
 
 Client = TestClient[Any, Any]
@@ -127,6 +127,30 @@ async def test_one_json_log_line_per_request(
     assert (line["status"], line["instance"], line["model"]) == (200, "echo", "echo")
     assert line["path"] == "/api/v1/generate" and line["duration_ms"] >= line["overhead_ms"] >= 0
     assert line["level"] == "info" and line["time"].endswith("Z")
+
+
+def test_a_line_s_fields_in_one_dict_are_written_as_extras_are() -> None:
+    """`extra={LINE_FIELDS: {...}}` (the request log's) gives the same line as the fields given
+    one by one: flat, None left out, credentials in URLs masked."""
+    fields = {
+        "path": "/v1/x",
+        "status": 200,
+        "key_id": None,
+        "url": "http://u:pw@h/",
+    }
+    logger = logging.getLogger("test.line_fields")
+    one_dict = logger.makeRecord(
+        "t", logging.INFO, "", 0, "m", (), None, extra={LINE_FIELDS: fields}
+    )
+    one_by_one = logger.makeRecord("t", logging.INFO, "", 0, "m", (), None, extra=fields)
+    line = json.loads(JsonFormatter().format(one_dict))
+    assert line == {**json.loads(JsonFormatter().format(one_by_one)), "time": line["time"]}
+    assert (line["path"], line["status"], line["url"]) == (
+        "/v1/x",
+        200,
+        "http://***@h/",
+    )
+    assert "key_id" not in line and LINE_FIELDS not in line
 
 
 @pytest.mark.parametrize("stream", [False, True])

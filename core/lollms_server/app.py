@@ -56,6 +56,16 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
+async def prepare_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the headers every answer gets, and a big answer's stall watch (one
+    hook calling plain functions: one coroutine per answer, not one per part)."""
+    add_security_headers(request, response)
+    add_trace_headers(request, response)
+    node_status.add_load_headers(request, response)
+    add_ignored_header(request, response)
+    watch_whole_answer(request, response)
+
+
 def create_app(config: Config, plugins: Plugins | None = None) -> web.Application:
     """Build the application; raises ConfigError when the config does not fit the plugins."""
     plugins = plugins or load_plugins()
@@ -68,11 +78,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     tracer = app[keys.TRACER] = start_tracing(config.tracing, os.environ)
     if tracer is not None:
         app.on_cleanup.append(lambda _app: asyncio.to_thread(tracer.shutdown))
-    app.on_response_prepare.append(add_security_headers)
-    app.on_response_prepare.append(add_trace_headers)
-    app.on_response_prepare.append(node_status.add_load_headers)
-    app.on_response_prepare.append(add_ignored_header)
-    app.on_response_prepare.append(watch_whole_answer)
+    app.on_response_prepare.append(prepare_answer)
     metrics = app[keys.METRICS] = Metrics()
     scheduler = app[keys.SCHEDULER] = Scheduler(
         config.resources.queue_size, config.resources.queue_timeout_s

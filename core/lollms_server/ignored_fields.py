@@ -54,8 +54,8 @@ def collecting() -> ContextValue[list[str]]:
     return ContextValue(_IGNORED, [])
 
 
-async def add_ignored_header(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: name the fields the request's schema ignored."""
+def add_ignored_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Part of `prepare_answer`: name the fields the request's schema ignored."""
     names = request.get(REQUEST_KEY)
     if names:
         response.headers[HEADER] = ", ".join(names)

@@ -24,6 +24,10 @@ from .trace import current_trace
 
 LOG_FORMATS = ("auto", "json", "text")
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+#: `extra={LINE_FIELDS: {...}}` gives a JSON line its fields in one dict (the request log's
+#: line, one per request): neither logging nor the formatter visits them one record attribute
+#: at a time
+LINE_FIELDS = "line_fields"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ENCODER = one_shot(json.JSONEncoder(default=str))  # json.dumps(default=...): one per line
@@ -56,7 +60,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": mask_text(record.getMessage()),
         }
-        for key, value in vars(record).items():
+        attributes = vars(record)
+        for key, value in attributes.get(LINE_FIELDS, attributes).items():
             if key not in STANDARD and value is not None:
                 line[key] = mask_text(value) if isinstance(value, str) else value
         trace = current_trace()  # a line logged while a request runs names it (and its trace)

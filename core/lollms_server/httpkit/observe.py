@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..errors import CLIENT_CLOSED
 from ..keys import BREAKERS, DRAIN, METRICS, MONITOR, REQUEST_PRINCIPAL, TRACER
+from ..logs import LINE_FIELDS
 from ..metric_labels import method_label
 from ..metrics import CONTENT_TYPE
 from ..trace import HOPS_HEADER, Trace, current_trace, end_trace, start_trace
@@ -70,19 +71,21 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             request.path,
             status,
             extra={
-                "request_id": trace.request_id,
-                "traceparent": trace.traceparent,
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "overhead_ms": round(overhead_s * 1000, 3) if trace.routed else None,
-                "key_id": principal.key_id if principal else None,
-                "client": principal.client if principal else request.remote,
-                "instance": trace.instance,
-                "model": trace.model,
-                "trace_id": trace.span_ids[0] if trace.span_ids else None,
-                "span_id": trace.span_ids[1] if trace.span_ids else None,
+                LINE_FIELDS: {
+                    "request_id": trace.request_id,
+                    "traceparent": trace.traceparent,
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "overhead_ms": round(overhead_s * 1000, 3) if trace.routed else None,
+                    "key_id": principal.key_id if principal else None,
+                    "client": principal.client if principal else request.remote,
+                    "instance": trace.instance,
+                    "model": trace.model,
+                    "trace_id": trace.span_ids[0] if trace.span_ids else None,
+                    "span_id": trace.span_ids[1] if trace.span_ids else None,
+                }
             },
         )
         end_trace(token)
@@ -121,8 +124,8 @@ async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
 
 
-async def add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: X-Request-Id everywhere; X-Lollms-Overhead-Ms after a binding call."""
+def add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Part of `prepare_answer`: X-Request-Id; X-Lollms-Overhead-Ms after a binding call."""
     trace = current_trace()
     if trace is not None:
         _set_trace_headers(response, trace)

@@ -5,7 +5,7 @@ take at once, and the handler's task waits for it to drain: a client that never 
 the whole answer in memory for as long as it keeps the connection (20 such clients of a 21 MB
 answer took a server from 150 MB to 1.3 GB). Streamed answers have their own watchdog
 (`burst.BurstResponse`); for a whole answer bigger than the socket buffers usually take,
-`watch_whole_answer` (on_response_prepare) starts one timer that looks at the transport's
+`watch_whole_answer` (in the app's `prepare_answer`) starts one timer that looks at the transport's
 buffer every `request_timeout_s`: emptied, it stops; smaller than last time (the client reads,
 however slowly), it looks again later; not smaller, it aborts the connection. A client that
 reads nothing is so dropped between one and two `request_timeout_s` after the answer began.
@@ -26,8 +26,8 @@ WATCHED_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
-async def watch_whole_answer(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: a stall watchdog for a big `web.Response` body."""
+def watch_whole_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """Part of `prepare_answer`: a stall watchdog for a big `web.Response` body."""
     if not isinstance(response, web.Response) or (response.content_length or 0) <= WATCHED_BYTES:
         return
     transport = request.transport

@@ -145,6 +145,11 @@ class Memory:
         self.gpu_reserve = _per_gpu(gpu_reserve, "resources.gpu_reserve")
         self.report: gpu.GpuReport | None = None
 
+    def bounds_nothing(self) -> bool:
+        """True when no device has a limit: no RAM budget or reserve, no GPU in the reading."""
+        gpus = self.report.devices if self.report is not None else ()
+        return self.ram_budget is None and not self.ram_reserve and not gpus
+
     def ram(self, booked: int) -> Device:
         """RAM now, with `booked` bytes of loaded models in it."""
         if not self.ram_reserve:  # free RAM is not consulted: skip the /proc read (per answer)

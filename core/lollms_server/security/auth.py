@@ -294,8 +294,8 @@ CORS_EXPOSED_HEADERS = ", ".join(
 )
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: security headers everywhere, the rpm checks' X-RateLimit-*
+def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Part of `prepare_answer`: security headers everywhere, the rpm checks' X-RateLimit-*
     headers, CORS only for allowed origins."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)

@@ -44,13 +44,15 @@ def devices(app: web.Application) -> list[Device]:
 
 def free_memory(app: web.Application) -> int | None:
     """Bytes one more model may take on the roomiest device, or None when nothing bounds it."""
+    if app[LIFECYCLE].memory.bounds_nothing():  # the default: no device list per answer
+        return None
     rooms = [device.room for device in devices(app)]
     finite = [room for room in rooms if room != math.inf]
     return max(0, int(max(finite))) if finite else None
 
 
-async def add_load_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the queue depth and free memory on answers to API callers (the
+def add_load_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Part of `prepare_answer`: the queue depth and free memory on answers to API callers (the
     busy lanes' header only when one is busy)."""
     principal = request.get(REQUEST_PRINCIPAL)  # the caller's context is gone by now
     if principal is None or not request.path.startswith(("/api/", "/v1/")):
