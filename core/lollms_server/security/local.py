@@ -123,6 +123,7 @@ def is_https(request: web.Request, proxies: tuple[Network, ...]) -> bool:
     return _FORWARDED_HTTPS.search(first) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -164,10 +165,17 @@ def is_cross_site(request: web.Request, proxies: tuple[Network, ...]) -> bool:
     return origin is not None and not _same_origin(request, origin, proxies)
 
 
+@functools.lru_cache(maxsize=4096)
+def _local_peer(peer: str, proxies: tuple[Network, ...]) -> bool:
+    """True when `peer` is a loopback address that is no trusted proxy's (`is_loopback` is
+    worked out on every call by ipaddress: once per peer here)."""
+    address = _ip(peer)
+    return address is not None and address.is_loopback and not _is_trusted(address, proxies)
+
+
 def is_local_request(request: web.Request, proxies: tuple[Network, ...]) -> bool:
     """True when the request may use local access without a key (see module docstring)."""
-    peer = _ip(peer_address(request))
-    if peer is None or not peer.is_loopback or _is_trusted(peer, proxies):
+    if not _local_peer(peer_address(request), proxies):
         return False
     if is_proxied(request):
         return False
