@@ -49,7 +49,7 @@ from .generation_outcome import Accounted, Outcome
 from .generation_stream import ChunkStream
 from .personalities import PersonalityStore, apply_personality
 from .prepared import Prepared
-from .routing import Attempt, ordered_candidates
+from .routing import Attempt, attempts
 from .workflows import run_workflow, stream_workflow
 
 log = logging.getLogger(__name__)
@@ -258,57 +258,48 @@ class GenerationService:
         return split_result_thoughts(result)
 
     def _attempts(self, prepared: Prepared) -> Iterator[tuple[Attempt, Prepared]]:
-        """One Attempt per candidate target whose circuit lets it try, with the request as
-        sent there. When every circuit is open, the last one's 503 is raised."""
-        route = prepared.target.route
-        candidates = ordered_candidates(prepared.target, self.scheduler)
-        # those the health monitor saw down last (a frozen node held each call read_timeout_s)
-        if len(candidates) > 1:
-            candidates.sort(key=lambda t: self.breakers.of(t.binding.instance_name).down)
-        for index, target in enumerate(candidates):
-            last = index == len(candidates) - 1
-            breaker = self.breakers.of(target.binding.instance_name)
-            if not breaker.allows():
-                if last:
-                    breaker.check()
-                continue
+        """One Attempt per candidate target whose circuit lets it try (`routing.attempts`),
+        with the request as sent there."""
+        for attempt, target in attempts(
+            prepared.target, self.scheduler, self.breakers, self.metrics
+        ):
             trace = current_trace()
             if trace is not None:
                 trace.model = target.model
-            fallback_of = route if index > 0 and route else None
-            attempt = Attempt(
-                breaker, target, last=last, fallback_of=fallback_of, metrics=self.metrics
-            )
             yield attempt, prepared.on(target)
 
     async def model_call(
         self,
         target: Target,
-        call: Callable[[], Awaitable[T]],
+        call: Callable[[Target], Awaitable[T]],
         timeout_s: float | None = None,
         *,
         texts: Sequence[str] = (),
         keep_alive: float | None = None,
         needs: str | None = None,
-    ) -> T:
-        """A binding call that needs the model but is no generation (tokenize, embed): the
-        model loaded within the lifecycle's books first (budgets, max loaded, keep_alive).
-        It takes one of the key's concurrent slots (the backend works for it); with `texts`
-        (embeddings) it also charges them to its token budget (`RateLimiter.text_work`);
-        `keep_alive` (seconds) as a generation's; a model listed without the capability it
-        `needs` is refused before it loads."""
+    ) -> tuple[Target, T]:
+        """A binding call that needs the model but is no generation (tokenize, embed), with
+        the target that served it: a route's next target serves when one fails (as for
+        generations, through the circuit breakers), each model loaded within the lifecycle's
+        books first (budgets, max loaded, keep_alive). It takes one of the key's concurrent
+        slots (the backend works for it); with `texts` (embeddings) it also charges them to
+        its token budget (`RateLimiter.text_work`); `keep_alive` (seconds) as a generation's;
+        a model listed without the capability it `needs` is refused before it loads."""
         accounting: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if self.limiter is not None:
             who = caller()
             accounting = self.limiter.text_work(who, texts) if texts else self.limiter.slot(who)
-        lifecycle = self.lifecycle
-        held = (
-            lifecycle.in_use(target, self._kept(keep_alive), needs)
-            if lifecycle
-            else contextlib.nullcontext()
-        )
-        async with accounting, held:
-            return await guarded(target.binding, call(), timeout_s or self.timeout_s)
+        lifecycle, kept = self.lifecycle, self._kept(keep_alive)
+        async with accounting:
+            for attempt, served in attempts(target, self.scheduler, self.breakers, self.metrics):
+                held = (
+                    lifecycle.in_use(served, kept, needs) if lifecycle else contextlib.nullcontext()
+                )
+                async with attempt, held:
+                    return served, await guarded(
+                        served.binding, call(served), timeout_s or self.timeout_s
+                    )
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     async def _load(self, prepared: Prepared) -> None:
         """The target's model loaded for the call; `_release` (in a `finally`) once it ends."""

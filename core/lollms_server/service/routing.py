@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..circuit import CircuitBreaker
+from ..circuit import Breakers, CircuitBreaker
 from ..errors import (
     BackendRefused,
     LollmsError,
@@ -38,6 +39,30 @@ def ordered_candidates(target: Target, scheduler: Scheduler) -> list[Target]:
     elif target.strategy == "most-room":
         candidates.sort(key=lambda t: (*_room_rank(t), _load(t, scheduler)))
     return candidates
+
+
+def attempts(
+    target: Target, scheduler: Scheduler, breakers: Breakers, metrics: Metrics | None
+) -> Iterator[tuple[Attempt, Target]]:
+    """One Attempt per candidate target whose circuit lets it try (those the health monitor
+    saw down last: a frozen node held each call read_timeout_s). When every circuit is open,
+    the last one's 503 is raised."""
+    route = target.route
+    candidates = ordered_candidates(target, scheduler)
+    if len(candidates) > 1:
+        candidates.sort(key=lambda t: breakers.of(t.binding.instance_name).down)
+    for index, candidate in enumerate(candidates):
+        last = index == len(candidates) - 1
+        breaker = breakers.of(candidate.binding.instance_name)
+        if not breaker.allows():
+            if last:
+                breaker.check()
+            continue
+        fallback_of = route if index > 0 and route else None
+        yield (
+            Attempt(breaker, candidate, last=last, fallback_of=fallback_of, metrics=metrics),
+            (candidate),
+        )
 
 
 def _load(target: Target, scheduler: Scheduler) -> float:

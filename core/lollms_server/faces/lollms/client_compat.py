@@ -52,7 +52,7 @@ async def _text_target(request: web.Request, model: str | None) -> Target:
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """`{tokens, count, model}`."""
     target = await _text_target(request, body["model"])
-    tokens = await token_ids(request, target, body["text"])
+    target, tokens = await token_ids(request, target, body["text"])
     cap = limits_of(request).max_token_ids
     if len(tokens) > cap:
         raise PayloadTooLarge(
@@ -67,7 +67,7 @@ async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """`{text, model}`."""
     target = await _text_target(request, body["model"])
-    text = await token_text(request, target, body["tokens"])
+    target, text = await token_text(request, target, body["tokens"])
     return web.json_response({"text": text, "model": target.ref})
 
 

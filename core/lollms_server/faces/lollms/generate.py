@@ -15,7 +15,7 @@ from ...httpkit.endpoint import endpoint, off_loop_if_big
 from ...keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ...registry import Target
 from ...security.auth import REQUEST_KEY_REQUIRED
-from ...service.generation import expect, expect_token_ids, guarded
+from ...service.generation import expect, expect_token_ids
 from ...service.toolloop import ToolLoop
 from ...video_frames import frame_count, videos_as_frames
 from .answer import response_body, stream_answer
@@ -130,7 +130,9 @@ async def lollms_target(request: web.Request, generation_type: str, body: dict[s
 async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Tokenize."""
     target = await _tokenizer_target(request, body)
-    tokens = await token_ids(request, target, body["text"], body["add_bos"], body["add_eos"])
+    target, tokens = await token_ids(
+        request, target, body["text"], body["add_bos"], body["add_eos"]
+    )
     cap = limits_of(request).max_token_ids
     if len(tokens) > cap:
         raise PayloadTooLarge(
@@ -145,32 +147,36 @@ async def tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
 
 async def token_ids(
     request: web.Request, target: Target, text: str, add_bos: bool = False, add_eos: bool = False
-) -> list[int]:
+) -> tuple[Target, list[int]]:
     """The token ids of `text` under the target's tokenizer (bounded in length and time), with
-    the model's BOS/EOS token around them when asked and the model has one (as upstream)."""
+    the model's BOS/EOS token around them when asked and the model has one (as upstream), and
+    the target that served them (a route's next one when one fails)."""
     _check_text_length(request, text)
+
+    async def ids_of(served: Target) -> list[int]:
+        binding = served.binding
+        tokens = expect_token_ids(binding, await binding.tokenize(text, served.model), "tokenize()")
+        if add_bos or add_eos:
+            bos, eos = await binding.special_tokens(served.model)
+            if add_bos and bos is not None and tokens[:1] != [bos]:
+                tokens = [bos, *tokens]
+            if add_eos and eos is not None and tokens[-1:] != [eos]:
+                tokens = [*tokens, eos]
+        return tokens
+
     timeout = request.app[CONFIG].request_timeout_s
-    binding = target.binding
-    service = request.app[GENERATION]
-    ids = await service.model_call(target, lambda: binding.tokenize(text, target.model), timeout)
-    tokens = expect_token_ids(binding, ids, "tokenize()")
-    if add_bos or add_eos:
-        bos, eos = await guarded(binding, binding.special_tokens(target.model), timeout)
-        if add_bos and bos is not None and tokens[:1] != [bos]:
-            tokens = [bos, *tokens]
-        if add_eos and eos is not None and tokens[-1:] != [eos]:
-            tokens = [*tokens, eos]
-    return tokens
+    return await request.app[GENERATION].model_call(target, ids_of, timeout)
 
 
-async def token_text(request: web.Request, target: Target, tokens: list[int]) -> str:
-    """The text of token ids under the target's tokenizer (bounded in time)."""
-    text = await request.app[GENERATION].model_call(
+async def token_text(request: web.Request, target: Target, tokens: list[int]) -> tuple[Target, str]:
+    """The text of token ids under the target's tokenizer (bounded in time), with the target
+    that served it."""
+    served, text = await request.app[GENERATION].model_call(
         target,
-        lambda: target.binding.detokenize(tokens, target.model),
+        lambda served: served.binding.detokenize(tokens, served.model),
         request.app[CONFIG].request_timeout_s,
     )
-    return expect(target.binding, text, str, "detokenize()")
+    return served, expect(served.binding, text, str, "detokenize()")
 
 
 def _check_text_length(request: web.Request, text: str) -> None:
@@ -190,7 +196,7 @@ def _check_text_length(request: web.Request, text: str) -> None:
 async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Detokenize."""
     target = await _tokenizer_target(request, body)
-    text = await token_text(request, target, body["tokens"])
+    target, text = await token_text(request, target, body["tokens"])
     return web.json_response({"text": text, "model": target.ref})
 
 
@@ -199,5 +205,7 @@ async def detokenize(request: web.Request, body: dict[str, Any]) -> web.Response
 async def count_tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Count tokens."""
     target = await _tokenizer_target(request, body)
-    tokens = await token_ids(request, target, body["text"], body["add_bos"], body["add_eos"])
+    target, tokens = await token_ids(
+        request, target, body["text"], body["add_bos"], body["add_eos"]
+    )
     return web.json_response({"count": len(tokens), "model": target.ref})

@@ -138,7 +138,7 @@ async def _stream_text(request: web.Request, prepared: Prepared) -> web.StreamRe
 async def lollms_tokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """A JSON list of token ids (`return_named` is not served: ids only)."""
     target = await resolve_model(request.app[REGISTRY], "ttt", None)
-    return web.json_response(await token_ids(request, target, body["prompt"]))
+    return web.json_response((await token_ids(request, target, body["prompt"]))[1])
 
 
 @routes.post("/lollms_detokenize")
@@ -147,7 +147,7 @@ async def lollms_tokenize(request: web.Request, body: dict[str, Any]) -> web.Res
 async def lollms_detokenize(request: web.Request, body: dict[str, Any]) -> web.Response:
     """A JSON string."""
     target = await resolve_model(request.app[REGISTRY], "ttt", None)
-    return web.json_response(await token_text(request, target, body["tokens"]))
+    return web.json_response((await token_text(request, target, body["tokens"]))[1])
 
 
 @routes.post("/lollms_embed")
@@ -157,13 +157,13 @@ async def lollms_embed(request: web.Request, body: dict[str, Any]) -> web.Respon
     """`{vector}`."""
     target = await resolve_model(request.app[REGISTRY], "ttt", None)
     target.require("embeddings", "make embeddings", "text")
-    binding = target.binding
-    vectors = await request.app[GENERATION].model_call(
+    target, vectors = await request.app[GENERATION].model_call(
         target,
-        lambda: binding.embed([body["text"]], target.model),
+        lambda served: served.binding.embed([body["text"]], served.model),
         texts=[body["text"]],
         needs="embeddings",
     )
+    binding = target.binding
     if len(vectors) != 1:
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors for 1 input",

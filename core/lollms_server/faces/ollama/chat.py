@@ -151,7 +151,10 @@ async def embed(request: web.Request, body: dict[str, Any]) -> web.Response:
     texts: list[str] = body["input"] or []
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
-    vectors = await _embed(request, target, texts, body["keep_alive"]) if texts else []
+    if texts:
+        target, vectors = await _embed(request, target, texts, body["keep_alive"])
+    else:
+        vectors = []
     wanted = body["dimensions"]
     if wanted is not None and vectors:
         vectors = [_truncate(v, wanted, target) for v in vectors]
@@ -172,7 +175,7 @@ async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response
     """Embed one prompt; an empty prompt gives an empty vector."""
     target = await _embedding_target(request, body["model"])
     prompt: str = body["prompt"] or ""
-    vectors = await _embed(request, target, [prompt], body["keep_alive"]) if prompt else [[]]
+    vectors = (await _embed(request, target, [prompt], body["keep_alive"]))[1] if prompt else [[]]
     return web.json_response({"embedding": vectors[0]})
 
 
@@ -231,23 +234,25 @@ async def _embedding_target(request: web.Request, name: str) -> Target:
 
 async def _embed(
     request: web.Request, target: Target, texts: list[str], keep_alive: float | str | None
-) -> list[list[float]]:
-    binding = target.binding
+) -> tuple[Target, list[list[float]]]:
+    """The vectors of `texts`, with the target that made them (a route's next one when one
+    fails)."""
     seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
-    vectors = await request.app[GENERATION].model_call(
+    served, vectors = await request.app[GENERATION].model_call(
         target,
-        lambda: binding.embed(texts, target.model),
+        lambda served: served.binding.embed(texts, served.model),
         texts=texts,
         keep_alive=seconds,
         needs="embeddings",
     )
+    binding = served.binding
     if len(vectors) != len(texts):
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors "
             f"for {len(texts)} inputs",
             binding=binding.instance_name,
         )
-    return [[float(x) for x in vector] for vector in vectors]
+    return served, [[float(x) for x in vector] for vector in vectors]
 
 
 def _truncate(vector: list[float], size: int, target: Target) -> list[float]:

@@ -122,18 +122,18 @@ async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamR
 async def embeddings(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Embed one text or a list of texts with a binding that has the embeddings capability."""
     target = await resolve_model(request.app[REGISTRY], "ttt", body["model"])
-    binding = target.binding
     target.require("embeddings", "make embeddings", "model")
     texts: list[str] = body["input"]
     if any(not text for text in texts):
         raise InvalidRequest("input must not contain empty strings", param="input")
-    vectors = await request.app[GENERATION].model_call(
+    target, vectors = await request.app[GENERATION].model_call(
         target,
-        lambda: binding.embed(texts, target.model),
+        lambda served: served.binding.embed(texts, served.model),
         texts=texts,
         keep_alive=body["keep_alive"],
         needs="embeddings",
     )
+    binding = target.binding
     if len(vectors) != len(texts):
         raise BackendError(
             f"binding {binding.instance_name!r} returned {len(vectors)} vectors "
