@@ -136,14 +136,16 @@ class LollmsRemoteBinding(Binding):
         return self.load_report.room(lane, need)
 
     def _lane(self, model: str) -> str | None:
-        """The node's `instance/model` of `model` (a bare name: the first instance listing it
-        in the cached listing), or None when unknown."""
-        if wire.split_model(model)[0] is not None:
+        """The node's `instance/model` of `model`: itself when the cached listing names it so,
+        else the first instance listing it as a bare name (which may have a slash of its own:
+        `org/model`), else `model` when it names an instance, else None."""
+        listed = [info.name for info in self._models[1]] if self._models is not None else []
+        if model in listed:
             return model
-        for info in self._models[1] if self._models is not None else ():
-            if info.name.partition("/")[2] == model:
-                return info.name
-        return None
+        for name in listed:
+            if name.partition("/")[2] == model:
+                return name
+        return model if wire.split_model(model)[0] is not None else None
 
     def node_status(self) -> dict[str, Any]:
         """What the dashboard shows of the node: its load as of the last health check, the
@@ -224,23 +226,20 @@ class LollmsRemoteBinding(Binding):
         return any(model in (info.name, info.name.partition("/")[2]) for info in self._models[1])
 
     async def _node_ref(self, model: str) -> dict[str, str]:
-        """The node's binding and model names of `model` (a bare name: the first instance of
-        the node listing it; one that none lists is a ModelNotFound)."""
-        instance, name = wire.split_model(model)
-        if instance is None:
+        """The node's binding and model names of `model` (a bare name, with a slash or not:
+        the first instance of the node listing it; one that none lists is a ModelNotFound)."""
+        lane = self._lane(model)
+        if lane != model:  # a bare name (the listing's, kept models_cache_s)
             await self.has_model(model)
-            assert self._models is not None
-            for info in self._models[1]:
-                if info.name.partition("/")[2] == model:
-                    instance = info.name.partition("/")[0]
-                    break
-            else:
-                raise ModelNotFound(
-                    f"node {self.instance_name!r} has no model {model!r}",
-                    binding=self.instance_name,
-                    param="model",
-                )
-        return {"binding_name": instance, "model_name": name}
+            lane = self._lane(model)
+        if lane is None:
+            raise ModelNotFound(
+                f"node {self.instance_name!r} has no model {model!r}",
+                binding=self.instance_name,
+                param="model",
+            )
+        instance, name = wire.split_model(lane)
+        return {"binding_name": instance or "", "model_name": name}
 
     async def load(self, model: str) -> int | None:
         """Load the model on the node (the node key must be an admin key there; with another
