@@ -41,10 +41,20 @@ class Outcome:
         return reservation.tokens if self.first_token_s is not None or left_mid_work else 0
 
 
+def named(prepared: Prepared, outcome: Outcome) -> tuple[str | None, str]:
+    """The instance and model a generation's numbers name: the attempt that ran last; a
+    route's request refused before any target was tried, the route alone (no instance)."""
+    target = (outcome.served or prepared).target
+    if outcome.served is None and target.route is not None:
+        return None, target.route
+    return target.binding.instance_name, target.model
+
+
 def count_outcome(metrics: Metrics, prepared: Prepared, outcome: Outcome) -> None:
-    """The generation's counters: by status, time to first token, tokens and tokens/s."""
+    """The generation's counters: by status, time to first token, tokens and tokens/s (a
+    route's request refused before any try counts under the route's name)."""
+    instance = named(prepared, outcome)[0] or prepared.target.route or ""
     prepared = outcome.served or prepared
-    instance = prepared.target.binding.instance_name
     kind = prepared.request.generation_type
     metrics.child(metrics.generations, instance, kind, str(outcome.status)).inc()
     if outcome.first_token_s is not None:
@@ -62,6 +72,7 @@ async def audit_outcome(
     audit: AuditLog, prepared: Prepared, principal: Principal | None, outcome: Outcome
 ) -> None:
     """The generation's audit row (metadata; the prompt only with `audit_prompts`)."""
+    instance, model = named(prepared, outcome)
     prepared = outcome.served or prepared
     usage = outcome.usage
     detail: dict[str, Any] = {"face": prepared.face}
@@ -76,8 +87,8 @@ async def audit_outcome(
             client=principal.client if principal else None,
             status=outcome.status,
             request_id=prepared.request.request_id,
-            instance=prepared.target.binding.instance_name,
-            model=prepared.target.model,
+            instance=instance,
+            model=model,
             generation_type=prepared.request.generation_type,
             duration_ms=round(prepared.elapsed_s * 1000, 3),
             prompt_tokens=usage.prompt_tokens if usage else None,
