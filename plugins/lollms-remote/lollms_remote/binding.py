@@ -275,9 +275,10 @@ class LollmsRemoteBinding(Binding):
             _ANSWERING.reset(answering)
         self.load_report.mark_loaded(lane)
         answer = await _decode(raw)
-        if not isinstance(answer, dict):
-            raise BackendError(
-                f"node {self.instance_name!r} answered generate without an object",
+        if not isinstance(answer, dict) or not wire.is_output_list(answer.get("output")):
+            raise BackendError(  # not an empty answer: what the node made would be lost
+                f"node {self.instance_name!r} answered generate without an object holding an"
+                " `output` list of items",
                 binding=self.instance_name,
             )
         return await asyncio.to_thread(wire.result_of, answer) if len(raw) > BIG_ANSWER else (

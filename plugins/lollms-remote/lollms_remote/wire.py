@@ -97,6 +97,11 @@ def usage_of(value: Any) -> Usage | None:
     return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
 
 
+def is_output_list(value: Any) -> bool:
+    """True for a node's `output`: a list of item objects."""
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
 def result_of(answer: Mapping[str, Any]) -> Result:
     """The node's whole `generate` answer as a Result."""
     outputs = tuple(
