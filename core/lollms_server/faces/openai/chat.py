@@ -82,9 +82,15 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     if result.tool_calls:
         message["tool_calls"] = [call.openai() for call in result.tool_calls]
         message["content"] = text or None
-        finish = "tool_calls"
+        finish = call_finish(finish)
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     return _json(prepared, ChatShape(prepared).envelope("chat.completion", [choice], result.usage))
+
+
+def call_finish(finish: str | None) -> str:
+    """The finish reason of an answer with tool calls: "tool_calls", or "length" when max_tokens
+    cut it (its last call may be cut short: OpenAI says "length" then)."""
+    return "length" if finish == "length" else "tool_calls"
 
 
 @text_routes.post("/v1/completions")
@@ -305,7 +311,8 @@ class _ChunkWriter:
             if chunk is first:  # after the opening chunk: the first text must not wait
                 await self.response.flush()
             chunk = await anext(chunks, None)
-        finish = "tool_calls" if folded.calls else folded.finish_reason or "stop"
+        finish = call_finish(folded.finish_reason) if folded.calls else folded.finish_reason
+        finish = finish or "stop"
         await self.send(self.shape.last(finish))
         if self.usage_on:
             await self.send([], folded.usage)
