@@ -21,6 +21,7 @@ from ...bindings import (
     Chunk,
     Result,
     Usage,
+    link_tool_results,
 )
 from ...chunks import Accumulator
 from ...errors import BackendError, InvalidRequest, LollmsError
@@ -58,7 +59,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     personality, ref = personality_and_model(body)
     app = request.app
     target = await resolve_model(app[REGISTRY], "ttt", ref)
-    messages: list[ChatMessage] = body["messages"]
+    messages = link_tool_results(body["messages"])
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
     tools = tool_parameters(body["tools"], body["tool_choice"], body["parallel_tool_calls"], target)
