@@ -111,5 +111,5 @@ async def test_ollama_tool_result_keeps_the_call_id_open_webui_sends(server: Cli
     assert assistant.tool_calls[0].id == tool.tool_call_id == "call_0_0"
     body["messages"][2] = {"role": "tool", "content": "sunny", "tool_name": "get_weather"}
     response = await server.post("/api/chat", json=body)  # Ollama's own shape still works
-    assert response.status == 200
-    assert binding.requests[-1].messages[2].tool_call_id == "get_weather"
+    assert response.status == 200  # and is linked to the call of that name
+    assert binding.requests[-1].messages[2].tool_call_id == "call_0_0"

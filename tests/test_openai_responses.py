@@ -277,3 +277,20 @@ async def test_chat_sampling_extensions_are_taken(client: Client) -> None:
     body |= {"repeat_penalty": 1.1, "reasoning_effort": "low", "top_k": 20}
     answer = await client.post("/v1/responses", json=body)
     assert answer.status == 200, await answer.text()
+
+
+async def test_an_answer_cut_by_max_output_tokens_is_an_incomplete_item(sdk: AsyncOpenAI) -> None:
+    """A message cut by `max_output_tokens` is `status: "incomplete"` in an incomplete response,
+    as OpenAI answers (pydantic-ai reads the item's status), whole and streamed, with the text
+    it has. Before, the cut item said "completed" inside the incomplete response."""
+    asked: Any = {"model": "echo/echo", "input": "one two three four", "max_output_tokens": 2}
+    whole = await sdk.responses.create(**asked)
+    assert whole.status == "incomplete" and whole.output_text == "one two"
+    assert [item.status for item in whole.output] == ["incomplete"]  # type: ignore[union-attr]
+    events = [event async for event in await sdk.responses.create(**asked, stream=True)]
+    done = [e.item for e in events if e.type == "response.output_item.done"]
+    assert [item.status for item in done] == ["incomplete"]  # type: ignore[union-attr]
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert [item.status for item in last.response.output] == ["incomplete"]  # type: ignore[union-attr]
+    assert last.response.output_text == "one two"

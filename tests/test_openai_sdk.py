@@ -289,3 +289,27 @@ async def test_a_tool_choice_naming_a_function_not_among_the_tools_is_a_400(
         model="echo/echo", messages=messages, tools=tools, tool_choice=named
     )
     assert reply.choices[0].message.content == "x"
+
+
+async def test_deprecated_functions_are_answered_with_function_call(sdk: AsyncOpenAI) -> None:
+    """A request with the deprecated `functions` gets its call as `message.function_call` and
+    `finish_reason: "function_call"`, as OpenAI answers it (whole and streamed). Before, the call
+    came as `tool_calls`, which clients of that API never read: the call was lost."""
+    arguments: Any = {
+        "model": "echo/echo",
+        "messages": [{"role": "user", "content": 'CALL get_weather {"city": "Paris"}'}],
+        "functions": [{"name": "get_weather", "parameters": {"type": "object"}}],
+    }
+    answer = await sdk.chat.completions.create(**arguments)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "function_call" and not choice.message.tool_calls
+    assert choice.message.function_call is not None
+    assert choice.message.function_call.name == "get_weather"
+    assert choice.message.function_call.arguments == '{"city": "Paris"}'
+    chunks = [c async for c in await sdk.chat.completions.create(**arguments, stream=True)]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not any(d.tool_calls for d in deltas)
+    name = "".join(d.function_call.name or "" for d in deltas if d.function_call)
+    called = "".join(d.function_call.arguments or "" for d in deltas if d.function_call)
+    assert (name, called) == ("get_weather", '{"city": "Paris"}')
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "function_call"

@@ -216,6 +216,33 @@ async def test_cors_allow_list(make_client: Any, make_config: Any) -> None:
     assert refused.status == 403
 
 
+async def test_cors_preflight_allows_the_headers_the_page_asks_for(
+    make_client: Any, make_config: Any
+) -> None:
+    """The openai JS SDK in a browser sends its `X-Stainless-*` headers (and OpenAI-Project):
+    an allowed origin's preflight allows the headers it asks for. Before, only a fixed list
+    was allowed, and Chromium refused the SDK's every request ("Failed to fetch")."""
+    raw = {
+        "bindings": {"echo": {"type": "echo"}},
+        "security": {"cors_origins": ["http://app.example"]},
+    }
+    client = await make_client(make_config(raw))
+    asked = "authorization, content-type, x-stainless-os, x-stainless-retry-count, openai-project"
+    preflight = {
+        "Origin": "http://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asked,
+    }
+    ok = await client.options("/v1/chat/completions", headers=preflight)
+    assert ok.status == 204
+    allowed = {h.strip().lower() for h in ok.headers["Access-Control-Allow-Headers"].split(",")}
+    assert set(asked.split(", ")) <= allowed
+    assert {"x-api-key", "traceparent"} <= allowed  # the server's own, asked for or not
+    bad = {**preflight, "Access-Control-Request-Headers": "x-ok, bad header"}
+    answer = await client.options("/v1/chat/completions", headers=bad)  # not a header name
+    assert "bad header" not in answer.headers.get("Access-Control-Allow-Headers", "").lower()
+
+
 async def test_audit_records_auth_failures_keys_and_generations(
     client: Client, keys: dict[str, str]
 ) -> None:

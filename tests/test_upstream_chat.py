@@ -93,8 +93,13 @@ class Recorder:
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        if "no-finish" in prompt:
-            events: list[Any] = [{"choices": [{"index": 0, "delta": {"content": "cut"}}]}]
+        if "done-unfinished" in prompt:  # Ollama's /v1 once sent "" until [DONE]
+            events: list[Any] = [
+                {"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": ""}]}
+                for w in ("all ", "there")
+            ]
+        elif "no-finish" in prompt:
+            events = [{"choices": [{"index": 0, "delta": {"content": "cut"}}]}]
         elif "error" in prompt:
             events = [
                 {"choices": [{"index": 0, "delta": {"content": "a"}}]},
@@ -208,6 +213,20 @@ async def test_stream_without_finish_is_unavailable(served: tuple[Recorder, Upst
         async for _ in upstream_chat.stream(upstream, ask("no-finish"), "m", prefix="/v1"):
             pass
     await upstream.close()
+
+
+async def test_stream_ended_by_done_without_finish_is_an_answer(
+    served: tuple[Recorder, Upstream],
+) -> None:
+    """An upstream that never names a finish reason but ends its stream with [DONE] (Ollama's
+    /v1 sent "", some proxies send none) finished: "stop". Before, the whole streamed answer
+    ended in a 503 error event."""
+    _, upstream = served
+    request = ask("done-unfinished")
+    chunks = [c async for c in upstream_chat.stream(upstream, request, "m", prefix="/v1")]
+    await upstream.close()
+    assert "".join(c.content for c in chunks) == "all there"
+    assert chunks[-1].finish_reason == "stop"
 
 
 async def test_error_event_mid_stream_is_mapped(served: tuple[Recorder, Upstream]) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from marshmallow import Schema
@@ -59,6 +59,29 @@ class ChatMessage:
         if self.tool_calls:
             calls = tuple(replayable(call) for call in tool_calls(self.tool_calls))
             object.__setattr__(self, "tool_calls", calls)
+
+
+def link_tool_results(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The conversation with each tool result's `tool_call_id` the id of the call it answers,
+    where a client linked it by the function's name (Ollama's `tool_name`, OpenAI's deprecated
+    `function` role) or not at all: the first call of the assistant message before it that no
+    result answered yet, of that name. OpenAI-compatible servers refuse a result whose id is
+    no call's."""
+    linked: list[ChatMessage] = []
+    waiting: list[ToolCall] = []  # the last assistant message's calls no result answered
+    for message in messages:
+        if message.tool_calls:
+            waiting = list(message.tool_calls)
+        elif message.role == "tool" and waiting:
+            link = message.tool_call_id
+            call = next((c for c in waiting if c.id == link), None) or next(
+                (c for c in waiting if link in (c.name, None)), None
+            )
+            if call is not None:
+                waiting.remove(call)
+                message = replace(message, tool_call_id=call.id)
+        linked.append(message)
+    return linked
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ANSWER_BYTES = 512 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
 #: How backends say a prompt is over the context: OpenAI and vLLM (code), llama.cpp (type).
 OVERFLOWS = ("context_length_exceeded", "exceed_context_size_error")
+#: What `stream_events(..., mark_done=True)` yields for the upstream's `[DONE]` (by identity).
+DONE: dict[str, Any] = {}
 FormFactory = Callable[[], aiohttp.FormData]
 HeadersFactory = Callable[[], Mapping[str, str]]
 ResponseHook = Callable[[aiohttp.ClientResponse], None]
@@ -148,9 +150,10 @@ class Upstream:
             return await self._read(response), response.content_type
 
     async def stream_events(
-        self, path: str, body: Mapping[str, Any]
+        self, path: str, body: Mapping[str, Any], *, mark_done: bool = False
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """POST and yield the JSON `data:` events of the SSE answer until `[DONE]`.
+        """POST and yield the JSON `data:` events of the SSE answer until `[DONE]` (`mark_done`:
+        then yield `DONE`, so the caller knows the upstream said it finished).
 
         Closing the generator closes the HTTP response, so the server sees the client leave.
         A stream cut mid-way raises BackendUnavailable and is never replayed. An upstream that
@@ -170,6 +173,8 @@ class Upstream:
                         piece, ended = b"\n\n", True
                     for data in parser.feed(piece):
                         if data == b"[DONE]":
+                            if mark_done:
+                                yield DONE
                             return
                         event = self._decode(data)
                         if isinstance(event, dict) and event.get("error"):

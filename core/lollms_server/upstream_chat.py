@@ -16,7 +16,7 @@ from typing import Any
 from .bindings import ChatMessage, Chunk, GenerationRequest, InputItem, Output, Result, Usage
 from .chunks import tool_calls
 from .errors import BackendError, BackendUnavailable
-from .upstream import Upstream
+from .upstream import DONE, Upstream
 
 #: Request parameters every OpenAI-compatible server understands.
 STANDARD_PARAMETERS = (
@@ -164,8 +164,13 @@ async def stream(
     calls: dict[int, dict[str, Any]] = {}
     finish: str | None = None
     usage: Usage | None = None
-    async with aclosing(upstream.stream_events(_path(request, prefix), body)) as events:
+    done = False  # the upstream said `[DONE]`
+    path = _path(request, prefix)
+    async with aclosing(upstream.stream_events(path, body, mark_done=True)) as events:
         async for event in events:
+            if event is DONE:
+                done = True
+                continue
             if "usage" in event:  # most events have none: skip the call
                 usage = usage_of(event) or usage
             for choice in event.get("choices") or ():
@@ -180,10 +185,11 @@ async def stream(
                     finish = _finish(reason) or finish
                 if text or thoughts:
                     yield Chunk.text(text, thoughts)
-    if finish is None:
+    if finish is None and not done:
         raise BackendUnavailable(
             f"{upstream.label} ended the stream before finishing", binding=upstream.instance
         )
+    finish = finish or ("tool_calls" if calls else "stop")  # [DONE] without a finish reason
     whole = tool_calls(calls[i] for i in sorted(calls))
     yield Chunk(finish_reason=finish, usage=usage, tool_calls=whole)
 

@@ -259,18 +259,37 @@ def _health_check_of_a_proxy(request: web.Request, access: Access | None) -> boo
     return access == "public" and request.method == "GET" and is_proxy_itself(request, proxies)
 
 
+#: Request headers an allowed origin's page may always send.
+CORS_ALLOWED_HEADERS = (
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "X-Request-Id",
+    "traceparent",
+    "tracestate",
+)
+#: A header name (RFC 9110 token), as a preflight's Access-Control-Request-Headers lists them.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _preflight(request: web.Request) -> web.Response:
+    """An allowed origin's preflight: the server's own headers, and those the page asks for
+    (the openai JS SDK sends `X-Stainless-*` headers: refused, the browser sends nothing)."""
     origin = request.headers.get("Origin", "")
     if origin not in request.app[SECURITY].cors_origins:
         raise Forbidden("CORS: this origin is not allowed")
+    asked = request.headers.get("Access-Control-Request-Headers", "").split(",")
+    named = (*CORS_ALLOWED_HEADERS, *filter(HEADER_NAME.fullmatch, map(str.strip, asked)))
+    names: dict[str, str] = {}  # each name once, in the server's spelling if it has one
+    for name in named:
+        names.setdefault(name.lower(), name)
     return web.Response(
         status=204,
         headers={
             "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": (
-                "Authorization, X-API-Key, Content-Type, X-Request-Id, traceparent, tracestate"
-            ),
+            "Access-Control-Allow-Headers": ", ".join(names.values()),
             "Access-Control-Max-Age": "600",
+            "Vary": "Origin, Access-Control-Request-Headers",
         },
     )
 

@@ -185,6 +185,33 @@ async def test_openai_sdk_gets_the_named_call(client: Client) -> None:
     await sdk.close()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_call_cut_by_max_tokens_finishes_with_length(client: Client, stream: bool) -> None:
+    """A call whose arguments max_tokens cut short finishes with "length", as OpenAI answers
+    (llama.cpp says so too): "tool_calls" made clients parse the broken arguments as a call."""
+    sdk = AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="x", max_retries=0)
+    arguments: Any = {
+        "model": f"local/{SMOL}",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 20,  # the call's name and the start of its arguments
+        **GREEDY,
+    }
+    if not stream:
+        answer = await within(TIMEOUT, sdk.chat.completions.create(**arguments), "chat")
+        assert answer.choices[0].message.tool_calls, answer  # the part of the call there is
+        assert answer.choices[0].finish_reason == "length", answer
+    else:
+        chunks = await within(
+            TIMEOUT, sdk.chat.completions.create(**arguments, stream=True), "chat"
+        )
+        seen = [chunk.choices[0] async for chunk in chunks if chunk.choices]
+        assert any(choice.delta.tool_calls for choice in seen), seen
+        assert [c.finish_reason for c in seen if c.finish_reason] == ["length"], seen
+    await sdk.close()
+
+
 async def test_a_forced_call_with_a_text_format_is_served(client: Client) -> None:
     """instructor's RESPONSES_TOOLS mode sends `text.format` (json_schema) and a named tool:
     llama.cpp cannot hold both grammars ("Failed to initialize samplers", a 400), and a forced

@@ -103,14 +103,16 @@ def response_format(parameters: Mapping[str, Any]) -> str | dict[str, Any] | Non
 def messages(chat: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """Ollama chat messages (images as raw bytes: the client sends them as base64)."""
     converted: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # call id -> function name: Ollama links a result by the name
     for message in chat:
         item: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.images:
             item["images"] = [image.data for image in message.images]
         if message.tool_calls:
             item["tool_calls"] = [call.ollama() for call in message.tool_calls]
+            names.update((call.id, call.name) for call in message.tool_calls)
         if message.role == "tool" and message.tool_call_id:
-            item["tool_name"] = message.tool_call_id
+            item["tool_name"] = names.get(message.tool_call_id, message.tool_call_id)
         converted.append(item)
     return converted
 

@@ -87,7 +87,7 @@ def test_messages() -> None:
             ChatMessage("system", "be brief"),
             ChatMessage("user", "look", (image,)),
             ChatMessage("assistant", "", tool_calls=(call,)),
-            ChatMessage("tool", "42", tool_call_id="f"),
+            ChatMessage("tool", "42", tool_call_id="c1"),  # Ollama links it by the name
         ]
     )
     assert converted == [

@@ -4,7 +4,8 @@
 images routes under the provider's own path prefix, refuses what the provider refuses (a
 missing key, request fields its API does not define: 400, or 422 for Mistral), answers in the
 provider's documented response shape (Mistral: usage in the last stream chunk, no
-`stream_options`; Groq: `x_groq.usage`), and records every request. `GET /__recorded` returns
+`stream_options`; Groq: `x_groq.usage`), refuses a `tool` message that answers no call of the
+assistant message before it, and records every request. `GET /__recorded` returns
 the records (method, path, Authorization header, JSON body).
 """
 
@@ -222,11 +223,29 @@ class StandIn:
         }
         return web.json_response({"error": error}, status=400)
 
+    def _unanswerable(self, messages: list[dict[str, Any]]) -> web.Response | None:
+        """OpenAI's 400 for a `tool` message whose `tool_call_id` is no call of the assistant
+        message before it (every provider here checks the link)."""
+        calls: set[str] = set()
+        for message in messages:
+            if message.get("role") == "assistant":
+                calls = {call.get("id") for call in message.get("tool_calls") or ()}
+            elif message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+                error = {
+                    "message": "Invalid parameter: messages with role 'tool' must be a response "
+                    "to a preceeding message with 'tool_calls'.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": None,
+                }
+                return web.json_response({"error": error}, status=400)
+        return None
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body, refused = await self._record(request)
         if refused:
             return refused
-        refused = self._unknown(body)
+        refused = self._unknown(body) or self._unanswerable(body.get("messages") or [])
         if refused:
             return refused
         usage = {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}

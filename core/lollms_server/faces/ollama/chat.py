@@ -22,7 +22,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from ... import __version__
-from ...bindings import ChatMessage
+from ...bindings import ChatMessage, link_tool_results
 from ...errors import BackendError, InvalidRequest, NotSupported
 from ...httpkit.body import limits_of
 from ...httpkit.endpoint import endpoint, read_json, validate
@@ -110,7 +110,7 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
     """Run a chat through the resolved binding (`<personality>@<model>` applies a personality)."""
     personality, name = split_personality(body["model"])
     target = await _resolve(request, name or "")
-    messages: list[ChatMessage] = body["messages"]
+    messages = link_tool_results(body["messages"])
     shape = Shape(target, chat=True, think=body["think"])
     if not messages:
         return await _load_or_unload(request, target, body["keep_alive"], shape)

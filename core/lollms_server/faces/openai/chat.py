@@ -20,7 +20,9 @@ from ...bindings import (
     ChatMessage,
     Chunk,
     Result,
+    ToolCall,
     Usage,
+    link_tool_results,
 )
 from ...chunks import Accumulator
 from ...errors import BackendError, InvalidRequest, LollmsError
@@ -58,7 +60,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     personality, ref = personality_and_model(body)
     app = request.app
     target = await resolve_model(app[REGISTRY], "ttt", ref)
-    messages: list[ChatMessage] = body["messages"]
+    messages = link_tool_results(body["messages"])
     if any(m.images for m in messages):
         target.require("vision", "read images", "messages")
     tools = tool_parameters(body["tools"], body["tool_choice"], body["parallel_tool_calls"], target)
@@ -71,20 +73,20 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
         parameters=parameters,
         personality=personality,
     )
+    shape_of = FunctionCallShape if body["legacy_functions"] else ChatShape
     if body["stream"]:
-        return await _stream(request, prepared, ChatShape, body["include_usage"])
+        return await _stream(request, prepared, shape_of, body["include_usage"])
     prepared, result = await app[GENERATION].run(prepared)
     text, thoughts = _text_of(result)
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if thoughts:
         message["reasoning_content"] = thoughts
-    finish = result.finish_reason
+    shape = shape_of(prepared)
     if result.tool_calls:
-        message["tool_calls"] = [call.openai() for call in result.tool_calls]
-        message["content"] = text or None
-        finish = "tool_calls"
+        message.update(shape.calls(result.tool_calls), content=text or None)
+    finish = shape.finish(result.finish_reason, bool(result.tool_calls))
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    return _json(prepared, ChatShape(prepared).envelope("chat.completion", [choice], result.usage))
+    return _json(prepared, shape.envelope("chat.completion", [choice], result.usage))
 
 
 @text_routes.post("/v1/completions")
@@ -205,6 +207,19 @@ class ChatShape:
         """Choices of the opening chunk (the role), if the format has one."""
         return [self._choice({"role": "assistant", "content": ""})]
 
+    def calls(self, calls: tuple[ToolCall, ...], first: int | None = None) -> dict[str, Any]:
+        """The message fields of tool calls, or a delta's (`first`: the index of its first)."""
+        if first is None:
+            return {"tool_calls": [call.openai() for call in calls]}
+        return {"tool_calls": [{"index": first + i, **c.openai()} for i, c in enumerate(calls)]}
+
+    def finish(self, reason: str | None, called: bool) -> str:
+        """The finish reason: an answer with calls says so, unless max_tokens cut it (its last
+        call may be cut short: OpenAI says "length" then)."""
+        if called and reason != "length":
+            return "tool_calls"
+        return reason or "stop"
+
     def delta(self, chunk: Chunk, calls: int) -> list[dict[str, Any]]:
         """Choices of a content chunk."""
         delta: dict[str, Any] = {}
@@ -213,9 +228,7 @@ class ChatShape:
         if chunk.thoughts:
             delta["reasoning_content"] = chunk.thoughts
         if chunk.tool_calls:
-            delta["tool_calls"] = [
-                {"index": calls + i, **call.openai()} for i, call in enumerate(chunk.tool_calls)
-            ]
+            delta.update(self.calls(chunk.tool_calls, calls))
         return [self._choice(delta)] if delta else []
 
     def last(self, finish: str) -> list[dict[str, Any]]:
@@ -224,6 +237,22 @@ class ChatShape:
 
     def _choice(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+class FunctionCallShape(ChatShape):
+    """A request with the deprecated `functions`: its one call comes as `function_call`, the
+    finish reason "function_call", as OpenAI answers such requests."""
+
+    def calls(self, calls: tuple[ToolCall, ...], first: int | None = None) -> dict[str, Any]:
+        """The first call as `function_call` (this API has one call; later ones are dropped)."""
+        if first:
+            return {}
+        return {"function_call": {"name": calls[0].name, "arguments": calls[0].arguments_json}}
+
+    def finish(self, reason: str | None, called: bool) -> str:
+        """ "function_call" where the chat API says "tool_calls"."""
+        finish = super().finish(reason, called)
+        return "function_call" if finish == "tool_calls" else finish
 
 
 class CompletionShape(ChatShape):
@@ -305,8 +334,9 @@ class _ChunkWriter:
             if chunk is first:  # after the opening chunk: the first text must not wait
                 await self.response.flush()
             chunk = await anext(chunks, None)
-        finish = "tool_calls" if folded.calls else folded.finish_reason or "stop"
-        await self.send(self.shape.last(finish))
+        await self.send(
+            self.shape.last(self.shape.finish(folded.finish_reason, bool(folded.calls)))
+        )
         if self.usage_on:
             await self.send([], folded.usage)
         await send_event(self.response, "[DONE]")

@@ -91,12 +91,13 @@ class ResponseShape:
 
     def reasoning(self, item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
         """A reasoning item."""
-        content = [{"type": "reasoning_text", "text": text}] if status == "completed" else []
-        return {"type": "reasoning", "id": item_id, "summary": [], "content": content}
+        content = [{"type": "reasoning_text", "text": text}] if status != "in_progress" else []
+        item = {"type": "reasoning", "id": item_id, "summary": [], "content": content}
+        return {**item, "status": status} if status == "incomplete" else item
 
     def message(self, item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
         """An assistant message item."""
-        content = [self.text_part(text)] if status == "completed" else []
+        content = [self.text_part(text)] if status != "in_progress" else []
         return {
             "type": "message",
             "id": item_id,
@@ -116,7 +117,7 @@ class ResponseShape:
             "id": "fc_" + call.id,
             "call_id": call.id,
             "name": call.name,
-            "arguments": call.arguments_json if status == "completed" else "",
+            "arguments": call.arguments_json if status != "in_progress" else "",
             "status": status,
         }
 
@@ -129,10 +130,13 @@ class ResponseShape:
         status: str | None = None,
         error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The `response` object; `finish` "length" makes it incomplete."""
+        """The `response` object; `finish` "length" makes it incomplete, and its last output
+        item, the one max_output_tokens cut, too (as OpenAI says)."""
         body = self.body
         if status is None:
             status = "incomplete" if finish == "length" else "completed"
+        if status == "incomplete" and output:
+            output = [*output[:-1], {**output[-1], "status": "incomplete"}]
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
         return {
             "id": self.id,
@@ -218,14 +222,15 @@ class _EventWriter:
                     await self._text("reasoning", chunk.thoughts)
                 if chunk.content:
                     await self._text("message", chunk.content)
-                for call in chunk.tool_calls:
-                    await self._call(call)
+                for index, call in enumerate(chunk.tool_calls, 1):
+                    cut = chunk.finish_reason == "length" and index == len(chunk.tool_calls)
+                    await self._call(call, "incomplete" if cut else "completed")
             if chunk is first:  # after the opening events: the first text must not wait
                 await self.response.flush()
             chunk = await anext(chunks, None)
         if not self.done and not self.kind:
             await self._open("message")  # an empty answer is still one message
-        await self._close()
+        await self._close("incomplete" if folded.finish_reason == "length" else "completed")
         answer = self.shape.response(self.done, folded.usage, folded.finish_reason)
         await self.send(f"response.{answer['status']}", response=answer)
 
@@ -253,8 +258,8 @@ class _EventWriter:
     def _where(self) -> dict[str, Any]:
         return {"item_id": self.item_id, "output_index": len(self.done), "content_index": 0}
 
-    async def _close(self) -> None:
-        """Finish the open text item, if any."""
+    async def _close(self, status: str = "completed") -> None:
+        """Finish the open text item, if any (`status` "incomplete": max_output_tokens cut it)."""
         if not self.kind:
             return
         text = "".join(self.texts)
@@ -262,12 +267,12 @@ class _EventWriter:
         await self.send(f"response.{delta_kind}.done", **self._where(), text=text, logprobs=[])
         await self.send("response.content_part.done", **self._where(), part=self._part(text))
         maker = self.shape.message if self.kind == "message" else self.shape.reasoning
-        item = maker(self.item_id, text)
+        item = maker(self.item_id, text, status)
         await self.send("response.output_item.done", output_index=len(self.done), item=item)
         self.done.append(item)
         self.kind = ""
 
-    async def _call(self, call: ToolCall) -> None:
+    async def _call(self, call: ToolCall, status: str) -> None:
         await self._close()
         index, item_id = len(self.done), "fc_" + call.id
         opened = self.shape.call(call, "in_progress")
@@ -278,7 +283,7 @@ class _EventWriter:
         await self.send(
             "response.function_call_arguments.done", **where, name=call.name, arguments=arguments
         )
-        item = self.shape.call(call)
+        item = self.shape.call(call, status)
         await self.send("response.output_item.done", output_index=index, item=item)
         self.done.append(item)
 

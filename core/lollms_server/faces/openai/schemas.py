@@ -7,7 +7,8 @@ Honoured: chat/completions `messages`, `model`, `stream`, `stream_options.includ
 `temperature`, `top_p`, `max_tokens`, `max_completion_tokens`, `stop`, `seed`, `presence_penalty`,
 `frequency_penalty`; `tools`, `tool_choice` (an `allowed_tools` choice narrows `tools` to those it
 names and becomes its mode), `parallel_tool_calls` and the deprecated
-`functions`/`function_call` for bindings with the `tools` capability; legacy completions `echo`;
+`functions`/`function_call` for bindings with the `tools` capability (one call, answered as
+`function_call`); legacy completions `echo`;
 embeddings `encoding_format`, `dimensions` (checked, not reduced); images `n`, `size`,
 `response_format`; speech `voice`, `speed`, `instructions`, `response_format`; transcriptions
 `language`, `prompt`, `temperature`, `response_format`.
@@ -263,8 +264,12 @@ class SamplingSchema(StrictSchema):
             parameters["max_tokens"] = max_tokens
         data["parameters"] = parameters
         data["include_usage"] = bool((data["stream_options"] or {}).get("include_usage"))
-        if data.get("functions") and not data["tools"]:  # the deprecated names
+        # the deprecated names: one call, answered as `function_call` (chat.FunctionCallShape)
+        data["legacy_functions"] = bool(data.get("functions")) and not data.get("tools")
+        if data["legacy_functions"]:
             data["tools"] = [{"type": "function", "function": f} for f in data["functions"]]
+            if data["parallel_tool_calls"] is None:
+                data["parallel_tool_calls"] = False
         call = data.get("function_call")
         if call is not None and data["tool_choice"] is None:
             data["tool_choice"] = (
