@@ -97,6 +97,32 @@ async def test_openai_sdk_verbose_json_and_subtitles(
     assert "00:00:00,000 --> 00:00:0" in str(srt) and "Stella" in str(srt)
 
 
+async def test_word_granularity_gets_words_when_the_instance_has_them_off(
+    model_folders: dict[str, list[str]], packaged: None, tmp_path: Path
+) -> None:
+    """`timestamp_granularities=["word"]` asks for word times: an instance whose
+    `word_timestamps` is off (its default for other calls) still gives them to that request."""
+    settings = {**model_folders, "word_timestamps": False}
+    async with serve_binding(AudioBinding, "audio", settings, tmp_path / "data") as served:
+        url = str(served.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=120) as api:
+            audio = (
+                await api.audio.speech.create(model="tts-1", voice="alloy", input=HELLO)
+            ).content
+            file = ("speech.wav", audio, "audio/wav")
+            plain = await api.audio.transcriptions.create(
+                model="whisper-1", file=file, response_format="verbose_json"
+            )
+            asked = await api.audio.transcriptions.create(
+                model="whisper-1",
+                file=file,
+                response_format="verbose_json",
+                timestamp_granularities=["word"],
+            )
+    assert plain.words is None
+    assert asked.words and [w.word.strip(".").lower() for w in asked.words] == ["hello", "world"]
+
+
 @pytest.mark.parametrize(("fmt", "magic"), [("mp3", "mp3"), ("flac", "flac"), ("opus", "ogg")])
 async def test_openai_sdk_speech_formats(sdk: AsyncOpenAI, fmt: str, magic: str) -> None:
     """mp3, flac and opus are made by the binding and transcribe back."""

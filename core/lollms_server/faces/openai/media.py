@@ -279,6 +279,8 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     found = {"language": language, "temperature": form["temperature"], "task": task,
              "keep_alive": form["keep_alive"]}  # fmt: skip
     parameters = {key: value for key, value in found.items() if value is not None}
+    if "word" in (form.get("timestamp_granularities") or []):
+        parameters["word_timestamps"] = True  # asked of this request, whatever the default
     audio = _media_input("audio", "input_audio", form["file"])
     prepared, result = await _run(
         request, "stt", form["model"], form["prompt"], [audio], parameters
