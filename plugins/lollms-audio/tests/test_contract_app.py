@@ -151,6 +151,15 @@ async def test_openai_sdk_pcm_and_speed(sdk: AsyncOpenAI) -> None:
     assert len(fast.content) < len(raw.content) * 0.75
 
 
+async def test_an_empty_upload_is_a_400_saying_so(sdk: AsyncOpenAI, client: Client) -> None:
+    """An empty audio file is a 400 saying it is empty, on /v1 and the lollms API: before, the
+    empty item was skipped and the answer said no audio input was sent at all."""
+    with pytest.raises(openai.BadRequestError, match="the audio input is empty"):
+        await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"", "audio/wav"))
+    status, body = await generate(client, "stt", [{"type": "audio", "data": ""}])
+    assert status == 400 and "the audio input is empty" in body["error"]["message"], body
+
+
 async def test_openai_sdk_errors(sdk: AsyncOpenAI, say: Callable[[str], bytes]) -> None:
     """Non-audio uploads are 415; a language tiny.en lacks is 400; an unknown voice 404."""
     with pytest.raises(openai.APIStatusError) as caught:
