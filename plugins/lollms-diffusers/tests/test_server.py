@@ -171,3 +171,17 @@ async def test_the_server_answers_while_an_image_renders(client: Client) -> None
         await asyncio.sleep(0.01)
     assert (await render).status == 200
     assert latencies and max(latencies) < 0.5, latencies
+
+
+async def test_an_input_that_is_no_image_is_a_415_naming_no_python_object(client: Client) -> None:
+    """Bytes PIL cannot identify (a text file, a JPEG signature without a body) are a 415 that
+    says what to send; before, it read `cannot identify image file <_io.BytesIO object at
+    0x7f...>`, an address of the server's memory, on the lollms API and the image page."""
+    for data in (b"hello, this is text", b"\xff\xd8\xff\xe0" + bytes(50)):
+        payload = body("i2i", SD, image_item(data), steps=2, seed=1)
+        response = await client.post("/api/v1/generate", json=payload)
+        answer = await response.json()
+        message = answer["error"]["message"]
+        assert response.status == 415, answer
+        assert "object at 0x" not in message and "BytesIO" not in message, message
+        assert "input image" in message and "PNG" in message, message
