@@ -205,6 +205,18 @@ async def test_a_huge_input_image_is_refused_before_it_is_decoded(
     assert picture(fine.data).size == (96, 64)
 
 
+async def test_n_videos_are_made_one_seed_each(binding: DiffusersBinding) -> None:
+    """`n` works for video as for images: video i has seed + i and is the video that seed
+    gives alone. Before, n=2 was a 502 (diffusers' video pipelines make one video a call and
+    refused the list of two generators), a backend failure counted by the circuit breaker."""
+    size = {"width": 32, "height": 32, "frames": 2}
+    first, second = await outputs(binding, "ttv", VIDEO, n=2, seed=7, **size)
+    assert [first.metadata["seed"], second.metadata["seed"]] == [7, 8]
+    assert first.data != second.data
+    (alone,) = await outputs(binding, "ttv", VIDEO, n=1, seed=8, **size)
+    assert alone.data == second.data
+
+
 async def test_text_to_video_is_an_animated_gif(binding: DiffusersBinding) -> None:
     (video,) = await outputs(binding, "ttv", VIDEO, width=32, height=32, frames=4, seed=1)
     assert video.type == "video" and video.mime_type == "image/gif"
