@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from lollms_audio import AudioBinding
-from lollms_audio.formats import sniff_audio
+from lollms_audio.formats import Pcm, sniff_audio, wav_bytes
 from openai import AsyncOpenAI
 
 from lollms_server.app import create_app
@@ -158,6 +158,21 @@ async def test_an_empty_upload_is_a_400_saying_so(sdk: AsyncOpenAI, client: Clie
         await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"", "audio/wav"))
     status, body = await generate(client, "stt", [{"type": "audio", "data": ""}])
     assert status == 400 and "the audio input is empty" in body["error"]["message"], body
+
+
+async def test_nothing_heard_gives_no_segments_and_empty_subtitles(sdk: AsyncOpenAI) -> None:
+    """Audio where whisper hears nothing (here: no samples at all; a silent recording with
+    VAD alike): no segments and empty subtitles, as OpenAI answers. Before, the face made up
+    one segment with empty text spanning the audio: an SRT/VTT cue without text."""
+    silent = wav_bytes(Pcm(b"", 16000, 1))
+    file = ("silence.wav", silent, "audio/wav")
+    verbose = await sdk.audio.transcriptions.create(
+        model="whisper-1", file=file, response_format="verbose_json"
+    )
+    assert verbose.text == "" and verbose.segments == []
+    srt = await sdk.audio.transcriptions.create(model="whisper-1", file=file, response_format="srt")
+    vtt = await sdk.audio.transcriptions.create(model="whisper-1", file=file, response_format="vtt")
+    assert str(srt).strip() == "" and str(vtt).strip() == "WEBVTT"
 
 
 async def test_openai_sdk_errors(sdk: AsyncOpenAI, say: Callable[[str], bytes]) -> None:

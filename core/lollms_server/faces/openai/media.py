@@ -327,8 +327,11 @@ def _duration(output: Output, audio: bytes) -> float:
 
 
 def _segments(output: Output, text: str, duration: float, temperature: float) -> list[Any]:
-    """The binding's segments, or one segment spanning the audio; missing scores are 0."""
-    raw = output.metadata.get("segments") or [{"start": 0.0, "end": duration, "text": text}]
+    """The binding's segments (none when it heard nothing), else one segment spanning the
+    audio when there is text; missing scores are 0."""
+    raw = output.metadata.get("segments")
+    if raw is None:  # a binding that reports no segments at all
+        raw = [{"start": 0.0, "end": duration, "text": text}] if text.strip() else []
     segments = []
     for index, segment in enumerate(raw):
         segments.append(
