@@ -253,10 +253,12 @@ def _image_format(params: Mapping[str, Any]) -> str:
 
 
 def _no_format(params: Mapping[str, Any], kind: str) -> str:
-    """ttm: sound is WAV; a `format` asking for anything else is refused, not ignored."""
-    value = params.get("format")
-    if kind == "ttm" and value not in (None, "wav"):
-        raise InvalidRequest(f"format: got {value!r}; allowed for {kind}: wav", param="format")
+    """ttm: sound is WAV; a `format` (or lollms-audio's `response_format`) asking for anything
+    else is refused, not ignored."""
+    for name in ("format", "response_format"):
+        value = params.get(name)
+        if kind == "ttm" and value not in (None, "wav"):
+            raise InvalidRequest(f"{name}: got {value!r}; allowed for {kind}: wav", param=name)
     return "png"
 
 

@@ -359,3 +359,16 @@ async def test_format_names_what_each_task_gives(binding: DiffusersBinding) -> N
     with pytest.raises(InvalidRequest) as refused:
         await binding.generate(make_request("ttm", AUDIO, duration=1.0, format="mp3"))
     assert refused.value.param == "format" and "allowed for ttm: wav" in refused.value.message
+
+
+async def test_a_sound_format_asked_as_response_format_is_refused_too(
+    binding: DiffusersBinding,
+) -> None:
+    """`response_format` (the name lollms-audio and OpenAI speech use for the same ask) of
+    anything but wav is a 400 on ttm, as `format` is; before, `response_format: "mp3"` was
+    ignored and a WAV came back."""
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("ttm", AUDIO, duration=1.0, response_format="mp3"))
+    assert refused.value.param == "response_format" and "wav" in refused.value.message
+    (sound,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=1, response_format="wav")
+    assert sound.mime_type == "audio/wav"
