@@ -185,3 +185,18 @@ async def test_an_input_that_is_no_image_is_a_415_naming_no_python_object(client
         assert response.status == 415, answer
         assert "object at 0x" not in message and "BytesIO" not in message, message
         assert "input image" in message and "PNG" in message, message
+
+
+async def test_the_server_books_follow_the_binding_max_loaded(client: Client) -> None:
+    """With `max_loaded = 1` the binding holds one model; the server's books (status, the
+    memory budget, `max_loaded_models`) must say the same. Before, the binding dropped the
+    first model on its own when the second loaded, and /api/v1/status still listed both."""
+    assert binding_of(client).settings.max_loaded == 1
+    await generate(client, body("tti", SD, steps=2, seed=1, width=32, height=32))
+    await generate(client, body("ttm", AUDIO, steps=2, seed=1, duration=0.5))
+    assert binding_of(client).loaded_models() == [AUDIO]
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [f"{INSTANCE}/{AUDIO}"], status
+    await generate(client, body("tti", SD, steps=2, seed=1, width=32, height=32))
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [f"{INSTANCE}/{SD}"], status
