@@ -372,3 +372,20 @@ async def test_a_sound_format_asked_as_response_format_is_refused_too(
     assert refused.value.param == "response_format" and "wav" in refused.value.message
     (sound,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=1, response_format="wav")
     assert sound.mime_type == "audio/wav"
+
+
+async def test_a_gif_faster_than_it_can_play_is_refused(binding: DiffusersBinding) -> None:
+    """GIF frame delays are in 1/100 s and browsers play delays under 20 ms as 100 ms: above
+    50 fps a GIF would play at 10 fps. Before, fps 120 wrote delays of 0 (fps 60: 10 ms) and
+    said fps 120 in the metadata; now it is a 400 naming fps and the formats that can."""
+    size = {"width": 32, "height": 32, "frames": 2, "seed": 1}
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("ttv", VIDEO, fps=60, **size))
+    assert refused.value.param == "fps" and "webp" in refused.value.message
+    (gif,) = await outputs(binding, "ttv", VIDEO, fps=50, **size)
+    with Image.open(io.BytesIO(gif.data)) as image:
+        assert image.info["duration"] == 20
+    (apng,) = await outputs(binding, "ttv", VIDEO, fps=120, format="apng", **size)
+    assert apng.metadata["fps"] == 120
+    (image,) = await outputs(binding, "tti", width=32, height=32, seed=1, fps=120)
+    assert image.mime_type == "image/png"  # fps means nothing to an image
