@@ -170,6 +170,26 @@ def test_lollms_tti_tts_stt_bindings(server: ServerProcess, tmp_path: Path) -> N
     assert "echo/echo" in media.stt.list_models()
 
 
+def test_lollms_tti_forwards_num_inference_steps(server: ServerProcess) -> None:
+    """lollms-client's `lollms` TTI binding forwards `num_inference_steps` to
+    /v1/images/generations (its own name, the diffusers one): it is taken as `steps`.
+    Before, the server refused it, 400 `num_inference_steps: Unknown field`."""
+    tti = LollmsClient(
+        llm_binding_name=None,
+        tti_binding_name="lollms",
+        tti_binding_config={"host_address": server.url},
+    ).tti
+    assert tti is not None
+    before = requests_seen(server)
+    image = tti.generate_image("a red cat", width=64, height=48, num_inference_steps=3, seed=4)
+    assert image[:8] == b"\x89PNG\r\n\x1a\n"
+    seen = new_requests(server, before, "POST /v1/images/generations 200")
+    assert seen == ["POST /v1/images/generations 200"]
+    both = {"prompt": "x", "size": "8x8", "steps": 2, "num_inference_steps": 3}
+    reply = requests.post(f"{server.url}/v1/images/generations", json=both, timeout=30)
+    assert reply.status_code == 400 and "num_inference_steps" in reply.text
+
+
 def test_lollms_tti_edits(server: ServerProcess) -> None:
     tti = LollmsClient(
         llm_binding_name=None,

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
@@ -94,9 +94,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
             gpu_reserve=resources.gpu_reserve,
         ),
         max_loaded=resources.max_loaded_models,
-        max_loaded_per_instance={
-            n: s.max_loaded_models for n, s in config.bindings.items() if s.max_loaded_models
-        },
+        max_loaded_per_instance=_max_loaded_per_instance(config, registry),
         pinned=frozenset(resources.pinned),
         device_pins=resources.devices,
         keep_alive_s=resources.keep_alive_s,
@@ -182,6 +180,19 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_bindings_context)
     app.cleanup_ctx.append(lag_context)  # from when requests may come: start-up work is no lag
     return app
+
+
+def _max_loaded_per_instance(config: Config, registry: Iterable[Binding]) -> dict[str, int]:
+    """`[bindings.<name>] max_loaded_models`, lowered to a binding's own limit (lollms-diffusers'
+    `max_loaded`): the server unloads past it, so a model the binding would drop on its own
+    never stays in the books."""
+    limits = {n: s.max_loaded_models for n, s in config.bindings.items() if s.max_loaded_models}
+    for binding in registry:
+        own = binding.max_loaded()
+        if own:
+            name = binding.instance_name
+            limits[name] = min(own, limits.get(name, own))
+    return limits
 
 
 def _mount_plugin_routes(app: web.Application, plugins: Plugins) -> None:

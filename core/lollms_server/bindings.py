@@ -199,6 +199,11 @@ class Binding:
         """How many generations of `model` may run at once (the scheduler queues the rest)."""
         return self.default_concurrency
 
+    def max_loaded(self) -> int | None:
+        """How many models this instance keeps in memory at once by a setting of its own, or
+        None: the server books the same limit and unloads past it, so its books stay true."""
+        return None
+
     def context_length(self, model: str) -> int | None:
         """The tokens one generation of `model` may use, where known without I/O (or None);
         the default `max_tokens` never goes past it."""

@@ -49,10 +49,11 @@ class Engines(Protocol):
 
 def audio_input(request: GenerationRequest) -> InputItem:
     """The request's audio input: the first `audio` item, else the first `video` (its sound
-    track is used), else the first item with bytes."""
+    track is used), else the first item with bytes; an empty one is returned as it is, for
+    `require_audio` to say that it is empty."""
     for kind in ("audio", "video"):
         for item in request.inputs:
-            if item.type == kind and item.data:
+            if item.type == kind:
                 return item
     for item in request.inputs:
         if item.data:

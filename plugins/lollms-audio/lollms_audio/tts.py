@@ -167,15 +167,16 @@ class EspeakEngine:
     def load(cls, entry: Entry) -> EspeakEngine:
         """Check that the program runs and read its voice list."""
         engine = cls(entry)
-        engine.languages = engine._voice_names("--voices", column=1)
-        engine.variants = engine._voice_names("--voices=variant", column=4)
+        # a voice is named by its language (fr-fr) or its file (roa/fr: fr), as `-v` takes it
+        engine.languages = engine._voice_names("--voices", 1, 4)
+        engine.variants = engine._voice_names("--voices=variant", 4)
         if not engine.languages:
             raise BackendError("espeak-ng lists no voices")
         return engine
 
-    def _voice_names(self, option: str, column: int) -> frozenset[str]:
-        listing = self._run([option], timeout=10).stdout.splitlines()[1:]
-        names = (line.split()[column] for line in listing if len(line.split()) > column)
+    def _voice_names(self, option: str, *columns: int) -> frozenset[str]:
+        listing = [line.split() for line in self._run([option], timeout=10).stdout.splitlines()[1:]]
+        names = (row[column] for row in listing for column in columns if len(row) > column)
         return frozenset(name.rsplit("/", 1)[-1].lower() for name in names)
 
     def check_voice(self, voice: str) -> None:

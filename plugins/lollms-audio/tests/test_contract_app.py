@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from lollms_audio import AudioBinding
-from lollms_audio.formats import sniff_audio
+from lollms_audio.formats import Pcm, sniff_audio, wav_bytes
 from openai import AsyncOpenAI
 
 from lollms_server.app import create_app
@@ -97,6 +97,32 @@ async def test_openai_sdk_verbose_json_and_subtitles(
     assert "00:00:00,000 --> 00:00:0" in str(srt) and "Stella" in str(srt)
 
 
+async def test_word_granularity_gets_words_when_the_instance_has_them_off(
+    model_folders: dict[str, list[str]], packaged: None, tmp_path: Path
+) -> None:
+    """`timestamp_granularities=["word"]` asks for word times: an instance whose
+    `word_timestamps` is off (its default for other calls) still gives them to that request."""
+    settings = {**model_folders, "word_timestamps": False}
+    async with serve_binding(AudioBinding, "audio", settings, tmp_path / "data") as served:
+        url = str(served.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=120) as api:
+            audio = (
+                await api.audio.speech.create(model="tts-1", voice="alloy", input=HELLO)
+            ).content
+            file = ("speech.wav", audio, "audio/wav")
+            plain = await api.audio.transcriptions.create(
+                model="whisper-1", file=file, response_format="verbose_json"
+            )
+            asked = await api.audio.transcriptions.create(
+                model="whisper-1",
+                file=file,
+                response_format="verbose_json",
+                timestamp_granularities=["word"],
+            )
+    assert plain.words is None
+    assert asked.words and [w.word.strip(".").lower() for w in asked.words] == ["hello", "world"]
+
+
 @pytest.mark.parametrize(("fmt", "magic"), [("mp3", "mp3"), ("flac", "flac"), ("opus", "ogg")])
 async def test_openai_sdk_speech_formats(sdk: AsyncOpenAI, fmt: str, magic: str) -> None:
     """mp3, flac and opus are made by the binding and transcribe back."""
@@ -123,6 +149,30 @@ async def test_openai_sdk_pcm_and_speed(sdk: AsyncOpenAI) -> None:
         model="tts-1", voice="alloy", input=FOX, response_format="pcm", speed=2.0
     )
     assert len(fast.content) < len(raw.content) * 0.75
+
+
+async def test_an_empty_upload_is_a_400_saying_so(sdk: AsyncOpenAI, client: Client) -> None:
+    """An empty audio file is a 400 saying it is empty, on /v1 and the lollms API: before, the
+    empty item was skipped and the answer said no audio input was sent at all."""
+    with pytest.raises(openai.BadRequestError, match="the audio input is empty"):
+        await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"", "audio/wav"))
+    status, body = await generate(client, "stt", [{"type": "audio", "data": ""}])
+    assert status == 400 and "the audio input is empty" in body["error"]["message"], body
+
+
+async def test_nothing_heard_gives_no_segments_and_empty_subtitles(sdk: AsyncOpenAI) -> None:
+    """Audio where whisper hears nothing (here: no samples at all; a silent recording with
+    VAD alike): no segments and empty subtitles, as OpenAI answers. Before, the face made up
+    one segment with empty text spanning the audio: an SRT/VTT cue without text."""
+    silent = wav_bytes(Pcm(b"", 16000, 1))
+    file = ("silence.wav", silent, "audio/wav")
+    verbose = await sdk.audio.transcriptions.create(
+        model="whisper-1", file=file, response_format="verbose_json"
+    )
+    assert verbose.text == "" and verbose.segments == []
+    srt = await sdk.audio.transcriptions.create(model="whisper-1", file=file, response_format="srt")
+    vtt = await sdk.audio.transcriptions.create(model="whisper-1", file=file, response_format="vtt")
+    assert str(srt).strip() == "" and str(vtt).strip() == "WEBVTT"
 
 
 async def test_openai_sdk_errors(sdk: AsyncOpenAI, say: Callable[[str], bytes]) -> None:

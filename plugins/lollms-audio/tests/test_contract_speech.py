@@ -195,6 +195,12 @@ async def test_espeak_ng_engine(binding: AudioBinding, request: pytest.FixtureRe
     assert words((await hear(binding, spoken.data)).text) == words(HELLO)
     british = await speak(binding, HELLO, model="espeak-ng", voice="en-gb")
     assert british.metadata["espeak_voice"] == "en-gb" and british.data != spoken.data
+    # the README's own example: `fr` is French's voice file, as `espeak-ng -v fr` takes it
+    # (its language column says fr-fr); before, it was a 400 "espeak-ng has no voice 'fr'"
+    french = await speak(binding, "bonjour tout le monde", model="espeak-ng", voice="fr")
+    plain = await speak(binding, "bonjour tout le monde", model="espeak-ng")
+    assert french.metadata["espeak_voice"] == "fr" and french.data != plain.data
+    assert (await speak(binding, HELLO, model="espeak-ng", voice="fr+f3")).data
     fast = await speak(binding, FOX, model="espeak-ng", speed=2.0)
     slow = await speak(binding, FOX, model="espeak-ng", speed=0.5)
     assert fast.metadata["duration"] < slow.metadata["duration"] / 2

@@ -105,6 +105,10 @@ class DiffusersBinding(Binding):
             found += [models / kind for kind in DATA_DIR_TYPES]
         return found
 
+    def max_loaded(self) -> int | None:
+        """The `max_loaded` setting: the server books it and unloads past it."""
+        return self.settings.max_loaded
+
     def loaded_models(self) -> list[str]:
         """Names of the models in memory, least recently used first."""
         with self._lock:

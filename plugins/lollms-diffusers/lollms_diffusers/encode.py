@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 VIDEO_MIME = {"gif": "image/gif", "webp": "image/webp", "apng": "image/apng", "mp4": "video/mp4"}
+UNREADABLE = (
+    "cannot read the input image: it is no image format PIL reads (send PNG, JPEG, WebP...)"
+)
 #: MP4 video encoders in order of preference, with their options: H.264 (libx264: near
 #: lossless at CRF 18; OpenH264), else MPEG-4 part 2 (built into FFmpeg, always there).
 MP4_CODECS: tuple[tuple[str, dict[str, str]], ...] = (
@@ -161,7 +164,9 @@ def image_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             size = opened.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message holds the repr of our buffer
+        raise UnsupportedMediaType(UNREADABLE) from exc
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UnsupportedMediaType(f"cannot read the input image: {exc}") from exc
     limit = Image.MAX_IMAGE_PIXELS  # None: the embedding program turned PIL's check off
     if limit and size[0] * size[1] > limit:

@@ -12,7 +12,7 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ DERIVED = {
     "inpaint": AutoPipelineForInpainting,
 }
 COUNT_PARAMS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+#: Tasks whose diffusers pipelines make one output a call (AnimateDiff and most video
+#: pipelines set num_videos_per_prompt = 1 whatever is passed): `n` of them is n calls.
+ONE_A_CALL = ("ttv", "v2v")
 
 
 @dataclass
@@ -274,6 +277,10 @@ def _fits(class_name: str, task: str) -> bool:
 
 def run(loaded: Loaded, plan: Plan, job: Job[Any]) -> list[Output]:
     """Run a plan on a loaded model; progress and cancellation go through `job`."""
+    if plan.n > 1 and plan.task in ONE_A_CALL:
+        return [
+            out for seed in plan.seeds() for out in run(loaded, replace(plan, n=1, seed=seed), job)
+        ]
     if plan.controlnet is not None:
         pipe = control.controlled_pipeline(loaded, plan, DERIVED, DTYPES[loaded.dtype])
     elif plan.task == "v2v":

@@ -29,6 +29,7 @@ from .settings import IMAGE_FORMATS, VIDEO_FORMATS, DiffusersConfig
 TASKS = {"tti": "tti", "i2i": "i2i", "ttv": "ttv", "ttm": "ttm"}
 SEED_LIMIT = 2**63 - 1
 MIN_I2I_SIDE = 64
+GIF_MAX_FPS = 50  # a 20 ms frame delay: the shortest browsers honour
 #: Upscaler families and their factor: i2i on them returns the input this many times larger.
 UPSCALERS = {"SD x4 upscaler": 4}
 #: Video families that take an input video (ttv with a video input), and their pipeline class.
@@ -90,6 +91,7 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Diffusers
     _check_capability(entry, kind, task)
     _check_upscale(entry, params.get("upscale"))
     seed = _int(params, "seed", 0, SEED_LIMIT)
+    video_format = _video_format(params, settings.video_format) if kind == "ttv" else None
     return Plan(
         model=entry.name,
         task=task,
@@ -111,8 +113,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Diffusers
         frames=_int(params, ("frames", "num_frames"), 1, settings.max_frames)
         or (settings.default_frames if task == "ttv" else None)
         or (settings.max_frames if task == "v2v" else None),
-        fps=_int(params, "fps", 1, 120) or settings.fps,
-        video_format=_video_format(params, settings.video_format) if kind == "ttv" else "gif",
+        fps=_fps(params, settings.fps, video_format),
+        video_format=video_format or "gif",
         image_format=_image_format(params) if kind in ("tti", "i2i") else _no_format(params, kind),
         quality=_int(params, "output_compression", 0, 100),
         duration_s=_float(params, ("duration", "audio_length_in_s"), 0.1, settings.max_audio_s)
@@ -226,6 +228,19 @@ def _side(params: Mapping[str, Any], name: str, limit: int) -> int | None:
     return value
 
 
+def _fps(params: Mapping[str, Any], default: int, video_format: str | None) -> int:
+    """Frames per second; a GIF plays at most GIF_MAX_FPS (its delays are in 1/100 s, and
+    browsers play delays under 20 ms as 100 ms), so a faster one is refused."""
+    fps = _int(params, "fps", 1, 120) or default
+    if video_format == "gif" and fps > GIF_MAX_FPS:
+        raise InvalidRequest(
+            f"fps: got {fps}; a GIF plays at most {GIF_MAX_FPS} fps (browsers slow faster ones "
+            "to 10): ask for fewer, or format webp, apng or mp4",
+            param="fps",
+        )
+    return fps
+
+
 def _video_format(params: Mapping[str, Any], default: str) -> str:
     value = params.get("format") or params.get("video_format") or default
     if value not in VIDEO_FORMATS:
@@ -253,10 +268,12 @@ def _image_format(params: Mapping[str, Any]) -> str:
 
 
 def _no_format(params: Mapping[str, Any], kind: str) -> str:
-    """ttm: sound is WAV; a `format` asking for anything else is refused, not ignored."""
-    value = params.get("format")
-    if kind == "ttm" and value not in (None, "wav"):
-        raise InvalidRequest(f"format: got {value!r}; allowed for {kind}: wav", param="format")
+    """ttm: sound is WAV; a `format` (or lollms-audio's `response_format`) asking for anything
+    else is refused, not ignored."""
+    for name in ("format", "response_format"):
+        value = params.get(name)
+        if kind == "ttm" and value not in (None, "wav"):
+            raise InvalidRequest(f"{name}: got {value!r}; allowed for {kind}: wav", param=name)
     return "png"
 
 

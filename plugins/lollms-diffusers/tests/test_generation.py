@@ -205,6 +205,18 @@ async def test_a_huge_input_image_is_refused_before_it_is_decoded(
     assert picture(fine.data).size == (96, 64)
 
 
+async def test_n_videos_are_made_one_seed_each(binding: DiffusersBinding) -> None:
+    """`n` works for video as for images: video i has seed + i and is the video that seed
+    gives alone. Before, n=2 was a 502 (diffusers' video pipelines make one video a call and
+    refused the list of two generators), a backend failure counted by the circuit breaker."""
+    size = {"width": 32, "height": 32, "frames": 2}
+    first, second = await outputs(binding, "ttv", VIDEO, n=2, seed=7, **size)
+    assert [first.metadata["seed"], second.metadata["seed"]] == [7, 8]
+    assert first.data != second.data
+    (alone,) = await outputs(binding, "ttv", VIDEO, n=1, seed=8, **size)
+    assert alone.data == second.data
+
+
 async def test_text_to_video_is_an_animated_gif(binding: DiffusersBinding) -> None:
     (video,) = await outputs(binding, "ttv", VIDEO, width=32, height=32, frames=4, seed=1)
     assert video.type == "video" and video.mime_type == "image/gif"
@@ -347,3 +359,33 @@ async def test_format_names_what_each_task_gives(binding: DiffusersBinding) -> N
     with pytest.raises(InvalidRequest) as refused:
         await binding.generate(make_request("ttm", AUDIO, duration=1.0, format="mp3"))
     assert refused.value.param == "format" and "allowed for ttm: wav" in refused.value.message
+
+
+async def test_a_sound_format_asked_as_response_format_is_refused_too(
+    binding: DiffusersBinding,
+) -> None:
+    """`response_format` (the name lollms-audio and OpenAI speech use for the same ask) of
+    anything but wav is a 400 on ttm, as `format` is; before, `response_format: "mp3"` was
+    ignored and a WAV came back."""
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("ttm", AUDIO, duration=1.0, response_format="mp3"))
+    assert refused.value.param == "response_format" and "wav" in refused.value.message
+    (sound,) = await outputs(binding, "ttm", AUDIO, duration=1.0, seed=1, response_format="wav")
+    assert sound.mime_type == "audio/wav"
+
+
+async def test_a_gif_faster_than_it_can_play_is_refused(binding: DiffusersBinding) -> None:
+    """GIF frame delays are in 1/100 s and browsers play delays under 20 ms as 100 ms: above
+    50 fps a GIF would play at 10 fps. Before, fps 120 wrote delays of 0 (fps 60: 10 ms) and
+    said fps 120 in the metadata; now it is a 400 naming fps and the formats that can."""
+    size = {"width": 32, "height": 32, "frames": 2, "seed": 1}
+    with pytest.raises(InvalidRequest) as refused:
+        await binding.generate(make_request("ttv", VIDEO, fps=60, **size))
+    assert refused.value.param == "fps" and "webp" in refused.value.message
+    (gif,) = await outputs(binding, "ttv", VIDEO, fps=50, **size)
+    with Image.open(io.BytesIO(gif.data)) as image:
+        assert image.info["duration"] == 20
+    (apng,) = await outputs(binding, "ttv", VIDEO, fps=120, format="apng", **size)
+    assert apng.metadata["fps"] == 120
+    (image,) = await outputs(binding, "tti", width=32, height=32, seed=1, fps=120)
+    assert image.mime_type == "image/png"  # fps means nothing to an image

@@ -171,3 +171,32 @@ async def test_the_server_answers_while_an_image_renders(client: Client) -> None
         await asyncio.sleep(0.01)
     assert (await render).status == 200
     assert latencies and max(latencies) < 0.5, latencies
+
+
+async def test_an_input_that_is_no_image_is_a_415_naming_no_python_object(client: Client) -> None:
+    """Bytes PIL cannot identify (a text file, a JPEG signature without a body) are a 415 that
+    says what to send; before, it read `cannot identify image file <_io.BytesIO object at
+    0x7f...>`, an address of the server's memory, on the lollms API and the image page."""
+    for data in (b"hello, this is text", b"\xff\xd8\xff\xe0" + bytes(50)):
+        payload = body("i2i", SD, image_item(data), steps=2, seed=1)
+        response = await client.post("/api/v1/generate", json=payload)
+        answer = await response.json()
+        message = answer["error"]["message"]
+        assert response.status == 415, answer
+        assert "object at 0x" not in message and "BytesIO" not in message, message
+        assert "input image" in message and "PNG" in message, message
+
+
+async def test_the_server_books_follow_the_binding_max_loaded(client: Client) -> None:
+    """With `max_loaded = 1` the binding holds one model; the server's books (status, the
+    memory budget, `max_loaded_models`) must say the same. Before, the binding dropped the
+    first model on its own when the second loaded, and /api/v1/status still listed both."""
+    assert binding_of(client).settings.max_loaded == 1
+    await generate(client, body("tti", SD, steps=2, seed=1, width=32, height=32))
+    await generate(client, body("ttm", AUDIO, steps=2, seed=1, duration=0.5))
+    assert binding_of(client).loaded_models() == [AUDIO]
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [f"{INSTANCE}/{AUDIO}"], status
+    await generate(client, body("tti", SD, steps=2, seed=1, width=32, height=32))
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [f"{INSTANCE}/{SD}"], status

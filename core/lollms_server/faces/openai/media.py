@@ -279,6 +279,8 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     found = {"language": language, "temperature": form["temperature"], "task": task,
              "keep_alive": form["keep_alive"]}  # fmt: skip
     parameters = {key: value for key, value in found.items() if value is not None}
+    if "word" in (form.get("timestamp_granularities") or []):
+        parameters["word_timestamps"] = True  # asked of this request, whatever the default
     audio = _media_input("audio", "input_audio", form["file"])
     prepared, result = await _run(
         request, "stt", form["model"], form["prompt"], [audio], parameters
@@ -325,8 +327,11 @@ def _duration(output: Output, audio: bytes) -> float:
 
 
 def _segments(output: Output, text: str, duration: float, temperature: float) -> list[Any]:
-    """The binding's segments, or one segment spanning the audio; missing scores are 0."""
-    raw = output.metadata.get("segments") or [{"start": 0.0, "end": duration, "text": text}]
+    """The binding's segments (none when it heard nothing), else one segment spanning the
+    audio when there is text; missing scores are 0."""
+    raw = output.metadata.get("segments")
+    if raw is None:  # a binding that reports no segments at all
+        raw = [{"start": 0.0, "end": duration, "text": text}] if text.strip() else []
     segments = []
     for index, segment in enumerate(raw):
         segments.append(

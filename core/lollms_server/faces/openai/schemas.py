@@ -40,7 +40,8 @@ and sampling defaults apply; unknown names are a 404), `top_k` and `repeat_penal
 `keep_alive` on every endpoint that runs a model (seconds the model stays loaded after the
 request, or an Ollama duration such as "10m", as Open WebUI sends it: negative forever, 0 unload
 now),
-`seed`, `negative_prompt`, `steps`, `guidance_scale` (and `strength` for edits) for images;
+`seed`, `negative_prompt`, `steps` (or diffusers' `num_inference_steps`, as lollms-client sends it),
+`guidance_scale` (and `strength` for edits) for images;
 `loras`, `controlnet` with `controlnet_image`, and `upscale` (edits) for image workflows.
 """
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import ValidationError, fields, pre_load, validate
+from marshmallow import ValidationError, fields, post_load, pre_load, validate
 
 from ...httpkit.endpoint import UploadedFile
 from ...httpkit.shapes import (
@@ -109,10 +109,22 @@ class ImageFieldsSchema(StrictSchema):
     seed = _opt(Whole, validate=validate.Range(0, 2**63 - 1))
     negative_prompt = _opt(fields.String, validate=TEXT)
     steps = _opt(Whole, validate=validate.Range(1, 1000))
+    num_inference_steps = _opt(Whole, validate=validate.Range(1, 1000))  # diffusers' name
     guidance_scale = _opt(fields.Float, validate=validate.Range(0, 100))
     loras = LoraList(load_default=None, allow_none=True)
     controlnet = ControlNetField(load_default=None, allow_none=True)
     keep_alive = KeepAliveSeconds(load_default=None, allow_none=True)
+
+    @post_load
+    def _one_steps(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """`num_inference_steps` (lollms-client sends diffusers' name) is `steps`."""
+        alias = data.pop("num_inference_steps", None)
+        if alias is not None and data["steps"] is not None:
+            raise ValidationError("send steps or num_inference_steps, not both",
+                                  "num_inference_steps")  # fmt: skip
+        if alias is not None:
+            data["steps"] = alias
+        return data
 
 
 class ImageGenerationSchema(ImageFieldsSchema):
