@@ -90,7 +90,8 @@ def make_plan(request: GenerationRequest, entry: ModelEntry, settings: Diffusers
         raise InvalidRequest("i2i needs an image input (role input_image)", param="input_data")
     _check_capability(entry, kind, task)
     _check_upscale(entry, params.get("upscale"))
-    seed = _int(params, "seed", 0, SEED_LIMIT)
+    # -1 is "random" to lollms clients and diffusers UIs (as no seed): not a 400
+    seed = None if params.get("seed") == -1 else _int(params, "seed", 0, SEED_LIMIT)
     video_format = _video_format(params, settings.video_format) if kind == "ttv" else None
     return Plan(
         model=entry.name,

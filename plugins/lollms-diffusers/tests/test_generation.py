@@ -75,6 +75,19 @@ async def test_n_images_use_consecutive_seeds(binding: DiffusersBinding) -> None
     assert difference(pair[1].data, alone.data) < 1.0 < difference(pair[1].data, unrelated.data)
 
 
+async def test_seed_minus_one_is_a_random_seed(binding: DiffusersBinding) -> None:
+    """`seed: -1` (what lollms clients send for "random") is no 400: a random seed, reported,
+    that gives the same image again; -2 is still refused."""
+    (first,) = await outputs(binding, "tti", seed=-1)
+    (second,) = await outputs(binding, "tti", seed=-1)
+    seed = first.metadata["seed"]
+    assert isinstance(seed, int) and seed >= 0 and seed != second.metadata["seed"]
+    (again,) = await outputs(binding, "tti", seed=seed)
+    assert again.data == first.data
+    with pytest.raises(InvalidRequest, match="seed"):
+        await outputs(binding, "tti", seed=-2)
+
+
 def difference(first: bytes, second: bytes) -> float:
     """Mean absolute difference of two images' pixel values (0-255)."""
     a, b = picture(first).tobytes(), picture(second).tobytes()
