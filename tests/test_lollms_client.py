@@ -170,16 +170,22 @@ def test_lollms_tti_tts_stt_bindings(server: ServerProcess, tmp_path: Path) -> N
     assert "echo/echo" in media.stt.list_models()
 
 
-def test_lollms_tti_forwards_num_inference_steps(server: ServerProcess) -> None:
-    """lollms-client's `lollms` TTI binding forwards `num_inference_steps` to
-    /v1/images/generations (its own name, the diffusers one): it is taken as `steps`.
-    Before, the server refused it, 400 `num_inference_steps: Unknown field`."""
+def lollms_tti(server: ServerProcess) -> Any:
+    """lollms-client's `lollms` image binding pointed at the server."""
     tti = LollmsClient(
         llm_binding_name=None,
         tti_binding_name="lollms",
         tti_binding_config={"host_address": server.url},
     ).tti
     assert tti is not None
+    return tti
+
+
+def test_lollms_tti_forwards_num_inference_steps(server: ServerProcess) -> None:
+    """lollms-client's `lollms` TTI binding forwards `num_inference_steps` to
+    /v1/images/generations (its own name, the diffusers one): it is taken as `steps`.
+    Before, the server refused it, 400 `num_inference_steps: Unknown field`."""
+    tti = lollms_tti(server)
     before = requests_seen(server)
     image = tti.generate_image("a red cat", width=64, height=48, num_inference_steps=3, seed=4)
     assert image[:8] == b"\x89PNG\r\n\x1a\n"
@@ -191,12 +197,7 @@ def test_lollms_tti_forwards_num_inference_steps(server: ServerProcess) -> None:
 
 
 def test_lollms_tti_edits(server: ServerProcess) -> None:
-    tti = LollmsClient(
-        llm_binding_name=None,
-        tti_binding_name="lollms",
-        tti_binding_config={"host_address": server.url},
-    ).tti
-    assert tti is not None
+    tti = lollms_tti(server)
     source = base64.b64encode(tiny_media.png(tiny_media.gradient(8, 8, 1))).decode()
     before = requests_seen(server)
     edited = tti.edit_image(source, "make it blue", width=8, height=8)
