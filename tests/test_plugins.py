@@ -208,6 +208,25 @@ def test_every_hookspec_is_documented_for_plugin_authors() -> None:
     )
 
 
+def test_every_binding_method_and_setting_is_documented_for_plugin_authors() -> None:
+    """Each method and class setting a binding may override is named in the README's plugin
+    section: a plugin author learns of `max_loaded()` or `books_memory` there, not by reading
+    the core."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Write a binding plugin", 1)[1].split("\n## ", 1)[0]
+    methods = [
+        name for name, value in vars(Binding).items()
+        if not name.startswith("_") and callable(value) and name != "ConfigSchema"
+    ]  # fmt: skip
+    settings = [name for name in Binding.__annotations__ if not name.startswith("_")]
+    assert "max_loaded" in methods and "books_memory" in settings, "the base class changed"
+    undocumented = [
+        name for name in methods + settings
+        if not re.search(rf"`(self\.)?{name}[`( ]", section)
+    ]  # fmt: skip
+    assert not undocumented, f"missing from README 'Write a binding plugin': {undocumented}"
+
+
 def test_register_bindings_returning_a_class_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The common slip `return MyBinding` (no list) marks that plugin broken, not the server."""
     monkeypatch.delenv("LOLLMS_STRICT_PLUGINS", raising=False)
