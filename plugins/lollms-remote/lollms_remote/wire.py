@@ -6,6 +6,7 @@ type and metadata, never re-encoded into another format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from lollms_server.sdk import (
     encode_data,
 )
 
+BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
 TEXT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "user"}
 
 
@@ -168,3 +170,18 @@ def error_class(kind: str) -> type[LollmsError]:
             return BackendError if cls.status in (401, 403) else cls
         pending.extend(cls.__subclasses__())
     return BackendError
+
+
+def lane_of(names: Mapping[str, str]) -> str:
+    """The node's `instance/model` of a `_node_ref` answer."""
+    return f"{names['binding_name']}/{names['model_name']}"
+
+
+async def decode(raw: bytes) -> Any:
+    """A node's whole JSON answer (a big one decoded in a worker thread)."""
+    try:
+        if len(raw) > BIG_ANSWER:
+            return await asyncio.to_thread(json.loads, raw)
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BackendError(f"a node answered with something that is not JSON: {exc}") from None
