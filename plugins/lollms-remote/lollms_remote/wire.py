@@ -82,7 +82,9 @@ def output_of(item: Mapping[str, Any]) -> Output:
     kind = str(item.get("type") or "text")
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     if kind == "text":
-        return Output("text", text=str(item.get("data") or ""), thoughts=item.get("thoughts"),
+        thoughts = item.get("thoughts")
+        return Output("text", text=str(item.get("data") or ""),
+                      thoughts=thoughts if isinstance(thoughts, str) else None,
                       metadata=metadata or {})  # fmt: skip
     return Output(
         kind,
@@ -109,11 +111,13 @@ def result_of(answer: Mapping[str, Any]) -> Result:
     outputs = tuple(
         output_of(item) for item in answer.get("output") or [] if isinstance(item, dict)
     )
-    return Result(
-        outputs or (Output("text"),),
-        usage_of(answer.get("usage")),
-        str(answer.get("finish_reason") or "stop"),
-    )
+    return Result(outputs or (Output("text"),), usage_of(answer.get("usage")), finish_of(answer))
+
+
+def finish_of(answer: Mapping[str, Any]) -> str:
+    """The node's `finish_reason`, or "stop" when it sent none or something that is no text."""
+    finish = answer.get("finish_reason")
+    return finish if isinstance(finish, str) and finish else "stop"
 
 
 def final_chunks(metadata: Mapping[str, Any], streamed_text: bool) -> list[Chunk]:
@@ -129,7 +133,7 @@ def final_chunks(metadata: Mapping[str, Any], streamed_text: bool) -> list[Chunk
         elif not streamed_text and (output.text or output.thoughts):
             chunks.append(Chunk(content=output.text, thoughts=output.thoughts or ""))
     usage = usage_of(metadata.get("usage"))
-    chunks.append(Chunk(usage=usage, finish_reason=str(metadata.get("finish_reason") or "stop")))
+    chunks.append(Chunk(usage=usage, finish_reason=finish_of(metadata)))
     return chunks
 
 
