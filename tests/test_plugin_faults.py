@@ -13,7 +13,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeClient, MakeConfig
 
-from lollms_server.bindings import Binding, Chunk, GenerationRequest, Health, ModelInfo, Result
+from lollms_server.bindings import (
+    Binding,
+    Chunk,
+    GenerationRequest,
+    Health,
+    ModelInfo,
+    Output,
+    Result,
+    Usage,
+)
 from lollms_server.hookspecs import hookimpl
 from lollms_server.plugins import load_plugins
 
@@ -22,7 +31,15 @@ FAULTS = ("dict", "none", "string_chunks")
 # a Chunk or Result of the right class holding the wrong types; an exception whose str() fails;
 # a CancelledError the binding raises itself (a library's inner task leaking it)
 # a KeyboardInterrupt the binding raises (a library's; a real Ctrl-C stops the server elsewhere)
-SLIPS = ("bytes_content", "str_outputs", "unprintable", "self_cancel", "interrupt")
+# usage counts below zero (a broken upstream's numbers; they were a 500: a counter cannot go down)
+SLIPS = (
+    "bytes_content",
+    "str_outputs",
+    "unprintable",
+    "self_cancel",
+    "interrupt",
+    "negative_usage",
+)
 
 
 class Unprintable(Exception):
@@ -48,6 +65,8 @@ class Careless(Binding):
             return None  # type: ignore[return-value]
         if request.model == "str_outputs":
             return Result(outputs=("a str",))  # type: ignore[arg-type]
+        if request.model == "negative_usage":
+            return Result((Output("text", text="hi"),), Usage(-5, -7))
         return await super().generate(request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -61,6 +80,8 @@ class Careless(Binding):
             raise asyncio.CancelledError
         elif request.model == "interrupt":
             raise KeyboardInterrupt
+        elif request.model == "negative_usage":
+            yield Chunk(usage=Usage(-5, -7), finish_reason="stop")
         yield "a plain string"  # type: ignore[misc]
 
     async def tokenize(self, text: str, model: str) -> list[int]:

@@ -25,7 +25,7 @@ from lollms_server.errors import (
     RateLimited,
 )
 from lollms_server.httpkit.error_middleware import error_body
-from lollms_server.resilience import RetryPolicy, parse_retry_after
+from lollms_server.resilience import FALLBACK_REMAINS, RetryPolicy, parse_retry_after
 from lollms_server.testing import free_port
 from lollms_server.upstream import Upstream
 
@@ -424,6 +424,23 @@ async def test_dead_port_is_unavailable_quickly() -> None:
     assert time.monotonic() - started < 3
     assert caught.value.binding == "inst" and "inst" in caught.value.message
     assert KEY not in caught.value.message
+
+
+async def test_a_refused_connection_is_retried_only_without_a_fallback() -> None:
+    """Nobody listening: retried after the backoff when nothing else could serve, raised at
+    once while a route's next target remains (FALLBACK_REMAINS)."""
+    slow = RetryPolicy(attempts=2, backoff_s=0.3, max_backoff_s=0.3)
+    upstream = Upstream("inst", f"http://127.0.0.1:{free_port()}", retry=slow)
+    took = []
+    for remains in (False, True):
+        token = FALLBACK_REMAINS.set(remains)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await upstream.get_json("/models")
+        took.append(time.monotonic() - started)
+        FALLBACK_REMAINS.reset(token)
+    await upstream.close()
+    assert took[0] >= 0.3 and took[1] < 0.15, took
 
 
 def test_parse_retry_after() -> None:

@@ -263,13 +263,13 @@ def chunk_problem(chunk: object) -> str | None:
     if not isinstance(chunk, Chunk):
         return f"stream() yielded {type(chunk).__name__}, not a Chunk"
     text = type(chunk.content) is str and type(chunk.thoughts) is str and chunk.output is None
-    if text and (chunk.usage is None or isinstance(chunk.usage, Usage)):  # the fast path
+    if text and chunk.usage is None:  # the fast path
         return None
     for name, kind in (("content", str), ("thoughts", str)):
         if not isinstance(getattr(chunk, name), kind):
             return _wrong("stream() yielded a Chunk", name, getattr(chunk, name), kind)
-    if chunk.usage is not None and not isinstance(chunk.usage, Usage):
-        return _wrong("stream() yielded a Chunk", "usage", chunk.usage, Usage)
+    if (problem := usage_problem("stream() yielded a Chunk", chunk.usage)) is not None:
+        return problem
     return None if chunk.output is None else output_problem("stream() yielded", chunk.output)
 
 
@@ -277,11 +277,25 @@ def result_problem(result: Result) -> str | None:
     """What is wrong inside a Result a binding's `generate()` returned, or None."""
     if not isinstance(result.outputs, list | tuple):
         return _wrong("generate() returned a Result", "outputs", result.outputs, tuple)
-    if result.usage is not None and not isinstance(result.usage, Usage):
-        return _wrong("generate() returned a Result", "usage", result.usage, Usage)
+    if (problem := usage_problem("generate() returned a Result", result.usage)) is not None:
+        return problem
     for output in result.outputs:
         if (problem := output_problem("generate() returned", output)) is not None:
             return problem
+    return None
+
+
+def usage_problem(where: str, usage: object) -> str | None:
+    """What is wrong with a usage a binding reported (not a Usage, or a count that is not a
+    whole number of at least 0: token counters and budgets cannot take it), or None."""
+    if usage is None:
+        return None
+    if not isinstance(usage, Usage):
+        return _wrong(where, "usage", usage, Usage)
+    for name in ("prompt_tokens", "completion_tokens"):
+        count = getattr(usage, name)
+        if type(count) is not int or count < 0:
+            return f"{where} whose usage has {name} = {count!r}, not a count of 0 or more"
     return None
 
 

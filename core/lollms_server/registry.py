@@ -24,6 +24,7 @@ from .fleet import FLEET_TYPE
 from .guard import guarded
 from .health import HEALTH_TIMEOUT_S
 from .plugins import SHIPPED_PLUGINS, Plugins
+from .resilience import FALLBACK_REMAINS
 from .security.principal import caller, current
 
 
@@ -332,8 +333,8 @@ async def fleet_targets(
     registry: Registry, generation_type: str, name: str, route: Mapping[str, Any]
 ) -> list[Target]:
     """Every `lollms` instance whose node lists the route's model (a node that cannot be
-    asked, or that the caller may not use it on, is left out); ModelNotFound when none does,
-    Forbidden when the caller may use it on none."""
+    asked, or that the caller may not use it on, is left out: at once, without the retry
+    backoff); ModelNotFound when none does, Forbidden when the caller may use it on none."""
     model = route.get("model") or name
     targets: list[Target] = []
     principal, forbidden = caller(), False
@@ -344,11 +345,15 @@ async def fleet_targets(
         if not principal.may_use(binding.instance_name, model):
             forbidden = True
             continue
+        # a node left out, others serve: its refused connection or Retry-After is not waited on
+        fallback = FALLBACK_REMAINS.set(True)
         try:
             if not await has_model(model):
                 continue
         except LollmsError:
             continue
+        finally:
+            FALLBACK_REMAINS.reset(fallback)
         targets.append(await registry.resolve(generation_type, binding.instance_name, model))
     if not targets and forbidden:
         raise Forbidden(f"this key may not use model {name!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -47,7 +48,9 @@ class RetryPolicy:
 
     A Retry-After longer than `max_retry_after_s` is not waited for: the failure is raised at
     once (with its delay) so the caller can report it instead of hanging. Nor is any
-    Retry-After while FALLBACK_REMAINS: a route's next target serves instead.
+    Retry-After while FALLBACK_REMAINS: a route's next target serves instead; nor is a refused
+    connection then retried (nothing listens: the backend is down, and the next target serves
+    at once rather than after a backoff).
     """
 
     attempts: int = 3
@@ -59,6 +62,8 @@ class RetryPolicy:
         """A `Retryable` or `retry_on` failure whose Retry-After (if any) is short enough, and
         not to be waited for at all while a route's next target could serve instead."""
         if not isinstance(exc, (Retryable, *retry_on)):
+            return False
+        if FALLBACK_REMAINS.get() and refused_connection(exc):
             return False
         delay = getattr(exc, "retry_after", None)
         if delay is not None and FALLBACK_REMAINS.get():
@@ -110,6 +115,11 @@ class RetryPolicy:
             with state:
                 return await attempt()
         raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+
+def refused_connection(exc: BaseException) -> bool:
+    """Whether `exc` is a refused connection (ECONNREFUSED: nothing listens; no work started)."""
+    return isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -46,6 +46,7 @@ class EndpointDoc:
     binary_response: str | None = None
     access: Literal["public", "user", "admin"] = "user"
     media_body: bool = False
+    generates: bool = False
 
 
 def endpoint(
@@ -60,15 +61,28 @@ def endpoint(
     binary_response: str | None = None,
     access: Literal["public", "user", "admin"] = "user",
     media_body: bool = False,
+    generates: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Decorate a handler `(request, data)`; `data` is the validated body, form or query.
 
     `access`: who may call it: `public` (anyone), `user` (any key or local), `admin`.
     `media_body`: the body may carry media (base64 or files), so it may be up to `max_body_mb`;
     other bodies are limited to `max_text_body_mb`. A form always may (it carries files).
+    `generates`: it starts a generation, so a draining server refuses it before rate limits
+    count it (`security.auth`).
     """
     doc = EndpointDoc(
-        summary, tag, body, query, form, response, streams, binary_response, access, media_body
+        summary,
+        tag,
+        body,
+        query,
+        form,
+        response,
+        streams,
+        binary_response,
+        access,
+        media_body,
+        generates,
     )
 
     def decorate(handler: Handler) -> Handler:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..errors import Forbidden, LollmsError, NotFound, Unauthorized
 from ..httpkit.endpoint import doc_of
-from ..keys import AUDIT, KEYSTORE, LIMITER, REQUEST_PRINCIPAL, SECURITY
+from ..keys import AUDIT, DRAIN, KEYSTORE, LIMITER, REQUEST_PRINCIPAL, SECURITY
 from ..tracing import annotate, span
 from .local import (
     SAFE_METHODS,
@@ -56,11 +56,13 @@ class SecuritySettings:
     cors_origins: frozenset[str] = frozenset()
 
 
-def requires(access: Access) -> Callable[[Any], Any]:
-    """Mark a handler that does not use `endpoint` as public, user or admin."""
+def requires(access: Access, *, generates: bool = False) -> Callable[[Any], Any]:
+    """Mark a handler that does not use `endpoint` as public, user or admin (`generates`: as
+    `endpoint`'s)."""
 
     def mark(handler: Any) -> Any:
         handler.__lollms_access__ = access
+        handler.__lollms_generates__ = generates
         return handler
 
     return mark
@@ -89,6 +91,17 @@ def undeclared_routes(app: web.Application) -> list[str]:
             if route.method != "HEAD" and declared_access(route.handler, resource) is None:
                 found.append(f"{route.method} {resource.canonical}")
     return found
+
+
+def starts_generation(request: web.Request) -> bool:
+    """Whether the matched route starts a generation (`endpoint(generates=True)`, `requires`)."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return False
+    doc = doc_of(info.handler)
+    if doc is not None:
+        return doc.generates
+    return bool(getattr(info.handler, "__lollms_generates__", False))
 
 
 def required_access(request: web.Request) -> Access | None:
@@ -207,7 +220,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]] | web.Response:
     """The caller and its rate-limit headers, or the CORS preflight's answer; raises when the
-    caller may not call the route."""
+    caller may not call the route. A new generation while the server drains is refused first:
+    its 503 started nothing, and the replica that serves its retry counts it (counted here
+    too, a key's limit was spent twice by one request)."""
+    if request.app[DRAIN].draining and starts_generation(request):
+        request.app[DRAIN].admit()
     client, local = client_and_local(request)
     access = required_access(request)
     headers: dict[str, str] = {}

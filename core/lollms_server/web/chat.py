@@ -70,7 +70,7 @@ async def _context(request: web.Request, form: dict[str, Any]) -> dict[str, Any]
 
 
 @routes.post("/playground/chat")
-@requires("user")
+@requires("user", generates=True)
 @page_handler
 async def chat_send(request: web.Request) -> web.Response:
     """Send a prompt: stream the answer (htmx) or answer in a new page (no JavaScript)."""

@@ -75,7 +75,7 @@ async def _image_context(request: web.Request, form: dict[str, Any]) -> dict[str
 
 
 @routes.post("/playground/image")
-@requires("user")
+@requires("user", generates=True)
 @page_handler
 async def image_generate(request: web.Request) -> web.Response:
     """Text to image, or image to image when an image is uploaded; streamed with htmx."""
@@ -156,7 +156,7 @@ async def _audio_context(request: web.Request, **extra: Any) -> dict[str, Any]:
 
 
 @routes.post("/playground/speech")
-@requires("user")
+@requires("user", generates=True)
 @page_handler
 async def speech(request: web.Request) -> web.Response:
     """Text to speech: an audio player with the result."""
@@ -178,7 +178,7 @@ async def speech(request: web.Request) -> web.Response:
 
 
 @routes.post("/playground/transcribe")
-@requires("user")
+@requires("user", generates=True)
 @page_handler
 async def transcribe(request: web.Request) -> web.Response:
     """Speech to text from an uploaded audio file."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -48,7 +47,6 @@ from . import wire
 from .load import NodeLoad, describe
 from .settings import RemoteConfig, RemoteSettings
 
-BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
 #: The lane of the whole generation whose answer is being received (the node has let it go).
 _ANSWERING: ContextVar[str | None] = ContextVar("lollms_remote_answering", default=None)
 
@@ -80,6 +78,8 @@ class LollmsRemoteBinding(Binding):
         self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
         self._refresh: asyncio.Task[None] | None = None  # a status call for stale load figures
         self._refreshed_at = 0.0  # when the last one started (one per load_fresh_s at most)
+        self._listing_failed: LollmsError | None = None  # the last listing's failure, if it failed
+        self._relist: asyncio.Task[None] | None = None  # the listing asked again meanwhile
 
     @property
     def upstream(self) -> Upstream:
@@ -166,8 +166,9 @@ class LollmsRemoteBinding(Binding):
 
     async def shutdown(self) -> None:
         """Close the connection pool."""
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for task in (self._refresh, self._relist):
+            if task is not None:
+                task.cancel()
         if self._upstream is not None:
             await self._upstream.close()
 
@@ -201,13 +202,17 @@ class LollmsRemoteBinding(Binding):
         try:  # bounded: a frozen node must not hold a fleet route's choice for read_timeout_s
             answer = await self.upstream.get_json(path, timeout_s=timeout)
         except LollmsError as exc:
-            raise BackendUnavailable(exc.message, binding=self.instance_name) from exc
+            failed: LollmsError = BackendUnavailable(exc.message, binding=self.instance_name)
+            self._listing_failed = failed
+            raise failed from exc
         listing = answer.get("models") if isinstance(answer, dict) else None
         if not isinstance(listing, dict):
-            raise BackendError(
+            self._listing_failed = BackendError(
                 f"node {self.instance_name!r} answered list_models without a models table",
                 binding=self.instance_name,
             )
+            raise self._listing_failed
+        self._listing_failed = None
         infos = [
             info
             for items in listing.values()
@@ -218,12 +223,23 @@ class LollmsRemoteBinding(Binding):
         return infos
 
     async def has_model(self, model: str) -> bool:
-        """True when the node lists `model` (as `instance/model`, or a bare model name)."""
+        """True when the node lists `model` (as `instance/model`, or a bare model name). Once
+        a listing failed, its failure is raised at once while the node is asked again in the
+        background (a frozen node held each request health_timeout_s), until one answers."""
         cache_s = self.settings.models_cache_s
         if self._models is None or time.monotonic() - self._models[0] > cache_s:
+            if self._listing_failed is not None:
+                if self._relist is None or self._relist.done():
+                    self._relist = asyncio.get_running_loop().create_task(self._list_again())
+                raise self._listing_failed.with_traceback(None)
             await self.list_models()
         assert self._models is not None
         return any(model in (info.name, info.name.partition("/")[2]) for info in self._models[1])
+
+    async def _list_again(self) -> None:
+        """A listing whose failure is not waited on: it clears the failure once it answers."""
+        with contextlib.suppress(LollmsError):
+            await self.list_models()
 
     async def _node_ref(self, model: str) -> dict[str, str]:
         """The node's binding and model names of `model` (a bare name, with a slash or not:
@@ -252,7 +268,7 @@ class LollmsRemoteBinding(Binding):
                 raise
             message = f"{exc.message}: loading a model ahead needs an admin key of the node"
             raise LoadRefused(message, binding=self.instance_name) from exc
-        self.load_report.mark_loaded(_lane_of(names))
+        self.load_report.mark_loaded(wire.lane_of(names))
         memory = answer.get("memory_bytes") if isinstance(answer, dict) else None
         return memory if isinstance(memory, int) else None
 
@@ -260,13 +276,13 @@ class LollmsRemoteBinding(Binding):
         """Unload the model on the node."""
         names = await self._node_ref(model)
         await self.upstream.post_json("/api/v1/unload_model", names)
-        self.load_report.mark_unloaded(_lane_of(names))
+        self.load_report.mark_unloaded(wire.lane_of(names))
 
     async def generate(self, request: GenerationRequest) -> Result:
         """The node's whole answer (media are the node's own bytes)."""
         names = await self._node_ref(request.model)
         body = wire.generate_body(request, stream=False, **names)
-        lane = _lane_of(names)
+        lane = wire.lane_of(names)
         answering = _ANSWERING.set(lane)
         try:
             with self.load_report.calling(lane):
@@ -274,14 +290,14 @@ class LollmsRemoteBinding(Binding):
         finally:
             _ANSWERING.reset(answering)
         self.load_report.mark_loaded(lane)
-        answer = await _decode(raw)
+        answer = await wire.decode(raw)
         if not isinstance(answer, dict) or not wire.is_output_list(answer.get("output")):
             raise BackendError(  # not an empty answer: what the node made would be lost
                 f"node {self.instance_name!r} answered generate without an object holding an"
                 " `output` list of items",
                 binding=self.instance_name,
             )
-        return await asyncio.to_thread(wire.result_of, answer) if len(raw) > BIG_ANSWER else (
+        return await asyncio.to_thread(wire.result_of, answer) if len(raw) > wire.BIG_ANSWER else (
             wire.result_of(answer)
         )  # fmt: skip
 
@@ -292,7 +308,7 @@ class LollmsRemoteBinding(Binding):
             "/api/v1/generate", wire.generate_body(request, stream=True, **names)
         )
         streamed_text = False
-        with self.load_report.calling(_lane_of(names)):
+        with self.load_report.calling(wire.lane_of(names)):
             async with aclosing(events):
                 async for event in events:
                     kind = event.get("type")
@@ -312,7 +328,7 @@ class LollmsRemoteBinding(Binding):
                     elif kind == "error":
                         raise self._event_error(metadata.get("error"), event.get("content"))
                     elif kind == "final":
-                        self.load_report.mark_loaded(_lane_of(names))
+                        self.load_report.mark_loaded(wire.lane_of(names))
                         for chunk in wire.final_chunks(metadata, streamed_text):
                             yield chunk
                         return
@@ -378,16 +394,3 @@ class LollmsRemoteBinding(Binding):
         body = {"text": text, **await self._node_ref(model)}
         answer = await self.upstream.post_json("/api/v1/count_tokens", body)
         return int(answer.get("count", 0))
-
-
-def _lane_of(names: Mapping[str, str]) -> str:
-    return f"{names['binding_name']}/{names['model_name']}"
-
-
-async def _decode(raw: bytes) -> Any:
-    try:
-        if len(raw) > BIG_ANSWER:
-            return await asyncio.to_thread(json.loads, raw)
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BackendError(f"a node answered with something that is not JSON: {exc}") from None

@@ -6,6 +6,7 @@ type and metadata, never re-encoded into another format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from lollms_server.sdk import (
     encode_data,
 )
 
+BIG_ANSWER = 256 * 1024  # bytes of JSON decoded in a worker thread rather than on the loop
 TEXT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "user"}
 
 
@@ -80,7 +82,9 @@ def output_of(item: Mapping[str, Any]) -> Output:
     kind = str(item.get("type") or "text")
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     if kind == "text":
-        return Output("text", text=str(item.get("data") or ""), thoughts=item.get("thoughts"),
+        thoughts = item.get("thoughts")
+        return Output("text", text=str(item.get("data") or ""),
+                      thoughts=thoughts if isinstance(thoughts, str) else None,
                       metadata=metadata or {})  # fmt: skip
     return Output(
         kind,
@@ -107,11 +111,13 @@ def result_of(answer: Mapping[str, Any]) -> Result:
     outputs = tuple(
         output_of(item) for item in answer.get("output") or [] if isinstance(item, dict)
     )
-    return Result(
-        outputs or (Output("text"),),
-        usage_of(answer.get("usage")),
-        str(answer.get("finish_reason") or "stop"),
-    )
+    return Result(outputs or (Output("text"),), usage_of(answer.get("usage")), finish_of(answer))
+
+
+def finish_of(answer: Mapping[str, Any]) -> str:
+    """The node's `finish_reason`, or "stop" when it sent none or something that is no text."""
+    finish = answer.get("finish_reason")
+    return finish if isinstance(finish, str) and finish else "stop"
 
 
 def final_chunks(metadata: Mapping[str, Any], streamed_text: bool) -> list[Chunk]:
@@ -127,7 +133,7 @@ def final_chunks(metadata: Mapping[str, Any], streamed_text: bool) -> list[Chunk
         elif not streamed_text and (output.text or output.thoughts):
             chunks.append(Chunk(content=output.text, thoughts=output.thoughts or ""))
     usage = usage_of(metadata.get("usage"))
-    chunks.append(Chunk(usage=usage, finish_reason=str(metadata.get("finish_reason") or "stop")))
+    chunks.append(Chunk(usage=usage, finish_reason=finish_of(metadata)))
     return chunks
 
 
@@ -168,3 +174,18 @@ def error_class(kind: str) -> type[LollmsError]:
             return BackendError if cls.status in (401, 403) else cls
         pending.extend(cls.__subclasses__())
     return BackendError
+
+
+def lane_of(names: Mapping[str, str]) -> str:
+    """The node's `instance/model` of a `_node_ref` answer."""
+    return f"{names['binding_name']}/{names['model_name']}"
+
+
+async def decode(raw: bytes) -> Any:
+    """A node's whole JSON answer (a big one decoded in a worker thread)."""
+    try:
+        if len(raw) > BIG_ANSWER:
+            return await asyncio.to_thread(json.loads, raw)
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BackendError(f"a node answered with something that is not JSON: {exc}") from None

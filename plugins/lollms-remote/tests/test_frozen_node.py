@@ -113,3 +113,38 @@ async def test_a_route_tries_a_node_seen_down_last(two_nodes: tuple[ServerProces
     assert states["frozen"]["state"] == "down", states
     assert answer.status == 200 and body["model"] == "alive/echo/echo", body
     assert took < 3, took
+
+
+async def test_a_frozen_node_costs_a_fleet_route_one_wait_not_one_per_request(
+    two_nodes: tuple[ServerProcess, ...],
+) -> None:
+    """Once the frozen node's listing failed, the fleet route leaves it out without waiting
+    while it is asked again in the background (every request waited health_timeout_s, 5 s, on
+    it for as long as it stayed frozen); thawed, it serves the route again."""
+    frozen, _, gateway = two_nodes
+    ask = {"model": "fleet-echo", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def served_by() -> tuple[str, float]:
+            started = time.monotonic()
+            async with http.post(f"{gateway.url}/v1/chat/completions", json=ask) as answer:
+                body = await answer.json()
+            assert answer.status == 200, body
+            return body["model"], time.monotonic() - started
+
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1)  # both listings are stale
+            await served_by()  # the frozen node's listing times out: left out
+            later = [await served_by() for _ in range(4)]
+            await asyncio.sleep(0.6)
+            later += [await served_by() for _ in range(2)]
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        deadline, back = time.monotonic() + 15, set()
+        while time.monotonic() < deadline and "frozen/echo/echo" not in back:
+            back.add((await served_by())[0])
+            await asyncio.sleep(0.3)
+    assert {model for model, _ in later} == {"alive/echo/echo"}, later
+    assert max(took for _, took in later) < 1, later
+    assert "frozen/echo/echo" in back, back

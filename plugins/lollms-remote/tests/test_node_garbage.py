@@ -50,3 +50,13 @@ async def test_an_empty_output_list_is_still_an_answer() -> None:
     """A node may answer nothing (an empty list): that is its answer, not a failure."""
     result = await generate_from({"output": [], "finish_reason": "stop"})
     assert result.outputs[0].text == "" and result.finish_reason == "stop"
+
+
+async def test_odd_thoughts_and_finish_reason_are_not_passed_on() -> None:
+    """A node's `thoughts` that is not a text and a `finish_reason` that is not one are read
+    as none and "stop", as its stream's are (they reached clients as `reasoning_content: 5`
+    and `finish_reason: "{'x': 1}"`)."""
+    answer = {"output": [{"type": "text", "data": "hi", "thoughts": 5}], "finish_reason": {"x": 1}}
+    result = await generate_from(answer)
+    assert result.outputs[0].text == "hi" and result.outputs[0].thoughts is None, result
+    assert result.finish_reason == "stop", result

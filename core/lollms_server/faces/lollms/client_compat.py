@@ -148,7 +148,7 @@ def _model_entry(binding: Binding, model: ModelInfo) -> dict[str, Any]:
 
 @routes.post(f"{PREFIX}/audio/speech")
 @endpoint("Speak a text in the format the binding makes (lollms-client)", tag=TAG,
-          body=SpeechSchema, binary_response="audio/*")  # fmt: skip
+          body=SpeechSchema, binary_response="audio/*", generates=True)  # fmt: skip
 async def speech(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Text-to-speech; unlike `/v1/audio/speech`, any `response_format` gets the binding's own
     format (its mime type says which), as lollms-client plays what it receives."""
@@ -177,7 +177,9 @@ async def voices(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{PREFIX}/audio/transcriptions")
-@endpoint("Transcribe an audio file (lollms-client)", tag=TAG, form=TranscriptionForm)
+@endpoint(
+    "Transcribe an audio file (lollms-client)", tag=TAG, form=TranscriptionForm, generates=True
+)
 async def transcriptions(request: web.Request, form: dict[str, Any]) -> web.Response:
     """`{text}`."""
     parameters = {"language": form["language"]} if form["language"] else {}
@@ -189,7 +191,7 @@ async def transcriptions(request: web.Request, form: dict[str, Any]) -> web.Resp
 
 @routes.post(f"{PREFIX}/images/edit")
 @endpoint("Edit a base64 image with a prompt (lollms-client)", tag=TAG, body=ImageEditSchema,
-          media_body=True)  # fmt: skip
+          media_body=True, generates=True)  # fmt: skip
 async def images_edit(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Image-to-image (`i2i`), answered as `/v1/images/edits` is (`data[0].b64_json`)."""
 

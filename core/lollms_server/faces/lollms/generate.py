@@ -59,6 +59,7 @@ async def get_health(request: web.Request) -> web.Response:
     response=GenerateResponseSchema,
     streams=True,
     media_body=True,
+    generates=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run one generation; with `functions`, the server runs the function-calling loop."""

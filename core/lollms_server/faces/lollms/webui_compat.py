@@ -53,7 +53,7 @@ PARAMETERS = {
 
 @routes.post("/lollms_generate")
 @endpoint("Generate text from a raw prompt (lollms-webui); plain text, streamed when asked",
-          tag=TAG, body=WebuiGenerateSchema, streams=True)  # fmt: skip
+          tag=TAG, body=WebuiGenerateSchema, streams=True, generates=True)  # fmt: skip
 async def lollms_generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """The prompt goes to the model as it is (lollms-webui's `!@>` markup included)."""
     return await _generate(request, body, [ChatMessage("user", body["prompt"])], raw=True)
@@ -61,7 +61,8 @@ async def lollms_generate(request: web.Request, body: dict[str, Any]) -> web.Str
 
 @routes.post("/lollms_generate_with_images")
 @endpoint("Generate text about base64 images (lollms-webui); plain text",
-          tag=TAG, body=WebuiGenerateSchema, streams=True, media_body=True)  # fmt: skip
+          tag=TAG, body=WebuiGenerateSchema, streams=True, media_body=True,
+          generates=True)  # fmt: skip
 async def lollms_generate_with_images(
     request: web.Request, body: dict[str, Any]
 ) -> web.StreamResponse:
@@ -199,7 +200,7 @@ async def list_mounted_personalities(request: web.Request) -> web.Response:
 
 @routes.post("/text2Audio")
 @endpoint("Speak a text; the audio comes back base64 in the body (lollms-webui)", tag=TAG,
-          body=Text2AudioSchema)  # fmt: skip
+          body=Text2AudioSchema, generates=True)  # fmt: skip
 async def text2audio(request: web.Request, body: dict[str, Any]) -> web.Response:
     """`{status, audio, mime_type, model}` (`voice` is a tts model id or a voice name)."""
     parameters: dict[str, Any] = {}
@@ -221,7 +222,7 @@ async def list_voices(request: web.Request) -> web.Response:
 
 @routes.post("/audio2text")
 @endpoint("Transcribe base64 audio (lollms-webui)", tag=TAG, body=Audio2TextSchema,
-          media_body=True)  # fmt: skip
+          media_body=True, generates=True)  # fmt: skip
 async def audio2text(request: web.Request, body: dict[str, Any]) -> web.Response:
     """`{text, model}`."""
     data, mime = await off_loop_if_big(

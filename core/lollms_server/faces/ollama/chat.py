@@ -105,6 +105,7 @@ async def show(request: web.Request, body: dict[str, Any]) -> web.Response:
     body=OllamaChatSchema,
     streams=True,
     media_body=True,
+    generates=True,
 )
 async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat through the resolved binding (`<personality>@<model>` applies a personality)."""
@@ -126,6 +127,7 @@ async def chat(request: web.Request, body: dict[str, Any]) -> web.StreamResponse
     body=OllamaGenerateSchema,
     streams=True,
     media_body=True,
+    generates=True,
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a prompt (templated by the binding unless `raw`)."""

@@ -54,6 +54,7 @@ text_routes = web.RouteTableDef()
     body=ChatCompletionSchema,
     streams=True,
     media_body=True,
+    generates=True,
 )
 async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run a chat completion (`<personality>@<model>` or `personality` applies a personality)."""
@@ -95,6 +96,7 @@ async def chat_completions(request: web.Request, body: dict[str, Any]) -> web.St
     tag=TAG,
     body=CompletionSchema,
     streams=True,
+    generates=True,
 )
 async def completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Complete a raw prompt (no chat template, no personality)."""

@@ -116,7 +116,7 @@ def _outputs(prepared: Prepared, result: Result, kind: str) -> list[Output]:
 
 @routes.post("/v1/images/generations")
 @endpoint("Generate images from a prompt", tag=TAG, body=ImageGenerationSchema,
-          media_body=True)  # fmt: skip
+          media_body=True, generates=True)  # fmt: skip
 async def images_generations(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Text-to-image (`tti`); a `controlnet_image` goes to the binding as an input of that role."""
     inputs: list[InputItem] = []
@@ -128,7 +128,9 @@ async def images_generations(request: web.Request, body: dict[str, Any]) -> web.
 
 
 @routes.post("/v1/images/edits")
-@endpoint("Edit images with a prompt (and an optional mask)", tag=TAG, form=ImageEditForm)
+@endpoint(
+    "Edit images with a prompt (and an optional mask)", tag=TAG, form=ImageEditForm, generates=True
+)
 async def images_edits(request: web.Request, form: dict[str, Any]) -> web.Response:
     """Image-to-image (`i2i`); the mask goes to the binding as a `mask_image` input."""
     inputs = [_image_upload(image, "image", "input_image") for image in form["image"]]
@@ -207,6 +209,7 @@ def _headers(prepared: Prepared) -> dict[str, str]:
     tag=TAG,
     body=SpeechSchema,
     binary_response="audio/*",
+    generates=True,
 )
 async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Response:
     """Text-to-speech (`tts`)."""
@@ -253,7 +256,7 @@ def _audio_as(prepared: Prepared, audio: Output, wanted: str | None) -> tuple[by
 
 
 @routes.post("/v1/audio/transcriptions")
-@endpoint("Transcribe an audio file", tag=TAG, form=TranscriptionForm)
+@endpoint("Transcribe an audio file", tag=TAG, form=TranscriptionForm, generates=True)
 async def audio_transcriptions(request: web.Request, form: dict[str, Any]) -> web.Response:
     """Speech-to-text (`stt`)."""
     if form["stream"]:
@@ -262,7 +265,9 @@ async def audio_transcriptions(request: web.Request, form: dict[str, Any]) -> we
 
 
 @routes.post("/v1/audio/translations")
-@endpoint("Translate an audio file into English text", tag=TAG, form=TranslationForm)
+@endpoint(
+    "Translate an audio file into English text", tag=TAG, form=TranslationForm, generates=True
+)
 async def audio_translations(request: web.Request, form: dict[str, Any]) -> web.Response:
     """Speech-to-text with `task = "translate"` passed to the binding."""
     return await _transcribe(request, form, "translate")

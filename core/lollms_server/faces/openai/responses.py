@@ -39,6 +39,7 @@ routes = web.RouteTableDef()
     body=ResponseSchema,
     streams=True,
     media_body=True,
+    generates=True,
 )
 async def create_response(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Generate a response to `input` (`<personality>@<model>` or `personality` applies one)."""
