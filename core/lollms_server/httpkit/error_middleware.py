@@ -17,7 +17,8 @@ from ..errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
-from ..keys import ERROR_RENDERERS
+from ..keys import ERROR_RENDERERS, REQUEST_PRINCIPAL
+from ..masking import for_caller
 from ..trace import current_trace
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def add_error_renderer(app: web.Application, renderer: ErrorRenderer) -> None:
 
 async def error_response(request: web.Request, exc: LollmsError) -> web.StreamResponse:
     """The error in the shape of the face of `request` (JSON), or of the renderer registered
-    for its path."""
+    for its path; server file paths in it cut to file names unless the caller is an admin."""
+    exc = for_caller(exc, request.get(REQUEST_PRINCIPAL))
     for renderer in request.config_dict.get(ERROR_RENDERERS, ()):
         if renderer.applies(request.path):
             return await renderer.render(request, exc)

@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import LollmsError
 from ..httpkit.error_middleware import face_of, from_http_exception
 from ..keys import REQUEST_PRINCIPAL
+from ..masking import for_caller
 from ..security.auth import KEY_COOKIE, Access
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ async def page_error(request: web.Request, exc: LollmsError) -> web.Response:
 
 async def render_error(request: web.Request, exc: LollmsError) -> web.Response:
     """The error partial (or full error page) with the server's message and the error status."""
+    exc = for_caller(exc, request.get(REQUEST_PRINCIPAL))
     context = {"error": exc, "status": exc.status}
     return await render(
         request, "error.html", "_error.html", context, status=exc.status, headers=exc.headers()
@@ -144,7 +146,8 @@ async def event_error(request: web.Request, exc: LollmsError) -> web.Response:
     a `failure` event with the error partial, then `done`, so the page shows the error and
     closes the stream. Sent with status 200, the only one EventSource reads; htmx's SSE
     extension reconnected forever to any other answer (the audit log keeps the real status)."""
-    partial = await render_string(request, "_error.html", {"error": exc, "status": exc.status})
+    shown = for_caller(exc, request.get(REQUEST_PRINCIPAL))
+    partial = await render_string(request, "_error.html", {"error": shown, "status": exc.status})
     return web.Response(
         body=sse_message("failure", partial) + sse_message("done", ""),
         content_type="text/event-stream",

@@ -34,7 +34,8 @@ from ..chunks import Accumulator
 from ..errors import LollmsError, NotFound, Unauthorized
 from ..httpkit.burst import BurstResponse, ClientGone
 from ..httpkit.sse import open_sse
-from ..keys import GENERATION, KEYSTORE, WEB_STREAMS
+from ..keys import GENERATION, KEYSTORE, REQUEST_PRINCIPAL, WEB_STREAMS
+from ..masking import for_caller
 from ..security.auth import requires
 from ..security.principal import current as current_principal
 from ..service.generation_stream import ChunkStream
@@ -192,7 +193,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         if entry is None:
             gone = NotFound("this stream has finished or expired; send the request again")
-            await send(response, "failure", await render_string(request, "_error.html", _err(gone)))
+            await send(
+                response,
+                "failure",
+                await render_string(request, "_error.html", _err(request, gone)),
+            )
             await send(response, "done", "")
         else:
             try:
@@ -236,7 +241,9 @@ async def _run(request: web.Request, response: BurstResponse, entry: PageStream)
         await asyncio.gather(entry.task, *filter(None, [watch]), return_exceptions=True)
     if got.error is not None:
         await send(
-            response, "failure", await render_string(request, "_error.html", _err(got.error))
+            response,
+            "failure",
+            await render_string(request, "_error.html", _err(request, got.error)),
         )
     context = {
         **entry.context,
@@ -306,8 +313,8 @@ async def _watch_key(
             return
 
 
-def _err(error: LollmsError) -> dict[str, Any]:
-    return {"error": error, "status": error.status}
+def _err(request: web.Request, error: LollmsError) -> dict[str, Any]:
+    return {"error": for_caller(error, request.get(REQUEST_PRINCIPAL)), "status": error.status}
 
 
 @routes.post("/playground/streams/{stream_id}/stop")

@@ -15,6 +15,7 @@ from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.convert import output_dict, usage_dict
 from ...httpkit.sse import hold_event, open_sse, send_event
 from ...keys import GENERATION
+from ...masking import for_current_caller
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
 from ...service.toolloop import ToolLoop
@@ -114,6 +115,7 @@ async def _send_chunk(response: BurstResponse, chunk: Chunk, folded: Accumulator
 
 
 async def _send_error(response: BurstResponse, prepared: Prepared, exc: LollmsError) -> None:
+    exc = for_current_caller(exc)
     try:
         await send_event(response, _event("error", exc.message, error=exc.to_dict()))
         final = {

@@ -17,6 +17,7 @@ from ...httpkit.burst import BurstResponse, ClientGone
 from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import to_json
 from ...keys import CONFIG, GENERATION
+from ...masking import for_current_caller
 from ...registry import Target
 from ...service.generation_stream import open_stream
 from ...service.prepared import Prepared
@@ -71,7 +72,7 @@ def _write(response: BurstResponse, line: dict[str, Any]) -> Awaitable[None]:
 
 async def _write_error(response: BurstResponse, exc: LollmsError) -> None:
     with suppress(ClientGone):
-        await _write(response, error_body("ollama", exc)[1])
+        await _write(response, error_body("ollama", for_current_caller(exc))[1])
 
 
 def nanoseconds(seconds: float) -> int:

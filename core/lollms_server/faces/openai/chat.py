@@ -33,6 +33,7 @@ from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import SLOT, EventTemplate, hold_event, send_event
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
+from ...masking import for_current_caller
 from ...openai_names import resolve_model
 from ...security.ratelimit import text_tokens
 from ...service.prepared import Prepared
@@ -346,7 +347,7 @@ class _ChunkWriter:
     async def error(self, exc: LollmsError) -> None:
         """An error after the stream started: an `error` object, then `[DONE]`."""
         try:
-            await send_event(self.response, error_body("openai", exc)[1])
+            await send_event(self.response, error_body("openai", for_current_caller(exc))[1])
             await send_event(self.response, "[DONE]")
         except ClientGone:
             pass

@@ -23,6 +23,7 @@ from ...httpkit.error_middleware import error_body
 from ...httpkit.sse import to_json
 from ...json_encoding import dumps
 from ...keys import GENERATION, REGISTRY
+from ...masking import for_current_caller
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared
 from .schemas_responses import ResponseSchema
@@ -290,7 +291,7 @@ class _EventWriter:
 
     async def error(self, exc: LollmsError) -> None:
         """An error after the stream started: an `error` event, then `response.failed`."""
-        error = error_body("openai", exc)[1]["error"]
+        error = error_body("openai", for_current_caller(exc))[1]["error"]
         try:
             await self.send(
                 "error", code=error["code"], message=error["message"], param=error["param"]
