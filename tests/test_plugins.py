@@ -391,3 +391,34 @@ async def test_a_hook_result_of_the_wrong_shape_is_recorded(
     health = await (await client.get("/api/v1/health")).json()
     assert f"{hook} must return" in health["plugin_errors"]["odd"], health
     assert (await client.get("/")).status == 200
+
+
+async def test_plugin_routes_answer_a_browser_origin(make_client: Any, make_config: Any) -> None:
+    """A plugin's routes are a sub-application (`/-/<plugin>/`): the CORS check read the
+    security settings from the sub-application, which has none, so any request there with an
+    Origin header (every browser fetch) lost its connection (KeyError in the response hook);
+    now it is answered, with the CORS headers of an allowed origin."""
+    from aiohttp import web
+
+    from lollms_server.security.auth import requires
+
+    plugin_routes = web.RouteTableDef()
+
+    @plugin_routes.get("/hello")
+    @requires("public")
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hi": True})
+
+    extra = types.SimpleNamespace(register_routes=hookimpl(lambda: list(plugin_routes)))
+    raw = {
+        "bindings": {"echo": {"type": "echo"}},
+        "security": {"cors_origins": ["http://ok.example"]},
+    }
+    client = await make_client(make_config(raw), plugins=load_plugins(extra={"greeter": extra}))
+    for origin, allowed in (
+        ("http://ok.example", "http://ok.example"),
+        ("http://evil.example", None),
+    ):
+        answer = await client.get("/-/greeter/hello", headers={"Origin": origin})
+        assert answer.status == 200 and await answer.json() == {"hi": True}, origin
+        assert answer.headers.get("Access-Control-Allow-Origin") == allowed, origin

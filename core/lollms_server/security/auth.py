@@ -341,7 +341,7 @@ def add_security_headers(request: web.Request, response: web.StreamResponse) -> 
     for name, value in request.get(REQUEST_LIMIT_HEADERS, {}).items():
         response.headers.setdefault(name, value)
     origin = request.headers.get("Origin")
-    if origin and origin in request.app[SECURITY].cors_origins:
+    if origin and origin in request.config_dict[SECURITY].cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
         response.headers["Vary"] = ", ".join(
