@@ -332,7 +332,7 @@ CORS_EXPOSED_HEADERS = ", ".join(
 
 def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Part of `prepare_answer`: security headers everywhere, the rpm checks' X-RateLimit-*
-    headers, CORS only for allowed origins."""
+    headers, CORS only for allowed origins (and `Vary: Origin` on every answer when CORS is on)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     # not aiohttp's `Python/<version> aiohttp/<version>` (set before this hook): no version
@@ -340,10 +340,15 @@ def add_security_headers(request: web.Request, response: web.StreamResponse) -> 
     response.headers["Server"] = "lollms-server"
     for name, value in request.get(REQUEST_LIMIT_HEADERS, {}).items():
         response.headers.setdefault(name, value)
+    allowed = request.config_dict[SECURITY].cors_origins  # a plugin sub-app has none of its own
+    if not allowed:
+        return
+    # with CORS on, every answer depends on Origin (CORS headers or none): a shared cache must
+    # not give the answer to one origin (or to none) to another
+    varies = [v.strip() for v in response.headers.get("Vary", "").split(",") if v.strip()]
+    if "origin" not in {v.lower() for v in varies}:
+        response.headers["Vary"] = ", ".join([*varies, "Origin"])
     origin = request.headers.get("Origin")
-    if origin and origin in request.config_dict[SECURITY].cors_origins:
+    if origin and origin in allowed:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
-        response.headers["Vary"] = ", ".join(
-            v for v in (response.headers.get("Vary"), "Origin") if v
-        )
