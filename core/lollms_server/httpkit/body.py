@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, HttpVersion11, MultipartReader, hdrs, web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -65,7 +66,23 @@ def _too_large(what: str, limit: int, key: str) -> LollmsError:
     return closing(PayloadTooLarge(f"{what} is larger than {limit} bytes (server setting {key})"))
 
 
-def _check_declared_length(request: web.Request, limit: int, key: str) -> None:
+#: the request body codings aiohttp decodes here (br and zstd when their packages are installed)
+BODY_ENCODINGS = ("gzip", "deflate", *(["br"] if HAS_BROTLI else []),
+                  *(["zstd"] if HAS_ZSTD else []), "identity")  # fmt: skip
+
+
+def _check_declared(request: web.Request, limit: int, key: str) -> None:
+    """The body's declared length within the limit, its coding one that is decoded here: any
+    other (`br` without Brotli, `compress`, a list such as `gzip, br`) is a 415 naming them
+    (aiohttp would read a coding it does not know as plain bytes)."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() or "identity"
+    if coding not in BODY_ENCODINGS:
+        error = UnsupportedMediaType(
+            f"request bodies may be encoded with {', '.join(BODY_ENCODINGS)}; "
+            f"not {request.headers[hdrs.CONTENT_ENCODING][:64]!r}"
+        )
+        error.extra_headers["Accept-Encoding"] = ", ".join(BODY_ENCODINGS)
+        raise closing(error)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large("the request body", limit, key)
 
@@ -104,7 +121,7 @@ async def read_body(request: web.Request, *, media: bool = False, json: bool = F
     max_text_body_mb) and body_timeout_s; `json` also counts separators against max_json_values."""
     limits = limits_of(request)
     limit, key = limits.body_limit(media)
-    _check_declared_length(request, limit, key)
+    _check_declared(request, limit, key)
     await _send_continue(request)
     body = bytearray()
     separators = 0
@@ -149,7 +166,7 @@ async def read_form(request: web.Request, *, media: bool = True) -> dict[str, An
         raise UnsupportedMediaType("send this endpoint a multipart/form-data body")
     limits = limits_of(request)
     limit, key = limits.body_limit(media)
-    _check_declared_length(request, limit, key)
+    _check_declared(request, limit, key)
     await _send_continue(request)
     fields: dict[str, Any] = {}
     try:
