@@ -155,3 +155,32 @@ async def test_a_refused_route_names_only_the_route(
     text = await answer.text()
     assert answer.status == 403 and "'chat'" in text, text
     assert HIDDEN not in text and HIDDEN_MODEL not in text, text
+
+
+async def test_a_limited_key_learns_no_size_of_models_it_may_not_use(
+    make_client: MakeClient, make_config: MakeConfig
+) -> None:
+    """A hidden 300 MiB model and a visible 7 MiB one are loaded. Before, `/api/v1/status`
+    told the limited key `used_by_models_bytes` 307 MiB and the dashboard '2' models, '307.0
+    MiB' on cpu: the hidden model's size was the difference. Now both count only the models
+    the key may use; an admin key still sees both."""
+    bindings = {
+        "echo": {"type": "echo", "model_memory_mb": 7},
+        HIDDEN: {"type": "echo", "model_memory_mb": 300},
+    }
+    client = await make_client(make_config({"bindings": bindings, "defaults": ECHO_DEFAULTS}))
+    store = client.server.app[KEYSTORE]
+    limited, _ = await store.create("limited", "user", allowed_bindings=["echo"])
+    admin, _ = await store.create("admin", "admin")
+    for instance in ("echo", HIDDEN):
+        body = {"binding_name": instance, "model_name": "echo"}
+        loaded = await client.post("/api/v1/load_model", json=body, headers={"X-API-Key": admin})
+        assert loaded.status == 200, await loaded.text()
+    for key, mib, count in ((limited, 7, 1), (admin, 307, 2)):
+        status = await (await client.get("/api/v1/status", headers={"X-API-Key": key})).json()
+        (cpu,) = status["devices"]
+        assert cpu["used_by_models_bytes"] == mib * 2**20, (key == admin, status)
+        page = await client.get("/", headers={"X-API-Key": key, "HX-Request": "true"})
+        html = await page.text()
+        row = html.split('id="device-memory"', 1)[1].split("</table>", 1)[0]
+        assert f'<td class="num">{count}</td>' in row and f"{mib:.1f} MiB" in row, row

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..bindings import Binding
 from ..errors import BackendUnavailable, Overloaded
+from ..security.principal import Principal
 from .placement import ANY_GPU, CPU, Device, Memory, mib
 from .scheduler import Scheduler
 
@@ -68,12 +69,18 @@ class Books:
         """Bytes the loaded models take here (a node's take none), as estimated or measured."""
         return sum(m.bytes for m in self.loaded.values() if m.owned)
 
-    def used_by_device(self) -> dict[str, int]:
-        """Bytes the loaded models take on each device (a node's models take none here)."""
+    def used_by_device(self, seen_by: Principal | None = None) -> dict[str, int]:
+        """Bytes the loaded models take on each device (a node's models take none here); with
+        `seen_by`, only the models that caller may use (what it is shown of a device)."""
         used: dict[str, int] = {}
-        for entry in self.loaded.values():
+        for entry in self.visible_to(seen_by):
             used[entry.device] = used.get(entry.device, 0) + (entry.bytes if entry.owned else 0)
         return used
+
+    def visible_to(self, seen_by: Principal | None) -> list[LoadedModel]:
+        """The loaded models `seen_by` may use (every one when None: the server itself)."""
+        entries = self.loaded.values()
+        return [e for e in entries if seen_by is None or seen_by.may_use(e.instance, e.model)]
 
     def _busy(self, entry: LoadedModel) -> bool:
         key = (entry.instance, entry.model)

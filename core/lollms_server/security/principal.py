@@ -69,6 +69,7 @@ def split_entry(entry: str) -> tuple[str, str]:
 
 
 ANONYMOUS = Principal(role="user", name="anonymous")
+NOBODY = Principal(role="user", name="nobody", allowed_bindings=frozenset())  # may use nothing
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "lollms_principal", default=None
 )

@@ -18,11 +18,21 @@ from aiohttp import web
 from .. import health
 from ..bindings import Binding, Health
 from ..circuit import CircuitBreaker
-from ..keys import BREAKERS, CONFIG, LIFECYCLE, PLUGINS, REGISTRY, STARTED_AT, WEB_STREAMS
+from ..keys import (
+    BREAKERS,
+    CONFIG,
+    LIFECYCLE,
+    PLUGINS,
+    REGISTRY,
+    REQUEST_PRINCIPAL,
+    STARTED_AT,
+    WEB_STREAMS,
+)
 from ..listing import InstanceModels, gather_models, visible_bindings
 from ..resources import gpu
 from ..resources.lifecycle import Lifecycle
 from ..security.auth import requires
+from ..security.principal import NOBODY, Principal
 from .activity import snapshot as activity_snapshot
 from .render import page_handler, render
 
@@ -71,7 +81,7 @@ async def status(request: web.Request) -> dict[str, Any]:
         "no_instances": not registry.instances,
         "loaded": loaded,
         "loaded_bytes": sum(item["model"].memory_bytes or 0 for item in loaded),
-        "devices": device_memory(lifecycle, gpus),
+        "devices": device_memory(lifecycle, gpus, request.get(REQUEST_PRINCIPAL) or NOBODY),
         "host": host_usage(),
         "gpu": gpus,
         "activity": activity,
@@ -117,15 +127,19 @@ def device_of(lifecycle: Lifecycle, binding: Binding, model: str) -> str:
     return binding.device_for(model) or ""
 
 
-def device_memory(lifecycle: Lifecycle, report: gpu.GpuReport) -> list[dict[str, Any]]:
-    """RAM and each GPU: bytes the loaded models take there, its budget and room (None: none)."""
+def device_memory(
+    lifecycle: Lifecycle, report: gpu.GpuReport, seen_by: Principal
+) -> list[dict[str, Any]]:
+    """RAM and each GPU: bytes the loaded models `seen_by` may use take there (and how many),
+    its budget and room (None: none; the room counts every model)."""
+    used, visible = lifecycle.used_by_device(seen_by), lifecycle.visible_to(seen_by)
     return [
         {
             "name": device.name,
-            "booked": device.booked,
+            "booked": used.get(device.name, 0),
             "budget": device.budget,
             "room": None if device.room == math.inf else max(int(device.room), 0),
-            "models": sum(1 for m in lifecycle.loaded.values() if m.device == device.name),
+            "models": sum(1 for m in visible if m.device == device.name),
         }
         for device in lifecycle.devices(report)
     ]

@@ -15,7 +15,7 @@ from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
-from ...security.principal import Principal
+from ...security.principal import NOBODY, Principal
 
 routes = web.RouteTableDef()
 
@@ -71,9 +71,10 @@ def add_load_headers(request: web.Request, response: web.StreamResponse) -> None
 @endpoint("Load of this server: queue depth per model, free memory, loaded models", tag="lollms")
 async def status(request: web.Request) -> web.Response:
     """Queue depth per busy lane, memory per device, the loaded models and those loading (those
-    the caller may use)."""
+    the caller may use: the bytes used on a device count only those; its room counts all)."""
     app = request.app
     principal = request.get(REQUEST_PRINCIPAL)
+    used = app[LIFECYCLE].used_by_device(principal or NOBODY)
     body: dict[str, Any] = {
         "queue_depth": queue_depths(app, principal),
         "free_memory_bytes": free_memory(app),
@@ -82,16 +83,12 @@ async def status(request: web.Request) -> web.Response:
                 "name": d.name,
                 "total_bytes": d.total,
                 "free_bytes": d.free,
-                "used_by_models_bytes": d.booked,
+                "used_by_models_bytes": used.get(d.name, 0),
                 "room_bytes": None if d.room == math.inf else max(0, int(d.room)),
             }
             for d in devices(app)
         ],
-        "loaded": sorted(
-            entry.ref
-            for entry in app[LIFECYCLE].loaded.values()
-            if principal is not None and principal.may_use(entry.instance, entry.model)
-        ),
+        "loaded": sorted(entry.ref for entry in app[LIFECYCLE].visible_to(principal or NOBODY)),
         "loading": sorted(
             f"{instance}/{model}"
             for instance, model in app[LIFECYCLE].loading()
