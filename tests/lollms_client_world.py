@@ -3,7 +3,6 @@ which routes the library called."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lollms_server.testing.process import ServerProcess, lollms_process
+from lollms_server.testing.process import ServerProcess, lollms_process, request_lines
 
 CONFIG = """
 [bindings.echo]
@@ -25,7 +24,6 @@ i2i = "echo/echo"
 tts = "echo/echo"
 stt = "echo/echo"
 """
-REQUEST_LINE = re.compile(r'"message": "([A-Z]+ \S+ \d{3})"')
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def requests_seen(server: ServerProcess) -> list[str]:
     """`METHOD /path STATUS` of every request the server logged so far, in order."""
-    return REQUEST_LINE.findall(server.log())
+    return request_lines(server.log())
 
 
 def new_requests(server: ServerProcess, before: list[str], *wanted: str) -> list[str]:

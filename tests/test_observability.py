@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from conftest import ECHO_DEFAULTS
 from prometheus_client.parser import text_string_to_metric_families
 
-from lollms_server.logs import LINE_FIELDS, JsonFormatter
+from lollms_server.logs import LINE_FIELDS, JsonFormatter, TextFormatter
 from lollms_server.trace import new_id
 
 Client = TestClient[Any, Any]
@@ -127,6 +127,12 @@ async def test_one_json_log_line_per_request(
     assert (line["status"], line["instance"], line["model"]) == (200, "echo", "echo")
     assert line["path"] == "/api/v1/generate" and line["duration_ms"] >= line["overhead_ms"] >= 0
     assert line["level"] == "info" and line["time"].endswith("Z")
+    # the path (method, status) once per line: before, also in the message "POST /api/... 200"
+    assert line["message"] == "request"
+    assert json.dumps(line).count("/api/v1/generate") == 1
+    text = TextFormatter().format(records[0])
+    assert text.count("/api/v1/generate") == 1 and text.count("POST") == 1
+    assert "requests: request " in text and " path=/api/v1/generate status=200 " in text, text
 
 
 def test_a_line_s_fields_in_one_dict_are_written_as_extras_are() -> None:

@@ -26,7 +26,7 @@ LOG_FORMATS = ("auto", "json", "text")
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 #: `extra={LINE_FIELDS: {...}}` gives a JSON line its fields in one dict (the request log's
 #: line, one per request): neither logging nor the formatter visits them one record attribute
-#: at a time
+#: at a time; a text line writes them after its message as `name=value`
 LINE_FIELDS = "line_fields"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -81,8 +81,13 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        """The record's line, escaped and masked."""
-        return escape_controls(mask_text(super().formatMessage(record)))
+        """The record's line, escaped and masked; a line's fields (`LINE_FIELDS`, the request
+        log's) follow its message as `name=value`."""
+        text = super().formatMessage(record)
+        fields = vars(record).get(LINE_FIELDS)
+        if fields:
+            text += "".join(f" {k}={v}" for k, v in fields.items() if v is not None)
+        return escape_controls(mask_text(text))
 
     def formatException(self, ei: Any) -> str:
         """The traceback: its lines kept, anything else escaped and masked."""

@@ -65,11 +65,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         if trace.routed:
             metrics.overhead.observe(overhead_s)
         principal = request.get(REQUEST_PRINCIPAL)
-        request_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            status,
+        request_log.info(  # method, path and status once: as fields, not again in the message
+            "request",
             extra={
                 LINE_FIELDS: {
                     "request_id": trace.request_id,

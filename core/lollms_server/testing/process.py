@@ -17,6 +17,30 @@ from .fixtures import free_port, wait_for_http
 SERVER_COMMAND = (sys.executable, "-m", "lollms_server.cli")
 
 
+def request_lines(log: str) -> list[str]:
+    """`METHOD /path STATUS` of each request log line (JSON, one per request) in `log`."""
+    lines = []
+    for line in log.splitlines():
+        if '"lollms_server.requests"' not in line:
+            continue
+        try:
+            fields = json.loads(line)
+        except ValueError:
+            continue
+        lines.append(f"{fields.get('method')} {fields.get('path')} {fields.get('status')}")
+    return lines
+
+
+def request_count(log: str, method: str, path: str, status: int | None = None) -> int:
+    """How many request log lines in `log` are `method path` (with `status`, when given)."""
+    return sum(
+        1
+        for line in request_lines(log)
+        if line.rsplit(" ", 1)[0] == f"{method} {path}"
+        and (status is None or line.endswith(f" {status}"))
+    )
+
+
 @dataclass
 class ServerProcess:
     """A running server: where it answers, the process, and its output file."""
