@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import typing
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 
 from .bindings import Binding, Health, HealthState
 from .guard import BINDING_FAILURES, SharedCalls, shared_call
+from .masking import text_for_current_caller
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
@@ -67,7 +69,15 @@ async def _checked(binding: Binding, timeout_s: float) -> Health:
 async def check_all(
     bindings: Iterable[Binding], timeout_s: float = HEALTH_TIMEOUT_S
 ) -> dict[str, Health]:
-    """Health of every instance, checked concurrently."""
+    """Health of every instance, checked concurrently, as the running request's caller may see
+    it (see `check_for_caller`)."""
     items = list(bindings)
-    results = await asyncio.gather(*(check(b, timeout_s) for b in items))
+    results = await asyncio.gather(*(check_for_caller(b, timeout_s) for b in items))
     return {b.instance_name: h for b, h in zip(items, results, strict=True)}
+
+
+async def check_for_caller(binding: Binding, timeout_s: float = HEALTH_TIMEOUT_S) -> Health:
+    """`check` for a page or listing: a user key reads the detail without server file paths."""
+    health = await check(binding, timeout_s)
+    detail = text_for_current_caller(health.detail)
+    return health if detail == health.detail else dataclasses.replace(health, detail=detail)

@@ -18,6 +18,7 @@ from .bindings import Binding, ModelInfo
 from .errors import LollmsError, NotFound
 from .fleet import FLEET_TYPE
 from .guard import listed_models
+from .masking import for_current_caller
 from .registry import Registry
 from .security.principal import current
 
@@ -97,8 +98,8 @@ async def list_instance(binding: Binding) -> InstanceModels:
     """The visible models of one instance (bounded in time, errors kept)."""
     try:
         models = await list_models_of(binding)
-    except LollmsError as exc:
-        return InstanceModels(binding, [], exc)
+    except LollmsError as exc:  # shown to the caller: a user key reads no server file paths
+        return InstanceModels(binding, [], for_current_caller(exc))
     return InstanceModels(binding, models)
 
 

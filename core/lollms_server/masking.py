@@ -96,3 +96,10 @@ def for_caller(exc: E, principal: Principal | None) -> E:
 def for_current_caller(exc: E) -> E:
     """`for_caller` for the caller of the running request (an error inside a stream)."""
     return for_caller(exc, current())
+
+
+def text_for_current_caller(text: str) -> str:
+    """`text` (a health detail, a circuit's last error) as the running request's caller may
+    see it: its file paths cut to file names unless the caller is an admin."""
+    principal = current()
+    return text if principal is not None and principal.is_admin else mask_paths(text)

@@ -47,7 +47,7 @@ async def _instance(
 ) -> web.Response:
     registry = request.app[REGISTRY]
     binding = visible_instance(registry, request.match_info["instance"])
-    state, listing = await asyncio.gather(health.check(binding), list_instance(binding))
+    state, listing = await asyncio.gather(health.check_for_caller(binding), list_instance(binding))
     context: dict[str, Any] = {
         "instance": instance_view(registry, binding, state, listing),
         "notice": notice,

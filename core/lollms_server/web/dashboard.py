@@ -29,6 +29,7 @@ from ..keys import (
     WEB_STREAMS,
 )
 from ..listing import InstanceModels, gather_models, visible_bindings
+from ..masking import text_for_current_caller
 from ..resources import gpu
 from ..resources.lifecycle import Lifecycle
 from ..security.auth import requires
@@ -95,8 +96,9 @@ def instance_row(state: Health, listing: InstanceModels, breaker: CircuitBreaker
     errors = [listing.error.message] if listing.error else []
     if state.state != "up" and state.detail:
         errors.append(state.detail)
-    if breaker.last_error and breaker.last_error not in errors:
-        errors.append(breaker.last_error)
+    last = text_for_current_caller(breaker.last_error or "")
+    if last and last not in errors:
+        errors.append(last)
     return {
         "name": listing.name,
         "type": listing.binding.name,

@@ -61,3 +61,28 @@ async def test_a_user_key_sees_file_names_an_admin_key_the_paths(tmp_path: Path)
             assert str(tmp_path) not in text and str(models) not in text, (face, text)
         for face, text in (await _answers(client, admin)).items():
             assert str(models / "cut.gguf") in text, (face, text)
+
+
+async def test_listing_and_health_errors_show_a_user_key_no_folder(tmp_path: Path) -> None:
+    """A models folder that does not exist: listings and health name it. Before, a user key
+    read the absolute path in `list_models` errors, `list_active_bindings` health, the
+    dashboard and the bindings page; now the folder's last name only, an admin the path."""
+    gone = tmp_path / "srv-data" / "models"
+    settings = {"models_folders": [str(gone)], "n_threads": 1}
+    async with serve_binding(LlamaCppBinding, "local", settings, tmp_path / "data") as client:
+        store = client.server.app[KEYSTORE]
+        user, _ = await store.create("user", "user")
+        admin, _ = await store.create("admin", "admin")
+        for key, shows_path in ((user, False), (admin, True)):
+            auth = {"Authorization": f"Bearer {key}"}
+            shown = {}
+            listed = await (await client.get("/api/v1/list_models", headers=auth)).json()
+            shown["list_models"] = str(listed["errors"])
+            active = await client.get("/api/v1/list_active_bindings", headers=auth)
+            shown["health"] = str((await active.json())["bindings"]["local"]["health"])
+            for page in ("/", "/bindings"):
+                shown[page] = await (await client.get(page, headers=auth)).text()
+            for where, text in shown.items():  # the error's words (the settings list folders)
+                assert "no models folder" in text, (where, text)
+                assert (f"exists ({gone})" in text) is shows_path, (where, key == admin, text)
+                assert shows_path or "exists (models)" in text, (where, text)
