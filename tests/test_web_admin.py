@@ -92,3 +92,18 @@ async def test_a_new_key_and_every_page_are_never_stored(client: Client) -> None
     for path in ("/", "/admin/keys", "/admin/audit", "/models", "/login", "/no-such-page"):
         page = await client.get(path)
         assert page.headers.get("Cache-Control") == "no-store", path
+
+
+async def test_a_refused_login_is_an_audited_auth_failure(client: Client) -> None:
+    """Keys guessed through the login form were never audited (an API call with the same key
+    was): a guesser left no `auth_failed` row. Each refused login is now one, naming the
+    existing key id it tried, like the API's."""
+    admin, record = await client.server.app[KEYSTORE].create("a", "admin")
+    wrong = admin[:-4] + ("AAAA" if not admin.endswith("AAAA") else "BBBB")
+    for key in (wrong, "not-a-key"):
+        refused = await client.post("/login", data={"key": key, "next": "/"})
+        assert refused.status == 401 and key not in await refused.text()
+    events = (await (await client.get("/api/v1/audit?event=auth_failed")).json())["events"]
+    logins = [e for e in events if e["path"] == "/login"]
+    assert [(e["status"], e["key_id"]) for e in logins] == [(401, None), (401, record.id)]
+    assert all(wrong not in str(e) for e in events)

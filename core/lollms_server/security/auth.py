@@ -182,10 +182,9 @@ def refuse_cross_site(request: web.Request, message: str = "cross-site request r
         raise Forbidden(message)
 
 
-async def _known_key_id(request: web.Request) -> str | None:
+async def _known_key_id(request: web.Request, key: str | None) -> str | None:
     """The id in the presented lollms key when a key with that id exists (an invented id
     never reaches the audit log)."""
-    key, _ = presented_key(request)
     match = KEY_ID.match(key or "")
     if match is None:
         return None
@@ -253,20 +252,28 @@ async def _admit(request: web.Request) -> tuple[Principal | None, dict[str, str]
             headers.update(await request.app[LIMITER].check_key(principal))
     except LollmsError as exc:
         if exc.status in (401, 403):
-            try:
-                await request.app[AUDIT].failures.record(
-                    client=client,
-                    status=exc.status,
-                    reason=exc.message,
-                    key_id=await _known_key_id(request),
-                    method=request.method,
-                    path=request.path,
-                    user_agent=request.headers.get("User-Agent"),
-                )
-            except Exception:  # a failed audit write (counted) must not turn a 401 into a 500
-                log.exception("could not audit an auth failure on %s", request.path)
+            await audit_auth_failure(request, exc, client, presented_key(request)[0])
         raise
     return principal, headers
+
+
+async def audit_auth_failure(
+    request: web.Request, exc: LollmsError, client: str, key: str | None
+) -> None:
+    """Record a refused credential (`key`, as presented: an API header or the login form) as an
+    `auth_failed` row, naming its key id only when that key exists."""
+    try:
+        await request.app[AUDIT].failures.record(
+            client=client,
+            status=exc.status,
+            reason=exc.message,
+            key_id=await _known_key_id(request, key),
+            method=request.method,
+            path=request.path,
+            user_agent=request.headers.get("User-Agent"),
+        )
+    except Exception:  # a failed audit write (counted) must not turn a 401 into a 500
+        log.exception("could not audit an auth failure on %s", request.path)
 
 
 def _health_check_of_a_proxy(request: web.Request, access: Access | None) -> bool:

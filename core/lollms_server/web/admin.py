@@ -18,7 +18,13 @@ from .. import admin_actions
 from ..errors import LollmsError, Unauthorized
 from ..httpkit.endpoint import validate as validate_data
 from ..keys import AUDIT, KEYSTORE, SECURITY
-from ..security.auth import KEY_COOKIE, refuse_cross_site, requires
+from ..security.auth import (
+    KEY_COOKIE,
+    audit_auth_failure,
+    client_and_local,
+    refuse_cross_site,
+    requires,
+)
 from ..security.local import is_https
 from .forms import AuditFilter, KeyForm, LoginForm, read_action, read_page_form
 from .render import page_handler, render, see_other
@@ -116,7 +122,9 @@ async def login(request: web.Request) -> web.Response:
     form = await read_page_form(request, LoginForm)
     try:
         await request.app[KEYSTORE].verify(form["key"].strip())
-    except Unauthorized as exc:
+    except Unauthorized as exc:  # a guessed key is audited like one sent to the API
+        client, _ = client_and_local(request)
+        await audit_auth_failure(request, exc, client, form["key"].strip())
         return await _login_view(request, form["next"], error=exc, status=exc.status)
     response = see_other(safe_next(form["next"]))
     response.set_cookie(
