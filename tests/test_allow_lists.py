@@ -184,3 +184,34 @@ async def test_a_limited_key_learns_no_size_of_models_it_may_not_use(
         html = await page.text()
         row = html.split('id="device-memory"', 1)[1].split("</table>", 1)[0]
         assert f'<td class="num">{count}</td>' in row and f"{mib:.1f} MiB" in row, row
+
+
+@pytest.mark.parametrize("default", ["echo", HIDDEN])
+async def test_a_limited_key_cannot_tell_a_hidden_instance_from_none(
+    make_client: MakeClient, make_config: MakeConfig, default: str
+) -> None:
+    """Before, the OpenAI and Ollama faces answered `<hidden instance>/x` with 403 'may not
+    use model 'x' of instance ...' and `<no instance>/x` with 404 (or a 403 naming no
+    instance): a key limited to `echo` could list the server's instance names by trying them.
+    Both are now a bare model name of the ttt default (404 when the key may use it, else 403),
+    word for word the same answer but for the name."""
+    bindings = {"echo": {"type": "echo"}, HIDDEN: {"type": "echo"}}
+    defaults = {**ECHO_DEFAULTS, "ttt": default}
+    client = await make_client(make_config({"bindings": bindings, "defaults": defaults}))
+    limited, _ = await client.server.app[KEYSTORE].create("l", "user", allowed_bindings=["echo"])
+    as_limited = {"X-API-Key": limited, **FOREIGN}
+    messages = [{"role": "user", "content": "x"}]
+
+    async def answer(path: str, model: str) -> tuple[int, str]:
+        body = {"model": model, "messages": messages, "stream": False}
+        response = await client.post(path, json=body, headers=as_limited)
+        text = (await response.text()).replace(model, "<name>")
+        return response.status, text.replace(model.removesuffix(":latest"), "<name>")
+
+    for path in ("/v1/chat/completions", "/api/chat", "/api/show"):
+        for model in ("x", HIDDEN_MODEL, f"{HIDDEN_MODEL}:latest"):
+            hidden = await answer(path, f"{HIDDEN}/{model}")
+            nowhere = await answer(path, f"nowhere-at-all/{model}")
+            assert hidden == nowhere, (path, model, hidden, nowhere)
+            status = 404 if default == "echo" else 403
+            assert hidden[0] == status and HIDDEN not in hidden[1], (path, model, hidden)

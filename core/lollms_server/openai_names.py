@@ -59,8 +59,8 @@ async def _untagged(registry: Registry, ref: str | None) -> str | None:
     if not ref or not ref.endswith(LATEST) or ref in registry.routes:
         return ref
     instance, _, model = ref.rpartition("/")
-    binding = registry.instances.get(instance)
-    if binding is None:  # a bare model name: any instance may list it
+    binding = next((b for b in visible_bindings(registry) if b.instance_name == instance), None)
+    if binding is None:  # a bare model name (or a hidden instance's): any instance may list it
         return ref if await _listed(registry, model) else ref.removesuffix(LATEST)
     try:
         models = await list_models_of(binding)

@@ -203,6 +203,11 @@ class Registry:
             instance, model = self.split_ref(ref)
         except _BareModel:
             return await self.resolve(generation_type, None, ref)
+        principal = current()
+        if principal is not None and not principal.may_use_instance(instance):
+            # to this key the instance does not exist: the ref is a bare model name, as with
+            # an instance name that no instance has (a 403 naming it would confirm it exists)
+            return await self.resolve(generation_type, None, ref)
         return await self.resolve(generation_type, instance, model)
 
 
