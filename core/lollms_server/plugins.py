@@ -20,6 +20,7 @@ from . import hookspecs
 from .binding_settings import SettingsSchema
 from .bindings import CAPABILITIES, Binding
 from .errors import ConfigError
+from .masking import text_for_current_caller
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class Plugins:
     def errors(self) -> dict[str, str]:
         """Plugin name -> load error, for every plugin that failed."""
         return {name: info.error for name, info in self.infos.items() if info.error}
+
+    def shown_errors(self) -> dict[str, str]:
+        """`errors` as the running request's caller may see them: file paths (an ImportError
+        names the module's) cut to file names unless the caller is an admin."""
+        return {name: text_for_current_caller(error) for name, error in self.errors.items()}
 
     def plugin_of(self, binding_type: str) -> PluginInfo | None:
         """The plugin that registered `binding_type`."""

@@ -33,7 +33,7 @@ async def bindings(request: web.Request) -> web.Response:
     plugins = request.app[PLUGINS]
     context = {
         "types": binding_types(plugins),
-        "plugin_errors": plugins.errors,
+        "plugin_errors": plugins.shown_errors(),
         "instances": [
             instance_view(registry, b, states[b.instance_name], listing)
             for b, listing in zip(visible, listings, strict=True)

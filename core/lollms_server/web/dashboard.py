@@ -86,7 +86,7 @@ async def status(request: web.Request) -> dict[str, Any]:
         "host": host_usage(),
         "gpu": gpus,
         "activity": activity,
-        "plugin_errors": request.app[PLUGINS].errors,
+        "plugin_errors": request.app[PLUGINS].shown_errors(),
         "refresh_s": REFRESH_S,
     }
 

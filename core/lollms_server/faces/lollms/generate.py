@@ -46,7 +46,7 @@ async def get_health(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "api_key_required": request.get(REQUEST_KEY_REQUIRED, True),
-            "plugin_errors": request.app[PLUGINS].errors,
+            "plugin_errors": request.app[PLUGINS].shown_errors(),
         }
     )
 

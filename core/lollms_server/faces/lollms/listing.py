@@ -40,7 +40,11 @@ async def list_bindings(request: web.Request) -> web.Response:
         for b in visible_bindings(registry)
     }
     return web.json_response(
-        {"binding_types": types, "binding_instances": instances, "plugin_errors": plugins.errors}
+        {
+            "binding_types": types,
+            "binding_instances": instances,
+            "plugin_errors": plugins.shown_errors(),
+        }
     )
 
 
