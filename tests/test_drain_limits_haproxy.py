@@ -15,7 +15,7 @@ from pathlib import Path
 from test_deploy_haproxy import HAPROXY_CFG, haproxy_binary, server_states, wait_until
 
 from lollms_server.testing import free_port
-from lollms_server.testing.process import SERVER_COMMAND, server_env, toml_table
+from lollms_server.testing.process import SERVER_COMMAND, request_count, server_env, toml_table
 from lollms_server.testing.replica import Replica
 from lollms_server.testing.services import redis_server
 
@@ -123,7 +123,7 @@ def test_a_generation_refused_by_a_draining_replica_counts_once(tmp_path: Path) 
                 if replica.running():
                     replica.kill()
     log = (replicas[0].folder / "server.log").read_text(errors="replace")  # flushed at exit
-    refused = log.count('"POST /v1/chat/completions 503"')
+    refused = request_count(log, "POST", "/v1/chat/completions", 503)
     assert statuses == [200] * 8, statuses
     assert status == 200, body
     assert refused > 0, "replica1 refused nothing: HAProxy had it out before the chats"
