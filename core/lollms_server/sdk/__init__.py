@@ -68,7 +68,7 @@ from ..resilience import RetryPolicy
 from ..resources.gpu import GpuReport
 from ..resources.gpu import probe as probe_gpus
 from ..security.auth import requires
-from ..security.principal import check_served
+from ..security.principal import check_served, usable_models
 from ..tracing import outgoing_headers
 from ..upstream import Upstream
 from ..video_frames import read_video
@@ -137,4 +137,5 @@ __all__ = [
     "sniff",
     "sniff_image",
     "upstream_chat",
+    "usable_models",
 ]

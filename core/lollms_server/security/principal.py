@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -100,6 +101,13 @@ def check_served(instance: str, named: str, served: str) -> None:
             f"this key may not use model {named!r} of instance {instance!r} for this: "
             "another model of the instance would serve it"
         )
+
+
+def usable_models(instance: str, names: Iterable[str]) -> list[str]:
+    """The `names` (models of `instance`) that the running request's caller may use, for an
+    error to list without telling a limited key of others; all of them outside a request."""
+    principal = _current.get()
+    return [name for name in names if principal is None or principal.may_use(instance, name)]
 
 
 def caller() -> Principal:

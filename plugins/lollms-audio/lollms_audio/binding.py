@@ -274,7 +274,7 @@ class AudioBinding(Binding):
             raise InvalidRequest(f"the text is over {limit} characters", param="input")
         parameters = request.parameters
         fmt = check_format(parameters.get("response_format"), self.settings.default_format)
-        choice = choose_voice(catalog, request.model, parameters, self.settings)
+        choice = choose_voice(catalog, request.model, parameters, self.settings, self.instance_name)
         check_served(self.instance_name, request.model, choice.entry.name)
         options = SpeechOptions(
             text=text,
@@ -287,6 +287,7 @@ class AudioBinding(Binding):
         pcm = await self.speak(choice, options)
         data, mime = await self.run(encode, pcm, fmt)
         metadata = {
+            "model": choice.entry.name,  # the model that served (`voice` may name another)
             "voice": choice.entry.name,
             "engine": choice.entry.engine,
             "sample_rate": pcm.rate,
@@ -300,7 +301,7 @@ class AudioBinding(Binding):
     async def _transcription(self, request: GenerationRequest, catalog: Catalog) -> Output:
         item = audio_input(request)
         require_audio(item.data, item.mime_type)
-        entry = choose_recognizer(catalog, request.model, self.settings)
+        entry = choose_recognizer(catalog, request.model, self.settings, self.instance_name)
         check_served(self.instance_name, request.model, entry.name)
         options = transcribe_options(entry, request.parameters, request.prompt, self.settings)
         heard = await self.recognize(entry, item.data, options)

@@ -1,8 +1,9 @@
 """Which voice or recognizer a request means, and its parameters checked (a 400 when wrong).
 
 OpenAI clients send model ids such as `tts-1` / `whisper-1` and stock voices such as `alloy`:
-those mean "this instance's default". A model of the other kind means the same (the server
-may have picked the instance's first listed model for a request that named none).
+those mean "this instance's default". A model of the other kind (a whisper model asked to
+speak, a voice asked to transcribe) is a 404 naming the models of the right kind that the
+caller may use: no other model serves under its name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from lollms_server.sdk import BackendUnavailable, InvalidRequest, ModelNotFound
+from lollms_server.sdk import BackendUnavailable, InvalidRequest, ModelNotFound, usable_models
 
 from .catalog import ESPEAK_MODEL, Catalog, Entry
 from .settings import ESPEAK_VOICE, AudioConfig
@@ -111,7 +112,11 @@ def _default(
 
 
 def choose_voice(
-    catalog: Catalog, model: str, parameters: Mapping[str, Any], settings: AudioConfig
+    catalog: Catalog,
+    model: str,
+    parameters: Mapping[str, Any],
+    settings: AudioConfig,
+    instance: str = "",
 ) -> VoiceChoice:
     """The voice of a tts request: `voice` naming one of ours wins, then the model."""
     voice = parameters.get("voice")
@@ -121,8 +126,10 @@ def choose_voice(
         entry = catalog.voices[voice]
     elif model in catalog.voices:
         entry = catalog.voices[model]
-    elif model in OPENAI_TTS_MODELS or model in catalog.recognizers or not model:
+    elif model in OPENAI_TTS_MODELS or not model:
         entry = default_voice(catalog, settings.default_voice)
+    elif model in catalog.recognizers:
+        raise other_kind(model, "a whisper model (stt)", "voice", catalog.voices, instance)
     else:
         raise ModelNotFound(f"no voice {model!r}; {_voices(catalog)}", param="model")
     espeak_voice = settings.espeak_voice
@@ -146,13 +153,29 @@ def choose_voice(
     return VoiceChoice(entry, espeak_voice, speaker)
 
 
-def choose_recognizer(catalog: Catalog, model: str, settings: AudioConfig) -> Entry:
-    """The whisper model of an stt request (aliases and voices mean the default)."""
+def choose_recognizer(
+    catalog: Catalog, model: str, settings: AudioConfig, instance: str = ""
+) -> Entry:
+    """The whisper model of an stt request (OpenAI's ids mean the default)."""
     if model in catalog.recognizers:
         return catalog.recognizers[model]
-    if model in OPENAI_STT_MODELS or model in catalog.voices or not model:
+    if model in OPENAI_STT_MODELS or not model:
         return default_recognizer(catalog, settings.default_stt_model)
+    if model in catalog.voices:
+        what = "whisper model"
+        raise other_kind(model, "a voice (tts)", what, catalog.recognizers, instance)
     raise ModelNotFound(f"no whisper model {model!r}; {_recognizers(catalog)}", param="model")
+
+
+def other_kind(
+    model: str, kind: str, wanted: str, entries: Mapping[str, Entry], instance: str
+) -> ModelNotFound:
+    """404 for a model of the other kind, naming the `wanted` ones the caller may use."""
+    names = ", ".join(usable_models(instance, entries)) or "none this key may use"
+    return ModelNotFound(
+        f"{model!r} is {kind}, not a {wanted}: name a {wanted} ({wanted}s: {names})",
+        param="model",
+    )
 
 
 def transcribe_options(

@@ -93,8 +93,8 @@ async def test_control_characters_in_speech_input_are_not_a_backend_error(client
 async def test_a_key_allowed_one_voice_cannot_reach_other_models_through_it(
     client: Client,
 ) -> None:
-    """Naming the allowed voice for stt (served by the default whisper model), or naming another
-    voice in `voice`, used models the key may not use; the refusal names no model of those."""
+    """Naming the allowed voice for stt (a 404 now: a voice does not transcribe), or naming
+    another voice in `voice`, used models the key may not use; the refusal names none of them."""
     store = client.server.app[KEYSTORE]
     key, _ = await store.create("voice-only", "user", allowed_models=[f"audio/{VOICE}"])
     headers = {"X-API-Key": key, "Host": "evil.example"}  # not local: the key decides
@@ -106,7 +106,7 @@ async def test_a_key_allowed_one_voice_cannot_reach_other_models_through_it(
     form.add_field("model", f"audio/{VOICE}")
     form.add_field("file", silent_flac(2), filename="a.flac", content_type="audio/flac")
     heard = await client.post("/v1/audio/transcriptions", data=form, headers=headers)
-    assert heard.status == 403, await heard.text()
+    assert heard.status == 404, await heard.text()
     assert WHISPER not in await heard.text()
     spoken = {"text": "hi", "voice": "espeak-ng"}  # a voice name, no instance: a parameter
     other = await client.post("/text2Audio", json=spoken, headers=headers)

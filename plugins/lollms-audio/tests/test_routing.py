@@ -36,7 +36,8 @@ def test_voice_by_model_voice_and_alias(catalog: Catalog) -> None:
     assert choose_voice(catalog, "duo", {}, SETTINGS).entry.name == "duo"
     assert choose_voice(catalog, "duo", {"voice": "joe-us"}, SETTINGS).entry.name == "joe-us"
     assert choose_voice(catalog, "tts-1", {"voice": "alloy"}, SETTINGS).entry.name == "joe-us"
-    assert choose_voice(catalog, "large-v3", {}, SETTINGS).entry.name == "joe-us"
+    with pytest.raises(ModelNotFound, match="'large-v3' is a whisper model"):
+        choose_voice(catalog, "large-v3", {}, SETTINGS)  # it cannot speak: not the default
     configured = replace(SETTINGS, default_voice="duo")
     assert choose_voice(catalog, "tts-1", {}, configured).entry.name == "duo"
     with pytest.raises(BackendUnavailable):
@@ -62,10 +63,11 @@ def test_speakers_and_espeak_voices(catalog: Catalog) -> None:
 
 
 def test_recognizer_choice(catalog: Catalog) -> None:
-    """Named models, OpenAI ids and voices (the default), unknown names (404)."""
+    """Named models, OpenAI ids (the default), voices and unknown names (404)."""
     assert choose_recognizer(catalog, "large-v3", SETTINGS).name == "large-v3"
     assert choose_recognizer(catalog, "whisper-1", SETTINGS).name == "whisper-tiny.en"
-    assert choose_recognizer(catalog, "joe-us", SETTINGS).name == "whisper-tiny.en"
+    with pytest.raises(ModelNotFound, match="'joe-us' is a voice"):
+        choose_recognizer(catalog, "joe-us", SETTINGS)
     configured = replace(SETTINGS, default_stt_model="large-v3")
     assert choose_recognizer(catalog, "", configured).name == "large-v3"
     with pytest.raises(ModelNotFound):

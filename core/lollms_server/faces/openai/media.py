@@ -23,10 +23,11 @@ from typing import Any
 from aiohttp import web
 
 from ...bindings import ChatMessage, InputItem, Output, Result
-from ...errors import BackendError, InvalidRequest
+from ...errors import BackendError, InvalidRequest, LollmsError
 from ...httpkit.convert import decode_image, encode_data, image_item
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
+from ...listing import list_models_of
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared
 from .schemas_media import (
@@ -85,7 +86,26 @@ async def _run(
         inputs=inputs,
         parameters=parameters or {},
     )
-    return await service.run(prepared)
+    prepared, result = await service.run(prepared)
+    return await _served(prepared, result), result
+
+
+async def _served(prepared: Prepared, result: Result) -> Prepared:
+    """`prepared` naming the model that served: a binding that used another model of its
+    instance than the one asked (audio: `voice` naming another voice) says so in its outputs'
+    metadata `model`; a name the instance does not list (a node's own) is left aside."""
+    target = prepared.target
+    said = {output.metadata.get("model") for output in result.outputs} - {target.model}
+    served = next((name for name in said if isinstance(name, str)), None)
+    if served is None:
+        return prepared
+    try:
+        listed = await list_models_of(target.binding)
+    except LollmsError:
+        return prepared
+    if not any(model.name == served for model in listed):
+        return prepared
+    return dataclasses.replace(prepared, target=dataclasses.replace(target, model=served))
 
 
 async def speak(

@@ -1,0 +1,99 @@
+"""What served a speech or transcription request is what was asked, or a 404 naming what exists;
+`X-Lollms-Model` (and the `model` field) names the model that served."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import FormData
+from lollms_audio import AudioBinding
+
+from lollms_server.keys import KEYSTORE
+from lollms_server.testing import backend_unavailable, serve_binding
+
+from .conftest import HELLO, VOICE, WHISPER
+
+Client = Any
+MODEL = "X-Lollms-Model"
+
+
+@pytest_asyncio.fixture
+async def client(
+    model_folders: dict[str, list[str]], packaged: None, tmp_path: Path
+) -> AsyncIterator[Client]:
+    """The app serving one `audio` instance, the default for tts and stt."""
+    async with serve_binding(AudioBinding, "audio", model_folders, tmp_path / "data") as served:
+        yield served
+
+
+def upload(audio: bytes, model: str) -> FormData:
+    """A transcription form for `model`."""
+    form = FormData()
+    form.add_field("model", model)
+    form.add_field("file", audio, filename="speech.wav", content_type="audio/wav")
+    return form
+
+
+async def test_a_whisper_model_cannot_speak_nor_a_voice_transcribe(
+    client: Client, say: Callable[[str], bytes]
+) -> None:
+    """Naming the other kind of model was served by the default one under the named one's
+    name; it is a 404 in OpenAI's error shape that names the models of the right kind."""
+    speech = await client.post(
+        "/v1/audio/speech", json={"model": f"audio/{WHISPER}", "input": HELLO}
+    )
+    assert speech.status == 404, speech.headers
+    error = (await speech.json())["error"]
+    assert error["param"] == "model" and WHISPER in error["message"]
+    assert VOICE in error["message"] and "voice" in error["message"]
+    heard = await client.post("/v1/audio/transcriptions", data=upload(say(HELLO), f"audio/{VOICE}"))
+    assert heard.status == 404, await heard.text()
+    error = (await heard.json())["error"]
+    assert error["param"] == "model" and WHISPER in error["message"]
+    body = {
+        "input_data": [{"type": "text", "role": "user_prompt", "data": HELLO}],
+        "generation_type": "tts",
+        "binding_name": "audio",
+        "model_name": WHISPER,
+    }
+    lollms = await client.post("/api/v1/generate", json=body)
+    assert lollms.status == 404, await lollms.text()
+
+
+async def test_the_header_names_what_served(
+    client: Client, say: Callable[[str], bytes], request: pytest.FixtureRequest
+) -> None:
+    """OpenAI ids and no model name the defaults; a `voice` naming another voice of ours
+    speaks with it, and the header says so (it named the model of the request)."""
+    plain = await client.post("/v1/audio/speech", json={"model": "tts-1", "input": HELLO})
+    assert plain.status == 200 and plain.headers[MODEL] == f"audio/{VOICE}"
+    heard = await client.post("/v1/audio/transcriptions", data=upload(say(HELLO), "whisper-1"))
+    assert heard.status == 200 and heard.headers[MODEL] == f"audio/{WHISPER}"
+    assert (await heard.json())["model"] == f"audio/{WHISPER}"
+    if shutil.which("espeak-ng") is None:
+        backend_unavailable(request, "espeak-ng is not on PATH (apt-get install espeak-ng)")
+    for model in ("tts-1", f"audio/{VOICE}"):
+        other = await client.post(
+            "/v1/audio/speech", json={"model": model, "voice": "espeak-ng", "input": HELLO}
+        )
+        assert other.status == 200, await other.text()
+        assert other.headers[MODEL] == "audio/espeak-ng", model
+
+
+async def test_a_limited_key_is_not_told_other_models(
+    client: Client, say: Callable[[str], bytes]
+) -> None:
+    """A key allowed one voice that names it for stt gets a 404 naming no whisper model."""
+    store = client.server.app[KEYSTORE]
+    key, _ = await store.create("voice-only", "user", allowed_models=[f"audio/{VOICE}"])
+    headers = {"X-API-Key": key, "Host": "evil.example"}
+    heard = await client.post(
+        "/v1/audio/transcriptions", data=upload(say(HELLO), f"audio/{VOICE}"), headers=headers
+    )
+    assert heard.status in (403, 404), await heard.text()
+    assert WHISPER not in await heard.text()
