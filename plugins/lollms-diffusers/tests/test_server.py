@@ -200,3 +200,23 @@ async def test_the_server_books_follow_the_binding_max_loaded(client: Client) ->
     await generate(client, body("tti", SD, steps=2, seed=1, width=32, height=32))
     status = await (await client.get("/api/v1/status")).json()
     assert status["loaded"] == [f"{INSTANCE}/{SD}"], status
+
+
+async def test_a_drain_lets_a_request_of_several_batches_finish(client: Client) -> None:
+    """n=6 is two calls of the binding (max_images 4): a drain that starts during the first
+    refused the second as a new generation (503 `draining`, four images thrown away)."""
+    binding = binding_of(client)
+    await binding.load(SD)
+    payload = {"model": f"{INSTANCE}/{SD}", "prompt": "a red circle", "size": "64x64"}
+    payload |= {"n": 6, "seed": 3, "steps": 30}
+    render = asyncio.create_task(client.post("/v1/images/generations", json=payload))
+    for _ in range(6000):  # until the first batch is past its first step
+        if binding.last_job is not None and binding.last_job.steps_done:
+            break
+        await asyncio.sleep(0.005)
+    client.app[keys.DRAIN].started_at = time.monotonic()  # what SIGTERM does first
+    response = await render
+    assert response.status == 200, await response.text()
+    assert len((await response.json())["data"]) == 6
+    refused = await client.post("/v1/images/generations", json={**payload, "n": 1})
+    assert refused.status == 503  # a new request is still refused

@@ -200,9 +200,12 @@ async def images_answer(
         # image i of a seeded request has seed + i (wrapping past 2**63 - 1), as a binding's
         # own batch gives them
         next_seed = secrets.randbelow(2**31) if seed is None else (seed + len(images)) % 2**63
-        extra = {**parameters, "n": count - len(images), "seed": next_seed}
-        prepared, result = await _run(
-            request, generation_type, prepared.target.ref, body["prompt"], inputs, extra
+        extra = {**prepared.request.parameters, "n": count - len(images), "seed": next_seed}
+        # the same generation asked again on the target that served: admitted already, so a
+        # drain that began meanwhile lets it finish (as a new request it was refused)
+        more = dataclasses.replace(prepared.request, parameters=extra)
+        prepared, result = await request.app[GENERATION].run(
+            dataclasses.replace(prepared, request=more)
         )
         images.extend(_outputs(prepared, result, "image"))
     as_url = body["response_format"] == "url"
