@@ -175,6 +175,9 @@ class Binding:
     # the input roles the binding honours per generation type ({"i2i": {"input_image"}});
     # None: it says nothing and gets every input. The core refuses any other role (400).
     input_roles: ClassVar[Mapping[str, frozenset[str]] | None] = None
+    # the request parameters the binding reads (any generation type); None: it says nothing.
+    # The lollms face names the others a request sends in X-Lollms-Ignored-Fields.
+    parameters_read: ClassVar[frozenset[str] | None] = None
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ The `/api/v1` routes that upstream defined load their bodies and queries with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -59,3 +60,14 @@ def add_ignored_header(request: web.Request, response: web.StreamResponse) -> No
     names = request.get(REQUEST_KEY)
     if names:
         response.headers[HEADER] = ", ".join(names)
+
+
+def add_ignored_parameters(request: web.Request, names: Iterable[str]) -> None:
+    """Name `parameters.<name>` in the header for parameters nothing reads (still passed on)."""
+    ignored = request.get(REQUEST_KEY)
+    if ignored is None:
+        return
+    for name in names:
+        printable = _printable(f"parameters.{name}")
+        if printable not in ignored and len(ignored) < MAX_NAMES:
+            ignored.append(printable)

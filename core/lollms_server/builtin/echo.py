@@ -72,6 +72,8 @@ class EchoBinding(Binding):
     capabilities = CAPABILITIES - {"vision"}
     loads_models = False  # holds no model: `serve --workers N` may run it in every worker
     ConfigSchema = EchoSettings
+    parameters_read = frozenset({"max_tokens", "stop", "seed", "width", "height", "tools",
+                                 "tool_choice"})  # fmt: skip
 
     def __init__(
         self, instance_name: str, config: dict[str, Any], context: BindingContext | None = None

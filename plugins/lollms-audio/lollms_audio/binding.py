@@ -63,6 +63,13 @@ class AudioBinding(Binding):
         "voice and format conversion; all local, CPU or GPU."
     )
     capabilities = frozenset({"tts", "stt", "audio2audio", "load_unload"})
+    parameters_read = frozenset(
+        {
+            *("voice", "speed", "speaker", "response_format"),  # tts
+            *("language", "task", "temperature", "prompt", "beam_size", "word_timestamps"),
+            *("vad_filter", "mode", "sample_rate", "channels"),  # stt, audio2audio
+        }
+    )
     ConfigSchema = AudioSettings
     settings: AudioConfig
 

@@ -37,7 +37,14 @@ from lollms_server.sdk import (
 from . import adapters
 from .catalog import Catalog, ModelEntry
 from .devices import chosen_device, cuda_may_be_available
-from .plan import UPSCALERS, VIDEO_ROLES, Plan, make_plan, single_file_config
+from .plan import (
+    PARAMETERS_READ,
+    UPSCALERS,
+    VIDEO_ROLES,
+    Plan,
+    make_plan,
+    single_file_config,
+)
 from .runner import Cancelled, Job, Runner
 from .settings import DiffusersConfig, DiffusersSettings
 
@@ -81,6 +88,7 @@ class DiffusersBinding(Binding):
     ConfigSchema = DiffusersSettings
     settings: DiffusersConfig
     input_roles = INPUT_ROLES
+    parameters_read = PARAMETERS_READ
     default_concurrency = 1  # one worker thread runs the pipelines
 
     def __init__(

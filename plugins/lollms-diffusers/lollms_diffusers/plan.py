@@ -35,6 +35,16 @@ UPSCALERS = {"SD x4 upscaler": 4}
 #: Video families that take an input video (ttv with a video input), and their pipeline class.
 V2V_PIPELINES = {"AnimateDiff": "AnimateDiffVideoToVideoPipeline"}
 VIDEO_ROLES = ("input_video", "user_video")
+# every request parameter the binding reads (the lollms face names the others as ignored)
+PARAMETERS_READ = frozenset(
+    {
+        *("seed", "steps", "num_inference_steps", "guidance_scale", "n", "width", "height"),
+        *("strength", "negative_prompt", "upscale", "loras", "controlnet", "ip_adapter"),
+        *("frames", "num_frames", "fps", "format", "video_format", "output_format"),
+        *("output_compression", "background", "duration", "audio_length_in_s"),
+        "response_format",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from ... import __version__
 from ...errors import InvalidRequest, PayloadTooLarge
 from ...httpkit.body import limits_of
 from ...httpkit.endpoint import endpoint, off_loop_if_big
+from ...ignored_fields import add_ignored_parameters
 from ...keys import CONFIG, FUNCTIONS, GENERATION, PLUGINS, REGISTRY
 from ...registry import Target
 from ...security.auth import REQUEST_KEY_REQUIRED
@@ -29,6 +30,9 @@ from .schemas import (
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"
+# parameters the core reads itself: the model's keep_alive, the function loop's max_steps, the
+# video frames a vision model gets
+CORE_PARAMETERS = frozenset({"keep_alive", "max_steps", "frames"})
 TAG = "lollms"
 
 
@@ -81,6 +85,7 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         messages, inputs = await videos_as_frames(messages, inputs, count)
     max_steps = min(parameters.pop("max_steps", None) or request.app[CONFIG].functions.max_steps,
                     request.app[CONFIG].functions.max_steps)  # fmt: skip
+    add_ignored_parameters(request, _unread(target, body["parameters"], body["personality"]))
     prepared = await service.prepare(
         face="lollms",
         generation_type=generation_type,
@@ -111,6 +116,19 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
         media, lambda: json.dumps(response_body(prepared, outputs, usage, finish, loop))
     )
     return web.json_response(text=text, headers={"X-Request-Id": prepared.request.request_id})
+
+
+def _unread(target: Target, parameters: dict[str, Any], personality: str | None) -> list[str]:
+    """The parameters that neither the core (CORE_PARAMETERS) nor any binding the target may
+    run on reads; none when one of them does not say what it reads, or with a personality
+    (a script may read any)."""
+    read = set(CORE_PARAMETERS)
+    for candidate in (target, *target.fallbacks):
+        said = candidate.binding.parameters_read
+        if said is None or personality:
+            return []
+        read |= said
+    return [name for name in parameters if name not in read]
 
 
 async def _tokenizer_target(request: web.Request, body: dict[str, Any]) -> Target:
