@@ -30,6 +30,7 @@ ENCODINGS: dict[str, tuple[str, str, int | None, str]] = {
 OUTPUT_FORMATS: tuple[str, ...] = ("wav", "pcm", *ENCODINGS)
 #: What uploads may be, by their first bytes (PyAV decodes them all).
 INPUT_FORMATS = "WAV, MP3, OGG (Vorbis/Opus), FLAC, WebM/Matroska, MP4/M4A, AAC, AIFF"
+PCM_RATE = 24000  # OpenAI's `pcm`: 24 kHz, 16-bit signed little-endian, mono
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
@@ -102,7 +103,10 @@ def check_format(name: object, default: str | None = None) -> str:
 
 
 def encode(pcm: Pcm, response_format: str) -> tuple[bytes, str]:
-    """(file bytes, mime type) of `pcm` in `response_format` (`pcm` is sent as WAV)."""
+    """(file bytes, mime type) of `pcm` in `response_format` (`pcm` is sent as WAV of OpenAI's
+    raw rate, 24 kHz mono: clients play the raw samples at that rate)."""
+    if response_format == "pcm" and (pcm.rate, pcm.channels) != (PCM_RATE, 1):
+        pcm = decode(wav_bytes(pcm), PCM_RATE, 1)
     if response_format in ("wav", "pcm"):
         return wav_bytes(pcm), "audio/wav"
     container, codec, fixed_rate, mime = ENCODINGS[response_format]

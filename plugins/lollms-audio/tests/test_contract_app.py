@@ -145,6 +145,9 @@ async def test_openai_sdk_pcm_and_speed(sdk: AsyncOpenAI) -> None:
         model="tts-1", voice="alloy", input=FOX, response_format="pcm"
     )
     assert raw.content[:4] != b"RIFF" and len(raw.content) % 2 == 0
+    # OpenAI's pcm is 24 kHz: clients play it so (Piper speaks at 22,050 Hz: 9% too fast)
+    wav = await sdk.audio.speech.create(model="tts-1", voice="alloy", input=FOX)
+    assert len(raw.content) / 2 / 24000 == pytest.approx(wav_info(wav.content)[2], abs=0.01)
     fast = await sdk.audio.speech.create(
         model="tts-1", voice="alloy", input=FOX, response_format="pcm", speed=2.0
     )

@@ -7,7 +7,8 @@ gets seed + i (so the same request gives the same images), else a fresh random s
 Extensions beyond OpenAI's shape, for bindings that honour them (see the README): `loras`,
 `controlnet` with `controlnet_image` (base64 on generations, a file part on edits) and
 `upscale` (edits). Speech is returned in the format the binding makes; asking for another
-`response_format` is a 400 naming the one available (WAV can also be sent as raw `pcm`).
+`response_format` is a 400 naming the one available (WAV of 24 kHz 16-bit mono, OpenAI's raw
+rate, can also be sent as `pcm`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ AUDIO_FORMATS = {
     "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
     "pcm": ("audio/pcm", "audio/l16"),
 }
+PCM_SHAPE = (24000, 2, 1)  # OpenAI's pcm: 24 kHz, 16-bit, mono
 IMAGE_EXTRAS = (
     "keep_alive",
     "seed",
@@ -266,10 +268,18 @@ def _audio_as(prepared: Prepared, audio: Output, wanted: str | None) -> tuple[by
     made = next((name for name, mimes in AUDIO_FORMATS.items() if mime in mimes), None)
     if wanted is None or wanted == made:
         return audio.data, AUDIO_FORMATS[made][0] if made else audio.mime_type
+    name = prepared.target.ref
     if wanted == "pcm" and made == "wav":
         with wave.open(io.BytesIO(audio.data)) as reader:
-            return reader.readframes(reader.getnframes()), AUDIO_FORMATS["pcm"][0]
-    name = prepared.target.ref
+            shape = (reader.getframerate(), reader.getsampwidth(), reader.getnchannels())
+            if shape == PCM_SHAPE:
+                return reader.readframes(reader.getnframes()), AUDIO_FORMATS["pcm"][0]
+        raise InvalidRequest(  # clients play pcm at 24 kHz: other samples would play wrong
+            f"response_format 'pcm' is raw 24 kHz 16-bit mono samples; {name} made WAV of "
+            f"{shape[0]} Hz, {8 * shape[1]}-bit, {shape[2]} channel(s) (the server does not "
+            "transcode); ask for 'wav'",
+            param="response_format",
+        )
     available = f"{made!r}" + (" or 'pcm'" if made == "wav" else "") if made else "none"
     raise InvalidRequest(
         f"{name} makes {audio.mime_type} audio; response_format {wanted!r} is not available "
