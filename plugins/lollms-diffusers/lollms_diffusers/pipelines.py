@@ -337,7 +337,10 @@ def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:
     }
     if plan.task in ("i2i", "inpaint"):
         given = (plan.width, plan.height) if plan.width and plan.height else None
-        size = given or i2i_size(*encode.image_size(plan.image or b""))  # header: not decoded
+        source = encode.image_size(plan.image or b"")  # from the header: not decoded
+        size = given or i2i_size(*source)
+        if plan.mask is not None:
+            _check_mask(source, encode.image_size(plan.mask))
         if max(size) * plan.scale > plan.max_size:
             raise InvalidRequest(
                 f"the input image ({size[0]}x{size[1]}) would give a {plan.scale * size[0]}x"
@@ -354,6 +357,16 @@ def _arguments(pipe: Pipe, plan: Plan) -> dict[str, Any]:
     if plan.task == "ttm":
         arguments["audio_length_in_s"] = plan.duration_s
     return {key: value for key, value in arguments.items() if value is not None}
+
+
+def _check_mask(image: tuple[int, int], mask: tuple[int, int]) -> None:
+    """A 400 for a mask of another shape than the image (stretched, it repaints elsewhere)."""
+    if abs(mask[0] * image[1] - mask[1] * image[0]) > 0.01 * image[0] * mask[1]:
+        raise InvalidRequest(
+            f"the mask ({mask[0]}x{mask[1]}) is not of the image's shape ({image[0]}x"
+            f"{image[1]}): send a mask of the image's size",
+            param="input_data",
+        )
 
 
 def _callback(pipe: Pipe, accepted: set[str], plan: Plan, job: Job[Any]) -> dict[str, Any]:

@@ -162,6 +162,17 @@ async def test_an_openai_mask_repaints_where_it_is_transparent(api: Client) -> N
     assert opaque == await edited(api, SD, source, mask=png(white), seed="2")
 
 
+async def test_a_mask_of_another_shape_is_refused_not_stretched(api: Client) -> None:
+    """A 32x48 mask on a 64x64 image was stretched over it (the region to repaint moved); it is
+    a 400 naming both sizes. A mask of the image's shape at another scale still works."""
+    (source,) = await images(api, seed=1)
+    response = await edit(api, SD, source, mask=png(Image.new("L", (32, 48), 255)))
+    error = (await response.json())["error"]
+    assert response.status == 400 and "32x48" in error["message"], error
+    assert "64x64" in error["message"]
+    assert await edited(api, SD, source, mask=png(Image.new("L", (32, 32), 255)), seed="2")
+
+
 async def test_a_second_image_or_mask_is_refused_not_dropped(api: Client) -> None:
     (source,) = await images(api, seed=1)
     form = aiohttp.FormData()
