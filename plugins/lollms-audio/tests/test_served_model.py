@@ -97,3 +97,18 @@ async def test_a_limited_key_is_not_told_other_models(
     )
     assert heard.status in (403, 404), await heard.text()
     assert WHISPER not in await heard.text()
+
+
+async def test_a_voice_id_from_the_voice_listing_speaks(client: Client) -> None:
+    """lollms-client lists voices as `<instance>/<model>` ids (GET /lollms/v1/audio/voices) and
+    sends one back as `voice`: that was a 404 'no voice'; it names the model to speak with."""
+    listed = await (await client.get("/lollms/v1/audio/voices")).json()
+    ids = [voice["id"] for voice in listed["data"]]
+    assert f"audio/{VOICE}" in ids, ids
+    for route in ("/v1/audio/speech", "/lollms/v1/audio/speech"):
+        for voice in ids:
+            spoken = await client.post(route, json={"input": HELLO, "voice": voice})
+            assert spoken.status == 200, (route, voice, await spoken.text())
+            assert (await spoken.read())[:4] == b"RIFF"
+            if route.startswith("/v1"):
+                assert spoken.headers[MODEL] == voice

@@ -31,6 +31,7 @@ from ...keys import GENERATION, REGISTRY
 from ...listing import list_models_of
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared
+from . import transcripts
 from .schemas_media import (
     ImageEditForm,
     ImageGenerationSchema,
@@ -110,10 +111,21 @@ async def _served(prepared: Prepared, result: Result) -> Prepared:
     return dataclasses.replace(prepared, target=dataclasses.replace(target, model=served))
 
 
+def voice_model(model: str | None, parameters: dict[str, Any]) -> str | None:
+    """The model to speak with: a `voice` that is a model id (`<instance>/<model>`, as the
+    voice listings give them) names it, taken out of the parameters; else `model`."""
+    voice = parameters.get("voice")
+    if isinstance(voice, str) and "/" in voice:
+        del parameters["voice"]
+        return voice
+    return model
+
+
 async def speak(
     request: web.Request, model: str | None, text: str, parameters: dict[str, Any]
 ) -> tuple[Prepared, Output]:
     """Run text-to-speech; the first audio output (the other faces' speech routes use it)."""
+    model = voice_model(model, parameters)
     prepared, result = await _run(request, "tts", model, text, (), parameters)
     return prepared, _outputs(prepared, result, "audio")[0]
 
@@ -256,7 +268,8 @@ async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Respon
         "keep_alive": body["keep_alive"],
     }
     parameters = {key: value for key, value in found.items() if value is not None}
-    prepared, result = await _run(request, "tts", body["model"], body["input"], (), parameters)
+    model = voice_model(body["model"], parameters)
+    prepared, result = await _run(request, "tts", model, body["input"], (), parameters)
     audio = _outputs(prepared, result, "audio")[0]
     data, mime = _audio_as(prepared, audio, wanted)
     return web.Response(body=data, content_type=mime, headers=_headers(prepared))
@@ -329,14 +342,14 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     response_format = form["response_format"] or "json"
     if response_format == "text":
         return web.Response(text=text, content_type="text/plain", headers=headers)
-    duration = _duration(output, form["file"].data)
+    duration = transcripts.duration(output, form["file"].data)
     usage = {"type": "duration", "seconds": duration}  # what OpenAI reports for whisper-1
     if response_format == "json":
         answer = {"text": text, "model": prepared.target.ref, "usage": usage}
         return web.json_response(answer, headers=headers)
-    segments = _segments(output, text, duration, form["temperature"] or 0.0)
+    segments = transcripts.segments(output, text, duration, form["temperature"] or 0.0)
     if response_format in ("srt", "vtt"):
-        body = _subtitles(segments, vtt=response_format == "vtt")
+        body = transcripts.subtitles(segments, vtt=response_format == "vtt")
         return web.Response(text=body, content_type="text/plain", headers=headers)
     verbose: dict[str, Any] = {
         "task": task,
@@ -350,59 +363,3 @@ async def _transcribe(request: web.Request, form: dict[str, Any], task: str) -> 
     if "word" in (form.get("timestamp_granularities") or []) and "words" in output.metadata:
         verbose["words"] = list(output.metadata["words"])
     return web.json_response(verbose, headers=headers)
-
-
-def _duration(output: Output, audio: bytes) -> float:
-    """Seconds of audio: from the binding, else from a WAV header, else 0."""
-    given = output.metadata.get("duration")
-    if isinstance(given, (int, float)):
-        return float(given)
-    try:
-        with wave.open(io.BytesIO(audio)) as reader:
-            return float(round(reader.getnframes() / reader.getframerate(), 3))
-    except (wave.Error, EOFError, ZeroDivisionError):
-        return 0.0
-
-
-def _segments(output: Output, text: str, duration: float, temperature: float) -> list[Any]:
-    """The binding's segments (none when it heard nothing), else one segment spanning the
-    audio when there is text; missing scores are 0."""
-    raw = output.metadata.get("segments")
-    if raw is None:  # a binding that reports no segments at all
-        raw = [{"start": 0.0, "end": duration, "text": text}] if text.strip() else []
-    segments = []
-    for index, segment in enumerate(raw):
-        segments.append(
-            {
-                "id": index,
-                "seek": 0,
-                "start": float(segment.get("start", 0.0)),
-                "end": float(segment.get("end", duration)),
-                "text": segment.get("text", ""),
-                "tokens": list(segment.get("tokens", [])),
-                "temperature": temperature,
-                "avg_logprob": segment.get("avg_logprob", 0.0),
-                "compression_ratio": segment.get("compression_ratio", 0.0),
-                "no_speech_prob": segment.get("no_speech_prob", 0.0),
-            }
-        )
-    return segments
-
-
-def _subtitles(segments: list[Any], *, vtt: bool) -> str:
-    """SubRip or WebVTT text of the segments."""
-    lines = ["WEBVTT", ""] if vtt else []
-    for number, segment in enumerate(segments, start=1):
-        if not vtt:
-            lines.append(str(number))
-        start, end = (_stamp(segment[key], vtt) for key in ("start", "end"))
-        lines += [f"{start} --> {end}", segment["text"].strip(), ""]
-    return "\n".join(lines)
-
-
-def _stamp(seconds: float, vtt: bool) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{'.' if vtt else ','}{millis:03d}"
