@@ -7,7 +7,9 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from ..bindings import GenerationRequest
+from ..bindings import GenerationRequest, Result
+from ..errors import LollmsError
+from ..listing import list_models_of
 from ..registry import Target
 from .personalities import Personality
 
@@ -51,3 +53,21 @@ class Prepared:
             return self
         request = dataclasses.replace(self.request, model=target.model, parameters=parameters)
         return dataclasses.replace(self, target=target, request=request)
+
+
+async def served_by(prepared: Prepared, result: Result) -> Prepared:
+    """`prepared` naming the model that served: a binding that used another model of its
+    instance than the one asked (audio: `voice` naming another voice) says so in its outputs'
+    metadata `model`; a name the instance does not list (a node's own) is left aside."""
+    target = prepared.target
+    said = {output.metadata.get("model") for output in result.outputs} - {target.model}
+    served = next((name for name in said if isinstance(name, str)), None)
+    if served is None:
+        return prepared
+    try:
+        listed = await list_models_of(target.binding)
+    except LollmsError:
+        return prepared
+    if not any(model.name == served for model in listed):
+        return prepared
+    return dataclasses.replace(prepared, target=dataclasses.replace(target, model=served))

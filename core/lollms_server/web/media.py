@@ -19,7 +19,7 @@ from ..keys import GENERATION, REGISTRY, WEB_STREAMS
 from ..listing import gather_models
 from ..registry import Target
 from ..security.auth import requires
-from ..service.prepared import Prepared
+from ..service.prepared import Prepared, served_by
 from .catalog import choices, offers_default
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render
@@ -164,11 +164,12 @@ async def speech(request: web.Request) -> web.Response:
     target = await _resolve(request, "tts", form["model"])
     parameters = {"voice": form["voice"]} if form["voice"] else {}
     prepared = await _prepare(request, "tts", target, form["text"], (), parameters)
-    result = await request.app[GENERATION].generate(prepared)
+    prepared, result = await request.app[GENERATION].run(prepared)
+    prepared = await served_by(prepared, result)  # `voice` may name another voice
     speech = {
         "audio": _outputs(prepared, result, "audio")[0],
         "text": form["text"],
-        "target": target.ref,
+        "target": prepared.target.ref,
         "elapsed_s": prepared.elapsed_s,
     }
     if is_htmx(request):

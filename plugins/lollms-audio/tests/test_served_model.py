@@ -83,6 +83,10 @@ async def test_the_header_names_what_served(
         )
         assert other.status == 200, await other.text()
         assert other.headers[MODEL] == "audio/espeak-ng", model
+    form = {"text": HELLO, "model": f"audio/{VOICE}", "voice": "espeak-ng"}
+    page = await client.post("/playground/speech", data=form, headers={"HX-Request": "true"})
+    caption = (await page.text()).split("<figcaption>")[1]
+    assert page.status == 200 and caption.startswith("audio/espeak-ng "), caption[:40]
 
 
 async def test_a_limited_key_is_not_told_other_models(

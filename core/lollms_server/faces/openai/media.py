@@ -24,13 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from ...bindings import ChatMessage, InputItem, Output, Result
-from ...errors import BackendError, InvalidRequest, LollmsError
+from ...errors import BackendError, InvalidRequest
 from ...httpkit.convert import decode_image, encode_data, image_item
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
-from ...listing import list_models_of
 from ...openai_names import resolve_model
-from ...service.prepared import Prepared
+from ...service.prepared import Prepared, served_by
 from . import transcripts
 from .schemas_media import (
     ImageEditForm,
@@ -90,25 +89,7 @@ async def _run(
         parameters=parameters or {},
     )
     prepared, result = await service.run(prepared)
-    return await _served(prepared, result), result
-
-
-async def _served(prepared: Prepared, result: Result) -> Prepared:
-    """`prepared` naming the model that served: a binding that used another model of its
-    instance than the one asked (audio: `voice` naming another voice) says so in its outputs'
-    metadata `model`; a name the instance does not list (a node's own) is left aside."""
-    target = prepared.target
-    said = {output.metadata.get("model") for output in result.outputs} - {target.model}
-    served = next((name for name in said if isinstance(name, str)), None)
-    if served is None:
-        return prepared
-    try:
-        listed = await list_models_of(target.binding)
-    except LollmsError:
-        return prepared
-    if not any(model.name == served for model in listed):
-        return prepared
-    return dataclasses.replace(prepared, target=dataclasses.replace(target, model=served))
+    return await served_by(prepared, result), result
 
 
 def voice_model(model: str | None, parameters: dict[str, Any]) -> str | None:
