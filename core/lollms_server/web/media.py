@@ -20,6 +20,7 @@ from ..listing import gather_models
 from ..registry import Target
 from ..security.auth import requires
 from ..service.prepared import Prepared, served_by
+from ..service.voices import voice_model
 from .catalog import choices, offers_default
 from .forms import ImageForm, SpeechForm, TranscribeForm, read_page_form
 from .render import is_htmx, page_handler, render
@@ -161,8 +162,9 @@ async def _audio_context(request: web.Request, **extra: Any) -> dict[str, Any]:
 async def speech(request: web.Request) -> web.Response:
     """Text to speech: an audio player with the result."""
     form = await read_page_form(request, SpeechForm)
-    target = await _resolve(request, "tts", form["model"])
     parameters = {"voice": form["voice"]} if form["voice"] else {}
+    ref = await voice_model(request.app[REGISTRY], form["model"], parameters)
+    target = await _resolve(request, "tts", ref)
     prepared = await _prepare(request, "tts", target, form["text"], (), parameters)
     prepared, result = await request.app[GENERATION].run(prepared)
     prepared = await served_by(prepared, result)  # `voice` may name another voice

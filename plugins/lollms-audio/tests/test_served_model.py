@@ -16,7 +16,7 @@ from lollms_audio import AudioBinding
 from lollms_server.keys import KEYSTORE
 from lollms_server.testing import backend_unavailable, serve_binding
 
-from .conftest import HELLO, VOICE, WHISPER
+from .conftest import HELLO, VOICE, WHISPER, link_voice
 
 Client = Any
 MODEL = "X-Lollms-Model"
@@ -116,3 +116,25 @@ async def test_a_voice_id_from_the_voice_listing_speaks(client: Client) -> None:
             assert (await spoken.read())[:4] == b"RIFF"
             if route.startswith("/v1"):
                 assert spoken.headers[MODEL] == voice
+
+
+async def test_a_voice_naming_another_piper_voice_is_loaded_within_the_books(
+    model_folders: dict[str, list[str]], packaged: None, tmp_path: Path
+) -> None:
+    """`voice` naming another Piper voice of the instance loaded it outside the lifecycle's
+    books (the default voice was booked instead): /api/v1/status did not list it and no
+    memory budget counted it. The voice is now the model that is loaded, booked and named."""
+    folder = tmp_path / "tts"
+    folder.mkdir()
+    link_voice(folder, "second")  # a folder voice: listed first, so the default voice
+    settings = {**model_folders, "tts_folders": [str(folder)]}
+    async with serve_binding(AudioBinding, "audio", settings, tmp_path / "data") as served:
+        for voice, model in ((VOICE, "tts-1"), ("second", f"audio/{VOICE}")):
+            spoken = await served.post(
+                "/v1/audio/speech", json={"model": model, "voice": voice, "input": HELLO}
+            )
+            assert spoken.status == 200 and spoken.headers[MODEL] == f"audio/{voice}"
+            status = await (await served.get("/api/v1/status")).json()
+            assert status["loaded"] == [f"audio/{voice}"], status["loaded"]
+            await served.post("/api/v1/unload_model", json={"binding_name": "audio",
+                                                             "model_name": voice})  # fmt: skip

@@ -30,6 +30,7 @@ from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
 from ...service.prepared import Prepared, served_by
+from ...service.voices import voice_model
 from . import transcripts
 from .schemas_media import (
     ImageEditForm,
@@ -92,21 +93,11 @@ async def _run(
     return await served_by(prepared, result), result
 
 
-def voice_model(model: str | None, parameters: dict[str, Any]) -> str | None:
-    """The model to speak with: a `voice` that is a model id (`<instance>/<model>`, as the
-    voice listings give them) names it, taken out of the parameters; else `model`."""
-    voice = parameters.get("voice")
-    if isinstance(voice, str) and "/" in voice:
-        del parameters["voice"]
-        return voice
-    return model
-
-
 async def speak(
     request: web.Request, model: str | None, text: str, parameters: dict[str, Any]
 ) -> tuple[Prepared, Output]:
     """Run text-to-speech; the first audio output (the other faces' speech routes use it)."""
-    model = voice_model(model, parameters)
+    model = await voice_model(request.app[REGISTRY], model, parameters)
     prepared, result = await _run(request, "tts", model, text, (), parameters)
     return prepared, _outputs(prepared, result, "audio")[0]
 
@@ -249,7 +240,7 @@ async def audio_speech(request: web.Request, body: dict[str, Any]) -> web.Respon
         "keep_alive": body["keep_alive"],
     }
     parameters = {key: value for key, value in found.items() if value is not None}
-    model = voice_model(body["model"], parameters)
+    model = await voice_model(request.app[REGISTRY], body["model"], parameters)
     prepared, result = await _run(request, "tts", model, body["input"], (), parameters)
     audio = _outputs(prepared, result, "audio")[0]
     data, mime = _audio_as(prepared, audio, wanted)
