@@ -138,3 +138,13 @@ async def test_a_voice_naming_another_piper_voice_is_loaded_within_the_books(
             assert status["loaded"] == [f"audio/{voice}"], status["loaded"]
             await served.post("/api/v1/unload_model", json={"binding_name": "audio",
                                                              "model_name": voice})  # fmt: skip
+        lollms = {
+            "input_data": [{"type": "text", "role": "user_prompt", "data": HELLO}],
+            "generation_type": "tts",
+            "binding_name": "audio",
+            "parameters": {"voice": VOICE},
+        }
+        answer = await served.post("/api/v1/generate", json=lollms)
+        assert answer.status == 200, await answer.text()
+        status = await (await served.get("/api/v1/status")).json()
+        assert status["loaded"] == [f"audio/{VOICE}"], status["loaded"]

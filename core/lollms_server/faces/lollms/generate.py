@@ -18,6 +18,7 @@ from ...registry import Target
 from ...security.auth import REQUEST_KEY_REQUIRED
 from ...service.generation import expect, expect_token_ids
 from ...service.toolloop import ToolLoop
+from ...service.voices import voice_model
 from ...video_frames import frame_count, videos_as_frames
 from .answer import response_body, stream_answer
 from .schemas import (
@@ -67,7 +68,7 @@ async def get_health(request: web.Request) -> web.Response:
 )
 async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """Run one generation; with `functions`, the server runs the function-calling loop."""
-    functions = request.app[FUNCTIONS]
+    functions, registry = request.app[FUNCTIONS], request.app[REGISTRY]
     chosen = functions.usable(body["functions"])
     generation_type = body["generation_type"]
     if chosen and generation_type != "ttt":
@@ -76,6 +77,8 @@ async def generate(request: web.Request, body: dict[str, Any]) -> web.StreamResp
     messages, inputs = body["messages"], body["inputs"]  # converted by GenerateSchema
     service = request.app[GENERATION]
     parameters = dict(body["parameters"])
+    if generation_type == "tts" and (ref := await voice_model(registry, target.ref, parameters)):
+        target = target if ref == target.ref else await registry.resolve_ref("tts", ref)
     # a vision model gets a video's frames; asking frames of one without vision is a 501;
     # otherwise the video reaches the binding as it came (one that reads video itself)
     wants_frames = "frames" in parameters or "vision" in target.binding.capabilities
