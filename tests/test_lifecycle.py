@@ -374,3 +374,14 @@ async def test_a_user_key_cannot_shorten_a_models_stay(make_client: Any, make_co
     assert local.status == 200  # the admin (here: this machine) still unloads with 0
     await lifecycle.reap()
     assert resident(client) == set()
+
+
+async def test_keep_alive_forever_keeps_an_explicitly_loaded_model(
+    make_client: Any, make_config: Any
+) -> None:
+    client: Client = await make_client(config(make_config, keep_alive_s=-1))
+    body = {"binding_name": "echo", "model_name": "echo"}
+    assert (await client.post("/api/v1/load_model", json=body)).status == 200
+    await asyncio.sleep(1.2)  # over two rounds of the background reaper
+    await client.server.app[LIFECYCLE].reap()
+    assert resident(client) == {"echo"}  # -1: never unloaded, not "expired a second ago"

@@ -268,8 +268,9 @@ class Lifecycle(Books):
             size = max(size, after - before)  # what NVML saw the load take on that GPU
         owned = binding.books_memory  # False: the node's size, shown but not booked here
         now = time.monotonic()
+        expires = None if self.keep_alive_s < 0 else now + self.keep_alive_s  # -1: never
         entry = LoadedModel(binding.instance_name, model, size or estimate, now, now,
-                            now + self.keep_alive_s, device, owned)  # fmt: skip
+                            expires, device, owned)  # fmt: skip
         self.loaded[(binding.instance_name, model)] = entry
         self.reserved.pop((binding.instance_name, model), None)
         self.measured[(binding.instance_name, model)] = entry.bytes
