@@ -120,6 +120,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
         restart_window_s=resilience.restart_window_s,
         restart_timeout_s=config.request_timeout_s,
         on_restart=lambda instance, outcome: metrics.restarts.labels(instance, outcome).inc(),
+        after_restart=lifecycle.forget_unlisted,
     )
     metrics.add_gauge(
         "lollms_circuit_state", "Circuit per instance: 0 closed, 1 half-open, 2 open", ["instance"],

@@ -326,6 +326,23 @@ class Lifecycle(Books):
         await guarded(binding, binding.unload(entry.model), self.timeout_s)
         binding.placements.pop(entry.model, None)
 
+    async def forget_unlisted(self, binding: Binding) -> None:
+        """After `binding` restarted: take out of the books its models it no longer lists (a
+        dead model whose file is gone, which the restart dropped); they hold no memory now."""
+        name = binding.instance_name
+        booked = [entry for (instance, _), entry in self.loaded.items() if instance == name]
+        if not booked or not binding.books_memory:
+            return
+        try:
+            listed = {info.name for info in await listed_models(binding, self.timeout_s)}
+        except LollmsError:
+            return  # a listing that fails proves nothing: the books stay
+        for entry in booked:
+            if entry.model not in listed and not self._busy(entry):
+                log.info("%s is no longer listed after a restart: out of the books", entry.ref)
+                self.loaded.pop((name, entry.model), None)
+                binding.placements.pop(entry.model, None)
+
     async def reap(self) -> None:
         """Unload idle models whose keep_alive ran out."""
         now = time.monotonic()

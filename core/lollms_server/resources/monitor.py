@@ -5,7 +5,9 @@ crashed managed processes.
 A binding whose managed process died says so with `Health(..., restartable=True)`; the monitor
 then calls its `restart()`: at once for the first crash, then after an interval that doubles
 with each further restart (up to x8) until a check finds the instance up again, and never more
-than `restart_limit` times within `restart_window_s`.
+than `restart_limit` times within `restart_window_s`. After a restart that succeeds,
+`after_restart` (the lifecycle's `forget_unlisted`) drops from the memory books the models the
+binding no longer lists (a dead model whose file is gone cannot come back).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..bindings import Binding, Health
 from ..circuit import Breakers
@@ -24,6 +26,7 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 8
 RestartRecorder = Callable[[str, str], None]  # (instance, outcome: ok | failed | refused)
+AfterRestart = Callable[[Binding], Awaitable[None]]  # the books follow what came back
 
 
 class HealthMonitor:
@@ -39,6 +42,7 @@ class HealthMonitor:
         restart_window_s: float = 600.0,
         restart_timeout_s: float = 300.0,
         on_restart: RestartRecorder | None = None,
+        after_restart: AfterRestart | None = None,
     ) -> None:
         self.registry = registry
         self.breakers = breakers
@@ -47,6 +51,7 @@ class HealthMonitor:
         self.restart_window_s = restart_window_s
         self.restart_timeout_s = restart_timeout_s
         self.on_restart = on_restart
+        self.after_restart = after_restart
         self.latest: dict[str, Health] = {}
         self.checked_at: dict[str, float] = {}
         self.failed_in_a_row: dict[str, int] = {}  # consecutive `down` checks per instance
@@ -163,6 +168,8 @@ class HealthMonitor:
         else:
             outcome = "ok"
             startup_failed(binding, None)  # restarted: an earlier failed startup is behind it
+            if self.after_restart is not None:
+                await self.after_restart(binding)
         self._count(name, outcome)
         self._restart_backoff[name] = min(backoff * 2, MAX_BACKOFF)
         self._restart_at[name] = time.monotonic() + self.interval_s * backoff

@@ -29,6 +29,7 @@ from lollms_server.sdk import (
     HealthState,
     InvalidRequest,
     ModelInfo,
+    ModelNotFound,
     Result,
     RetryPolicy,
     Upstream,
@@ -41,28 +42,8 @@ from .devices import gpu_placement, placement
 from .models import ModelFolders
 from .process import ModelProcess, unavailable
 from .settings import LlamaCppSettings
-from .tool_use import asks_for_tools, call_start, prepare, worker_args
+from .tool_use import LLAMA_PARAMETERS, asks_for_tools, call_start, prepare, worker_args
 from .worker import ALIAS
-
-#: llama.cpp sampling parameters passed on besides OpenAI's standard ones.
-LLAMA_PARAMETERS = (
-    "top_k",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "mirostat",
-    "mirostat_tau",
-    "mirostat_eta",
-    "dry_multiplier",
-    "xtc_probability",
-    "xtc_threshold",
-    "grammar",
-    "json_schema",
-    "n_keep",
-    "cache_prompt",
-    "chat_template_kwargs",
-)
 
 #: A local process either answers or is dead: one quick retry (a stale pooled connection).
 LOCAL_RETRY = RetryPolicy(attempts=2, backoff_s=0.05, max_backoff_s=0.1, max_retry_after_s=1.0)
@@ -156,7 +137,22 @@ class LlamaCppBinding(ModelFolders, Binding):
                 return  # a request restarted it first
             if process is None and model not in self._crashed:
                 return  # unloaded meanwhile
+            try:
+                await self._file(model)
+            except ModelNotFound:
+                return await self._forget(model)
             await self._start(model)
+
+    async def _forget(self, model: str) -> None:
+        """A dead model whose file is gone cannot come back: drop it, saying so once (the core's
+        books follow the listing, which no longer names it)."""
+        died = self._dead().get(model, "it died")
+        self._crashed.pop(model, None)
+        await self._discard(model)
+        self.log.error(
+            "model %r of instance %r is gone from the models folders and its llama.cpp process "
+            "died (%s): it is unloaded and will not be restarted", model, self.instance_name, died,
+        )  # fmt: skip
 
     def _dead(self) -> dict[str, str]:
         """Models whose process died (not unloaded) and is not running again: how it died."""
@@ -269,8 +265,10 @@ class LlamaCppBinding(ModelFolders, Binding):
         process = self._processes.pop(model, None)
         upstream = self._upstreams.pop(model, None)
         if process is not None:  # first the process, so requests in flight see it go
+            running = process.alive
             await process.stop(self.settings.stop_timeout_s)
-            self.log.info("%s stopped (status %s)", process.what(), process.returncode)
+            if running:  # a dead one was said to be dead
+                self.log.info("%s stopped (status %s)", process.what(), process.returncode)
         if upstream is not None:
             await upstream.close()
 

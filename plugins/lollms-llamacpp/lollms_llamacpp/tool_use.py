@@ -28,6 +28,26 @@ from typing import Any
 from lollms_server.sdk import ChatMessage, GenerationRequest, InvalidRequest
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+#: llama.cpp sampling parameters passed on besides OpenAI's standard ones.
+LLAMA_PARAMETERS = (
+    "top_k",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "dry_multiplier",
+    "xtc_probability",
+    "xtc_threshold",
+    "grammar",
+    "json_schema",
+    "n_keep",
+    "cache_prompt",
+    "chat_template_kwargs",
+)
 #: Templates shipped with the plugin, by setting value.
 BUILTIN_TEMPLATES = {"chatml-tools": "chatml_tools.jinja"}
 #: What a tool call starts with under each shipped template.
