@@ -95,6 +95,7 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
     with lollms_process(tmp_path, CONFIG, server_settings={"drain_timeout_s": 60}) as server:
         status, _, body = call(server, "GET", "/api/v1/ready")
         assert status == 200 and body["ready"] is True, body
+        assert call(server, "GET", "/api/v1/status")[2]["draining"] is False
         conn, events = open_stream(server)
         first = [next(events) for _ in range(3)]  # info, then the first tokens: in flight
         assert [e["type"] for e in first][1:] == ["chunk", "chunk"], first
@@ -104,6 +105,12 @@ def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "ready still 200 5 s after SIGTERM"
             time.sleep(0.05)
         assert ready[0] == 503 and ready[2] == {"ready": False, "draining": True}, ready
+        # a gateway tells this planned stop from a failure by the status; Prometheus by a gauge
+        assert call(server, "GET", "/api/v1/status")[2]["draining"] is True
+        metrics = connect(server)
+        metrics.request("GET", "/metrics")
+        assert b"\nlollms_draining 1.0\n" in metrics.getresponse().read()
+        metrics.close()
         for path, request in NEW_GENERATIONS:
             status, headers, body = call(server, "POST", path, request)
             assert status == 503, (path, status, body)

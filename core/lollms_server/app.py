@@ -138,7 +138,11 @@ def create_app(config: Config, plugins: Plugins | None = None) -> web.Applicatio
     )  # fmt: skip
     export_operations(metrics, registry, monitor, scheduler, lifecycle, sqlite_path(config))
     app[keys.CONFIG] = config
-    app[keys.DRAIN] = Drain(config.drain_timeout_s)
+    drain = app[keys.DRAIN] = Drain(config.drain_timeout_s)
+    metrics.add_gauge(
+        "lollms_draining", "1 while this server drains (SIGTERM)", [],
+        lambda: [({}, float(drain.draining))],
+    )  # fmt: skip
     app[keys.SECURITY] = SecuritySettings(
         local_access=config.security.local_access,
         trusted_proxies=parse_networks(config.security.trusted_proxies),

@@ -142,6 +142,9 @@ class Health:
     detail: str = ""
     latency_ms: float | None = None
     restartable: bool = False  # a managed process died: the health monitor calls `restart()`
+    # the backend is a server that drains before a planned stop (a node's SIGTERM): it serves
+    # nothing (down) but is not failing, so the monitor does not count it as a failed check
+    draining: bool = False
 
 
 class EmptySettings(Schema):

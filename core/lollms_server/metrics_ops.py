@@ -43,6 +43,11 @@ def export_operations(
         ["instance"], lambda: [({"instance": n}, monitor.failed_in_a_row.get(n, 0)) for n in names],
     )  # fmt: skip
     metrics.add_gauge(
+        "lollms_instance_draining",
+        "1 while the latest check found the instance's server draining (a planned stop)",
+        ["instance"], lambda: [({"instance": n}, float(_draining(monitor, n))) for n in names],
+    )  # fmt: skip
+    metrics.add_gauge(
         "lollms_queue_capacity", "Places in each model's queue", ["instance", "model"],
         lambda: [({"instance": i, "model": m}, lane.queue_size)
                  for (i, m), lane in scheduler.lanes.items()],
@@ -81,6 +86,11 @@ def _health(monitor: HealthMonitor) -> Samples:
         for name, health in sorted(monitor.latest.items())
         for state in HEALTH_STATES
     ]
+
+
+def _draining(monitor: HealthMonitor, name: str) -> bool:
+    health = monitor.latest.get(name)
+    return health is not None and health.draining
 
 
 def _budgets(lifecycle: Lifecycle) -> Samples:

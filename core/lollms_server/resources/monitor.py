@@ -95,9 +95,8 @@ class HealthMonitor:
         previous = self.latest.get(name)
         self.latest[name] = health
         self.checked_at[name] = time.monotonic()
-        self.failed_in_a_row[name] = (
-            self.failed_in_a_row.get(name, 0) + 1 if health.state == "down" else 0
-        )
+        failed = health.state == "down" and not health.draining  # a planned stop is no failure
+        self.failed_in_a_row[name] = self.failed_in_a_row.get(name, 0) + 1 if failed else 0
         self.breakers.of(name).down = health.state == "down"
         if health.state == "down":
             self._backoff[name] = min(self._backoff.get(name, 1) * 2, MAX_BACKOFF)

@@ -76,7 +76,7 @@ class LollmsRemoteBinding(Binding):
         self._models: tuple[float, list[ModelInfo]] | None = None
         self.load_report = NodeLoad()  # the node's last reported figures
         self.status: dict[str, Any] = {}  # the node's last GET /api/v1/status answer
-        self._refresh: asyncio.Task[None] | None = None  # a status call for stale load figures
+        self._refresh: asyncio.Task[Any] | None = None  # a status call for stale load figures
         self._refreshed_at = 0.0  # when the last one started (one per load_fresh_s at most)
         self._listing_failed: LollmsError | None = None  # the last listing's failure, if it failed
         self._relist: asyncio.Task[None] | None = None  # the listing asked again meanwhile
@@ -116,18 +116,19 @@ class LollmsRemoteBinding(Binding):
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_load())
         return self.load_report.depth(self._lane(model) or model, fresh_s)
 
-    async def _refresh_load(self) -> None:
-        """Fresh load figures from the node's status (its answer's headers, and its body)."""
-        asked_at = time.monotonic()
-        timeout = self.settings.health_timeout_s
+    async def _refresh_load(self) -> dict[str, Any]:
+        """Fresh load figures from the node's status (its answer's headers, and its body);
+        the status, or {} when the node gave none."""
+        asked_at, timeout = time.monotonic(), self.settings.health_timeout_s
         with contextlib.suppress(LollmsError):  # a node that does not answer: the monitor's job
             status = await self.upstream.get_json("/api/v1/status", timeout_s=timeout, retry=False)
             if isinstance(status, dict):
                 self.load_report.record_status(status, asked_at)
+                return status
+        return {}
 
     def reported_room(self, model: str) -> Room | None:
-        """The node's free memory less the model's size as the node lists it (nothing when
-        it has the model loaded), or None when it reports no free memory."""
+        """The node's free memory less the model's size (none if loaded there), or None."""
         lane = self._lane(model)
         need = None
         for info in self._models[1] if self._models is not None else ():
@@ -148,8 +149,7 @@ class LollmsRemoteBinding(Binding):
         return model if wire.split_model(model)[0] is not None else None
 
     def node_status(self) -> dict[str, Any]:
-        """What the dashboard shows of the node: its load as of the last health check, the
-        queue depth as of its latest answer (the address without credentials)."""
+        """The dashboard's view of the node: its last load figures, its address (no secrets)."""
         status, report = self.status, self.load_report
         return {
             "url": self.upstream.url_for_logs,
@@ -173,13 +173,16 @@ class LollmsRemoteBinding(Binding):
             await self._upstream.close()
 
     async def health(self) -> Health:
-        """The node's readiness (`/api/v1/ready`), with its load from `/api/v1/status`."""
+        """The node's readiness (`/api/v1/ready`), with its load from `/api/v1/status`; a node
+        that drains (its status says so) is down and `draining`: a planned stop, no failure."""
         started = monotonic_ms()
         timeout = self.settings.health_timeout_s
         try:
             await self.upstream.get_json("/api/v1/ready", timeout_s=timeout, retry=False)
         except LollmsError as exc:
-            return Health("down", exc.message, monotonic_ms() - started)
+            ready_503 = exc.details.get("upstream_status") == 503
+            drains = ready_503 and (await self._refresh_load()).get("draining") is True
+            return Health("down", exc.message, monotonic_ms() - started, draining=drains)
         detail = ""
         asked_at = time.monotonic()
         try:

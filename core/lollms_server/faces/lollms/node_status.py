@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ...httpkit.endpoint import endpoint
-from ...keys import LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
+from ...keys import DRAIN, LIFECYCLE, REQUEST_PRINCIPAL, SCHEDULER
 from ...node_headers import FREE_MEMORY_HEADER, MODEL_QUEUE_HEADER, QUEUE_HEADER, model_queue_header
 from ...resources.gpu import GpuReport
 from ...resources.placement import Device
@@ -68,10 +68,14 @@ def add_load_headers(request: web.Request, response: web.StreamResponse) -> None
 
 
 @routes.get("/api/v1/status")
-@endpoint("Load of this server: queue depth per model, free memory, loaded models", tag="lollms")
+@endpoint(
+    "Load of this server: queue depth per model, free memory, loaded models, whether it drains",
+    tag="lollms",
+)
 async def status(request: web.Request) -> web.Response:
     """Queue depth per busy lane, memory per device, the loaded models and those loading (those
-    the caller may use: the bytes used on a device count only those; its room counts all)."""
+    the caller may use: the bytes used on a device count only those; its room counts all), and
+    whether the server drains (a gateway tells a planned stop from a failure by it)."""
     app = request.app
     principal = request.get(REQUEST_PRINCIPAL)
     used = app[LIFECYCLE].used_by_device(principal or NOBODY)
@@ -94,5 +98,6 @@ async def status(request: web.Request) -> web.Response:
             for instance, model in app[LIFECYCLE].loading()
             if principal is not None and principal.may_use(instance, model)
         ),
+        "draining": app[DRAIN].draining,
     }
     return web.json_response(body)
