@@ -174,6 +174,14 @@ async def test_error_after_the_first_token_is_an_error_event(sdk: AsyncOpenAI) -
     assert types[-2:] == ["error", "response.failed"]
     assert "fails on purpose" in events[-2].message
     assert events[-1].response.status == "failed"
+    # the text streamed before the failure is in the failed response's output, as OpenAI's is,
+    # its message closed as incomplete (every item added is done)
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    failed = events[-1].response
+    assert streamed and failed.output_text == streamed
+    assert [item.status for item in failed.output] == ["incomplete"]  # type: ignore[union-attr]
+    added = [e.item.id for e in events if e.type == "response.output_item.added"]
+    assert [e.item.id for e in events if e.type == "response.output_item.done"] == added
 
 
 async def test_unknown_model_is_a_404_before_any_event(sdk: AsyncOpenAI) -> None:

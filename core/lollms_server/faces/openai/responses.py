@@ -290,9 +290,11 @@ class _EventWriter:
         self.done.append(item)
 
     async def error(self, exc: LollmsError) -> None:
-        """An error after the stream started: an `error` event, then `response.failed`."""
+        """An error after the stream started: the open item closed as incomplete, an `error`
+        event, then `response.failed` with the items streamed so far (as OpenAI's)."""
         error = error_body("openai", for_current_caller(exc))[1]["error"]
         try:
+            await self._close("incomplete")
             await self.send(
                 "error", code=error["code"], message=error["message"], param=error["param"]
             )
