@@ -50,6 +50,9 @@ class ModelProcess:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.cause: str | None = None  # the first error line: llama.cpp's root cause
         self._pumps: list[asyncio.Task[None]] = []
+        # the worker's lines while it starts, logged once the start is over: at their levels
+        # when it serves, at debug level when it fails (its one error line says why)
+        self._held: list[tuple[int, str]] | None = None
         self._ready: asyncio.Future[str] | None = None
         self.api_key = secrets.token_urlsafe(24)
         self.stopping = False  # set once the binding ends the process itself (unload)
@@ -79,6 +82,7 @@ class ModelProcess:
     async def start(self, timeout_s: float) -> None:
         """Spawn the worker, wait for its address and for /health; raise ours on failure."""
         self._ready = asyncio.get_running_loop().create_future()
+        self._held = []
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -108,14 +112,27 @@ class ModelProcess:
                 await self._wait_healthy()
         except TimeoutError:
             await self.stop(2.0)
-            raise BackendTimeout(
+            late = BackendTimeout(
                 f"{self.what()} was not ready within {timeout_s}s{self._tail_text()}",
                 binding=self.instance,
-            ) from None
-        except BaseException:
+            )
+            self._release(late)
+            raise late from None
+        except BaseException as exc:
             await self.stop(2.0)
+            self._release(exc)
             raise
+        self._release(None)
         self.log.info("%s serving at %s (pid %s)", self.what(), self.url, self.pid)
+
+    def _release(self, failure: BaseException | None) -> None:
+        """Log the lines held while starting; a failed start: at debug level, then one error
+        line with its cause (an ended request or a shutdown is no failure of the worker)."""
+        held, self._held = self._held or [], None
+        for level, line in held:
+            self.log.log(level if failure is None else logging.DEBUG, "[%s] %s", self.model, line)
+        if isinstance(failure, (BackendError, BackendTimeout)):
+            self.log.error("%s", failure.message)
 
     async def _wait_ready(self) -> str:
         assert self.process is not None and self._ready is not None
@@ -174,7 +191,10 @@ class ModelProcess:
                 level == logging.ERROR or (not match and CAUSE.search(line))
             ):
                 self.cause = line[match.end() :] if match else line
-            self.log.log(level, "[%s] %s", self.model, line)
+            if self._held is not None:  # starting: logged once the start is over
+                self._held.append((level, line))
+            else:
+                self.log.log(level, "[%s] %s", self.model, line)
 
     def _tail_text(self) -> str:
         """`: <root cause> | <last warning and error lines>`: what a failed start reports.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from lollms_llamacpp import LlamaCppBinding
 
 from lollms_server.testing import serve_binding
@@ -74,3 +76,29 @@ async def test_a_broken_model_does_not_open_the_circuit_of_its_instance(
             assert status == 502 and "while starting" in text, text
         status, text = await ask("whole")
         assert status == 200, text
+
+
+async def test_a_model_that_cannot_start_logs_one_line_per_request(
+    tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's request for a truncated GGUF logs one error line naming the model and the root
+    cause, not llama.cpp's cascade of error lines (9 per request for a cut SmolLM2); the
+    worker's lines stay at debug level for whoever turns that on."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "cut.gguf").write_bytes((tiny_models / f"{TINY}.gguf").read_bytes()[:300_000])
+    settings = {"models_folders": [str(models)], "n_ctx": 256, "n_parallel": 1, "n_threads": 1}
+    async with serve_binding(LlamaCppBinding, "local", settings, tmp_path / "data") as client:
+        body = {"model": "local/cut", "messages": [{"role": "user", "content": "hi"}]}
+        for attempt in range(2):
+            caplog.clear()
+            caplog.set_level(logging.DEBUG)
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.status == 502, await response.text()
+            loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(loud) == 1, [r.getMessage() for r in loud]
+            line = loud[0].getMessage()
+            assert loud[0].levelno == logging.ERROR and "model 'cut'" in line, line
+            assert "while starting: cause: " in line, line
+            worker = [r for r in caplog.records if r.getMessage().startswith("[cut] ")]
+            assert worker and all(r.levelno == logging.DEBUG for r in worker), attempt
