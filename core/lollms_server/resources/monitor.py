@@ -109,7 +109,12 @@ class HealthMonitor:
         if health.state == "up":
             self._restart_backoff[name] = 1
         if previous is not None and previous.state != health.state:
-            log.warning("instance %s is now %s %s", name, health.state, health.detail)
+            state = (
+                f"{health.state} (its server drains: a planned stop)"
+                if health.draining
+                else health.state
+            )
+            log.warning("instance %s is now %s %s", name, state, health.detail)
         self._next[name] = time.monotonic() + self.interval_s * self._backoff[name]
 
     def restart_crashed(self) -> None:

@@ -134,6 +134,8 @@ def test_a_draining_node_does_not_fire_instance_down(tmp_path: Path) -> None:
         assert failed and max(failed) == 0.0, failed
         draining = values(query_range(url, 'lollms_instance_draining{binding="node"}', *window))
         assert draining and max(draining) == 1.0, draining
+        logged = (gateway.folder / "server.log").read_text()
+        assert "instance node is now down (its server drains: a planned stop)" in logged
     finally:
         for replica in (node, gateway):
             if replica.running():
