@@ -194,6 +194,18 @@ def test_keys_create_refuses_limits_the_api_refuses(
     assert " odd " not in run(env, "keys", "list").stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--models", "echo"), ("--models", ""), ("--bindings", ""), ("--concurrent", "0")],
+)
+def test_a_refused_key_option_is_named_as_typed(
+    env: dict[str, str], option: str, value: str
+) -> None:
+    """The refusal names the option given (`--models`), not the API field (`allowed_models`)."""
+    made = run(env, "keys", "create", "--name", "odd", option, value)
+    assert made.returncode == 1 and f"{option}:" in made.stderr, made.stderr
+
+
 def test_a_key_name_with_control_characters_is_refused(env: dict[str, str]) -> None:
     """`keys list` prints names as they are: a newline or an escape in one could forge lines
     of the listing or drive the terminal."""

@@ -114,12 +114,19 @@ def first_log_line(tmp_path: Path, *args: str, terminal: bool) -> str:
         deadline = time.monotonic() + 30
         while NO_INSTANCE.encode() not in seen and time.monotonic() < deadline:
             if select.select([reader], [], [], 0.5)[0]:
-                seen += os.read(reader, 4096)
+                try:
+                    chunk = os.read(reader, 4096)
+                except OSError:  # a pty whose process has exited
+                    chunk = b""
+                if not chunk and process.poll() is not None:
+                    break  # it exited (a refused argument): what it wrote is all
+                seen += chunk
     finally:
         process.terminate()
         process.wait(15)
         os.close(reader)
-    line = next(x for x in seen.decode().splitlines() if NO_INSTANCE in x)
+    line = next((x for x in seen.decode().splitlines() if NO_INSTANCE in x), None)
+    assert line is not None, seen.decode()[-2000:]
     return line.strip()
 
 
@@ -132,6 +139,16 @@ def test_log_format_is_text_on_a_terminal_and_json_otherwise(tmp_path: Path) -> 
     assert json.loads(forced)["level"] == "warning"
     text = first_log_line(tmp_path, "--log-format", "text", terminal=False)
     assert text.split()[2] == "WARNING"
+
+
+def test_log_format_after_serve_like_the_other_serve_options(tmp_path: Path) -> None:
+    """`lollms-server serve --log-format text` (the runbook starts `lollms-server serve`) is
+    taken as `--port` and `--host` are there, not refused as an unrecognized argument."""
+    text = first_log_line(tmp_path, "serve", "--log-format", "text", terminal=False)
+    assert text.split()[2] == "WARNING"
+    forced = first_log_line(tmp_path, "--log-format", "text", "serve", "--log-format", "json",
+                            terminal=False)  # fmt: skip
+    assert json.loads(forced)["level"] == "warning"  # given after `serve`, it wins
 
 
 def test_a_full_log_disk_does_not_stop_the_server_starting(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ imported keys (real processes)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -282,3 +283,31 @@ def test_odd_upstream_values_are_reported_not_crashed(tmp_path: Path) -> None:
                  str(configs))  # fmt: skip
     assert broken.returncode == 2 and "not readable as yaml" in broken.stderr
     assert "Traceback" not in broken.stderr and not (tmp_path / "b.toml").exists()
+
+
+def test_the_decorator_the_report_names_registers_an_upstream_function(
+    imported: Imported,
+) -> None:
+    """The report tells how to mark upstream's functions; done as it says, one is served."""
+    advice = re.search(r"marked with @([\w.]+)(?: \(from ([\w.]+) import \w+)?", imported.stdout)
+    assert advice, imported.stdout
+    decorator, module = advice.group(1), advice.group(2)
+    imports = (
+        f"from {module} import {decorator}" if module else f"import {decorator.rsplit('.', 1)[0]}"
+    )
+    functions = imported.upstream / "personal" / "functions"
+    (functions / "tides.py").write_text(
+        f"{imports}\n\n\n@{decorator}\ndef tide_table(port: str) -> str:\n"
+        '    """The next high tide."""\n    return f"high tide at {port}: 06:12"\n',
+        encoding="utf-8",
+    )
+    local = urllib.request.Request(  # this machine: the local admin may reload
+        f"{imported.url}/api/v1/reload_personalities",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(local, timeout=60) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{imported.url}/api/v1/list_functions", timeout=60) as response:
+        listed = json.loads(response.read())
+    assert "tide_table" in listed["functions"], listed["problems"]

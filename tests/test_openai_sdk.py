@@ -118,6 +118,7 @@ async def test_image_generation(sdk: AsyncOpenAI) -> None:
 async def test_image_edit(sdk: AsyncOpenAI) -> None:
     generated = await sdk.images.generate(model="echo/echo", prompt="a boat", size="8x8")
     assert generated.data is not None
+    assert generated.data[0].url is None  # no response_format: b64_json (docs/compatibility.md)
     source = base64.b64decode(generated.data[0].b64_json or "")
     edited = await sdk.images.edit(
         model="echo/echo",

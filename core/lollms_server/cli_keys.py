@@ -17,6 +17,17 @@ from .security.api_keys import KEY_FORMAT, KeyRecord, KeyStore
 from .security.audit import AuditLog
 from .storage import open_store, schema
 
+# the key store's fields as `keys create` spells them: a refusal names the option typed
+OPTIONS = {
+    "allowed_bindings": "--bindings",
+    "allowed_models": "--models",
+    "rpm": "--rpm",
+    "tpm": "--tpm",
+    "max_concurrent": "--concurrent",
+    "name": "--name",
+    "role": "--role",
+}
+
 
 def _key_id(given: str) -> str:
     """The id to revoke: a whole key pasted in (a leaked one, say) stands for its id, and its
@@ -115,7 +126,8 @@ async def _keys_command(args: argparse.Namespace, config: Config) -> int:
         print(f"lollms-server: {exc.message}{hint}", file=sys.stderr)
         return 1
     except LollmsError as exc:
-        print(f"lollms-server: {exc.message}", file=sys.stderr)
+        flag = OPTIONS.get(exc.param or "")
+        print(f"lollms-server: {f'{flag}: ' if flag else ''}{exc.message}", file=sys.stderr)
         return 1
     finally:
         await store.close()

@@ -303,7 +303,8 @@ def _paths(main: Mapping[str, Any], root: Path, raw: dict[str, Any], report: Rep
     if raw.get("functions"):
         report.changed.append(
             "functions: files in the function folders register only callables marked with "
-            "@lollms_server.function (upstream's function modules need that decorator)"
+            "@function (from lollms_server.service.functions import function; upstream's "
+            "function modules need that decorator)"
         )
     for key in ("bindings_folder", "example_bindings_folder"):
         if paths.get(key):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,14 +86,12 @@ class Runner:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: _DaemonWorker | None = None
         self._jobs: set[Job[Any]] = set()
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _pool(self) -> _DaemonWorker:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"diffusers-{self.name}"
-            )
+            self._executor = _DaemonWorker(f"diffusers-{self.name}_0")
         return self._executor
 
     def submit(self, name: str, work: Callable[[Job[T]], T]) -> Job[T]:
@@ -145,11 +144,64 @@ class Runner:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        waiting = asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        try:
-            await asyncio.wait_for(waiting, timeout_s)
-        except TimeoutError:
-            log.warning("diffusers worker %s still busy after %ss", self.name, timeout_s)
+        executor.shutdown(cancel_futures=True)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while executor.alive():  # no thread of ours waits on it: the process can still exit
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("diffusers worker %s still busy after %ss", self.name, timeout_s)
+                return
+            await asyncio.sleep(0.05)
+
+
+class _DaemonWorker:
+    """One daemon thread running submitted calls in order. Not a ThreadPoolExecutor: Python
+    joins those threads at exit, so a pipeline stuck inside one step (steps cannot be
+    interrupted) kept the process alive after shutdown gave up waiting for it."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Queue `fn(*args)`; its future holds the outcome."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.put(_Call(future, fn, args))
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        """Stop after the running call (without waiting for it); queued calls are cancelled
+        with `cancel_futures`."""
+        while cancel_futures:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call.future.cancel()
+        self._calls.put(None)
+
+    def alive(self) -> bool:
+        """True while the thread runs (a call, or waiting for one before shutdown)."""
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while (call := self._calls.get()) is not None:
+            if not call.future.set_running_or_notify_cancel():
+                continue
+            try:
+                call.future.set_result(call.fn(*call.args))
+            except BaseException as exc:  # noqa: BLE001 (the future carries it to the loop)
+                call.future.set_exception(exc)
+
+
+@dataclass
+class _Call:
+    """One queued call of the worker."""
+
+    future: concurrent.futures.Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
 
 
 def _settle(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -254,3 +257,34 @@ async def test_health_and_missing_folders(settings: dict[str, Any], tmp_path: Pa
 def test_bad_settings_are_config_errors(settings: dict[str, Any], bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         build_binding(DiffusersBinding, INSTANCE, {**settings, **bad})
+
+
+STUCK_IN_ONE_STEP = """
+import asyncio, time
+from lollms_diffusers.runner import Runner
+
+async def main():
+    runner = Runner("stuck")
+    runner.submit("one long step", lambda job: time.sleep(120))  # no step boundary to stop at
+    await asyncio.sleep(0.3)
+    await runner.stop(0.5)  # what shutdown does: it gives up waiting after its time limit
+    print("stopped", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_pipeline_stuck_in_one_step_does_not_keep_the_process_from_exiting() -> None:
+    """A step cannot be interrupted (a 1024x1024 edit on a small VAE took over 10 minutes for
+    its first step); once shutdown stops waiting, the server process still exits (SIGTERM's
+    drain ends with an exit, as the README says), instead of Python joining the worker."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK_IN_ONE_STEP],
+        capture_output=True,
+        text=True,
+        timeout=30,  # before: Python joined the worker thread at exit, for the whole step
+        check=False,
+    )
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
+    assert time.monotonic() - started < 20
