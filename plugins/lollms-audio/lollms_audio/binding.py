@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from lollms_server.sdk import (
     NotSupported,
     Output,
     Result,
+    TrackedThreads,
     check_served,
     monotonic_ms,
 )
@@ -84,7 +84,7 @@ class AudioBinding(Binding):
         self.log = logging.getLogger(f"lollms_audio.{instance_name}")
         self._engines: dict[str, Engine] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: TrackedThreads | None = None
         self._catalog: tuple[Any, Catalog] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class AudioBinding(Binding):
         """Run blocking work on this instance's threads; failures name the instance."""
         if self._executor is None:
             workers = self.settings.workers
-            self._executor = ThreadPoolExecutor(workers, thread_name_prefix=self.instance_name)
+            self._executor = TrackedThreads(workers, thread_name_prefix=self.instance_name)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(func, *args))

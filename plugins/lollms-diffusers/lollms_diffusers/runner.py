@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from lollms_server.sdk import BackendError, LollmsError
+from lollms_server.sdk import BackendError, LollmsError, TrackedThreads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,12 +85,13 @@ class Runner:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: TrackedThreads | None = None
         self._jobs: set[Job[Any]] = set()
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _pool(self) -> TrackedThreads:
+        """The worker thread (a generation's slot is held until its job there ends)."""
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
+            self._executor = TrackedThreads(
                 max_workers=1, thread_name_prefix=f"diffusers-{self.name}"
             )
         return self._executor
