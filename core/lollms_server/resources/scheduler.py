@@ -16,6 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from functools import partial
 
+from ..chunks import Chunk
 from ..errors import Overloaded
 from ..offloop import ThreadWork
 
@@ -150,6 +151,28 @@ class Waiting:
     def _leave(self, ticket: Ticket) -> None:
         ran = ticket.granted.is_set()
         self.lane.leave(ticket, time.monotonic() - ticket.granted_at if ran else None)
+
+
+class NoTurns:
+    """An empty async iterator: the queue positions of a ticket granted at once."""
+
+    def __aiter__(self) -> NoTurns:
+        return self
+
+    async def __anext__(self) -> int:
+        raise StopAsyncIteration
+
+
+NO_TURNS = NoTurns()
+
+
+def queued_at(lane: Lane, position: int) -> Chunk:
+    """The `info` event of a request waiting in `lane` at `position`."""
+    return Chunk(
+        type="info",
+        content=f"queued at position {position}",
+        metadata={"queue_position": position, "estimated_wait_s": lane.estimated_wait_s(position)},
+    )
 
 
 class Scheduler:

@@ -37,7 +37,16 @@ from ..metrics import Metrics
 from ..offloop import ThreadWork
 from ..registry import Registry, Target
 from ..resources.lifecycle import Lifecycle
-from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket, Waiting
+from ..resources.scheduler import (
+    ADMIN_PRIORITY,
+    NO_TURNS,
+    USER_PRIORITY,
+    Lane,
+    Scheduler,
+    Ticket,
+    Waiting,
+    queued_at,
+)
 from ..security.audit import AuditLog
 from ..security.principal import caller
 from ..security.principal import current as current_principal
@@ -56,6 +65,8 @@ from .workflows import run_workflow, stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: what a face asks next of the target that served, from its answer (None: nothing more)
+More = Callable[[Prepared, Result], Awaitable[Prepared | None]]
 MAX_TOKENS_NAMES = ("max_tokens", "n_predict")  # a request that sets either is not capped
 
 
@@ -68,28 +79,6 @@ def call_attributes(prepared: Prepared) -> dict[str, str | None]:
         "lollms.request_id": prepared.request.request_id,
         "lollms.key_id": principal.key_id if principal is not None else None,
     }
-
-
-class NoTurns:
-    """An empty async iterator: the queue positions of a ticket granted at once."""
-
-    def __aiter__(self) -> NoTurns:
-        return self
-
-    async def __anext__(self) -> int:
-        raise StopAsyncIteration
-
-
-NO_TURNS = NoTurns()
-
-
-def queued_at(lane: Lane, position: int) -> Chunk:
-    """The `info` event of a request waiting in `lane` at `position`."""
-    return Chunk(
-        type="info",
-        content=f"queued at position {position}",
-        metadata={"queue_position": position, "estimated_wait_s": lane.estimated_wait_s(position)},
-    )
 
 
 def new_request_id() -> str:
@@ -181,8 +170,10 @@ class GenerationService:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
         return (await self.run(prepared))[1]
 
-    async def run(self, prepared: Prepared) -> tuple[Prepared, Result]:
-        """Like `generate`, with the attempt that served (its target, its request)."""
+    async def run(self, prepared: Prepared, more: More | None = None) -> tuple[Prepared, Result]:
+        """Like `generate`, with the attempt that served (its target, its request). With
+        `more`, the binding is asked again, in the same slots, for the request `more` makes of
+        each answer, until it makes none (a face's batches); the last answer is returned."""
         if prepared.scripted:
             return prepared, await run_workflow(self, prepared, self.functions)
         async with self.accounted(prepared) as outcome:
@@ -194,7 +185,11 @@ class GenerationService:
                         pass
                     await self._load(call)
                     try:
-                        return call, await self._whole(call, outcome, work)
+                        result = await self._whole(call, outcome, work)
+                        while more is not None and (again := await more(call, result)):
+                            attempt.committed = True  # what was made is not made elsewhere
+                            call, result = again, await self._whole(again, outcome, work)
+                        return call, result
                     finally:
                         self._release(call, work)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
