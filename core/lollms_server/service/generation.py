@@ -164,6 +164,7 @@ class GenerationService:
             raw_prompt=raw_prompt,
         )
         target.binding.check_input_roles(request)
+        await guarded(target.binding, target.binding.check_request(request), self.timeout_s)
         return Prepared(target, request, chosen, face, time.monotonic(), default_cap, in_script)
 
     async def generate(self, prepared: Prepared) -> Result:

@@ -244,3 +244,21 @@ async def test_a_request_of_several_batches_keeps_its_place_between_them(client:
     assert response.status == 200, await response.text()
     assert len((await response.json())["data"]) == 6
     assert (await second).status == 200
+
+
+async def test_a_size_off_the_8_grid_is_refused_before_the_model_loads(client: Client) -> None:
+    """A width that is no multiple of 8 is a 400 however the model is asked; before, it came
+    only once the model had loaded (11 s the first time on a real model), and left it loaded."""
+    openai = {"model": f"{INSTANCE}/{SD}", "prompt": "a red circle", "size": "100x64"}
+    for path, payload in (
+        ("/v1/images/generations", openai),
+        ("/api/v1/generate", body("tti", SD, width=100, height=64, steps=2)),
+    ):
+        response = await client.post(path, json=payload)
+        answer = await response.json()
+        assert response.status == 400, answer
+        assert "width" in answer["error"]["message"], answer
+        assert "multiple of 8" in answer["error"]["message"], answer
+    assert binding_of(client).loaded_models() == []
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [] and status["loading"] == [], status
