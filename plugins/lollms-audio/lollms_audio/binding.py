@@ -188,8 +188,8 @@ class AudioBinding(Binding):
             return await super().default_model(generation_type)
         catalog = await self._nonempty_catalog()
         if generation_type == "tts":
-            return default_voice(catalog, self.settings.default_voice).name
-        return default_recognizer(catalog, self.settings.default_stt_model).name
+            return default_voice(catalog, self.settings.default_voice, self.instance_name).name
+        return default_recognizer(catalog, self.settings.default_stt_model, self.instance_name).name
 
     def _info(self, entry: Entry) -> ModelInfo:
         kinds = {"tts", "audio2audio"} if entry.is_voice else {"stt", "audio2audio"}
