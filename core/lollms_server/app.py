@@ -30,6 +30,7 @@ from .library import call_observer, load_functions, load_personalities
 from .loop_lag import lag_context
 from .metrics import Metrics
 from .metrics_ops import export_operations
+from .offloop import track_default_executor
 from .plugins import Plugins, load_plugins
 from .registry import build_registry
 from .resources.lifecycle import Lifecycle
@@ -259,6 +260,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 async def _bindings_context(app: web.Application) -> AsyncIterator[None]:
     registry = app[keys.REGISTRY]
     bindings: list[Binding] = list(registry)
+    track_default_executor()  # a cancelled generation's slot waits for its to_thread work
     limit = app[keys.CONFIG].request_timeout_s  # a startup that hangs must not keep us down
     results = await asyncio.gather(
         *(asyncio.wait_for(b.startup(), limit) for b in bindings), return_exceptions=True

@@ -238,6 +238,10 @@ class Binding:
                     param="input_data",
                 )
 
+    async def check_request(self, request: GenerationRequest) -> None:
+        """Refuse (400, naming it) what the request asks that the binding can tell is wrong
+        before its model loads or its queue is waited in; the default checks nothing."""
+
     def supports(self, capability: str) -> bool:
         """True when the class declares `capability`."""
         return capability in self.capabilities

@@ -14,8 +14,11 @@ import itertools
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import partial
 
+from ..chunks import Chunk
 from ..errors import Overloaded
+from ..offloop import ThreadWork
 
 ADMIN_PRIORITY = 0
 MAX_LANES = 1024  # past this many lanes, idle ones (only their wait estimates) are dropped
@@ -125,21 +128,51 @@ class Lane:
 
 class Waiting:
     """A ticket in `lane` held for an `async with` block (a class: a generator-based context
-    manager costs an async generator per request)."""
+    manager costs an async generator per request); with `work`, held past the block until the
+    threads its binding call started have ended (a cancelled call leaves them running)."""
 
-    __slots__ = ("lane", "owner", "priority", "ticket")
+    __slots__ = ("lane", "owner", "priority", "ticket", "work")
 
-    def __init__(self, lane: Lane, priority: int, owner: str = "") -> None:
-        self.lane, self.priority, self.owner = lane, priority, owner
+    def __init__(
+        self, lane: Lane, priority: int, owner: str = "", work: ThreadWork | None = None
+    ) -> None:
+        self.lane, self.priority, self.owner, self.work = lane, priority, owner, work
 
     async def __aenter__(self) -> Ticket:
         self.ticket = self.lane.enter(self.priority, self.owner)
         return self.ticket
 
     async def __aexit__(self, *exc_info: object) -> None:
-        ticket = self.ticket
+        if self.work is None:
+            self._leave(self.ticket)
+        else:
+            self.work.then(partial(self._leave, self.ticket))
+
+    def _leave(self, ticket: Ticket) -> None:
         ran = ticket.granted.is_set()
         self.lane.leave(ticket, time.monotonic() - ticket.granted_at if ran else None)
+
+
+class NoTurns:
+    """An empty async iterator: the queue positions of a ticket granted at once."""
+
+    def __aiter__(self) -> NoTurns:
+        return self
+
+    async def __anext__(self) -> int:
+        raise StopAsyncIteration
+
+
+NO_TURNS = NoTurns()
+
+
+def queued_at(lane: Lane, position: int) -> Chunk:
+    """The `info` event of a request waiting in `lane` at `position`."""
+    return Chunk(
+        type="info",
+        content=f"queued at position {position}",
+        metadata={"queue_position": position, "estimated_wait_s": lane.estimated_wait_s(position)},
+    )
 
 
 class Scheduler:
@@ -165,9 +198,12 @@ class Scheduler:
         """How many wait in each lane."""
         return {key: len(lane.waiting) for key, lane in self.lanes.items()}
 
-    def waiting(self, lane: Lane, priority: int, owner: str = "") -> Waiting:
-        """Hold a ticket for the block; leaving early (disconnect, error) frees its place."""
-        return Waiting(lane, priority, owner)
+    def waiting(
+        self, lane: Lane, priority: int, owner: str = "", work: ThreadWork | None = None
+    ) -> Waiting:
+        """Hold a ticket for the block; leaving early (disconnect, error) frees its place once
+        the threads of `work` have ended."""
+        return Waiting(lane, priority, owner, work)
 
     async def wait_turn(self, lane: Lane, ticket: Ticket, deadline: float) -> int | None:
         """Wait until granted (None) or until the ticket moves (its new position)."""

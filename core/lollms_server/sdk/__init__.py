@@ -5,7 +5,9 @@ A plugin's package code imports only `lollms_server.sdk` (its tests may also use
 names below are the supported surface: the `Binding` base class and the typed objects that
 cross the contract, the error taxonomy, the `hookimpl` marker, the `function` mark (for
 `register_functions`: a name, a schema, `unsafe`), the context a binding is built
-with, the upstream HTTP client and its resilience policy, media sniffing, the GPU probe and a
+with, the upstream HTTP client and its resilience policy, media sniffing, the GPU probe, the
+thread pool whose work a cancelled generation's slot waits for (`TrackedThreads`; a thread
+of a plugin's own counts with `track_thread_work`) and a
 few helpers the shipped plugins share.
 """
 
@@ -62,6 +64,7 @@ from ..node_headers import (
     QUEUE_HEADER,
     parse_model_queue_header,
 )
+from ..offloop import TrackedThreads, track_thread_work
 from ..ollama_wire import PASSED_ON_OPTIONS as OLLAMA_PASSED_ON_OPTIONS
 from ..ollama_wire import KeepAlive
 from ..resilience import RetryPolicy
@@ -115,6 +118,7 @@ __all__ = [
     "Room",
     "SettingsSchema",
     "ToolCall",
+    "TrackedThreads",
     "UnsupportedMediaType",
     "Upstream",
     "Usage",
@@ -136,6 +140,7 @@ __all__ = [
     "requires",
     "sniff",
     "sniff_image",
+    "track_thread_work",
     "upstream_chat",
     "usable_models",
 ]

@@ -12,6 +12,7 @@ from ..bindings import Binding, Chunk, GenerationRequest
 from ..chunks import chunk_problem
 from ..errors import BackendTimeout
 from ..guard import BINDING_FAILURES, BindingErrors, binding_failure, stray_cancel
+from ..offloop import ThreadWork
 from ..trace import current_trace
 
 
@@ -30,8 +31,11 @@ class BindingReader:
         request: GenerationRequest,
         timeout_s: float,
         first_token_timeout_s: float = 0.0,
+        *,
+        work: ThreadWork | None = None,
     ) -> None:
         self.binding = binding
+        self.work = work or ThreadWork()  # the threads the binding starts while it is read
         self.timeout_s = timeout_s
         self.first_token_timeout_s = first_token_timeout_s
         self._model = request.model
@@ -79,7 +83,8 @@ class BindingReader:
             cancelling = task.cancelling()
             self._waiting = task
             try:
-                chunk = await anext(self._chunks)
+                with self.work:
+                    chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 return None
             except asyncio.CancelledError as exc:
@@ -111,7 +116,8 @@ class BindingReader:
         self._disarm()
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
-            await aclose()
+            with self.work:
+                await aclose()
 
     def _expire(self) -> None:
         self._timer = None

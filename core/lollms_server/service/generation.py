@@ -14,6 +14,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from functools import partial
 from typing import Any, TypeVar
 
 from ..bindings import (
@@ -33,9 +34,19 @@ from ..guard import expect_token_ids as expect_token_ids
 from ..guard import guarded as guarded
 from ..guard import listed_models as listed_models
 from ..metrics import Metrics
+from ..offloop import ThreadWork
 from ..registry import Registry, Target
 from ..resources.lifecycle import Lifecycle
-from ..resources.scheduler import ADMIN_PRIORITY, USER_PRIORITY, Lane, Scheduler, Ticket, Waiting
+from ..resources.scheduler import (
+    ADMIN_PRIORITY,
+    NO_TURNS,
+    USER_PRIORITY,
+    Lane,
+    Scheduler,
+    Ticket,
+    Waiting,
+    queued_at,
+)
 from ..security.audit import AuditLog
 from ..security.principal import caller
 from ..security.principal import current as current_principal
@@ -54,6 +65,8 @@ from .workflows import run_workflow, stream_workflow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: what a face asks next of the target that served, from its answer (None: nothing more)
+More = Callable[[Prepared, Result], Awaitable[Prepared | None]]
 MAX_TOKENS_NAMES = ("max_tokens", "n_predict")  # a request that sets either is not capped
 
 
@@ -66,28 +79,6 @@ def call_attributes(prepared: Prepared) -> dict[str, str | None]:
         "lollms.request_id": prepared.request.request_id,
         "lollms.key_id": principal.key_id if principal is not None else None,
     }
-
-
-class NoTurns:
-    """An empty async iterator: the queue positions of a ticket granted at once."""
-
-    def __aiter__(self) -> NoTurns:
-        return self
-
-    async def __anext__(self) -> int:
-        raise StopAsyncIteration
-
-
-NO_TURNS = NoTurns()
-
-
-def queued_at(lane: Lane, position: int) -> Chunk:
-    """The `info` event of a request waiting in `lane` at `position`."""
-    return Chunk(
-        type="info",
-        content=f"queued at position {position}",
-        metadata={"queue_position": position, "estimated_wait_s": lane.estimated_wait_s(position)},
-    )
 
 
 def new_request_id() -> str:
@@ -173,28 +164,35 @@ class GenerationService:
             raw_prompt=raw_prompt,
         )
         target.binding.check_input_roles(request)
+        await guarded(target.binding, target.binding.check_request(request), self.timeout_s)
         return Prepared(target, request, chosen, face, time.monotonic(), default_cap, in_script)
 
     async def generate(self, prepared: Prepared) -> Result:
         """Run to completion on the target or, before any byte, on its fallbacks in turn."""
         return (await self.run(prepared))[1]
 
-    async def run(self, prepared: Prepared) -> tuple[Prepared, Result]:
-        """Like `generate`, with the attempt that served (its target, its request)."""
+    async def run(self, prepared: Prepared, more: More | None = None) -> tuple[Prepared, Result]:
+        """Like `generate`, with the attempt that served (its target, its request). With
+        `more`, the binding is asked again, in the same slots, for the request `more` makes of
+        each answer, until it makes none (a face's batches); the last answer is returned."""
         if prepared.scripted:
             return prepared, await run_workflow(self, prepared, self.functions)
         async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
                 outcome.served = call
-                slot = self._slot(call)
+                slot = self._slot(call, work := ThreadWork())
                 async with attempt, slot as ticket:
                     async for _position in self._turns(slot.lane, ticket):
                         pass
                     await self._load(call)
                     try:
-                        return call, await self._whole(call, outcome)
+                        result = await self._whole(call, outcome, work)
+                        while more is not None and (again := await more(call, result)):
+                            attempt.committed = True  # what was made is not made elsewhere
+                            call, result = again, await self._whole(again, outcome, work)
+                        return call, result
                     finally:
-                        self._release(call)
+                        self._release(call, work)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     def stream(self, prepared: Prepared) -> ChunkStream:
@@ -213,7 +211,7 @@ class GenerationService:
         async with self.accounted(prepared) as outcome:
             for attempt, call in self._attempts(prepared):
                 outcome.served = stream.served = call
-                slot = self._slot(call)
+                slot = self._slot(call, work := ThreadWork())
                 async with attempt, slot as ticket:
                     async for position in self._turns(slot.lane, ticket):
                         yield queued_at(slot.lane, position)
@@ -222,13 +220,17 @@ class GenerationService:
                     try:
                         binding = call.target.binding
                         if "stream" not in binding.capabilities:  # the answer as one piece
-                            for piece in result_chunks(await self._whole(call, outcome)):
+                            for piece in result_chunks(await self._whole(call, outcome, work)):
                                 attempt.committed = True
                                 yield piece
                             return
                         with span("binding.stream", call_attributes(call)) as traced:
                             async with BindingReader(
-                                binding, call.request, self.timeout_s, self.first_token_timeout_s
+                                binding,
+                                call.request,
+                                self.timeout_s,
+                                self.first_token_timeout_s,
+                                work=work,
                             ) as reader:
                                 while (chunk := await reader.read()) is not None:
                                     outcome.usage = chunk.usage or outcome.usage
@@ -241,17 +243,18 @@ class GenerationService:
                                         attempt.committed = True
                                     yield split_chunk_thoughts(splitter, chunk)
                     finally:
-                        self._release(call)
+                        self._release(call, work)
                     answer, thoughts = splitter.flush()
                     if answer or thoughts:
                         yield Chunk(content=answer, thoughts=thoughts)
                     return
 
-    async def _whole(self, prepared: Prepared, outcome: Outcome) -> Result:
-        """The binding's whole answer (`generate`), thoughts split out."""
+    async def _whole(self, prepared: Prepared, outcome: Outcome, work: ThreadWork) -> Result:
+        """The binding's whole answer (`generate`), thoughts split out; the threads it starts
+        are `work`'s."""
         binding = prepared.target.binding
         outcome.asked_whole = True
-        with span("binding.generate", call_attributes(prepared)):
+        with work, span("binding.generate", call_attributes(prepared)):
             result = await guarded(binding, binding.generate(prepared.request), self.timeout_s)
         result = expect_result(binding, result)
         outcome.usage = result.usage
@@ -306,12 +309,12 @@ class GenerationService:
         if self.lifecycle is not None:
             await self.lifecycle.ensure_loaded(prepared.target)
 
-    def _release(self, prepared: Prepared) -> None:
-        """The end of a call `_load` let run: the model's keep_alive starts."""
+    def _release(self, prepared: Prepared, work: ThreadWork) -> None:
+        """The end of a call `_load` let run: the model's keep_alive starts once its threads end."""
         if self.lifecycle is not None:
             keep = prepared.request.parameters.get("keep_alive")
             seconds = float(keep) if isinstance(keep, (int, float)) else None
-            self.lifecycle.release(prepared.target, self._kept(seconds))
+            work.then(partial(self.lifecycle.release, prepared.target, self._kept(seconds)))
 
     def _kept(self, seconds: float | None) -> float | None:
         """A request's keep_alive as the caller may ask it: unloading models is the admin's
@@ -325,15 +328,16 @@ class GenerationService:
         default = lifecycle.keep_alive_s
         return default if default < 0 else max(seconds, default)
 
-    def _slot(self, prepared: Prepared) -> Waiting:
-        """A place in the model's lane (admins ahead of users); left however the block ends."""
+    def _slot(self, prepared: Prepared, work: ThreadWork) -> Waiting:
+        """A place in the model's lane (admins ahead of users); left however the block ends,
+        once the threads of its binding call (`work`) have ended."""
         target = prepared.target
         capacity = self.registry.max_concurrency(target)
         lane = self.scheduler.lane(target.binding.instance_name, target.model, capacity)
         principal = current_principal()
         priority = ADMIN_PRIORITY if principal is not None and principal.is_admin else USER_PRIORITY
         owner = (principal.key_id or principal.client) if principal is not None else ""
-        return self.scheduler.waiting(lane, priority, owner)
+        return self.scheduler.waiting(lane, priority, owner, work)
 
     def _turns(self, lane: Lane, ticket: Ticket) -> AsyncIterator[int]:
         """The ticket's queue position each time it changes, until it may run; none when it

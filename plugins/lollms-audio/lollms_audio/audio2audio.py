@@ -77,10 +77,15 @@ async def audio_to_audio(engines: Engines, request: GenerationRequest, catalog: 
     if mode == "convert":
         return await _convert(engines, item.data, parameters, fmt)
     model = request.model
-    recognizer = choose_recognizer(catalog, model if model in catalog.recognizers else "", settings)
-    choice = choose_voice(catalog, model if model in catalog.voices else "", parameters, settings)
+    instance = engines.instance_name
+    recognizer = choose_recognizer(
+        catalog, model if model in catalog.recognizers else "", settings, instance
+    )
+    choice = choose_voice(
+        catalog, model if model in catalog.voices else "", parameters, settings, instance
+    )
     for served in (recognizer, choice.entry):  # the model names one; the other is a default
-        check_served(engines.instance_name, model, served.name)
+        check_served(instance, model, served.name)
     options = transcribe_options(recognizer, parameters, "", settings)
     heard = await engines.recognize(recognizer, item.data, options)
     text = str(heard["text"]).strip()

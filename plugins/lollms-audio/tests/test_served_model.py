@@ -148,3 +148,25 @@ async def test_a_voice_naming_another_piper_voice_is_loaded_within_the_books(
         assert answer.status == 200, await answer.text()
         status = await (await served.get("/api/v1/status")).json()
         assert status["loaded"] == [f"audio/{VOICE}"], status["loaded"]
+
+
+async def test_a_voice_error_names_only_the_voices_the_key_may_use(
+    model_folders: dict[str, list[str]], packaged: None, tmp_path: Path
+) -> None:
+    """`no voice 'x'; voices: ...` listed every voice of the instance to a key allowed one."""
+    folder = tmp_path / "tts"
+    folder.mkdir()
+    link_voice(folder, "second")
+    settings = {**model_folders, "tts_folders": [str(folder)]}
+    async with serve_binding(AudioBinding, "audio", settings, tmp_path / "data") as served:
+        store = served.server.app[KEYSTORE]
+        key, _ = await store.create("voice-only", "user", allowed_models=[f"audio/{VOICE}"])
+        headers = {"X-API-Key": key, "Host": "evil.example"}
+        body = {"model": f"audio/{VOICE}", "voice": "nosuch", "input": HELLO}
+        limited = await served.post("/v1/audio/speech", json=body, headers=headers)
+        message = (await limited.json())["error"]["message"]
+        assert limited.status == 404, message
+        assert "nosuch" in message and VOICE in message, message
+        assert "second" not in message and "espeak" not in message, message
+        everyone = await served.post("/v1/audio/speech", json=body)  # local: every model
+        assert "second" in (await everyone.json())["error"]["message"]

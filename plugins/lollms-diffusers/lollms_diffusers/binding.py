@@ -29,6 +29,7 @@ from lollms_server.sdk import (
     GenerationRequest,
     Health,
     InvalidRequest,
+    LollmsError,
     ModelInfo,
     ModelNotFound,
     Output,
@@ -243,6 +244,15 @@ class DiffusersBinding(Binding):
         if model not in self.loaded_models():
             await self._entry(model)
         await self._call(f"unload {model}", lambda _job: self._drop(model))
+
+    async def check_request(self, request: GenerationRequest) -> None:
+        """The request's parameters checked against its model before it loads (a size off the
+        8 grid, too many steps...): `make_plan`'s checks, without loading anything."""
+        try:
+            entry = await self._entry(request.model)
+        except LollmsError:
+            return  # a model the instance lacks, a missing folder: the generation says so
+        make_plan(request, entry, self.settings)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Progress as `info` chunks (loading, step i/n), then one chunk per output."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from lollms_server.sdk import BackendError, LollmsError
+from lollms_server.sdk import BackendError, LollmsError, track_thread_work
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +90,7 @@ class Runner:
         self._jobs: set[Job[Any]] = set()
 
     def _pool(self) -> _DaemonWorker:
+        """The worker thread (a generation's slot is held until its job there ends)."""
         if self._executor is None:
             self._executor = _DaemonWorker(f"diffusers-{self.name}_0")
         return self._executor
@@ -166,6 +167,7 @@ class _DaemonWorker:
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Queue `fn(*args)`; its future holds the outcome."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        track_thread_work(future)  # the running binding call's slot waits for it
         self._calls.put(_Call(future, fn, args))
         return future
 

@@ -220,3 +220,45 @@ async def test_a_drain_lets_a_request_of_several_batches_finish(client: Client) 
     assert len((await response.json())["data"]) == 6
     refused = await client.post("/v1/images/generations", json={**payload, "n": 1})
     assert refused.status == 503  # a new request is still refused
+
+
+async def test_a_request_of_several_batches_keeps_its_place_between_them(client: Client) -> None:
+    """n=6 is two calls of the binding (max_images 4): between them the request gave its slot
+    back and queued again, so a request that waited meanwhile ran first, and with the queue
+    full (queue_size 1, that waiting request in it) the first request was a 503 after its
+    first four images were made."""
+    binding = binding_of(client)
+    await binding.load(SD)
+    client.app[keys.SCHEDULER].queue_size = 1  # before the model's lane is made
+    payload = {"model": f"{INSTANCE}/{SD}", "prompt": "a red circle", "size": "64x64"}
+    payload |= {"seed": 3, "steps": 20}
+    first = asyncio.create_task(client.post("/v1/images/generations", json={**payload, "n": 6}))
+    for _ in range(6000):  # until the first batch is past its first step
+        if binding.last_job is not None and binding.last_job.steps_done:
+            break
+        await asyncio.sleep(0.005)
+    second = asyncio.create_task(client.post("/v1/images/generations", json={**payload, "n": 1}))
+    done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+    assert first in done, "the waiting request ran between the batches"
+    response = await first
+    assert response.status == 200, await response.text()
+    assert len((await response.json())["data"]) == 6
+    assert (await second).status == 200
+
+
+async def test_a_size_off_the_8_grid_is_refused_before_the_model_loads(client: Client) -> None:
+    """A width that is no multiple of 8 is a 400 however the model is asked; before, it came
+    only once the model had loaded (11 s the first time on a real model), and left it loaded."""
+    openai = {"model": f"{INSTANCE}/{SD}", "prompt": "a red circle", "size": "100x64"}
+    for path, payload in (
+        ("/v1/images/generations", openai),
+        ("/api/v1/generate", body("tti", SD, width=100, height=64, steps=2)),
+    ):
+        response = await client.post(path, json=payload)
+        answer = await response.json()
+        assert response.status == 400, answer
+        assert "width" in answer["error"]["message"], answer
+        assert "multiple of 8" in answer["error"]["message"], answer
+    assert binding_of(client).loaded_models() == []
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["loaded"] == [] and status["loading"] == [], status

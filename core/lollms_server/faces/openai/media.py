@@ -2,7 +2,8 @@
 
 Images come back as `b64_json` by default; `response_format: "url"` gives a `data:` URL (the
 server hosts no image files). `n` images are asked of the binding in one call; when it makes
-fewer, it is asked again for the rest until there are `n`: with the request's `seed`, image i
+fewer, it is asked again for the rest until there are `n`, within the request's slots (its
+place in the model's queue, the key's concurrency slot): with the request's `seed`, image i
 gets seed + i (so the same request gives the same images), else a fresh random seed.
 Extensions beyond OpenAI's shape, for bindings that honour them (see the README): `loras`,
 `controlnet` with `controlnet_image` (base64 on generations, a file part on edits) and
@@ -29,6 +30,7 @@ from ...httpkit.convert import decode_image, encode_data, image_item
 from ...httpkit.endpoint import UploadedFile, endpoint, off_loop_if_big
 from ...keys import GENERATION, REGISTRY
 from ...openai_names import resolve_model
+from ...service.generation import More
 from ...service.prepared import Prepared, served_by
 from ...service.voices import voice_model
 from . import transcripts
@@ -77,8 +79,9 @@ async def _run(
     prompt: str | None,
     inputs: Sequence[InputItem] = (),
     parameters: dict[str, Any] | None = None,
+    more: More | None = None,
 ) -> tuple[Prepared, Result]:
-    """Resolve the model, build the request and run it to completion."""
+    """Resolve the model, build the request and run it to completion (and `more`)."""
     target = await resolve_model(request.app[REGISTRY], generation_type, model)
     service = request.app[GENERATION]
     prepared = await service.prepare(
@@ -89,7 +92,7 @@ async def _run(
         inputs=inputs,
         parameters=parameters or {},
     )
-    prepared, result = await service.run(prepared)
+    prepared, result = await service.run(prepared, more)
     return await served_by(prepared, result), result
 
 
@@ -177,23 +180,25 @@ async def images_answer(
     if size and size != "auto":
         width, _, height = size.partition("x")
         parameters.update(width=int(width), height=int(height))
-    prepared, result = await _run(
-        request, generation_type, body["model"], body["prompt"], inputs, parameters
-    )
-    images = _outputs(prepared, result, "image")
+    images: list[Output] = []
     seed = parameters.get("seed")
-    while len(images) < count:
+
+    async def more(prepared: Prepared, result: Result) -> Prepared | None:
+        """The rest of the images, asked again of the target that served, in the same slots."""
+        images.extend(_outputs(prepared, result, "image"))
+        if len(images) >= count:
+            return None
         # image i of a seeded request has seed + i (wrapping past 2**63 - 1), as a binding's
         # own batch gives them
         next_seed = secrets.randbelow(2**31) if seed is None else (seed + len(images)) % 2**63
         extra = {**prepared.request.parameters, "n": count - len(images), "seed": next_seed}
-        # the same generation asked again on the target that served: admitted already, so a
-        # drain that began meanwhile lets it finish (as a new request it was refused)
-        more = dataclasses.replace(prepared.request, parameters=extra)
-        prepared, result = await request.app[GENERATION].run(
-            dataclasses.replace(prepared, request=more)
+        return dataclasses.replace(
+            prepared, request=dataclasses.replace(prepared.request, parameters=extra)
         )
-        images.extend(_outputs(prepared, result, "image"))
+
+    prepared, _result = await _run(
+        request, generation_type, body["model"], body["prompt"], inputs, parameters, more
+    )
     as_url = body["response_format"] == "url"
     data = [
         {"url": f"data:{image.mime_type};base64,{encode_data(image.data)}"}
