@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ..bindings import (
+    Binding,
     ChatMessage,
     Chunk,
     GenerationRequest,
@@ -164,7 +165,8 @@ class GenerationService:
             raw_prompt=raw_prompt,
         )
         target.binding.check_input_roles(request)
-        await guarded(target.binding, target.binding.check_request(request), self.timeout_s)
+        if type(target.binding).check_request is not Binding.check_request:  # no timer for none
+            await guarded(target.binding, target.binding.check_request(request), self.timeout_s)
         return Prepared(target, request, chosen, face, time.monotonic(), default_cap, in_script)
 
     async def generate(self, prepared: Prepared) -> Result:
